@@ -1,0 +1,101 @@
+// Package hypervisor is the driver contract: run one VM described by a
+// [Spec], watch it, and stop it. It knows nothing of containers or Docker.
+//
+// Drivers (qemu, later vsphere) live in sub-packages; hvtest holds the
+// conformance suite every driver runs. Extras that not every driver has are
+// reported through [Capabilities], never by type switches.
+package hypervisor
+
+import (
+	"context"
+	"net"
+	"time"
+)
+
+// Disk is one block device given to the guest, in the order of the slice
+// (the first is /dev/vda in a Linux guest).
+type Disk struct {
+	// Path is the host path of the disk file.
+	Path string
+	// Format is the file's format: "raw" or "qcow2".
+	Format string
+	// ReadOnly exposes the disk read-only to the guest.
+	ReadOnly bool
+}
+
+// Spec describes a VM. It is a value: drivers copy what they need.
+type Spec struct {
+	// Name identifies the VM for logs and for the driver's runtime files;
+	// it must be unique among running VMs of one driver (use the container ID).
+	Name string
+	// Kernel and Initrd are host paths of the guest kernel (bzImage) and
+	// initramfs (newc cpio, optionally compressed).
+	Kernel, Initrd string
+	// Cmdline is appended to the driver's own kernel arguments.
+	Cmdline string
+	// MemoryMiB is guest RAM in MiB (16..65536).
+	MemoryMiB int
+	// CPUs is the number of vCPUs (1..64).
+	CPUs int
+	// Disks are attached in order.
+	Disks []Disk
+	// RuntimeDir is a private host directory where the driver keeps sockets,
+	// console log and pid files for this VM. It must exist.
+	RuntimeDir string
+}
+
+// Limits of Spec fields, each with its reason.
+const (
+	// MinMemoryMiB: below this the Debian guest kernel does not finish booting.
+	MinMemoryMiB = 64
+	// MaxMemoryMiB: a sanity bound well above what one host can give one VM.
+	MaxMemoryMiB = 65536
+	// MaxCPUs: QEMU microvm's practical vCPU bound.
+	MaxCPUs = 64
+)
+
+// Capabilities says what a driver can do beyond the contract.
+type Capabilities struct {
+	// Pause: the VM can be frozen and resumed.
+	Pause bool
+	// Accelerator names the accelerator in use ("kvm", "tcg", "vsphere").
+	Accelerator string
+}
+
+// ExitStatus is how a VM ended.
+type ExitStatus struct {
+	// Err is nil when the guest powered off by itself; otherwise it says why
+	// the VMM ended (killed, crashed).
+	Err error
+	// At is when the driver saw the VM end.
+	At time.Time
+}
+
+// VM is a running virtual machine.
+type VM interface {
+	// Channel returns the guest channel: a byte stream to the guest agent
+	// (a virtio-serial port). Call it once; the driver owns its lifetime.
+	Channel() net.Conn
+	// Pid is the host PID of the VMM process, 0 where there is none.
+	Pid() int
+	// Done is closed when the VM has ended and its resources are released.
+	Done() <-chan struct{}
+	// Status reports how the VM ended; valid after Done is closed.
+	Status() ExitStatus
+	// Kill ends the VM at once (power cut). Idempotent.
+	Kill() error
+}
+
+// Driver runs VMs. Safe for concurrent use.
+type Driver interface {
+	// Start boots a VM and returns when its guest channel is connected.
+	// InvalidArgument for a bad spec; Unavailable if the VMM cannot start
+	// (missing binary, kernel or accelerator).
+	Start(ctx context.Context, spec Spec) (VM, error)
+	// CreateOverlay creates a copy-on-write disk at path over the read-only
+	// base disk (never a copy of it), growing to sizeBytes at most. Returns
+	// the new disk's format.
+	CreateOverlay(ctx context.Context, base Disk, path string, sizeBytes int64) (Disk, error)
+	// Capabilities reports what this driver supports on this host.
+	Capabilities() Capabilities
+}

@@ -1,0 +1,288 @@
+// Package portlayer is the Port Layer contract: a small, general container
+// backend that the Docker personality (and any other front end) calls.
+//
+// It owns the value types that cross the seam (container specs and states,
+// image records, log messages, pull progress) and one interface per area:
+// [Compute] for container lifecycle as VMs, [Interaction] for attach and logs,
+// and [Images] for the image store. Implementations live in sub-packages
+// (compute, storage); nothing here knows about HTTP, Docker's JSON or QEMU.
+//
+// Errors are classified with github.com/containerd/errdefs sentinels and
+// wrapped with %w: NotFound (no such container or image), AlreadyExists
+// (name in use), Conflict (wrong state for the operation), InvalidArgument
+// (bad spec), Unavailable (the VM or guest does not answer). Front ends map
+// those classes to their own codes and texts.
+package portlayer
+
+import (
+	"context"
+	"io"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// ContainerSpec describes the container to create. Front-end semantics (for
+// Docker: ENTRYPOINT/CMD combination, defaults from the image) are resolved
+// before the spec reaches the port layer: Args is the final argv.
+type ContainerSpec struct {
+	// Name is a unique, user-chosen name without a leading slash; empty means
+	// the port layer picks one. AlreadyExists if another container has it.
+	Name string
+	// Image is the image's ID, "sha256:" plus 64 hex digits.
+	Image string
+	// ImageRef is the reference the user asked for (e.g. "busybox:latest"),
+	// kept for display only.
+	ImageRef string
+	// Args is the process's argv; Args[0] is looked up in the guest's PATH
+	// when it has no slash. Must not be empty.
+	Args []string
+	// Env holds "KEY=value" entries, image entries first, later ones win.
+	Env []string
+	// WorkingDir is an absolute path inside the container; empty means "/".
+	WorkingDir string
+	// User is "name", "uid", "name:group" or "uid:gid", resolved against the
+	// container's own /etc/passwd and /etc/group; empty means root.
+	User string
+	// Hostname is the guest's hostname; empty means the first 12 hex digits
+	// of the container ID.
+	Hostname string
+	// Domainname is the guest's NIS domain name; may be empty.
+	Domainname string
+	// Tty allocates a pseudo-terminal for the process; stdout and stderr are
+	// then one stream.
+	Tty bool
+	// OpenStdin keeps the process's stdin open for attach.
+	OpenStdin bool
+	// StdinOnce closes stdin after the first attached client detaches.
+	StdinOnce bool
+	// StopSignal is the signal number sent by Stop; 0 means SIGTERM (15).
+	StopSignal int
+	// StopTimeout is how long Stop waits before killing; nil means 10 s.
+	StopTimeout *time.Duration
+	// MemoryMiB is the guest RAM in MiB; 0 means the VCH default.
+	MemoryMiB int
+	// CPUs is the number of vCPUs; 0 means the VCH default (1).
+	CPUs int
+	// AutoRemove removes the container once it has exited and its exit has
+	// been delivered to waiters.
+	AutoRemove bool
+	// Annotations is front-end data kept verbatim with the record (Docker
+	// keeps its Config and HostConfig JSON here). Keys are namespaced, e.g.
+	// "docker.config". The port layer never interprets them.
+	Annotations map[string][]byte
+}
+
+// Status is a container's lifecycle state, with Docker's spelling.
+type Status string
+
+// Container states.
+const (
+	StatusCreated    Status = "created"
+	StatusRunning    Status = "running"
+	StatusPaused     Status = "paused"
+	StatusRestarting Status = "restarting"
+	StatusRemoving   Status = "removing"
+	StatusExited     Status = "exited"
+	StatusDead       Status = "dead"
+)
+
+// State is a container's runtime state.
+type State struct {
+	Status Status
+	// Pid is the host PID of the container's VMM process while running, else 0.
+	Pid int
+	// ExitCode is the main process's exit status; 128+N when killed by
+	// signal N. Valid when Status is exited (or created after a failed start).
+	ExitCode int
+	// Error is the reason a start failed or the VM died, else empty.
+	Error string
+	// OOMKilled reports that the guest killed the process for lack of memory.
+	OOMKilled bool
+	// StartedAt and FinishedAt are zero until the first start/exit.
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Container is a container's record as persisted by the port layer.
+type Container struct {
+	// ID is 64 lowercase hex digits.
+	ID      string
+	Created time.Time
+	Spec    ContainerSpec
+	State   State
+	// RestartCount counts restarts done by the port layer.
+	RestartCount int
+	// LogPath is the host path of the container's log file.
+	LogPath string
+}
+
+// WaitCondition selects when Wait reports, after Docker's wait conditions
+// (Engine API v1.50, POST /containers/{id}/wait).
+type WaitCondition string
+
+// Wait conditions.
+const (
+	// WaitNotRunning reports at once if the container is not running,
+	// otherwise at its next exit.
+	WaitNotRunning WaitCondition = "not-running"
+	// WaitNextExit reports at the container's next exit.
+	WaitNextExit WaitCondition = "next-exit"
+	// WaitRemoved reports once the container has been removed.
+	WaitRemoved WaitCondition = "removed"
+)
+
+// WaitResult is what a waiter receives.
+type WaitResult struct {
+	ExitCode int
+	// Error is non-empty when the wait itself failed (e.g. the daemon stops).
+	Error string
+}
+
+// Compute runs containers as VMs. All methods are safe for concurrent use.
+// idOrName accepts a full ID, a unique ID prefix, or a name.
+type Compute interface {
+	// Create records a new container in state created and prepares its
+	// copy-on-write disk. InvalidArgument for a bad spec, NotFound if the
+	// image is missing, AlreadyExists if the name is taken.
+	Create(ctx context.Context, spec ContainerSpec) (Container, error)
+	// Start boots the container's VM and starts its process; it returns once
+	// the process runs. Starting a running container is a no-op. If the
+	// process cannot be started (e.g. executable not found) the error says
+	// why in the guest's words and the container records exit code 127 or 126.
+	Start(ctx context.Context, idOrName string) error
+	// Stop sends the stop signal, waits timeout (nil: the container's
+	// StopTimeout; negative: forever) and then kills the VM. Stopping a
+	// stopped container is a no-op.
+	Stop(ctx context.Context, idOrName string, timeout *time.Duration) error
+	// Kill delivers signal (a Linux signal number, 9 if 0) to the main
+	// process. Conflict if the container is not running.
+	Kill(ctx context.Context, idOrName string, signal int) error
+	// Wait returns a channel that receives one result when cond is met.
+	// NotFound if there is no such container.
+	Wait(ctx context.Context, idOrName string, cond WaitCondition) (<-chan WaitResult, error)
+	// Remove deletes the container, its writable disk and runtime files.
+	// Conflict if it runs and force is false; with force it is killed first.
+	Remove(ctx context.Context, idOrName string, force bool) error
+	// Inspect returns one container's record. NotFound if none matches;
+	// InvalidArgument if a prefix is ambiguous.
+	Inspect(ctx context.Context, idOrName string) (Container, error)
+	// List returns all containers, newest first.
+	List(ctx context.Context) ([]Container, error)
+	// Rename changes a container's name. AlreadyExists if taken.
+	Rename(ctx context.Context, idOrName, newName string) error
+}
+
+// AttachOptions selects the streams of an attach. Nil writers are not
+// attached. Stdin is read until EOF and then closed in the guest when the
+// container was created with StdinOnce.
+type AttachOptions struct {
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
+	// Logs replays the output logged so far before live output.
+	Logs bool
+	// Stream attaches to live output until the process exits.
+	Stream bool
+}
+
+// Attachment is a registered attach; output flows into the writers in the
+// background.
+type Attachment interface {
+	// Done is closed when the streams have ended (process exit, Close, or
+	// context end); all output written before the exit has been delivered.
+	Done() <-chan struct{}
+	// Close detaches without touching the container. Idempotent.
+	Close() error
+}
+
+// LogOptions selects log messages, after Docker's GET /containers/{id}/logs.
+type LogOptions struct {
+	Stdout, Stderr bool
+	// Follow keeps the channel open for new output until the container stops
+	// or ctx ends.
+	Follow bool
+	// Tail keeps only the last Tail messages; negative means all.
+	Tail int
+	// Since and Until bound message times; zero means unbounded.
+	Since, Until time.Time
+}
+
+// LogMessage is one chunk of output as logged: usually one line including its
+// trailing newline (a final line may lack it).
+type LogMessage struct {
+	// Stream is "stdout" or "stderr".
+	Stream string
+	Time   time.Time
+	Data   []byte
+}
+
+// Interaction connects clients to container streams.
+type Interaction interface {
+	// Attach registers the streams and returns at once, before any output
+	// flows, so a following Start loses nothing. NotFound if no container.
+	Attach(ctx context.Context, idOrName string, opts AttachOptions) (Attachment, error)
+	// Logs returns the container's logged output; the channel closes at the
+	// end (or, with Follow, when the container stops or ctx ends).
+	Logs(ctx context.Context, idOrName string, opts LogOptions) (<-chan LogMessage, error)
+}
+
+// Image is an image record. IDs are the config digest, "sha256:" plus 64 hex.
+type Image struct {
+	ID string
+	// RepoTags are "name:tag" references, sorted; empty for untagged images.
+	RepoTags []string
+	// RepoDigests are "name@sha256:…" for images pulled from a registry.
+	RepoDigests []string
+	// Config is the OCI image configuration (OCI image-spec config.json).
+	Config ocispec.Image
+	// Layers are the uncompressed layer digests (diff IDs), base first.
+	Layers []string
+	// Size is the sum of the uncompressed layer sizes in bytes.
+	Size int64
+	// Created is when the image was built (from its config).
+	Created time.Time
+}
+
+// Progress is one step of a long image operation, for display.
+type Progress struct {
+	// ID names what progresses (a short layer digest or a tag); may be empty.
+	ID string
+	// Status is a short human text ("Pulling fs layer", "Download complete").
+	Status string
+	// Current and Total are bytes; Total 0 means unknown.
+	Current, Total int64
+}
+
+// ProgressFunc receives progress; it must not block for long.
+type ProgressFunc func(Progress)
+
+// ImageDelete is one line of an image removal report, as Docker shows it.
+type ImageDelete struct {
+	Untagged string
+	Deleted  string
+}
+
+// Images is the image store. Images are immutable and content-addressed;
+// layers are stored once by digest and shared.
+type Images interface {
+	// Pull fetches ref ("host[:port]/name[:tag|@digest]") from its registry.
+	// Plain HTTP is used for loopback registries. NotFound if the registry
+	// has no such repository or tag.
+	Pull(ctx context.Context, ref string, progress ProgressFunc) (Image, error)
+	// Import creates a one-layer image from a tar stream (optionally gzip),
+	// tagged ref if ref is not empty. config supplies CMD, ENV, etc.
+	Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress ProgressFunc) (Image, error)
+	// Load reads a `docker save` archive (docker-archive or OCI layout tar)
+	// and returns the images it held, with the tags it applied.
+	Load(ctx context.Context, r io.Reader, progress ProgressFunc) ([]Image, error)
+	// Get resolves a reference, an ID or a unique ID prefix. NotFound if none.
+	Get(ctx context.Context, ref string) (Image, error)
+	// List returns all images, newest first.
+	List(ctx context.Context) ([]Image, error)
+	// Tag adds the reference target to the image src.
+	Tag(ctx context.Context, src, target string) error
+	// Remove untags ref, and deletes the image when no tag is left (or force).
+	// Conflict if a container uses it and force is false.
+	Remove(ctx context.Context, ref string, force bool) ([]ImageDelete, error)
+}
