@@ -37,6 +37,9 @@ type Spec struct {
 	MemoryMiB int
 	// CPUs is the number of vCPUs (1..64).
 	CPUs int
+	// ChannelName names the virtio-serial port that carries the guest
+	// channel (the guest finds it in /sys/class/virtio-ports/*/name).
+	ChannelName string
 	// Disks are attached in order.
 	Disks []Disk
 	// RuntimeDir is a private host directory where the driver keeps sockets,

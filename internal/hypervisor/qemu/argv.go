@@ -1,0 +1,66 @@
+package qemu
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+)
+
+// machine is the microvm machine type with the options that make TCG boots
+// of Debian kernels reliable (DESIGN.md: without pit/pic/rtc about half the
+// boots hang in TSC calibration).
+const machine = "microvm,x-option-roms=off,pit=on,pic=on,rtc=on,isa-serial=on"
+
+// baseCmdline is the driver's own kernel arguments: serial console, no
+// reboot loops on panic, the TSC settings that TCG needs, and quiet boots.
+const baseCmdline = "console=ttyS0 reboot=t panic=-1 tsc=reliable tsc_early_khz=2000000 quiet loglevel=3 8250.nr_uarts=1"
+
+// paths are the host files one VM uses, all inside Spec.RuntimeDir.
+type paths struct {
+	channel string // tether channel socket (we listen, QEMU connects)
+	console string // serial console log
+	pidfile string
+}
+
+// argv builds QEMU's command line (after the binary) for spec. The guest
+// channel is a virtio-serial port whose chardev connects to our socket.
+func argv(spec hypervisor.Spec, accel string, p paths) []string {
+	cpu := "max"
+	if accel == AccelTCG {
+		cpu = "qemu64"
+	}
+	cmdline := baseCmdline
+	if spec.Cmdline != "" {
+		cmdline += " " + spec.Cmdline
+	}
+	a := []string{
+		"-name", "vch-" + spec.Name,
+		"-M", machine,
+		"-accel", accel,
+		"-cpu", cpu,
+		"-m", strconv.Itoa(spec.MemoryMiB),
+		"-smp", strconv.Itoa(spec.CPUs),
+		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+		"-serial", "file:" + p.console,
+		"-kernel", spec.Kernel,
+		"-initrd", spec.Initrd,
+		"-append", cmdline,
+		"-pidfile", p.pidfile,
+		"-device", "virtio-serial-device,max_ports=2",
+		"-chardev", "socket,id=tether,path=" + escape(p.channel),
+		"-device", "virtserialport,chardev=tether,name=" + escape(spec.ChannelName),
+	}
+	for i, d := range spec.Disks {
+		drive := fmt.Sprintf("id=disk%d,file=%s,format=%s,if=none,cache=writeback,discard=unmap", i, escape(d.Path), d.Format)
+		if d.ReadOnly {
+			drive += ",readonly=on"
+		}
+		a = append(a, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=disk%d", i))
+	}
+	return a
+}
+
+// escape doubles commas, QEMU's quoting inside option values.
+func escape(s string) string { return strings.ReplaceAll(s, ",", ",,") }

@@ -1,0 +1,234 @@
+// Package qemu is the hypervisor driver for local QEMU microVMs: it builds
+// QEMU's command line from a [hypervisor.Spec], chooses the accelerator
+// (KVM when usable, TCG otherwise), supervises the VMM process and connects
+// the guest channel. It knows nothing of containers.
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+)
+
+// Config configures the driver.
+type Config struct {
+	// Binary is the QEMU system emulator; default "qemu-system-x86_64" from PATH.
+	Binary string `toml:"binary" json:"binary"`
+	// ImgBinary is qemu-img; default "qemu-img" from PATH.
+	ImgBinary string `toml:"img_binary" json:"img_binary"`
+	// Accel is "auto" (default), "kvm" or "tcg".
+	Accel string `toml:"accel" json:"accel"`
+	// ConnectTimeout bounds how long Start waits for QEMU to connect the
+	// guest channel; default 10 s.
+	ConnectTimeout time.Duration `toml:"connect_timeout" json:"connect_timeout"`
+}
+
+// maxSocketPath is the longest unix socket path Linux accepts (sun_path
+// is 108 bytes including the terminating NUL).
+const maxSocketPath = 107
+
+// Driver runs QEMU microVMs. Safe for concurrent use.
+type Driver struct {
+	cfg    Config
+	accel  string
+	logger *slog.Logger
+}
+
+// New returns a driver. InvalidArgument for an unknown accelerator;
+// Unavailable if the QEMU binaries are not installed.
+func New(cfg Config, logger *slog.Logger) (*Driver, error) {
+	if cfg.Binary == "" {
+		cfg.Binary = "qemu-system-x86_64"
+	}
+	if cfg.ImgBinary == "" {
+		cfg.ImgBinary = "qemu-img"
+	}
+	if cfg.Accel == "" {
+		cfg.Accel = AccelAuto
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	switch cfg.Accel {
+	case AccelAuto, AccelKVM, AccelTCG:
+	default:
+		return nil, fmt.Errorf("qemu: accelerator %q: want auto, kvm or tcg: %w", cfg.Accel, errdefs.ErrInvalidArgument)
+	}
+	for _, b := range []*string{&cfg.Binary, &cfg.ImgBinary} {
+		p, err := exec.LookPath(*b)
+		if err != nil {
+			return nil, fmt.Errorf("qemu: %s not found (install Debian's qemu-system-x86 and qemu-utils): %w", *b, errdefs.ErrUnavailable)
+		}
+		*b = p
+	}
+	return &Driver{cfg: cfg, accel: chooseAccel(cfg.Accel), logger: logger.With("component", "qemu")}, nil
+}
+
+// Capabilities reports the accelerator in use. Pause is not offered yet.
+func (d *Driver) Capabilities() hypervisor.Capabilities {
+	return hypervisor.Capabilities{Accelerator: d.accel}
+}
+
+func validate(spec hypervisor.Spec) error {
+	switch {
+	case spec.Name == "":
+		return fmt.Errorf("qemu: spec has no name: %w", errdefs.ErrInvalidArgument)
+	case spec.MemoryMiB < hypervisor.MinMemoryMiB || spec.MemoryMiB > hypervisor.MaxMemoryMiB:
+		return fmt.Errorf("qemu: memory %d MiB outside %d..%d: %w", spec.MemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
+	case spec.CPUs < 1 || spec.CPUs > hypervisor.MaxCPUs:
+		return fmt.Errorf("qemu: %d vCPUs outside 1..%d: %w", spec.CPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+	case spec.ChannelName == "":
+		return fmt.Errorf("qemu: spec has no channel name: %w", errdefs.ErrInvalidArgument)
+	}
+	for _, f := range []string{spec.Kernel, spec.Initrd} {
+		if _, err := os.Stat(f); err != nil {
+			return fmt.Errorf("qemu: guest boot file: %w: %w", err, errdefs.ErrUnavailable)
+		}
+	}
+	for _, d := range spec.Disks {
+		if d.Format != "raw" && d.Format != "qcow2" {
+			return fmt.Errorf("qemu: disk %s: format %q: %w", d.Path, d.Format, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
+}
+
+// Start boots the VM and returns once QEMU has connected the guest channel
+// (the guest may still be booting; the agent answers on the channel when
+// ready). Unavailable if QEMU exits or does not connect in time.
+func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM, error) {
+	if err := validate(spec); err != nil {
+		return nil, err
+	}
+	p := paths{
+		channel: filepath.Join(spec.RuntimeDir, "tether.sock"),
+		console: filepath.Join(spec.RuntimeDir, "console.log"),
+		pidfile: filepath.Join(spec.RuntimeDir, "qemu.pid"),
+	}
+	if len(p.channel) > maxSocketPath {
+		return nil, fmt.Errorf("qemu: runtime dir %s too long for a unix socket: %w", spec.RuntimeDir, errdefs.ErrInvalidArgument)
+	}
+	_ = os.Remove(p.channel)
+	ln, err := net.Listen("unix", p.channel)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: listen for guest channel: %w", err)
+	}
+	defer ln.Close()
+	defer os.Remove(p.channel)
+
+	var stderr bytes.Buffer
+	cmd := exec.Command(d.cfg.Binary, argv(spec, d.accel, p)...)
+	cmd.Stdout = &stderr
+	cmd.Stderr = &stderr
+	// Own session: signals to the daemon's process group never reach VMs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: start %s: %w: %w", d.cfg.Binary, err, errdefs.ErrUnavailable)
+	}
+	vm := &vm{cmd: cmd, done: make(chan struct{})}
+	go vm.wait(&stderr)
+
+	type accepted struct {
+		c   net.Conn
+		err error
+	}
+	acc := make(chan accepted, 1)
+	go func() {
+		c, err := ln.Accept()
+		acc <- accepted{c, err}
+	}()
+	timer := time.NewTimer(d.cfg.ConnectTimeout)
+	defer timer.Stop()
+	select {
+	case a := <-acc:
+		if a.err != nil {
+			vm.Kill()
+			return nil, fmt.Errorf("qemu: accept guest channel: %w", a.err)
+		}
+		vm.channel = a.c
+	case <-vm.done:
+		return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", vm.status.Err, errdefs.ErrUnavailable)
+	case <-timer.C:
+		vm.Kill()
+		return nil, fmt.Errorf("qemu: guest channel not connected within %s: %w", d.cfg.ConnectTimeout, errdefs.ErrUnavailable)
+	case <-ctx.Done():
+		vm.Kill()
+		return nil, fmt.Errorf("qemu: start %s: %w", spec.Name, ctx.Err())
+	}
+	d.logger.Info("vm started", "vm", spec.Name, "pid", cmd.Process.Pid, "accel", d.accel)
+	return vm, nil
+}
+
+// CreateOverlay creates a qcow2 disk at path backed by base (qemu-img
+// create -b), so the base is shared, never copied. sizeBytes 0 keeps the
+// base's size.
+func (d *Driver) CreateOverlay(ctx context.Context, base hypervisor.Disk, path string, sizeBytes int64) (hypervisor.Disk, error) {
+	abs, err := filepath.Abs(base.Path)
+	if err != nil {
+		return hypervisor.Disk{}, fmt.Errorf("qemu: overlay base: %w", err)
+	}
+	args := []string{"create", "-q", "-f", "qcow2", "-F", base.Format, "-b", abs, path}
+	if sizeBytes > 0 {
+		args = append(args, strconv.FormatInt(sizeBytes, 10))
+	}
+	out, err := exec.CommandContext(ctx, d.cfg.ImgBinary, args...).CombinedOutput()
+	if err != nil {
+		return hypervisor.Disk{}, fmt.Errorf("qemu: qemu-img create: %s: %w", bytes.TrimSpace(out), err)
+	}
+	return hypervisor.Disk{Path: path, Format: "qcow2"}, nil
+}
+
+// vm is one QEMU process.
+type vm struct {
+	cmd     *exec.Cmd
+	channel net.Conn
+	done    chan struct{}
+	status  hypervisor.ExitStatus
+	once    sync.Once
+}
+
+func (v *vm) wait(out *bytes.Buffer) {
+	err := v.cmd.Wait()
+	st := hypervisor.ExitStatus{At: time.Now()}
+	if err != nil {
+		msg := bytes.TrimSpace(out.Bytes())
+		if len(msg) > 0 {
+			st.Err = fmt.Errorf("qemu: %s: %w", msg, err)
+		} else {
+			st.Err = fmt.Errorf("qemu: %w", err)
+		}
+	}
+	v.status = st
+	if v.channel != nil {
+		v.channel.Close()
+	}
+	close(v.done)
+}
+
+func (v *vm) Channel() net.Conn             { return v.channel }
+func (v *vm) Pid() int                      { return v.cmd.Process.Pid }
+func (v *vm) Done() <-chan struct{}         { return v.done }
+func (v *vm) Status() hypervisor.ExitStatus { <-v.done; return v.status }
+
+// Kill sends SIGKILL to QEMU. Idempotent; harmless after exit.
+func (v *vm) Kill() error {
+	err := v.cmd.Process.Kill()
+	if errors.Is(err, os.ErrProcessDone) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,226 @@
+// Package guest is the host side of the tether protocol (package wire): it
+// turns a VM's guest channel into typed calls — set up the container, start
+// a process and stream its stdio, signal it, resize its TTY, collect its
+// exit status, power the VM off.
+package guest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// Client is a connection to one guest's tether. Safe for concurrent use.
+type Client struct {
+	conn ssh.Conn
+}
+
+// Dial performs the SSH handshake over the guest channel c. It returns when
+// tether answers (the guest has booted) or ctx ends (Unavailable).
+//
+// The channel is a private virtio-serial port reachable only through the
+// VMM, so the guest's per-boot host key is not verified.
+func Dial(ctx context.Context, c net.Conn) (*Client, error) {
+	type result struct {
+		conn ssh.Conn
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		cfg := &ssh.ClientConfig{User: "vch", HostKeyCallback: ssh.InsecureIgnoreHostKey()}
+		sc, chans, reqs, err := ssh.NewClientConn(c, "guest", cfg)
+		if err == nil {
+			go ssh.DiscardRequests(reqs)
+			go func() {
+				for nc := range chans {
+					_ = nc.Reject(ssh.Prohibited, "no channels from the guest")
+				}
+			}()
+		}
+		done <- result{sc, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("guest: handshake: %w: %w", r.err, errdefs.ErrUnavailable)
+		}
+		return &Client{conn: r.conn}, nil
+	case <-ctx.Done():
+		c.Close()
+		return nil, fmt.Errorf("guest: handshake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+	}
+}
+
+// Close closes the connection. Idempotent.
+func (c *Client) Close() error { return c.conn.Close() }
+
+// Wait blocks until the connection ends.
+func (c *Client) Wait() error { return c.conn.Wait() }
+
+// request sends a global request and turns a refusal into an error carrying
+// the guest's text.
+func (c *Client) request(ctx context.Context, name string, payload []byte) error {
+	type result struct {
+		ok   bool
+		resp []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ok, resp, err := c.conn.SendRequest(name, true, payload)
+		done <- result{ok, resp, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return fmt.Errorf("guest: %s: %w: %w", name, r.err, errdefs.ErrUnavailable)
+		}
+		if !r.ok {
+			return fmt.Errorf("guest: %s refused: %s", name, r.resp)
+		}
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("guest: %s: %w: %w", name, ctx.Err(), errdefs.ErrUnavailable)
+	}
+}
+
+// Setup applies the container-wide setup. Call once, before Start.
+func (c *Client) Setup(ctx context.Context, s wire.Setup) error {
+	return c.request(ctx, wire.RequestSetup, wire.Encode(s))
+}
+
+// PowerOff asks the guest to sync its disks and power off; it returns once
+// the guest acknowledged. The VM ends shortly after.
+func (c *Client) PowerOff(ctx context.Context) error {
+	return c.request(ctx, wire.RequestPowerOff, nil)
+}
+
+// StartError is a process that could not be started: the guest's reason and
+// Docker's exit code for it (127 not found, 126 not executable).
+type StartError struct {
+	Message  string
+	ExitCode int
+}
+
+func (e *StartError) Error() string { return e.Message }
+
+// Process is a started guest process.
+type Process struct {
+	ch       ssh.Channel
+	exitOnce sync.Once
+	exited   chan struct{}
+	code     int
+	mu       sync.Mutex
+}
+
+// Start starts a process. Its stdout and stderr are read with Stdout and
+// Stderr (they must be drained, or the guest blocks); a *StartError when the
+// guest could not start it.
+func (c *Client) Start(ctx context.Context, p wire.Process) (*Process, error) {
+	type result struct {
+		ch   ssh.Channel
+		reqs <-chan *ssh.Request
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ch, reqs, err := c.conn.OpenChannel(wire.ChannelProcess, wire.Encode(p))
+		done <- result{ch, reqs, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return nil, fmt.Errorf("guest: start process: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+	}
+	if r.err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(r.err, &oce) {
+			var se wire.StartError
+			if json.Unmarshal([]byte(oce.Message), &se) == nil && se.Message != "" {
+				return nil, &StartError{Message: se.Message, ExitCode: se.ExitCode}
+			}
+		}
+		return nil, fmt.Errorf("guest: start process: %w: %w", r.err, errdefs.ErrUnavailable)
+	}
+	proc := &Process{ch: r.ch, exited: make(chan struct{}), code: -1}
+	go func() {
+		for req := range r.reqs {
+			if req.Type == wire.RequestExitStatus {
+				var st struct{ Status uint32 }
+				if ssh.Unmarshal(req.Payload, &st) == nil {
+					proc.mu.Lock()
+					proc.code = int(st.Status)
+					proc.mu.Unlock()
+				}
+			}
+			if req.WantReply {
+				_ = req.Reply(false, nil)
+			}
+		}
+		// The request channel closes with the channel: every exit-status
+		// request (sent after all output) has been seen.
+		proc.exitOnce.Do(func() { close(proc.exited) })
+	}()
+	return proc, nil
+}
+
+// Stdout returns the process's stdout (its TTY output with a TTY).
+func (p *Process) Stdout() io.Reader { return p.ch }
+
+// Stderr returns the process's stderr (empty with a TTY).
+func (p *Process) Stderr() io.Reader { return p.ch.Stderr() }
+
+// Stdin returns the process's stdin; close it to deliver EOF.
+func (p *Process) Stdin() io.WriteCloser { return stdin{p.ch} }
+
+type stdin struct{ ch ssh.Channel }
+
+func (s stdin) Write(b []byte) (int, error) { return s.ch.Write(b) }
+func (s stdin) Close() error                { return s.ch.CloseWrite() }
+
+// Signal delivers Linux signal n to the process.
+func (p *Process) Signal(ctx context.Context, n int) error {
+	ok, err := p.ch.SendRequest(wire.RequestSignal, true, wire.Encode(wire.Signal{Number: n}))
+	if err != nil {
+		return fmt.Errorf("guest: signal %d: %w: %w", n, err, errdefs.ErrUnavailable)
+	}
+	if !ok {
+		return fmt.Errorf("guest: signal %d refused: %w", n, errdefs.ErrConflict)
+	}
+	return nil
+}
+
+// Resize sets the process's TTY size in character cells.
+func (p *Process) Resize(ctx context.Context, rows, cols uint32) error {
+	payload := ssh.Marshal(struct{ Cols, Rows, Width, Height uint32 }{cols, rows, 0, 0})
+	if _, err := p.ch.SendRequest(wire.RequestWindowChange, false, payload); err != nil {
+		return fmt.Errorf("guest: resize: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	return nil
+}
+
+// Wait returns the exit code once the process has exited and the channel
+// closed. -1 with Unavailable if the connection ended without a status.
+func (p *Process) Wait(ctx context.Context) (int, error) {
+	select {
+	case <-p.exited:
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.code < 0 {
+		return -1, fmt.Errorf("guest: process ended without exit status: %w", errdefs.ErrUnavailable)
+	}
+	return p.code, nil
+}

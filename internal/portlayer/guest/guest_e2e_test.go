@@ -1,0 +1,171 @@
+//go:build e2e
+
+package guest_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/hypervisor/qemu"
+	"github.com/vchproject/vch/internal/initramfs"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/testenv"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// bootBusybox boots a VM whose root disk holds Debian's static busybox and
+// returns a connected guest client.
+func bootBusybox(t *testing.T) (*guest.Client, hypervisor.VM) {
+	t.Helper()
+	testenv.RequireVMs(t)
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Skip("busybox-static not installed")
+	}
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root")
+	for _, d := range []string{"bin", "etc", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bb, _ := os.ReadFile("/bin/busybox")
+	os.WriteFile(filepath.Join(root, "bin", "busybox"), bb, 0o755)
+	for _, a := range []string{"sh", "echo", "uname", "cat", "sleep", "head", "seq"} {
+		os.Symlink("/bin/busybox", filepath.Join(root, "bin", a))
+	}
+	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
+	os.WriteFile(filepath.Join(root, "etc", "group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
+	disk := filepath.Join(dir, "root.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", root, disk, "256M").CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %s: %v", out, err)
+	}
+	kt := initramfs.KernelTree{Dir: testenv.KernelDir()}
+	kernel, err := kt.Kernel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	initrd := filepath.Join(dir, "initrd.img")
+	if err := initramfs.WriteFile(initrd, filepath.Join(testenv.BinDir(), "tether"), kt, initramfs.BootModules); err != nil {
+		t.Fatal(err)
+	}
+	drv, err := qemu.New(qemu.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay, err := drv.CreateOverlay(t.Context(), hypervisor.Disk{Path: disk, Format: "raw"}, filepath.Join(dir, "rw.qcow2"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := drv.Start(t.Context(), hypervisor.Spec{
+		Name: "guest-test", Kernel: kernel, Initrd: initrd, MemoryMiB: 256, CPUs: 1,
+		ChannelName: wire.PortName, Disks: []hypervisor.Disk{overlay}, RuntimeDir: dir,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		vm.Kill()
+		<-vm.Done()
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "console.log"))
+			t.Logf("console:\n%s", b)
+		}
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	c, err := guest.Dial(ctx, vm.Channel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Setup(ctx, wire.Setup{Hostname: "guesttest", TimeUnixNano: time.Now().UnixNano()}); err != nil {
+		t.Fatal(err)
+	}
+	return c, vm
+}
+
+// run starts p and collects its output and exit code.
+func run(t *testing.T, c *guest.Client, p wire.Process) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	proc, err := c.Start(ctx, p)
+	if err != nil {
+		t.Fatalf("start %v: %v", p.Args, err)
+	}
+	var out, errb bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); io.Copy(&out, proc.Stdout()) }()
+	go func() { defer wg.Done(); io.Copy(&errb, proc.Stderr()) }()
+	code, err := proc.Wait(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	return out.String(), errb.String(), code
+}
+
+func TestGuestProcesses(t *testing.T) {
+	c, vm := bootBusybox(t)
+	var uts unix.Utsname
+	unix.Uname(&uts)
+	host := unix.ByteSliceToString(uts.Release[:])
+
+	out, _, code := run(t, c, wire.Process{Args: []string{"uname", "-r"}})
+	if code != 0 || strings.TrimSpace(out) == "" || strings.TrimSpace(out) == host {
+		t.Errorf("uname -r = %q (code %d), host %q: want the guest kernel", out, code, host)
+	}
+	out, _, _ = run(t, c, wire.Process{Args: []string{"cat", "/etc/hostname"}})
+	if strings.TrimSpace(out) != "guesttest" {
+		t.Errorf("hostname file = %q", out)
+	}
+	_, _, code = run(t, c, wire.Process{Args: []string{"sh", "-c", "exit 3"}})
+	if code != 3 {
+		t.Errorf("exit 3: got %d", code)
+	}
+	_, _, code = run(t, c, wire.Process{Args: []string{"sh", "-c", "kill -TERM $$"}})
+	if code != 143 {
+		t.Errorf("killed by TERM: got %d, want 143", code)
+	}
+	out, errOut, _ := run(t, c, wire.Process{Args: []string{"sh", "-c", "echo out; echo err >&2; printf last"}})
+	if out != "out\nlast" || errOut != "err\n" {
+		t.Errorf("streams: out %q err %q", out, errOut)
+	}
+	out, _, _ = run(t, c, wire.Process{Args: []string{"sh", "-c", "id -u; pwd; echo $HOME"}, User: "nobody", Dir: "/tmp"})
+	if out != "65534\n/tmp\n/nonexistent\n" {
+		t.Errorf("user/dir: %q", out)
+	}
+	_, err := c.Start(t.Context(), wire.Process{Args: []string{"nosuchcmd"}})
+	var se *guest.StartError
+	if !errors.As(err, &se) || se.ExitCode != 127 || !strings.Contains(se.Message, `exec: "nosuchcmd": executable file not found in $PATH`) {
+		t.Errorf("nosuchcmd: %v", err)
+	}
+	out, _, _ = run(t, c, wire.Process{Args: []string{"seq", "1", "10000"}})
+	if n := strings.Count(out, "\n"); n != 10000 || !strings.HasSuffix(out, "\n10000\n") {
+		t.Errorf("seq 10000: %d lines", n)
+	}
+	if err := c.PowerOff(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-vm.Done():
+		if err := vm.Status().Err; err != nil {
+			t.Errorf("vm status after power-off: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("VM did not power off")
+	}
+}

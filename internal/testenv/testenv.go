@@ -1,0 +1,76 @@
+// Package testenv finds what the VM-booting tests need — the built
+// binaries, the unpacked guest kernel, QEMU, root — and skips a test that
+// lacks one, saying why. With VCH_REQUIRE_E2E=1 (set by CI) a missing
+// prerequisite fails the test instead, so a missing kernel can never turn
+// the suite green.
+package testenv
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// RepoRoot returns the repository's root directory.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// BinDir returns where `make build` puts binaries (VCH_BIN_DIR overrides).
+func BinDir() string {
+	if d := os.Getenv("VCH_BIN_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(RepoRoot(), "bin")
+}
+
+// KernelDir returns the unpacked guest kernel tree (VCH_KERNEL_DIR overrides).
+func KernelDir() string {
+	if d := os.Getenv("VCH_KERNEL_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(BinDir(), "guest", "kernel")
+}
+
+// missing skips or, under VCH_REQUIRE_E2E=1, fails.
+func missing(t testing.TB, why string) {
+	t.Helper()
+	if os.Getenv("VCH_REQUIRE_E2E") == "1" {
+		t.Fatalf("prerequisite missing (VCH_REQUIRE_E2E=1): %s", why)
+	}
+	t.Skipf("prerequisite missing: %s", why)
+}
+
+// RequireVMs checks root, QEMU, qemu-img, mkfs.ext4, the tether binary
+// and the guest kernel.
+func RequireVMs(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		missing(t, "must run as root")
+	}
+	for _, b := range []string{"qemu-system-x86_64", "qemu-img", "mkfs.ext4"} {
+		if _, err := exec.LookPath(b); err != nil {
+			missing(t, b+" not installed (run scripts/deps.sh)")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(BinDir(), "tether")); err != nil {
+		missing(t, "bin/tether not built (run make build)")
+	}
+	matches, _ := filepath.Glob(filepath.Join(KernelDir(), "boot", "vmlinuz-*"))
+	if len(matches) == 0 {
+		missing(t, "guest kernel not unpacked in "+KernelDir()+" (run make guest)")
+	}
+}
+
+// RequireBinary checks that a program is on PATH.
+func RequireBinary(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		missing(t, name+" not installed")
+	}
+	return p
+}

@@ -1,0 +1,182 @@
+// Package tether is the guest agent: PID 1 inside every container VM. It
+// mounts the kernel filesystems and the container's root disk, loads the
+// virtio modules, applies the container's identity (hostname, hosts,
+// resolv.conf, clock), serves the host's SSH connection on the virtio-serial
+// port (protocol in package wire), runs the container's processes, reaps
+// zombies, reports exit statuses and powers the VM off when asked.
+//
+// It does not decide anything about containers: the host sends what to run.
+package tether
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Paths inside the initramfs, shared with the host's initramfs builder.
+const (
+	// ModulesDir holds the kernel modules (*.ko) to load at boot.
+	ModulesDir = "/lib/modules"
+	// ModulesOrder lists the module file names in load order, one a line.
+	ModulesOrder = "/lib/modules/order"
+	// RootDisk is the container's root disk (the first virtio-blk disk).
+	RootDisk = "/dev/vda"
+	// RootMount is where the container's root filesystem is mounted.
+	RootMount = "/ctr"
+)
+
+// deviceWait bounds how long boot waits for the root disk and the port to
+// appear after their modules load; under TCG they appear within ~100 ms.
+const deviceWait = 10 * time.Second
+
+// Main runs tether as PID 1 and never returns: it powers the VM off on
+// every path, printing the reason on the console first.
+func Main() {
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "tether")
+	err := run(logger)
+	if err != nil {
+		logger.Error("tether failed", "err", err)
+	}
+	powerOff()
+}
+
+func run(logger *slog.Logger) error {
+	ctx := context.Background()
+	if err := mountKernelFS(); err != nil {
+		return err
+	}
+	if c, err := os.OpenFile("/dev/console", os.O_RDWR, 0); err == nil {
+		for fd := 0; fd <= 2; fd++ {
+			_ = unix.Dup2(int(c.Fd()), fd)
+		}
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "tether")
+	}
+	reaper := startReaper()
+	if err := loadModules(logger); err != nil {
+		return err
+	}
+	port, err := waitPort(ctx)
+	if err != nil {
+		return err
+	}
+	if err := waitPath(ctx, RootDisk); err != nil {
+		return err
+	}
+	if err := mountRoot(); err != nil {
+		return err
+	}
+	logger.Info("guest ready", "port", port)
+	f, err := os.OpenFile(port, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("tether: open channel %s: %w", port, err)
+	}
+	srv := newServer(logger, reaper)
+	return srv.serve(f)
+}
+
+func mountKernelFS() error {
+	mounts := []struct{ src, dst, typ string }{
+		{"proc", "/proc", "proc"},
+		{"sysfs", "/sys", "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs"},
+	}
+	for _, m := range mounts {
+		if err := os.MkdirAll(m.dst, 0o755); err != nil {
+			return fmt.Errorf("tether: mkdir %s: %w", m.dst, err)
+		}
+		if err := unix.Mount(m.src, m.dst, m.typ, 0, ""); err != nil && !errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("tether: mount %s: %w", m.dst, err)
+		}
+	}
+	return nil
+}
+
+// loadModules loads the modules named in ModulesOrder, in order. A module
+// that is already present (built in) is skipped.
+func loadModules(logger *slog.Logger) error {
+	data, err := os.ReadFile(ModulesOrder)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("tether: read module order: %w", err)
+	}
+	for _, name := range strings.Fields(string(data)) {
+		f, err := os.Open(filepath.Join(ModulesDir, name))
+		if err != nil {
+			return fmt.Errorf("tether: module %s: %w", name, err)
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("tether: load module %s: %w", name, err)
+		}
+		logger.Debug("module loaded", "module", name)
+	}
+	return nil
+}
+
+// waitPort finds the virtio-serial port named wire.PortName and returns its
+// device path.
+func waitPort(ctx context.Context) (string, error) {
+	deadline := time.Now().Add(deviceWait)
+	for {
+		matches, _ := filepath.Glob("/sys/class/virtio-ports/*/name")
+		for _, m := range matches {
+			b, err := os.ReadFile(m)
+			if err == nil && strings.TrimSpace(string(b)) == portName {
+				dev := "/dev/" + filepath.Base(filepath.Dir(m))
+				if _, err := os.Stat(dev); err == nil {
+					return dev, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("tether: virtio port %q did not appear within %s", portName, deviceWait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func waitPath(ctx context.Context, path string) error {
+	deadline := time.Now().Add(deviceWait)
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tether: %s did not appear within %s", path, deviceWait)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// powerOff syncs and powers the VM off. It never returns.
+func powerOff() {
+	unix.Sync()
+	_ = unix.Unmount(RootMount, unix.MNT_DETACH)
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF)
+	// Power-off unsupported: a reboot makes QEMU exit under -no-reboot.
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+	for {
+		time.Sleep(time.Hour)
+	}
+}
+

@@ -1,0 +1,287 @@
+package tether
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"github.com/moby/sys/user"
+	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// defaultPath is the PATH Docker sets when the image has none.
+const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// drainLimit bounds how long tether waits, after a process exits, for its
+// output pipes to reach EOF (a background child may hold them open).
+const drainLimit = 2 * time.Second
+
+// startError is a process start failure with Docker's exit code for it.
+type startError struct {
+	msg  string
+	code int
+}
+
+func (e *startError) Error() string { return e.msg }
+
+// process is one running container process.
+type process struct {
+	pid    int
+	ptmx   *os.File // nil without a TTY
+	stdin  io.WriteCloser
+	stdout io.ReadCloser
+	stderr io.ReadCloser
+	exited <-chan unix.WaitStatus
+}
+
+// lookPath finds file in the container's PATH the way execvp does, resolving
+// every candidate inside the container root. Errors carry Go's os/exec texts,
+// which Docker users know: `exec: "x": executable file not found in $PATH`.
+func lookPath(file string, env []string) (string, error) {
+	if strings.Contains(file, "/") {
+		p, err := inRoot(file)
+		if err != nil {
+			return "", &startError{msg: fmt.Sprintf("exec: %q: %v", file, err), code: 127}
+		}
+		if _, err := os.Stat(p); err != nil {
+			return "", &startError{msg: fmt.Sprintf("exec: %q: stat %s: no such file or directory", file, file), code: 127}
+		}
+		return file, nil
+	}
+	pathEnv := defaultPath
+	for _, e := range env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	for _, dir := range strings.Split(pathEnv, ":") {
+		if dir == "" {
+			dir = "."
+		}
+		cand := path.Join(dir, file)
+		p, err := inRoot(cand)
+		if err != nil {
+			continue
+		}
+		st, err := os.Stat(p)
+		if err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return cand, nil
+		}
+	}
+	return "", &startError{msg: fmt.Sprintf("exec: %q: executable file not found in $PATH", file), code: 127}
+}
+
+// resolveUser resolves a Docker user spec against the container's own
+// /etc/passwd and /etc/group.
+func resolveUser(spec string) (*user.ExecUser, error) {
+	passwd, err := inRoot("/etc/passwd")
+	if err != nil {
+		return nil, err
+	}
+	group, err := inRoot("/etc/group")
+	if err != nil {
+		return nil, err
+	}
+	defaults := &user.ExecUser{Uid: 0, Gid: 0, Home: "/"}
+	u, err := user.GetExecUserPath(spec, defaults, passwd, group)
+	if err != nil {
+		return nil, &startError{msg: fmt.Sprintf("unable to find user %s: %v", spec, errors.Unwrap(err)), code: 126}
+	}
+	return u, nil
+}
+
+// buildEnv adds PATH and HOME when the spec lacks them, as Docker does.
+func buildEnv(env []string, home string) []string {
+	out := append([]string(nil), env...)
+	has := func(k string) bool {
+		for _, e := range out {
+			if strings.HasPrefix(e, k+"=") {
+				return true
+			}
+		}
+		return false
+	}
+	if !has("PATH") {
+		out = append(out, "PATH="+defaultPath)
+	}
+	if !has("HOME") {
+		out = append(out, "HOME="+home)
+	}
+	return out
+}
+
+// startProcess starts p inside the container root. The returned process's
+// exit status arrives on its exited channel via the reaper.
+func startProcess(r *reaper, p wire.Process) (*process, error) {
+	if len(p.Args) == 0 {
+		return nil, &startError{msg: "no command specified", code: 126}
+	}
+	u := &user.ExecUser{Uid: 0, Gid: 0, Home: "/root"}
+	if p.User != "" || true {
+		var err error
+		if u, err = resolveUser(p.User); err != nil {
+			return nil, err
+		}
+	}
+	env := buildEnv(p.Env, u.Home)
+	argv0, err := lookPath(p.Args[0], env)
+	if err != nil {
+		return nil, err
+	}
+	dir := p.Dir
+	if dir == "" {
+		dir = "/"
+	}
+	if hp, err := inRoot(dir); err == nil {
+		if err := os.MkdirAll(hp, 0o755); err != nil {
+			return nil, &startError{msg: fmt.Sprintf("mkdir %s: %v", dir, err), code: 126}
+		}
+	}
+	groups := make([]uint32, 0, len(u.Sgids))
+	for _, g := range u.Sgids {
+		groups = append(groups, uint32(g))
+	}
+	sys := &syscall.SysProcAttr{
+		Chroot:     RootMount,
+		Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid), Groups: groups},
+		Setsid:     true,
+	}
+	proc := &process{}
+	var childFiles []*os.File
+	var closeAfter []*os.File
+	if p.Tty {
+		ptmx, tty, err := pty.Open()
+		if err != nil {
+			return nil, fmt.Errorf("tether: open pty: %w", err)
+		}
+		if p.Rows > 0 && p.Cols > 0 {
+			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(p.Rows), Cols: uint16(p.Cols)})
+		}
+		sys.Setctty = true
+		sys.Ctty = 0
+		childFiles = []*os.File{tty, tty, tty}
+		closeAfter = []*os.File{tty}
+		proc.ptmx = ptmx
+	} else {
+		var stdinR *os.File
+		if p.Stdin {
+			r, w, err := os.Pipe()
+			if err != nil {
+				return nil, fmt.Errorf("tether: pipe: %w", err)
+			}
+			stdinR, proc.stdin = r, w
+		} else {
+			stdinR, err = os.Open(os.DevNull)
+			if err != nil {
+				return nil, fmt.Errorf("tether: open /dev/null: %w", err)
+			}
+		}
+		outR, outW, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("tether: pipe: %w", err)
+		}
+		errR, errW, err := os.Pipe()
+		if err != nil {
+			return nil, fmt.Errorf("tether: pipe: %w", err)
+		}
+		proc.stdout, proc.stderr = outR, errR
+		childFiles = []*os.File{stdinR, outW, errW}
+		closeAfter = childFiles
+	}
+	attr := &os.ProcAttr{Dir: dir, Env: env, Files: childFiles, Sys: sys}
+	osp, err := os.StartProcess(argv0, p.Args, attr)
+	for _, f := range closeAfter {
+		f.Close()
+	}
+	if err != nil {
+		proc.closeAll()
+		code := 126
+		if errors.Is(err, unix.ENOENT) {
+			code = 127
+		}
+		msg := err.Error()
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			msg = fmt.Sprintf("exec: %q: %v", p.Args[0], pe.Err)
+		}
+		return nil, &startError{msg: msg, code: code}
+	}
+	proc.pid = osp.Pid
+	proc.exited = r.wait(osp.Pid)
+	_ = osp.Release()
+	return proc, nil
+}
+
+func (p *process) closeAll() {
+	for _, c := range []io.Closer{p.ptmx, p.stdin, p.stdout, p.stderr} {
+		if c != nil && !isNilFile(c) {
+			c.Close()
+		}
+	}
+}
+
+func isNilFile(c io.Closer) bool {
+	f, ok := c.(*os.File)
+	return ok && f == nil
+}
+
+// pump copies the process's output to stdout/stderr until EOF, its input
+// from stdin, and returns the exit code once the process has exited and its
+// output is drained (bounded by drainLimit after the exit).
+func (p *process) pump(stdin io.Reader, stdout, stderr io.Writer) int {
+	var wg sync.WaitGroup
+	copyOut := func(dst io.Writer, src io.Reader) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+	}
+	if p.ptmx != nil {
+		wg.Add(1)
+		go copyOut(stdout, p.ptmx)
+		if stdin != nil {
+			go func() { _, _ = io.Copy(p.ptmx, stdin) }()
+		}
+	} else {
+		wg.Add(2)
+		go copyOut(stdout, p.stdout)
+		go copyOut(stderr, p.stderr)
+		if p.stdin != nil {
+			go func() {
+				_, _ = io.Copy(p.stdin, stdin)
+				p.stdin.Close()
+			}()
+		}
+	}
+	ws := <-p.exited
+	drained := make(chan struct{})
+	go func() { wg.Wait(); close(drained) }()
+	select {
+	case <-drained:
+	case <-time.After(drainLimit):
+	}
+	p.closeAll()
+	return exitCode(ws)
+}
+
+// signal delivers a signal to the process.
+func (p *process) signal(n int) error {
+	if err := unix.Kill(p.pid, unix.Signal(n)); err != nil {
+		return fmt.Errorf("tether: signal %d to %d: %w", n, p.pid, err)
+	}
+	return nil
+}
+
+// resize sets the TTY size; no-op without a TTY.
+func (p *process) resize(rows, cols uint32) {
+	if p.ptmx != nil {
+		_ = pty.Setsize(p.ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
+	}
+}

@@ -1,0 +1,166 @@
+package tether
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	securejoin "github.com/cyphar/filepath-securejoin"
+	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+const portName = wire.PortName
+
+// defaultShmBytes is Docker's default /dev/shm size (64 MiB).
+const defaultShmBytes = 64 << 20
+
+// inRoot resolves a container path inside RootMount, following symlinks as
+// the container would see them (absolute links stay inside the root).
+func inRoot(path string) (string, error) {
+	p, err := securejoin.SecureJoin(RootMount, path)
+	if err != nil {
+		return "", fmt.Errorf("tether: resolve %s: %w", path, err)
+	}
+	return p, nil
+}
+
+// mountRoot mounts the container's root disk and the kernel filesystems a
+// container expects beneath it: /proc, /sys, a minimal /dev (Docker's device
+// set), /dev/pts and /dev/shm.
+func mountRoot() error {
+	if err := os.MkdirAll(RootMount, 0o755); err != nil {
+		return fmt.Errorf("tether: mkdir root: %w", err)
+	}
+	if err := unix.Mount(RootDisk, RootMount, "ext4", 0, ""); err != nil {
+		return fmt.Errorf("tether: mount root disk %s: %w", RootDisk, err)
+	}
+	mounts := []struct {
+		src, dst, typ string
+		flags         uintptr
+		data          string
+	}{
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RDONLY, ""},
+		{"tmpfs", "/dev", "tmpfs", unix.MS_NOSUID, "mode=755,size=65536k"},
+	}
+	for _, m := range mounts {
+		if err := mountIn(m.src, m.dst, m.typ, m.flags, m.data); err != nil {
+			return err
+		}
+	}
+	devs := []struct {
+		name         string
+		major, minor uint32
+	}{
+		{"null", 1, 3}, {"zero", 1, 5}, {"full", 1, 7}, {"random", 1, 8},
+		{"urandom", 1, 9}, {"tty", 5, 0},
+	}
+	for _, d := range devs {
+		p := filepath.Join(RootMount, "dev", d.name)
+		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("tether: mknod %s: %w", p, err)
+		}
+		_ = unix.Chmod(p, 0o666)
+	}
+	links := map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
+	for name, target := range links {
+		_ = os.Symlink(target, filepath.Join(RootMount, "dev", name))
+	}
+	if err := mountIn("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+		return err
+	}
+	return nil
+}
+
+// mountShm mounts /dev/shm sized bytes (0: Docker's 64 MiB default).
+func mountShm(bytes int64) error {
+	if bytes <= 0 {
+		bytes = defaultShmBytes
+	}
+	return mountIn("shm", "/dev/shm", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, fmt.Sprintf("mode=1777,size=%d", bytes))
+}
+
+// mountIn mounts inside the container root, creating the mount point.
+func mountIn(src, dst, typ string, flags uintptr, data string) error {
+	p, err := inRoot(dst)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		return fmt.Errorf("tether: mkdir %s: %w", dst, err)
+	}
+	if err := unix.Mount(src, p, typ, flags, data); err != nil {
+		return fmt.Errorf("tether: mount %s on %s: %w", typ, dst, err)
+	}
+	return nil
+}
+
+// identityDir holds the files tether bind-mounts over the container's
+// /etc/hostname, /etc/hosts and /etc/resolv.conf, as Docker does, so they
+// never land on the container's disk (and never show in a diff).
+const identityDir = "/run/vch"
+
+// applySetup applies the container-wide setup: clock, hostname, identity
+// files and /dev/shm.
+func applySetup(s wire.Setup) error {
+	if s.TimeUnixNano > 0 {
+		tv := unix.NsecToTimeval(s.TimeUnixNano)
+		if err := unix.Settimeofday(&tv); err != nil {
+			return fmt.Errorf("tether: set clock: %w", err)
+		}
+	}
+	if s.Hostname != "" {
+		if err := unix.Sethostname([]byte(s.Hostname)); err != nil {
+			return fmt.Errorf("tether: set hostname: %w", err)
+		}
+	}
+	if s.Domainname != "" {
+		if err := unix.Setdomainname([]byte(s.Domainname)); err != nil {
+			return fmt.Errorf("tether: set domainname: %w", err)
+		}
+	}
+	if err := os.MkdirAll(identityDir, 0o755); err != nil {
+		return fmt.Errorf("tether: mkdir %s: %w", identityDir, err)
+	}
+	files := []struct{ name, content string }{
+		{"hostname", s.Hostname + "\n"},
+		{"hosts", s.Hosts},
+		{"resolv.conf", s.ResolvConf},
+	}
+	for _, f := range files {
+		if f.content == "" || f.content == "\n" {
+			continue
+		}
+		if err := bindFile(filepath.Join(identityDir, f.name), "/etc/"+f.name, f.content); err != nil {
+			return err
+		}
+	}
+	return mountShm(s.ShmSizeBytes)
+}
+
+// bindFile writes content to src and bind-mounts it over dst inside the
+// container, creating an empty dst file first if the image has none.
+func bindFile(src, dst, content string) error {
+	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+		return fmt.Errorf("tether: write %s: %w", src, err)
+	}
+	p, err := inRoot(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(p); errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("tether: mkdir for %s: %w", dst, err)
+		}
+		if err := os.WriteFile(p, nil, 0o644); err != nil {
+			return fmt.Errorf("tether: create %s: %w", dst, err)
+		}
+	}
+	if err := unix.Mount(src, p, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("tether: bind %s: %w", dst, err)
+	}
+	return nil
+}

@@ -1,0 +1,108 @@
+// Package wire is the host↔guest protocol between the port layer and tether,
+// the guest's PID 1. Both sides import it; it depends on nothing but the
+// standard library.
+//
+// The transport is SSH (RFC 4251–4254) over the VM's virtio-serial port: the
+// guest is the SSH server, the host the client. SSH already gives what a
+// container process needs: multiplexed channels with flow control, stdout as
+// channel data, stderr as extended data, stdin EOF (CloseWrite), signals,
+// window changes and an exit status, all in order on one stream, so output
+// written before an exit always arrives before that exit status.
+//
+// Messages defined here, all JSON-encoded payloads:
+//   - global request [RequestSetup] with [Setup]: identity and clock, once,
+//     before the first process.
+//   - channel [ChannelProcess] with [Process] as extra data: one process (the
+//     main process or an exec). A start failure rejects the channel with the
+//     guest's error text. Channel requests: [RequestSignal] with [Signal],
+//     "window-change" (RFC 4254 §6.7), and from the guest "exit-status"
+//     (RFC 4254 §6.10; 128+N when killed by signal N).
+//   - global request [RequestPowerOff]: sync and power the VM off.
+package wire
+
+import "encoding/json"
+
+// Version is this protocol's version; it is part of every name below.
+const Version = "v1"
+
+// Names of the protocol's requests and channels.
+const (
+	// PortName is the virtio-serial port's name (/sys/class/virtio-ports/*/name).
+	PortName = "org.vch.tether.0"
+	// RequestSetup is a global request carrying [Setup].
+	RequestSetup = "setup@vch-" + Version
+	// RequestPowerOff is a global request asking the guest to sync its disks
+	// and power off. The reply is sent before the power-off.
+	RequestPowerOff = "poweroff@vch-" + Version
+	// ChannelProcess opens a process; extra data is a [Process].
+	ChannelProcess = "process@vch-" + Version
+	// RequestSignal is a channel request carrying [Signal].
+	RequestSignal = "signal@vch-" + Version
+	// RequestExitStatus is the standard SSH exit-status channel request.
+	RequestExitStatus = "exit-status"
+	// RequestWindowChange is the standard SSH window-change channel request.
+	RequestWindowChange = "window-change"
+)
+
+// Setup is the container-wide configuration tether applies before it starts
+// the first process.
+type Setup struct {
+	// Hostname and Domainname of the guest (UTS namespace).
+	Hostname   string `json:"hostname"`
+	Domainname string `json:"domainname,omitempty"`
+	// Hosts is the full text of /etc/hosts; empty leaves the image's file.
+	Hosts string `json:"hosts,omitempty"`
+	// ResolvConf is the full text of /etc/resolv.conf; empty leaves the
+	// image's file.
+	ResolvConf string `json:"resolv_conf,omitempty"`
+	// TimeUnixNano is the host's clock when the request was sent, in
+	// nanoseconds since the Unix epoch; 0 leaves the guest clock alone.
+	TimeUnixNano int64 `json:"time_unix_nano,omitempty"`
+	// ShmSizeBytes sizes /dev/shm; 0 means 64 MiB, Docker's default.
+	ShmSizeBytes int64 `json:"shm_size_bytes,omitempty"`
+}
+
+// Process describes one process to start inside the container.
+type Process struct {
+	// Args is argv; Args[0] is looked up in PATH (from Env) when it has no
+	// slash. Must not be empty.
+	Args []string `json:"args"`
+	// Env holds "KEY=value" entries. PATH gets Docker's default when absent;
+	// HOME comes from the user's passwd entry when absent.
+	Env []string `json:"env,omitempty"`
+	// Dir is the absolute working directory; created if missing. Empty: "/".
+	Dir string `json:"dir,omitempty"`
+	// User is "name", "uid", "name:group" or "uid:gid", resolved against
+	// the container's own /etc/passwd and /etc/group. Empty means root.
+	User string `json:"user,omitempty"`
+	// Tty runs the process on a new pseudo-terminal (stderr merges into
+	// stdout). Rows and Cols set its initial size.
+	Tty  bool   `json:"tty,omitempty"`
+	Rows uint32 `json:"rows,omitempty"`
+	Cols uint32 `json:"cols,omitempty"`
+	// Stdin connects channel input to the process's stdin; otherwise stdin
+	// is /dev/null.
+	Stdin bool `json:"stdin,omitempty"`
+}
+
+// Signal asks tether to deliver a Linux signal number to the process.
+type Signal struct {
+	Number int `json:"number"`
+}
+
+// StartError is the message of a rejected [ChannelProcess] open: the guest's
+// reason, e.g. `exec: "x": executable file not found in $PATH`, and the exit
+// code Docker reports for it (127 not found, 126 not executable).
+type StartError struct {
+	Message  string `json:"message"`
+	ExitCode int    `json:"exit_code"`
+}
+
+// Encode marshals v to JSON. Values in this package always marshal.
+func Encode(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic("wire: " + err.Error())
+	}
+	return b
+}
