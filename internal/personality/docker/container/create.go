@@ -1,0 +1,239 @@
+package container
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"github.com/moby/moby/api/types/container"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// validName is dockerd's RestrictedNamePattern; a leading "/" is allowed.
+var validName = regexp.MustCompile(`^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// ValidateName checks a container name as dockerd does (empty is allowed:
+// the port layer picks one). InvalidArgument "Invalid container name (<name>),
+// only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed" otherwise.
+func ValidateName(name string) error {
+	if name == "" || validName.MatchString(name) {
+		return nil
+	}
+	return httputils.InvalidArgument("Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name)
+}
+
+// MergeConfig fills the user's config with the image's defaults, following
+// dockerd's merge and mergeAndVerifyConfig (daemon/commit.go, create.go):
+//
+//   - User, WorkingDir, StopSignal: the user's, else the image's.
+//   - Env: the user's entries, then the image's entries whose key the user
+//     did not set (Docker's stored order).
+//   - Labels: the image's labels under the user's.
+//   - Entrypoint/Cmd: if the user gave no Entrypoint (nil or empty), the
+//     image's Cmd is used unless the user gave a Cmd, and a nil Entrypoint
+//     takes the image's. A user Entrypoint drops the image Cmd unless the
+//     user gave a Cmd. An Entrypoint of [""] (`--entrypoint ""`) resets it.
+//
+// It returns the merged config (user is not modified) and the process argv
+// (Entrypoint followed by Cmd). InvalidArgument "no command specified" if
+// both end up empty.
+func MergeConfig(user container.Config, img ocispec.ImageConfig) (container.Config, []string, error) {
+	c := user
+	if c.User == "" {
+		c.User = img.User
+	}
+	if c.WorkingDir == "" {
+		c.WorkingDir = img.WorkingDir
+	}
+	if c.StopSignal == "" {
+		c.StopSignal = img.StopSignal
+	}
+	c.Env = mergeEnv(user.Env, img.Env)
+	if len(img.Labels) > 0 || c.Labels != nil {
+		labels := make(map[string]string, len(img.Labels)+len(user.Labels))
+		for k, v := range img.Labels {
+			labels[k] = v
+		}
+		for k, v := range user.Labels {
+			labels[k] = v
+		}
+		c.Labels = labels
+	}
+	if len(img.Volumes) > 0 && c.Volumes == nil {
+		c.Volumes = img.Volumes
+	}
+	if len(user.Entrypoint) == 0 {
+		if len(user.Cmd) == 0 {
+			c.Cmd = img.Cmd
+		}
+		if user.Entrypoint == nil {
+			c.Entrypoint = img.Entrypoint
+		}
+	}
+	if len(c.Entrypoint) == 1 && c.Entrypoint[0] == "" {
+		c.Entrypoint = nil
+	}
+	if len(c.Entrypoint) == 0 && len(c.Cmd) == 0 {
+		return c, nil, httputils.InvalidArgument("no command specified")
+	}
+	args := append(append([]string{}, c.Entrypoint...), c.Cmd...)
+	return c, args, nil
+}
+
+// mergeEnv returns the user's entries followed by the image entries whose
+// key the user did not set.
+func mergeEnv(user, img []string) []string {
+	if len(user) == 0 {
+		return append([]string(nil), img...)
+	}
+	out := append([]string{}, user...)
+	seen := make(map[string]bool, len(user))
+	for _, e := range user {
+		k, _, _ := strings.Cut(e, "=")
+		seen[k] = true
+	}
+	for _, e := range img {
+		k, _, _ := strings.Cut(e, "=")
+		if !seen[k] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// processEnv orders a merged environment image-first for the port layer
+// ("later ones win"): the image-only entries, then the user's.
+func processEnv(user, img []string) []string {
+	seen := make(map[string]bool, len(user))
+	for _, e := range user {
+		k, _, _ := strings.Cut(e, "=")
+		seen[k] = true
+	}
+	var out []string
+	for _, e := range img {
+		k, _, _ := strings.Cut(e, "=")
+		if !seen[k] {
+			out = append(out, e)
+		}
+	}
+	return append(out, user...)
+}
+
+// familiarRef normalises an image reference for messages ("busybox" ->
+// "busybox:latest"); it returns s unchanged if s is not a reference.
+func familiarRef(s string) string {
+	named, err := reference.ParseNormalizedNamed(s)
+	if err != nil {
+		return s
+	}
+	return reference.FamiliarString(reference.TagNameOnly(named))
+}
+
+// postCreate serves POST /containers/create?name= (Engine API v1.50
+// "Create a container"): 201 {"Id":..., "Warnings":[]}. 404 "No such image:
+// <ref>" lets the CLI pull and retry; 409 on a name conflict.
+func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	ctx := r.Context()
+	name := r.Form.Get("name")
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	name = strings.TrimPrefix(name, "/")
+	var req container.CreateRequest
+	if err := httputils.ReadJSON(r, &req); err != nil {
+		return err
+	}
+	if req.Config == nil {
+		return httputils.InvalidArgument("config cannot be empty in order to create a container")
+	}
+	hc := req.HostConfig
+	if hc == nil {
+		hc = &container.HostConfig{}
+	}
+	if req.Config.Image == "" {
+		return httputils.InvalidArgument("no image specified")
+	}
+	img, err := rt.images.Get(ctx, req.Config.Image)
+	if err != nil {
+		if errdefs.IsNotFound(err) {
+			return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+familiarRef(req.Config.Image))
+		}
+		return fmt.Errorf("create: image %s: %w", req.Config.Image, err)
+	}
+	merged, args, err := MergeConfig(*req.Config, img.Config.Config)
+	if err != nil {
+		return err
+	}
+	spec := portlayer.ContainerSpec{
+		Name:       name,
+		Image:      img.ID,
+		ImageRef:   req.Config.Image,
+		Args:       args,
+		Env:        processEnv(req.Config.Env, img.Config.Config.Env),
+		WorkingDir: merged.WorkingDir,
+		User:       merged.User,
+		Hostname:   merged.Hostname,
+		Domainname: merged.Domainname,
+		Tty:        merged.Tty,
+		OpenStdin:  merged.OpenStdin,
+		StdinOnce:  merged.StdinOnce,
+		AutoRemove: hc.AutoRemove,
+	}
+	if merged.StopSignal != "" {
+		sig, err := ParseSignal(merged.StopSignal)
+		if err != nil {
+			return err
+		}
+		spec.StopSignal = sig
+	}
+	if merged.StopTimeout != nil {
+		d := time.Duration(*merged.StopTimeout) * time.Second
+		spec.StopTimeout = &d
+	}
+	if hc.Memory > 0 {
+		spec.MemoryMiB = int((hc.Memory + 1<<20 - 1) >> 20)
+	}
+	if hc.NanoCPUs > 0 {
+		spec.CPUs = int((hc.NanoCPUs + 1e9 - 1) / 1e9)
+	}
+	cfgJSON, err := json.Marshal(merged)
+	if err != nil {
+		return fmt.Errorf("create: encode config: %w", err)
+	}
+	hcJSON, err := json.Marshal(hc)
+	if err != nil {
+		return fmt.Errorf("create: encode host config: %w", err)
+	}
+	spec.Annotations = map[string][]byte{AnnotationConfig: cfgJSON, AnnotationHostConfig: hcJSON}
+
+	c, err := rt.compute.Create(ctx, spec)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) && name != "" {
+			return rt.nameConflict(r, name, err)
+		}
+		if errdefs.IsNotFound(err) {
+			return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+familiarRef(req.Config.Image))
+		}
+		return fmt.Errorf("create: %w", err)
+	}
+	rt.log.InfoContext(ctx, "container created", "container", c.ID, "name", c.Spec.Name)
+	return httputils.WriteJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+// nameConflict builds dockerd's 409 text for a taken name.
+func (rt *Router) nameConflict(r *http.Request, name string, cause error) error {
+	id := ""
+	if other, err := rt.compute.Inspect(r.Context(), name); err == nil {
+		id = other.ID
+	}
+	return httputils.Classify(errdefs.ErrConflict, cause, fmt.Sprintf(
+		"Conflict. The container name %q is already in use by container %q. You have to remove (or rename) that container to be able to reuse that name.",
+		"/"+name, id))
+}

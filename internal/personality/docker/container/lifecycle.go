@@ -1,0 +1,313 @@
+package container
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+var errNotModified = errdefs.ErrNotModified.WithMessage("not modified")
+
+// postStart serves POST /containers/{id}/start: 204, or 304 if the
+// container already runs. A process that cannot be executed is a 400 whose
+// text the CLI maps to exit status 127/126.
+func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	if r.ContentLength > 7 || r.ContentLength == -1 {
+		return httputils.InvalidArgument("starting container with non-empty request body was deprecated since API v1.22 and removed in v1.24")
+	}
+	ctx := r.Context()
+	name := vars["name"]
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	switch c.State.Status {
+	case portlayer.StatusRunning:
+		return errNotModified
+	case portlayer.StatusPaused:
+		return httputils.Classify(errdefs.ErrConflict, nil, "cannot start a paused container, try unpause instead")
+	case portlayer.StatusRemoving, portlayer.StatusDead:
+		return httputils.Classify(errdefs.ErrConflict, nil, "container is marked for removal and cannot be started")
+	}
+	if err := rt.compute.Start(ctx, c.ID); err != nil {
+		return startErr(name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// stopTimeout parses ?t= (seconds; -1 waits forever); nil if absent.
+func stopTimeout(r *http.Request) (*time.Duration, error) {
+	s := r.Form.Get("t")
+	if s == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return nil, httputils.Classify(errdefs.ErrInvalidArgument, err, fmt.Sprintf("invalid value for t: %q", s))
+	}
+	d := time.Duration(n) * time.Second
+	return &d, nil
+}
+
+// postStop serves POST /containers/{id}/stop?t=&signal=: 204, 304 if the
+// container is not running. A signal other than the container's StopSignal
+// is sent with Kill, then the VM is killed after the timeout.
+func (rt *Router) postStop(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	ctx := r.Context()
+	name := vars["name"]
+	timeout, err := stopTimeout(r)
+	if err != nil {
+		return err
+	}
+	sig := 0
+	if s := r.Form.Get("signal"); s != "" && httputils.VersionAtLeast(ctx, "1.42") {
+		if sig, err = ParseSignal(s); err != nil {
+			return err
+		}
+	}
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusRestarting && c.State.Status != portlayer.StatusPaused {
+		return errNotModified
+	}
+	if err := rt.stop(r, c, sig, timeout); err != nil {
+		return containerErr("stop", name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// stop stops c with signal sig (0: its StopSignal) and timeout.
+func (rt *Router) stop(r *http.Request, c portlayer.Container, sig int, timeout *time.Duration) error {
+	ctx := r.Context()
+	stopSig := c.Spec.StopSignal
+	if stopSig == 0 {
+		stopSig = 15
+	}
+	if sig == 0 || sig == stopSig {
+		return rt.compute.Stop(ctx, c.ID, timeout)
+	}
+	// Custom signal: deliver it, wait up to the timeout, then kill.
+	waitC, err := rt.compute.Wait(ctx, c.ID, portlayer.WaitNotRunning)
+	if err != nil {
+		return err
+	}
+	if err := rt.compute.Kill(ctx, c.ID, sig); err != nil {
+		return err
+	}
+	d := 10 * time.Second
+	if timeout != nil {
+		d = *timeout
+	} else if c.Spec.StopTimeout != nil {
+		d = *c.Spec.StopTimeout
+	}
+	var tc <-chan time.Time
+	if d >= 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		tc = t.C
+	}
+	select {
+	case <-waitC:
+		return nil
+	case <-tc:
+		zero := time.Duration(0)
+		return rt.compute.Stop(ctx, c.ID, &zero)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// postRestart serves POST /containers/{id}/restart?t=&signal=: stop (if
+// running) then start; 204.
+func (rt *Router) postRestart(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	ctx := r.Context()
+	name := vars["name"]
+	timeout, err := stopTimeout(r)
+	if err != nil {
+		return err
+	}
+	sig := 0
+	if s := r.Form.Get("signal"); s != "" {
+		if sig, err = ParseSignal(s); err != nil {
+			return err
+		}
+	}
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	if c.State.Status == portlayer.StatusRunning {
+		if err := rt.stop(r, c, sig, timeout); err != nil {
+			return containerErr("restart", name, err)
+		}
+	}
+	if err := rt.compute.Start(ctx, c.ID); err != nil {
+		return startErr(name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// postKill serves POST /containers/{id}/kill?signal= (default SIGKILL):
+// 204; 409 "cannot kill container: <name>: container <id> is not running".
+func (rt *Router) postKill(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	ctx := r.Context()
+	name := vars["name"]
+	sig := 9
+	if s := r.Form.Get("signal"); s != "" {
+		var err error
+		if sig, err = ParseSignal(s); err != nil {
+			return err
+		}
+	}
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	notRunning := func(cause error) error {
+		return httputils.Classify(errdefs.ErrConflict, cause, fmt.Sprintf("cannot kill container: %s: container %s is not running", name, c.ID))
+	}
+	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused {
+		return notRunning(nil)
+	}
+	if err := rt.compute.Kill(ctx, c.ID, sig); err != nil {
+		if errdefs.IsConflict(err) {
+			return notRunning(err)
+		}
+		return containerErr("kill", name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// postWait serves POST /containers/{id}/wait?condition= (not-running
+// default, next-exit, removed). Like dockerd (API >= 1.30) it writes the 200
+// header at once and the body {"StatusCode":N} when the condition is met.
+func (rt *Router) postWait(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	ctx := r.Context()
+	name := vars["name"]
+	cond := portlayer.WaitNotRunning
+	if v := r.Form.Get("condition"); v != "" {
+		switch container.WaitCondition(v) {
+		case container.WaitConditionNotRunning:
+		case container.WaitConditionNextExit:
+			cond = portlayer.WaitNextExit
+		case container.WaitConditionRemoved:
+			cond = portlayer.WaitRemoved
+		default:
+			return httputils.InvalidArgument("invalid condition: %q", v)
+		}
+	}
+	waitC, err := rt.compute.Wait(ctx, name, cond)
+	if err != nil {
+		return containerErr("wait", name, err)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	httputils.Flush(w)
+	var resp container.WaitResponse
+	select {
+	case res, ok := <-waitC:
+		if !ok {
+			resp.Error = &container.WaitExitError{Message: "wait ended without a result"}
+			break
+		}
+		resp.StatusCode = int64(res.ExitCode)
+		if res.Error != "" {
+			resp.Error = &container.WaitExitError{Message: res.Error}
+		}
+	case <-ctx.Done():
+		return nil // the client went away; nothing left to say
+	}
+	_ = json.NewEncoder(w).Encode(resp) // header sent: a write error means the client left
+	return nil
+}
+
+// deleteContainer serves DELETE /containers/{id}?force=&v=: 204; 409
+// "cannot remove container "<name>": container is running: stop the
+// container before removing or force remove".
+func (rt *Router) deleteContainer(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	ctx := r.Context()
+	name := vars["name"]
+	force := httputils.BoolValue(r, "force")
+	if httputils.BoolValue(r, "link") {
+		return errdefs.ErrNotImplemented.WithMessage("container links are not supported by vch")
+	}
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !force && (c.State.Status == portlayer.StatusRunning || c.State.Status == portlayer.StatusRestarting || c.State.Status == portlayer.StatusPaused) {
+		if c.State.Status == portlayer.StatusPaused {
+			return httputils.Classify(errdefs.ErrConflict, nil, fmt.Sprintf("cannot remove container %q: container is paused and must be unpaused first", name))
+		}
+		return httputils.Classify(errdefs.ErrConflict, nil, fmt.Sprintf("cannot remove container %q: container is %s: stop the container before removing or force remove", name, c.State.Status))
+	}
+	if err := rt.compute.Remove(ctx, c.ID, force); err != nil {
+		if errdefs.IsConflict(err) {
+			return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("cannot remove container %q: %s", name, err))
+		}
+		return containerErr("remove", name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// postRename serves POST /containers/{id}/rename?name=: 204; 400 for an
+// invalid or unchanged name, 409 if the name is taken.
+func (rt *Router) postRename(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	ctx := r.Context()
+	name := vars["name"]
+	newName := r.Form.Get("name")
+	if newName == "" || strings.Trim(newName, "/") == "" {
+		return httputils.InvalidArgument("Neither old nor new names may be empty")
+	}
+	if err := ValidateName(newName); err != nil {
+		return err
+	}
+	newName = strings.TrimPrefix(newName, "/")
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	if c.Spec.Name == newName {
+		return httputils.InvalidArgument("Renaming a container with the same name as its current name")
+	}
+	if err := rt.compute.Rename(ctx, c.ID, newName); err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			cerr := rt.nameConflict(r, newName, err)
+			return httputils.Classify(errdefs.ErrConflict, err, "Error when allocating new name: "+cerr.Error())
+		}
+		return containerErr("rename", name, err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// postResize serves POST /containers/{id}/resize?h=&w=. The port layer has
+// no resize call yet, so this checks the container exists and answers 200
+// without resizing (the CLI retries failed resizes for seconds).
+func (rt *Router) postResize(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	for _, k := range []string{"h", "w"} {
+		if _, err := strconv.ParseUint(r.Form.Get(k), 10, 16); err != nil {
+			return httputils.Classify(errdefs.ErrInvalidArgument, err, fmt.Sprintf("invalid resize parameter %s: %q", k, r.Form.Get(k)))
+		}
+	}
+	if _, err := rt.inspect(r.Context(), vars["name"]); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}

@@ -1,0 +1,80 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Router serves the container routes.
+type Router struct {
+	compute  portlayer.Compute
+	interact portlayer.Interaction
+	images   imageGetter
+	log      *slog.Logger
+	now      func() time.Time
+}
+
+// NewRouter returns the container routes over the port layer.
+func NewRouter(compute portlayer.Compute, interact portlayer.Interaction, images portlayer.Images, log *slog.Logger) *Router {
+	return &Router{compute: compute, interact: interact, images: images, log: log, now: time.Now}
+}
+
+// Routes returns the route table (Engine API v1.50 "Container").
+func (rt *Router) Routes() []httputils.Route {
+	return []httputils.Route{
+		httputils.NewRoute(http.MethodPost, "/containers/create", rt.postCreate),
+		httputils.NewRoute(http.MethodGet, "/containers/json", rt.getList),
+		httputils.NewRoute(http.MethodGet, "/containers/{name}/json", rt.getInspect),
+		httputils.NewRoute(http.MethodGet, "/containers/{name}/logs", rt.getLogs),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/start", rt.postStart),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/stop", rt.postStop),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/restart", rt.postRestart),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/kill", rt.postKill),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/wait", rt.postWait),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/rename", rt.postRename),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/resize", rt.postResize),
+		httputils.NewRoute(http.MethodPost, "/containers/{name}/attach", rt.postAttach),
+		httputils.NewRoute(http.MethodDelete, "/containers/{name}", rt.deleteContainer),
+	}
+}
+
+// containerErr gives a port-layer error for container name Docker's text:
+// NotFound becomes "No such container: <name>"; other classes keep their
+// text with op as context.
+func containerErr(op, name string, err error) error {
+	if errdefs.IsNotFound(err) {
+		return httputils.Classify(errdefs.ErrNotFound, err, "No such container: "+name)
+	}
+	return fmt.Errorf("%s %s: %w", op, name, err)
+}
+
+// inspect fetches a container, with Docker's 404 text.
+func (rt *Router) inspect(ctx context.Context, name string) (portlayer.Container, error) {
+	c, err := rt.compute.Inspect(ctx, name)
+	if err != nil {
+		return c, containerErr("inspect", name, err)
+	}
+	return c, nil
+}
+
+// startErr turns a failed start into Docker's form. A process that cannot be
+// executed is a 400 "failed to create task for container: ...: unknown", the
+// text the CLI scans to exit with 127 (not found) or 126 (not executable).
+func startErr(name string, err error) error {
+	msg := err.Error()
+	for _, s := range []string{"executable file not found", "no such file or directory", "permission denied", "not a directory", "exec format error"} {
+		if strings.Contains(msg, s) {
+			return httputils.Classify(errdefs.ErrInvalidArgument, err,
+				"failed to create task for container: failed to create shim task: OCI runtime create failed: unable to start container process: "+msg+": unknown")
+		}
+	}
+	return containerErr("start", name, err)
+}

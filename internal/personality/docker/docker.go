@@ -1,0 +1,260 @@
+// Package docker is vch's Docker personality: an HTTP server that speaks the
+// Docker Engine API (v1.24 to v1.50) so the unmodified docker CLI, Compose
+// and SDKs work, translating each call to the port layer.
+//
+// It owns Docker semantics only: API version negotiation, routes with and
+// without the "/v1.NN" prefix, names, ENTRYPOINT/CMD rules, Docker's status
+// codes and error texts, stdcopy framing and progress JSON. It does not own
+// container state or images (the port layer does) and knows nothing about
+// VMs. The API groups live in sub-packages (container, image, system), each
+// with a backend.go naming the port-layer methods it uses; this package
+// wires them, strips the version prefix, and maps error classes to status
+// codes in one table ([StatusCode]).
+package docker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/vchproject/vch/internal/personality/docker/container"
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/personality/docker/image"
+	"github.com/vchproject/vch/internal/personality/docker/system"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// API versions this server speaks.
+const (
+	// MaxAPIVersion is the newest Engine API version served, the one docker
+	// CLI 28.2 speaks; also the version of unprefixed requests.
+	MaxAPIVersion = "1.50"
+	// MinAPIVersion is the oldest version accepted, as dockerd 28 does.
+	MinAPIVersion = "1.24"
+)
+
+// SystemInfo reports the VCH's host facts (name, hypervisor and accelerator,
+// guest kernel version, CPUs, memory, root directory) for /info and
+// /version. See [system.Source].
+type SystemInfo = system.Source
+
+// HostInfo is what a SystemInfo returns. See [system.Host].
+type HostInfo = system.Host
+
+// Backend is everything the personality calls. It is a struct rather than
+// one interface because portlayer.Compute and portlayer.Images both have
+// List and Remove methods with different signatures.
+type Backend struct {
+	Compute     portlayer.Compute
+	Interaction portlayer.Interaction
+	Images      portlayer.Images
+	System      SystemInfo
+}
+
+// Config configures the server.
+type Config struct {
+	// Version is vch's version, reported as the Docker server version and in
+	// the Server header ("Docker/<Version> (linux)"). Default "dev".
+	Version string `toml:"version" json:"version"`
+	// GitCommit is vch's commit, shown by `docker version`; may be empty.
+	GitCommit string `toml:"git_commit" json:"git_commit"`
+	// ShutdownTimeout bounds how long Serve waits for requests in flight
+	// after ctx ends (hijacked attach connections are not waited for).
+	// Default 5 s.
+	ShutdownTimeout time.Duration `toml:"shutdown_timeout" json:"shutdown_timeout"`
+}
+
+// Server is the Engine API HTTP server. Safe for concurrent use.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	routes []httputils.Route
+}
+
+// New returns a server calling backend. logger gets component=docker.
+func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
+	if cfg.Version == "" {
+		cfg.Version = "dev"
+	}
+	if cfg.ShutdownTimeout == 0 {
+		cfg.ShutdownTimeout = 5 * time.Second
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, log: logger.With(slog.String("component", "docker"))}
+	sys := system.NewRouter(system.Versions{
+		Version: cfg.Version, GitCommit: cfg.GitCommit,
+		APIVersion: MaxAPIVersion, MinAPIVersion: MinAPIVersion,
+	}, backend.System, backend.Compute, backend.Images)
+	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log)
+	img := image.NewRouter(backend.Images, s.log)
+	s.routes = append(s.routes, sys.Routes()...)
+	s.routes = append(s.routes, ctr.Routes()...)
+	s.routes = append(s.routes, img.Routes()...)
+	s.routes = append(s.routes, unimplementedRoutes()...)
+	return s
+}
+
+// Handler returns the HTTP handler serving every route, with and without
+// the "/v1.NN" prefix.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveHTTP) }
+
+// Serve serves l until ctx ends, then shuts down gracefully within
+// Config.ShutdownTimeout. It returns nil after a shutdown caused by ctx and
+// the listener's error otherwise.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 30 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(l) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("docker: serve %s: %w", l.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := hs.Shutdown(sctx)
+	<-errc
+	if err != nil {
+		return fmt.Errorf("docker: shutdown: %w", err)
+	}
+	return nil
+}
+
+var versionPrefix = regexp.MustCompile(`^/v([0-9]+\.[0-9]+)(/.*)$`)
+
+// errPageNotFound is what unknown routes answer, as dockerd does.
+var errPageNotFound = errdefs.ErrNotFound.WithMessage("page not found")
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	h := w.Header()
+	h.Set("Server", "Docker/"+s.cfg.Version+" (linux)")
+	h.Set("Api-Version", MaxAPIVersion)
+	h.Set("Ostype", "linux")
+	h.Set("Docker-Experimental", "false")
+
+	path := r.URL.Path
+	version := MaxAPIVersion
+	if m := versionPrefix.FindStringSubmatch(path); m != nil {
+		version, path = m[1], m[2]
+	}
+	var route *httputils.Route
+	var vars map[string]string
+	for i := range s.routes {
+		rt := &s.routes[i]
+		if rt.Method != r.Method {
+			continue
+		}
+		if v, ok := rt.Match(path); ok {
+			route, vars = rt, v
+			break
+		}
+	}
+	if route == nil {
+		s.writeError(ctx, w, r, errPageNotFound)
+		return
+	}
+	if httputils.CompareVersions(version, MinAPIVersion) < 0 {
+		s.writeError(ctx, w, r, httputils.InvalidArgument("client version %s is too old. Minimum supported API version is %s, please upgrade your client to a newer version", version, MinAPIVersion))
+		return
+	}
+	if httputils.CompareVersions(version, MaxAPIVersion) > 0 {
+		s.writeError(ctx, w, r, httputils.InvalidArgument("client version %s is too new. Maximum supported API version is %s", version, MaxAPIVersion))
+		return
+	}
+	r = r.WithContext(httputils.WithVersion(ctx, version))
+	if err := httputils.ParseForm(r); err != nil {
+		s.writeError(ctx, w, r, err)
+		return
+	}
+	if err := route.Handler(w, r, vars); err != nil {
+		s.writeError(r.Context(), w, r, err)
+	}
+}
+
+// unimplementedRoutes answers known Engine API v1.50 endpoints that vch does
+// not serve yet with 501 and a clear message, rather than "page not found".
+func unimplementedRoutes() []httputils.Route {
+	type ep struct{ method, path, what string }
+	eps := []ep{
+		{"GET", "/events", "events"},
+		{"GET", "/system/df", "disk usage"},
+		{"POST", "/auth", "registry login"},
+		{"POST", "/build", "image build"},
+		{"POST", "/build/prune", "build cache prune"},
+		{"POST", "/session", "BuildKit sessions"},
+		{"POST", "/commit", "container commit"},
+		{"POST", "/containers/prune", "container prune"},
+		{"POST", "/containers/{name}/exec", "exec"},
+		{"POST", "/exec/{id}/start", "exec"},
+		{"POST", "/exec/{id}/resize", "exec"},
+		{"GET", "/exec/{id}/json", "exec"},
+		{"GET", "/containers/{name}/top", "top"},
+		{"GET", "/containers/{name}/stats", "stats"},
+		{"GET", "/containers/{name}/changes", "diff"},
+		{"GET", "/containers/{name}/export", "export"},
+		{"GET", "/containers/{name}/archive", "copy (cp)"},
+		{"HEAD", "/containers/{name}/archive", "copy (cp)"},
+		{"PUT", "/containers/{name}/archive", "copy (cp)"},
+		{"POST", "/containers/{name}/pause", "pause"},
+		{"POST", "/containers/{name}/unpause", "unpause"},
+		{"POST", "/containers/{name}/update", "update"},
+		{"GET", "/containers/{name}/attach/ws", "websocket attach"},
+		{"POST", "/images/prune", "image prune"},
+		{"GET", "/images/search", "image search"},
+		{"GET", "/images/get", "image save"},
+		{"GET", "/images/{name:.*}/get", "image save"},
+		{"GET", "/images/{name:.*}/history", "image history"},
+		{"POST", "/images/{name:.*}/push", "image push"},
+		{"GET", "/distribution/{name:.*}/json", "distribution inspect"},
+		{"GET", "/networks", "networks"},
+		{"POST", "/networks/create", "networks"},
+		{"POST", "/networks/prune", "networks"},
+		{"DELETE", "/networks/{id:.*}", "networks"},
+		{"POST", "/networks/{id:.*}/connect", "networks"},
+		{"POST", "/networks/{id:.*}/disconnect", "networks"},
+		{"GET", "/volumes", "volumes"},
+		{"POST", "/volumes/create", "volumes"},
+		{"POST", "/volumes/prune", "volumes"},
+		{"DELETE", "/volumes/{name:.*}", "volumes"},
+		{"GET", "/plugins", "plugins"},
+		{"GET", "/swarm", "swarm"},
+		{"GET", "/nodes", "swarm"},
+		{"GET", "/services", "swarm"},
+		{"GET", "/tasks", "swarm"},
+		{"GET", "/secrets", "swarm"},
+		{"GET", "/configs", "swarm"},
+	}
+	routes := make([]httputils.Route, 0, len(eps))
+	for _, e := range eps {
+		msg := fmt.Sprintf("%s is not implemented by vch yet", e.what)
+		routes = append(routes, httputils.NewRoute(e.method, e.path, func(http.ResponseWriter, *http.Request, map[string]string) error {
+			return errdefs.ErrNotImplemented.WithMessage(msg)
+		}))
+	}
+	// Lookups of objects vch does not have yet answer 404 with dockerd's
+	// texts, so `docker inspect <name>` can try every object type.
+	notFound := func(format string) httputils.HandlerFunc {
+		return func(_ http.ResponseWriter, _ *http.Request, vars map[string]string) error {
+			return errdefs.ErrNotFound.WithMessage(fmt.Sprintf(format, vars["name"]))
+		}
+	}
+	routes = append(routes,
+		httputils.NewRoute("GET", "/networks/{name:.*}", notFound("network %s not found")),
+		httputils.NewRoute("GET", "/volumes/{name:.*}", notFound("get %s: no such volume")),
+		httputils.NewRoute("GET", "/plugins/{name:.*}/json", notFound("plugin %q not found")),
+	)
+	return routes
+}

@@ -1,0 +1,496 @@
+package image
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
+	"github.com/moby/moby/api/types/image"
+	"github.com/moby/moby/api/types/jsonstream"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Router serves the image routes.
+type Router struct {
+	images portlayer.Images
+	log    *slog.Logger
+}
+
+// NewRouter returns the image routes over the port layer's image store.
+func NewRouter(images portlayer.Images, log *slog.Logger) *Router {
+	return &Router{images: images, log: log}
+}
+
+// Routes returns the route table (Engine API v1.50 "Image"). Image names in
+// paths may contain slashes ("127.0.0.1:5000/busybox").
+func (rt *Router) Routes() []httputils.Route {
+	return []httputils.Route{
+		httputils.NewRoute(http.MethodPost, "/images/create", rt.postCreate),
+		httputils.NewRoute(http.MethodPost, "/images/load", rt.postLoad),
+		httputils.NewRoute(http.MethodGet, "/images/json", rt.getList),
+		httputils.NewRoute(http.MethodGet, "/images/{name:.*}/json", rt.getInspect),
+		httputils.NewRoute(http.MethodPost, "/images/{name:.*}/tag", rt.postTag),
+		httputils.NewRoute(http.MethodDelete, "/images/{name:.*}", rt.deleteImage),
+	}
+}
+
+// imageErr gives a port-layer error for image name Docker's text.
+func imageErr(op, name string, err error) error {
+	if errdefs.IsNotFound(err) {
+		return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+name)
+	}
+	return fmt.Errorf("%s %s: %w", op, name, err)
+}
+
+// errInvalidRef is dockerd's text for an unparsable reference.
+func errInvalidRef(cause error) error {
+	return httputils.Classify(errdefs.ErrInvalidArgument, cause, "invalid reference format")
+}
+
+// joinRef combines fromImage/repo and tag the way dockerd does: a tag that
+// is a digest is joined with "@", any other with ":"; an empty tag keeps the
+// reference as is (no tag means "latest" for pull).
+func joinRef(repo, tag string) (string, error) {
+	named, err := reference.ParseNormalizedNamed(repo)
+	if err != nil {
+		return "", errInvalidRef(err)
+	}
+	if tag != "" {
+		if strings.HasPrefix(tag, "sha256:") {
+			return reference.FamiliarName(named) + "@" + tag, nil
+		}
+		tagged, err := reference.WithTag(reference.TrimNamed(named), tag)
+		if err != nil {
+			return "", errInvalidRef(err)
+		}
+		return reference.FamiliarString(tagged), nil
+	}
+	return reference.FamiliarString(reference.TagNameOnly(named)), nil
+}
+
+// progressMessage renders a port-layer Progress as Docker's JSON line.
+func progressMessage(p portlayer.Progress) httputils.ProgressMessage {
+	m := httputils.ProgressMessage{Message: jsonstream.Message{ID: p.ID, Status: p.Status}}
+	if p.Current > 0 || p.Total > 0 {
+		m.Progress = &jsonstream.Progress{Current: p.Current, Total: p.Total}
+		m.ProgressText = httputils.ProgressBar(p.Current, p.Total)
+	} else if p.ID != "" {
+		m.Progress = &jsonstream.Progress{}
+	}
+	return m
+}
+
+// postCreate serves POST /images/create: a pull (fromImage, tag) or an
+// import (fromSrc=-, repo, tag, changes). The answer is a stream of JSON
+// progress lines; a failure before any output is a plain error status, as
+// with dockerd, and later failures are an in-band errorDetail line.
+func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	if src := r.Form.Get("fromSrc"); src != "" {
+		return rt.importImage(w, r, src)
+	}
+	from := r.Form.Get("fromImage")
+	if from == "" {
+		return httputils.InvalidArgument("either fromImage or fromSrc must be set")
+	}
+	if p := r.Form.Get("platform"); p != "" && p != "linux/amd64" && p != "linux" && p != "linux/x86_64" {
+		return httputils.InvalidArgument("image platform %q is not supported: vch runs linux/amd64 only", p)
+	}
+	ref, err := joinRef(from, r.Form.Get("tag"))
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	out := httputils.NewJSONStream(w)
+	img, err := rt.images.Pull(ctx, ref, func(p portlayer.Progress) { out.Send(progressMessage(p)) })
+	if err != nil {
+		if !out.Started() {
+			if errdefs.IsNotFound(err) {
+				return httputils.Classify(errdefs.ErrNotFound, err, err.Error())
+			}
+			return fmt.Errorf("pull %s: %w", ref, err)
+		}
+		out.SendError(err)
+		return nil
+	}
+	for _, d := range img.RepoDigests {
+		if _, dg, ok := strings.Cut(d, "@"); ok {
+			out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Status: "Digest: " + dg}})
+			break
+		}
+	}
+	out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Status: "Status: Downloaded newer image for " + ref}})
+	rt.log.InfoContext(ctx, "image pulled", "image", ref, "id", img.ID)
+	return nil
+}
+
+// importImage serves POST /images/create?fromSrc=-&repo=&tag=&changes=:
+// the request body is a (possibly gzipped) tar of a root filesystem.
+func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string) error {
+	if src != "-" {
+		return errdefs.ErrNotImplemented.WithMessage("importing from a URL is not supported by vch: use fromSrc=- with the archive as the request body")
+	}
+	ctx := r.Context()
+	ref := ""
+	if repo := r.Form.Get("repo"); repo != "" {
+		var err error
+		if ref, err = joinRef(repo, r.Form.Get("tag")); err != nil {
+			return err
+		}
+	}
+	cfg, err := ParseChanges(r.Form["changes"])
+	if err != nil {
+		return err
+	}
+	out := httputils.NewJSONStream(w)
+	img, err := rt.images.Import(ctx, r.Body, ref, cfg, func(p portlayer.Progress) { out.Send(progressMessage(p)) })
+	if err != nil {
+		if !out.Started() {
+			return fmt.Errorf("import: %w", err)
+		}
+		out.SendError(err)
+		return nil
+	}
+	out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Status: img.ID}})
+	return nil
+}
+
+// ParseChanges applies `docker import --change` instructions to an empty
+// image config: CMD, ENTRYPOINT (JSON or shell form), ENV (k=v ... or
+// "k v"), WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL, VOLUME. InvalidArgument
+// for other instructions, as dockerd allows only these.
+func ParseChanges(changes []string) (ocispec.ImageConfig, error) {
+	var cfg ocispec.ImageConfig
+	for _, ch := range changes {
+		ch = strings.TrimSpace(ch)
+		if ch == "" {
+			continue
+		}
+		instr, rest, _ := strings.Cut(ch, " ")
+		rest = strings.TrimSpace(rest)
+		switch strings.ToUpper(instr) {
+		case "CMD":
+			cfg.Cmd = parseExecOrShell(rest)
+		case "ENTRYPOINT":
+			cfg.Entrypoint = parseExecOrShell(rest)
+		case "ENV":
+			kvs, err := parseKeyValues(rest)
+			if err != nil {
+				return cfg, httputils.InvalidArgument("ENV %s: %v", rest, err)
+			}
+			for _, kv := range kvs {
+				cfg.Env = setEnv(cfg.Env, kv[0], kv[1])
+			}
+		case "LABEL":
+			kvs, err := parseKeyValues(rest)
+			if err != nil {
+				return cfg, httputils.InvalidArgument("LABEL %s: %v", rest, err)
+			}
+			if cfg.Labels == nil {
+				cfg.Labels = map[string]string{}
+			}
+			for _, kv := range kvs {
+				cfg.Labels[kv[0]] = kv[1]
+			}
+		case "WORKDIR":
+			cfg.WorkingDir = unquote(rest)
+		case "USER":
+			cfg.User = unquote(rest)
+		case "STOPSIGNAL":
+			cfg.StopSignal = unquote(rest)
+		case "EXPOSE":
+			if cfg.ExposedPorts == nil {
+				cfg.ExposedPorts = map[string]struct{}{}
+			}
+			for _, p := range strings.Fields(rest) {
+				if !strings.Contains(p, "/") {
+					p += "/tcp"
+				}
+				cfg.ExposedPorts[p] = struct{}{}
+			}
+		case "VOLUME":
+			if cfg.Volumes == nil {
+				cfg.Volumes = map[string]struct{}{}
+			}
+			vols := parseExecOrShell(rest)
+			if len(vols) == 3 && vols[0] == "/bin/sh" {
+				vols = strings.Fields(rest)
+			}
+			for _, v := range vols {
+				cfg.Volumes[v] = struct{}{}
+			}
+		default:
+			return cfg, httputils.InvalidArgument("%s is not a valid change command", instr)
+		}
+	}
+	return cfg, nil
+}
+
+// parseExecOrShell parses `["a","b"]` as exec form and anything else as the
+// shell form ["/bin/sh", "-c", s].
+func parseExecOrShell(s string) []string {
+	var exec []string
+	if strings.HasPrefix(s, "[") && json.Unmarshal([]byte(s), &exec) == nil {
+		return exec
+	}
+	return []string{"/bin/sh", "-c", s}
+}
+
+func unquote(s string) string {
+	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {
+		return s[1 : len(s)-1]
+	}
+	return s
+}
+
+// parseKeyValues parses "k=v k2=\"v 2\"" or the legacy "k v" form.
+func parseKeyValues(s string) ([][2]string, error) {
+	if s == "" {
+		return nil, fmt.Errorf("requires at least one argument")
+	}
+	first, _, _ := strings.Cut(s, " ")
+	if !strings.Contains(first, "=") {
+		k, v, _ := strings.Cut(s, " ")
+		return [][2]string{{k, strings.TrimSpace(v)}}, nil
+	}
+	var out [][2]string
+	for _, word := range splitWords(s) {
+		k, v, ok := strings.Cut(word, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%q is not of the form key=value", word)
+		}
+		out = append(out, [2]string{k, v})
+	}
+	return out, nil
+}
+
+// splitWords splits on spaces outside double or single quotes and removes
+// the quotes.
+func splitWords(s string) []string {
+	var words []string
+	var cur strings.Builder
+	var quote rune
+	inWord := false
+	for _, c := range s {
+		switch {
+		case quote != 0 && c == quote:
+			quote = 0
+		case quote == 0 && (c == '"' || c == '\''):
+			quote, inWord = c, true
+		case quote == 0 && c == ' ':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(c)
+			inWord = true
+		}
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words
+}
+
+func setEnv(env []string, k, v string) []string {
+	for i, e := range env {
+		if ek, _, _ := strings.Cut(e, "="); ek == k {
+			env[i] = k + "=" + v
+			return env
+		}
+	}
+	return append(env, k+"="+v)
+}
+
+// postLoad serves POST /images/load?quiet= (Engine API v1.50 "Import
+// images"): the body is a `docker save` archive; the answer is JSON lines
+// {"stream":"Loaded image: busybox:latest\n"} (or "Loaded image ID: ..." for
+// untagged images).
+func (rt *Router) postLoad(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	ctx := r.Context()
+	quiet := httputils.BoolValueOrDefault(r, "quiet", true)
+	out := httputils.NewJSONStream(w)
+	imgs, err := rt.images.Load(ctx, r.Body, func(p portlayer.Progress) {
+		if !quiet {
+			out.Send(progressMessage(p))
+		}
+	})
+	if err != nil {
+		if !out.Started() {
+			return fmt.Errorf("load: %w", err)
+		}
+		out.SendError(err)
+		return nil
+	}
+	for _, img := range imgs {
+		if len(img.RepoTags) == 0 {
+			out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Stream: "Loaded image ID: " + img.ID + "\n"}})
+		}
+		for _, t := range img.RepoTags {
+			out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Stream: "Loaded image: " + t + "\n"}})
+		}
+		rt.log.InfoContext(ctx, "image loaded", "id", img.ID, "tags", img.RepoTags)
+	}
+	if !out.Started() {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusOK)
+	}
+	return nil
+}
+
+// Summary renders an image for GET /images/json.
+func Summary(img portlayer.Image) image.Summary {
+	s := image.Summary{
+		ID:          img.ID,
+		RepoTags:    append([]string{}, img.RepoTags...),
+		RepoDigests: append([]string{}, img.RepoDigests...),
+		Created:     img.Created.Unix(),
+		Size:        img.Size,
+		SharedSize:  -1,
+		Containers:  -1,
+		Labels:      img.Config.Config.Labels,
+	}
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	return s
+}
+
+// getList serves GET /images/json?all=&filters= (reference, dangling,
+// label), newest first.
+func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	f, err := httputils.ParseFilters(r.Form.Get("filters"), "reference", "dangling", "label", "before", "since", "until")
+	if err != nil {
+		return err
+	}
+	imgs, err := rt.images.List(r.Context())
+	if err != nil {
+		return fmt.Errorf("list images: %w", err)
+	}
+	out := []image.Summary{}
+	for _, img := range imgs {
+		if !f.Match("dangling", func(v string) bool { return (v == "true" || v == "1") == (len(img.RepoTags) == 0) }) {
+			continue
+		}
+		if !f.Match("label", func(v string) bool {
+			k, val, hasVal := strings.Cut(v, "=")
+			got, ok := img.Config.Config.Labels[k]
+			return ok && (!hasVal || got == val)
+		}) {
+			continue
+		}
+		if !f.Match("reference", func(v string) bool { return matchReference(img.RepoTags, v) }) {
+			continue
+		}
+		out = append(out, Summary(img))
+	}
+	return httputils.WriteJSON(w, http.StatusOK, out)
+}
+
+// matchReference matches a `docker images` reference pattern ("busybox",
+// "busybox:1*", "*/busybox") against familiar tags.
+func matchReference(tags []string, pattern string) bool {
+	for _, t := range tags {
+		named, err := reference.ParseNormalizedNamed(t)
+		if err != nil {
+			continue
+		}
+		fam := reference.FamiliarString(named)
+		name := reference.FamiliarName(named)
+		if ok, _ := path.Match(pattern, fam); ok {
+			return true
+		}
+		if ok, _ := path.Match(pattern, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// InspectResponse renders an image for GET /images/{name}/json.
+func InspectResponse(img portlayer.Image) image.InspectResponse {
+	cfg := img.Config.Config
+	resp := image.InspectResponse{
+		ID:           img.ID,
+		RepoTags:     append([]string{}, img.RepoTags...),
+		RepoDigests:  append([]string{}, img.RepoDigests...),
+		Author:       img.Config.Author,
+		Config:       &dockerspec.DockerOCIImageConfig{ImageConfig: cfg},
+		Architecture: img.Config.Architecture,
+		Variant:      img.Config.Variant,
+		Os:           img.Config.OS,
+		OsVersion:    img.Config.OSVersion,
+		Size:         img.Size,
+		RootFS:       image.RootFS{Type: "layers", Layers: append([]string{}, img.Layers...)},
+	}
+	if resp.Architecture == "" {
+		resp.Architecture = "amd64"
+	}
+	if resp.Os == "" {
+		resp.Os = "linux"
+	}
+	if !img.Created.IsZero() {
+		resp.Created = img.Created.UTC().Format(time.RFC3339Nano)
+	}
+	return resp
+}
+
+// getInspect serves GET /images/{name}/json; 404 "No such image: x".
+func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	img, err := rt.images.Get(r.Context(), name)
+	if err != nil {
+		return imageErr("inspect image", name, err)
+	}
+	return httputils.WriteJSON(w, http.StatusOK, InspectResponse(img))
+}
+
+// postTag serves POST /images/{name}/tag?repo=&tag=: 201.
+func (rt *Router) postTag(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	repo := r.Form.Get("repo")
+	if repo == "" {
+		return httputils.InvalidArgument("repository name (repo parameter) is required")
+	}
+	tag := r.Form.Get("tag")
+	if strings.HasPrefix(tag, "sha256:") {
+		return httputils.InvalidArgument("refusing to create a tag with a digest reference")
+	}
+	target, err := joinRef(repo, tag)
+	if err != nil {
+		return err
+	}
+	if err := rt.images.Tag(r.Context(), name, target); err != nil {
+		return imageErr("tag", name, err)
+	}
+	w.WriteHeader(http.StatusCreated)
+	return nil
+}
+
+// deleteImage serves DELETE /images/{name}?force=&noprune=: 200 with the
+// list of untagged and deleted references.
+func (rt *Router) deleteImage(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	dels, err := rt.images.Remove(r.Context(), name, httputils.BoolValue(r, "force"))
+	if err != nil {
+		if errdefs.IsConflict(err) {
+			return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - %s", name, err))
+		}
+		return imageErr("remove image", name, err)
+	}
+	out := make([]image.DeleteResponse, 0, len(dels))
+	for _, d := range dels {
+		out = append(out, image.DeleteResponse{Untagged: d.Untagged, Deleted: d.Deleted})
+	}
+	return httputils.WriteJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,186 @@
+package system
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/moby/moby/api/types/system"
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Facts about this daemon that /version and /info report.
+const (
+	// OperatingSystem is reported as Info.OperatingSystem.
+	OperatingSystem = "vch (container VMs)"
+	// Driver is the storage driver name reported by /info and inspect.
+	Driver = "vch-ext4"
+)
+
+// Versions is what /version reports about the server itself.
+type Versions struct {
+	// Version is vch's version, e.g. "0.1.0".
+	Version string
+	// GitCommit is vch's commit; may be empty.
+	GitCommit string
+	// APIVersion and MinAPIVersion are the supported Engine API range.
+	APIVersion, MinAPIVersion string
+}
+
+// Router serves the system routes.
+type Router struct {
+	v          Versions
+	host       Source
+	containers containerLister
+	images     imageLister
+	now        func() time.Time
+}
+
+// NewRouter returns the system routes. containers and images are used for
+// the counts of GET /info.
+func NewRouter(v Versions, host Source, containers portlayer.Compute, images portlayer.Images) *Router {
+	return &Router{v: v, host: host, containers: containers, images: images, now: time.Now}
+}
+
+// Routes returns the route table.
+func (s *Router) Routes() []httputils.Route {
+	return []httputils.Route{
+		httputils.NewRoute(http.MethodGet, "/_ping", s.ping),
+		httputils.NewRoute(http.MethodHead, "/_ping", s.ping),
+		httputils.NewRoute(http.MethodGet, "/version", s.version),
+		httputils.NewRoute(http.MethodGet, "/info", s.info),
+	}
+}
+
+// ping answers GET|HEAD /_ping with "OK" (Engine API v1.50 "Ping"); the
+// API-Version, OSType, Docker-Experimental and Server headers are set by the
+// server's middleware for every response.
+func (s *Router) ping(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	w.Header().Add("Cache-Control", "no-cache, no-store, must-revalidate")
+	w.Header().Add("Pragma", "no-cache")
+	// No BuildKit session support: clients fall back to the classic builder.
+	w.Header().Set("Builder-Version", "1")
+	w.Header().Set("Swarm", "inactive")
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Length", "0")
+		return nil
+	}
+	_, err := w.Write([]byte("OK"))
+	return err
+}
+
+func (s *Router) version(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	h, err := s.host.Host(r.Context())
+	if err != nil {
+		return fmt.Errorf("version: host facts: %w", err)
+	}
+	details := map[string]string{
+		"ApiVersion":    s.v.APIVersion,
+		"MinAPIVersion": s.v.MinAPIVersion,
+		"GitCommit":     s.v.GitCommit,
+		"GoVersion":     runtime.Version(),
+		"Os":            "linux",
+		"Arch":          "amd64",
+		"KernelVersion": h.GuestKernelVersion,
+		"Experimental":  "false",
+	}
+	return httputils.WriteJSON(w, http.StatusOK, system.VersionResponse{
+		Platform: system.PlatformInfo{Name: "vch"},
+		Components: []system.ComponentVersion{
+			{Name: "Engine", Version: s.v.Version, Details: details},
+			{Name: "hypervisor", Version: h.Hypervisor, Details: map[string]string{"Accelerator": h.Accelerator}},
+		},
+		Version:       s.v.Version,
+		APIVersion:    s.v.APIVersion,
+		MinAPIVersion: s.v.MinAPIVersion,
+		GitCommit:     s.v.GitCommit,
+		GoVersion:     runtime.Version(),
+		Os:            "linux",
+		Arch:          "amd64",
+		KernelVersion: h.GuestKernelVersion,
+	})
+}
+
+func (s *Router) info(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	ctx := r.Context()
+	info, err := s.buildInfo(ctx)
+	if err != nil {
+		return err
+	}
+	return httputils.WriteJSON(w, http.StatusOK, info)
+}
+
+func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
+	h, err := s.host.Host(ctx)
+	if err != nil {
+		return system.Info{}, fmt.Errorf("info: host facts: %w", err)
+	}
+	cs, err := s.containers.List(ctx)
+	if err != nil {
+		return system.Info{}, fmt.Errorf("info: list containers: %w", err)
+	}
+	imgs, err := s.images.List(ctx)
+	if err != nil {
+		return system.Info{}, fmt.Errorf("info: list images: %w", err)
+	}
+	info := system.Info{
+		ID:                 h.ID,
+		Containers:         len(cs),
+		Images:             len(imgs),
+		Driver:             Driver,
+		DriverStatus:       [][2]string{{"Backing Filesystem", "ext4 disk images"}, {"Hypervisor", h.Hypervisor}, {"Accelerator", h.Accelerator}},
+		SystemTime:         s.now().Format(time.RFC3339Nano),
+		LoggingDriver:      "json-file",
+		CgroupDriver:       "none",
+		KernelVersion:      h.GuestKernelVersion,
+		OperatingSystem:    OperatingSystem,
+		OSVersion:          "",
+		OSType:             "linux",
+		Architecture:       "x86_64",
+		IndexServerAddress: "https://index.docker.io/v1/",
+		NCPU:               h.NCPU,
+		MemTotal:           h.MemTotalBytes,
+		DockerRootDir:      h.RootDir,
+		Name:               h.Name,
+		Labels:             append([]string{}, h.Labels...),
+		ServerVersion:      s.v.Version,
+		Runtimes: map[string]system.RuntimeWithStatus{
+			runtimeName(h): {Runtime: system.Runtime{Path: h.Hypervisor, Type: "io.vch.vm." + h.Accelerator}},
+		},
+		DefaultRuntime:  runtimeName(h),
+		Isolation:       "",
+		SecurityOptions: []string{"name=vm,hypervisor=" + h.Hypervisor + ",accelerator=" + h.Accelerator},
+		CDISpecDirs:     []string{},
+		Warnings:        append([]string{}, h.Warnings...),
+	}
+	info.Plugins.Volume = []string{}
+	info.Plugins.Network = []string{}
+	info.Plugins.Log = []string{"json-file"}
+	for _, c := range cs {
+		switch c.State.Status {
+		case portlayer.StatusRunning, portlayer.StatusRestarting:
+			info.ContainersRunning++
+		case portlayer.StatusPaused:
+			info.ContainersPaused++
+		default:
+			info.ContainersStopped++
+		}
+	}
+	return info, nil
+}
+
+// runtimeName is the runtime shown by `docker info`, e.g. "qemu-tcg".
+func runtimeName(h Host) string {
+	name := h.Hypervisor
+	if name == "" {
+		name = "vm"
+	}
+	if h.Accelerator != "" {
+		name += "-" + h.Accelerator
+	}
+	return name
+}
