@@ -286,3 +286,13 @@ type Images interface {
 	// Conflict if a container uses it and force is false.
 	Remove(ctx context.Context, ref string, force bool) ([]ImageDelete, error)
 }
+
+// RootfsStore gives compute the disk a container's copy-on-write disk is
+// layered over. The storage area implements it.
+type RootfsStore interface {
+	// Rootfs returns the host path of a read-only raw ext4 disk image that
+	// holds image imageID's flattened root filesystem (OCI image-spec layer
+	// whiteouts applied). Built on first use, then shared by every container
+	// of that image. NotFound if there is no such image.
+	Rootfs(ctx context.Context, imageID string) (path string, err error)
+}

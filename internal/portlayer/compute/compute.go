@@ -1,0 +1,430 @@
+// Package compute runs containers as VMs: it owns container records (persisted
+// in bbolt before they are acted on), each container's copy-on-write disk and
+// runtime directory, and the lifecycle — create, start (boot the VM, set the
+// guest up, start the process), stop, kill, wait, remove — plus the output
+// hub behind attach and logs. It implements portlayer.Compute and
+// portlayer.Interaction.
+//
+// On-disk layout under Config.Root:
+//
+//	containers.db                bbolt: one JSON record per container ID
+//	containers/<id>/rw.qcow2     writable disk over the image's rootfs disk
+//	containers/<id>/json.log     output, Docker json-file format
+//	run/<id[:12]>/               VMM runtime files (channel socket, console)
+//
+// What it does not own: images and rootfs disks (storage), VMM details (the
+// hypervisor driver), the tether protocol (package guest).
+package compute
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/docker/pkg/namesgenerator"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Config configures the compute service.
+type Config struct {
+	// Root is the directory compute owns; nothing is written outside it.
+	Root string `toml:"root" json:"root"`
+	// Kernel and Initrd are the guest boot files every container VM uses.
+	Kernel string `toml:"kernel" json:"kernel"`
+	Initrd string `toml:"initrd" json:"initrd"`
+	// DefaultMemoryMiB is guest RAM when a container sets none; default 256.
+	DefaultMemoryMiB int `toml:"default_memory_mib" json:"default_memory_mib"`
+	// DefaultCPUs is vCPUs when a container sets none; default 1.
+	DefaultCPUs int `toml:"default_cpus" json:"default_cpus"`
+	// BootTimeout bounds boot to the guest agent's answer; default 60 s.
+	BootTimeout time.Duration `toml:"boot_timeout" json:"boot_timeout"`
+	// ChannelName is the guest channel's virtio-serial port name.
+	ChannelName string `toml:"channel_name" json:"channel_name"`
+}
+
+// Defaults, each with its reason.
+const (
+	// defaultMemoryMiB: enough for a Debian kernel plus a small workload;
+	// QEMU's host RSS stays near 200 MiB (DESIGN.md).
+	defaultMemoryMiB = 256
+	// defaultBootTimeout: TCG boots take ~2–5 s; a loaded 2-core host may
+	// take ten times that.
+	defaultBootTimeout = 60 * time.Second
+	// defaultStopTimeout is Docker's default for docker stop.
+	defaultStopTimeout = 10 * time.Second
+	// powerOffTimeout bounds the wait for a guest to power off after it
+	// acknowledged the request; then the VM is killed.
+	powerOffTimeout = 10 * time.Second
+)
+
+// Service implements portlayer.Compute and portlayer.Interaction.
+type Service struct {
+	cfg    Config
+	driver hypervisor.Driver
+	rootfs portlayer.RootfsStore
+	logger *slog.Logger
+	recs   *records
+
+	mu         sync.Mutex
+	containers map[string]*container // by ID
+	closed     bool
+	wg         sync.WaitGroup
+}
+
+// New opens (or creates) the compute state under cfg.Root and reloads every
+// container record. Containers recorded as running whose VM is gone (the
+// daemon stopped) are marked exited with code 137. InvalidArgument for a bad
+// config.
+func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, logger *slog.Logger) (*Service, error) {
+	if cfg.Root == "" || cfg.Kernel == "" || cfg.Initrd == "" || cfg.ChannelName == "" {
+		return nil, fmt.Errorf("compute: root, kernel, initrd and channel name are required: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.DefaultMemoryMiB == 0 {
+		cfg.DefaultMemoryMiB = defaultMemoryMiB
+	}
+	if cfg.DefaultCPUs == 0 {
+		cfg.DefaultCPUs = 1
+	}
+	if cfg.BootTimeout == 0 {
+		cfg.BootTimeout = defaultBootTimeout
+	}
+	for _, d := range []string{cfg.Root, filepath.Join(cfg.Root, "containers"), filepath.Join(cfg.Root, "run")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("compute: %w", err)
+		}
+	}
+	recs, err := openRecords(filepath.Join(cfg.Root, "containers.db"))
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, driver: driver, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs, containers: map[string]*container{}}
+	all, err := recs.all()
+	if err != nil {
+		recs.close()
+		return nil, err
+	}
+	for _, rec := range all {
+		if rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused || rec.State.Status == portlayer.StatusRestarting {
+			if rec.State.Pid > 0 {
+				if p, err := os.FindProcess(rec.State.Pid); err == nil {
+					_ = p.Kill() // not re-adopted yet: never leave an orphan VMM
+				}
+			}
+			rec.State = portlayer.State{Status: portlayer.StatusExited, ExitCode: 137, Error: "vch daemon stopped while the container ran", StartedAt: rec.State.StartedAt, FinishedAt: time.Now().UTC()}
+			if err := recs.put(rec); err != nil {
+				recs.close()
+				return nil, err
+			}
+		}
+		s.containers[rec.ID] = s.newContainer(rec)
+	}
+	return s, nil
+}
+
+// Close stops every running container (Docker's daemon shutdown: stop
+// signal, then kill after a bounded wait), waits for their records to be
+// written, and closes the store. Idempotent.
+func (s *Service) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	var running []*container
+	for _, c := range s.containers {
+		running = append(running, c)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range running {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t := 5 * time.Second
+			_ = s.stop(ctx, c, &t)
+		}()
+	}
+	wg.Wait()
+	s.wg.Wait()
+	for _, c := range running {
+		c.out.close()
+	}
+	return s.recs.close()
+}
+
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+func newID() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// lookup resolves a full ID, a name (with or without a leading slash) or a
+// unique ID prefix. NotFound / InvalidArgument (ambiguous prefix).
+func (s *Service) lookup(idOrName string) (*container, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lookupLocked(idOrName)
+}
+
+func (s *Service) lookupLocked(idOrName string) (*container, error) {
+	if idOrName == "" {
+		return nil, fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+	}
+	if c, ok := s.containers[idOrName]; ok {
+		return c, nil
+	}
+	name := strings.TrimPrefix(idOrName, "/")
+	for _, c := range s.containers {
+		if c.name() == name {
+			return c, nil
+		}
+	}
+	var found *container
+	for id, c := range s.containers {
+		if strings.HasPrefix(id, idOrName) {
+			if found != nil {
+				return nil, fmt.Errorf("compute: multiple IDs found with provided prefix: %s: %w", idOrName, errdefs.ErrInvalidArgument)
+			}
+			found = c
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+func (s *Service) nameTakenLocked(name, exceptID string) (string, bool) {
+	for id, c := range s.containers {
+		if id != exceptID && c.name() == name {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// Create implements portlayer.Compute.
+func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (portlayer.Container, error) {
+	if len(spec.Args) == 0 {
+		return portlayer.Container{}, fmt.Errorf("compute: no command specified: %w", errdefs.ErrInvalidArgument)
+	}
+	if spec.MemoryMiB != 0 && (spec.MemoryMiB < hypervisor.MinMemoryMiB || spec.MemoryMiB > hypervisor.MaxMemoryMiB) {
+		return portlayer.Container{}, fmt.Errorf("compute: memory %d MiB outside %d..%d MiB: %w", spec.MemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
+	}
+	if spec.CPUs < 0 || spec.CPUs > hypervisor.MaxCPUs {
+		return portlayer.Container{}, fmt.Errorf("compute: %d CPUs outside 1..%d: %w", spec.CPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+	}
+	spec.Name = strings.TrimPrefix(spec.Name, "/")
+	if spec.Name != "" && !validName.MatchString(spec.Name) {
+		return portlayer.Container{}, fmt.Errorf("compute: Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", spec.Name, errdefs.ErrInvalidArgument)
+	}
+	id := newID()
+	dir := filepath.Join(s.cfg.Root, "containers", id)
+	rec := portlayer.Container{ID: id, Created: time.Now().UTC(), Spec: spec, State: portlayer.State{Status: portlayer.StatusCreated}, LogPath: filepath.Join(dir, "json.log")}
+	if rec.Spec.Hostname == "" {
+		rec.Spec.Hostname = id[:12]
+	}
+
+	// Reserve the name and persist the record before preparing the disk.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return portlayer.Container{}, fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+	}
+	if rec.Spec.Name == "" {
+		for i := 0; ; i++ {
+			n := namesgenerator.GetRandomName(i)
+			if _, taken := s.nameTakenLocked(n, ""); !taken {
+				rec.Spec.Name = n
+				break
+			}
+		}
+	}
+	if other, taken := s.nameTakenLocked(rec.Spec.Name, ""); taken {
+		s.mu.Unlock()
+		return portlayer.Container{}, &NameConflictError{Name: rec.Spec.Name, ID: other}
+	}
+	c := s.newContainer(rec)
+	c.creating = true
+	s.containers[id] = c
+	s.mu.Unlock()
+
+	fail := func(err error) (portlayer.Container, error) {
+		s.mu.Lock()
+		delete(s.containers, id)
+		s.mu.Unlock()
+		_ = os.RemoveAll(dir)
+		return portlayer.Container{}, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(fmt.Errorf("compute: %w", err))
+	}
+	base, err := s.rootfs.Rootfs(ctx, spec.Image)
+	if err != nil {
+		return fail(fmt.Errorf("compute: rootfs for %s: %w", spec.Image, err))
+	}
+	if _, err := s.driver.CreateOverlay(ctx, hypervisor.Disk{Path: base, Format: "raw", ReadOnly: true}, filepath.Join(dir, "rw.qcow2"), 0); err != nil {
+		return fail(fmt.Errorf("compute: writable disk: %w", err))
+	}
+	if err := s.recs.put(rec); err != nil {
+		return fail(err)
+	}
+	c.mu.Lock()
+	c.creating = false
+	c.mu.Unlock()
+	s.logger.Info("container created", "container", id, "name", rec.Spec.Name, "image", spec.Image)
+	return rec, nil
+}
+
+// NameConflictError reports a name in use; it is an AlreadyExists error.
+type NameConflictError struct {
+	Name string
+	ID   string
+}
+
+func (e *NameConflictError) Error() string {
+	return fmt.Sprintf("compute: name %q is already in use by container %q", e.Name, e.ID)
+}
+
+// Unwrap classifies the error as AlreadyExists.
+func (e *NameConflictError) Unwrap() error { return errdefs.ErrAlreadyExists }
+
+// Inspect implements portlayer.Compute.
+func (s *Service) Inspect(ctx context.Context, idOrName string) (portlayer.Container, error) {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return portlayer.Container{}, err
+	}
+	return c.record(), nil
+}
+
+// List implements portlayer.Compute: newest first.
+func (s *Service) List(ctx context.Context) ([]portlayer.Container, error) {
+	s.mu.Lock()
+	out := make([]portlayer.Container, 0, len(s.containers))
+	for _, c := range s.containers {
+		c.mu.Lock()
+		creating := c.creating
+		c.mu.Unlock()
+		if !creating {
+			out = append(out, c.record())
+		}
+	}
+	s.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.After(out[j].Created) })
+	return out, nil
+}
+
+// Rename implements portlayer.Compute.
+func (s *Service) Rename(ctx context.Context, idOrName, newName string) error {
+	newName = strings.TrimPrefix(newName, "/")
+	if !validName.MatchString(newName) {
+		return fmt.Errorf("compute: Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", newName, errdefs.ErrInvalidArgument)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, err := s.lookupLocked(idOrName)
+	if err != nil {
+		return err
+	}
+	if other, taken := s.nameTakenLocked(newName, c.id); taken {
+		return &NameConflictError{Name: newName, ID: other}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := c.rec
+	rec.Spec.Name = newName
+	if err := s.recs.put(rec); err != nil {
+		return err
+	}
+	c.rec = rec
+	return nil
+}
+
+// ImageInUse reports a container (any state) created from imageID, for the
+// image store's removal check.
+func (s *Service) ImageInUse(imageID string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, c := range s.containers {
+		if c.record().Spec.Image == imageID {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// Remove implements portlayer.Compute.
+func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	rec := c.record()
+	if rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused {
+		if !force {
+			return &RunningError{ID: rec.ID, Name: rec.Spec.Name}
+		}
+		if err := s.kill(ctx, c, 9); err != nil && !errdefs.IsConflict(err) {
+			return err
+		}
+		if err := c.waitExited(ctx); err != nil {
+			return err
+		}
+	}
+	return s.remove(c)
+}
+
+// RunningError is a removal refused because the container runs; it is a
+// Conflict error.
+type RunningError struct{ ID, Name string }
+
+func (e *RunningError) Error() string {
+	return fmt.Sprintf("compute: container %s is running", e.ID)
+}
+
+// Unwrap classifies the error as Conflict.
+func (e *RunningError) Unwrap() error { return errdefs.ErrConflict }
+
+// remove deletes a stopped container's files and record and releases
+// removal waiters.
+func (s *Service) remove(c *container) error {
+	c.mu.Lock()
+	if c.removed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.removed = true
+	code := c.rec.State.ExitCode
+	c.mu.Unlock()
+	if err := s.recs.delete(c.id); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.containers, c.id)
+	s.mu.Unlock()
+	c.out.close()
+	err := os.RemoveAll(filepath.Join(s.cfg.Root, "containers", c.id))
+	_ = os.RemoveAll(c.runDir)
+	c.notifyRemoved(code)
+	s.logger.Info("container removed", "container", c.id)
+	if err != nil {
+		return fmt.Errorf("compute: remove files of %s: %w", c.id, err)
+	}
+	return nil
+}

@@ -1,0 +1,493 @@
+package compute
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// defaultHosts is Docker's /etc/hosts for a container without a network
+// address: loopback names only.
+const defaultHosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+
+// container is the in-memory side of one container: its record plus the
+// VM, guest connection and process of the current run.
+type container struct {
+	id     string
+	runDir string
+	out    *output
+
+	mu       sync.Mutex
+	rec      portlayer.Container
+	creating bool
+	removed  bool
+	starting bool
+	killed   bool // the current run's VM was killed on purpose
+	vm       hypervisor.VM
+	guest    *guest.Client
+	proc     *guest.Process
+	exited   chan struct{} // closed when the current run has been recorded as ended
+	stdins   []*attachment // attached stdin streams waiting for a process
+
+	exitWaiters   []chan portlayer.WaitResult
+	removeWaiters []chan portlayer.WaitResult
+}
+
+func (s *Service) newContainer(rec portlayer.Container) *container {
+	return &container{
+		id:     rec.ID,
+		runDir: filepath.Join(s.cfg.Root, "run", rec.ID[:12]),
+		out:    newOutput(rec.LogPath),
+		rec:    rec,
+	}
+}
+
+func (c *container) record() portlayer.Container {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rec
+}
+
+func (c *container) name() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.rec.Spec.Name
+}
+
+func (c *container) notifyRemoved(code int) {
+	c.mu.Lock()
+	ws := c.removeWaiters
+	c.removeWaiters = nil
+	c.mu.Unlock()
+	for _, w := range ws {
+		w <- portlayer.WaitResult{ExitCode: code}
+	}
+}
+
+// waitExited blocks until the current run (if any) has been recorded as ended.
+func (c *container) waitExited(ctx context.Context) error {
+	c.mu.Lock()
+	ch := c.exited
+	c.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// StartFailedError is a process the guest could not start. Message is the
+// guest's text (`exec: "x": executable file not found in $PATH`), which a
+// front end may wrap; ExitCode is 127 (not found) or 126 (not executable).
+// InvalidArgument.
+type StartFailedError struct {
+	Message  string
+	ExitCode int
+}
+
+func (e *StartFailedError) Error() string { return e.Message }
+
+// Unwrap classifies the error as InvalidArgument.
+func (e *StartFailedError) Unwrap() error { return errdefs.ErrInvalidArgument }
+
+// Start implements portlayer.Compute.
+func (s *Service) Start(ctx context.Context, idOrName string) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	switch {
+	case c.removed || c.creating:
+		c.mu.Unlock()
+		return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+	case c.rec.State.Status == portlayer.StatusRunning:
+		c.mu.Unlock()
+		return nil
+	case c.starting:
+		c.mu.Unlock()
+		return fmt.Errorf("compute: container %s is already starting: %w", c.id, errdefs.ErrConflict)
+	}
+	c.starting = true
+	rec := c.rec
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.starting = false
+		c.mu.Unlock()
+	}()
+
+	vm, g, proc, err := s.boot(ctx, c, rec)
+	if err != nil {
+		var sfe *StartFailedError
+		c.mu.Lock()
+		st := c.rec.State
+		st.Error = err.Error()
+		if errors.As(err, &sfe) {
+			st.ExitCode = sfe.ExitCode
+		} else {
+			st.ExitCode = 128
+		}
+		c.rec.State = st
+		rec := c.rec
+		c.mu.Unlock()
+		if perr := s.recs.put(rec); perr != nil {
+			s.logger.Warn("persist failed start", "container", c.id, "err", perr)
+		}
+		return err
+	}
+
+	c.mu.Lock()
+	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC()}
+	c.vm, c.guest, c.proc, c.killed = vm, g, proc, false
+	c.exited = make(chan struct{})
+	pending := c.stdins
+	c.stdins = nil
+	rec = c.rec
+	c.mu.Unlock()
+	if err := s.recs.put(rec); err != nil {
+		s.logger.Warn("persist running state", "container", c.id, "err", err)
+	}
+	for _, a := range pending {
+		s.feedStdin(c, proc, a)
+	}
+	s.logger.Info("container started", "container", c.id, "vm_pid", vm.Pid())
+	s.wg.Add(1)
+	go s.supervise(c, vm, g, proc)
+	return nil
+}
+
+// boot starts the VM, connects to tether, applies setup and starts the
+// main process. On error nothing is left running.
+func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, *guest.Process, error) {
+	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
+		return nil, nil, nil, fmt.Errorf("compute: %w", err)
+	}
+	mem, cpus := rec.Spec.MemoryMiB, rec.Spec.CPUs
+	if mem == 0 {
+		mem = s.cfg.DefaultMemoryMiB
+	}
+	if cpus == 0 {
+		cpus = s.cfg.DefaultCPUs
+	}
+	spec := hypervisor.Spec{
+		Name: c.id[:12], Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd,
+		MemoryMiB: mem, CPUs: cpus, ChannelName: s.cfg.ChannelName,
+		Disks:      []hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2"}},
+		RuntimeDir: c.runDir,
+	}
+	vm, err := s.driver.Start(ctx, spec)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("compute: start VM: %w", err)
+	}
+	fail := func(g *guest.Client, err error) (hypervisor.VM, *guest.Client, *guest.Process, error) {
+		if g != nil {
+			g.Close()
+		}
+		_ = vm.Kill()
+		<-vm.Done()
+		return nil, nil, nil, err
+	}
+	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	defer cancel()
+	g, err := guest.Dial(bootCtx, vm.Channel())
+	if err != nil {
+		return fail(nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir)))
+	}
+	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: defaultHosts, TimeUnixNano: time.Now().UnixNano()}
+	if err := g.Setup(bootCtx, setup); err != nil {
+		return fail(g, fmt.Errorf("compute: guest setup: %w", err))
+	}
+	proc, err := g.Start(bootCtx, processFor(rec.Spec))
+	if err != nil {
+		var se *guest.StartError
+		if errors.As(err, &se) {
+			err = &StartFailedError{Message: se.Message, ExitCode: se.ExitCode}
+		}
+		return fail(g, err)
+	}
+	return vm, g, proc, nil
+}
+
+// processFor builds the main process from the spec, adding the variables
+// Docker adds: HOSTNAME, and TERM=xterm with a TTY (when not set).
+func processFor(spec portlayer.ContainerSpec) wire.Process {
+	env := []string{"HOSTNAME=" + spec.Hostname}
+	if spec.Tty {
+		env = append(env, "TERM=xterm")
+	}
+	env = append(env, spec.Env...)
+	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Tty: spec.Tty, Stdin: spec.OpenStdin}
+}
+
+// consoleTail returns the last lines of the VM's serial console, for errors.
+func consoleTail(runDir string) string {
+	b, _ := os.ReadFile(filepath.Join(runDir, "console.log"))
+	if len(b) > 600 {
+		b = b[len(b)-600:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// supervise pumps the run's output, waits for the exit, powers the VM off
+// and records the end of the run.
+func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, proc *guest.Process) {
+	defer s.wg.Done()
+	var wg sync.WaitGroup
+	pump := func(stream string, r io.Reader) {
+		defer wg.Done()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := r.Read(buf)
+			if n > 0 {
+				c.out.write(stream, buf[:n])
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
+	wg.Add(2)
+	go pump("stdout", proc.Stdout())
+	go pump("stderr", proc.Stderr())
+	code, waitErr := proc.Wait(context.Background())
+	wg.Wait()
+	c.out.flush()
+
+	if waitErr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
+		if err := g.PowerOff(ctx); err != nil {
+			s.logger.Warn("power-off request failed", "container", c.id, "err", err)
+		}
+		select {
+		case <-vm.Done():
+		case <-ctx.Done():
+			s.logger.Warn("guest did not power off; killing VM", "container", c.id)
+		}
+		cancel()
+	}
+	_ = vm.Kill()
+	<-vm.Done()
+	g.Close()
+
+	c.mu.Lock()
+	st := c.rec.State
+	st.Status, st.Pid, st.FinishedAt = portlayer.StatusExited, 0, time.Now().UTC()
+	switch {
+	case waitErr == nil:
+		st.ExitCode = code
+	case c.killed:
+		st.ExitCode = 137
+	default:
+		st.ExitCode = 255
+		st.Error = fmt.Sprintf("container VM ended unexpectedly: %v", vm.Status().Err)
+	}
+	c.rec.State = st
+	c.vm, c.guest, c.proc = nil, nil, nil
+	exited := c.exited
+	waiters := c.exitWaiters
+	c.exitWaiters = nil
+	rec := c.rec
+	c.mu.Unlock()
+	if err := s.recs.put(rec); err != nil {
+		s.logger.Error("persist exit", "container", c.id, "err", err)
+	}
+	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode)
+	c.out.endRun()
+	close(exited)
+	for _, w := range waiters {
+		w <- portlayer.WaitResult{ExitCode: st.ExitCode}
+	}
+	if rec.Spec.AutoRemove {
+		if err := s.remove(c); err != nil {
+			s.logger.Error("auto-remove", "container", c.id, "err", err)
+		}
+	}
+}
+
+// Kill implements portlayer.Compute. SIGKILL (or 0) ends the VM at once
+// (exit code 137); other signals go to the main process in the guest.
+func (s *Service) Kill(ctx context.Context, idOrName string, signal int) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	return s.kill(ctx, c, signal)
+}
+
+func (s *Service) kill(ctx context.Context, c *container, signal int) error {
+	if signal == 0 {
+		signal = 9
+	}
+	if signal < 1 || signal > 64 {
+		return fmt.Errorf("compute: invalid signal %d: %w", signal, errdefs.ErrInvalidArgument)
+	}
+	c.mu.Lock()
+	vm, proc := c.vm, c.proc
+	if vm == nil {
+		c.mu.Unlock()
+		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+	}
+	if signal == 9 {
+		c.killed = true
+	}
+	c.mu.Unlock()
+	if signal == 9 {
+		return vm.Kill()
+	}
+	return proc.Signal(ctx, signal)
+}
+
+// Stop implements portlayer.Compute.
+func (s *Service) Stop(ctx context.Context, idOrName string, timeout *time.Duration) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	return s.stop(ctx, c, timeout)
+}
+
+func (s *Service) stop(ctx context.Context, c *container, timeout *time.Duration) error {
+	c.mu.Lock()
+	running := c.vm != nil
+	spec := c.rec.Spec
+	c.mu.Unlock()
+	if !running {
+		return nil
+	}
+	wait := defaultStopTimeout
+	if spec.StopTimeout != nil {
+		wait = *spec.StopTimeout
+	}
+	if timeout != nil {
+		wait = *timeout
+	}
+	sig := spec.StopSignal
+	if sig == 0 {
+		sig = 15
+	}
+	if wait != 0 {
+		if err := s.kill(ctx, c, sig); err == nil {
+			wctx := ctx
+			var cancel context.CancelFunc = func() {}
+			if wait > 0 {
+				wctx, cancel = context.WithTimeout(ctx, wait)
+			}
+			err := c.waitExited(wctx)
+			cancel()
+			if err == nil {
+				return nil
+			}
+		}
+	}
+	if err := s.kill(ctx, c, 9); err != nil && !errdefs.IsConflict(err) {
+		return err
+	}
+	return c.waitExited(ctx)
+}
+
+// Wait implements portlayer.Compute.
+func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.WaitCondition) (<-chan portlayer.WaitResult, error) {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan portlayer.WaitResult, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch cond {
+	case portlayer.WaitNotRunning, "":
+		if c.vm == nil && !c.starting {
+			ch <- portlayer.WaitResult{ExitCode: c.rec.State.ExitCode}
+			return ch, nil
+		}
+		c.exitWaiters = append(c.exitWaiters, ch)
+	case portlayer.WaitNextExit:
+		c.exitWaiters = append(c.exitWaiters, ch)
+	case portlayer.WaitRemoved:
+		c.removeWaiters = append(c.removeWaiters, ch)
+	default:
+		return nil, fmt.Errorf("compute: invalid condition: %q: %w", cond, errdefs.ErrInvalidArgument)
+	}
+	return ch, nil
+}
+
+// Attach implements portlayer.Interaction.
+func (s *Service) Attach(ctx context.Context, idOrName string, opts portlayer.AttachOptions) (portlayer.Attachment, error) {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return nil, err
+	}
+	a := &attachment{out: c.out, stdout: opts.Stdout, stderr: opts.Stderr, stdin: opts.Stdin, done: make(chan struct{})}
+	c.out.mu.Lock()
+	if opts.Logs {
+		msgs, err := readLog(c.out.path, portlayer.LogOptions{Stdout: true, Stderr: true, Tail: -1})
+		if err == nil {
+			for _, m := range msgs {
+				a.deliver(m.Stream, m.Data)
+			}
+		}
+	}
+	if !opts.Stream {
+		c.out.mu.Unlock()
+		a.finish()
+		return a, nil
+	}
+	c.out.subs[a] = struct{}{}
+	c.out.mu.Unlock()
+
+	c.mu.Lock()
+	proc, spec := c.proc, c.rec.Spec
+	if opts.Stdin != nil && spec.OpenStdin && proc == nil {
+		c.stdins = append(c.stdins, a)
+	}
+	c.mu.Unlock()
+	if opts.Stdin != nil && spec.OpenStdin && proc != nil {
+		s.feedStdin(c, proc, a)
+	}
+	return a, nil
+}
+
+// feedStdin copies an attachment's stdin to the process; at EOF it closes
+// the process's stdin when the container has StdinOnce (docker run -i).
+func (s *Service) feedStdin(c *container, proc *guest.Process, a *attachment) {
+	c.mu.Lock()
+	once := c.rec.Spec.StdinOnce
+	c.mu.Unlock()
+	go func() {
+		w := proc.Stdin()
+		_, _ = io.Copy(w, a.stdin)
+		if once {
+			_ = w.Close()
+		}
+	}()
+}
+
+// Logs implements portlayer.Interaction.
+func (s *Service) Logs(ctx context.Context, idOrName string, opts portlayer.LogOptions) (<-chan portlayer.LogMessage, error) {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	running := c.vm != nil || c.starting
+	c.mu.Unlock()
+	return c.out.logs(ctx, opts, running)
+}

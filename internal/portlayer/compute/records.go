@@ -1,0 +1,91 @@
+package compute
+
+import (
+	"encoding/json"
+	"fmt"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// recordSchema is the version of the persisted container record; bump it
+// with a migration when the shape of portlayer.Container changes.
+const recordSchema = 1
+
+var (
+	bucketContainers = []byte("containers")
+	bucketMeta       = []byte("meta")
+)
+
+// records persists container records in bbolt, keyed by container ID. Every
+// change is written (and fsynced by bbolt) before it is acted on.
+type records struct {
+	db *bolt.DB
+}
+
+func openRecords(path string) (*records, error) {
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		return nil, fmt.Errorf("compute: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if _, err := tx.CreateBucketIfNotExists(bucketContainers); err != nil {
+			return err
+		}
+		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return err
+		}
+		return meta.Put([]byte("schema"), []byte(fmt.Sprint(recordSchema)))
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("compute: init %s: %w", path, err)
+	}
+	return &records{db: db}, nil
+}
+
+func (r *records) put(c portlayer.Container) error {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return fmt.Errorf("compute: encode %s: %w", c.ID, err)
+	}
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketContainers).Put([]byte(c.ID), b)
+	})
+	if err != nil {
+		return fmt.Errorf("compute: persist %s: %w", c.ID, err)
+	}
+	return nil
+}
+
+func (r *records) delete(id string) error {
+	err := r.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketContainers).Delete([]byte(id))
+	})
+	if err != nil {
+		return fmt.Errorf("compute: delete record %s: %w", id, err)
+	}
+	return nil
+}
+
+func (r *records) all() ([]portlayer.Container, error) {
+	var out []portlayer.Container
+	err := r.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketContainers).ForEach(func(k, v []byte) error {
+			var c portlayer.Container
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("record %s: %w", k, err)
+			}
+			out = append(out, c)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("compute: load records: %w", err)
+	}
+	return out, nil
+}
+
+func (r *records) close() error { return r.db.Close() }

@@ -1,0 +1,276 @@
+package compute
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// maxLogLine is the longest log message; longer lines are split, as Docker's
+// json-file driver splits at 16 KiB.
+const maxLogLine = 16 << 10
+
+// logEntry is one line of a container's log file, in Docker's json-file
+// format (one JSON object a line: log, stream, time).
+type logEntry struct {
+	Log    string    `json:"log"`
+	Stream string    `json:"stream"`
+	Time   time.Time `json:"time"`
+}
+
+// output is a container's output hub: it writes every line to the log file
+// and hands raw chunks to attached clients as soon as they arrive. One per
+// container, kept across runs. Safe for concurrent use.
+type output struct {
+	mu        sync.Mutex
+	path      string
+	file      *os.File
+	subs      map[*attachment]struct{}
+	followers map[chan portlayer.LogMessage]struct{}
+	partial   map[string][]byte // per stream: bytes after the last newline
+}
+
+func newOutput(path string) *output {
+	return &output{path: path, subs: map[*attachment]struct{}{}, followers: map[chan portlayer.LogMessage]struct{}{}, partial: map[string][]byte{}}
+}
+
+// write handles one chunk read from stream ("stdout" or "stderr").
+func (o *output) write(stream string, chunk []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for a := range o.subs {
+		a.deliver(stream, chunk)
+	}
+	buf := append(o.partial[stream], chunk...)
+	for {
+		i := bytes.IndexByte(buf, '\n')
+		if i < 0 {
+			break
+		}
+		o.logLocked(stream, buf[:i+1])
+		buf = buf[i+1:]
+	}
+	for len(buf) >= maxLogLine {
+		o.logLocked(stream, buf[:maxLogLine])
+		buf = buf[maxLogLine:]
+	}
+	o.partial[stream] = append([]byte(nil), buf...)
+}
+
+// flush logs the final line of each stream that had no newline.
+func (o *output) flush() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, s := range []string{"stdout", "stderr"} {
+		if len(o.partial[s]) > 0 {
+			o.logLocked(s, o.partial[s])
+			o.partial[s] = nil
+		}
+	}
+	if o.file != nil {
+		_ = o.file.Sync()
+	}
+}
+
+func (o *output) logLocked(stream string, data []byte) {
+	msg := portlayer.LogMessage{Stream: stream, Time: time.Now().UTC(), Data: append([]byte(nil), data...)}
+	if o.file == nil {
+		f, err := os.OpenFile(o.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		if err == nil {
+			o.file = f
+		}
+	}
+	if o.file != nil {
+		b, _ := json.Marshal(logEntry{Log: string(data), Stream: stream, Time: msg.Time})
+		_, _ = o.file.Write(append(b, '\n'))
+	}
+	for ch := range o.followers {
+		select {
+		case ch <- msg:
+		default: // a follower that cannot keep up loses messages rather than stalling the container
+		}
+	}
+}
+
+// endRun closes every attachment (the process exited and its output is
+// all delivered) and ends every follower.
+func (o *output) endRun() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for a := range o.subs {
+		delete(o.subs, a)
+		a.finish()
+	}
+	for ch := range o.followers {
+		delete(o.followers, ch)
+		close(ch)
+	}
+}
+
+func (o *output) close() {
+	o.endRun()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.file != nil {
+		o.file.Close()
+		o.file = nil
+	}
+}
+
+// readLog reads the log file's messages selected by opts (without Tail).
+func readLog(path string, opts portlayer.LogOptions) ([]portlayer.LogMessage, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("compute: read log: %w", err)
+	}
+	defer f.Close()
+	var out []portlayer.LogMessage
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 4*maxLogLine+1024)
+	for sc.Scan() {
+		var e logEntry
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		m := portlayer.LogMessage{Stream: e.Stream, Time: e.Time, Data: []byte(e.Log)}
+		if selected(m, opts) {
+			out = append(out, m)
+		}
+	}
+	return out, sc.Err()
+}
+
+func selected(m portlayer.LogMessage, opts portlayer.LogOptions) bool {
+	if m.Stream == "stdout" && !opts.Stdout || m.Stream == "stderr" && !opts.Stderr {
+		return false
+	}
+	if !opts.Since.IsZero() && m.Time.Before(opts.Since) {
+		return false
+	}
+	if !opts.Until.IsZero() && m.Time.After(opts.Until) {
+		return false
+	}
+	return true
+}
+
+// logs implements Interaction.Logs for one container.
+func (o *output) logs(ctx context.Context, opts portlayer.LogOptions, running bool) (<-chan portlayer.LogMessage, error) {
+	o.mu.Lock()
+	if o.file != nil {
+		_ = o.file.Sync()
+	}
+	msgs, err := readLog(o.path, opts)
+	if err != nil {
+		o.mu.Unlock()
+		return nil, err
+	}
+	if opts.Tail >= 0 && len(msgs) > opts.Tail {
+		msgs = msgs[len(msgs)-opts.Tail:]
+	}
+	var live chan portlayer.LogMessage
+	if opts.Follow && running {
+		live = make(chan portlayer.LogMessage, 1024)
+		o.followers[live] = struct{}{}
+	}
+	o.mu.Unlock()
+
+	out := make(chan portlayer.LogMessage, 64)
+	go func() {
+		defer close(out)
+		defer func() {
+			if live != nil {
+				o.mu.Lock()
+				if _, ok := o.followers[live]; ok {
+					delete(o.followers, live)
+					close(live)
+				}
+				o.mu.Unlock()
+			}
+		}()
+		for _, m := range msgs {
+			select {
+			case out <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+		if live == nil {
+			return
+		}
+		for {
+			select {
+			case m, ok := <-live:
+				if !ok {
+					return
+				}
+				if !selected(m, opts) {
+					continue
+				}
+				select {
+				case out <- m:
+				case <-ctx.Done():
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+// attachment is one attached client.
+type attachment struct {
+	out        *output
+	stdout     io.Writer
+	stderr     io.Writer
+	stdin      io.Reader
+	done       chan struct{}
+	once       sync.Once
+	failed     bool
+	stdinTaken bool
+}
+
+// deliver writes a chunk to the client; a client whose write fails is
+// detached (it hung up). Called with out.mu held.
+func (a *attachment) deliver(stream string, chunk []byte) {
+	if a.failed {
+		return
+	}
+	w := a.stdout
+	if stream == "stderr" {
+		w = a.stderr
+	}
+	if w == nil {
+		return
+	}
+	if _, err := w.Write(chunk); err != nil {
+		a.failed = true
+	}
+}
+
+func (a *attachment) finish() { a.once.Do(func() { close(a.done) }) }
+
+// Done implements portlayer.Attachment.
+func (a *attachment) Done() <-chan struct{} { return a.done }
+
+// Close implements portlayer.Attachment: detach. Idempotent.
+func (a *attachment) Close() error {
+	a.out.mu.Lock()
+	delete(a.out.subs, a)
+	a.out.mu.Unlock()
+	a.finish()
+	return nil
+}

@@ -1,0 +1,151 @@
+// Package vch assembles one Virtual Container Host: its root directories,
+// the guest boot files, the hypervisor driver, the port layer (storage and
+// compute) and the Docker personality, and serves the Engine API on a
+// listener until told to stop. It owns the VCH's directory layout:
+//
+//	<root>/guest/initrd.img   initramfs built at start from tether + modules
+//	<root>/images/            image store (package storage)
+//	<root>/compute/           container records, disks, logs (package compute)
+//
+// It holds no container logic: only the wiring and the host facts that
+// `docker info` shows.
+package vch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/hypervisor/qemu"
+	"github.com/vchproject/vch/internal/initramfs"
+	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer/compute"
+	"github.com/vchproject/vch/internal/portlayer/storage"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// Version is vch's version, set at build time with
+// -ldflags "-X github.com/vchproject/vch/internal/vch.Version=…".
+var Version = "0.1.0-dev"
+
+// Config is one VCH's configuration.
+type Config struct {
+	// Name is the VCH's name, shown by docker info; default the host name.
+	Name string `toml:"name" json:"name"`
+	// Root is the VCH's state directory; created if missing.
+	Root string `toml:"root" json:"root"`
+	// KernelDir is an unpacked Debian linux-image package (boot/, lib/modules/).
+	KernelDir string `toml:"kernel_dir" json:"kernel_dir"`
+	// Tether is the static tether binary placed in the initramfs as /init.
+	Tether string `toml:"tether" json:"tether"`
+	// Accel is the accelerator: auto (default), kvm or tcg.
+	Accel string `toml:"accel" json:"accel"`
+	// DefaultMemoryMiB is a container VM's RAM when it sets none; default 256.
+	DefaultMemoryMiB int `toml:"default_memory_mib" json:"default_memory_mib"`
+}
+
+// VCH is an assembled, running Virtual Container Host.
+type VCH struct {
+	cfg     Config
+	logger  *slog.Logger
+	images  *storage.Store
+	compute *compute.Service
+	server  *docker.Server
+	host    docker.HostInfo
+}
+
+// Open validates cfg, builds the guest initramfs and opens the stores.
+// InvalidArgument for a bad config; Unavailable when QEMU, the kernel or
+// tether is missing (the message says which and how to get it).
+func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
+	if cfg.Root == "" {
+		return nil, fmt.Errorf("vch: --root is required: %w", errdefs.ErrInvalidArgument)
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("vch: root: %w", err)
+	}
+	cfg.Root = root
+	if cfg.Name == "" {
+		cfg.Name, _ = os.Hostname()
+	}
+	if err := os.MkdirAll(filepath.Join(root, "guest"), 0o700); err != nil {
+		return nil, fmt.Errorf("vch: %w", err)
+	}
+	kt := initramfs.KernelTree{Dir: cfg.KernelDir}
+	kernel, err := kt.Kernel()
+	if err != nil {
+		return nil, fmt.Errorf("vch: guest kernel in %q (run `make guest`): %w: %w", cfg.KernelDir, err, errdefs.ErrUnavailable)
+	}
+	kver, _ := kt.Version()
+	if _, err := os.Stat(cfg.Tether); err != nil {
+		return nil, fmt.Errorf("vch: tether binary (run `make build`): %w: %w", err, errdefs.ErrUnavailable)
+	}
+	initrd := filepath.Join(root, "guest", "initrd.img")
+	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, initramfs.BootModules); err != nil {
+		return nil, fmt.Errorf("vch: build initramfs: %w", err)
+	}
+	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel}, logger)
+	if err != nil {
+		return nil, err
+	}
+	v := &VCH{cfg: cfg, logger: logger}
+	v.images, err = storage.New(storage.Config{
+		Root: filepath.Join(root, "images"),
+		InUse: func(id string) (string, bool) {
+			if v.compute == nil {
+				return "", false
+			}
+			return v.compute.ImageInUse(id)
+		},
+	}, logger)
+	if err != nil {
+		return nil, err
+	}
+	v.compute, err = compute.New(compute.Config{
+		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
+		DefaultMemoryMiB: cfg.DefaultMemoryMiB, ChannelName: wire.PortName,
+	}, driver, v.images, logger)
+	if err != nil {
+		v.images.Close()
+		return nil, err
+	}
+	var si unix.Sysinfo_t
+	_ = unix.Sysinfo(&si)
+	v.host = docker.HostInfo{
+		Name: cfg.Name, Hypervisor: "qemu", Accelerator: driver.Capabilities().Accelerator,
+		GuestKernelVersion: kver, NCPU: runtime.NumCPU(), MemTotalBytes: int64(si.Totalram) * int64(si.Unit),
+		RootDir: root,
+	}
+	v.server = docker.New(docker.Config{Version: Version}, docker.Backend{
+		Compute: v.compute, Interaction: v.compute, Images: v.images, System: v,
+	}, logger)
+	return v, nil
+}
+
+// Host implements docker.SystemInfo.
+func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) { return v.host, nil }
+
+// Serve serves the Engine API on l until ctx ends, then stops every
+// container VM and closes the stores. It returns nil after a clean stop.
+func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
+	v.logger.Info("vch serving", "addr", l.Addr().String(), "root", v.cfg.Root, "accel", v.host.Accelerator, "guest_kernel", v.host.GuestKernelVersion)
+	serveErr := v.server.Serve(ctx, l)
+	if errors.Is(serveErr, context.Canceled) {
+		serveErr = nil
+	}
+	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.images.Close())
+	v.logger.Info("vch stopped")
+	return err
+}
