@@ -1,0 +1,201 @@
+package container
+
+import (
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+func TestMergeConfigEntrypointCmd(t *testing.T) {
+	img := ocispec.ImageConfig{Entrypoint: []string{"/entry"}, Cmd: []string{"img-cmd", "x"}}
+	noEntry := ocispec.ImageConfig{Cmd: []string{"sh"}}
+	tests := []struct {
+		name       string
+		img        ocispec.ImageConfig
+		entrypoint []string
+		cmd        []string
+		wantArgs   []string
+		wantErr    string
+	}{
+		{name: "image defaults", img: img, wantArgs: []string{"/entry", "img-cmd", "x"}},
+		{name: "user cmd keeps image entrypoint", img: img, cmd: []string{"hi"}, wantArgs: []string{"/entry", "hi"}},
+		{name: "user entrypoint drops image cmd", img: img, entrypoint: []string{"/bin/echo"}, wantArgs: []string{"/bin/echo"}},
+		{name: "user entrypoint and cmd", img: img, entrypoint: []string{"/bin/echo"}, cmd: []string{"a", "b"}, wantArgs: []string{"/bin/echo", "a", "b"}},
+		{name: "empty entrypoint resets and uses image cmd", img: img, entrypoint: []string{""}, wantErr: "no command specified"},
+		{name: "empty entrypoint with cmd", img: img, entrypoint: []string{""}, cmd: []string{"ls", "-l"}, wantArgs: []string{"ls", "-l"}},
+		{name: "non-nil empty entrypoint keeps it empty and takes image cmd", img: img, entrypoint: []string{}, wantArgs: []string{"img-cmd", "x"}},
+		{name: "image without entrypoint", img: noEntry, wantArgs: []string{"sh"}},
+		{name: "image without entrypoint, user cmd", img: noEntry, cmd: []string{"echo", "hi"}, wantArgs: []string{"echo", "hi"}},
+		{name: "nothing at all", img: ocispec.ImageConfig{}, wantErr: "no command specified"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, args, err := MergeConfig(container.Config{Entrypoint: tt.entrypoint, Cmd: tt.cmd}, tt.img)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(args, tt.wantArgs) {
+				t.Errorf("args = %q, want %q", args, tt.wantArgs)
+			}
+		})
+	}
+}
+
+func TestMergeConfigDefaults(t *testing.T) {
+	img := ocispec.ImageConfig{User: "nobody", WorkingDir: "/srv", StopSignal: "SIGQUIT", Cmd: []string{"sh"},
+		Env: []string{"PATH=/bin", "A=img", "B=img"}, Labels: map[string]string{"l1": "img", "l2": "img"}}
+	tests := []struct {
+		name string
+		user container.Config
+		want func(c container.Config) bool
+	}{
+		{"user/workdir/stopsignal from image", container.Config{}, func(c container.Config) bool {
+			return c.User == "nobody" && c.WorkingDir == "/srv" && c.StopSignal == "SIGQUIT"
+		}},
+		{"user/workdir/stopsignal from config", container.Config{User: "1000:1000", WorkingDir: "/w", StopSignal: "9"}, func(c container.Config) bool {
+			return c.User == "1000:1000" && c.WorkingDir == "/w" && c.StopSignal == "9"
+		}},
+		{"labels merged, user wins", container.Config{Labels: map[string]string{"l2": "user"}}, func(c container.Config) bool {
+			return c.Labels["l1"] == "img" && c.Labels["l2"] == "user"
+		}},
+		{"env: user first, image extras after", container.Config{Env: []string{"B=user", "C=user"}}, func(c container.Config) bool {
+			return reflect.DeepEqual(c.Env, []string{"B=user", "C=user", "PATH=/bin", "A=img"})
+		}},
+		{"env: image only", container.Config{}, func(c container.Config) bool {
+			return reflect.DeepEqual(c.Env, []string{"PATH=/bin", "A=img", "B=img"})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _, err := MergeConfig(tt.user, img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.want(got) {
+				t.Errorf("merged = %+v", got)
+			}
+		})
+	}
+}
+
+func TestProcessEnv(t *testing.T) {
+	tests := []struct {
+		name      string
+		user, img []string
+		want      []string
+	}{
+		{"image only", nil, []string{"A=1", "B=2"}, []string{"A=1", "B=2"}},
+		{"user overrides by key, image first", []string{"B=u", "C=u"}, []string{"A=1", "B=2"}, []string{"A=1", "B=u", "C=u"}},
+		{"key without value", []string{"A"}, []string{"A=1"}, []string{"A"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := processEnv(tt.user, tt.img); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("processEnv = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateName(t *testing.T) {
+	tests := []struct {
+		name string
+		ok   bool
+	}{
+		{"", true}, {"ab", true}, {"/ab", true}, {"a_b.c-d", true}, {"0x", true},
+		{"a", false}, {"_ab", false}, {"a b", false}, {"a/b", false}, {"ab!", false}, {"//ab", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateName(tt.name)
+			if (err == nil) != tt.ok {
+				t.Fatalf("ValidateName(%q) = %v, want ok=%v", tt.name, err, tt.ok)
+			}
+			if err != nil && !strings.HasPrefix(err.Error(), "Invalid container name ("+tt.name+"), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed") {
+				t.Errorf("text = %q", err)
+			}
+		})
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+		ok   bool
+	}{
+		{"SIGTERM", 15, true}, {"TERM", 15, true}, {"sigkill", 9, true}, {"15", 15, true}, {"9", 9, true},
+		{"SIGUSR1", 10, true}, {"HUP", 1, true}, {"SIGRTMIN+3", 37, true}, {"RTMAX", 64, true},
+		{"FOO", 0, false}, {"0", 0, false}, {"65", 0, false}, {"", 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseSignal(tt.in)
+			if (err == nil) != tt.ok || got != tt.want {
+				t.Fatalf("ParseSignal(%q) = %d, %v; want %d ok=%v", tt.in, got, err, tt.want, tt.ok)
+			}
+			if err != nil && err.Error() != "Invalid signal: "+tt.in {
+				t.Errorf("text = %q", err)
+			}
+		})
+	}
+}
+
+func TestStatusText(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name  string
+		state portlayer.State
+		want  string
+	}{
+		{"created", portlayer.State{Status: portlayer.StatusCreated}, "Created"},
+		{"running", portlayer.State{Status: portlayer.StatusRunning, StartedAt: now.Add(-3 * time.Second)}, "Up 3 seconds"},
+		{"running long", portlayer.State{Status: portlayer.StatusRunning, StartedAt: now.Add(-2 * time.Hour)}, "Up 2 hours"},
+		{"paused", portlayer.State{Status: portlayer.StatusPaused, StartedAt: now.Add(-time.Minute)}, "Up About a minute (Paused)"},
+		{"exited", portlayer.State{Status: portlayer.StatusExited, ExitCode: 3, StartedAt: now.Add(-time.Minute), FinishedAt: now.Add(-2 * time.Second)}, "Exited (3) 2 seconds ago"},
+		{"failed start", portlayer.State{Status: portlayer.StatusCreated, ExitCode: 127}, "Created"},
+		{"dead", portlayer.State{Status: portlayer.StatusDead}, "Dead"},
+		{"removing", portlayer.State{Status: portlayer.StatusRemoving}, "Removal In Progress"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := StatusText(tt.state, now); got != tt.want {
+				t.Errorf("StatusText = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseTimestamp(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Time
+		ok   bool
+	}{
+		{"", time.Time{}, true},
+		{"1700000000", time.Unix(1700000000, 0), true},
+		{"1700000000.5", time.Unix(1700000000, 500000000), true},
+		{"1700000000.000000001", time.Unix(1700000000, 1), true},
+		{"2023-11-14T22:13:20Z", time.Unix(1700000000, 0), true},
+		{"yesterday", time.Time{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseTimestamp(tt.in)
+			if (err == nil) != tt.ok || !got.Equal(tt.want) {
+				t.Fatalf("ParseTimestamp(%q) = %v, %v", tt.in, got, err)
+			}
+		})
+	}
+}
