@@ -2,19 +2,338 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
+	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/distribution/reference"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
 
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Pull is not implemented yet.
+// Registry client limits: an unreachable or stalled registry fails the pull
+// instead of hanging it (ctx still bounds the whole pull).
+const (
+	// registryDialTimeout bounds one TCP connect.
+	registryDialTimeout = 10 * time.Second
+	// registryHeaderTimeout bounds the wait for a response's headers.
+	registryHeaderTimeout = 30 * time.Second
+	// registryRetries is how many times a failed request is tried in all.
+	registryRetries = 2
+)
+
+// pullPlatform is the only platform vch runs: its guests are x86-64 Linux.
+var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
+
+// Pull fetches ref from its registry with go-containerregistry, choosing
+// linux/amd64 from an index, and stores it tagged ref (":latest" if ref
+// has neither tag nor digest) with a repo digest "name@sha256:…" of the
+// manifest (or index) the registry served. Registries on loopback
+// (127.0.0.0/8, ::1, localhost) and names given with an explicit plain-HTTP
+// need are spoken to over plain HTTP, as Docker does for them.
+//
+// Progress follows `docker pull`: "Pulling from <path>" (ID: the tag or
+// digest); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
+// "Already exists", "Downloading" (Current/Total in compressed bytes),
+// "Download complete", "Extracting" (verifying the diff ID),
+// "Pull complete"; then "Digest: sha256:…" and "Status: Downloaded newer
+// image for <ref>" or "Status: Image is up to date for <ref>".
+//
+// Errors: InvalidArgument for a bad reference or a layer that does not
+// match its digest; NotFound (Docker's text "manifest for … not found:
+// manifest unknown: manifest unknown") if the registry has no such
+// repository, tag or linux/amd64 image; PermissionDenied if it refuses
+// access; Unavailable if it cannot be reached; the context's error if ctx
+// ends. Safe for concurrent use.
 func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.ProgressFunc) (portlayer.Image, error) {
-	return portlayer.Image{}, fmt.Errorf("storage: pull: %w", errdefs.ErrNotImplemented)
+	report := func(p portlayer.Progress) {
+		if progress != nil {
+			progress(p)
+		}
+	}
+	named, err := reference.ParseNormalizedNamed(ref)
+	if err != nil {
+		return portlayer.Image{}, fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+	}
+	named = reference.TagNameOnly(named)
+	fam := reference.FamiliarString(named)
+	var nameOpts []name.Option
+	if isLoopback(reference.Domain(named)) {
+		nameOpts = append(nameOpts, name.Insecure)
+	}
+	ggRef, err := name.ParseReference(named.String(), nameOpts...)
+	if err != nil {
+		return portlayer.Image{}, fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+	}
+
+	pullID := ""
+	if t, ok := named.(reference.Tagged); ok {
+		pullID = t.Tag()
+	} else if d, ok := named.(reference.Digested); ok {
+		pullID = d.Digest().String()
+	}
+	report(portlayer.Progress{ID: pullID, Status: "Pulling from " + reference.Path(named)})
+
+	opts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithPlatform(pullPlatform),
+		remote.WithTransport(registryTransport()),
+		remote.WithRetryBackoff(remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Steps: registryRetries}),
+		remote.WithUserAgent("vch"),
+	}
+	desc, err := remote.Get(ggRef, opts...)
+	if err != nil {
+		return portlayer.Image{}, pullError(ctx, fam, err)
+	}
+	img, err := desc.Image()
+	if err != nil {
+		return portlayer.Image{}, pullError(ctx, fam, err)
+	}
+	rawConfig, err := img.RawConfigFile()
+	if err != nil {
+		return portlayer.Image{}, pullError(ctx, fam, err)
+	}
+	rawManifest, err := img.RawManifest()
+	if err != nil {
+		return portlayer.Image{}, pullError(ctx, fam, err)
+	}
+	mediaType, err := img.MediaType()
+	if err != nil {
+		return portlayer.Image{}, pullError(ctx, fam, err)
+	}
+	manifest, err := img.Manifest()
+	if err != nil {
+		return portlayer.Image{}, pullError(ctx, fam, err)
+	}
+	cfgFile, err := img.ConfigFile()
+	if err != nil {
+		return portlayer.Image{}, fmt.Errorf("storage: pull %s: image config: %w: %w", fam, errdefs.ErrInvalidArgument, err)
+	}
+	sum := sha256.Sum256(rawConfig)
+	id := fmt.Sprintf("sha256:%x", sum)
+
+	var tags, digests []string
+	if _, ok := named.(reference.Tagged); ok {
+		tags = []string{named.String()}
+	}
+	canonical, err := reference.WithDigest(reference.TrimNamed(named), digest.Digest(desc.Digest.String()))
+	if err == nil {
+		digests = []string{canonical.String()}
+	}
+
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+
+	s.mu.Lock()
+	existing := s.images[id]
+	upToDate := existing != nil && (len(tags) == 0 || contains(existing.rec.Tags, tags[0]))
+	s.mu.Unlock()
+
+	var c *cached
+	if existing != nil {
+		c, err = s.addRefs(id, tags, digests)
+	} else {
+		var layers []storedLayer
+		layers, err = s.pullLayers(ctx, img, manifest, cfgFile, fam, report)
+		if err != nil {
+			return portlayer.Image{}, err
+		}
+		c, err = s.commit(newImage{config: rawConfig, layers: layers, manifest: rawManifest, mediaType: mediaType, tags: tags, digests: digests})
+	}
+	if err != nil {
+		return portlayer.Image{}, err
+	}
+	report(portlayer.Progress{Status: "Digest: " + desc.Digest.String()})
+	if upToDate {
+		report(portlayer.Progress{Status: "Status: Image is up to date for " + fam})
+	} else {
+		report(portlayer.Progress{Status: "Status: Downloaded newer image for " + fam})
+	}
+	s.log.Info("image pulled", "image", id, "ref", fam, "digest", desc.Digest.String())
+	return s.snapshot(c), nil
 }
 
-// Remove is not implemented yet.
-func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer.ImageDelete, error) {
-	return nil, fmt.Errorf("storage: remove: %w", errdefs.ErrNotImplemented)
+// pullLayers downloads the layers the store lacks, verifying each blob's
+// digest and each layer's diff ID against the config.
+func (s *Store) pullLayers(ctx context.Context, img v1.Image, m *v1.Manifest, cfg *v1.ConfigFile, fam string, report portlayer.ProgressFunc) ([]storedLayer, error) {
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, fmt.Errorf("storage: pull %s: config lists %d layers, manifest %d: %w", fam, len(cfg.RootFS.DiffIDs), len(m.Layers), errdefs.ErrInvalidArgument)
+	}
+	layers := make([]storedLayer, len(m.Layers))
+	have := make([]bool, len(m.Layers))
+	for i, d := range m.Layers {
+		short := shortID(d.Digest.String())
+		s.mu.Lock()
+		info, ok := s.layers[d.Digest.String()]
+		s.mu.Unlock()
+		if ok && s.hasBlob(d.Digest) && info.DiffID == cfg.RootFS.DiffIDs[i].String() {
+			layers[i] = storedLayer{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, DiffID: cfg.RootFS.DiffIDs[i], USize: info.Size}
+			have[i] = true
+			report(portlayer.Progress{ID: short, Status: "Already exists"})
+			continue
+		}
+		report(portlayer.Progress{ID: short, Status: "Pulling fs layer"})
+	}
+	for i, d := range m.Layers {
+		if have[i] {
+			continue
+		}
+		short := shortID(d.Digest.String())
+		layer, err := img.LayerByDigest(d.Digest)
+		if err != nil {
+			return nil, pullError(ctx, fam, err)
+		}
+		rc, err := layer.Compressed()
+		if err != nil {
+			return nil, pullError(ctx, fam, err)
+		}
+		report(portlayer.Progress{ID: short, Status: "Downloading", Current: 0, Total: d.Size})
+		err = s.writeBlobVerified(ctx, rc, d.Digest, d.Size, throttle(func(n int64) {
+			report(portlayer.Progress{ID: short, Status: "Downloading", Current: n, Total: d.Size})
+		}))
+		rc.Close()
+		if err != nil {
+			if errdefs.IsInvalidArgument(err) || ctx.Err() != nil {
+				return nil, err
+			}
+			return nil, pullError(ctx, fam, err)
+		}
+		report(portlayer.Progress{ID: short, Status: "Download complete"})
+		diffID, usize, err := s.verifyLayer(ctx, d, func(n int64) {
+			report(portlayer.Progress{ID: short, Status: "Extracting", Current: n, Total: d.Size})
+		})
+		if err != nil {
+			return nil, err
+		}
+		if diffID != cfg.RootFS.DiffIDs[i] {
+			return nil, fmt.Errorf("storage: pull %s: filesystem layer verification failed for digest %s: %w", fam, d.Digest, errdefs.ErrInvalidArgument)
+		}
+		layers[i] = storedLayer{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, DiffID: diffID, USize: usize}
+		report(portlayer.Progress{ID: short, Status: "Pull complete"})
+	}
+	return layers, nil
+}
+
+// verifyLayer decompresses a stored layer blob to learn its diff ID and
+// uncompressed size; onBytes gets compressed bytes read so far.
+func (s *Store) verifyLayer(ctx context.Context, d v1.Descriptor, onBytes func(int64)) (v1.Hash, int64, error) {
+	f, err := os.Open(s.blobPath(d.Digest))
+	if err != nil {
+		return v1.Hash{}, 0, fmt.Errorf("storage: open layer %s: %w", d.Digest, err)
+	}
+	rc, err := decompress(io.NopCloser(&progressReader{ctx: ctx, r: f, fn: throttle(onBytes)}))
+	if err != nil {
+		f.Close()
+		return v1.Hash{}, 0, err
+	}
+	defer f.Close()
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, rc)
+	if err != nil {
+		if ctx.Err() != nil {
+			return v1.Hash{}, 0, ctxErr(ctx)
+		}
+		return v1.Hash{}, 0, fmt.Errorf("storage: layer %s: %w: %w", d.Digest, errdefs.ErrInvalidArgument, err)
+	}
+	onBytes(d.Size)
+	return hashOf(h), n, nil
+}
+
+// addRefs points more references at an existing image.
+func (s *Store) addRefs(id string, tags, digests []string) (*cached, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	c := s.images[id]
+	if c == nil {
+		return nil, noSuchImage(id)
+	}
+	for _, t := range tags {
+		s.untagLocked(t)
+		c.rec.Tags = appendSorted(c.rec.Tags, t)
+	}
+	for _, d := range digests {
+		c.rec.Digests = appendSorted(c.rec.Digests, d)
+	}
+	return c, s.persist()
+}
+
+// pullError classifies a registry client error, with Docker's texts.
+func pullError(ctx context.Context, fam string, err error) error {
+	if ctx.Err() != nil {
+		return ctxErr(ctx)
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		notFound := terr.StatusCode == http.StatusNotFound
+		for _, d := range terr.Errors {
+			switch d.Code {
+			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode:
+				notFound = true
+			}
+		}
+		switch {
+		case notFound:
+			return newDockerError(errdefs.ErrNotFound, "manifest for "+fam+" not found: manifest unknown: manifest unknown", err)
+		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
+			return newDockerError(errdefs.ErrPermissionDenied, "pull access denied for "+repoOf(fam)+", repository does not exist or may require 'docker login': "+err.Error(), err)
+		}
+		return newDockerError(errdefs.ErrUnavailable, err.Error(), err)
+	}
+	if strings.Contains(err.Error(), "no child with platform") {
+		return newDockerError(errdefs.ErrNotFound, "no matching manifest for linux/amd64 in the manifest list entries", err)
+	}
+	var nerr net.Error
+	var operr *net.OpError
+	if errors.As(err, &nerr) || errors.As(err, &operr) {
+		return newDockerError(errdefs.ErrUnavailable, err.Error(), err)
+	}
+	return newDockerError(errdefs.ErrUnknown, err.Error(), err)
+}
+
+// registryTransport is an HTTP transport with bounded connects and waits.
+func registryTransport() http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DialContext = (&net.Dialer{Timeout: registryDialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	t.TLSHandshakeTimeout = registryDialTimeout
+	t.ResponseHeaderTimeout = registryHeaderTimeout
+	return t
+}
+
+// isLoopback reports whether a registry host[:port] is on this machine,
+// where Docker allows plain HTTP without configuration.
+func isLoopback(domain string) bool {
+	host := domain
+	if h, _, err := net.SplitHostPort(domain); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+func contains(list []string, v string) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,192 @@
+package storage
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/match"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Remove untags or deletes an image with Docker's rules (moby
+// daemon/images/image_delete.go, Engine API v1.50 DELETE /images/{name}):
+//
+//   - By reference ("busybox", "busybox:1", "name@sha256:…"): the reference
+//     is untagged (Untagged: "busybox:latest"); removing a repository's last
+//     tag also drops its digest references. When no reference is left the
+//     image is deleted (Deleted: "sha256:…") unless a container uses it, in
+//     which case it stays, untagged. Conflict ("conflict: unable to remove
+//     repository reference …") if that reference is the image's only one, a
+//     container uses the image and force is false.
+//   - By ID or ID prefix: all references are untagged and the image
+//     deleted. Without force, Conflict if references span several tags or
+//     repositories ("… image is referenced in multiple repositories") or a
+//     container uses the image. A used image is never deleted, even with
+//     force: its disk backs the container's.
+//
+// Deleting an image removes its rootfs disk and garbage-collects blobs no
+// other image references. Records are in the order Docker prints them:
+// Untagged lines, then Deleted. NotFound (Docker's "No such image: …") if
+// ref does not resolve. Waits for pulls and loads in progress to commit.
+func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer.ImageDelete, error) {
+	if err := ctxErr(ctx); err != nil {
+		return nil, err
+	}
+	// Ask compute first, without our lock, so its callback may call us.
+	s.mu.Lock()
+	c, _, err := s.resolveLocked(ref)
+	if err == nil {
+		err = s.checkOpen()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	container, inUse := "", false
+	if s.cfg.InUse != nil {
+		container, inUse = s.cfg.InUse(c.rec.ID)
+	}
+
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	c2, named, err := s.resolveLocked(ref)
+	if err != nil {
+		return nil, err
+	}
+	if c2 != c {
+		return nil, fmt.Errorf("storage: %s changed during removal: %w", ref, errdefs.ErrConflict)
+	}
+	id := c.rec.ID
+	short := shortID(id)
+	var records []portlayer.ImageDelete
+
+	if named != "" {
+		if !force && inUse && singleReference(c.rec) {
+			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
+				"conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s",
+				ref, shortID(container), short), nil)
+		}
+		wasTag := slices.Contains(c.rec.Tags, named)
+		c.rec.Tags = slices.DeleteFunc(c.rec.Tags, func(t string) bool { return t == named })
+		c.rec.Digests = slices.DeleteFunc(c.rec.Digests, func(d string) bool { return d == named })
+		records = append(records, portlayer.ImageDelete{Untagged: familiar(named)})
+		// A repository's last tag takes its digest references with it.
+		repo := repoOf(named)
+		if wasTag && !slices.ContainsFunc(c.rec.Tags, func(t string) bool { return repoOf(t) == repo }) {
+			c.rec.Digests = slices.DeleteFunc(c.rec.Digests, func(d string) bool {
+				if repoOf(d) == repo {
+					records = append(records, portlayer.ImageDelete{Untagged: familiar(d)})
+					return true
+				}
+				return false
+			})
+		}
+		if len(c.rec.Tags)+len(c.rec.Digests) > 0 || inUse {
+			return records, s.persist()
+		}
+	} else {
+		if !force && !singleReference(c.rec) {
+			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
+				"conflict: unable to delete %s (must be forced) - image is referenced in multiple repositories", short), nil)
+		}
+		if inUse {
+			if !force {
+				return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
+					"conflict: unable to delete %s (must be forced) - image is being used by stopped container %s", short, shortID(container)), nil)
+			}
+			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
+				"conflict: unable to delete %s (cannot be forced) - image is being used by container %s", short, shortID(container)), nil)
+		}
+		for _, r := range append(slices.Clone(c.rec.Tags), c.rec.Digests...) {
+			records = append(records, portlayer.ImageDelete{Untagged: familiar(r)})
+		}
+		c.rec.Tags, c.rec.Digests = nil, nil
+	}
+
+	delete(s.images, id)
+	if err := s.persist(); err != nil {
+		return nil, err
+	}
+	records = append(records, portlayer.ImageDelete{Deleted: id})
+	if err := os.Remove(s.path("rootfs", strings.TrimPrefix(id, "sha256:")+".ext4")); err != nil && !os.IsNotExist(err) {
+		s.log.Warn("cannot remove rootfs disk", "image", id, "error", err)
+	}
+	if h, err := v1.NewHash(c.rec.Manifest); err == nil {
+		if err := s.layout.RemoveDescriptors(match.Digests(h)); err != nil {
+			s.log.Warn("cannot update OCI index.json", "image", id, "error", err)
+		}
+	}
+	s.gcLocked()
+	s.log.Info("image deleted", "image", id)
+	return records, nil
+}
+
+// singleReference reports whether the image has at most one tag and all
+// its references are in one repository (moby's isSingleReference).
+func singleReference(r *record) bool {
+	if len(r.Tags) > 1 {
+		return false
+	}
+	repo := ""
+	for _, ref := range append(slices.Clone(r.Tags), r.Digests...) {
+		switch rp := repoOf(ref); {
+		case repo == "":
+			repo = rp
+		case rp != repo:
+			return false
+		}
+	}
+	return true
+}
+
+// gcLocked deletes blobs and layer facts that no image references. Called
+// with s.gcMu held exclusively and s.mu held. Failures are logged: a blob
+// left behind wastes space but breaks nothing.
+func (s *Store) gcLocked() {
+	keep := map[string]bool{}
+	for _, c := range s.images {
+		keep[c.rec.Manifest] = true
+		keep[c.manifest.Config.Digest.String()] = true
+		for _, l := range c.manifest.Layers {
+			keep[l.Digest.String()] = true
+		}
+	}
+	for d := range s.layers {
+		if !keep[d] {
+			delete(s.layers, d)
+		}
+	}
+	dir := s.path("oci", "blobs", "sha256")
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		s.log.Warn("blob gc: cannot list blobs", "error", err)
+		return
+	}
+	removed := 0
+	for _, e := range entries {
+		if keep["sha256:"+e.Name()] {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			s.log.Warn("blob gc: cannot remove blob", "blob", e.Name(), "error", err)
+			continue
+		}
+		removed++
+	}
+	if err := s.persist(); err != nil {
+		s.log.Warn("blob gc: cannot persist index", "error", err)
+	}
+	s.log.Debug("blob gc", "removed", removed)
+}
