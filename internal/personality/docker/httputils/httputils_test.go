@@ -1,0 +1,68 @@
+package httputils
+
+import (
+	"bytes"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+)
+
+func TestRouteMatch(t *testing.T) {
+	tests := []struct {
+		tmpl, path string
+		ok         bool
+		name       string
+	}{
+		{"/containers/{name}/json", "/containers/abc/json", true, "abc"},
+		{"/containers/{name}/json", "/containers/a/b/json", false, ""},
+		{"/images/{name:.*}/json", "/images/127.0.0.1:5000/busybox/json", true, "127.0.0.1:5000/busybox"},
+		{"/images/{name:.*}", "/images/library/busybox:1.36", true, "library/busybox:1.36"},
+		{"/images/json", "/images/json", true, ""},
+		{"/images/json", "/images/jsonx", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			vars, ok := NewRoute("GET", tt.tmpl, nil).Match(tt.path)
+			if ok != tt.ok || vars["name"] != tt.name {
+				t.Errorf("Match(%q) on %q = %v, %v", tt.path, tt.tmpl, vars, ok)
+			}
+		})
+	}
+}
+
+func TestStdWriterFraming(t *testing.T) {
+	var buf bytes.Buffer
+	mux := NewMux(&buf)
+	mux.Writer(StreamStdout).Write([]byte("out\n"))
+	mux.Writer(StreamStderr).Write([]byte("err\n"))
+	mux.Writer(StreamStdout).Write(nil) // no empty frames
+	if got := buf.Bytes()[:8]; !bytes.Equal(got, []byte{1, 0, 0, 0, 0, 0, 0, 4}) {
+		t.Errorf("header % x", got)
+	}
+	var o, e bytes.Buffer
+	if _, err := stdcopy.StdCopy(&o, &e, &buf); err != nil {
+		t.Fatal(err)
+	}
+	if o.String() != "out\n" || e.String() != "err\n" {
+		t.Errorf("demuxed %q %q", o.String(), e.String())
+	}
+}
+
+func TestBoolValueAndFilters(t *testing.T) {
+	for v, want := range map[string]bool{"": false, "0": false, "no": false, "false": false, "none": false, "1": true, "true": true, "yes": true} {
+		r := httptest.NewRequest("GET", "/?x="+v, nil)
+		if got := BoolValue(r, "x"); got != want {
+			t.Errorf("BoolValue(%q) = %v", v, got)
+		}
+	}
+	for _, s := range []string{`{"status":{"exited":true}}`, `{"status":["exited"]}`} {
+		f, err := ParseFilters(s, "status")
+		if err != nil || len(f.Values("status")) != 1 || f.Values("status")[0] != "exited" {
+			t.Errorf("ParseFilters(%s) = %v, %v", s, f, err)
+		}
+	}
+	if _, err := ParseFilters(`{"x":{"1":true}}`, "status"); err == nil || err.Error() != "invalid filter 'x'" {
+		t.Errorf("unknown filter: %v", err)
+	}
+}
