@@ -199,6 +199,7 @@ func TestPullErrors(t *testing.T) {
 			if tt.text != "" && err.Error() != tt.text {
 				t.Fatalf("text = %q, want %q", err.Error(), tt.text)
 			}
+			t.Logf("%s: %v (%v)", tt.name, err, time.Since(start))
 			if d := time.Since(start); d > 5*time.Second {
 				t.Fatalf("took %v", d)
 			}

@@ -89,12 +89,15 @@ type Store struct {
 
 	mu     sync.Mutex // guards the fields below
 	closed bool
-	images map[string]*cached    // by ID
-	layers map[string]layerInfo  // by layer blob digest
+	images map[string]*cached      // by ID
+	layers map[string]layerInfo    // by layer blob digest
 	builds map[string]*rootfsBuild // by image ID
 }
 
-var _ portlayer.Images = (*Store)(nil)
+var (
+	_ portlayer.Images      = (*Store)(nil)
+	_ portlayer.RootfsStore = (*Store)(nil)
+)
 
 // New opens (or creates) the store at cfg.Root and reloads its index, so
 // images survive a restart. Left-over work files in Root/tmp are removed.
