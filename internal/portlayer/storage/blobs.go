@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"archive/tar"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -102,7 +103,14 @@ func (s *Store) writeLayerUncompressed(ctx context.Context, r io.Reader, onBytes
 	cw := &countWriter{w: io.MultiWriter(f, ch)}
 	gz, _ := gzip.NewWriterLevel(cw, gzip.BestSpeed)
 	dh := sha256.New()
-	n, err := io.Copy(io.MultiWriter(gz, dh), &progressReader{ctx: ctx, r: r, fn: onBytes})
+	// A parallel tar reader checks that the stream is a well-formed tar, so
+	// a broken layer fails here rather than when a container starts.
+	pr, pw := io.Pipe()
+	tarErr := make(chan error, 1)
+	go func() { tarErr <- checkTar(pr) }()
+	n, err := io.Copy(io.MultiWriter(gz, dh, pw), &progressReader{ctx: ctx, r: r, fn: onBytes})
+	pw.CloseWithError(err)
+	terr := <-tarErr
 	if err == nil {
 		err = gz.Close()
 	}
@@ -112,6 +120,10 @@ func (s *Store) writeLayerUncompressed(ctx context.Context, r io.Reader, onBytes
 			return storedLayer{}, ctxErr(ctx)
 		}
 		return storedLayer{}, fmt.Errorf("storage: write layer: %w", err)
+	}
+	if terr != nil {
+		f.Close()
+		return storedLayer{}, fmt.Errorf("storage: layer is not a valid tar archive: %w: %w", errdefs.ErrInvalidArgument, terr)
 	}
 	if err := syncClose(f); err != nil {
 		return storedLayer{}, fmt.Errorf("storage: write layer: %w", err)
@@ -201,4 +213,20 @@ func (p *progressReader) Read(b []byte) (int, error) {
 		p.fn(p.n)
 	}
 	return n, err
+}
+
+// checkTar reads a tar stream to its end, reporting the first format error;
+// it always drains r so the writer never blocks.
+func checkTar(r io.Reader) error {
+	defer io.Copy(io.Discard, r)
+	tr := tar.NewReader(r)
+	for {
+		_, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -55,7 +56,10 @@ type dockerManifestEntry struct {
 // references from "org.opencontainers.image.ref.name" annotations when they
 // are full references). Images are returned in archive order. Progress
 // reports "Loading layer" per layer (ID: 12 hex of the diff ID) with
-// Current and Total in archive bytes.
+// Current and Total in archive bytes. Each returned image's RepoTags are the
+// tags this archive applied (what `docker load` prints as "Loaded image:");
+// nil means the personality prints "Loaded image ID:". Other tags the image
+// already had are kept and visible through Get.
 //
 // Errors: InvalidArgument for a malformed archive (not a tar, no
 // manifest.json or index.json, missing members, layers that do not match
@@ -123,7 +127,10 @@ func (s *Store) Load(ctx context.Context, r io.Reader, progress portlayer.Progre
 			return nil, err
 		}
 		s.log.Info("image loaded", "image", c.rec.ID, "tags", n.tags)
-		out = append(out, s.snapshot(c))
+		img := s.snapshot(c)
+		img.RepoTags = familiarAll(n.tags)
+		slices.Sort(img.RepoTags)
+		out = append(out, img)
 	}
 	return out, nil
 }

@@ -3,6 +3,8 @@ package storage
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"io"
 	"io/fs"
 	"os"
@@ -10,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
@@ -93,5 +96,62 @@ func TestLoadMovesTag(t *testing.T) {
 	list, _ := s.List(t.Context())
 	if len(list) != 2 {
 		t.Fatalf("List has %d images", len(list))
+	}
+}
+
+// TestLoadLegacyDockerSave loads the classic `docker save` layout: one
+// directory per layer holding layer.tar, a repeated layer stored as a
+// symlink to the first copy, and a config named <hex>.json.
+func TestLoadLegacyDockerSave(t *testing.T) {
+	layer := smallTar(t, map[string]string{"f": "data"})
+	sum := sha256.Sum256(layer)
+	diffID := "sha256:" + hex.EncodeToString(sum[:])
+	config := `{"architecture":"amd64","os":"linux","config":{"Cmd":["/f"]},"rootfs":{"type":"layers","diff_ids":["` + diffID + `","` + diffID + `"]}}`
+	csum := sha256.Sum256([]byte(config))
+	chex := hex.EncodeToString(csum[:])
+	manifest := `[{"Config":"` + chex + `.json","RepoTags":["legacy:1"],"Layers":["aaa/layer.tar","bbb/layer.tar"]}]`
+
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	add := func(h *tar.Header, body []byte) {
+		h.Size = int64(len(body))
+		if h.Typeflag == 0 {
+			h.Typeflag = tar.TypeReg
+		}
+		h.Mode = 0o644
+		tw.WriteHeader(h)
+		tw.Write(body)
+	}
+	add(&tar.Header{Name: "aaa/", Typeflag: tar.TypeDir}, nil)
+	add(&tar.Header{Name: "aaa/layer.tar"}, layer)
+	add(&tar.Header{Name: "bbb/", Typeflag: tar.TypeDir}, nil)
+	add(&tar.Header{Name: "bbb/layer.tar", Typeflag: tar.TypeSymlink, Linkname: "../aaa/layer.tar"}, nil)
+	add(&tar.Header{Name: chex + ".json"}, []byte(config))
+	add(&tar.Header{Name: "manifest.json"}, []byte(manifest))
+	add(&tar.Header{Name: "repositories"}, []byte(`{"legacy":{"1":"x"}}`))
+	tw.Close()
+
+	s := newStore(t, t.TempDir())
+	imgs, err := s.Load(t.Context(), &buf, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(imgs) != 1 || imgs[0].ID != "sha256:"+chex || imgs[0].RepoTags[0] != "legacy:1" || len(imgs[0].Layers) != 2 {
+		t.Fatalf("loaded %+v", imgs)
+	}
+	if _, err := s.Rootfs(t.Context(), imgs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestImportNotTar(t *testing.T) {
+	s := newStore(t, t.TempDir())
+	_, err := s.Import(t.Context(), bytes.NewReader(bytes.Repeat([]byte("not a tar"), 300)), "x", ocispec.ImageConfig{}, nil)
+	if !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("err = %v, want InvalidArgument", err)
+	}
+	list, _ := s.List(t.Context())
+	if len(list) != 0 {
+		t.Fatalf("List = %v", list)
 	}
 }

@@ -100,7 +100,8 @@ var (
 )
 
 // New opens (or creates) the store at cfg.Root and reloads its index, so
-// images survive a restart. Left-over work files in Root/tmp are removed.
+// images survive a restart. Left-over work files in Root/tmp, rootfs disks
+// of deleted images and blobs no image references are removed.
 // InvalidArgument if Root is empty; other errors are I/O or a corrupt index.
 func New(cfg Config, logger *slog.Logger) (*Store, error) {
 	if cfg.Root == "" {
@@ -143,6 +144,10 @@ func New(cfg Config, logger *slog.Logger) (*Store, error) {
 		return nil, err
 	}
 	s.removeStaleRootfs()
+	// Blobs of pulls or loads cut short by a crash belong to no image.
+	s.mu.Lock()
+	s.gcLocked()
+	s.mu.Unlock()
 	return s, nil
 }
 
