@@ -14,3 +14,8 @@ if [ -n "$need" ]; then
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $need
 fi
+if ! command -v docker >/dev/null; then
+	# The tests drive the real docker CLI; Debian ships it in docker.io.
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get install -y -qq --no-install-recommends docker.io
+fi

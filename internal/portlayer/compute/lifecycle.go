@@ -151,6 +151,13 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		if perr := s.recs.put(rec); perr != nil {
 			s.logger.Warn("persist failed start", "container", c.id, "err", perr)
 		}
+		if rec.Spec.AutoRemove {
+			// As Docker does: an auto-remove container whose start failed is
+			// removed, which releases `docker run --rm`'s removal wait.
+			if rerr := s.remove(c); rerr != nil {
+				s.logger.Warn("auto-remove after failed start", "container", c.id, "err", rerr)
+			}
+		}
 		return err
 	}
 

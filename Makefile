@@ -1,0 +1,48 @@
+# vch — see README.md. Every target installs what it needs (as root).
+GO        ?= go
+BIN       := bin
+KERNELDIR := $(BIN)/guest/kernel
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION)
+
+.PHONY: all deps guest build demo test unit e2e vet bench clean
+
+all: build
+
+deps:
+	@sh scripts/deps.sh
+
+guest: deps
+	@sh scripts/guest-kernel.sh $(KERNELDIR)
+
+build:
+	@mkdir -p $(BIN)
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vch ./cmd/vch
+	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/tether ./cmd/tether
+	$(GO) build -o $(BIN)/busybox-image ./cmd/busybox-image
+
+# demo: start a VCH, load a busybox image built from Debian's busybox-static
+# and run `docker run --rm busybox uname -r` in its own VM.
+demo: guest build
+	@sh scripts/demo.sh
+
+vet:
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./...
+
+unit:
+	$(GO) test -count=1 ./...
+
+# e2e: real daemon, real VMs, the real docker CLI and the Go client.
+e2e: guest build
+	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -count=1 -timeout 25m ./...
+
+# test: everything CI runs.
+test: guest build vet
+	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -count=1 -timeout 25m ./...
+
+bench: guest build
+	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,272 @@
+//go:build e2e
+
+// Package e2e drives a real vch daemon booting real container VMs with the
+// unmodified docker CLI and the moby Go client. One daemon is shared by the
+// whole package (started in TestMain); tests that can run side by side call
+// t.Parallel.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/moby/moby/client"
+
+	"github.com/vchproject/vch/internal/busyboximage"
+	"github.com/vchproject/vch/internal/testenv"
+)
+
+// env is the shared daemon.
+var env struct {
+	skip     string // why the suite cannot run
+	root     string
+	host     string // DOCKER_HOST
+	log      string
+	registry string // host:port of the in-process registry holding busybox
+	daemon   *exec.Cmd
+}
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		dir, err := os.MkdirTemp("", "vch-e2e-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		if why := prerequisites(); why != "" {
+			env.skip = why
+			return m.Run()
+		}
+		if err := startDaemon(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: start daemon:", err)
+			dumpLog()
+			return 1
+		}
+		defer stopDaemon()
+		stopRegistry, err := startRegistry()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: registry:", err)
+			return 1
+		}
+		defer stopRegistry()
+		if err := loadBusybox(dir); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: load busybox:", err)
+			dumpLog()
+			return 1
+		}
+		code := m.Run()
+		if code != 0 {
+			dumpLog()
+		}
+		return code
+	}()
+	os.Exit(code)
+}
+
+func prerequisites() string {
+	if os.Geteuid() != 0 {
+		return "must run as root"
+	}
+	for _, b := range []string{"qemu-system-x86_64", "qemu-img", "mkfs.ext4", "docker"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return b + " not installed (make deps)"
+		}
+	}
+	for _, f := range []string{"vch", "tether"} {
+		if _, err := os.Stat(filepath.Join(testenv.BinDir(), f)); err != nil {
+			return "bin/" + f + " not built (make build)"
+		}
+	}
+	if m, _ := filepath.Glob(filepath.Join(testenv.KernelDir(), "boot", "vmlinuz-*")); len(m) == 0 {
+		return "guest kernel not unpacked (make guest)"
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		return "busybox-static not installed (make deps)"
+	}
+	return ""
+}
+
+// need skips (or, under VCH_REQUIRE_E2E=1, fails) when the suite cannot run.
+func need(t *testing.T) {
+	t.Helper()
+	if env.skip == "" {
+		return
+	}
+	if os.Getenv("VCH_REQUIRE_E2E") == "1" {
+		t.Fatalf("prerequisite missing (VCH_REQUIRE_E2E=1): %s", env.skip)
+	}
+	t.Skip("prerequisite missing: " + env.skip)
+}
+
+func startDaemon(dir string) error {
+	env.root = filepath.Join(dir, "root")
+	sock := filepath.Join(dir, "docker.sock")
+	env.host = "unix://" + sock
+	env.log = filepath.Join(dir, "daemon.log")
+	logf, err := os.Create(env.log)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(filepath.Join(testenv.BinDir(), "vch"), "daemon", "--root", env.root, "-H", env.host)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	env.daemon = cmd
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("daemon did not listen on %s", sock)
+}
+
+func stopDaemon() {
+	if env.daemon == nil {
+		return
+	}
+	_ = env.daemon.Process.Signal(os.Interrupt)
+	done := make(chan error, 1)
+	go func() { done <- env.daemon.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		_ = env.daemon.Process.Kill()
+	}
+}
+
+func dumpLog() {
+	b, _ := os.ReadFile(env.log)
+	if len(b) > 20000 {
+		b = b[len(b)-20000:]
+	}
+	fmt.Fprintf(os.Stderr, "--- daemon log (tail) ---\n%s\n", b)
+}
+
+// startRegistry serves an in-process registry on 127.0.0.1 holding
+// busybox:latest and busybox:1.
+func startRegistry() (func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	go srv.Serve(l)
+	env.registry = l.Addr().String()
+	img, err := busyboximage.Build("/bin/busybox")
+	if err != nil {
+		return nil, err
+	}
+	for _, tag := range []string{"latest", "1"} {
+		ref, err := name.ParseReference(env.registry + "/library/busybox:" + tag)
+		if err != nil {
+			return nil, err
+		}
+		if err := remote.Write(ref, img); err != nil {
+			return nil, err
+		}
+	}
+	return func() { srv.Close() }, nil
+}
+
+func loadBusybox(dir string) error {
+	tar := filepath.Join(dir, "busybox.tar")
+	f, err := os.Create(tar)
+	if err != nil {
+		return err
+	}
+	img, err := busyboximage.Build("/bin/busybox")
+	if err == nil {
+		err = busyboximage.WriteArchive(f, img, "busybox:latest")
+	}
+	f.Close()
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command("docker", "-H", env.host, "load", "-i", tar).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("docker load: %s: %w", out, err)
+	}
+	return nil
+}
+
+// result is a finished docker CLI command.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// docker runs the docker CLI against the shared daemon.
+func docker(t *testing.T, args ...string) result {
+	t.Helper()
+	return dockerIn(t, nil, args...)
+}
+
+func dockerIn(t *testing.T, stdin []byte, args ...string) result {
+	t.Helper()
+	need(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+t.TempDir())
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			t.Fatalf("docker %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return result{out.String(), errb.String(), code}
+}
+
+// ok runs docker and fails the test unless it exits 0.
+func ok(t *testing.T, args ...string) string {
+	t.Helper()
+	r := docker(t, args...)
+	if r.code != 0 {
+		t.Fatalf("docker %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// apiClient returns a moby Go client for the shared daemon.
+func apiClient(t *testing.T) *client.Client {
+	t.Helper()
+	need(t)
+	c, err := client.New(client.WithHost(env.host), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// uniqueName returns a container name unique to this test.
+func uniqueName(t *testing.T) string {
+	return strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())) + fmt.Sprintf("-%d", time.Now().UnixNano()%100000)
+}

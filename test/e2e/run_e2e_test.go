@@ -1,0 +1,207 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestRunGuestKernel: the container runs on the guest kernel, not the host's.
+func TestRunGuestKernel(t *testing.T) {
+	t.Parallel()
+	out := ok(t, "run", "--rm", "busybox", "uname", "-r")
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	host := unix.ByteSliceToString(uts.Release[:])
+	guest := strings.TrimSpace(out)
+	if guest == "" || guest == host {
+		t.Fatalf("uname -r in the container = %q, host = %q: want the guest kernel", guest, host)
+	}
+	info := ok(t, "info", "--format", "{{.KernelVersion}}")
+	if strings.TrimSpace(info) != guest {
+		t.Errorf("docker info KernelVersion = %q, container's uname -r = %q", info, guest)
+	}
+}
+
+// TestRunEchoRemoves: `run --rm` prints, exits 0 and leaves no container.
+func TestRunEchoRemoves(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	out := ok(t, "run", "--rm", "--name", name, "busybox", "echo", "hello")
+	if out != "hello\n" {
+		t.Errorf("stdout = %q, want %q", out, "hello\n")
+	}
+	if ps := ok(t, "ps", "-a", "-q", "--filter", "name="+name); strings.TrimSpace(ps) != "" {
+		t.Errorf("container still listed after --rm: %q", ps)
+	}
+}
+
+// TestRunExitCodes: exit status, command not found (127, Docker's text) and
+// missing image (125, "Unable to find image").
+func TestRunExitCodes(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name       string
+		args       []string
+		code       int
+		stderrPart string
+	}{
+		{"exit 3", []string{"run", "--rm", "busybox", "sh", "-c", "exit 3"}, 3, ""},
+		{"not found", []string{"run", "--rm", "busybox", "nosuchcmd"}, 127, `exec: "nosuchcmd": executable file not found in $PATH`},
+		{"no such image", []string{"run", "--rm", "nosuchimage-vch-e2e"}, 125, "Unable to find image 'nosuchimage-vch-e2e:latest' locally"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := docker(t, tc.args...)
+			if r.code != tc.code {
+				t.Errorf("exit code = %d, want %d (stderr %q)", r.code, tc.code, r.stderr)
+			}
+			if !strings.Contains(r.stderr, tc.stderrPart) {
+				t.Errorf("stderr = %q, want it to contain %q", r.stderr, tc.stderrPart)
+			}
+		})
+	}
+}
+
+// TestRunConfig: -e with image ENV, -w, -u, --hostname, and Docker's
+// HOSTNAME/HOME variables, all in one VM.
+func TestRunConfig(t *testing.T) {
+	t.Parallel()
+	out := ok(t, "run", "--rm", "-e", "FOO=bar", "-e", "PATH=/bin:/usr/bin", "-w", "/tmp/work", "-u", "nobody", "--hostname", "myhost",
+		"busybox", "sh", "-c", `echo "$FOO|$PATH|$(pwd)|$(id -u)|$(hostname)|$HOSTNAME|$HOME"; cat /etc/hostname`)
+	want := "bar|/bin:/usr/bin|/tmp/work|65534|myhost|myhost|/home\nmyhost\n" // nobody's HOME in the busybox image's /etc/passwd
+	if out != want {
+		t.Errorf("got %q, want %q", out, want)
+	}
+}
+
+// TestOutputComplete: 10,000 lines on stdout and 10,000 on stderr all arrive,
+// in order, each on its own stream; a last line without newline is kept.
+func TestOutputComplete(t *testing.T) {
+	t.Parallel()
+	r := docker(t, "run", "--rm", "busybox", "sh", "-c", "seq 1 10000; seq 20001 30000 >&2; printf tail")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	var want strings.Builder
+	for i := 1; i <= 10000; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	if r.stdout != want.String()+"tail" {
+		t.Errorf("stdout: %d bytes, want %d; ends %q", len(r.stdout), want.Len()+4, r.stdout[max(0, len(r.stdout)-20):])
+	}
+	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
+	if len(lines) != 10000 || lines[0] != "20001" || lines[9999] != "30000" {
+		t.Errorf("stderr: %d lines, first %q", len(lines), lines[0])
+	}
+}
+
+// TestLifecycle: create, start -a, ps, inspect, logs, run -d, stop, wait,
+// kill, rm, and the 404/409 texts — one container at a time, like a user.
+func TestLifecycle(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	id := strings.TrimSpace(ok(t, "create", "--name", name, "busybox", "sh", "-c", "echo created-out; echo created-err >&2; exit 4"))
+	if len(id) != 64 {
+		t.Fatalf("create printed %q, want a 64-hex ID", id)
+	}
+	if st := ok(t, "inspect", "--format", "{{.State.Status}} {{.Name}} {{.Config.Image}} {{.Path}}", name); st != "created /"+name+" busybox sh\n" {
+		t.Errorf("inspect after create = %q", st)
+	}
+	r := docker(t, "start", "-a", name)
+	if r.code != 4 || r.stdout != "created-out\n" || r.stderr != "created-err\n" {
+		t.Errorf("start -a: code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if ps := ok(t, "ps", "-a", "--filter", "name="+name, "--format", "{{.Status}}"); !strings.HasPrefix(ps, "Exited (4)") {
+		t.Errorf("ps status = %q", ps)
+	}
+	r = docker(t, "logs", name)
+	if r.stdout != "created-out\n" || r.stderr != "created-err\n" {
+		t.Errorf("logs: stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	var insp []struct {
+		ID    string `json:"Id"`
+		State struct {
+			Status   string
+			Running  bool
+			ExitCode int
+		}
+		HostConfig struct{ AutoRemove bool }
+		Image      string
+	}
+	if err := json.Unmarshal([]byte(ok(t, "inspect", name)), &insp); err != nil || len(insp) != 1 {
+		t.Fatalf("inspect JSON: %v", err)
+	}
+	if insp[0].ID != id || insp[0].State.ExitCode != 4 || insp[0].State.Running || !strings.HasPrefix(insp[0].Image, "sha256:") {
+		t.Errorf("inspect = %+v", insp[0])
+	}
+	ok(t, "rm", name)
+	r = docker(t, "rm", name)
+	if r.code == 0 || !strings.Contains(r.stderr, "No such container: "+name) {
+		t.Errorf("second rm: code %d stderr %q", r.code, r.stderr)
+	}
+
+	// A detached container: ps shows it Up; rm refuses (409); stop; wait.
+	bg := name + "-bg"
+	ok(t, "run", "-d", "--name", bg, "busybox", "sh", "-c", "echo started; sleep 600")
+	if ps := ok(t, "ps", "--filter", "name="+bg, "--format", "{{.Status}}"); !strings.HasPrefix(ps, "Up ") {
+		t.Errorf("ps for running container = %q", ps)
+	}
+	r = docker(t, "rm", bg)
+	if r.code == 0 || !strings.Contains(r.stderr, "container is running") {
+		t.Errorf("rm of running container: code %d stderr %q", r.code, r.stderr)
+	}
+	waitLogs(t, bg, "started\n")
+	ok(t, "stop", "-t", "2", bg)
+	if code := strings.TrimSpace(ok(t, "wait", bg)); code != "137" && code != "143" {
+		t.Errorf("wait after stop = %q, want 143 (SIGTERM) or 137 (killed after the timeout)", code)
+	}
+	if logs := ok(t, "logs", bg); logs != "started\n" {
+		t.Errorf("logs of stopped container = %q", logs)
+	}
+	r = docker(t, "kill", bg)
+	if r.code == 0 || !strings.Contains(r.stderr, "is not running") {
+		t.Errorf("kill of stopped container: code %d stderr %q", r.code, r.stderr)
+	}
+	ok(t, "start", bg)
+	ok(t, "kill", bg)
+	if code := strings.TrimSpace(ok(t, "wait", bg)); code != "137" {
+		t.Errorf("wait after kill = %q, want 137", code)
+	}
+	ok(t, "rm", "-f", bg)
+}
+
+// TestRemoveForce: rm -f kills a running container VM and removes it.
+func TestRemoveForce(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sleep", "600")
+	ok(t, "rm", "-f", name)
+	if ps := ok(t, "ps", "-a", "-q", "--filter", "name="+name); strings.TrimSpace(ps) != "" {
+		t.Errorf("still listed: %q", ps)
+	}
+}
+
+// waitLogs polls docker logs until it shows want (the process has run that
+// far), failing after 60 s.
+func waitLogs(t *testing.T, name, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		out := ok(t, "logs", name)
+		if strings.Contains(out, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("logs of %s = %q, never showed %q", name, out, want)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
