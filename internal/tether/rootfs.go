@@ -34,7 +34,9 @@ func mountRoot() error {
 	if err := os.MkdirAll(RootMount, 0o755); err != nil {
 		return fmt.Errorf("tether: mkdir root: %w", err)
 	}
-	if err := unix.Mount(RootDisk, RootMount, "ext4", 0, ""); err != nil {
+	// noinit_itable: the disk is built with lazy inode tables; zeroing them
+	// would write ~32 MiB into every container's copy-on-write disk.
+	if err := unix.Mount(RootDisk, RootMount, "ext4", 0, "noinit_itable"); err != nil {
 		return fmt.Errorf("tether: mount root disk %s: %w", RootDisk, err)
 	}
 	mounts := []struct {

@@ -3,6 +3,7 @@ package system
 import (
 	"context"
 	"fmt"
+	"github.com/moby/moby/api/types/swarm"
 	"net/http"
 	"runtime"
 	"time"
@@ -157,6 +158,7 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 		CDISpecDirs:     []string{},
 		Warnings:        append([]string{}, h.Warnings...),
 	}
+	info.Swarm.LocalNodeState = swarm.LocalNodeStateInactive
 	info.Plugins.Volume = []string{}
 	info.Plugins.Network = []string{}
 	info.Plugins.Log = []string{"json-file"}
