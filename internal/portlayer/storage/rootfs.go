@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/vchproject/vch/internal/portlayer/storage/archive"
@@ -125,14 +127,11 @@ func (s *Store) buildRootfs(ctx context.Context, c *cached, final string) error 
 	if err := os.Mkdir(tree, 0o755); err != nil {
 		return fmt.Errorf("storage: rootfs work dir: %w", err)
 	}
-	rc := mutate.Extract(img)
-	err = archive.Unpack(ctx, rc, tree)
-	rc.Close()
-	if err != nil {
+	if err := flatten(ctx, img, tree); err != nil {
 		if ctx.Err() != nil {
 			return ctxErr(ctx)
 		}
-		return fmt.Errorf("storage: rootfs %s: unpack: %w", c.rec.ID, err)
+		return fmt.Errorf("storage: rootfs %s: %w", c.rec.ID, err)
 	}
 	content, err := treeBytes(tree)
 	if err != nil {
@@ -181,6 +180,26 @@ func (s *Store) buildRootfs(ctx context.Context, c *cached, final string) error 
 		return fmt.Errorf("storage: rootfs %s: %w", c.rec.ID, err)
 	}
 	s.log.Info("rootfs disk built", "image", c.rec.ID, "content_bytes", content, "disk_bytes", size)
+	return nil
+}
+
+// flatten unpacks img's layers, whiteouts applied, into the directory tree.
+//
+// mutate.Extract reports a failure (a layer blob that cannot be read, an
+// entry it refuses such as "../x") by closing its pipe with the error, but
+// its deferred tar.Writer.Close runs first and writes the end-of-archive
+// marker. The stream therefore looks like a short, well-formed tar, and
+// Unpack succeeds on a partial tree. Reading on past the marker returns the
+// extraction error, so a partial root filesystem is never accepted.
+func flatten(ctx context.Context, img v1.Image, tree string) error {
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	if err := archive.Unpack(ctx, rc, tree); err != nil {
+		return fmt.Errorf("unpack: %w", err)
+	}
+	if _, err := io.Copy(io.Discard, rc); err != nil {
+		return fmt.Errorf("flatten layers: %w", err)
+	}
 	return nil
 }
 
