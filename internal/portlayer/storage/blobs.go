@@ -12,6 +12,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
+	"strings"
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -123,7 +125,7 @@ func (s *Store) writeLayerUncompressed(ctx context.Context, r io.Reader, onBytes
 	}
 	if terr != nil {
 		f.Close()
-		return storedLayer{}, fmt.Errorf("storage: layer is not a valid tar archive: %w: %w", errdefs.ErrInvalidArgument, terr)
+		return storedLayer{}, fmt.Errorf("storage: invalid layer: %w: %w", terr, errdefs.ErrInvalidArgument)
 	}
 	if err := syncClose(f); err != nil {
 		return storedLayer{}, fmt.Errorf("storage: write layer: %w", err)
@@ -215,18 +217,34 @@ func (p *progressReader) Read(b []byte) (int, error) {
 	return n, err
 }
 
-// checkTar reads a tar stream to its end, reporting the first format error;
-// it always drains r so the writer never blocks.
+// checkTar reads a tar stream to its end, reporting the first format error
+// or entry that would land outside the root filesystem (a name, or a hard
+// link target, climbing above "/" with ".."), which dockerd also refuses
+// when it loads a layer; it always drains r so the writer never blocks.
+// Absolute names and symlink targets are fine: they resolve inside the root.
 func checkTar(r io.Reader) error {
 	defer io.Copy(io.Discard, r)
 	tr := tar.NewReader(r)
 	for {
-		_, err := tr.Next()
+		hdr, err := tr.Next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
+		if climbsOut(hdr.Name) {
+			return fmt.Errorf("entry %q is outside the root filesystem", hdr.Name)
+		}
+		if hdr.Typeflag == tar.TypeLink && climbsOut(hdr.Linkname) {
+			return fmt.Errorf("hard link %q points outside the root filesystem (%q)", hdr.Name, hdr.Linkname)
+		}
 	}
+}
+
+// climbsOut reports whether a tar entry name, taken relative to the root
+// (leading slashes dropped), climbs above it.
+func climbsOut(name string) bool {
+	p := path.Clean(strings.TrimLeft(name, "/"))
+	return p == ".." || strings.HasPrefix(p, "../")
 }

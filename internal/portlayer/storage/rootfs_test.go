@@ -8,11 +8,25 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
+
+func ocispecImageConfig() ocispec.ImageConfig { return ocispec.ImageConfig{Cmd: []string{"/bin/sh"}} }
+
+func mustTag(t *testing.T, s string) name.Tag {
+	t.Helper()
+	tag, err := name.NewTag(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tag
+}
 
 // rawTar builds a layer tar from headers, without any checks, so tests can
 // make entries a well-behaved writer would not.
@@ -114,6 +128,51 @@ func TestRootfsFlattenErrors(t *testing.T) {
 			}
 			if ents, _ := os.ReadDir(s.path("tmp")); len(ents) != 0 {
 				t.Fatalf("tmp not cleaned: %v", ents)
+			}
+		})
+	}
+}
+
+// TestIngestEscapingEntries checks that load and import refuse a layer with
+// an entry or hard link climbing out of the root, as dockerd does, and keep
+// layers whose absolute names and link targets resolve inside it.
+func TestIngestEscapingEntries(t *testing.T) {
+	tests := []struct {
+		name string
+		hdrs []*tar.Header
+		ok   bool
+	}{
+		{name: "dot-dot file", hdrs: []*tar.Header{{Name: "../../etc/evil", Typeflag: tar.TypeReg}}},
+		{name: "dot-dot after a dir", hdrs: []*tar.Header{{Name: "a/../../evil", Typeflag: tar.TypeReg}}},
+		{name: "bare dot-dot dir", hdrs: []*tar.Header{{Name: "../", Typeflag: tar.TypeDir, Mode: 0o755}}},
+		{name: "dot-dot whiteout", hdrs: []*tar.Header{{Name: "../.wh.etc", Typeflag: tar.TypeReg}}},
+		{name: "hard link climbing out", hdrs: []*tar.Header{{Name: "shadow", Typeflag: tar.TypeLink, Linkname: "../../etc/shadow"}}},
+		{name: "absolute name", ok: true, hdrs: []*tar.Header{{Name: "/etc/inside", Typeflag: tar.TypeReg}}},
+		{name: "absolute symlink", ok: true, hdrs: []*tar.Header{{Name: "esc", Typeflag: tar.TypeSymlink, Linkname: "/etc"}}},
+		{name: "relative symlink up", ok: true, hdrs: []*tar.Header{{Name: "esc", Typeflag: tar.TypeSymlink, Linkname: "../../../etc"}}},
+		{name: "absolute hard link", ok: true, hdrs: []*tar.Header{{Name: "etc/a", Typeflag: tar.TypeReg}, {Name: "b", Typeflag: tar.TypeLink, Linkname: "/etc/a"}}},
+		{name: "dots inside a name", ok: true, hdrs: []*tar.Header{{Name: "a/..b/..c", Typeflag: tar.TypeReg}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			layer := rawTar(t, tt.hdrs...)
+			s := newStore(t, t.TempDir())
+			_, ierr := s.Import(t.Context(), bytes.NewReader(layer), "imp", ocispecImageConfig(), nil)
+			var archive bytes.Buffer
+			if err := tarball.Write(mustTag(t, "loaded:latest"), imageOf(t, layer), &archive); err != nil {
+				t.Fatal(err)
+			}
+			_, lerr := s.Load(t.Context(), &archive, nil)
+			for op, err := range map[string]error{"Import": ierr, "Load": lerr} {
+				if tt.ok && err != nil {
+					t.Fatalf("%s: %v", op, err)
+				}
+				if !tt.ok && (!errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "outside the root filesystem")) {
+					t.Fatalf("%s: err = %v, want InvalidArgument ... outside the root filesystem", op, err)
+				}
+			}
+			if list, _ := s.List(t.Context()); !tt.ok && len(list) != 0 {
+				t.Fatalf("images stored: %v", list)
 			}
 		})
 	}
