@@ -216,6 +216,16 @@ func WriteJSON(w http.ResponseWriter, code int, v any) error {
 	return enc.Encode(v)
 }
 
+// EnableFullDuplex lets a handler keep reading the request body after it
+// has started the response, as the image import and load routes do when
+// they stream progress while the archive is still arriving. Without it the
+// HTTP/1 server drains or closes the unread body at the first write, and
+// later reads fail with "http: invalid Read on closed Body". A writer that
+// cannot (a test recorder) is left as is.
+func EnableFullDuplex(w http.ResponseWriter) {
+	_ = http.NewResponseController(w).EnableFullDuplex()
+}
+
 // Flush flushes w if it can.
 func Flush(w io.Writer) {
 	if f, ok := w.(http.Flusher); ok {

@@ -150,6 +150,7 @@ func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string
 	if err != nil {
 		return err
 	}
+	httputils.EnableFullDuplex(w)
 	out := httputils.NewJSONStream(w)
 	img, err := rt.images.Import(ctx, r.Body, ref, cfg, func(p portlayer.Progress) { out.Send(progressMessage(p)) })
 	if err != nil {
@@ -319,6 +320,7 @@ func setEnv(env []string, k, v string) []string {
 func (rt *Router) postLoad(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
 	ctx := r.Context()
 	quiet := httputils.BoolValueOrDefault(r, "quiet", true)
+	httputils.EnableFullDuplex(w)
 	out := httputils.NewJSONStream(w)
 	imgs, err := rt.images.Load(ctx, r.Body, func(p portlayer.Progress) {
 		if !quiet {
