@@ -138,6 +138,13 @@ func TestParseSignal(t *testing.T) {
 		{"SIGTERM", 15, true}, {"TERM", 15, true}, {"sigkill", 9, true}, {"15", 15, true}, {"9", 9, true},
 		{"SIGUSR1", 10, true}, {"HUP", 1, true}, {"SIGRTMIN+3", 37, true}, {"RTMAX", 64, true},
 		{"FOO", 0, false}, {"0", 0, false}, {"65", 0, false}, {"", 0, false},
+		// dockerd's aliases and real-time names.
+		{"IOT", 6, true}, {"SIGIOT", 6, true}, {"ABRT", 6, true}, {"POLL", 29, true}, {"IO", 29, true},
+		{"CLD", 17, true}, {"sigcld", 17, true}, {"STKFLT", 16, true}, {"PWR", 30, true},
+		{"RTMIN", 34, true}, {"RTMIN+15", 49, true}, {"SIGRTMAX-14", 50, true}, {"rtmax-1", 63, true},
+		// Not in dockerd's table.
+		{"RTMIN+16", 0, false}, {"RTMAX-15", 0, false}, {"RTMIN+0", 0, false}, {"UNUSED", 0, false},
+		{"SIG", 0, false}, {" TERM", 0, false}, {"SIGSIGTERM", 0, false}, {"-1", 0, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
