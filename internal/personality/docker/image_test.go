@@ -66,7 +66,7 @@ func TestPullProgress(t *testing.T) {
 				}
 				return
 			}
-			if last.Status != tt.wantLast || msgs[len(msgs)-2].Status != "Digest: sha256:"+strings.Repeat("e", 64) {
+			if last.Status != tt.wantLast || msgs[len(msgs)-2].Status != "Digest: sha256:"+strings.Repeat("d", 64) {
 				t.Errorf("tail %+v", msgs[len(msgs)-2:])
 			}
 		})

@@ -650,6 +650,9 @@ func (a ImagesAPI) Pull(ctx context.Context, ref string, progress portlayer.Prog
 	if err := f.fail["Images.Pull.after"]; err != nil {
 		return portlayer.Image{}, err
 	}
+	// Like the real store, finish with the digest and the status line.
+	progress(portlayer.Progress{Status: "Digest: sha256:" + strings.Repeat("d", 64)})
+	progress(portlayer.Progress{Status: "Status: Downloaded newer image for " + familiar(ref)})
 	img.RepoTags = []string{familiar(ref)}
 	return f.store(img), nil
 }

@@ -46,7 +46,13 @@ func (rt *Router) Routes() []httputils.Route {
 // imageErr gives a port-layer error for image name Docker's text.
 func imageErr(op, name string, err error) error {
 	if errdefs.IsNotFound(err) {
-		return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+name)
+		// The store names the reference as Docker does once normalised
+		// ("No such image: busybox:latest"); keep its text when it has one.
+		msg := "No such image: " + name
+		if _, rest, ok := strings.Cut(err.Error(), "No such image: "); ok {
+			msg = "No such image: " + rest
+		}
+		return httputils.Classify(errdefs.ErrNotFound, err, msg)
 	}
 	return fmt.Errorf("%s %s: %w", op, name, err)
 }
@@ -121,13 +127,8 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		out.SendError(err)
 		return nil
 	}
-	for _, d := range img.RepoDigests {
-		if _, dg, ok := strings.Cut(d, "@"); ok {
-			out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Status: "Digest: " + dg}})
-			break
-		}
-	}
-	out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Status: "Status: Downloaded newer image for " + ref}})
+	// The store reports "Digest: …" and "Status: …" itself, as the last
+	// progress lines.
 	rt.log.InfoContext(ctx, "image pulled", "image", ref, "id", img.ID)
 	return nil
 }
