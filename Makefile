@@ -1,4 +1,8 @@
 # vch — see README.md. Every target installs what it needs (as root).
+# Go 1.26 lives in /usr/local/go on our machines; a docker client unpacked
+# by scripts/deps.sh (Debian's 20.10) sits in bin/docker-20.10 and serves
+# where no other docker CLI is installed.
+export PATH := /usr/local/go/bin:$(PATH):$(CURDIR)/bin/docker-20.10
 GO        ?= go
 BIN       := bin
 KERNELDIR := $(BIN)/guest/kernel
@@ -10,12 +14,13 @@ LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION)
 all: build
 
 deps:
+	@command -v $(GO) >/dev/null || { echo "Go 1.26 or newer is required (expected in /usr/local/go/bin)" >&2; exit 1; }
 	@sh scripts/deps.sh
 
 guest: deps
 	@sh scripts/guest-kernel.sh $(KERNELDIR)
 
-build:
+build: deps
 	@mkdir -p $(BIN)
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vch ./cmd/vch
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/tether ./cmd/tether

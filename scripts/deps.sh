@@ -14,8 +14,17 @@ if [ -n "$need" ]; then
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $need
 fi
-if ! command -v docker >/dev/null; then
-	# The tests drive the real docker CLI; Debian ships it in docker.io.
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get install -y -qq --no-install-recommends docker.io
+# The tests drive the real docker CLI, and also check Debian's 20.10
+# client: take the client binary alone out of Debian's docker.io package
+# (never its daemon) into bin/docker-20.10/. The Makefile puts that
+# directory at the end of PATH, so it also serves where no docker is
+# installed.
+if [ ! -x bin/docker-20.10/docker ]; then
+	tmp=$(mktemp -d)
+	(cd "$tmp" && { apt-get download -q docker.io >/dev/null 2>&1 || { apt-get update -qq && apt-get download -q docker.io >/dev/null 2>&1; }; })
+	dpkg-deb -x "$tmp"/docker.io_*.deb "$tmp/x"
+	mkdir -p bin/docker-20.10
+	cp "$tmp/x/usr/bin/docker" bin/docker-20.10/docker
+	rm -rf "$tmp"
+	echo "docker 20.10 client: bin/docker-20.10/docker (from Debian's docker.io)"
 fi

@@ -124,6 +124,15 @@ func listen(host string) (net.Listener, func(), error) {
 		_ = os.Chmod(path, 0o660)
 		return l, func() { l.Close(); os.Remove(path) }, nil
 	default:
+		// No TLS yet: an unauthenticated Docker API is root on this host,
+		// so only loopback addresses are accepted.
+		h, _, err := net.SplitHostPort(u.Host)
+		if err != nil {
+			return nil, nil, fmt.Errorf("-H %q: want tcp://HOST:PORT: %w", host, err)
+		}
+		if ip := net.ParseIP(h); h != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, nil, fmt.Errorf("-H %q: without TLS vch listens on loopback addresses only (127.0.0.1, ::1)", host)
+		}
 		l, err := net.Listen("tcp", u.Host)
 		if err != nil {
 			return nil, nil, fmt.Errorf("listen %s: %w", host, err)

@@ -223,7 +223,8 @@ func docker(t *testing.T, args ...string) result {
 func dockerIn(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
 	need(t)
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	// Not t.Context(): cleanups run after it is cancelled.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", args...)
 	cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+t.TempDir())
@@ -270,3 +271,14 @@ func apiClient(t *testing.T) *client.Client {
 func uniqueName(t *testing.T) string {
 	return strings.ToLower(strings.NewReplacer("/", "-", "_", "-").Replace(t.Name())) + fmt.Sprintf("-%d", time.Now().UnixNano()%100000)
 }
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func readFileErr(path string) ([]byte, error) { return os.ReadFile(path) }

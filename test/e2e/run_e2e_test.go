@@ -5,11 +5,16 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // TestRunGuestKernel: the container runs on the guest kernel, not the host's.
@@ -203,5 +208,31 @@ func waitLogs(t *testing.T, name, want string) {
 			t.Fatalf("logs of %s = %q, never showed %q", name, out, want)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestDebianClient: Debian's docker 20.10 client (API 1.41), unpacked by
+// scripts/deps.sh, negotiates and runs a container VM too.
+func TestDebianClient(t *testing.T) {
+	t.Parallel()
+	need(t)
+	bin := filepath.Join(testenv.BinDir(), "docker-20.10", "docker")
+	if _, err := os.Stat(bin); err != nil {
+		if os.Getenv("VCH_REQUIRE_E2E") == "1" {
+			t.Fatalf("%s missing (make deps)", bin)
+		}
+		t.Skipf("%s missing (make deps)", bin)
+	}
+	run := func(args ...string) (string, error) {
+		cmd := exec.CommandContext(t.Context(), bin, args...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run("version", "--format", "{{.Client.APIVersion}} {{.Server.APIVersion}}"); err != nil || !strings.HasPrefix(out, "1.41 ") {
+		t.Errorf("version: %q %v", out, err)
+	}
+	if out, err := run("run", "--rm", "busybox", "echo", "from-20.10"); err != nil || out != "from-20.10\n" {
+		t.Errorf("run: %q %v", out, err)
 	}
 }
