@@ -33,11 +33,9 @@ import (
 // env is the shared daemon.
 var env struct {
 	skip     string // why the suite cannot run
-	root     string
 	host     string // DOCKER_HOST
-	log      string
 	registry string // host:port of the in-process registry holding busybox
-	daemon   *exec.Cmd
+	daemon   *testenv.Daemon
 }
 
 func TestMain(m *testing.M) {
@@ -52,19 +50,20 @@ func TestMain(m *testing.M) {
 			env.skip = why
 			return m.Run()
 		}
-		if err := startDaemon(dir); err != nil {
+		d, err := testenv.StartDaemon(dir)
+		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: start daemon:", err)
-			dumpLog()
 			return 1
 		}
-		defer stopDaemon()
+		env.daemon, env.host = d, d.Host
+		defer d.Stop(60 * time.Second)
 		stopRegistry, err := startRegistry()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: registry:", err)
 			return 1
 		}
 		defer stopRegistry()
-		if err := loadBusybox(dir); err != nil {
+		if err := d.LoadBusybox(dir); err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: load busybox:", err)
 			dumpLog()
 			return 1
@@ -113,52 +112,10 @@ func need(t *testing.T) {
 	t.Skip("prerequisite missing: " + env.skip)
 }
 
-func startDaemon(dir string) error {
-	env.root = filepath.Join(dir, "root")
-	sock := filepath.Join(dir, "docker.sock")
-	env.host = "unix://" + sock
-	env.log = filepath.Join(dir, "daemon.log")
-	logf, err := os.Create(env.log)
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command(filepath.Join(testenv.BinDir(), "vch"), "daemon", "--root", env.root, "-H", env.host)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	env.daemon = cmd
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if c, err := net.Dial("unix", sock); err == nil {
-			c.Close()
-			return nil
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("daemon did not listen on %s", sock)
-}
-
-func stopDaemon() {
-	if env.daemon == nil {
-		return
-	}
-	_ = env.daemon.Process.Signal(os.Interrupt)
-	done := make(chan error, 1)
-	go func() { done <- env.daemon.Wait() }()
-	select {
-	case <-done:
-	case <-time.After(60 * time.Second):
-		_ = env.daemon.Process.Kill()
-	}
-}
-
 func dumpLog() {
-	b, _ := os.ReadFile(env.log)
-	if len(b) > 20000 {
-		b = b[len(b)-20000:]
+	if env.daemon != nil {
+		fmt.Fprintf(os.Stderr, "--- daemon log (tail) ---\n%s\n", env.daemon.Log(20000))
 	}
-	fmt.Fprintf(os.Stderr, "--- daemon log (tail) ---\n%s\n", b)
 }
 
 // startRegistry serves an in-process registry on 127.0.0.1 holding
@@ -185,27 +142,6 @@ func startRegistry() (func(), error) {
 		}
 	}
 	return func() { srv.Close() }, nil
-}
-
-func loadBusybox(dir string) error {
-	tar := filepath.Join(dir, "busybox.tar")
-	f, err := os.Create(tar)
-	if err != nil {
-		return err
-	}
-	img, err := busyboximage.Build("/bin/busybox")
-	if err == nil {
-		err = busyboximage.WriteArchive(f, img, "busybox:latest")
-	}
-	f.Close()
-	if err != nil {
-		return err
-	}
-	out, err := exec.Command("docker", "-H", env.host, "load", "-i", tar).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("docker load: %s: %w", out, err)
-	}
-	return nil
 }
 
 // result is a finished docker CLI command.
@@ -282,3 +218,7 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 func readFileErr(path string) ([]byte, error) { return os.ReadFile(path) }
+
+type execCmd = exec.Cmd
+
+var newExec = exec.CommandContext

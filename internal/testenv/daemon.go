@@ -1,0 +1,111 @@
+package testenv
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/vchproject/vch/internal/busyboximage"
+)
+
+// Daemon is a `vch daemon` process started for tests, with its own root
+// and unix socket under a private directory.
+type Daemon struct {
+	// Host is the DOCKER_HOST value, "unix://<dir>/docker.sock".
+	Host string
+	// Root is the daemon's --root; LogPath its combined output.
+	Root, LogPath string
+	cmd           *exec.Cmd
+	exited        chan struct{}
+}
+
+// StartDaemon starts bin/vch daemon in dir and waits (up to 30 s) until its
+// socket accepts connections.
+func StartDaemon(dir string) (*Daemon, error) {
+	d := &Daemon{Root: filepath.Join(dir, "root"), LogPath: filepath.Join(dir, "daemon.log")}
+	sock := filepath.Join(dir, "docker.sock")
+	d.Host = "unix://" + sock
+	logf, err := os.Create(d.LogPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	d.cmd = exec.Command(filepath.Join(BinDir(), "vch"), "daemon", "--root", d.Root, "-H", d.Host)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	d.exited = make(chan struct{})
+	var waitErr error
+	go func() { waitErr = d.cmd.Wait(); close(d.exited) }()
+	deadline := time.After(30 * time.Second)
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			return d, nil
+		}
+		select {
+		case <-d.exited:
+			return nil, fmt.Errorf("daemon exited at start: %v: %s", waitErr, d.Log(2000))
+		case <-deadline:
+			_ = d.cmd.Process.Kill()
+			return nil, fmt.Errorf("daemon did not listen on %s within 30 s", sock)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Pid is the daemon's process ID.
+func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
+
+// Stop sends SIGINT and waits up to timeout for the daemon to exit, then
+// kills it. It reports whether the daemon exited by itself.
+func (d *Daemon) Stop(timeout time.Duration) bool {
+	_ = d.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-d.exited:
+		return true
+	case <-time.After(timeout):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		return false
+	}
+}
+
+// Log returns the tail of the daemon's log (at most n bytes).
+func (d *Daemon) Log(n int) string {
+	b, _ := os.ReadFile(d.LogPath)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}
+
+// LoadBusybox builds the busybox image from Debian's busybox-static and
+// loads it as busybox:latest with the docker CLI.
+func (d *Daemon) LoadBusybox(dir string) error {
+	tar := filepath.Join(dir, "busybox.tar")
+	f, err := os.Create(tar)
+	if err != nil {
+		return err
+	}
+	img, err := busyboximage.Build(busyboximage.DefaultBusybox)
+	if err == nil {
+		err = busyboximage.WriteArchive(f, img, "busybox:latest")
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	out, err := exec.Command("docker", "-H", d.Host, "load", "-i", tar).CombinedOutput()
+	if err != nil {
+		return errors.Join(fmt.Errorf("docker load: %s", out), err)
+	}
+	return nil
+}

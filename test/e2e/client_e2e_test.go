@@ -1,0 +1,189 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/vchproject/vch/internal/testenv"
+)
+
+// TestGoClient drives one container through the moby Go client: create,
+// attach (before start), wait(next-exit), start, output with stdcopy,
+// inspect, logs, remove, and the NotFound class on a missing container.
+func TestGoClient(t *testing.T) {
+	t.Parallel()
+	c := apiClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	created, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config: &container.Config{Image: "busybox", Cmd: []string{"sh", "-c", "echo to-out; echo to-err >&2; exit 7"}, Env: []string{"A=1"}},
+		Name:   uniqueName(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := created.ID
+	defer c.ContainerRemove(context.Background(), id, client.ContainerRemoveOptions{Force: true})
+	att, err := c.ContainerAttach(ctx, id, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	wait := c.ContainerWait(ctx, id, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	if _, err := c.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &errb, att.Reader); err != nil {
+		t.Fatal(err)
+	}
+	if out.String() != "to-out\n" || errb.String() != "to-err\n" {
+		t.Errorf("attach: stdout %q stderr %q", out.String(), errb.String())
+	}
+	select {
+	case r := <-wait.Result:
+		if r.StatusCode != 7 {
+			t.Errorf("wait: status %d, want 7", r.StatusCode)
+		}
+	case err := <-wait.Error:
+		t.Fatal(err)
+	}
+	insp, err := c.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := insp.Container.State
+	if st.Running || st.ExitCode != 7 || st.Status != "exited" || st.FinishedAt == "" {
+		t.Errorf("inspect state %+v", st)
+	}
+	logs, err := c.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true, Timestamps: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errb.Reset()
+	stdcopy.StdCopy(&out, &errb, logs)
+	logs.Close()
+	if !strings.HasSuffix(out.String(), " to-out\n") || !strings.Contains(out.String(), "T") {
+		t.Errorf("logs with timestamps: %q", out.String())
+	}
+	if _, err := c.ContainerRemove(ctx, id, client.ContainerRemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); !errdefs.IsNotFound(err) {
+		t.Errorf("inspect after remove: %v, want NotFound", err)
+	}
+}
+
+// TestBadRequests: malformed input gets Docker's status codes and the
+// daemon keeps serving.
+func TestBadRequests(t *testing.T) {
+	t.Parallel()
+	need(t)
+	sock := strings.TrimPrefix(env.host, "unix://")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	cases := []struct {
+		name, method, path, body string
+		code                     int
+		msgPart                  string
+	}{
+		{"malformed JSON", "POST", "/v1.50/containers/create", `{"Image": "busybox", `, 400, "invalid JSON"},
+		{"wrong field type", "POST", "/v1.50/containers/create", `{"Image": "busybox", "Cmd": 5}`, 400, ""},
+		{"bad name", "POST", "/v1.50/containers/create?name=a/b", `{"Image": "busybox"}`, 400, "Invalid container name"},
+		{"missing image", "POST", "/v1.50/containers/create", `{"Image": "nosuch-e2e"}`, 404, "No such image: nosuch-e2e:latest"},
+		{"no such container", "GET", "/v1.50/containers/nosuch-e2e/json", "", 404, "No such container: nosuch-e2e"},
+		{"api too new", "GET", "/v9.99/version", "", 400, "client version 9.99 is too new"},
+		{"unknown route", "GET", "/v1.50/nosuch", "", 404, "page not found"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(t.Context(), tc.method, "http://vch"+tc.path, strings.NewReader(tc.body))
+			if tc.body != "" {
+				req.Header.Set("Content-Type", "application/json")
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.msgPart) {
+				t.Errorf("%s %s: %d %s, want %d with %q", tc.method, tc.path, resp.StatusCode, b, tc.code, tc.msgPart)
+			}
+		})
+	}
+	ok(t, "version")
+}
+
+// TestDaemonStopAndRestart: SIGINT stops a daemon cleanly — its running
+// container VM stopped and recorded, the socket removed — and a new daemon
+// on the same root lists that container as exited.
+func TestDaemonStopAndRestart(t *testing.T) {
+	t.Parallel()
+	need(t)
+	dir := t.TempDir()
+	d, err := testenv.StartDaemon(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.LoadBusybox(dir); err != nil {
+		d.Stop(30 * time.Second)
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := dockerCmd(t, d.Host, args...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker %v: %s: %v\n%s", args, out, err, d.Log(4000))
+		}
+		return string(out)
+	}
+	run("run", "-d", "--name", "survivor", "busybox", "sleep", "600")
+	pid := strings.TrimSpace(run("inspect", "--format", "{{.State.Pid}}", "survivor"))
+	if !d.Stop(60 * time.Second) {
+		t.Fatalf("daemon did not stop within 60 s\n%s", d.Log(4000))
+	}
+	if _, err := os.Stat(filepath.Join(dir, "docker.sock")); !os.IsNotExist(err) {
+		t.Errorf("socket still there after stop: %v", err)
+	}
+	if _, err := os.Stat("/proc/" + pid); err == nil {
+		t.Errorf("container VM (QEMU pid %s) still running after the daemon stopped", pid)
+	}
+	d2, err := testenv.StartDaemon(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Stop(30 * time.Second)
+	d = d2
+	if st := run("ps", "-a", "--filter", "name=survivor", "--format", "{{.Status}}"); !strings.HasPrefix(st, "Exited (") {
+		t.Errorf("after restart: status %q", st)
+	}
+	run("rm", "survivor")
+}
+
+// dockerCmd is a docker CLI command against host.
+func dockerCmd(t *testing.T, host string, args ...string) *execCmd {
+	cmd := newExec(context.Background(), "docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+host, "DOCKER_CONFIG="+t.TempDir())
+	return cmd
+}
+
+var _ = errdefs.ErrNotFound
