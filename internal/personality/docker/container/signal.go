@@ -30,7 +30,7 @@ var signalNames = func() map[string]int {
 		"TSTP": int(unix.SIGTSTP), "TTIN": int(unix.SIGTTIN), "TTOU": int(unix.SIGTTOU),
 		"URG": int(unix.SIGURG), "USR1": int(unix.SIGUSR1), "USR2": int(unix.SIGUSR2),
 		"VTALRM": int(unix.SIGVTALRM), "WINCH": int(unix.SIGWINCH), "XCPU": int(unix.SIGXCPU),
-		"XFSZ": int(unix.SIGXFSZ),
+		"XFSZ":  int(unix.SIGXFSZ),
 		"RTMIN": sigRTMin, "RTMAX": sigRTMax,
 	}
 	for k := 1; k <= 15; k++ {
