@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -207,16 +209,23 @@ func ParseChanges(changes []string) (ocispec.ImageConfig, error) {
 		case "USER":
 			cfg.User = unquote(rest)
 		case "STOPSIGNAL":
-			cfg.StopSignal = unquote(rest)
+			sig := unquote(rest)
+			if _, err := container.ParseSignal(sig); err != nil {
+				return cfg, err
+			}
+			cfg.StopSignal = sig
 		case "EXPOSE":
 			if cfg.ExposedPorts == nil {
 				cfg.ExposedPorts = map[string]struct{}{}
 			}
 			for _, p := range strings.Fields(rest) {
-				if !strings.Contains(p, "/") {
-					p += "/tcp"
+				ports, err := exposedPorts(p)
+				if err != nil {
+					return cfg, err
 				}
-				cfg.ExposedPorts[p] = struct{}{}
+				for _, port := range ports {
+					cfg.ExposedPorts[port] = struct{}{}
+				}
 			}
 		case "VOLUME":
 			if cfg.Volumes == nil {
@@ -234,6 +243,39 @@ func ParseChanges(changes []string) (ocispec.ImageConfig, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// exposedPorts parses one EXPOSE word as dockerd does (go-connections
+// nat.ParsePortSpecs): "80", "80/udp", or a range "8000-8002/tcp", the
+// protocol tcp (default), udp or sctp. It returns the "port/proto" keys, a
+// range expanded. InvalidArgument "invalid containerPort: <port>" or
+// "invalid proto: <proto>" otherwise.
+func exposedPorts(spec string) ([]string, error) {
+	port, proto, ok := strings.Cut(spec, "/")
+	if !ok || proto == "" {
+		proto = "tcp"
+	}
+	proto = strings.ToLower(proto)
+	if proto != "tcp" && proto != "udp" && proto != "sctp" {
+		return nil, httputils.InvalidArgument("invalid proto: %s", proto)
+	}
+	bad := httputils.InvalidArgument("invalid containerPort: %s", port)
+	lo, hi, isRange := strings.Cut(port, "-")
+	start, err := strconv.ParseUint(lo, 10, 16)
+	if err != nil {
+		return nil, bad
+	}
+	end := start
+	if isRange {
+		if end, err = strconv.ParseUint(hi, 10, 16); err != nil || end < start {
+			return nil, bad
+		}
+	}
+	var out []string
+	for p := start; p <= end; p++ {
+		out = append(out, strconv.FormatUint(p, 10)+"/"+proto)
+	}
+	return out, nil
 }
 
 // parseExecOrShell parses `["a","b"]` as exec form and anything else as the

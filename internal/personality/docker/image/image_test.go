@@ -22,6 +22,16 @@ func TestParseChanges(t *testing.T) {
 		{name: "expose label", changes: []string{"EXPOSE 80 53/udp", `LABEL a=b`}, want: ocispec.ImageConfig{ExposedPorts: map[string]struct{}{"80/tcp": {}, "53/udp": {}}, Labels: map[string]string{"a": "b"}}},
 		{name: "lowercase instruction", changes: []string{`cmd ["sh"]`}, want: ocispec.ImageConfig{Cmd: []string{"sh"}}},
 		{name: "unsupported", changes: []string{"RUN true"}, wantErr: "RUN is not a valid change command"},
+		{name: "stopsignal number and alias", changes: []string{"STOPSIGNAL 9", "STOPSIGNAL SIGIOT"}, want: ocispec.ImageConfig{StopSignal: "SIGIOT"}},
+		{name: "stopsignal invalid", changes: []string{"STOPSIGNAL NOPE"}, wantErr: "Invalid signal: NOPE"},
+		{name: "stopsignal empty", changes: []string{"STOPSIGNAL"}, wantErr: "Invalid signal: "},
+		{name: "expose range and protocols", changes: []string{"EXPOSE 8000-8002/udp 9/SCTP 7/"},
+			want: ocispec.ImageConfig{ExposedPorts: map[string]struct{}{"8000/udp": {}, "8001/udp": {}, "8002/udp": {}, "9/sctp": {}, "7/tcp": {}}}},
+		{name: "expose not a number", changes: []string{"EXPOSE abc"}, wantErr: "invalid containerPort: abc"},
+		{name: "expose too large", changes: []string{"EXPOSE 99999"}, wantErr: "invalid containerPort: 99999"},
+		{name: "expose negative", changes: []string{"EXPOSE -1"}, wantErr: "invalid containerPort: -1"},
+		{name: "expose reversed range", changes: []string{"EXPOSE 90-80"}, wantErr: "invalid containerPort: 90-80"},
+		{name: "expose bad protocol", changes: []string{"EXPOSE 80/icmp"}, wantErr: "invalid proto: icmp"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
