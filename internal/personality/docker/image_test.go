@@ -4,8 +4,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/url"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/client"
@@ -156,5 +160,69 @@ func TestImagesClient(t *testing.T) {
 	}
 	if _, err := cli.ImageRemove(ctx, "nosuch", client.ImageRemoveOptions{}); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "No such image: nosuch") {
 		t.Errorf("rm nosuch: %v", err)
+	}
+}
+
+// TestImageListTimeFilters checks the before, since, until and dangling
+// filters of GET /images/json against dockerd's rules.
+func TestImageListTimeFilters(t *testing.T) {
+	f, h := newHandler(t)
+	day := func(d int) time.Time { return time.Date(2024, 1, d, 0, 0, 0, 0, time.UTC) }
+	for i, name := range []string{"old", "mid", "new"} {
+		ref := "127.0.0.1:5000/" + name + ":latest"
+		f.Registry[ref] = portlayer.Image{ID: "sha256:" + strings.Repeat(string(rune('1'+i)), 64), Created: day(i + 1)}
+		if rec := do(t, h, "POST", "/v1.50/images/create?fromImage="+ref, ""); rec.Code != 200 {
+			t.Fatalf("pull %s: %d", ref, rec.Code)
+		}
+	}
+	q := url.QueryEscape
+	tests := []struct {
+		name, filters string
+		code          int
+		want          string // sorted names, or the error message
+	}{
+		{name: "before", filters: `{"before":{"127.0.0.1:5000/new":true}}`, code: 200, want: "mid,old"},
+		{name: "since", filters: `{"since":{"127.0.0.1:5000/old":true}}`, code: 200, want: "mid,new"},
+		{name: "before and since", filters: `{"before":{"127.0.0.1:5000/new":true},"since":{"127.0.0.1:5000/old":true}}`, code: 200, want: "mid"},
+		{name: "two befores take the oldest", filters: `{"before":{"127.0.0.1:5000/new":true,"127.0.0.1:5000/mid":true}}`, code: 200, want: "old"},
+		{name: "until date", filters: `{"until":{"2024-01-02T12:00:00Z":true}}`, code: 200, want: "mid,old"},
+		{name: "until unix seconds", filters: `{"until":{"` + strconv.FormatInt(day(2).Unix(), 10) + `":true}}`, code: 200, want: "old"},
+		{name: "until duration", filters: `{"until":{"1h":true}}`, code: 200, want: "mid,new,old"},
+		{name: "until invalid", filters: `{"until":{"yesterday":true}}`, code: 400, want: `failed to parse value as time or duration: "yesterday"`},
+		{name: "before missing image", filters: `{"before":{"nosuch":true}}`, code: 404, want: "No such image: nosuch"},
+		{name: "dangling false", filters: `{"dangling":{"false":true}}`, code: 200, want: "mid,new,old"},
+		{name: "dangling true", filters: `{"dangling":{"true":true}}`, code: 200, want: ""},
+		{name: "dangling invalid", filters: `{"dangling":{"maybe":true}}`, code: 400, want: "invalid filter 'dangling=[maybe]'"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := do(t, h, "GET", "/v1.50/images/json?filters="+q(tt.filters), "")
+			if rec.Code != tt.code {
+				t.Fatalf("code %d, want %d: %s", rec.Code, tt.code, rec.Body)
+			}
+			if tt.code != 200 {
+				if got := message(t, rec); !strings.HasPrefix(got, tt.want) {
+					t.Fatalf("message %q, want %q", got, tt.want)
+				}
+				return
+			}
+			var list []struct{ RepoTags []string }
+			if err := json.NewDecoder(rec.Body).Decode(&list); err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, s := range list {
+				for _, tag := range s.RepoTags {
+					if !strings.HasPrefix(tag, "127.0.0.1:5000/") {
+						continue // the fake's own images
+					}
+					names = append(names, strings.TrimSuffix(strings.TrimPrefix(tag, "127.0.0.1:5000/"), ":latest"))
+				}
+			}
+			sort.Strings(names)
+			if got := strings.Join(names, ","); got != tt.want {
+				t.Fatalf("images %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -412,19 +413,32 @@ func Summary(img portlayer.Image) image.Summary {
 }
 
 // getList serves GET /images/json?all=&filters= (reference, dangling,
-// label), newest first.
+// label, before, since, until), newest first.
 func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
+	ctx := r.Context()
 	f, err := httputils.ParseFilters(r.Form.Get("filters"), "reference", "dangling", "label", "before", "since", "until")
 	if err != nil {
 		return err
 	}
-	imgs, err := rt.images.List(r.Context())
+	for _, v := range f.Values("dangling") {
+		if v != "true" && v != "false" {
+			return httputils.InvalidArgument("invalid filter 'dangling=[%s]'", v)
+		}
+	}
+	before, since, err := rt.createdBounds(ctx, f)
+	if err != nil {
+		return err
+	}
+	imgs, err := rt.images.List(ctx)
 	if err != nil {
 		return fmt.Errorf("list images: %w", err)
 	}
 	out := []image.Summary{}
 	for _, img := range imgs {
-		if !f.Match("dangling", func(v string) bool { return (v == "true" || v == "1") == (len(img.RepoTags) == 0) }) {
+		if !f.Match("dangling", func(v string) bool { return (v == "true") == (len(img.RepoTags) == 0) }) {
+			continue
+		}
+		if !before.IsZero() && !img.Created.Before(before) || !since.IsZero() && !img.Created.After(since) {
 			continue
 		}
 		if !f.Match("label", func(v string) bool {
@@ -440,6 +454,68 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		out = append(out, Summary(img))
 	}
 	return httputils.WriteJSON(w, http.StatusOK, out)
+}
+
+// createdBounds resolves the before, since and until image filters as
+// dockerd does: before (an image) and until (a time) give the oldest
+// exclusive upper bound on creation time, since (an image) the newest
+// exclusive lower bound; zero means none. 404 "No such image: <ref>" for a
+// before/since image that does not exist.
+func (rt *Router) createdBounds(ctx context.Context, f httputils.Filters) (before, since time.Time, err error) {
+	created := func(ref string) (time.Time, error) {
+		img, err := rt.images.Get(ctx, ref)
+		if err != nil {
+			return time.Time{}, imageErr("list images", ref, err)
+		}
+		return img.Created, nil
+	}
+	for _, v := range f.Values("before") {
+		t, err := created(v)
+		if err != nil {
+			return before, since, err
+		}
+		if before.IsZero() || t.Before(before) {
+			before = t
+		}
+	}
+	for _, v := range f.Values("until") {
+		t, err := ParseUntil(v, time.Now())
+		if err != nil {
+			return before, since, err
+		}
+		if before.IsZero() || t.Before(before) {
+			before = t
+		}
+	}
+	for _, v := range f.Values("since") {
+		t, err := created(v)
+		if err != nil {
+			return before, since, err
+		}
+		if t.After(since) {
+			since = t
+		}
+	}
+	return before, since, nil
+}
+
+// ParseUntil parses an until filter value as dockerd's timetypes does: a
+// Go duration before now ("10m", "1h30m"), an RFC 3339 time or date
+// ("2024-01-02T15:04:05Z", "2024-01-02"), or Unix seconds with an optional
+// fraction. InvalidArgument otherwise.
+func ParseUntil(v string, now time.Time) (time.Time, error) {
+	if d, err := time.ParseDuration(v); err == nil {
+		return now.Add(-d), nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02Z07:00", "2006-01-02"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t, nil
+		}
+	}
+	if t, err := container.ParseTimestamp(v); err == nil && v != "" {
+		return t, nil
+	}
+	return time.Time{}, httputils.InvalidArgument("failed to parse value as time or duration: %q", v)
 }
 
 // matchReference matches a `docker images` reference pattern ("busybox",
