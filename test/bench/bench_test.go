@@ -1,0 +1,189 @@
+//go:build e2e
+
+// Package bench measures vch as users feel it: the wall time of `docker run
+// --rm busybox true` through the real CLI and daemon, against a bare boot of
+// the same kernel and initramfs to power-off in the same process, and the
+// host memory of an idle container VM. Figures are printed and reported
+// as benchmark metrics; nothing here asserts a time.
+//
+//	make bench
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/hypervisor/qemu"
+	"github.com/vchproject/vch/internal/initramfs"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/testenv"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// runs is how many samples each figure takes (the issue asks for ≥ 10).
+const runs = 10
+
+func daemon(b *testing.B) *testenv.Daemon {
+	b.Helper()
+	testenv.RequireVMs(b)
+	testenv.RequireBinary(b, "docker")
+	dir := b.TempDir()
+	d, err := testenv.StartDaemon(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Stop(60 * time.Second) })
+	if err := d.LoadBusybox(dir); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+func docker(b *testing.B, host string, args ...string) string {
+	b.Helper()
+	cmd := exec.Command("docker", args...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+host)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		b.Fatalf("docker %v: %s: %v", args, out, err)
+	}
+	return string(out)
+}
+
+// stats returns the median and the 95th percentile (nearest rank).
+func stats(d []time.Duration) (median, p95 time.Duration) {
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	median = s[len(s)/2]
+	if len(s)%2 == 0 {
+		median = (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
+	rank := (95*len(s) + 99) / 100
+	return median, s[rank-1]
+}
+
+// bareBoot boots the daemon's kernel and initramfs with a small root disk,
+// waits for tether to answer on the guest channel and powers the VM off:
+// the floor under every `docker run`.
+type bareBoot struct {
+	driver *qemu.Driver
+	spec   hypervisor.Spec
+	disk   string
+	dir    string
+}
+
+func newBareBoot(b *testing.B, d *testenv.Daemon) *bareBoot {
+	b.Helper()
+	dir := b.TempDir()
+	kt := initramfs.KernelTree{Dir: testenv.KernelDir()}
+	kernel, err := kt.Kernel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	empty := filepath.Join(dir, "empty")
+	os.MkdirAll(empty, 0o755)
+	disk := filepath.Join(dir, "root.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", empty, disk, "64M").CombinedOutput(); err != nil {
+		b.Fatalf("mkfs: %s", out)
+	}
+	drv, err := qemu.New(qemu.Config{}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &bareBoot{driver: drv, disk: disk, dir: dir, spec: hypervisor.Spec{
+		Name: "bench", Kernel: kernel, Initrd: filepath.Join(d.Root, "guest", "initrd.img"),
+		MemoryMiB: 256, CPUs: 1, ChannelName: wire.PortName,
+	}}
+}
+
+func (bb *bareBoot) once(b *testing.B, i int) time.Duration {
+	b.Helper()
+	start := time.Now()
+	run := filepath.Join(bb.dir, "run"+strconv.Itoa(i))
+	os.MkdirAll(run, 0o700)
+	overlay, err := bb.driver.CreateOverlay(context.Background(), hypervisor.Disk{Path: bb.disk, Format: "raw"}, filepath.Join(run, "rw.qcow2"), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	spec := bb.spec
+	spec.Disks, spec.RuntimeDir = []hypervisor.Disk{overlay}, run
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	vm, err := bb.driver.Start(ctx, spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	g, err := guest.Dial(ctx, vm.Channel())
+	if err != nil {
+		vm.Kill()
+		b.Fatal(err)
+	}
+	if err := g.PowerOff(ctx); err != nil {
+		b.Fatal(err)
+	}
+	<-vm.Done()
+	return time.Since(start)
+}
+
+// BenchmarkRunVsBareBoot prints median and p95 of `docker run --rm busybox
+// true` and of a bare boot-to-power-off, interleaved in one process, and
+// their ratio.
+func BenchmarkRunVsBareBoot(b *testing.B) {
+	d := daemon(b)
+	bare := newBareBoot(b, d)
+	docker(b, d.Host, "run", "--rm", "busybox", "true") // build the rootfs disk once
+	for b.Loop() {
+		var runT, bareT []time.Duration
+		for i := 0; i < runs; i++ {
+			start := time.Now()
+			docker(b, d.Host, "run", "--rm", "busybox", "true")
+			runT = append(runT, time.Since(start))
+			bareT = append(bareT, bare.once(b, i))
+		}
+		rm, rp := stats(runT)
+		bm, bp := stats(bareT)
+		b.ReportMetric(rm.Seconds(), "run-median-s")
+		b.ReportMetric(rp.Seconds(), "run-p95-s")
+		b.ReportMetric(bm.Seconds(), "bare-median-s")
+		b.ReportMetric(bp.Seconds(), "bare-p95-s")
+		b.ReportMetric(float64(rm)/float64(bm), "run/bare")
+		fmt.Printf("docker run --rm busybox true: median %.2fs p95 %.2fs (%d runs)\n", rm.Seconds(), rp.Seconds(), runs)
+		fmt.Printf("bare boot to power-off:       median %.2fs p95 %.2fs (%d runs)\n", bm.Seconds(), bp.Seconds(), runs)
+		fmt.Printf("ratio run/bare (median):      %.2f\n", float64(rm)/float64(bm))
+	}
+}
+
+// BenchmarkIdleRSS prints the host RSS of the QEMU process of an idle
+// container VM (default 256 MiB guest), 3 s after its start.
+func BenchmarkIdleRSS(b *testing.B) {
+	d := daemon(b)
+	for b.Loop() {
+		id := strings.TrimSpace(docker(b, d.Host, "run", "-d", "busybox", "sleep", "600"))
+		time.Sleep(3 * time.Second)
+		pid := strings.TrimSpace(docker(b, d.Host, "inspect", "--format", "{{.State.Pid}}", id))
+		status, err := os.ReadFile("/proc/" + pid + "/status")
+		if err != nil {
+			b.Fatal(err)
+		}
+		var kib int
+		for _, line := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				kib, _ = strconv.Atoi(f[1])
+			}
+		}
+		docker(b, d.Host, "rm", "-f", id)
+		b.ReportMetric(float64(kib)/1024, "rss-MiB")
+		fmt.Printf("idle container VM host RSS: %.0f MiB\n", float64(kib)/1024)
+	}
+}
