@@ -1,6 +1,8 @@
 package docker_test
 
 import (
+	"encoding/json"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -51,5 +53,52 @@ func TestStopRestartRename(t *testing.T) {
 	}
 	if _, err := cli.ContainerInspect(ctx, "svc2", client.ContainerInspectOptions{}); err != nil {
 		t.Errorf("inspect renamed: %v", err)
+	}
+}
+
+// TestListBeforeSince checks `docker ps -a -f before=|since=`: by creation
+// order, and 404 "No such container" for a container that does not exist.
+func TestListBeforeSince(t *testing.T) {
+	_, h := newHandler(t)
+	for _, n := range []string{"first", "second", "third"} {
+		if rec := do(t, h, "POST", "/v1.50/containers/create?name="+n, `{"Image":"busybox","Cmd":["true"]}`); rec.Code != 201 {
+			t.Fatalf("create %s: %d %s", n, rec.Code, rec.Body)
+		}
+	}
+	tests := []struct {
+		name, filters string
+		code          int
+		want          string
+	}{
+		{name: "before", filters: `{"before":{"third":true}}`, code: 200, want: "/second,/first"},
+		{name: "since", filters: `{"since":{"first":true}}`, code: 200, want: "/third,/second"},
+		{name: "both", filters: `{"since":{"first":true},"before":{"third":true}}`, code: 200, want: "/second"},
+		{name: "before missing", filters: `{"before":{"nosuch":true}}`, code: 404, want: "No such container: nosuch"},
+		{name: "since missing", filters: `{"since":{"gone":true}}`, code: 404, want: "No such container: gone"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := do(t, h, "GET", "/v1.50/containers/json?all=1&filters="+url.QueryEscape(tt.filters), "")
+			if rec.Code != tt.code {
+				t.Fatalf("code %d, want %d: %s", rec.Code, tt.code, rec.Body)
+			}
+			if tt.code != 200 {
+				if got := message(t, rec); got != tt.want {
+					t.Fatalf("message %q, want %q", got, tt.want)
+				}
+				return
+			}
+			var list []struct{ Names []string }
+			if err := json.NewDecoder(rec.Body).Decode(&list); err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, c := range list {
+				names = append(names, c.Names...)
+			}
+			if got := strings.Join(names, ","); got != tt.want {
+				t.Fatalf("containers %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

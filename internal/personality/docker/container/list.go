@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
@@ -139,17 +140,25 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 	if limit > 0 {
 		all = true
 	}
-	// before/since: by position in the newest-first list.
+	// before/since: by position in the newest-first list. Like dockerd,
+	// a container they name must exist.
 	before, since := -1, -1
-	for i, c := range cs {
-		for _, v := range f.Values("before") {
-			if matchIDOrName(c, v) {
-				before = i
+	for _, k := range []string{"before", "since"} {
+		for _, v := range f.Values(k) {
+			found := false
+			for i, c := range cs {
+				if !matchIDOrName(c, v) {
+					continue
+				}
+				found = true
+				if k == "before" {
+					before = i
+				} else {
+					since = i
+				}
 			}
-		}
-		for _, v := range f.Values("since") {
-			if matchIDOrName(c, v) {
-				since = i
+			if !found {
+				return httputils.Classify(errdefs.ErrNotFound, nil, "No such container: "+v)
 			}
 		}
 	}
