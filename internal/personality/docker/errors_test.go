@@ -94,7 +94,12 @@ func TestErrorResponses(t *testing.T) {
 		{name: "empty config", method: "POST", target: "/containers/create", wantCode: 400, wantMsg: "config cannot be empty in order to create a container"},
 		{name: "backend unavailable", failOn: "List", err: fmt.Errorf("vm silent: %w", errdefs.ErrUnavailable), method: "GET", target: "/containers/json", wantCode: 503, wantMsg: "list containers: vm silent: unavailable"},
 		{name: "backend unclassified", failOn: "List", err: errors.New("disk on fire"), method: "GET", target: "/containers/json", wantCode: 500, wantMsg: "list containers: disk on fire"},
-		{name: "backend invalid argument", failOn: "Inspect", err: fmt.Errorf("ambiguous: %w", errdefs.ErrInvalidArgument), method: "GET", target: "/containers/ab/json", wantCode: 400, wantMsg: "inspect ab: ambiguous: invalid argument"},
+		// The port layer's InvalidArgument on a lookup is an ambiguous prefix.
+		{name: "ambiguous prefix inspect", failOn: "Inspect", err: fmt.Errorf("ambiguous: %w", errdefs.ErrInvalidArgument), method: "GET", target: "/containers/ab/json", wantCode: 400, wantMsg: "multiple IDs found with provided prefix: ab"},
+		{name: "ambiguous prefix wait", failOn: "Inspect", err: fmt.Errorf("ambiguous: %w", errdefs.ErrInvalidArgument), method: "POST", target: "/containers/ab/wait", wantCode: 400, wantMsg: "multiple IDs found with provided prefix: ab"},
+		{name: "ambiguous prefix kill", failOn: "Inspect", err: fmt.Errorf("ambiguous: %w", errdefs.ErrInvalidArgument), method: "POST", target: "/containers/ab/kill", wantCode: 400, wantMsg: "multiple IDs found with provided prefix: ab"},
+		{name: "ambiguous prefix logs", failOn: "Inspect", err: fmt.Errorf("ambiguous: %w", errdefs.ErrInvalidArgument), method: "GET", target: "/containers/ab/logs?stdout=1", wantCode: 400, wantMsg: "multiple IDs found with provided prefix: ab"},
+		{name: "wait not found", method: "POST", target: "/containers/nosuch/wait", wantCode: 404, wantMsg: "No such container: nosuch"},
 		{name: "not implemented endpoint", method: "GET", target: "/events", wantCode: 501, wantMsg: "events is not implemented by vch yet"},
 		{name: "unknown route", method: "GET", target: "/nope", wantCode: 404, wantMsg: "page not found"},
 		{name: "wrong method", method: "PUT", target: "/containers/json", wantCode: 404, wantMsg: "page not found"},

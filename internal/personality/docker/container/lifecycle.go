@@ -210,7 +210,11 @@ func (rt *Router) postWait(w http.ResponseWriter, r *http.Request, vars map[stri
 			return httputils.InvalidArgument("invalid condition: %q", v)
 		}
 	}
-	waitC, err := rt.compute.Wait(ctx, name, cond)
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	waitC, err := rt.compute.Wait(ctx, c.ID, cond)
 	if err != nil {
 		return containerErr("wait", name, err)
 	}

@@ -56,10 +56,15 @@ func containerErr(op, name string, err error) error {
 	return fmt.Errorf("%s %s: %w", op, name, err)
 }
 
-// inspect fetches a container, with Docker's 404 text.
+// inspect fetches a container, with Docker's texts: 404 "No such
+// container: <name>", and 400 "multiple IDs found with provided prefix:
+// <name>" for an ambiguous ID prefix (the port layer's InvalidArgument).
 func (rt *Router) inspect(ctx context.Context, name string) (portlayer.Container, error) {
 	c, err := rt.compute.Inspect(ctx, name)
 	if err != nil {
+		if errdefs.IsInvalidArgument(err) {
+			return c, httputils.Classify(errdefs.ErrInvalidArgument, err, "multiple IDs found with provided prefix: "+name)
+		}
 		return c, containerErr("inspect", name, err)
 	}
 	return c, nil
