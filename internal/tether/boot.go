@@ -40,6 +40,9 @@ const deviceWait = 10 * time.Second
 // Main runs tether as PID 1 and never returns: it powers the VM off on
 // every path, printing the reason on the console first.
 func Main() {
+	if IsSpawnHelper() {
+		RunSpawnHelper()
+	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "tether")
 	err := run(logger)
 	if err != nil {
@@ -179,4 +182,3 @@ func powerOff() {
 		time.Sleep(time.Hour)
 	}
 }
-

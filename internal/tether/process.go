@@ -1,6 +1,7 @@
 package tether
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -119,18 +120,21 @@ func buildEnv(env []string, home string) []string {
 	return out
 }
 
-// startProcess starts p inside the container root. The returned process's
-// exit status arrives on its exited channel via the reaper.
+// startProcess starts p inside the container root as PID 1 of a new PID
+// namespace (with its own mount namespace, for its /proc), as Docker's
+// runtime does: the process sees itself as PID 1, signals it has no
+// handler for are ignored, and when it exits every process it left behind
+// is killed. tether re-executes itself as a short-lived spawn helper in
+// the new namespaces (see spawn.go); the helper execs the user's program,
+// which so keeps PID 1. The returned process's exit status arrives on its
+// exited channel via the reaper.
 func startProcess(r *reaper, p wire.Process) (*process, error) {
 	if len(p.Args) == 0 {
 		return nil, &startError{msg: "no command specified", code: 126}
 	}
-	u := &user.ExecUser{Uid: 0, Gid: 0, Home: "/root"}
-	if p.User != "" || true {
-		var err error
-		if u, err = resolveUser(p.User); err != nil {
-			return nil, err
-		}
+	u, err := resolveUser(p.User)
+	if err != nil {
+		return nil, err
 	}
 	env := buildEnv(p.Env, u.Home)
 	argv0, err := lookPath(p.Args[0], env)
@@ -146,13 +150,9 @@ func startProcess(r *reaper, p wire.Process) (*process, error) {
 			return nil, &startError{msg: fmt.Sprintf("mkdir %s: %v", dir, err), code: 126}
 		}
 	}
-	groups := make([]uint32, 0, len(u.Sgids))
-	for _, g := range u.Sgids {
-		groups = append(groups, uint32(g))
-	}
+	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids}
 	sys := &syscall.SysProcAttr{
-		Chroot:     RootMount,
-		Credential: &syscall.Credential{Uid: uint32(u.Uid), Gid: uint32(u.Gid), Groups: groups},
+		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS,
 		Setsid:     true,
 	}
 	proc := &process{}
@@ -197,27 +197,40 @@ func startProcess(r *reaper, p wire.Process) (*process, error) {
 		childFiles = []*os.File{stdinR, outW, errW}
 		closeAfter = childFiles
 	}
-	attr := &os.ProcAttr{Dir: dir, Env: env, Files: childFiles, Sys: sys}
-	osp, err := os.StartProcess(argv0, p.Args, attr)
+	// The helper reports a failure before exec on this pipe; a successful
+	// exec closes it (close-on-exec) with nothing written.
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		proc.closeAll()
+		return nil, fmt.Errorf("tether: pipe: %w", err)
+	}
+	defer statusR.Close()
+	childFiles = append(childFiles, statusW)
+	closeAfter = append(closeAfter, statusW)
+	attr := &os.ProcAttr{Dir: "/", Env: []string{spawnEnv + "=" + string(wire.Encode(spec))}, Files: childFiles, Sys: sys}
+	osp, err := os.StartProcess(selfPath, []string{selfPath, spawnArg}, attr)
 	for _, f := range closeAfter {
 		f.Close()
 	}
 	if err != nil {
 		proc.closeAll()
-		code := 126
-		if errors.Is(err, unix.ENOENT) {
-			code = 127
-		}
-		msg := err.Error()
-		var pe *os.PathError
-		if errors.As(err, &pe) {
-			msg = fmt.Sprintf("exec: %q: %v", p.Args[0], pe.Err)
-		}
-		return nil, &startError{msg: msg, code: code}
+		return nil, fmt.Errorf("tether: spawn helper: %w", err)
 	}
-	proc.pid = osp.Pid
-	proc.exited = r.wait(osp.Pid)
-	_ = osp.Release()
+	pid := osp.Pid
+	exited := r.wait(pid)
+	_ = osp.Release() // the reaper collects it; Release also clears osp.Pid
+	report, _ := io.ReadAll(statusR)
+	if len(report) > 0 {
+		<-exited
+		proc.closeAll()
+		var se wire.StartError
+		if json.Unmarshal(report, &se) != nil {
+			se = wire.StartError{Message: string(report), ExitCode: 126}
+		}
+		return nil, &startError{msg: se.Message, code: se.ExitCode}
+	}
+	proc.pid = pid
+	proc.exited = exited
 	return proc, nil
 }
 
@@ -273,6 +286,9 @@ func (p *process) pump(stdin io.Reader, stdout, stderr io.Writer) int {
 
 // signal delivers a signal to the process.
 func (p *process) signal(n int) error {
+	if p.pid <= 0 {
+		return fmt.Errorf("tether: signal %d: no process: %w", n, unix.ESRCH)
+	}
 	if err := unix.Kill(p.pid, unix.Signal(n)); err != nil {
 		return fmt.Errorf("tether: signal %d to %d: %w", n, p.pid, err)
 	}

@@ -165,8 +165,8 @@ func TestLifecycle(t *testing.T) {
 	}
 	waitLogs(t, bg, "started\n")
 	ok(t, "stop", "-t", "2", bg)
-	if code := strings.TrimSpace(ok(t, "wait", bg)); code != "137" && code != "143" {
-		t.Errorf("wait after stop = %q, want 143 (SIGTERM) or 137 (killed after the timeout)", code)
+	if code := strings.TrimSpace(ok(t, "wait", bg)); code != "137" {
+		t.Errorf("wait after stop = %q, want 137: sh is PID 1 and ignores SIGTERM, so stop kills it after -t", code)
 	}
 	if logs := ok(t, "logs", bg); logs != "started\n" {
 		t.Errorf("logs of stopped container = %q", logs)
@@ -234,5 +234,23 @@ func TestDebianClient(t *testing.T) {
 	}
 	if out, err := run("run", "--rm", "busybox", "echo", "from-20.10"); err != nil || out != "from-20.10\n" {
 		t.Errorf("run: %q %v", out, err)
+	}
+}
+
+// TestStopSignalHandler: docker stop sends the container's stop signal and
+// keeps the exit code the process's handler chose.
+func TestStopSignalHandler(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "--stop-signal", "SIGHUP", "busybox", "sh", "-c",
+		"trap 'echo got-hup; exit 9' HUP; echo ready; while true; do sleep 1; done")
+	defer docker(t, "rm", "-f", name)
+	waitLogs(t, name, "ready\n")
+	ok(t, "stop", name)
+	if code := strings.TrimSpace(ok(t, "wait", name)); code != "9" {
+		t.Errorf("exit code after stop = %q, want 9 (the HUP handler's)", code)
+	}
+	if logs := ok(t, "logs", name); logs != "ready\ngot-hup\n" {
+		t.Errorf("logs = %q", logs)
 	}
 }

@@ -43,7 +43,7 @@ func bootBusybox(t *testing.T) (*guest.Client, hypervisor.VM) {
 	}
 	bb, _ := os.ReadFile("/bin/busybox")
 	os.WriteFile(filepath.Join(root, "bin", "busybox"), bb, 0o755)
-	for _, a := range []string{"sh", "echo", "uname", "cat", "sleep", "head", "seq"} {
+	for _, a := range []string{"sh", "echo", "uname", "cat", "sleep", "head", "seq", "ps", "wc"} {
 		os.Symlink("/bin/busybox", filepath.Join(root, "bin", a))
 	}
 	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
@@ -136,9 +136,35 @@ func TestGuestProcesses(t *testing.T) {
 	if code != 3 {
 		t.Errorf("exit 3: got %d", code)
 	}
-	_, _, code = run(t, c, wire.Process{Args: []string{"sh", "-c", "kill -TERM $$"}})
+	// PID 1 semantics: the process is PID 1 of its own namespace, so a
+	// SIGTERM it has no handler for is ignored; SIGKILL ends it (137).
+	out, _, _ = run(t, c, wire.Process{Args: []string{"sh", "-c", "echo $$; ps -o pid | wc -l"}})
+	if !strings.HasPrefix(out, "1\n") {
+		t.Errorf("main process PID = %q, want 1", out)
+	}
+	proc, err := c.Start(t.Context(), wire.Process{Args: []string{"sleep", "100"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, proc.Stdout())
+	go io.Copy(io.Discard, proc.Stderr())
+	if err := proc.Signal(t.Context(), 15); err != nil {
+		t.Fatal(err)
+	}
+	waitCtx, cancel := context.WithTimeout(t.Context(), time.Second)
+	if code, err := proc.Wait(waitCtx); err == nil {
+		t.Errorf("SIGTERM without a handler ended PID 1 (code %d); it must be ignored", code)
+	}
+	cancel()
+	if err := proc.Signal(t.Context(), 9); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := proc.Wait(t.Context()); err != nil || code != 137 {
+		t.Errorf("after SIGKILL: code %d err %v, want 137", code, err)
+	}
+	_, _, code = run(t, c, wire.Process{Args: []string{"sh", "-c", "trap 'exit 143' TERM; kill -TERM $$; sleep 5"}})
 	if code != 143 {
-		t.Errorf("killed by TERM: got %d, want 143", code)
+		t.Errorf("TERM with a handler: got %d, want 143", code)
 	}
 	out, errOut, _ := run(t, c, wire.Process{Args: []string{"sh", "-c", "echo out; echo err >&2; printf last"}})
 	if out != "out\nlast" || errOut != "err\n" {
@@ -148,7 +174,7 @@ func TestGuestProcesses(t *testing.T) {
 	if out != "65534\n/tmp\n/nonexistent\n" {
 		t.Errorf("user/dir: %q", out)
 	}
-	_, err := c.Start(t.Context(), wire.Process{Args: []string{"nosuchcmd"}})
+	_, err = c.Start(t.Context(), wire.Process{Args: []string{"nosuchcmd"}})
 	var se *guest.StartError
 	if !errors.As(err, &se) || se.ExitCode != 127 || !strings.Contains(se.Message, `exec: "nosuchcmd": executable file not found in $PATH`) {
 		t.Errorf("nosuchcmd: %v", err)

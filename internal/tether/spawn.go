@@ -1,0 +1,91 @@
+package tether
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// Spawn helper: tether re-executes itself with spawnArg inside the new PID
+// and mount namespaces; the helper mounts that namespace's /proc, enters
+// the container root, drops to the user's credentials and execs the
+// program, which so becomes PID 1 of the namespace.
+const (
+	// selfPath is tether's own binary inside the initramfs.
+	selfPath = "/init"
+	// spawnArg selects the helper mode.
+	spawnArg = "vch-spawn"
+	// spawnEnv carries the JSON spawnSpec to the helper.
+	spawnEnv = "VCH_SPAWN"
+	// statusFD is the helper's end of the start-status pipe.
+	statusFD = 3
+)
+
+// spawnSpec is what the helper needs, already resolved by tether: the
+// program's path inside the container, its argv, env, working directory
+// and credentials.
+type spawnSpec struct {
+	Path   string   `json:"path"`
+	Args   []string `json:"args"`
+	Env    []string `json:"env"`
+	Dir    string   `json:"dir"`
+	UID    int      `json:"uid"`
+	GID    int      `json:"gid"`
+	Groups []int    `json:"groups,omitempty"`
+}
+
+// IsSpawnHelper reports whether this process was started as the spawn
+// helper (argv[1] is the helper's marker).
+func IsSpawnHelper() bool { return len(os.Args) > 1 && os.Args[1] == spawnArg && os.Getpid() == 1 }
+
+// RunSpawnHelper runs the helper; it never returns. On failure it writes a
+// wire.StartError to the status pipe and exits with its code.
+func RunSpawnHelper() {
+	fail := func(code int, msg string) {
+		f := os.NewFile(statusFD, "status")
+		_, _ = f.Write(wire.Encode(wire.StartError{Message: msg, ExitCode: code}))
+		os.Exit(code)
+	}
+	unix.CloseOnExec(statusFD)
+	var spec spawnSpec
+	if err := json.Unmarshal([]byte(os.Getenv(spawnEnv)), &spec); err != nil {
+		fail(126, "tether: bad spawn spec: "+err.Error())
+	}
+	// Keep this namespace's mounts to itself, then give it its own /proc.
+	_ = unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
+	procDir, err := inRoot("/proc")
+	if err != nil {
+		fail(126, err.Error())
+	}
+	if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		fail(126, fmt.Sprintf("tether: mount /proc: %v", err))
+	}
+	if err := unix.Chroot(RootMount); err != nil {
+		fail(126, fmt.Sprintf("tether: chroot: %v", err))
+	}
+	if err := unix.Chdir(spec.Dir); err != nil {
+		fail(126, fmt.Sprintf("chdir to cwd (%q) set in config.json failed: %v", spec.Dir, err))
+	}
+	// syscall's credential calls apply to every thread of the Go runtime.
+	if err := syscall.Setgroups(spec.Groups); err != nil {
+		fail(126, fmt.Sprintf("setgroups: %v", err))
+	}
+	if err := syscall.Setgid(spec.GID); err != nil {
+		fail(126, fmt.Sprintf("setgid %d: %v", spec.GID, err))
+	}
+	if err := syscall.Setuid(spec.UID); err != nil {
+		fail(126, fmt.Sprintf("setuid %d: %v", spec.UID, err))
+	}
+	err = syscall.Exec(spec.Path, spec.Args, spec.Env)
+	code := 126
+	if errors.Is(err, unix.ENOENT) {
+		code = 127
+	}
+	fail(code, fmt.Sprintf("exec: %q: %v", spec.Args[0], err))
+}
