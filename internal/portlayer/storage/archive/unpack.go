@@ -43,7 +43,9 @@ const (
 
 // Unpack extracts the tar stream r into dir, which must exist.
 //
-// It keeps what a container's root filesystem needs: regular files,
+// It keeps what a container's root filesystem needs: regular files (GNU
+// sparse ones too; runs of zeros become holes, so the host's disk holds
+// only data),
 // directories, symlinks (target text verbatim, absolute or not), hard links,
 // character and block devices and fifos (created as the caller, who must be
 // root for devices), permission bits including setuid/setgid/sticky, numeric
@@ -198,6 +200,9 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, body io.Reader) e
 	switch hdr.Typeflag {
 	case tar.TypeXGlobalHeader:
 		return nil
+	case tar.TypeGNUSparse:
+		// tar.Reader expands a sparse file's data; it is a regular file.
+		hdr.Typeflag = tar.TypeReg
 	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink,
 		tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 	default:
@@ -239,7 +244,7 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, body io.Reader) e
 		}
 		f := os.NewFile(uintptr(fd), rel)
 		if body != nil {
-			if _, err := io.Copy(f, ctxReader{ctx, body}); err != nil {
+			if err := copySparse(f, ctxReader{ctx, body}); err != nil {
 				f.Close()
 				return fmt.Errorf("archive: write %q: %w", rel, err)
 			}
@@ -503,6 +508,70 @@ func removeAt(d *os.File, name string, isDir bool) error {
 	}
 	defer sub.Close()
 	return sub.RemoveAll(name)
+}
+
+// sparseBlock is the unit copySparse checks for zeros.
+const sparseBlock = 64 << 10
+
+// copySparse copies r to the new, empty file f, leaving whole blocks of
+// zeros as holes, so a file that is mostly zeros (a sparse file from
+// `tar --sparse`, a preallocated database) does not fill the host's disk.
+func copySparse(f *os.File, r io.Reader) error {
+	buf := make([]byte, sparseBlock)
+	var size int64
+	hole := false
+	for {
+		n, err := readBlock(r, buf)
+		if n > 0 {
+			if isZero(buf[:n]) {
+				if _, serr := f.Seek(int64(n), io.SeekCurrent); serr != nil {
+					return serr
+				}
+				hole = true
+			} else {
+				if _, werr := f.Write(buf[:n]); werr != nil {
+					return werr
+				}
+				hole = false
+			}
+			size += int64(n)
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if hole {
+		// A trailing hole: set the size the seeks did not.
+		return f.Truncate(size)
+	}
+	return nil
+}
+
+// readBlock fills buf from r, stopping early only at io.EOF (returned
+// with the count) or another error; unlike io.ReadFull it keeps a
+// truncated tar's io.ErrUnexpectedEOF distinct from a short last block.
+func readBlock(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func isZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // ctxReader stops a long copy when the context ends.

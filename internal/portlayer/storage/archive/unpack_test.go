@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -237,5 +238,74 @@ func TestUnpackNotTar(t *testing.T) {
 	err := Unpack(t.Context(), bytes.NewReader(bytes.Repeat([]byte("garbage!"), 200)), t.TempDir())
 	if !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("err = %v, want InvalidArgument", err)
+	}
+}
+
+// TestUnpackZerosBecomeHoles checks that runs of zeros are not written to
+// the host's disk, that the file keeps its size and data, and that a body
+// cut short is an error.
+func TestUnpackZerosBecomeHoles(t *testing.T) {
+	data := "head" + string(make([]byte, 4<<20)) + "tail"
+	tests := []struct {
+		name     string
+		body     string
+		maxBytes int64 // most bytes the file may occupy on disk
+	}{
+		{name: "zeros between data", body: data, maxBytes: 512 << 10},
+		{name: "only zeros", body: string(make([]byte, 3<<20)), maxBytes: 64 << 10},
+		{name: "trailing zeros", body: "x" + string(make([]byte, 2<<20)), maxBytes: 256 << 10},
+		{name: "no zeros", body: "plain text", maxBytes: 64 << 10},
+		{name: "empty", body: "", maxBytes: 0},
+		{name: "short last block", body: string(bytes.Repeat([]byte{1}, sparseBlock+100)), maxBytes: 2 * sparseBlock},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := Unpack(t.Context(), makeTar(t, []entry{{name: "f", typ: tar.TypeReg, body: tt.body}}), dir); err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(filepath.Join(dir, "f"))
+			if err != nil || string(got) != tt.body {
+				t.Fatalf("content differs (len %d, want %d), %v", len(got), len(tt.body), err)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(dir, "f"), &st); err != nil {
+				t.Fatal(err)
+			}
+			if used := st.Blocks * 512; used > tt.maxBytes {
+				t.Fatalf("file uses %d bytes on disk, want at most %d", used, tt.maxBytes)
+			}
+		})
+	}
+	t.Run("truncated body", func(t *testing.T) {
+		whole := makeTar(t, []entry{{name: "f", typ: tar.TypeReg, body: data}}).Bytes()
+		err := Unpack(t.Context(), bytes.NewReader(whole[:1<<20]), t.TempDir())
+		if err == nil {
+			t.Fatal("truncated archive unpacked without error")
+		}
+	})
+}
+
+// TestUnpackGNUSparse checks that a GNU sparse entry (tar --sparse) becomes
+// a regular file with its full content.
+func TestUnpackGNUSparse(t *testing.T) {
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("tar missing")
+	}
+	src := t.TempDir()
+	f, _ := os.Create(filepath.Join(src, "s"))
+	f.WriteAt([]byte("end"), 3<<20)
+	f.Close()
+	out, err := exec.Command("tar", "--sparse", "--format=gnu", "-cf", "-", "-C", src, "s").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := Unpack(t.Context(), bytes.NewReader(out), dir); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Lstat(filepath.Join(dir, "s"))
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() != 3<<20+3 {
+		t.Fatalf("sparse entry: %v %v", fi, err)
 	}
 }
