@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -15,7 +14,6 @@ import (
 
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/vchproject/vch/internal/portlayer/storage/archive"
 )
@@ -183,22 +181,36 @@ func (s *Store) buildRootfs(ctx context.Context, c *cached, final string) error 
 	return nil
 }
 
-// flatten unpacks img's layers, whiteouts applied, into the directory tree.
-//
-// mutate.Extract reports a failure (a layer blob that cannot be read, an
-// entry it refuses such as "../x") by closing its pipe with the error, but
-// its deferred tar.Writer.Close runs first and writes the end-of-archive
-// marker. The stream therefore looks like a short, well-formed tar, and
-// Unpack succeeds on a partial tree. Reading on past the marker returns the
-// extraction error, so a partial root filesystem is never accepted.
+// flatten applies img's layers to the directory tree, base layer first,
+// each with archive.Unpack and its OCI whiteout rules, as dockerd applies
+// layers. (go-containerregistry's mutate.Extract is not used: it drops
+// relative symlinks that climb above the root, keeps the first of two
+// entries for one path in a layer, drops a layer's files beneath a symlink
+// it also holds, cannot re-encode GNU sparse files, and ends its stream with
+// a well-formed tar end before it reports an error, so a failure looked like
+// a short image.)
 func flatten(ctx context.Context, img v1.Image, tree string) error {
-	rc := mutate.Extract(img)
+	layers, err := img.Layers()
+	if err != nil {
+		return fmt.Errorf("layers: %w", err)
+	}
+	for i, l := range layers {
+		if err := applyLayer(ctx, l, tree); err != nil {
+			d, _ := l.Digest()
+			return fmt.Errorf("layer %d (%s): %w", i, d, err)
+		}
+	}
+	return nil
+}
+
+func applyLayer(ctx context.Context, l v1.Layer, tree string) error {
+	rc, err := l.Uncompressed()
+	if err != nil {
+		return err
+	}
 	defer rc.Close()
 	if err := archive.Unpack(ctx, rc, tree); err != nil {
 		return fmt.Errorf("unpack: %w", err)
-	}
-	if _, err := io.Copy(io.Discard, rc); err != nil {
-		return fmt.Errorf("flatten layers: %w", err)
 	}
 	return nil
 }

@@ -90,8 +90,8 @@ func TestRootfsFlattenErrors(t *testing.T) {
 		{name: "two good layers", img: imageOf(t, good, upper), breakBlob: -1},
 		{name: "lower layer blob missing", img: imageOf(t, good, upper), breakBlob: 0, wantErr: "missing"},
 		{name: "upper layer blob missing", img: imageOf(t, good, upper), breakBlob: 1, wantErr: "missing"},
-		{name: "entry climbing out of the root", img: imageOf(t, good, escaping), breakBlob: -1, wantErr: "unsafe tar path"},
-		{name: "escaping entry alone", img: imageOf(t, escaping), breakBlob: -1, wantErr: "unsafe tar path"},
+		{name: "entry climbing out of the root", img: imageOf(t, good, escaping), breakBlob: -1, wantErr: "escapes the target"},
+		{name: "escaping entry alone", img: imageOf(t, escaping), breakBlob: -1, wantErr: "escapes the target"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -176,4 +176,125 @@ func TestIngestEscapingEntries(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRootfsLayerSemantics checks that layers are applied base first the
+// way dockerd applies them, in the cases where go-containerregistry's
+// flattening (used before) differs.
+func TestRootfsLayerSemantics(t *testing.T) {
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("debugfs (e2fsprogs) missing")
+	}
+	reg := func(name, body string) *tar.Header {
+		return &tar.Header{Name: name, Typeflag: tar.TypeReg, Size: int64(len(body)), Mode: 0o644, PAXRecords: map[string]string{"comment": body}}
+	}
+	dir := func(name string) *tar.Header { return &tar.Header{Name: name, Typeflag: tar.TypeDir, Mode: 0o755} }
+	sym := func(name, target string) *tar.Header {
+		return &tar.Header{Name: name, Typeflag: tar.TypeSymlink, Linkname: target, Mode: 0o777}
+	}
+	tests := []struct {
+		name   string
+		layers [][]*tar.Header
+		// checks maps a debugfs command to a text its output must contain
+		// ("!" prefix: must not contain).
+		checks map[string]string
+	}{
+		{name: "relative symlink climbing above the root is kept",
+			layers: [][]*tar.Header{{dir("lib/"), sym("lib/up", "../../../etc")}},
+			checks: map[string]string{"stat /lib/up": `Fast link dest: "../../../etc"`}},
+		{name: "later entry for a path in one layer wins",
+			layers: [][]*tar.Header{{reg("a", "one"), reg("a", "two")}},
+			checks: map[string]string{"cat /a": "two"}},
+		{name: "upper layer writes through a lower symlink inside the root",
+			layers: [][]*tar.Header{{dir("etc/"), sym("esc", "/etc")}, {reg("esc/pwned", "x")}},
+			checks: map[string]string{"cat /etc/pwned": "x", "stat /esc": "Fast link dest"}},
+		{name: "files beneath a symlink of the same layer",
+			layers: [][]*tar.Header{{sym("esc", "/etc"), reg("esc/f", "y")}},
+			checks: map[string]string{"cat /etc/f": "y"}},
+		{name: "whiteout and opaque directory across layers",
+			layers: [][]*tar.Header{{dir("a/"), reg("a/b", "1"), reg("a/c", "1"), dir("d/"), reg("d/x", "1")},
+				{reg("a/.wh.b", ""), reg("d/.wh..wh..opq", ""), reg("d/y", "2")}},
+			checks: map[string]string{"stat /a/b": "File not found", "cat /a/c": "1", "stat /d/x": "File not found", "cat /d/y": "2"}},
+		{name: "hard link to a lower layer's file",
+			layers: [][]*tar.Header{{reg("orig", "data")}, {{Name: "link", Typeflag: tar.TypeLink, Linkname: "orig"}}},
+			checks: map[string]string{"cat /link": "data", "stat /orig": "Links: 2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var layers [][]byte
+			for _, hdrs := range tt.layers {
+				layers = append(layers, tarWithBodies(t, hdrs))
+			}
+			disk := pulledRootfs(t, imageOf(t, layers...))
+			for cmd, want := range tt.checks {
+				out, _ := exec.Command("debugfs", "-R", cmd, disk).CombinedOutput()
+				neg := strings.HasPrefix(want, "!")
+				if strings.Contains(string(out), strings.TrimPrefix(want, "!")) == neg {
+					t.Errorf("debugfs %s: want %q in:\n%s", cmd, want, out)
+				}
+			}
+		})
+	}
+}
+
+// TestRootfsSparseFile checks that a GNU sparse file (tar --sparse, as
+// `docker import` may get) unpacks with its size.
+func TestRootfsSparseFile(t *testing.T) {
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("debugfs (e2fsprogs) missing")
+	}
+	if _, err := exec.LookPath("tar"); err != nil {
+		t.Skip("tar missing")
+	}
+	src := t.TempDir()
+	f, err := os.Create(src + "/sparse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("end"), 8<<20)
+	f.Close()
+	out, err := exec.Command("tar", "--sparse", "--format=gnu", "-cf", "-", "-C", src, "sparse").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := pulledRootfs(t, imageOf(t, out))
+	st, _ := exec.Command("debugfs", "-R", "stat /sparse", disk).CombinedOutput()
+	if !strings.Contains(string(st), "Size: 8388611") {
+		t.Fatalf("sparse file:\n%s", st)
+	}
+}
+
+// tarWithBodies writes headers whose regular-file body is the PAX
+// "comment" record (removed before writing).
+func tarWithBodies(t *testing.T, hdrs []*tar.Header) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, h := range hdrs {
+		body := h.PAXRecords["comment"]
+		h.PAXRecords = nil
+		if err := tw.WriteHeader(h); err != nil {
+			t.Fatal(err)
+		}
+		tw.Write([]byte(body))
+	}
+	tw.Close()
+	return buf.Bytes()
+}
+
+// pulledRootfs stores img through a test registry and returns its disk.
+func pulledRootfs(t *testing.T, img v1.Image) string {
+	t.Helper()
+	host := testRegistry(t)
+	push(t, host+"/sem:latest", img)
+	s := newStore(t, t.TempDir())
+	got, err := s.Pull(t.Context(), host+"/sem", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk, err := s.Rootfs(t.Context(), got.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return disk
 }
