@@ -121,8 +121,7 @@ func buildEnv(env []string, home string) []string {
 }
 
 // startProcess starts p inside the container root as PID 1 of a new PID
-// namespace (with its own mount namespace, for its /proc), as Docker's
-// runtime does: the process sees itself as PID 1, signals it has no
+// namespace, as Docker's runtime does: the process sees itself as PID 1, signals it has no
 // handler for are ignored, and when it exits every process it left behind
 // is killed. tether re-executes itself as a short-lived spawn helper in
 // the new namespaces (see spawn.go); the helper execs the user's program,
@@ -152,7 +151,7 @@ func startProcess(r *reaper, p wire.Process) (*process, error) {
 	}
 	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids}
 	sys := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS,
+		Cloneflags: syscall.CLONE_NEWPID,
 		Setsid:     true,
 	}
 	proc := &process{}

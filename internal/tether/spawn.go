@@ -13,7 +13,10 @@ import (
 )
 
 // Spawn helper: tether re-executes itself with spawnArg inside the new PID
-// and mount namespaces; the helper mounts that namespace's /proc, enters
+// namespace; the helper mounts that namespace's /proc over the container's
+// /proc (a proc mount shows the PID namespace of the process that mounts
+// it; tether's own mount namespace is kept so later processes can join the
+// container's PID namespace and see the same /proc), enters
 // the container root, drops to the user's credentials and execs the
 // program, which so becomes PID 1 of the namespace.
 const (
@@ -57,8 +60,6 @@ func RunSpawnHelper() {
 	if err := json.Unmarshal([]byte(os.Getenv(spawnEnv)), &spec); err != nil {
 		fail(126, "tether: bad spawn spec: "+err.Error())
 	}
-	// Keep this namespace's mounts to itself, then give it its own /proc.
-	_ = unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, "")
 	procDir, err := inRoot("/proc")
 	if err != nil {
 		fail(126, err.Error())
