@@ -3,6 +3,7 @@ package storage
 import (
 	"archive/tar"
 	"bytes"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -59,7 +60,9 @@ func imageOf(t *testing.T, layers ...[]byte) v1.Image {
 	t.Helper()
 	img := empty.Image
 	for _, l := range layers {
-		layer, err := tarball.LayerFromReader(bytes.NewReader(l))
+		// LayerFromOpener, not LayerFromReader: the latter spools to a
+		// temp file it never removes.
+		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(l)), nil })
 		if err != nil {
 			t.Fatal(err)
 		}
