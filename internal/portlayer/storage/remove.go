@@ -2,7 +2,9 @@ package storage
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -170,6 +172,9 @@ func (s *Store) gcLocked() {
 	}
 	dir := s.path("oci", "blobs", "sha256")
 	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return // a new store: no blob written yet
+	}
 	if err != nil {
 		s.log.Warn("blob gc: cannot list blobs", "error", err)
 		return

@@ -160,3 +160,25 @@ func TestRemoveGC(t *testing.T) {
 		t.Fatal(fmt.Sprint("reload ID differs: ", img2.ID))
 	}
 }
+
+// TestOpenLogsNoWarnings checks that opening a store, new or used, logs no
+// warning (a new root has no blob directory for the start-up GC yet).
+func TestOpenLogsNoWarnings(t *testing.T) {
+	used := t.TempDir()
+	s := newStore(t, used)
+	loadBusybox(t, s)
+	s.Close()
+	for _, tt := range []struct{ name, root string }{{"new root", t.TempDir()}, {"used root", used}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			s, err := New(Config{Root: tt.root}, slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelWarn})))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if logs.Len() != 0 {
+				t.Fatalf("warnings:\n%s", logs.String())
+			}
+		})
+	}
+}
