@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -127,7 +128,12 @@ func buildEnv(env []string, home string) []string {
 // the new namespaces (see spawn.go); the helper execs the user's program,
 // which so keeps PID 1. The returned process's exit status arrives on its
 // exited channel via the reaper.
-func startProcess(r *reaper, p wire.Process) (*process, error) {
+//
+// An exec process (p.Exec) joins the PID namespace of mainPid instead:
+// the spawn helper is forked from an OS thread that entered that namespace
+// (setns on a PID namespace changes the namespace of the thread's future
+// children only); the thread is never returned to the Go scheduler.
+func startProcess(r *reaper, p wire.Process, mainPid int) (*process, error) {
 	if len(p.Args) == 0 {
 		return nil, &startError{msg: "no command specified", code: 126}
 	}
@@ -149,10 +155,12 @@ func startProcess(r *reaper, p wire.Process) (*process, error) {
 			return nil, &startError{msg: fmt.Sprintf("mkdir %s: %v", dir, err), code: 126}
 		}
 	}
-	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids}
-	sys := &syscall.SysProcAttr{
-		Cloneflags: syscall.CLONE_NEWPID,
-		Setsid:     true,
+	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, Exec: p.Exec}
+	sys := &syscall.SysProcAttr{Setsid: true}
+	if !p.Exec {
+		sys.Cloneflags = syscall.CLONE_NEWPID
+	} else if mainPid <= 0 {
+		return nil, &startError{msg: "container is not running", code: 126}
 	}
 	proc := &process{}
 	var childFiles []*os.File
@@ -207,7 +215,12 @@ func startProcess(r *reaper, p wire.Process) (*process, error) {
 	childFiles = append(childFiles, statusW)
 	closeAfter = append(closeAfter, statusW)
 	attr := &os.ProcAttr{Dir: "/", Env: []string{spawnEnv + "=" + string(wire.Encode(spec))}, Files: childFiles, Sys: sys}
-	osp, err := os.StartProcess(selfPath, []string{selfPath, spawnArg}, attr)
+	var osp *os.Process
+	if p.Exec {
+		osp, err = startInPidNamespace(mainPid, attr)
+	} else {
+		osp, err = os.StartProcess(selfPath, []string{selfPath, spawnArg}, attr)
+	}
 	for _, f := range closeAfter {
 		f.Close()
 	}
@@ -299,4 +312,32 @@ func (p *process) resize(rows, cols uint32) {
 	if p.ptmx != nil {
 		_ = pty.Setsize(p.ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
 	}
+}
+
+// startInPidNamespace starts the spawn helper in the PID namespace of pid.
+func startInPidNamespace(pid int, attr *os.ProcAttr) (*os.Process, error) {
+	type result struct {
+		p   *os.Process
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread's namespace for children is changed,
+		// so it ends with this goroutine instead of serving others.
+		runtime.LockOSThread()
+		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/pid", pid))
+		if err != nil {
+			done <- result{nil, fmt.Errorf("tether: container PID namespace: %w", err)}
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWPID); err != nil {
+			done <- result{nil, fmt.Errorf("tether: enter container PID namespace: %w", err)}
+			return
+		}
+		p, err := os.StartProcess(selfPath, []string{selfPath, spawnArg}, attr)
+		done <- result{p, err}
+	}()
+	r := <-done
+	return r.p, r.err
 }

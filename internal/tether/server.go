@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -21,6 +22,9 @@ type server struct {
 	logger *slog.Logger
 	reaper *reaper
 	config *ssh.ServerConfig
+
+	mu      sync.Mutex
+	mainPid int // the container's main process while it runs, else 0
 }
 
 func newServer(logger *slog.Logger, r *reaper) *server {
@@ -97,7 +101,14 @@ func (s *server) handleChannel(nc ssh.NewChannel) {
 		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "bad process spec: " + err.Error(), ExitCode: 126})))
 		return
 	}
-	proc, err := startProcess(s.reaper, spec)
+	s.mu.Lock()
+	mainPid := s.mainPid
+	s.mu.Unlock()
+	if !spec.Exec && mainPid != 0 {
+		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "the main process is already running", ExitCode: 126})))
+		return
+	}
+	proc, err := startProcess(s.reaper, spec, mainPid)
 	if err != nil {
 		se := wire.StartError{Message: err.Error(), ExitCode: 126}
 		var ste *startError
@@ -113,7 +124,17 @@ func (s *server) handleChannel(nc ssh.NewChannel) {
 		_ = proc.signal(9)
 		return
 	}
-	s.logger.Info("process started", "pid", proc.pid, "args0", spec.Args[0])
+	if !spec.Exec {
+		s.mu.Lock()
+		s.mainPid = proc.pid
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.mainPid = 0
+			s.mu.Unlock()
+		}()
+	}
+	s.logger.Info("process started", "pid", proc.pid, "args0", spec.Args[0], "exec", spec.Exec)
 	go func() {
 		for req := range reqs {
 			switch req.Type {

@@ -41,11 +41,14 @@ type spawnSpec struct {
 	UID    int      `json:"uid"`
 	GID    int      `json:"gid"`
 	Groups []int    `json:"groups,omitempty"`
+	// Exec: the helper runs in the container's existing PID namespace and
+	// must not mount /proc.
+	Exec bool `json:"exec,omitempty"`
 }
 
 // IsSpawnHelper reports whether this process was started as the spawn
 // helper (argv[1] is the helper's marker).
-func IsSpawnHelper() bool { return len(os.Args) > 1 && os.Args[1] == spawnArg && os.Getpid() == 1 }
+func IsSpawnHelper() bool { return len(os.Args) > 1 && os.Args[1] == spawnArg }
 
 // RunSpawnHelper runs the helper; it never returns. On failure it writes a
 // wire.StartError to the status pipe and exits with its code.
@@ -60,12 +63,14 @@ func RunSpawnHelper() {
 	if err := json.Unmarshal([]byte(os.Getenv(spawnEnv)), &spec); err != nil {
 		fail(126, "tether: bad spawn spec: "+err.Error())
 	}
-	procDir, err := inRoot("/proc")
-	if err != nil {
-		fail(126, err.Error())
-	}
-	if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		fail(126, fmt.Sprintf("tether: mount /proc: %v", err))
+	if !spec.Exec {
+		procDir, err := inRoot("/proc")
+		if err != nil {
+			fail(126, err.Error())
+		}
+		if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			fail(126, fmt.Sprintf("tether: mount /proc: %v", err))
+		}
 	}
 	if err := unix.Chroot(RootMount); err != nil {
 		fail(126, fmt.Sprintf("tether: chroot: %v", err))
@@ -83,7 +88,7 @@ func RunSpawnHelper() {
 	if err := syscall.Setuid(spec.UID); err != nil {
 		fail(126, fmt.Sprintf("setuid %d: %v", spec.UID, err))
 	}
-	err = syscall.Exec(spec.Path, spec.Args, spec.Env)
+	err := syscall.Exec(spec.Path, spec.Args, spec.Env)
 	code := 126
 	if errors.Is(err, unix.ENOENT) {
 		code = 127

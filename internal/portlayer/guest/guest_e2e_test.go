@@ -43,7 +43,7 @@ func bootBusybox(t *testing.T) (*guest.Client, hypervisor.VM) {
 	}
 	bb, _ := os.ReadFile("/bin/busybox")
 	os.WriteFile(filepath.Join(root, "bin", "busybox"), bb, 0o755)
-	for _, a := range []string{"sh", "echo", "uname", "cat", "sleep", "head", "seq", "ps", "wc"} {
+	for _, a := range []string{"sh", "echo", "uname", "cat", "sleep", "head", "seq", "ps", "wc", "tr", "true"} {
 		os.Symlink("/bin/busybox", filepath.Join(root, "bin", a))
 	}
 	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
@@ -156,6 +156,15 @@ func TestGuestProcesses(t *testing.T) {
 		t.Errorf("SIGTERM without a handler ended PID 1 (code %d); it must be ignored", code)
 	}
 	cancel()
+	// An exec joins the main process's PID namespace: it is not PID 1 and
+	// sees the main process as PID 1.
+	out, _, code = run(t, c, wire.Process{Args: []string{"sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"}, Exec: true})
+	if lines := strings.Split(out, "\n"); code != 0 || len(lines) < 2 || lines[0] == "1" || lines[1] != "sleep 100 " {
+		t.Errorf("exec: code %d out %q: want a PID other than 1 and PID 1 = sleep 100", code, out)
+	}
+	if _, err := c.Start(t.Context(), wire.Process{Args: []string{"true"}}); err == nil {
+		t.Error("a second main process was started while one runs")
+	}
 	if err := proc.Signal(t.Context(), 9); err != nil {
 		t.Fatal(err)
 	}

@@ -83,6 +83,10 @@ type Process struct {
 	// Stdin connects channel input to the process's stdin; otherwise stdin
 	// is /dev/null.
 	Stdin bool `json:"stdin,omitempty"`
+	// Exec joins the PID namespace of the container's main process (docker
+	// exec) instead of starting a new one as its PID 1. The main process
+	// must be running.
+	Exec bool `json:"exec,omitempty"`
 }
 
 // Signal asks tether to deliver a Linux signal number to the process.
