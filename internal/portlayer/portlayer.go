@@ -296,3 +296,65 @@ type RootfsStore interface {
 	// of that image. NotFound if there is no such image.
 	Rootfs(ctx context.Context, imageID string) (path string, err error)
 }
+
+// ExecSpec describes a process to run in a running container (docker exec).
+type ExecSpec struct {
+	// Args is argv, looked up in the container's PATH. Must not be empty.
+	Args []string
+	// Env holds "KEY=value" entries added to the container's environment.
+	Env []string
+	// WorkingDir is an absolute path; empty means the container's.
+	WorkingDir string
+	// User is as in ContainerSpec; empty means the container's user.
+	User string
+	// Tty runs the process on a new pseudo-terminal.
+	Tty bool
+	// AttachStdin, AttachStdout and AttachStderr select the streams that
+	// StartExec connects.
+	AttachStdin, AttachStdout, AttachStderr bool
+}
+
+// ExecInfo is an exec's record, after Docker's GET /exec/{id}/json.
+type ExecInfo struct {
+	// ID is 64 lowercase hex digits.
+	ID          string
+	ContainerID string
+	Spec        ExecSpec
+	Running     bool
+	// ExitCode is nil until the process has exited (or failed to start).
+	ExitCode *int
+	// Pid is the process's PID inside the container, 0 when unknown.
+	Pid int
+}
+
+// ExecStartOptions connects an exec's streams. Nil writers discard.
+type ExecStartOptions struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	// Detach starts the process and returns at once; its output is dropped.
+	Detach bool
+	// Rows and Cols set the initial TTY size; 0 leaves the default.
+	Rows, Cols uint
+}
+
+// Execs runs extra processes in running containers. Exec records live as
+// long as their container. Safe for concurrent use.
+type Execs interface {
+	// CreateExec records an exec. NotFound if there is no such container;
+	// Conflict if it is not running.
+	CreateExec(ctx context.Context, idOrName string, spec ExecSpec) (string, error)
+	// StartExec starts the exec and, unless Detach, returns when the process
+	// has exited and all its output was written. NotFound for an unknown
+	// exec; Conflict if it was started before or the container stopped; a
+	// *compute.StartFailedError-like error (InvalidArgument) carrying the
+	// guest's text when the process cannot be started.
+	StartExec(ctx context.Context, execID string, opts ExecStartOptions) error
+	// InspectExec returns an exec's record. NotFound if none.
+	InspectExec(ctx context.Context, execID string) (ExecInfo, error)
+	// ResizeExec sets an exec's TTY size in character cells. NotFound;
+	// Conflict if it is not running.
+	ResizeExec(ctx context.Context, execID string, rows, cols uint) error
+	// Resize sets the container's main process TTY size. NotFound;
+	// Conflict if it is not running.
+	Resize(ctx context.Context, idOrName string, rows, cols uint) error
+}

@@ -166,9 +166,9 @@ func startProcess(r *reaper, p wire.Process, mainPid int) (*process, error) {
 	var childFiles []*os.File
 	var closeAfter []*os.File
 	if p.Tty {
-		ptmx, tty, err := pty.Open()
+		ptmx, tty, err := openPty()
 		if err != nil {
-			return nil, fmt.Errorf("tether: open pty: %w", err)
+			return nil, err
 		}
 		if p.Rows > 0 && p.Cols > 0 {
 			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(p.Rows), Cols: uint16(p.Cols)})
@@ -340,4 +340,39 @@ func startInPidNamespace(pid int, attr *os.ProcAttr) (*os.Process, error) {
 	}()
 	r := <-done
 	return r.p, r.err
+}
+
+// openPty allocates a pseudo-terminal in the container's own devpts
+// instance (mounted newinstance at /dev/pts), so the process sees it as
+// /dev/pts/N inside the container. Returns the master and the slave.
+func openPty() (*os.File, *os.File, error) {
+	ptmxPath, err := inRoot("/dev/pts/ptmx")
+	if err != nil {
+		return nil, nil, err
+	}
+	ptmx, err := os.OpenFile(ptmxPath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tether: open pty: %w", err)
+	}
+	fd := int(ptmx.Fd())
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
+		ptmx.Close()
+		return nil, nil, fmt.Errorf("tether: unlock pty: %w", err)
+	}
+	n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, fmt.Errorf("tether: pty number: %w", err)
+	}
+	slavePath, err := inRoot(fmt.Sprintf("/dev/pts/%d", n))
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, err
+	}
+	tty, err := os.OpenFile(slavePath, os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		ptmx.Close()
+		return nil, nil, fmt.Errorf("tether: open pty slave: %w", err)
+	}
+	return ptmx, tty, nil
 }

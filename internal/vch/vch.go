@@ -127,7 +127,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		RootDir: root,
 	}
 	v.server = docker.New(docker.Config{Version: Version}, docker.Backend{
-		Compute: v.compute, Interaction: v.compute, Images: v.images, System: v,
+		Compute: v.compute, Interaction: v.compute, Images: v.images, Execs: v.compute, System: v,
 	}, logger)
 	return v, nil
 }

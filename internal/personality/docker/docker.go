@@ -15,6 +15,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"github.com/vchproject/vch/internal/personality/docker/exec"
 	"log/slog"
 	"net"
 	"net/http"
@@ -53,7 +54,10 @@ type Backend struct {
 	Compute     portlayer.Compute
 	Interaction portlayer.Interaction
 	Images      portlayer.Images
-	System      SystemInfo
+	// Execs serves docker exec and TTY resize; nil leaves those routes
+	// unimplemented (501).
+	Execs  portlayer.Execs
+	System SystemInfo
 }
 
 // Config configures the server.
@@ -95,6 +99,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log)
 	img := image.NewRouter(backend.Images, s.log)
 	s.routes = append(s.routes, sys.Routes()...)
+	if backend.Execs != nil {
+		s.routes = append(s.routes, exec.NewRouter(backend.Execs, backend.Compute, s.log).Routes()...)
+	}
 	s.routes = append(s.routes, ctr.Routes()...)
 	s.routes = append(s.routes, img.Routes()...)
 	s.routes = append(s.routes, unimplementedRoutes()...)

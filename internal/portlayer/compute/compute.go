@@ -79,6 +79,7 @@ type Service struct {
 
 	mu         sync.Mutex
 	containers map[string]*container // by ID
+	execs      map[string]*execRec   // by exec ID
 	closed     bool
 	wg         sync.WaitGroup
 }
@@ -419,6 +420,7 @@ func (s *Service) remove(c *container) error {
 	delete(s.containers, c.id)
 	s.mu.Unlock()
 	c.out.close()
+	s.dropExecs(c)
 	err := os.RemoveAll(filepath.Join(s.cfg.Root, "containers", c.id))
 	_ = os.RemoveAll(c.runDir)
 	c.notifyRemoved(code)

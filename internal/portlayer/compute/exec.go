@@ -1,0 +1,224 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+)
+
+// execRec is one exec: a process run in a running container's PID
+// namespace (docker exec). Kept in memory with its container.
+type execRec struct {
+	id string
+	c  *container
+
+	mu       sync.Mutex
+	spec     portlayer.ExecSpec
+	started  bool
+	running  bool
+	exitCode *int
+	proc     *guest.Process
+}
+
+func (e *execRec) info() portlayer.ExecInfo {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return portlayer.ExecInfo{ID: e.id, ContainerID: e.c.id, Spec: e.spec, Running: e.running, ExitCode: e.exitCode}
+}
+
+func (e *execRec) finish(code int) {
+	e.mu.Lock()
+	e.running = false
+	e.exitCode = &code
+	e.proc = nil
+	e.mu.Unlock()
+}
+
+// CreateExec implements portlayer.Execs.
+func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlayer.ExecSpec) (string, error) {
+	if len(spec.Args) == 0 {
+		return "", fmt.Errorf("compute: No exec command specified: %w", errdefs.ErrInvalidArgument)
+	}
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return "", err
+	}
+	c.mu.Lock()
+	running := c.guest != nil
+	c.mu.Unlock()
+	if !running {
+		return "", fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
+	}
+	e := &execRec{id: newID(), c: c, spec: spec}
+	s.mu.Lock()
+	if s.execs == nil {
+		s.execs = map[string]*execRec{}
+	}
+	s.execs[e.id] = e
+	s.mu.Unlock()
+	return e.id, nil
+}
+
+func (s *Service) lookupExec(id string) (*execRec, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e, ok := s.execs[id]; ok {
+		return e, nil
+	}
+	return nil, fmt.Errorf("compute: No such exec instance: %s: %w", id, errdefs.ErrNotFound)
+}
+
+// InspectExec implements portlayer.Execs.
+func (s *Service) InspectExec(ctx context.Context, execID string) (portlayer.ExecInfo, error) {
+	e, err := s.lookupExec(execID)
+	if err != nil {
+		return portlayer.ExecInfo{}, err
+	}
+	return e.info(), nil
+}
+
+// StartExec implements portlayer.Execs.
+func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.ExecStartOptions) error {
+	e, err := s.lookupExec(execID)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.started {
+		e.mu.Unlock()
+		if e.info().Running {
+			return fmt.Errorf("compute: Error: Exec command %s is already running: %w", e.id, errdefs.ErrConflict)
+		}
+		return fmt.Errorf("compute: Error: Exec command %s has already run: %w", e.id, errdefs.ErrConflict)
+	}
+	e.started = true
+	spec := e.spec
+	e.mu.Unlock()
+
+	c := e.c
+	c.mu.Lock()
+	g, rec := c.guest, c.rec
+	c.mu.Unlock()
+	if g == nil {
+		e.finish(126)
+		return fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
+	}
+	// Docker's exec environment: the container's (HOSTNAME, TERM with a
+	// TTY, its Env), then the exec's own; working dir and user default to
+	// the container's.
+	base := rec.Spec
+	base.Tty = spec.Tty
+	wp := processFor(base)
+	wp.Args, wp.Stdin, wp.Exec = spec.Args, spec.AttachStdin, true
+	wp.Env = append(wp.Env, spec.Env...)
+	if spec.WorkingDir != "" {
+		wp.Dir = spec.WorkingDir
+	}
+	if spec.User != "" {
+		wp.User = spec.User
+	}
+	wp.Rows, wp.Cols = uint32(opts.Rows), uint32(opts.Cols)
+	proc, err := g.Start(ctx, wp)
+	if err != nil {
+		var se *guest.StartError
+		if errors.As(err, &se) {
+			e.finish(se.ExitCode)
+			return &StartFailedError{Message: se.Message, ExitCode: se.ExitCode}
+		}
+		e.finish(126)
+		return fmt.Errorf("compute: exec %s: %w", e.id, err)
+	}
+	e.mu.Lock()
+	e.running, e.proc = true, proc
+	e.mu.Unlock()
+	s.logger.Info("exec started", "container", c.id, "exec", e.id)
+
+	stdout, stderr := opts.Stdout, opts.Stderr
+	if stdout == nil || opts.Detach {
+		stdout = io.Discard
+	}
+	if stderr == nil || opts.Detach {
+		stderr = io.Discard
+	}
+	if spec.AttachStdin && opts.Stdin != nil && !opts.Detach {
+		go func() {
+			w := proc.Stdin()
+			_, _ = io.Copy(w, opts.Stdin)
+			_ = w.Close()
+		}()
+	} else if spec.AttachStdin {
+		_ = proc.Stdin().Close()
+	}
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _, _ = io.Copy(stdout, proc.Stdout()) }()
+	go func() { defer wg.Done(); _, _ = io.Copy(stderr, proc.Stderr()) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code, err := proc.Wait(context.Background())
+		wg.Wait()
+		if err != nil {
+			code = 137 // the container (and with it its PID namespace) ended
+		}
+		e.finish(code)
+		s.logger.Info("exec exited", "container", c.id, "exec", e.id, "exit_code", code)
+	}()
+	if opts.Detach {
+		return nil
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ResizeExec implements portlayer.Execs.
+func (s *Service) ResizeExec(ctx context.Context, execID string, rows, cols uint) error {
+	e, err := s.lookupExec(execID)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	proc := e.proc
+	e.mu.Unlock()
+	if proc == nil {
+		return fmt.Errorf("compute: exec %s is not running: %w", execID, errdefs.ErrConflict)
+	}
+	return proc.Resize(ctx, uint32(rows), uint32(cols))
+}
+
+// Resize implements portlayer.Execs for the container's main process.
+func (s *Service) Resize(ctx context.Context, idOrName string, rows, cols uint) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	proc := c.proc
+	c.mu.Unlock()
+	if proc == nil {
+		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+	}
+	return proc.Resize(ctx, uint32(rows), uint32(cols))
+}
+
+// dropExecs forgets a removed container's execs.
+func (s *Service) dropExecs(c *container) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, e := range s.execs {
+		if e.c == c {
+			delete(s.execs, id)
+		}
+	}
+}
