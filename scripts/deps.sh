@@ -6,6 +6,7 @@ need=""
 command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
 command -v qemu-img >/dev/null || need="$need qemu-utils"
 command -v mkfs.ext4 >/dev/null || need="$need e2fsprogs"
+command -v tmux >/dev/null || need="$need tmux"
 dpkg -s busybox-static >/dev/null 2>&1 || need="$need busybox-static"
 command -v dpkg-deb >/dev/null || need="$need dpkg"
 if [ -n "$need" ]; then

@@ -1,0 +1,110 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestExec: docker exec runs in the container's PID namespace with the
+// container's environment, honours -u, -w, -e, -i and -d, returns exit
+// codes, fails like Docker for a missing command and a stopped container.
+func TestExec(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "-e", "FROM_RUN=1", "busybox", "sleep", "600")
+	defer docker(t, "rm", "-f", name)
+
+	out := ok(t, "exec", name, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '; echo; echo $FROM_RUN $HOSTNAME")
+	lines := strings.Split(out, "\n")
+	if lines[0] != "sleep 600 " || !strings.HasPrefix(lines[1], "1 ") {
+		t.Errorf("exec sees PID 1 %q, env %q", lines[0], lines[1])
+	}
+	if out := ok(t, "exec", "-u", "nobody", "-w", "/tmp", "-e", "X=y", name, "sh", "-c", "id -u; pwd; echo $X"); out != "65534\n/tmp\ny\n" {
+		t.Errorf("exec -u -w -e: %q", out)
+	}
+	if r := docker(t, "exec", name, "sh", "-c", "echo err >&2; exit 5"); r.code != 5 || r.stderr != "err\n" {
+		t.Errorf("exec exit 5: code %d stderr %q", r.code, r.stderr)
+	}
+	if r := dockerIn(t, []byte("line1\nline2\n"), "exec", "-i", name, "cat"); r.code != 0 || r.stdout != "line1\nline2\n" {
+		t.Errorf("exec -i cat: code %d out %q", r.code, r.stdout)
+	}
+	if r := dockerIn(t, []byte{}, "exec", "-i", name, "cat"); r.code != 0 || r.stdout != "" {
+		t.Errorf("exec -i with empty stdin: code %d out %q", r.code, r.stdout)
+	}
+	r := docker(t, "exec", name, "nosuchcmd")
+	if r.code != 127 || !strings.Contains(r.stdout+r.stderr, `exec: "nosuchcmd": executable file not found in $PATH`) {
+		t.Errorf("exec nosuchcmd: code %d out %q err %q", r.code, r.stdout, r.stderr)
+	}
+	ok(t, "exec", "-d", name, "sh", "-c", "echo detached > /tmp/d")
+	deadline := time.Now().Add(30 * time.Second)
+	for ok(t, "exec", name, "cat", "/tmp/d") != "detached\n" {
+		if time.Now().After(deadline) {
+			t.Fatal("detached exec did not run")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ok(t, "kill", name)
+	ok(t, "wait", name)
+	if r := docker(t, "exec", name, "true"); r.code == 0 || !strings.Contains(r.stderr, "is not running") {
+		t.Errorf("exec into a stopped container: code %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestRunInteractiveTTY: `docker run -it` in a real terminal (tmux): the
+// guest TTY has the terminal's size and follows a resize, Ctrl-C reaches
+// the foreground process, and `exit 5` ends the run with code 5.
+func TestRunInteractiveTTY(t *testing.T) {
+	t.Parallel()
+	need(t)
+	tmuxBin, err := exec.LookPath("tmux")
+	if err != nil {
+		if os.Getenv("VCH_REQUIRE_E2E") == "1" {
+			t.Fatal("tmux not installed (make deps)")
+		}
+		t.Skip("tmux not installed")
+	}
+	sock := t.TempDir() + "/tmux.sock"
+	tmux := func(args ...string) string {
+		out, err := exec.Command(tmuxBin, append([]string{"-S", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %s: %v", args, out, err)
+		}
+		return string(out)
+	}
+	cmd := "DOCKER_CONFIG=" + t.TempDir() + " DOCKER_HOST=" + env.host + " docker run -it --rm busybox sh; echo exit=$?; sleep 600"
+	tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
+	defer exec.Command(tmuxBin, "-S", sock, "kill-server").Run()
+	screen := func() string { return tmux("capture-pane", "-t", "t", "-p") }
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(screen(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("screen never showed %q:\n%s", want, screen())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("/ #")
+	tmux("send-keys", "-t", "t", "stty size", "Enter")
+	waitFor("40 120")
+	tmux("resize-window", "-t", "t", "-x", "100", "-y", "30")
+	time.Sleep(500 * time.Millisecond)
+	tmux("send-keys", "-t", "t", "clear; stty size", "Enter")
+	waitFor("30 100")
+	tmux("send-keys", "-t", "t", "sleep 300; echo slept$((1+1))", "Enter")
+	time.Sleep(time.Second)
+	tmux("send-keys", "-t", "t", "C-c")
+	tmux("send-keys", "-t", "t", "echo intr$((2+2))", "Enter")
+	waitFor("intr4")
+	if strings.Contains(screen(), "slept2") {
+		t.Error("Ctrl-C did not interrupt sleep")
+	}
+	tmux("send-keys", "-t", "t", "exit 5", "Enter")
+	waitFor("exit=5")
+}
