@@ -1,0 +1,381 @@
+// Package hvtest is the conformance suite for [hypervisor.Driver]
+// implementations, in the manner of containerd's snapshotter test suite:
+// the contract lives in package hypervisor, and every driver proves it
+// keeps it by calling [Run] from its own (VM-booting, usually e2e) tests
+// with a factory for a ready driver and a bootable guest:
+//
+//	func TestConformance(t *testing.T) {
+//		testenv.RequireVMs(t)
+//		hvtest.Run(t, func(t *testing.T) hypervisor.Driver { return newDriver(t) }, image)
+//	}
+//
+// The guest must run tether (package tether) as its agent: the suite
+// talks to it with package guest to see that a channel really reaches a
+// booted guest and to ask for a clean power-off.
+//
+// The suite checks what every caller relies on: a bad spec is refused
+// (InvalidArgument, no VMM left behind); Start returns with a connected
+// channel; Pid, Done, Status and Kill behave as documented (Kill ends the
+// VM within a bound with an error status and is idempotent; a guest
+// power-off ends it with a nil status); VMs run side by side with
+// independent channels; overlays from CreateOverlay are bootable disks that
+// leave their base untouched; Capabilities names the accelerator.
+//
+// It boots two VMs in all, each bounded by [BootTimeout], so a driver under
+// TCG passes in well under a minute.
+package hvtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// Bounds the suite holds drivers to.
+const (
+	// BootTimeout bounds one guest boot, from Start to a tether handshake
+	// (two guests booting at once under TCG on a 2-core host take ~10 s).
+	BootTimeout = 90 * time.Second
+	// KillTimeout bounds Kill until Done is closed.
+	KillTimeout = 10 * time.Second
+	// PowerOffTimeout bounds a guest power-off until Done is closed.
+	PowerOffTimeout = 30 * time.Second
+)
+
+// GuestImage is a bootable guest for the suite.
+type GuestImage struct {
+	// Kernel and Initrd are host paths of the guest kernel and an
+	// initramfs whose /init is tether.
+	Kernel, Initrd string
+	// RootDisk makes a fresh root disk for tether to mount (an empty
+	// filesystem will do) somewhere under dir, and returns it. The suite
+	// uses it only as the read-only base of overlays.
+	RootDisk func(t *testing.T, dir string) hypervisor.Disk
+	// ChannelName is the virtio-serial port name the agent opens
+	// (wire.PortName for tether).
+	ChannelName string
+	// Cmdline holds extra kernel arguments, if any.
+	Cmdline string
+}
+
+// Run runs the conformance suite. newDriver returns a ready driver; it is
+// called once per subtest.
+func Run(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, image GuestImage) {
+	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, newDriver(t)) })
+	t.Run("StartInvalidSpec", func(t *testing.T) { testStartInvalidSpec(t, newDriver(t), image) })
+	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver(t), image) })
+}
+
+func testCapabilities(t *testing.T, d hypervisor.Driver) {
+	if c := d.Capabilities(); c.Accelerator == "" {
+		t.Errorf("Capabilities().Accelerator is empty: %+v", c)
+	}
+}
+
+// runtimeDir makes a short private directory (unix socket paths are
+// limited to 107 bytes, so t.TempDir's long names will not do).
+func runtimeDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "hvtest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
+
+// baseSpec is a valid spec for image in a fresh runtime directory, named
+// after that directory so it is unique on this host.
+func baseSpec(t *testing.T, image GuestImage) hypervisor.Spec {
+	dir := runtimeDir(t)
+	return hypervisor.Spec{
+		Name: filepath.Base(dir), Kernel: image.Kernel, Initrd: image.Initrd, Cmdline: image.Cmdline,
+		MemoryMiB: 256, CPUs: 1, ChannelName: image.ChannelName, RuntimeDir: dir,
+	}
+}
+
+// vmmProcesses lists host processes whose command line mentions any of
+// marks: a local VMM started for the spec would.
+func vmmProcesses(marks ...string) []string {
+	var found []string
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		cmdline := string(bytes.ReplaceAll(b, []byte{0}, []byte{' '}))
+		for _, m := range marks {
+			if m != "" && strings.Contains(cmdline, m) {
+				found = append(found, filepath.Base(filepath.Dir(p))+": "+cmdline)
+				break
+			}
+		}
+	}
+	return found
+}
+
+func testStartInvalidSpec(t *testing.T, d hypervisor.Driver, image GuestImage) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*hypervisor.Spec)
+		is     func(error) bool
+		class  string
+	}{
+		{"no_name", func(s *hypervisor.Spec) { s.Name = "" }, errdefs.IsInvalidArgument, "InvalidArgument"},
+		{"memory_too_small", func(s *hypervisor.Spec) { s.MemoryMiB = hypervisor.MinMemoryMiB - 1 }, errdefs.IsInvalidArgument, "InvalidArgument"},
+		{"memory_too_big", func(s *hypervisor.Spec) { s.MemoryMiB = hypervisor.MaxMemoryMiB + 1 }, errdefs.IsInvalidArgument, "InvalidArgument"},
+		{"no_cpus", func(s *hypervisor.Spec) { s.CPUs = 0 }, errdefs.IsInvalidArgument, "InvalidArgument"},
+		{"too_many_cpus", func(s *hypervisor.Spec) { s.CPUs = hypervisor.MaxCPUs + 1 }, errdefs.IsInvalidArgument, "InvalidArgument"},
+		{"no_channel", func(s *hypervisor.Spec) { s.ChannelName = "" }, errdefs.IsInvalidArgument, "InvalidArgument"},
+		{"bad_disk_format", func(s *hypervisor.Spec) {
+			s.Disks = []hypervisor.Disk{{Path: filepath.Join(s.RuntimeDir, "disk.vmdk"), Format: "vmdk"}}
+		}, errdefs.IsInvalidArgument, "InvalidArgument"},
+		{"missing_kernel", func(s *hypervisor.Spec) { s.Kernel = filepath.Join(s.RuntimeDir, "no-such-kernel") }, errdefs.IsUnavailable, "Unavailable"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			spec := baseSpec(t, image)
+			tc.mutate(&spec)
+			ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
+			defer cancel()
+			vm, err := d.Start(ctx, spec)
+			if err == nil {
+				vm.Kill()
+				<-vm.Done()
+				t.Fatalf("Start accepted a bad spec %+v", spec)
+			}
+			if !tc.is(err) {
+				t.Errorf("Start: %v; want %s", err, tc.class)
+			}
+			deadline := time.Now().Add(KillTimeout)
+			for {
+				left := vmmProcesses(spec.RuntimeDir, spec.Name) // both unique to this spec; an empty mark matches nothing
+				if len(left) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("a refused Start left processes running: %q", left)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// started is one VM of the lifecycle test.
+type started struct {
+	spec   hypervisor.Spec
+	vm     hypervisor.VM
+	client *guest.Client
+}
+
+func fileHash(t *testing.T, path string) [sha256.Size]byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return [sha256.Size]byte(h.Sum(nil))
+}
+
+// closedWithin reports whether c is closed within d.
+func closedWithin(c <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-c:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// logRuntimeFiles logs the tail of every log file a driver kept in dir.
+func logRuntimeFiles(t *testing.T, dir string) {
+	logs, _ := filepath.Glob(filepath.Join(dir, "*.log"))
+	for _, l := range logs {
+		b, _ := os.ReadFile(l)
+		if len(b) > 4000 {
+			b = b[len(b)-4000:]
+		}
+		t.Logf("%s:\n%s", l, b)
+	}
+}
+
+// testLifecycle boots two VMs, each on its own overlay over one base disk,
+// then ends one by a guest power-off and the other by Kill.
+func testLifecycle(t *testing.T, d hypervisor.Driver, image GuestImage) {
+	dir := t.TempDir()
+	base := image.RootDisk(t, dir)
+	base.ReadOnly = true
+	baseSum := fileHash(t, base.Path)
+
+	vms := make([]*started, 2)
+	for i := range vms {
+		spec := baseSpec(t, image)
+		ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
+		overlay, err := d.CreateOverlay(ctx, base, filepath.Join(dir, fmt.Sprintf("rw%d.img", i)), 0)
+		if err != nil {
+			cancel()
+			t.Fatalf("CreateOverlay: %v", err)
+		}
+		if overlay.ReadOnly || overlay.Path == "" || overlay.Format == "" {
+			t.Errorf("CreateOverlay returned %+v, want a writable disk", overlay)
+		}
+		spec.Disks = []hypervisor.Disk{overlay}
+		vm, err := d.Start(ctx, spec)
+		cancel()
+		if err != nil {
+			t.Fatalf("Start %s: %v", spec.Name, err)
+		}
+		vms[i] = &started{spec: spec, vm: vm}
+		t.Cleanup(func() {
+			vm.Kill()
+			if !closedWithin(vm.Done(), KillTimeout) {
+				t.Errorf("cleanup: VM %s not done %s after Kill", spec.Name, KillTimeout)
+			}
+			if t.Failed() {
+				logRuntimeFiles(t, spec.RuntimeDir)
+			}
+		})
+	}
+	a, b := vms[0], vms[1]
+
+	t.Run("Running", func(t *testing.T) {
+		for _, s := range vms {
+			if s.vm.Pid() <= 0 {
+				t.Errorf("%s: Pid() = %d while running, want > 0", s.spec.Name, s.vm.Pid())
+			} else if err := syscall.Kill(s.vm.Pid(), 0); err != nil {
+				t.Errorf("%s: VMM pid %d: %v", s.spec.Name, s.vm.Pid(), err)
+			}
+			if s.vm.Channel() == nil {
+				t.Errorf("%s: Channel() is nil after Start", s.spec.Name)
+			}
+			select {
+			case <-s.vm.Done():
+				t.Errorf("%s: Done closed while running: %v", s.spec.Name, s.vm.Status().Err)
+			default:
+			}
+		}
+		if a.vm.Pid() == b.vm.Pid() {
+			t.Errorf("two VMs share VMM pid %d", a.vm.Pid())
+		}
+	})
+
+	// Both guests boot at once; a handshake on each channel shows each
+	// reaches its own booted guest, whose root is its overlay (tether
+	// mounts the root disk before it serves the channel).
+	t.Run("Channels", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
+		defer cancel()
+		var wg sync.WaitGroup
+		errs := make([]error, len(vms))
+		for i, s := range vms {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s.client, errs[i] = guest.Dial(ctx, s.vm.Channel())
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Errorf("%s: guest handshake: %v", vms[i].spec.Name, err)
+			}
+		}
+	})
+	if a.client == nil || b.client == nil {
+		t.Fatal("guests did not answer; the rest needs them")
+	}
+
+	t.Run("PowerOff", func(t *testing.T) {
+		before := time.Now()
+		ctx, cancel := context.WithTimeout(t.Context(), PowerOffTimeout)
+		defer cancel()
+		if err := a.client.PowerOff(ctx); err != nil {
+			t.Fatalf("guest PowerOff: %v", err)
+		}
+		if !closedWithin(a.vm.Done(), PowerOffTimeout) {
+			t.Fatalf("Done not closed %s after the guest powered off", PowerOffTimeout)
+		}
+		st := a.vm.Status()
+		if st.Err != nil {
+			t.Errorf("Status().Err = %v after a guest power-off, want nil", st.Err)
+		}
+		if st.At.Before(before) || st.At.After(time.Now()) {
+			t.Errorf("Status().At = %v, want between %v and now", st.At, before)
+		}
+		if err := a.vm.Kill(); err != nil {
+			t.Errorf("Kill after the VM ended: %v, want nil", err)
+		}
+		waited := make(chan struct{})
+		go func() { a.client.Wait(); close(waited) }()
+		if !closedWithin(waited, KillTimeout) {
+			t.Errorf("guest connection still open %s after the VM ended", KillTimeout)
+		}
+	})
+
+	// The other VM did not notice: its channel still answers.
+	t.Run("Independent", func(t *testing.T) {
+		select {
+		case <-b.vm.Done():
+			t.Fatalf("%s ended with the other VM: %v", b.spec.Name, b.vm.Status().Err)
+		default:
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), PowerOffTimeout)
+		defer cancel()
+		if err := b.client.Setup(ctx, wire.Setup{Hostname: "hvtest"}); err != nil {
+			t.Errorf("request on the second VM's channel: %v", err)
+		}
+	})
+
+	t.Run("Kill", func(t *testing.T) {
+		pid := b.vm.Pid()
+		if err := b.vm.Kill(); err != nil {
+			t.Fatalf("Kill: %v", err)
+		}
+		if !closedWithin(b.vm.Done(), KillTimeout) {
+			t.Fatalf("Done not closed %s after Kill", KillTimeout)
+		}
+		if err := b.vm.Status().Err; err == nil {
+			t.Error("Status().Err = nil after Kill, want why the VMM ended")
+		} else {
+			t.Logf("status after Kill: %v", err)
+		}
+		if err := b.vm.Kill(); err != nil {
+			t.Errorf("second Kill: %v, want nil", err)
+		}
+		if pid > 0 {
+			if err := syscall.Kill(pid, 0); err != syscall.ESRCH {
+				t.Errorf("VMM pid %d after Done: kill(0) = %v, want ESRCH (reaped)", pid, err)
+			}
+		}
+		if left := vmmProcesses(b.spec.RuntimeDir); len(left) > 0 {
+			t.Errorf("processes left after Kill: %q", left)
+		}
+	})
+
+	t.Run("OverlayLeavesBase", func(t *testing.T) {
+		if fileHash(t, base.Path) != baseSum {
+			t.Errorf("base disk %s changed under its overlays", base.Path)
+		}
+	})
+}
