@@ -149,7 +149,6 @@ func TestArgvQEMUAccepts(t *testing.T) {
 		bug          string
 	}{
 		{"paths", "0123abcd", ""},
-		{"name_with_comma", "web,1", "Spec.Name is passed to -name unescaped: QEMU exits with \"-name vch-web,1: Invalid parameter '1'\" and Start reports Unavailable; validate accepts the name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.bug != "" {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"sync"
 	"syscall"
@@ -36,6 +37,10 @@ type Config struct {
 	// guest channel; default 10 s.
 	ConnectTimeout time.Duration `toml:"connect_timeout" json:"connect_timeout"`
 }
+
+// validName is what Spec.Name may hold: it ends up in QEMU's -name, where
+// ',' and '=' would be parsed as options.
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path
 // is 108 bytes including the terminating NUL).
@@ -85,8 +90,8 @@ func (d *Driver) Capabilities() hypervisor.Capabilities {
 
 func validate(spec hypervisor.Spec) error {
 	switch {
-	case spec.Name == "":
-		return fmt.Errorf("qemu: spec has no name: %w", errdefs.ErrInvalidArgument)
+	case !validName.MatchString(spec.Name):
+		return fmt.Errorf("qemu: VM name %q: want letters, digits, '_', '.', '-': %w", spec.Name, errdefs.ErrInvalidArgument)
 	case spec.MemoryMiB < hypervisor.MinMemoryMiB || spec.MemoryMiB > hypervisor.MaxMemoryMiB:
 		return fmt.Errorf("qemu: memory %d MiB outside %d..%d: %w", spec.MemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
 	case spec.CPUs < 1 || spec.CPUs > hypervisor.MaxCPUs:
@@ -153,19 +158,32 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	}()
 	timer := time.NewTimer(d.cfg.ConnectTimeout)
 	defer timer.Stop()
+	// On failure, a connection the accept goroutine still delivers is closed.
+	drain := func() {
+		go func() {
+			if a := <-acc; a.c != nil {
+				a.c.Close()
+			}
+		}()
+	}
 	select {
 	case a := <-acc:
 		if a.err != nil {
 			vm.Kill()
 			return nil, fmt.Errorf("qemu: accept guest channel: %w", a.err)
 		}
-		vm.channel = a.c
+		if !vm.setChannel(a.c) {
+			return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", vm.Status().Err, errdefs.ErrUnavailable)
+		}
 	case <-vm.done:
+		drain()
 		return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", vm.status.Err, errdefs.ErrUnavailable)
 	case <-timer.C:
+		drain()
 		vm.Kill()
 		return nil, fmt.Errorf("qemu: guest channel not connected within %s: %w", d.cfg.ConnectTimeout, errdefs.ErrUnavailable)
 	case <-ctx.Done():
+		drain()
 		vm.Kill()
 		return nil, fmt.Errorf("qemu: start %s: %w", spec.Name, ctx.Err())
 	}
@@ -194,11 +212,26 @@ func (d *Driver) CreateOverlay(ctx context.Context, base hypervisor.Disk, path s
 
 // vm is one QEMU process.
 type vm struct {
-	cmd     *exec.Cmd
+	cmd    *exec.Cmd
+	done   chan struct{}
+	status hypervisor.ExitStatus
+
+	mu      sync.Mutex
 	channel net.Conn
-	done    chan struct{}
-	status  hypervisor.ExitStatus
-	once    sync.Once
+	ended   bool
+}
+
+// setChannel records the guest channel; false (and the conn closed) if
+// the VMM has already ended.
+func (v *vm) setChannel(c net.Conn) bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.ended {
+		c.Close()
+		return false
+	}
+	v.channel = c
+	return true
 }
 
 func (v *vm) wait(out *bytes.Buffer) {
@@ -213,13 +246,20 @@ func (v *vm) wait(out *bytes.Buffer) {
 		}
 	}
 	v.status = st
+	v.mu.Lock()
+	v.ended = true
 	if v.channel != nil {
 		v.channel.Close()
 	}
+	v.mu.Unlock()
 	close(v.done)
 }
 
-func (v *vm) Channel() net.Conn             { return v.channel }
+func (v *vm) Channel() net.Conn {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.channel
+}
 func (v *vm) Pid() int                      { return v.cmd.Process.Pid }
 func (v *vm) Done() <-chan struct{}         { return v.done }
 func (v *vm) Status() hypervisor.ExitStatus { <-v.done; return v.status }

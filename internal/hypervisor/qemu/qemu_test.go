@@ -68,6 +68,8 @@ func TestValidate(t *testing.T) {
 		{"max_memory_cpus", func(s *hypervisor.Spec) { s.MemoryMiB, s.CPUs = hypervisor.MaxMemoryMiB, hypervisor.MaxCPUs }, "nil", nil},
 		{"no_disks", func(s *hypervisor.Spec) { s.Disks = nil }, "nil", nil},
 		{"no_name", func(s *hypervisor.Spec) { s.Name = "" }, "InvalidArgument", []string{"name"}},
+		{"name_with_comma", func(s *hypervisor.Spec) { s.Name = "web,1" }, "InvalidArgument", []string{`"web,1"`}},
+		{"name_with_equals", func(s *hypervisor.Spec) { s.Name = "a=b" }, "InvalidArgument", []string{`"a=b"`}},
 		{"zero_memory", func(s *hypervisor.Spec) { s.MemoryMiB = 0 }, "InvalidArgument", []string{"memory 0 MiB", "64..65536"}},
 		{"memory_too_small", func(s *hypervisor.Spec) { s.MemoryMiB = hypervisor.MinMemoryMiB - 1 }, "InvalidArgument", []string{"memory 63 MiB"}},
 		{"memory_too_big", func(s *hypervisor.Spec) { s.MemoryMiB = hypervisor.MaxMemoryMiB + 1 }, "InvalidArgument", []string{"memory 65537 MiB"}},
@@ -180,13 +182,7 @@ func TestStartRuntimeDirTooLong(t *testing.T) {
 	}
 }
 
-// raceBug is the data race the race detector reports whenever a VM ends.
-const raceBug = "BUG: data race in qemu.go: Start sets vm.channel after Accept while (*vm).wait reads and closes it with no synchronisation; if QEMU exits before the assignment the accepted conn is never closed"
-
 func TestStartAtSocketPathLimit(t *testing.T) {
-	if raceEnabled {
-		t.Skip(raceBug)
-	}
 	testenv.RequireBinary(t, "qemu-system-x86_64")
 	testenv.RequireBinary(t, "qemu-img")
 	d, err := New(Config{Accel: AccelTCG}, discard())

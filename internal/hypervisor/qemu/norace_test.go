@@ -1,6 +1,0 @@
-//go:build !race
-
-package qemu
-
-// raceEnabled reports a -race build.
-const raceEnabled = false
