@@ -70,15 +70,19 @@ func daemonCmd() *cobra.Command {
 			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			l, cleanup, err := listen(host)
-			if err != nil {
-				return err
+			if cfg.DefaultMemoryMiB < 64 {
+				return fmt.Errorf("--default-container-memory %d: at least 64 MiB", cfg.DefaultMemoryMiB)
 			}
-			defer cleanup()
 			v, err := vch.Open(ctx, cfg, logger)
 			if err != nil {
 				return err
 			}
+			l, cleanup, err := listen(host)
+			if err != nil {
+				_ = v.Close()
+				return err
+			}
+			defer cleanup()
 			return v.Serve(ctx, l)
 		},
 	}
@@ -108,6 +112,12 @@ func listen(host string) (net.Listener, func(), error) {
 		path := u.Path
 		if path == "" {
 			path = strings.TrimPrefix(host, "unix://")
+		}
+		if path == "" || !filepath.IsAbs(path) {
+			return nil, nil, fmt.Errorf("-H %q: want an absolute socket path, unix:///PATH.sock", host)
+		}
+		if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket == 0 {
+			return nil, nil, fmt.Errorf("-H %q: %s exists and is not a socket", host, path)
 		}
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			return nil, nil, fmt.Errorf("socket dir: %w", err)

@@ -61,6 +61,7 @@ type VCH struct {
 	compute *compute.Service
 	server  *docker.Server
 	host    docker.HostInfo
+	lock    *os.File
 }
 
 // Open validates cfg, builds the guest initramfs and opens the stores.
@@ -81,6 +82,16 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err := os.MkdirAll(filepath.Join(root, "guest"), 0o700); err != nil {
 		return nil, fmt.Errorf("vch: %w", err)
 	}
+	lock, err := lockRoot(root)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			lock.Close()
+		}
+	}()
 	kt := initramfs.KernelTree{Dir: cfg.KernelDir}
 	kernel, err := kt.Kernel()
 	if err != nil {
@@ -98,7 +109,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &VCH{cfg: cfg, logger: logger}
+	v := &VCH{cfg: cfg, logger: logger, lock: lock}
 	v.images, err = storage.New(storage.Config{
 		Root: filepath.Join(root, "images"),
 		InUse: func(id string) (string, bool) {
@@ -129,7 +140,23 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.server = docker.New(docker.Config{Version: Version}, docker.Backend{
 		Compute: v.compute, Interaction: v.compute, Images: v.images, Execs: v.compute, System: v,
 	}, logger)
+	ok = true
 	return v, nil
+}
+
+// lockRoot takes an exclusive lock on root/vch.lock for the daemon's
+// lifetime: two daemons on one root would corrupt each other's stores.
+// FailedPrecondition if another daemon holds it.
+func lockRoot(root string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(root, "vch.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("vch: lock root: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("vch: root %s is in use by another vch daemon: %w", root, errdefs.ErrFailedPrecondition)
+	}
+	return f, nil
 }
 
 // Host implements docker.SystemInfo.
@@ -145,7 +172,15 @@ func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
 	}
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.images.Close())
+	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.images.Close(), v.lock.Close())
 	v.logger.Info("vch stopped")
 	return err
+}
+
+// Close releases a VCH that was opened but never served: it closes the
+// stores and the root lock. Serve closes them itself.
+func (v *VCH) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return errors.Join(v.compute.Close(ctx), v.images.Close(), v.lock.Close())
 }

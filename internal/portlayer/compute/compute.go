@@ -106,6 +106,12 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 			return nil, fmt.Errorf("compute: %w", err)
 		}
 	}
+	if cfg.DefaultMemoryMiB < hypervisor.MinMemoryMiB || cfg.DefaultMemoryMiB > hypervisor.MaxMemoryMiB {
+		return nil, fmt.Errorf("compute: default container memory %d MiB outside %d..%d MiB: %w", cfg.DefaultMemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
+	}
+	if cfg.DefaultCPUs < 1 || cfg.DefaultCPUs > hypervisor.MaxCPUs {
+		return nil, fmt.Errorf("compute: default CPUs %d outside 1..%d: %w", cfg.DefaultCPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+	}
 	recs, err := openRecords(filepath.Join(cfg.Root, "containers.db"))
 	if err != nil {
 		return nil, err
@@ -230,6 +236,9 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	if spec.CPUs < 0 || spec.CPUs > hypervisor.MaxCPUs {
 		return portlayer.Container{}, fmt.Errorf("compute: %d CPUs outside 1..%d: %w", spec.CPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
 	}
+	if n := specBytes(spec); n > MaxProcessSpecBytes {
+		return portlayer.Container{}, fmt.Errorf("compute: command and environment take %d bytes, more than the %d allowed: argument list too long: %w", n, MaxProcessSpecBytes, errdefs.ErrInvalidArgument)
+	}
 	spec.Name = strings.TrimPrefix(spec.Name, "/")
 	if spec.Name != "" && !validName.MatchString(spec.Name) {
 		return portlayer.Container{}, fmt.Errorf("compute: Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", spec.Name, errdefs.ErrInvalidArgument)
@@ -290,6 +299,23 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	c.mu.Unlock()
 	s.logger.Info("container created", "container", id, "name", rec.Spec.Name, "image", spec.Image)
 	return rec, nil
+}
+
+// MaxProcessSpecBytes bounds a process's argv plus environment, in bytes:
+// the spec travels to the guest in one SSH channel-open message, whose
+// packets are limited to 256 KiB (RFC 4253 §6.1 lets implementations cap
+// them; x/crypto/ssh does at 256 KiB).
+const MaxProcessSpecBytes = 128 << 10
+
+func specBytes(spec portlayer.ContainerSpec) int {
+	n := len(spec.WorkingDir) + len(spec.User) + len(spec.Hostname)
+	for _, a := range spec.Args {
+		n += len(a) + 1
+	}
+	for _, e := range spec.Env {
+		n += len(e) + 1
+	}
+	return n
 }
 
 // NameConflictError reports a name in use; it is an AlreadyExists error.
@@ -376,6 +402,22 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 	if err != nil {
 		return err
 	}
+	// A start in progress finishes first (dockerd serialises them too), so
+	// a VM being booted is never left without its record.
+	for {
+		c.mu.Lock()
+		ch := c.startDone
+		starting := c.starting
+		c.mu.Unlock()
+		if !starting {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("compute: remove %s: %w", c.id, ctx.Err())
+		}
+	}
 	rec := c.record()
 	if rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused {
 		if !force {
@@ -412,7 +454,16 @@ func (s *Service) remove(c *container) error {
 	}
 	c.removed = true
 	code := c.rec.State.ExitCode
+	gone := c.vmGone
 	c.mu.Unlock()
+	if gone != nil {
+		// The VM must have released the disk before it is deleted.
+		select {
+		case <-gone:
+		case <-time.After(2 * powerOffTimeout):
+			s.logger.Warn("VM still running at removal", "container", c.id)
+		}
+	}
 	if err := s.recs.delete(c.id); err != nil {
 		return err
 	}

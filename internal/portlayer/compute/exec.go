@@ -51,7 +51,7 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 		return "", err
 	}
 	c.mu.Lock()
-	running := c.guest != nil
+	running := c.guest != nil && c.rec.State.Status == portlayer.StatusRunning
 	c.mu.Unlock()
 	if !running {
 		return "", fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
@@ -106,7 +106,7 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 	c.mu.Lock()
 	g, rec := c.guest, c.rec
 	c.mu.Unlock()
-	if g == nil {
+	if g == nil || rec.State.Status != portlayer.StatusRunning {
 		e.finish(126)
 		return fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
 	}

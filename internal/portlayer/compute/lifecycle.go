@@ -35,12 +35,17 @@ type container struct {
 	creating bool
 	removed  bool
 	starting bool
-	killed   bool // the current run's VM was killed on purpose
-	vm       hypervisor.VM
-	guest    *guest.Client
-	proc     *guest.Process
-	exited   chan struct{} // closed when the current run has been recorded as ended
-	stdins   []*attachment // attached stdin streams waiting for a process
+	// startDone is closed when the start in progress (starting) ends.
+	startDone chan struct{}
+	// vmGone is closed when the last run's VM has ended and released its
+	// disk; nil before the first start.
+	vmGone chan struct{}
+	killed bool // the current run's VM was killed on purpose
+	vm     hypervisor.VM
+	guest  *guest.Client
+	proc   *guest.Process
+	exited chan struct{} // closed when the current run has been recorded as ended
+	stdins []*attachment // attached stdin streams waiting for a process
 
 	exitWaiters   []chan portlayer.WaitResult
 	removeWaiters []chan portlayer.WaitResult
@@ -113,26 +118,48 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	switch {
-	case c.removed || c.creating:
-		c.mu.Unlock()
-		return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
-	case c.rec.State.Status == portlayer.StatusRunning:
-		c.mu.Unlock()
-		return nil
-	case c.starting:
-		c.mu.Unlock()
-		return fmt.Errorf("compute: container %s is already starting: %w", c.id, errdefs.ErrConflict)
+	var rec portlayer.Container
+	var gone chan struct{}
+	for {
+		c.mu.Lock()
+		switch {
+		case c.removed || c.creating:
+			c.mu.Unlock()
+			return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+		case c.rec.State.Status == portlayer.StatusRunning:
+			c.mu.Unlock()
+			return nil
+		case c.starting:
+			// Another start is in progress: wait for it, as dockerd does.
+			ch := c.startDone
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return fmt.Errorf("compute: start %s: %w", c.id, ctx.Err())
+			}
+		}
+		break
 	}
 	c.starting = true
-	rec := c.rec
+	c.startDone = make(chan struct{})
+	rec, gone = c.rec, c.vmGone
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
 		c.starting = false
+		close(c.startDone)
 		c.mu.Unlock()
 	}()
+	if gone != nil {
+		// The previous run's VM may still be powering off with the disk open.
+		select {
+		case <-gone:
+		case <-ctx.Done():
+			return fmt.Errorf("compute: start %s: %w", c.id, ctx.Err())
+		}
+	}
 
 	vm, g, proc, err := s.boot(ctx, c, rec)
 	if err != nil {
@@ -162,9 +189,18 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 	}
 
 	c.mu.Lock()
+	if c.removed {
+		// Removed (forced) while booting: nothing may outlive the record.
+		c.mu.Unlock()
+		g.Close()
+		_ = vm.Kill()
+		<-vm.Done()
+		return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+	}
 	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC()}
 	c.vm, c.guest, c.proc, c.killed = vm, g, proc, false
 	c.exited = make(chan struct{})
+	c.vmGone = make(chan struct{})
 	pending := c.stdins
 	c.stdins = nil
 	rec = c.rec
@@ -278,6 +314,43 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	wg.Wait()
 	c.out.flush()
 
+	// Record the exit as soon as the process has exited and its output is
+	// delivered; the VM powers off afterwards.
+	c.mu.Lock()
+	st := c.rec.State
+	st.Status, st.Pid, st.FinishedAt = portlayer.StatusExited, 0, time.Now().UTC()
+	switch {
+	case waitErr == nil:
+		st.ExitCode = code
+	case c.killed:
+		st.ExitCode = 137
+	default:
+		select {
+		case <-vm.Done():
+		case <-time.After(powerOffTimeout):
+			_ = vm.Kill()
+			<-vm.Done()
+		}
+		st.ExitCode = 255
+		st.Error = fmt.Sprintf("container VM ended unexpectedly: %v", vm.Status().Err)
+	}
+	c.rec.State = st
+	c.proc = nil
+	exited, gone := c.exited, c.vmGone
+	waiters := c.exitWaiters
+	c.exitWaiters = nil
+	rec := c.rec
+	c.mu.Unlock()
+	if err := s.recs.put(rec); err != nil {
+		s.logger.Error("persist exit", "container", c.id, "err", err)
+	}
+	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode)
+	c.out.endRun()
+	close(exited)
+	for _, w := range waiters {
+		w <- portlayer.WaitResult{ExitCode: st.ExitCode}
+	}
+
 	if waitErr == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
 		if err := g.PowerOff(ctx); err != nil {
@@ -293,35 +366,11 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	_ = vm.Kill()
 	<-vm.Done()
 	g.Close()
-
 	c.mu.Lock()
-	st := c.rec.State
-	st.Status, st.Pid, st.FinishedAt = portlayer.StatusExited, 0, time.Now().UTC()
-	switch {
-	case waitErr == nil:
-		st.ExitCode = code
-	case c.killed:
-		st.ExitCode = 137
-	default:
-		st.ExitCode = 255
-		st.Error = fmt.Sprintf("container VM ended unexpectedly: %v", vm.Status().Err)
-	}
-	c.rec.State = st
-	c.vm, c.guest, c.proc = nil, nil, nil
-	exited := c.exited
-	waiters := c.exitWaiters
-	c.exitWaiters = nil
-	rec := c.rec
+	c.vm, c.guest = nil, nil
 	c.mu.Unlock()
-	if err := s.recs.put(rec); err != nil {
-		s.logger.Error("persist exit", "container", c.id, "err", err)
-	}
-	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode)
-	c.out.endRun()
-	close(exited)
-	for _, w := range waiters {
-		w <- portlayer.WaitResult{ExitCode: st.ExitCode}
-	}
+	close(gone)
+
 	if rec.Spec.AutoRemove {
 		if err := s.remove(c); err != nil {
 			s.logger.Error("auto-remove", "container", c.id, "err", err)
@@ -348,7 +397,7 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	}
 	c.mu.Lock()
 	vm, proc := c.vm, c.proc
-	if vm == nil {
+	if vm == nil || proc == nil || c.rec.State.Status != portlayer.StatusRunning {
 		c.mu.Unlock()
 		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
 	}
@@ -373,7 +422,7 @@ func (s *Service) Stop(ctx context.Context, idOrName string, timeout *time.Durat
 
 func (s *Service) stop(ctx context.Context, c *container, timeout *time.Duration) error {
 	c.mu.Lock()
-	running := c.vm != nil
+	running := c.rec.State.Status == portlayer.StatusRunning
 	spec := c.rec.Spec
 	c.mu.Unlock()
 	if !running {
@@ -421,7 +470,7 @@ func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.Wait
 	defer c.mu.Unlock()
 	switch cond {
 	case portlayer.WaitNotRunning, "":
-		if c.vm == nil && !c.starting {
+		if c.rec.State.Status != portlayer.StatusRunning && !c.starting {
 			ch <- portlayer.WaitResult{ExitCode: c.rec.State.ExitCode}
 			return ch, nil
 		}
@@ -494,7 +543,7 @@ func (s *Service) Logs(ctx context.Context, idOrName string, opts portlayer.LogO
 		return nil, err
 	}
 	c.mu.Lock()
-	running := c.vm != nil || c.starting
+	running := c.rec.State.Status == portlayer.StatusRunning || c.starting
 	c.mu.Unlock()
 	return c.out.logs(ctx, opts, running)
 }

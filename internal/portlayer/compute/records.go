@@ -2,7 +2,12 @@ package compute
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -25,7 +30,12 @@ type records struct {
 }
 
 func openRecords(path string) (*records, error) {
-	db, err := bolt.Open(path, 0o600, nil)
+	// bbolt locks the file; a second daemon on the same root must fail
+	// fast rather than wait for the lock.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("compute: %s is in use by another vch daemon: %w", path, errdefs.ErrFailedPrecondition)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("compute: open %s: %w", path, err)
 	}
