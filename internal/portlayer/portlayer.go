@@ -358,3 +358,30 @@ type Execs interface {
 	// Conflict if it is not running.
 	Resize(ctx context.Context, idOrName string, rows, cols uint) error
 }
+
+// Event is one thing that happened in the port layer, in the order it
+// happened. Type and Action use Docker's vocabulary (Engine API v1.50
+// "System events"): Type "container" or "image"; Action "create", "start",
+// "die", "kill", "stop", "destroy", "exec_create", "exec_start",
+// "exec_die", "rename", "pull", "import", "load", "tag", "untag",
+// "delete", …
+type Event struct {
+	Time   time.Time
+	Type   string
+	Action string
+	// ID is the container ID or the image ID / reference the event is about.
+	ID string
+	// Attributes hold details such as "name", "image", "exitCode",
+	// "signal", "execID".
+	Attributes map[string]string
+}
+
+// Events is the port layer's ordered event log. Safe for concurrent use.
+type Events interface {
+	// Subscribe returns the logged events at or after since (zero: none)
+	// and, when live is true, a channel of later events that closes when
+	// ctx ends. The log keeps the most recent events only (see the
+	// implementation's bound); a subscriber that does not keep up misses
+	// events rather than stalling the system.
+	Subscribe(ctx context.Context, since time.Time, live bool) ([]Event, <-chan Event)
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/portlayer/compute"
+	"github.com/vchproject/vch/internal/portlayer/events"
 	"github.com/vchproject/vch/internal/portlayer/storage"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
@@ -109,6 +110,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
+	evlog := events.New(events.DefaultCapacity)
 	v := &VCH{cfg: cfg, logger: logger, lock: lock}
 	v.images, err = storage.New(storage.Config{
 		Root: filepath.Join(root, "images"),
@@ -125,6 +127,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.compute, err = compute.New(compute.Config{
 		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, ChannelName: wire.PortName,
+		Events: evlog,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.images.Close()
@@ -138,7 +141,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		RootDir: root,
 	}
 	v.server = docker.New(docker.Config{Version: Version}, docker.Backend{
-		Compute: v.compute, Interaction: v.compute, Images: v.images, Execs: v.compute, System: v,
+		Compute: v.compute, Interaction: v.compute, Images: events.Images(v.images, evlog),
+		Execs: v.compute, Events: evlog, System: v,
 	}, logger)
 	ok = true
 	return v, nil

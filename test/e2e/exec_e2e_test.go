@@ -5,6 +5,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,26 @@ func TestRunInteractiveTTY(t *testing.T) {
 	}
 	tmux("send-keys", "-t", "t", "exit 5", "Enter")
 	waitFor("exit=5")
+}
+
+// TestEvents: the container's lifecycle appears in `docker events` in
+// order, with Docker's attributes, and the filters select it.
+func TestEvents(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	since := time.Now().Add(-time.Second).Unix()
+	if r := docker(t, "run", "--name", name, "busybox", "sh", "-c", "exit 3"); r.code != 3 {
+		t.Fatalf("run: code %d %s", r.code, r.stderr)
+	}
+	ok(t, "rm", name)
+	out := ok(t, "events", "--since", strconv.FormatInt(since, 10), "--until", strconv.FormatInt(time.Now().Add(time.Second).Unix(), 10),
+		"--filter", "container="+name, "--format", "{{.Type}} {{.Action}} {{.Actor.Attributes.name}} {{.Actor.Attributes.exitCode}}")
+	want := []string{"container create " + name, "container attach " + name, "container start " + name, "container die " + name + " 3", "container destroy " + name}
+	got := strings.Split(strings.TrimSpace(out), "\n")
+	for i := range got {
+		got[i] = strings.TrimSpace(strings.ReplaceAll(got[i], "<no value>", ""))
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
 }

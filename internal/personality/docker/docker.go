@@ -15,6 +15,7 @@ package docker
 import (
 	"context"
 	"fmt"
+	"github.com/vchproject/vch/internal/personality/docker/events"
 	"github.com/vchproject/vch/internal/personality/docker/exec"
 	"log/slog"
 	"net"
@@ -56,7 +57,9 @@ type Backend struct {
 	Images      portlayer.Images
 	// Execs serves docker exec and TTY resize; nil leaves those routes
 	// unimplemented (501).
-	Execs  portlayer.Execs
+	Execs portlayer.Execs
+	// Events serves GET /events; nil leaves it unimplemented (501).
+	Events portlayer.Events
 	System SystemInfo
 }
 
@@ -99,6 +102,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log)
 	img := image.NewRouter(backend.Images, s.log)
 	s.routes = append(s.routes, sys.Routes()...)
+	if backend.Events != nil {
+		s.routes = append(s.routes, events.NewRouter(backend.Events, s.log).Routes()...)
+	}
 	if backend.Execs != nil {
 		s.routes = append(s.routes, exec.NewRouter(backend.Execs, backend.Compute, s.log).Routes()...)
 	}
@@ -196,7 +202,6 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 func unimplementedRoutes() []httputils.Route {
 	type ep struct{ method, path, what string }
 	eps := []ep{
-		{"GET", "/events", "events"},
 		{"GET", "/system/df", "disk usage"},
 		{"POST", "/auth", "registry login"},
 		{"POST", "/build", "image build"},

@@ -100,7 +100,7 @@ func TestErrorResponses(t *testing.T) {
 		{name: "ambiguous prefix kill", failOn: "Inspect", err: fmt.Errorf("ambiguous: %w", errdefs.ErrInvalidArgument), method: "POST", target: "/containers/ab/kill", wantCode: 400, wantMsg: "multiple IDs found with provided prefix: ab"},
 		{name: "ambiguous prefix logs", failOn: "Inspect", err: fmt.Errorf("ambiguous: %w", errdefs.ErrInvalidArgument), method: "GET", target: "/containers/ab/logs?stdout=1", wantCode: 400, wantMsg: "multiple IDs found with provided prefix: ab"},
 		{name: "wait not found", method: "POST", target: "/containers/nosuch/wait", wantCode: 404, wantMsg: "No such container: nosuch"},
-		{name: "not implemented endpoint", method: "GET", target: "/events", wantCode: 501, wantMsg: "events is not implemented by vch yet"},
+		{name: "not implemented endpoint", method: "GET", target: "/containers/x/top", wantCode: 501, wantMsg: "top is not implemented by vch yet"},
 		{name: "unknown route", method: "GET", target: "/nope", wantCode: 404, wantMsg: "page not found"},
 		{name: "wrong method", method: "PUT", target: "/containers/json", wantCode: 404, wantMsg: "page not found"},
 		{name: "bad signal", method: "POST", target: "/containers/x/kill?signal=FOO", wantCode: 400, wantMsg: "Invalid signal: FOO"},

@@ -52,6 +52,30 @@ type Config struct {
 	BootTimeout time.Duration `toml:"boot_timeout" json:"boot_timeout"`
 	// ChannelName is the guest channel's virtio-serial port name.
 	ChannelName string `toml:"channel_name" json:"channel_name"`
+	// Events receives lifecycle events; nil drops them.
+	Events Publisher `toml:"-" json:"-"`
+}
+
+// Publisher receives the events compute emits (package events implements
+// it). Publish must not block.
+type Publisher interface {
+	Publish(portlayer.Event)
+}
+
+// event publishes a container event with Docker's attributes: name,
+// image (the reference the user gave) and any extra ones.
+func (s *Service) event(action string, rec portlayer.Container, extra map[string]string) {
+	if s.cfg.Events == nil {
+		return
+	}
+	attrs := map[string]string{"name": rec.Spec.Name, "image": rec.Spec.ImageRef}
+	if attrs["image"] == "" {
+		attrs["image"] = rec.Spec.Image
+	}
+	for k, v := range extra {
+		attrs[k] = v
+	}
+	s.cfg.Events.Publish(portlayer.Event{Type: "container", Action: action, ID: rec.ID, Attributes: attrs})
 }
 
 // Defaults, each with its reason.
@@ -298,6 +322,7 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	c.creating = false
 	c.mu.Unlock()
 	s.logger.Info("container created", "container", id, "name", rec.Spec.Name, "image", spec.Image)
+	s.event("create", rec, nil)
 	return rec, nil
 }
 
@@ -375,11 +400,13 @@ func (s *Service) Rename(ctx context.Context, idOrName, newName string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	rec := c.rec
+	old := rec.Spec.Name
 	rec.Spec.Name = newName
 	if err := s.recs.put(rec); err != nil {
 		return err
 	}
 	c.rec = rec
+	s.event("rename", rec, map[string]string{"oldName": "/" + old})
 	return nil
 }
 
@@ -475,6 +502,7 @@ func (s *Service) remove(c *container) error {
 	err := os.RemoveAll(filepath.Join(s.cfg.Root, "containers", c.id))
 	_ = os.RemoveAll(c.runDir)
 	c.notifyRemoved(code)
+	s.event("destroy", c.record(), nil)
 	s.logger.Info("container removed", "container", c.id)
 	if err != nil {
 		return fmt.Errorf("compute: remove files of %s: %w", c.id, err)

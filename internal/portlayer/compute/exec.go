@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/containerd/errdefs"
@@ -63,6 +65,7 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 	}
 	s.execs[e.id] = e
 	s.mu.Unlock()
+	s.event("exec_create: "+strings.Join(spec.Args, " "), c.record(), map[string]string{"execID": e.id})
 	return e.id, nil
 }
 
@@ -139,6 +142,7 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 	e.running, e.proc = true, proc
 	e.mu.Unlock()
 	s.logger.Info("exec started", "container", c.id, "exec", e.id)
+	s.event("exec_start: "+strings.Join(spec.Args, " "), rec, map[string]string{"execID": e.id})
 
 	stdout, stderr := opts.Stdout, opts.Stderr
 	if stdout == nil || opts.Detach {
@@ -170,6 +174,7 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 		}
 		e.finish(code)
 		s.logger.Info("exec exited", "container", c.id, "exec", e.id, "exit_code", code)
+		s.event("exec_die", rec, map[string]string{"execID": e.id, "exitCode": strconv.Itoa(code)})
 	}()
 	if opts.Detach {
 		return nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -212,6 +213,7 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		s.feedStdin(c, proc, a)
 	}
 	s.logger.Info("container started", "container", c.id, "vm_pid", vm.Pid())
+	s.event("start", rec, nil)
 	s.wg.Add(1)
 	go s.supervise(c, vm, g, proc)
 	return nil
@@ -345,6 +347,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 		s.logger.Error("persist exit", "container", c.id, "err", err)
 	}
 	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode)
+	s.event("die", rec, map[string]string{"exitCode": strconv.Itoa(st.ExitCode)})
 	c.out.endRun()
 	close(exited)
 	for _, w := range waiters {
@@ -404,7 +407,9 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	if signal == 9 {
 		c.killed = true
 	}
+	rec := c.rec
 	c.mu.Unlock()
+	s.event("kill", rec, map[string]string{"signal": strconv.Itoa(signal)})
 	if signal == 9 {
 		return vm.Kill()
 	}
@@ -421,6 +426,14 @@ func (s *Service) Stop(ctx context.Context, idOrName string, timeout *time.Durat
 }
 
 func (s *Service) stop(ctx context.Context, c *container, timeout *time.Duration) error {
+	err := s.stopVM(ctx, c, timeout)
+	if err == nil {
+		s.event("stop", c.record(), nil)
+	}
+	return err
+}
+
+func (s *Service) stopVM(ctx context.Context, c *container, timeout *time.Duration) error {
 	c.mu.Lock()
 	running := c.rec.State.Status == portlayer.StatusRunning
 	spec := c.rec.Spec
@@ -508,6 +521,7 @@ func (s *Service) Attach(ctx context.Context, idOrName string, opts portlayer.At
 	}
 	c.out.subs[a] = struct{}{}
 	c.out.mu.Unlock()
+	s.event("attach", c.record(), nil)
 
 	c.mu.Lock()
 	proc, spec := c.proc, c.rec.Spec
