@@ -89,6 +89,15 @@ type VM interface {
 	Kill() error
 }
 
+// Pauser is implemented by the VMs of drivers whose Capabilities report
+// Pause: the whole VM (every vCPU and device) is frozen and resumed.
+type Pauser interface {
+	// Pause freezes the VM. Unavailable if the VMM does not answer.
+	Pause(ctx context.Context) error
+	// Resume continues a frozen VM.
+	Resume(ctx context.Context) error
+}
+
 // Driver runs VMs. Safe for concurrent use.
 type Driver interface {
 	// Start boots a VM and returns when its guest channel is connected.

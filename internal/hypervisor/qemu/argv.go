@@ -22,6 +22,7 @@ type paths struct {
 	channel string // tether channel socket (we listen, QEMU connects)
 	console string // serial console log
 	pidfile string
+	qmp     string // QMP monitor socket (QEMU listens)
 }
 
 // argv builds QEMU's command line (after the binary) for spec. The guest
@@ -48,6 +49,7 @@ func argv(spec hypervisor.Spec, accel string, p paths) []string {
 		"-initrd", spec.Initrd,
 		"-append", cmdline,
 		"-pidfile", p.pidfile,
+		"-qmp", "unix:" + escape(p.qmp) + ",server=on,wait=off",
 		"-device", "virtio-serial-device,max_ports=2",
 		"-chardev", "socket,id=tether,path=" + escape(p.channel),
 		"-device", "virtserialport,chardev=tether,name=" + escape(spec.ChannelName),

@@ -83,9 +83,9 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	return &Driver{cfg: cfg, accel: chooseAccel(cfg.Accel), logger: logger.With("component", "qemu")}, nil
 }
 
-// Capabilities reports the accelerator in use. Pause is not offered yet.
+// Capabilities reports the accelerator in use; VMs can be paused (QMP).
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: d.accel}
+	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true}
 }
 
 func validate(spec hypervisor.Spec) error {
@@ -123,6 +123,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 		channel: filepath.Join(spec.RuntimeDir, "tether.sock"),
 		console: filepath.Join(spec.RuntimeDir, "console.log"),
 		pidfile: filepath.Join(spec.RuntimeDir, "qemu.pid"),
+		qmp:     filepath.Join(spec.RuntimeDir, "qmp.sock"),
 	}
 	if len(p.channel) > maxSocketPath {
 		return nil, fmt.Errorf("qemu: runtime dir %s too long for a unix socket: %w", spec.RuntimeDir, errdefs.ErrInvalidArgument)
@@ -144,7 +145,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w: %w", d.cfg.Binary, err, errdefs.ErrUnavailable)
 	}
-	vm := &vm{cmd: cmd, done: make(chan struct{})}
+	vm := &vm{cmd: cmd, done: make(chan struct{}), qmpPath: p.qmp}
 	go vm.wait(&stderr)
 
 	type accepted struct {
@@ -219,6 +220,7 @@ type vm struct {
 	mu      sync.Mutex
 	channel net.Conn
 	ended   bool
+	qmpPath string
 }
 
 // setChannel records the guest channel; false (and the conn closed) if

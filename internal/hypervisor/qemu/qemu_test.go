@@ -133,8 +133,8 @@ func TestNewDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := d.Capabilities(); c.Accelerator != AccelTCG || c.Pause {
-		t.Errorf("Capabilities = %+v, want tcg without pause", c)
+	if c := d.Capabilities(); c.Accelerator != AccelTCG || !c.Pause {
+		t.Errorf("Capabilities = %+v, want tcg with pause", c)
 	}
 	if !filepath.IsAbs(d.cfg.Binary) || !filepath.IsAbs(d.cfg.ImgBinary) {
 		t.Errorf("binaries not resolved to absolute paths: %q %q", d.cfg.Binary, d.cfg.ImgBinary)

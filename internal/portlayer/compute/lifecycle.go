@@ -143,6 +143,13 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		}
 		break
 	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		c.mu.Unlock()
+		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+	}
 	c.starting = true
 	c.startDone = make(chan struct{})
 	rec, gone = c.rec, c.vmGone
@@ -175,9 +182,16 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		}
 		c.rec.State = st
 		rec := c.rec
+		// Waiters that registered while the start was in progress learn
+		// that the container is not running after all.
+		waiters := c.exitWaiters
+		c.exitWaiters = nil
 		c.mu.Unlock()
 		if perr := s.recs.put(rec); perr != nil {
 			s.logger.Warn("persist failed start", "container", c.id, "err", perr)
+		}
+		for _, w := range waiters {
+			w <- portlayer.WaitResult{ExitCode: st.ExitCode}
 		}
 		if rec.Spec.AutoRemove {
 			// As Docker does: an auto-remove container whose start failed is
@@ -198,7 +212,8 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		<-vm.Done()
 		return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
 	}
-	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC()}
+	// Docker keeps the previous run's FinishedAt while the container runs.
+	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC(), FinishedAt: c.rec.State.FinishedAt}
 	c.vm, c.guest, c.proc, c.killed = vm, g, proc, false
 	c.exited = make(chan struct{})
 	c.vmGone = make(chan struct{})

@@ -225,7 +225,7 @@ func TestRestartKeepsFinishedAt(t *testing.T) {
 	first := h.inspect(c.ID).State
 	h.start(c.ID)
 	if got := h.inspect(c.ID).State; !got.FinishedAt.Equal(first.FinishedAt) {
-		t.Skipf("BUG: a restart zeroes FinishedAt of the previous run (got %v, want %v)", got.FinishedAt, first.FinishedAt)
+		t.Errorf("a restart changed FinishedAt of the previous run (got %v, want %v)", got.FinishedAt, first.FinishedAt)
 	}
 }
 
@@ -472,7 +472,7 @@ func TestWaitDuringFailedStart(t *testing.T) {
 			t.Errorf("result %+v, want the failed start's exit code", r)
 		}
 	case <-time.After(time.Second):
-		t.Skip("BUG: a not-running waiter registered during a start that fails is never released")
+		t.Error("a not-running waiter registered during a start that fails was never released")
 	}
 }
 
@@ -688,7 +688,7 @@ func TestRemoveDuringStart(t *testing.T) {
 			_ = vm.Kill()
 		}
 		if len(orphans) > 0 {
-			t.Skipf("BUG: Remove during Start succeeds (Remove %v, Start %v) and the container's VM keeps running, unreachable", rErr, sErr)
+			t.Errorf("Remove during Start succeeded (Remove %v, Start %v) and the container's VM keeps running, unreachable", rErr, sErr)
 		}
 		return
 	}
