@@ -173,6 +173,17 @@ type Compute interface {
 	Rename(ctx context.Context, idOrName, newName string) error
 }
 
+// Pauser freezes and resumes whole container VMs (docker pause). Safe for
+// concurrent use.
+type Pauser interface {
+	// Pause freezes the container's VM; status becomes paused. NotFound;
+	// Conflict if it is not running or already paused.
+	Pause(ctx context.Context, idOrName string) error
+	// Unpause resumes it and resets the guest clock to the host's.
+	// NotFound; Conflict if it is not paused.
+	Unpause(ctx context.Context, idOrName string) error
+}
+
 // AttachOptions selects the streams of an attach. Nil writers are not
 // attached. Stdin is read until EOF and then closed in the guest when the
 // container was created with StdinOnce.

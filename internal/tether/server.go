@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"log/slog"
 	"net"
 	"os"
@@ -68,6 +69,18 @@ func (s *server) serve(port *os.File) error {
 			}
 			if err := applySetup(setup); err != nil {
 				replyErr(req, err)
+				continue
+			}
+			_ = req.Reply(true, nil)
+		case wire.RequestClock:
+			var c wire.Clock
+			err := json.Unmarshal(req.Payload, &c)
+			if err == nil {
+				tv := unix.NsecToTimeval(c.TimeUnixNano)
+				err = unix.Settimeofday(&tv)
+			}
+			if err != nil {
+				replyErr(req, fmt.Errorf("tether: set clock: %w", err))
 				continue
 			}
 			_ = req.Reply(true, nil)

@@ -131,3 +131,42 @@ func TestEvents(t *testing.T) {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestPauseUnpause: pause freezes the whole VM (state Paused, exec refused
+// with Docker's text, logs and inspect still answer); unpause resumes it
+// with the guest clock back in step with the host's.
+func TestPauseUnpause(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sh", "-c", "echo up; while true; do sleep 1; done")
+	defer docker(t, "rm", "-f", name)
+	waitLogs(t, name, "up\n")
+	ok(t, "pause", name)
+	if st := ok(t, "ps", "--filter", "name="+name, "--format", "{{.Status}}"); !strings.HasSuffix(strings.TrimSpace(st), "(Paused)") {
+		t.Errorf("ps status of a paused container = %q", st)
+	}
+	if st := ok(t, "inspect", "--format", "{{.State.Status}} {{.State.Paused}} {{.State.Running}}", name); st != "paused true true\n" {
+		t.Errorf("inspect = %q", st)
+	}
+	if r := docker(t, "exec", name, "true"); r.code == 0 || !strings.Contains(r.stderr, "is paused, unpause the container before exec") {
+		t.Errorf("exec into paused: code %d stderr %q", r.code, r.stderr)
+	}
+	if r := docker(t, "pause", name); r.code == 0 || !strings.Contains(r.stderr, "is already paused") {
+		t.Errorf("second pause: code %d stderr %q", r.code, r.stderr)
+	}
+	if logs := ok(t, "logs", name); logs != "up\n" {
+		t.Errorf("logs while paused = %q", logs)
+	}
+	time.Sleep(3 * time.Second) // the frozen guest's clock falls behind
+	ok(t, "unpause", name)
+	guest, err := strconv.ParseInt(strings.TrimSpace(ok(t, "exec", name, "date", "+%s")), 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Now().Unix() - guest; d > 2 || d < -2 {
+		t.Errorf("guest clock off by %d s after unpause", d)
+	}
+	if r := docker(t, "unpause", name); r.code == 0 || !strings.Contains(r.stderr, "is not paused") {
+		t.Errorf("unpause of a running container: code %d stderr %q", r.code, r.stderr)
+	}
+}

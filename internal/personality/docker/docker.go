@@ -58,6 +58,8 @@ type Backend struct {
 	// Execs serves docker exec and TTY resize; nil leaves those routes
 	// unimplemented (501).
 	Execs portlayer.Execs
+	// Pauser serves pause/unpause; nil leaves them unimplemented (501).
+	Pauser portlayer.Pauser
 	// Events serves GET /events; nil leaves it unimplemented (501).
 	Events portlayer.Events
 	System SystemInfo
@@ -102,6 +104,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log)
 	img := image.NewRouter(backend.Images, s.log)
 	s.routes = append(s.routes, sys.Routes()...)
+	if backend.Pauser != nil {
+		s.routes = append(s.routes, container.PauseRoutes(backend.Pauser)...)
+	}
 	if backend.Events != nil {
 		s.routes = append(s.routes, events.NewRouter(backend.Events, s.log).Routes()...)
 	}
@@ -216,8 +221,6 @@ func unimplementedRoutes() []httputils.Route {
 		{"GET", "/containers/{name}/archive", "copy (cp)"},
 		{"HEAD", "/containers/{name}/archive", "copy (cp)"},
 		{"PUT", "/containers/{name}/archive", "copy (cp)"},
-		{"POST", "/containers/{name}/pause", "pause"},
-		{"POST", "/containers/{name}/unpause", "unpause"},
 		{"POST", "/containers/{name}/update", "update"},
 		{"GET", "/containers/{name}/attach/ws", "websocket attach"},
 		{"POST", "/images/prune", "image prune"},

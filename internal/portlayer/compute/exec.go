@@ -54,7 +54,11 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 	}
 	c.mu.Lock()
 	running := c.guest != nil && c.rec.State.Status == portlayer.StatusRunning
+	paused := c.rec.State.Status == portlayer.StatusPaused
 	c.mu.Unlock()
+	if paused {
+		return "", fmt.Errorf("compute: Container %s is paused, unpause the container before exec: %w", c.id, errdefs.ErrConflict)
+	}
 	if !running {
 		return "", fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
 	}

@@ -415,7 +415,12 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	}
 	c.mu.Lock()
 	vm, proc := c.vm, c.proc
-	if vm == nil || proc == nil || c.rec.State.Status != portlayer.StatusRunning {
+	status := c.rec.State.Status
+	if status == portlayer.StatusPaused && signal != 9 {
+		c.mu.Unlock()
+		return fmt.Errorf("compute: Container %s is paused. Unpause the container before stopping or killing: %w", c.id, errdefs.ErrConflict)
+	}
+	if vm == nil || proc == nil || (status != portlayer.StatusRunning && status != portlayer.StatusPaused) {
 		c.mu.Unlock()
 		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
 	}
@@ -450,10 +455,15 @@ func (s *Service) stop(ctx context.Context, c *container, timeout *time.Duration
 
 func (s *Service) stopVM(ctx context.Context, c *container, timeout *time.Duration) error {
 	c.mu.Lock()
-	running := c.rec.State.Status == portlayer.StatusRunning
+	status := c.rec.State.Status
 	spec := c.rec.Spec
 	c.mu.Unlock()
-	if !running {
+	if status == portlayer.StatusPaused {
+		// A frozen guest cannot handle its stop signal: resume it first.
+		if err := s.Unpause(ctx, c.id); err != nil && !errdefs.IsConflict(err) {
+			return err
+		}
+	} else if status != portlayer.StatusRunning {
 		return nil
 	}
 	wait := defaultStopTimeout
@@ -498,7 +508,7 @@ func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.Wait
 	defer c.mu.Unlock()
 	switch cond {
 	case portlayer.WaitNotRunning, "":
-		if c.rec.State.Status != portlayer.StatusRunning && !c.starting {
+		if st := c.rec.State.Status; st != portlayer.StatusRunning && st != portlayer.StatusPaused && !c.starting {
 			ch <- portlayer.WaitResult{ExitCode: c.rec.State.ExitCode}
 			return ch, nil
 		}
@@ -572,7 +582,7 @@ func (s *Service) Logs(ctx context.Context, idOrName string, opts portlayer.LogO
 		return nil, err
 	}
 	c.mu.Lock()
-	running := c.rec.State.Status == portlayer.StatusRunning || c.starting
+	running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused || c.starting
 	c.mu.Unlock()
 	return c.out.logs(ctx, opts, running)
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/crypto/ssh"
@@ -96,6 +97,11 @@ func (c *Client) request(ctx context.Context, name string, payload []byte) error
 // Setup applies the container-wide setup. Call once, before Start.
 func (c *Client) Setup(ctx context.Context, s wire.Setup) error {
 	return c.request(ctx, wire.RequestSetup, wire.Encode(s))
+}
+
+// SetClock sets the guest's clock to the host's time now.
+func (c *Client) SetClock(ctx context.Context) error {
+	return c.request(ctx, wire.RequestClock, wire.Encode(wire.Clock{TimeUnixNano: time.Now().UnixNano()}))
 }
 
 // PowerOff asks the guest to sync its disks and power off; it returns once

@@ -31,6 +31,9 @@ const (
 	PortName = "org.vch.tether.0"
 	// RequestSetup is a global request carrying [Setup].
 	RequestSetup = "setup@vch-" + Version
+	// RequestClock is a global request carrying [Clock]: set the guest's
+	// clock (after the VM was paused, its clock lags the host's).
+	RequestClock = "clock@vch-" + Version
 	// RequestPowerOff is a global request asking the guest to sync its disks
 	// and power off. The reply is sent before the power-off.
 	RequestPowerOff = "poweroff@vch-" + Version
@@ -87,6 +90,12 @@ type Process struct {
 	// exec) instead of starting a new one as its PID 1. The main process
 	// must be running.
 	Exec bool `json:"exec,omitempty"`
+}
+
+// Clock is the host's time for the guest clock.
+type Clock struct {
+	// TimeUnixNano is nanoseconds since the Unix epoch.
+	TimeUnixNano int64 `json:"time_unix_nano"`
 }
 
 // Signal asks tether to deliver a Linux signal number to the process.

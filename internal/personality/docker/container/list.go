@@ -165,7 +165,7 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 	now := rt.now()
 	out := []container.Summary{}
 	for i, c := range cs {
-		if !all && c.State.Status != portlayer.StatusRunning {
+		if !all && c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused {
 			continue
 		}
 		if before >= 0 && i <= before || since >= 0 && i >= since {

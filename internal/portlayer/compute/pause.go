@@ -1,0 +1,78 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Pause implements portlayer.Pauser: the hypervisor freezes the whole VM.
+// Docker's texts: "Container <id> is not running", "… is already paused".
+func (s *Service) Pause(ctx context.Context, idOrName string) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.rec.State.Status {
+	case portlayer.StatusPaused:
+		return fmt.Errorf("compute: Container %s is already paused: %w", c.id, errdefs.ErrConflict)
+	case portlayer.StatusRunning:
+	default:
+		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+	}
+	p, ok := c.vm.(hypervisor.Pauser)
+	if !ok {
+		return fmt.Errorf("compute: this hypervisor cannot pause VMs: %w", errdefs.ErrNotImplemented)
+	}
+	if err := p.Pause(ctx); err != nil {
+		return err
+	}
+	c.rec.State.Status = portlayer.StatusPaused
+	if err := s.recs.put(c.rec); err != nil {
+		s.logger.Warn("persist paused state", "container", c.id, "err", err)
+	}
+	s.event("pause", c.rec, nil)
+	return nil
+}
+
+// Unpause implements portlayer.Pauser; the guest clock is reset after the
+// VM resumes, since it stood still while frozen.
+func (s *Service) Unpause(ctx context.Context, idOrName string) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.rec.State.Status != portlayer.StatusPaused {
+		c.mu.Unlock()
+		return fmt.Errorf("compute: Container %s is not paused: %w", c.id, errdefs.ErrConflict)
+	}
+	p, ok := c.vm.(hypervisor.Pauser)
+	if !ok {
+		c.mu.Unlock()
+		return fmt.Errorf("compute: this hypervisor cannot pause VMs: %w", errdefs.ErrNotImplemented)
+	}
+	if err := p.Resume(ctx); err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.rec.State.Status = portlayer.StatusRunning
+	if err := s.recs.put(c.rec); err != nil {
+		s.logger.Warn("persist running state", "container", c.id, "err", err)
+	}
+	g, rec := c.guest, c.rec
+	c.mu.Unlock()
+	s.event("unpause", rec, nil)
+	if g != nil {
+		if err := g.SetClock(ctx); err != nil {
+			s.logger.Warn("guest clock not reset after unpause", "container", c.id, "err", err)
+		}
+	}
+	return nil
+}
