@@ -184,6 +184,41 @@ type Pauser interface {
 	Unpause(ctx context.Context, idOrName string) error
 }
 
+// ProcessInfo is one process of a running container.
+type ProcessInfo struct {
+	// PID and PPID are as seen inside the container.
+	PID, PPID, UID int
+	// Started is when the process started; CPUTime its user+system time.
+	Started time.Time
+	CPUTime time.Duration
+	// TTY is "pts/N" or "?"; Cmd the command line.
+	TTY, Cmd string
+}
+
+// StatsSample is one sample of a container VM's resource use.
+type StatsSample struct {
+	Read time.Time
+	// CPUBusyNanos and CPUTotalNanos are cumulative non-idle and total CPU
+	// time over the VM's vCPUs, in nanoseconds; OnlineCPUs is their number.
+	CPUBusyNanos, CPUTotalNanos uint64
+	OnlineCPUs                  int
+	// MemUsedBytes is what the guest uses; MemLimitBytes its RAM.
+	MemUsedBytes, MemLimitBytes uint64
+	// DiskReadBytes and DiskWriteBytes count the root disk's I/O.
+	DiskReadBytes, DiskWriteBytes uint64
+	// Pids counts the container's processes.
+	Pids int
+}
+
+// Monitor reads what runs inside container VMs. Safe for concurrent use.
+type Monitor interface {
+	// Top lists the container's processes, PID order. NotFound; Conflict if
+	// it is not running.
+	Top(ctx context.Context, idOrName string) ([]ProcessInfo, error)
+	// Stats samples the container VM. NotFound; Conflict if not running.
+	Stats(ctx context.Context, idOrName string) (StatsSample, error)
+}
+
 // AttachOptions selects the streams of an attach. Nil writers are not
 // attached. Stdin is read until EOF and then closed in the guest when the
 // container was created with StdinOnce.

@@ -84,6 +84,26 @@ func (s *server) serve(port *os.File) error {
 				continue
 			}
 			_ = req.Reply(true, nil)
+		case wire.RequestTop, wire.RequestStats:
+			s.mu.Lock()
+			mainPid := s.mainPid
+			s.mu.Unlock()
+			var reply any
+			var err error
+			if req.Type == wire.RequestTop {
+				if mainPid == 0 {
+					err = errors.New("the container's main process is not running")
+				} else {
+					reply, err = top(mainPid)
+				}
+			} else {
+				reply, err = stats(mainPid)
+			}
+			if err != nil {
+				replyErr(req, err)
+				continue
+			}
+			_ = req.Reply(true, wire.Encode(reply))
 		case wire.RequestPowerOff:
 			s.logger.Info("power-off requested")
 			_ = req.Reply(true, nil)

@@ -142,7 +142,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	v.server = docker.New(docker.Config{Version: Version}, docker.Backend{
 		Compute: v.compute, Interaction: v.compute, Images: events.Images(v.images, evlog),
-		Execs: v.compute, Pauser: v.compute, Events: evlog, System: v,
+		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
 	}, logger)
 	ok = true
 	return v, nil

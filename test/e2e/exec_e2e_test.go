@@ -170,3 +170,32 @@ func TestPauseUnpause(t *testing.T) {
 		t.Errorf("unpause of a running container: code %d stderr %q", r.code, r.stderr)
 	}
 }
+
+// TestTopAndStats: docker top lists the guest's processes of the container
+// (ps -ef columns, PID 1 first); docker stats --no-stream renders CPU,
+// memory against the VM's RAM, block I/O and PIDs.
+func TestTopAndStats(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sh", "-c", "sleep 1000 & echo up; wait")
+	defer docker(t, "rm", "-f", name)
+	waitLogs(t, name, "up\n")
+	out := ok(t, "top", name)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "UID") || !strings.Contains(lines[1], "sh -c sleep 1000") || !strings.Contains(lines[2], "sleep 1000") {
+		t.Errorf("top:\n%s", out)
+	}
+	if f := strings.Fields(lines[1]); len(f) < 3 || f[1] != "1" || f[2] != "0" {
+		t.Errorf("top: first process %q, want PID 1 PPID 0", lines[1])
+	}
+	st := ok(t, "stats", "--no-stream", "--format", "{{.Name}}|{{.MemUsage}}|{{.PIDs}}|{{.CPUPerc}}", name)
+	f := strings.Split(strings.TrimSpace(st), "|")
+	if len(f) != 4 || f[0] != name || !strings.Contains(f[1], "MiB / ") || f[2] != "2" || !strings.HasSuffix(f[3], "%") {
+		t.Errorf("stats = %q", st)
+	}
+	ok(t, "kill", name)
+	ok(t, "wait", name)
+	if r := docker(t, "top", name); r.code == 0 || !strings.Contains(r.stderr, "is not running") {
+		t.Errorf("top of a stopped container: code %d stderr %q", r.code, r.stderr)
+	}
+}

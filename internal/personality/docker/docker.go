@@ -60,6 +60,8 @@ type Backend struct {
 	Execs portlayer.Execs
 	// Pauser serves pause/unpause; nil leaves them unimplemented (501).
 	Pauser portlayer.Pauser
+	// Monitor serves top and stats; nil leaves them unimplemented (501).
+	Monitor portlayer.Monitor
 	// Events serves GET /events; nil leaves it unimplemented (501).
 	Events portlayer.Events
 	System SystemInfo
@@ -106,6 +108,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	s.routes = append(s.routes, sys.Routes()...)
 	if backend.Pauser != nil {
 		s.routes = append(s.routes, container.PauseRoutes(backend.Pauser)...)
+	}
+	if backend.Monitor != nil {
+		s.routes = append(s.routes, container.MonitorRoutes(backend.Monitor, backend.Compute)...)
 	}
 	if backend.Events != nil {
 		s.routes = append(s.routes, events.NewRouter(backend.Events, s.log).Routes()...)

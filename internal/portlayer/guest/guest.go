@@ -70,6 +70,12 @@ func (c *Client) Wait() error { return c.conn.Wait() }
 // request sends a global request and turns a refusal into an error carrying
 // the guest's text.
 func (c *Client) request(ctx context.Context, name string, payload []byte) error {
+	_, err := c.query(ctx, name, payload)
+	return err
+}
+
+// query sends a global request and returns the guest's reply payload.
+func (c *Client) query(ctx context.Context, name string, payload []byte) ([]byte, error) {
 	type result struct {
 		ok   bool
 		resp []byte
@@ -83,15 +89,35 @@ func (c *Client) request(ctx context.Context, name string, payload []byte) error
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return fmt.Errorf("guest: %s: %w: %w", name, r.err, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("guest: %s: %w: %w", name, r.err, errdefs.ErrUnavailable)
 		}
 		if !r.ok {
-			return fmt.Errorf("guest: %s refused: %s", name, r.resp)
+			return nil, fmt.Errorf("guest: %s refused: %s", name, r.resp)
 		}
-		return nil
+		return r.resp, nil
 	case <-ctx.Done():
-		return fmt.Errorf("guest: %s: %w: %w", name, ctx.Err(), errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("guest: %s: %w: %w", name, ctx.Err(), errdefs.ErrUnavailable)
 	}
+}
+
+// Top lists the container's processes as the guest sees them.
+func (c *Client) Top(ctx context.Context) (wire.Top, error) {
+	var t wire.Top
+	b, err := c.query(ctx, wire.RequestTop, nil)
+	if err == nil {
+		err = json.Unmarshal(b, &t)
+	}
+	return t, err
+}
+
+// Stats samples the guest's resource counters.
+func (c *Client) Stats(ctx context.Context) (wire.Stats, error) {
+	var s wire.Stats
+	b, err := c.query(ctx, wire.RequestStats, nil)
+	if err == nil {
+		err = json.Unmarshal(b, &s)
+	}
+	return s, err
 }
 
 // Setup applies the container-wide setup. Call once, before Start.

@@ -119,3 +119,55 @@ func Encode(v any) []byte {
 	}
 	return b
 }
+
+// Requests that read the guest's state; their replies carry JSON.
+const (
+	// RequestTop is a global request; the reply is a [Top].
+	RequestTop = "top@vch-" + Version
+	// RequestStats is a global request; the reply is a [Stats].
+	RequestStats = "stats@vch-" + Version
+)
+
+// ProcessInfo is one process of the container (from the guest's /proc).
+type ProcessInfo struct {
+	// PID and PPID are as seen inside the container's PID namespace.
+	PID  int `json:"pid"`
+	PPID int `json:"ppid"`
+	UID  int `json:"uid"`
+	// StartTicks is the start time in clock ticks since boot (USER_HZ).
+	StartTicks uint64 `json:"start_ticks"`
+	// CPUTicks is user+system time in clock ticks (USER_HZ).
+	CPUTicks uint64 `json:"cpu_ticks"`
+	// TTY is the controlling terminal ("pts/0") or "?".
+	TTY string `json:"tty"`
+	// Cmd is the command line, arguments joined by spaces, or "[comm]".
+	Cmd string `json:"cmd"`
+}
+
+// Top lists the container's processes, PID order.
+type Top struct {
+	Processes []ProcessInfo `json:"processes"`
+	// BootTimeUnix is the guest's boot time (for start times), seconds.
+	BootTimeUnix int64 `json:"boot_time_unix"`
+	// TicksPerSecond is USER_HZ (100 on Linux).
+	TicksPerSecond int `json:"ticks_per_second"`
+}
+
+// Stats is one sample of the guest's resource use.
+type Stats struct {
+	// CPUBusyNanos and CPUTotalNanos are the guest's cumulative non-idle
+	// and total CPU time over all its vCPUs, in nanoseconds.
+	CPUBusyNanos  uint64 `json:"cpu_busy_nanos"`
+	CPUTotalNanos uint64 `json:"cpu_total_nanos"`
+	// OnlineCPUs is the number of vCPUs.
+	OnlineCPUs int `json:"online_cpus"`
+	// MemTotalBytes is the guest's RAM; MemUsedBytes is MemTotal minus
+	// MemAvailable (/proc/meminfo).
+	MemTotalBytes uint64 `json:"mem_total_bytes"`
+	MemUsedBytes  uint64 `json:"mem_used_bytes"`
+	// DiskReadBytes and DiskWriteBytes are the root disk's totals.
+	DiskReadBytes  uint64 `json:"disk_read_bytes"`
+	DiskWriteBytes uint64 `json:"disk_write_bytes"`
+	// Pids is the number of processes in the container.
+	Pids int `json:"pids"`
+}

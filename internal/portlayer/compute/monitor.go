@@ -1,0 +1,83 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+)
+
+// monitorTimeout bounds a top or stats query: a guest that stops answering
+// gets Unavailable, never a hung API call.
+const monitorTimeout = 10 * time.Second
+
+func (s *Service) runningGuest(idOrName string) (*container, *guest.Client, error) {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch c.rec.State.Status {
+	case portlayer.StatusRunning:
+	case portlayer.StatusPaused:
+		return nil, nil, fmt.Errorf("compute: Container %s is paused: %w", c.id, errdefs.ErrConflict)
+	default:
+		return nil, nil, fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+	}
+	if c.guest == nil {
+		return nil, nil, fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+	}
+	return c, c.guest, nil
+}
+
+// Top implements portlayer.Monitor from the guest's /proc.
+func (s *Service) Top(ctx context.Context, idOrName string) ([]portlayer.ProcessInfo, error) {
+	_, g, err := s.runningGuest(idOrName)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, monitorTimeout)
+	defer cancel()
+	t, err := g.Top(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("compute: top: %w", err)
+	}
+	hz := t.TicksPerSecond
+	if hz <= 0 {
+		hz = 100
+	}
+	boot := time.Unix(t.BootTimeUnix, 0)
+	out := make([]portlayer.ProcessInfo, 0, len(t.Processes))
+	for _, p := range t.Processes {
+		out = append(out, portlayer.ProcessInfo{
+			PID: p.PID, PPID: p.PPID, UID: p.UID, TTY: p.TTY, Cmd: p.Cmd,
+			Started: boot.Add(time.Duration(p.StartTicks) * time.Second / time.Duration(hz)),
+			CPUTime: time.Duration(p.CPUTicks) * time.Second / time.Duration(hz),
+		})
+	}
+	return out, nil
+}
+
+// Stats implements portlayer.Monitor from the guest's counters.
+func (s *Service) Stats(ctx context.Context, idOrName string) (portlayer.StatsSample, error) {
+	_, g, err := s.runningGuest(idOrName)
+	if err != nil {
+		return portlayer.StatsSample{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, monitorTimeout)
+	defer cancel()
+	st, err := g.Stats(ctx)
+	if err != nil {
+		return portlayer.StatsSample{}, fmt.Errorf("compute: stats: %w", err)
+	}
+	return portlayer.StatsSample{
+		Read: time.Now().UTC(), CPUBusyNanos: st.CPUBusyNanos, CPUTotalNanos: st.CPUTotalNanos, OnlineCPUs: st.OnlineCPUs,
+		MemUsedBytes: st.MemUsedBytes, MemLimitBytes: st.MemTotalBytes,
+		DiskReadBytes: st.DiskReadBytes, DiskWriteBytes: st.DiskWriteBytes, Pids: st.Pids,
+	}, nil
+}
