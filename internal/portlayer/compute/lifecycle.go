@@ -433,6 +433,9 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	if signal == 9 {
 		return vm.Kill()
 	}
+	// A guest that stops answering must not hang the API call.
+	ctx, cancel := context.WithTimeout(ctx, monitorTimeout)
+	defer cancel()
 	return proc.Signal(ctx, signal)
 }
 

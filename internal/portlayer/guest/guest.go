@@ -222,7 +222,23 @@ func (s stdin) Close() error                { return s.ch.CloseWrite() }
 
 // Signal delivers Linux signal n to the process.
 func (p *Process) Signal(ctx context.Context, n int) error {
-	ok, err := p.ch.SendRequest(wire.RequestSignal, true, wire.Encode(wire.Signal{Number: n}))
+	type result struct {
+		ok  bool
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ok, err := p.ch.SendRequest(wire.RequestSignal, true, wire.Encode(wire.Signal{Number: n}))
+		done <- result{ok, err}
+	}()
+	var ok bool
+	var err error
+	select {
+	case r := <-done:
+		ok, err = r.ok, r.err
+	case <-ctx.Done():
+		return fmt.Errorf("guest: signal %d: %w: %w", n, ctx.Err(), errdefs.ErrUnavailable)
+	}
 	if err != nil {
 		return fmt.Errorf("guest: signal %d: %w: %w", n, err, errdefs.ErrUnavailable)
 	}
