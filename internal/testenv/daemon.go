@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/vchproject/vch/internal/busyboximage"
@@ -36,6 +37,8 @@ func StartDaemon(dir string) (*Daemon, error) {
 	defer logf.Close()
 	d.cmd = exec.Command(filepath.Join(BinDir(), "vch"), "daemon", "--root", d.Root, "-H", d.Host)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	// If the test binary dies (a timeout), the daemon stops its VMs and exits.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.cmd.Start(); err != nil {
 		return nil, err
 	}

@@ -77,7 +77,9 @@ func TestRunInteractiveTTY(t *testing.T) {
 		}
 		return string(out)
 	}
-	cmd := "DOCKER_CONFIG=" + t.TempDir() + " DOCKER_HOST=" + env.host + " docker run -it --rm busybox sh; echo exit=$?; sleep 600"
+	name := uniqueName(t)
+	prefix := "DOCKER_CONFIG=" + t.TempDir() + " DOCKER_HOST=" + env.host + " "
+	cmd := prefix + "docker run -it --rm --name " + name + " busybox sh; echo exit=$?; " + prefix + "docker attach " + name + "; echo exit=$?; sleep 600"
 	tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
 	defer exec.Command(tmuxBin, "-S", sock, "kill-server").Run()
 	screen := func() string { return tmux("capture-pane", "-t", "t", "-p") }
@@ -106,6 +108,16 @@ func TestRunInteractiveTTY(t *testing.T) {
 	if strings.Contains(screen(), "slept2") {
 		t.Error("Ctrl-C did not interrupt sleep")
 	}
+	// Ctrl-P Ctrl-Q detaches and leaves the container running; a second
+	// attach reaches the same shell, and its exit code ends that attach.
+	tmux("send-keys", "-t", "t", "C-p", "C-q")
+	waitFor("exit=0")
+	if st := ok(t, "inspect", "--format", "{{.State.Status}}", name); st != "running\n" {
+		t.Errorf("after detach the container is %q", st)
+	}
+	time.Sleep(2 * time.Second) // let `docker attach` connect
+	tmux("send-keys", "-t", "t", "echo back$((3+4))", "Enter")
+	waitFor("back7")
 	tmux("send-keys", "-t", "t", "exit 5", "Enter")
 	waitFor("exit=5")
 }

@@ -567,13 +567,23 @@ func (s *Service) Attach(ctx context.Context, idOrName string, opts portlayer.At
 // the process's stdin when the container has StdinOnce (docker run -i).
 func (s *Service) feedStdin(c *container, proc *guest.Process, a *attachment) {
 	c.mu.Lock()
-	once := c.rec.Spec.StdinOnce
+	once, tty := c.rec.Spec.StdinOnce, c.rec.Spec.Tty
 	c.mu.Unlock()
 	go func() {
 		w := proc.Stdin()
-		_, _ = io.Copy(w, a.stdin)
-		if once {
+		_, err := io.Copy(w, a.stdin)
+		// As dockerd (container/stream/attach.go): without a TTY, EOF on
+		// the client's stdin closes the container's stdin when StdinOnce;
+		// with a TTY it never does (the CLI ends its stdin to detach), and
+		// the attach ends instead. A failed stdin or the detach sequence
+		// also ends the attach; the container's stdin stays open.
+		if err == nil && once && !tty {
 			_ = w.Close()
+			return
+		}
+		if err != nil || tty {
+			_ = a.Close()
+			s.event("detach", c.record(), nil)
 		}
 	}()
 }

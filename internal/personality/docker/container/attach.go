@@ -6,7 +6,9 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types"
+	"github.com/moby/term"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -51,6 +53,9 @@ func (gr gateReader) Read(p []byte) (int, error) {
 	return gr.g.r.Read(p)
 }
 
+// defaultDetachKeys is Docker's detach sequence, Ctrl-P Ctrl-Q.
+var defaultDetachKeys = []byte{16, 17}
+
 // postAttach serves POST /containers/{id}/attach?stream=&stdin=&stdout=
 // &stderr=&logs= (Engine API v1.50 "Attach to a container"). With an
 // "Upgrade: tcp" request header it answers "101 UPGRADED" (Content-Type
@@ -81,7 +86,18 @@ func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[st
 	mux := httputils.NewMux(gateWriter{g})
 	opts := portlayer.AttachOptions{Logs: httputils.BoolValue(r, "logs"), Stream: httputils.BoolValue(r, "stream")}
 	if httputils.BoolValue(r, "stdin") {
-		opts.Stdin = gateReader{g}
+		// The detach sequence (default Ctrl-P Ctrl-Q) ends the attach
+		// without touching the container: the proxy's read fails with an
+		// EscapeError and the port layer then detaches.
+		keys := defaultDetachKeys
+		if v := r.Form.Get("detachKeys"); v != "" {
+			k, err := term.ToBytes(v)
+			if err != nil {
+				return httputils.Classify(errdefs.ErrInvalidArgument, err, "Invalid detach keys ("+v+") provided")
+			}
+			keys = k
+		}
+		opts.Stdin = term.NewEscapeProxy(gateReader{g}, keys)
 	}
 	if c.Spec.Tty {
 		raw := mux.Raw()
