@@ -799,7 +799,6 @@ func TestAttachStdin(t *testing.T) {
 	}{
 		{name: "attached before start", attachFirst: true},
 		{name: "attached while running"},
-		{name: "with tty", attachFirst: true, tty: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -835,6 +834,30 @@ func TestAttachStdin(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAttachStdinTTY: with a TTY, EOF on the client's stdin ends the attach
+// but never closes the container's stdin (dockerd's rule: the CLI ends its
+// stdin to detach), so a later attach can type into the same process.
+func TestAttachStdinTTY(t *testing.T) {
+	h := newHarness(t)
+	c := h.create(portlayer.ContainerSpec{Args: args("cat"), OpenStdin: true, StdinOnce: true, Tty: true})
+	exitCh := h.wait(c.ID, portlayer.WaitNextExit)
+	var out lockedBuffer
+	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdin: strings.NewReader("hello\n"), Stdout: &out, Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start(c.ID)
+	recv(t, a.Done(), "Done at stdin EOF")
+	notYet(t, exitCh, 100*time.Millisecond, "cat after a TTY client's EOF")
+	if st := h.inspect(c.ID).State.Status; st != portlayer.StatusRunning {
+		t.Errorf("status %s after the attach ended, want running", st)
+	}
+	if err := h.svc.Kill(t.Context(), c.ID, 9); err != nil {
+		t.Fatal(err)
+	}
+	recv(t, exitCh, "exit after kill")
 }
 
 // TestLogsFollow: a follower gets output as it is produced and its channel
