@@ -97,7 +97,13 @@ func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[st
 			}
 			keys = k
 		}
-		opts.Stdin = term.NewEscapeProxy(gateReader{g}, keys)
+		// Like dockerd, only a TTY attach watches for the detach sequence:
+		// piped binary stdin may hold those bytes.
+		if c.Spec.Tty {
+			opts.Stdin = term.NewEscapeProxy(gateReader{g}, keys)
+		} else {
+			opts.Stdin = gateReader{g}
+		}
 	}
 	if c.Spec.Tty {
 		raw := mux.Raw()
