@@ -187,3 +187,74 @@ func BenchmarkIdleRSS(b *testing.B) {
 		fmt.Printf("idle container VM host RSS: %.0f MiB\n", float64(kib)/1024)
 	}
 }
+
+// BenchmarkExecLatency prints median and p95 of `docker exec c true`
+// against one running container VM.
+func BenchmarkExecLatency(b *testing.B) {
+	d := daemon(b)
+	id := strings.TrimSpace(docker(b, d.Host, "run", "-d", "busybox", "sleep", "3600"))
+	b.Cleanup(func() { docker(b, d.Host, "rm", "-f", id) })
+	docker(b, d.Host, "exec", id, "true") // warm up
+	for b.Loop() {
+		var ts []time.Duration
+		for i := 0; i < 2*runs; i++ {
+			start := time.Now()
+			docker(b, d.Host, "exec", id, "true")
+			ts = append(ts, time.Since(start))
+		}
+		m, p := stats(ts)
+		b.ReportMetric(m.Seconds()*1000, "exec-median-ms")
+		b.ReportMetric(p.Seconds()*1000, "exec-p95-ms")
+		fmt.Printf("docker exec c true: median %.0f ms p95 %.0f ms (%d runs)\n", m.Seconds()*1000, p.Seconds()*1000, len(ts))
+	}
+}
+
+// BenchmarkStdoutThroughput prints the rate of 200 MiB written to stdout by
+// `dd` in a container and read by the client through `docker run`, against
+// `cat` of the same number of bytes on the host, in the same run. The
+// container's boot is excluded: the clock starts at its first byte.
+func BenchmarkStdoutThroughput(b *testing.B) {
+	d := daemon(b)
+	const size = 200 << 20
+	measure := func(name string, args ...string) float64 {
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+d.Host)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		buf := make([]byte, 1<<20)
+		var n int64
+		var start time.Time
+		for {
+			k, err := out.Read(buf)
+			if k > 0 && n == 0 {
+				start = time.Now()
+			}
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		el := time.Since(start)
+		if err := cmd.Wait(); err != nil || n != size {
+			b.Fatalf("%s: %d bytes, %v", name, n, err)
+		}
+		return float64(n) / (1 << 20) / el.Seconds()
+	}
+	src := filepath.Join(b.TempDir(), "zero")
+	if err := os.WriteFile(src, make([]byte, size), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		vm := measure("docker", "run", "--rm", "busybox", "dd", "if=/dev/zero", "bs=1M", "count=200")
+		host := measure("cat", src)
+		b.ReportMetric(vm, "container-MB/s")
+		b.ReportMetric(host, "host-cat-MB/s")
+		b.ReportMetric(vm/host, "ratio")
+		fmt.Printf("stdout throughput: container %.1f MiB/s, host cat %.0f MiB/s, ratio %.4f\n", vm, host, vm/host)
+	}
+}
