@@ -3,10 +3,14 @@
 package e2e
 
 import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -209,5 +213,53 @@ func TestTopAndStats(t *testing.T) {
 	ok(t, "wait", name)
 	if r := docker(t, "top", name); r.code == 0 || !strings.Contains(r.stderr, "is not running") {
 		t.Errorf("top of a stopped container: code %d stderr %q", r.code, r.stderr)
+	}
+}
+
+// TestVMMDies: when a container's QEMU process is killed from outside, the
+// container shows exited with a non-zero code and the event stream says die.
+func TestVMMDies(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sleep", "600")
+	defer docker(t, "rm", "-f", name)
+	pid, err := strconv.Atoi(strings.TrimSpace(ok(t, "inspect", "--format", "{{.State.Pid}}", name)))
+	if err != nil || pid <= 0 {
+		t.Fatalf("VMM pid: %v", err)
+	}
+	since := time.Now().Add(-time.Second).Unix()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	code := strings.TrimSpace(ok(t, "wait", name))
+	if code == "0" {
+		t.Fatal("a VM that died reported exit code 0")
+	}
+	if st := ok(t, "inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name); st != "exited "+code+"\n" {
+		t.Errorf("inspect = %q", st)
+	}
+	ev := ok(t, "events", "--since", strconv.FormatInt(since, 10), "--until", strconv.FormatInt(time.Now().Add(time.Second).Unix(), 10),
+		"--filter", "container="+name, "--filter", "event=die", "--format", "{{.Actor.Attributes.exitCode}}")
+	if strings.TrimSpace(ev) != code {
+		t.Errorf("die event exitCode = %q, want %s", ev, code)
+	}
+}
+
+// TestRunStdin: piped stdin reaches the process and its EOF closes the
+// process's stdin (`echo hi | docker run -i busybox cat`); 100 MB of binary
+// stdin arrives byte-exact.
+func TestRunStdin(t *testing.T) {
+	t.Parallel()
+	if r := dockerIn(t, []byte("hi\n"), "run", "-i", "--rm", "busybox", "cat"); r.code != 0 || r.stdout != "hi\n" {
+		t.Errorf("echo hi | docker run -i busybox cat: code %d out %q err %q", r.code, r.stdout, r.stderr)
+	}
+	data := make([]byte, 100_000_000)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	r := dockerIn(t, data, "run", "-i", "--rm", "busybox", "sha256sum")
+	if want := hex.EncodeToString(sum[:]) + "  -\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("100 MB stdin: code %d sum %q, want %q (stderr %q)", r.code, r.stdout, want, r.stderr)
 	}
 }
