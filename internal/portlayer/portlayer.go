@@ -64,6 +64,12 @@ type ContainerSpec struct {
 	MemoryMiB int
 	// CPUs is the number of vCPUs; 0 means the VCH default (1).
 	CPUs int
+	// LogMaxSizeBytes rotates the log file when it would grow past this
+	// many bytes; 0 means the VCH default (10 MiB).
+	LogMaxSizeBytes int64
+	// LogMaxFiles is how many log files (current plus rotated) are kept;
+	// 0 means the VCH default (3). Docker json-file's max-size/max-file.
+	LogMaxFiles int
 	// AutoRemove removes the container once it has exited and its exit has
 	// been delivered to waiters.
 	AutoRemove bool

@@ -156,7 +156,13 @@ func TestDaemonStopAndRestart(t *testing.T) {
 		}
 		return string(out)
 	}
-	run("run", "-d", "--name", "survivor", "busybox", "sleep", "600")
+	run("run", "-d", "--name", "survivor", "busybox", "sh", "-c", "echo kept; sleep 600")
+	for deadline := time.Now().Add(60 * time.Second); run("logs", "survivor") != "kept\n"; {
+		if time.Now().After(deadline) {
+			t.Fatal("container never logged")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	pid := strings.TrimSpace(run("inspect", "--format", "{{.State.Pid}}", "survivor"))
 	if !d.Stop(60 * time.Second) {
 		t.Fatalf("daemon did not stop within 60 s\n%s", d.Log(4000))
@@ -175,6 +181,9 @@ func TestDaemonStopAndRestart(t *testing.T) {
 	d = d2
 	if st := run("ps", "-a", "--filter", "name=survivor", "--format", "{{.Status}}"); !strings.HasPrefix(st, "Exited (") {
 		t.Errorf("after restart: status %q", st)
+	}
+	if logs := run("logs", "survivor"); logs != "kept\n" {
+		t.Errorf("logs after the daemon's restart = %q", logs)
 	}
 	run("rm", "survivor")
 }

@@ -263,3 +263,56 @@ func TestRunStdin(t *testing.T) {
 		t.Errorf("100 MB stdin: code %d sum %q, want %q (stderr %q)", r.code, r.stdout, want, r.stderr)
 	}
 }
+
+// TestLogs: --tail, --timestamps, --since/--until, --follow until the
+// container stops, and --log-opt max-size bounding the log files.
+func TestLogs(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "-i", "--name", name, "--log-opt", "max-size=64k", "--log-opt", "max-file=2", "busybox", "sh", "-c",
+		"seq 1 20000; echo marker; read x; echo after-input; sleep 2; echo last")
+	defer docker(t, "rm", "-f", name)
+	waitLogs(t, name, "marker\n")
+	if out := ok(t, "logs", "--tail", "2", name); out != "20000\nmarker\n" {
+		t.Errorf("--tail 2 = %q", out)
+	}
+	out := ok(t, "logs", "--tail", "1", "--timestamps", name)
+	if ts, rest, _ := strings.Cut(out, " "); rest != "marker\n" || !strings.HasSuffix(ts, "Z") || len(ts) != len("2006-01-02T15:04:05.000000000Z") {
+		t.Errorf("--timestamps = %q", out)
+	}
+	if out := ok(t, "logs", "--until", "1970-01-02T00:00:00Z", name); out != "" {
+		t.Errorf("--until in the past = %q", out)
+	}
+	if out := ok(t, "logs", "--since", strconv.FormatInt(time.Now().Add(time.Hour).Unix(), 10), name); out != "" {
+		t.Errorf("--since in the future = %q", out)
+	}
+	// Rotation: 20,000 lines do not fit in 2 × 64 KiB, so the oldest are gone.
+	all := strings.Split(strings.TrimSuffix(ok(t, "logs", name), "\n"), "\n")
+	if len(all) >= 20001 || all[len(all)-1] != "marker" {
+		t.Errorf("logs after rotation: %d lines, last %q", len(all), all[len(all)-1])
+	}
+	// --follow streams new output and ends when the container stops.
+	cmd := exec.Command("docker", "logs", "--follow", "--tail", "0", name)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+t.TempDir())
+	var buf strings.Builder
+	cmd.Stdout = &buf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	// Feed the container's `read` through an attach with stdin.
+	if r := dockerIn(t, []byte("go\n"), "attach", name); r.code != 0 || r.stdout != "after-input\nlast\n" {
+		t.Errorf("attach with stdin: code %d out %q err %q", r.code, r.stdout, r.stderr)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil || buf.String() != "after-input\nlast\n" {
+			t.Errorf("logs --follow: %q, %v", buf.String(), err)
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		t.Errorf("logs --follow did not end when the container stopped; got %q", buf.String())
+	}
+}

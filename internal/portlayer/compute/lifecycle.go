@@ -56,7 +56,7 @@ func (s *Service) newContainer(rec portlayer.Container) *container {
 	return &container{
 		id:     rec.ID,
 		runDir: filepath.Join(s.cfg.Root, "run", rec.ID[:12]),
-		out:    newOutput(rec.LogPath),
+		out:    newOutput(rec.LogPath, rec.Spec.LogMaxSizeBytes, rec.Spec.LogMaxFiles),
 		rec:    rec,
 	}
 }
@@ -535,7 +535,7 @@ func (s *Service) Attach(ctx context.Context, idOrName string, opts portlayer.At
 	a := &attachment{out: c.out, stdout: opts.Stdout, stderr: opts.Stderr, stdin: opts.Stdin, done: make(chan struct{})}
 	c.out.mu.Lock()
 	if opts.Logs {
-		msgs, err := readLog(c.out.path, portlayer.LogOptions{Stdout: true, Stderr: true, Tail: -1})
+		msgs, err := c.out.readAll(portlayer.LogOptions{Stdout: true, Stderr: true, Tail: -1})
 		if err == nil {
 			for _, m := range msgs {
 				a.deliver(m.Stream, m.Data)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -951,4 +952,47 @@ func sameStreams(got, want []string) bool {
 		}
 	}
 	return true
+}
+
+// TestLogRotation: with max-size and max-file the log files stay bounded,
+// the oldest lines are dropped, and Logs reads across the rotated files in
+// order (Docker json-file's max-size/max-file).
+func TestLogRotation(t *testing.T) {
+	h := newHarness(t)
+	c := h.run(portlayer.ContainerSpec{Args: args("lines", "2000"), LogMaxSizeBytes: 16 << 10, LogMaxFiles: 3})
+	var total int64
+	for _, suffix := range []string{"", ".1", ".2", ".3"} {
+		st, err := os.Stat(c.LogPath + suffix)
+		if suffix == ".3" {
+			if err == nil {
+				t.Errorf("%s.3 exists: max-file 3 keeps three files", c.LogPath)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("log file %s: %v", suffix, err)
+		}
+		if st.Size() > 16<<10 {
+			t.Errorf("log file %q is %d bytes, over max-size", suffix, st.Size())
+		}
+		total += st.Size()
+	}
+	msgs := h.logs(c.ID, portlayer.LogOptions{Stdout: true, Stderr: true, Tail: -1})
+	if len(msgs) == 0 || len(msgs) >= 2000 {
+		t.Fatalf("%d messages after rotation, want some but not all 2000", len(msgs))
+	}
+	last := string(msgs[len(msgs)-1].Data)
+	first := string(msgs[0].Data)
+	prev := -1
+	for _, m := range msgs {
+		n, err := strconv.Atoi(strings.TrimPrefix(strings.TrimSpace(string(m.Data)), "line "))
+		if err != nil || n <= prev {
+			t.Fatalf("messages out of order: %q after %d", m.Data, prev)
+		}
+		prev = n
+	}
+	if last != "line 2000\n" {
+		t.Errorf("last message %q, want the newest line", last)
+	}
+	t.Logf("kept %d of 2000 lines (%d bytes), first %q", len(msgs), total, first)
 }

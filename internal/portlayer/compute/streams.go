@@ -33,14 +33,30 @@ type logEntry struct {
 type output struct {
 	mu        sync.Mutex
 	path      string
+	maxSize   int64 // rotate before the file grows past this many bytes
+	maxFiles  int   // files kept: path, path.1, … path.(maxFiles-1)
+	size      int64 // bytes in the current file
 	file      *os.File
 	subs      map[*attachment]struct{}
 	followers map[chan portlayer.LogMessage]struct{}
 	partial   map[string][]byte // per stream: bytes after the last newline
 }
 
-func newOutput(path string) *output {
-	return &output{path: path, subs: map[*attachment]struct{}{}, followers: map[chan portlayer.LogMessage]struct{}{}, partial: map[string][]byte{}}
+// Log bounds when a container sets none (Docker's json-file is unbounded
+// by default; a VCH serves many tenants, so it bounds logs).
+const (
+	defaultLogMaxSize  = 10 << 20
+	defaultLogMaxFiles = 3
+)
+
+func newOutput(path string, maxSize int64, maxFiles int) *output {
+	if maxSize <= 0 {
+		maxSize = defaultLogMaxSize
+	}
+	if maxFiles <= 0 {
+		maxFiles = defaultLogMaxFiles
+	}
+	return &output{path: path, maxSize: maxSize, maxFiles: maxFiles, subs: map[*attachment]struct{}{}, followers: map[chan portlayer.LogMessage]struct{}{}, partial: map[string][]byte{}}
 }
 
 // write handles one chunk read from stream ("stdout" or "stderr").
@@ -83,15 +99,23 @@ func (o *output) flush() {
 
 func (o *output) logLocked(stream string, data []byte) {
 	msg := portlayer.LogMessage{Stream: stream, Time: time.Now().UTC(), Data: append([]byte(nil), data...)}
+	b, _ := json.Marshal(logEntry{Log: string(data), Stream: stream, Time: msg.Time})
+	b = append(b, '\n')
+	if o.file != nil && o.size > 0 && o.size+int64(len(b)) > o.maxSize {
+		o.rotateLocked()
+	}
 	if o.file == nil {
 		f, err := os.OpenFile(o.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 		if err == nil {
 			o.file = f
+			if st, err := f.Stat(); err == nil {
+				o.size = st.Size()
+			}
 		}
 	}
 	if o.file != nil {
-		b, _ := json.Marshal(logEntry{Log: string(data), Stream: stream, Time: msg.Time})
-		_, _ = o.file.Write(append(b, '\n'))
+		n, _ := o.file.Write(b)
+		o.size += int64(n)
 	}
 	for ch := range o.followers {
 		select {
@@ -99,6 +123,45 @@ func (o *output) logLocked(stream string, data []byte) {
 		default: // a follower that cannot keep up loses messages rather than stalling the container
 		}
 	}
+}
+
+// rotateLocked shifts path → path.1 → … and drops the oldest, as Docker's
+// json-file driver does with max-file.
+func (o *output) rotateLocked() {
+	o.file.Close()
+	o.file, o.size = nil, 0
+	if o.maxFiles <= 1 {
+		_ = os.Remove(o.path)
+		return
+	}
+	_ = os.Remove(fmt.Sprintf("%s.%d", o.path, o.maxFiles-1))
+	for i := o.maxFiles - 2; i >= 1; i-- {
+		_ = os.Rename(fmt.Sprintf("%s.%d", o.path, i), fmt.Sprintf("%s.%d", o.path, i+1))
+	}
+	_ = os.Rename(o.path, o.path+".1")
+}
+
+// files returns the log files, oldest first.
+func (o *output) files() []string {
+	var out []string
+	for i := o.maxFiles - 1; i >= 1; i-- {
+		out = append(out, fmt.Sprintf("%s.%d", o.path, i))
+	}
+	return append(out, o.path)
+}
+
+// readAll reads the messages of every log file selected by opts (without
+// Tail), oldest first.
+func (o *output) readAll(opts portlayer.LogOptions) ([]portlayer.LogMessage, error) {
+	var all []portlayer.LogMessage
+	for _, f := range o.files() {
+		msgs, err := readLog(f, opts)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, msgs...)
+	}
+	return all, nil
 }
 
 // endRun closes every attachment (the process exited and its output is
@@ -171,7 +234,7 @@ func (o *output) logs(ctx context.Context, opts portlayer.LogOptions, running bo
 	if o.file != nil {
 		_ = o.file.Sync()
 	}
-	msgs, err := readLog(o.path, opts)
+	msgs, err := o.readAll(opts)
 	if err != nil {
 		o.mu.Unlock()
 		return nil, err

@@ -3,8 +3,10 @@ package container
 import (
 	"encoding/json"
 	"fmt"
+	units "github.com/docker/go-units"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -197,6 +199,15 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		d := time.Duration(*merged.StopTimeout) * time.Second
 		spec.StopTimeout = &d
 	}
+	switch {
+	case hc.Memory < 0 || hc.NanoCPUs < 0:
+		return httputils.InvalidArgument("Range of memory and CPUs must be positive")
+	case hc.Memory > 0 && hc.Memory < minMemoryBytes:
+		return httputils.InvalidArgument("Minimum memory limit allowed is 64MB: a container VM needs that much to boot")
+	}
+	if err := applyLogConfig(&spec, hc.LogConfig); err != nil {
+		return err
+	}
 	if hc.Memory > 0 {
 		spec.MemoryMiB = int((hc.Memory + 1<<20 - 1) >> 20)
 	}
@@ -236,4 +247,32 @@ func (rt *Router) nameConflict(r *http.Request, name string, cause error) error 
 	return httputils.Classify(errdefs.ErrConflict, cause, fmt.Sprintf(
 		"Conflict. The container name %q is already in use by container %q. You have to remove (or rename) that container to be able to reuse that name.",
 		"/"+name, id))
+}
+
+// minMemoryBytes is the smallest -m a container VM accepts: the guest
+// kernel needs 64 MiB to boot (dockerd's own minimum is 6 MB).
+const minMemoryBytes = 64 << 20
+
+// applyLogConfig reads the json-file options max-size and max-file of
+// `--log-opt` (Docker's json-file logging driver); other drivers are
+// refused, as vch keeps logs itself.
+func applyLogConfig(spec *portlayer.ContainerSpec, lc container.LogConfig) error {
+	if lc.Type != "" && lc.Type != "json-file" && lc.Type != "local" {
+		return httputils.InvalidArgument("logging driver %q is not supported by vch: use json-file", lc.Type)
+	}
+	if v, ok := lc.Config["max-size"]; ok && v != "" && v != "-1" {
+		n, err := units.RAMInBytes(v)
+		if err != nil || n <= 0 {
+			return httputils.InvalidArgument("invalid value for max-size: %s", v)
+		}
+		spec.LogMaxSizeBytes = n
+	}
+	if v, ok := lc.Config["max-file"]; ok && v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return httputils.InvalidArgument("max-file cannot be less than 1")
+		}
+		spec.LogMaxFiles = n
+	}
+	return nil
 }
