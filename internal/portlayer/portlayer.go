@@ -64,6 +64,8 @@ type ContainerSpec struct {
 	MemoryMiB int
 	// CPUs is the number of vCPUs; 0 means the VCH default (1).
 	CPUs int
+	// ShmSizeBytes sizes /dev/shm; 0 means Docker's default, 64 MiB.
+	ShmSizeBytes int64
 	// LogMaxSizeBytes rotates the log file when it would grow past this
 	// many bytes; 0 means the VCH default (10 MiB).
 	LogMaxSizeBytes int64

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
@@ -314,5 +315,42 @@ func TestLogs(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		t.Errorf("logs --follow did not end when the container stopped; got %q", buf.String())
+	}
+}
+
+// TestConcurrentExecsAndRestart: several execs stream at once from one
+// container VM without losing lines; exec -t gets a TTY; --shm-size sizes
+// /dev/shm; docker restart boots the container again.
+func TestConcurrentExecsAndRestart(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "--shm-size", "32m", "busybox", "sleep", "600")
+	defer docker(t, "rm", "-f", name)
+	errs := make(chan string, 4)
+	for i := 0; i < 4; i++ {
+		go func() {
+			r := docker(t, "exec", name, "seq", "1", "5000")
+			if n := strings.Count(r.stdout, "\n"); r.code != 0 || n != 5000 || !strings.HasSuffix(r.stdout, "\n5000\n") {
+				errs <- fmt.Sprintf("exec %d: code %d, %d lines", i, r.code, n)
+				return
+			}
+			errs <- ""
+		}()
+	}
+	for i := 0; i < 4; i++ {
+		if e := <-errs; e != "" {
+			t.Error(e)
+		}
+	}
+	if out := ok(t, "exec", "-t", name, "tty"); !strings.HasPrefix(out, "/dev/pts/") {
+		t.Errorf("exec -t tty = %q", out)
+	}
+	if out := ok(t, "exec", name, "sh", "-c", "df -k /dev/shm | tail -1"); !strings.Contains(out, " 32768 ") {
+		t.Errorf("/dev/shm with --shm-size 32m: %q", out)
+	}
+	started := ok(t, "inspect", "--format", "{{.State.StartedAt}}", name)
+	ok(t, "restart", "-t", "1", name)
+	if st := ok(t, "inspect", "--format", "{{.State.Status}} {{.State.StartedAt}}", name); !strings.HasPrefix(st, "running ") || strings.Contains(st, strings.TrimSpace(started)) {
+		t.Errorf("after restart: %q (started before %q)", st, started)
 	}
 }

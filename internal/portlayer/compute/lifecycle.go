@@ -271,7 +271,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		return fail(nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir)))
 	}
-	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: defaultHosts, TimeUnixNano: time.Now().UnixNano()}
+	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: defaultHosts, TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes}
 	if err := g.Setup(bootCtx, setup); err != nil {
 		return fail(g, fmt.Errorf("compute: guest setup: %w", err))
 	}

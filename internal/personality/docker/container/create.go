@@ -211,6 +211,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if hc.Memory > 0 {
 		spec.MemoryMiB = int((hc.Memory + 1<<20 - 1) >> 20)
 	}
+	if hc.ShmSize < 0 {
+		return httputils.InvalidArgument("SHM size can not be less than 0")
+	}
+	spec.ShmSizeBytes = hc.ShmSize
 	if hc.NanoCPUs > 0 {
 		spec.CPUs = int((hc.NanoCPUs + 1e9 - 1) / 1e9)
 	}
