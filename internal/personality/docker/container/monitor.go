@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -35,8 +34,7 @@ type monitorRouter struct {
 
 func monitorErr(name string, err error) error {
 	if errdefs.IsConflict(err) {
-		msg := strings.TrimSuffix(strings.TrimPrefix(err.Error(), "compute: "), ": conflict")
-		return httputils.Classify(errdefs.ErrConflict, err, msg)
+		return httputils.Classify(errdefs.ErrConflict, err, httputils.PortLayerText(err))
 	}
 	return containerErr("top", name, err)
 }

@@ -2,7 +2,6 @@ package container
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/containerd/errdefs"
 
@@ -19,8 +18,7 @@ func PauseRoutes(p portlayer.Pauser) []httputils.Route {
 		return func(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 			if err := op(r, vars["name"]); err != nil {
 				if errdefs.IsConflict(err) {
-					msg := strings.TrimSuffix(strings.TrimPrefix(err.Error(), "compute: "), ": conflict")
-					return httputils.Classify(errdefs.ErrConflict, err, msg)
+					return httputils.Classify(errdefs.ErrConflict, err, httputils.PortLayerText(err))
 				}
 				return containerErr("pause", vars["name"], err)
 			}

@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types"
@@ -57,7 +56,7 @@ func containerErr(name string, err error) error {
 		return httputils.Classify(errdefs.ErrNotFound, err, "No such container: "+name)
 	}
 	if errdefs.IsConflict(err) {
-		return httputils.Classify(errdefs.ErrConflict, err, trimContext(err))
+		return httputils.Classify(errdefs.ErrConflict, err, httputils.PortLayerText(err))
 	}
 	return err
 }
@@ -67,19 +66,9 @@ func execErr(id string, err error) error {
 		return httputils.Classify(errdefs.ErrNotFound, err, "No such exec instance: "+id)
 	}
 	if errdefs.IsConflict(err) {
-		return httputils.Classify(errdefs.ErrConflict, err, trimContext(err))
+		return httputils.Classify(errdefs.ErrConflict, err, httputils.PortLayerText(err))
 	}
 	return err
-}
-
-// trimContext drops the port layer's "compute: " context and the class
-// suffix, leaving Docker's text.
-func trimContext(err error) string {
-	msg := strings.TrimPrefix(err.Error(), "compute: ")
-	for _, suffix := range []string{": conflict", ": not found", ": invalid argument"} {
-		msg = strings.TrimSuffix(msg, suffix)
-	}
-	return msg
 }
 
 // postCreate serves POST /containers/{id}/exec: 201 {"Id": "..."}; 404 for

@@ -293,3 +293,17 @@ func (f Filters) Match(k string, ok func(v string) bool) bool {
 	}
 	return false
 }
+
+// PortLayerText returns a port-layer error's own text, without the
+// package context prefix ("compute: ") or the class suffix (": conflict"),
+// for errors whose text already is Docker's ("Container x is not running").
+func PortLayerText(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ": "); i > 0 && !strings.Contains(msg[:i], " ") {
+		msg = msg[i+2:]
+	}
+	for _, suffix := range []string{": conflict", ": not found", ": invalid argument", ": unavailable"} {
+		msg = strings.TrimSuffix(msg, suffix)
+	}
+	return msg
+}

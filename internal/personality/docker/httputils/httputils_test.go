@@ -2,6 +2,7 @@ package httputils
 
 import (
 	"bytes"
+	"errors"
 	"net/http/httptest"
 	"testing"
 
@@ -64,5 +65,20 @@ func TestBoolValueAndFilters(t *testing.T) {
 	}
 	if _, err := ParseFilters(`{"x":{"1":true}}`, "status"); err == nil || err.Error() != "invalid filter 'x'" {
 		t.Errorf("unknown filter: %v", err)
+	}
+}
+
+func TestPortLayerText(t *testing.T) {
+	tests := []struct{ name, in, want string }{
+		{"compute conflict", "compute: Container abc is not running: conflict", "Container abc is not running"},
+		{"plain", "No such image: x:latest", "No such image: x:latest"},
+		{"exec text", "compute: Error: Exec command e1 has already run: conflict", "Error: Exec command e1 has already run"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := PortLayerText(errors.New(tt.in)); got != tt.want {
+				t.Errorf("PortLayerText(%q) = %q, want %q", tt.in, got, tt.want)
+			}
+		})
 	}
 }
