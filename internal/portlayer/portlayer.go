@@ -64,6 +64,9 @@ type ContainerSpec struct {
 	MemoryMiB int
 	// CPUs is the number of vCPUs; 0 means the VCH default (1).
 	CPUs int
+	// Init runs a minimal init as the container's PID 1 that forwards
+	// signals and reaps zombies (docker run --init).
+	Init bool
 	// ShmSizeBytes sizes /dev/shm; 0 means Docker's default, 64 MiB.
 	ShmSizeBytes int64
 	// LogMaxSizeBytes rotates the log file when it would grow past this

@@ -155,7 +155,7 @@ func startProcess(r *reaper, p wire.Process, mainPid int) (*process, error) {
 			return nil, &startError{msg: fmt.Sprintf("mkdir %s: %v", dir, err), code: 126}
 		}
 	}
-	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, Exec: p.Exec}
+	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty}
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if !p.Exec {
 		sys.Cloneflags = syscall.CLONE_NEWPID

@@ -44,6 +44,10 @@ type spawnSpec struct {
 	// Exec: the helper runs in the container's existing PID namespace and
 	// must not mount /proc.
 	Exec bool `json:"exec,omitempty"`
+	// Init: stay as PID 1, run the program as a child (see runInit).
+	Init bool `json:"init,omitempty"`
+	// Tty: the program gets the terminal as its foreground process group.
+	Tty bool `json:"tty,omitempty"`
 }
 
 // IsSpawnHelper reports whether this process was started as the spawn
@@ -87,6 +91,9 @@ func RunSpawnHelper() {
 	}
 	if err := syscall.Setuid(spec.UID); err != nil {
 		fail(126, fmt.Sprintf("setuid %d: %v", spec.UID, err))
+	}
+	if spec.Init {
+		runInit(spec) // never returns
 	}
 	err := syscall.Exec(spec.Path, spec.Args, spec.Env)
 	code := 126

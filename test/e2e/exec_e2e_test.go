@@ -354,3 +354,29 @@ func TestConcurrentExecsAndRestart(t *testing.T) {
 		t.Errorf("after restart: %q (started before %q)", st, started)
 	}
 }
+
+// TestInit: with --init the container's PID 1 is a minimal init that
+// forwards docker stop's SIGTERM to the program (which then dies at once
+// with 143 instead of being killed after the timeout), reaps orphans and
+// passes the program's exit code through.
+func TestInit(t *testing.T) {
+	t.Parallel()
+	if r := docker(t, "run", "--rm", "--init", "busybox", "sh", "-c", "exit 7"); r.code != 7 {
+		t.Errorf("exit code through --init = %d, want 7", r.code)
+	}
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--init", "--name", name, "busybox", "sh", "-c", "sleep 300 & echo up; sleep 400")
+	defer docker(t, "rm", "-f", name)
+	waitLogs(t, name, "up\n")
+	if pid1 := ok(t, "exec", name, "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"); strings.Contains(pid1, "sleep") {
+		t.Errorf("PID 1 with --init is the program itself: %q", pid1)
+	}
+	start := time.Now()
+	ok(t, "stop", "-t", "30", name)
+	if d := time.Since(start); d > 20*time.Second {
+		t.Errorf("stop took %s: SIGTERM was not forwarded", d)
+	}
+	if code := strings.TrimSpace(ok(t, "inspect", "--format", "{{.State.ExitCode}}", name)); code != "143" {
+		t.Errorf("exit code after stop = %s, want 143", code)
+	}
+}

@@ -294,7 +294,7 @@ func processFor(spec portlayer.ContainerSpec) wire.Process {
 		env = append(env, "TERM=xterm")
 	}
 	env = append(env, spec.Env...)
-	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Tty: spec.Tty, Stdin: spec.OpenStdin}
+	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Tty: spec.Tty, Stdin: spec.OpenStdin, Init: spec.Init}
 }
 
 // consoleTail returns the last lines of the VM's serial console, for errors.

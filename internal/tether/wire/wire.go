@@ -90,6 +90,10 @@ type Process struct {
 	// exec) instead of starting a new one as its PID 1. The main process
 	// must be running.
 	Exec bool `json:"exec,omitempty"`
+	// Init runs a minimal init as PID 1 (docker run --init): it forwards
+	// signals to the program, reaps zombies and exits with the program's
+	// code. Ignored with Exec.
+	Init bool `json:"init,omitempty"`
 }
 
 // Clock is the host's time for the guest clock.

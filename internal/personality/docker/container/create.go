@@ -215,6 +215,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return httputils.InvalidArgument("SHM size can not be less than 0")
 	}
 	spec.ShmSizeBytes = hc.ShmSize
+	spec.Init = hc.Init != nil && *hc.Init
 	if hc.NanoCPUs > 0 {
 		spec.CPUs = int((hc.NanoCPUs + 1e9 - 1) / 1e9)
 	}
