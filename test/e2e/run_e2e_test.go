@@ -254,3 +254,20 @@ func TestStopSignalHandler(t *testing.T) {
 		t.Errorf("logs = %q", logs)
 	}
 }
+
+// TestKillKeepsData: what a process wrote survives docker kill and a
+// restart of the container (SIGKILL is delivered in the guest, which then
+// syncs and unmounts its disk), as it does with Docker.
+func TestKillKeepsData(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sh", "-c", "test -f /data && cat /data; echo kept-by-vch > /data; echo written; sleep 600")
+	defer docker(t, "rm", "-f", name)
+	waitLogs(t, name, "written\n")
+	ok(t, "kill", name)
+	if code := strings.TrimSpace(ok(t, "wait", name)); code != "137" {
+		t.Errorf("exit after kill = %s, want 137", code)
+	}
+	ok(t, "start", name)
+	waitLogs(t, name, "written\nkept-by-vch\nwritten\n")
+}

@@ -396,8 +396,13 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	}
 }
 
-// Kill implements portlayer.Compute. SIGKILL (or 0) ends the VM at once
-// (exit code 137); other signals go to the main process in the guest.
+// guestKillTimeout bounds how long a SIGKILL waits for the guest to take
+// it before the VM itself is killed.
+const guestKillTimeout = 3 * time.Second
+
+// Kill implements portlayer.Compute. Signals go to the main process in the
+// guest; SIGKILL (or 0) falls back to ending the VM at once when the guest
+// does not answer. Either way a killed process reports 137.
 func (s *Service) Kill(ctx context.Context, idOrName string, signal int) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
@@ -431,6 +436,18 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	c.mu.Unlock()
 	s.event("kill", rec, map[string]string{"signal": strconv.Itoa(signal)})
 	if signal == 9 {
+		// SIGKILL goes to the process in the guest first, so the guest then
+		// syncs and unmounts its disk as after any exit: what the process
+		// wrote survives, as it does with Docker. Only a guest that does not
+		// answer (or is paused) loses its VM at once.
+		if status == portlayer.StatusRunning {
+			kctx, cancel := context.WithTimeout(ctx, guestKillTimeout)
+			err := proc.Signal(kctx, 9)
+			cancel()
+			if err == nil {
+				return nil
+			}
+		}
 		return vm.Kill()
 	}
 	// A guest that stops answering must not hang the API call.
