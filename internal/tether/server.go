@@ -24,8 +24,9 @@ type server struct {
 	reaper *reaper
 	config *ssh.ServerConfig
 
-	mu      sync.Mutex
-	mainPid int // the container's main process while it runs, else 0
+	mu           sync.Mutex
+	mainPid      int  // the container's main process while it runs, else 0
+	mainStarting bool // a main process is being started
 }
 
 func newServer(logger *slog.Logger, r *reaper) *server {
@@ -136,12 +137,33 @@ func (s *server) handleChannel(nc ssh.NewChannel) {
 	}
 	s.mu.Lock()
 	mainPid := s.mainPid
-	s.mu.Unlock()
-	if !spec.Exec && mainPid != 0 {
-		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "the main process is already running", ExitCode: 126})))
-		return
+	if !spec.Exec {
+		if mainPid != 0 || s.mainStarting {
+			s.mu.Unlock()
+			_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "the main process is already running", ExitCode: 126})))
+			return
+		}
+		s.mainStarting = true
 	}
+	s.mu.Unlock()
 	proc, err := startProcess(s.reaper, spec, mainPid)
+	if !spec.Exec {
+		// Record the main process before the host learns it started, so an
+		// exec that follows at once finds it.
+		s.mu.Lock()
+		s.mainStarting = false
+		if err == nil {
+			s.mainPid = proc.pid
+		}
+		s.mu.Unlock()
+		if err == nil {
+			defer func() {
+				s.mu.Lock()
+				s.mainPid = 0
+				s.mu.Unlock()
+			}()
+		}
+	}
 	if err != nil {
 		se := wire.StartError{Message: err.Error(), ExitCode: 126}
 		var ste *startError
@@ -156,16 +178,6 @@ func (s *server) handleChannel(nc ssh.NewChannel) {
 	if err != nil {
 		_ = proc.signal(9)
 		return
-	}
-	if !spec.Exec {
-		s.mu.Lock()
-		s.mainPid = proc.pid
-		s.mu.Unlock()
-		defer func() {
-			s.mu.Lock()
-			s.mainPid = 0
-			s.mu.Unlock()
-		}()
 	}
 	s.logger.Info("process started", "pid", proc.pid, "args0", spec.Args[0], "exec", spec.Exec)
 	go func() {

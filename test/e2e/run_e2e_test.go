@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -270,4 +271,30 @@ func TestKillKeepsData(t *testing.T) {
 	}
 	ok(t, "start", name)
 	waitLogs(t, name, "written\nkept-by-vch\nwritten\n")
+}
+
+// TestGuestClock: the guest's clock starts at the host's time and keeps
+// pace with it (a guest TSC rate that differs from the host's made it run
+// 15 % fast), and the timezone defaults to UTC.
+func TestGuestClock(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sleep", "600")
+	defer docker(t, "rm", "-f", name)
+	offset := func() int64 {
+		g, err := strconv.ParseInt(strings.TrimSpace(ok(t, "exec", name, "date", "+%s")), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return g - time.Now().Unix()
+	}
+	first := offset()
+	time.Sleep(20 * time.Second)
+	second := offset()
+	if first < -1 || first > 1 || second < -1 || second > 1 {
+		t.Errorf("guest clock offset %d s at start, %d s after 20 s: want within 1 s", first, second)
+	}
+	if tz := ok(t, "exec", name, "date", "+%Z"); tz != "UTC\n" {
+		t.Errorf("timezone = %q, want UTC", tz)
+	}
 }

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"os"
+	"strconv"
 )
 
 // Accelerator names accepted by [Config].Accel.
@@ -40,4 +41,30 @@ func chooseAccel(want string) string {
 		break
 	}
 	return AccelTCG
+}
+
+// hostTSCKHz reads the host CPU's rate from /proc/cpuinfo ("cpu MHz", which
+// on x86 with a constant TSC is the TSC rate) in kHz; defaultTSCKHz if it
+// cannot.
+func hostTSCKHz() int {
+	cpuinfo, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return defaultTSCKHz
+	}
+	return parseCPUMHz(cpuinfo)
+}
+
+func parseCPUMHz(cpuinfo []byte) int {
+	for _, line := range bytes.Split(cpuinfo, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok || string(bytes.TrimSpace(k)) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(string(bytes.TrimSpace(v)), 64)
+		if err != nil || mhz <= 0 {
+			break
+		}
+		return int(mhz*1000 + 0.5)
+	}
+	return defaultTSCKHz
 }

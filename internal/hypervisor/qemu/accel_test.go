@@ -47,3 +47,22 @@ func TestChooseAccel(t *testing.T) {
 		}
 	}
 }
+
+func TestParseCPUMHz(t *testing.T) {
+	tests := []struct {
+		name, in string
+		want     int
+	}{
+		{"this host", "processor\t: 0\ncpu MHz\t\t: 2299.998\n", 2299998},
+		{"integer", "cpu MHz : 3000\n", 3000000},
+		{"missing", "processor\t: 0\n", defaultTSCKHz},
+		{"garbage", "cpu MHz : fast\n", defaultTSCKHz},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := parseCPUMHz([]byte(tt.in)); got != tt.want {
+				t.Errorf("parseCPUMHz = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

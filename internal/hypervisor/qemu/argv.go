@@ -14,8 +14,13 @@ import (
 const machine = "microvm,x-option-roms=off,pit=on,pic=on,rtc=on,isa-serial=on"
 
 // baseCmdline is the driver's own kernel arguments: serial console, no
-// reboot loops on panic, the TSC settings that TCG needs, and quiet boots.
-const baseCmdline = "console=ttyS0 reboot=t panic=-1 tsc=reliable tsc_early_khz=2000000 quiet loglevel=3 8250.nr_uarts=1"
+// reboot loops on panic, the TSC settings that TCG needs (with
+// tsc_early_khz appended), and quiet boots.
+const baseCmdline = "console=ttyS0 reboot=t panic=-1 tsc=reliable quiet loglevel=3 8250.nr_uarts=1"
+
+// defaultTSCKHz is used when the host's TSC rate cannot be read (DESIGN.md's
+// measured setting).
+const defaultTSCKHz = 2000000
 
 // paths are the host files one VM uses, all inside Spec.RuntimeDir.
 type paths struct {
@@ -27,12 +32,17 @@ type paths struct {
 
 // argv builds QEMU's command line (after the binary) for spec. The guest
 // channel is a virtio-serial port whose chardev connects to our socket.
-func argv(spec hypervisor.Spec, accel string, p paths) []string {
+//
+// tscKHz is the guest TSC's rate in kHz. The guest is told it at boot
+// (tsc_early_khz) because calibrating under TCG hangs about half the boots;
+// under TCG the guest TSC ticks at the host's rate, so a wrong value makes
+// the guest clock run fast or slow by the same ratio.
+func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 	cpu := "max"
 	if accel == AccelTCG {
 		cpu = "qemu64"
 	}
-	cmdline := baseCmdline
+	cmdline := baseCmdline + " tsc_early_khz=" + strconv.Itoa(tscKHz)
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline
 	}

@@ -88,7 +88,7 @@ func TestArgv(t *testing.T) {
 		{"smp_cmdline_kvm", smp, AccelKVM},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := argv(tc.spec, tc.accel, runtimePaths(tc.spec.RuntimeDir))
+			a := argv(tc.spec, tc.accel, defaultTSCKHz, runtimePaths(tc.spec.RuntimeDir))
 			golden(t, strings.Join(a, "\n")+"\n")
 		})
 	}
@@ -104,7 +104,7 @@ func TestArgvEscaping(t *testing.T) {
 		ChannelName: "ch,1", RuntimeDir: "/r,1",
 		Disks: []hypervisor.Disk{{Path: "/d,1/root.raw", Format: "raw", ReadOnly: true}},
 	}
-	a := argv(spec, AccelTCG, runtimePaths(spec.RuntimeDir))
+	a := argv(spec, AccelTCG, defaultTSCKHz, runtimePaths(spec.RuntimeDir))
 	opt := func(flag string) []string {
 		var vals []string
 		for i := 0; i+1 < len(a); i++ {
@@ -188,7 +188,7 @@ func TestArgvQEMUAccepts(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			var out bytes.Buffer
-			cmd := exec.CommandContext(ctx, bin, append(argv(spec, AccelTCG, p), "-S")...)
+			cmd := exec.CommandContext(ctx, bin, append(argv(spec, AccelTCG, defaultTSCKHz, p), "-S")...)
 			cmd.Stdout, cmd.Stderr = &out, &out
 			err = cmd.Run()
 			msg := out.String()

@@ -50,6 +50,7 @@ const maxSocketPath = 107
 type Driver struct {
 	cfg    Config
 	accel  string
+	tscKHz int
 	logger *slog.Logger
 }
 
@@ -80,7 +81,7 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 		}
 		*b = p
 	}
-	return &Driver{cfg: cfg, accel: chooseAccel(cfg.Accel), logger: logger.With("component", "qemu")}, nil
+	return &Driver{cfg: cfg, accel: chooseAccel(cfg.Accel), tscKHz: hostTSCKHz(), logger: logger.With("component", "qemu")}, nil
 }
 
 // Capabilities reports the accelerator in use; VMs can be paused (QMP).
@@ -137,7 +138,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	defer os.Remove(p.channel)
 
 	var stderr bytes.Buffer
-	cmd := exec.Command(d.cfg.Binary, argv(spec, d.accel, p)...)
+	cmd := exec.Command(d.cfg.Binary, argv(spec, d.accel, d.tscKHz, p)...)
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
 	// Own session: signals to the daemon's process group never reach VMs.
