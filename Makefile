@@ -7,7 +7,8 @@ GO        ?= go
 BIN       := bin
 KERNELDIR := $(BIN)/guest/kernel
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION) -X github.com/vchproject/vch/internal/vch.GitCommit=$(COMMIT)
 
 .PHONY: all deps guest build demo test unit e2e vet bench clean
 

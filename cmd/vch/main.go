@@ -30,7 +30,12 @@ func main() {
 	}
 	root.AddCommand(daemonCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "vch:", err)
+		// Errors from the packages already carry their "vch: " context.
+		msg := err.Error()
+		if !strings.HasPrefix(msg, "vch: ") {
+			msg = "vch: " + msg
+		}
+		fmt.Fprintln(os.Stderr, msg)
 		os.Exit(1)
 	}
 }

@@ -38,6 +38,10 @@ import (
 // -ldflags "-X github.com/vchproject/vch/internal/vch.Version=…".
 var Version = "0.1.0-dev"
 
+// GitCommit is the commit vch was built from, set at build time like
+// Version; shown by `docker version`.
+var GitCommit = ""
+
 // Config is one VCH's configuration.
 type Config struct {
 	// Name is the VCH's name, shown by docker info; default the host name.
@@ -140,7 +144,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		GuestKernelVersion: kver, NCPU: runtime.NumCPU(), MemTotalBytes: int64(si.Totalram) * int64(si.Unit),
 		RootDir: root,
 	}
-	v.server = docker.New(docker.Config{Version: Version}, docker.Backend{
+	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
 		Compute: v.compute, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
 	}, logger)
