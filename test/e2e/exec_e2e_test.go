@@ -205,6 +205,9 @@ func TestTopAndStats(t *testing.T) {
 	if f := strings.Fields(lines[1]); len(f) < 3 || f[1] != "1" || f[2] != "0" {
 		t.Errorf("top: first process %q, want PID 1 PPID 0", lines[1])
 	}
+	if out := ok(t, "top", name, "-o", "pid,args"); !strings.HasPrefix(out, "PID") || !strings.Contains(out, "\n1 ") {
+		t.Errorf("top -o pid,args:\n%s", out)
+	}
 	st := ok(t, "stats", "--no-stream", "--format", "{{.Name}}|{{.MemUsage}}|{{.PIDs}}|{{.CPUPerc}}", name)
 	f := strings.Split(strings.TrimSpace(st), "|")
 	if len(f) != 4 || f[0] != name || !strings.Contains(f[1], "MiB / ") || f[2] != "2" || !strings.HasSuffix(f[3], "%") {

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -65,11 +67,82 @@ func TopRows(procs []portlayer.ProcessInfo, now time.Time) [][]string {
 
 func (mr *monitorRouter) getTop(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	name := vars["name"]
+	fields, err := ParsePsArgs(r.Form.Get("ps_args"))
+	if err != nil {
+		return err
+	}
 	procs, err := mr.m.Top(r.Context(), name)
 	if err != nil {
 		return monitorErr(name, err)
 	}
-	return httputils.WriteJSON(w, http.StatusOK, container.TopResponse{Titles: TopTitles, Processes: TopRows(procs, time.Now())})
+	rows := TopRows(procs, time.Now())
+	if fields == nil {
+		return httputils.WriteJSON(w, http.StatusOK, container.TopResponse{Titles: TopTitles, Processes: rows})
+	}
+	resp := container.TopResponse{Processes: make([][]string, len(rows))}
+	for _, f := range fields {
+		resp.Titles = append(resp.Titles, psFields[f].title)
+	}
+	for i, row := range rows {
+		for _, f := range fields {
+			resp.Processes[i] = append(resp.Processes[i], row[psFields[f].column])
+		}
+	}
+	return httputils.WriteJSON(w, http.StatusOK, resp)
+}
+
+// psFields are the `ps -o` fields docker top can show from the guest's
+// /proc: their header (procps spelling) and their column in TopRows.
+var psFields = map[string]struct {
+	title  string
+	column int
+}{
+	"uid": {"UID", 0}, "user": {"USER", 0}, "pid": {"PID", 1}, "ppid": {"PPID", 2},
+	"c": {"C", 3}, "stime": {"STIME", 4}, "start": {"STIME", 4}, "tty": {"TT", 5}, "tname": {"TTY", 5},
+	"time": {"TIME", 6}, "cputime": {"TIME", 6}, "args": {"COMMAND", 7}, "cmd": {"CMD", 7}, "command": {"COMMAND", 7}, "comm": {"COMMAND", 7},
+}
+
+// ParsePsArgs reads docker top's ps arguments. Empty, "-ef", "-e -f",
+// "aux" and similar selections of all processes give nil (ps -ef columns);
+// "-o f1,f2" or "-eo f1,f2" (fields from psFields) selects columns.
+// InvalidArgument for an unknown field or option, as ps would fail.
+func ParsePsArgs(args string) ([]string, error) {
+	f := strings.Fields(args)
+	for i := 0; i < len(f); i++ {
+		a := f[i]
+		if a == "o" || (strings.HasPrefix(a, "-") && strings.HasSuffix(a, "o")) {
+			if i+1 >= len(f) {
+				return nil, httputils.InvalidArgument("Error running ps: option %s needs a field list", a)
+			}
+			var fields []string
+			for _, name := range strings.Split(strings.Join(f[i+1:], ","), ",") {
+				name = strings.ToLower(strings.TrimSpace(name))
+				if name == "" {
+					continue
+				}
+				if _, ok := psFields[name]; !ok {
+					return nil, httputils.InvalidArgument("Error running ps: unknown field %q (vch shows %s)", name, knownPsFields())
+				}
+				fields = append(fields, name)
+			}
+			return fields, nil
+		}
+		switch strings.TrimLeft(a, "-") {
+		case "e", "f", "ef", "fe", "A", "a", "u", "x", "aux", "ax", "au", "ux":
+		default:
+			return nil, httputils.InvalidArgument("Error running ps: option %q is not supported by vch", a)
+		}
+	}
+	return nil, nil
+}
+
+func knownPsFields() string {
+	names := make([]string, 0, len(psFields))
+	for k := range psFields {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ",")
 }
 
 // StatsResponse renders a sample (and the previous one, for CPU deltas) in
