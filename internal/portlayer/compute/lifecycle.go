@@ -119,6 +119,13 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
+	// Lock order is s.mu before c.mu: check for shutdown first.
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+	}
 	var rec portlayer.Container
 	var gone chan struct{}
 	for {
@@ -142,13 +149,6 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 			}
 		}
 		break
-	}
-	s.mu.Lock()
-	closed := s.closed
-	s.mu.Unlock()
-	if closed {
-		c.mu.Unlock()
-		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
 	}
 	c.starting = true
 	c.startDone = make(chan struct{})
