@@ -9,6 +9,9 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/personality/docker/dockertest"
 )
 
 func TestStopRestartRename(t *testing.T) {
@@ -98,6 +101,60 @@ func TestListBeforeSince(t *testing.T) {
 			}
 			if got := strings.Join(names, ","); got != tt.want {
 				t.Fatalf("containers %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestRestartPaused checks that restart stops a paused container before
+// starting it again, as dockerd does, instead of starting a paused VM
+// (which the port layer refuses or blocks on).
+func TestRestartPaused(t *testing.T) {
+	tests := []struct {
+		name   string
+		pause  bool
+		query  string
+		code   int
+		starts int
+	}{
+		{name: "running", code: 204, starts: 2},
+		{name: "paused", pause: true, code: 204, starts: 2},
+		{name: "paused custom signal", pause: true, query: "?signal=SIGUSR1&t=1", code: 204, starts: 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := dockertest.New()
+			h := docker.New(docker.Config{Version: "0.0.0-test"}, docker.Backend{
+				Compute: f, Interaction: f, Images: f.Images(), System: f, Pauser: f,
+			}, nil).Handler()
+			if rec := do(t, h, "POST", "/v1.50/containers/create?name=pz", `{"Image":"busybox","Cmd":["sleep"]}`); rec.Code != 201 {
+				t.Fatalf("create: %d %s", rec.Code, rec.Body)
+			}
+			if rec := do(t, h, "POST", "/v1.50/containers/pz/start", ""); rec.Code != 204 {
+				t.Fatalf("start: %d %s", rec.Code, rec.Body)
+			}
+			if tt.pause {
+				if rec := do(t, h, "POST", "/v1.50/containers/pz/pause", ""); rec.Code != 204 {
+					t.Fatalf("pause: %d %s", rec.Code, rec.Body)
+				}
+			}
+			rec := do(t, h, "POST", "/v1.50/containers/pz/restart"+tt.query, "")
+			if rec.Code != tt.code {
+				t.Fatalf("restart: %d %s, want %d (calls %v)", rec.Code, rec.Body, tt.code, f.Calls())
+			}
+			starts := 0
+			for _, call := range f.Calls() {
+				if strings.HasPrefix(call, "Start ") {
+					starts++
+				}
+			}
+			if starts != tt.starts {
+				t.Errorf("port-layer starts = %d, want %d; calls %v", starts, tt.starts, f.Calls())
+			}
+			ins := do(t, h, "GET", "/v1.50/containers/pz/json", "")
+			var st struct{ State struct{ Status string } }
+			if err := json.Unmarshal(ins.Body.Bytes(), &st); err != nil || st.State.Status != "running" {
+				t.Errorf("after restart: status %q (%v)", st.State.Status, err)
 			}
 		})
 	}

@@ -130,7 +130,7 @@ func (rt *Router) stop(r *http.Request, c portlayer.Container, sig int, timeout 
 }
 
 // postRestart serves POST /containers/{id}/restart?t=&signal=: stop (if
-// running) then start; 204.
+// running or paused) then start; 204.
 func (rt *Router) postRestart(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	ctx := r.Context()
 	name := vars["name"]
@@ -148,7 +148,13 @@ func (rt *Router) postRestart(w http.ResponseWriter, r *http.Request, vars map[s
 	if err != nil {
 		return err
 	}
-	if c.State.Status == portlayer.StatusRunning {
+	// As dockerd, a paused container counts as running: it is stopped
+	// (the port layer resumes it for the signal), then started again.
+	switch c.State.Status {
+	case portlayer.StatusRunning, portlayer.StatusPaused, portlayer.StatusRestarting:
+		if c.State.Status == portlayer.StatusPaused {
+			sig = 0 // a paused VM takes no signal; Stop resumes it first
+		}
 		if err := rt.stop(r, c, sig, timeout); err != nil {
 			return containerErr("restart", name, err)
 		}

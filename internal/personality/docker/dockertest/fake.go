@@ -31,7 +31,7 @@ import (
 )
 
 // Fake implements portlayer.Compute, portlayer.Interaction,
-// portlayer.Images and system.Source. Safe for concurrent use.
+// portlayer.Pauser, portlayer.Images and system.Source. Safe for concurrent use.
 type Fake struct {
 	mu    sync.Mutex
 	calls []string
@@ -195,6 +195,9 @@ func (f *Fake) Start(_ context.Context, idOrName string) error {
 	if c.c.State.Status == portlayer.StatusRunning {
 		return nil
 	}
+	if c.c.State.Status == portlayer.StatusPaused {
+		return fmt.Errorf("fake: start %s: container is paused: %w", idOrName, errdefs.ErrConflict)
+	}
 	prog := c.c.Spec.Args[0]
 	switch prog {
 	case "echo", "printerr", "exit", "cat", "sleep":
@@ -340,6 +343,10 @@ func (f *Fake) Stop(_ context.Context, idOrName string, timeout *time.Duration) 
 		f.mu.Unlock()
 		return err
 	}
+	if c.c.State.Status == portlayer.StatusPaused {
+		// Like compute: a paused VM is resumed so the signal lands.
+		c.c.State.Status = portlayer.StatusRunning
+	}
 	if c.c.State.Status != portlayer.StatusRunning {
 		f.mu.Unlock()
 		return nil
@@ -353,6 +360,45 @@ func (f *Fake) Stop(_ context.Context, idOrName string, timeout *time.Duration) 
 	c.signal(sig)
 	f.mu.Unlock()
 	<-done
+	return nil
+}
+
+// Pause implements portlayer.Pauser: a running container becomes paused.
+func (f *Fake) Pause(_ context.Context, idOrName string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("Pause", idOrName); err != nil {
+		return err
+	}
+	c, err := f.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	switch c.c.State.Status {
+	case portlayer.StatusPaused:
+		return fmt.Errorf("fake: Container %s is already paused: %w", c.c.ID, errdefs.ErrConflict)
+	case portlayer.StatusRunning:
+		c.c.State.Status = portlayer.StatusPaused
+		return nil
+	}
+	return fmt.Errorf("fake: Container %s is not running: %w", c.c.ID, errdefs.ErrConflict)
+}
+
+// Unpause implements portlayer.Pauser.
+func (f *Fake) Unpause(_ context.Context, idOrName string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("Unpause", idOrName); err != nil {
+		return err
+	}
+	c, err := f.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	if c.c.State.Status != portlayer.StatusPaused {
+		return fmt.Errorf("fake: Container %s is not paused: %w", c.c.ID, errdefs.ErrConflict)
+	}
+	c.c.State.Status = portlayer.StatusRunning
 	return nil
 }
 
