@@ -5,6 +5,7 @@ import (
 	"fmt"
 	units "github.com/docker/go-units"
 	"net/http"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -29,6 +30,21 @@ func ValidateName(name string) error {
 		return nil
 	}
 	return httputils.InvalidArgument("Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", name)
+}
+
+// CleanWorkingDir checks a working directory as dockerd's translateWorkingDir
+// does: empty stays empty, an absolute path is cleaned ("/a/../b/" -> "/b"),
+// and a relative one is InvalidArgument "the working directory '<dir>' is
+// invalid, it needs to be an absolute path" (a relative directory would be
+// resolved against the guest agent's directory, outside the container).
+func CleanWorkingDir(dir string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	if !path.IsAbs(dir) {
+		return "", httputils.InvalidArgument("the working directory '%s' is invalid, it needs to be an absolute path", dir)
+	}
+	return path.Clean(dir), nil
 }
 
 // MergeConfig fills the user's config with the image's defaults, following
@@ -162,6 +178,11 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if req.Config.Image == "" {
 		return httputils.InvalidArgument("no image specified")
 	}
+	wd, err := CleanWorkingDir(req.Config.WorkingDir)
+	if err != nil {
+		return err
+	}
+	req.Config.WorkingDir = wd
 	img, err := rt.images.Get(ctx, req.Config.Image)
 	if err != nil {
 		if errdefs.IsNotFound(err) {

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"github.com/containerd/errdefs"
 	"reflect"
 	"strings"
 	"testing"
@@ -202,6 +203,36 @@ func TestParseTimestamp(t *testing.T) {
 			got, err := ParseTimestamp(tt.in)
 			if (err == nil) != tt.ok || !got.Equal(tt.want) {
 				t.Fatalf("ParseTimestamp(%q) = %v, %v", tt.in, got, err)
+			}
+		})
+	}
+}
+
+func TestCleanWorkingDir(t *testing.T) {
+	tests := []struct {
+		in, want string
+		wantErr  string
+	}{
+		{in: "", want: ""},
+		{in: "/", want: "/"},
+		{in: "/srv/app/", want: "/srv/app"},
+		{in: "/a/../b", want: "/b"},
+		{in: "/../..", want: "/"},
+		{in: "tmp", wantErr: "the working directory 'tmp' is invalid, it needs to be an absolute path"},
+		{in: "../..", wantErr: "the working directory '../..' is invalid, it needs to be an absolute path"},
+		{in: "./x", wantErr: "the working directory './x' is invalid, it needs to be an absolute path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := CleanWorkingDir(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr || !errdefs.IsInvalidArgument(err) {
+					t.Fatalf("CleanWorkingDir(%q) = %q, %v; want InvalidArgument %q", tt.in, got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("CleanWorkingDir(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
 			}
 		})
 	}

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"path"
 	"strconv"
 
 	"github.com/containerd/errdefs"
@@ -83,6 +84,15 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, vars map[st
 	}
 	if len(req.Cmd) == 0 {
 		return httputils.InvalidArgument("No exec command specified")
+	}
+	// runc refuses a relative cwd ("Cwd must be an absolute path"); the
+	// guest would resolve it outside the container's root, so refuse it
+	// here, with dockerd's text for the same mistake at create.
+	if req.WorkingDir != "" {
+		if !path.IsAbs(req.WorkingDir) {
+			return httputils.InvalidArgument("the working directory '%s' is invalid, it needs to be an absolute path", req.WorkingDir)
+		}
+		req.WorkingDir = path.Clean(req.WorkingDir)
 	}
 	c, err := rt.compute.Inspect(ctx, name)
 	if err != nil {
