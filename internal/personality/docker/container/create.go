@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"path"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -279,12 +280,41 @@ func (rt *Router) nameConflict(r *http.Request, name string, cause error) error 
 // kernel needs 64 MiB to boot (dockerd's own minimum is 6 MB).
 const minMemoryBytes = 64 << 20
 
+// logOptKeys are the --log-opt keys dockerd's json-file and local drivers
+// accept (their ValidateLogOpt); vch honours max-size and max-file and
+// accepts the others without effect.
+var logOptKeys = map[string]bool{
+	"max-file": true, "max-size": true, "compress": true,
+	"env": true, "env-regex": true, "labels": true, "labels-regex": true, "tag": true,
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
 // applyLogConfig reads the json-file options max-size and max-file of
 // `--log-opt` (Docker's json-file logging driver); other drivers are
 // refused, as vch keeps logs itself.
 func applyLogConfig(spec *portlayer.ContainerSpec, lc container.LogConfig) error {
 	if lc.Type != "" && lc.Type != "json-file" && lc.Type != "local" {
 		return httputils.InvalidArgument("logging driver %q is not supported by vch: use json-file", lc.Type)
+	}
+	driver := lc.Type
+	if driver == "" {
+		driver = "json-file"
+	}
+	for _, k := range sortedKeys(lc.Config) {
+		if !logOptKeys[k] {
+			if driver == "local" {
+				return httputils.InvalidArgument("unknown log opt '%s' for log driver local", k)
+			}
+			return httputils.InvalidArgument("unknown log opt '%s' for json-file log driver", k)
+		}
 	}
 	if v, ok := lc.Config["max-size"]; ok && v != "" && v != "-1" {
 		n, err := units.RAMInBytes(v)

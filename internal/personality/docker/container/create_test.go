@@ -237,3 +237,39 @@ func TestCleanWorkingDir(t *testing.T) {
 		})
 	}
 }
+
+// TestApplyLogConfigKeys checks --log-opt keys as dockerd's json-file and
+// local drivers do: known keys pass, an unknown one is a 400 with dockerd's
+// text.
+func TestApplyLogConfigKeys(t *testing.T) {
+	tests := []struct {
+		name    string
+		lc      container.LogConfig
+		wantErr string
+		size    int64
+		files   int
+	}{
+		{name: "none", lc: container.LogConfig{}},
+		{name: "size and files", lc: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "1k", "max-file": "2"}}, size: 1024, files: 2},
+		{name: "common keys", lc: container.LogConfig{Config: map[string]string{"tag": "x", "labels": "a", "env": "B", "compress": "false"}}},
+		{name: "unknown json-file", lc: container.LogConfig{Config: map[string]string{"bogus": "1"}}, wantErr: "unknown log opt 'bogus' for json-file log driver"},
+		{name: "unknown local", lc: container.LogConfig{Type: "local", Config: map[string]string{"max-size": "1k", "zzz": "1"}}, wantErr: "unknown log opt 'zzz' for log driver local"},
+		{name: "bad size", lc: container.LogConfig{Config: map[string]string{"max-size": "abc"}}, wantErr: "invalid value for max-size: abc"},
+		{name: "bad files", lc: container.LogConfig{Config: map[string]string{"max-file": "0"}}, wantErr: "max-file cannot be less than 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var spec portlayer.ContainerSpec
+			err := applyLogConfig(&spec, tt.lc)
+			if tt.wantErr != "" {
+				if err == nil || err.Error() != tt.wantErr || !errdefs.IsInvalidArgument(err) {
+					t.Fatalf("err %v, want InvalidArgument %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || spec.LogMaxSizeBytes != tt.size || spec.LogMaxFiles != tt.files {
+				t.Fatalf("err %v, size %d files %d; want %d %d", err, spec.LogMaxSizeBytes, spec.LogMaxFiles, tt.size, tt.files)
+			}
+		})
+	}
+}
