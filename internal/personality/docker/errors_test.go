@@ -184,3 +184,34 @@ func TestPing(t *testing.T) {
 		}
 	}
 }
+
+// TestAttachDetachKeys checks that invalid detach keys are a 400 with
+// dockerd's text before anything else, with or without stdin.
+func TestAttachDetachKeys(t *testing.T) {
+	_, h := newHandler(t)
+	if rec := do(t, h, "POST", "/v1.50/containers/create?name=att", `{"Image":"busybox","Cmd":["sleep"]}`); rec.Code != 201 {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	tests := []struct {
+		name, query, want string
+	}{
+		{name: "foo with stdin", query: "stdin=1&stdout=1&stream=1&detachKeys=foo", want: "Invalid detach keys (foo) provided"},
+		{name: "foo without stdin", query: "stdout=1&stream=1&detachKeys=foo", want: "Invalid detach keys (foo) provided"},
+		{name: "ctrl- alone", query: "stdout=1&stream=1&detachKeys=ctrl-", want: "Invalid detach keys (ctrl-) provided"},
+		{name: "missing container", query: "stdout=1&detachKeys=ctrl-1", want: "Invalid detach keys (ctrl-1) provided"},
+		// Valid keys get past the check (a recorder cannot be hijacked).
+		{name: "valid", query: "stdout=1&stream=1&detachKeys=ctrl-a,b", want: "error attaching to container att, hijack connection missing"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			target := "/v1.50/containers/att/attach?" + tt.query
+			if tt.name == "missing container" {
+				target = "/v1.50/containers/nosuch/attach?" + tt.query
+			}
+			rec := do(t, h, "POST", target, "")
+			if rec.Code != 400 || message(t, rec) != tt.want {
+				t.Fatalf("%d %s, want 400 %q", rec.Code, rec.Body, tt.want)
+			}
+		})
+	}
+}

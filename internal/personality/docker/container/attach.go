@@ -68,6 +68,16 @@ var defaultDetachKeys = []byte{16, 17}
 func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	ctx := r.Context()
 	name := vars["name"]
+	// Like dockerd, bad detach keys are refused first, whether or not
+	// stdin is attached.
+	keys := defaultDetachKeys
+	if v := r.Form.Get("detachKeys"); v != "" {
+		k, err := term.ToBytes(v)
+		if err != nil {
+			return httputils.Classify(errdefs.ErrInvalidArgument, err, "Invalid detach keys ("+v+") provided")
+		}
+		keys = k
+	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
 		return httputils.InvalidArgument("error attaching to container %s, hijack connection missing", name)
@@ -89,14 +99,6 @@ func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[st
 		// The detach sequence (default Ctrl-P Ctrl-Q) ends the attach
 		// without touching the container: the proxy's read fails with an
 		// EscapeError and the port layer then detaches.
-		keys := defaultDetachKeys
-		if v := r.Form.Get("detachKeys"); v != "" {
-			k, err := term.ToBytes(v)
-			if err != nil {
-				return httputils.Classify(errdefs.ErrInvalidArgument, err, "Invalid detach keys ("+v+") provided")
-			}
-			keys = k
-		}
 		// Like dockerd, only a TTY attach watches for the detach sequence:
 		// piped binary stdin may hold those bytes.
 		if c.Spec.Tty {
