@@ -150,9 +150,22 @@ func startProcess(r *reaper, p wire.Process, mainPid int) (*process, error) {
 	if dir == "" {
 		dir = "/"
 	}
+	if !path.IsAbs(dir) {
+		return nil, &startError{msg: fmt.Sprintf("the working directory '%s' is invalid, it needs to be an absolute path", dir), code: 126}
+	}
 	if hp, err := inRoot(dir); err == nil {
-		if err := os.MkdirAll(hp, 0o755); err != nil {
-			return nil, &startError{msg: fmt.Sprintf("mkdir %s: %v", dir, err), code: 126}
+		// Docker creates a missing working directory for the main process
+		// but not for an exec, which fails like runc's chdir.
+		st, serr := os.Stat(hp)
+		switch {
+		case serr == nil && !st.IsDir():
+			return nil, &startError{msg: fmt.Sprintf("chdir to cwd (%q) set in config.json failed: not a directory", dir), code: 126}
+		case serr != nil && p.Exec:
+			return nil, &startError{msg: fmt.Sprintf("chdir to cwd (%q) set in config.json failed: no such file or directory", dir), code: 126}
+		case serr != nil:
+			if err := os.MkdirAll(hp, 0o755); err != nil {
+				return nil, &startError{msg: fmt.Sprintf("mkdir %s: %v", dir, errors.Unwrap(err)), code: 126}
+			}
 		}
 	}
 	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty}

@@ -46,6 +46,18 @@ func TestExec(t *testing.T) {
 	if r.code != 127 || !strings.Contains(r.stdout+r.stderr, `exec: "nosuchcmd": executable file not found in $PATH`) {
 		t.Errorf("exec nosuchcmd: code %d out %q err %q", r.code, r.stdout, r.stderr)
 	}
+	if r := docker(t, "exec", "-w", "/nonexistent", name, "pwd"); r.code != 126 || !strings.Contains(r.stdout+r.stderr, "no such file or directory") {
+		t.Errorf("exec -w /nonexistent: code %d out %q err %q", r.code, r.stdout, r.stderr)
+	}
+	// An environment too large for the guest channel is refused; the
+	// container keeps running.
+	big := strings.Repeat("x", 110<<10) // two of these exceed the channel's bound
+	if r := docker(t, "exec", "-e", "BIG1="+big, "-e", "BIG2="+big, name, "true"); r.code == 0 || !strings.Contains(r.stderr, "argument list too long") {
+		t.Errorf("exec with a 220 KiB env: code %d err %.200q", r.code, r.stderr)
+	}
+	if st := ok(t, "inspect", "--format", "{{.State.Status}}", name); st != "running\n" {
+		t.Fatalf("container %q after an oversized exec", st)
+	}
 	ok(t, "exec", "-d", name, "sh", "-c", "echo detached > /tmp/d")
 	deadline := time.Now().Add(30 * time.Second)
 	for ok(t, "exec", name, "cat", "/tmp/d") != "detached\n" {

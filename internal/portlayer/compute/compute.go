@@ -35,6 +35,7 @@ import (
 
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Config configures the compute service.
@@ -260,8 +261,8 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	if spec.CPUs < 0 || spec.CPUs > hypervisor.MaxCPUs {
 		return portlayer.Container{}, fmt.Errorf("compute: %d CPUs outside 1..%d: %w", spec.CPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
 	}
-	if n := specBytes(spec); n > MaxProcessSpecBytes {
-		return portlayer.Container{}, fmt.Errorf("compute: command and environment take %d bytes, more than the %d allowed: argument list too long: %w", n, MaxProcessSpecBytes, errdefs.ErrInvalidArgument)
+	if err := checkProcessSize(processFor(spec)); err != nil {
+		return portlayer.Container{}, err
 	}
 	spec.Name = strings.TrimPrefix(spec.Name, "/")
 	if spec.Name != "" && !validName.MatchString(spec.Name) {
@@ -326,21 +327,18 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	return rec, nil
 }
 
-// MaxProcessSpecBytes bounds a process's argv plus environment, in bytes:
-// the spec travels to the guest in one SSH channel-open message, whose
-// packets are limited to 256 KiB (RFC 4253 §6.1 lets implementations cap
-// them; x/crypto/ssh does at 256 KiB).
-const MaxProcessSpecBytes = 128 << 10
+// MaxProcessSpecBytes bounds a process's spec as sent to the guest (argv,
+// environment, working dir, user; JSON-encoded), in bytes: it travels in
+// one SSH channel-open message, whose packets are limited to 256 KiB
+// (RFC 4253 §6.1 lets implementations cap them; x/crypto/ssh does).
+const MaxProcessSpecBytes = 200 << 10
 
-func specBytes(spec portlayer.ContainerSpec) int {
-	n := len(spec.WorkingDir) + len(spec.User) + len(spec.Hostname)
-	for _, a := range spec.Args {
-		n += len(a) + 1
+// checkProcessSize is InvalidArgument when p is too large to send.
+func checkProcessSize(p wire.Process) error {
+	if n := len(wire.Encode(p)); n > MaxProcessSpecBytes {
+		return fmt.Errorf("compute: command and environment take %d bytes encoded, more than the %d allowed: argument list too long: %w", n, MaxProcessSpecBytes, errdefs.ErrInvalidArgument)
 	}
-	for _, e := range spec.Env {
-		n += len(e) + 1
-	}
-	return n
+	return nil
 }
 
 // NameConflictError reports a name in use; it is an AlreadyExists error.

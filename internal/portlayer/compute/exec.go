@@ -52,7 +52,17 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 	if err != nil {
 		return "", err
 	}
+	if spec.WorkingDir != "" && !strings.HasPrefix(spec.WorkingDir, "/") {
+		return "", fmt.Errorf("compute: the working directory '%s' is invalid, it needs to be an absolute path: %w", spec.WorkingDir, errdefs.ErrInvalidArgument)
+	}
 	c.mu.Lock()
+	base := c.rec.Spec
+	base.Env = append(append([]string(nil), base.Env...), spec.Env...)
+	base.Args = spec.Args
+	if err := checkProcessSize(processFor(base)); err != nil {
+		c.mu.Unlock()
+		return "", err
+	}
 	running := c.guest != nil && c.rec.State.Status == portlayer.StatusRunning
 	paused := c.rec.State.Status == portlayer.StatusPaused
 	c.mu.Unlock()

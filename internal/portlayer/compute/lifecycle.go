@@ -137,6 +137,9 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		case c.rec.State.Status == portlayer.StatusRunning:
 			c.mu.Unlock()
 			return nil
+		case c.rec.State.Status == portlayer.StatusPaused:
+			c.mu.Unlock()
+			return fmt.Errorf("compute: cannot start a paused container, try unpause instead: %w", errdefs.ErrConflict)
 		case c.starting:
 			// Another start is in progress: wait for it, as dockerd does.
 			ch := c.startDone
