@@ -270,7 +270,7 @@ func (rt *Router) deleteContainer(w http.ResponseWriter, r *http.Request, vars m
 	}
 	if err := rt.compute.Remove(ctx, c.ID, force); err != nil {
 		if errdefs.IsConflict(err) {
-			return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("cannot remove container %q: %s", name, err))
+			return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("cannot remove container %q: %s", name, httputils.PortLayerText(err)))
 		}
 		return containerErr("remove", name, err)
 	}
