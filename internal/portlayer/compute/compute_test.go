@@ -66,7 +66,8 @@ func (f *fakeRootfs) Calls() []string {
 	return append([]string(nil), f.calls...)
 }
 
-// syncBuffer collects the service's log, shown when a test fails.
+// syncBuffer is an io.Writer safe for concurrent use: it collects the
+// service's log (shown when a test fails) and attached output.
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -718,28 +717,11 @@ func TestVMDiesMidRun(t *testing.T) {
 	}
 }
 
-// lockedBuffer is an io.Writer safe for concurrent use.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func TestAttach(t *testing.T) {
 	h := newHarness(t)
 	c := h.create(portlayer.ContainerSpec{Args: args("echo", "a", ";", "printerr", "b", ";", "echo", "-n", "c", ";", "exit", "2")})
-	var out, errb lockedBuffer
+	var out, errb syncBuffer
 	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Stderr: &errb, Stream: true})
 	if err != nil {
 		t.Fatal(err)
@@ -755,7 +737,7 @@ func TestAttach(t *testing.T) {
 	}
 
 	t.Run("logs replay only", func(t *testing.T) {
-		var out, errb lockedBuffer
+		var out, errb syncBuffer
 		a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Stderr: &errb, Logs: true})
 		if err != nil {
 			t.Fatal(err)
@@ -766,7 +748,7 @@ func TestAttach(t *testing.T) {
 		}
 	})
 	t.Run("logs replay then live", func(t *testing.T) {
-		var out lockedBuffer
+		var out syncBuffer
 		a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Logs: true, Stream: true})
 		if err != nil {
 			t.Fatal(err)
@@ -808,7 +790,7 @@ func TestAttachStdin(t *testing.T) {
 			h := newHarness(t)
 			c := h.create(portlayer.ContainerSpec{Args: args("cat"), OpenStdin: true, StdinOnce: true, Tty: tt.tty})
 			exitCh := h.wait(c.ID, portlayer.WaitNextExit)
-			var out lockedBuffer
+			var out syncBuffer
 			attach := func() portlayer.Attachment {
 				a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdin: strings.NewReader("hello\nworld\n"), Stdout: &out, Stream: true})
 				if err != nil {
@@ -846,7 +828,7 @@ func TestAttachStdinTTY(t *testing.T) {
 	h := newHarness(t)
 	c := h.create(portlayer.ContainerSpec{Args: args("cat"), OpenStdin: true, StdinOnce: true, Tty: true})
 	exitCh := h.wait(c.ID, portlayer.WaitNextExit)
-	var out lockedBuffer
+	var out syncBuffer
 	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdin: strings.NewReader("hello\n"), Stdout: &out, Stream: true})
 	if err != nil {
 		t.Fatal(err)
@@ -902,7 +884,7 @@ func TestLargeOutput(t *testing.T) {
 	const n = 10000
 	h := newHarness(t)
 	c := h.create(portlayer.ContainerSpec{Args: args("lines", fmt.Sprint(n))})
-	var out lockedBuffer
+	var out syncBuffer
 	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Stream: true})
 	if err != nil {
 		t.Fatal(err)
