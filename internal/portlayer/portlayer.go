@@ -78,6 +78,17 @@ type ContainerSpec struct {
 	// AutoRemove removes the container once it has exited and its exit has
 	// been delivered to waiters.
 	AutoRemove bool
+	// Networks are joined at each start in order (the first is eth0 and
+	// carries published ports). Empty means loopback only (--network none).
+	Networks []EndpointSpec
+	// Ports are published on the host while the container runs.
+	Ports []PortBinding
+	// DNS, DNSSearch and DNSOptions replace resolv.conf's nameservers,
+	// search domains and options (docker run --dns, --dns-search,
+	// --dns-option); empty keeps the default.
+	DNS, DNSSearch, DNSOptions []string
+	// ExtraHosts are "name:address" lines added to /etc/hosts (--add-host).
+	ExtraHosts []string
 	// Annotations is front-end data kept verbatim with the record (Docker
 	// keeps its Config and HostConfig JSON here). Keys are namespaced, e.g.
 	// "docker.config". The port layer never interprets them.
@@ -126,6 +137,11 @@ type Container struct {
 	RestartCount int
 	// LogPath is the host path of the container's log file.
 	LogPath string
+	// Endpoints are the container's live network attachments and Ports its
+	// published ports with the host ports chosen; both empty when it does
+	// not run.
+	Endpoints []Endpoint
+	Ports     []PortBinding
 }
 
 // WaitCondition selects when Wait reports, after Docker's wait conditions

@@ -1,0 +1,170 @@
+package portlayer
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"time"
+)
+
+// NetworkSpec describes a network to create (docker network create). The
+// only driver is "bridge": a Linux bridge inside the VCH's own network
+// namespace, one tap per container NIC.
+type NetworkSpec struct {
+	// Name is unique among the VCH's networks. AlreadyExists if taken.
+	Name string
+	// Driver is "bridge"; empty means bridge. InvalidArgument otherwise.
+	Driver string
+	// Subnet is an IPv4 prefix in canonical form ("172.18.0.0/16"); the
+	// zero value picks the next free pool (172.18–31.0.0/16, then
+	// 192.168.N.0/20), as Docker's default address pools do.
+	Subnet netip.Prefix
+	// Gateway is the bridge's address inside Subnet; zero means Subnet's
+	// first host address.
+	Gateway netip.Addr
+	// IPRange narrows dynamic allocation to a sub-prefix of Subnet; zero
+	// means all of Subnet.
+	IPRange netip.Prefix
+	// Internal networks give their containers no default route.
+	Internal bool
+	// Labels and Options are kept verbatim (docker network create
+	// --label / --opt).
+	Labels  map[string]string
+	Options map[string]string
+}
+
+// Network is a network's record.
+type Network struct {
+	// ID is 64 lowercase hex digits.
+	ID   string
+	Name string
+	// Driver is "bridge", or "null" for the predefined "none" network.
+	Driver   string
+	Created  time.Time
+	Subnet   netip.Prefix
+	Gateway  netip.Addr
+	IPRange  netip.Prefix
+	Internal bool
+	Labels   map[string]string
+	Options  map[string]string
+	// Predefined networks ("bridge", "none") exist in every VCH and cannot
+	// be removed.
+	Predefined bool
+	// Bridge is the bridge interface's name inside the VCH's namespace.
+	Bridge string
+	// Endpoints are the containers attached now (running ones), by ID.
+	Endpoints []Endpoint
+}
+
+// EndpointSpec is how a container wants to join one network (docker run
+// --network/--ip/--network-alias/--link, docker network connect).
+type EndpointSpec struct {
+	// Network is the network's name or ID (or ID prefix).
+	Network string
+	// IPv4 is a static address inside the network's subnet; zero means one
+	// is allocated from its IPRange. Conflict if it is in use.
+	IPv4 netip.Addr
+	// Aliases are extra DNS names for the container on this network.
+	Aliases []string
+	// Links are "name:alias" legacy links: alias resolves to the container
+	// name for this container only.
+	Links []string
+}
+
+// Endpoint is a container's live attachment to a network.
+type Endpoint struct {
+	// ID is 64 lowercase hex digits, new for every join.
+	ID          string
+	NetworkID   string
+	NetworkName string
+	ContainerID string
+	// Address is the container's address with the subnet's length
+	// ("172.17.0.2/16").
+	Address netip.Prefix
+	// Gateway is the network's gateway; the guest's default route goes
+	// through the first non-internal endpoint's gateway.
+	Gateway  netip.Addr
+	Internal bool
+	// MAC is the interface's hardware address, "02:42:ac:11:00:02" form,
+	// derived from Address as Docker does.
+	MAC string
+	// Aliases are the spec's aliases; DNSNames every name the embedded DNS
+	// server answers for this endpoint (name, short ID, aliases).
+	Aliases  []string
+	DNSNames []string
+	// NIC is the name of the host-side device (a tap) that carries it.
+	NIC string
+}
+
+// PortBinding publishes one container port on the host (docker run -p).
+type PortBinding struct {
+	// Proto is "tcp" or "udp".
+	Proto string
+	// ContainerPort is the port inside the container.
+	ContainerPort uint16
+	// HostIP is the host address to bind; zero means all IPv4 addresses
+	// (0.0.0.0), Docker's default.
+	HostIP netip.Addr
+	// HostPort is the host port; 0 picks a free one. With HostPortEnd set,
+	// the first free port in HostPort..HostPortEnd is taken ("8000-8010:80").
+	HostPort    uint16
+	HostPortEnd uint16
+}
+
+// NIC is an unattached network interface backend for a container VM.
+type NIC struct {
+	// Name is the host-side device's name (a tap in the VCH's namespace).
+	Name string
+	// File is the open device the hypervisor takes; the caller closes its
+	// copy once the VM has started. The device goes away with the VM.
+	File *os.File
+}
+
+// Networks manages the VCH's networks (docker network ls/create/inspect/rm).
+// Safe for concurrent use. idOrName accepts a name, a full ID or a unique
+// ID prefix.
+type Networks interface {
+	// CreateNetwork creates a network. AlreadyExists if the name is taken;
+	// InvalidArgument for a bad spec; Conflict if the subnet overlaps
+	// another network's.
+	CreateNetwork(ctx context.Context, spec NetworkSpec) (Network, error)
+	// InspectNetwork returns one network. NotFound if none matches.
+	InspectNetwork(ctx context.Context, idOrName string) (Network, error)
+	// ListNetworks returns all networks, predefined ones included.
+	ListNetworks(ctx context.Context) ([]Network, error)
+	// RemoveNetwork deletes a network. Conflict if containers are attached
+	// (running) or it is predefined; NotFound if none matches.
+	RemoveNetwork(ctx context.Context, idOrName string) error
+}
+
+// NetworkPlumber gives container VMs their networks; compute calls it
+// around a VM's life. The network area implements it. Safe for concurrent
+// use.
+type NetworkPlumber interface {
+	// NewNIC creates an unattached NIC backend for container containerID.
+	NewNIC(ctx context.Context, containerID string) (NIC, error)
+	// Join attaches the NIC named nic (from NewNIC) to a network: allocates
+	// the address, connects the device to the network's bridge and
+	// registers the container's DNS names (name, short ID, aliases) for
+	// the network's embedded DNS. NotFound for an unknown network; Conflict
+	// if a static address is taken or the container is already on it;
+	// InvalidArgument for a static address outside the subnet.
+	Join(ctx context.Context, containerID, containerName, nic string, spec EndpointSpec) (Endpoint, error)
+	// Leave detaches the container from one network and releases its
+	// address. NotFound if it is not attached.
+	Leave(ctx context.Context, containerID, network string) error
+	// LeaveAll detaches the container from every network and drops its
+	// NICs' bookkeeping (its VM has ended).
+	LeaveAll(containerID string)
+	// Publish binds each port on the host and forwards connections to
+	// target inside the VCH's namespace. It returns the bindings with the
+	// host ports chosen. Conflict if a host port is taken (nothing stays
+	// bound then).
+	Publish(ctx context.Context, containerID string, target netip.Addr, ports []PortBinding) ([]PortBinding, error)
+	// Unpublish closes the container's published ports.
+	Unpublish(containerID string)
+	// Resolve answers a DNS query (RFC 1035 wire format) sent by container
+	// containerID: names of containers on its networks, else the host's
+	// resolvers (none for internal-only containers).
+	Resolve(ctx context.Context, containerID string, query []byte) ([]byte, error)
+}
