@@ -120,9 +120,11 @@ type MountSpec struct {
 	// Anonymous marks a volume created for this container (removed with
 	// docker rm -v and --rm). Set by the port layer for an empty Source.
 	Anonymous bool
-	// Options is, for MountTmpfs, Docker's --tmpfs option string
-	// ("size=64m,mode=1777,noexec"), applied after Docker's defaults
-	// (noexec, nosuid, nodev); later options win. Empty for volumes.
+	// Options are, for MountTmpfs, comma-separated mount options: flags
+	// (ro, noexec, nosuid, nodev and their opposites, …) and data
+	// (size=64m, mode=1777, …); when an option repeats or comes with its
+	// opposite, the later wins. Front ends put their defaults first
+	// (Docker: noexec,nosuid,nodev). Empty for volumes.
 	Options string
 	// VolumeLabels and VolumeOptions create a missing named volume (or the
 	// anonymous one) with these labels and driver options (docker run

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -140,11 +141,11 @@ func TestStartErrors(t *testing.T) {
 func TestSetupAndPowerOff(t *testing.T) {
 	d := hvfake.New()
 	vm, g := boot(t, d)
-	want := wire.Setup{Hostname: "abc", Hosts: "127.0.0.1 localhost\n"}
+	want := wire.Setup{Hostname: "abc", Hosts: "127.0.0.1 localhost\n", Mounts: []wire.Mount{{Type: wire.MountTmpfs, Target: "/t"}}}
 	if err := g.Setup(t.Context(), want); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := vm.Setup(); !ok || got != want {
+	if got, ok := vm.Setup(); !ok || !reflect.DeepEqual(got, want) {
 		t.Errorf("Setup() = %+v, %v; want %+v", got, ok, want)
 	}
 	if err := g.PowerOff(t.Context()); err != nil {
