@@ -48,6 +48,9 @@ type Volume struct {
 	Options map[string]string
 	// SizeBytes is the disk's size (its capacity, not its use on the host).
 	SizeBytes int64
+	// DiskUsageBytes is the space the sparse disk takes on the host (its
+	// allocated blocks) when the record was read.
+	DiskUsageBytes int64
 	Anonymous bool
 }
 

@@ -6,6 +6,7 @@
 //	<root>/guest/initrd.img   initramfs built at start from tether + modules
 //	<root>/images/            image store (package storage)
 //	<root>/compute/           container records, disks, logs (package compute)
+//	<root>/volumes/           volumes: one sparse ext4 disk each (package volume)
 //
 // It holds no container logic: only the wiring and the host facts that
 // `docker info` shows.
@@ -31,6 +32,7 @@ import (
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/events"
 	"github.com/vchproject/vch/internal/portlayer/storage"
+	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -63,6 +65,7 @@ type VCH struct {
 	cfg     Config
 	logger  *slog.Logger
 	images  *storage.Store
+	volumes *volume.Store
 	compute *compute.Service
 	server  *docker.Server
 	host    docker.HostInfo
@@ -128,10 +131,23 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
+	v.volumes, err = volume.New(volume.Config{
+		Root: filepath.Join(root, "volumes"), Events: evlog,
+		InUse: func(name string) []string {
+			if v.compute == nil {
+				return nil
+			}
+			return v.compute.VolumeUsers(name)
+		},
+	}, logger)
+	if err != nil {
+		v.images.Close()
+		return nil, err
+	}
 	v.compute, err = compute.New(compute.Config{
 		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, ChannelName: wire.PortName,
-		Events: evlog,
+		Events: evlog, Volumes: v.volumes,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.images.Close()
@@ -147,6 +163,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
 		Compute: v.compute, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
+		Volumes: v.volumes,
 	}, logger)
 	ok = true
 	return v, nil

@@ -163,16 +163,6 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		close(c.startDone)
 		c.mu.Unlock()
 	}()
-	token, err := s.claimVolumes(ctx, c, rec)
-	if err != nil {
-		return err
-	}
-	supervised := false
-	defer func() {
-		if !supervised {
-			s.releaseVolumes(c.id, token)
-		}
-	}()
 	if gone != nil {
 		// The previous run's VM may still be powering off with the disk open.
 		select {
@@ -182,7 +172,24 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		}
 	}
 
-	vm, g, proc, err := s.boot(ctx, c, rec)
+	// A volume held by another running container fails the start like a
+	// boot failure (recorded, waiters told, --rm honoured).
+	var (
+		vm    hypervisor.VM
+		g     *guest.Client
+		proc  *guest.Process
+		token uint64
+	)
+	token, err = s.claimVolumes(ctx, c, rec)
+	supervised := false
+	if err == nil {
+		defer func() {
+			if !supervised {
+				s.releaseVolumes(c.id, token)
+			}
+		}()
+		vm, g, proc, err = s.boot(ctx, c, rec)
+	}
 	if err != nil {
 		var sfe *StartFailedError
 		c.mu.Lock()

@@ -135,6 +135,14 @@ func TestVolumeExclusive(t *testing.T) {
 	if st := h.inspect(b.ID).State.Status; st != portlayer.StatusCreated {
 		t.Errorf("refused container is %s, want created", st)
 	}
+	// docker run --rm of a refused container: removed, so the CLI's
+	// removal wait ends.
+	rm := h.create(portlayer.ContainerSpec{Args: args("sleep"), Mounts: mounts, AutoRemove: true})
+	removed := h.wait(rm.ID, portlayer.WaitRemoved)
+	if err := h.svc.Start(t.Context(), rm.ID); !errdefs.IsConflict(err) {
+		t.Errorf("start of an auto-remove container = %v, want Conflict", err)
+	}
+	recv(t, removed, "removal of the refused auto-remove container")
 	// The same container may restart with its own volume.
 	if err := h.svc.Stop(t.Context(), a.ID, new(time.Duration)); err != nil {
 		t.Fatal(err)

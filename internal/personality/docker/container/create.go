@@ -85,8 +85,16 @@ func MergeConfig(user container.Config, img ocispec.ImageConfig) (container.Conf
 		}
 		c.Labels = labels
 	}
-	if len(img.Volumes) > 0 && c.Volumes == nil {
-		c.Volumes = img.Volumes
+	if len(img.Volumes) > 0 {
+		// The image's VOLUMEs join the user's (-v /path) ones.
+		vols := make(map[string]struct{}, len(img.Volumes)+len(user.Volumes))
+		for k := range img.Volumes {
+			vols[k] = struct{}{}
+		}
+		for k := range user.Volumes {
+			vols[k] = struct{}{}
+		}
+		c.Volumes = vols
 	}
 	if len(user.Entrypoint) == 0 {
 		if len(user.Cmd) == 0 {
@@ -237,6 +245,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return httputils.InvalidArgument("SHM size can not be less than 0")
 	}
 	spec.ShmSizeBytes = hc.ShmSize
+	spec.ReadOnlyRootfs = hc.ReadonlyRootfs
+	if spec.Mounts, err = parseMounts(ctx, &merged, hc, rt.compute.Inspect); err != nil {
+		return err
+	}
 	spec.Init = hc.Init != nil && *hc.Init
 	if hc.NanoCPUs > 0 {
 		spec.CPUs = int((hc.NanoCPUs + 1e9 - 1) / 1e9)
