@@ -51,7 +51,7 @@ type Volume struct {
 	// DiskUsageBytes is the space the sparse disk takes on the host (its
 	// allocated blocks) when the record was read.
 	DiskUsageBytes int64
-	Anonymous bool
+	Anonymous      bool
 }
 
 // Volumes is the volume store (docker volume create/ls/inspect/rm).

@@ -68,7 +68,7 @@ type Backend struct {
 	// Volumes serves the volume routes, volume Mounts in container
 	// inspect and docker rm -v; nil leaves the routes unimplemented (501).
 	Volumes portlayer.Volumes
-	System SystemInfo
+	System  SystemInfo
 }
 
 // Config configures the server.

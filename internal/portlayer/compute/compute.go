@@ -106,8 +106,8 @@ type Service struct {
 	recs   *records
 
 	mu         sync.Mutex
-	containers map[string]*container // by ID
-	execs      map[string]*execRec   // by exec ID
+	containers map[string]*container  // by ID
+	execs      map[string]*execRec    // by exec ID
 	claims     map[string]volumeClaim // volumes held by a container's VM, by container ID
 	claimSeq   uint64
 	closed     bool

@@ -61,7 +61,7 @@ var modeKinds = map[string]string{
 	"rw": "rw", "ro": "rw",
 	"z": "label", "Z": "label",
 	"private": "prop", "rprivate": "prop", "shared": "prop", "rshared": "prop", "slave": "prop", "rslave": "prop",
-	"nocopy": "copy",
+	"nocopy":     "copy",
 	"consistent": "consistency", "cached": "consistency", "delegated": "consistency",
 }
 
