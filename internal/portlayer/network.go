@@ -92,6 +92,8 @@ type Endpoint struct {
 	// server answers for this endpoint (name, short ID, aliases).
 	Aliases  []string
 	DNSNames []string
+	// Links are the spec's legacy links ("name:alias").
+	Links []string
 	// NIC is the name of the host-side device (a tap) that carries it.
 	NIC string
 }

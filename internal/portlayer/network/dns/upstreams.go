@@ -14,13 +14,10 @@ import (
 // directives and addresses that do not parse are skipped, as Docker's
 // resolvconf parser skips them.
 //
-// Loopback addresses (127.0.0.0/8, ::1) are skipped: Docker's rule for
-// nameservers a container cannot reach (TransformForLegacyNw in moby
-// daemon/libnetwork/internal/resolvconf/resolvconf.go). Current Docker's
-// embedded DNS keeps them instead and dials them from the host's namespace
-// (TransformForIntNS, HostLoopback). On a systemd-resolved host whose
-// /etc/resolv.conf names only 127.0.0.53, pass
-// /run/systemd/resolve/resolv.conf, as Docker's resolvconf.Path does.
+// Loopback addresses (127.0.0.0/8, ::1) are kept: the resolver forwards
+// from the daemon, which runs in the host's namespace, as current Docker's
+// embedded DNS dials them from the host (TransformForIntNS, HostLoopback in
+// moby daemon/libnetwork/internal/resolvconf/resolvconf.go).
 //
 // nil if the file cannot be read or names no usable nameserver; unlike
 // Docker's legacy networks, no default servers (8.8.8.8) are added.
@@ -38,9 +35,6 @@ func HostUpstreams(path string) []string {
 		}
 		addr, err := netip.ParseAddr(fields[1])
 		if err != nil {
-			continue
-		}
-		if addr.Unmap().IsLoopback() {
 			continue
 		}
 		out = append(out, netip.AddrPortFrom(addr, 53).String())

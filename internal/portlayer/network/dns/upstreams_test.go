@@ -25,9 +25,9 @@ func TestHostUpstreams(t *testing.T) {
 			want: []string{"192.0.2.1:53", "192.0.2.2:53"},
 		},
 		{
-			name:    "loopback skipped",
-			content: "nameserver 127.0.0.53\nnameserver 127.0.1.1\nnameserver ::1\nnameserver ::ffff:127.0.0.1\nnameserver 192.0.2.1\n",
-			want:    []string{"192.0.2.1:53"},
+			name:    "loopback kept (the daemon forwards from the host)",
+			content: "nameserver 127.0.0.53\nnameserver ::1\nnameserver 192.0.2.1\n",
+			want:    []string{"127.0.0.53:53", "[::1]:53", "192.0.2.1:53"},
 		},
 		{
 			name:    "IPv6",
@@ -42,6 +42,7 @@ func TestHostUpstreams(t *testing.T) {
 		{
 			name:    "only systemd-resolved stub",
 			content: "nameserver 127.0.0.53\noptions edns0 trust-ad\n",
+			want:    []string{"127.0.0.53:53"},
 		},
 		{name: "empty"},
 	}
