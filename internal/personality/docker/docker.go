@@ -244,12 +244,6 @@ func unimplementedRoutes() []httputils.Route {
 		{"GET", "/images/{name:.*}/history", "image history"},
 		{"POST", "/images/{name:.*}/push", "image push"},
 		{"GET", "/distribution/{name:.*}/json", "distribution inspect"},
-		{"GET", "/networks", "networks"},
-		{"POST", "/networks/create", "networks"},
-		{"POST", "/networks/prune", "networks"},
-		{"DELETE", "/networks/{id:.*}", "networks"},
-		{"POST", "/networks/{id:.*}/connect", "networks"},
-		{"POST", "/networks/{id:.*}/disconnect", "networks"},
 		{"GET", "/volumes", "volumes"},
 		{"POST", "/volumes/create", "volumes"},
 		{"POST", "/volumes/prune", "volumes"},
@@ -277,7 +271,6 @@ func unimplementedRoutes() []httputils.Route {
 		}
 	}
 	routes = append(routes,
-		httputils.NewRoute("GET", "/networks/{name:.*}", notFound("network %s not found")),
 		httputils.NewRoute("GET", "/volumes/{name:.*}", notFound("get %s: no such volume")),
 		httputils.NewRoute("GET", "/plugins/{name:.*}/json", notFound("plugin %q not found")),
 	)
