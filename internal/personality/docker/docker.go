@@ -126,11 +126,27 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	if backend.Networks != nil && backend.NetworkConnector != nil {
 		ctr.SetNetworks(backend.Networks)
 		s.routes = append(s.routes, network.NewRouter(backend.Networks, backend.NetworkConnector, s.log).Routes()...)
+	} else {
+		s.routes = append(s.routes, notImplemented("networks", "/networks", "/networks/{name:.*}")...)
 	}
 	s.routes = append(s.routes, ctr.Routes()...)
 	s.routes = append(s.routes, img.Routes()...)
 	s.routes = append(s.routes, unimplementedRoutes()...)
 	return s
+}
+
+// notImplemented answers 501 "<what> is not implemented by vch yet" on
+// every method of the given paths.
+func notImplemented(what string, paths ...string) []httputils.Route {
+	var out []httputils.Route
+	for _, p := range paths {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			out = append(out, httputils.NewRoute(m, p, func(http.ResponseWriter, *http.Request, map[string]string) error {
+				return errdefs.ErrNotImplemented.WithMessage(what + " is not implemented by vch yet")
+			}))
+		}
+	}
+	return out
 }
 
 // Handler returns the HTTP handler serving every route, with and without
