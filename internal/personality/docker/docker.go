@@ -127,6 +127,10 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		ctr.SetNetworks(backend.Networks)
 		s.routes = append(s.routes, network.NewRouter(backend.Networks, backend.NetworkConnector, s.log).Routes()...)
 	} else {
+		// Lookups answer 404 so `docker inspect <name>` tries the next type.
+		s.routes = append(s.routes, httputils.NewRoute(http.MethodGet, "/networks/{name:.*}", func(_ http.ResponseWriter, _ *http.Request, vars map[string]string) error {
+			return errdefs.ErrNotFound.WithMessage(fmt.Sprintf("network %s not found", vars["name"]))
+		}))
 		s.routes = append(s.routes, notImplemented("networks", "/networks", "/networks/{name:.*}")...)
 	}
 	s.routes = append(s.routes, ctr.Routes()...)
