@@ -9,6 +9,7 @@ package hypervisor
 import (
 	"context"
 	"net"
+	"os"
 	"time"
 )
 
@@ -21,6 +22,16 @@ type Disk struct {
 	Format string
 	// ReadOnly exposes the disk read-only to the guest.
 	ReadOnly bool
+}
+
+// NIC is one network interface given to the guest, in the order of the
+// slice. The driver passes File to the VMM (a tap device for QEMU).
+type NIC struct {
+	// File is the open host device backing the NIC; the caller keeps
+	// ownership and may close it once Start returned.
+	File *os.File
+	// MAC is the interface's hardware address, "02:42:ac:11:00:02" form.
+	MAC string
 }
 
 // Spec describes a VM. It is a value: drivers copy what they need.
@@ -42,6 +53,8 @@ type Spec struct {
 	ChannelName string
 	// Disks are attached in order.
 	Disks []Disk
+	// NICs are attached in order.
+	NICs []NIC
 	// RuntimeDir is a private host directory where the driver keeps sockets,
 	// console log and pid files for this VM. It must exist.
 	RuntimeDir string

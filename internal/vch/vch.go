@@ -6,6 +6,9 @@
 //	<root>/guest/initrd.img   initramfs built at start from tether + modules
 //	<root>/images/            image store (package storage)
 //	<root>/compute/           container records, disks, logs (package compute)
+//	<root>/network/           network records (package network); the
+//	                          networks themselves live in the network
+//	                          namespace /run/netns/vch-<hash of root>
 //
 // It holds no container logic: only the wiring and the host facts that
 // `docker info` shows.
@@ -13,10 +16,13 @@ package vch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -31,6 +37,9 @@ import (
 	"github.com/vchproject/vch/internal/portlayer/budget"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/events"
+	"github.com/vchproject/vch/internal/portlayer/network"
+	"github.com/vchproject/vch/internal/portlayer/network/dns"
+	"github.com/vchproject/vch/internal/portlayer/network/portmap"
 	"github.com/vchproject/vch/internal/portlayer/storage"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
@@ -80,6 +89,7 @@ type VCH struct {
 	cfg     Config
 	logger  *slog.Logger
 	images  *storage.Store
+	network *network.Service
 	compute *compute.Service
 	server  *docker.Server
 	host    docker.HostInfo
@@ -152,12 +162,23 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
+	resolver := dns.NewResolver(dns.HostUpstreams("/etc/resolv.conf"), logger)
+	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root)},
+		func(d network.Dialer) network.PortPublisher { return portmap.New(portmap.Dialer(d), logger) },
+		func(ctx context.Context, q []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) ([]byte, error) {
+			return resolver.Answer(ctx, q, dns.View{Lookup: lookup, Reverse: reverse, External: external})
+		}, logger)
+	if err != nil {
+		v.images.Close()
+		return nil, err
+	}
 	v.compute, err = compute.New(compute.Config{
 		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
-		Events: evlog,
+		Events: evlog, Network: v.network, Networks: v.network,
 	}, driver, v.images, logger)
 	if err != nil {
+		v.network.Close()
 		v.images.Close()
 		return nil, err
 	}
@@ -185,6 +206,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
+		Networks: v.network, NetworkConnector: v.compute,
 	}, logger)
 	ok = true
 	return v, nil
@@ -222,7 +244,7 @@ func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
 	}
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.images.Close(), v.lock.Close())
+	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.network.Close(), v.images.Close(), v.lock.Close())
 	v.logger.Info("vch stopped")
 	return err
 }
@@ -232,5 +254,13 @@ func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
 func (v *VCH) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(v.compute.Close(ctx), v.images.Close(), v.lock.Close())
+	return errors.Join(v.compute.Close(ctx), v.network.Close(), v.images.Close(), v.lock.Close())
+}
+
+// NamespaceName is the network namespace of the VCH rooted at root
+// (an absolute path): "vch-" and 12 hex digits of the path's SHA-256, so
+// VCHs on one host never share one and the name fits any length limit.
+func NamespaceName(root string) string {
+	h := sha256.Sum256([]byte(root))
+	return "vch-" + hex.EncodeToString(h[:6])
 }

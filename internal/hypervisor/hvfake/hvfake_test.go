@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -144,7 +145,7 @@ func TestSetupAndPowerOff(t *testing.T) {
 	if err := g.Setup(t.Context(), want); err != nil {
 		t.Fatal(err)
 	}
-	if got, ok := vm.Setup(); !ok || got != want {
+	if got, ok := vm.Setup(); !ok || !reflect.DeepEqual(got, want) {
 		t.Errorf("Setup() = %+v, %v; want %+v", got, ok, want)
 	}
 	if err := g.PowerOff(t.Context()); err != nil {

@@ -27,6 +27,7 @@ import (
 	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/personality/docker/image"
+	"github.com/vchproject/vch/internal/personality/docker/network"
 	"github.com/vchproject/vch/internal/personality/docker/system"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -64,7 +65,11 @@ type Backend struct {
 	Monitor portlayer.Monitor
 	// Events serves GET /events; nil leaves it unimplemented (501).
 	Events portlayer.Events
-	System SystemInfo
+	// Networks and NetworkConnector serve the network routes and the
+	// network checks of container create; nil leaves them unimplemented.
+	Networks         portlayer.Networks
+	NetworkConnector portlayer.NetworkConnector
+	System           SystemInfo
 }
 
 // Config configures the server.
@@ -117,6 +122,10 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	}
 	if backend.Execs != nil {
 		s.routes = append(s.routes, exec.NewRouter(backend.Execs, backend.Compute, s.log).Routes()...)
+	}
+	if backend.Networks != nil && backend.NetworkConnector != nil {
+		ctr.SetNetworks(backend.Networks)
+		s.routes = append(s.routes, network.NewRouter(backend.Networks, backend.NetworkConnector, s.log).Routes()...)
 	}
 	s.routes = append(s.routes, ctr.Routes()...)
 	s.routes = append(s.routes, img.Routes()...)

@@ -18,6 +18,7 @@ type Router struct {
 	compute  portlayer.Compute
 	interact portlayer.Interaction
 	images   imageGetter
+	networks portlayer.Networks // nil: networks are not checked at create
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -26,6 +27,9 @@ type Router struct {
 func NewRouter(compute portlayer.Compute, interact portlayer.Interaction, images portlayer.Images, log *slog.Logger) *Router {
 	return &Router{compute: compute, interact: interact, images: images, log: log, now: time.Now}
 }
+
+// SetNetworks lets create check that the networks it names exist.
+func (rt *Router) SetNetworks(n portlayer.Networks) { rt.networks = n }
 
 // Routes returns the route table (Engine API v1.50 "Container").
 func (rt *Router) Routes() []httputils.Route {
