@@ -19,11 +19,13 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/portlayer/storage"
+	"github.com/vchproject/vch/internal/vch"
 	"github.com/vchproject/vch/internal/vch/certs"
 )
 
@@ -643,7 +645,8 @@ func (m *Manager) Configure(ctx context.Context, name string, force bool, change
 }
 
 // Delete removes a VCH: it stops its service (the daemon stops its
-// container VMs), removes the unit, the state directory's files and the
+// container VMs), removes the unit, the VCH's network namespace if a
+// killed daemon left it, the state directory's files and the
 // certificates vch generated, and nothing else; a state directory holding
 // other files is left with them, and a warning. Without force it refuses
 // (FailedPrecondition) while containers run, or while VMs of the VCH run
@@ -677,6 +680,15 @@ func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
 		}
 		for _, pid := range strays {
 			waitGone(ctx, pid, 10*time.Second)
+		}
+	}
+	// A daemon that stops cleanly deletes its network namespace; one that
+	// was killed leaves it behind.
+	ns := vch.NamespaceName(l.Root())
+	if _, err := os.Stat(filepath.Join("/run/netns", ns)); err == nil {
+		m.progress("Removing network namespace %s", ns)
+		if err := netns.DeleteNamed(ns); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("vch: delete network namespace %s: %w", ns, err)
 		}
 	}
 	m.progress("Removing %s", l.Dir)
