@@ -261,6 +261,29 @@ func TestClientLines(t *testing.T) {
 	}
 }
 
+func TestDialHost(t *testing.T) {
+	hn, _ := os.Hostname()
+	tests := []struct {
+		host   string
+		cnames []string
+		want   string
+	}{
+		{host: "tcp://127.0.0.1:2376", want: "tcp://127.0.0.1:2376"},
+		{host: "tcp://192.0.2.5:2376", cnames: []string{"vch.example.com"}, want: "tcp://192.0.2.5:2376"},
+		{host: "tcp://0.0.0.0:2376", cnames: []string{"vch.example.com", "192.0.2.5"}, want: "tcp://vch.example.com:2376"},
+		{host: "tcp://[::]:2376", cnames: []string{"2001:db8::5"}, want: "tcp://[2001:db8::5]:2376"},
+		{host: "tcp://:2376", want: "tcp://" + net.JoinHostPort(hn, "2376")},
+		{host: "unix:///var/lib/vch/x/docker.sock", want: "unix:///var/lib/vch/x/docker.sock"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.host, func(t *testing.T) {
+			if got := DialHost(Config{Host: tc.host, TLS: TLS{CNames: tc.cnames}}); got != tc.want {
+				t.Errorf("DialHost = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestPickHost(t *testing.T) {
 	m := &Manager{Base: t.TempDir()}
 	other := m.Layout("other")

@@ -234,7 +234,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 		return Created{}, err
 	}
 	svc := m.service(l, c)
-	m.progress("Starting the daemon under %s", svc.Describe())
+	m.progress("Starting the daemon under the %s", svc.Describe())
 	if err := svc.Start(ctx); err != nil {
 		return Created{}, err
 	}
@@ -442,6 +442,15 @@ func pingEndpoint(ctx context.Context, c Config) error {
 	if err != nil || u.Scheme != "tcp" {
 		return nil // the unix endpoint is the admin socket
 	}
+	addr := u.Host
+	if ip := net.ParseIP(u.Hostname()); u.Hostname() == "" || ip != nil && ip.IsUnspecified() {
+		// Listening on every address: ask on loopback, which the server
+		// certificate names.
+		addr = net.JoinHostPort("127.0.0.1", u.Port())
+		if ip != nil && ip.To4() == nil {
+			addr = net.JoinHostPort("::1", u.Port())
+		}
+	}
 	tr := &http.Transport{DisableKeepAlives: true}
 	scheme := "http"
 	if c.TLS.Enabled {
@@ -450,7 +459,7 @@ func pingEndpoint(ctx context.Context, c Config) error {
 		if _, err := os.Stat(filepath.Join(client, certs.CertFile)); err != nil {
 			// No client bundle (operator's certificates): a TCP connect
 			// is all that can be checked.
-			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", u.Host)
+			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 			if err != nil {
 				return err
 			}
@@ -463,7 +472,7 @@ func pingEndpoint(ctx context.Context, c Config) error {
 		tr.TLSClientConfig = cfg
 	}
 	hc := &http.Client{Transport: tr, Timeout: pingTimeout}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+u.Host+"/_ping", nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/_ping", nil)
 	resp, err := hc.Do(req)
 	if err != nil {
 		return fmt.Errorf("vch: GET %s: %w", req.URL, err)
@@ -567,7 +576,7 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 		return err
 	}
 	svc := m.service(l, c)
-	m.progress("Starting the daemon under %s", svc.Describe())
+	m.progress("Starting the daemon under the %s", svc.Describe())
 	if err := svc.Start(ctx); err != nil {
 		return err
 	}

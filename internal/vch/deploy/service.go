@@ -112,7 +112,7 @@ type service interface {
 	// Active reports whether the service (supervisor or unit) is running,
 	// and why it failed if it exited early.
 	Active() (bool, error)
-	// Describe names the service for progress lines ("… under X").
+	// Describe names the service for progress lines ("under the X", "its X").
 	Describe() string
 }
 
@@ -129,7 +129,7 @@ type processService struct {
 }
 
 func (p *processService) Describe() string {
-	return "supervisor, the background process `vch supervise " + p.cfg.Name + "`"
+	return "supervisor process `vch supervise " + p.cfg.Name + "`"
 }
 
 func (p *processService) Start(ctx context.Context) error {

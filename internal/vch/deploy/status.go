@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -118,6 +119,30 @@ type Paths struct {
 	Logs     string
 }
 
+// DialHost is the DOCKER_HOST clients use: the endpoint, except that an
+// unspecified listen address (0.0.0.0, ::) becomes the first --tls-cname,
+// or else this host's name, which the server certificate also names.
+func DialHost(c Config) string {
+	u, err := url.Parse(c.Host)
+	if err != nil || u.Scheme != "tcp" {
+		return c.Host
+	}
+	ip := net.ParseIP(u.Hostname())
+	if u.Hostname() != "" && (ip == nil || !ip.IsUnspecified()) {
+		return c.Host
+	}
+	name := ""
+	if len(c.TLS.CNames) > 0 {
+		name = c.TLS.CNames[0]
+	} else if hn, err := os.Hostname(); err == nil {
+		name = hn
+	}
+	if name == "" {
+		return c.Host
+	}
+	return "tcp://" + net.JoinHostPort(name, u.Port())
+}
+
 // apiClient speaks to a daemon's admin socket.
 type apiClient struct{ http *http.Client }
 
@@ -192,7 +217,7 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 	st := Status{
 		Name: c.Name, Created: c.Created, State: StateStopped,
 		Endpoint: Endpoint{
-			DockerHost: c.Host, TLS: c.TLS.Enabled && strings.HasPrefix(c.Host, "tcp://"),
+			DockerHost: DialHost(c), TLS: c.TLS.Enabled && strings.HasPrefix(c.Host, "tcp://"),
 			TLSVerify:   c.TLS.Enabled && c.TLS.Verify && strings.HasPrefix(c.Host, "tcp://"),
 			AdminSocket: "unix://" + l.AdminSocket(),
 		},
