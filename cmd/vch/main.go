@@ -13,10 +13,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
@@ -29,7 +32,12 @@ import (
 const stateDirEnv = "VCH_STATE_DIR"
 
 func main() {
-	if err := newRootCmd().Execute(); err != nil {
+	// Ctrl-C or SIGTERM cancels the command's context, so an interrupted
+	// create still removes what it made.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := newRootCmd().ExecuteContext(ctx)
+	stop()
+	if err != nil {
 		// Errors from the packages already carry their "vch: " context.
 		// The error class (": already exists") is for programs, not people.
 		msg := strings.TrimSuffix(err.Error(), ": "+errdefs.Resolve(err).Error())

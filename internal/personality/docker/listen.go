@@ -22,7 +22,8 @@ const UnixSocketMode os.FileMode = 0o660
 // Listen opens the Engine API listeners for hosts, dockerd's -H values:
 // "unix:///PATH.sock" or "tcp://HOST:PORT". tlsCfg (nil for plain HTTP)
 // applies to TCP listeners only, as in dockerd; unix sockets are created
-// UnixSocketMode, owned by the daemon's user, after removing a stale one.
+// UnixSocketMode, owned by root:root when the daemon runs as root, after
+// removing a stale one.
 //
 // TCP without TLS is refused on any address but loopback (127.0.0.0/8,
 // ::1, localhost): unlike dockerd, which still lets an operator opt in with
@@ -125,6 +126,13 @@ func listenUnix(host, path string) (net.Listener, error) {
 	if err := os.Chmod(path, UnixSocketMode); err != nil {
 		l.Close()
 		return nil, fmt.Errorf("docker: chmod %s: %w", path, err)
+	}
+	if os.Geteuid() == 0 {
+		// Root's group, whatever group the daemon was started with.
+		if err := os.Chown(path, 0, 0); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("docker: chown %s: %w", path, err)
+		}
 	}
 	return l, nil
 }
