@@ -4,7 +4,9 @@ import (
 	"context"
 	"flag"
 	"log/slog"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -569,3 +571,99 @@ func TestSupervise(t *testing.T) {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// fakeDaemon answers on a VCH's admin socket like a daemon with one
+// running container.
+func fakeDaemon(t *testing.T, l Layout) {
+	t.Helper()
+	ln, err := net.Listen("unix", l.AdminSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/containers/json", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `[{"Id":"abc","Names":["/web"],"State":"running"}]`)
+	})
+	mux.HandleFunc("/version", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"Version":"9.9.9","ApiVersion":"1.50"}`)
+	})
+	mux.HandleFunc("/info", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, `{"Containers":3,"ContainersRunning":1,"NCPU":4,"MemTotal":8589934592}`)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// fakeSupervisor starts a process whose command line names the VCH as a
+// supervisor's does, and records it in supervise.pid.
+func fakeSupervisor(t *testing.T, l Layout, name string) {
+	t.Helper()
+	cmd := exec.Command("/bin/sh", "-c", "sleep 60", "supervise", name)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	if err := os.WriteFile(l.SupervisorPIDFile(), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunningContainersBlock(t *testing.T) {
+	m := &Manager{Base: t.TempDir(), Version: "2.0.0"}
+	l, _ := deployByHand(t, m, "busy", m.Layout("busy").CertDir())
+	fakeDaemon(t, l)
+	fakeSupervisor(t, l, "busy")
+
+	st, err := m.Inspect(t.Context(), "busy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.State != StateRunning || st.Versions.Daemon != "9.9.9" || st.Usage == nil || *st.Usage != (Usage{Containers: 3, Running: 1, NCPU: 4, MemTotalMiB: 8192}) || st.SupervisorPid == 0 {
+		t.Errorf("Inspect: %+v usage %+v", st, st.Usage)
+	}
+	err = m.Delete(t.Context(), "busy", false)
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "1 running container(s) (web)") {
+		t.Errorf("Delete: %v, want FailedPrecondition naming web", err)
+	}
+	_, err = m.Configure(t.Context(), "busy", false, func(c *Config) error { c.Limits.CPUs = 8; return nil })
+	if !errdefs.IsFailedPrecondition(err) || !strings.Contains(err.Error(), "configure restarts the daemon") {
+		t.Errorf("Configure: %v, want FailedPrecondition", err)
+	}
+	if c, _ := m.Config("busy"); c.Limits.CPUs != 4 {
+		t.Errorf("a refused configure changed the config: cpus %d", c.Limits.CPUs)
+	}
+}
+
+func TestConfigureStopped(t *testing.T) {
+	m := &Manager{Base: t.TempDir(), Version: "2.0.0"}
+	deployByHand(t, m, "idle", m.Layout("idle").CertDir())
+	tests := []struct {
+		name   string
+		change func(*Config) error
+		want   func(error) bool
+	}{
+		{name: "bad limit", change: func(c *Config) error { c.Limits.MemoryMiB = 1; return nil }, want: errdefs.IsInvalidArgument},
+		{name: "endpoint is fixed", change: func(c *Config) error { c.Host = "tcp://127.0.0.1:1"; return nil }, want: errdefs.IsInvalidArgument},
+		{name: "bad registry", change: func(c *Config) error { c.Registries.Insecure = []string{"a b"}; return nil }, want: errdefs.IsInvalidArgument},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := m.Configure(t.Context(), "idle", false, tc.change); !tc.want(err) {
+				t.Errorf("Configure: %v", err)
+			}
+		})
+	}
+	st, err := m.Configure(t.Context(), "idle", false, func(c *Config) error {
+		c.Limits.MemoryMiB, c.Registries.Whitelist = 16384, nil
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _ := m.Config("idle")
+	if st.State != StateStopped || c.Limits.MemoryMiB != 16384 || c.Registries.Whitelist != nil || c.VCHVersion != "2.0.0" {
+		t.Errorf("after configure: state %s, config %+v", st.State, c)
+	}
+}
