@@ -47,8 +47,14 @@ func getURL(t *testing.T, url string) string {
 func TestPublishedPort(t *testing.T) {
 	t.Parallel()
 	name := uniqueName(t)
-	ok(t, append([]string{"run", "-d", "--name", name, "-p", "127.0.0.1::8080", "busybox"}, httpdCmd(name)...)...)
+	ok(t, append([]string{"run", "-d", "--name", name, "-p", "127.0.0.1::8080", "-p", "127.0.0.1::5353/udp", "--expose", "7000", "-P", "busybox"}, httpdCmd(name)...)...)
 	t.Cleanup(func() { docker(t, "rm", "-f", name) })
+	ports := ok(t, "port", name)
+	for _, want := range []string{"5353/udp -> 127.0.0.1:", "7000/tcp -> 0.0.0.0:"} {
+		if !strings.Contains(ports, want) {
+			t.Errorf("docker port lacks %q:\n%s", want, ports)
+		}
+	}
 	hostPort := strings.TrimSpace(ok(t, "port", name, "8080"))
 	if !strings.HasPrefix(hostPort, "127.0.0.1:") {
 		t.Fatalf("docker port = %q, want 127.0.0.1:<port>", hostPort)
@@ -90,7 +96,7 @@ func TestUserNetworkDNS(t *testing.T) {
 	ok(t, "network", "create", "--subnet", "10.231.0.0/24", net1)
 	t.Cleanup(func() { docker(t, "network", "rm", net1) })
 	srv := uniqueName(t) + "-srv"
-	ok(t, append([]string{"run", "-d", "--name", srv, "--network", net1, "--network-alias", "db", "busybox"}, httpdCmd(srv)...)...)
+	ok(t, append([]string{"run", "-d", "--name", srv, "--network", net1, "--network-alias", "db", "--ip", "10.231.0.50", "busybox"}, httpdCmd(srv)...)...)
 	t.Cleanup(func() { docker(t, "rm", "-f", srv) })
 
 	var nets map[string]struct {
@@ -105,7 +111,7 @@ func TestUserNetworkDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 	ep, found := nets[net1]
-	if !found || !strings.HasPrefix(ep.IPAddress, "10.231.0.") || ep.IPPrefixLen != 24 || ep.Gateway != "10.231.0.1" {
+	if !found || ep.IPAddress != "10.231.0.50" || ep.IPPrefixLen != 24 || ep.Gateway != "10.231.0.1" {
 		t.Fatalf("inspect networks = %+v", nets)
 	}
 	if !strings.HasPrefix(ep.MacAddress, "02:42:0a:e7:00:") {
@@ -113,9 +119,9 @@ func TestUserNetworkDNS(t *testing.T) {
 	}
 
 	// By name and by alias, from a second container VM on the network.
-	out := ok(t, "run", "--rm", "--network", net1, "busybox", "sh", "-c",
-		"nslookup "+srv+" && nslookup db && wget -qO- http://"+ep.IPAddress+":8080/ && cat /etc/resolv.conf && ip route")
-	for _, want := range []string{"Address: " + ep.IPAddress, "hello from " + srv, "nameserver 127.0.0.11", "default via 10.231.0.1"} {
+	out := ok(t, "run", "--rm", "--network", net1, "--link", srv+":lnk", "busybox", "sh", "-c",
+		"nslookup "+srv+" && nslookup db && nslookup lnk && wget -qO- http://db:8080/ && cat /etc/resolv.conf && ip route")
+	for _, want := range []string{"Address: " + ep.IPAddress, "Name:\tlnk", "hello from " + srv, "nameserver 127.0.0.11", "default via 10.231.0.1"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("client output lacks %q:\n%s", want, out)
 		}
@@ -139,9 +145,15 @@ func TestInternalNetwork(t *testing.T) {
 	n := uniqueName(t)
 	ok(t, "network", "create", "--internal", n)
 	t.Cleanup(func() { docker(t, "network", "rm", n) })
-	out := ok(t, "run", "--rm", "--network", n, "busybox", "sh", "-c", "ip -4 addr show eth0 && ip route")
+	out := ok(t, "run", "--rm", "--network", n, "--hostname", "h1", "--add-host", "extra.example:192.0.2.7",
+		"--dns", "192.0.2.53", "--dns-search", "corp.example", "busybox", "sh", "-c", "ip -4 addr show eth0 && ip route && cat /etc/hosts /etc/resolv.conf && hostname")
 	if strings.Contains(out, "default") {
 		t.Errorf("internal network has a default route:\n%s", out)
+	}
+	for _, want := range []string{"192.0.2.7\textra.example", "nameserver 192.0.2.53", "search corp.example", "\th1\n", "\nh1\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
 	}
 	if !strings.Contains(out, "inet 172.") && !strings.Contains(out, "inet 192.168.") {
 		t.Errorf("no address on eth0:\n%s", out)
@@ -181,5 +193,31 @@ func TestConnectRunning(t *testing.T) {
 	}
 	if out := ok(t, "inspect", "-f", "{{json .NetworkSettings.Networks}}", name); strings.Contains(out, n) {
 		t.Errorf("inspect still shows %s: %s", n, out)
+	}
+}
+
+// TestNetworkCommands: create with --subnet/--gateway/--ip-range/--label,
+// inspect shows them, duplicates and predefined networks are refused like
+// Docker, prune removes unused networks.
+func TestNetworkCommands(t *testing.T) {
+	t.Parallel()
+	n := uniqueName(t)
+	ok(t, "network", "create", "--subnet", "10.232.0.0/16", "--gateway", "10.232.0.254", "--ip-range", "10.232.1.0/24", "--label", "team=a", n)
+	out := ok(t, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}} {{.IPRange}}{{end}} {{.Labels}} {{.Driver}}", n)
+	if strings.TrimSpace(out) != "10.232.0.0/16 10.232.0.254 10.232.1.0/24 map[team:a] bridge" {
+		t.Errorf("inspect = %q", out)
+	}
+	if r := docker(t, "network", "create", n); r.code == 0 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("duplicate: exit %d %q", r.code, r.stderr)
+	}
+	if r := docker(t, "network", "rm", "bridge"); r.code == 0 || !strings.Contains(r.stderr, "pre-defined network") {
+		t.Errorf("rm bridge: exit %d %q", r.code, r.stderr)
+	}
+	if ls := ok(t, "network", "ls", "--filter", "label=team=a", "--format", "{{.Name}}"); strings.TrimSpace(ls) != n {
+		t.Errorf("ls by label = %q", ls)
+	}
+	ok(t, "network", "prune", "-f", "--filter", "label=team=a")
+	if r := docker(t, "network", "inspect", n); r.code == 0 {
+		t.Errorf("%s survived prune", n)
 	}
 }
