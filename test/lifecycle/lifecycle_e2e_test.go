@@ -89,6 +89,14 @@ func (o *operator) dumpLogs(name string) {
 // create runs vch create and returns the environment its export line sets.
 func (o *operator) create(name string, args ...string) map[string]string {
 	o.t.Helper()
+	env, _ := o.createLines(name, args...)
+	return env
+}
+
+// createLines runs vch create and returns the environment its export line
+// sets and its docker context line.
+func (o *operator) createLines(name string, args ...string) (map[string]string, string) {
+	o.t.Helper()
 	o.names = append(o.names, name)
 	out := o.mustVCH(append([]string{"create", name}, args...)...)
 	env := map[string]string{}
@@ -103,10 +111,16 @@ func (o *operator) create(name string, args ...string) map[string]string {
 	if env["DOCKER_HOST"] == "" {
 		o.t.Fatalf("vch create printed no export line:\n%s", out)
 	}
-	if !strings.Contains(out, "docker context create "+name+" --docker ") {
+	ctxLine := ""
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "docker context create "+name+" --docker ") {
+			ctxLine = line
+		}
+	}
+	if ctxLine == "" {
 		o.t.Errorf("vch create printed no docker context line:\n%s", out)
 	}
-	return env
+	return env, ctxLine
 }
 
 func (o *operator) inspect(name string) deploy.Status {
@@ -194,6 +208,11 @@ func loadBusybox(t *testing.T, env map[string]string) {
 		t.Fatal(err)
 	}
 	mustDocker(t, env, "load", "-i", tar)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 // running reports whether pid exists and has not exited (a zombie waiting
@@ -399,11 +418,31 @@ func TestPlainSocketLifecycle(t *testing.T) {
 	mustDocker(t, env, "version")
 
 	// A second VCH next to it gets its own port, root and socket.
-	env2 := o.create("second")
+	env2, ctxLine := o.createLines("second")
 	if env2["DOCKER_HOST"] == env["DOCKER_HOST"] || !strings.HasPrefix(env2["DOCKER_HOST"], "tcp://127.0.0.1:") {
 		t.Errorf("second VCH endpoint %s", env2["DOCKER_HOST"])
 	}
 	mustDocker(t, env2, "version")
+	// The printed context line, pasted into a shell, works as well.
+	cfgDir := t.TempDir()
+	shEnv := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir(), "DOCKER_CONFIG=" + cfgDir}
+	if r := run(t, shEnv, "/bin/sh", "-c", ctxLine); r.code != 0 {
+		t.Fatalf("%s: exit %d %s", ctxLine, r.code, r.stderr)
+	}
+	if r := run(t, shEnv, "docker", "--context", "second", "version", "--format", "{{.Server.APIVersion}}"); r.code != 0 || strings.TrimSpace(r.stdout) != "1.50" {
+		t.Errorf("docker --context second version: exit %d %q %s", r.code, r.stdout, r.stderr)
+	}
+	// Debian's docker 20.10 client (unpacked by make) reads the same
+	// ECDSA certificates.
+	if old := filepath.Join(testenv.BinDir(), "docker-20.10", "docker"); fileExists(old) {
+		e := []string{"HOME=" + t.TempDir(), "DOCKER_CONFIG=" + t.TempDir()}
+		for k, v := range env2 {
+			e = append(e, k+"="+v)
+		}
+		if r := run(t, e, old, "version", "--format", "{{.Server.APIVersion}}"); r.code != 0 || strings.TrimSpace(r.stdout) != "1.50" {
+			t.Errorf("docker 20.10 version over TLS: exit %d %q %s", r.code, r.stdout, r.stderr)
+		}
+	}
 	r := o.vch("create", "third", "--host", env2["DOCKER_HOST"])
 	if r.code == 0 || !strings.Contains(r.stderr, "another VCH's endpoint") {
 		t.Errorf("create on another VCH's endpoint: exit %d %s", r.code, r.stderr)
