@@ -140,12 +140,13 @@ TLS.`,
 }
 
 // writePIDFile writes this process's PID to path, refusing when the file
-// names another live vch daemon (as dockerd's pidfile does).
+// names a live process started with the same pid file (as dockerd's
+// pidfile does); a stale file, left by a killed daemon, is replaced.
 func writePIDFile(path string) error {
 	if b, err := os.ReadFile(path); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != os.Getpid() {
 			if err := syscall.Kill(pid, 0); err == nil {
-				if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && slices.Contains(strings.Split(string(cmdline), "\x00"), "daemon") {
+				if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && slices.Contains(strings.Split(string(cmdline), "\x00"), path) {
 					return fmt.Errorf("vch: pid file %s names a running daemon (pid %d): %w", path, pid, errdefs.ErrFailedPrecondition)
 				}
 			}
