@@ -34,6 +34,7 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer/budget"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/events"
 	"github.com/vchproject/vch/internal/portlayer/network"
@@ -46,6 +47,10 @@ import (
 // Version is vch's version, set at build time with
 // -ldflags "-X github.com/vchproject/vch/internal/vch.Version=…".
 var Version = "0.1.0-dev"
+
+// DefaultMemoryMiB is a container VM's RAM when neither the container nor
+// the VCH sets one: enough for a Debian kernel plus a small workload.
+const DefaultMemoryMiB = 256
 
 // GitCommit is the commit vch was built from, set at build time like
 // Version; shown by `docker version`.
@@ -65,6 +70,18 @@ type Config struct {
 	Accel string `toml:"accel" json:"accel"`
 	// DefaultMemoryMiB is a container VM's RAM when it sets none; default 256.
 	DefaultMemoryMiB int `toml:"default_memory_mib" json:"default_memory_mib"`
+	// DefaultCPUs is a container VM's vCPUs when it sets none; default 1.
+	DefaultCPUs int `toml:"default_cpus" json:"default_cpus"`
+	// MaxContainers caps how many containers exist; 0 means no cap.
+	MaxContainers int `toml:"max_containers" json:"max_containers"`
+	// MemoryMiB is the budget of guest RAM all running container VMs share,
+	// in MiB; 0 means none. docker info shows it as the total memory.
+	MemoryMiB int `toml:"memory_mib" json:"memory_mib"`
+	// CPUs is the budget of vCPUs all running container VMs share; 0 means
+	// none. docker info shows it as the CPU count.
+	CPUs int `toml:"cpus" json:"cpus"`
+	// Registries is the pull policy (whitelist, insecure registries).
+	Registries storage.Registries `toml:"registries" json:"registries"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -93,6 +110,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	cfg.Root = root
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.DefaultMemoryMiB == 0 {
+		cfg.DefaultMemoryMiB = DefaultMemoryMiB
+	}
+	if cfg.DefaultCPUs == 0 {
+		cfg.DefaultCPUs = 1
 	}
 	if err := os.MkdirAll(filepath.Join(root, "guest"), 0o700); err != nil {
 		return nil, fmt.Errorf("vch: %w", err)
@@ -134,6 +157,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 			}
 			return v.compute.ImageInUse(id)
 		},
+		Registries: cfg.Registries,
 	}, logger)
 	if err != nil {
 		return nil, err
@@ -150,12 +174,20 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	v.compute, err = compute.New(compute.Config{
 		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
-		DefaultMemoryMiB: cfg.DefaultMemoryMiB, ChannelName: wire.PortName,
+		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
 		Events: evlog, Network: v.network, Networks: v.network,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.network.Close()
 		v.images.Close()
+		return nil, err
+	}
+	budgeted, err := budget.New(v.compute, budget.Limits{
+		Containers: cfg.MaxContainers, MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs,
+		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs,
+	})
+	if err != nil {
+		_ = v.Close()
 		return nil, err
 	}
 	var si unix.Sysinfo_t
@@ -165,8 +197,14 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		GuestKernelVersion: kver, NCPU: runtime.NumCPU(), MemTotalBytes: int64(si.Totalram) * int64(si.Unit),
 		RootDir: root,
 	}
+	if cfg.CPUs > 0 {
+		v.host.NCPU = cfg.CPUs
+	}
+	if cfg.MemoryMiB > 0 {
+		v.host.MemTotalBytes = int64(cfg.MemoryMiB) << 20
+	}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
-		Compute: v.compute, Interaction: v.compute, Images: events.Images(v.images, evlog),
+		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
 		Networks: v.network, NetworkConnector: v.compute,
 	}, logger)
@@ -195,7 +233,11 @@ func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) { return v.host
 // Serve serves the Engine API on l until ctx ends, then stops every
 // container VM and closes the stores. It returns nil after a clean stop.
 func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
-	v.logger.Info("vch serving", "addr", l.Addr().String(), "root", v.cfg.Root, "accel", v.host.Accelerator, "guest_kernel", v.host.GuestKernelVersion)
+	addr := l.Addr().String()
+	if s, ok := l.(fmt.Stringer); ok {
+		addr = s.String() // every address of a multi-address listener
+	}
+	v.logger.Info("vch serving", "addr", addr, "root", v.cfg.Root, "accel", v.host.Accelerator, "guest_kernel", v.host.GuestKernelVersion)
 	serveErr := v.server.Serve(ctx, l)
 	if errors.Is(serveErr, context.Canceled) {
 		serveErr = nil
