@@ -22,6 +22,11 @@ type Disk struct {
 	Format string
 	// ReadOnly exposes the disk read-only to the guest.
 	ReadOnly bool
+	// Serial is the disk's serial number as the guest sees it (virtio-blk:
+	// /sys/block/vdX/serial), at most MaxDiskSerial ASCII letters, digits,
+	// '-' or '_'; empty means none. Guests find their disks by serial,
+	// since the order devices are probed in is not a contract.
+	Serial string
 }
 
 // NIC is one network interface given to the guest, in the order of the
@@ -33,6 +38,10 @@ type NIC struct {
 	// MAC is the interface's hardware address, "02:42:ac:11:00:02" form.
 	MAC string
 }
+
+// MaxDiskSerial is the longest Disk.Serial: virtio-blk's ID field holds
+// 20 bytes (virtio spec 1.2, 5.2.6 "VIRTIO_BLK_T_GET_ID").
+const MaxDiskSerial = 20
 
 // Spec describes a VM. It is a value: drivers copy what they need.
 type Spec struct {

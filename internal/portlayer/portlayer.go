@@ -89,6 +89,10 @@ type ContainerSpec struct {
 	DNS, DNSSearch, DNSOptions []string
 	// ExtraHosts are "name:address" lines added to /etc/hosts (--add-host).
 	ExtraHosts []string
+	// Mounts are mounted in the guest in order (see volume.go).
+	Mounts []MountSpec
+	// ReadOnlyRootfs mounts the root filesystem read-only (--read-only).
+	ReadOnlyRootfs bool
 	// Annotations is front-end data kept verbatim with the record (Docker
 	// keeps its Config and HostConfig JSON here). Keys are namespaced, e.g.
 	// "docker.config". The port layer never interprets them.

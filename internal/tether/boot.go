@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Paths inside the initramfs, shared with the host's initramfs builder.
@@ -27,8 +29,6 @@ const (
 	ModulesDir = "/lib/modules"
 	// ModulesOrder lists the module file names in load order, one a line.
 	ModulesOrder = "/lib/modules/order"
-	// RootDisk is the container's root disk (the first virtio-blk disk).
-	RootDisk = "/dev/vda"
 	// RootMount is where the container's root filesystem is mounted.
 	RootMount = "/ctr"
 )
@@ -70,10 +70,11 @@ func run(logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	if err := waitPath(ctx, RootDisk); err != nil {
+	root, err := findDisk(ctx, wire.RootSerial, true)
+	if err != nil {
 		return err
 	}
-	if err := mountRoot(); err != nil {
+	if err := mountRoot(root); err != nil {
 		return err
 	}
 	logger.Info("guest ready", "port", port)
@@ -148,23 +149,6 @@ func waitPort(ctx context.Context) (string, error) {
 		select {
 		case <-ctx.Done():
 			return "", ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
-}
-
-func waitPath(ctx context.Context, path string) error {
-	deadline := time.Now().Add(deviceWait)
-	for {
-		if _, err := os.Stat(path); err == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("tether: %s did not appear within %s", path, deviceWait)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

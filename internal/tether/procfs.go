@@ -175,10 +175,13 @@ func stats(mainPid int) (wire.Stats, error) {
 	if b, err := os.ReadFile("/proc/diskstats"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Fields(line)
-			if len(f) > 9 && f[2] == filepath.Base(RootDisk) {
+			// Every whole virtio disk counts (root and volumes), as
+			// Docker's blkio counts all the container's devices.
+			if len(f) > 9 && isWholeVirtioDisk(f[2]) {
 				rd, _ := strconv.ParseUint(f[5], 10, 64)
 				wr, _ := strconv.ParseUint(f[9], 10, 64)
-				s.DiskReadBytes, s.DiskWriteBytes = rd*512, wr*512
+				s.DiskReadBytes += rd * 512
+				s.DiskWriteBytes += wr * 512
 			}
 		}
 	}
@@ -188,4 +191,19 @@ func stats(mainPid int) (wire.Stats, error) {
 		}
 	}
 	return s, nil
+}
+
+// isWholeVirtioDisk reports whether name is a virtio-blk disk ("vda",
+// "vdab"), not a partition ("vda1").
+func isWholeVirtioDisk(name string) bool {
+	rest, ok := strings.CutPrefix(name, "vd")
+	if !ok || rest == "" {
+		return false
+	}
+	for _, c := range rest {
+		if c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return true
 }

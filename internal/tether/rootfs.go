@@ -1,6 +1,7 @@
 package tether
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -30,14 +31,14 @@ func inRoot(path string) (string, error) {
 // mountRoot mounts the container's root disk and the kernel filesystems a
 // container expects beneath it: /proc, /sys, a minimal /dev (Docker's device
 // set), /dev/pts and /dev/shm.
-func mountRoot() error {
+func mountRoot(disk string) error {
 	if err := os.MkdirAll(RootMount, 0o755); err != nil {
 		return fmt.Errorf("tether: mkdir root: %w", err)
 	}
 	// noinit_itable: the disk is built with lazy inode tables; zeroing them
 	// would write ~32 MiB into every container's copy-on-write disk.
-	if err := unix.Mount(RootDisk, RootMount, "ext4", 0, "noinit_itable"); err != nil {
-		return fmt.Errorf("tether: mount root disk %s: %w", RootDisk, err)
+	if err := unix.Mount(disk, RootMount, "ext4", 0, "noinit_itable"); err != nil {
+		return fmt.Errorf("tether: mount root disk %s: %w", disk, err)
 	}
 	mounts := []struct {
 		src, dst, typ string
@@ -105,9 +106,9 @@ func mountIn(src, dst, typ string, flags uintptr, data string) error {
 // never land on the container's disk (and never show in a diff).
 const identityDir = "/run/vch"
 
-// applySetup applies the container-wide setup: clock, hostname, identity
-// files and /dev/shm.
-func applySetup(s wire.Setup) error {
+// applySetup applies the container-wide setup: clock, hostname, the
+// mounts (volumes, tmpfs), identity files, /dev/shm and a read-only root.
+func applySetup(ctx context.Context, s wire.Setup) error {
 	if s.TimeUnixNano > 0 {
 		tv := unix.NsecToTimeval(s.TimeUnixNano)
 		if err := unix.Settimeofday(&tv); err != nil {
@@ -127,11 +128,15 @@ func applySetup(s wire.Setup) error {
 	if err := os.MkdirAll(identityDir, 0o755); err != nil {
 		return fmt.Errorf("tether: mkdir %s: %w", identityDir, err)
 	}
+	if err := mountAll(ctx, s.Mounts); err != nil {
+		return err
+	}
 	files := []struct{ name, content string }{
 		{"hostname", s.Hostname + "\n"},
 		{"hosts", s.Hosts},
 		{"resolv.conf", s.ResolvConf},
 	}
+	var bound []string
 	for _, f := range files {
 		if f.content == "" || f.content == "\n" {
 			continue
@@ -139,8 +144,15 @@ func applySetup(s wire.Setup) error {
 		if err := bindFile(filepath.Join(identityDir, f.name), "/etc/"+f.name, f.content); err != nil {
 			return err
 		}
+		bound = append(bound, "/etc/"+f.name)
 	}
-	return mountShm(s.ShmSizeBytes)
+	if err := mountShm(s.ShmSizeBytes); err != nil {
+		return err
+	}
+	if s.ReadOnlyRoot {
+		return readOnlyRoot(bound)
+	}
+	return nil
 }
 
 // bindFile writes content to src and bind-mounts it over dst inside the

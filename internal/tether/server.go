@@ -1,6 +1,7 @@
 package tether
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -70,7 +71,7 @@ func (s *server) serve(port *os.File) error {
 				replyErr(req, fmt.Errorf("tether: bad setup: %w", err))
 				continue
 			}
-			if err := applySetup(setup); err != nil {
+			if err := applySetup(context.Background(), setup); err != nil {
 				replyErr(req, err)
 				continue
 			}

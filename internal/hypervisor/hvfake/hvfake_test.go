@@ -141,7 +141,7 @@ func TestStartErrors(t *testing.T) {
 func TestSetupAndPowerOff(t *testing.T) {
 	d := hvfake.New()
 	vm, g := boot(t, d)
-	want := wire.Setup{Hostname: "abc", Hosts: "127.0.0.1 localhost\n"}
+	want := wire.Setup{Hostname: "abc", Hosts: "127.0.0.1 localhost\n", Mounts: []wire.Mount{{Type: wire.MountTmpfs, Target: "/t"}}}
 	if err := g.Setup(t.Context(), want); err != nil {
 		t.Fatal(err)
 	}

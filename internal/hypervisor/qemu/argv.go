@@ -69,7 +69,11 @@ func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 		if d.ReadOnly {
 			drive += ",readonly=on"
 		}
-		a = append(a, "-drive", drive, "-device", fmt.Sprintf("virtio-blk-device,drive=disk%d", i))
+		dev := fmt.Sprintf("virtio-blk-device,drive=disk%d", i)
+		if d.Serial != "" {
+			dev += ",serial=" + escape(d.Serial)
+		}
+		a = append(a, "-drive", drive, "-device", dev)
 	}
 	// NIC i is the tap passed as the child's fd 3+i (exec.Cmd.ExtraFiles).
 	for i, n := range spec.NICs {

@@ -86,6 +86,10 @@ func TestArgv(t *testing.T) {
 		{"two_disks_readonly_raw", withDisks(base, image, rw), AccelTCG},
 		{"comma_in_paths", commas, AccelTCG},
 		{"smp_cmdline_kvm", smp, AccelKVM},
+		{"disks_with_serials", withDisks(base,
+			hypervisor.Disk{Path: rw.Path, Format: "qcow2", Serial: "vch-root"},
+			hypervisor.Disk{Path: "/var/lib/vch/volumes/data/disk.ext4", Format: "raw", Serial: "vch-vol-0"},
+			hypervisor.Disk{Path: "/var/lib/vch/volumes/ro/disk.ext4", Format: "raw", ReadOnly: true, Serial: "vch-vol-1"}), AccelTCG},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := argv(tc.spec, tc.accel, defaultTSCKHz, runtimePaths(tc.spec.RuntimeDir))

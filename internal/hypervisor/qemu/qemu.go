@@ -92,6 +92,9 @@ func (d *Driver) Capabilities() hypervisor.Capabilities {
 	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true}
 }
 
+// validSerial is what Disk.Serial may hold (empty included).
+var validSerial = regexp.MustCompile(`^[A-Za-z0-9_-]*$`)
+
 func validate(spec hypervisor.Spec) error {
 	switch {
 	case !validName.MatchString(spec.Name):
@@ -116,6 +119,9 @@ func validate(spec hypervisor.Spec) error {
 	for _, d := range spec.Disks {
 		if d.Format != "raw" && d.Format != "qcow2" {
 			return fmt.Errorf("qemu: disk %s: format %q: %w", d.Path, d.Format, errdefs.ErrInvalidArgument)
+		}
+		if len(d.Serial) > hypervisor.MaxDiskSerial || !validSerial.MatchString(d.Serial) {
+			return fmt.Errorf("qemu: disk %s: serial %q: want at most %d letters, digits, '-' or '_': %w", d.Path, d.Serial, hypervisor.MaxDiskSerial, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil

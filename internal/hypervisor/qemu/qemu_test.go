@@ -78,6 +78,9 @@ func TestValidate(t *testing.T) {
 		{"no_channel", func(s *hypervisor.Spec) { s.ChannelName = "" }, "InvalidArgument", []string{"channel name"}},
 		{"bad_disk_format", func(s *hypervisor.Spec) { s.Disks[1].Format = "vmdk" }, "InvalidArgument", []string{"/rw.qcow2", `"vmdk"`}},
 		{"empty_disk_format", func(s *hypervisor.Spec) { s.Disks[0].Format = "" }, "InvalidArgument", []string{"/img.raw", `format ""`}},
+		{"disk_serial", func(s *hypervisor.Spec) { s.Disks[1].Serial = "vch-vol_19-abcdefghi" }, "nil", nil},
+		{"disk_serial_too_long", func(s *hypervisor.Spec) { s.Disks[1].Serial = "vch-vol-0123456789abc" }, "InvalidArgument", []string{"/rw.qcow2", "serial", "at most 20"}},
+		{"disk_serial_comma", func(s *hypervisor.Spec) { s.Disks[1].Serial = "a,b" }, "InvalidArgument", []string{`serial "a,b"`}},
 		{"missing_kernel", func(s *hypervisor.Spec) { s.Kernel = filepath.Join(dir, "nokernel") }, "Unavailable", []string{"nokernel", "no such file"}},
 		{"missing_initrd", func(s *hypervisor.Spec) { s.Initrd = filepath.Join(dir, "noinitrd") }, "Unavailable", []string{"noinitrd", "no such file"}},
 	} {

@@ -60,6 +60,9 @@ type Config struct {
 	Networks portlayer.Networks       `toml:"-" json:"-"`
 	// Events receives lifecycle events; nil drops them.
 	Events Publisher `toml:"-" json:"-"`
+	// Volumes is the volume store behind volume mounts; nil refuses
+	// specs with volume mounts (InvalidArgument).
+	Volumes portlayer.Volumes `toml:"-" json:"-"`
 }
 
 // Publisher receives the events compute emits (package events implements
@@ -108,8 +111,10 @@ type Service struct {
 	recs   *records
 
 	mu         sync.Mutex
-	containers map[string]*container // by ID
-	execs      map[string]*execRec   // by exec ID
+	containers map[string]*container  // by ID
+	execs      map[string]*execRec    // by exec ID
+	claims     map[string]volumeClaim // volumes held by a container's VM, by container ID
+	claimSeq   uint64
 	closed     bool
 	wg         sync.WaitGroup
 }
@@ -146,7 +151,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, driver: driver, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs, containers: map[string]*container{}}
+	s := &Service{cfg: cfg, driver: driver, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs, containers: map[string]*container{}, claims: map[string]volumeClaim{}}
 	all, err := recs.all()
 	if err != nil {
 		recs.close()
@@ -273,6 +278,9 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	if spec.Name != "" && !validName.MatchString(spec.Name) {
 		return portlayer.Container{}, fmt.Errorf("compute: Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", spec.Name, errdefs.ErrInvalidArgument)
 	}
+	if err := s.checkMounts(&spec); err != nil {
+		return portlayer.Container{}, err
+	}
 	id := newID()
 	dir := filepath.Join(s.cfg.Root, "containers", id)
 	rec := portlayer.Container{ID: id, Created: time.Now().UTC(), Spec: spec, State: portlayer.State{Status: portlayer.StatusCreated}, LogPath: filepath.Join(dir, "json.log")}
@@ -304,16 +312,26 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	s.containers[id] = c
 	s.mu.Unlock()
 
+	volumesMade := false
 	fail := func(err error) (portlayer.Container, error) {
 		s.mu.Lock()
 		delete(s.containers, id)
 		s.mu.Unlock()
+		if volumesMade {
+			s.removeAnonymousVolumes(rec)
+		}
 		_ = os.RemoveAll(dir)
 		return portlayer.Container{}, err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fail(fmt.Errorf("compute: %w", err))
 	}
+	// The volumes are made once the record is reserved: the volume store
+	// then sees them in use and cannot delete them under this create.
+	if err := s.createVolumes(ctx, rec.Spec); err != nil {
+		return fail(err)
+	}
+	volumesMade = true
 	base, err := s.rootfs.Rootfs(ctx, spec.Image)
 	if err != nil {
 		return fail(fmt.Errorf("compute: rootfs for %s: %w", spec.Image, err))

@@ -164,6 +164,16 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		close(c.startDone)
 		c.mu.Unlock()
 	}()
+	token, err := s.claimVolumes(ctx, c, rec)
+	if err != nil {
+		return err
+	}
+	supervised := false
+	defer func() {
+		if !supervised {
+			s.releaseVolumes(c.id, token)
+		}
+	}()
 	if gone != nil {
 		// The previous run's VM may still be powering off with the disk open.
 		select {
@@ -202,6 +212,9 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 			// removed, which releases `docker run --rm`'s removal wait.
 			if rerr := s.remove(c); rerr != nil {
 				s.logger.Warn("auto-remove after failed start", "container", c.id, "err", rerr)
+			} else {
+				s.releaseVolumes(c.id, token)
+				s.removeAnonymousVolumes(rec)
 			}
 		}
 		return err
@@ -235,9 +248,11 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		s.feedStdin(c, proc, a)
 	}
 	s.logger.Info("container started", "container", c.id, "vm_pid", vm.Pid())
+	s.volumeEvents("mount", rec)
 	s.event("start", rec, nil)
 	s.wg.Add(1)
-	go s.supervise(c, vm, g, proc)
+	supervised = true
+	go s.supervise(c, vm, g, proc, token)
 	return nil
 }
 
@@ -246,6 +261,10 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
 	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("compute: %w", err)
+	}
+	volDisks, mounts, err := s.volumeDisks(ctx, rec.Spec)
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	plumbed, err := s.plumb(ctx, c, rec)
 	if err != nil {
@@ -261,7 +280,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	spec := hypervisor.Spec{
 		Name: c.id[:12], Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd,
 		MemoryMiB: mem, CPUs: cpus, ChannelName: s.cfg.ChannelName,
-		Disks:      []hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2"}},
+		Disks:      append([]hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}, volDisks...),
 		RuntimeDir: c.runDir,
 		NICs:       plumbed.nics,
 	}
@@ -292,7 +311,8 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		return fail(nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir)))
 	}
 	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
-		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Interfaces: plumbed.ifs}
+		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Interfaces: plumbed.ifs,
+		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs}
 	var relay bool
 	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {
 		setup.DNSRelay = dnsRelayAddr
@@ -333,7 +353,7 @@ func consoleTail(runDir string) string {
 
 // supervise pumps the run's output, waits for the exit, powers the VM off
 // and records the end of the run.
-func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, proc *guest.Process) {
+func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, proc *guest.Process, volumes uint64) {
 	defer s.wg.Done()
 	var wg sync.WaitGroup
 	pump := func(stream string, r io.Reader) {
@@ -414,11 +434,15 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	c.mu.Lock()
 	c.vm, c.guest = nil, nil
 	c.mu.Unlock()
+	s.releaseVolumes(c.id, volumes)
+	s.volumeEvents("unmount", rec)
 	close(gone)
 
 	if rec.Spec.AutoRemove {
 		if err := s.remove(c); err != nil {
 			s.logger.Error("auto-remove", "container", c.id, "err", err)
+		} else {
+			s.removeAnonymousVolumes(rec)
 		}
 	}
 }

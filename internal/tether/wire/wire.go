@@ -76,6 +76,13 @@ type Setup struct {
 	// for the container, relaying each query to the host with
 	// [RequestDNS]; empty serves none.
 	DNSRelay string `json:"dns_relay,omitempty"`
+	// Mounts are mounted in order (parents before children) before the
+	// identity files are bound, so a volume on /etc gets them on top.
+	Mounts []Mount `json:"mounts,omitempty"`
+	// ReadOnlyRoot makes the container's root filesystem and its identity
+	// files read-only once the mounts are in place (docker run
+	// --read-only); /dev, /dev/shm and the mounts keep their own modes.
+	ReadOnlyRoot bool `json:"read_only_root,omitempty"`
 }
 
 // Interface configures one NIC, found by the hardware address the VMM gave
@@ -96,6 +103,41 @@ type Interface struct {
 	Gateway string `json:"gateway,omitempty"`
 	// MTU in bytes; 0 means 1500.
 	MTU int `json:"mtu,omitempty"`
+}
+
+// RootSerial is the virtio-blk serial of the container's root disk
+// (/sys/block/vdX/serial); a guest whose disks have no serials takes
+// /dev/vda.
+const RootSerial = "vch-root"
+
+// Mount types.
+const (
+	// MountVolume mounts an ext4 disk, found by its serial.
+	MountVolume = "volume"
+	// MountTmpfs mounts a new tmpfs.
+	MountTmpfs = "tmpfs"
+)
+
+// Mount is one filesystem tether mounts into the container.
+type Mount struct {
+	// Type is MountVolume or MountTmpfs.
+	Type string `json:"type"`
+	// Serial is the volume disk's virtio-blk serial (MountVolume only).
+	Serial string `json:"serial,omitempty"`
+	// Target is the absolute path inside the container, resolved inside
+	// the container's root (symlinks included); created if missing.
+	Target string `json:"target"`
+	// ReadOnly mounts read-only: writes fail with EROFS.
+	ReadOnly bool `json:"read_only,omitempty"`
+	// CopyUp fills an empty volume, before it is mounted, with what the
+	// container's root has at Target, keeping owners, modes, times, links
+	// and the directory's own owner and mode (Docker's copy-up).
+	CopyUp bool `json:"copy_up,omitempty"`
+	// Options are a tmpfs's comma-separated mount options: flags (ro,
+	// noexec, nosuid, nodev and their opposites, noatime, …) and data
+	// (size=64m, mode=1777, uid=, gid=, …). When an option repeats, or
+	// comes with its opposite, the later one wins.
+	Options string `json:"options,omitempty"`
 }
 
 // Process describes one process to start inside the container.

@@ -1,0 +1,222 @@
+package compute_test
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/portlayer/compute"
+	"github.com/vchproject/vch/internal/portlayer/volume"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// volumeHarness is a compute harness with a real volume store (sparse
+// ext4 disks; needs e2fsprogs) whose in-use check asks compute.
+func volumeHarness(t *testing.T) (*harness, *volume.Store) {
+	t.Helper()
+	for _, tool := range []string{"mkfs.ext4", "debugfs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if _, err := exec.LookPath("/usr/sbin/" + tool); err != nil {
+				t.Skipf("%s not installed (Debian e2fsprogs)", tool)
+			}
+		}
+	}
+	var h *harness
+	vs, err := volume.New(volume.Config{Root: t.TempDir(), DefaultSizeBytes: 64 << 20, InUse: func(name string) []string {
+		return h.svc.VolumeUsers(name)
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h = newHarness(t, func(c *compute.Config) { c.Volumes = vs })
+	return h, vs
+}
+
+func TestVolumeMounts(t *testing.T) {
+	h, vs := volumeHarness(t)
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), ReadOnlyRootfs: true, Mounts: []portlayer.MountSpec{
+		{Type: portlayer.MountVolume, Source: "data", Target: "/data/", VolumeOptions: map[string]string{"size": "32m"}, VolumeLabels: map[string]string{"k": "v"}},
+		{Type: portlayer.MountVolume, Target: "/anon"},
+		{Type: portlayer.MountTmpfs, Target: "/t", Options: "noexec,nosuid,nodev,size=1m"},
+		{Type: portlayer.MountVolume, Source: "data2", Target: "/ro", ReadOnly: true, NoCopy: true},
+	}})
+	ms := c.Spec.Mounts
+	if len(ms) != 4 || ms[0].Target != "/data" || ms[1].Anonymous == false || len(ms[1].Source) != 64 || ms[0].Anonymous || ms[3].Anonymous {
+		t.Fatalf("recorded mounts %+v; want targets cleaned and the anonymous volume named", ms)
+	}
+	anon := ms[1].Source
+	data, err := vs.InspectVolume(t.Context(), "data")
+	if err != nil || data.SizeBytes != 32<<20 || data.Labels["k"] != "v" || data.Anonymous {
+		t.Fatalf("volume data = %+v, %v", data, err)
+	}
+	av, err := vs.InspectVolume(t.Context(), anon)
+	if err != nil || !av.Anonymous || av.SizeBytes != 64<<20 {
+		t.Fatalf("anonymous volume = %+v, %v", av, err)
+	}
+	d2, _ := vs.InspectVolume(t.Context(), "data2")
+
+	h.start(c.ID)
+	vm := h.vm(c.ID)
+	disks := vm.Spec().Disks
+	wantDisks := []hypervisor.Disk{
+		{Path: disks[0].Path, Format: "qcow2", Serial: wire.RootSerial},
+		{Path: data.DiskPath, Format: "raw", Serial: "vch-vol-0"},
+		{Path: av.DiskPath, Format: "raw", Serial: "vch-vol-1"},
+		{Path: d2.DiskPath, Format: "raw", Serial: "vch-vol-2"},
+	}
+	if fmt.Sprint(disks) != fmt.Sprint(wantDisks) {
+		t.Errorf("disks\n got %+v\nwant %+v", disks, wantDisks)
+	}
+	setup, _ := vm.Setup()
+	wantMounts := []wire.Mount{
+		{Type: "volume", Serial: "vch-vol-0", Target: "/data", CopyUp: true},
+		{Type: "volume", Serial: "vch-vol-1", Target: "/anon", CopyUp: true},
+		{Type: "tmpfs", Target: "/t", Options: "noexec,nosuid,nodev,size=1m"},
+		{Type: "volume", Serial: "vch-vol-2", Target: "/ro", ReadOnly: true},
+	}
+	if fmt.Sprint(setup.Mounts) != fmt.Sprint(wantMounts) || !setup.ReadOnlyRoot {
+		t.Errorf("setup mounts %+v read-only root %v\nwant %+v, true", setup.Mounts, setup.ReadOnlyRoot, wantMounts)
+	}
+
+	// In use by the container (running or not): Docker's conflict.
+	err = vs.RemoveVolume(t.Context(), "data", false)
+	var inUse *portlayer.VolumeInUseError
+	if !errors.As(err, &inUse) || inUse.Containers[0] != c.ID {
+		t.Errorf("remove in-use volume = %v", err)
+	}
+	if users := h.svc.VolumeUsers("data"); len(users) != 1 || users[0] != c.ID {
+		t.Errorf("VolumeUsers = %v", users)
+	}
+	if err := h.svc.Kill(t.Context(), c.ID, 9); err != nil {
+		t.Fatal(err)
+	}
+	h.waitExit(c.ID)
+	if err := vs.RemoveVolume(t.Context(), "data", false); !errdefs.IsConflict(err) {
+		t.Errorf("remove volume of a stopped container = %v, want Conflict", err)
+	}
+	// docker rm (without -v) keeps every volume.
+	if err := h.svc.Remove(t.Context(), c.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"data", anon, "data2"} {
+		if _, err := vs.InspectVolume(t.Context(), name); err != nil {
+			t.Errorf("volume %s after rm: %v", name, err)
+		}
+		if err := vs.RemoveVolume(t.Context(), name, false); err != nil {
+			t.Errorf("remove volume %s after the container: %v", name, err)
+		}
+	}
+}
+
+// TestVolumeExclusive: a volume is one running VM's disk. A second
+// container using it cannot start while the first runs (Conflict); once
+// the first has stopped it can.
+func TestVolumeExclusive(t *testing.T) {
+	h, _ := volumeHarness(t)
+	mounts := []portlayer.MountSpec{{Type: portlayer.MountVolume, Source: "shared", Target: "/d"}}
+	a := h.create(portlayer.ContainerSpec{Name: "first", Args: args("sleep"), Mounts: mounts})
+	b := h.create(portlayer.ContainerSpec{Args: args("sleep"), Mounts: mounts})
+	h.start(a.ID)
+	err := h.svc.Start(t.Context(), b.ID)
+	var busy *compute.VolumeBusyError
+	if !errors.As(err, &busy) || !errdefs.IsConflict(err) || busy.Container != a.ID || busy.Volume != "shared" {
+		t.Fatalf("second start = %v, want a Conflict VolumeBusyError naming %s", err, a.ID)
+	}
+	if !strings.Contains(err.Error(), `volume "shared" is in use by running container first`) {
+		t.Errorf("message %q", err)
+	}
+	if st := h.inspect(b.ID).State.Status; st != portlayer.StatusCreated {
+		t.Errorf("refused container is %s, want created", st)
+	}
+	// The same container may restart with its own volume.
+	if err := h.svc.Stop(t.Context(), a.ID, new(time.Duration)); err != nil {
+		t.Fatal(err)
+	}
+	h.start(a.ID)
+	if err := h.svc.Kill(t.Context(), a.ID, 9); err != nil {
+		t.Fatal(err)
+	}
+	h.waitExit(a.ID)
+	// The first container's VM may still be powering off: the start waits.
+	h.start(b.ID)
+	if got := h.vm(b.ID).Spec().Disks; len(got) != 2 || got[1].Serial != "vch-vol-0" {
+		t.Errorf("disks %+v", got)
+	}
+}
+
+// TestAutoRemoveVolumes: docker run --rm removes the container's
+// anonymous volumes and keeps named ones.
+func TestAutoRemoveVolumes(t *testing.T) {
+	h, vs := volumeHarness(t)
+	c := h.create(portlayer.ContainerSpec{Args: args("exit", "0"), AutoRemove: true, Mounts: []portlayer.MountSpec{
+		{Type: portlayer.MountVolume, Source: "keep", Target: "/k"},
+		{Type: portlayer.MountVolume, Target: "/a"},
+	}})
+	removed := h.wait(c.ID, portlayer.WaitRemoved)
+	h.start(c.ID)
+	recv(t, removed, "removal")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		list, _ := vs.ListVolumes(t.Context())
+		if len(list) == 1 && list[0].Name == "keep" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("volumes after --rm: %+v; want only keep", list)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestCreateVolumeFailure: a create that fails after its volumes were made
+// removes the anonymous ones; bad mounts are InvalidArgument.
+func TestCreateVolumeFailure(t *testing.T) {
+	h, vs := volumeHarness(t)
+	h.drv.FailOverlay(errors.New("disk full"))
+	_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: []portlayer.MountSpec{
+		{Type: portlayer.MountVolume, Source: "named", Target: "/n"},
+		{Type: portlayer.MountVolume, Target: "/a"},
+	}})
+	if err == nil {
+		t.Fatal("create succeeded")
+	}
+	list, _ := vs.ListVolumes(t.Context())
+	if len(list) != 1 || list[0].Name != "named" {
+		t.Errorf("volumes after failed create: %+v; want the named one only", list)
+	}
+
+	for _, tc := range []struct {
+		name   string
+		mounts []portlayer.MountSpec
+		msg    string
+	}{
+		{"relative", []portlayer.MountSpec{{Type: portlayer.MountVolume, Target: "rel"}}, "invalid mount path: 'rel' mount path must be absolute"},
+		{"root", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Target: "/"}}, "destination can't be '/'"},
+		{"duplicate", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Target: "/x"}, {Type: portlayer.MountVolume, Target: "/x/"}}, "Duplicate mount point: /x"},
+		{"tmpfs source", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Source: "s", Target: "/x"}}, "no source"},
+		{"unknown type", []portlayer.MountSpec{{Type: "npipe", Target: "/x"}}, `mount type "npipe" is not supported`},
+		{"bad volume name", []portlayer.MountSpec{{Type: portlayer.MountVolume, Source: "b/c", Target: "/x"}}, "includes invalid characters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: tc.mounts})
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("create = %v, want InvalidArgument containing %q", err, tc.msg)
+			}
+		})
+	}
+	if cs, _ := h.svc.List(t.Context()); len(cs) != 0 {
+		t.Errorf("containers left: %d", len(cs))
+	}
+	plain := newHarness(t)
+	_, err = plain.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: []portlayer.MountSpec{{Type: portlayer.MountVolume, Target: "/v"}}})
+	if !errdefs.IsInvalidArgument(err) {
+		t.Errorf("volume mount without a volume store = %v, want InvalidArgument", err)
+	}
+}

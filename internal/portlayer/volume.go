@@ -1,0 +1,134 @@
+package portlayer
+
+import (
+	"context"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// VolumeSpec describes a volume to create (docker volume create, or a
+// volume named by a container's mount that does not exist yet).
+type VolumeSpec struct {
+	// Name is the volume's name: two or more characters of
+	// [a-zA-Z0-9][a-zA-Z0-9_.-]. Empty means a new anonymous volume named
+	// with 64 lowercase hex digits.
+	Name string
+	// Labels are kept verbatim (docker volume create --label).
+	Labels map[string]string
+	// Options are driver options (docker volume create --opt). The only
+	// one is "size": the disk's size with a unit suffix ("512m", "20g",
+	// Docker's RAMInBytes units); absent means the store's default.
+	// InvalidArgument for any other key.
+	Options map[string]string
+	// Anonymous marks a volume created for one container's mount (docker
+	// run -v /path, an image VOLUME). Docker's volume prune removes only
+	// anonymous volumes unless asked for all, and docker rm -v and
+	// --rm remove a container's anonymous volumes.
+	Anonymous bool
+}
+
+// Volume is a volume's record. A volume is a sparse ext4 disk image that a
+// container VM attaches as an extra disk and mounts; data on it outlives
+// every container.
+type Volume struct {
+	// Name is the volume's name (64 hex digits for anonymous volumes).
+	Name string
+	// Driver is "local", the only driver.
+	Driver string
+	// Mountpoint is the host path of the volume's directory, which holds
+	// its disk image (Docker's Mountpoint field; here it is not a
+	// directory of the volume's files, which live inside the disk).
+	Mountpoint string
+	// DiskPath is the host path of the raw ext4 disk image.
+	DiskPath  string
+	CreatedAt time.Time
+	Labels    map[string]string
+	// Options are the driver options the volume was created with.
+	Options map[string]string
+	// SizeBytes is the disk's size (its capacity, not its use on the host).
+	SizeBytes int64
+	Anonymous bool
+}
+
+// Volumes is the volume store (docker volume create/ls/inspect/rm).
+// Safe for concurrent use.
+type Volumes interface {
+	// CreateVolume creates a volume and returns its record. Creating a
+	// volume whose name exists returns the existing volume unchanged, as
+	// Docker does. InvalidArgument for a bad name or option.
+	CreateVolume(ctx context.Context, spec VolumeSpec) (Volume, error)
+	// InspectVolume returns one volume. NotFound if there is none.
+	InspectVolume(ctx context.Context, name string) (Volume, error)
+	// ListVolumes returns every volume, by name.
+	ListVolumes(ctx context.Context) ([]Volume, error)
+	// RemoveVolume deletes a volume and its disk. NotFound if there is
+	// none (nil with force); a *VolumeInUseError (Conflict) if a
+	// container, running or not, uses it — force does not override that.
+	RemoveVolume(ctx context.Context, name string, force bool) error
+}
+
+// VolumeInUseError is a volume removal refused because containers use the
+// volume; it is a Conflict error. Its text is Docker's
+// ("remove NAME: volume is in use - [ID ...]").
+type VolumeInUseError struct {
+	Name       string
+	Containers []string
+}
+
+func (e *VolumeInUseError) Error() string {
+	s := "remove " + e.Name + ": volume is in use - ["
+	for i, id := range e.Containers {
+		if i > 0 {
+			s += " "
+		}
+		s += id
+	}
+	return s + "]"
+}
+
+// Unwrap classifies the error as Conflict.
+func (e *VolumeInUseError) Unwrap() error { return errdefs.ErrConflict }
+
+// MountType is the kind of a container mount.
+type MountType string
+
+// Mount types, with Docker's spelling.
+const (
+	// MountVolume mounts a volume (its disk) at the target.
+	MountVolume MountType = "volume"
+	// MountTmpfs mounts a fresh tmpfs (memory of the container VM).
+	MountTmpfs MountType = "tmpfs"
+)
+
+// MountSpec is one filesystem mounted into a container (docker run -v,
+// --mount, --tmpfs, an image's VOLUME).
+type MountSpec struct {
+	Type MountType
+	// Source is the volume's name for MountVolume; empty at create means a
+	// new anonymous volume, which the port layer names (and records here).
+	// Empty for MountTmpfs.
+	Source string
+	// Target is the absolute, clean path inside the container; not "/".
+	Target string
+	// ReadOnly mounts read-only; enforced by the guest's kernel.
+	ReadOnly bool
+	// NoCopy skips Docker's copy-up: by default an empty volume is filled,
+	// when mounted, with what the container's image has at Target (owner
+	// and mode of the directory included).
+	NoCopy bool
+	// Anonymous marks a volume created for this container (removed with
+	// docker rm -v and --rm). Set by the port layer for an empty Source.
+	Anonymous bool
+	// Options are, for MountTmpfs, comma-separated mount options: flags
+	// (ro, noexec, nosuid, nodev and their opposites, …) and data
+	// (size=64m, mode=1777, …); when an option repeats or comes with its
+	// opposite, the later wins. Front ends put their defaults first
+	// (Docker: noexec,nosuid,nodev). Empty for volumes.
+	Options string
+	// VolumeLabels and VolumeOptions create a missing named volume (or the
+	// anonymous one) with these labels and driver options (docker run
+	// --mount volume-label=…, volume-opt=…).
+	VolumeLabels  map[string]string
+	VolumeOptions map[string]string
+}

@@ -1,0 +1,468 @@
+// Package volume is the port layer's volume store: it implements
+// [portlayer.Volumes]. A volume is a sparse ext4 disk image that container
+// VMs attach as an extra virtio-blk disk and mount (compute and tether do
+// that); its data outlives every container and the daemon.
+//
+// # What it owns
+//
+// Everything under [Config.Root], and nothing outside it:
+//
+//	Root/
+//	  <name>/volume.json   the volume's record (name, labels, options,
+//	                       size, anonymous, creation time)
+//	  <name>/disk.ext4     the volume's raw ext4 disk image, sparse
+//	  .tmp/                volumes being created; emptied by New
+//
+// A volume is created in .tmp/ and renamed into place with its record, so
+// a crash never leaves a half-made volume under a name. Volume names start
+// with an alphanumeric character, so they never collide with ".tmp".
+//
+// # Verbs
+//
+// CreateVolume (idempotent for an existing name, as Docker), InspectVolume,
+// ListVolumes and RemoveVolume, which refuses a volume that
+// [Config.InUse] reports as used by a container.
+//
+// # What it does not own
+//
+// Which containers use a volume (compute's records, asked through
+// Config.InUse), attaching disks to VMs (compute) and mounting them and
+// Docker's copy-up (tether, in the guest).
+package volume
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Sizes of volume disks, each with its reason.
+const (
+	// DefaultSizeBytes is a volume's disk size without --opt size: 8 GiB,
+	// room for most data sets; the file is sparse, so an empty volume
+	// costs about 4 MiB on the host.
+	DefaultSizeBytes = 8 << 30
+	// MinSizeBytes: ext4 with a journal needs a few MiB of metadata.
+	MinSizeBytes = 16 << 20
+	// MaxSizeBytes: a sanity bound (1 TiB); mkfs metadata for it is
+	// about 16 MiB on the host.
+	MaxSizeBytes = 1 << 40
+)
+
+// Driver is the only volume driver's name, Docker's default one.
+const Driver = "local"
+
+// Config configures a [Store].
+type Config struct {
+	// Root is the directory the store owns (created if missing, mode 0700).
+	// Required. Nothing is written outside it.
+	Root string `toml:"root" json:"root"`
+	// DefaultSizeBytes is the disk size of a volume created without a
+	// size option; 0 means DefaultSizeBytes (8 GiB). Range MinSizeBytes
+	// to MaxSizeBytes.
+	DefaultSizeBytes int64 `toml:"default_size_bytes" json:"default_size_bytes"`
+	// InUse returns the IDs of the containers (in any state) whose mounts
+	// name the volume; nil or empty means unused. Set by the wiring; nil
+	// means no volume is ever in use. It must not call back into the store.
+	InUse func(name string) []string `toml:"-" json:"-"`
+	// Events receives "volume" events (create, destroy); nil drops them.
+	Events Publisher `toml:"-" json:"-"`
+}
+
+// Publisher receives the events the store emits; Publish must not block.
+type Publisher interface {
+	Publish(portlayer.Event)
+}
+
+// Store is the volume store. It implements [portlayer.Volumes]; all
+// methods are safe for concurrent use.
+type Store struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu guards vols and is held across a removal's in-use check and
+	// deletion, and across a creation, so a volume that a container is
+	// being created with is never deleted under it.
+	mu   sync.Mutex
+	vols map[string]*record
+}
+
+var _ portlayer.Volumes = (*Store)(nil)
+
+// record is one volume as persisted in volume.json.
+type record struct {
+	Name      string            `json:"name"`
+	CreatedAt time.Time         `json:"created_at"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Options   map[string]string `json:"options,omitempty"`
+	SizeBytes int64             `json:"size_bytes"`
+	Anonymous bool              `json:"anonymous,omitempty"`
+}
+
+const (
+	recordFile = "volume.json"
+	diskFile   = "disk.ext4"
+	tmpDir     = ".tmp"
+)
+
+// New opens (or creates) the store at cfg.Root and reloads every volume,
+// so volumes survive a restart. Left-over work in Root/.tmp is removed; a
+// directory without a readable record is skipped with a warning.
+// InvalidArgument for a bad config.
+func New(cfg Config, logger *slog.Logger) (*Store, error) {
+	if cfg.Root == "" {
+		return nil, fmt.Errorf("volume: root directory not set: %w", errdefs.ErrInvalidArgument)
+	}
+	if cfg.DefaultSizeBytes == 0 {
+		cfg.DefaultSizeBytes = DefaultSizeBytes
+	}
+	if cfg.DefaultSizeBytes < MinSizeBytes || cfg.DefaultSizeBytes > MaxSizeBytes {
+		return nil, fmt.Errorf("volume: default size %d bytes outside %d..%d: %w", cfg.DefaultSizeBytes, int64(MinSizeBytes), int64(MaxSizeBytes), errdefs.ErrInvalidArgument)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	root, err := filepath.Abs(cfg.Root)
+	if err != nil {
+		return nil, fmt.Errorf("volume: root: %w", err)
+	}
+	cfg.Root = root
+	s := &Store{cfg: cfg, log: logger.With("component", "volume"), vols: map[string]*record{}}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	if err := os.RemoveAll(filepath.Join(root, tmpDir)); err != nil {
+		return nil, fmt.Errorf("volume: clean work dir: %w", err)
+	}
+	if err := os.Mkdir(filepath.Join(root, tmpDir), 0o700); err != nil {
+		return nil, fmt.Errorf("volume: work dir: %w", err)
+	}
+	entries, err := os.ReadDir(root)
+	if err != nil {
+		return nil, fmt.Errorf("volume: %w", err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == tmpDir {
+			continue
+		}
+		rec, err := readRecord(filepath.Join(root, e.Name()))
+		if err != nil || rec.Name != e.Name() {
+			s.log.Warn("skipping volume directory without a valid record", "dir", e.Name(), "err", err)
+			continue
+		}
+		s.vols[rec.Name] = rec
+	}
+	return s, nil
+}
+
+func readRecord(dir string) (*record, error) {
+	b, err := os.ReadFile(filepath.Join(dir, recordFile))
+	if err != nil {
+		return nil, err
+	}
+	var rec record
+	if err := json.Unmarshal(b, &rec); err != nil {
+		return nil, fmt.Errorf("%s: %w", recordFile, err)
+	}
+	return &rec, nil
+}
+
+// validName is Docker's RestrictedNamePattern, which the local volume
+// driver applies to names.
+var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
+
+// ValidateName checks a volume name as Docker's local driver does, with
+// its texts. InvalidArgument.
+func ValidateName(name string) error {
+	if len(name) == 1 {
+		return fmt.Errorf("create %s: volume name is too short, names should be at least two alphanumeric characters: %w", name, errdefs.ErrInvalidArgument)
+	}
+	if !validName.MatchString(name) {
+		return fmt.Errorf("create %s: %q includes invalid characters for a local volume name, only %q are allowed. If you intended to pass a host directory, use absolute path: %w", name, name, "[a-zA-Z0-9][a-zA-Z0-9_.-]", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// SizeOption parses the "size" driver option: a size with Docker's
+// RAMInBytes units ("512m", "20g", "1073741824"), within MinSizeBytes to
+// MaxSizeBytes. InvalidArgument otherwise.
+func SizeOption(v string) (int64, error) {
+	n, err := units.RAMInBytes(v)
+	if err != nil {
+		return 0, fmt.Errorf("invalid size option %q: %w", v, errdefs.ErrInvalidArgument)
+	}
+	if n < MinSizeBytes || n > MaxSizeBytes {
+		return 0, fmt.Errorf("invalid size option %q: a volume's size must be between %s and %s: %w", v, units.BytesSize(MinSizeBytes), units.BytesSize(MaxSizeBytes), errdefs.ErrInvalidArgument)
+	}
+	return n, nil
+}
+
+// sizeFor validates a spec's options and returns the disk size.
+func (s *Store) sizeFor(name string, opts map[string]string) (int64, error) {
+	size := s.cfg.DefaultSizeBytes
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		if k != "size" {
+			// Docker's local driver text for an unknown option.
+			return 0, fmt.Errorf("create %s: invalid option: %q: %w", name, k, errdefs.ErrInvalidArgument)
+		}
+		n, err := SizeOption(opts[k])
+		if err != nil {
+			return 0, fmt.Errorf("create %s: %w", name, err)
+		}
+		size = n
+	}
+	return size, nil
+}
+
+func newName() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// CreateVolume implements portlayer.Volumes. The disk is made with
+// mkfs.ext4 (e2fsprogs) as a sparse file of the requested size, with lazy
+// inode-table and journal init (the guest mounts it with noinit_itable),
+// no reserved blocks, a root-owned 0755 root directory and no lost+found
+// (removed with debugfs, so a new volume is empty as in Docker).
+// Unavailable if mkfs.ext4 or debugfs is missing.
+func (s *Store) CreateVolume(ctx context.Context, spec portlayer.VolumeSpec) (portlayer.Volume, error) {
+	name := spec.Name
+	if name == "" {
+		name = newName()
+	} else if err := ValidateName(name); err != nil {
+		return portlayer.Volume{}, fmt.Errorf("volume: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if rec, ok := s.vols[name]; ok {
+		return s.volume(rec), nil
+	}
+	size, err := s.sizeFor(name, spec.Options)
+	if err != nil {
+		return portlayer.Volume{}, fmt.Errorf("volume: %w", err)
+	}
+	rec := &record{
+		Name: name, CreatedAt: time.Now().UTC(), SizeBytes: size, Anonymous: spec.Anonymous,
+		Labels: maps.Clone(spec.Labels), Options: maps.Clone(spec.Options),
+	}
+	if err := s.build(ctx, rec); err != nil {
+		return portlayer.Volume{}, err
+	}
+	s.vols[name] = rec
+	s.log.Info("volume created", "volume", name, "size_bytes", size, "anonymous", spec.Anonymous)
+	s.event("create", name)
+	return s.volume(rec), nil
+}
+
+// build makes the volume's directory under .tmp and renames it into place.
+func (s *Store) build(ctx context.Context, rec *record) error {
+	work, err := os.MkdirTemp(filepath.Join(s.cfg.Root, tmpDir), "create-")
+	if err != nil {
+		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+	}
+	defer os.RemoveAll(work)
+	if err := os.Chmod(work, 0o700); err != nil {
+		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+	}
+	disk := filepath.Join(work, diskFile)
+	if err := mkfs(ctx, disk, rec.SizeBytes); err != nil {
+		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+	}
+	b, err := json.MarshalIndent(rec, "", "  ")
+	if err != nil {
+		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+	}
+	if err := writeSync(filepath.Join(work, recordFile), b); err != nil {
+		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+	}
+	final := filepath.Join(s.cfg.Root, rec.Name)
+	if err := os.Rename(work, final); err != nil {
+		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+	}
+	if err := syncDir(s.cfg.Root); err != nil {
+		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+	}
+	return nil
+}
+
+// mkfs makes a sparse, empty ext4 disk image of size bytes at path.
+func mkfs(ctx context.Context, path string, size int64) error {
+	mkfsBin, err := findTool("mkfs.ext4")
+	if err != nil {
+		return err
+	}
+	debugfs, err := findTool("debugfs")
+	if err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	env := []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"}
+	cmd := exec.CommandContext(ctx, mkfsBin, "-q", "-F", "-t", "ext4",
+		"-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
+		"-m", "0", "-L", "vch-volume", path)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("mkfs.ext4: %s: %w", strings.TrimSpace(string(out)), err)
+	}
+	cmd = exec.CommandContext(ctx, debugfs, "-w", "-R", "rmdir lost+found", path)
+	cmd.Env = env
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("debugfs: %s: %w", strings.TrimSpace(string(out)), err)
+	}
+	f, err = os.Open(path)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	return err
+}
+
+// findTool locates an e2fsprogs tool in PATH or the sbin directories, which
+// a daemon's PATH may lack. Unavailable if missing.
+func findTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found (install the Debian package e2fsprogs): %w", name, errdefs.ErrUnavailable)
+}
+
+func writeSync(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (s *Store) volume(rec *record) portlayer.Volume {
+	dir := filepath.Join(s.cfg.Root, rec.Name)
+	return portlayer.Volume{
+		Name: rec.Name, Driver: Driver, Mountpoint: dir, DiskPath: filepath.Join(dir, diskFile),
+		CreatedAt: rec.CreatedAt, Labels: maps.Clone(rec.Labels), Options: maps.Clone(rec.Options),
+		SizeBytes: rec.SizeBytes, Anonymous: rec.Anonymous,
+	}
+}
+
+func (s *Store) event(action, name string) {
+	if s.cfg.Events != nil {
+		s.cfg.Events.Publish(portlayer.Event{Type: "volume", Action: action, ID: name, Attributes: map[string]string{"driver": Driver}})
+	}
+}
+
+// noSuchVolume is NotFound with Docker's text.
+func noSuchVolume(name string) error {
+	return fmt.Errorf("volume: get %s: no such volume: %w", name, errdefs.ErrNotFound)
+}
+
+// InspectVolume implements portlayer.Volumes.
+func (s *Store) InspectVolume(ctx context.Context, name string) (portlayer.Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rec, ok := s.vols[name]
+	if !ok {
+		return portlayer.Volume{}, noSuchVolume(name)
+	}
+	return s.volume(rec), nil
+}
+
+// ListVolumes implements portlayer.Volumes: sorted by name.
+func (s *Store) ListVolumes(ctx context.Context) ([]portlayer.Volume, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]portlayer.Volume, 0, len(s.vols))
+	for _, name := range slices.Sorted(maps.Keys(s.vols)) {
+		out = append(out, s.volume(s.vols[name]))
+	}
+	return out, nil
+}
+
+// RemoveVolume implements portlayer.Volumes. The record goes first, then
+// the directory: a crash in between leaves a directory without a record,
+// which New skips.
+func (s *Store) RemoveVolume(ctx context.Context, name string, force bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.vols[name]; !ok {
+		if force {
+			return nil
+		}
+		return noSuchVolume(name)
+	}
+	if s.cfg.InUse != nil {
+		if users := s.cfg.InUse(name); len(users) > 0 {
+			users = slices.Clone(users)
+			slices.Sort(users)
+			return &portlayer.VolumeInUseError{Name: name, Containers: users}
+		}
+	}
+	dir := filepath.Join(s.cfg.Root, name)
+	if err := os.Remove(filepath.Join(dir, recordFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("volume: remove %s: %w", name, err)
+	}
+	delete(s.vols, name)
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("volume: remove %s: %w", name, err)
+	}
+	s.log.Info("volume removed", "volume", name)
+	s.event("destroy", name)
+	return nil
+}

@@ -1,0 +1,406 @@
+package tether
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// stagingDir is where a volume is mounted first, for the copy-up, before
+// it is moved to its target inside the container.
+const stagingDir = "/run/vch/staging"
+
+// findDisk returns the device path (/dev/vdX) of the virtio-blk disk whose
+// serial is serial, waiting up to deviceWait for it to appear. With
+// legacyVda, a /dev/vda without any serial is taken (a host that sets
+// none).
+func findDisk(ctx context.Context, serial string, legacyVda bool) (string, error) {
+	deadline := time.Now().Add(deviceWait)
+	for {
+		matches, _ := filepath.Glob("/sys/block/vd*/serial")
+		for _, m := range matches {
+			b, err := os.ReadFile(m)
+			if err != nil {
+				continue
+			}
+			got := strings.TrimSpace(string(b))
+			name := filepath.Base(filepath.Dir(m))
+			if got == serial || (legacyVda && got == "" && name == "vda") {
+				dev := "/dev/" + name
+				if _, err := os.Stat(dev); err == nil {
+					return dev, nil
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return "", fmt.Errorf("tether: no disk with serial %q appeared within %s", serial, deviceWait)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// sortMounts orders mounts so that a parent is mounted before anything
+// beneath it (fewer path elements first; stable otherwise), as Docker does.
+func sortMounts(ms []wire.Mount) []wire.Mount {
+	out := append([]wire.Mount(nil), ms...)
+	depth := func(p string) int { return strings.Count(filepath.Clean(p), "/") }
+	sort.SliceStable(out, func(i, j int) bool { return depth(out[i].Target) < depth(out[j].Target) })
+	return out
+}
+
+// mountAll mounts the container's volumes and tmpfs mounts, in order.
+func mountAll(ctx context.Context, ms []wire.Mount) error {
+	for i, m := range sortMounts(ms) {
+		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
+			return fmt.Errorf("tether: mount target %q: want an absolute path other than /", m.Target)
+		}
+		var err error
+		switch m.Type {
+		case wire.MountVolume:
+			err = mountVolume(ctx, i, m)
+		case wire.MountTmpfs:
+			err = mountTmpfs(m)
+		default:
+			err = fmt.Errorf("unknown mount type %q", m.Type)
+		}
+		if err != nil {
+			return fmt.Errorf("tether: mount %s: %w", m.Target, err)
+		}
+	}
+	return nil
+}
+
+// mountPoint resolves target inside the container's root and makes sure
+// a directory is there to mount on. It returns the resolved host path and
+// whether the directory existed before (the copy-up source).
+func mountPoint(target string) (string, bool, error) {
+	p, err := inRoot(target)
+	if err != nil {
+		return "", false, err
+	}
+	st, err := os.Stat(p)
+	switch {
+	case err == nil && st.IsDir():
+		return p, true, nil
+	case err == nil:
+		return "", false, fmt.Errorf("%s is not a directory in the container", target)
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(p, 0o755); err != nil {
+			return "", false, fmt.Errorf("create mount point: %w", err)
+		}
+		return p, false, nil
+	default:
+		return "", false, err
+	}
+}
+
+// mountVolume mounts a volume's ext4 disk at a staging directory, fills it
+// from the container's root when it is empty and asked to (copy-up), then
+// moves it to its target; read-only volumes are then remounted read-only,
+// so the guest's kernel refuses every write (EROFS).
+func mountVolume(ctx context.Context, i int, m wire.Mount) error {
+	dev, err := findDisk(ctx, m.Serial, false)
+	if err != nil {
+		return err
+	}
+	target, existed, err := mountPoint(m.Target)
+	if err != nil {
+		return err
+	}
+	staging := filepath.Join(stagingDir, fmt.Sprint(i))
+	if err := os.MkdirAll(staging, 0o700); err != nil {
+		return err
+	}
+	// noinit_itable: the disk is made with lazy inode tables; zeroing
+	// them would fill the sparse file on the host.
+	if err := unix.Mount(dev, staging, "ext4", 0, "noinit_itable"); err != nil {
+		return fmt.Errorf("mount volume disk %s: %w", dev, err)
+	}
+	moved := false
+	defer func() {
+		if !moved {
+			_ = unix.Unmount(staging, unix.MNT_DETACH)
+		}
+	}()
+	if m.CopyUp && existed {
+		empty, err := dirEmpty(staging)
+		if err != nil {
+			return err
+		}
+		if empty {
+			if err := copyTree(target, staging); err != nil {
+				return fmt.Errorf("copy image content into the volume: %w", err)
+			}
+		}
+	}
+	if err := unix.Mount(staging, target, "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("move volume mount: %w", err)
+	}
+	moved = true
+	if m.ReadOnly {
+		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY, "noinit_itable"); err != nil {
+			return fmt.Errorf("remount read-only: %w", err)
+		}
+	}
+	return nil
+}
+
+// dirEmpty reports whether dir has no entries.
+func dirEmpty(dir string) (bool, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(1)
+	if errors.Is(err, io.EOF) {
+		return true, nil
+	}
+	return len(names) == 0, err
+}
+
+// mountTmpfs mounts a new tmpfs with the mount's options.
+func mountTmpfs(m wire.Mount) error {
+	flags, data := parseMountOptions(m.Options)
+	if m.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	target, _, err := mountPoint(m.Target)
+	if err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", target, "tmpfs", flags, data); err != nil {
+		return fmt.Errorf("mount tmpfs (%s): %w", m.Options, err)
+	}
+	return nil
+}
+
+// mountFlags are the mount(8) flag options: name, flag, and whether the
+// option sets (true) or clears (false) it.
+var mountFlags = map[string]struct {
+	flag uintptr
+	set  bool
+}{
+	"ro": {unix.MS_RDONLY, true}, "rw": {unix.MS_RDONLY, false},
+	"nosuid": {unix.MS_NOSUID, true}, "suid": {unix.MS_NOSUID, false},
+	"nodev": {unix.MS_NODEV, true}, "dev": {unix.MS_NODEV, false},
+	"noexec": {unix.MS_NOEXEC, true}, "exec": {unix.MS_NOEXEC, false},
+	"sync": {unix.MS_SYNCHRONOUS, true}, "async": {unix.MS_SYNCHRONOUS, false},
+	"dirsync": {unix.MS_DIRSYNC, true},
+	"noatime": {unix.MS_NOATIME, true}, "atime": {unix.MS_NOATIME, false},
+	"nodiratime": {unix.MS_NODIRATIME, true}, "diratime": {unix.MS_NODIRATIME, false},
+	"relatime": {unix.MS_RELATIME, true}, "norelatime": {unix.MS_RELATIME, false},
+	"strictatime": {unix.MS_STRICTATIME, true}, "nostrictatime": {unix.MS_STRICTATIME, false},
+	"mand": {unix.MS_MANDLOCK, true}, "nomand": {unix.MS_MANDLOCK, false},
+}
+
+// ignoredOptions are accepted and have no effect in a VM of its own
+// (mount propagation: the container has no peers to propagate to).
+var ignoredOptions = map[string]bool{
+	"private": true, "rprivate": true, "shared": true, "rshared": true,
+	"slave": true, "rslave": true, "defaults": true,
+}
+
+// parseMountOptions turns comma-separated mount options into flags and a
+// data string. Later options win: a flag and its opposite, or two values
+// of one data key ("size=1m,size=2m"), keep the last.
+func parseMountOptions(opts string) (uintptr, string) {
+	var flags uintptr
+	var keys []string
+	data := map[string]string{}
+	for _, o := range strings.Split(opts, ",") {
+		o = strings.TrimSpace(o)
+		if o == "" || ignoredOptions[o] {
+			continue
+		}
+		if f, ok := mountFlags[o]; ok {
+			if f.set {
+				flags |= f.flag
+			} else {
+				flags &^= f.flag
+			}
+			continue
+		}
+		k, _, _ := strings.Cut(o, "=")
+		if _, seen := data[k]; !seen {
+			keys = append(keys, k)
+		}
+		data[k] = o
+	}
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, data[k])
+	}
+	return flags, strings.Join(parts, ",")
+}
+
+// copyTree copies the contents of directory src into the empty directory
+// dst without following symbolic links: regular files, directories,
+// symlinks, hard links (kept linked), device nodes, FIFOs and sockets, with
+// owners, modes (setuid bits included), extended attributes and times; dst
+// itself takes src's owner, mode and times (Docker's copy-up).
+func copyTree(src, dst string) error {
+	links := map[[2]uint64]string{} // (dev, inode) of a multiply linked file -> its first copy
+	var walk func(s, d string) error
+	walk = func(s, d string) error {
+		f, err := os.Open(s)
+		if err != nil {
+			return err
+		}
+		names, err := f.Readdirnames(-1)
+		f.Close()
+		if err != nil {
+			return err
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			sp, dp := filepath.Join(s, name), filepath.Join(d, name)
+			var st unix.Stat_t
+			if err := unix.Lstat(sp, &st); err != nil {
+				return err
+			}
+			if st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1 {
+				key := [2]uint64{st.Dev, st.Ino}
+				if first, ok := links[key]; ok {
+					if err := os.Link(first, dp); err != nil {
+						return err
+					}
+					continue
+				}
+				links[key] = dp
+			}
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFDIR:
+				if err := os.Mkdir(dp, 0o700); err != nil {
+					return err
+				}
+				if err := walk(sp, dp); err != nil {
+					return err
+				}
+			case unix.S_IFREG:
+				if err := copyFile(sp, dp); err != nil {
+					return err
+				}
+			case unix.S_IFLNK:
+				target, err := os.Readlink(sp)
+				if err != nil {
+					return err
+				}
+				if err := os.Symlink(target, dp); err != nil {
+					return err
+				}
+			default: // devices, FIFOs, sockets
+				if err := unix.Mknod(dp, st.Mode, int(st.Rdev)); err != nil {
+					return err
+				}
+			}
+			if err := copyMeta(sp, dp, &st); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(src, &st); err != nil {
+		return err
+	}
+	if err := walk(src, dst); err != nil {
+		return err
+	}
+	return copyMeta(src, dst, &st)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// copyMeta gives dst src's extended attributes, owner, mode and times.
+// The mode is set after the owner, since chown clears setuid bits.
+func copyMeta(src, dst string, st *unix.Stat_t) error {
+	copyXattrs(src, dst)
+	if err := unix.Lchown(dst, int(st.Uid), int(st.Gid)); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFLNK {
+		if err := unix.Chmod(dst, st.Mode&0o7777); err != nil {
+			return err
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	return unix.UtimesNanoAt(unix.AT_FDCWD, dst, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// copyXattrs copies what extended attributes it can (file capabilities,
+// ACLs); a filesystem without them is not an error.
+func copyXattrs(src, dst string) {
+	size, err := unix.Llistxattr(src, nil)
+	if err != nil || size <= 0 {
+		return
+	}
+	buf := make([]byte, size)
+	size, err = unix.Llistxattr(src, buf)
+	if err != nil {
+		return
+	}
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:size]), "\x00"), "\x00") {
+		if name == "" {
+			continue
+		}
+		n, err := unix.Lgetxattr(src, name, nil)
+		if err != nil || n < 0 {
+			continue
+		}
+		val := make([]byte, n)
+		n, err = unix.Lgetxattr(src, name, val)
+		if err != nil {
+			continue
+		}
+		_ = unix.Lsetxattr(dst, name, val[:n], 0)
+	}
+}
+
+// readOnlyRoot makes the container's root mount read-only (the mount, not
+// the filesystem: mounts beneath it keep their modes) and the identity
+// files bound over /etc read-only too, as Docker does with --read-only.
+func readOnlyRoot(identity []string) error {
+	for _, dst := range identity {
+		p, err := inRoot(dst)
+		if err != nil {
+			return err
+		}
+		if err := unix.Mount("", p, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+			return fmt.Errorf("tether: make %s read-only: %w", dst, err)
+		}
+	}
+	if err := unix.Mount("", RootMount, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("tether: make the root read-only: %w", err)
+	}
+	return nil
+}
