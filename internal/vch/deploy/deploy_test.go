@@ -3,8 +3,8 @@ package deploy
 import (
 	"context"
 	"flag"
-	"log/slog"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
