@@ -40,7 +40,10 @@ func main() {
 	if err != nil {
 		// Errors from the packages already carry their "vch: " context.
 		// The error class (": already exists") is for programs, not people.
-		msg := strings.TrimSuffix(err.Error(), ": "+errdefs.Resolve(err).Error())
+		msg, class := err.Error(), ": "+errdefs.Resolve(err).Error()
+		for strings.HasSuffix(msg, class) {
+			msg = strings.TrimSuffix(msg, class)
+		}
 		if !strings.HasPrefix(msg, "vch: ") {
 			msg = "vch: " + msg
 		}

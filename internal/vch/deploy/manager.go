@@ -212,13 +212,20 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 		return Created{}, fmt.Errorf("vch: %w", err)
 	}
 	m.progress("Creating VCH %s in %s", o.Name, l.Dir)
+	// svc is the service once started: the same value stops it, since it
+	// knows a supervisor that has not written its pid file yet.
+	var svc service
 	defer func() {
 		if err != nil {
 			m.progress("Creating VCH %s failed; removing what was made", o.Name)
 			// Not ctx: a cancelled create must still clean up.
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StopTimeout+10*time.Second)
 			defer cancel()
-			_ = m.service(l, c).Uninstall(cctx)
+			if svc == nil {
+				svc = m.service(l, c)
+			}
+			_ = svc.Uninstall(cctx)
+			_ = stopDaemon(cctx, l)
 			_ = m.remove(l, c)
 		}
 	}()
@@ -233,7 +240,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 	if err := SaveConfig(l, c); err != nil {
 		return Created{}, err
 	}
-	svc := m.service(l, c)
+	svc = m.service(l, c)
 	m.progress("Starting the daemon under the %s", svc.Describe())
 	if err := svc.Start(ctx); err != nil {
 		return Created{}, err
@@ -430,6 +437,9 @@ func (m *Manager) waitReady(ctx context.Context, l Layout, c Config, svc service
 		}
 		select {
 		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.Canceled) {
+				return fmt.Errorf("vch: interrupted while waiting for the daemon: %w", ctx.Err())
+			}
 			return fmt.Errorf("vch: the daemon did not answer within %s: %w: %w\n%s", ReadyTimeout, last, errdefs.ErrUnavailable, logTails(l))
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -713,9 +723,7 @@ func (m *Manager) remove(l Layout, c Config) error {
 			errs = append(errs, err)
 		}
 	}
-	for _, e := range []string{"config.json.tmp"} {
-		os.Remove(filepath.Join(l.Dir, e))
-	}
+	os.Remove(l.ConfigFile() + ".tmp") // left by a SaveConfig that failed
 	if c.TLS.Generated && c.TLS.CertDir != "" {
 		if c.TLS.CertDirCreated {
 			errs = append(errs, os.RemoveAll(c.TLS.CertDir))
