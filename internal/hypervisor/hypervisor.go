@@ -9,6 +9,7 @@ package hypervisor
 import (
 	"context"
 	"net"
+	"os"
 	"time"
 )
 
@@ -26,6 +27,16 @@ type Disk struct {
 	// '-' or '_'; empty means none. Guests find their disks by serial,
 	// since the order devices are probed in is not a contract.
 	Serial string
+}
+
+// NIC is one network interface given to the guest, in the order of the
+// slice. The driver passes File to the VMM (a tap device for QEMU).
+type NIC struct {
+	// File is the open host device backing the NIC; the caller keeps
+	// ownership and may close it once Start returned.
+	File *os.File
+	// MAC is the interface's hardware address, "02:42:ac:11:00:02" form.
+	MAC string
 }
 
 // MaxDiskSerial is the longest Disk.Serial: virtio-blk's ID field holds
@@ -51,6 +62,8 @@ type Spec struct {
 	ChannelName string
 	// Disks are attached in order.
 	Disks []Disk
+	// NICs are attached in order.
+	NICs []NIC
 	// RuntimeDir is a private host directory where the driver keeps sockets,
 	// console log and pid files for this VM. It must exist.
 	RuntimeDir string

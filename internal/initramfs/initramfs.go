@@ -20,9 +20,9 @@ import (
 
 // BootModules are the modules tether loads, in dependency order, for the
 // devices every container VM has: virtio-mmio transport, block and console
-// (virtio-serial). Verified against Debian's cloud-amd64 6.1 kernel, where
+// (virtio-serial) and network (virtio-net). Verified against Debian's cloud-amd64 6.1 kernel, where
 // ext4 is built in and these are modules.
-var BootModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_console"}
+var BootModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_console", "failover", "net_failover", "virtio_net"}
 
 // KernelTree is a Debian linux-image package unpacked with `dpkg-deb -x`.
 type KernelTree struct {

@@ -78,6 +78,8 @@ type Endpoint struct {
 	NetworkID   string
 	NetworkName string
 	ContainerID string
+	// ContainerName is the container's name, without a leading slash.
+	ContainerName string
 	// Address is the container's address with the subnet's length
 	// ("172.17.0.2/16").
 	Address netip.Prefix
@@ -92,6 +94,8 @@ type Endpoint struct {
 	// server answers for this endpoint (name, short ID, aliases).
 	Aliases  []string
 	DNSNames []string
+	// Links are the spec's legacy links ("name:alias").
+	Links []string
 	// NIC is the name of the host-side device (a tap) that carries it.
 	NIC string
 }
@@ -167,4 +171,32 @@ type NetworkPlumber interface {
 	// containerID: names of containers on its networks, else the host's
 	// resolvers (none for internal-only containers).
 	Resolve(ctx context.Context, containerID string, query []byte) ([]byte, error)
+}
+
+// NetworkConnector joins containers to networks and takes them off again
+// after creation (docker network connect/disconnect; Engine API v1.50
+// "Network": connect, disconnect). The compute area implements it, as it
+// owns the container's record and VM; it calls a NetworkPlumber for the
+// network side. Safe for concurrent use.
+//
+// Error texts, once the package prefix and class suffix are dropped, are
+// dockerd's, so front ends can show them as they are: "No such container:
+// <idOrName>", "endpoint with name <container> already exists in network
+// <network>", "container <id> is not connected to network <network>".
+type NetworkConnector interface {
+	// Connect joins container (name, ID or unique ID prefix) to the network
+	// spec.Network names. On a running container the VM gains an interface
+	// at once; a created or stopped container keeps the spec in its record
+	// and joins when it next starts. NotFound for an unknown container or
+	// network; Conflict if the container is already attached or the static
+	// address is taken; InvalidArgument if the spec does not fit the network
+	// (a static address outside its subnet) or the container (on "none",
+	// which excludes every other network).
+	Connect(ctx context.Context, container string, spec EndpointSpec) error
+	// Disconnect takes container off network (name, ID or unique ID
+	// prefix); on a running container the VM loses the interface at once.
+	// force also drops a stopped container's record of a network that no
+	// longer exists. NotFound for an unknown container or network, or if
+	// the container is not attached to it.
+	Disconnect(ctx context.Context, container, network string, force bool) error
 }

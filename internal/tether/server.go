@@ -25,6 +25,8 @@ type server struct {
 	reaper *reaper
 	config *ssh.ServerConfig
 
+	nics nics
+
 	mu           sync.Mutex
 	mainPid      int  // the container's main process while it runs, else 0
 	mainStarting bool // a main process is being started
@@ -70,6 +72,24 @@ func (s *server) serve(port *os.File) error {
 				continue
 			}
 			if err := applySetup(context.Background(), setup); err != nil {
+				replyErr(req, err)
+				continue
+			}
+			if err := s.nics.setupAll(setup.Interfaces); err != nil {
+				replyErr(req, err)
+				continue
+			}
+			if setup.DNSRelay != "" {
+				s.startDNSRelay(sc, setup.DNSRelay)
+			}
+			_ = req.Reply(true, nil)
+		case wire.RequestInterface:
+			var f wire.Interface
+			err := json.Unmarshal(req.Payload, &f)
+			if err == nil {
+				err = s.nics.configure(f)
+			}
+			if err != nil {
 				replyErr(req, err)
 				continue
 			}

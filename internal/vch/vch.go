@@ -7,6 +7,9 @@
 //	<root>/images/            image store (package storage)
 //	<root>/compute/           container records, disks, logs (package compute)
 //	<root>/volumes/           volumes: one sparse ext4 disk each (package volume)
+//	<root>/network/           network records (package network); the
+//	                          networks themselves live in the network
+//	                          namespace /run/netns/vch-<hash of root>
 //
 // It holds no container logic: only the wiring and the host facts that
 // `docker info` shows.
@@ -14,10 +17,13 @@ package vch
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -29,8 +35,12 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer/budget"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/events"
+	"github.com/vchproject/vch/internal/portlayer/network"
+	"github.com/vchproject/vch/internal/portlayer/network/dns"
+	"github.com/vchproject/vch/internal/portlayer/network/portmap"
 	"github.com/vchproject/vch/internal/portlayer/storage"
 	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/tether/wire"
@@ -39,6 +49,10 @@ import (
 // Version is vch's version, set at build time with
 // -ldflags "-X github.com/vchproject/vch/internal/vch.Version=…".
 var Version = "0.1.0-dev"
+
+// DefaultMemoryMiB is a container VM's RAM when neither the container nor
+// the VCH sets one: enough for a Debian kernel plus a small workload.
+const DefaultMemoryMiB = 256
 
 // GitCommit is the commit vch was built from, set at build time like
 // Version; shown by `docker version`.
@@ -58,6 +72,18 @@ type Config struct {
 	Accel string `toml:"accel" json:"accel"`
 	// DefaultMemoryMiB is a container VM's RAM when it sets none; default 256.
 	DefaultMemoryMiB int `toml:"default_memory_mib" json:"default_memory_mib"`
+	// DefaultCPUs is a container VM's vCPUs when it sets none; default 1.
+	DefaultCPUs int `toml:"default_cpus" json:"default_cpus"`
+	// MaxContainers caps how many containers exist; 0 means no cap.
+	MaxContainers int `toml:"max_containers" json:"max_containers"`
+	// MemoryMiB is the budget of guest RAM all running container VMs share,
+	// in MiB; 0 means none. docker info shows it as the total memory.
+	MemoryMiB int `toml:"memory_mib" json:"memory_mib"`
+	// CPUs is the budget of vCPUs all running container VMs share; 0 means
+	// none. docker info shows it as the CPU count.
+	CPUs int `toml:"cpus" json:"cpus"`
+	// Registries is the pull policy (whitelist, insecure registries).
+	Registries storage.Registries `toml:"registries" json:"registries"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -66,6 +92,7 @@ type VCH struct {
 	logger  *slog.Logger
 	images  *storage.Store
 	volumes *volume.Store
+	network *network.Service
 	compute *compute.Service
 	server  *docker.Server
 	host    docker.HostInfo
@@ -86,6 +113,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	cfg.Root = root
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.DefaultMemoryMiB == 0 {
+		cfg.DefaultMemoryMiB = DefaultMemoryMiB
+	}
+	if cfg.DefaultCPUs == 0 {
+		cfg.DefaultCPUs = 1
 	}
 	if err := os.MkdirAll(filepath.Join(root, "guest"), 0o700); err != nil {
 		return nil, fmt.Errorf("vch: %w", err)
@@ -127,6 +160,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 			}
 			return v.compute.ImageInUse(id)
 		},
+		Registries: cfg.Registries,
 	}, logger)
 	if err != nil {
 		return nil, err
@@ -144,13 +178,32 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		v.images.Close()
 		return nil, err
 	}
-	v.compute, err = compute.New(compute.Config{
-		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
-		DefaultMemoryMiB: cfg.DefaultMemoryMiB, ChannelName: wire.PortName,
-		Events: evlog, Volumes: v.volumes,
-	}, driver, v.images, logger)
+	resolver := dns.NewResolver(dns.HostUpstreams("/etc/resolv.conf"), logger)
+	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root)},
+		func(d network.Dialer) network.PortPublisher { return portmap.New(portmap.Dialer(d), logger) },
+		func(ctx context.Context, q []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) ([]byte, error) {
+			return resolver.Answer(ctx, q, dns.View{Lookup: lookup, Reverse: reverse, External: external})
+		}, logger)
 	if err != nil {
 		v.images.Close()
+		return nil, err
+	}
+	v.compute, err = compute.New(compute.Config{
+		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
+		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
+		Events: evlog, Network: v.network, Networks: v.network, Volumes: v.volumes,
+	}, driver, v.images, logger)
+	if err != nil {
+		v.network.Close()
+		v.images.Close()
+		return nil, err
+	}
+	budgeted, err := budget.New(v.compute, budget.Limits{
+		Containers: cfg.MaxContainers, MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs,
+		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs,
+	})
+	if err != nil {
+		_ = v.Close()
 		return nil, err
 	}
 	var si unix.Sysinfo_t
@@ -160,10 +213,17 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		GuestKernelVersion: kver, NCPU: runtime.NumCPU(), MemTotalBytes: int64(si.Totalram) * int64(si.Unit),
 		RootDir: root,
 	}
+	if cfg.CPUs > 0 {
+		v.host.NCPU = cfg.CPUs
+	}
+	if cfg.MemoryMiB > 0 {
+		v.host.MemTotalBytes = int64(cfg.MemoryMiB) << 20
+	}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
-		Compute: v.compute, Interaction: v.compute, Images: events.Images(v.images, evlog),
+		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
-		Volumes: v.volumes,
+		Volumes:  v.volumes,
+		Networks: v.network, NetworkConnector: v.compute,
 	}, logger)
 	ok = true
 	return v, nil
@@ -190,14 +250,18 @@ func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) { return v.host
 // Serve serves the Engine API on l until ctx ends, then stops every
 // container VM and closes the stores. It returns nil after a clean stop.
 func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
-	v.logger.Info("vch serving", "addr", l.Addr().String(), "root", v.cfg.Root, "accel", v.host.Accelerator, "guest_kernel", v.host.GuestKernelVersion)
+	addr := l.Addr().String()
+	if s, ok := l.(fmt.Stringer); ok {
+		addr = s.String() // every address of a multi-address listener
+	}
+	v.logger.Info("vch serving", "addr", addr, "root", v.cfg.Root, "accel", v.host.Accelerator, "guest_kernel", v.host.GuestKernelVersion)
 	serveErr := v.server.Serve(ctx, l)
 	if errors.Is(serveErr, context.Canceled) {
 		serveErr = nil
 	}
 	closeCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer cancel()
-	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.images.Close(), v.lock.Close())
+	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.network.Close(), v.images.Close(), v.lock.Close())
 	v.logger.Info("vch stopped")
 	return err
 }
@@ -207,5 +271,13 @@ func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
 func (v *VCH) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(v.compute.Close(ctx), v.images.Close(), v.lock.Close())
+	return errors.Join(v.compute.Close(ctx), v.network.Close(), v.images.Close(), v.lock.Close())
+}
+
+// NamespaceName is the network namespace of the VCH rooted at root
+// (an absolute path): "vch-" and 12 hex digits of the path's SHA-256, so
+// VCHs on one host never share one and the name fits any length limit.
+func NamespaceName(root string) string {
+	h := sha256.Sum256([]byte(root))
+	return "vch-" + hex.EncodeToString(h[:6])
 }

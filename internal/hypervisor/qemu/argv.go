@@ -75,6 +75,11 @@ func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 		}
 		a = append(a, "-drive", drive, "-device", dev)
 	}
+	// NIC i is the tap passed as the child's fd 3+i (exec.Cmd.ExtraFiles).
+	for i, n := range spec.NICs {
+		a = append(a, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, 3+i),
+			"-device", fmt.Sprintf("virtio-net-device,netdev=net%d,mac=%s", i, n.MAC))
+	}
 	return a
 }
 

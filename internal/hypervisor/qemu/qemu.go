@@ -42,6 +42,9 @@ type Config struct {
 // ',' and '=' would be parsed as options.
 var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 
+// validMAC is a unicast hardware address in colon form.
+var validMAC = regexp.MustCompile(`^[0-9a-f][02468ace](:[0-9a-f]{2}){5}$`)
+
 // maxSocketPath is the longest unix socket path Linux accepts (sun_path
 // is 108 bytes including the terminating NUL).
 const maxSocketPath = 107
@@ -108,6 +111,11 @@ func validate(spec hypervisor.Spec) error {
 			return fmt.Errorf("qemu: guest boot file: %w: %w", err, errdefs.ErrUnavailable)
 		}
 	}
+	for _, n := range spec.NICs {
+		if n.File == nil || !validMAC.MatchString(n.MAC) {
+			return fmt.Errorf("qemu: NIC needs an open device and a MAC like 02:42:ac:11:00:02 (got %q): %w", n.MAC, errdefs.ErrInvalidArgument)
+		}
+	}
 	for _, d := range spec.Disks {
 		if d.Format != "raw" && d.Format != "qcow2" {
 			return fmt.Errorf("qemu: disk %s: format %q: %w", d.Path, d.Format, errdefs.ErrInvalidArgument)
@@ -147,6 +155,9 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	cmd := exec.Command(d.cfg.Binary, argv(spec, d.accel, d.tscKHz, p)...)
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
+	for _, n := range spec.NICs {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, n.File)
+	}
 	// Own session: signals to the daemon's process group never reach VMs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {

@@ -74,7 +74,7 @@ func TestDockerCLI(t *testing.T) {
 		{name: "rmi", args: []string{"rmi", "copy:v1"}, wantOut: "Untagged: copy:v1"},
 		{name: "load", args: []string{"load"}, stdin: "alpine:3.20\n", wantOut: "Loaded image: alpine:3.20"},
 		{name: "import", args: []string{"import", "--change", `CMD ["sh"]`, "-", "imp:v1"}, stdin: "tar bytes", wantOut: "sha256:"},
-		{name: "unimplemented", args: []string{"network", "ls"}, wantCode: 1, wantErr: "networks is not implemented by vch yet"},
+		{name: "unimplemented", args: []string{"plugin", "ls"}, wantCode: 1, wantErr: "plugins is not implemented by vch yet"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -27,6 +27,7 @@ import (
 	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/personality/docker/image"
+	"github.com/vchproject/vch/internal/personality/docker/network"
 	"github.com/vchproject/vch/internal/personality/docker/system"
 	"github.com/vchproject/vch/internal/personality/docker/volume"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -68,7 +69,11 @@ type Backend struct {
 	// Volumes serves the volume routes, volume Mounts in container
 	// inspect and docker rm -v; nil leaves the routes unimplemented (501).
 	Volumes portlayer.Volumes
-	System  SystemInfo
+	// Networks and NetworkConnector serve the network routes and the
+	// network checks of container create; nil leaves them unimplemented.
+	Networks         portlayer.Networks
+	NetworkConnector portlayer.NetworkConnector
+	System           SystemInfo
 }
 
 // Config configures the server.
@@ -125,10 +130,34 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	if backend.Volumes != nil {
 		s.routes = append(s.routes, volume.NewRouter(backend.Volumes, backend.Compute, s.log).Routes()...)
 	}
+	if backend.Networks != nil && backend.NetworkConnector != nil {
+		ctr.SetNetworks(backend.Networks)
+		s.routes = append(s.routes, network.NewRouter(backend.Networks, backend.NetworkConnector, s.log).Routes()...)
+	} else {
+		// Lookups answer 404 so `docker inspect <name>` tries the next type.
+		s.routes = append(s.routes, httputils.NewRoute(http.MethodGet, "/networks/{name:.*}", func(_ http.ResponseWriter, _ *http.Request, vars map[string]string) error {
+			return errdefs.ErrNotFound.WithMessage(fmt.Sprintf("network %s not found", vars["name"]))
+		}))
+		s.routes = append(s.routes, notImplemented("networks", "/networks", "/networks/{name:.*}")...)
+	}
 	s.routes = append(s.routes, ctr.Routes()...)
 	s.routes = append(s.routes, img.Routes()...)
 	s.routes = append(s.routes, unimplementedRoutes()...)
 	return s
+}
+
+// notImplemented answers 501 "<what> is not implemented by vch yet" on
+// every method of the given paths.
+func notImplemented(what string, paths ...string) []httputils.Route {
+	var out []httputils.Route
+	for _, p := range paths {
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			out = append(out, httputils.NewRoute(m, p, func(http.ResponseWriter, *http.Request, map[string]string) error {
+				return errdefs.ErrNotImplemented.WithMessage(what + " is not implemented by vch yet")
+			}))
+		}
+	}
+	return out
 }
 
 // Handler returns the HTTP handler serving every route, with and without
@@ -242,12 +271,6 @@ func unimplementedRoutes() []httputils.Route {
 		{"GET", "/images/{name:.*}/history", "image history"},
 		{"POST", "/images/{name:.*}/push", "image push"},
 		{"GET", "/distribution/{name:.*}/json", "distribution inspect"},
-		{"GET", "/networks", "networks"},
-		{"POST", "/networks/create", "networks"},
-		{"POST", "/networks/prune", "networks"},
-		{"DELETE", "/networks/{id:.*}", "networks"},
-		{"POST", "/networks/{id:.*}/connect", "networks"},
-		{"POST", "/networks/{id:.*}/disconnect", "networks"},
 		{"GET", "/volumes", "volumes"},
 		{"POST", "/volumes/create", "volumes"},
 		{"POST", "/volumes/prune", "volumes"},
@@ -275,7 +298,6 @@ func unimplementedRoutes() []httputils.Route {
 		}
 	}
 	routes = append(routes,
-		httputils.NewRoute("GET", "/networks/{name:.*}", notFound("network %s not found")),
 		httputils.NewRoute("GET", "/volumes/{name:.*}", notFound("get %s: no such volume")),
 		httputils.NewRoute("GET", "/plugins/{name:.*}/json", notFound("plugin %q not found")),
 	)

@@ -53,6 +53,11 @@ type Config struct {
 	BootTimeout time.Duration `toml:"boot_timeout" json:"boot_timeout"`
 	// ChannelName is the guest channel's virtio-serial port name.
 	ChannelName string `toml:"channel_name" json:"channel_name"`
+	// Network gives container VMs their NICs, addresses, published ports
+	// and DNS, and Networks names networks for connect/disconnect; nil:
+	// every container has loopback only.
+	Network  portlayer.NetworkPlumber `toml:"-" json:"-"`
+	Networks portlayer.Networks       `toml:"-" json:"-"`
 	// Events receives lifecycle events; nil drops them.
 	Events Publisher `toml:"-" json:"-"`
 	// Volumes is the volume store behind volume mounts; nil refuses

@@ -45,6 +45,7 @@ type container struct {
 	vm     hypervisor.VM
 	guest  *guest.Client
 	proc   *guest.Process
+	slots  []nicSlot     // the current run's NICs
 	exited chan struct{} // closed when the current run has been recorded as ended
 	stdins []*attachment // attached stdin streams waiting for a process
 
@@ -175,10 +176,11 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 	// A volume held by another running container fails the start like a
 	// boot failure (recorded, waiters told, --rm honoured).
 	var (
-		vm    hypervisor.VM
-		g     *guest.Client
-		proc  *guest.Process
-		token uint64
+		vm      hypervisor.VM
+		g       *guest.Client
+		proc    *guest.Process
+		plumbed *plumbing
+		token   uint64
 	)
 	token, err = s.claimVolumes(ctx, c, rec)
 	supervised := false
@@ -188,7 +190,7 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 				s.releaseVolumes(c.id, token)
 			}
 		}()
-		vm, g, proc, err = s.boot(ctx, c, rec)
+		vm, g, proc, plumbed, err = s.boot(ctx, c, rec)
 	}
 	if err != nil {
 		var sfe *StartFailedError
@@ -233,11 +235,14 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		g.Close()
 		_ = vm.Kill()
 		<-vm.Done()
+		s.unplumb(c.id)
 		return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
 	}
 	// Docker keeps the previous run's FinishedAt while the container runs.
 	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC(), FinishedAt: c.rec.State.FinishedAt}
 	c.vm, c.guest, c.proc, c.killed = vm, g, proc, false
+	c.slots = plumbed.slots
+	c.rec.Endpoints, c.rec.Ports = plumbed.eps, plumbed.ports
 	c.exited = make(chan struct{})
 	c.vmGone = make(chan struct{})
 	pending := c.stdins
@@ -261,9 +266,17 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 
 // boot starts the VM, connects to tether, applies setup and starts the
 // main process. On error nothing is left running.
-func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, *guest.Process, error) {
+func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
 	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
-		return nil, nil, nil, fmt.Errorf("compute: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("compute: %w", err)
+	}
+	volDisks, mounts, err := s.volumeDisks(ctx, rec.Spec)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	plumbed, err := s.plumb(ctx, c, rec)
+	if err != nil {
+		return nil, nil, nil, nil, err
 	}
 	mem, cpus := rec.Spec.MemoryMiB, rec.Spec.CPUs
 	if mem == 0 {
@@ -272,36 +285,46 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if cpus == 0 {
 		cpus = s.cfg.DefaultCPUs
 	}
-	volDisks, mounts, err := s.volumeDisks(ctx, rec.Spec)
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	spec := hypervisor.Spec{
 		Name: c.id[:12], Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd,
 		MemoryMiB: mem, CPUs: cpus, ChannelName: s.cfg.ChannelName,
 		Disks:      append([]hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}, volDisks...),
 		RuntimeDir: c.runDir,
+		NICs:       plumbed.nics,
 	}
 	vm, err := s.driver.Start(ctx, spec)
+	plumbed.closeFiles()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("compute: start VM: %w", err)
+		s.unplumb(c.id)
+		return nil, nil, nil, nil, fmt.Errorf("compute: start VM: %w", err)
 	}
-	fail := func(g *guest.Client, err error) (hypervisor.VM, *guest.Client, *guest.Process, error) {
+	fail := func(g *guest.Client, err error) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
 		if g != nil {
 			g.Close()
 		}
 		_ = vm.Kill()
 		<-vm.Done()
-		return nil, nil, nil, err
+		s.unplumb(c.id)
+		return nil, nil, nil, nil, err
 	}
 	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancel()
-	g, err := guest.Dial(bootCtx, vm.Channel())
+	var handlers guest.Handlers
+	if s.cfg.Network != nil {
+		id := c.id
+		handlers.DNS = func(ctx context.Context, q []byte) ([]byte, error) { return s.cfg.Network.Resolve(ctx, id, q) }
+	}
+	g, err := guest.DialWith(bootCtx, vm.Channel(), handlers)
 	if err != nil {
 		return fail(nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir)))
 	}
-	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: defaultHosts, TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes,
+	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
+		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Interfaces: plumbed.ifs,
 		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs}
+	var relay bool
+	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {
+		setup.DNSRelay = dnsRelayAddr
+	}
 	if err := g.Setup(bootCtx, setup); err != nil {
 		return fail(g, fmt.Errorf("compute: guest setup: %w", err))
 	}
@@ -313,7 +336,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		}
 		return fail(g, err)
 	}
-	return vm, g, proc, nil
+	return vm, g, proc, plumbed, nil
 }
 
 // processFor builds the main process from the spec, adding the variables
@@ -383,6 +406,8 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	}
 	c.rec.State = st
 	c.proc = nil
+	c.rec.Endpoints, c.rec.Ports, c.slots = nil, nil, nil
+	s.unplumb(c.id)
 	exited, gone := c.exited, c.vmGone
 	waiters := c.exitWaiters
 	c.exitWaiters = nil

@@ -717,7 +717,6 @@ func TestVMDiesMidRun(t *testing.T) {
 	}
 }
 
-
 func TestAttach(t *testing.T) {
 	h := newHarness(t)
 	c := h.create(portlayer.ContainerSpec{Args: args("echo", "a", ";", "printerr", "b", ";", "echo", "-n", "c", ";", "exit", "2")})

@@ -31,6 +31,21 @@ type Client struct {
 // The channel is a private virtio-serial port reachable only through the
 // VMM, so the guest's per-boot host key is not verified.
 func Dial(ctx context.Context, c net.Conn) (*Client, error) {
+	return DialWith(ctx, c, Handlers{})
+}
+
+// Handlers serve the requests the guest sends to the host.
+type Handlers struct {
+	// DNS answers a DNS query relayed by the guest (wire.RequestDNS; RFC
+	// 1035 wire format both ways). Nil refuses every query.
+	DNS func(ctx context.Context, query []byte) ([]byte, error)
+}
+
+// dnsTimeout bounds one relayed DNS answer.
+const dnsTimeout = 5 * time.Second
+
+// DialWith is Dial with handlers for the guest's requests.
+func DialWith(ctx context.Context, c net.Conn, h Handlers) (*Client, error) {
 	type result struct {
 		conn ssh.Conn
 		err  error
@@ -40,7 +55,7 @@ func Dial(ctx context.Context, c net.Conn) (*Client, error) {
 		cfg := &ssh.ClientConfig{User: "vch", HostKeyCallback: ssh.InsecureIgnoreHostKey()}
 		sc, chans, reqs, err := ssh.NewClientConn(c, "guest", cfg)
 		if err == nil {
-			go ssh.DiscardRequests(reqs)
+			go serveRequests(reqs, h)
 			go func() {
 				for nc := range chans {
 					_ = nc.Reject(ssh.Prohibited, "no channels from the guest")
@@ -59,6 +74,33 @@ func Dial(ctx context.Context, c net.Conn) (*Client, error) {
 		c.Close()
 		return nil, fmt.Errorf("guest: handshake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
 	}
+}
+
+// serveRequests answers the guest's global requests until the connection
+// ends; DNS queries are answered concurrently.
+func serveRequests(reqs <-chan *ssh.Request, h Handlers) {
+	for req := range reqs {
+		if req.Type != wire.RequestDNS || h.DNS == nil {
+			if req.WantReply {
+				_ = req.Reply(false, nil)
+			}
+			continue
+		}
+		go func(req *ssh.Request) {
+			ctx, cancel := context.WithTimeout(context.Background(), dnsTimeout)
+			defer cancel()
+			answer, err := h.DNS(ctx, req.Payload)
+			if req.WantReply {
+				_ = req.Reply(err == nil, answer)
+			}
+		}(req)
+	}
+}
+
+// ConfigureInterface (re)configures one NIC of the running VM (network
+// connect and disconnect).
+func (c *Client) ConfigureInterface(ctx context.Context, f wire.Interface) error {
+	return c.request(ctx, wire.RequestInterface, wire.Encode(f))
 }
 
 // Close closes the connection. Idempotent.

@@ -39,6 +39,13 @@ const (
 	RequestPowerOff = "poweroff@vch-" + Version
 	// ChannelProcess opens a process; extra data is a [Process].
 	ChannelProcess = "process@vch-" + Version
+	// RequestInterface is a global request carrying one [Interface]:
+	// (re)configure a NIC of the running VM.
+	RequestInterface = "interface@vch-" + Version
+	// RequestDNS is a global request from the guest to the host: the
+	// payload is one DNS query (RFC 1035 wire format), the reply payload
+	// its answer.
+	RequestDNS = "dns@vch-" + Version
 	// RequestSignal is a channel request carrying [Signal].
 	RequestSignal = "signal@vch-" + Version
 	// RequestExitStatus is the standard SSH exit-status channel request.
@@ -63,6 +70,12 @@ type Setup struct {
 	TimeUnixNano int64 `json:"time_unix_nano,omitempty"`
 	// ShmSizeBytes sizes /dev/shm; 0 means 64 MiB, Docker's default.
 	ShmSizeBytes int64 `json:"shm_size_bytes,omitempty"`
+	// Interfaces configures every NIC of the VM (in use or spare).
+	Interfaces []Interface `json:"interfaces,omitempty"`
+	// DNSRelay is the address ("127.0.0.11:53") where tether serves DNS
+	// for the container, relaying each query to the host with
+	// [RequestDNS]; empty serves none.
+	DNSRelay string `json:"dns_relay,omitempty"`
 	// Mounts are mounted in order (parents before children) before the
 	// identity files are bound, so a volume on /etc gets them on top.
 	Mounts []Mount `json:"mounts,omitempty"`
@@ -70,6 +83,26 @@ type Setup struct {
 	// files read-only once the mounts are in place (docker run
 	// --read-only); /dev, /dev/shm and the mounts keep their own modes.
 	ReadOnlyRoot bool `json:"read_only_root,omitempty"`
+}
+
+// Interface configures one NIC, found by the hardware address the VMM gave
+// it. A NIC without Name is spare: down and unnamed for the container
+// until a later [RequestInterface] gives it a network (docker network
+// connect on a running container); a request without Name takes a NIC
+// back (disconnect).
+type Interface struct {
+	// BootMAC is the NIC's hardware address at boot ("02:42:ac:11:00:02").
+	BootMAC string `json:"boot_mac"`
+	// Name is the interface's name in the container ("eth0"); empty: spare.
+	Name string `json:"name,omitempty"`
+	// MAC is the hardware address to use; empty keeps BootMAC.
+	MAC string `json:"mac,omitempty"`
+	// Address is the IPv4 address with prefix length ("172.17.0.2/16").
+	Address string `json:"address,omitempty"`
+	// Gateway, when set, becomes the default route (via this interface).
+	Gateway string `json:"gateway,omitempty"`
+	// MTU in bytes; 0 means 1500.
+	MTU int `json:"mtu,omitempty"`
 }
 
 // RootSerial is the virtio-blk serial of the container's root disk

@@ -15,6 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -84,6 +85,18 @@ func MergeConfig(user container.Config, img ocispec.ImageConfig) (container.Conf
 			labels[k] = v
 		}
 		c.Labels = labels
+	}
+	if len(img.ExposedPorts) > 0 {
+		ports := make(network.PortSet, len(img.ExposedPorts)+len(user.ExposedPorts))
+		for p := range user.ExposedPorts {
+			ports[p] = struct{}{}
+		}
+		for k := range img.ExposedPorts {
+			if p, err := network.ParsePort(k); err == nil {
+				ports[p] = struct{}{}
+			}
+		}
+		c.ExposedPorts = ports
 	}
 	if len(img.Volumes) > 0 {
 		// The image's VOLUMEs join the user's (-v /path) ones.
@@ -250,6 +263,9 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return err
 	}
 	spec.Init = hc.Init != nil && *hc.Init
+	if err := rt.applyNetworkConfig(ctx, &spec, merged.ExposedPorts, hc, req.NetworkingConfig); err != nil {
+		return err
+	}
 	if hc.NanoCPUs > 0 {
 		spec.CPUs = int((hc.NanoCPUs + 1e9 - 1) / 1e9)
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
-	"github.com/moby/moby/api/types/network"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -92,12 +91,12 @@ func summary(c portlayer.Container, now time.Time) container.Summary {
 		ImageID: c.Spec.Image,
 		Command: command(c.Spec.Args),
 		Created: c.Created.Unix(),
-		Ports:   []container.PortSummary{},
+		Ports:   portSummaries(c, cfg.ExposedPorts),
 		Labels:  cfg.Labels,
 		State:   container.ContainerState(c.State.Status),
 		Status:  StatusText(c.State, now),
 		NetworkSettings: &container.NetworkSettingsSummary{
-			Networks: map[string]*network.EndpointSettings{},
+			Networks: endpointSettings(c),
 		},
 		Mounts: []container.MountPoint{},
 	}
@@ -256,8 +255,8 @@ func InspectResponse(c portlayer.Container) container.InspectResponse {
 		Mounts:       []container.MountPoint{},
 		Config:       cfg,
 		NetworkSettings: &container.NetworkSettings{
-			Ports:    network.PortMap{},
-			Networks: map[string]*network.EndpointSettings{},
+			Ports:    portMap(c, cfg.ExposedPorts),
+			Networks: endpointSettings(c),
 		},
 	}
 	if len(c.Spec.Args) > 0 {
@@ -275,5 +274,5 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 	}
 	resp := InspectResponse(c)
 	resp.Mounts = mountPoints(r.Context(), c, resp.HostConfig, rt.volumes)
-	return httputils.WriteJSON(w, http.StatusOK, resp)
+	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings)})
 }

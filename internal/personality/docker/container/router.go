@@ -18,7 +18,8 @@ type Router struct {
 	compute  portlayer.Compute
 	interact portlayer.Interaction
 	images   imageGetter
-	volumes  volumeStore // nil: no volume store (Mounts show no Source, rm -v keeps volumes)
+	volumes  volumeStore        // nil: no volume store (Mounts show no Source, rm -v keeps volumes)
+	networks portlayer.Networks // nil: networks are not checked at create
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -42,6 +43,9 @@ func (rt *Router) WithVolumes(v portlayer.Volumes) *Router {
 	}
 	return rt
 }
+
+// SetNetworks lets create check that the networks it names exist.
+func (rt *Router) SetNetworks(n portlayer.Networks) { rt.networks = n }
 
 // Routes returns the route table (Engine API v1.50 "Container").
 func (rt *Router) Routes() []httputils.Route {

@@ -1,0 +1,315 @@
+package container
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// networkMode resolves HostConfig.NetworkMode as dockerd does: "" and
+// "default" mean the "bridge" network; "none" means loopback only. "host"
+// and "container:<id>" share a network stack with something else, which a
+// container that is its own VM cannot do: 400.
+func networkMode(mode container.NetworkMode) (string, error) {
+	m := string(mode)
+	switch {
+	case m == "" || m == "default":
+		return "bridge", nil
+	case m == "host":
+		return "", httputils.InvalidArgument("network mode \"host\" is not supported: every container is its own VM with its own network stack")
+	case strings.HasPrefix(m, "container:"):
+		return "", httputils.InvalidArgument("network mode %q is not supported: every container is its own VM with its own network stack", m)
+	}
+	return m, nil
+}
+
+// applyNetworkConfig fills the spec's networks, published ports, DNS and
+// extra hosts from the create request (docker run --network, --ip,
+// --network-alias, --link, -p, -P, --dns*, --add-host). exposed is the
+// merged config's ExposedPorts (user's and image's).
+func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.ContainerSpec, exposed network.PortSet, hc *container.HostConfig, nc *network.NetworkingConfig) error {
+	mode, err := networkMode(hc.NetworkMode)
+	if err != nil {
+		return err
+	}
+	eps := map[string]*network.EndpointSettings{}
+	if nc != nil {
+		for name, es := range nc.EndpointsConfig {
+			// The CLI names the default network "default".
+			if name == "default" {
+				name = "bridge"
+			}
+			eps[name] = es
+		}
+	}
+	if mode == "none" {
+		if len(hc.PortBindings) > 0 || hc.PublishAllPorts {
+			return httputils.InvalidArgument("conflicting options: port publishing and the container type network mode")
+		}
+		for name := range eps {
+			if name != "none" {
+				return httputils.InvalidArgument("container cannot be connected to multiple networks with one of the networks in private (none) mode")
+			}
+		}
+	} else {
+		names := []string{mode}
+		for name := range eps {
+			if name != mode {
+				names = append(names, name)
+			}
+		}
+		sort.Strings(names[1:])
+		for i, name := range names {
+			ep := portlayer.EndpointSpec{Network: name}
+			if s := eps[name]; s != nil {
+				ep.Aliases = s.Aliases
+				ep.Links = s.Links
+				if s.IPAMConfig != nil && s.IPAMConfig.IPv4Address.IsValid() {
+					ep.IPv4 = s.IPAMConfig.IPv4Address
+				}
+			}
+			if i == 0 {
+				ep.Links = append(ep.Links, hc.Links...)
+			}
+			if name == "bridge" {
+				if ep.IPv4.IsValid() {
+					return httputils.InvalidArgument("user specified IP address is supported on user defined networks only")
+				}
+				if len(ep.Aliases) > 0 {
+					return httputils.InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
+				}
+			}
+			if rt.networks != nil {
+				nw, err := rt.networks.InspectNetwork(ctx, name)
+				if err != nil {
+					if errdefs.IsNotFound(err) {
+						return httputils.Classify(errdefs.ErrNotFound, err, fmt.Sprintf("network %s not found", name))
+					}
+					return err
+				}
+				if nw.Driver == "null" {
+					return httputils.InvalidArgument("container cannot be connected to multiple networks with one of the networks in private (none) mode")
+				}
+			}
+			spec.Networks = append(spec.Networks, ep)
+		}
+		ports, err := portBindings(exposed, hc.PortBindings, hc.PublishAllPorts)
+		if err != nil {
+			return err
+		}
+		spec.Ports = ports
+	}
+	for _, d := range hc.DNS {
+		spec.DNS = append(spec.DNS, d.String())
+	}
+	spec.DNSSearch = hc.DNSSearch
+	spec.DNSOptions = hc.DNSOptions
+	for _, h := range hc.ExtraHosts {
+		name, addr, ok := strings.Cut(h, ":")
+		if !ok {
+			// docker run --add-host also accepts "name=addr".
+			name, addr, ok = strings.Cut(h, "=")
+		}
+		if !ok || name == "" {
+			return httputils.InvalidArgument("bad format for add-host: %q", h)
+		}
+		if addr != "host-gateway" {
+			if _, err := netip.ParseAddr(strings.Trim(addr, "[]")); err != nil {
+				return httputils.InvalidArgument("invalid IP address in add-host: %q", addr)
+			}
+		}
+		spec.ExtraHosts = append(spec.ExtraHosts, name+":"+strings.Trim(addr, "[]"))
+	}
+	return nil
+}
+
+// portBindings turns HostConfig.PortBindings (and -P: every exposed port
+// not bound explicitly gets a free host port) into the port layer's form.
+func portBindings(exposed network.PortSet, pm network.PortMap, publishAll bool) ([]portlayer.PortBinding, error) {
+	var out []portlayer.PortBinding
+	keys := make([]network.Port, 0, len(pm))
+	for p := range pm {
+		keys = append(keys, p)
+	}
+	sort.Slice(keys, func(i, j int) bool { return keys[i].String() < keys[j].String() })
+	for _, p := range keys {
+		proto := string(p.Proto())
+		if proto != "tcp" && proto != "udp" {
+			return nil, httputils.InvalidArgument("invalid proto: %s", proto)
+		}
+		if p.Num() == 0 {
+			return nil, httputils.InvalidArgument("invalid port specification: %q", p.String())
+		}
+		binds := pm[p]
+		if len(binds) == 0 {
+			binds = []network.PortBinding{{}}
+		}
+		for _, b := range binds {
+			pb := portlayer.PortBinding{Proto: proto, ContainerPort: p.Num(), HostIP: b.HostIP}
+			if pb.HostIP.IsValid() && pb.HostIP.IsUnspecified() && pb.HostIP.Is4() {
+				pb.HostIP = netip.Addr{}
+			}
+			if pb.HostIP.IsValid() && !pb.HostIP.Is4() {
+				return nil, httputils.InvalidArgument("publishing on IPv6 address %s is not supported yet", pb.HostIP)
+			}
+			if b.HostPort != "" {
+				lo, hi, isRange := strings.Cut(b.HostPort, "-")
+				start, err := strconv.ParseUint(lo, 10, 16)
+				if err != nil || start == 0 {
+					return nil, httputils.InvalidArgument("invalid port specification: %q", b.HostPort)
+				}
+				pb.HostPort = uint16(start)
+				if isRange {
+					end, err := strconv.ParseUint(hi, 10, 16)
+					if err != nil || end < start {
+						return nil, httputils.InvalidArgument("invalid port specification: %q", b.HostPort)
+					}
+					pb.HostPortEnd = uint16(end)
+				}
+			}
+			out = append(out, pb)
+		}
+	}
+	if publishAll {
+		eps := make([]network.Port, 0, len(exposed))
+		for p := range exposed {
+			if _, bound := pm[p]; !bound {
+				eps = append(eps, p)
+			}
+		}
+		sort.Slice(eps, func(i, j int) bool { return eps[i].String() < eps[j].String() })
+		for _, p := range eps {
+			if proto := string(p.Proto()); proto == "tcp" || proto == "udp" {
+				out = append(out, portlayer.PortBinding{Proto: proto, ContainerPort: p.Num()})
+			}
+		}
+	}
+	return out, nil
+}
+
+// portMap renders a running container's ports as Docker's inspect does:
+// every exposed or published container port, with its host bindings (nil
+// for a port that is only exposed).
+func portMap(c portlayer.Container, exposed network.PortSet) network.PortMap {
+	pm := network.PortMap{}
+	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused {
+		return pm
+	}
+	for p := range exposed {
+		pm[p] = nil
+	}
+	for _, b := range c.Ports {
+		p, err := network.ParsePort(fmt.Sprintf("%d/%s", b.ContainerPort, b.Proto))
+		if err != nil {
+			continue
+		}
+		ip := b.HostIP
+		if !ip.IsValid() {
+			ip = netip.IPv4Unspecified()
+		}
+		pm[p] = append(pm[p], network.PortBinding{HostIP: ip, HostPort: strconv.Itoa(int(b.HostPort))})
+	}
+	return pm
+}
+
+// portSummaries renders ports for `docker ps`: published ones with their
+// host side, exposed ones alone.
+func portSummaries(c portlayer.Container, exposed network.PortSet) []container.PortSummary {
+	out := []container.PortSummary{}
+	published := map[string]bool{}
+	for _, b := range c.Ports {
+		ip := b.HostIP
+		if !ip.IsValid() {
+			ip = netip.IPv4Unspecified()
+		}
+		out = append(out, container.PortSummary{IP: ip, PrivatePort: b.ContainerPort, PublicPort: b.HostPort, Type: b.Proto})
+		published[fmt.Sprintf("%d/%s", b.ContainerPort, b.Proto)] = true
+	}
+	for p := range exposed {
+		if !published[p.String()] {
+			out = append(out, container.PortSummary{PrivatePort: p.Num(), Type: string(p.Proto())})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].PrivatePort != out[j].PrivatePort {
+			return out[i].PrivatePort < out[j].PrivatePort
+		}
+		return out[i].Type < out[j].Type
+	})
+	return out
+}
+
+// endpointSettings renders the container's networks as Docker's
+// NetworkSettings.Networks: configuration from the spec, operational data
+// (addresses, IDs) from the live endpoints while it runs.
+func endpointSettings(c portlayer.Container) map[string]*network.EndpointSettings {
+	out := map[string]*network.EndpointSettings{}
+	for _, spec := range c.Spec.Networks {
+		es := &network.EndpointSettings{Aliases: spec.Aliases, Links: spec.Links}
+		if spec.IPv4.IsValid() {
+			es.IPAMConfig = &network.EndpointIPAMConfig{IPv4Address: spec.IPv4}
+		}
+		name := spec.Network
+		for _, ep := range c.Endpoints {
+			if ep.NetworkName == spec.Network || ep.NetworkID == spec.Network {
+				name = ep.NetworkName
+				es.NetworkID, es.EndpointID = ep.NetworkID, ep.ID
+				es.Gateway, es.IPAddress, es.IPPrefixLen = ep.Gateway, ep.Address.Addr(), ep.Address.Bits()
+				if mac, err := net.ParseMAC(ep.MAC); err == nil {
+					es.MacAddress = network.HardwareAddr(mac)
+				}
+				es.DNSNames = ep.DNSNames
+			}
+		}
+		out[name] = es
+	}
+	return out
+}
+
+// legacyNetworkSettings adds the top-level fields API versions before 1.52
+// still carry (the default bridge's address, gateway and MAC), which
+// `docker inspect -f '{{.NetworkSettings.IPAddress}}'` reads.
+type legacyNetworkSettings struct {
+	container.NetworkSettings
+	Bridge                 string
+	HairpinMode            bool
+	LinkLocalIPv6Address   string
+	LinkLocalIPv6PrefixLen int
+	SecondaryIPAddresses   any
+	SecondaryIPv6Addresses any
+	EndpointID             string
+	Gateway                string
+	GlobalIPv6Address      string
+	GlobalIPv6PrefixLen    int
+	IPAddress              string
+	IPPrefixLen            int
+	IPv6Gateway            string
+	MacAddress             string
+}
+
+func legacySettings(ns *container.NetworkSettings) *legacyNetworkSettings {
+	l := &legacyNetworkSettings{NetworkSettings: *ns}
+	if es, ok := ns.Networks["bridge"]; ok && es.IPAddress.IsValid() {
+		l.EndpointID, l.Gateway, l.IPAddress, l.IPPrefixLen = es.EndpointID, es.Gateway.String(), es.IPAddress.String(), es.IPPrefixLen
+		l.MacAddress = net.HardwareAddr(es.MacAddress).String()
+	}
+	return l
+}
+
+// inspectJSON is the inspect document with the legacy NetworkSettings
+// (the outer field hides the embedded one in encoding/json).
+type inspectJSON struct {
+	container.InspectResponse
+	NetworkSettings *legacyNetworkSettings `json:"NetworkSettings"`
+}

@@ -1,0 +1,313 @@
+package compute
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// SpareNICs is how many unattached NICs a networked container VM boots
+// with, for `docker network connect` while it runs: QEMU's microvm machine
+// has no hot-plug bus, so a connect enslaves a spare NIC's tap to the
+// network's bridge and tether gives the guest interface its name and
+// address.
+const SpareNICs = 2
+
+// dnsRelayAddr is where tether serves DNS in the guest: Docker's embedded
+// DNS address, so resolv.conf reads as Docker's does.
+const dnsRelayAddr = "127.0.0.11:53"
+
+// nicSlot is one NIC of a running VM.
+type nicSlot struct {
+	tap     string // host tap name
+	bootMAC string
+	network string // network ID while attached, "" for a spare
+	name    string // guest interface name while attached
+}
+
+// plumbing is what a VM's start needs from the network area.
+type plumbing struct {
+	nics  []hypervisor.NIC
+	ifs   []wire.Interface
+	slots []nicSlot
+	eps   []portlayer.Endpoint
+	ports []portlayer.PortBinding
+}
+
+// close releases the host-side copies of the tap descriptors.
+func (p *plumbing) closeFiles() {
+	for _, n := range p.nics {
+		n.File.Close()
+	}
+}
+
+// spareMAC is a stable locally administered address for spare NIC i of
+// container id (never one of Docker's 02:42 addresses).
+func spareMAC(id string, i int) string {
+	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", id, i)))
+	return fmt.Sprintf("06:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
+}
+
+// plumb creates the container's NICs, joins its networks and publishes its
+// ports. On error nothing stays attached or bound.
+func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Container) (*plumbing, error) {
+	p := &plumbing{}
+	if s.cfg.Network == nil || len(rec.Spec.Networks) == 0 {
+		return p, nil
+	}
+	fail := func(err error) (*plumbing, error) {
+		p.closeFiles()
+		s.cfg.Network.Unpublish(c.id)
+		s.cfg.Network.LeaveAll(c.id)
+		return nil, err
+	}
+	gateway := false
+	for i, spec := range rec.Spec.Networks {
+		nic, err := s.cfg.Network.NewNIC(ctx, c.id)
+		if err != nil {
+			return fail(err)
+		}
+		p.nics = append(p.nics, hypervisor.NIC{File: nic.File})
+		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
+		if err != nil {
+			return fail(err)
+		}
+		p.nics[i].MAC = ep.MAC
+		name := fmt.Sprintf("eth%d", i)
+		f := wire.Interface{BootMAC: ep.MAC, Name: name, Address: ep.Address.String()}
+		if !ep.Internal && !gateway {
+			f.Gateway, gateway = ep.Gateway.String(), true
+		}
+		p.ifs = append(p.ifs, f)
+		p.eps = append(p.eps, ep)
+		p.slots = append(p.slots, nicSlot{tap: nic.Name, bootMAC: ep.MAC, network: ep.NetworkID, name: name})
+	}
+	for i := 0; i < SpareNICs; i++ {
+		nic, err := s.cfg.Network.NewNIC(ctx, c.id)
+		if err != nil {
+			return fail(err)
+		}
+		mac := spareMAC(c.id, i)
+		p.nics = append(p.nics, hypervisor.NIC{File: nic.File, MAC: mac})
+		p.ifs = append(p.ifs, wire.Interface{BootMAC: mac})
+		p.slots = append(p.slots, nicSlot{tap: nic.Name, bootMAC: mac})
+	}
+	if len(rec.Spec.Ports) > 0 {
+		ports, err := s.cfg.Network.Publish(ctx, c.id, p.eps[0].Address.Addr(), rec.Spec.Ports)
+		if err != nil {
+			return fail(err)
+		}
+		p.ports = ports
+	}
+	return p, nil
+}
+
+// unplumb releases a run's network resources (the VM has ended or is
+// about to).
+func (s *Service) unplumb(id string) {
+	if s.cfg.Network == nil {
+		return
+	}
+	s.cfg.Network.Unpublish(id)
+	s.cfg.Network.LeaveAll(id)
+}
+
+// hostsFile renders the container's /etc/hosts as Docker does: loopback
+// names, --add-host entries, legacy links on the default bridge, then the
+// container's own address(es) with its hostname.
+func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) string {
+	var b strings.Builder
+	b.WriteString(defaultHosts)
+	for _, h := range rec.Spec.ExtraHosts {
+		name, addr, ok := strings.Cut(h, ":")
+		if !ok {
+			continue
+		}
+		if addr == "host-gateway" && len(eps) > 0 {
+			addr = eps[0].Gateway.String()
+		}
+		fmt.Fprintf(&b, "%s\t%s\n", addr, name)
+	}
+	for i, spec := range rec.Spec.Networks {
+		if i >= len(eps) || eps[i].NetworkName != "bridge" {
+			continue
+		}
+		for _, l := range spec.Links {
+			target, alias, ok := strings.Cut(l, ":")
+			if !ok {
+				alias = target
+			}
+			if addr, id, name, ok := s.bridgeAddr(target); ok {
+				fmt.Fprintf(&b, "%s\t%s %s %s\n", addr, alias, id[:12], name)
+			}
+		}
+	}
+	host := rec.Spec.Hostname
+	if rec.Spec.Domainname != "" {
+		host += "." + rec.Spec.Domainname + " " + rec.Spec.Hostname
+	}
+	for _, ep := range eps {
+		fmt.Fprintf(&b, "%s\t%s\n", ep.Address.Addr(), host)
+	}
+	return b.String()
+}
+
+// bridgeAddr finds a running container's address on the default bridge.
+func (s *Service) bridgeAddr(idOrName string) (netip.Addr, string, string, bool) {
+	c, err := s.lookup(strings.TrimPrefix(idOrName, "/"))
+	if err != nil {
+		return netip.Addr{}, "", "", false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, ep := range c.rec.Endpoints {
+		if ep.NetworkName == "bridge" {
+			return ep.Address.Addr(), c.id, strings.TrimPrefix(c.rec.Spec.Name, "/"), true
+		}
+	}
+	return netip.Addr{}, "", "", false
+}
+
+// resolvConf renders /etc/resolv.conf: the user's --dns/--dns-search/
+// --dns-option when given, otherwise the embedded DNS (tether's relay on
+// 127.0.0.11, as Docker's user networks have) with Docker's ndots:0. A
+// container without networks keeps its image's file.
+func resolvConf(spec portlayer.ContainerSpec) (text string, relay bool) {
+	if len(spec.Networks) == 0 {
+		return "", false
+	}
+	var b strings.Builder
+	servers := spec.DNS
+	if len(servers) == 0 {
+		servers, relay = []string{"127.0.0.11"}, true
+	}
+	for _, ns := range servers {
+		fmt.Fprintf(&b, "nameserver %s\n", ns)
+	}
+	if len(spec.DNSSearch) > 0 {
+		fmt.Fprintf(&b, "search %s\n", strings.Join(spec.DNSSearch, " "))
+	}
+	opts := spec.DNSOptions
+	if relay && !slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "ndots:") }) {
+		opts = append([]string{"ndots:0"}, opts...)
+	}
+	if len(opts) > 0 {
+		fmt.Fprintf(&b, "options %s\n", strings.Join(opts, " "))
+	}
+	return b.String(), relay
+}
+
+// Connect joins a container to a network (docker network connect). A
+// stopped container records it for its next start; a running one gains an
+// interface at once, on one of its spare NICs. NotFound for an unknown
+// container or network; Conflict if it is already on the network, uses
+// --network none, or has no spare NIC left.
+func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.EndpointSpec) error {
+	if s.cfg.Network == nil || s.cfg.Networks == nil {
+		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
+	}
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	nw, err := s.cfg.Networks.InspectNetwork(ctx, spec.Network)
+	if err != nil {
+		return err
+	}
+	spec.Network = nw.Name
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if nw.Driver == "null" || len(c.rec.Spec.Networks) == 0 {
+		return fmt.Errorf("container cannot be connected to multiple networks with one of the networks in private (none) mode: %w", errdefs.ErrConflict)
+	}
+	for _, n := range c.rec.Spec.Networks {
+		if n.Network == nw.Name || n.Network == nw.ID {
+			return fmt.Errorf("endpoint with name %s already exists in network %s: %w", strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name, errdefs.ErrConflict)
+		}
+	}
+	running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused
+	if running {
+		slot := -1
+		for i, sl := range c.slots {
+			if sl.network == "" {
+				slot = i
+				break
+			}
+		}
+		if slot < 0 {
+			return fmt.Errorf("container %s has no free network interface (it started with %d spare NICs; restart it to connect more): %w", c.id[:12], SpareNICs, errdefs.ErrConflict)
+		}
+		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(c.rec.Spec.Name, "/"), c.slots[slot].tap, spec)
+		if err != nil {
+			return err
+		}
+		name := nextIfName(c.slots)
+		f := wire.Interface{BootMAC: c.slots[slot].bootMAC, Name: name, MAC: ep.MAC, Address: ep.Address.String()}
+		if !ep.Internal && !slices.ContainsFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return !e.Internal }) {
+			f.Gateway = ep.Gateway.String()
+		}
+		if err := c.guest.ConfigureInterface(ctx, f); err != nil {
+			_ = s.cfg.Network.Leave(context.Background(), c.id, nw.ID)
+			return fmt.Errorf("compute: connect %s to %s: %w", c.id[:12], nw.Name, err)
+		}
+		c.slots[slot].network, c.slots[slot].name = ep.NetworkID, name
+		c.rec.Endpoints = append(c.rec.Endpoints, ep)
+	}
+	c.rec.Spec.Networks = append(c.rec.Spec.Networks, spec)
+	return s.recs.put(c.rec)
+}
+
+// nextIfName is the first "ethN" not used by an attached slot.
+func nextIfName(slots []nicSlot) string {
+	for i := 0; ; i++ {
+		name := fmt.Sprintf("eth%d", i)
+		if !slices.ContainsFunc(slots, func(s nicSlot) bool { return s.name == name }) {
+			return name
+		}
+	}
+}
+
+// Disconnect takes a container off a network (docker network disconnect);
+// a running one loses the interface at once. NotFound if the container is
+// not on the network. force is accepted for Docker's API and changes
+// nothing here.
+func (s *Service) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
+	if s.cfg.Network == nil || s.cfg.Networks == nil {
+		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
+	}
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	nw, err := s.cfg.Networks.InspectNetwork(ctx, network)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == nw.Name || n.Network == nw.ID })
+	if idx < 0 {
+		return fmt.Errorf("container %s is not connected to network %s: %w", c.id, nw.Name, errdefs.ErrNotFound)
+	}
+	if i := slices.IndexFunc(c.slots, func(sl nicSlot) bool { return sl.network == nw.ID }); i >= 0 && c.guest != nil {
+		if err := c.guest.ConfigureInterface(ctx, wire.Interface{BootMAC: c.slots[i].bootMAC}); err != nil {
+			return fmt.Errorf("compute: disconnect %s from %s: %w", c.id[:12], nw.Name, err)
+		}
+		if err := s.cfg.Network.Leave(ctx, c.id, nw.ID); err != nil {
+			s.logger.Warn("leave network", "container", c.id, "network", nw.Name, "err", err)
+		}
+		c.slots[i].network, c.slots[i].name = "", ""
+		c.rec.Endpoints = slices.DeleteFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkID == nw.ID })
+	}
+	c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
+	return s.recs.put(c.rec)
+}

@@ -1,0 +1,115 @@
+package network
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/containerd/errdefs"
+)
+
+// defaultBridgeSubnet is the predefined bridge network's subnet, Docker's
+// docker0 default.
+var defaultBridgeSubnet = netip.MustParsePrefix("172.17.0.0/16")
+
+// autoPools lists the subnets given to networks created without --subnet,
+// in order: Docker's default address pools (172.17–31.0.0/16, then
+// 192.168.0.0/16 in /20s; moby libnetwork/ipamutils).
+func autoPools() []netip.Prefix {
+	var out []netip.Prefix
+	for i := 18; i <= 31; i++ {
+		out = append(out, netip.PrefixFrom(netip.AddrFrom4([4]byte{172, byte(i), 0, 0}), 16))
+	}
+	for i := 0; i < 256; i += 16 {
+		out = append(out, netip.PrefixFrom(netip.AddrFrom4([4]byte{192, 168, byte(i), 0}), 20))
+	}
+	return out
+}
+
+// overlaps reports whether two prefixes share any address.
+func overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
+
+// firstHost is the first usable address of p (p's address + 1).
+func firstHost(p netip.Prefix) netip.Addr { return p.Masked().Addr().Next() }
+
+// lastAddr is p's last (broadcast) address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As4()
+	host := 32 - p.Bits()
+	v := uint32(a[0])<<24 | uint32(a[1])<<16 | uint32(a[2])<<8 | uint32(a[3])
+	v |= (1<<host - 1)
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+// validateSubnet checks a user-given IPv4 subnet, gateway and range.
+// InvalidArgument with Docker's wording where it has one.
+func validateSubnet(subnet netip.Prefix, gw netip.Addr, ipRange netip.Prefix) error {
+	if !subnet.Addr().Is4() {
+		return fmt.Errorf("invalid subnet %s: only IPv4 subnets are supported: %w", subnet, errdefs.ErrInvalidArgument)
+	}
+	if subnet.Bits() > 30 {
+		return fmt.Errorf("invalid subnet %s: a /30 or larger is needed: %w", subnet, errdefs.ErrInvalidArgument)
+	}
+	if gw.IsValid() && (!subnet.Contains(gw) || gw == subnet.Masked().Addr() || gw == lastAddr(subnet)) {
+		return fmt.Errorf("no matching subnet for gateway %s: %w", gw, errdefs.ErrInvalidArgument)
+	}
+	if ipRange.IsValid() && (!ipRange.Addr().Is4() || ipRange.Bits() < subnet.Bits() || !subnet.Contains(ipRange.Addr())) {
+		return fmt.Errorf("no matching subnet for range %s: %w", ipRange, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// pool hands out the addresses of one network. Not safe for concurrent
+// use: the Service's lock guards it.
+type pool struct {
+	subnet  netip.Prefix
+	gateway netip.Addr
+	rng     netip.Prefix // dynamic allocation range (the subnet if unset)
+	used    map[netip.Addr]string
+}
+
+func newPool(subnet netip.Prefix, gw netip.Addr, rng netip.Prefix) *pool {
+	if !rng.IsValid() {
+		rng = subnet
+	}
+	return &pool{subnet: subnet.Masked(), gateway: gw, rng: rng.Masked(), used: map[netip.Addr]string{}}
+}
+
+// usable reports whether a is a host address other than the gateway.
+func (p *pool) usable(a netip.Addr) bool {
+	return p.subnet.Contains(a) && a != p.subnet.Addr() && a != lastAddr(p.subnet) && a != p.gateway
+}
+
+// allocate takes addr (if valid) or the first free address of the range
+// for owner. Conflict if addr is taken or the range is full;
+// InvalidArgument if addr is outside the subnet.
+func (p *pool) allocate(addr netip.Addr, owner string) (netip.Addr, error) {
+	if addr.IsValid() {
+		if !p.usable(addr) {
+			return netip.Addr{}, fmt.Errorf("no available IPv4 addresses on this network's address pools: invalid address %s for subnet %s: %w", addr, p.subnet, errdefs.ErrInvalidArgument)
+		}
+		if _, taken := p.used[addr]; taken {
+			return netip.Addr{}, fmt.Errorf("Address already in use: %s: %w", addr, errdefs.ErrConflict)
+		}
+		p.used[addr] = owner
+		return addr, nil
+	}
+	end := lastAddr(p.rng)
+	for a := p.rng.Addr(); a.IsValid() && a.Compare(end) <= 0; a = a.Next() {
+		if _, taken := p.used[a]; taken || !p.usable(a) {
+			continue
+		}
+		p.used[a] = owner
+		return a, nil
+	}
+	return netip.Addr{}, fmt.Errorf("no available IPv4 addresses on this network's address pools: %s: %w", p.rng, errdefs.ErrConflict)
+}
+
+// release frees addr.
+func (p *pool) release(addr netip.Addr) { delete(p.used, addr) }
+
+// macFor derives an interface's MAC from its IPv4 address as Docker does
+// (02:42 followed by the four address bytes).
+func macFor(a netip.Addr) string {
+	b := a.As4()
+	return fmt.Sprintf("02:42:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])
+}

@@ -1,0 +1,407 @@
+// Package network is the port layer's network area: Docker-style bridge
+// networks for container VMs, published ports and the embedded DNS.
+//
+// Every network is a Linux bridge inside one network namespace that
+// belongs to the VCH (never the host's root namespace: DESIGN.md's network
+// rule). A container VM's NIC is a tap device in that namespace; joining a
+// network enslaves the tap to the network's bridge. Forwarding is off in
+// the namespace, so containers reach peers on their own networks only and
+// networks are isolated from each other without firewall rules. Published
+// ports are host sockets whose connections are forwarded into the
+// namespace by a user-space proxy (package portmap); DNS queries arrive
+// from the guests over their tether channel (package dns answers them).
+//
+// The package implements portlayer.Networks and portlayer.NetworkPlumber.
+package network
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Predefined network names, as Docker's.
+const (
+	BridgeName = "bridge"
+	NoneName   = "none"
+)
+
+// defaultBridgeDevice names the predefined bridge network's bridge inside
+// the VCH's namespace (Docker's is docker0).
+const defaultBridgeDevice = "vch0"
+
+// Config configures the network area.
+type Config struct {
+	// Root is the directory for the network records (networks.json).
+	Root string
+	// Namespace names the VCH's network namespace (/run/netns/NAME); it is
+	// created if missing.
+	Namespace string
+	// ResolvConf is the host's resolver file whose nameservers serve names
+	// that are not containers; default /etc/resolv.conf.
+	ResolvConf string
+}
+
+// PortPublisher binds published ports and forwards them into the
+// namespace; package portmap implements it.
+type PortPublisher interface {
+	Publish(owner string, target netip.Addr, ports []portlayer.PortBinding) ([]portlayer.PortBinding, error)
+	Unpublish(owner string)
+	Close() error
+}
+
+// record is a network as persisted.
+type record struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Driver   string            `json:"driver"`
+	Created  time.Time         `json:"created"`
+	Subnet   netip.Prefix      `json:"subnet,omitzero"`
+	Gateway  netip.Addr        `json:"gateway,omitzero"`
+	IPRange  netip.Prefix      `json:"ip_range,omitzero"`
+	Internal bool              `json:"internal,omitempty"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	Options  map[string]string `json:"options,omitempty"`
+	Bridge   string            `json:"bridge,omitempty"`
+}
+
+type netState struct {
+	rec  record
+	pool *pool
+	// eps are the live endpoints by container ID.
+	eps map[string]*portlayer.Endpoint
+}
+
+type ctrState struct {
+	name string
+	nics map[string]bool // tap names of this container's VM
+}
+
+// Service is the network area. Safe for concurrent use.
+type Service struct {
+	cfg    Config
+	logger *slog.Logger
+	ns     *namespace
+	ports  PortPublisher
+	dns    Resolver
+
+	mu   sync.Mutex
+	nets map[string]*netState // by network ID
+	ctrs map[string]*ctrState // by container ID
+}
+
+// New opens (or creates) the VCH's namespace, restores the recorded
+// networks' bridges and creates the predefined ones. The publisher is built
+// by newPorts with a dialer into the namespace.
+func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, logger *slog.Logger) (*Service, error) {
+	if cfg.Namespace == "" || cfg.Root == "" {
+		return nil, fmt.Errorf("network: config needs Root and Namespace: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	ns, err := openNamespace(cfg.Namespace)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, logger: logger.With("component", "network"), ns: ns, dns: dns,
+		nets: map[string]*netState{}, ctrs: map[string]*ctrState{}}
+	s.ports = newPorts(ns.dial)
+	recs, err := s.load()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if !slices.ContainsFunc(recs, func(r record) bool { return r.Name == BridgeName }) {
+		recs = append(recs, record{ID: newID(), Name: BridgeName, Driver: "bridge", Created: time.Now().UTC(),
+			Subnet: defaultBridgeSubnet, Gateway: firstHost(defaultBridgeSubnet), Bridge: defaultBridgeDevice,
+			Options: map[string]string{
+				"com.docker.network.bridge.default_bridge":       "true",
+				"com.docker.network.bridge.enable_icc":           "true",
+				"com.docker.network.bridge.enable_ip_masquerade": "true",
+				"com.docker.network.bridge.host_binding_ipv4":    "0.0.0.0",
+				"com.docker.network.bridge.name":                 defaultBridgeDevice,
+				"com.docker.network.driver.mtu":                  "1500",
+			}})
+	}
+	if !slices.ContainsFunc(recs, func(r record) bool { return r.Name == NoneName }) {
+		recs = append(recs, record{ID: newID(), Name: NoneName, Driver: "null", Created: time.Now().UTC()})
+	}
+	for _, r := range recs {
+		if err := s.ensureBridge(r); err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.nets[r.ID] = &netState{rec: r, pool: newPool(r.Subnet, r.Gateway, r.IPRange), eps: map[string]*portlayer.Endpoint{}}
+	}
+	if err := s.saveLocked(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close closes the published ports and deletes the namespace with its
+// bridges (container VMs are gone by then; the records stay).
+func (s *Service) Close() error {
+	if s.ports != nil {
+		_ = s.ports.Close()
+	}
+	return s.ns.remove()
+}
+
+// Namespace is the name of the VCH's network namespace.
+func (s *Service) Namespace() string { return s.cfg.Namespace }
+
+func newID() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (s *Service) recordsPath() string { return filepath.Join(s.cfg.Root, "networks.json") }
+
+func (s *Service) load() ([]record, error) {
+	b, err := os.ReadFile(s.recordsPath())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("network: %w", err)
+	}
+	var recs []record
+	if err := json.Unmarshal(b, &recs); err != nil {
+		return nil, fmt.Errorf("network: %s: %w", s.recordsPath(), err)
+	}
+	return recs, nil
+}
+
+// saveLocked writes every record (atomically: temp file and rename).
+func (s *Service) saveLocked() error {
+	recs := make([]record, 0, len(s.nets))
+	for _, n := range s.nets {
+		recs = append(recs, n.rec)
+	}
+	sort.Slice(recs, func(i, j int) bool { return recs[i].Created.Before(recs[j].Created) })
+	b, err := json.MarshalIndent(recs, "", "  ")
+	if err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	tmp := s.recordsPath() + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	if err := os.Rename(tmp, s.recordsPath()); err != nil {
+		return fmt.Errorf("network: %w", err)
+	}
+	return nil
+}
+
+// ensureBridge creates r's bridge with its gateway address if missing.
+func (s *Service) ensureBridge(r record) error {
+	if r.Driver != "bridge" {
+		return nil
+	}
+	link, err := s.ns.nl.LinkByName(r.Bridge)
+	if err != nil {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: r.Bridge, MTU: 1500}}
+		if err := s.ns.nl.LinkAdd(br); err != nil {
+			return fmt.Errorf("network: create bridge %s: %w", r.Bridge, err)
+		}
+		if link, err = s.ns.nl.LinkByName(r.Bridge); err != nil {
+			return fmt.Errorf("network: bridge %s: %w", r.Bridge, err)
+		}
+	}
+	addr := &netlink.Addr{IPNet: prefixToIPNet(netip.PrefixFrom(r.Gateway, r.Subnet.Bits()))}
+	if err := s.ns.nl.AddrReplace(link, addr); err != nil {
+		return fmt.Errorf("network: bridge %s address %s: %w", r.Bridge, addr, err)
+	}
+	if err := s.ns.nl.LinkSetUp(link); err != nil {
+		return fmt.Errorf("network: bridge %s up: %w", r.Bridge, err)
+	}
+	return nil
+}
+
+func (s *Service) deleteBridge(name string) {
+	if link, err := s.ns.nl.LinkByName(name); err == nil {
+		if err := s.ns.nl.LinkDel(link); err != nil {
+			s.logger.Warn("delete bridge", "bridge", name, "err", err)
+		}
+	}
+}
+
+// lookupLocked finds a network by exact name, full ID or unique ID prefix
+// (Docker's order: ID, then name, then prefix).
+func (s *Service) lookupLocked(idOrName string) (*netState, error) {
+	if idOrName == "" {
+		return nil, fmt.Errorf("network %s not found: %w", idOrName, errdefs.ErrNotFound)
+	}
+	if n, ok := s.nets[idOrName]; ok {
+		return n, nil
+	}
+	for _, n := range s.nets {
+		if n.rec.Name == idOrName {
+			return n, nil
+		}
+	}
+	var found *netState
+	for id, n := range s.nets {
+		if strings.HasPrefix(id, idOrName) {
+			if found != nil {
+				return nil, fmt.Errorf("network %s is ambiguous (%d matches found): %w", idOrName, 2, errdefs.ErrInvalidArgument)
+			}
+			found = n
+		}
+	}
+	if found == nil {
+		return nil, fmt.Errorf("network %s not found: %w", idOrName, errdefs.ErrNotFound)
+	}
+	return found, nil
+}
+
+func (n *netState) view() portlayer.Network {
+	r := n.rec
+	out := portlayer.Network{ID: r.ID, Name: r.Name, Driver: r.Driver, Created: r.Created, Subnet: r.Subnet,
+		Gateway: r.Gateway, IPRange: r.IPRange, Internal: r.Internal, Labels: r.Labels, Options: r.Options,
+		Predefined: r.Name == BridgeName || r.Name == NoneName, Bridge: r.Bridge}
+	for _, ep := range n.eps {
+		out.Endpoints = append(out.Endpoints, *ep)
+	}
+	sort.Slice(out.Endpoints, func(i, j int) bool { return out.Endpoints[i].ContainerID < out.Endpoints[j].ContainerID })
+	return out
+}
+
+// CreateNetwork creates a bridge network. See portlayer.Networks.
+func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec) (portlayer.Network, error) {
+	if spec.Name == "" {
+		return portlayer.Network{}, fmt.Errorf("network name is empty: %w", errdefs.ErrInvalidArgument)
+	}
+	if spec.Driver != "" && spec.Driver != "bridge" {
+		return portlayer.Network{}, fmt.Errorf("could not find plugin %s in v1 plugin registry: plugin not found: %w", spec.Driver, errdefs.ErrNotFound)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.nets {
+		if n.rec.Name == spec.Name {
+			return portlayer.Network{}, fmt.Errorf("network with name %s already exists: %w", spec.Name, errdefs.ErrAlreadyExists)
+		}
+	}
+	subnet := spec.Subnet.Masked()
+	if spec.Subnet.IsValid() {
+		if err := validateSubnet(spec.Subnet, spec.Gateway, spec.IPRange); err != nil {
+			return portlayer.Network{}, err
+		}
+		for _, n := range s.nets {
+			if n.rec.Subnet.IsValid() && overlaps(n.rec.Subnet, subnet) {
+				return portlayer.Network{}, fmt.Errorf("invalid pool request: Pool overlaps with other one on this address space: %w", errdefs.ErrPermissionDenied)
+			}
+		}
+	} else {
+		if spec.Gateway.IsValid() || spec.IPRange.IsValid() {
+			return portlayer.Network{}, fmt.Errorf("gateway and ip-range need a subnet: %w", errdefs.ErrInvalidArgument)
+		}
+		for _, p := range autoPools() {
+			if !slices.ContainsFunc(s.allNets(), func(n *netState) bool { return n.rec.Subnet.IsValid() && overlaps(n.rec.Subnet, p) }) {
+				subnet = p
+				break
+			}
+		}
+		if !subnet.IsValid() {
+			return portlayer.Network{}, fmt.Errorf("all predefined address pools have been fully subnetted: %w", errdefs.ErrResourceExhausted)
+		}
+	}
+	gw := spec.Gateway
+	if !gw.IsValid() {
+		gw = firstHost(subnet)
+	}
+	id := newID()
+	r := record{ID: id, Name: spec.Name, Driver: "bridge", Created: time.Now().UTC(), Subnet: subnet, Gateway: gw,
+		IPRange: spec.IPRange.Masked(), Internal: spec.Internal, Labels: spec.Labels, Options: spec.Options, Bridge: "br-" + id[:12]}
+	if !spec.IPRange.IsValid() {
+		r.IPRange = netip.Prefix{}
+	}
+	if err := s.ensureBridge(r); err != nil {
+		return portlayer.Network{}, err
+	}
+	n := &netState{rec: r, pool: newPool(r.Subnet, r.Gateway, r.IPRange), eps: map[string]*portlayer.Endpoint{}}
+	s.nets[id] = n
+	if err := s.saveLocked(); err != nil {
+		delete(s.nets, id)
+		s.deleteBridge(r.Bridge)
+		return portlayer.Network{}, err
+	}
+	s.logger.Info("network created", "network", r.Name, "id", id[:12], "subnet", subnet)
+	return n.view(), nil
+}
+
+func (s *Service) allNets() []*netState {
+	out := make([]*netState, 0, len(s.nets))
+	for _, n := range s.nets {
+		out = append(out, n)
+	}
+	return out
+}
+
+// InspectNetwork returns one network. See portlayer.Networks.
+func (s *Service) InspectNetwork(ctx context.Context, idOrName string) (portlayer.Network, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.lookupLocked(idOrName)
+	if err != nil {
+		return portlayer.Network{}, err
+	}
+	return n.view(), nil
+}
+
+// ListNetworks returns every network, oldest first.
+func (s *Service) ListNetworks(ctx context.Context) ([]portlayer.Network, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]portlayer.Network, 0, len(s.nets))
+	for _, n := range s.nets {
+		out = append(out, n.view())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Created.Before(out[j].Created) })
+	return out, nil
+}
+
+// RemoveNetwork deletes a network and its bridge. See portlayer.Networks.
+func (s *Service) RemoveNetwork(ctx context.Context, idOrName string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.lookupLocked(idOrName)
+	if err != nil {
+		return err
+	}
+	if n.rec.Name == BridgeName || n.rec.Name == NoneName {
+		return fmt.Errorf("%s is a pre-defined network and cannot be removed: %w", n.rec.Name, errdefs.ErrPermissionDenied)
+	}
+	if len(n.eps) > 0 {
+		return fmt.Errorf("error while removing network: network %s id %s has active endpoints: %w", n.rec.Name, n.rec.ID, errdefs.ErrPermissionDenied)
+	}
+	delete(s.nets, n.rec.ID)
+	if err := s.saveLocked(); err != nil {
+		s.nets[n.rec.ID] = n
+		return err
+	}
+	s.deleteBridge(n.rec.Bridge)
+	s.logger.Info("network removed", "network", n.rec.Name)
+	return nil
+}

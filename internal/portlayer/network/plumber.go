@@ -1,0 +1,233 @@
+package network
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Dialer opens a connection from inside the VCH's namespace to a literal
+// "ip:port" address; network is "tcp" or "udp".
+type Dialer func(ctx context.Context, network, address string) (net.Conn, error)
+
+// NewNIC creates an unattached tap for a container VM. See
+// portlayer.NetworkPlumber.
+func (s *Service) NewNIC(ctx context.Context, containerID string) (portlayer.NIC, error) {
+	f, name, err := s.ns.openTap()
+	if err != nil {
+		return portlayer.NIC{}, err
+	}
+	s.mu.Lock()
+	c := s.ctrs[containerID]
+	if c == nil {
+		c = &ctrState{nics: map[string]bool{}}
+		s.ctrs[containerID] = c
+	}
+	c.nics[name] = true
+	s.mu.Unlock()
+	return portlayer.NIC{Name: name, File: f}, nil
+}
+
+// Join attaches a container's tap to a network. See portlayer.NetworkPlumber.
+func (s *Service) Join(ctx context.Context, containerID, containerName, nic string, spec portlayer.EndpointSpec) (portlayer.Endpoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.lookupLocked(spec.Network)
+	if err != nil {
+		return portlayer.Endpoint{}, err
+	}
+	if n.rec.Driver != "bridge" {
+		return portlayer.Endpoint{}, fmt.Errorf("container cannot be connected to network %s: %w", n.rec.Name, errdefs.ErrInvalidArgument)
+	}
+	if _, ok := n.eps[containerID]; ok {
+		return portlayer.Endpoint{}, fmt.Errorf("endpoint with name %s already exists in network %s: %w", containerName, n.rec.Name, errdefs.ErrConflict)
+	}
+	if spec.IPv4.IsValid() && n.rec.Name == BridgeName {
+		return portlayer.Endpoint{}, fmt.Errorf("user specified IP address is supported on user defined networks only: %w", errdefs.ErrInvalidArgument)
+	}
+	if len(spec.Aliases) > 0 && n.rec.Name == BridgeName {
+		return portlayer.Endpoint{}, fmt.Errorf("network-scoped alias is supported only for containers in user defined networks: %w", errdefs.ErrInvalidArgument)
+	}
+	addr, err := n.pool.allocate(spec.IPv4, containerID)
+	if err != nil {
+		return portlayer.Endpoint{}, err
+	}
+	tap, err := s.ns.nl.LinkByName(nic)
+	if err == nil {
+		var br netlink.Link
+		if br, err = s.ns.nl.LinkByName(n.rec.Bridge); err == nil {
+			err = s.ns.nl.LinkSetMaster(tap, br)
+		}
+	}
+	if err != nil {
+		n.pool.release(addr)
+		return portlayer.Endpoint{}, fmt.Errorf("network: attach %s to %s: %w", nic, n.rec.Name, err)
+	}
+	ep := &portlayer.Endpoint{ID: newID(), NetworkID: n.rec.ID, NetworkName: n.rec.Name, ContainerID: containerID, ContainerName: containerName,
+		Address: netip.PrefixFrom(addr, n.rec.Subnet.Bits()), Gateway: n.rec.Gateway, Internal: n.rec.Internal,
+		MAC: macFor(addr), Aliases: spec.Aliases, NIC: nic, Links: spec.Links}
+	if n.rec.Name != BridgeName {
+		ep.DNSNames = append([]string{containerName, containerID[:12]}, spec.Aliases...)
+	}
+	n.eps[containerID] = ep
+	c := s.ctrs[containerID]
+	if c == nil {
+		c = &ctrState{nics: map[string]bool{}}
+		s.ctrs[containerID] = c
+	}
+	c.name = containerName
+	return *ep, nil
+}
+
+// Leave detaches a container from one network. See portlayer.NetworkPlumber.
+func (s *Service) Leave(ctx context.Context, containerID, network string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, err := s.lookupLocked(network)
+	if err != nil {
+		return err
+	}
+	ep, ok := n.eps[containerID]
+	if !ok {
+		return fmt.Errorf("container %s is not connected to network %s: %w", containerID[:12], n.rec.Name, errdefs.ErrNotFound)
+	}
+	s.leaveLocked(n, ep)
+	return nil
+}
+
+func (s *Service) leaveLocked(n *netState, ep *portlayer.Endpoint) {
+	if tap, err := s.ns.nl.LinkByName(ep.NIC); err == nil {
+		_ = s.ns.nl.LinkSetNoMaster(tap)
+	}
+	n.pool.release(ep.Address.Addr())
+	delete(n.eps, ep.ContainerID)
+}
+
+// LeaveAll detaches a container from every network. See
+// portlayer.NetworkPlumber.
+func (s *Service) LeaveAll(containerID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.nets {
+		if ep, ok := n.eps[containerID]; ok {
+			s.leaveLocked(n, ep)
+		}
+	}
+	delete(s.ctrs, containerID)
+}
+
+// Publish binds a container's published ports. See portlayer.NetworkPlumber.
+func (s *Service) Publish(ctx context.Context, containerID string, target netip.Addr, ports []portlayer.PortBinding) ([]portlayer.PortBinding, error) {
+	return s.ports.Publish(containerID, target, ports)
+}
+
+// Unpublish closes a container's published ports.
+func (s *Service) Unpublish(containerID string) { s.ports.Unpublish(containerID) }
+
+// viewLocked returns what containerID may resolve: names on the user
+// networks it is on (Docker gives the default bridge no DNS), its links'
+// aliases, and whether names outside may be forwarded (not when all its
+// networks are internal).
+func (s *Service) viewLocked(containerID string) (lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) {
+	var mine []*netState
+	for _, n := range s.nets {
+		if ep, ok := n.eps[containerID]; ok {
+			if !ep.Internal {
+				external = true
+			}
+			if n.rec.Name != BridgeName {
+				mine = append(mine, n)
+			}
+		}
+	}
+	find := func(name string) []netip.Addr {
+		var out []netip.Addr
+		for _, n := range mine {
+			short := strings.TrimSuffix(name, "."+strings.ToLower(n.rec.Name))
+			for _, ep := range n.eps {
+				for _, dn := range ep.DNSNames {
+					if strings.EqualFold(dn, short) && !containsAddr(out, ep.Address.Addr()) {
+						out = append(out, ep.Address.Addr())
+					}
+				}
+			}
+		}
+		return out
+	}
+	lookup = func(name string) ([]netip.Addr, bool) {
+		name = strings.ToLower(strings.TrimSuffix(name, "."))
+		if addrs := find(name); len(addrs) > 0 {
+			return addrs, true
+		}
+		// Legacy links on user networks: the alias is the linking
+		// container's private name for its target.
+		for _, n := range mine {
+			for _, l := range n.eps[containerID].Links {
+				target, alias, ok := strings.Cut(l, ":")
+				if !ok {
+					alias = target
+				}
+				if strings.EqualFold(alias, name) {
+					if addrs := find(strings.ToLower(strings.TrimPrefix(target, "/"))); len(addrs) > 0 {
+						return addrs, true
+					}
+				}
+			}
+		}
+		return nil, false
+	}
+	reverse = func(a netip.Addr) (string, bool) {
+		for _, n := range mine {
+			for _, ep := range n.eps {
+				if ep.Address.Addr() == a && len(ep.DNSNames) > 0 {
+					return ep.DNSNames[0] + "." + n.rec.Name, true
+				}
+			}
+		}
+		return "", false
+	}
+	return lookup, reverse, external
+}
+
+func containsAddr(list []netip.Addr, a netip.Addr) bool {
+	for _, x := range list {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// prefixToIPNet converts for netlink.
+func prefixToIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// Resolver answers one DNS query (RFC 1035 wire format) for a container
+// whose view is given by lookup (container names it may resolve), reverse
+// (PTR names of container addresses) and external (whether other names
+// may be forwarded to the host's resolvers). Package dns provides one.
+type Resolver func(ctx context.Context, query []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) ([]byte, error)
+
+// Resolve answers a container's DNS query. See portlayer.NetworkPlumber.
+func (s *Service) Resolve(ctx context.Context, containerID string, query []byte) ([]byte, error) {
+	if s.dns == nil {
+		return nil, fmt.Errorf("network: no DNS resolver: %w", errdefs.ErrNotImplemented)
+	}
+	// The view reads live endpoints under the lock at each call: it must
+	// not be used after Resolve returns.
+	s.mu.Lock()
+	lookup, reverse, external := s.viewLocked(containerID)
+	locked := func(f func()) { s.mu.Lock(); defer s.mu.Unlock(); f() }
+	s.mu.Unlock()
+	l := func(name string) (a []netip.Addr, ok bool) { locked(func() { a, ok = lookup(name) }); return }
+	r := func(addr netip.Addr) (n string, ok bool) { locked(func() { n, ok = reverse(addr) }); return }
+	return s.dns(ctx, query, l, r, external)
+}
