@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -143,7 +144,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		return nil, fmt.Errorf("vch: tether binary (run `make build`): %w: %w", err, errdefs.ErrUnavailable)
 	}
 	initrd := filepath.Join(root, "guest", "initrd.img")
-	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, initramfs.BootModules); err != nil {
+	modules, err := kt.LoadOrder(append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...))
+	if err != nil {
+		return nil, fmt.Errorf("vch: guest kernel modules: %w", err)
+	}
+	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, modules); err != nil {
 		return nil, fmt.Errorf("vch: build initramfs: %w", err)
 	}
 	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel}, logger)
