@@ -69,6 +69,13 @@ type Config struct {
 	KernelDir string `toml:"kernel_dir" json:"kernel_dir"`
 	// Tether is the static tether binary placed in the initramfs as /init.
 	Tether string `toml:"tether" json:"tether"`
+	// ShareKernelDir is an unpacked Debian kernel package with virtio-9p
+	// (the generic linux-image-amd64) that boots containers with host bind
+	// mounts; empty or missing leaves bind mounts unavailable.
+	ShareKernelDir string `toml:"share_kernel_dir" json:"share_kernel_dir"`
+	// BindRoots are the absolute host directories containers may
+	// bind-mount from (and beneath); "/" allows any; empty allows none.
+	BindRoots []string `toml:"bind_roots" json:"bind_roots"`
 	// Accel is the accelerator: auto (default), kvm or tcg.
 	Accel string `toml:"accel" json:"accel"`
 	// DefaultMemoryMiB is a container VM's RAM when it sets none; default 256.
@@ -151,6 +158,10 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, modules); err != nil {
 		return nil, fmt.Errorf("vch: build initramfs: %w", err)
 	}
+	shareKernel, shareInitrd, err := shareGuest(root, cfg, logger)
+	if err != nil {
+		return nil, err
+	}
 	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel}, logger)
 	if err != nil {
 		return nil, err
@@ -197,6 +208,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
 		Events: evlog, Network: v.network, Networks: v.network, Volumes: v.volumes,
+		ShareKernel: shareKernel, ShareInitrd: shareInitrd, BindRoots: cfg.BindRoots,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.network.Close()
@@ -232,6 +244,31 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}, logger)
 	ok = true
 	return v, nil
+}
+
+// shareGuest builds the initramfs for the share kernel (the generic
+// Debian kernel, with virtio-9p) and returns its kernel and initrd paths;
+// both empty when cfg.ShareKernelDir is unset or holds no kernel, which
+// leaves host bind mounts unavailable (logged).
+func shareGuest(root string, cfg Config, logger *slog.Logger) (string, string, error) {
+	if cfg.ShareKernelDir == "" {
+		return "", "", nil
+	}
+	kt := initramfs.KernelTree{Dir: cfg.ShareKernelDir}
+	kernel, err := kt.Kernel()
+	if err != nil {
+		logger.Info("no share kernel: host bind mounts are unavailable", "share_kernel_dir", cfg.ShareKernelDir, "err", err)
+		return "", "", nil
+	}
+	modules, err := kt.LoadOrder(append(append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...), initramfs.ShareModules...))
+	if err != nil {
+		return "", "", fmt.Errorf("vch: share kernel modules in %q: %w", cfg.ShareKernelDir, err)
+	}
+	initrd := filepath.Join(root, "guest", "initrd-share.img")
+	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, modules); err != nil {
+		return "", "", fmt.Errorf("vch: build share initramfs: %w", err)
+	}
+	return kernel, initrd, nil
 }
 
 // lockRoot takes an exclusive lock on root/vch.lock for the daemon's

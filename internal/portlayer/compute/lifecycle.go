@@ -274,6 +274,10 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	shares, err := s.shares(rec.Spec)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	plumbed, err := s.plumb(ctx, c, rec)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -291,6 +295,12 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		Disks:      append([]hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}, volDisks...),
 		RuntimeDir: c.runDir,
 		NICs:       plumbed.nics,
+		Shares:     shares,
+	}
+	if len(shares) > 0 {
+		// Only the share kernel has virtio-9p; it boots slower, so the
+		// others keep the default one.
+		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
 	}
 	vm, err := s.driver.Start(ctx, spec)
 	plumbed.closeFiles()

@@ -287,6 +287,21 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		if errdefs.IsNotFound(err) {
 			return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+familiarRef(req.Config.Image))
 		}
+		// The port layer's refusals of a spec (a bind source that does
+		// not exist, a volume name, a mount outside the allowed host
+		// directories) keep their own text, as dockerd's do.
+		for _, c := range []struct {
+			is    func(error) bool
+			class error
+		}{
+			{errdefs.IsInvalidArgument, errdefs.ErrInvalidArgument},
+			{errdefs.IsPermissionDenied, errdefs.ErrPermissionDenied},
+			{errdefs.IsNotImplemented, errdefs.ErrNotImplemented},
+		} {
+			if c.is(err) {
+				return httputils.Classify(c.class, err, portLayerText(err))
+			}
+		}
 		return fmt.Errorf("create: %w", err)
 	}
 	rt.log.InfoContext(ctx, "container created", "container", c.ID, "name", c.Spec.Name)
@@ -359,4 +374,24 @@ func applyLogConfig(spec *portlayer.ContainerSpec, lc container.LogConfig) error
 		spec.LogMaxFiles = n
 	}
 	return nil
+}
+
+// portLayerText strips the package contexts ("compute: ", "volume: ") and
+// the class suffix from a port-layer error whose text is meant for users.
+func portLayerText(err error) string {
+	msg := err.Error()
+	for {
+		rest, ok := strings.CutPrefix(msg, "compute: ")
+		if !ok {
+			rest, ok = strings.CutPrefix(msg, "volume: ")
+		}
+		if !ok {
+			break
+		}
+		msg = rest
+	}
+	for _, suffix := range []string{": invalid argument", ": permission denied", ": not implemented"} {
+		msg = strings.TrimSuffix(msg, suffix)
+	}
+	return msg
 }

@@ -50,11 +50,6 @@ func checkDriver(volume, driver string) error {
 	return httputils.Classify(errdefs.ErrNotFound, nil, fmt.Sprintf("create %s: error looking up volume plugin %s: plugin %q not found", volume, driver, driver))
 }
 
-// bindsNotSupported answers host bind mounts, which vch does not do yet.
-func bindsNotSupported(src string) error {
-	return errdefs.ErrNotImplemented.WithMessage(fmt.Sprintf("bind mounts of host paths (%s) are not supported by vch yet: use a volume", src))
-}
-
 // Mount modes of -v: rw/ro, SELinux labels, propagation, copy and
 // consistency modes; at most one of each kind.
 var modeKinds = map[string]string{
@@ -126,7 +121,17 @@ func parseBind(raw string) (portlayer.MountSpec, error) {
 		return portlayer.MountSpec{}, httputils.InvalidArgument("invalid mode: %s", mode)
 	}
 	if path.IsAbs(src) {
-		return portlayer.MountSpec{}, bindsNotSupported(src)
+		// A host directory; dockerd makes it when missing.
+		if err := absTarget(dst); err != nil {
+			return portlayer.MountSpec{}, httputils.InvalidArgument("invalid volume specification: '%s': invalid mount config for type \"bind\": %v", raw, err)
+		}
+		if hasMode(mode, "nocopy") {
+			return portlayer.MountSpec{}, httputils.InvalidArgument("invalid volume specification: '%s': invalid mount config for type \"bind\": field VolumeOptions must not be specified", raw)
+		}
+		return portlayer.MountSpec{
+			Type: portlayer.MountBind, Source: path.Clean(src), Target: path.Clean(dst),
+			ReadOnly: hasMode(mode, "ro"), CreateHostDir: true,
+		}, nil
 	}
 	if err := absTarget(dst); err != nil {
 		return portlayer.MountSpec{}, httputils.InvalidArgument("invalid volume specification: '%s': invalid mount config for type \"volume\": %v", raw, err)
@@ -248,7 +253,20 @@ func parseMount(m mount.Mount) (portlayer.MountSpec, error) {
 		if m.Source == "" {
 			return spec, mountConfigErr(m.Type, "field Source must not be empty")
 		}
-		return spec, bindsNotSupported(m.Source)
+		if m.VolumeOptions != nil {
+			return spec, mountConfigErr(m.Type, "field VolumeOptions must not be specified")
+		}
+		if m.TmpfsOptions != nil {
+			return spec, mountConfigErr(m.Type, "field TmpfsOptions must not be specified")
+		}
+		if !path.IsAbs(m.Source) {
+			return spec, mountConfigErr(m.Type, "invalid mount path: '%s' mount path must be absolute", m.Source)
+		}
+		if o := m.BindOptions; o != nil && o.Propagation != "" && modeKinds[string(o.Propagation)] != "prop" {
+			return spec, mountConfigErr(m.Type, "invalid propagation mode: %s", o.Propagation)
+		}
+		spec.Type, spec.Source = portlayer.MountBind, path.Clean(m.Source)
+		spec.CreateHostDir = m.BindOptions != nil && m.BindOptions.CreateMountpoint
 	case "":
 		return spec, mountConfigErr(m.Type, "mount type unknown")
 	default:
@@ -292,8 +310,8 @@ func parseMounts(ctx context.Context, cfg *container.Config, hc *container.HostC
 			return nil, err
 		}
 		for _, m := range src.Spec.Mounts {
-			if m.Type != portlayer.MountVolume {
-				continue
+			if m.Type != portlayer.MountVolume && m.Type != portlayer.MountBind {
+				continue // tmpfs mounts are the container's own
 			}
 			if mode != "" {
 				m.ReadOnly = hasMode(mode, "ro")
@@ -395,7 +413,7 @@ func mountPoints(ctx context.Context, c portlayer.Container, hc *container.HostC
 			if len(arr) == 3 {
 				mode = arr[2]
 			}
-			if mode == "" && m.Source != "" {
+			if mode == "" && m.Type == portlayer.MountVolume && m.Source != "" {
 				mode = "z"
 			}
 			modes[m.Target] = mode
@@ -421,6 +439,8 @@ func mountPoints(ctx context.Context, c portlayer.Container, hc *container.HostC
 				continue
 			}
 			mp.Type = mount.TypeTmpfs
+		case portlayer.MountBind:
+			mp.Type, mp.Source, mp.Propagation = mount.TypeBind, m.Source, mount.PropagationRPrivate
 		default:
 			continue
 		}

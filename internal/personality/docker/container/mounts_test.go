@@ -44,6 +44,15 @@ func TestParseMounts(t *testing.T) {
 			want: []portlayer.MountSpec{vol("named", "/data")}},
 		{name: "tmpfs replaces a VOLUME", volumes: []string{"/x"}, hc: container.HostConfig{Tmpfs: map[string]string{"/x": "size=1m"}},
 			want: []portlayer.MountSpec{tmpfs("/x", "noexec,nosuid,nodev,size=1m")}},
+		{name: "host binds", hc: container.HostConfig{
+			Binds:  []string{"/srv/data/:/data", "/etc/app:/cfg:ro,rprivate"},
+			Mounts: []mount.Mount{{Type: mount.TypeBind, Source: "/srv/m", Target: "/m", ReadOnly: true, BindOptions: &mount.BindOptions{CreateMountpoint: true}}, {Type: mount.TypeBind, Source: "/srv/n", Target: "/n"}},
+		}, want: []portlayer.MountSpec{
+			{Type: portlayer.MountBind, Source: "/etc/app", Target: "/cfg", ReadOnly: true, CreateHostDir: true},
+			{Type: portlayer.MountBind, Source: "/srv/data", Target: "/data", CreateHostDir: true},
+			{Type: portlayer.MountBind, Source: "/srv/m", Target: "/m", ReadOnly: true, CreateHostDir: true},
+			{Type: portlayer.MountBind, Source: "/srv/n", Target: "/n"},
+		}},
 		{name: "--mount volume and tmpfs", hc: container.HostConfig{Mounts: []mount.Mount{
 			{Type: mount.TypeVolume, Source: "mv", Target: "/m", ReadOnly: true, VolumeOptions: &mount.VolumeOptions{NoCopy: true, Labels: map[string]string{"a": "b"}, DriverConfig: &mount.Driver{Name: "local", Options: map[string]string{"size": "10m"}}}},
 			{Type: mount.TypeVolume, Target: "/anon", ReadOnly: true},
@@ -98,8 +107,11 @@ func TestParseMountsErrors(t *testing.T) {
 			msg: `create b/c: "b/c" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path`},
 		{name: "one-letter volume name", hc: container.HostConfig{Binds: []string{"a:/x"}}, code: 400,
 			msg: "create a: volume name is too short, names should be at least two alphanumeric characters"},
-		{name: "host bind", hc: container.HostConfig{Binds: []string{"/host/dir:/x"}}, code: 501, msg: "bind mounts of host paths (/host/dir) are not supported"},
-		{name: "--mount bind", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeBind, Source: "/h", Target: "/x"}}}, code: 501, msg: "not supported"},
+		{name: "bind nocopy", hc: container.HostConfig{Binds: []string{"/host/dir:/x:nocopy"}}, code: 400, msg: `invalid mount config for type "bind": field VolumeOptions must not be specified`},
+		{name: "bind to root", hc: container.HostConfig{Binds: []string{"/host/dir:/"}}, code: 400, msg: `invalid volume specification: '/host/dir:/': invalid mount config for type "bind": invalid specification: destination can't be '/'`},
+		{name: "--mount bind relative", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeBind, Source: "rel", Target: "/x"}}}, code: 400, msg: `invalid mount config for type "bind": invalid mount path: 'rel' mount path must be absolute`},
+		{name: "--mount bind without source", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeBind, Target: "/x"}}}, code: 400, msg: `invalid mount config for type "bind": field Source must not be empty`},
+		{name: "--mount bind propagation", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeBind, Source: "/h", Target: "/x", BindOptions: &mount.BindOptions{Propagation: "sideways"}}}}, code: 400, msg: "invalid propagation mode: sideways"},
 		{name: "duplicate -v", hc: container.HostConfig{Binds: []string{"a1:/x", "a2:/x/"}}, code: 400, msg: "Duplicate mount point: /x"},
 		{name: "-v and --mount", hc: container.HostConfig{Binds: []string{"a1:/x"}, Mounts: []mount.Mount{{Type: mount.TypeVolume, Target: "/x"}}}, code: 400, msg: "Duplicate mount point: /x"},
 		{name: "-v and --tmpfs", hc: container.HostConfig{Binds: []string{"a1:/x"}, Tmpfs: map[string]string{"/x": ""}}, code: 400, msg: "Duplicate mount point: /x"},
@@ -193,9 +205,10 @@ func TestMountPoints(t *testing.T) {
 		vol("n1", "/a"), {Type: portlayer.MountVolume, Source: "n2", Target: "/b", ReadOnly: true},
 		{Type: portlayer.MountVolume, Source: "abc", Target: "/c", Anonymous: true},
 		{Type: portlayer.MountTmpfs, Target: "/t1"}, {Type: portlayer.MountTmpfs, Target: "/t2"},
+		{Type: portlayer.MountBind, Source: "/srv/h", Target: "/h", ReadOnly: true},
 	}}}
 	hc := &container.HostConfig{
-		Binds:  []string{"n1:/a", "n2:/b:ro"},
+		Binds:  []string{"n1:/a", "n2:/b:ro", "/srv/h:/h:ro"},
 		Mounts: []mount.Mount{{Type: mount.TypeTmpfs, Target: "/t2/"}},
 		Tmpfs:  map[string]string{"/t1": ""},
 	}
@@ -205,6 +218,7 @@ func TestMountPoints(t *testing.T) {
 		{Type: mount.TypeVolume, Name: "n1", Source: "/v/n1", Destination: "/a", Driver: "local", Mode: "z", RW: true},
 		{Type: mount.TypeVolume, Name: "n2", Source: "/v/n2", Destination: "/b", Driver: "local", Mode: "ro", RW: false},
 		{Type: mount.TypeVolume, Name: "abc", Source: "/v/abc", Destination: "/c", Driver: "local", RW: true},
+		{Type: mount.TypeBind, Source: "/srv/h", Destination: "/h", Mode: "ro", RW: false, Propagation: "rprivate"},
 		{Type: mount.TypeTmpfs, Destination: "/t2", RW: true},
 	}
 	if !reflect.DeepEqual(got, want) {
