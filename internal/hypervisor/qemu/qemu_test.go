@@ -85,7 +85,9 @@ func TestValidate(t *testing.T) {
 		{"share_no_tag", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Path: dir}} }, "InvalidArgument", []string{"tag"}},
 		{"share_same_tag", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Tag: "t", Path: dir}, {Tag: "t", Path: dir}} }, "InvalidArgument", []string{"unique"}},
 		{"share_relative", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Tag: "t", Path: "rel"}} }, "InvalidArgument", []string{"absolute"}},
-		{"share_missing", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Tag: "t", Path: filepath.Join(dir, "nosuch")}} }, "InvalidArgument", []string{"not a directory"}},
+		{"share_missing", func(s *hypervisor.Spec) {
+			s.Shares = []hypervisor.Share{{Tag: "t", Path: filepath.Join(dir, "nosuch")}}
+		}, "InvalidArgument", []string{"not a directory"}},
 		{"missing_kernel", func(s *hypervisor.Spec) { s.Kernel = filepath.Join(dir, "nokernel") }, "Unavailable", []string{"nokernel", "no such file"}},
 		{"missing_initrd", func(s *hypervisor.Spec) { s.Initrd = filepath.Join(dir, "noinitrd") }, "Unavailable", []string{"noinitrd", "no such file"}},
 	} {
