@@ -239,6 +239,14 @@ type StatsSample struct {
 	DiskReadBytes, DiskWriteBytes uint64
 	// Pids counts the container's processes.
 	Pids int
+	// Networks are per-interface counters by guest interface name.
+	Networks map[string]NetStats
+}
+
+// NetStats are one interface's cumulative counters.
+type NetStats struct {
+	RxBytes, RxPackets, RxErrors, RxDropped uint64
+	TxBytes, TxPackets, TxErrors, TxDropped uint64
 }
 
 // Monitor reads what runs inside container VMs. Safe for concurrent use.

@@ -78,6 +78,10 @@ func TestPublishedPort(t *testing.T) {
 		t.Errorf("taken port: exit %d, stderr %q", r.code, r.stderr)
 	}
 
+	if netio := ok(t, "stats", "--no-stream", "--format", "{{.NetIO}}", name); strings.HasPrefix(strings.TrimSpace(netio), "0B /") {
+		t.Errorf("docker stats NetIO = %q after serving a request", netio)
+	}
+
 	ok(t, "stop", "-t", "1", name)
 	l, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
@@ -175,6 +179,9 @@ func TestConnectRunning(t *testing.T) {
 	ok(t, append([]string{"run", "-d", "--name", name, "busybox"}, httpdCmd(name)...)...)
 	t.Cleanup(func() { docker(t, "rm", "-f", name) })
 
+	if links := ok(t, "exec", name, "ip", "-o", "link"); strings.Count(links, "\n") != 2 || strings.Contains(links, "spare") {
+		t.Errorf("the container sees more than lo and eth0:\n%s", links)
+	}
 	ok(t, "network", "connect", "--alias", "web", n, name)
 	ip := strings.TrimSpace(ok(t, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+n+"\").IPAddress}}", name))
 	if ip == "" || ip == "<no value>" {
@@ -191,6 +198,12 @@ func TestConnectRunning(t *testing.T) {
 	if r := docker(t, "exec", name, "ip", "-4", "addr", "show", "eth1"); r.code == 0 {
 		t.Errorf("eth1 still present after disconnect:\n%s", r.stdout)
 	}
+	// The NIC is reusable: connect again, disconnect again.
+	ok(t, "network", "connect", n, name)
+	if out := ok(t, "exec", name, "ip", "-o", "-4", "addr"); !strings.Contains(out, "eth1") {
+		t.Errorf("no eth1 after the second connect:\n%s", out)
+	}
+	ok(t, "network", "disconnect", n, name)
 	if out := ok(t, "inspect", "-f", "{{json .NetworkSettings.Networks}}", name); strings.Contains(out, n) {
 		t.Errorf("inspect still shows %s: %s", n, out)
 	}

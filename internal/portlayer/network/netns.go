@@ -36,7 +36,7 @@ func openNamespace(name string) (*namespace, error) {
 			return nil, err
 		}
 	}
-	nl, err := netlink.NewHandleAt(h)
+	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("network: netlink in namespace %s: %w", name, err)
