@@ -79,8 +79,11 @@ type ContainerSpec struct {
 	// been delivered to waiters.
 	AutoRemove bool
 	// Networks are joined at each start in order (the first is eth0 and
-	// carries published ports). Empty means loopback only (--network none).
+	// carries published ports). Empty means loopback only.
 	Networks []EndpointSpec
+	// NoNetwork marks a loopback-only container (--network none): it can
+	// never be connected to a network.
+	NoNetwork bool
 	// Ports are published on the host while the container runs.
 	Ports []PortBinding
 	// DNS, DNSSearch and DNSOptions replace resolv.conf's nameservers,

@@ -64,7 +64,7 @@ func Match(f httputils.Filters, e portlayer.Event) bool {
 			}
 			return v == e.Attributes["image"]
 		}) &&
-		f.Match("label", func(v string) bool {
+		f.MatchAll("label", func(v string) bool {
 			k, val, hasVal := strings.Cut(v, "=")
 			got, ok := e.Attributes[k]
 			return ok && (!hasVal || got == val)
