@@ -36,6 +36,7 @@ var env struct {
 	host     string // DOCKER_HOST
 	registry string // host:port of the in-process registry holding busybox
 	daemon   *testenv.Daemon
+	outside  *testenv.Outside // what containers' egress reaches
 }
 
 func TestMain(m *testing.M) {
@@ -50,7 +51,14 @@ func TestMain(m *testing.M) {
 			env.skip = why
 			return m.Run()
 		}
-		d, err := testenv.StartDaemon(dir)
+		outside, err := testenv.NewOutside(fmt.Sprintf("vche2e-%d", os.Getpid()))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: outside namespaces:", err)
+			return 1
+		}
+		defer outside.Close()
+		env.outside = outside
+		d, err := testenv.StartDaemon(dir, "--egress-netns", outside.Egress)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: start daemon:", err)
 			return 1
