@@ -13,6 +13,8 @@ dpkg -s busybox-static >/dev/null 2>&1 || need="$need busybox-static"
 # installed): the compose test drives a project through it.
 command -v docker-compose >/dev/null || need="$need docker-compose"
 command -v dpkg-deb >/dev/null || need="$need dpkg"
+# ip (iproute2): the network tests build their own "outside" namespaces.
+command -v ip >/dev/null || need="$need iproute2"
 if [ -n "$need" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
