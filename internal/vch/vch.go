@@ -92,6 +92,11 @@ type Config struct {
 	CPUs int `toml:"cpus" json:"cpus"`
 	// Registries is the pull policy (whitelist, insecure registries).
 	Registries storage.Registries `toml:"registries" json:"registries"`
+	// NoEgress keeps containers from opening TCP connections to
+	// addresses outside the VCH; EgressNamespace names the network
+	// namespace such connections leave from (default: the daemon's).
+	NoEgress        bool   `toml:"no_egress" json:"no_egress"`
+	EgressNamespace string `toml:"egress_namespace" json:"egress_namespace"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -195,7 +200,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		return nil, err
 	}
 	resolver := dns.NewResolver(dns.HostUpstreams("/etc/resolv.conf"), logger)
-	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root)},
+	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root),
+		NoEgress: cfg.NoEgress, EgressNamespace: cfg.EgressNamespace},
 		func(d network.Dialer) network.PortPublisher { return portmap.New(portmap.Dialer(d), logger) },
 		func(ctx context.Context, q []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) ([]byte, error) {
 			return resolver.Answer(ctx, q, dns.View{Lookup: lookup, Reverse: reverse, External: external})

@@ -255,4 +255,19 @@ type Stats struct {
 	DiskWriteBytes uint64 `json:"disk_write_bytes"`
 	// Pids is the number of processes in the container.
 	Pids int `json:"pids"`
+	// Networks are the counters of each container interface ("eth0"; not
+	// lo or spares), from /sys/class/net/*/statistics.
+	Networks map[string]NetStats `json:"networks,omitempty"`
+}
+
+// NetStats are one interface's cumulative counters (bytes and packets).
+type NetStats struct {
+	RxBytes   uint64 `json:"rx_bytes"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxErrors  uint64 `json:"rx_errors"`
+	RxDropped uint64 `json:"rx_dropped"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxErrors  uint64 `json:"tx_errors"`
+	TxDropped uint64 `json:"tx_dropped"`
 }

@@ -204,7 +204,7 @@ func matchFilters(c portlayer.Container, f httputils.Filters) bool {
 			n, err := strconv.Atoi(v)
 			return err == nil && c.State.Status == portlayer.StatusExited && c.State.ExitCode == n
 		}) &&
-		f.Match("label", func(v string) bool {
+		f.MatchAll("label", func(v string) bool {
 			k, val, hasVal := strings.Cut(v, "=")
 			got, ok := cfg.Labels[k]
 			return ok && (!hasVal || got == val)

@@ -66,7 +66,7 @@ func Match(f httputils.Filters, e portlayer.Event) bool {
 			return v == e.Attributes["image"]
 		}) &&
 		f.Match("volume", func(v string) bool { return e.Type == "volume" && v == e.ID }) &&
-		f.Match("label", func(v string) bool {
+		f.MatchAll("label", func(v string) bool {
 			k, val, hasVal := strings.Cut(v, "=")
 			got, ok := e.Attributes[k]
 			return ok && (!hasVal || got == val)
