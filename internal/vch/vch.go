@@ -6,6 +6,7 @@
 //	<root>/guest/initrd.img   initramfs built at start from tether + modules
 //	<root>/images/            image store (package storage)
 //	<root>/compute/           container records, disks, logs (package compute)
+//	<root>/volumes/           volumes: one sparse ext4 disk each (package volume)
 //	<root>/network/           network records (package network); the
 //	                          networks themselves live in the network
 //	                          namespace /run/netns/vch-<hash of root>
@@ -26,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -41,6 +43,7 @@ import (
 	"github.com/vchproject/vch/internal/portlayer/network/dns"
 	"github.com/vchproject/vch/internal/portlayer/network/portmap"
 	"github.com/vchproject/vch/internal/portlayer/storage"
+	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -66,6 +69,13 @@ type Config struct {
 	KernelDir string `toml:"kernel_dir" json:"kernel_dir"`
 	// Tether is the static tether binary placed in the initramfs as /init.
 	Tether string `toml:"tether" json:"tether"`
+	// ShareKernelDir is an unpacked Debian kernel package with virtio-9p
+	// (the generic linux-image-amd64) that boots containers with host bind
+	// mounts; empty or missing leaves bind mounts unavailable.
+	ShareKernelDir string `toml:"share_kernel_dir" json:"share_kernel_dir"`
+	// BindRoots are the absolute host directories containers may
+	// bind-mount from (and beneath); "/" allows any; empty allows none.
+	BindRoots []string `toml:"bind_roots" json:"bind_roots"`
 	// Accel is the accelerator: auto (default), kvm or tcg.
 	Accel string `toml:"accel" json:"accel"`
 	// DefaultMemoryMiB is a container VM's RAM when it sets none; default 256.
@@ -94,6 +104,7 @@ type VCH struct {
 	cfg     Config
 	logger  *slog.Logger
 	images  *storage.Store
+	volumes *volume.Store
 	network *network.Service
 	compute *compute.Service
 	server  *docker.Server
@@ -145,8 +156,16 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		return nil, fmt.Errorf("vch: tether binary (run `make build`): %w: %w", err, errdefs.ErrUnavailable)
 	}
 	initrd := filepath.Join(root, "guest", "initrd.img")
-	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, initramfs.BootModules); err != nil {
+	modules, err := kt.LoadOrder(append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...))
+	if err != nil {
+		return nil, fmt.Errorf("vch: guest kernel modules: %w", err)
+	}
+	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, modules); err != nil {
 		return nil, fmt.Errorf("vch: build initramfs: %w", err)
+	}
+	shareKernel, shareInitrd, err := shareGuest(root, cfg, logger)
+	if err != nil {
+		return nil, err
 	}
 	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel}, logger)
 	if err != nil {
@@ -167,6 +186,19 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
+	v.volumes, err = volume.New(volume.Config{
+		Root: filepath.Join(root, "volumes"), Events: evlog,
+		InUse: func(name string) []string {
+			if v.compute == nil {
+				return nil
+			}
+			return v.compute.VolumeUsers(name)
+		},
+	}, logger)
+	if err != nil {
+		v.images.Close()
+		return nil, err
+	}
 	resolver := dns.NewResolver(dns.HostUpstreams("/etc/resolv.conf"), logger)
 	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root),
 		NoEgress: cfg.NoEgress, EgressNamespace: cfg.EgressNamespace},
@@ -181,7 +213,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.compute, err = compute.New(compute.Config{
 		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
-		Events: evlog, Network: v.network, Networks: v.network,
+		Events: evlog, Network: v.network, Networks: v.network, Volumes: v.volumes,
+		ShareKernel: shareKernel, ShareInitrd: shareInitrd, BindRoots: cfg.BindRoots,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.network.Close()
@@ -212,10 +245,36 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
+		Volumes:  v.volumes,
 		Networks: v.network, NetworkConnector: v.compute,
 	}, logger)
 	ok = true
 	return v, nil
+}
+
+// shareGuest builds the initramfs for the share kernel (the generic
+// Debian kernel, with virtio-9p) and returns its kernel and initrd paths;
+// both empty when cfg.ShareKernelDir is unset or holds no kernel, which
+// leaves host bind mounts unavailable (logged).
+func shareGuest(root string, cfg Config, logger *slog.Logger) (string, string, error) {
+	if cfg.ShareKernelDir == "" {
+		return "", "", nil
+	}
+	kt := initramfs.KernelTree{Dir: cfg.ShareKernelDir}
+	kernel, err := kt.Kernel()
+	if err != nil {
+		logger.Info("no share kernel: host bind mounts are unavailable", "share_kernel_dir", cfg.ShareKernelDir, "err", err)
+		return "", "", nil
+	}
+	modules, err := kt.LoadOrder(append(append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...), initramfs.ShareModules...))
+	if err != nil {
+		return "", "", fmt.Errorf("vch: share kernel modules in %q: %w", cfg.ShareKernelDir, err)
+	}
+	initrd := filepath.Join(root, "guest", "initrd-share.img")
+	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, modules); err != nil {
+		return "", "", fmt.Errorf("vch: build share initramfs: %w", err)
+	}
+	return kernel, initrd, nil
 }
 
 // lockRoot takes an exclusive lock on root/vch.lock for the daemon's

@@ -113,6 +113,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 		return nil, err
 	}
 	spec.Disks = append([]hypervisor.Disk(nil), spec.Disks...)
+	spec.Shares = append([]hypervisor.Share(nil), spec.Shares...)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.specs = append(d.specs, spec)
@@ -189,9 +190,10 @@ func (d *Driver) CreateOverlay(ctx context.Context, base hypervisor.Disk, path s
 	return hypervisor.Disk{Path: path, Format: "qcow2"}, nil
 }
 
-// Capabilities implements hypervisor.Driver: no pause, accelerator "fake".
+// Capabilities implements hypervisor.Driver: no pause, shares (recorded,
+// not served), accelerator "fake".
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: "fake"}
+	return hypervisor.Capabilities{Accelerator: "fake", Shares: true}
 }
 
 // Specs returns every Spec Start was called with (failed starts included),

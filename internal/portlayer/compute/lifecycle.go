@@ -164,16 +164,6 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		close(c.startDone)
 		c.mu.Unlock()
 	}()
-	token, err := s.claimVolumes(ctx, c, rec)
-	if err != nil {
-		return err
-	}
-	supervised := false
-	defer func() {
-		if !supervised {
-			s.releaseVolumes(c.id, token)
-		}
-	}()
 	if gone != nil {
 		// The previous run's VM may still be powering off with the disk open.
 		select {
@@ -183,7 +173,25 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		}
 	}
 
-	vm, g, proc, plumbed, err := s.boot(ctx, c, rec)
+	// A volume held by another running container fails the start like a
+	// boot failure (recorded, waiters told, --rm honoured).
+	var (
+		vm      hypervisor.VM
+		g       *guest.Client
+		proc    *guest.Process
+		plumbed *plumbing
+		token   uint64
+	)
+	token, err = s.claimVolumes(ctx, c, rec)
+	supervised := false
+	if err == nil {
+		defer func() {
+			if !supervised {
+				s.releaseVolumes(c.id, token)
+			}
+		}()
+		vm, g, proc, plumbed, err = s.boot(ctx, c, rec)
+	}
 	if err != nil {
 		var sfe *StartFailedError
 		c.mu.Lock()
@@ -266,6 +274,10 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	shares, err := s.shares(rec.Spec)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	plumbed, err := s.plumb(ctx, c, rec)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -283,6 +295,12 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		Disks:      append([]hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}, volDisks...),
 		RuntimeDir: c.runDir,
 		NICs:       plumbed.nics,
+		Shares:     shares,
+	}
+	if len(shares) > 0 {
+		// Only the share kernel has virtio-9p; it boots slower, so the
+		// others keep the default one.
+		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
 	}
 	vm, err := s.driver.Start(ctx, spec)
 	plumbed.closeFiles()

@@ -116,14 +116,20 @@ const (
 	MountVolume = "volume"
 	// MountTmpfs mounts a new tmpfs.
 	MountTmpfs = "tmpfs"
+	// MountBind mounts a host directory shared over virtio-9p, found by
+	// its tag.
+	MountBind = "bind"
 )
 
 // Mount is one filesystem tether mounts into the container.
 type Mount struct {
-	// Type is MountVolume or MountTmpfs.
+	// Type is MountVolume, MountTmpfs or MountBind.
 	Type string `json:"type"`
 	// Serial is the volume disk's virtio-blk serial (MountVolume only).
 	Serial string `json:"serial,omitempty"`
+	// Tag is the virtio-9p mount tag of the host directory (MountBind
+	// only).
+	Tag string `json:"tag,omitempty"`
 	// Target is the absolute path inside the container, resolved inside
 	// the container's root (symlinks included); created if missing.
 	Target string `json:"target"`

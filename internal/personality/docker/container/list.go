@@ -173,7 +173,10 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		if !matchFilters(c, f) {
 			continue
 		}
-		out = append(out, summary(c, now))
+		sum := summary(c, now)
+		_, hc := storedConfig(c)
+		sum.Mounts = mountPoints(ctx, c, hc, rt.volumes)
+		out = append(out, sum)
 		if limit > 0 && len(out) >= limit {
 			break
 		}
@@ -270,5 +273,6 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 		return err
 	}
 	resp := InspectResponse(c)
+	resp.Mounts = mountPoints(r.Context(), c, resp.HostConfig, rt.volumes)
 	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings)})
 }
