@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -25,6 +26,20 @@ const SpareNICs = 2
 // dnsRelayAddr is where tether serves DNS in the guest: Docker's embedded
 // DNS address, so resolv.conf reads as Docker's does.
 const dnsRelayAddr = "127.0.0.11:53"
+
+// interfaceTimeout bounds one interface change in the guest (connect,
+// disconnect): the container's lock is held meanwhile, so a guest that
+// does not answer must not block its stop, kill or removal for long.
+const interfaceTimeout = 30 * time.Second
+
+// networkGoneError is a start's network that no longer exists (removed
+// while the container was stopped). Its text is dockerd's; it is a
+// FailedPrecondition, not a NotFound, which front ends would take for the
+// container being missing.
+type networkGoneError struct{ network string }
+
+func (e *networkGoneError) Error() string { return "network " + e.network + " not found" }
+func (e *networkGoneError) Unwrap() error { return errdefs.ErrFailedPrecondition }
 
 // nicSlot is one NIC of a running VM.
 type nicSlot struct {
@@ -78,6 +93,9 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		}
 		p.nics = append(p.nics, hypervisor.NIC{File: nic.File})
 		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
+		if errdefs.IsNotFound(err) {
+			err = &networkGoneError{network: spec.Network}
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -224,8 +242,15 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		return err
 	}
 	spec.Network = nw.Name
-	c.mu.Lock()
+	if err := lockSettled(ctx, c, idOrName); err != nil {
+		return err
+	}
 	defer c.mu.Unlock()
+	if c.rec.State.Status == portlayer.StatusPaused {
+		// The guest configures its interfaces itself, and a paused VM
+		// cannot: waiting would hold the container until it is unpaused.
+		return fmt.Errorf("compute: Container %s is paused, unpause the container before connecting it to a network: %w", c.id, errdefs.ErrConflict)
+	}
 	if nw.Driver == "null" || c.rec.Spec.NoNetwork {
 		return fmt.Errorf("container cannot be connected to multiple networks with one of the networks in private (none) mode: %w", errdefs.ErrConflict)
 	}
@@ -234,8 +259,7 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 			return fmt.Errorf("endpoint with name %s already exists in network %s: %w", strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name, errdefs.ErrConflict)
 		}
 	}
-	running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused
-	if running {
+	if c.rec.State.Status == portlayer.StatusRunning {
 		slot := -1
 		for i, sl := range c.slots {
 			if sl.network == "" {
@@ -255,15 +279,96 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		if !ep.Internal && !slices.ContainsFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return !e.Internal }) {
 			f.Gateway = ep.Gateway.String()
 		}
-		if err := c.guest.ConfigureInterface(ctx, f); err != nil {
+		gctx, cancel := context.WithTimeout(ctx, interfaceTimeout)
+		err = c.guest.ConfigureInterface(gctx, f)
+		cancel()
+		if err != nil {
+			// The guest may have configured the interface all the same
+			// (the request was only cut short): take it down again, so
+			// that the guest keeps no address the network gives away.
+			s.unconfigure(c, c.slots[slot].bootMAC)
 			_ = s.cfg.Network.Leave(context.Background(), c.id, nw.ID)
 			return fmt.Errorf("compute: connect %s to %s: %w", c.id[:12], nw.Name, err)
 		}
 		c.slots[slot].network, c.slots[slot].name = ep.NetworkID, name
+		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = append(c.rec.Endpoints, ep)
+		s.repointPorts(ctx, c, target)
 	}
 	c.rec.Spec.Networks = append(c.rec.Spec.Networks, spec)
 	return s.recs.put(c.rec)
+}
+
+// lockSettled locks c once no start is in progress, so that a network
+// change applies to the run the container is in (a start copies the
+// record when it begins). NotFound if c is being created or was removed.
+// On success c.mu is held.
+func lockSettled(ctx context.Context, c *container, idOrName string) error {
+	for {
+		c.mu.Lock()
+		if c.removed || c.creating {
+			c.mu.Unlock()
+			return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+		}
+		if !c.starting {
+			return nil
+		}
+		ch := c.startDone
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("compute: %s is starting: %w", c.id[:12], ctx.Err())
+		}
+	}
+}
+
+// unconfigure takes a NIC's interface down in the guest and hides it
+// again, best effort (c.mu held).
+func (s *Service) unconfigure(c *container, bootMAC string) {
+	ctx, cancel := context.WithTimeout(context.Background(), interfaceTimeout)
+	defer cancel()
+	if err := c.guest.ConfigureInterface(ctx, wire.Interface{BootMAC: bootMAC}); err != nil {
+		s.logger.Warn("take interface down after a failed connect", "container", c.id, "err", err)
+	}
+}
+
+// portTarget is where a running container's published ports lead: its
+// first endpoint's address (plumb publishes there); invalid without one.
+func portTarget(eps []portlayer.Endpoint) netip.Addr {
+	if len(eps) == 0 {
+		return netip.Addr{}
+	}
+	return eps[0].Address.Addr()
+}
+
+// repointPorts keeps a running container's published ports on its current
+// endpoints after a connect or disconnect (c.mu held), as dockerd moves
+// them with the container's gateway endpoint: they must never lead to an
+// address the container gave up, which the network hands to the next
+// container. Ports already bound keep their host ports; a container with
+// no endpoint left has none, and gets them back when connected again.
+func (s *Service) repointPorts(ctx context.Context, c *container, old netip.Addr) {
+	target := portTarget(c.rec.Endpoints)
+	if len(c.rec.Spec.Ports) == 0 || target == old {
+		return
+	}
+	s.cfg.Network.Unpublish(c.id)
+	bound := c.rec.Ports
+	c.rec.Ports = nil
+	if !target.IsValid() {
+		return
+	}
+	want := bound
+	if len(want) == 0 {
+		want = c.rec.Spec.Ports
+	}
+	ports, err := s.cfg.Network.Publish(ctx, c.id, target, want)
+	if err != nil {
+		s.logger.Warn("published ports lost after a network change", "container", c.id, "err", err)
+		return
+	}
+	c.rec.Ports = ports
 }
 
 // nextIfName is the first "ethN" not used by an attached slot.
@@ -292,21 +397,31 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
+	if err := lockSettled(ctx, c, idOrName); err != nil {
+		return err
+	}
 	defer c.mu.Unlock()
+	if c.rec.State.Status == portlayer.StatusPaused {
+		return fmt.Errorf("compute: Container %s is paused, unpause the container before disconnecting it from a network: %w", c.id, errdefs.ErrConflict)
+	}
 	idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == nw.Name || n.Network == nw.ID })
 	if idx < 0 {
 		return fmt.Errorf("container %s is not connected to network %s: %w", c.id, nw.Name, errdefs.ErrNotFound)
 	}
-	if i := slices.IndexFunc(c.slots, func(sl nicSlot) bool { return sl.network == nw.ID }); i >= 0 && c.guest != nil {
-		if err := c.guest.ConfigureInterface(ctx, wire.Interface{BootMAC: c.slots[i].bootMAC}); err != nil {
+	if i := slices.IndexFunc(c.slots, func(sl nicSlot) bool { return sl.network == nw.ID }); i >= 0 && c.guest != nil && c.rec.State.Status == portlayer.StatusRunning {
+		gctx, cancel := context.WithTimeout(ctx, interfaceTimeout)
+		err := c.guest.ConfigureInterface(gctx, wire.Interface{BootMAC: c.slots[i].bootMAC})
+		cancel()
+		if err != nil {
 			return fmt.Errorf("compute: disconnect %s from %s: %w", c.id[:12], nw.Name, err)
 		}
 		if err := s.cfg.Network.Leave(ctx, c.id, nw.ID); err != nil {
 			s.logger.Warn("leave network", "container", c.id, "network", nw.Name, "err", err)
 		}
 		c.slots[i].network, c.slots[i].name = "", ""
+		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = slices.DeleteFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkID == nw.ID })
+		s.repointPorts(ctx, c, target)
 	}
 	c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
 	return s.recs.put(c.rec)

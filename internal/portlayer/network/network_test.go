@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,7 +61,7 @@ func TestNetworksLifecycle(t *testing.T) {
 	if _, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "one"}); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("duplicate name: %v", err)
 	}
-	if _, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "two", Subnet: netip.MustParsePrefix("172.18.5.0/24")}); !errdefs.IsPermissionDenied(err) {
+	if _, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "two", Subnet: netip.MustParsePrefix("172.18.5.0/24")}); !errdefs.IsConflict(err) {
 		t.Errorf("overlap: %v", err)
 	}
 	n2, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "two", Subnet: netip.MustParsePrefix("10.9.0.0/24"), IPRange: netip.MustParsePrefix("10.9.0.128/25"), Internal: true})
@@ -153,6 +154,13 @@ func TestPoolAllocation(t *testing.T) {
 	}
 	if _, err := p.allocate(netip.MustParseAddr("10.0.1.2"), "y"); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("outside: %v", err)
+	}
+	// The gateway, network and broadcast addresses are taken, as in
+	// dockerd's IPAM ("Address already in use").
+	for _, a := range []string{"10.0.0.1", "10.0.0.0", "10.0.0.3"} {
+		if _, err := p.allocate(netip.MustParseAddr(a), "y"); !errdefs.IsConflict(err) || !strings.HasPrefix(err.Error(), "Address already in use") {
+			t.Errorf("static %s: %v", a, err)
+		}
 	}
 	p.release(a)
 	if b, err := p.allocate(netip.Addr{}, "y"); err != nil || b != a {
