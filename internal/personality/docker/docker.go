@@ -112,8 +112,11 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		Version: cfg.Version, GitCommit: cfg.GitCommit,
 		APIVersion: MaxAPIVersion, MinAPIVersion: MinAPIVersion,
 	}, backend.System, backend.Compute, backend.Images)
+	if backend.Volumes != nil {
+		sys.WithVolumes(backend.Volumes)
+	}
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log).WithVolumes(backend.Volumes)
-	img := image.NewRouter(backend.Images, s.log)
+	img := image.NewRouter(backend.Images, s.log).WithContainers(backend.Compute)
 	s.routes = append(s.routes, sys.Routes()...)
 	if backend.Pauser != nil {
 		s.routes = append(s.routes, container.PauseRoutes(backend.Pauser)...)
