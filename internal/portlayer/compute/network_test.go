@@ -246,3 +246,40 @@ func TestConnectDuringStart(t *testing.T) {
 		t.Errorf("endpoints after connect during start = %+v", got.Endpoints)
 	}
 }
+
+// A legacy link (--link on the default bridge) must reach a running
+// container on the default bridge, else the start fails with dockerd's
+// texts (the alias would silently not resolve).
+func TestStartLegacyLinks(t *testing.T) {
+	f := newFakeNet("bridge", "n1")
+	h := newHarness(t, withNet(f))
+	bridge := []portlayer.EndpointSpec{{Network: "bridge"}}
+	h.create(portlayer.ContainerSpec{Name: "/stopped", Args: args("sleep"), Networks: bridge})
+	elsewhere := h.create(portlayer.ContainerSpec{Name: "/elsewhere", Args: args("sleep"), Networks: []portlayer.EndpointSpec{{Network: "n1"}}})
+	h.start(elsewhere.ID)
+	db := h.create(portlayer.ContainerSpec{Name: "/db", Args: args("sleep"), Networks: bridge})
+	h.start(db.ID)
+	for _, tc := range []struct {
+		link, want string
+	}{
+		{"stopped:x", "Cannot link to a non running container: /stopped AS /web/x"},
+		{"elsewhere", "Cannot link to /elsewhere, as it does not belong to the default network"},
+		{"db:database", ""},
+	} {
+		t.Run(tc.link, func(t *testing.T) {
+			c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Name: "/web",
+				Networks: []portlayer.EndpointSpec{{Network: "bridge", Links: []string{tc.link}}}})
+			defer h.svc.Remove(context.Background(), c.ID, true)
+			err := h.svc.Start(t.Context(), c.ID)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want || !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("Start = %v; want FailedPrecondition %q", err, tc.want)
+			}
+		})
+	}
+}
