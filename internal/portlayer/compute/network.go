@@ -123,8 +123,8 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		p.ifs = append(p.ifs, wire.Interface{BootMAC: mac})
 		p.slots = append(p.slots, nicSlot{tap: nic.Name, bootMAC: mac})
 	}
-	if len(rec.Spec.Ports) > 0 {
-		ports, err := s.cfg.Network.Publish(ctx, c.id, p.eps[0].Address.Addr(), rec.Spec.Ports)
+	if target := portTarget(p.eps); len(rec.Spec.Ports) > 0 && target.IsValid() {
+		ports, err := s.cfg.Network.Publish(ctx, c.id, target, rec.Spec.Ports)
 		if err != nil {
 			return fail(err)
 		}
@@ -373,12 +373,16 @@ func (s *Service) unconfigure(c *container, bootMAC string) {
 }
 
 // portTarget is where a running container's published ports lead: its
-// first endpoint's address (plumb publishes there); invalid without one.
+// first endpoint on a network that is not internal, the one its default
+// route goes through (dockerd's gateway endpoint). Invalid without one:
+// dockerd publishes nothing for a container on internal networks only.
 func portTarget(eps []portlayer.Endpoint) netip.Addr {
-	if len(eps) == 0 {
-		return netip.Addr{}
+	for _, ep := range eps {
+		if !ep.Internal {
+			return ep.Address.Addr()
+		}
 	}
-	return eps[0].Address.Addr()
+	return netip.Addr{}
 }
 
 // repointPorts keeps a running container's published ports on its current
