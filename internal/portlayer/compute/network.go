@@ -426,8 +426,9 @@ func nextIfName(slots []nicSlot) string {
 
 // Disconnect takes a container off a network (docker network disconnect);
 // a running one loses the interface at once. NotFound if the container is
-// not on the network. force is accepted for Docker's API and changes
-// nothing here.
+// not on the network. A network that no longer exists is dropped from a
+// stopped container's record (from a running one's only with force), as
+// dockerd does.
 func (s *Service) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
 	if s.cfg.Network == nil || s.cfg.Networks == nil {
 		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
@@ -436,14 +437,30 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 	if err != nil {
 		return err
 	}
-	nw, err := s.cfg.Networks.InspectNetwork(ctx, network)
-	if err != nil {
-		return err
+	nw, lookupErr := s.cfg.Networks.InspectNetwork(ctx, network)
+	if lookupErr != nil && !errdefs.IsNotFound(lookupErr) {
+		return lookupErr
 	}
 	if err := lockSettled(ctx, c, idOrName); err != nil {
 		return err
 	}
 	defer c.mu.Unlock()
+	if lookupErr != nil {
+		// The network was removed while the container was attached to it
+		// (stopped): as dockerd, a stopped container, or a forced
+		// disconnect, drops it from the record, else the container could
+		// never start again.
+		running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused
+		if running && !force {
+			return lookupErr
+		}
+		idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == network })
+		if idx < 0 {
+			return fmt.Errorf("container %s is not connected to network %s: %w", c.id, network, errdefs.ErrNotFound)
+		}
+		c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
+		return s.recs.put(c.rec)
+	}
 	if c.rec.State.Status == portlayer.StatusPaused {
 		return fmt.Errorf("compute: Container %s is paused, unpause the container before disconnecting it from a network: %w", c.id, errdefs.ErrConflict)
 	}

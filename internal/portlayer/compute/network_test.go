@@ -305,3 +305,27 @@ func TestPublishedPortsNotOnInternal(t *testing.T) {
 		t.Errorf("after connecting bridge: ports to %s %v", target, ports)
 	}
 }
+
+// A network removed while its container was stopped can be disconnected
+// (force or not), as dockerd allows; otherwise the container could never
+// start again. A running container needs force.
+func TestDisconnectRemovedNetwork(t *testing.T) {
+	f := newFakeNet("bridge", "gone")
+	h := newHarness(t, withNet(f))
+	ctx := t.Context()
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Networks: []portlayer.EndpointSpec{{Network: "bridge"}, {Network: "gone"}}})
+	f.RemoveNetwork(ctx, "gone")
+	if err := h.svc.Disconnect(ctx, c.ID, "gone", false); err != nil {
+		t.Fatalf("Disconnect stopped from removed network: %v", err)
+	}
+	if err := h.svc.Disconnect(ctx, c.ID, "gone", false); !errdefs.IsNotFound(err) {
+		t.Errorf("second Disconnect = %v, want NotFound", err)
+	}
+	h.start(c.ID)
+	if nets := h.inspect(c.ID).Spec.Networks; len(nets) != 1 || nets[0].Network != "bridge" {
+		t.Errorf("networks = %+v", nets)
+	}
+	if err := h.svc.Disconnect(ctx, c.ID, "nosuch", false); !errdefs.IsNotFound(err) {
+		t.Errorf("running, unknown network = %v, want NotFound", err)
+	}
+}

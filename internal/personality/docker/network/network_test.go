@@ -169,7 +169,8 @@ func TestErrors(t *testing.T) {
 
 		// disconnect
 		{name: "disconnect no container", setup: custom, method: "POST", path: "/networks/n1/disconnect", body: `{}`, code: 400, msg: `invalid name or ID supplied: ""`},
-		{name: "disconnect unknown network", method: "POST", path: "/networks/nope/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "network nope not found"},
+		{name: "disconnect unknown network", setup: connErr(fmt.Errorf("network nope not found: %w", errdefs.ErrNotFound)),
+			method: "POST", path: "/networks/nope/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "network nope not found"},
 		{name: "disconnect not attached", setup: connErr(fmt.Errorf("compute: container 0123 is not connected to network n1: %w", errdefs.ErrNotFound)),
 			method: "POST", path: "/networks/n1/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "container 0123 is not connected to network n1"},
 		{name: "disconnect conflict", setup: connErr(fmt.Errorf("compute: Container c1 is marked for removal: %w", errdefs.ErrConflict)),
@@ -475,6 +476,8 @@ func TestConnect(t *testing.T) {
 		{"/networks/app/disconnect", `{"Container":"web"}`, "Disconnect web " + id + " force=false"},
 		{"/networks/app/disconnect", `{"Container":"web","Force":true}`, "Disconnect web " + id + " force=true"},
 		{"/networks/gone/disconnect", `{"Container":"web","Force":true}`, "Disconnect web gone force=true"},
+		// A stopped container drops a removed network without force too.
+		{"/networks/gone/disconnect", `{"Container":"web"}`, "Disconnect web gone force=false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path+tt.body, func(t *testing.T) {
