@@ -32,14 +32,15 @@ const dnsRelayAddr = "127.0.0.11:53"
 // does not answer must not block its stop, kill or removal for long.
 const interfaceTimeout = 30 * time.Second
 
-// networkGoneError is a start's network that no longer exists (removed
-// while the container was stopped). Its text is dockerd's; it is a
-// FailedPrecondition, not a NotFound, which front ends would take for the
-// container being missing.
-type networkGoneError struct{ network string }
+// networkRefusal is a start refused for its networks, with dockerd's text
+// as is (no class suffix): a network removed while the container was
+// stopped ("network x not found": a FailedPrecondition, not a NotFound,
+// which front ends would take for the container being missing), or a
+// legacy link that cannot be honoured.
+type networkRefusal struct{ msg string }
 
-func (e *networkGoneError) Error() string { return "network " + e.network + " not found" }
-func (e *networkGoneError) Unwrap() error { return errdefs.ErrFailedPrecondition }
+func (e *networkRefusal) Error() string { return e.msg }
+func (e *networkRefusal) Unwrap() error { return errdefs.ErrFailedPrecondition }
 
 // nicSlot is one NIC of a running VM.
 type nicSlot struct {
@@ -79,6 +80,9 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 	if s.cfg.Network == nil || len(rec.Spec.Networks) == 0 {
 		return p, nil
 	}
+	if err := s.checkLinks(rec); err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*plumbing, error) {
 		p.closeFiles()
 		s.cfg.Network.Unpublish(c.id)
@@ -94,7 +98,7 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		p.nics = append(p.nics, hypervisor.NIC{File: nic.File})
 		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
 		if errdefs.IsNotFound(err) {
-			err = &networkGoneError{network: spec.Network}
+			err = &networkRefusal{msg: "network " + spec.Network + " not found"}
 		}
 		if err != nil {
 			return fail(err)
@@ -119,8 +123,8 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		p.ifs = append(p.ifs, wire.Interface{BootMAC: mac})
 		p.slots = append(p.slots, nicSlot{tap: nic.Name, bootMAC: mac})
 	}
-	if len(rec.Spec.Ports) > 0 {
-		ports, err := s.cfg.Network.Publish(ctx, c.id, p.eps[0].Address.Addr(), rec.Spec.Ports)
+	if target := portTarget(p.eps); len(rec.Spec.Ports) > 0 && target.IsValid() {
+		ports, err := s.cfg.Network.Publish(ctx, c.id, target, rec.Spec.Ports)
 		if err != nil {
 			return fail(err)
 		}
@@ -177,6 +181,41 @@ func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) s
 		fmt.Fprintf(&b, "%s\t%s\n", ep.Address.Addr(), host)
 	}
 	return b.String()
+}
+
+// checkLinks refuses a start whose legacy links (--link on the default
+// bridge) cannot be honoured, with dockerd's texts: the target must run
+// and be on the default bridge. A target that no longer exists is
+// skipped, as the link's /etc/hosts entry is. FailedPrecondition.
+func (s *Service) checkLinks(rec portlayer.Container) error {
+	self := strings.TrimPrefix(rec.Spec.Name, "/")
+	for _, spec := range rec.Spec.Networks {
+		if spec.Network != "bridge" {
+			continue
+		}
+		for _, l := range spec.Links {
+			target, alias, ok := strings.Cut(l, ":")
+			if !ok {
+				alias = target
+			}
+			other, err := s.lookup(strings.TrimPrefix(target, "/"))
+			if err != nil || other.id == rec.ID {
+				continue
+			}
+			other.mu.Lock()
+			running := other.rec.State.Status == portlayer.StatusRunning || other.rec.State.Status == portlayer.StatusPaused
+			onBridge := slices.ContainsFunc(other.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkName == "bridge" })
+			name := strings.TrimPrefix(other.rec.Spec.Name, "/")
+			other.mu.Unlock()
+			switch {
+			case !running:
+				return &networkRefusal{msg: fmt.Sprintf("Cannot link to a non running container: /%s AS /%s/%s", name, self, strings.TrimPrefix(alias, "/"))}
+			case !onBridge:
+				return &networkRefusal{msg: fmt.Sprintf("Cannot link to /%s, as it does not belong to the default network", name)}
+			}
+		}
+	}
+	return nil
 }
 
 // bridgeAddr finds a running container's address on the default bridge.
@@ -334,12 +373,16 @@ func (s *Service) unconfigure(c *container, bootMAC string) {
 }
 
 // portTarget is where a running container's published ports lead: its
-// first endpoint's address (plumb publishes there); invalid without one.
+// first endpoint on a network that is not internal, the one its default
+// route goes through (dockerd's gateway endpoint). Invalid without one:
+// dockerd publishes nothing for a container on internal networks only.
 func portTarget(eps []portlayer.Endpoint) netip.Addr {
-	if len(eps) == 0 {
-		return netip.Addr{}
+	for _, ep := range eps {
+		if !ep.Internal {
+			return ep.Address.Addr()
+		}
 	}
-	return eps[0].Address.Addr()
+	return netip.Addr{}
 }
 
 // repointPorts keeps a running container's published ports on its current

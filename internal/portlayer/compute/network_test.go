@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -36,9 +37,10 @@ func newFakeNet(names ...string) *fakeNet {
 	for i, name := range names {
 		subnet := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i + 1), 0, 0}), 24)
 		f.nets[name] = &fakeNetwork{
-			Network: portlayer.Network{ID: fmt.Sprintf("%064d", i+1), Name: name, Driver: "bridge", Subnet: subnet, Gateway: subnet.Addr().Next()},
-			next:    subnet.Addr().Next().Next(),
-			eps:     map[string]portlayer.Endpoint{},
+			Network: portlayer.Network{ID: fmt.Sprintf("%064d", i+1), Name: name, Driver: "bridge", Subnet: subnet, Gateway: subnet.Addr().Next(),
+				Internal: strings.HasPrefix(name, "internal")},
+			next: subnet.Addr().Next().Next(),
+			eps:  map[string]portlayer.Endpoint{},
 		}
 	}
 	return f
@@ -87,7 +89,7 @@ func (f *fakeNet) Join(_ context.Context, containerID, containerName, nic string
 	addr := n.next
 	n.next = addr.Next()
 	ep := portlayer.Endpoint{NetworkID: n.ID, NetworkName: n.Name, ContainerID: containerID, ContainerName: containerName,
-		Address: netip.PrefixFrom(addr, n.Subnet.Bits()), Gateway: n.Gateway, MAC: "02:42:00:00:00:01", NIC: nic}
+		Address: netip.PrefixFrom(addr, n.Subnet.Bits()), Gateway: n.Gateway, Internal: n.Internal, MAC: "02:42:00:00:00:01", NIC: nic}
 	n.eps[containerID] = ep
 	return ep, nil
 }
@@ -244,5 +246,62 @@ func TestConnectDuringStart(t *testing.T) {
 	got := h.inspect(c.ID)
 	if len(got.Endpoints) != 2 || got.Endpoints[1].NetworkName != "n1" || !f.addr("n1", c.ID).IsValid() {
 		t.Errorf("endpoints after connect during start = %+v", got.Endpoints)
+	}
+}
+
+// A legacy link (--link on the default bridge) must reach a running
+// container on the default bridge, else the start fails with dockerd's
+// texts (the alias would silently not resolve).
+func TestStartLegacyLinks(t *testing.T) {
+	f := newFakeNet("bridge", "n1")
+	h := newHarness(t, withNet(f))
+	bridge := []portlayer.EndpointSpec{{Network: "bridge"}}
+	h.create(portlayer.ContainerSpec{Name: "/stopped", Args: args("sleep"), Networks: bridge})
+	elsewhere := h.create(portlayer.ContainerSpec{Name: "/elsewhere", Args: args("sleep"), Networks: []portlayer.EndpointSpec{{Network: "n1"}}})
+	h.start(elsewhere.ID)
+	db := h.create(portlayer.ContainerSpec{Name: "/db", Args: args("sleep"), Networks: bridge})
+	h.start(db.ID)
+	for _, tc := range []struct {
+		link, want string
+	}{
+		{"stopped:x", "Cannot link to a non running container: /stopped AS /web/x"},
+		{"elsewhere", "Cannot link to /elsewhere, as it does not belong to the default network"},
+		{"db:database", ""},
+	} {
+		t.Run(tc.link, func(t *testing.T) {
+			c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Name: "/web",
+				Networks: []portlayer.EndpointSpec{{Network: "bridge", Links: []string{tc.link}}}})
+			defer h.svc.Remove(context.Background(), c.ID, true)
+			err := h.svc.Start(t.Context(), c.ID)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Start: %v", err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want || !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("Start = %v; want FailedPrecondition %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// dockerd publishes no port of a container on internal networks only: the
+// host must not reach what --internal isolates. Ports go with the first
+// endpoint that is not internal, and come when one is connected.
+func TestPublishedPortsNotOnInternal(t *testing.T) {
+	f := newFakeNet("bridge", "internal1")
+	h := newHarness(t, withNet(f))
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Networks: []portlayer.EndpointSpec{{Network: "internal1"}},
+		Ports: []portlayer.PortBinding{{Proto: "tcp", ContainerPort: 80, HostPort: 8080}}})
+	h.start(c.ID)
+	if target, ports := f.published(c.ID); target.IsValid() || len(ports) != 0 || len(h.inspect(c.ID).Ports) != 0 {
+		t.Fatalf("internal only: ports to %s %v", target, ports)
+	}
+	if err := h.svc.Connect(t.Context(), c.ID, portlayer.EndpointSpec{Network: "bridge"}); err != nil {
+		t.Fatal(err)
+	}
+	if target, ports := f.published(c.ID); target != f.addr("bridge", c.ID) || len(ports) != 1 || ports[0] != 8080 {
+		t.Errorf("after connecting bridge: ports to %s %v", target, ports)
 	}
 }
