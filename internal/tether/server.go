@@ -126,6 +126,8 @@ func (s *server) serve(port *os.File) error {
 				continue
 			}
 			_ = req.Reply(true, wire.Encode(reply))
+		case wire.RequestArchiveStat:
+			go handleArchiveStat(req)
 		case wire.RequestPowerOff:
 			s.logger.Info("power-off requested")
 			_ = req.Reply(true, nil)
@@ -147,6 +149,10 @@ func replyErr(req *ssh.Request, err error) {
 }
 
 func (s *server) handleChannel(nc ssh.NewChannel) {
+	if isArchiveChannel(nc.ChannelType()) {
+		s.handleArchiveChannel(nc)
+		return
+	}
 	if nc.ChannelType() != wire.ChannelProcess {
 		_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")
 		return
