@@ -45,7 +45,10 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // need are spoken to over plain HTTP, as Docker does for them; so are the
 // registries Config.Registries lists as insecure (HTTPS without a
 // certificate check first). A registry outside Config.Registries' whitelist
-// is refused with PermissionDenied before any connection.
+// is refused with PermissionDenied before any connection. auth are the
+// credentials Docker's X-Registry-Auth carries, as for [Store.Push]; the
+// zero value pulls anonymously. They are sent only to ref's registry and
+// never logged.
 //
 // Progress follows `docker pull`: "Pulling from <path>" (ID: the tag or
 // digest); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
@@ -58,9 +61,10 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // match its digest; NotFound (Docker's text "manifest for … not found:
 // manifest unknown: manifest unknown") if the registry has no such
 // repository, tag or linux/amd64 image; PermissionDenied if it refuses
-// access; Unavailable if it cannot be reached; the context's error if ctx
+// access (Docker's "pull access denied for …" text, for wrong or missing
+// credentials alike); Unavailable if it cannot be reached; the context's error if ctx
 // ends. Safe for concurrent use.
-func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAuth, progress portlayer.ProgressFunc) (portlayer.Image, error) {
 	report := func(p portlayer.Progress) {
 		if progress != nil {
 			progress(p)
@@ -95,6 +99,7 @@ func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.Progres
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithPlatform(pullPlatform),
+		remote.WithAuth(authenticator(auth)),
 		remote.WithTransport(s.cfg.Registries.transport(reference.Domain(named))),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Steps: registryRetries}),
 		remote.WithUserAgent("vch"),
