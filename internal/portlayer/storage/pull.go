@@ -62,8 +62,11 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // manifest unknown: manifest unknown") if the registry has no such
 // repository, tag or linux/amd64 image; PermissionDenied if it refuses
 // access (Docker's "pull access denied for …" text, for wrong or missing
-// credentials alike); Unavailable if it cannot be reached; the context's error if ctx
-// ends. Safe for concurrent use.
+// credentials alike); Unavailable if it cannot be reached;
+// ResourceExhausted ("no space left on device for the image store: …") if
+// the store's filesystem fills up; the context's error if ctx ends. A
+// failed pull records nothing and leaves none of its blobs. Safe for
+// concurrent use.
 func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAuth, progress portlayer.ProgressFunc) (portlayer.Image, error) {
 	report := func(p portlayer.Progress) {
 		if progress != nil {
@@ -144,27 +147,10 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 		digests = []string{canonical.String()}
 	}
 
-	s.gcMu.RLock()
-	defer s.gcMu.RUnlock()
-
-	s.mu.Lock()
-	existing := s.images[id]
-	upToDate := existing != nil && (len(tags) == 0 || contains(existing.rec.Tags, tags[0]))
-	s.mu.Unlock()
-
-	var c *cached
-	if existing != nil {
-		c, err = s.addRefs(id, tags, digests)
-	} else {
-		var layers []storedLayer
-		layers, err = s.pullLayers(ctx, img, manifest, cfgFile, fam, report)
-		if err != nil {
-			return portlayer.Image{}, err
-		}
-		c, err = s.commit(newImage{config: rawConfig, layers: layers, manifest: rawManifest, mediaType: mediaType, tags: tags, digests: digests})
-	}
+	c, upToDate, err := s.storePulled(ctx, id, img, manifest, cfgFile, fam, report,
+		newImage{config: rawConfig, manifest: rawManifest, mediaType: mediaType, tags: tags, digests: digests})
 	if err != nil {
-		return portlayer.Image{}, err
+		return portlayer.Image{}, noSpace(err)
 	}
 	report(portlayer.Progress{Status: "Digest: " + desc.Digest.String()})
 	if upToDate {
@@ -174,6 +160,37 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 	}
 	s.log.Info("image pulled", "image", id, "ref", fam, "digest", desc.Digest.String())
 	return s.snapshot(c), nil
+}
+
+// storePulled records the pulled image: more references if the store has
+// it, else its layers and record. If that fails after blobs were written,
+// they are removed again (once no other writer holds s.gcMu), so a failed
+// pull, e.g. on a full disk, leaves no blob behind.
+func (s *Store) storePulled(ctx context.Context, id string, img v1.Image, m *v1.Manifest, cfg *v1.ConfigFile, fam string, report portlayer.ProgressFunc, n newImage) (c *cached, upToDate bool, err error) {
+	wrote := false
+	defer func() {
+		if err != nil && wrote {
+			s.collectGarbage()
+		}
+	}()
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+
+	s.mu.Lock()
+	existing := s.images[id]
+	upToDate = existing != nil && (len(n.tags) == 0 || contains(existing.rec.Tags, n.tags[0]))
+	s.mu.Unlock()
+
+	if existing != nil {
+		c, err = s.addRefs(id, n.tags, n.digests)
+		return c, upToDate, err
+	}
+	wrote = true
+	if n.layers, err = s.pullLayers(ctx, img, m, cfg, fam, report); err != nil {
+		return nil, false, err
+	}
+	c, err = s.commit(n)
+	return c, false, err
 }
 
 // pullLayers downloads the layers the store lacks, verifying each blob's
@@ -274,6 +291,7 @@ func (s *Store) addRefs(id string, tags, digests []string) (*cached, error) {
 	if c == nil {
 		return nil, noSuchImage(id)
 	}
+	undo := s.saveStateLocked()
 	for _, t := range tags {
 		s.untagLocked(t)
 		c.rec.Tags = appendSorted(c.rec.Tags, t)
@@ -281,7 +299,11 @@ func (s *Store) addRefs(id string, tags, digests []string) (*cached, error) {
 	for _, d := range digests {
 		c.rec.Digests = appendSorted(c.rec.Digests, d)
 	}
-	return c, s.persist()
+	if err := s.persist(); err != nil {
+		undo()
+		return nil, err
+	}
+	return c, nil
 }
 
 // pullError classifies a registry client error, with Docker's texts.
