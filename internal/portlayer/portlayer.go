@@ -359,10 +359,13 @@ type ImageDelete struct {
 // Images is the image store. Images are immutable and content-addressed;
 // layers are stored once by digest and shared.
 type Images interface {
-	// Pull fetches ref ("host[:port]/name[:tag|@digest]") from its registry.
-	// Plain HTTP is used for loopback registries. NotFound if the registry
-	// has no such repository or tag.
-	Pull(ctx context.Context, ref string, progress ProgressFunc) (Image, error)
+	// Pull fetches ref ("host[:port]/name[:tag|@digest]") from its registry
+	// with auth (zero: anonymous), as Push does. Plain HTTP is used for
+	// loopback registries. NotFound if the registry has no such repository
+	// or tag; PermissionDenied if it refuses the credentials (or anonymous
+	// access); ResourceExhausted if the store's filesystem fills up (the
+	// pull then leaves nothing behind).
+	Pull(ctx context.Context, ref string, auth RegistryAuth, progress ProgressFunc) (Image, error)
 	// Import creates a one-layer image from a tar stream (optionally gzip),
 	// tagged ref if ref is not empty. config supplies CMD, ENV, etc.
 	Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress ProgressFunc) (Image, error)

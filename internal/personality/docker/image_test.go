@@ -1,9 +1,11 @@
 package docker_test
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http/httptest"
 	"net/url"
 	"sort"
 	"strconv"
@@ -72,6 +74,49 @@ func TestPullProgress(t *testing.T) {
 			}
 			if last.Status != tt.wantLast || msgs[len(msgs)-2].Status != "Digest: sha256:"+strings.Repeat("d", 64) {
 				t.Errorf("tail %+v", msgs[len(msgs)-2:])
+			}
+		})
+	}
+}
+
+// TestPullAuth: X-Registry-Auth reaches the port layer's Pull; a header
+// that is not base64 JSON is a 400 before any pull.
+func TestPullAuth(t *testing.T) {
+	enc := func(s string) string { return base64.URLEncoding.EncodeToString([]byte(s)) }
+	tests := []struct {
+		name     string
+		header   string
+		wantCode int
+		wantCall string
+	}{
+		{name: "anonymous", wantCode: 200, wantCall: "Images.Pull 127.0.0.1:5000/app:v1"},
+		{name: "user and password", header: enc(`{"username":"alice","password":"s3cret","serveraddress":"127.0.0.1:5000"}`), wantCode: 200, wantCall: "Images.Pull 127.0.0.1:5000/app:v1 alice"},
+		{name: "bad header", header: "%%%", wantCode: 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, h := newHandler(t)
+			f.Registry["127.0.0.1:5000/app:v1"] = portlayer.Image{ID: "sha256:" + strings.Repeat("d", 64), Layers: []string{"sha256:" + strings.Repeat("c", 64)}}
+			req := httptest.NewRequestWithContext(t.Context(), "POST", "/v1.50/images/create?fromImage=127.0.0.1:5000/app&tag=v1", nil)
+			if tt.header != "" {
+				req.Header.Set("X-Registry-Auth", tt.header)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != tt.wantCode {
+				t.Fatalf("code %d, want %d: %s", rec.Code, tt.wantCode, rec.Body)
+			}
+			var pulls []string
+			for _, c := range f.Calls() {
+				if strings.HasPrefix(c, "Images.Pull") {
+					pulls = append(pulls, c)
+				}
+			}
+			switch {
+			case tt.wantCall == "" && len(pulls) != 0:
+				t.Errorf("pull called: %v", pulls)
+			case tt.wantCall != "" && (len(pulls) != 1 || pulls[0] != tt.wantCall):
+				t.Errorf("calls %v, want %q", pulls, tt.wantCall)
 			}
 		})
 	}

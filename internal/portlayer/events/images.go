@@ -26,8 +26,8 @@ func (i *images) publish(action, id, name string) {
 	i.log.Publish(portlayer.Event{Type: "image", Action: action, ID: id, Attributes: map[string]string{"name": name}})
 }
 
-func (i *images) Pull(ctx context.Context, ref string, progress portlayer.ProgressFunc) (portlayer.Image, error) {
-	img, err := i.Images.Pull(ctx, ref, progress)
+func (i *images) Pull(ctx context.Context, ref string, auth portlayer.RegistryAuth, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+	img, err := i.Images.Pull(ctx, ref, auth, progress)
 	if err == nil {
 		i.publish("pull", ref, ref)
 	}

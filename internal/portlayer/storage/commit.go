@@ -21,8 +21,9 @@ var _ portlayer.Committer = (*Store)(nil)
 // comment, and one more history entry.
 //
 // Errors: NotFound if the parent is gone; InvalidArgument for a bad ref;
-// the context's error if ctx ends (nothing is recorded then).
-func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (portlayer.Image, error) {
+// ResourceExhausted if the store's filesystem is full; the context's error
+// if ctx ends. Nothing is recorded, and no blob is left, on any error.
+func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (_ portlayer.Image, err error) {
 	var tags []string
 	if spec.Ref != "" {
 		t, err := parseTag(spec.Ref)
@@ -31,6 +32,7 @@ func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (portlaye
 		}
 		tags = []string{t.String()}
 	}
+	defer s.afterFailedWrite(&err) // after the RUnlock below
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	s.mu.Lock()

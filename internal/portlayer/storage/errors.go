@@ -1,6 +1,11 @@
 package storage
 
-import "errors"
+import (
+	"errors"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+)
 
 // dockerError carries a text that Docker users know verbatim, plus the
 // error class (an errdefs sentinel) and optionally the cause.
@@ -25,3 +30,13 @@ func newDockerError(class error, msg string, cause error) error {
 var _ interface{ Unwrap() []error } = (*dockerError)(nil)
 
 var errClosed = errors.New("storage: store is closed")
+
+// noSpace classifies a write that failed because the store's filesystem is
+// full (ENOSPC) or the user's quota is spent (EDQUOT) as ResourceExhausted,
+// with a text that says so first; other errors pass unchanged.
+func noSpace(err error) error {
+	if err == nil || errdefs.IsResourceExhausted(err) || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
+		return err
+	}
+	return newDockerError(errdefs.ErrResourceExhausted, "no space left on device for the image store: "+err.Error(), err)
+}

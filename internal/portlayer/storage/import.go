@@ -20,9 +20,10 @@ import (
 // tag); the tag moves from any image that had it. Progress reports
 // "Importing" with Current in uncompressed bytes.
 //
-// Errors: InvalidArgument for a bad ref or compressed stream; the
-// context's error if ctx ends.
-func (s *Store) Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+// Errors: InvalidArgument for a bad ref or compressed stream;
+// ResourceExhausted if the store's filesystem is full; the context's error
+// if ctx ends. Nothing is left behind on any error.
+func (s *Store) Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress portlayer.ProgressFunc) (_ portlayer.Image, err error) {
 	var tags []string
 	if ref != "" {
 		t, err := parseTag(ref)
@@ -37,6 +38,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, ref string, config ocis
 	}
 	defer rc.Close()
 
+	defer s.afterFailedWrite(&err) // after the RUnlock below
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
 	l, err := s.writeLayerUncompressed(ctx, rc, throttle(func(n int64) {

@@ -3,6 +3,7 @@ package storage
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -84,6 +85,7 @@ func (s *Store) commit(n newImage) (*cached, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
+	undo := s.saveStateLocked()
 	for _, l := range n.layers {
 		s.layers[l.Digest.String()] = layerInfo{DiffID: l.DiffID.String(), Size: l.USize}
 	}
@@ -101,10 +103,6 @@ func (s *Store) commit(n newImage) (*cached, error) {
 			manifest: manifest,
 		}
 		s.images[id] = c
-		desc := v1.Descriptor{MediaType: mediaType, Size: int64(len(n.manifest)), Digest: mHash}
-		if err := s.layout.AppendDescriptor(desc); err != nil {
-			s.log.Warn("cannot list image in OCI index.json", "image", id, "error", err)
-		}
 	}
 	for _, t := range n.tags {
 		s.untagLocked(t)
@@ -114,9 +112,37 @@ func (s *Store) commit(n newImage) (*cached, error) {
 		c.rec.Digests = appendSorted(c.rec.Digests, d)
 	}
 	if err := s.persist(); err != nil {
+		undo() // the index on disk is unchanged: so must memory be
 		return nil, err
 	}
+	if !ok {
+		// After persist: ggcr rewrites index.json in place, which a full
+		// disk can cut; the store itself never reads it.
+		desc := v1.Descriptor{MediaType: mediaType, Size: int64(len(n.manifest)), Digest: mHash}
+		if err := s.layout.AppendDescriptor(desc); err != nil {
+			s.log.Warn("cannot list image in OCI index.json", "image", id, "error", err)
+		}
+	}
 	return c, nil
+}
+
+// saveStateLocked returns a function that puts the image set, every
+// image's references and the layer facts back as they are now, for a
+// change whose persist failed. Called with s.mu held; so is the result.
+func (s *Store) saveStateLocked() func() {
+	images := maps.Clone(s.images)
+	layers := maps.Clone(s.layers)
+	type refs struct{ tags, digests []string }
+	saved := make(map[*cached]refs, len(s.images))
+	for _, c := range s.images {
+		saved[c] = refs{slices.Clone(c.rec.Tags), slices.Clone(c.rec.Digests)}
+	}
+	return func() {
+		s.images, s.layers = images, layers
+		for c, r := range saved {
+			c.rec.Tags, c.rec.Digests = r.tags, r.digests
+		}
+	}
 }
 
 // untagLocked removes the normalised reference ref from whichever image has

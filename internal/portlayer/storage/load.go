@@ -63,8 +63,11 @@ type dockerManifestEntry struct {
 //
 // Errors: InvalidArgument for a malformed archive (not a tar, no
 // manifest.json or index.json, missing members, layers that do not match
-// the config); the context's error if ctx ends.
-func (s *Store) Load(ctx context.Context, r io.Reader, progress portlayer.ProgressFunc) ([]portlayer.Image, error) {
+// the config); ResourceExhausted if the store's filesystem is full; the
+// context's error if ctx ends. A failure keeps the images committed before
+// it and leaves no blob of the others.
+func (s *Store) Load(ctx context.Context, r io.Reader, progress portlayer.ProgressFunc) (_ []portlayer.Image, err error) {
+	defer s.afterFailedWrite(&err) // after the RUnlock below
 	a, err := s.spool(ctx, r)
 	if err != nil {
 		return nil, err

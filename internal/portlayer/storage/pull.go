@@ -45,7 +45,10 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // need are spoken to over plain HTTP, as Docker does for them; so are the
 // registries Config.Registries lists as insecure (HTTPS without a
 // certificate check first). A registry outside Config.Registries' whitelist
-// is refused with PermissionDenied before any connection.
+// is refused with PermissionDenied before any connection. auth are the
+// credentials Docker's X-Registry-Auth carries, as for [Store.Push]; the
+// zero value pulls anonymously. They are sent only to ref's registry and
+// never logged.
 //
 // Progress follows `docker pull`: "Pulling from <path>" (ID: the tag or
 // digest); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
@@ -58,9 +61,13 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // match its digest; NotFound (Docker's text "manifest for … not found:
 // manifest unknown: manifest unknown") if the registry has no such
 // repository, tag or linux/amd64 image; PermissionDenied if it refuses
-// access; Unavailable if it cannot be reached; the context's error if ctx
-// ends. Safe for concurrent use.
-func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+// access (Docker's "pull access denied for …" text, for wrong or missing
+// credentials alike); Unavailable if it cannot be reached;
+// ResourceExhausted ("no space left on device for the image store: …") if
+// the store's filesystem fills up; the context's error if ctx ends. A
+// failed pull records nothing and leaves none of its blobs. Safe for
+// concurrent use.
+func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAuth, progress portlayer.ProgressFunc) (portlayer.Image, error) {
 	report := func(p portlayer.Progress) {
 		if progress != nil {
 			progress(p)
@@ -95,6 +102,7 @@ func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.Progres
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithPlatform(pullPlatform),
+		remote.WithAuth(authenticator(auth)),
 		remote.WithTransport(s.cfg.Registries.transport(reference.Domain(named))),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Steps: registryRetries}),
 		remote.WithUserAgent("vch"),
@@ -139,27 +147,10 @@ func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.Progres
 		digests = []string{canonical.String()}
 	}
 
-	s.gcMu.RLock()
-	defer s.gcMu.RUnlock()
-
-	s.mu.Lock()
-	existing := s.images[id]
-	upToDate := existing != nil && (len(tags) == 0 || contains(existing.rec.Tags, tags[0]))
-	s.mu.Unlock()
-
-	var c *cached
-	if existing != nil {
-		c, err = s.addRefs(id, tags, digests)
-	} else {
-		var layers []storedLayer
-		layers, err = s.pullLayers(ctx, img, manifest, cfgFile, fam, report)
-		if err != nil {
-			return portlayer.Image{}, err
-		}
-		c, err = s.commit(newImage{config: rawConfig, layers: layers, manifest: rawManifest, mediaType: mediaType, tags: tags, digests: digests})
-	}
+	c, upToDate, err := s.storePulled(ctx, id, img, manifest, cfgFile, fam, report,
+		newImage{config: rawConfig, manifest: rawManifest, mediaType: mediaType, tags: tags, digests: digests})
 	if err != nil {
-		return portlayer.Image{}, err
+		return portlayer.Image{}, noSpace(err)
 	}
 	report(portlayer.Progress{Status: "Digest: " + desc.Digest.String()})
 	if upToDate {
@@ -169,6 +160,37 @@ func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.Progres
 	}
 	s.log.Info("image pulled", "image", id, "ref", fam, "digest", desc.Digest.String())
 	return s.snapshot(c), nil
+}
+
+// storePulled records the pulled image: more references if the store has
+// it, else its layers and record. If that fails after blobs were written,
+// they are removed again (once no other writer holds s.gcMu), so a failed
+// pull, e.g. on a full disk, leaves no blob behind.
+func (s *Store) storePulled(ctx context.Context, id string, img v1.Image, m *v1.Manifest, cfg *v1.ConfigFile, fam string, report portlayer.ProgressFunc, n newImage) (c *cached, upToDate bool, err error) {
+	wrote := false
+	defer func() {
+		if err != nil && wrote {
+			s.collectGarbage()
+		}
+	}()
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+
+	s.mu.Lock()
+	existing := s.images[id]
+	upToDate = existing != nil && (len(n.tags) == 0 || contains(existing.rec.Tags, n.tags[0]))
+	s.mu.Unlock()
+
+	if existing != nil {
+		c, err = s.addRefs(id, n.tags, n.digests)
+		return c, upToDate, err
+	}
+	wrote = true
+	if n.layers, err = s.pullLayers(ctx, img, m, cfg, fam, report); err != nil {
+		return nil, false, err
+	}
+	c, err = s.commit(n)
+	return c, false, err
 }
 
 // pullLayers downloads the layers the store lacks, verifying each blob's
@@ -269,6 +291,7 @@ func (s *Store) addRefs(id string, tags, digests []string) (*cached, error) {
 	if c == nil {
 		return nil, noSuchImage(id)
 	}
+	undo := s.saveStateLocked()
 	for _, t := range tags {
 		s.untagLocked(t)
 		c.rec.Tags = appendSorted(c.rec.Tags, t)
@@ -276,7 +299,11 @@ func (s *Store) addRefs(id string, tags, digests []string) (*cached, error) {
 	for _, d := range digests {
 		c.rec.Digests = appendSorted(c.rec.Digests, d)
 	}
-	return c, s.persist()
+	if err := s.persist(); err != nil {
+		undo()
+		return nil, err
+	}
+	return c, nil
 }
 
 // pullError classifies a registry client error, with Docker's texts.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -79,7 +80,7 @@ func TestPull(t *testing.T) {
 
 	s := newStore(t, t.TempDir())
 	var p progressLog
-	img, err := s.Pull(t.Context(), host+"/busybox", p.add)
+	img, err := s.Pull(t.Context(), host+"/busybox", portlayer.RegistryAuth{}, p.add)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +104,7 @@ func TestPull(t *testing.T) {
 
 	// Again: up to date, no layer traffic.
 	var p2 progressLog
-	if _, err := s.Pull(t.Context(), host+"/busybox:latest", p2.add); err != nil {
+	if _, err := s.Pull(t.Context(), host+"/busybox:latest", portlayer.RegistryAuth{}, p2.add); err != nil {
 		t.Fatal(err)
 	}
 	want2 := []string{"latest|Pulling from busybox", "|Digest: " + mdigest.String(), "|Status: Image is up to date for " + host + "/busybox:latest"}
@@ -116,7 +117,7 @@ func TestPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	// By digest.
-	if _, err := s.Pull(t.Context(), host+"/busybox@"+mdigest.String(), nil); err != nil {
+	if _, err := s.Pull(t.Context(), host+"/busybox@"+mdigest.String(), portlayer.RegistryAuth{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Get(t.Context(), host+"/busybox@"+mdigest.String()); err != nil {
@@ -147,7 +148,7 @@ func TestPullIndexSelectsAmd64(t *testing.T) {
 	}
 
 	s := newStore(t, t.TempDir())
-	img, err := s.Pull(t.Context(), host+"/multi:1", nil)
+	img, err := s.Pull(t.Context(), host+"/multi:1", portlayer.RegistryAuth{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestPullIndexSelectsAmd64(t *testing.T) {
 	if img.ID != want.String() || img.RepoDigests[0] != host+"/multi@"+idxDigest.String() {
 		t.Fatalf("pulled %s %v, want %s with index digest %s", img.ID, img.RepoDigests, want, idxDigest)
 	}
-	_, err = s.Pull(t.Context(), host+"/armonly:1", nil)
+	_, err = s.Pull(t.Context(), host+"/armonly:1", portlayer.RegistryAuth{}, nil)
 	if !errdefs.IsNotFound(err) {
 		t.Fatalf("arm-only index: err = %v, want NotFound", err)
 	}
@@ -192,7 +193,7 @@ func TestPullErrors(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			start := time.Now()
-			_, err := s.Pull(ctx, tt.ref, nil)
+			_, err := s.Pull(ctx, tt.ref, portlayer.RegistryAuth{}, nil)
 			if !tt.check(err) {
 				t.Fatalf("err = %v (%T)", err, err)
 			}
@@ -202,6 +203,55 @@ func TestPullErrors(t *testing.T) {
 			t.Logf("%s: %v (%v)", tt.name, err, time.Since(start))
 			if d := time.Since(start); d > 5*time.Second {
 				t.Fatalf("took %v", d)
+			}
+		})
+	}
+}
+
+// TestPullAuth pulls from a registry that wants basic auth: the right
+// credentials work, none or wrong ones are PermissionDenied with Docker's
+// text, and nothing is stored for a refused pull.
+func TestPullAuth(t *testing.T) {
+	host := authRegistry(t)
+	img := busybox(t)
+	r, err := name.ParseReference(host+"/private:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img, remote.WithContext(t.Context()), remote.WithAuth(&authn.Basic{Username: "user", Password: "pw"})); err != nil {
+		t.Fatal(err)
+	}
+	id, _ := img.ConfigName()
+	tests := []struct {
+		name string
+		auth portlayer.RegistryAuth
+		ok   bool
+	}{
+		{name: "anonymous", auth: portlayer.RegistryAuth{}},
+		{name: "wrong password", auth: portlayer.RegistryAuth{Username: "user", Password: "nope"}},
+		{name: "user and password", auth: portlayer.RegistryAuth{Username: "user", Password: "pw"}, ok: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, t.TempDir())
+			got, err := s.Pull(t.Context(), host+"/private:1", tt.auth, nil)
+			if tt.ok {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got.ID != id.String() {
+					t.Fatalf("pulled %s, want %s", got.ID, id)
+				}
+				return
+			}
+			if !errdefs.IsPermissionDenied(err) || !strings.HasPrefix(err.Error(), "pull access denied for "+host+"/private") {
+				t.Fatalf("err = %v (%T), want PermissionDenied", err, err)
+			}
+			if strings.Contains(err.Error(), "nope") {
+				t.Fatalf("error shows the password: %v", err)
+			}
+			if imgs, _ := s.List(t.Context()); len(imgs) != 0 {
+				t.Fatalf("images after a refused pull: %v", imgs)
 			}
 		})
 	}

@@ -16,6 +16,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 func TestRegistryMatch(t *testing.T) {
@@ -85,7 +87,7 @@ func TestPullWhitelist(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = s.Pull(t.Context(), host+"/img:1", nil)
+	_, err = s.Pull(t.Context(), host+"/img:1", portlayer.RegistryAuth{}, nil)
 	if !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), "access denied to registry "+host) {
 		t.Fatalf("pull outside the whitelist: %v, want PermissionDenied", err)
 	}
@@ -94,7 +96,7 @@ func TestPullWhitelist(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	if _, err := s2.Pull(t.Context(), host+"/img:1", nil); err != nil {
+	if _, err := s2.Pull(t.Context(), host+"/img:1", portlayer.RegistryAuth{}, nil); err != nil {
 		t.Fatalf("pull from a whitelisted registry: %v", err)
 	}
 }
@@ -116,7 +118,7 @@ func TestPullInsecureRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := newStore(t, t.TempDir())
-	if _, err := plain.Pull(t.Context(), host+"/img:1", nil); err == nil {
+	if _, err := plain.Pull(t.Context(), host+"/img:1", portlayer.RegistryAuth{}, nil); err == nil {
 		t.Fatal("pull from a self-signed registry not listed as insecure succeeded")
 	}
 	s, err := New(Config{Root: t.TempDir(), Registries: Registries{Insecure: []string{host}}}, nil)
@@ -124,7 +126,7 @@ func TestPullInsecureRegistry(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if _, err := s.Pull(t.Context(), host+"/img:1", nil); err != nil {
+	if _, err := s.Pull(t.Context(), host+"/img:1", portlayer.RegistryAuth{}, nil); err != nil {
 		t.Fatalf("pull from an insecure registry: %v", err)
 	}
 }

@@ -153,6 +153,28 @@ func singleReference(r *record) bool {
 	return true
 }
 
+// collectGarbage deletes blobs no image references, waiting for writers in
+// progress to commit first.
+func (s *Store) collectGarbage() {
+	s.gcMu.Lock()
+	defer s.gcMu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gcLocked()
+}
+
+// afterFailedWrite is deferred by writers before they take s.gcMu shared
+// (so it runs after they release it): if *errp is set, blobs the failed
+// operation wrote and no image references are deleted, and a full disk
+// becomes ResourceExhausted.
+func (s *Store) afterFailedWrite(errp *error) {
+	if *errp == nil {
+		return
+	}
+	s.collectGarbage()
+	*errp = noSpace(*errp)
+}
+
 // gcLocked deletes blobs and layer facts that no image references. Called
 // with s.gcMu held exclusively and s.mu held. Failures are logged: a blob
 // left behind wastes space but breaks nothing.

@@ -51,7 +51,9 @@ type rootfsBuild struct {
 // leaves a partial disk under the final name.
 //
 // Errors: InvalidArgument for a malformed ID; NotFound if no such image;
-// Unavailable if mkfs.ext4 is missing; the context's error if ctx ends.
+// Unavailable if mkfs.ext4 is missing; ResourceExhausted if the store's
+// filesystem fills up (the work files are removed); the context's error if
+// ctx ends.
 func (s *Store) Rootfs(ctx context.Context, imageID string) (string, error) {
 	hex := strings.TrimPrefix(imageID, "sha256:")
 	if !fullHex.MatchString(hex) {
@@ -79,7 +81,7 @@ func (s *Store) Rootfs(ctx context.Context, imageID string) (string, error) {
 			b = &rootfsBuild{done: make(chan struct{})}
 			s.builds[id] = b
 			s.mu.Unlock()
-			b.err = s.buildRootfs(ctx, c, final)
+			b.err = noSpace(s.buildRootfs(ctx, c, final))
 			s.mu.Lock()
 			delete(s.builds, id)
 			close(b.done)
@@ -153,7 +155,11 @@ func (s *Store) buildRootfs(ctx context.Context, c *cached, final string) error 
 		if ctx.Err() != nil {
 			return ctxErr(ctx)
 		}
-		return fmt.Errorf("storage: rootfs %s: mkfs.ext4: %s: %w", c.rec.ID, strings.TrimSpace(string(out)), err)
+		msg := strings.TrimSpace(string(out))
+		if strings.Contains(msg, "No space left on device") {
+			err = syscall.ENOSPC // mkfs.ext4 exits 1 for everything
+		}
+		return fmt.Errorf("storage: rootfs %s: mkfs.ext4: %s: %w", c.rec.ID, msg, err)
 	}
 	if err := os.Chmod(disk, 0o444); err != nil {
 		return fmt.Errorf("storage: rootfs %s: %w", c.rec.ID, err)

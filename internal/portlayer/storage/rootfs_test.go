@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 func ocispecImageConfig() ocispec.ImageConfig { return ocispec.ImageConfig{Cmd: []string{"/bin/sh"}} }
@@ -101,7 +103,7 @@ func TestRootfsFlattenErrors(t *testing.T) {
 			host := testRegistry(t)
 			push(t, host+"/flat:latest", tt.img)
 			s := newStore(t, t.TempDir())
-			img, err := s.Pull(t.Context(), host+"/flat", nil)
+			img, err := s.Pull(t.Context(), host+"/flat", portlayer.RegistryAuth{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +293,7 @@ func pulledRootfs(t *testing.T, img v1.Image) string {
 	host := testRegistry(t)
 	push(t, host+"/sem:latest", img)
 	s := newStore(t, t.TempDir())
-	got, err := s.Pull(t.Context(), host+"/sem", nil)
+	got, err := s.Pull(t.Context(), host+"/sem", portlayer.RegistryAuth{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,10 +30,10 @@ func twoImages(t *testing.T, s *Store) (base, child portlayer.Image) {
 	push(t, reg+"/base:1", imageOf(t, l1))
 	push(t, reg+"/child:1", imageOf(t, l1, l2))
 	var err error
-	if base, err = s.Pull(t.Context(), reg+"/base:1", nil); err != nil {
+	if base, err = s.Pull(t.Context(), reg+"/base:1", portlayer.RegistryAuth{}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if child, err = s.Pull(t.Context(), reg+"/child:1", nil); err != nil {
+	if child, err = s.Pull(t.Context(), reg+"/child:1", portlayer.RegistryAuth{}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return base, child

@@ -672,11 +672,12 @@ type ImagesAPI struct{ f *Fake }
 // Images returns the portlayer.Images view of the fake.
 func (f *Fake) Images() ImagesAPI { return ImagesAPI{f} }
 
-// Pull implements portlayer.Images from f.Registry.
-func (a ImagesAPI) Pull(ctx context.Context, ref string, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+// Pull implements portlayer.Images from f.Registry. It records "ref user"
+// (the user name of auth; empty when anonymous).
+func (a ImagesAPI) Pull(ctx context.Context, ref string, auth portlayer.RegistryAuth, progress portlayer.ProgressFunc) (portlayer.Image, error) {
 	f := a.f
 	f.mu.Lock()
-	err := f.record("Images.Pull", ref)
+	err := f.record("Images.Pull", ref+" "+auth.Username)
 	img, ok := f.Registry[familiar(ref)]
 	f.mu.Unlock()
 	if err != nil {

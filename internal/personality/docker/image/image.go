@@ -123,9 +123,13 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if err != nil {
 		return err
 	}
+	auth, err := RegistryAuth(r.Header.Get("X-Registry-Auth"))
+	if err != nil {
+		return err
+	}
 	ctx := r.Context()
 	out := httputils.NewJSONStream(w)
-	img, err := rt.images.Pull(ctx, ref, func(p portlayer.Progress) { out.Send(progressMessage(p)) })
+	img, err := rt.images.Pull(ctx, ref, auth, func(p portlayer.Progress) { out.Send(progressMessage(p)) })
 	if err != nil {
 		if !out.Started() {
 			if errdefs.IsNotFound(err) {
