@@ -263,6 +263,7 @@ type VM struct {
 	setup  *wire.Setup
 	procs  []wire.Process
 	sigs   []int
+	ifaces []wire.Interface
 }
 
 var _ hypervisor.VM = (*VM)(nil)
@@ -354,6 +355,14 @@ func (vm *VM) Setup() (wire.Setup, bool) {
 		return wire.Setup{}, false
 	}
 	return *vm.setup, true
+}
+
+// Interfaces returns every interface request (network connect and
+// disconnect on the running VM), oldest first.
+func (vm *VM) Interfaces() []wire.Interface {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	return append([]wire.Interface(nil), vm.ifaces...)
 }
 
 // Processes returns the spec of every process the guest was asked to start

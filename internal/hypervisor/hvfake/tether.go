@@ -83,8 +83,16 @@ func (vm *VM) serve(gate <-chan struct{}) {
 			vm.mu.Unlock()
 			_ = req.Reply(true, nil)
 		case wire.RequestInterface:
-			// Accepted, as tether does for a NIC it has (connect and
-			// disconnect on a running container).
+			// Recorded and accepted, as tether does for a NIC it has
+			// (connect and disconnect on a running container).
+			var f wire.Interface
+			if err := json.Unmarshal(req.Payload, &f); err != nil {
+				_ = req.Reply(false, []byte("hvfake: bad interface: "+err.Error()))
+				continue
+			}
+			vm.mu.Lock()
+			vm.ifaces = append(vm.ifaces, f)
+			vm.mu.Unlock()
 			_ = req.Reply(true, nil)
 		case wire.RequestPowerOff:
 			_ = req.Reply(true, nil)

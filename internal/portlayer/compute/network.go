@@ -234,17 +234,21 @@ func (s *Service) bridgeAddr(idOrName string) (netip.Addr, string, string, bool)
 	return netip.Addr{}, "", "", false
 }
 
-// resolvConf renders /etc/resolv.conf: the user's --dns/--dns-search/
-// --dns-option when given, otherwise the embedded DNS (tether's relay on
-// 127.0.0.11, as Docker's user networks have) with Docker's ndots:0. A
-// container without networks keeps its image's file.
+// resolvConf renders /etc/resolv.conf: the embedded DNS (tether's relay
+// on 127.0.0.11) with Docker's ndots:0, and the user's --dns-search and
+// --dns-option. A container on a user network always asks the embedded
+// DNS, as Docker's do (--dns there names dockerd's upstream servers, and
+// container names must keep resolving); on the default bridge alone the
+// --dns servers are written as given. A container without networks keeps
+// its image's file.
 func resolvConf(spec portlayer.ContainerSpec) (text string, relay bool) {
 	if len(spec.Networks) == 0 {
 		return "", false
 	}
 	var b strings.Builder
 	servers := spec.DNS
-	if len(servers) == 0 {
+	userNet := slices.ContainsFunc(spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network != "bridge" })
+	if len(servers) == 0 || userNet {
 		servers, relay = []string{"127.0.0.11"}, true
 	}
 	for _, ns := range servers {
@@ -385,6 +389,29 @@ func portTarget(eps []portlayer.Endpoint) netip.Addr {
 	return netip.Addr{}
 }
 
+// moveGateway gives a running container its default route through its
+// next network that is not internal after the one it went through (old,
+// the gateway endpoint's address) was disconnected, as dockerd does
+// (c.mu held). Best effort: the guest keeps its other routes either way.
+func (s *Service) moveGateway(ctx context.Context, c *container, old netip.Addr) {
+	gw := portTarget(c.rec.Endpoints)
+	if !old.IsValid() || !gw.IsValid() || gw == old {
+		return
+	}
+	i := slices.IndexFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.Address.Addr() == gw })
+	ep := c.rec.Endpoints[i]
+	j := slices.IndexFunc(c.slots, func(sl nicSlot) bool { return sl.network == ep.NetworkID })
+	if j < 0 {
+		return
+	}
+	f := wire.Interface{BootMAC: c.slots[j].bootMAC, Name: c.slots[j].name, MAC: ep.MAC, Address: ep.Address.String(), Gateway: ep.Gateway.String()}
+	gctx, cancel := context.WithTimeout(ctx, interfaceTimeout)
+	defer cancel()
+	if err := c.guest.ConfigureInterface(gctx, f); err != nil {
+		s.logger.Warn("default route not moved after a disconnect", "container", c.id, "network", ep.NetworkName, "err", err)
+	}
+}
+
 // repointPorts keeps a running container's published ports on its current
 // endpoints after a connect or disconnect (c.mu held), as dockerd moves
 // them with the container's gateway endpoint: they must never lead to an
@@ -482,6 +509,7 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = slices.DeleteFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkID == nw.ID })
 		s.repointPorts(ctx, c, target)
+		s.moveGateway(ctx, c, target)
 	}
 	c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
 	return s.recs.put(c.rec)

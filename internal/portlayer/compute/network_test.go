@@ -329,3 +329,62 @@ func TestDisconnectRemovedNetwork(t *testing.T) {
 		t.Errorf("running, unknown network = %v, want NotFound", err)
 	}
 }
+
+// Disconnecting the network a running container's default route goes
+// through moves the route to its next network that is not internal, as
+// dockerd does (the container lost its way out).
+func TestDisconnectMovesGateway(t *testing.T) {
+	f := newFakeNet("bridge", "n1")
+	h := newHarness(t, withNet(f))
+	ctx := t.Context()
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Networks: []portlayer.EndpointSpec{{Network: "bridge"}}})
+	h.start(c.ID)
+	if err := h.svc.Connect(ctx, c.ID, portlayer.EndpointSpec{Network: "n1"}); err != nil {
+		t.Fatal(err)
+	}
+	vm := h.vm(c.ID)
+	if ifs := vm.Interfaces(); len(ifs) != 1 || ifs[0].Gateway != "" {
+		t.Fatalf("connect: %+v, want one request without a gateway (bridge has the route)", ifs)
+	}
+	if err := h.svc.Disconnect(ctx, c.ID, "bridge", false); err != nil {
+		t.Fatal(err)
+	}
+	ifs := vm.Interfaces()
+	want := f.addr("n1", c.ID).String() + "/24"
+	if len(ifs) != 3 || ifs[1].Name != "" || ifs[2].Name != "eth1" || ifs[2].Address != want || ifs[2].Gateway != "10.2.0.1" {
+		t.Errorf("interface requests = %+v; want eth0 taken down, then eth1 %s via 10.2.0.1", ifs, want)
+	}
+}
+
+// resolv.conf as Docker writes it: on a user network the embedded DNS
+// stays the nameserver even with --dns (dockerd forwards to those servers;
+// writing them in instead lost container names), with ndots:0 unless
+// given; on the default bridge --dns servers are written as given.
+func TestResolvConf(t *testing.T) {
+	f := newFakeNet("bridge", "n1")
+	h := newHarness(t, withNet(f))
+	for _, tc := range []struct {
+		name string
+		spec portlayer.ContainerSpec
+		want string
+	}{
+		{"bridge", portlayer.ContainerSpec{Networks: []portlayer.EndpointSpec{{Network: "bridge"}}},
+			"nameserver 127.0.0.11\noptions ndots:0\n"},
+		{"bridge with --dns", portlayer.ContainerSpec{Networks: []portlayer.EndpointSpec{{Network: "bridge"}}, DNS: []string{"192.0.2.53"}, DNSSearch: []string{"corp.example"}},
+			"nameserver 192.0.2.53\nsearch corp.example\n"},
+		{"user network with --dns", portlayer.ContainerSpec{Networks: []portlayer.EndpointSpec{{Network: "n1"}}, DNS: []string{"192.0.2.53"}, DNSSearch: []string{"corp.example"}},
+			"nameserver 127.0.0.11\nsearch corp.example\noptions ndots:0\n"},
+		{"user network with ndots", portlayer.ContainerSpec{Networks: []portlayer.EndpointSpec{{Network: "n1"}}, DNS: []string{"192.0.2.53"}, DNSOptions: []string{"ndots:2"}},
+			"nameserver 127.0.0.11\noptions ndots:2\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.spec.Args = args("sleep")
+			c := h.create(tc.spec)
+			h.start(c.ID)
+			setup, ok := h.vm(c.ID).Setup()
+			if relay := strings.HasPrefix(tc.want, "nameserver 127.0.0.11"); !ok || setup.ResolvConf != tc.want || (setup.DNSRelay != "") != relay {
+				t.Errorf("resolv.conf = %q (relay %q), want %q", setup.ResolvConf, setup.DNSRelay, tc.want)
+			}
+		})
+	}
+}
