@@ -13,9 +13,12 @@ import (
 // qmpTimeout bounds connecting to the VM's QMP monitor.
 const qmpTimeout = 5 * time.Second
 
+// monitor reaches a VM's QMP socket.
+type monitor struct{ qmpPath string }
+
 // run sends one QMP command (QEMU QMP reference: "stop", "cont") on a
 // fresh monitor connection and returns its reply.
-func (v *vm) run(ctx context.Context, command string) error {
+func (v *monitor) run(ctx context.Context, command string) error {
 	mon, err := qmp.NewSocketMonitor("unix", v.qmpPath, qmpTimeout)
 	if err != nil {
 		return fmt.Errorf("qemu: QMP %s: %w: %w", command, err, errdefs.ErrUnavailable)
@@ -43,7 +46,7 @@ func (v *vm) run(ctx context.Context, command string) error {
 }
 
 // Pause implements hypervisor.Pauser: QMP "stop" freezes every vCPU.
-func (v *vm) Pause(ctx context.Context) error { return v.run(ctx, "stop") }
+func (v *monitor) Pause(ctx context.Context) error { return v.run(ctx, "stop") }
 
 // Resume implements hypervisor.Pauser: QMP "cont".
-func (v *vm) Resume(ctx context.Context) error { return v.run(ctx, "cont") }
+func (v *monitor) Resume(ctx context.Context) error { return v.run(ctx, "cont") }
