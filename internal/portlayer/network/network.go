@@ -102,13 +102,15 @@ type Service struct {
 	ports  PortPublisher
 	dns    Resolver
 
-	mu   sync.Mutex
-	nets map[string]*netState // by network ID
-	ctrs map[string]*ctrState // by container ID
+	mu     sync.Mutex
+	nets   map[string]*netState // by network ID
+	ctrs   map[string]*ctrState // by container ID
+	closed bool
 }
 
 // New opens (or creates) the VCH's namespace, restores the recorded
-// networks' bridges and creates the predefined ones. The publisher is built
+// networks' bridges (a namespace kept by the previous daemon for running
+// containers is reused as it is) and creates the predefined ones. The publisher is built
 // by newPorts with a dialer into the namespace.
 func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, logger *slog.Logger) (*Service, error) {
 	if cfg.Namespace == "" || cfg.Root == "" {
@@ -158,11 +160,27 @@ func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, log
 	return s, nil
 }
 
-// Close closes the published ports and deletes the namespace with its
-// bridges (container VMs are gone by then; the records stay).
+// Close closes the published ports. It deletes the namespace with its
+// bridges only when no container VM uses it any more: container VMs
+// outlive a daemon that stops (their taps live in the namespace), and the
+// next daemon reuses the namespace and re-registers their endpoints
+// (Restore). The records stay either way. Idempotent.
 func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	inUse := len(s.ctrs)
+	s.mu.Unlock()
 	if s.ports != nil {
 		_ = s.ports.Close()
+	}
+	if inUse > 0 {
+		s.logger.Info("network namespace kept for running containers", "namespace", s.cfg.Namespace, "containers", inUse)
+		s.ns.close()
+		return nil
 	}
 	return s.ns.remove()
 }
