@@ -161,7 +161,8 @@ func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, log
 }
 
 // Close closes the published ports. It deletes the namespace with its
-// bridges only when no container VM uses it any more: container VMs
+// bridges only when no container VM uses it any more (no tap is left in
+// it): container VMs
 // outlive a daemon that stops (their taps live in the namespace), and the
 // next daemon reuses the namespace and re-registers their endpoints
 // (Restore). The records stay either way. Idempotent.
@@ -172,13 +173,15 @@ func (s *Service) Close() error {
 		return nil
 	}
 	s.closed = true
-	inUse := len(s.ctrs)
 	s.mu.Unlock()
 	if s.ports != nil {
 		_ = s.ports.Close()
 	}
-	if inUse > 0 {
-		s.logger.Info("network namespace kept for running containers", "namespace", s.cfg.Namespace, "containers", inUse)
+	// A tap exists only while a VM holds it: that, not this daemon's
+	// bookkeeping, says whether a VM still uses the namespace (after a
+	// failed start, say, before any VM was re-registered).
+	if taps := s.ns.taps(); taps > 0 {
+		s.logger.Info("network namespace kept for running container VMs", "namespace", s.cfg.Namespace, "taps", taps)
 		s.ns.close()
 		return nil
 	}

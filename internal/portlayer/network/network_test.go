@@ -229,6 +229,8 @@ func TestNamespaceSurvivesRestart(t *testing.T) {
 	}
 	s2.LeaveAll(cid)
 	s2.LeaveAll(other)
+	nic.File.Close() // the VMs end: their taps go
+	nic2.File.Close()
 	if err := s2.Close(); err != nil {
 		t.Fatal(err)
 	}
