@@ -479,13 +479,13 @@ func (vm *VM) end(err error) {
 		// reply), then EOF (the session closes its guest end; the host end
 		// closes itself at that EOF). A killed or crashed VM cuts the
 		// channel at once.
-		close(vm.done)
 		if err != nil {
 			vm.mu.Lock()
 			h := vm.host
 			vm.mu.Unlock()
 			h.Close()
 		}
+		close(vm.done)
 	})
 }
 

@@ -261,9 +261,24 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		}
 		c.slots[slot].network, c.slots[slot].name = ep.NetworkID, name
 		c.rec.Endpoints = append(c.rec.Endpoints, ep)
+		s.persistSlotsLocked(c)
 	}
 	c.rec.Spec.Networks = append(c.rec.Spec.Networks, spec)
 	return s.recs.put(c.rec)
+}
+
+// persistSlotsLocked records a running container's NICs after a connect
+// or disconnect, so that a restarted daemon knows which are spare. Caller
+// holds c.mu.
+func (s *Service) persistSlotsLocked(c *container) {
+	run, err := s.recs.run(c.id)
+	if err == nil {
+		run.NICs = slotRecords(c.slots)
+		err = s.recs.putRun(c.id, run)
+	}
+	if err != nil {
+		s.logger.Warn("persist NICs", "container", c.id, "err", err)
+	}
 }
 
 // nextIfName is the first "ethN" not used by an attached slot.
@@ -307,6 +322,7 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 		}
 		c.slots[i].network, c.slots[i].name = "", ""
 		c.rec.Endpoints = slices.DeleteFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkID == nw.ID })
+		s.persistSlotsLocked(c)
 	}
 	c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
 	return s.recs.put(c.rec)
