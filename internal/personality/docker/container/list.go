@@ -164,7 +164,8 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 	now := rt.now()
 	out := []container.Summary{}
 	for i, c := range cs {
-		if !all && c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused {
+		// As dockerd, a container waiting for its restart counts as running.
+		if !all && c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused && c.State.Status != portlayer.StatusRestarting {
 			continue
 		}
 		if before >= 0 && i <= before || since >= 0 && i >= since {
@@ -231,7 +232,7 @@ func InspectResponse(c portlayer.Container) container.InspectResponse {
 		Args:    []string{},
 		State: &container.State{
 			Status:     container.ContainerState(st.Status),
-			Running:    st.Status == portlayer.StatusRunning || st.Status == portlayer.StatusPaused,
+			Running:    st.Status == portlayer.StatusRunning || st.Status == portlayer.StatusPaused || st.Status == portlayer.StatusRestarting,
 			Paused:     st.Status == portlayer.StatusPaused,
 			Restarting: st.Status == portlayer.StatusRestarting,
 			OOMKilled:  st.OOMKilled,
