@@ -24,13 +24,16 @@ type Daemon struct {
 	exited        chan struct{}
 }
 
-// StartDaemon starts bin/vch daemon in dir and waits (up to 30 s) until its
+// StartDaemon starts bin/vch daemon in dir (again on the same root and
+// socket when dir was used before) and waits (up to 30 s) until its
 // socket accepts connections.
 func StartDaemon(dir string) (*Daemon, error) {
 	d := &Daemon{Root: filepath.Join(dir, "root"), LogPath: filepath.Join(dir, "daemon.log")}
 	sock := filepath.Join(dir, "docker.sock")
 	d.Host = "unix://" + sock
-	logf, err := os.Create(d.LogPath)
+	// Appended to: a daemon restarted on the same dir keeps the earlier
+	// one's log before its own.
+	logf, err := os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
@@ -78,6 +81,29 @@ func (d *Daemon) Stop(timeout time.Duration) bool {
 		return false
 	}
 }
+
+// Terminate sends SIGTERM and waits up to timeout for the daemon to exit,
+// then kills it. It reports whether the daemon exited by itself.
+func (d *Daemon) Terminate(timeout time.Duration) bool {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		return true
+	case <-time.After(timeout):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		return false
+	}
+}
+
+// Kill kills the daemon with SIGKILL (it cannot clean up) and waits for it.
+func (d *Daemon) Kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// Exited is closed once the daemon process has ended.
+func (d *Daemon) Exited() <-chan struct{} { return d.exited }
 
 // Log returns the tail of the daemon's log (at most n bytes).
 func (d *Daemon) Log(n int) string {

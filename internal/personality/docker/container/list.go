@@ -190,12 +190,14 @@ func matchIDOrName(c portlayer.Container, v string) bool {
 func matchFilters(c portlayer.Container, f httputils.Filters) bool {
 	cfg, _ := storedConfig(c)
 	return f.Match("id", func(v string) bool { return strings.HasPrefix(c.ID, v) }) &&
+		// As dockerd, the pattern may match the name with or without its
+		// leading slash (name=^web$ and name=^/web$ both work).
 		f.Match("name", func(v string) bool {
 			re, err := regexp.Compile(v)
 			if err != nil {
 				return strings.Contains("/"+c.Spec.Name, v)
 			}
-			return re.MatchString("/" + c.Spec.Name)
+			return re.MatchString("/"+c.Spec.Name) || re.MatchString(c.Spec.Name)
 		}) &&
 		f.Match("status", func(v string) bool { return v == string(c.State.Status) }) &&
 		f.Match("exited", func(v string) bool {
