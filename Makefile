@@ -6,6 +6,8 @@ export PATH := /usr/local/go/bin:$(PATH):$(CURDIR)/bin/docker-20.10
 GO        ?= go
 BIN       := bin
 KERNELDIR := $(BIN)/guest/kernel
+# The generic kernel serves containers with host bind mounts (virtio-9p).
+GENERICKERNELDIR := $(BIN)/guest/kernel-generic
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION) -X github.com/vchproject/vch/internal/vch.GitCommit=$(COMMIT)
@@ -19,7 +21,8 @@ deps:
 	@sh scripts/deps.sh
 
 guest: deps
-	@sh scripts/guest-kernel.sh $(KERNELDIR)
+	@sh scripts/guest-kernel.sh $(KERNELDIR) cloud
+	@sh scripts/guest-kernel.sh $(GENERICKERNELDIR) generic
 
 build: deps
 	@mkdir -p $(BIN)

@@ -1,6 +1,7 @@
 #!/bin/sh
 # deps.sh — install the Debian packages vch needs (as root): QEMU, qemu-img,
-# mkfs.ext4/debugfs, busybox-static (for the demo/test image).
+# mkfs.ext4/debugfs, busybox-static (for the demo/test image), tmux and
+# docker-compose (for tests).
 set -eu
 need=""
 command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
@@ -8,7 +9,12 @@ command -v qemu-img >/dev/null || need="$need qemu-utils"
 command -v mkfs.ext4 >/dev/null || need="$need e2fsprogs"
 command -v tmux >/dev/null || need="$need tmux"
 dpkg -s busybox-static >/dev/null 2>&1 || need="$need busybox-static"
+# Compose v1 (Python, Debian's package; its daemon recommendation is not
+# installed): the compose test drives a project through it.
+command -v docker-compose >/dev/null || need="$need docker-compose"
 command -v dpkg-deb >/dev/null || need="$need dpkg"
+# ip (iproute2): the network tests build their own "outside" namespaces.
+command -v ip >/dev/null || need="$need iproute2"
 if [ -n "$need" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq

@@ -39,6 +39,21 @@ type NIC struct {
 	MAC string
 }
 
+// Share is a host directory given to the guest as a filesystem.
+type Share struct {
+	// Tag is the name the guest mounts it by (virtio-9p mount_tag): at
+	// most MaxShareTag ASCII letters, digits, '-' or '_', unique in a Spec.
+	Tag string
+	// Path is the absolute host path of the directory.
+	Path string
+	// ReadOnly refuses the guest's writes in the VMM as well.
+	ReadOnly bool
+}
+
+// MaxShareTag is the longest Share.Tag: virtio-9p's config space holds a
+// 16-bit length, QEMU refuses tags longer than 31 bytes.
+const MaxShareTag = 31
+
 // MaxDiskSerial is the longest Disk.Serial: virtio-blk's ID field holds
 // 20 bytes (virtio spec 1.2, 5.2.6 "VIRTIO_BLK_T_GET_ID").
 const MaxDiskSerial = 20
@@ -62,6 +77,10 @@ type Spec struct {
 	ChannelName string
 	// Disks are attached in order.
 	Disks []Disk
+	// Shares are host directories the guest mounts (virtio-9p; the guest
+	// kernel needs 9p support). Drivers without them refuse a spec that
+	// has any (Capabilities.Shares).
+	Shares []Share
 	// NICs are attached in order.
 	NICs []NIC
 	// RuntimeDir is a private host directory where the driver keeps sockets,
@@ -88,6 +107,8 @@ type Capabilities struct {
 	// Adopt: VMs outlive the process that started them, and a new driver
 	// (the daemon restarted) takes them back with [Adopter].
 	Adopt bool
+	// Shares: Spec.Shares are supported (host directories over virtio-9p).
+	Shares bool
 }
 
 // ExitStatus is how a VM ended.

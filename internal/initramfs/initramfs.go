@@ -8,9 +8,11 @@
 package initramfs
 
 import (
+	"debug/elf"
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -23,6 +25,16 @@ import (
 // (virtio-serial) and network (virtio-net). Verified against Debian's cloud-amd64 6.1 kernel, where
 // ext4 is built in and these are modules.
 var BootModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_console", "failover", "net_failover", "virtio_net"}
+
+// FilesystemModules are what the root and volume disks need besides
+// BootModules: ext4 and the crc32c its checksums ask for. Built into the
+// cloud kernel, modules of the generic one; [KernelTree.LoadOrder] drops
+// built-in ones.
+var FilesystemModules = []string{"crc32c_generic", "ext4"}
+
+// ShareModules are what host directory shares (virtio-9p) need; only
+// Debian's generic kernel has them.
+var ShareModules = []string{"9pnet_virtio", "9p"}
 
 // KernelTree is a Debian linux-image package unpacked with `dpkg-deb -x`.
 type KernelTree struct {
@@ -45,17 +57,29 @@ func (k KernelTree) Version() (string, error) {
 	return "", fmt.Errorf("initramfs: kernel tree %s: no lib/modules/<version>: %w", k.Dir, os.ErrNotExist)
 }
 
-// Kernel returns the path of the bzImage (boot/vmlinuz-<version>).
+// Kernel returns the path of the kernel image to boot: the uncompressed
+// ELF boot/vmlinux-<version> when the tree has one (scripts/guest-kernel.sh
+// extracts it from XZ-compressed bzImages, which take seconds to unpack
+// under TCG; QEMU boots it through its PVH entry), else the bzImage
+// boot/vmlinuz-<version>.
 func (k KernelTree) Kernel() (string, error) {
 	v, err := k.Version()
 	if err != nil {
 		return "", err
+	}
+	if p := filepath.Join(k.Dir, "boot", "vmlinux-"+v); fileExists(p) {
+		return p, nil
 	}
 	p := filepath.Join(k.Dir, "boot", "vmlinuz-"+v)
 	if _, err := os.Stat(p); err != nil {
 		return "", fmt.Errorf("initramfs: kernel image: %w", err)
 	}
 	return p, nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // Module returns the path of module name (dashes and underscores are the
@@ -166,4 +190,108 @@ func WriteFile(path, tetherPath string, kernel KernelTree, modules []string) err
 		return fmt.Errorf("initramfs: %w", err)
 	}
 	return nil
+}
+
+// canonical is a module's name as modprobe compares them: dashes are
+// underscores, without the ".ko" suffix.
+func canonical(name string) string {
+	return strings.TrimSuffix(strings.ReplaceAll(name, "-", "_"), ".ko")
+}
+
+// Builtin returns the modules compiled into the kernel
+// (lib/modules/<version>/modules.builtin), by canonical name.
+func (k KernelTree) Builtin() (map[string]bool, error) {
+	v, err := k.Version()
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(k.Dir, "lib", "modules", v, "modules.builtin"))
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: built-in modules: %w", err)
+	}
+	out := map[string]bool{}
+	for _, line := range strings.Fields(string(b)) {
+		out[canonical(path.Base(line))] = true
+	}
+	return out, nil
+}
+
+// Depends returns the modules module name depends on, from the "depends="
+// entry of its .modinfo ELF section (Debian's packages ship no
+// modules.dep).
+func (k KernelTree) Depends(name string) ([]string, error) {
+	p, err := k.Module(name)
+	if err != nil {
+		return nil, err
+	}
+	f, err := elf.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: module %s: %w", name, err)
+	}
+	defer f.Close()
+	sec := f.Section(".modinfo")
+	if sec == nil {
+		return nil, fmt.Errorf("initramfs: module %s has no .modinfo section", name)
+	}
+	data, err := sec.Data()
+	if err != nil {
+		return nil, fmt.Errorf("initramfs: module %s: %w", name, err)
+	}
+	for _, kv := range strings.Split(string(data), "\x00") {
+		if v, ok := strings.CutPrefix(kv, "depends="); ok {
+			var deps []string
+			for _, d := range strings.Split(v, ",") {
+				if d != "" {
+					deps = append(deps, d)
+				}
+			}
+			return deps, nil
+		}
+	}
+	return nil, nil
+}
+
+// LoadOrder returns what to load for names: every module not built into
+// the kernel, each after its dependencies, each once, in names' order
+// otherwise. An error if a name is neither built in nor in the tree.
+func (k KernelTree) LoadOrder(names []string) ([]string, error) {
+	builtin, err := k.Builtin()
+	if err != nil {
+		return nil, err
+	}
+	return loadOrder(names, builtin, k.Depends)
+}
+
+func loadOrder(names []string, builtin map[string]bool, depends func(string) ([]string, error)) ([]string, error) {
+	var out []string
+	state := map[string]int{} // 1 visiting, 2 done
+	var visit func(name string, from []string) error
+	visit = func(name string, from []string) error {
+		name = canonical(name)
+		switch {
+		case builtin[name] || state[name] == 2:
+			return nil
+		case state[name] == 1:
+			return fmt.Errorf("initramfs: module dependency cycle: %s", strings.Join(append(from, name), " -> "))
+		}
+		state[name] = 1
+		deps, err := depends(name)
+		if err != nil {
+			return err
+		}
+		for _, d := range deps {
+			if err := visit(d, append(from, name)); err != nil {
+				return err
+			}
+		}
+		state[name] = 2
+		out = append(out, name)
+		return nil
+	}
+	for _, n := range names {
+		if err := visit(n, nil); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

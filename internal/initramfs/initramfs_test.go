@@ -187,6 +187,15 @@ func TestVersionAndKernel(t *testing.T) {
 		t.Errorf("Kernel = %q, %v; want %q", k, err, want)
 	}
 
+	// An extracted ELF vmlinux is preferred.
+	elf := filepath.Join(kt.Dir, "boot", "vmlinux-"+version)
+	if err := os.WriteFile(elf, []byte("\x7fELF"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := kt.Kernel(); err != nil || k != elf {
+		t.Errorf("Kernel with vmlinux = %q, %v; want %q", k, err, elf)
+	}
+
 	noVersion := t.TempDir() // lib/modules holds only a file
 	os.MkdirAll(filepath.Join(noVersion, "lib", "modules"), 0o755)
 	os.WriteFile(filepath.Join(noVersion, "lib", "modules", "README"), nil, 0o644)

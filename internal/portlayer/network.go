@@ -78,6 +78,8 @@ type Endpoint struct {
 	NetworkID   string
 	NetworkName string
 	ContainerID string
+	// ContainerName is the container's name, without a leading slash.
+	ContainerName string
 	// Address is the container's address with the subnet's length
 	// ("172.17.0.2/16").
 	Address netip.Prefix

@@ -79,8 +79,11 @@ type ContainerSpec struct {
 	// been delivered to waiters.
 	AutoRemove bool
 	// Networks are joined at each start in order (the first is eth0 and
-	// carries published ports). Empty means loopback only (--network none).
+	// carries published ports). Empty means loopback only.
 	Networks []EndpointSpec
+	// NoNetwork marks a loopback-only container (--network none): it can
+	// never be connected to a network.
+	NoNetwork bool
 	// Ports are published on the host while the container runs.
 	Ports []PortBinding
 	// DNS, DNSSearch and DNSOptions replace resolv.conf's nameservers,
@@ -276,6 +279,14 @@ type StatsSample struct {
 	DiskReadBytes, DiskWriteBytes uint64
 	// Pids counts the container's processes.
 	Pids int
+	// Networks are per-interface counters by guest interface name.
+	Networks map[string]NetStats
+}
+
+// NetStats are one interface's cumulative counters.
+type NetStats struct {
+	RxBytes, RxPackets, RxErrors, RxDropped uint64
+	TxBytes, TxPackets, TxErrors, TxDropped uint64
 }
 
 // Monitor reads what runs inside container VMs. Safe for concurrent use.

@@ -48,7 +48,10 @@ type Volume struct {
 	Options map[string]string
 	// SizeBytes is the disk's size (its capacity, not its use on the host).
 	SizeBytes int64
-	Anonymous bool
+	// DiskUsageBytes is the space the sparse disk takes on the host (its
+	// allocated blocks) when the record was read.
+	DiskUsageBytes int64
+	Anonymous      bool
 }
 
 // Volumes is the volume store (docker volume create/ls/inspect/rm).
@@ -99,6 +102,10 @@ const (
 	MountVolume MountType = "volume"
 	// MountTmpfs mounts a fresh tmpfs (memory of the container VM).
 	MountTmpfs MountType = "tmpfs"
+	// MountBind mounts a host directory (docker run -v /host:/ctr),
+	// shared with the VM over virtio-9p; the container sees and changes
+	// the host's files.
+	MountBind MountType = "bind"
 )
 
 // MountSpec is one filesystem mounted into a container (docker run -v,
@@ -107,7 +114,9 @@ type MountSpec struct {
 	Type MountType
 	// Source is the volume's name for MountVolume; empty at create means a
 	// new anonymous volume, which the port layer names (and records here).
-	// Empty for MountTmpfs.
+	// For MountBind, the absolute host path of a directory, which must lie
+	// under one of the host directories the VCH allows (PermissionDenied
+	// otherwise). Empty for MountTmpfs.
 	Source string
 	// Target is the absolute, clean path inside the container; not "/".
 	Target string
@@ -126,6 +135,9 @@ type MountSpec struct {
 	// opposite, the later wins. Front ends put their defaults first
 	// (Docker: noexec,nosuid,nodev). Empty for volumes.
 	Options string
+	// CreateHostDir creates a missing bind source directory (docker run
+	// -v does; --mount type=bind refuses a missing source).
+	CreateHostDir bool
 	// VolumeLabels and VolumeOptions create a missing named volume (or the
 	// anonymous one) with these labels and driver options (docker run
 	// --mount volume-label=…, volume-opt=…).

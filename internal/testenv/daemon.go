@@ -24,10 +24,11 @@ type Daemon struct {
 	exited        chan struct{}
 }
 
-// StartDaemon starts bin/vch daemon in dir (again on the same root and
-// socket when dir was used before) and waits (up to 30 s) until its
+// StartDaemon starts bin/vch daemon in dir (with extraArgs after its own
+// flags; again on the same root and socket when dir was used before) and
+// waits (up to 30 s) until its
 // socket accepts connections.
-func StartDaemon(dir string) (*Daemon, error) {
+func StartDaemon(dir string, extraArgs ...string) (*Daemon, error) {
 	d := &Daemon{Root: filepath.Join(dir, "root"), LogPath: filepath.Join(dir, "daemon.log")}
 	sock := filepath.Join(dir, "docker.sock")
 	d.Host = "unix://" + sock
@@ -38,7 +39,7 @@ func StartDaemon(dir string) (*Daemon, error) {
 		return nil, err
 	}
 	defer logf.Close()
-	d.cmd = exec.Command(filepath.Join(BinDir(), "vch"), "daemon", "--root", d.Root, "-H", d.Host)
+	d.cmd = exec.Command(filepath.Join(BinDir(), "vch"), append([]string{"daemon", "--root", d.Root, "-H", d.Host}, extraArgs...)...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	// If the test binary dies (a timeout), the daemon stops its VMs and exits.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

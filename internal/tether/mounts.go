@@ -74,6 +74,8 @@ func mountAll(ctx context.Context, ms []wire.Mount) error {
 			err = mountVolume(ctx, i, m)
 		case wire.MountTmpfs:
 			err = mountTmpfs(m)
+		case wire.MountBind:
+			err = mountShare(m)
 		default:
 			err = fmt.Errorf("unknown mount type %q", m.Type)
 		}
@@ -185,6 +187,29 @@ func mountTmpfs(m wire.Mount) error {
 	}
 	if err := unix.Mount("tmpfs", target, "tmpfs", flags, data); err != nil {
 		return fmt.Errorf("mount tmpfs (%s): %w", m.Options, err)
+	}
+	return nil
+}
+
+// shareOptions are the 9p mount options of a host directory share:
+// virtio transport, the Linux dialect (owners, modes, links, devices as
+// the host has them), 256 KiB messages (Linux's virtio-9p transport takes
+// up to about 500 KiB) and no caching, so host changes show at once.
+const shareOptions = "trans=virtio,version=9p2000.L,msize=262144,cache=none"
+
+// mountShare mounts a host directory shared over virtio-9p (a bind
+// mount); read-only ones are refused writes by the guest (and the VMM).
+func mountShare(m wire.Mount) error {
+	target, _, err := mountPoint(m.Target)
+	if err != nil {
+		return err
+	}
+	var flags uintptr
+	if m.ReadOnly {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount(m.Tag, target, "9p", flags, shareOptions); err != nil {
+		return fmt.Errorf("mount host directory share %s: %w", m.Tag, err)
 	}
 	return nil
 }

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/tether/dnsrelay"
@@ -16,34 +18,96 @@ import (
 )
 
 // nics configures the VM's network interfaces. Each NIC is known by the
-// hardware address the VMM gave it (its boot MAC) and found again by its
-// interface index, since tether may change its name and address.
+// hardware address the VMM gave it (its boot MAC). Spare NICs live in a
+// private network namespace of tether's, so the container sees only its
+// own interfaces; a connect moves one back and configures it.
 type nics struct {
-	mu    sync.Mutex
-	index map[string]int // boot MAC → ifindex
-	spare int            // counter for spare names
+	mu       sync.Mutex
+	current  map[string]string // boot MAC → MAC the interface has now
+	spare    int               // counter for spare names
+	hidden   *netlink.Handle   // netlink in the spares' namespace
+	hiddenNS netns.NsHandle    // the spares' namespace
+	root     netns.NsHandle    // the VM's (and container's) namespace
 }
 
-// find returns the link of the NIC with boot MAC mac.
+// spareNS creates the spares' namespace on first use.
+func (n *nics) spareNS() (*netlink.Handle, error) {
+	if n.hidden != nil {
+		return n.hidden, nil
+	}
+	type result struct {
+		root, ns netns.NsHandle
+		err      error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		root, err := netns.Get()
+		if err != nil {
+			ch <- result{err: err}
+			runtime.UnlockOSThread()
+			return
+		}
+		ns, err := netns.New()
+		if serr := netns.Set(root); serr != nil {
+			// The thread stays locked and dies with the goroutine.
+			ch <- result{err: serr}
+			return
+		}
+		runtime.UnlockOSThread()
+		ch <- result{root, ns, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return nil, fmt.Errorf("tether: namespace for spare NICs: %w", r.err)
+	}
+	h, err := netlink.NewHandleAt(r.ns, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("tether: netlink for spare NICs: %w", err)
+	}
+	n.hidden, n.hiddenNS, n.root = h, r.ns, r.root
+	return h, nil
+}
+
+// find returns the link of the NIC with boot MAC mac in the VM's
+// namespace, bringing it back from the spares' namespace if it is there.
 func (n *nics) find(mac string) (netlink.Link, error) {
-	if n.index == nil {
-		n.index = map[string]int{}
+	if n.current == nil {
+		n.current = map[string]string{}
 	}
 	mac = strings.ToLower(mac)
-	if idx, ok := n.index[mac]; ok {
-		return netlink.LinkByIndex(idx)
+	want := mac
+	if cur, ok := n.current[mac]; ok {
+		want = cur
 	}
-	links, err := netlink.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("tether: list links: %w", err)
+	if l := linkByMAC(netlink.LinkList, want); l != nil {
+		return l, nil
 	}
-	for _, l := range links {
-		if strings.EqualFold(l.Attrs().HardwareAddr.String(), mac) {
-			n.index[mac] = l.Attrs().Index
-			return l, nil
+	if n.hidden != nil {
+		if l := linkByMAC(n.hidden.LinkList, mac); l != nil {
+			if err := n.hidden.LinkSetNsFd(l, int(n.root)); err != nil {
+				return nil, fmt.Errorf("tether: bring back %s: %w", mac, err)
+			}
+			n.current[mac] = mac
+			if l := linkByMAC(netlink.LinkList, mac); l != nil {
+				return l, nil
+			}
 		}
 	}
 	return nil, fmt.Errorf("tether: no network interface with address %s", mac)
+}
+
+func linkByMAC(list func() ([]netlink.Link, error), mac string) netlink.Link {
+	links, err := list()
+	if err != nil {
+		return nil
+	}
+	for _, l := range links {
+		if strings.EqualFold(l.Attrs().HardwareAddr.String(), mac) {
+			return l
+		}
+	}
+	return nil
 }
 
 // setupAll configures every NIC at boot: loopback up, then each interface
@@ -55,7 +119,6 @@ func (n *nics) setupAll(ifs []wire.Interface) error {
 	if lo, err := netlink.LinkByName("lo"); err == nil {
 		_ = netlink.LinkSetUp(lo)
 	}
-	links := make([]netlink.Link, len(ifs))
 	for i, f := range ifs {
 		l, err := n.find(f.BootMAC)
 		if err != nil {
@@ -65,7 +128,6 @@ func (n *nics) setupAll(ifs []wire.Interface) error {
 		if err := netlink.LinkSetName(l, fmt.Sprintf("vchtmp%d", i)); err != nil {
 			return fmt.Errorf("tether: rename %s: %w", l.Attrs().Name, err)
 		}
-		links[i] = l
 	}
 	for _, f := range ifs {
 		if err := n.configureLocked(f); err != nil {
@@ -87,6 +149,7 @@ func (n *nics) configureLocked(f wire.Interface) error {
 	if err != nil {
 		return err
 	}
+	boot := strings.ToLower(f.BootMAC)
 	name := l.Attrs().Name
 	_ = netlink.LinkSetDown(l)
 	addrs, _ := netlink.AddrList(l, unix.AF_INET)
@@ -94,14 +157,21 @@ func (n *nics) configureLocked(f wire.Interface) error {
 		_ = netlink.AddrDel(l, &a)
 	}
 	if f.Name == "" {
-		// Spare (or taken back): down, its boot MAC, a name the container
-		// does not mistake for a network.
+		// Spare (or taken back): down, its boot MAC, out of the
+		// container's sight.
 		n.spare++
 		if err := netlink.LinkSetName(l, fmt.Sprintf("spare%d", n.spare)); err != nil {
 			return fmt.Errorf("tether: rename %s: %w", name, err)
 		}
 		if hw, err := net.ParseMAC(f.BootMAC); err == nil {
 			_ = netlink.LinkSetHardwareAddr(l, hw)
+			n.current[boot] = boot
+		}
+		if _, err := n.spareNS(); err != nil {
+			return err
+		}
+		if err := netlink.LinkSetNsFd(l, int(n.hiddenNS)); err != nil {
+			return fmt.Errorf("tether: hide spare %s: %w", f.BootMAC, err)
 		}
 		return nil
 	}
@@ -121,6 +191,7 @@ func (n *nics) configureLocked(f wire.Interface) error {
 	if err := netlink.LinkSetHardwareAddr(l, hw); err != nil {
 		return fmt.Errorf("tether: %s: set address %s: %w", f.Name, mac, err)
 	}
+	n.current[boot] = strings.ToLower(mac)
 	mtu := f.MTU
 	if mtu == 0 {
 		mtu = 1500

@@ -190,7 +190,37 @@ func stats(mainPid int) (wire.Stats, error) {
 			s.Pids = len(pids)
 		}
 	}
+	s.Networks = netStats("/sys/class/net")
 	return s, nil
+}
+
+// netStats reads the counters of the container's interfaces (named ethN
+// by tether) under dir.
+func netStats(dir string) map[string]wire.NetStats {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	out := map[string]wire.NetStats{}
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, "eth") {
+			continue
+		}
+		read := func(f string) uint64 {
+			b, _ := os.ReadFile(filepath.Join(dir, name, "statistics", f))
+			n, _ := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+			return n
+		}
+		out[name] = wire.NetStats{
+			RxBytes: read("rx_bytes"), RxPackets: read("rx_packets"), RxErrors: read("rx_errors"), RxDropped: read("rx_dropped"),
+			TxBytes: read("tx_bytes"), TxPackets: read("tx_packets"), TxErrors: read("tx_errors"), TxDropped: read("tx_dropped"),
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
 }
 
 // isWholeVirtioDisk reports whether name is a virtio-blk disk ("vda",

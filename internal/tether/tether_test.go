@@ -1,6 +1,8 @@
 package tether
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -74,5 +76,24 @@ func TestReaperHandsOutEarlyStatuses(t *testing.T) {
 	}
 	if _, ok := r.statuses[42]; ok {
 		t.Error("status kept after it was handed out")
+	}
+}
+
+func TestNetStats(t *testing.T) {
+	dir := t.TempDir()
+	for _, l := range []string{"lo", "eth0", "spare1"} {
+		st := filepath.Join(dir, l, "statistics")
+		if err := os.MkdirAll(st, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"rx_bytes", "tx_bytes", "rx_packets"} {
+			if err := os.WriteFile(filepath.Join(st, f), []byte("42\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := netStats(dir)
+	if len(got) != 1 || got["eth0"].RxBytes != 42 || got["eth0"].TxBytes != 42 || got["eth0"].RxPackets != 42 || got["eth0"].TxDropped != 0 {
+		t.Errorf("netStats = %+v, want eth0 only with 42s", got)
 	}
 }

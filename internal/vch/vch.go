@@ -6,6 +6,7 @@
 //	<root>/guest/initrd.img   initramfs built at start from tether + modules
 //	<root>/images/            image store (package storage)
 //	<root>/compute/           container records, disks, logs (package compute)
+//	<root>/volumes/           volumes: one sparse ext4 disk each (package volume)
 //	<root>/network/           network records (package network); the
 //	                          networks themselves live in the network
 //	                          namespace /run/netns/vch-<hash of root>
@@ -26,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -34,18 +36,24 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer/budget"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/events"
 	"github.com/vchproject/vch/internal/portlayer/network"
 	"github.com/vchproject/vch/internal/portlayer/network/dns"
 	"github.com/vchproject/vch/internal/portlayer/network/portmap"
 	"github.com/vchproject/vch/internal/portlayer/storage"
+	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Version is vch's version, set at build time with
 // -ldflags "-X github.com/vchproject/vch/internal/vch.Version=…".
 var Version = "0.1.0-dev"
+
+// DefaultMemoryMiB is a container VM's RAM when neither the container nor
+// the VCH sets one: enough for a Debian kernel plus a small workload.
+const DefaultMemoryMiB = 256
 
 // GitCommit is the commit vch was built from, set at build time like
 // Version; shown by `docker version`.
@@ -61,10 +69,34 @@ type Config struct {
 	KernelDir string `toml:"kernel_dir" json:"kernel_dir"`
 	// Tether is the static tether binary placed in the initramfs as /init.
 	Tether string `toml:"tether" json:"tether"`
+	// ShareKernelDir is an unpacked Debian kernel package with virtio-9p
+	// (the generic linux-image-amd64) that boots containers with host bind
+	// mounts; empty or missing leaves bind mounts unavailable.
+	ShareKernelDir string `toml:"share_kernel_dir" json:"share_kernel_dir"`
+	// BindRoots are the absolute host directories containers may
+	// bind-mount from (and beneath); "/" allows any; empty allows none.
+	BindRoots []string `toml:"bind_roots" json:"bind_roots"`
 	// Accel is the accelerator: auto (default), kvm or tcg.
 	Accel string `toml:"accel" json:"accel"`
 	// DefaultMemoryMiB is a container VM's RAM when it sets none; default 256.
 	DefaultMemoryMiB int `toml:"default_memory_mib" json:"default_memory_mib"`
+	// DefaultCPUs is a container VM's vCPUs when it sets none; default 1.
+	DefaultCPUs int `toml:"default_cpus" json:"default_cpus"`
+	// MaxContainers caps how many containers exist; 0 means no cap.
+	MaxContainers int `toml:"max_containers" json:"max_containers"`
+	// MemoryMiB is the budget of guest RAM all running container VMs share,
+	// in MiB; 0 means none. docker info shows it as the total memory.
+	MemoryMiB int `toml:"memory_mib" json:"memory_mib"`
+	// CPUs is the budget of vCPUs all running container VMs share; 0 means
+	// none. docker info shows it as the CPU count.
+	CPUs int `toml:"cpus" json:"cpus"`
+	// Registries is the pull policy (whitelist, insecure registries).
+	Registries storage.Registries `toml:"registries" json:"registries"`
+	// NoEgress keeps containers from opening TCP connections to
+	// addresses outside the VCH; EgressNamespace names the network
+	// namespace such connections leave from (default: the daemon's).
+	NoEgress        bool   `toml:"no_egress" json:"no_egress"`
+	EgressNamespace string `toml:"egress_namespace" json:"egress_namespace"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -72,6 +104,7 @@ type VCH struct {
 	cfg     Config
 	logger  *slog.Logger
 	images  *storage.Store
+	volumes *volume.Store
 	network *network.Service
 	compute *compute.Service
 	server  *docker.Server
@@ -93,6 +126,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	cfg.Root = root
 	if cfg.Name == "" {
 		cfg.Name, _ = os.Hostname()
+	}
+	if cfg.DefaultMemoryMiB == 0 {
+		cfg.DefaultMemoryMiB = DefaultMemoryMiB
+	}
+	if cfg.DefaultCPUs == 0 {
+		cfg.DefaultCPUs = 1
 	}
 	if err := os.MkdirAll(filepath.Join(root, "guest"), 0o700); err != nil {
 		return nil, fmt.Errorf("vch: %w", err)
@@ -117,8 +156,16 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		return nil, fmt.Errorf("vch: tether binary (run `make build`): %w: %w", err, errdefs.ErrUnavailable)
 	}
 	initrd := filepath.Join(root, "guest", "initrd.img")
-	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, initramfs.BootModules); err != nil {
+	modules, err := kt.LoadOrder(append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...))
+	if err != nil {
+		return nil, fmt.Errorf("vch: guest kernel modules: %w", err)
+	}
+	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, modules); err != nil {
 		return nil, fmt.Errorf("vch: build initramfs: %w", err)
+	}
+	shareKernel, shareInitrd, err := shareGuest(root, cfg, logger)
+	if err != nil {
+		return nil, err
 	}
 	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel}, logger)
 	if err != nil {
@@ -134,12 +181,27 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 			}
 			return v.compute.ImageInUse(id)
 		},
+		Registries: cfg.Registries,
 	}, logger)
 	if err != nil {
 		return nil, err
 	}
+	v.volumes, err = volume.New(volume.Config{
+		Root: filepath.Join(root, "volumes"), Events: evlog,
+		InUse: func(name string) []string {
+			if v.compute == nil {
+				return nil
+			}
+			return v.compute.VolumeUsers(name)
+		},
+	}, logger)
+	if err != nil {
+		v.images.Close()
+		return nil, err
+	}
 	resolver := dns.NewResolver(dns.HostUpstreams("/etc/resolv.conf"), logger)
-	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root)},
+	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root),
+		NoEgress: cfg.NoEgress, EgressNamespace: cfg.EgressNamespace},
 		func(d network.Dialer) network.PortPublisher { return portmap.New(portmap.Dialer(d), logger) },
 		func(ctx context.Context, q []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) ([]byte, error) {
 			return resolver.Answer(ctx, q, dns.View{Lookup: lookup, Reverse: reverse, External: external})
@@ -150,12 +212,21 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	v.compute, err = compute.New(compute.Config{
 		Root: filepath.Join(root, "compute"), Kernel: kernel, Initrd: initrd,
-		DefaultMemoryMiB: cfg.DefaultMemoryMiB, ChannelName: wire.PortName,
-		Events: evlog, Network: v.network, Networks: v.network,
+		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
+		Events: evlog, Network: v.network, Networks: v.network, Volumes: v.volumes,
+		ShareKernel: shareKernel, ShareInitrd: shareInitrd, BindRoots: cfg.BindRoots,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.network.Close()
 		v.images.Close()
+		return nil, err
+	}
+	budgeted, err := budget.New(v.compute, budget.Limits{
+		Containers: cfg.MaxContainers, MemoryMiB: cfg.MemoryMiB, CPUs: cfg.CPUs,
+		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs,
+	})
+	if err != nil {
+		_ = v.Close()
 		return nil, err
 	}
 	var si unix.Sysinfo_t
@@ -165,13 +236,45 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		GuestKernelVersion: kver, NCPU: runtime.NumCPU(), MemTotalBytes: int64(si.Totalram) * int64(si.Unit),
 		RootDir: root,
 	}
+	if cfg.CPUs > 0 {
+		v.host.NCPU = cfg.CPUs
+	}
+	if cfg.MemoryMiB > 0 {
+		v.host.MemTotalBytes = int64(cfg.MemoryMiB) << 20
+	}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
-		Compute: v.compute, Interaction: v.compute, Images: events.Images(v.images, evlog),
+		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
+		Volumes:  v.volumes,
 		Networks: v.network, NetworkConnector: v.compute,
 	}, logger)
 	ok = true
 	return v, nil
+}
+
+// shareGuest builds the initramfs for the share kernel (the generic
+// Debian kernel, with virtio-9p) and returns its kernel and initrd paths;
+// both empty when cfg.ShareKernelDir is unset or holds no kernel, which
+// leaves host bind mounts unavailable (logged).
+func shareGuest(root string, cfg Config, logger *slog.Logger) (string, string, error) {
+	if cfg.ShareKernelDir == "" {
+		return "", "", nil
+	}
+	kt := initramfs.KernelTree{Dir: cfg.ShareKernelDir}
+	kernel, err := kt.Kernel()
+	if err != nil {
+		logger.Info("no share kernel: host bind mounts are unavailable", "share_kernel_dir", cfg.ShareKernelDir, "err", err)
+		return "", "", nil
+	}
+	modules, err := kt.LoadOrder(append(append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...), initramfs.ShareModules...))
+	if err != nil {
+		return "", "", fmt.Errorf("vch: share kernel modules in %q: %w", cfg.ShareKernelDir, err)
+	}
+	initrd := filepath.Join(root, "guest", "initrd-share.img")
+	if err := initramfs.WriteFile(initrd, cfg.Tether, kt, modules); err != nil {
+		return "", "", fmt.Errorf("vch: build share initramfs: %w", err)
+	}
+	return kernel, initrd, nil
 }
 
 // lockRoot takes an exclusive lock on root/vch.lock for the daemon's
@@ -195,7 +298,11 @@ func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) { return v.host
 // Serve serves the Engine API on l until ctx ends, then stops every
 // container VM and closes the stores. It returns nil after a clean stop.
 func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
-	v.logger.Info("vch serving", "addr", l.Addr().String(), "root", v.cfg.Root, "accel", v.host.Accelerator, "guest_kernel", v.host.GuestKernelVersion)
+	addr := l.Addr().String()
+	if s, ok := l.(fmt.Stringer); ok {
+		addr = s.String() // every address of a multi-address listener
+	}
+	v.logger.Info("vch serving", "addr", addr, "root", v.cfg.Root, "accel", v.host.Accelerator, "guest_kernel", v.host.GuestKernelVersion)
 	serveErr := v.server.Serve(ctx, l)
 	if errors.Is(serveErr, context.Canceled) {
 		serveErr = nil

@@ -39,7 +39,10 @@ func daemon(b *testing.B) *testenv.Daemon {
 	testenv.RequireVMs(b)
 	testenv.RequireBinary(b, "docker")
 	dir := b.TempDir()
-	d, err := testenv.StartDaemon(dir)
+	if err := os.Mkdir(filepath.Join(dir, "binds"), 0o755); err != nil {
+		b.Fatal(err)
+	}
+	d, err := testenv.StartDaemon(dir, "--allow-bind-mounts", filepath.Join(dir, "binds"))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -35,7 +35,9 @@ var env struct {
 	skip     string // why the suite cannot run
 	host     string // DOCKER_HOST
 	registry string // host:port of the in-process registry holding busybox
+	bindRoot string // host directory the daemon allows bind mounts under
 	daemon   *testenv.Daemon
+	outside  *testenv.Outside // what containers' egress reaches
 }
 
 func TestMain(m *testing.M) {
@@ -50,7 +52,20 @@ func TestMain(m *testing.M) {
 			env.skip = why
 			return m.Run()
 		}
-		d, err := testenv.StartDaemon(dir)
+		outside, err := testenv.NewOutside(fmt.Sprintf("vche2e-%d", os.Getpid()))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: outside namespaces:", err)
+			return 1
+		}
+		defer outside.Close()
+		env.outside = outside
+		// Host bind mounts are allowed under one directory of the run.
+		env.bindRoot = filepath.Join(dir, "binds")
+		if err := os.Mkdir(env.bindRoot, 0o755); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		d, err := testenv.StartDaemon(dir, "--egress-netns", outside.Egress, "--allow-bind-mounts", env.bindRoot)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: start daemon:", err)
 			return 1

@@ -78,6 +78,10 @@ func TestPublishedPort(t *testing.T) {
 		t.Errorf("taken port: exit %d, stderr %q", r.code, r.stderr)
 	}
 
+	if netio := ok(t, "stats", "--no-stream", "--format", "{{.NetIO}}", name); strings.HasPrefix(strings.TrimSpace(netio), "0B /") {
+		t.Errorf("docker stats NetIO = %q after serving a request", netio)
+	}
+
 	ok(t, "stop", "-t", "1", name)
 	l, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
@@ -120,8 +124,8 @@ func TestUserNetworkDNS(t *testing.T) {
 
 	// By name and by alias, from a second container VM on the network.
 	out := ok(t, "run", "--rm", "--network", net1, "--link", srv+":lnk", "busybox", "sh", "-c",
-		"nslookup "+srv+" && nslookup db && nslookup lnk && wget -qO- http://db:8080/ && cat /etc/resolv.conf && ip route")
-	for _, want := range []string{"Address: " + ep.IPAddress, "Name:\tlnk", "hello from " + srv, "nameserver 127.0.0.11", "default via 10.231.0.1"} {
+		"nslookup "+srv+" && nslookup db && nslookup lnk && wget -qO- http://db:8080/ && cat /etc/resolv.conf && ip route && wget -qO- "+env.outside.URL)
+	for _, want := range []string{"Address: " + ep.IPAddress, "Name:\tlnk", "hello from " + srv, "nameserver 127.0.0.11", "default via 10.231.0.1", env.outside.Body} {
 		if !strings.Contains(out, want) {
 			t.Errorf("client output lacks %q:\n%s", want, out)
 		}
@@ -146,9 +150,13 @@ func TestInternalNetwork(t *testing.T) {
 	ok(t, "network", "create", "--internal", n)
 	t.Cleanup(func() { docker(t, "network", "rm", n) })
 	out := ok(t, "run", "--rm", "--network", n, "--hostname", "h1", "--add-host", "extra.example:192.0.2.7",
-		"--dns", "192.0.2.53", "--dns-search", "corp.example", "busybox", "sh", "-c", "ip -4 addr show eth0 && ip route && cat /etc/hosts /etc/resolv.conf && hostname")
+		"--dns", "192.0.2.53", "--dns-search", "corp.example", "busybox", "sh", "-c",
+		"ip -4 addr show eth0 && ip route && cat /etc/hosts /etc/resolv.conf && hostname && printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 198.51.100.2 80 | grep -q outside && echo EGRESS-OK; true")
 	if strings.Contains(out, "default") {
 		t.Errorf("internal network has a default route:\n%s", out)
+	}
+	if strings.Contains(out, "EGRESS-OK") {
+		t.Errorf("an internal network reached the outside:\n%s", out)
 	}
 	for _, want := range []string{"192.0.2.7\textra.example", "nameserver 192.0.2.53", "search corp.example", "\th1\n", "\nh1\n"} {
 		if !strings.Contains(out, want) {
@@ -175,6 +183,9 @@ func TestConnectRunning(t *testing.T) {
 	ok(t, append([]string{"run", "-d", "--name", name, "busybox"}, httpdCmd(name)...)...)
 	t.Cleanup(func() { docker(t, "rm", "-f", name) })
 
+	if links := ok(t, "exec", name, "ip", "-o", "link"); strings.Count(links, "\n") != 2 || strings.Contains(links, "spare") {
+		t.Errorf("the container sees more than lo and eth0:\n%s", links)
+	}
 	ok(t, "network", "connect", "--alias", "web", n, name)
 	ip := strings.TrimSpace(ok(t, "inspect", "-f", "{{(index .NetworkSettings.Networks \""+n+"\").IPAddress}}", name))
 	if ip == "" || ip == "<no value>" {
@@ -191,6 +202,12 @@ func TestConnectRunning(t *testing.T) {
 	if r := docker(t, "exec", name, "ip", "-4", "addr", "show", "eth1"); r.code == 0 {
 		t.Errorf("eth1 still present after disconnect:\n%s", r.stdout)
 	}
+	// The NIC is reusable: connect again, disconnect again.
+	ok(t, "network", "connect", n, name)
+	if out := ok(t, "exec", name, "ip", "-o", "-4", "addr"); !strings.Contains(out, "eth1") {
+		t.Errorf("no eth1 after the second connect:\n%s", out)
+	}
+	ok(t, "network", "disconnect", n, name)
 	if out := ok(t, "inspect", "-f", "{{json .NetworkSettings.Networks}}", name); strings.Contains(out, n) {
 		t.Errorf("inspect still shows %s: %s", n, out)
 	}

@@ -132,6 +132,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 		return nil, err
 	}
 	spec.Disks = append([]hypervisor.Disk(nil), spec.Disks...)
+	spec.Shares = append([]hypervisor.Share(nil), spec.Shares...)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.specs = append(d.specs, spec)
@@ -208,10 +209,10 @@ func (d *Driver) CreateOverlay(ctx context.Context, base hypervisor.Disk, path s
 	return hypervisor.Disk{Path: path, Format: "qcow2"}, nil
 }
 
-// Capabilities implements hypervisor.Driver: no pause, accelerator
-// "fake", VMs can be adopted.
+// Capabilities implements hypervisor.Driver: no pause, shares (recorded,
+// not served), accelerator "fake", VMs can be adopted.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: "fake", Adopt: true}
+	return hypervisor.Capabilities{Accelerator: "fake", Shares: true, Adopt: true}
 }
 
 // Adopt implements hypervisor.Adopter: it finds the running VM named

@@ -84,6 +84,16 @@ func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 		a = append(a, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, 3+i),
 			"-device", fmt.Sprintf("virtio-net-device,netdev=net%d,mac=%s", i, n.MAC))
 	}
+	for i, sh := range spec.Shares {
+		// passthrough: files keep the guest's owners and modes on the host
+		// (QEMU runs as root), as a Docker bind mount shows them;
+		// multidevs=remap keeps inode numbers unique across host mounts.
+		fsdev := fmt.Sprintf("local,id=share%d,path=%s,security_model=passthrough,multidevs=remap", i, escape(sh.Path))
+		if sh.ReadOnly {
+			fsdev += ",readonly=on"
+		}
+		a = append(a, "-fsdev", fsdev, "-device", fmt.Sprintf("virtio-9p-device,fsdev=share%d,mount_tag=%s", i, escape(sh.Tag)))
+	}
 	return a
 }
 

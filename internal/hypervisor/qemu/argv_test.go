@@ -81,6 +81,11 @@ func TestArgv(t *testing.T) {
 			hypervisor.Disk{Path: rw.Path, Format: "qcow2", Serial: "vch-root"},
 			hypervisor.Disk{Path: "/var/lib/vch/volumes/data/disk.ext4", Format: "raw", Serial: "vch-vol-0"},
 			hypervisor.Disk{Path: "/var/lib/vch/volumes/ro/disk.ext4", Format: "raw", ReadOnly: true, Serial: "vch-vol-1"}), AccelTCG},
+		{"shares", func() hypervisor.Spec {
+			s := withDisks(base, rw)
+			s.Shares = []hypervisor.Share{{Tag: "vch-share-0", Path: "/srv/data"}, {Tag: "vch-share-1", Path: "/srv/a,b", ReadOnly: true}}
+			return s
+		}(), AccelTCG},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := argv(tc.spec, tc.accel, defaultTSCKHz, runtimePaths(tc.spec.RuntimeDir))

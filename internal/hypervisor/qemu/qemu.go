@@ -91,7 +91,7 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 // Capabilities reports the accelerator in use; VMs can be paused (QMP)
 // and adopted by a later driver (Adopt).
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Adopt: true}
+	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true}
 }
 
 // validSerial is what Disk.Serial may hold (empty included).
@@ -124,6 +124,19 @@ func validate(spec hypervisor.Spec) error {
 		}
 		if len(d.Serial) > hypervisor.MaxDiskSerial || !validSerial.MatchString(d.Serial) {
 			return fmt.Errorf("qemu: disk %s: serial %q: want at most %d letters, digits, '-' or '_': %w", d.Path, d.Serial, hypervisor.MaxDiskSerial, errdefs.ErrInvalidArgument)
+		}
+	}
+	tags := map[string]bool{}
+	for _, sh := range spec.Shares {
+		if sh.Tag == "" || len(sh.Tag) > hypervisor.MaxShareTag || !validSerial.MatchString(sh.Tag) || tags[sh.Tag] {
+			return fmt.Errorf("qemu: share %s: tag %q: want 1 to %d letters, digits, '-' or '_', unique: %w", sh.Path, sh.Tag, hypervisor.MaxShareTag, errdefs.ErrInvalidArgument)
+		}
+		tags[sh.Tag] = true
+		if !filepath.IsAbs(sh.Path) {
+			return fmt.Errorf("qemu: share %q: want an absolute path: %w", sh.Path, errdefs.ErrInvalidArgument)
+		}
+		if st, err := os.Stat(sh.Path); err != nil || !st.IsDir() {
+			return fmt.Errorf("qemu: share %s: not a directory: %w", sh.Path, errdefs.ErrInvalidArgument)
 		}
 	}
 	return nil

@@ -81,6 +81,13 @@ func TestValidate(t *testing.T) {
 		{"disk_serial", func(s *hypervisor.Spec) { s.Disks[1].Serial = "vch-vol_19-abcdefghi" }, "nil", nil},
 		{"disk_serial_too_long", func(s *hypervisor.Spec) { s.Disks[1].Serial = "vch-vol-0123456789abc" }, "InvalidArgument", []string{"/rw.qcow2", "serial", "at most 20"}},
 		{"disk_serial_comma", func(s *hypervisor.Spec) { s.Disks[1].Serial = "a,b" }, "InvalidArgument", []string{`serial "a,b"`}},
+		{"share", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Tag: "vch-share-0", Path: dir}} }, "nil", nil},
+		{"share_no_tag", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Path: dir}} }, "InvalidArgument", []string{"tag"}},
+		{"share_same_tag", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Tag: "t", Path: dir}, {Tag: "t", Path: dir}} }, "InvalidArgument", []string{"unique"}},
+		{"share_relative", func(s *hypervisor.Spec) { s.Shares = []hypervisor.Share{{Tag: "t", Path: "rel"}} }, "InvalidArgument", []string{"absolute"}},
+		{"share_missing", func(s *hypervisor.Spec) {
+			s.Shares = []hypervisor.Share{{Tag: "t", Path: filepath.Join(dir, "nosuch")}}
+		}, "InvalidArgument", []string{"not a directory"}},
 		{"missing_kernel", func(s *hypervisor.Spec) { s.Kernel = filepath.Join(dir, "nokernel") }, "Unavailable", []string{"nokernel", "no such file"}},
 		{"missing_initrd", func(s *hypervisor.Spec) { s.Initrd = filepath.Join(dir, "noinitrd") }, "Unavailable", []string{"noinitrd", "no such file"}},
 	} {

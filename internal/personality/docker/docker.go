@@ -29,6 +29,7 @@ import (
 	"github.com/vchproject/vch/internal/personality/docker/image"
 	"github.com/vchproject/vch/internal/personality/docker/network"
 	"github.com/vchproject/vch/internal/personality/docker/system"
+	"github.com/vchproject/vch/internal/personality/docker/volume"
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -65,6 +66,9 @@ type Backend struct {
 	Monitor portlayer.Monitor
 	// Events serves GET /events; nil leaves it unimplemented (501).
 	Events portlayer.Events
+	// Volumes serves the volume routes, volume Mounts in container
+	// inspect and docker rm -v; nil leaves the routes unimplemented (501).
+	Volumes portlayer.Volumes
 	// Networks and NetworkConnector serve the network routes and the
 	// network checks of container create; nil leaves them unimplemented.
 	Networks         portlayer.Networks
@@ -108,7 +112,7 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		Version: cfg.Version, GitCommit: cfg.GitCommit,
 		APIVersion: MaxAPIVersion, MinAPIVersion: MinAPIVersion,
 	}, backend.System, backend.Compute, backend.Images)
-	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log)
+	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log).WithVolumes(backend.Volumes)
 	img := image.NewRouter(backend.Images, s.log)
 	s.routes = append(s.routes, sys.Routes()...)
 	if backend.Pauser != nil {
@@ -122,6 +126,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	}
 	if backend.Execs != nil {
 		s.routes = append(s.routes, exec.NewRouter(backend.Execs, backend.Compute, s.log).Routes()...)
+	}
+	if backend.Volumes != nil {
+		s.routes = append(s.routes, volume.NewRouter(backend.Volumes, backend.Compute, s.log).Routes()...)
 	}
 	if backend.Networks != nil && backend.NetworkConnector != nil {
 		ctr.SetNetworks(backend.Networks)

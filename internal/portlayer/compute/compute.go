@@ -63,6 +63,15 @@ type Config struct {
 	// Volumes is the volume store behind volume mounts; nil refuses
 	// specs with volume mounts (InvalidArgument).
 	Volumes portlayer.Volumes `toml:"-" json:"-"`
+	// ShareKernel and ShareInitrd boot the VMs of containers with host
+	// bind mounts: a kernel with virtio-9p (Debian's generic one). Empty
+	// refuses bind mounts (NotImplemented).
+	ShareKernel string `toml:"share_kernel" json:"share_kernel"`
+	ShareInitrd string `toml:"share_initrd" json:"share_initrd"`
+	// BindRoots are the absolute host directories under which bind mount
+	// sources may lie ("/" allows any); empty refuses bind mounts
+	// (PermissionDenied).
+	BindRoots []string `toml:"bind_roots" json:"bind_roots"`
 }
 
 // Publisher receives the events compute emits (package events implements
@@ -113,6 +122,7 @@ type Service struct {
 	mu         sync.Mutex
 	containers map[string]*container  // by ID
 	execs      map[string]*execRec    // by exec ID
+	bindRoots  []string               // Config.BindRoots with links resolved
 	claims     map[string]volumeClaim // volumes held by a container's VM, by container ID
 	claimSeq   uint64
 	closed     bool
@@ -155,12 +165,16 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	if cfg.DefaultCPUs < 1 || cfg.DefaultCPUs > hypervisor.MaxCPUs {
 		return nil, fmt.Errorf("compute: default CPUs %d outside 1..%d: %w", cfg.DefaultCPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
 	}
+	bindRoots, err := resolveBindRoots(cfg.BindRoots)
+	if err != nil {
+		return nil, err
+	}
 	recs, err := openRecords(filepath.Join(cfg.Root, "containers.db"))
 	if err != nil {
 		return nil, err
 	}
 	s := &Service{cfg: cfg, driver: driver, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs,
-		containers: map[string]*container{}, claims: map[string]volumeClaim{}, done: make(chan struct{})}
+		containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots, done: make(chan struct{})}
 	all, err := recs.all()
 	if err != nil {
 		recs.close()

@@ -197,17 +197,6 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		close(c.startDone)
 		c.mu.Unlock()
 	}()
-	token, err := s.claimVolumes(ctx, c, rec)
-	if err != nil {
-		s.failStart(c, err)
-		return err
-	}
-	supervised := false
-	defer func() {
-		if !supervised {
-			s.releaseVolumes(c.id, token)
-		}
-	}()
 	if gone != nil {
 		// The previous run's VM may still be powering off with the disk open.
 		select {
@@ -217,7 +206,26 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		}
 	}
 
-	vm, g, proc, plumbed, err := s.boot(ctx, c, rec)
+	// A volume held by another running container fails the start like a
+	// boot failure (recorded, waiters told, --rm honoured).
+	var (
+		vm      hypervisor.VM
+		g       *guest.Client
+		proc    *guest.Process
+		plumbed *plumbing
+		token   uint64
+		err     error
+	)
+	token, err = s.claimVolumes(ctx, c, rec)
+	supervised := false
+	if err == nil {
+		defer func() {
+			if !supervised {
+				s.releaseVolumes(c.id, token)
+			}
+		}()
+		vm, g, proc, plumbed, err = s.boot(ctx, c, rec)
+	}
 	if err != nil {
 		rec := s.failStart(c, err)
 		if rec.Spec.AutoRemove {
@@ -342,6 +350,10 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	shares, err := s.shares(rec.Spec)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	plumbed, err := s.plumb(ctx, c, rec)
 	if err != nil {
 		return nil, nil, nil, nil, err
@@ -359,6 +371,12 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		Disks:      append([]hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}, volDisks...),
 		RuntimeDir: c.runDir,
 		NICs:       plumbed.nics,
+		Shares:     shares,
+	}
+	if len(shares) > 0 {
+		// Only the share kernel has virtio-9p; it boots slower, so the
+		// others keep the default one.
+		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
 	}
 	vm, err := s.driver.Start(ctx, spec)
 	plumbed.closeFiles()

@@ -75,9 +75,16 @@ func (s *Service) Stats(ctx context.Context, idOrName string) (portlayer.StatsSa
 	if err != nil {
 		return portlayer.StatsSample{}, fmt.Errorf("compute: stats: %w", err)
 	}
-	return portlayer.StatsSample{
+	sample := portlayer.StatsSample{
 		Read: time.Now().UTC(), CPUBusyNanos: st.CPUBusyNanos, CPUTotalNanos: st.CPUTotalNanos, OnlineCPUs: st.OnlineCPUs,
 		MemUsedBytes: st.MemUsedBytes, MemLimitBytes: st.MemTotalBytes,
 		DiskReadBytes: st.DiskReadBytes, DiskWriteBytes: st.DiskWriteBytes, Pids: st.Pids,
-	}, nil
+	}
+	for name, n := range st.Networks {
+		if sample.Networks == nil {
+			sample.Networks = map[string]portlayer.NetStats{}
+		}
+		sample.Networks[name] = portlayer.NetStats(n)
+	}
+	return sample, nil
 }

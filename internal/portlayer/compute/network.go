@@ -226,7 +226,7 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 	spec.Network = nw.Name
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if nw.Driver == "null" || len(c.rec.Spec.Networks) == 0 {
+	if nw.Driver == "null" || c.rec.Spec.NoNetwork {
 		return fmt.Errorf("container cannot be connected to multiple networks with one of the networks in private (none) mode: %w", errdefs.ErrConflict)
 	}
 	for _, n := range c.rec.Spec.Networks {

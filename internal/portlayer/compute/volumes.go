@@ -55,6 +55,14 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 			if m.Source != "" {
 				return fmt.Errorf("compute: a tmpfs mount has no source (%q): %w", m.Source, errdefs.ErrInvalidArgument)
 			}
+		case portlayer.MountBind:
+			if err := s.bindsSupported(); err != nil {
+				return err
+			}
+			if _, err := s.resolveBind(m); err != nil {
+				return err
+			}
+			m.Source = path.Clean(m.Source)
 		default:
 			return fmt.Errorf("compute: mount type %q is not supported: %w", m.Type, errdefs.ErrInvalidArgument)
 		}
@@ -222,10 +230,12 @@ func (s *Service) releaseVolumes(id string, token uint64) {
 }
 
 // volumeDisks returns the disks and guest mounts for the spec's mounts,
-// in the spec's order; volume disks get serials vch-vol-0, -1, ….
+// in the spec's order; volume disks get serials vch-vol-0, -1, …, bind
+// mounts the tags vch-share-0, -1, … of s.shares.
 func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec) ([]hypervisor.Disk, []wire.Mount, error) {
 	var disks []hypervisor.Disk
 	var mounts []wire.Mount
+	binds := 0 // bind mounts use the shares of s.shares, in order
 	for _, m := range spec.Mounts {
 		switch m.Type {
 		case portlayer.MountVolume:
@@ -241,6 +251,9 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 			mounts = append(mounts, wire.Mount{Type: wire.MountVolume, Serial: serial, Target: m.Target, ReadOnly: m.ReadOnly, CopyUp: !m.NoCopy})
 		case portlayer.MountTmpfs:
 			mounts = append(mounts, wire.Mount{Type: wire.MountTmpfs, Target: m.Target, ReadOnly: m.ReadOnly, Options: m.Options})
+		case portlayer.MountBind:
+			mounts = append(mounts, wire.Mount{Type: wire.MountBind, Tag: shareTag(binds), Target: m.Target, ReadOnly: m.ReadOnly})
+			binds++
 		}
 	}
 	return disks, mounts, nil

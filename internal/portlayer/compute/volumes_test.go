@@ -3,7 +3,9 @@ package compute_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +137,14 @@ func TestVolumeExclusive(t *testing.T) {
 	if st := h.inspect(b.ID).State.Status; st != portlayer.StatusCreated {
 		t.Errorf("refused container is %s, want created", st)
 	}
+	// docker run --rm of a refused container: removed, so the CLI's
+	// removal wait ends.
+	rm := h.create(portlayer.ContainerSpec{Args: args("sleep"), Mounts: mounts, AutoRemove: true})
+	removed := h.wait(rm.ID, portlayer.WaitRemoved)
+	if err := h.svc.Start(t.Context(), rm.ID); !errdefs.IsConflict(err) {
+		t.Errorf("start of an auto-remove container = %v, want Conflict", err)
+	}
+	recv(t, removed, "removal of the refused auto-remove container")
 	// The same container may restart with its own volume.
 	if err := h.svc.Stop(t.Context(), a.ID, new(time.Duration)); err != nil {
 		t.Fatal(err)
@@ -218,5 +228,87 @@ func TestCreateVolumeFailure(t *testing.T) {
 	_, err = plain.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: []portlayer.MountSpec{{Type: portlayer.MountVolume, Target: "/v"}}})
 	if !errdefs.IsInvalidArgument(err) {
 		t.Errorf("volume mount without a volume store = %v, want InvalidArgument", err)
+	}
+}
+
+// TestBindMounts: a bind mount is a host directory shared with the VM,
+// which then boots the share kernel; sources outside the allowed roots,
+// files, and missing sources (unless created) are refused.
+func TestBindMounts(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(root, "escape")); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, func(c *compute.Config) {
+		c.ShareKernel, c.ShareInitrd, c.BindRoots = "/boot/vmlinux-share", "/boot/initrd-share", []string{root}
+	})
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Mounts: []portlayer.MountSpec{
+		{Type: portlayer.MountBind, Source: root + "/made/here/", Target: "/h", CreateHostDir: true},
+		{Type: portlayer.MountBind, Source: root, Target: "/ro", ReadOnly: true},
+		{Type: portlayer.MountTmpfs, Target: "/t"},
+	}})
+	if st, err := os.Stat(filepath.Join(root, "made", "here")); err != nil || !st.IsDir() {
+		t.Fatalf("bind source not created: %v", err)
+	}
+	h.start(c.ID)
+	vm := h.vm(c.ID)
+	spec := vm.Spec()
+	wantShares := []hypervisor.Share{{Tag: "vch-share-0", Path: filepath.Join(root, "made", "here")}, {Tag: "vch-share-1", Path: root, ReadOnly: true}}
+	if spec.Kernel != "/boot/vmlinux-share" || spec.Initrd != "/boot/initrd-share" || fmt.Sprint(spec.Shares) != fmt.Sprint(wantShares) {
+		t.Errorf("VM kernel %s initrd %s shares %+v; want the share kernel and %+v", spec.Kernel, spec.Initrd, spec.Shares, wantShares)
+	}
+	setup, _ := vm.Setup()
+	wantMounts := []wire.Mount{
+		{Type: "bind", Tag: "vch-share-0", Target: "/h"},
+		{Type: "bind", Tag: "vch-share-1", Target: "/ro", ReadOnly: true},
+		{Type: "tmpfs", Target: "/t"},
+	}
+	if fmt.Sprint(setup.Mounts) != fmt.Sprint(wantMounts) {
+		t.Errorf("setup mounts %+v, want %+v", setup.Mounts, wantMounts)
+	}
+	// A container without bind mounts keeps the default kernel.
+	plain := h.create(portlayer.ContainerSpec{Args: args("sleep")})
+	h.start(plain.ID)
+	if k := h.vm(plain.ID).Spec().Kernel; k != h.cfg.Kernel {
+		t.Errorf("kernel of a container without binds = %s", k)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		m     portlayer.MountSpec
+		class func(error) bool
+		msg   string
+	}{
+		{"outside the roots", portlayer.MountSpec{Source: outside}, errdefs.IsPermissionDenied, "allows bind mounts under " + root + " only"},
+		{"link out of the roots", portlayer.MountSpec{Source: root + "/escape"}, errdefs.IsPermissionDenied, "refused"},
+		{"new dir out of the roots", portlayer.MountSpec{Source: root + "/escape/new", CreateHostDir: true}, errdefs.IsPermissionDenied, "refused"},
+		{"missing", portlayer.MountSpec{Source: root + "/nosuch"}, errdefs.IsInvalidArgument, `invalid mount config for type "bind": bind source path does not exist: ` + root + "/nosuch"},
+		{"file", portlayer.MountSpec{Source: root + "/file"}, errdefs.IsInvalidArgument, "can share host directories only"},
+		{"relative", portlayer.MountSpec{Source: "rel"}, errdefs.IsInvalidArgument, "must be absolute"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.m.Type, tc.m.Target = portlayer.MountBind, "/x"
+			_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: []portlayer.MountSpec{tc.m}})
+			if !tc.class(err) || !strings.Contains(err.Error(), tc.msg) {
+				t.Errorf("create = %v, want %q", err, tc.msg)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(outside, "new")); err == nil {
+		t.Error("a directory was made outside the allowed roots")
+	}
+
+	bind := []portlayer.MountSpec{{Type: portlayer.MountBind, Source: root, Target: "/x"}}
+	noKernel := newHarness(t, func(c *compute.Config) { c.BindRoots = []string{root} })
+	if _, err := noKernel.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: bind}); !errdefs.IsNotImplemented(err) {
+		t.Errorf("bind mount without a share kernel = %v, want NotImplemented", err)
+	}
+	noRoots := newHarness(t, func(c *compute.Config) { c.ShareKernel, c.ShareInitrd = "k", "i" })
+	if _, err := noRoots.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: bind}); !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), "--allow-bind-mounts") {
+		t.Errorf("bind mount without allowed roots = %v, want PermissionDenied naming --allow-bind-mounts", err)
 	}
 }

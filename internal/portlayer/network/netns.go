@@ -36,7 +36,7 @@ func openNamespace(name string) (*namespace, error) {
 			return nil, err
 		}
 	}
-	nl, err := netlink.NewHandleAt(h)
+	nl, err := netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("network: netlink in namespace %s: %w", name, err)
@@ -54,6 +54,16 @@ func openNamespace(name string) (*namespace, error) {
 		return nil, fmt.Errorf("network: namespace %s: disable forwarding: %w", name, err)
 	}
 	return ns, nil
+}
+
+// openExisting opens a named namespace that must exist (one the operator
+// or a test made); tether-side settings are left alone.
+func openExisting(name string) (*namespace, error) {
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return nil, fmt.Errorf("network: namespace %s: %w", name, err)
+	}
+	return &namespace{name: name, handle: h}, nil
 }
 
 // createNamed creates a named namespace without leaving any thread of this
@@ -183,7 +193,9 @@ func (ns *namespace) taps() int {
 
 // close releases the handles; the namespace itself stays.
 func (ns *namespace) close() {
-	ns.nl.Close()
+	if ns.nl != nil {
+		ns.nl.Close()
+	}
 	ns.handle.Close()
 }
 

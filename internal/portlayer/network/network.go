@@ -54,9 +54,13 @@ type Config struct {
 	// Namespace names the VCH's network namespace (/run/netns/NAME); it is
 	// created if missing.
 	Namespace string
-	// ResolvConf is the host's resolver file whose nameservers serve names
-	// that are not containers; default /etc/resolv.conf.
-	ResolvConf string
+	// NoEgress turns off TCP egress from containers to outside addresses
+	// (see egress.go); containers then reach only their peers, the
+	// embedded DNS and published ports.
+	NoEgress bool
+	// EgressNamespace names an existing network namespace to open egress
+	// connections from; empty means the daemon's own.
+	EgressNamespace string
 }
 
 // PortPublisher binds published ports and forwards them into the
@@ -101,6 +105,8 @@ type Service struct {
 	ns     *namespace
 	ports  PortPublisher
 	dns    Resolver
+	egress *egress
+	out    *namespace // EgressNamespace, opened
 
 	mu     sync.Mutex
 	nets   map[string]*netState // by network ID
@@ -157,15 +163,55 @@ func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, log
 		s.Close()
 		return nil, err
 	}
+	if !cfg.NoEgress {
+		if cfg.EgressNamespace != "" {
+			if s.out, err = openExisting(cfg.EgressNamespace); err != nil {
+				s.Close()
+				return nil, err
+			}
+		}
+		if s.egress, err = startEgress(ns, s.out, s.logger); err != nil {
+			s.Close()
+			return nil, err
+		}
+		if err := s.syncEgressLocked(); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
-// Close closes the published ports. It deletes the namespace with its
-// bridges only when no container VM uses it any more (no tap is left in
-// it): container VMs
-// outlive a daemon that stops (their taps live in the namespace), and the
-// next daemon reuses the namespace and re-registers their endpoints
-// (Restore). The records stay either way. Idempotent.
+// syncEgressLocked rewrites the egress rules for the current networks:
+// every non-internal bridge network gets egress; no VCH subnet is ever
+// proxied.
+func (s *Service) syncEgressLocked() error {
+	if s.egress == nil {
+		return nil
+	}
+	var bridges []string
+	var subnets []netip.Prefix
+	for _, n := range s.allNets() {
+		if n.rec.Driver != "bridge" {
+			continue
+		}
+		subnets = append(subnets, n.rec.Subnet)
+		if !n.rec.Internal {
+			bridges = append(bridges, n.rec.Bridge)
+		}
+	}
+	sort.Strings(bridges)
+	return s.egress.rules(bridges, subnets)
+}
+
+// Close closes the published ports and the egress proxy. It deletes the
+// namespace with its bridges only when no container VM uses it any more
+// (no tap is left in it): container VMs outlive a daemon that stops (their
+// taps live in the namespace), and the next daemon reuses the namespace,
+// rewrites its egress rules and re-registers their endpoints (Restore).
+// While no daemon runs, the VMs reach each other but not the outside
+// (egress and published ports are the daemon's proxies). The records stay
+// either way. Idempotent.
 func (s *Service) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -176,6 +222,12 @@ func (s *Service) Close() error {
 	s.mu.Unlock()
 	if s.ports != nil {
 		_ = s.ports.Close()
+	}
+	if s.egress != nil {
+		s.egress.close()
+	}
+	if s.out != nil {
+		s.out.close()
 	}
 	// A tap exists only while a VM holds it: that, not this daemon's
 	// bookkeeping, says whether a VM still uses the namespace (after a
@@ -368,6 +420,9 @@ func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec)
 		s.deleteBridge(r.Bridge)
 		return portlayer.Network{}, err
 	}
+	if err := s.syncEgressLocked(); err != nil {
+		s.logger.Warn("egress rules", "err", err)
+	}
 	s.logger.Info("network created", "network", r.Name, "id", id[:12], "subnet", subnet)
 	return n.view(), nil
 }
@@ -423,6 +478,9 @@ func (s *Service) RemoveNetwork(ctx context.Context, idOrName string) error {
 		return err
 	}
 	s.deleteBridge(n.rec.Bridge)
+	if err := s.syncEgressLocked(); err != nil {
+		s.logger.Warn("egress rules", "err", err)
+	}
 	s.logger.Info("network removed", "network", n.rec.Name)
 	return nil
 }

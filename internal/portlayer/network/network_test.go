@@ -3,7 +3,9 @@ package network
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"testing"
@@ -155,6 +157,141 @@ func TestPoolAllocation(t *testing.T) {
 	p.release(a)
 	if b, err := p.allocate(netip.Addr{}, "y"); err != nil || b != a {
 		t.Errorf("after release: %v %v", b, err)
+	}
+}
+
+// testNS makes a namespace of the test's own, removed at cleanup.
+func testNS(t *testing.T, prefix string) *namespace {
+	t.Helper()
+	name := fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), time.Now().UnixNano()%100000)
+	ns, err := openNamespace(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.remove() })
+	return ns
+}
+
+// TestEgress: a TCP connection from a container-like peer on a bridge
+// network to an outside address (in a namespace the test made, standing
+// for the world) goes through the redirect and the daemon's proxy; from an
+// internal network it does not; loopback destinations are refused.
+func TestEgress(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	ctx := context.Background()
+	// world stands for the host (egress dials from it); remote, behind a
+	// veth pair on TEST-NET-2 (RFC 5737), for a server out there.
+	world := testNS(t, "vchworld")
+	remote := testNS(t, "vchremote")
+	if err := world.nl.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "up0"}, PeerName: "up1"}); err != nil {
+		t.Fatal(err)
+	}
+	up0, _ := world.nl.LinkByName("up0")
+	up1, _ := world.nl.LinkByName("up1")
+	if err := world.nl.LinkSetNsFd(up1, int(remote.handle)); err != nil {
+		t.Fatal(err)
+	}
+	up1, _ = remote.nl.LinkByName("up1")
+	world.nl.AddrAdd(up0, &netlink.Addr{IPNet: prefixToIPNet(netip.MustParsePrefix("198.51.100.1/24"))})
+	remote.nl.AddrAdd(up1, &netlink.Addr{IPNet: prefixToIPNet(netip.MustParsePrefix("198.51.100.2/24"))})
+	world.nl.LinkSetUp(up0)
+	remote.nl.LinkSetUp(up1)
+	var ln net.Listener
+	if err := remote.do(func() (err error) { ln, err = net.Listen("tcp4", "198.51.100.2:0"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+
+	ns := fmt.Sprintf("vchtest-%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
+	s, err := New(Config{Root: t.TempDir(), Namespace: ns, EgressNamespace: world.name}, func(Dialer) PortPublisher { return nopPorts{} }, nil, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	internal, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "int", Internal: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// peer plugs a namespace into a bridge with addr, as a container VM's
+	// NIC would be, and returns a dial function from inside it.
+	peer := func(bridge string, addr netip.Prefix, gw netip.Addr, timeout time.Duration) func(string) (net.Conn, error) {
+		p := testNS(t, "vchpeer")
+		hostSide := fmt.Sprintf("vp%d", time.Now().UnixNano()%100000)
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostSide}, PeerName: "eth0"}
+		if err := s.ns.nl.LinkAdd(veth); err != nil {
+			t.Fatal(err)
+		}
+		hl, _ := s.ns.nl.LinkByName(hostSide)
+		br, _ := s.ns.nl.LinkByName(bridge)
+		s.ns.nl.LinkSetMaster(hl, br)
+		s.ns.nl.LinkSetUp(hl)
+		pl, _ := s.ns.nl.LinkByName("eth0")
+		if err := s.ns.nl.LinkSetNsFd(pl, int(p.handle)); err != nil {
+			t.Fatal(err)
+		}
+		pl, _ = p.nl.LinkByName("eth0")
+		p.nl.AddrAdd(pl, &netlink.Addr{IPNet: prefixToIPNet(addr)})
+		p.nl.LinkSetUp(pl)
+		p.nl.RouteAdd(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: net.IP(gw.AsSlice())})
+		return func(to string) (c net.Conn, err error) {
+			err = p.do(func() error {
+				c, err = net.DialTimeout("tcp4", to, timeout)
+				return err
+			})
+			return
+		}
+	}
+	echo := func(c net.Conn) string {
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		c.Write([]byte("ping"))
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		return string(b)
+	}
+
+	dial := peer(defaultBridgeDevice, netip.MustParsePrefix("172.17.0.77/16"), netip.MustParseAddr("172.17.0.1"), 10*time.Second)
+	c, err := dial(ln.Addr().String())
+	if err != nil {
+		t.Fatalf("egress from the bridge: %v", err)
+	}
+	if got := echo(c); got != "ping" {
+		t.Errorf("echo through egress = %q", got)
+	}
+	// The host's own addresses (where its API and management services
+	// listen) are refused.
+	if c, err := dial("198.51.100.1:22"); err == nil {
+		if got := echo(c); got != "" {
+			t.Errorf("reached the host's own address: %q", got)
+		}
+	}
+	if err := s.egress.allowed(netip.MustParseAddr("198.51.100.1")); err == nil {
+		t.Error("the egress namespace's own address allowed")
+	}
+	if err := s.egress.allowed(netip.MustParseAddr("127.0.0.1")); err == nil {
+		t.Error("loopback allowed")
+	}
+	if err := s.egress.allowed(netip.MustParseAddr("172.17.0.5")); err == nil {
+		t.Error("a VCH address allowed")
+	}
+
+	idial := peer(internal.Bridge, netip.PrefixFrom(internal.Subnet.Addr().Next().Next(), internal.Subnet.Bits()), internal.Gateway, time.Second)
+	if c, err := idial(ln.Addr().String()); err == nil {
+		if got := echo(c); got == "ping" {
+			t.Error("egress from an internal network")
+		}
 	}
 }
 

@@ -70,7 +70,7 @@ func (s *Service) Join(ctx context.Context, containerID, containerName, nic stri
 		n.pool.release(addr)
 		return portlayer.Endpoint{}, fmt.Errorf("network: attach %s to %s: %w", nic, n.rec.Name, err)
 	}
-	ep := &portlayer.Endpoint{ID: newID(), NetworkID: n.rec.ID, NetworkName: n.rec.Name, ContainerID: containerID,
+	ep := &portlayer.Endpoint{ID: newID(), NetworkID: n.rec.ID, NetworkName: n.rec.Name, ContainerID: containerID, ContainerName: containerName,
 		Address: netip.PrefixFrom(addr, n.rec.Subnet.Bits()), Gateway: n.rec.Gateway, Internal: n.rec.Internal,
 		MAC: macFor(addr), Aliases: spec.Aliases, NIC: nic, Links: spec.Links}
 	if n.rec.Name != BridgeName {

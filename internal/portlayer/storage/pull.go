@@ -42,7 +42,10 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // has neither tag nor digest) with a repo digest "name@sha256:…" of the
 // manifest (or index) the registry served. Registries on loopback
 // (127.0.0.0/8, ::1, localhost) and names given with an explicit plain-HTTP
-// need are spoken to over plain HTTP, as Docker does for them.
+// need are spoken to over plain HTTP, as Docker does for them; so are the
+// registries Config.Registries lists as insecure (HTTPS without a
+// certificate check first). A registry outside Config.Registries' whitelist
+// is refused with PermissionDenied before any connection.
 //
 // Progress follows `docker pull`: "Pulling from <path>" (ID: the tag or
 // digest); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
@@ -69,8 +72,11 @@ func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.Progres
 	}
 	named = reference.TagNameOnly(named)
 	fam := reference.FamiliarString(named)
+	if err := s.cfg.Registries.allow(reference.Domain(named)); err != nil {
+		return portlayer.Image{}, err
+	}
 	var nameOpts []name.Option
-	if isLoopback(reference.Domain(named)) {
+	if isLoopback(reference.Domain(named)) || s.cfg.Registries.insecure(reference.Domain(named)) {
 		nameOpts = append(nameOpts, name.Insecure)
 	}
 	ggRef, err := name.ParseReference(named.String(), nameOpts...)
@@ -89,7 +95,7 @@ func (s *Store) Pull(ctx context.Context, ref string, progress portlayer.Progres
 	opts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithPlatform(pullPlatform),
-		remote.WithTransport(registryTransport()),
+		remote.WithTransport(s.cfg.Registries.transport(reference.Domain(named))),
 		remote.WithRetryBackoff(remote.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Steps: registryRetries}),
 		remote.WithUserAgent("vch"),
 	}

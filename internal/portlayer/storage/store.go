@@ -31,6 +31,9 @@ type Config struct {
 	// ("sha256:" plus 64 hex) and, if so, one such container's ID. Set by
 	// the wiring in cmd/vch; nil means no image is ever in use.
 	InUse func(imageID string) (containerID string, inUse bool) `toml:"-" json:"-"`
+	// Registries is the pull policy: a whitelist and the insecure
+	// registries. The zero value allows all, insecure only on loopback.
+	Registries Registries `toml:"registries" json:"registries"`
 }
 
 // indexVersion is the schema version of images.json; bumped on incompatible
@@ -106,6 +109,9 @@ var (
 func New(cfg Config, logger *slog.Logger) (*Store, error) {
 	if cfg.Root == "" {
 		return nil, fmt.Errorf("storage: root directory not set: %w", errdefs.ErrInvalidArgument)
+	}
+	if err := cfg.Registries.Validate(); err != nil {
+		return nil, err
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

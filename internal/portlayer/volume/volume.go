@@ -50,6 +50,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
+	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -395,11 +396,16 @@ func syncDir(dir string) error {
 
 func (s *Store) volume(rec *record) portlayer.Volume {
 	dir := filepath.Join(s.cfg.Root, rec.Name)
-	return portlayer.Volume{
+	v := portlayer.Volume{
 		Name: rec.Name, Driver: Driver, Mountpoint: dir, DiskPath: filepath.Join(dir, diskFile),
 		CreatedAt: rec.CreatedAt, Labels: maps.Clone(rec.Labels), Options: maps.Clone(rec.Options),
 		SizeBytes: rec.SizeBytes, Anonymous: rec.Anonymous,
 	}
+	var st unix.Stat_t
+	if unix.Stat(v.DiskPath, &st) == nil {
+		v.DiskUsageBytes = st.Blocks * 512
+	}
+	return v
 }
 
 func (s *Store) event(action, name string) {

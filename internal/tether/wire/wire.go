@@ -226,14 +226,20 @@ const (
 	MountVolume = "volume"
 	// MountTmpfs mounts a new tmpfs.
 	MountTmpfs = "tmpfs"
+	// MountBind mounts a host directory shared over virtio-9p, found by
+	// its tag.
+	MountBind = "bind"
 )
 
 // Mount is one filesystem tether mounts into the container.
 type Mount struct {
-	// Type is MountVolume or MountTmpfs.
+	// Type is MountVolume, MountTmpfs or MountBind.
 	Type string `json:"type"`
 	// Serial is the volume disk's virtio-blk serial (MountVolume only).
 	Serial string `json:"serial,omitempty"`
+	// Tag is the virtio-9p mount tag of the host directory (MountBind
+	// only).
+	Tag string `json:"tag,omitempty"`
 	// Target is the absolute path inside the container, resolved inside
 	// the container's root (symlinks included); created if missing.
 	Target string `json:"target"`
@@ -369,4 +375,19 @@ type Stats struct {
 	DiskWriteBytes uint64 `json:"disk_write_bytes"`
 	// Pids is the number of processes in the container.
 	Pids int `json:"pids"`
+	// Networks are the counters of each container interface ("eth0"; not
+	// lo or spares), from /sys/class/net/*/statistics.
+	Networks map[string]NetStats `json:"networks,omitempty"`
+}
+
+// NetStats are one interface's cumulative counters (bytes and packets).
+type NetStats struct {
+	RxBytes   uint64 `json:"rx_bytes"`
+	RxPackets uint64 `json:"rx_packets"`
+	RxErrors  uint64 `json:"rx_errors"`
+	RxDropped uint64 `json:"rx_dropped"`
+	TxBytes   uint64 `json:"tx_bytes"`
+	TxPackets uint64 `json:"tx_packets"`
+	TxErrors  uint64 `json:"tx_errors"`
+	TxDropped uint64 `json:"tx_dropped"`
 }

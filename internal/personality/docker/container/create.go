@@ -98,8 +98,16 @@ func MergeConfig(user container.Config, img ocispec.ImageConfig) (container.Conf
 		}
 		c.ExposedPorts = ports
 	}
-	if len(img.Volumes) > 0 && c.Volumes == nil {
-		c.Volumes = img.Volumes
+	if len(img.Volumes) > 0 {
+		// The image's VOLUMEs join the user's (-v /path) ones.
+		vols := make(map[string]struct{}, len(img.Volumes)+len(user.Volumes))
+		for k := range img.Volumes {
+			vols[k] = struct{}{}
+		}
+		for k := range user.Volumes {
+			vols[k] = struct{}{}
+		}
+		c.Volumes = vols
 	}
 	if len(user.Entrypoint) == 0 {
 		if len(user.Cmd) == 0 {
@@ -255,6 +263,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return httputils.InvalidArgument("SHM size can not be less than 0")
 	}
 	spec.ShmSizeBytes = hc.ShmSize
+	spec.ReadOnlyRootfs = hc.ReadonlyRootfs
+	if spec.Mounts, err = parseMounts(ctx, &merged, hc, rt.compute.Inspect); err != nil {
+		return err
+	}
 	spec.Init = hc.Init != nil && *hc.Init
 	if err := rt.applyNetworkConfig(ctx, &spec, merged.ExposedPorts, hc, req.NetworkingConfig); err != nil {
 		return err
@@ -279,6 +291,21 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		}
 		if errdefs.IsNotFound(err) {
 			return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+familiarRef(req.Config.Image))
+		}
+		// The port layer's refusals of a spec (a bind source that does
+		// not exist, a volume name, a mount outside the allowed host
+		// directories) keep their own text, as dockerd's do.
+		for _, c := range []struct {
+			is    func(error) bool
+			class error
+		}{
+			{errdefs.IsInvalidArgument, errdefs.ErrInvalidArgument},
+			{errdefs.IsPermissionDenied, errdefs.ErrPermissionDenied},
+			{errdefs.IsNotImplemented, errdefs.ErrNotImplemented},
+		} {
+			if c.is(err) {
+				return httputils.Classify(c.class, err, portLayerText(err))
+			}
 		}
 		return fmt.Errorf("create: %w", err)
 	}
@@ -382,4 +409,24 @@ func applyLogConfig(spec *portlayer.ContainerSpec, lc container.LogConfig) error
 		spec.LogMaxFiles = n
 	}
 	return nil
+}
+
+// portLayerText strips the package contexts ("compute: ", "volume: ") and
+// the class suffix from a port-layer error whose text is meant for users.
+func portLayerText(err error) string {
+	msg := err.Error()
+	for {
+		rest, ok := strings.CutPrefix(msg, "compute: ")
+		if !ok {
+			rest, ok = strings.CutPrefix(msg, "volume: ")
+		}
+		if !ok {
+			break
+		}
+		msg = rest
+	}
+	for _, suffix := range []string{": invalid argument", ": permission denied", ": not implemented"} {
+		msg = strings.TrimSuffix(msg, suffix)
+	}
+	return msg
 }

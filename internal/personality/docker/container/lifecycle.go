@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -275,7 +276,36 @@ func (rt *Router) deleteContainer(w http.ResponseWriter, r *http.Request, vars m
 		}
 		return containerErr("remove", name, err)
 	}
+	if httputils.BoolValue(r, "v") {
+		if err := rt.removeAnonymousVolumes(ctx, c); err != nil {
+			return err
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// removeAnonymousVolumes deletes a removed container's anonymous volumes
+// (docker rm -v), as dockerd's removeMountPoints: named volumes stay, and
+// a volume another container uses is skipped silently; other failures are
+// reported together ("Error removing volumes: …").
+func (rt *Router) removeAnonymousVolumes(ctx context.Context, c portlayer.Container) error {
+	if rt.volumes == nil {
+		return nil
+	}
+	var errs []string
+	for _, m := range c.Spec.Mounts {
+		if m.Type != portlayer.MountVolume || !m.Anonymous {
+			continue
+		}
+		err := rt.volumes.RemoveVolume(ctx, m.Source, true)
+		if err != nil && !errdefs.IsConflict(err) {
+			errs = append(errs, httputils.PortLayerText(err))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("Error removing volumes:\n%s", strings.Join(errs, "\n"))
+	}
 	return nil
 }
 

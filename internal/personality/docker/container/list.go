@@ -174,7 +174,10 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		if !matchFilters(c, f) {
 			continue
 		}
-		out = append(out, summary(c, now))
+		sum := summary(c, now)
+		_, hc := storedConfig(c)
+		sum.Mounts = mountPoints(ctx, c, hc, rt.volumes)
+		out = append(out, sum)
 		if limit > 0 && len(out) >= limit {
 			break
 		}
@@ -204,7 +207,7 @@ func matchFilters(c portlayer.Container, f httputils.Filters) bool {
 			n, err := strconv.Atoi(v)
 			return err == nil && c.State.Status == portlayer.StatusExited && c.State.ExitCode == n
 		}) &&
-		f.Match("label", func(v string) bool {
+		f.MatchAll("label", func(v string) bool {
 			k, val, hasVal := strings.Cut(v, "=")
 			got, ok := cfg.Labels[k]
 			return ok && (!hasVal || got == val)
@@ -273,5 +276,6 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 		return err
 	}
 	resp := InspectResponse(c)
+	resp.Mounts = mountPoints(r.Context(), c, resp.HostConfig, rt.volumes)
 	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings)})
 }

@@ -164,6 +164,13 @@ func StatsResponse(id, name string, cur, pre portlayer.StatsSample) container.St
 			{Major: 254, Minor: 0, Op: "write", Value: cur.DiskWriteBytes},
 		}},
 	}
+	for name, n := range cur.Networks {
+		if resp.Networks == nil {
+			resp.Networks = map[string]container.NetworkStats{}
+		}
+		resp.Networks[name] = container.NetworkStats{RxBytes: n.RxBytes, RxPackets: n.RxPackets, RxErrors: n.RxErrors, RxDropped: n.RxDropped,
+			TxBytes: n.TxBytes, TxPackets: n.TxPackets, TxErrors: n.TxErrors, TxDropped: n.TxDropped}
+	}
 	return resp
 }
 

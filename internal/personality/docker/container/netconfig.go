@@ -54,6 +54,7 @@ func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.Contai
 		}
 	}
 	if mode == "none" {
+		spec.NoNetwork = true
 		if len(hc.PortBindings) > 0 || hc.PublishAllPorts {
 			return httputils.InvalidArgument("conflicting options: port publishing and the container type network mode")
 		}

@@ -18,6 +18,7 @@ type Router struct {
 	compute  portlayer.Compute
 	interact portlayer.Interaction
 	images   imageGetter
+	volumes  volumeStore        // nil: no volume store (Mounts show no Source, rm -v keeps volumes)
 	networks portlayer.Networks // nil: networks are not checked at create
 	log      *slog.Logger
 	now      func() time.Time
@@ -26,6 +27,21 @@ type Router struct {
 // NewRouter returns the container routes over the port layer.
 func NewRouter(compute portlayer.Compute, interact portlayer.Interaction, images portlayer.Images, log *slog.Logger) *Router {
 	return &Router{compute: compute, interact: interact, images: images, log: log, now: time.Now}
+}
+
+// volumeStore is what the container routes use of portlayer.Volumes:
+// Mounts' Source paths and docker rm -v.
+type volumeStore interface {
+	InspectVolume(ctx context.Context, name string) (portlayer.Volume, error)
+	RemoveVolume(ctx context.Context, name string, force bool) error
+}
+
+// WithVolumes gives the routes the volume store; it returns rt.
+func (rt *Router) WithVolumes(v portlayer.Volumes) *Router {
+	if v != nil {
+		rt.volumes = v
+	}
+	return rt
 }
 
 // SetNetworks lets create check that the networks it names exist.
@@ -84,6 +100,11 @@ func startErr(name string, err error) error {
 			return httputils.Classify(errdefs.ErrInvalidArgument, err,
 				"failed to create task for container: failed to create shim task: OCI runtime create failed: unable to start container process: "+msg+": unknown")
 		}
+	}
+	if errdefs.IsConflict(err) {
+		// A volume another running container's VM holds: the port
+		// layer's text says which and why.
+		return httputils.Classify(errdefs.ErrConflict, err, httputils.PortLayerText(err))
 	}
 	return containerErr("start", name, err)
 }

@@ -37,7 +37,7 @@ func (rt *Router) Routes() []httputils.Route {
 }
 
 // acceptedFilters are the `docker events --filter` names served.
-var acceptedFilters = []string{"type", "event", "container", "image", "label"}
+var acceptedFilters = []string{"type", "event", "container", "image", "label", "volume"}
 
 // Message renders a port-layer event as Docker's event message.
 func Message(e portlayer.Event) events.Message {
@@ -50,7 +50,8 @@ func Message(e portlayer.Event) events.Message {
 
 // Match applies `docker events` filters: type, event (the action, or its
 // part before ": " for exec events), container (ID, ID prefix or name),
-// image (image attribute or image event ID/name), label (key or key=value).
+// image (image attribute or image event ID/name), volume (a volume event's
+// name), label (key or key=value).
 func Match(f httputils.Filters, e portlayer.Event) bool {
 	action, _, _ := strings.Cut(e.Action, ": ")
 	return f.Match("type", func(v string) bool { return v == e.Type }) &&
@@ -64,7 +65,8 @@ func Match(f httputils.Filters, e portlayer.Event) bool {
 			}
 			return v == e.Attributes["image"]
 		}) &&
-		f.Match("label", func(v string) bool {
+		f.Match("volume", func(v string) bool { return e.Type == "volume" && v == e.ID }) &&
+		f.MatchAll("label", func(v string) bool {
 			k, val, hasVal := strings.Cut(v, "=")
 			got, ok := e.Attributes[k]
 			return ok && (!hasVal || got == val)

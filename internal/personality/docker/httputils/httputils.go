@@ -294,6 +294,18 @@ func (f Filters) Match(k string, ok func(v string) bool) bool {
 	return false
 }
 
+// MatchAll reports whether filter k is absent or every one of its values
+// satisfies ok: dockerd's rule for "label" filters (MatchKVList), where
+// `--filter label=a --filter label=b` wants both.
+func (f Filters) MatchAll(k string, ok func(v string) bool) bool {
+	for _, v := range f.Values(k) {
+		if !ok(v) {
+			return false
+		}
+	}
+	return true
+}
+
 // PortLayerText returns a port-layer error's own text, without the
 // package context prefix ("compute: ") or the class suffix (": conflict"),
 // for errors whose text already is Docker's ("Container x is not running").

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -80,5 +81,25 @@ func TestPortLayerText(t *testing.T) {
 				t.Errorf("PortLayerText(%q) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestMatchAll(t *testing.T) {
+	f := Filters{"label": {"a=1": true, "b": true}}
+	has := func(labels map[string]string) func(string) bool {
+		return func(v string) bool {
+			k, val, hasVal := strings.Cut(v, "=")
+			got, ok := labels[k]
+			return ok && (!hasVal || got == val)
+		}
+	}
+	if !f.MatchAll("label", has(map[string]string{"a": "1", "b": "x"})) {
+		t.Error("both labels present: no match")
+	}
+	if f.MatchAll("label", has(map[string]string{"a": "1"})) {
+		t.Error("one label missing: matched")
+	}
+	if !f.MatchAll("other", has(nil)) {
+		t.Error("absent filter must match")
 	}
 }

@@ -441,7 +441,7 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		if !before.IsZero() && !img.Created.Before(before) || !since.IsZero() && !img.Created.After(since) {
 			continue
 		}
-		if !f.Match("label", func(v string) bool {
+		if !f.MatchAll("label", func(v string) bool {
 			k, val, hasVal := strings.Cut(v, "=")
 			got, ok := img.Config.Config.Labels[k]
 			return ok && (!hasVal || got == val)

@@ -106,9 +106,12 @@ func endpointResource(ep portlayer.Endpoint) network.EndpointResource {
 }
 
 // endpointName is the container's name as dockerd names an endpoint: the
-// first of the endpoint's DNS names (the container name comes first), else
-// the container's short ID.
+// container name, else the first of the endpoint's DNS names, else the
+// container's short ID.
 func endpointName(ep portlayer.Endpoint) string {
+	if ep.ContainerName != "" {
+		return ep.ContainerName
+	}
 	if len(ep.DNSNames) > 0 && ep.DNSNames[0] != "" {
 		return ep.DNSNames[0]
 	}

@@ -1,0 +1,229 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/containerd/errdefs"
+	"github.com/docker/go-units"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/vchproject/vch/internal/vch/deploy"
+)
+
+// limitFlags are the options create and configure share.
+type limitFlags struct {
+	accel, logLevel       string
+	memory, defaultMemory string
+	cpus, defaultCPUs     int
+	containers            int
+	insecure, whitelist   []string
+}
+
+func (lf *limitFlags) install(f *pflag.FlagSet) {
+	f.StringVar(&lf.accel, "accel", "auto", "accelerator: auto (KVM when usable, else TCG), kvm or tcg")
+	f.StringVar(&lf.memory, "memory", "", "guest RAM all running container VMs share: MiB, or with a unit (512m, 4g); empty: no limit")
+	f.IntVar(&lf.cpus, "cpu", 0, "vCPUs all running container VMs share (0: no limit)")
+	f.IntVar(&lf.containers, "containers", 0, "most containers that may exist, in any state (0: no limit)")
+	f.StringVar(&lf.defaultMemory, "default-container-memory", "", "guest RAM of a container VM without -m: MiB or with a unit (default 256 MiB)")
+	f.IntVar(&lf.defaultCPUs, "default-container-cpus", 0, "vCPUs of a container VM without --cpus (default 1)")
+	f.StringArrayVar(&lf.insecure, "insecure-registry", nil, "registry to pull from without verified TLS: host[:port] or CIDR; repeatable")
+	f.StringArrayVar(&lf.whitelist, "whitelist-registry", nil, "pull only from these registries: host[:port], *.domain or CIDR; repeatable")
+	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
+}
+
+// apply writes the flags that were given (all of them for create) into c.
+func (lf *limitFlags) apply(f *pflag.FlagSet, c *deploy.Config, all bool) error {
+	set := func(name string) bool { return all || f.Changed(name) }
+	if set("accel") {
+		c.Accel = lf.accel
+	}
+	if set("log-level") {
+		c.LogLevel = lf.logLevel
+	}
+	if set("memory") {
+		mib, err := parseMiB("--memory", lf.memory)
+		if err != nil {
+			return err
+		}
+		c.Limits.MemoryMiB = mib
+	}
+	if set("default-container-memory") {
+		mib, err := parseMiB("--default-container-memory", lf.defaultMemory)
+		if err != nil {
+			return err
+		}
+		c.Limits.DefaultContainerMemoryMiB = mib
+	}
+	if set("cpu") {
+		c.Limits.CPUs = lf.cpus
+	}
+	if set("default-container-cpus") {
+		c.Limits.DefaultContainerCPUs = lf.defaultCPUs
+	}
+	if set("containers") {
+		c.Limits.Containers = lf.containers
+	}
+	if set("insecure-registry") {
+		c.Registries.Insecure = nonEmpty(lf.insecure)
+	}
+	if set("whitelist-registry") {
+		c.Registries.Whitelist = nonEmpty(lf.whitelist)
+	}
+	return nil
+}
+
+// parseMiB reads a size: a bare number is MiB; with a unit (k, m, g, t,
+// binary multiples as docker -m reads them) it is rounded down to MiB.
+// "" and "0" mean unset.
+func parseMiB(flag, s string) (int, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n < 0 {
+			return 0, fmt.Errorf("vch: %s %q: want a size such as 4096 (MiB) or 4g: %w", flag, s, errdefs.ErrInvalidArgument)
+		}
+		return n, nil
+	}
+	b, err := units.RAMInBytes(s)
+	if err != nil || b < 0 {
+		return 0, fmt.Errorf("vch: %s %q: want a size such as 4096 (MiB) or 4g: %w", flag, s, errdefs.ErrInvalidArgument)
+	}
+	if b > 0 && b < 1<<20 {
+		return 0, fmt.Errorf("vch: %s %q: less than 1 MiB: %w", flag, s, errdefs.ErrInvalidArgument)
+	}
+	return int(b >> 20), nil
+}
+
+// nonEmpty drops empty entries, so --whitelist-registry "" clears a list.
+func nonEmpty(in []string) []string {
+	var out []string
+	for _, s := range in {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func createCmd(g *globals) *cobra.Command {
+	var lf limitFlags
+	var o deploy.CreateOptions
+	var noTLS, noVerify bool
+	var service string
+	cmd := &cobra.Command{
+		Use:   "create NAME",
+		Short: "Deploy a VCH and print the lines that point the docker CLI at it",
+		Long: `Deploy a VCH named NAME: its state directory (--state-dir/NAME), its
+certificates, its limits, and a service that keeps its daemon running (a
+systemd unit where systemd is PID 1, otherwise a supervised background
+process, "vch supervise NAME"). Then wait until it answers and print the
+lines to paste: an "export DOCKER_HOST=…" line and a "docker context
+create" line. Progress goes to stderr, those lines to stdout.
+
+By default the VCH serves mutual TLS on tcp://127.0.0.1:2376, or on the
+next port above it that is free and that no other VCH under --state-dir
+claims; an explicit --host is used as given and must be free. Clients need
+the generated client certificate (DOCKER_CERT_PATH). --no-tlsverify serves
+TLS without asking for client certificates; --no-tls serves plain HTTP,
+on loopback addresses or, by default, on a unix socket in the state
+directory.`,
+		Example: `  vch create team1
+  vch create team1 --host tcp://0.0.0.0:2376 --tls-cname vch.example.com --memory 8g --cpu 4 --containers 20
+  vch create dev --no-tls`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			o.Name = args[0]
+			if err := deploy.ValidateName(o.Name); err != nil {
+				return err
+			}
+			o.TLS = o.TLS && !noTLS
+			o.TLSVerify = !noVerify
+			if !o.TLS && (cmd.Flags().Changed("tls-cname") || cmd.Flags().Changed("tls-cert-path") || noVerify) {
+				return fmt.Errorf("vch: --tls-cname, --tls-cert-path and --no-tlsverify need TLS; drop --no-tls: %w", errdefs.ErrInvalidArgument)
+			}
+			var c deploy.Config
+			if err := lf.apply(cmd.Flags(), &c, true); err != nil {
+				return err
+			}
+			o.Accel, o.LogLevel, o.Limits, o.Registries = c.Accel, c.LogLevel, c.Limits, c.Registries
+			switch service {
+			case "auto":
+				m.Service = ""
+			case deploy.ServiceSystemd, deploy.ServiceProcess:
+				m.Service = service
+			default:
+				return fmt.Errorf("vch: --service %q: want auto, systemd or process: %w", service, errdefs.ErrInvalidArgument)
+			}
+			res, err := m.Create(cmd.Context(), o)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "# VCH %s is running. Point the docker CLI at it:\n%s\n", o.Name, res.Env)
+			fmt.Fprintf(out, "# or create a docker context:\n%s\n", res.Context)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.Host, "host", "H", "", "endpoint: tcp://ADDR:PORT (or ADDR:PORT) or unix:///PATH.sock (default tcp://127.0.0.1:2376 or the next free port)")
+	f.BoolVar(&o.TLS, "tls", true, "serve TCP with TLS (--tls=false is --no-tls)")
+	f.BoolVar(&noTLS, "no-tls", false, "serve plain HTTP: a unix socket, or a loopback TCP address")
+	f.BoolVar(&noVerify, "no-tlsverify", false, "serve TLS without requiring client certificates (anyone who reaches the port can use the VCH)")
+	f.StringArrayVar(&o.TLSCNames, "tls-cname", nil, "extra DNS name or IP address for the server certificate; repeatable")
+	f.StringVar(&o.TLSCertPath, "tls-cert-path", "", "use the certificates in this directory (ca.pem, server-cert.pem, server-key.pem), or generate them there (default STATE/certs)")
+	f.StringVar(&service, "service", "auto", "how to keep the daemon running: auto (systemd when it is PID 1), systemd or process")
+	lf.install(f)
+	return cmd
+}
+
+func configureCmd(g *globals) *cobra.Command {
+	var lf limitFlags
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "configure NAME",
+		Short: "Change a VCH's limits, registries, accelerator or log level",
+		Long: `Change the given settings of VCH NAME and, if it runs, restart its daemon
+so they take effect. Settings not given keep their values; a list flag
+replaces the whole list (--whitelist-registry "" clears it). Containers,
+images and volumes are kept, but restarting the daemon stops running
+containers, so configure refuses while any run unless --force.`,
+		Example: `  vch configure team1 --memory 16g --containers 40
+  vch configure team1 --whitelist-registry registry.example.com --whitelist-registry docker.io`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			changed := false
+			cmd.Flags().Visit(func(f *pflag.Flag) {
+				if f.Name != "force" && f.Name != "state-dir" {
+					changed = true
+				}
+			})
+			if !changed {
+				return fmt.Errorf("vch: configure %s: nothing to change; give at least one setting (see --help): %w", args[0], errdefs.ErrInvalidArgument)
+			}
+			st, err := m.Configure(cmd.Context(), args[0], force, func(c *deploy.Config) error {
+				return lf.apply(cmd.Flags(), c, false)
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "VCH %s configured (%s)\n", st.Name, st.State)
+			return nil
+		},
+	}
+	lf.install(cmd.Flags())
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "restart the daemon even though containers run (they are stopped)")
+	return cmd
+}

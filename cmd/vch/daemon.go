@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/containerd/errdefs"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/vch"
+	"github.com/vchproject/vch/internal/vch/certs"
+)
+
+// tlsFlags are dockerd's TLS flags, with its defaults and rules
+// (cmd/dockerd/options.go): --tlsverify implies --tls; --tls alone
+// implies --tlsverify unless --tlsverify=false is given; the files
+// default to DOCKER_CERT_PATH (or ~/.docker)/{ca,cert,key}.pem.
+type tlsFlags struct {
+	tls, verify               bool
+	caFile, certFile, keyFile string
+}
+
+func (t *tlsFlags) install(f *pflag.FlagSet) {
+	dir := os.Getenv("DOCKER_CERT_PATH")
+	if dir == "" {
+		dir = os.Getenv("DOCKER_CONFIG")
+	}
+	if dir == "" {
+		home, _ := os.UserHomeDir()
+		dir = filepath.Join(home, ".docker")
+	}
+	f.BoolVar(&t.tls, "tls", false, "use TLS; implied by --tlsverify")
+	f.BoolVar(&t.verify, "tlsverify", os.Getenv("DOCKER_TLS_VERIFY") != "", "use TLS and verify the remote (clients must present a certificate signed by --tlscacert)")
+	f.StringVar(&t.caFile, "tlscacert", filepath.Join(dir, certs.CAFile), "trust certs signed only by this CA")
+	f.StringVar(&t.certFile, "tlscert", filepath.Join(dir, certs.CertFile), "path to TLS certificate file")
+	f.StringVar(&t.keyFile, "tlskey", filepath.Join(dir, certs.KeyFile), "path to TLS key file")
+}
+
+// config returns the server TLS config, or nil without TLS.
+func (t *tlsFlags) config(f *pflag.FlagSet) (*tls.Config, error) {
+	useTLS, verify := t.tls, t.verify
+	if f.Changed("tlsverify") || verify {
+		useTLS = true
+	}
+	if useTLS && !f.Changed("tlsverify") {
+		verify = true
+	}
+	if !useTLS {
+		return nil, nil
+	}
+	return certs.ServerTLS(t.caFile, t.certFile, t.keyFile, verify)
+}
+
+func daemonCmd() *cobra.Command {
+	var cfg vch.Config
+	var hosts []string
+	var logLevel, pidfile string
+	var tf tlsFlags
+	cmd := &cobra.Command{
+		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
+		Short: "Run one VCH endpoint in the foreground until SIGTERM or SIGINT",
+		Long: `Run one VCH's engine in the foreground until SIGTERM or SIGINT; then it
+stops the container VMs, records their exit and removes its sockets.
+"vch create" runs it as a service; run it by hand for development.
+
+TCP endpoints take dockerd's TLS flags. Without TLS only loopback addresses
+are served; with --tlsverify clients must present a certificate signed by
+--tlscacert. Unix sockets are created mode 0660 (root only) and never use
+TLS.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if cfg.DefaultMemoryMiB < 64 {
+				return fmt.Errorf("--default-container-memory %d: at least 64 MiB", cfg.DefaultMemoryMiB)
+			}
+			if cfg.DefaultCPUs < 1 {
+				return fmt.Errorf("--default-container-cpus %d: at least 1", cfg.DefaultCPUs)
+			}
+			tlsCfg, err := tf.config(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			v, err := vch.Open(ctx, cfg, logger)
+			if err != nil {
+				return err
+			}
+			l, cleanup, err := docker.Listen(hosts, tlsCfg, logger)
+			if err != nil {
+				_ = v.Close()
+				return err
+			}
+			defer cleanup()
+			if pidfile != "" {
+				if err := writePIDFile(pidfile); err != nil {
+					_ = v.Close()
+					return err
+				}
+				defer removePIDFile(pidfile)
+			}
+			return v.Serve(ctx, l)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Root, "root", "", "state directory of this VCH (required)")
+	f.StringArrayVarP(&hosts, "host", "H", nil, "listen address, repeatable: unix:///PATH.sock or tcp://ADDR:PORT (required)")
+	f.StringVar(&cfg.KernelDir, "kernel-dir", filepath.Join(exeDir(), "guest", "kernel"), "unpacked Debian guest kernel package (boot/, lib/modules/)")
+	f.StringVar(&cfg.Tether, "tether", filepath.Join(exeDir(), "tether"), "static tether binary (the guest's PID 1)")
+	f.StringVar(&cfg.ShareKernelDir, "share-kernel-dir", filepath.Join(exeDir(), "guest", "kernel-generic"), "unpacked Debian generic kernel package (virtio-9p) for containers with host bind mounts")
+	f.StringArrayVar(&cfg.BindRoots, "allow-bind-mounts", nil, "host directory containers may bind-mount from (and beneath), repeatable; / allows any (default: none)")
+	f.StringVar(&cfg.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")
+	f.StringVar(&cfg.Name, "name", "", "VCH name shown by docker info (default: host name)")
+	f.IntVar(&cfg.DefaultMemoryMiB, "default-container-memory", vch.DefaultMemoryMiB, "guest RAM of a container VM without -m, in MiB")
+	f.IntVar(&cfg.DefaultCPUs, "default-container-cpus", 1, "vCPUs of a container VM without --cpus")
+	f.IntVar(&cfg.MaxContainers, "max-containers", 0, "most containers that may exist (0: no limit)")
+	f.IntVar(&cfg.MemoryMiB, "memory-budget", 0, "guest RAM all running container VMs share, in MiB (0: no limit)")
+	f.IntVar(&cfg.CPUs, "cpu-budget", 0, "vCPUs all running container VMs share (0: no limit)")
+	f.StringArrayVar(&cfg.Registries.Insecure, "insecure-registry", nil, "registry (host[:port] or CIDR) to pull from without verified TLS, repeatable")
+	f.StringArrayVar(&cfg.Registries.Allowed, "whitelist-registry", nil, "pull only from these registries (host[:port], *.domain or CIDR), repeatable")
+	f.BoolVar(&cfg.NoEgress, "no-egress", false, "containers cannot open TCP connections to addresses outside the VCH")
+	f.StringVar(&cfg.EgressNamespace, "egress-netns", "", "named network namespace that containers' outbound TCP connections leave from (default: the daemon's)")
+	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	tf.install(f)
+	_ = cmd.MarkFlagRequired("root")
+	_ = cmd.MarkFlagRequired("host")
+	return cmd
+}
+
+// writePIDFile writes this process's PID to path, refusing when the file
+// names a live process started with the same pid file (as dockerd's
+// pidfile does); a stale file, left by a killed daemon, is replaced.
+func writePIDFile(path string) error {
+	if b, err := os.ReadFile(path); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid != os.Getpid() {
+			if err := syscall.Kill(pid, 0); err == nil {
+				if cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && slices.Contains(strings.Split(string(cmdline), "\x00"), path) {
+					return fmt.Errorf("vch: pid file %s names a running daemon (pid %d): %w", path, pid, errdefs.ErrFailedPrecondition)
+				}
+			}
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("vch: pid file: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("vch: pid file: %w", err)
+	}
+	return nil
+}
+
+// removePIDFile removes path if it still names this process.
+func removePIDFile(path string) {
+	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"syscall"
+	"text/tabwriter"
+	"text/template"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/vch"
+	"github.com/vchproject/vch/internal/vch/deploy"
+)
+
+func lsCmd(g *globals) *cobra.Command {
+	var quiet bool
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the VCHs on this host",
+		Long: `List the VCHs under --state-dir: NAME, STATE (running: the daemon answers;
+starting: its service runs but the daemon does not answer yet; stopped),
+DOCKER_HOST and VERSION (the running daemon's, else the vch that created
+or last configured it).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			list, err := m.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if quiet {
+				for _, s := range list {
+					fmt.Fprintln(cmd.OutOrStdout(), s.Name)
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 3, ' ', 0)
+			fmt.Fprintln(w, "NAME\tSTATE\tDOCKER_HOST\tVERSION")
+			for _, s := range list {
+				v := s.Versions.Daemon
+				if v == "" {
+					v = s.Versions.VCH
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, s.State, s.Endpoint.DockerHost, v)
+			}
+			return w.Flush()
+		},
+	}
+	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print names")
+	return cmd
+}
+
+func inspectCmd(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "inspect NAME [NAME...]",
+		Short: "Show a VCH's endpoint, state, versions, limits, usage and paths as JSON",
+		Long: `Print a JSON array with one object per VCH, as docker inspect does: its
+endpoint (DOCKER_HOST, TLS, DOCKER_CERT_PATH, the admin socket), state,
+daemon and supervisor PIDs, versions, limits and usage (asked of the
+daemon when it answers), registries, service and paths. --format
+renders each with a Go template instead, e.g. '{{.State}}'.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			var tmpl *template.Template
+			if format != "" {
+				if tmpl, err = template.New("format").Funcs(template.FuncMap{"json": func(v any) (string, error) {
+					b, err := json.Marshal(v)
+					return string(b), err
+				}}).Parse(format); err != nil {
+					return fmt.Errorf("vch: --format: %w", err)
+				}
+			}
+			var out []deploy.Status
+			for _, name := range args {
+				st, err := m.Inspect(cmd.Context(), name)
+				if err != nil {
+					return err
+				}
+				out = append(out, st)
+			}
+			if tmpl != nil {
+				for _, st := range out {
+					if err := tmpl.Execute(cmd.OutOrStdout(), st); err != nil {
+						return fmt.Errorf("vch: --format: %w", err)
+					}
+					fmt.Fprintln(cmd.OutOrStdout())
+				}
+				return nil
+			}
+			enc := json.NewEncoder(cmd.OutOrStdout())
+			enc.SetIndent("", "    ")
+			return enc.Encode(out)
+		},
+	}
+	cmd.Flags().StringVarP(&format, "format", "f", "", "format the output using a Go template")
+	return cmd
+}
+
+func startCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "start NAME",
+		Short: "Start a stopped VCH's service and wait until it answers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			return m.Start(cmd.Context(), args[0])
+		},
+	}
+}
+
+func stopCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stop NAME",
+		Short: "Stop a VCH's service (its daemon stops the container VMs first)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			return m.Stop(cmd.Context(), args[0])
+		},
+	}
+}
+
+func deleteCmd(g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:     "delete NAME",
+		Aliases: []string{"rm"},
+		Short:   "Stop a VCH and remove everything it created",
+		Long: `Stop VCH NAME's service and remove what "vch create" made: its systemd
+unit or supervisor, its state directory's files (config, images,
+containers, volumes, logs, sockets) and the certificates it generated.
+Certificates the operator supplied with --tls-cert-path, and files others
+put in the state directory, are left in place.
+
+It refuses while containers run, unless --force, which stops them (and
+kills any container VM left running without its daemon).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			if err := m.Delete(cmd.Context(), args[0], force); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "VCH %s deleted\n", args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVarP(&force, "force", "f", false, "delete even though containers run (they are stopped)")
+	return cmd
+}
+
+func superviseCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "supervise NAME",
+		Short: "Run VCH NAME's daemon and restart it whenever it dies (run by vch create where systemd is not PID 1)",
+		Long: `Run VCH NAME's daemon in the foreground and restart it whenever it exits
+(after 1 s, doubling up to 30 s while it keeps failing), until SIGTERM or
+SIGINT; then stop the daemon and exit. "vch create" and "vch start" run
+it in the background where systemd is not PID 1; its PID is in
+STATE/supervise.pid and its log in STATE/logs/supervise.log.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := deploy.ValidateName(args[0]); err != nil {
+				return err
+			}
+			m, err := g.manager()
+			if err != nil {
+				return err
+			}
+			l := m.Layout(args[0])
+			if _, err := deploy.LoadConfig(l); err != nil {
+				return err
+			}
+			logger := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "supervise", "vch", args[0])
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return deploy.Supervise(ctx, l, logger)
+		},
+	}
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print vch's version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, args []string) {
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "vch %s\n", vch.Version)
+			if vch.GitCommit != "" {
+				fmt.Fprintf(w, " Git commit:  %s\n", vch.GitCommit)
+			}
+			fmt.Fprintf(w, " Go version:  %s\n", runtime.Version())
+			fmt.Fprintf(w, " API version: %s (minimum version %s)\n", docker.MaxAPIVersion, docker.MinAPIVersion)
+			fmt.Fprintf(w, " OS/Arch:     %s/%s\n", runtime.GOOS, runtime.GOARCH)
+		},
+	}
+}

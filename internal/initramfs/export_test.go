@@ -1,0 +1,4 @@
+package initramfs
+
+// LoadOrderWith exposes loadOrder's graph walk to tests.
+var LoadOrderWith = loadOrder

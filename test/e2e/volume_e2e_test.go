@@ -1,0 +1,352 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+
+	"github.com/vchproject/vch/internal/busyboximage"
+	"github.com/vchproject/vch/internal/testenv"
+)
+
+// volumeImage loads an image "<name>:latest": busybox plus /srv/app owned
+// by 1000:1001, mode 0750, holding config (0640, "from-image") and a
+// symlink to it, declared as the image's VOLUME.
+func volumeImage(t *testing.T, name string) string {
+	t.Helper()
+	need(t)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	entries := []struct {
+		hdr  tar.Header
+		body string
+	}{
+		{tar.Header{Typeflag: tar.TypeDir, Name: "srv/", Mode: 0o755}, ""},
+		{tar.Header{Typeflag: tar.TypeDir, Name: "srv/app/", Mode: 0o750, Uid: 1000, Gid: 1001}, ""},
+		{tar.Header{Typeflag: tar.TypeReg, Name: "srv/app/config", Mode: 0o640, Uid: 1000, Gid: 1001}, "from-image\n"},
+		{tar.Header{Typeflag: tar.TypeSymlink, Name: "srv/app/link", Linkname: "config"}, ""},
+	}
+	for _, e := range entries {
+		h := e.hdr
+		h.Size = int64(len(e.body))
+		h.ModTime = time.Unix(1700000000, 0)
+		if err := tw.WriteHeader(&h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(tw, e.body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf.Bytes())), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := busyboximage.Build(busyboximage.DefaultBusybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := mutate.AppendLayers(base, layer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.Volumes = map[string]struct{}{"/srv/app": {}}
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	var archive bytes.Buffer
+	ref := name + ":latest"
+	if err := busyboximage.WriteArchive(&archive, img, ref); err != nil {
+		t.Fatal(err)
+	}
+	if r := dockerIn(t, archive.Bytes(), "load"); r.code != 0 {
+		t.Fatalf("docker load: %s %s", r.stdout, r.stderr)
+	}
+	return ref
+}
+
+type mountJSON struct {
+	Type, Name, Source, Destination, Driver, Mode string
+	RW                                            bool
+}
+
+func inspectMounts(t *testing.T, ctr string) map[string]mountJSON {
+	t.Helper()
+	var ms []mountJSON
+	if err := json.Unmarshal([]byte(ok(t, "inspect", "--format", "{{json .Mounts}}", ctr)), &ms); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]mountJSON{}
+	for _, m := range ms {
+		out[m.Destination] = m
+	}
+	return out
+}
+
+func volumeNames(t *testing.T, args ...string) []string {
+	t.Helper()
+	return strings.Fields(ok(t, append([]string{"volume", "ls", "-q"}, args...)...))
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// TestVolumeCommands: docker volume create/inspect/ls/rm/prune and their
+// errors, without booting a VM.
+func TestVolumeCommands(t *testing.T) {
+	t.Parallel()
+	u := uniqueName(t)
+	name := "v-" + u
+	ok(t, "volume", "create", "--label", "test="+u, "--label", "k=v", "-o", "size=64m", name)
+	var v struct {
+		Name, Driver, Mountpoint, Scope, CreatedAt string
+		Labels, Options                            map[string]string
+	}
+	if err := json.Unmarshal([]byte(ok(t, "volume", "inspect", "--format", "{{json .}}", name)), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Name != name || v.Driver != "local" || v.Scope != "local" || v.Labels["k"] != "v" || v.Options["size"] != "64m" || !strings.Contains(v.Mountpoint, "/volumes/"+name) {
+		t.Errorf("inspect = %+v", v)
+	}
+	if _, err := time.Parse(time.RFC3339, v.CreatedAt); err != nil {
+		t.Errorf("CreatedAt %q: %v", v.CreatedAt, err)
+	}
+	// Creating it again is a no-op, as in Docker.
+	ok(t, "volume", "create", name)
+	if got := volumeNames(t, "--filter", "label=test="+u); len(got) != 1 || got[0] != name {
+		t.Errorf("ls --filter label = %v", got)
+	}
+	if got := volumeNames(t, "--filter", "name="+u, "--filter", "dangling=true"); !contains(got, name) {
+		t.Errorf("ls --filter dangling=true = %v, want %s", got, name)
+	}
+	// An anonymous-labelled volume, unused: pruned by default, the named one only with --all.
+	anon := "anon-" + u
+	ok(t, "volume", "create", "--label", "test="+u, "--label", "com.docker.volume.anonymous=", anon)
+	out := ok(t, "volume", "prune", "-f", "--filter", "label=test="+u)
+	if !strings.Contains(out, anon) || strings.Contains(out, name+"\n") {
+		t.Errorf("prune without --all:\n%s", out)
+	}
+	out = ok(t, "volume", "prune", "-f", "--all", "--filter", "label=test="+u)
+	if !strings.Contains(out, name) {
+		t.Errorf("prune --all:\n%s", out)
+	}
+	if got := volumeNames(t, "--filter", "label=test="+u); len(got) != 0 {
+		t.Errorf("volumes left after prune: %v", got)
+	}
+
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"volume", "create", "a"}, "create a: volume name is too short, names should be at least two alphanumeric characters"},
+		{[]string{"volume", "create", "b/c"}, `create b/c: "b/c" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed`},
+		{[]string{"volume", "create", "-o", "foo=1", "x-" + u}, `create x-` + u + `: invalid option: "foo"`},
+		{[]string{"volume", "create", "-o", "size=1k", "x-" + u}, "a volume's size must be between"},
+		{[]string{"volume", "create", "-d", "nfs", "x-" + u}, `error looking up volume plugin nfs: plugin "nfs" not found`},
+		{[]string{"volume", "inspect", "nosuch-" + u}, "get nosuch-" + u + ": no such volume"},
+		{[]string{"volume", "rm", "nosuch-" + u}, "get nosuch-" + u + ": no such volume"},
+		{[]string{"run", "--rm", "-v", "lv:rel", "busybox", "true"}, "invalid mount path: 'rel' mount path must be absolute"},
+		{[]string{"run", "--rm", "-v", "x1:/x", "-v", "x2:/x", "busybox", "true"}, "Duplicate mount point: /x"},
+		{[]string{"run", "--rm", "-v", "lv:/x:bogus", "busybox", "true"}, "invalid mode: bogus"},
+		{[]string{"run", "--rm", "--tmpfs", "rel", "busybox", "true"}, "invalid mount path: 'rel' mount path must be absolute"},
+		{[]string{"run", "--rm", "-v", "/etc:/x", "busybox", "true"}, "bind mount of /etc refused: this VCH allows bind mounts under " + env.bindRoot + " only"},
+		{[]string{"run", "--rm", "--mount", "type=bind,src=" + env.bindRoot + "/nosuch-" + u + ",dst=/x", "busybox", "true"}, `invalid mount config for type "bind": bind source path does not exist: ` + env.bindRoot + "/nosuch-" + u},
+	} {
+		r := docker(t, tc.args...)
+		if r.code == 0 || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("docker %v: exit %d, stderr %q; want an error with %q", tc.args, r.code, r.stderr, tc.msg)
+		}
+	}
+	if got := volumeNames(t, "--filter", "name=x-"+u); len(got) != 0 {
+		t.Errorf("failed creates left volumes: %v", got)
+	}
+}
+
+// TestVolumeData: data written in one container VM is read in the next;
+// Docker's copy-up fills a new volume from the image (owner and mode of
+// the directory, files, links); :ro is enforced by the guest; --tmpfs,
+// --mount type=tmpfs and --read-only behave as in Docker; inspect shows
+// Mounts; a volume in use cannot be removed or mounted by a second running
+// container; rm -v and --rm remove anonymous volumes only.
+func TestVolumeData(t *testing.T) {
+	t.Parallel()
+	u := uniqueName(t)
+	img := volumeImage(t, "volimg-"+u)
+	data := "data-" + u
+	before := volumeNames(t)
+
+	// VM 1: write to a named volume; the image VOLUME gets an anonymous
+	// volume filled from the image.
+	c1 := "c1-" + u
+	out := ok(t, "run", "--name", c1, "-v", data+":/data", img, "sh", "-c",
+		`echo hello > /data/f && stat -c '%u:%g %a' /srv/app /srv/app/config && cat /srv/app/link && ls -A /data`)
+	want := "1000:1001 750\n1000:1001 640\nfrom-image\nf\n"
+	if out != want {
+		t.Errorf("first container printed %q, want %q", out, want)
+	}
+	ms := inspectMounts(t, c1)
+	anon := ms["/srv/app"].Name
+	if m := ms["/data"]; m.Type != "volume" || m.Name != data || m.Driver != "local" || !m.RW || m.Mode != "z" || !strings.Contains(m.Source, "/volumes/"+data) {
+		t.Errorf("Mounts[/data] = %+v", m)
+	}
+	if m := ms["/srv/app"]; m.Type != "volume" || len(anon) != 64 || !m.RW {
+		t.Errorf("Mounts[/srv/app] = %+v, want an anonymous volume", m)
+	}
+	if v := ok(t, "volume", "inspect", "--format", "{{json .Labels}}", anon); !strings.Contains(v, "com.docker.volume.anonymous") {
+		t.Errorf("anonymous volume labels %s", v)
+	}
+	id := strings.TrimSpace(ok(t, "inspect", "--format", "{{.Id}}", c1))
+	r := docker(t, "volume", "rm", data)
+	if r.code == 0 || !strings.Contains(r.stderr, "remove "+data+": volume is in use - ["+id+"]") {
+		t.Errorf("volume rm of a used volume: exit %d, %q", r.code, r.stderr)
+	}
+
+	// VM 2: the data is there; :ro is refused by the guest's kernel;
+	// tmpfs mounts and a read-only root as in Docker; the anonymous
+	// volume of --rm goes with the container.
+	script := strings.Join([]string{
+		`cat /data/f`,
+		`echo x > /data/g || echo ro-refused`,
+		`echo x > /rootfile || echo root-refused`,
+		`echo x > /etc/hosts || echo hosts-refused`,
+		`echo x > /t/f && echo tmpfs-ok`,
+		`echo x > /dev/shm/f && echo shm-ok`,
+		`echo x > /scratch/f && echo anon-ok`,
+		`grep -E ' /t | /t2 ' /proc/mounts | cut -d' ' -f2-4`,
+		`stat -c '%a' /t2`,
+	}, "; ")
+	r = docker(t, "run", "--rm", "-v", data+":/data:ro", "-v", "/scratch", "--read-only",
+		"--tmpfs", "/t:size=1m", "--mount", "type=tmpfs,dst=/t2,tmpfs-mode=1770,tmpfs-size=2m", "busybox", "sh", "-c", script)
+	want = "hello\nro-refused\nroot-refused\nhosts-refused\ntmpfs-ok\nshm-ok\nanon-ok\n" +
+		"/t tmpfs rw,nosuid,nodev,noexec,relatime,size=1024k,inode64\n/t2 tmpfs rw,nosuid,nodev,noexec,relatime,size=2048k,mode=1770,inode64\n1770\n"
+	if r.code != 0 || r.stdout != want {
+		t.Errorf("second container: exit %d\nstdout %q\nwant   %q\nstderr %q", r.code, r.stdout, want, r.stderr)
+	}
+	if n := strings.Count(r.stderr, "Read-only file system"); n != 3 {
+		t.Errorf("stderr %q: want three 'Read-only file system' errors", r.stderr)
+	}
+
+	// A volume is one running VM's disk: a second running user is refused.
+	holder := "holder-" + u
+	ok(t, "run", "-d", "--name", holder, "-v", data+":/data", "busybox", "sleep", "300")
+	r = docker(t, "run", "--rm", "-v", data+":/data", "busybox", "true")
+	if r.code != 125 || !strings.Contains(r.stderr, `volume "`+data+`" is in use by running container `+holder) {
+		t.Errorf("second running user: exit %d, %q", r.code, r.stderr)
+	}
+	ok(t, "rm", "-f", holder)
+
+	// rm -v removes the anonymous volume, never the named one.
+	ok(t, "rm", "-v", c1)
+	after := volumeNames(t)
+	if contains(after, anon) || !contains(after, data) {
+		t.Errorf("after rm -v: anonymous %s listed %v, named %s listed %v", anon, contains(after, anon), data, contains(after, data))
+	}
+	for _, v := range after {
+		if !contains(before, v) && v != data {
+			t.Errorf("volume %s left behind (an anonymous volume of --rm?)", v)
+		}
+	}
+	ok(t, "volume", "rm", data)
+}
+
+// TestVolumeSurvivesDaemonRestart: a volume's data outlives the daemon.
+func TestVolumeSurvivesDaemonRestart(t *testing.T) {
+	t.Parallel()
+	need(t)
+	dir := t.TempDir()
+	d, err := testenv.StartDaemon(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.LoadBusybox(dir); err != nil {
+		d.Stop(30 * time.Second)
+		t.Fatal(err)
+	}
+	run := func(d *testenv.Daemon, args ...string) string {
+		t.Helper()
+		out, err := dockerCmd(t, d.Host, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("docker %v: %s: %v\n%s", args, out, err, d.Log(4000))
+		}
+		return string(out)
+	}
+	run(d, "run", "--rm", "-v", "kept:/v", "busybox", "sh", "-c", "echo persisted > /v/f")
+	if !d.Stop(60 * time.Second) {
+		t.Fatalf("daemon did not stop\n%s", d.Log(4000))
+	}
+	d2, err := testenv.StartDaemon(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Stop(30 * time.Second)
+	if out := run(d2, "volume", "ls", "-q"); out != "kept\n" {
+		t.Errorf("volumes after restart: %q", out)
+	}
+	if out := run(d2, "run", "--rm", "-v", "kept:/v", "busybox", "cat", "/v/f"); out != "persisted\n" {
+		t.Errorf("read after restart: %q", out)
+	}
+}
+
+// TestBindMounts: a host directory bind-mounted into a container VM (over
+// virtio-9p, with the generic guest kernel): the container reads the
+// host's files and the host sees the container's; :ro is enforced in the
+// guest; a missing -v source directory is created; inspect shows it.
+func TestBindMounts(t *testing.T) {
+	t.Parallel()
+	need(t)
+	if m, _ := filepath.Glob(filepath.Join(testenv.BinDir(), "guest", "kernel-generic", "boot", "vmlinu*")); len(m) == 0 {
+		if os.Getenv("VCH_REQUIRE_E2E") == "1" {
+			t.Fatal("generic guest kernel not unpacked (make guest)")
+		}
+		t.Skip("generic guest kernel not unpacked (make guest)")
+	}
+	u := uniqueName(t)
+	dir := filepath.Join(env.bindRoot, u)
+	if err := os.MkdirAll(filepath.Join(dir, "in"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "in", "hello"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	name := "bind-" + u
+	script := `cat /in/hello; echo from-the-guest > /out/f; echo x > /in/g || echo ro-refused; cat /proc/mounts | grep -c ' 9p '`
+	r := docker(t, "run", "--name", name, "-v", dir+"/in:/in:ro", "-v", dir+"/made:/out", "busybox", "sh", "-c", script)
+	if r.code != 0 || r.stdout != "from the host\nro-refused\n2\n" || !strings.Contains(r.stderr, "Read-only file system") {
+		t.Errorf("run: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "made", "f")); err != nil || string(b) != "from-the-guest\n" {
+		t.Errorf("host sees %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "in", "g")); err == nil {
+		t.Error("a read-only bind mount was written")
+	}
+	ms := inspectMounts(t, name)
+	if m := ms["/in"]; m.Type != "bind" || m.Source != dir+"/in" || m.RW || m.Mode != "ro" {
+		t.Errorf("Mounts[/in] = %+v", m)
+	}
+	ok(t, "rm", name)
+}
