@@ -153,7 +153,10 @@ type Adopter interface {
 	// guest agent on the other end is the one that already runs, with
 	// its state), Pid, Done, Status and Kill working although the VMM is
 	// not the caller's child. Only spec.Name and spec.RuntimeDir are used:
-	// they find the VM. Status of an adopted VM: Err nil when the VMM
+	// they find the VM. The VM is returned running: one found paused
+	// (Pauser) is resumed first, as a frozen guest cannot take its
+	// channel back; a caller that wants it paused pauses it again.
+	// Status of an adopted VM: Err nil when the VMM
 	// exited cleanly (a guest power-off), otherwise why it ended as far as
 	// the driver can tell.
 	//

@@ -131,6 +131,9 @@ func (r *restartDaemon) checkSurvived(counter, web string, before map[string]run
 	}
 	// Lines written while no daemon ran are in the log, once.
 	n := r.waitLines(counter, linesBefore+3)
+	if top := r.docker("top", counter); !strings.Contains(top, "sleep") && !strings.Contains(top, "sh -c") {
+		r.t.Errorf("docker top after the restart: %q", top)
+	}
 	if got := strings.TrimSpace(r.docker("exec", counter, "echo", "exec after restart")); got != "exec after restart" {
 		r.t.Errorf("exec after the restart: %q", got)
 	}
@@ -190,9 +193,15 @@ func TestDaemonRestartKeepsContainers(t *testing.T) {
 
 	t.Run("KILL", func(t *testing.T) {
 		r.t = t
+		// A paused container stays paused across the restart.
+		r.docker("pause", web)
 		r.d.Kill()
 		time.Sleep(time.Second)
 		r.start()
+		if st := r.inspect(web, "{{.State.Status}}"); st != "paused" {
+			t.Errorf("%s after the restart: %s, want paused", web, st)
+		}
+		r.docker("unpause", web)
 		r.checkSurvived(counter, web, before, n, hostPort)
 		n = r.counterLines(counter)
 	})
@@ -235,8 +244,19 @@ func TestDaemonRestartKeepsContainers(t *testing.T) {
 		if !strings.HasSuffix(strings.TrimSpace(out), "0") && !strings.Contains(out, "\n0\n") {
 			t.Errorf("new run's output missing from the log: %q", out)
 		}
-		// A stop by hand ends it and the policy leaves it stopped.
+		// A stop by hand ends it (a docker wait sees the exit) and the
+		// policy leaves it stopped.
+		wait := dockerCmd(t, r.d.Host, "wait", counter)
+		var waitOut strings.Builder
+		wait.Stdout = &waitOut
+		if err := wait.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
 		r.docker("stop", "-t", "1", counter)
+		if err := wait.Wait(); err != nil || strings.TrimSpace(waitOut.String()) != "137" {
+			t.Errorf("docker wait: %q, %v; want 137", waitOut.String(), err)
+		}
 		if st := r.inspect(counter, "{{.State.Status}}"); st != "exited" {
 			t.Errorf("%s after stop: %s", counter, st)
 		}

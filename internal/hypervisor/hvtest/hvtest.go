@@ -90,8 +90,9 @@ func Run(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, image Gue
 // RunAdopt checks hypervisor.Adopter: a VM started by one driver is
 // adopted by another (newDriver is called for each, as a restarted daemon
 // makes a new driver), its guest answers on the new channel with the
-// state it had, a second adoption works as the first, Kill on the adopted
-// VM ends it, and a VM that has ended is NotFound.
+// state it had, a second adoption works as the first (of a VM paused at
+// the time, when the driver can pause), Kill on the adopted VM ends it,
+// and a VM that has ended is NotFound.
 func RunAdopt(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, image GuestImage) {
 	dir := t.TempDir()
 	base := image.RootDisk(t, dir)
@@ -170,7 +171,17 @@ func RunAdopt(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, imag
 	if ag == nil {
 		t.FailNow()
 	}
-	t.Run("AdoptTwice", func(t *testing.T) {
+	// A VM paused when its channel closes is adopted too (returned
+	// running): a frozen guest misses its channel's close, which the
+	// driver must make up for.
+	t.Run("AdoptTwicePaused", func(t *testing.T) {
+		if p, ok := av.(hypervisor.Pauser); ok && first.Capabilities().Pause {
+			ctx, cancel := context.WithTimeout(t.Context(), PowerOffTimeout)
+			defer cancel()
+			if err := p.Pause(ctx); err != nil {
+				t.Fatalf("Pause: %v", err)
+			}
+		}
 		ag.Close()
 		av, ag = adopt(t)
 	})

@@ -24,6 +24,9 @@ import (
 // channel socket until QEMU's reconnecting chardev connects (within a
 // second; ConnectTimeout bounds it).
 //
+// A VM found paused (QMP "stop") is resumed before its channel is
+// offered, as the contract says; the caller pauses it again.
+//
 // The adopted VMM is not this process's child: Done is closed when the
 // pidfd becomes readable (the process ended), and Status can only tell a
 // clean exit (QEMU removes its pidfile when it exits normally, which for a
@@ -61,6 +64,15 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 		proc.close()
 		return nil, fmt.Errorf("qemu: VM %s: pid %d is not its VMM: %w", spec.Name, pid, errdefs.ErrNotFound)
 	}
+	mon := monitor{qmpPath: p.qmp}
+	wasPaused, _ := mon.paused(ctx)
+	if wasPaused {
+		if err := mon.Resume(ctx); err != nil {
+			proc.close()
+			return nil, fmt.Errorf("qemu: adopt %s: resume the paused VM: %w", spec.Name, err)
+		}
+		d.logger.Info("paused vm resumed for adoption", "vm", spec.Name)
+	}
 	ln, err := listenChannel(p.channel)
 	if err != nil {
 		proc.close()
@@ -69,6 +81,16 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	defer ln.Close()
 	defer os.Remove(p.channel)
 	c, err := d.accept(ctx, ln, proc.done, proc.kill)
+	if err == nil && wasPaused {
+		// The virtio-serial port's open and close notices do not reach a
+		// guest while its VM is stopped (QEMU 7.2): a guest whose channel
+		// closed while it was frozen still believes the old connection
+		// open, and would read the new one's first bytes as the old
+		// session's. One more close, while it runs, tells it; then the
+		// channel is taken back once QEMU reconnects (after 1 s).
+		c.Close()
+		c, err = d.accept(ctx, ln, proc.done, proc.kill)
+	}
 	if err != nil {
 		if errors.Is(err, errVMMEnded) {
 			return nil, fmt.Errorf("qemu: VM %s ended while being adopted: %w", spec.Name, errdefs.ErrNotFound)
@@ -78,7 +100,7 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	// The log's reconnect complaints from the time without a daemon are
 	// of no further use (QEMU appends, so truncating is safe).
 	_ = os.Truncate(p.log, 0)
-	v := &adopted{monitor: monitor{qmpPath: p.qmp}, proc: proc, pidfile: p.pidfile, channel: c, done: make(chan struct{})}
+	v := &adopted{monitor: mon, proc: proc, pidfile: p.pidfile, channel: c, done: make(chan struct{})}
 	go v.wait()
 	d.logger.Info("vm adopted", "vm", spec.Name, "pid", pid)
 	return v, nil

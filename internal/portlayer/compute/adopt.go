@@ -166,17 +166,12 @@ func (s *Service) readopt(c *container) error {
 		s.unplumb(c.id)
 		return err
 	}
+	// Adopt returns the VM running (a frozen guest cannot take its
+	// channel back); one recorded paused is frozen again below.
 	paused := rec.State.Status == portlayer.StatusPaused
 	pauser, _ := vm.(hypervisor.Pauser)
-	if paused {
-		// The guest answers only while it runs: thaw it for the
-		// handshake, freeze it again after.
-		if pauser == nil {
-			return fail(fmt.Errorf("compute: the VM is paused and the driver cannot resume it: %w", errdefs.ErrNotImplemented))
-		}
-		if err := pauser.Resume(ctx); err != nil {
-			return fail(err)
-		}
+	if paused && pauser == nil {
+		return fail(fmt.Errorf("compute: the VM was paused and the driver cannot pause it: %w", errdefs.ErrNotImplemented))
 	}
 	g, err = guest.DialWith(ctx, vm.Channel(), s.guestHandlers(c.id))
 	if err != nil {
