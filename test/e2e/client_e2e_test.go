@@ -17,7 +17,6 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-
 )
 
 // TestGoClient drives one container through the moby Go client: create,
