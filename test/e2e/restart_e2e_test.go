@@ -40,7 +40,7 @@ func newRestartDaemon(t *testing.T) *restartDaemon {
 				_ = dockerCmd(t, r.d.Host, append([]string{"rm", "-f"}, ids...)...).Run()
 			}
 		}
-		r.d.Terminate(60 * time.Second)
+		r.d.Stop(60 * time.Second)
 		if t.Failed() {
 			t.Logf("daemon log (tail):\n%s", r.d.Log(30000))
 		}
