@@ -76,8 +76,10 @@ func (s *Service) restore() []*container {
 			if err := s.recs.put(rec); err != nil {
 				s.logger.Warn("persist exit", "container", c.id, "err", err)
 			}
-			startLater(c)
+			fallthrough
 		default:
+			// Its last VM may still run (the daemon stopped between the
+			// exit and the power-off): end it before anything starts.
 			if _, err := os.Stat(c.runDir); err == nil {
 				wg.Add(1)
 				go func() {

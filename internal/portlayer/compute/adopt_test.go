@@ -354,7 +354,7 @@ func TestRestartPolicies(t *testing.T) {
 // RestartCount back to 0), and so does a kill of a running container.
 func TestStopCancelsRestart(t *testing.T) {
 	h := newHarness(t)
-	c := h.create(portlayer.ContainerSpec{Args: args("exit", "1"), RestartPolicy: portlayer.RestartPolicy{Name: portlayer.RestartAlways}})
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep", "100ms", ";", "exit", "1"), RestartPolicy: portlayer.RestartPolicy{Name: portlayer.RestartAlways}})
 	h.start(c.ID)
 	eventually(t, "restarting with backoff", func() bool {
 		r := h.inspect(c.ID)
