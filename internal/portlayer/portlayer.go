@@ -363,6 +363,11 @@ type Image struct {
 	Config ocispec.Image
 	// Layers are the uncompressed layer digests (diff IDs), base first.
 	Layers []string
+	// LayerSizes are the uncompressed sizes in bytes of Layers, in the
+	// same order (same length). A layer shared by several images (same
+	// diff ID) is stored once; callers computing shared sizes key on
+	// Layers.
+	LayerSizes []int64
 	// Size is the sum of the uncompressed layer sizes in bytes.
 	Size int64
 	// Created is when the image was built (from its config).
@@ -410,6 +415,39 @@ type Images interface {
 	// Remove untags ref, and deletes the image when no tag is left (or force).
 	// Conflict if a container uses it and force is false.
 	Remove(ctx context.Context, ref string, force bool) ([]ImageDelete, error)
+	// Save writes the images refs name (references or IDs, in that order)
+	// to w as one `docker save` archive (docker-archive: manifest.json,
+	// repositories, configs and uncompressed layer tars, each layer once),
+	// which Load and Docker's `docker load` read. A reference's tag is
+	// recorded; an ID records none. NotFound if a ref does not resolve
+	// (nothing is written then).
+	Save(ctx context.Context, refs []string, w io.Writer) error
+	// Push uploads the image tagged ref to ref's registry with auth
+	// (zero: anonymous). An untagged repository name pushes every tag of
+	// that repository. Plain HTTP is used as for Pull. It returns one
+	// result per pushed tag. NotFound if no image has such a tag;
+	// PermissionDenied if the registry refuses; Unavailable if it cannot
+	// be reached.
+	Push(ctx context.Context, ref string, auth RegistryAuth, progress ProgressFunc) ([]PushResult, error)
+}
+
+// RegistryAuth are credentials for one registry, as Docker's
+// X-Registry-Auth carries them. Never logged.
+type RegistryAuth struct {
+	Username, Password string
+	// IdentityToken is an OAuth refresh token; RegistryToken a bearer
+	// token sent as is.
+	IdentityToken, RegistryToken string
+}
+
+// PushResult is what a push of one tag produced.
+type PushResult struct {
+	// Tag is the tag pushed ("latest").
+	Tag string
+	// Digest is the manifest digest the registry holds, "sha256:" + 64 hex.
+	Digest string
+	// Size is the manifest's size in bytes.
+	Size int64
 }
 
 // RootfsStore gives compute the disk a container's copy-on-write disk is

@@ -171,6 +171,8 @@ func (s *server) session(conn *sessionConn) error {
 				continue
 			}
 			_ = req.Reply(true, wire.Encode(reply))
+		case wire.RequestArchiveStat:
+			go handleArchiveStat(req)
 		case wire.RequestPowerOff:
 			s.logger.Info("power-off requested")
 			_ = req.Reply(true, nil)
@@ -199,10 +201,13 @@ func replyErr(req *ssh.Request, err error) {
 }
 
 func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
-	switch nc.ChannelType() {
-	case wire.ChannelProcess:
-	case wire.ChannelAttach:
+	switch t := nc.ChannelType(); {
+	case t == wire.ChannelProcess:
+	case t == wire.ChannelAttach:
 		s.table.ServeAttach(nc, dead)
+		return
+	case isArchiveChannel(t):
+		s.handleArchiveChannel(nc)
 		return
 	default:
 		_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")

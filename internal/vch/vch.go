@@ -247,6 +247,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
 		Volumes:  v.volumes,
 		Networks: v.network, NetworkConnector: v.compute,
+		Archives: v.compute, Committer: v.images,
 	}, logger)
 	ok = true
 	return v, nil

@@ -129,6 +129,10 @@ func (vm *VM) session(conn net.Conn) bool {
 			vm.setup = &s
 			vm.mu.Unlock()
 			_ = req.Reply(true, nil)
+		case wire.RequestInterface:
+			// Accepted, as tether does for a NIC it has (connect and
+			// disconnect on a running container).
+			_ = req.Reply(true, nil)
 		case wire.RequestPowerOff:
 			_ = req.Reply(true, nil)
 			_ = sc.Close()

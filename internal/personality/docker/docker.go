@@ -74,6 +74,10 @@ type Backend struct {
 	Networks         portlayer.Networks
 	NetworkConnector portlayer.NetworkConnector
 	System           SystemInfo
+	// Archives serves docker cp, export and diff, and with Committer
+	// docker commit; nil leaves them unimplemented (501).
+	Archives  portlayer.Archives
+	Committer portlayer.Committer
 }
 
 // Config configures the server.
@@ -112,8 +116,11 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		Version: cfg.Version, GitCommit: cfg.GitCommit,
 		APIVersion: MaxAPIVersion, MinAPIVersion: MinAPIVersion,
 	}, backend.System, backend.Compute, backend.Images)
+	if backend.Volumes != nil {
+		sys.WithVolumes(backend.Volumes)
+	}
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log).WithVolumes(backend.Volumes)
-	img := image.NewRouter(backend.Images, s.log)
+	img := image.NewRouter(backend.Images, s.log).WithContainers(backend.Compute)
 	s.routes = append(s.routes, sys.Routes()...)
 	if backend.Pauser != nil {
 		s.routes = append(s.routes, container.PauseRoutes(backend.Pauser)...)
@@ -139,6 +146,12 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 			return errdefs.ErrNotFound.WithMessage(fmt.Sprintf("network %s not found", vars["name"]))
 		}))
 		s.routes = append(s.routes, notImplemented("networks", "/networks", "/networks/{name:.*}")...)
+	}
+	if backend.Archives != nil {
+		s.routes = append(s.routes, container.ArchiveRoutes(backend.Archives, backend.Compute)...)
+		if backend.Committer != nil {
+			s.routes = append(s.routes, image.CommitRoutes(backend.Archives, backend.Committer)...)
+		}
 	}
 	s.routes = append(s.routes, ctr.Routes()...)
 	s.routes = append(s.routes, img.Routes()...)
@@ -253,15 +266,9 @@ func unimplementedRoutes() []httputils.Route {
 		{"POST", "/build", "image build"},
 		{"POST", "/build/prune", "build cache prune"},
 		{"POST", "/session", "BuildKit sessions"},
-		{"POST", "/commit", "container commit"},
 		{"POST", "/containers/prune", "container prune"},
 		{"GET", "/containers/{name}/top", "top"},
 		{"GET", "/containers/{name}/stats", "stats"},
-		{"GET", "/containers/{name}/changes", "diff"},
-		{"GET", "/containers/{name}/export", "export"},
-		{"GET", "/containers/{name}/archive", "copy (cp)"},
-		{"HEAD", "/containers/{name}/archive", "copy (cp)"},
-		{"PUT", "/containers/{name}/archive", "copy (cp)"},
 		{"POST", "/containers/{name}/update", "update"},
 		{"GET", "/containers/{name}/attach/ws", "websocket attach"},
 		{"POST", "/images/prune", "image prune"},

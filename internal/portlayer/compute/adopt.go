@@ -210,10 +210,10 @@ func (s *Service) readopt(c *container) error {
 		if err := s.cfg.Network.Restore(ctx, c.id, rec.Spec.Name, taps, rec.Endpoints); err != nil {
 			return fail(err)
 		}
-		if len(rec.Ports) > 0 && len(rec.Endpoints) > 0 {
+		if target := portTarget(rec.Endpoints); len(rec.Ports) > 0 && target.IsValid() {
 			// The same host ports as before; one taken meanwhile is lost,
 			// as the container keeps running.
-			ports, err = s.cfg.Network.Publish(ctx, c.id, rec.Endpoints[0].Address.Addr(), rec.Ports)
+			ports, err = s.cfg.Network.Publish(ctx, c.id, target, rec.Ports)
 			if err != nil {
 				s.logger.Warn("published ports not restored", "container", c.id, "err", err)
 				ports = nil

@@ -214,8 +214,8 @@ func TestAdoptFails(t *testing.T) {
 	}
 }
 
-// fakeNet is a NetworkPlumber that records Restore and Publish.
-type fakeNet struct {
+// restoreNet is a NetworkPlumber that records Restore and Publish.
+type restoreNet struct {
 	mu        sync.Mutex
 	next      int
 	restored  map[string][]string // container → taps
@@ -223,11 +223,11 @@ type fakeNet struct {
 	eps       map[string][]portlayer.Endpoint
 }
 
-func newFakeNet() *fakeNet {
-	return &fakeNet{restored: map[string][]string{}, published: map[string][]portlayer.PortBinding{}, eps: map[string][]portlayer.Endpoint{}}
+func newRestoreNet() *restoreNet {
+	return &restoreNet{restored: map[string][]string{}, published: map[string][]portlayer.PortBinding{}, eps: map[string][]portlayer.Endpoint{}}
 }
 
-func (f *fakeNet) NewNIC(ctx context.Context, id string) (portlayer.NIC, error) {
+func (f *restoreNet) NewNIC(ctx context.Context, id string) (portlayer.NIC, error) {
 	file, err := os.Open(os.DevNull)
 	if err != nil {
 		return portlayer.NIC{}, err
@@ -238,7 +238,7 @@ func (f *fakeNet) NewNIC(ctx context.Context, id string) (portlayer.NIC, error) 
 	return portlayer.NIC{Name: fmt.Sprintf("vt%d", f.next), File: file}, nil
 }
 
-func (f *fakeNet) Join(ctx context.Context, id, name, nic string, spec portlayer.EndpointSpec) (portlayer.Endpoint, error) {
+func (f *restoreNet) Join(ctx context.Context, id, name, nic string, spec portlayer.EndpointSpec) (portlayer.Endpoint, error) {
 	ep := portlayer.Endpoint{ID: "ep-" + nic, NetworkID: "net-" + spec.Network, NetworkName: spec.Network, ContainerID: id,
 		Address: netip.MustParsePrefix("172.18.0.2/16"), Gateway: netip.MustParseAddr("172.18.0.1"), MAC: "02:42:ac:12:00:02", NIC: nic}
 	f.mu.Lock()
@@ -246,9 +246,9 @@ func (f *fakeNet) Join(ctx context.Context, id, name, nic string, spec portlayer
 	f.mu.Unlock()
 	return ep, nil
 }
-func (f *fakeNet) Leave(ctx context.Context, id, network string) error { return nil }
-func (f *fakeNet) LeaveAll(id string)                                  {}
-func (f *fakeNet) Publish(ctx context.Context, id string, target netip.Addr, ports []portlayer.PortBinding) ([]portlayer.PortBinding, error) {
+func (f *restoreNet) Leave(ctx context.Context, id, network string) error { return nil }
+func (f *restoreNet) LeaveAll(id string)                                  {}
+func (f *restoreNet) Publish(ctx context.Context, id string, target netip.Addr, ports []portlayer.PortBinding) ([]portlayer.PortBinding, error) {
 	out := append([]portlayer.PortBinding(nil), ports...)
 	for i := range out {
 		if out[i].HostPort == 0 {
@@ -260,11 +260,11 @@ func (f *fakeNet) Publish(ctx context.Context, id string, target netip.Addr, por
 	f.mu.Unlock()
 	return out, nil
 }
-func (f *fakeNet) Unpublish(id string) {}
-func (f *fakeNet) Resolve(ctx context.Context, id string, q []byte) ([]byte, error) {
+func (f *restoreNet) Unpublish(id string) {}
+func (f *restoreNet) Resolve(ctx context.Context, id string, q []byte) ([]byte, error) {
 	return nil, errors.New("no DNS")
 }
-func (f *fakeNet) Restore(ctx context.Context, id, name string, nics []string, eps []portlayer.Endpoint) error {
+func (f *restoreNet) Restore(ctx context.Context, id, name string, nics []string, eps []portlayer.Endpoint) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.restored[id] = nics
@@ -275,7 +275,7 @@ func (f *fakeNet) Restore(ctx context.Context, id, name string, nics []string, e
 // The adopted container's NICs (spare ones included), endpoints and
 // published host ports are registered again.
 func TestAdoptRestoresNetwork(t *testing.T) {
-	fn := newFakeNet()
+	fn := newRestoreNet()
 	h := newHarness(t, func(c *compute.Config) { c.Network = fn })
 	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Networks: []portlayer.EndpointSpec{{Network: "user"}},
 		Ports: []portlayer.PortBinding{{Proto: "tcp", ContainerPort: 80}}})

@@ -368,7 +368,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	spec := hypervisor.Spec{
 		Name: c.id[:12], Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd,
 		MemoryMiB: mem, CPUs: cpus, ChannelName: s.cfg.ChannelName,
-		Disks:      append([]hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", c.id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}, volDisks...),
+		Disks:      append(s.rootDisks(ctx, c.id, rec), volDisks...),
 		RuntimeDir: c.runDir,
 		NICs:       plumbed.nics,
 		Shares:     shares,

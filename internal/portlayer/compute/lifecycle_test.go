@@ -92,7 +92,8 @@ func TestStartRunning(t *testing.T) {
 			wantSpec := hypervisor.Spec{
 				Name: c.ID[:12], Kernel: h.cfg.Kernel, Initrd: h.cfg.Initrd, MemoryMiB: tt.wantMem, CPUs: tt.wantCPUs,
 				ChannelName: wire.PortName, RuntimeDir: filepath.Join(h.cfg.Root, "run", c.ID[:12]),
-				Disks: []hypervisor.Disk{{Path: filepath.Join(h.cfg.Root, "containers", c.ID, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}},
+				Disks: []hypervisor.Disk{{Path: filepath.Join(h.cfg.Root, "containers", c.ID, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial},
+					{Path: vm.Spec().Disks[1].Path, Format: "raw", ReadOnly: true, Serial: wire.BaseSerial}},
 			}
 			if gs := vm.Spec(); fmt.Sprint(gs) != fmt.Sprint(wantSpec) {
 				t.Errorf("VM spec\n got %+v\nwant %+v", gs, wantSpec)

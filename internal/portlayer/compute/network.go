@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -25,6 +26,21 @@ const SpareNICs = 2
 // dnsRelayAddr is where tether serves DNS in the guest: Docker's embedded
 // DNS address, so resolv.conf reads as Docker's does.
 const dnsRelayAddr = "127.0.0.11:53"
+
+// interfaceTimeout bounds one interface change in the guest (connect,
+// disconnect): the container's lock is held meanwhile, so a guest that
+// does not answer must not block its stop, kill or removal for long.
+const interfaceTimeout = 30 * time.Second
+
+// networkRefusal is a start refused for its networks, with dockerd's text
+// as is (no class suffix): a network removed while the container was
+// stopped ("network x not found": a FailedPrecondition, not a NotFound,
+// which front ends would take for the container being missing), or a
+// legacy link that cannot be honoured.
+type networkRefusal struct{ msg string }
+
+func (e *networkRefusal) Error() string { return e.msg }
+func (e *networkRefusal) Unwrap() error { return errdefs.ErrFailedPrecondition }
 
 // nicSlot is one NIC of a running VM.
 type nicSlot struct {
@@ -64,6 +80,9 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 	if s.cfg.Network == nil || len(rec.Spec.Networks) == 0 {
 		return p, nil
 	}
+	if err := s.checkLinks(rec); err != nil {
+		return nil, err
+	}
 	fail := func(err error) (*plumbing, error) {
 		p.closeFiles()
 		s.cfg.Network.Unpublish(c.id)
@@ -78,6 +97,9 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		}
 		p.nics = append(p.nics, hypervisor.NIC{File: nic.File})
 		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
+		if errdefs.IsNotFound(err) {
+			err = &networkRefusal{msg: "network " + spec.Network + " not found"}
+		}
 		if err != nil {
 			return fail(err)
 		}
@@ -101,8 +123,8 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		p.ifs = append(p.ifs, wire.Interface{BootMAC: mac})
 		p.slots = append(p.slots, nicSlot{tap: nic.Name, bootMAC: mac})
 	}
-	if len(rec.Spec.Ports) > 0 {
-		ports, err := s.cfg.Network.Publish(ctx, c.id, p.eps[0].Address.Addr(), rec.Spec.Ports)
+	if target := portTarget(p.eps); len(rec.Spec.Ports) > 0 && target.IsValid() {
+		ports, err := s.cfg.Network.Publish(ctx, c.id, target, rec.Spec.Ports)
 		if err != nil {
 			return fail(err)
 		}
@@ -159,6 +181,41 @@ func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) s
 		fmt.Fprintf(&b, "%s\t%s\n", ep.Address.Addr(), host)
 	}
 	return b.String()
+}
+
+// checkLinks refuses a start whose legacy links (--link on the default
+// bridge) cannot be honoured, with dockerd's texts: the target must run
+// and be on the default bridge. A target that no longer exists is
+// skipped, as the link's /etc/hosts entry is. FailedPrecondition.
+func (s *Service) checkLinks(rec portlayer.Container) error {
+	self := strings.TrimPrefix(rec.Spec.Name, "/")
+	for _, spec := range rec.Spec.Networks {
+		if spec.Network != "bridge" {
+			continue
+		}
+		for _, l := range spec.Links {
+			target, alias, ok := strings.Cut(l, ":")
+			if !ok {
+				alias = target
+			}
+			other, err := s.lookup(strings.TrimPrefix(target, "/"))
+			if err != nil || other.id == rec.ID {
+				continue
+			}
+			other.mu.Lock()
+			running := other.rec.State.Status == portlayer.StatusRunning || other.rec.State.Status == portlayer.StatusPaused
+			onBridge := slices.ContainsFunc(other.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkName == "bridge" })
+			name := strings.TrimPrefix(other.rec.Spec.Name, "/")
+			other.mu.Unlock()
+			switch {
+			case !running:
+				return &networkRefusal{msg: fmt.Sprintf("Cannot link to a non running container: /%s AS /%s/%s", name, self, strings.TrimPrefix(alias, "/"))}
+			case !onBridge:
+				return &networkRefusal{msg: fmt.Sprintf("Cannot link to /%s, as it does not belong to the default network", name)}
+			}
+		}
+	}
+	return nil
 }
 
 // bridgeAddr finds a running container's address on the default bridge.
@@ -224,8 +281,15 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		return err
 	}
 	spec.Network = nw.Name
-	c.mu.Lock()
+	if err := lockSettled(ctx, c, idOrName); err != nil {
+		return err
+	}
 	defer c.mu.Unlock()
+	if c.rec.State.Status == portlayer.StatusPaused {
+		// The guest configures its interfaces itself, and a paused VM
+		// cannot: waiting would hold the container until it is unpaused.
+		return fmt.Errorf("compute: Container %s is paused, unpause the container before connecting it to a network: %w", c.id, errdefs.ErrConflict)
+	}
 	if nw.Driver == "null" || c.rec.Spec.NoNetwork {
 		return fmt.Errorf("container cannot be connected to multiple networks with one of the networks in private (none) mode: %w", errdefs.ErrConflict)
 	}
@@ -234,8 +298,7 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 			return fmt.Errorf("endpoint with name %s already exists in network %s: %w", strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name, errdefs.ErrConflict)
 		}
 	}
-	running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused
-	if running {
+	if c.rec.State.Status == portlayer.StatusRunning {
 		slot := -1
 		for i, sl := range c.slots {
 			if sl.network == "" {
@@ -255,13 +318,22 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		if !ep.Internal && !slices.ContainsFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return !e.Internal }) {
 			f.Gateway = ep.Gateway.String()
 		}
-		if err := c.guest.ConfigureInterface(ctx, f); err != nil {
+		gctx, cancel := context.WithTimeout(ctx, interfaceTimeout)
+		err = c.guest.ConfigureInterface(gctx, f)
+		cancel()
+		if err != nil {
+			// The guest may have configured the interface all the same
+			// (the request was only cut short): take it down again, so
+			// that the guest keeps no address the network gives away.
+			s.unconfigure(c, c.slots[slot].bootMAC)
 			_ = s.cfg.Network.Leave(context.Background(), c.id, nw.ID)
 			return fmt.Errorf("compute: connect %s to %s: %w", c.id[:12], nw.Name, err)
 		}
 		c.slots[slot].network, c.slots[slot].name = ep.NetworkID, name
+		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = append(c.rec.Endpoints, ep)
 		s.persistSlotsLocked(c)
+		s.repointPorts(ctx, c, target)
 	}
 	c.rec.Spec.Networks = append(c.rec.Spec.Networks, spec)
 	return s.recs.put(c.rec)
@@ -281,6 +353,82 @@ func (s *Service) persistSlotsLocked(c *container) {
 	}
 }
 
+// lockSettled locks c once no start is in progress, so that a network
+// change applies to the run the container is in (a start copies the
+// record when it begins). NotFound if c is being created or was removed.
+// On success c.mu is held.
+func lockSettled(ctx context.Context, c *container, idOrName string) error {
+	for {
+		c.mu.Lock()
+		if c.removed || c.creating {
+			c.mu.Unlock()
+			return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+		}
+		if !c.starting {
+			return nil
+		}
+		ch := c.startDone
+		c.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("compute: %s is starting: %w", c.id[:12], ctx.Err())
+		}
+	}
+}
+
+// unconfigure takes a NIC's interface down in the guest and hides it
+// again, best effort (c.mu held).
+func (s *Service) unconfigure(c *container, bootMAC string) {
+	ctx, cancel := context.WithTimeout(context.Background(), interfaceTimeout)
+	defer cancel()
+	if err := c.guest.ConfigureInterface(ctx, wire.Interface{BootMAC: bootMAC}); err != nil {
+		s.logger.Warn("take interface down after a failed connect", "container", c.id, "err", err)
+	}
+}
+
+// portTarget is where a running container's published ports lead: its
+// first endpoint on a network that is not internal, the one its default
+// route goes through (dockerd's gateway endpoint). Invalid without one:
+// dockerd publishes nothing for a container on internal networks only.
+func portTarget(eps []portlayer.Endpoint) netip.Addr {
+	for _, ep := range eps {
+		if !ep.Internal {
+			return ep.Address.Addr()
+		}
+	}
+	return netip.Addr{}
+}
+
+// repointPorts keeps a running container's published ports on its current
+// endpoints after a connect or disconnect (c.mu held), as dockerd moves
+// them with the container's gateway endpoint: they must never lead to an
+// address the container gave up, which the network hands to the next
+// container. Ports already bound keep their host ports; a container with
+// no endpoint left has none, and gets them back when connected again.
+func (s *Service) repointPorts(ctx context.Context, c *container, old netip.Addr) {
+	target := portTarget(c.rec.Endpoints)
+	if len(c.rec.Spec.Ports) == 0 || target == old {
+		return
+	}
+	s.cfg.Network.Unpublish(c.id)
+	bound := c.rec.Ports
+	c.rec.Ports = nil
+	if !target.IsValid() {
+		return
+	}
+	want := bound
+	if len(want) == 0 {
+		want = c.rec.Spec.Ports
+	}
+	ports, err := s.cfg.Network.Publish(ctx, c.id, target, want)
+	if err != nil {
+		s.logger.Warn("published ports lost after a network change", "container", c.id, "err", err)
+		return
+	}
+	c.rec.Ports = ports
+}
+
 // nextIfName is the first "ethN" not used by an attached slot.
 func nextIfName(slots []nicSlot) string {
 	for i := 0; ; i++ {
@@ -293,8 +441,9 @@ func nextIfName(slots []nicSlot) string {
 
 // Disconnect takes a container off a network (docker network disconnect);
 // a running one loses the interface at once. NotFound if the container is
-// not on the network. force is accepted for Docker's API and changes
-// nothing here.
+// not on the network. A network that no longer exists is dropped from a
+// stopped container's record (from a running one's only with force), as
+// dockerd does.
 func (s *Service) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
 	if s.cfg.Network == nil || s.cfg.Networks == nil {
 		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
@@ -303,26 +452,52 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 	if err != nil {
 		return err
 	}
-	nw, err := s.cfg.Networks.InspectNetwork(ctx, network)
-	if err != nil {
+	nw, lookupErr := s.cfg.Networks.InspectNetwork(ctx, network)
+	if lookupErr != nil && !errdefs.IsNotFound(lookupErr) {
+		return lookupErr
+	}
+	if err := lockSettled(ctx, c, idOrName); err != nil {
 		return err
 	}
-	c.mu.Lock()
 	defer c.mu.Unlock()
+	if lookupErr != nil {
+		// The network was removed while the container was attached to it
+		// (stopped): as dockerd, a stopped container, or a forced
+		// disconnect, drops it from the record, else the container could
+		// never start again.
+		running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused
+		if running && !force {
+			return lookupErr
+		}
+		idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == network })
+		if idx < 0 {
+			return fmt.Errorf("container %s is not connected to network %s: %w", c.id, network, errdefs.ErrNotFound)
+		}
+		c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
+		return s.recs.put(c.rec)
+	}
+	if c.rec.State.Status == portlayer.StatusPaused {
+		return fmt.Errorf("compute: Container %s is paused, unpause the container before disconnecting it from a network: %w", c.id, errdefs.ErrConflict)
+	}
 	idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == nw.Name || n.Network == nw.ID })
 	if idx < 0 {
 		return fmt.Errorf("container %s is not connected to network %s: %w", c.id, nw.Name, errdefs.ErrNotFound)
 	}
-	if i := slices.IndexFunc(c.slots, func(sl nicSlot) bool { return sl.network == nw.ID }); i >= 0 && c.guest != nil {
-		if err := c.guest.ConfigureInterface(ctx, wire.Interface{BootMAC: c.slots[i].bootMAC}); err != nil {
+	if i := slices.IndexFunc(c.slots, func(sl nicSlot) bool { return sl.network == nw.ID }); i >= 0 && c.guest != nil && c.rec.State.Status == portlayer.StatusRunning {
+		gctx, cancel := context.WithTimeout(ctx, interfaceTimeout)
+		err := c.guest.ConfigureInterface(gctx, wire.Interface{BootMAC: c.slots[i].bootMAC})
+		cancel()
+		if err != nil {
 			return fmt.Errorf("compute: disconnect %s from %s: %w", c.id[:12], nw.Name, err)
 		}
 		if err := s.cfg.Network.Leave(ctx, c.id, nw.ID); err != nil {
 			s.logger.Warn("leave network", "container", c.id, "network", nw.Name, "err", err)
 		}
 		c.slots[i].network, c.slots[i].name = "", ""
+		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = slices.DeleteFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkID == nw.ID })
 		s.persistSlotsLocked(c)
+		s.repointPorts(ctx, c, target)
 	}
 	c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
 	return s.recs.put(c.rec)

@@ -69,6 +69,7 @@ func TestVolumeMounts(t *testing.T) {
 	disks := vm.Spec().Disks
 	wantDisks := []hypervisor.Disk{
 		{Path: disks[0].Path, Format: "qcow2", Serial: wire.RootSerial},
+		{Path: disks[1].Path, Format: "raw", ReadOnly: true, Serial: wire.BaseSerial},
 		{Path: data.DiskPath, Format: "raw", Serial: "vch-vol-0"},
 		{Path: av.DiskPath, Format: "raw", Serial: "vch-vol-1"},
 		{Path: d2.DiskPath, Format: "raw", Serial: "vch-vol-2"},
@@ -156,7 +157,8 @@ func TestVolumeExclusive(t *testing.T) {
 	h.waitExit(a.ID)
 	// The first container's VM may still be powering off: the start waits.
 	h.start(b.ID)
-	if got := h.vm(b.ID).Spec().Disks; len(got) != 2 || got[1].Serial != "vch-vol-0" {
+	// Root, the image's disk (for diff) and the volume.
+	if got := h.vm(b.ID).Spec().Disks; len(got) != 3 || got[1].Serial != "vch-base" || got[2].Serial != "vch-vol-0" {
 		t.Errorf("disks %+v", got)
 	}
 }

@@ -35,6 +35,26 @@ import (
 // egressDialTimeout bounds the outbound connect.
 const egressDialTimeout = 30 * time.Second
 
+// Egress connections cost the daemon descriptors (about six each: both
+// sockets and the splice pipes of the two copies), so they are bounded: a
+// container cannot starve the daemon's API, published ports and VM starts.
+const (
+	// egressPerSource caps one container address's open egress
+	// connections (further ones are reset).
+	egressPerSource = 1024
+	// egressFDsPerConn is what one connection is counted as against the
+	// daemon's descriptor limit; all egress together may use a quarter of
+	// it.
+	egressFDsPerConn = 6
+)
+
+// Bounds of the pause after a failed Accept (EMFILE, ENFILE, ENOBUFS), so
+// a descriptor shortage neither spins the loop nor ends egress.
+const (
+	egressRetryMin = 5 * time.Millisecond
+	egressRetryMax = time.Second
+)
+
 // soOriginalDst is SO_ORIGINAL_DST (linux/netfilter_ipv4.h): the address
 // a redirected connection was sent to.
 const soOriginalDst = 80
@@ -49,11 +69,28 @@ type egress struct {
 	ln     net.Listener
 	port   uint16
 
-	mu      sync.Mutex
-	subnets []netip.Prefix
-	conns   map[net.Conn]struct{}
-	closed  bool
-	wg      sync.WaitGroup
+	// limit and perSource bound the open egress connections, in all and
+	// per container address.
+	limit, perSource int
+
+	mu       sync.Mutex
+	subnets  []netip.Prefix
+	conns    map[net.Conn]netip.Addr // both sides of each connection → the container's address
+	sessions map[netip.Addr]int      // open connections per container address
+	total    int
+	warned   time.Time // last "limit reached" warning
+	closed   bool
+	wg       sync.WaitGroup
+}
+
+// egressLimit is how many egress connections may be open at once: a
+// quarter of the daemon's descriptor limit, at egressFDsPerConn each.
+func egressLimit() int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == unix.RLIM_INFINITY {
+		return 16384
+	}
+	return max(64, int(rl.Cur/4/egressFDsPerConn))
 }
 
 // startEgress listens inside ns and serves redirected connections.
@@ -66,7 +103,10 @@ func startEgress(ns, out *namespace, logger *slog.Logger) (*egress, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("network: egress listener: %w", err)
 	}
-	e := &egress{logger: logger, ns: ns, out: out, ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), conns: map[net.Conn]struct{}{}}
+	e := &egress{logger: logger, ns: ns, out: out, ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port),
+		conns: map[net.Conn]netip.Addr{}, sessions: map[netip.Addr]int{}}
+	e.limit = egressLimit()
+	e.perSource = min(egressPerSource, max(1, e.limit/2))
 	e.wg.Add(1)
 	go e.serve()
 	return e, nil
@@ -133,12 +173,39 @@ func (e *egress) rules(bridges []string, subnets []netip.Prefix) error {
 	return nil
 }
 
+// cut closes the egress connections of a container address (it left its
+// network, or its VM ended: a guest that is gone never closes them).
+func (e *egress) cut(src netip.Addr) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for c, a := range e.conns {
+		if a == src {
+			c.Close()
+			e.conns[c] = netip.Addr{} // cut: handle must not dial out for it
+		}
+	}
+}
+
 func (e *egress) serve() {
 	defer e.wg.Done()
+	var backoff time.Duration
 	for {
 		c, err := e.ln.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of descriptors, most likely: wait and go on; egress
+			// must not end for good.
+			backoff = min(max(2*backoff, egressRetryMin), egressRetryMax)
+			e.logger.Warn("egress accept failed, retrying", "err", err, "retry_in", backoff)
+			time.Sleep(backoff)
+			continue
+		}
+		backoff = 0
+		var src netip.Addr
+		if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			src = a.AddrPort().Addr().Unmap()
 		}
 		e.mu.Lock()
 		if e.closed {
@@ -146,14 +213,29 @@ func (e *egress) serve() {
 			c.Close()
 			return
 		}
-		e.conns[c] = struct{}{}
+		if e.total >= e.limit || e.sessions[src] >= e.perSource {
+			if time.Since(e.warned) > time.Minute {
+				e.warned = time.Now()
+				e.logger.Warn("egress connection refused: too many open", "from", src, "open", e.sessions[src], "per_container", e.perSource, "total", e.total, "limit", e.limit)
+			}
+			e.mu.Unlock()
+			c.Close()
+			continue
+		}
+		e.conns[c] = src
+		e.sessions[src]++
+		e.total++
 		e.wg.Add(1)
 		e.mu.Unlock()
 		go func() {
 			defer e.wg.Done()
-			e.handle(c)
+			e.handle(c, src)
 			e.mu.Lock()
 			delete(e.conns, c)
+			if e.sessions[src]--; e.sessions[src] <= 0 {
+				delete(e.sessions, src)
+			}
+			e.total--
 			e.mu.Unlock()
 		}()
 	}
@@ -222,7 +304,7 @@ func (e *egress) allowed(dst netip.Addr) error {
 	return nil
 }
 
-func (e *egress) handle(c net.Conn) {
+func (e *egress) handle(c net.Conn, src netip.Addr) {
 	defer c.Close()
 	dst, err := originalDst(c)
 	if err == nil {
@@ -251,20 +333,31 @@ func (e *egress) handle(c net.Conn) {
 	}
 	defer up.Close()
 	e.mu.Lock()
-	if e.closed {
+	if a := e.conns[c]; e.closed || a != src {
+		// Closed meanwhile (shutdown, or the container left).
 		e.mu.Unlock()
 		return
 	}
-	e.conns[up] = struct{}{}
+	e.conns[up] = src
 	e.mu.Unlock()
 	defer func() { e.mu.Lock(); delete(e.conns, up); e.mu.Unlock() }()
 	done := make(chan struct{}, 2)
+	// At one side's EOF the other is half-closed; an error on either
+	// closes both, which also ends the opposite copy (a peer that reset
+	// or timed out must not leave the other side open for ever).
 	pipe := func(dst, src net.Conn) {
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
+		defer func() { done <- struct{}{} }()
+		if _, err := io.Copy(dst, src); err != nil {
+			src.Close()
+			dst.Close()
+			return
 		}
-		done <- struct{}{}
+		if tc, ok := dst.(*net.TCPConn); ok {
+			if err := tc.CloseWrite(); err != nil {
+				src.Close()
+				dst.Close()
+			}
+		}
 	}
 	go pipe(up, c)
 	go pipe(c, up)

@@ -84,10 +84,12 @@ func (p *pool) usable(a netip.Addr) bool {
 // InvalidArgument if addr is outside the subnet.
 func (p *pool) allocate(addr netip.Addr, owner string) (netip.Addr, error) {
 	if addr.IsValid() {
-		if !p.usable(addr) {
+		if !p.subnet.Contains(addr) {
 			return netip.Addr{}, fmt.Errorf("no available IPv4 addresses on this network's address pools: invalid address %s for subnet %s: %w", addr, p.subnet, errdefs.ErrInvalidArgument)
 		}
-		if _, taken := p.used[addr]; taken {
+		// The gateway, network and broadcast addresses are allocated
+		// from the start in dockerd's IPAM.
+		if _, taken := p.used[addr]; taken || !p.usable(addr) {
 			return netip.Addr{}, fmt.Errorf("Address already in use: %s: %w", addr, errdefs.ErrConflict)
 		}
 		p.used[addr] = owner

@@ -383,7 +383,7 @@ func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec)
 		}
 		for _, n := range s.nets {
 			if n.rec.Subnet.IsValid() && overlaps(n.rec.Subnet, subnet) {
-				return portlayer.Network{}, fmt.Errorf("invalid pool request: Pool overlaps with other one on this address space: %w", errdefs.ErrPermissionDenied)
+				return portlayer.Network{}, fmt.Errorf("invalid pool request: Pool overlaps with other one on this address space: %w", errdefs.ErrConflict)
 			}
 		}
 	} else {

@@ -2,12 +2,14 @@ package network
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,7 +62,7 @@ func TestNetworksLifecycle(t *testing.T) {
 	if _, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "one"}); !errdefs.IsAlreadyExists(err) {
 		t.Errorf("duplicate name: %v", err)
 	}
-	if _, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "two", Subnet: netip.MustParsePrefix("172.18.5.0/24")}); !errdefs.IsPermissionDenied(err) {
+	if _, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "two", Subnet: netip.MustParsePrefix("172.18.5.0/24")}); !errdefs.IsConflict(err) {
 		t.Errorf("overlap: %v", err)
 	}
 	n2, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "two", Subnet: netip.MustParsePrefix("10.9.0.0/24"), IPRange: netip.MustParsePrefix("10.9.0.128/25"), Internal: true})
@@ -155,6 +157,13 @@ func TestPoolAllocation(t *testing.T) {
 	}
 	if _, err := p.allocate(netip.MustParseAddr("10.0.1.2"), "y"); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("outside: %v", err)
+	}
+	// The gateway, network and broadcast addresses are taken, as in
+	// dockerd's IPAM ("Address already in use").
+	for _, a := range []string{"10.0.0.1", "10.0.0.0", "10.0.0.3"} {
+		if _, err := p.allocate(netip.MustParseAddr(a), "y"); !errdefs.IsConflict(err) || !strings.HasPrefix(err.Error(), "Address already in use") {
+			t.Errorf("static %s: %v", a, err)
+		}
 	}
 	p.release(a)
 	if b, err := p.allocate(netip.Addr{}, "y"); err != nil || b != a {
@@ -294,6 +303,81 @@ func TestEgress(t *testing.T) {
 		if got := echo(c); got == "ping" {
 			t.Error("egress from an internal network")
 		}
+	}
+
+	// A silent server out there: it reads to EOF and keeps its side open.
+	var hold net.Listener
+	if err := remote.do(func() (err error) { hold, err = net.Listen("tcp4", "198.51.100.2:0"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			c, err := hold.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(io.Discard, c); <-stop; c.Close() }()
+		}
+	}()
+	open := func() int {
+		s.egress.mu.Lock()
+		defer s.egress.mu.Unlock()
+		return s.egress.total
+	}
+	waitOpen := func(what string, want int) {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Second); open() != want; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d egress connections open, want %d", what, open(), want)
+			}
+		}
+	}
+	mustDial := func() net.Conn {
+		t.Helper()
+		c, err := dial(hold.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	waitOpen("before", 0)
+	// A container that resets its connection ends it on both sides, even
+	// when the server out there stays silent.
+	c1 := mustDial()
+	waitOpen("connected", 1)
+	c1.(*net.TCPConn).SetLinger(0)
+	c1.Close()
+	waitOpen("after a reset", 0)
+	// A container's connections end with its endpoint (cut), as a VM that
+	// is gone never closes them.
+	c2 := mustDial()
+	defer c2.Close()
+	waitOpen("connected", 1)
+	s.egress.cut(netip.MustParseAddr("172.17.0.77"))
+	waitOpen("after cut", 0)
+	c2.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c2.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read after cut = %v, want the connection closed", err)
+	}
+	// One container cannot take every descriptor of the daemon.
+	s.egress.mu.Lock()
+	s.egress.perSource = 2
+	s.egress.mu.Unlock()
+	for range 2 {
+		defer mustDial().Close()
+	}
+	waitOpen("two open", 2)
+	c3 := mustDial()
+	defer c3.Close()
+	c3.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c3.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read on a connection over the cap = %v, want it closed", err)
+	}
+	if n := open(); n != 2 {
+		t.Errorf("%d egress connections open over a cap of 2", n)
 	}
 }
 

@@ -166,6 +166,11 @@ func (s *Service) leaveLocked(n *netState, ep *portlayer.Endpoint) {
 	if tap, err := s.ns.nl.LinkByName(ep.NIC); err == nil {
 		_ = s.ns.nl.LinkSetNoMaster(tap)
 	}
+	if s.egress != nil {
+		// The container's egress connections end with its endpoint: a
+		// guest that is gone never closes them itself.
+		s.egress.cut(ep.Address.Addr())
+	}
 	n.pool.release(ep.Address.Addr())
 	delete(n.eps, ep.ContainerID)
 }

@@ -71,7 +71,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, ref string, config ocis
 func (s *Store) snapshot(c *cached) portlayer.Image {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return c.image()
+	return c.image(s.layers)
 }
 
 // throttle limits fn to about ten calls a second (plus none dropped at the

@@ -31,7 +31,7 @@ func (s *Store) Get(ctx context.Context, ref string) (portlayer.Image, error) {
 	if err != nil {
 		return portlayer.Image{}, err
 	}
-	return c.image(), nil
+	return c.image(s.layers), nil
 }
 
 // List returns every image, newest (by config creation time) first, ties by
@@ -47,7 +47,7 @@ func (s *Store) List(ctx context.Context) ([]portlayer.Image, error) {
 	}
 	out := make([]portlayer.Image, 0, len(s.images))
 	for _, c := range s.images {
-		out = append(out, c.image())
+		out = append(out, c.image(s.layers))
 	}
 	slices.SortFunc(out, func(a, b portlayer.Image) int {
 		if c := b.Created.Compare(a.Created); c != 0 {

@@ -15,7 +15,7 @@ import (
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/vchproject/vch/internal/portlayer/storage/archive"
+	"github.com/vchproject/vch/internal/archive"
 )
 
 // Rootfs disk sizing: the disk is the container's whole root filesystem, so

@@ -291,8 +291,9 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// image converts a cached record into the contract's value.
-func (c *cached) image() portlayer.Image {
+// image converts a cached record into the contract's value; layers gives
+// the uncompressed layer sizes (the store's s.layers, read under s.mu).
+func (c *cached) image(layers map[string]layerInfo) portlayer.Image {
 	img := portlayer.Image{
 		ID:          c.rec.ID,
 		RepoTags:    familiarAll(c.rec.Tags),
@@ -302,8 +303,13 @@ func (c *cached) image() portlayer.Image {
 	}
 	slices.Sort(img.RepoTags)
 	slices.Sort(img.RepoDigests)
-	for _, d := range c.config.RootFS.DiffIDs {
+	for i, d := range c.config.RootFS.DiffIDs {
 		img.Layers = append(img.Layers, d.String())
+		var size int64
+		if i < len(c.manifest.Layers) {
+			size = layers[c.manifest.Layers[i].Digest.String()].Size
+		}
+		img.LayerSizes = append(img.LayerSizes, size)
 	}
 	if c.config.Created != nil {
 		img.Created = *c.config.Created

@@ -279,3 +279,7 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 	resp.Mounts = mountPoints(r.Context(), c, resp.HostConfig, rt.volumes)
 	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings)})
 }
+
+// SummaryOf builds the `docker ps` entry for c (also used by GET
+// /system/df).
+func SummaryOf(c portlayer.Container, now time.Time) container.Summary { return summary(c, now) }

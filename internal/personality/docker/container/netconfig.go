@@ -45,6 +45,9 @@ func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.Contai
 	}
 	eps := map[string]*network.EndpointSettings{}
 	if nc != nil {
+		if err := rt.validateEndpoints(ctx, nc.EndpointsConfig); err != nil {
+			return err
+		}
 		for name, es := range nc.EndpointsConfig {
 			// The CLI names the default network "default".
 			if name == "default" {
@@ -83,27 +86,25 @@ func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.Contai
 			if i == 0 {
 				ep.Links = append(ep.Links, hc.Links...)
 			}
-			if name == "bridge" {
-				if ep.IPv4.IsValid() {
-					return httputils.InvalidArgument("user specified IP address is supported on user defined networks only")
-				}
-				if len(ep.Aliases) > 0 {
-					return httputils.InvalidArgument("network-scoped alias is supported only for containers in user defined networks")
-				}
-			}
 			if rt.networks != nil {
+				// A network that does not exist yet is dockerd's business
+				// at start ("network x not found"), not create's: a 404
+				// here would make the CLI try to pull the image.
 				nw, err := rt.networks.InspectNetwork(ctx, name)
-				if err != nil {
-					if errdefs.IsNotFound(err) {
-						return httputils.Classify(errdefs.ErrNotFound, err, fmt.Sprintf("network %s not found", name))
-					}
+				switch {
+				case errdefs.IsNotFound(err):
+				case err != nil:
 					return err
-				}
-				if nw.Driver == "null" {
+				case nw.Driver == "null":
 					return httputils.InvalidArgument("container cannot be connected to multiple networks with one of the networks in private (none) mode")
 				}
 			}
 			spec.Networks = append(spec.Networks, ep)
+		}
+		if mode == "bridge" {
+			if err := rt.checkLegacyLinks(ctx, hc.Links); err != nil {
+				return err
+			}
 		}
 		ports, err := portBindings(exposed, hc.PortBindings, hc.PublishAllPorts)
 		if err != nil {
@@ -135,6 +136,95 @@ func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.Contai
 	return nil
 }
 
+// validateEndpoints checks NetworkingConfig.EndpointsConfig as dockerd's
+// validateNetworkingConfig does at create, with its texts (400 "invalid
+// config for network <key>: invalid endpoint settings:\n<problem>"): no
+// static address or alias on the predefined networks, and a static
+// address inside the subnet of a network that exists (one that does not
+// exist yet is left to start).
+func (rt *Router) validateEndpoints(ctx context.Context, cfgs map[string]*network.EndpointSettings) error {
+	keys := make([]string, 0, len(cfgs))
+	for k := range cfgs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var errs []string
+	for _, key := range keys {
+		es := cfgs[key]
+		if es == nil {
+			errs = append(errs, fmt.Sprintf("invalid config for network %s: EndpointsConfig is nil", key))
+			continue
+		}
+		var ip netip.Addr
+		if es.IPAMConfig != nil {
+			ip = es.IPAMConfig.IPv4Address.Unmap()
+		}
+		var problems []string
+		predefined := key == "default" || key == "bridge" || key == "none" || key == "host"
+		if predefined {
+			if ip.IsValid() || (es.IPAMConfig != nil && es.IPAMConfig.IPv6Address.IsValid()) {
+				problems = append(problems, "user specified IP address is supported on user defined networks only")
+			}
+			if len(es.Aliases) > 0 {
+				problems = append(problems, "network-scoped alias is supported only for containers in user defined networks")
+			}
+		} else {
+			if ip.IsValid() && rt.networks != nil {
+				if nw, err := rt.networks.InspectNetwork(ctx, key); err == nil && nw.Subnet.IsValid() && !nw.Subnet.Contains(ip) {
+					problems = append(problems, fmt.Sprintf("no configured subnet or ip-range contain the IP address %s", ip))
+				}
+			}
+			if es.IPAMConfig != nil && es.IPAMConfig.IPv6Address.IsValid() {
+				// vch networks have no IPv6 subnet.
+				problems = append(problems, "user specified IP address is supported only when connecting to networks with user configured subnets")
+			}
+		}
+		if len(problems) > 0 {
+			errs = append(errs, fmt.Sprintf("invalid config for network %s: invalid endpoint settings:\n%s", key, joinProblems(problems)))
+		}
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return httputils.InvalidArgument("%s", joinProblems(errs))
+}
+
+// joinProblems formats problems as dockerd's multierror does: one as is,
+// several as a "* " list with continuation lines indented.
+func joinProblems(problems []string) string {
+	if len(problems) == 1 {
+		return problems[0]
+	}
+	lines := make([]string, 0, len(problems))
+	for _, p := range problems {
+		lines = append(lines, strings.ReplaceAll(p, "\n", "\n\t"))
+	}
+	return "* " + strings.Join(lines, "\n* ")
+}
+
+// checkLegacyLinks checks --link targets on the default bridge as
+// dockerd's registerLinks does at create: each must name an existing
+// container, else 400 "could not get container for x: No such container:
+// x" (dockerd makes it a 400 so that the CLI does not take it for a
+// missing image). On user networks links are aliases and may name
+// containers that do not exist yet.
+func (rt *Router) checkLegacyLinks(ctx context.Context, links []string) error {
+	for _, l := range links {
+		target, _, _ := strings.Cut(l, ":")
+		target = strings.TrimPrefix(target, "/")
+		if target == "" {
+			return httputils.InvalidArgument("invalid link format: %q", l)
+		}
+		if _, err := rt.compute.Inspect(ctx, target); err != nil {
+			if errdefs.IsNotFound(err) {
+				return httputils.InvalidArgument("could not get container for %s: No such container: %s", target, target)
+			}
+			return fmt.Errorf("link %s: %w", l, err)
+		}
+	}
+	return nil
+}
+
 // portBindings turns HostConfig.PortBindings (and -P: every exposed port
 // not bound explicitly gets a free host port) into the port layer's form.
 func portBindings(exposed network.PortSet, pm network.PortMap, publishAll bool) ([]portlayer.PortBinding, error) {
@@ -158,16 +248,22 @@ func portBindings(exposed network.PortSet, pm network.PortMap, publishAll bool) 
 		}
 		for _, b := range binds {
 			pb := portlayer.PortBinding{Proto: proto, ContainerPort: p.Num(), HostIP: b.HostIP}
+			pb.HostIP = pb.HostIP.Unmap()
 			if pb.HostIP.IsValid() && pb.HostIP.IsUnspecified() && pb.HostIP.Is4() {
 				pb.HostIP = netip.Addr{}
 			}
-			if pb.HostIP.IsValid() && !pb.HostIP.Is4() {
-				return nil, httputils.InvalidArgument("publishing on IPv6 address %s is not supported yet", pb.HostIP)
+			if pb.HostIP.Zone() != "" {
+				return nil, httputils.InvalidArgument("invalid host IP %s: zones are not supported", pb.HostIP)
 			}
+			// An IPv6 host address (-p [::1]:8080:80) is bound as such and
+			// forwarded to the container's IPv4 address, as docker-proxy
+			// does for a network without IPv6.
 			if b.HostPort != "" {
 				lo, hi, isRange := strings.Cut(b.HostPort, "-")
 				start, err := strconv.ParseUint(lo, 10, 16)
-				if err != nil || start == 0 {
+				// Host port 0 alone asks for a free port, as an empty
+				// one does (docker run -p 0:80).
+				if err != nil || (start == 0 && isRange) {
 					return nil, httputils.InvalidArgument("invalid port specification: %q", b.HostPort)
 				}
 				pb.HostPort = uint16(start)
@@ -228,6 +324,11 @@ func portMap(c portlayer.Container, exposed network.PortSet) network.PortMap {
 // host side, exposed ones alone.
 func portSummaries(c portlayer.Container, exposed network.PortSet) []container.PortSummary {
 	out := []container.PortSummary{}
+	// dockerd clears a container's ports when its network is released:
+	// a created or exited container lists none.
+	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused {
+		return out
+	}
 	published := map[string]bool{}
 	for _, b := range c.Ports {
 		ip := b.HostIP

@@ -846,6 +846,47 @@ func (a ImagesAPI) Remove(ctx context.Context, ref string, force bool) ([]portla
 	return out, nil
 }
 
+// Save implements portlayer.Images in the fake's archive format (one tag
+// per line, which the fake's Load reads back).
+func (a ImagesAPI) Save(ctx context.Context, refs []string, w io.Writer) error {
+	f := a.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("Images.Save", strings.Join(refs, " ")); err != nil {
+		return err
+	}
+	var lines []string
+	for _, ref := range refs {
+		img, err := f.getLocked(ref)
+		if err != nil {
+			return err
+		}
+		lines = append(lines, img.RepoTags...)
+	}
+	_, err := io.WriteString(w, strings.Join(lines, "\n")+"\n")
+	return err
+}
+
+// Push implements portlayer.Images: it records "ref user" and reports one
+// layer pushed per image layer.
+func (a ImagesAPI) Push(ctx context.Context, ref string, auth portlayer.RegistryAuth, progress portlayer.ProgressFunc) ([]portlayer.PushResult, error) {
+	f := a.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.record("Images.Push", ref+" "+auth.Username); err != nil {
+		return nil, err
+	}
+	img, err := f.getLocked(ref)
+	if err != nil {
+		return nil, fmt.Errorf("An image does not exist locally with the tag: %s: %w", ref, errdefs.ErrNotFound)
+	}
+	progress(portlayer.Progress{Status: "The push refers to repository [" + ref + "]"})
+	for _, l := range img.Layers {
+		progress(portlayer.Progress{ID: strings.TrimPrefix(l, "sha256:")[:12], Status: "Pushed"})
+	}
+	return []portlayer.PushResult{{Tag: "latest", Digest: "sha256:" + strings.Repeat("e", 64), Size: 527}}, nil
+}
+
 // Host implements system.Source.
 func (f *Fake) Host(context.Context) (system.Host, error) {
 	f.mu.Lock()

@@ -6,4 +6,5 @@
 package image
 
 // The routes use all of portlayer.Images: Pull, Import, Load, Get, List,
-// Tag, Remove.
+// Tag, Remove, Save, Push; and, when given, the container list (prune
+// spares images containers use).

@@ -24,8 +24,9 @@ import (
 
 // Router serves the image routes.
 type Router struct {
-	images portlayer.Images
-	log    *slog.Logger
+	images     portlayer.Images
+	containers containerLister // may be nil
+	log        *slog.Logger
 }
 
 // NewRouter returns the image routes over the port layer's image store.
@@ -40,6 +41,11 @@ func (rt *Router) Routes() []httputils.Route {
 		httputils.NewRoute(http.MethodPost, "/images/create", rt.postCreate),
 		httputils.NewRoute(http.MethodPost, "/images/load", rt.postLoad),
 		httputils.NewRoute(http.MethodGet, "/images/json", rt.getList),
+		httputils.NewRoute(http.MethodGet, "/images/get", rt.getSave),
+		httputils.NewRoute(http.MethodPost, "/images/prune", rt.postPrune),
+		httputils.NewRoute(http.MethodGet, "/images/{name:.*}/get", rt.getSave),
+		httputils.NewRoute(http.MethodGet, "/images/{name:.*}/history", rt.getHistory),
+		httputils.NewRoute(http.MethodPost, "/images/{name:.*}/push", rt.postPush),
 		httputils.NewRoute(http.MethodGet, "/images/{name:.*}/json", rt.getInspect),
 		httputils.NewRoute(http.MethodPost, "/images/{name:.*}/tag", rt.postTag),
 		httputils.NewRoute(http.MethodDelete, "/images/{name:.*}", rt.deleteImage),
@@ -433,6 +439,10 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 	if err != nil {
 		return fmt.Errorf("list images: %w", err)
 	}
+	var shared map[string]int64
+	if httputils.BoolValue(r, "shared-size") {
+		shared, _ = SharedSizes(imgs)
+	}
 	out := []image.Summary{}
 	for _, img := range imgs {
 		if !f.Match("dangling", func(v string) bool { return (v == "true") == (len(img.RepoTags) == 0) }) {
@@ -451,7 +461,11 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		if !f.Match("reference", func(v string) bool { return matchReference(img.RepoTags, v) }) {
 			continue
 		}
-		out = append(out, Summary(img))
+		sum := Summary(img)
+		if shared != nil {
+			sum.SharedSize = shared[img.ID]
+		}
+		out = append(out, sum)
 	}
 	return httputils.WriteJSON(w, http.StatusOK, out)
 }

@@ -86,10 +86,11 @@ func (rt *Router) postConnect(w http.ResponseWriter, r *http.Request, vars map[s
 }
 
 // postDisconnect serves POST /networks/{id}/disconnect (Engine API v1.50
-// "Disconnect a container from a network"): 200 with no body; 404 "network
-// x not found" unless Force is set, when the name goes to the connector
-// as given so a stopped container can drop a network that no longer
-// exists.
+// "Disconnect a container from a network"): 200 with no body. A network
+// that does not exist goes to the connector by the name given, as dockerd
+// does, so that a stopped container (or any, with Force) can drop a
+// network removed after it was attached; the connector answers 404
+// "network x not found" otherwise.
 func (rt *Router) postDisconnect(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	ctx := r.Context()
 	var req disconnectRequest
@@ -108,7 +109,7 @@ func (rt *Router) postDisconnect(w http.ResponseWriter, r *http.Request, vars ma
 	switch {
 	case err == nil:
 		ref, name = n.ID, n.Name
-	case errdefs.IsNotFound(err) && req.Force:
+	case errdefs.IsNotFound(err):
 	default:
 		return err
 	}

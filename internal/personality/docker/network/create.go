@@ -156,6 +156,9 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	case errdefs.IsConflict(err):
 		// dockerd's IPAM text and code for a subnet overlapping another.
 		return httputils.Classify(errdefs.ErrPermissionDenied, err, "Pool overlaps with other one on this address space")
+	case errdefs.IsResourceExhausted(err):
+		// dockerd's ipamapi.ErrNoMoreSubnets, a 400.
+		return httputils.Classify(errdefs.ErrInvalidArgument, err, "all predefined address pools have been fully subnetted")
 	case errdefs.IsInvalidArgument(err):
 		return httputils.Classify(errdefs.ErrInvalidArgument, err, httputils.PortLayerText(err))
 	default:

@@ -73,6 +73,7 @@ func TestErrors(t *testing.T) {
 		{name: "create duplicate", setup: custom, method: "POST", path: "/networks/create", body: `{"Name":"n1"}`, code: 409, msg: "network with name n1 already exists"},
 		{name: "create duplicate raced", setup: failWith("CreateNetwork", fmt.Errorf("network: n2: %w", errdefs.ErrAlreadyExists)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 409, msg: "network with name n2 already exists"},
 		{name: "create overlap", setup: failWith("CreateNetwork", fmt.Errorf("network: subnet overlaps bridge: %w", errdefs.ErrConflict)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 403, msg: "Pool overlaps with other one on this address space"},
+		{name: "create pools exhausted", setup: failWith("CreateNetwork", fmt.Errorf("all predefined address pools have been fully subnetted: %w", errdefs.ErrResourceExhausted)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 400, msg: "all predefined address pools have been fully subnetted"},
 		{name: "create port layer invalid", setup: failWith("CreateNetwork", fmt.Errorf("network: invalid mtu 5: %w", errdefs.ErrInvalidArgument)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 400, msg: "invalid mtu 5"},
 		{name: "create port layer fault", setup: failWith("CreateNetwork", errBoom), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 500, msg: "create network n2: boom"},
 		{name: "create unknown driver", method: "POST", path: "/networks/create", body: `{"Name":"n2","Driver":"foo"}`, code: 404, msg: `plugin "foo" not found`},
@@ -168,7 +169,8 @@ func TestErrors(t *testing.T) {
 
 		// disconnect
 		{name: "disconnect no container", setup: custom, method: "POST", path: "/networks/n1/disconnect", body: `{}`, code: 400, msg: `invalid name or ID supplied: ""`},
-		{name: "disconnect unknown network", method: "POST", path: "/networks/nope/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "network nope not found"},
+		{name: "disconnect unknown network", setup: connErr(fmt.Errorf("network nope not found: %w", errdefs.ErrNotFound)),
+			method: "POST", path: "/networks/nope/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "network nope not found"},
 		{name: "disconnect not attached", setup: connErr(fmt.Errorf("compute: container 0123 is not connected to network n1: %w", errdefs.ErrNotFound)),
 			method: "POST", path: "/networks/n1/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "container 0123 is not connected to network n1"},
 		{name: "disconnect conflict", setup: connErr(fmt.Errorf("compute: Container c1 is marked for removal: %w", errdefs.ErrConflict)),
@@ -474,6 +476,8 @@ func TestConnect(t *testing.T) {
 		{"/networks/app/disconnect", `{"Container":"web"}`, "Disconnect web " + id + " force=false"},
 		{"/networks/app/disconnect", `{"Container":"web","Force":true}`, "Disconnect web " + id + " force=true"},
 		{"/networks/gone/disconnect", `{"Container":"web","Force":true}`, "Disconnect web gone force=true"},
+		// A stopped container drops a removed network without force too.
+		{"/networks/gone/disconnect", `{"Container":"web"}`, "Disconnect web gone force=false"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path+tt.body, func(t *testing.T) {

@@ -37,6 +37,7 @@ type Router struct {
 	host       Source
 	containers containerLister
 	images     imageLister
+	volumes    volumeLister // may be nil
 	now        func() time.Time
 }
 
@@ -53,6 +54,7 @@ func (s *Router) Routes() []httputils.Route {
 		httputils.NewRoute(http.MethodHead, "/_ping", s.ping),
 		httputils.NewRoute(http.MethodGet, "/version", s.version),
 		httputils.NewRoute(http.MethodGet, "/info", s.info),
+		httputils.NewRoute(http.MethodGet, "/system/df", s.df),
 	}
 }
 

@@ -700,3 +700,49 @@ func TestConcurrentPublishUnpublish(t *testing.T) {
 	}
 	holdPort(t, "tcp", shared)
 }
+
+// An IPv6 host address (docker run -p [::1]:8080:80) is bound as IPv6 and
+// forwarded to the container's IPv4 address, TCP and UDP alike.
+func TestIPv6HostToIPv4Target(t *testing.T) {
+	if c, err := net.Listen("tcp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	} else {
+		c.Close()
+	}
+	m, _ := newMapper(t)
+	echo := startTCPEcho(t)
+	udp := startUDPEcho(t)
+	v6 := netip.IPv6Loopback()
+	got, err := m.Publish("c1", loopback, []portlayer.PortBinding{
+		{Proto: "tcp", ContainerPort: echo.addr.Port(), HostIP: v6},
+		{Proto: "udp", ContainerPort: udp.Port(), HostIP: v6},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got[0].HostIP != v6 || got[0].HostPort == 0 || got[1].HostIP != v6 {
+		t.Fatalf("bindings = %+v", got)
+	}
+	c, err := net.Dial("tcp6", hostAddr(got[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(ioTimeout))
+	c.Write([]byte("over v6"))
+	c.(*net.TCPConn).CloseWrite()
+	if b, _ := io.ReadAll(c); string(b) != "over v6" {
+		t.Errorf("tcp echo = %q", b)
+	}
+	u, err := net.Dial("udp6", hostAddr(got[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	u.SetDeadline(time.Now().Add(ioTimeout))
+	u.Write([]byte("datagram"))
+	buf := make([]byte, 64)
+	if n, err := u.Read(buf); err != nil || string(buf[:n]) != "datagram" {
+		t.Errorf("udp echo = %q, %v", buf[:n], err)
+	}
+}

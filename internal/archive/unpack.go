@@ -64,6 +64,45 @@ const (
 // context's error when ctx ends; other errors are I/O failures. On error dir
 // is left partly filled; the caller removes it.
 func Unpack(ctx context.Context, r io.Reader, dir string) error {
+	return UnpackWith(ctx, r, dir, Options{Whiteouts: true})
+}
+
+// Options tune [UnpackWith] for uses other than image layers (docker cp).
+type Options struct {
+	// Whiteouts applies the OCI whiteout rules; without it ".wh." names
+	// are ordinary files (docker cp keeps them as such).
+	Whiteouts bool
+	// Prefix is a directory, relative to dir and free of symbolic links,
+	// that the entries land in (docker cp's destination). Links and
+	// symlinks in the archive still resolve inside dir, as if dir were
+	// the root of a chroot; entries may not climb above Prefix. An entry
+	// naming Prefix itself (".") is skipped, as dockerd does.
+	Prefix string
+	// NoOverwriteDirNonDir refuses to replace a directory with a
+	// non-directory and the reverse (InvalidArgument), with dockerd's texts.
+	NoOverwriteDirNonDir bool
+	// Owner, when set, owns every entry instead of the header's uid/gid.
+	Owner *Owner
+	// MaxBytes bounds the sum of the regular files' sizes (as declared
+	// in their headers, so a huge sparse file counts in full); 0: no
+	// bound. MaxEntries bounds the number of entries; 0: no bound. Going
+	// over either fails with InvalidArgument before the entry is written.
+	MaxBytes   int64
+	MaxEntries int
+}
+
+// Owner is a numeric owner.
+type Owner struct{ UID, GID int }
+
+// UnpackWith is [Unpack] with options.
+func UnpackWith(ctx context.Context, r io.Reader, dir string, opts Options) error {
+	if opts.Prefix != "" {
+		p, err := clean(opts.Prefix)
+		if err != nil {
+			return err
+		}
+		opts.Prefix = p
+	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return fmt.Errorf("archive: open target: %w", err)
@@ -77,6 +116,7 @@ func Unpack(ctx context.Context, r io.Reader, dir string) error {
 		root:    root,
 		dir:     abs,
 		created: map[string]bool{},
+		opts:    opts,
 	}
 	return u.run(ctx, tar.NewReader(r))
 }
@@ -96,6 +136,20 @@ type unpacker struct {
 	// pending holds hard links whose target had not been extracted yet
 	// (a flattened image lists upper layers first).
 	pending []*tar.Header
+	opts    Options
+	bytes   int64 // regular file bytes so far (Options.MaxBytes)
+	entries int   // entries so far (Options.MaxEntries)
+}
+
+// within joins a cleaned entry name to Options.Prefix.
+func (u *unpacker) within(rel string) string {
+	if u.opts.Prefix == "" {
+		return rel
+	}
+	if rel == "" {
+		return u.opts.Prefix
+	}
+	return path.Join(u.opts.Prefix, rel)
 }
 
 func (u *unpacker) run(ctx context.Context, tr *tar.Reader) error {
@@ -182,18 +236,37 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, body io.Reader) e
 	if err != nil {
 		return err
 	}
+	if body != nil {
+		u.entries++
+		if u.opts.MaxEntries > 0 && u.entries > u.opts.MaxEntries {
+			return fmt.Errorf("archive: more than %d entries: %w", u.opts.MaxEntries, errdefs.ErrInvalidArgument)
+		}
+		if hdr.Typeflag == tar.TypeReg || hdr.Typeflag == tar.TypeRegA || hdr.Typeflag == tar.TypeGNUSparse {
+			u.bytes += hdr.Size
+			if u.opts.MaxBytes > 0 && u.bytes > u.opts.MaxBytes {
+				return fmt.Errorf("archive: files larger than the %d bytes allowed (%q): %w", u.opts.MaxBytes, hdr.Name, errdefs.ErrInvalidArgument)
+			}
+		}
+	}
 	if rel == "" {
+		if u.opts.Prefix != "" {
+			return nil
+		}
 		// The root itself: only its metadata.
 		if hdr.Typeflag != tar.TypeDir {
 			return nil
 		}
 		return u.rootMeta(hdr)
 	}
+	rel = u.within(rel)
+	if u.opts.Owner != nil {
+		hdr.Uid, hdr.Gid = u.opts.Owner.UID, u.opts.Owner.GID
+	}
 	base := path.Base(rel)
-	if base == opaqueWhiteout {
+	if u.opts.Whiteouts && base == opaqueWhiteout {
 		return u.opaque(path.Dir(rel))
 	}
-	if strings.HasPrefix(base, whiteoutPrefix) {
+	if u.opts.Whiteouts && strings.HasPrefix(base, whiteoutPrefix) {
 		return u.whiteout(path.Join(path.Dir(rel), strings.TrimPrefix(base, whiteoutPrefix)))
 	}
 
@@ -220,6 +293,14 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, body io.Reader) e
 	var existing unix.Stat_t
 	exists := unix.Fstatat(dfd, name, &existing, unix.AT_SYMLINK_NOFOLLOW) == nil
 	existingDir := exists && existing.Mode&unix.S_IFMT == unix.S_IFDIR
+	if exists && u.opts.NoOverwriteDirNonDir {
+		if existingDir && hdr.Typeflag != tar.TypeDir {
+			return fmt.Errorf("cannot overwrite directory %q with non-directory %q: %w", "/"+rel, hdr.Name, errdefs.ErrInvalidArgument)
+		}
+		if !existingDir && hdr.Typeflag == tar.TypeDir {
+			return fmt.Errorf("cannot overwrite non-directory %q with directory %q: %w", "/"+rel, hdr.Name, errdefs.ErrInvalidArgument)
+		}
+	}
 	if exists && !(existingDir && hdr.Typeflag == tar.TypeDir) {
 		if hdr.Typeflag == tar.TypeLink && u.sameAsLinkTarget(hdr, rel) {
 			return nil
@@ -346,6 +427,7 @@ func (u *unpacker) link(hdr *tar.Header, rel string, dfd int, name string) (bool
 	if err != nil || target == "" {
 		return false, fmt.Errorf("archive: hard link %q: target %q escapes the target: %w", rel, hdr.Linkname, errdefs.ErrInvalidArgument)
 	}
+	target = u.within(target)
 	tf, tname, err := u.parent(target)
 	if err != nil {
 		return false, err
@@ -369,7 +451,7 @@ func (u *unpacker) link(hdr *tar.Header, rel string, dfd int, name string) (bool
 // (a retried pending link, or a link to itself).
 func (u *unpacker) sameAsLinkTarget(hdr *tar.Header, rel string) bool {
 	target, err := clean(hdr.Linkname)
-	return err == nil && target == rel
+	return err == nil && u.within(target) == rel
 }
 
 func (u *unpacker) rootMeta(hdr *tar.Header) error {

@@ -1,0 +1,184 @@
+package container
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// ArchiveRoutes serve docker cp (HEAD/GET/PUT /containers/{name}/archive),
+// docker export and docker diff over the port layer's Archives; compute
+// resolves names first so a missing container is Docker's 404.
+func ArchiveRoutes(a portlayer.Archives, compute portlayer.Compute) []httputils.Route {
+	ar := &archiveRouter{archives: a, compute: compute}
+	return []httputils.Route{
+		httputils.NewRoute(http.MethodHead, "/containers/{name}/archive", ar.headArchive),
+		httputils.NewRoute(http.MethodGet, "/containers/{name}/archive", ar.getArchive),
+		httputils.NewRoute(http.MethodPut, "/containers/{name}/archive", ar.putArchive),
+		httputils.NewRoute(http.MethodGet, "/containers/{name}/export", ar.getExport),
+		httputils.NewRoute(http.MethodGet, "/containers/{name}/changes", ar.getChanges),
+	}
+}
+
+type archiveRouter struct {
+	archives portlayer.Archives
+	compute  portlayer.Compute
+}
+
+// exists resolves the container: Docker's 404 "No such container".
+func (ar *archiveRouter) exists(ctx context.Context, name string) (portlayer.Container, error) {
+	c, err := ar.compute.Inspect(ctx, name)
+	if err != nil {
+		return c, containerErr("inspect", name, err)
+	}
+	return c, nil
+}
+
+// pathErr gives an archive error dockerd's texts: a missing path is 404
+// "Could not find the file P in container NAME"; other classes keep the
+// guest's text (400 "extraction point is not a directory", …).
+func pathErr(name, p string, err error) error {
+	switch {
+	case errdefs.IsNotFound(err):
+		return httputils.Classify(errdefs.ErrNotFound, err, "Could not find the file "+p+" in container "+name)
+	case errdefs.IsInvalidArgument(err), errdefs.IsConflict(err):
+		return httputils.Classify(errdefs.Resolve(err), err, httputils.PortLayerText(err))
+	}
+	return err
+}
+
+// statHeader is Docker's container.PathStat as the header carries it.
+type statHeader struct {
+	Name       string    `json:"name"`
+	Size       int64     `json:"size"`
+	Mode       uint32    `json:"mode"`
+	Mtime      time.Time `json:"mtime"`
+	LinkTarget string    `json:"linkTarget"`
+}
+
+func setStatHeader(w http.ResponseWriter, st portlayer.PathStat) {
+	b, _ := json.Marshal(statHeader{Name: st.Name, Size: st.Size, Mode: uint32(st.Mode), Mtime: st.Mtime, LinkTarget: st.LinkTarget})
+	w.Header().Set("X-Docker-Container-Path-Stat", base64.StdEncoding.EncodeToString(b))
+}
+
+func archivePath(r *http.Request) (string, error) {
+	p := r.FormValue("path")
+	if p == "" {
+		return "", httputils.InvalidArgument("path cannot be empty")
+	}
+	return p, nil
+}
+
+func (ar *archiveRouter) headArchive(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	p, err := archivePath(r)
+	if err != nil {
+		return err
+	}
+	if _, err := ar.exists(r.Context(), name); err != nil {
+		return err
+	}
+	st, err := ar.archives.StatPath(r.Context(), name, p)
+	if err != nil {
+		return pathErr(name, p, err)
+	}
+	setStatHeader(w, st)
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (ar *archiveRouter) getArchive(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	p, err := archivePath(r)
+	if err != nil {
+		return err
+	}
+	if _, err := ar.exists(r.Context(), name); err != nil {
+		return err
+	}
+	st, rc, err := ar.archives.GetArchive(r.Context(), name, p)
+	if err != nil {
+		return pathErr(name, p, err)
+	}
+	defer rc.Close()
+	setStatHeader(w, st)
+	return streamTar(w, rc)
+}
+
+// streamTar sends a tar stream; a failure once bytes went out aborts the
+// connection, so a cut archive never looks complete.
+func streamTar(w http.ResponseWriter, rc io.Reader) error {
+	w.Header().Set("Content-Type", "application/x-tar")
+	w.WriteHeader(http.StatusOK)
+	if _, err := io.Copy(w, rc); err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	return nil
+}
+
+func (ar *archiveRouter) putArchive(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	p, err := archivePath(r)
+	if err != nil {
+		return err
+	}
+	if _, err := ar.exists(r.Context(), name); err != nil {
+		return err
+	}
+	opts := portlayer.PutArchiveOptions{
+		NoOverwriteDirNonDir: httputils.BoolValue(r, "noOverwriteDirNonDir"),
+		CopyUIDGID:           httputils.BoolValue(r, "copyUIDGID"),
+	}
+	if err := ar.archives.PutArchive(r.Context(), name, p, r.Body, opts); err != nil {
+		return pathErr(name, p, err)
+	}
+	w.WriteHeader(http.StatusOK)
+	return nil
+}
+
+func (ar *archiveRouter) getExport(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	if _, err := ar.exists(r.Context(), name); err != nil {
+		return err
+	}
+	rc, err := ar.archives.Export(r.Context(), name)
+	if err != nil {
+		return containerErr("export", name, err)
+	}
+	defer rc.Close()
+	return streamTar(w, rc)
+}
+
+// change is Docker's container.FilesystemChange.
+type change struct {
+	Path string `json:"Path"`
+	Kind int    `json:"Kind"`
+}
+
+func (ar *archiveRouter) getChanges(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
+	name := vars["name"]
+	if _, err := ar.exists(r.Context(), name); err != nil {
+		return err
+	}
+	list, err := ar.archives.Changes(r.Context(), name)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrNotFound) {
+			return containerErr("changes", name, err)
+		}
+		return containerErr("changes", name, err)
+	}
+	out := make([]change, 0, len(list))
+	for _, c := range list {
+		out = append(out, change{Path: c.Path, Kind: int(c.Kind)})
+	}
+	return httputils.WriteJSON(w, http.StatusOK, out)
+}

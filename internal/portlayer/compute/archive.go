@@ -1,0 +1,308 @@
+package compute
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+var _ portlayer.Archives = (*Service)(nil)
+
+// statTimeout bounds a stat in the guest.
+const statTimeout = 30 * time.Second
+
+// rootDisks are a VM's copy-on-write root disk and, read-only beside it,
+// the image's disk it lies over (serial wire.BaseSerial), which tether
+// compares with the root for docker diff and commit. Without the image's
+// disk (the image is gone) the VM boots, but diff and commit fail.
+func (s *Service) rootDisks(ctx context.Context, id string, rec portlayer.Container) []hypervisor.Disk {
+	disks := []hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}
+	if s.rootfs == nil {
+		return disks
+	}
+	base, err := s.rootfs.Rootfs(ctx, rec.Spec.Image)
+	if err != nil {
+		s.logger.Warn("image disk not attached; diff and commit will fail", "container", id, "err", err)
+		return disks
+	}
+	return append(disks, hypervisor.Disk{Path: base, Format: "raw", ReadOnly: true, Serial: wire.BaseSerial})
+}
+
+// acquireGuest returns a guest connection to the container's filesystem:
+// the running VM's, or, for a created or exited container, a VM booted on
+// the same disks without the container's process (maintenance mode),
+// which release powers off. While a maintenance VM runs the container
+// counts as starting: a start or removal waits for it. Conflict if
+// paused.
+func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container, *guest.Client, func(), error) {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil, nil, nil, fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+	}
+	for {
+		c.mu.Lock()
+		switch {
+		case c.removed || c.creating:
+			c.mu.Unlock()
+			return nil, nil, nil, fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+		case c.rec.State.Status == portlayer.StatusPaused:
+			c.mu.Unlock()
+			return nil, nil, nil, fmt.Errorf("compute: Container %s is paused, unpause the container before copying: %w", c.id, errdefs.ErrConflict)
+		case c.rec.State.Status == portlayer.StatusRunning && c.guest != nil:
+			g := c.guest
+			c.mu.Unlock()
+			return c, g, func() {}, nil
+		case c.starting:
+			ch := c.startDone
+			c.mu.Unlock()
+			select {
+			case <-ch:
+				continue
+			case <-ctx.Done():
+				return nil, nil, nil, fmt.Errorf("compute: %s: %w", c.id, ctx.Err())
+			}
+		}
+		break
+	}
+	c.starting = true
+	c.startDone = make(chan struct{})
+	rec, gone := c.rec, c.vmGone
+	c.mu.Unlock()
+	done := func() {
+		c.mu.Lock()
+		c.starting = false
+		close(c.startDone)
+		c.mu.Unlock()
+	}
+	if gone != nil {
+		select {
+		case <-gone:
+		case <-ctx.Done():
+			done()
+			return nil, nil, nil, fmt.Errorf("compute: %s: %w", c.id, ctx.Err())
+		}
+	}
+	token, err := s.claimVolumes(ctx, c, rec)
+	if err != nil {
+		done()
+		return nil, nil, nil, err
+	}
+	vm, g, err := s.bootMaintenance(ctx, c, rec)
+	if err != nil {
+		s.releaseVolumes(c.id, token)
+		done()
+		return nil, nil, nil, err
+	}
+	s.logger.Info("maintenance VM booted", "container", c.id, "vm_pid", vm.Pid())
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
+			if err := g.PowerOff(ctx); err == nil {
+				select {
+				case <-vm.Done():
+				case <-ctx.Done():
+				}
+			}
+			cancel()
+			_ = vm.Kill()
+			<-vm.Done()
+			g.Close()
+			s.releaseVolumes(c.id, token)
+			done()
+		})
+	}
+	return c, g, release, nil
+}
+
+// bootMaintenance boots the container's disks, volumes and binds without
+// networks and without a process.
+func (s *Service) bootMaintenance(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, error) {
+	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("compute: %w", err)
+	}
+	volDisks, mounts, err := s.volumeDisks(ctx, rec.Spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	shares, err := s.shares(rec.Spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	spec := hypervisor.Spec{
+		Name: c.id[:12], Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd,
+		MemoryMiB: s.cfg.DefaultMemoryMiB, CPUs: 1, ChannelName: s.cfg.ChannelName,
+		Disks:      append(s.rootDisks(ctx, c.id, rec), volDisks...),
+		RuntimeDir: c.runDir,
+		Shares:     shares,
+	}
+	if len(shares) > 0 {
+		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
+	}
+	vm, err := s.driver.Start(ctx, spec)
+	if err != nil {
+		return nil, nil, fmt.Errorf("compute: start maintenance VM: %w", err)
+	}
+	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	defer cancel()
+	g, err := guest.Dial(bootCtx, vm.Channel())
+	if err == nil {
+		// No identity files (nothing runs); the mounts so that volumes and
+		// binds are where the container has them.
+		err = g.Setup(bootCtx, wire.Setup{TimeUnixNano: time.Now().UnixNano(), Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs})
+		if err != nil {
+			g.Close()
+		}
+	}
+	if err != nil {
+		_ = vm.Kill()
+		<-vm.Done()
+		return nil, nil, fmt.Errorf("compute: maintenance VM: %w (console: %s)", err, consoleTail(c.runDir))
+	}
+	return vm, g, nil
+}
+
+// archiveErr adds context to a failed archive operation. The guest's own
+// refusals (guest.ArchiveError: a missing path, not a directory, a
+// hostile archive) are returned as they are: their text is meant for
+// users (dockerd's wording) and they carry their class.
+func archiveErr(c *container, op string, err error) error {
+	var ae *guest.ArchiveError
+	if errors.As(err, &ae) {
+		return err
+	}
+	return fmt.Errorf("compute: %s in %s: %w", op, c.id, err)
+}
+
+func pathStat(st wire.PathStat) portlayer.PathStat {
+	return portlayer.PathStat{Name: st.Name, Size: st.Size, Mode: fs.FileMode(st.Mode), Mtime: time.Unix(0, st.MtimeUnixNano).UTC(), LinkTarget: st.LinkTarget}
+}
+
+// StatPath implements portlayer.Archives.
+func (s *Service) StatPath(ctx context.Context, idOrName, path string) (portlayer.PathStat, error) {
+	c, g, release, err := s.acquireGuest(ctx, idOrName)
+	if err != nil {
+		return portlayer.PathStat{}, err
+	}
+	defer release()
+	sctx, cancel := context.WithTimeout(ctx, statTimeout)
+	defer cancel()
+	st, err := g.StatPath(sctx, path)
+	if err != nil {
+		return portlayer.PathStat{}, archiveErr(c, "stat "+path, err)
+	}
+	return pathStat(st), nil
+}
+
+// releasingReader releases the guest (a maintenance VM) when closed.
+type releasingReader struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r *releasingReader) Close() error {
+	err := r.ReadCloser.Close()
+	r.release()
+	return err
+}
+
+// GetArchive implements portlayer.Archives.
+func (s *Service) GetArchive(ctx context.Context, idOrName, path string) (portlayer.PathStat, io.ReadCloser, error) {
+	c, g, release, err := s.acquireGuest(ctx, idOrName)
+	if err != nil {
+		return portlayer.PathStat{}, nil, err
+	}
+	sctx, cancel := context.WithTimeout(ctx, statTimeout)
+	st, err := g.StatPath(sctx, path)
+	cancel()
+	if err != nil {
+		release()
+		return portlayer.PathStat{}, nil, archiveErr(c, "stat "+path, err)
+	}
+	rc, err := g.GetArchive(ctx, wire.ArchiveGet{Path: path})
+	if err != nil {
+		release()
+		return portlayer.PathStat{}, nil, archiveErr(c, "archive "+path, err)
+	}
+	return pathStat(st), &releasingReader{rc, release}, nil
+}
+
+// PutArchive implements portlayer.Archives.
+func (s *Service) PutArchive(ctx context.Context, idOrName, path string, r io.Reader, opts portlayer.PutArchiveOptions) error {
+	c, g, release, err := s.acquireGuest(ctx, idOrName)
+	if err != nil {
+		return err
+	}
+	defer release()
+	rec := c.record()
+	put := wire.ArchivePut{Path: path, NoOverwriteDirNonDir: opts.NoOverwriteDirNonDir, CopyUIDGID: opts.CopyUIDGID, User: rec.Spec.User}
+	if err := g.PutArchive(ctx, put, r); err != nil {
+		return archiveErr(c, "extract to "+path, err)
+	}
+	return nil
+}
+
+// Export implements portlayer.Archives.
+func (s *Service) Export(ctx context.Context, idOrName string) (io.ReadCloser, error) {
+	c, g, release, err := s.acquireGuest(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := g.GetArchive(ctx, wire.ArchiveGet{Mode: wire.ArchiveModeExport})
+	if err != nil {
+		release()
+		return nil, archiveErr(c, "export", err)
+	}
+	return &releasingReader{rc, release}, nil
+}
+
+// Changes implements portlayer.Archives.
+func (s *Service) Changes(ctx context.Context, idOrName string) ([]portlayer.Change, error) {
+	c, g, release, err := s.acquireGuest(ctx, idOrName)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	list, err := g.Changes(ctx)
+	if err != nil {
+		return nil, archiveErr(c, "changes", err)
+	}
+	out := make([]portlayer.Change, 0, len(list))
+	for _, ch := range list {
+		out = append(out, portlayer.Change{Path: ch.Path, Kind: portlayer.ChangeKind(ch.Kind)})
+	}
+	return out, nil
+}
+
+// ChangesLayer implements portlayer.Archives.
+func (s *Service) ChangesLayer(ctx context.Context, idOrName string) (portlayer.Container, io.ReadCloser, error) {
+	c, g, release, err := s.acquireGuest(ctx, idOrName)
+	if err != nil {
+		return portlayer.Container{}, nil, err
+	}
+	rc, err := g.GetArchive(ctx, wire.ArchiveGet{Mode: wire.ArchiveModeChanges})
+	if err != nil {
+		release()
+		return portlayer.Container{}, nil, archiveErr(c, "commit", err)
+	}
+	return c.record(), &releasingReader{rc, release}, nil
+}

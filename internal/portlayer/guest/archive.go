@@ -1,0 +1,224 @@
+package guest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/containerd/errdefs"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// ArchiveError is an archive operation the guest refused or that failed
+// there: its kind (wire.ArchiveNotFound, …) and the guest's text. It is
+// classified: NotFound, InvalidArgument (not a directory, bad archive,
+// read-only destination) or Internal.
+type ArchiveError struct {
+	Kind, Message string
+}
+
+func (e *ArchiveError) Error() string { return e.Message }
+
+// Unwrap classifies the error.
+func (e *ArchiveError) Unwrap() error {
+	switch e.Kind {
+	case wire.ArchiveNotFound:
+		return errdefs.ErrNotFound
+	case wire.ArchiveNotDir, wire.ArchiveInvalid, wire.ArchiveReadOnly:
+		return errdefs.ErrInvalidArgument
+	}
+	return errdefs.ErrInternal
+}
+
+func archiveError(payload []byte) error {
+	var ae wire.ArchiveError
+	if json.Unmarshal(payload, &ae) != nil || ae.Kind == "" {
+		return &ArchiveError{Kind: wire.ArchiveFailed, Message: string(payload)}
+	}
+	return &ArchiveError{Kind: ae.Kind, Message: ae.Message}
+}
+
+// StatPath stats a container path (docker cp's HEAD).
+func (c *Client) StatPath(ctx context.Context, path string) (wire.PathStat, error) {
+	type result struct {
+		ok   bool
+		resp []byte
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ok, resp, err := c.conn.SendRequest(wire.RequestArchiveStat, true, wire.Encode(wire.ArchivePath{Path: path}))
+		done <- result{ok, resp, err}
+	}()
+	var st wire.PathStat
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return st, fmt.Errorf("guest: stat: %w: %w", r.err, errdefs.ErrUnavailable)
+		}
+		if !r.ok {
+			return st, archiveError(r.resp)
+		}
+		err := json.Unmarshal(r.resp, &st)
+		return st, err
+	case <-ctx.Done():
+		return st, fmt.Errorf("guest: stat: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+	}
+}
+
+// archiveChannel is an open archive channel and the guest's final word.
+type archiveChannel struct {
+	ch      ssh.Channel
+	done    chan struct{}
+	mu      sync.Mutex
+	outcome error
+	got     bool
+}
+
+func (c *Client) openArchive(ctx context.Context, kind string, extra []byte) (*archiveChannel, error) {
+	type result struct {
+		ch   ssh.Channel
+		reqs <-chan *ssh.Request
+		err  error
+	}
+	res := make(chan result, 1)
+	go func() {
+		ch, reqs, err := c.conn.OpenChannel(kind, extra)
+		res <- result{ch, reqs, err}
+	}()
+	var r result
+	select {
+	case r = <-res:
+	case <-ctx.Done():
+		go func() {
+			if r := <-res; r.err == nil {
+				r.ch.Close()
+			}
+		}()
+		return nil, fmt.Errorf("guest: %s: %w: %w", kind, ctx.Err(), errdefs.ErrUnavailable)
+	}
+	if r.err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(r.err, &oce) && oce.Reason == ssh.ConnectionFailed {
+			return nil, archiveError([]byte(oce.Message))
+		}
+		return nil, fmt.Errorf("guest: %s: %w: %w", kind, r.err, errdefs.ErrUnavailable)
+	}
+	a := &archiveChannel{ch: r.ch, done: make(chan struct{})}
+	go func() {
+		for req := range r.reqs {
+			if req.Type == wire.RequestArchiveDone {
+				var ae wire.ArchiveError
+				a.mu.Lock()
+				a.got = true
+				if json.Unmarshal(req.Payload, &ae) == nil && ae.Kind != "" {
+					a.outcome = &ArchiveError{Kind: ae.Kind, Message: ae.Message}
+				}
+				a.mu.Unlock()
+			}
+			if req.WantReply {
+				_ = req.Reply(false, nil)
+			}
+		}
+		close(a.done)
+	}()
+	// A context that ends closes the channel, which ends the guest's side.
+	go func() {
+		select {
+		case <-ctx.Done():
+			r.ch.Close()
+		case <-a.done:
+		}
+	}()
+	return a, nil
+}
+
+// result waits for the guest's final word.
+func (a *archiveChannel) result() error {
+	<-a.done
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.got {
+		return fmt.Errorf("guest: archive ended without a result: %w", errdefs.ErrUnavailable)
+	}
+	return a.outcome
+}
+
+// archiveReader reads a guest's tar stream; at its end it reports the
+// guest's error, if any, instead of io.EOF, so a cut stream never looks
+// complete.
+type archiveReader struct{ a *archiveChannel }
+
+func (r archiveReader) Read(p []byte) (int, error) {
+	n, err := r.a.ch.Read(p)
+	if errors.Is(err, io.EOF) {
+		if rerr := r.a.result(); rerr != nil {
+			return n, rerr
+		}
+	}
+	return n, err
+}
+
+func (r archiveReader) Close() error { return r.a.ch.Close() }
+
+// GetArchive opens a tar stream from the guest (docker cp out, export, a
+// commit's layer). A path that does not exist fails here, before any
+// byte (NotFound).
+func (c *Client) GetArchive(ctx context.Context, get wire.ArchiveGet) (io.ReadCloser, error) {
+	a, err := c.openArchive(ctx, wire.ChannelArchiveGet, wire.Encode(get))
+	if err != nil {
+		return nil, err
+	}
+	return archiveReader{a}, nil
+}
+
+// PutArchive unpacks the tar stream r into a container directory.
+func (c *Client) PutArchive(ctx context.Context, put wire.ArchivePut, r io.Reader) error {
+	a, err := c.openArchive(ctx, wire.ChannelArchivePut, wire.Encode(put))
+	if err != nil {
+		return err
+	}
+	defer a.ch.Close()
+	copyErr := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(a.ch, r)
+		_ = a.ch.CloseWrite()
+		copyErr <- err
+	}()
+	// The guest may answer (an error) before it read everything.
+	_, _ = io.Copy(io.Discard, a.ch)
+	res := a.result()
+	if res != nil {
+		return res
+	}
+	if err := <-copyErr; err != nil {
+		return fmt.Errorf("guest: put archive: read: %w", err)
+	}
+	return nil
+}
+
+// Changes lists what differs from the image (docker diff).
+func (c *Client) Changes(ctx context.Context) ([]wire.Change, error) {
+	a, err := c.openArchive(ctx, wire.ChannelChanges, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer a.ch.Close()
+	b, err := io.ReadAll(io.LimitReader(a.ch, 256<<20))
+	if err != nil {
+		return nil, fmt.Errorf("guest: changes: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	if err := a.result(); err != nil {
+		return nil, err
+	}
+	var out []wire.Change
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, fmt.Errorf("guest: changes: %w", err)
+	}
+	return out, nil
+}

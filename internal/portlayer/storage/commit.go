@@ -1,0 +1,91 @@
+package storage
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+var _ portlayer.Committer = (*Store)(nil)
+
+// Commit implements portlayer.Committer (docker commit): the parent's
+// layers are shared, the new layer is stored once by digest like any
+// other, and the config is the parent's with spec.Config, the author and
+// comment, and one more history entry.
+//
+// Errors: NotFound if the parent is gone; InvalidArgument for a bad ref;
+// the context's error if ctx ends (nothing is recorded then).
+func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (portlayer.Image, error) {
+	var tags []string
+	if spec.Ref != "" {
+		t, err := parseTag(spec.Ref)
+		if err != nil {
+			return portlayer.Image{}, err
+		}
+		tags = []string{t.String()}
+	}
+	s.gcMu.RLock()
+	defer s.gcMu.RUnlock()
+	s.mu.Lock()
+	parent := s.images[spec.Parent]
+	var layers []storedLayer
+	if parent != nil {
+		for i, d := range parent.config.RootFS.DiffIDs {
+			if i >= len(parent.manifest.Layers) {
+				break
+			}
+			m := parent.manifest.Layers[i]
+			diffID, err := v1.NewHash(d.String())
+			if err != nil {
+				s.mu.Unlock()
+				return portlayer.Image{}, fmt.Errorf("storage: commit: parent diff ID: %w", err)
+			}
+			layers = append(layers, storedLayer{Digest: m.Digest, Size: m.Size, MediaType: m.MediaType, DiffID: diffID, USize: s.layers[m.Digest.String()].Size})
+		}
+	}
+	var cfg ocispec.Image
+	if parent != nil {
+		cfg = parent.config
+	}
+	s.mu.Unlock()
+	if parent == nil {
+		return portlayer.Image{}, noSuchImage(spec.Parent)
+	}
+	l, err := s.writeLayerUncompressed(ctx, spec.Layer, nil)
+	if err != nil {
+		return portlayer.Image{}, fmt.Errorf("storage: commit: %w", err)
+	}
+	if err := ctx.Err(); err != nil {
+		return portlayer.Image{}, ctxErr(ctx)
+	}
+	now := time.Now().UTC()
+	cfg.Created = &now
+	cfg.Config = spec.Config
+	cfg.Author = spec.Author
+	cfg.RootFS.DiffIDs = append(append([]digest.Digest(nil), cfg.RootFS.DiffIDs...), digest.Digest(l.DiffID.String()))
+	cfg.History = append(append([]ocispec.History(nil), cfg.History...), ocispec.History{Created: &now, Author: spec.Author, Comment: spec.Comment, CreatedBy: spec.CreatedBy})
+	raw, err := json.Marshal(commitConfig{Image: cfg, Comment: spec.Comment})
+	if err != nil {
+		return portlayer.Image{}, fmt.Errorf("storage: encode config: %w", err)
+	}
+	c, err := s.commit(newImage{config: raw, layers: append(layers, l), tags: tags})
+	if err != nil {
+		return portlayer.Image{}, err
+	}
+	s.log.Info("image committed", "image", c.rec.ID, "parent", spec.Parent, "ref", spec.Ref)
+	return s.snapshot(c), nil
+}
+
+// commitConfig is the OCI config plus Docker's top-level "comment", which
+// docker inspect shows as Comment.
+type commitConfig struct {
+	ocispec.Image
+	Comment string `json:"comment,omitempty"`
+}
