@@ -71,7 +71,10 @@ func daemonCmd() *cobra.Command {
 		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
 		Short: "Run one VCH endpoint in the foreground until SIGTERM or SIGINT",
 		Long: `Run one VCH's engine in the foreground until SIGTERM or SIGINT; then it
-stops the container VMs, records their exit and removes its sockets.
+lets go of the container VMs, which keep running, and removes its sockets.
+The next daemon on the same root takes the VMs back (as dockerd's live
+restore), also after a kill -9; containers whose VM is gone are recorded
+exited (255) and started again if their restart policy says so.
 "vch create" runs it as a service; run it by hand for development.
 
 TCP endpoints take dockerd's TLS flags. Without TLS only loopback addresses

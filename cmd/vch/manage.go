@@ -130,7 +130,7 @@ func startCmd(g *globals) *cobra.Command {
 func stopCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stop NAME",
-		Short: "Stop a VCH's service (its daemon stops the container VMs first)",
+		Short: "Stop a VCH's service (its container VMs keep running; the next start takes them back)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()
@@ -154,8 +154,9 @@ containers, volumes, logs, sockets) and the certificates it generated.
 Certificates the operator supplied with --tls-cert-path, and files others
 put in the state directory, are left in place.
 
-It refuses while containers run, unless --force, which stops them (and
-kills any container VM left running without its daemon).`,
+It refuses while containers run, unless --force, which kills their VMs
+(container VMs outlive their daemon, so stopping the service alone does
+not end them).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()

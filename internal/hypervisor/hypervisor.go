@@ -104,6 +104,9 @@ type Capabilities struct {
 	Pause bool
 	// Accelerator names the accelerator in use ("kvm", "tcg", "vsphere").
 	Accelerator string
+	// Adopt: VMs outlive the process that started them, and a new driver
+	// (the daemon restarted) takes them back with [Adopter].
+	Adopt bool
 	// Shares: Spec.Shares are supported (host directories over virtio-9p).
 	Shares bool
 }
@@ -139,6 +142,31 @@ type Pauser interface {
 	Pause(ctx context.Context) error
 	// Resume continues a frozen VM.
 	Resume(ctx context.Context) error
+}
+
+// Adopter is implemented by drivers whose Capabilities report Adopt: their
+// VMs keep running when the daemon that started them stops or dies, and
+// the next daemon takes them back.
+type Adopter interface {
+	// Adopt takes back the running VM that was started with spec and
+	// returns it as Start does: its guest channel connected again (the
+	// guest agent on the other end is the one that already runs, with
+	// its state), Pid, Done, Status and Kill working although the VMM is
+	// not the caller's child. Only spec.Name and spec.RuntimeDir are used:
+	// they find the VM. The VM is returned running: one found paused
+	// (Pauser) is resumed first, as a frozen guest cannot take its
+	// channel back; a caller that wants it paused pauses it again.
+	// Status of an adopted VM: Err nil when the VMM
+	// exited cleanly (a guest power-off), otherwise why it ended as far as
+	// the driver can tell.
+	//
+	// NotFound if no VM of that spec runs (its VMM has ended, or the
+	// process found is not this VM's VMM). Unavailable if it runs but its
+	// channel does not connect within the driver's bound; the VM is then
+	// killed, so no VM runs that nobody supervises. Safe to call for a VM
+	// whose previous channel is still open: the driver waits (bounded by
+	// ctx) until the VMM connects again.
+	Adopt(ctx context.Context, spec Spec) (VM, error)
 }
 
 // Driver runs VMs. Safe for concurrent use.

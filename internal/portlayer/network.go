@@ -160,6 +160,14 @@ type NetworkPlumber interface {
 	// LeaveAll detaches the container from every network and drops its
 	// NICs' bookkeeping (its VM has ended).
 	LeaveAll(containerID string)
+	// Restore re-registers a running container after a daemon restart:
+	// its VM's NICs (the taps, which live as long as the VM holds them)
+	// and its endpoints as recorded, addresses and DNS names included, so
+	// the addresses are not handed out again and its names resolve. The
+	// taps stay on their bridges. NotFound if a tap or a network is gone;
+	// Conflict if an address is taken meanwhile. Nothing is registered on
+	// error.
+	Restore(ctx context.Context, containerID, containerName string, nics []string, eps []Endpoint) error
 	// Publish binds each port on the host and forwards connections to
 	// target inside the VCH's namespace. It returns the bindings with the
 	// host ports chosen. Conflict if a host port is taken (nothing stays

@@ -96,10 +96,42 @@ type ContainerSpec struct {
 	Mounts []MountSpec
 	// ReadOnlyRootfs mounts the root filesystem read-only (--read-only).
 	ReadOnlyRootfs bool
+	// RestartPolicy says when the port layer starts the container again
+	// after it exits, and after the VCH itself restarts. The zero value
+	// never restarts. Incompatible with AutoRemove (InvalidArgument).
+	RestartPolicy RestartPolicy
 	// Annotations is front-end data kept verbatim with the record (Docker
 	// keeps its Config and HostConfig JSON here). Keys are namespaced, e.g.
 	// "docker.config". The port layer never interprets them.
 	Annotations map[string][]byte
+}
+
+// Restart policy names (Docker's, docker run --restart).
+const (
+	RestartNo            = "no"
+	RestartAlways        = "always"
+	RestartUnlessStopped = "unless-stopped"
+	RestartOnFailure     = "on-failure"
+)
+
+// RestartPolicy is when a container is started again, after Docker's
+// HostConfig.RestartPolicy (Engine API v1.50) and its restart manager:
+//
+//   - RestartAlways: after every exit, unless stopped by hand (docker
+//     stop or kill); after the VCH restarts, even if stopped by hand.
+//   - RestartUnlessStopped: as always, but a container stopped by hand
+//     stays stopped across VCH restarts too.
+//   - RestartOnFailure: after a non-zero exit, at most MaximumRetryCount
+//     times in a row (0: no limit), unless stopped by hand.
+//   - RestartNo or "": never.
+//
+// Restarts wait 100 ms, doubling after each one up to 1 min, and back to
+// 100 ms once a run lasted 10 s. Between the exit and the restart the
+// container's status is restarting; each restart counts in
+// Container.RestartCount, which a start by hand sets back to 0.
+type RestartPolicy struct {
+	Name              string
+	MaximumRetryCount int
 }
 
 // Status is a container's lifecycle state, with Docker's spelling.
@@ -140,8 +172,13 @@ type Container struct {
 	Created time.Time
 	Spec    ContainerSpec
 	State   State
-	// RestartCount counts restarts done by the port layer.
+	// RestartCount counts restarts done by the port layer since the last
+	// start by hand.
 	RestartCount int
+	// ManuallyStopped is set when a user stopped or signalled the
+	// container (Docker's HasBeenManuallyStopped) and cleared by the next
+	// start by hand; restart policies consult it.
+	ManuallyStopped bool
 	// LogPath is the host path of the container's log file.
 	LogPath string
 	// Endpoints are the container's live network attachments and Ports its

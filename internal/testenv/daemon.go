@@ -1,14 +1,20 @@
 package testenv
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/vishvananda/netns"
 
 	"github.com/vchproject/vch/internal/busyboximage"
 )
@@ -25,20 +31,24 @@ type Daemon struct {
 }
 
 // StartDaemon starts bin/vch daemon in dir (with extraArgs after its own
-// flags) and waits (up to 30 s) until its
+// flags; again on the same root and socket when dir was used before) and
+// waits (up to 30 s) until its
 // socket accepts connections.
 func StartDaemon(dir string, extraArgs ...string) (*Daemon, error) {
 	d := &Daemon{Root: filepath.Join(dir, "root"), LogPath: filepath.Join(dir, "daemon.log")}
 	sock := filepath.Join(dir, "docker.sock")
 	d.Host = "unix://" + sock
-	logf, err := os.Create(d.LogPath)
+	// Appended to: a daemon restarted on the same dir keeps the earlier
+	// one's log before its own.
+	logf, err := os.OpenFile(d.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
 	d.cmd = exec.Command(filepath.Join(BinDir(), "vch"), append([]string{"daemon", "--root", d.Root, "-H", d.Host}, extraArgs...)...)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
-	// If the test binary dies (a timeout), the daemon stops its VMs and exits.
+	// If the test binary dies (a timeout), the daemon exits; its container
+	// VMs outlive it (Stop, which would end them, does not run then).
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := d.cmd.Start(); err != nil {
 		return nil, err
@@ -67,9 +77,63 @@ func StartDaemon(dir string, extraArgs ...string) (*Daemon, error) {
 func (d *Daemon) Pid() int { return d.cmd.Process.Pid }
 
 // Stop sends SIGINT and waits up to timeout for the daemon to exit, then
-// kills it. It reports whether the daemon exited by itself.
+// kills it. Then it ends what a stopped daemon leaves running on purpose
+// (the next daemon would take it back): its container VMs, killed, and
+// the VCH's network namespace; a test leaves nothing behind. It reports
+// whether the daemon exited by itself.
 func (d *Daemon) Stop(timeout time.Duration) bool {
 	_ = d.cmd.Process.Signal(os.Interrupt)
+	exited := true
+	select {
+	case <-d.exited:
+	case <-time.After(timeout):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		exited = false
+	}
+	d.reap()
+	return exited
+}
+
+// reap kills the VMMs whose command line names a path under the daemon's
+// root and deletes its network namespace.
+func (d *Daemon) reap() {
+	root, err := filepath.Abs(d.Root)
+	if err != nil {
+		return
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	var pids []int
+	for _, p := range procs {
+		b, err := os.ReadFile(p)
+		if err != nil || !bytes.Contains(b, []byte(root+"/")) || !bytes.Contains(b, []byte("\x00-name\x00vch-")) {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(p))); err == nil {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			pids = append(pids, pid)
+		}
+	}
+	for _, pid := range pids {
+		for deadline := time.Now().Add(5 * time.Second); syscall.Kill(pid, 0) == nil && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	_ = netns.DeleteNamed(NamespaceName(root))
+}
+
+// NamespaceName is vch.NamespaceName (testenv cannot import package vch,
+// which imports the drivers whose tests use testenv): "vch-" and 12 hex
+// digits of the root path's SHA-256.
+func NamespaceName(root string) string {
+	h := sha256.Sum256([]byte(root))
+	return "vch-" + hex.EncodeToString(h[:6])
+}
+
+// Terminate sends SIGTERM and waits up to timeout for the daemon to exit,
+// then kills it. It reports whether the daemon exited by itself.
+func (d *Daemon) Terminate(timeout time.Duration) bool {
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-d.exited:
 		return true
@@ -79,6 +143,15 @@ func (d *Daemon) Stop(timeout time.Duration) bool {
 		return false
 	}
 }
+
+// Kill kills the daemon with SIGKILL (it cannot clean up) and waits for it.
+func (d *Daemon) Kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// Exited is closed once the daemon process has ended.
+func (d *Daemon) Exited() <-chan struct{} { return d.exited }
 
 // Log returns the tail of the daemon's log (at most n bytes).
 func (d *Daemon) Log(n int) string {

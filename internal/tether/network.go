@@ -11,7 +11,6 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/tether/dnsrelay"
@@ -224,9 +223,21 @@ func (n *nics) configureLocked(f wire.Interface) error {
 }
 
 // startDNSRelay serves DNS on addr inside the VM, relaying each query to
-// the host over the SSH connection (wire.RequestDNS).
-func (s *server) startDNSRelay(sc *ssh.ServerConn, addr string) {
+// the host over the current session (wire.RequestDNS); between sessions
+// queries fail and the guest's resolver retries. Started once.
+func (s *server) startDNSRelay(addr string) {
+	s.mu.Lock()
+	started := s.relay
+	s.relay = true
+	s.mu.Unlock()
+	if started {
+		return
+	}
 	forward := func(ctx context.Context, q []byte) ([]byte, error) {
+		sc := s.currentConn()
+		if sc == nil {
+			return nil, errors.New("tether: no host connected")
+		}
 		ok, reply, err := sc.SendRequest(wire.RequestDNS, true, q)
 		if err != nil {
 			return nil, err

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/moby/sys/user"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/tether/spool"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -272,45 +274,86 @@ func isNilFile(c io.Closer) bool {
 	return ok && f == nil
 }
 
-// pump copies the process's output to stdout/stderr until EOF, its input
-// from stdin, and returns the exit code once the process has exited and its
-// output is drained (bounded by drainLimit after the exit).
-func (p *process) pump(stdin io.Reader, stdout, stderr io.Writer) int {
+// stdinWriter is where the process's stdin goes: the pipe's write end,
+// the terminal (never closed by the host: see proctable), or nil without
+// stdin.
+func (p *process) stdinWriter() io.WriteCloser {
+	switch {
+	case p.ptmx != nil:
+		return ttyInput{p.ptmx}
+	case p.stdin != nil:
+		return p.stdin
+	default:
+		return nil
+	}
+}
+
+// ttyInput writes to a terminal; closing it leaves the terminal open (the
+// output side still reads it).
+type ttyInput struct{ f *os.File }
+
+func (t ttyInput) Write(b []byte) (int, error) { return t.f.Write(b) }
+func (t ttyInput) Close() error                { return nil }
+
+// feed copies the process's output into the spools until EOF and returns
+// the exit code once the process has exited and its output is in (bounded
+// by drainLimit after the exit, for background children that keep the
+// pipes open; time spent waiting for a full spool — the host away — does
+// not count).
+func (p *process) feed(stdout, stderr *spool.Spool) int {
 	var wg sync.WaitGroup
-	copyOut := func(dst io.Writer, src io.Reader) {
+	var busy atomic.Int32 // copiers waiting on a full spool
+	copyOut := func(dst *spool.Spool, src io.Reader) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if n > 0 {
+				busy.Add(1)
+				_, werr := dst.Write(buf[:n])
+				busy.Add(-1)
+				if werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
 	}
 	if p.ptmx != nil {
 		wg.Add(1)
 		go copyOut(stdout, p.ptmx)
-		if stdin != nil {
-			go func() { _, _ = io.Copy(p.ptmx, stdin) }()
-		}
 	} else {
 		wg.Add(2)
 		go copyOut(stdout, p.stdout)
 		go copyOut(stderr, p.stderr)
-		if p.stdin != nil {
-			go func() {
-				_, _ = io.Copy(p.stdin, stdin)
-				p.stdin.Close()
-			}()
-		}
 	}
 	ws := <-p.exited
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(drainLimit):
+	timer := time.NewTimer(drainLimit)
+	defer timer.Stop()
+wait:
+	for {
+		select {
+		case <-drained:
+			break wait
+		case <-timer.C:
+			if busy.Load() > 0 {
+				timer.Reset(drainLimit)
+				continue
+			}
+			break wait
+		}
 	}
 	p.closeAll()
+	<-drained
 	return exitCode(ws)
 }
 
-// signal delivers a signal to the process.
-func (p *process) signal(n int) error {
+// Signal delivers a signal to the process (proctable.Controls).
+func (p *process) Signal(n int) error {
 	if p.pid <= 0 {
 		return fmt.Errorf("tether: signal %d: no process: %w", n, unix.ESRCH)
 	}
@@ -320,8 +363,8 @@ func (p *process) signal(n int) error {
 	return nil
 }
 
-// resize sets the TTY size; no-op without a TTY.
-func (p *process) resize(rows, cols uint32) {
+// Resize sets the TTY size; no-op without a TTY (proctable.Controls).
+func (p *process) Resize(rows, cols uint32) {
 	if p.ptmx != nil {
 		_ = pty.Setsize(p.ptmx, &pty.Winsize{Rows: uint16(rows), Cols: uint16(cols)})
 	}

@@ -7,29 +7,36 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"golang.org/x/sys/unix"
+	"io"
 	"log/slog"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/vchproject/vch/internal/tether/proctable"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
-// server serves the host's SSH connection on the virtio-serial port.
+// server serves the host's SSH sessions on the virtio-serial port.
 type server struct {
 	logger *slog.Logger
 	reaper *reaper
 	config *ssh.ServerConfig
+	table  *proctable.Table
 
 	nics nics
 
 	mu           sync.Mutex
-	mainPid      int  // the container's main process while it runs, else 0
-	mainStarting bool // a main process is being started
+	mainPid      int             // the container's main process while it runs, else 0
+	mainStarting bool            // a main process is being started
+	conn         *ssh.ServerConn // the current session, nil between sessions
+	relay        bool            // the DNS relay runs
 }
 
 func newServer(logger *slog.Logger, r *reaper) *server {
@@ -46,24 +53,62 @@ func newServer(logger *slog.Logger, r *reaper) *server {
 		panic(err)
 	}
 	cfg.AddHostKey(signer)
-	return &server{logger: logger, reaper: r, config: cfg}
+	return &server{logger: logger, reaper: r, config: cfg, table: proctable.New(wire.SpoolLimitBytes)}
 }
 
-// serve runs SSH sessions on the port, one after another (a host that
-// reconnects gets a new session), until a power-off request.
+// hostPoll is how often tether looks for a host while none is connected:
+// QEMU's chardev reconnects once a second, so this adds little to it.
+const hostPoll = 100 * time.Millisecond
+
+// errPowerOff ends serve: the host asked for a power-off.
+var errPowerOff = errors.New("tether: power-off requested")
+
+// serve runs SSH sessions on the port, one after another, until a
+// power-off request. A session ends when the host's side of the port
+// closes (the daemon stopped or died); the container's processes keep
+// running, their output waits in the process table, and the next host to
+// connect gets a new session (wire protocol v2).
 func (s *server) serve(port *os.File) error {
-	conn := &portConn{File: port}
+	for {
+		conn, err := waitHost(port)
+		if err != nil {
+			return err
+		}
+		err = s.session(conn)
+		conn.end()
+		if errors.Is(err, errPowerOff) {
+			return nil
+		}
+		s.logger.Info("host disconnected; processes keep running", "err", err)
+	}
+}
+
+// session serves one SSH connection until it ends.
+func (s *server) session(conn *sessionConn) error {
 	sc, chans, reqs, err := ssh.NewServerConn(conn, s.config)
 	if err != nil {
 		return fmt.Errorf("tether: ssh handshake: %w", err)
 	}
 	s.logger.Info("host connected")
+	s.mu.Lock()
+	s.conn = sc
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if s.conn == sc {
+			s.conn = nil
+		}
+		s.mu.Unlock()
+	}()
 	go func() {
 		for nc := range chans {
-			go s.handleChannel(nc)
+			go s.handleChannel(nc, conn.dead.Load)
 		}
 	}()
 	for req := range reqs {
+		if s.table.HandleRequest(req) {
+			continue
+		}
 		switch req.Type {
 		case wire.RequestSetup:
 			var setup wire.Setup
@@ -80,7 +125,7 @@ func (s *server) serve(port *os.File) error {
 				continue
 			}
 			if setup.DNSRelay != "" {
-				s.startDNSRelay(sc, setup.DNSRelay)
+				s.startDNSRelay(setup.DNSRelay)
 			}
 			_ = req.Reply(true, nil)
 		case wire.RequestInterface:
@@ -132,7 +177,7 @@ func (s *server) serve(port *os.File) error {
 			s.logger.Info("power-off requested")
 			_ = req.Reply(true, nil)
 			_ = sc.Close()
-			return nil
+			return errPowerOff
 		default:
 			if req.WantReply {
 				_ = req.Reply(false, nil)
@@ -142,18 +187,29 @@ func (s *server) serve(port *os.File) error {
 	return errors.New("tether: host connection closed")
 }
 
+// currentConn is the current session's connection, nil between sessions.
+func (s *server) currentConn() *ssh.ServerConn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.conn
+}
+
 func replyErr(req *ssh.Request, err error) {
 	if req.WantReply {
 		_ = req.Reply(false, []byte(err.Error()))
 	}
 }
 
-func (s *server) handleChannel(nc ssh.NewChannel) {
-	if isArchiveChannel(nc.ChannelType()) {
+func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
+	switch t := nc.ChannelType(); {
+	case t == wire.ChannelProcess:
+	case t == wire.ChannelAttach:
+		s.table.ServeAttach(nc, dead)
+		return
+	case isArchiveChannel(t):
 		s.handleArchiveChannel(nc)
 		return
-	}
-	if nc.ChannelType() != wire.ChannelProcess {
+	default:
 		_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")
 		return
 	}
@@ -162,11 +218,17 @@ func (s *server) handleChannel(nc ssh.NewChannel) {
 		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "bad process spec: " + err.Error(), ExitCode: 126})))
 		return
 	}
+	entry, err := s.table.Reserve(spec)
+	if err != nil {
+		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: err.Error(), ExitCode: 126})))
+		return
+	}
 	s.mu.Lock()
 	mainPid := s.mainPid
 	if !spec.Exec {
 		if mainPid != 0 || s.mainStarting {
 			s.mu.Unlock()
+			entry.Abandon()
 			_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "the main process is already running", ExitCode: 126})))
 			return
 		}
@@ -183,15 +245,9 @@ func (s *server) handleChannel(nc ssh.NewChannel) {
 			s.mainPid = proc.pid
 		}
 		s.mu.Unlock()
-		if err == nil {
-			defer func() {
-				s.mu.Lock()
-				s.mainPid = 0
-				s.mu.Unlock()
-			}()
-		}
 	}
 	if err != nil {
+		entry.Abandon()
 		se := wire.StartError{Message: err.Error(), ExitCode: 126}
 		var ste *startError
 		if errors.As(err, &ste) {
@@ -201,55 +257,117 @@ func (s *server) handleChannel(nc ssh.NewChannel) {
 		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(se)))
 		return
 	}
+	entry.Started(proc.pid, proc.stdinWriter(), proc)
+	s.logger.Info("process started", "pid", proc.pid, "id", entry.ID(), "args0", spec.Args[0], "exec", spec.Exec)
+	go func() {
+		code := proc.feed(entry.Stdout, entry.Stderr)
+		if !spec.Exec {
+			s.mu.Lock()
+			s.mainPid = 0
+			s.mu.Unlock()
+		}
+		s.logger.Info("process exited", "pid", proc.pid, "id", entry.ID(), "exit_code", code)
+		entry.Exited(code)
+	}()
+	// The process runs whether or not this channel opens: a host that
+	// reconnects attaches to it by ID.
 	ch, reqs, err := nc.Accept()
 	if err != nil {
-		_ = proc.signal(9)
 		return
 	}
-	s.logger.Info("process started", "pid", proc.pid, "args0", spec.Args[0], "exec", spec.Exec)
-	go func() {
-		for req := range reqs {
-			switch req.Type {
-			case wire.RequestSignal:
-				var sig wire.Signal
-				err := json.Unmarshal(req.Payload, &sig)
-				if err == nil {
-					err = proc.signal(sig.Number)
-				}
-				if req.WantReply {
-					_ = req.Reply(err == nil, nil)
-				}
-			case wire.RequestWindowChange:
-				var wc struct{ Cols, Rows, Width, Height uint32 }
-				if ssh.Unmarshal(req.Payload, &wc) == nil {
-					proc.resize(wc.Rows, wc.Cols)
-				}
-				if req.WantReply {
-					_ = req.Reply(true, nil)
-				}
-			default:
-				if req.WantReply {
-					_ = req.Reply(false, nil)
-				}
-			}
+	entry.Serve(ch, reqs, wire.Attach{ID: entry.ID()}, dead)
+}
+
+// sessionConn is one session's view of the virtio-serial port, adapted to
+// net.Conn for the SSH library. It remembers whether a read failed (the
+// host's side closed: the session is over), and on Close aborts writes
+// still blocked on the port, so nothing of this session reaches the next
+// host.
+type sessionConn struct {
+	port *os.File
+	pre  []byte // bytes read while waiting for the host, not yet returned
+
+	dead    atomic.Bool
+	mu      sync.Mutex
+	closed  bool
+	writers sync.WaitGroup
+}
+
+// waitHost waits until a host sends something on the port and returns a
+// session over it. While no host is connected, a virtio-serial port reads
+// as EOF at once (Linux drivers/char/virtio_console.c), so it polls.
+func waitHost(port *os.File) (*sessionConn, error) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := port.Read(buf)
+		if n > 0 {
+			return &sessionConn{port: port, pre: append([]byte(nil), buf[:n]...)}, nil
 		}
-	}()
-	var stdin = ch
-	code := proc.pump(stdin, ch, ch.Stderr())
-	s.logger.Info("process exited", "pid", proc.pid, "exit_code", code)
-	_, _ = ch.SendRequest(wire.RequestExitStatus, false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
-	_ = ch.Close()
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("tether: read channel: %w", err)
+		}
+		time.Sleep(hostPoll)
+	}
 }
 
-// portConn adapts the virtio-serial port's file to net.Conn for the SSH
-// library; it has no meaningful addresses.
-type portConn struct{ *os.File }
-
-func (c *portConn) LocalAddr() net.Addr  { return portAddr{} }
-func (c *portConn) RemoteAddr() net.Addr { return portAddr{} }
-func (c *portConn) SetDeadline(t time.Time) error {
-	return c.File.SetDeadline(t)
+func (c *sessionConn) Read(b []byte) (int, error) {
+	if len(c.pre) > 0 {
+		n := copy(b, c.pre)
+		c.pre = c.pre[n:]
+		return n, nil
+	}
+	n, err := c.port.Read(b)
+	if err == nil && n == 0 {
+		err = io.EOF
+	}
+	if err != nil {
+		c.dead.Store(true)
+	}
+	return n, err
 }
+
+func (c *sessionConn) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	c.writers.Add(1)
+	c.mu.Unlock()
+	defer c.writers.Done()
+	n, err := c.port.Write(b)
+	if err != nil {
+		c.dead.Store(true)
+	}
+	return n, err
+}
+
+// Close ends the session's use of the port: blocked reads and writes
+// return, later ones fail. The port itself stays open. Idempotent.
+func (c *sessionConn) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.closed {
+		c.closed = true
+		c.dead.Store(true)
+		_ = c.port.SetDeadline(time.Unix(1, 0))
+	}
+	return nil
+}
+
+// end closes the session and waits for its writers to leave the port,
+// then makes the port usable for the next session.
+func (c *sessionConn) end() {
+	_ = c.Close()
+	c.writers.Wait()
+	_ = c.port.SetDeadline(time.Time{})
+}
+
+func (c *sessionConn) LocalAddr() net.Addr                { return portAddr{} }
+func (c *sessionConn) RemoteAddr() net.Addr               { return portAddr{} }
+func (c *sessionConn) SetDeadline(t time.Time) error      { return nil }
+func (c *sessionConn) SetReadDeadline(t time.Time) error  { return nil }
+func (c *sessionConn) SetWriteDeadline(t time.Time) error { return nil }
 
 type portAddr struct{}
 

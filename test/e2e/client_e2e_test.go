@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,8 +17,6 @@ import (
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
-
-	"github.com/vchproject/vch/internal/testenv"
 )
 
 // TestGoClient drives one container through the moby Go client: create,
@@ -130,62 +127,6 @@ func TestBadRequests(t *testing.T) {
 		})
 	}
 	ok(t, "version")
-}
-
-// TestDaemonStopAndRestart: SIGINT stops a daemon cleanly — its running
-// container VM stopped and recorded, the socket removed — and a new daemon
-// on the same root lists that container as exited.
-func TestDaemonStopAndRestart(t *testing.T) {
-	t.Parallel()
-	need(t)
-	dir := t.TempDir()
-	d, err := testenv.StartDaemon(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.LoadBusybox(dir); err != nil {
-		d.Stop(30 * time.Second)
-		t.Fatal(err)
-	}
-	run := func(args ...string) string {
-		t.Helper()
-		cmd := dockerCmd(t, d.Host, args...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("docker %v: %s: %v\n%s", args, out, err, d.Log(4000))
-		}
-		return string(out)
-	}
-	run("run", "-d", "--name", "survivor", "busybox", "sh", "-c", "echo kept; sleep 600")
-	for deadline := time.Now().Add(60 * time.Second); run("logs", "survivor") != "kept\n"; {
-		if time.Now().After(deadline) {
-			t.Fatal("container never logged")
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	pid := strings.TrimSpace(run("inspect", "--format", "{{.State.Pid}}", "survivor"))
-	if !d.Stop(60 * time.Second) {
-		t.Fatalf("daemon did not stop within 60 s\n%s", d.Log(4000))
-	}
-	if _, err := os.Stat(filepath.Join(dir, "docker.sock")); !os.IsNotExist(err) {
-		t.Errorf("socket still there after stop: %v", err)
-	}
-	if _, err := os.Stat("/proc/" + pid); err == nil {
-		t.Errorf("container VM (QEMU pid %s) still running after the daemon stopped", pid)
-	}
-	d2, err := testenv.StartDaemon(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d2.Stop(30 * time.Second)
-	d = d2
-	if st := run("ps", "-a", "--filter", "name=survivor", "--format", "{{.Status}}"); !strings.HasPrefix(st, "Exited (") {
-		t.Errorf("after restart: status %q", st)
-	}
-	if logs := run("logs", "survivor"); logs != "kept\n" {
-		t.Errorf("logs after the daemon's restart = %q", logs)
-	}
-	run("rm", "survivor")
 }
 
 // dockerCmd is a docker CLI command against host.

@@ -10,9 +10,15 @@
 // [VM.Crash]. The fake tether runs canned programs instead of executables;
 // see [Programs].
 //
-// What it does not do: run real processes, apply Setup to anything, or
-// model a guest that reconnects. Pid values are above Linux's PID_MAX_LIMIT
-// (2^22), so code that signals a recorded PID can never hit a real process.
+// VMs outlive the host's connection, as QEMU VMs outlive the daemon: a
+// driver's [Driver.Adopt] (the same Driver, standing in for a restarted
+// daemon's) gives a running VM a new channel, and the fake tether serves a
+// new session on it with the processes it already runs ([Driver.FailAdopt]
+// fails it on demand). A host reboot is [Driver.CrashAll].
+//
+// What it does not do: run real processes or apply Setup to anything. Pid
+// values are above Linux's PID_MAX_LIMIT (2^22), so code that signals a
+// recorded PID can never hit a real process.
 package hvfake
 
 import (
@@ -29,6 +35,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/tether/proctable"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -55,11 +62,16 @@ type Driver struct {
 	vms         []*VM
 	failStart   []error
 	failOverlay []error
+	failAdopt   []error
+	adopts      []hypervisor.Spec
 	gates       []<-chan struct{} // boot gates for the next Starts, in order
 	changed     chan struct{}     // closed and replaced when a VM starts
 }
 
-var _ hypervisor.Driver = (*Driver)(nil)
+var (
+	_ hypervisor.Driver  = (*Driver)(nil)
+	_ hypervisor.Adopter = (*Driver)(nil)
+)
 
 // New returns a driver with no failures armed.
 func New() *Driver {
@@ -78,6 +90,13 @@ func (d *Driver) FailOverlay(err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.failOverlay = append(d.failOverlay, err)
+}
+
+// FailAdopt makes the next Adopt return err (calls queue).
+func (d *Driver) FailAdopt(err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.failAdopt = append(d.failAdopt, err)
 }
 
 // HangNextBoot makes the next started VM's guest never answer the SSH
@@ -191,9 +210,78 @@ func (d *Driver) CreateOverlay(ctx context.Context, base hypervisor.Disk, path s
 }
 
 // Capabilities implements hypervisor.Driver: no pause, shares (recorded,
-// not served), accelerator "fake".
+// not served), accelerator "fake", VMs can be adopted.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: "fake", Shares: true}
+	return hypervisor.Capabilities{Accelerator: "fake", Shares: true, Adopt: true}
+}
+
+// Adopt implements hypervisor.Adopter: it finds the running VM named
+// spec.Name in spec.RuntimeDir and gives it a new channel, on which the
+// fake tether serves a new session once the previous one has ended (the
+// host closed it), as QEMU reconnects only then; ctx bounds that wait
+// (Unavailable; the VM is then killed, as the contract says). NotFound if
+// no such VM runs. Every call is recorded ([Driver.Adopts]).
+func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM, error) {
+	d.mu.Lock()
+	d.adopts = append(d.adopts, spec)
+	if len(d.failAdopt) > 0 {
+		err := d.failAdopt[0]
+		d.failAdopt = d.failAdopt[1:]
+		d.mu.Unlock()
+		return nil, err
+	}
+	var vm *VM
+	for _, v := range d.vms {
+		if v.spec.Name == spec.Name && v.spec.RuntimeDir == spec.RuntimeDir && !v.ended() {
+			vm = v
+		}
+	}
+	d.mu.Unlock()
+	if vm == nil {
+		return nil, fmt.Errorf("hvfake: no VM %s runs: %w", spec.Name, errdefs.ErrNotFound)
+	}
+	host, guest, err := socketPair()
+	if err != nil {
+		return nil, err
+	}
+	select {
+	case vm.sessions <- guest:
+	case <-vm.done:
+		host.Close()
+		guest.Close()
+		return nil, fmt.Errorf("hvfake: VM %s ended: %w", spec.Name, errdefs.ErrNotFound)
+	case <-ctx.Done():
+		host.Close()
+		guest.Close()
+		vm.end(ErrKilled)
+		return nil, fmt.Errorf("hvfake: adopt %s: channel not connected: %w: %w", spec.Name, ctx.Err(), errdefs.ErrUnavailable)
+	}
+	h := &Adopted{VM: vm, host: closeAtEOF{host}}
+	vm.setHost(h.host)
+	return h, nil
+}
+
+// Adopted is a VM taken back by Adopt: the same VM with the new channel.
+type Adopted struct {
+	*VM
+	host net.Conn
+}
+
+// Channel implements hypervisor.VM: the channel Adopt connected.
+func (a *Adopted) Channel() net.Conn { return a.host }
+
+// Adopts returns every Spec Adopt was called with, oldest first.
+func (d *Driver) Adopts() []hypervisor.Spec {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]hypervisor.Spec(nil), d.adopts...)
+}
+
+// CrashAll ends every running VM at once with err, as a host reboot does.
+func (d *Driver) CrashAll(err error) {
+	for _, vm := range d.Running() {
+		vm.Crash(err)
+	}
 }
 
 // Specs returns every Spec Start was called with (failed starts included),
@@ -251,19 +339,22 @@ func (d *Driver) WaitVM(ctx context.Context, n int) (*VM, error) {
 
 // VM is a fake hypervisor.VM. Safe for concurrent use.
 type VM struct {
-	spec  hypervisor.Spec
-	pid   int
-	host  net.Conn // given to the caller by Channel
-	guest net.Conn // served by the fake tether
-	done  chan struct{}
+	spec     hypervisor.Spec
+	pid      int
+	first    net.Conn      // the host end Start returned (Channel)
+	sessions chan net.Conn // guest ends for the fake tether's next sessions
+	table    *proctable.Table
+	done     chan struct{}
 
 	once   sync.Once
 	mu     sync.Mutex
+	host   net.Conn // the latest host end, cut when the VM is killed
 	status hypervisor.ExitStatus
 	setup  *wire.Setup
 	procs  []wire.Process
 	sigs   []int
 	ifaces []wire.Interface
+	pidSeq int
 }
 
 var _ hypervisor.VM = (*VM)(nil)
@@ -273,7 +364,9 @@ func newVM(spec hypervisor.Spec, pid int, gate <-chan struct{}) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	vm := &VM{spec: spec, pid: pid, host: closeAtEOF{host}, guest: guest, done: make(chan struct{})}
+	vm := &VM{spec: spec, pid: pid, first: closeAtEOF{host}, sessions: make(chan net.Conn, 1), table: proctable.New(0), done: make(chan struct{})}
+	vm.host = vm.first
+	vm.sessions <- guest
 	go vm.serve(gate)
 	return vm, nil
 }
@@ -318,8 +411,14 @@ func (c closeAtEOF) Read(b []byte) (int, error) {
 // Spec returns the spec the VM was started with.
 func (vm *VM) Spec() hypervisor.Spec { return vm.spec }
 
-// Channel implements hypervisor.VM.
-func (vm *VM) Channel() net.Conn { return vm.host }
+// Channel implements hypervisor.VM: the channel Start connected.
+func (vm *VM) Channel() net.Conn { return vm.first }
+
+func (vm *VM) setHost(c net.Conn) {
+	vm.mu.Lock()
+	defer vm.mu.Unlock()
+	vm.host = c
+}
 
 // Pid implements hypervisor.VM: a value above PID_MAX_LIMIT, unique per
 // driver.
@@ -387,11 +486,14 @@ func (vm *VM) end(err error) {
 		vm.status = hypervisor.ExitStatus{Err: err, At: time.Now()}
 		vm.mu.Unlock()
 		// A power-off lets the host read what the guest sent before it (the
-		// reply), then EOF; the host end closes itself at that EOF. A
-		// killed or crashed VM cuts the channel at once.
-		vm.guest.Close()
+		// reply), then EOF (the session closes its guest end; the host end
+		// closes itself at that EOF). A killed or crashed VM cuts the
+		// channel at once.
 		if err != nil {
-			vm.host.Close()
+			vm.mu.Lock()
+			h := vm.host
+			vm.mu.Unlock()
+			h.Close()
 		}
 		close(vm.done)
 	})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvfake"
+	"github.com/vchproject/vch/internal/hypervisor/hvtest"
 	"github.com/vchproject/vch/internal/portlayer/guest"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
@@ -302,3 +304,105 @@ func TestLargeOutputInOrder(t *testing.T) {
 }
 
 func writeFile(path string) error { return os.WriteFile(path, nil, 0o600) }
+
+// The fake passes the conformance suite's adoption part, as QEMU does.
+func TestConformanceAdopt(t *testing.T) {
+	d := hvfake.New()
+	hvtest.RunAdopt(t, func(t *testing.T) hypervisor.Driver { return d }, hvtest.GuestImage{
+		Kernel: "/boot/vmlinuz-fake", Initrd: "/boot/initrd-fake", ChannelName: wire.PortName,
+		RootDisk: func(t *testing.T, dir string) hypervisor.Disk {
+			path := filepath.Join(dir, "root.raw")
+			if err := os.WriteFile(path, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return hypervisor.Disk{Path: path, Format: "raw"}
+		},
+	})
+}
+
+// A resumable process keeps running while no host is connected; an
+// adopting host lists it and resumes its output where it left off.
+func TestAdoptResumesProcess(t *testing.T) {
+	d := hvfake.New()
+	sp := spec(t)
+	vm, err := d.Start(t.Context(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = vm.Kill() })
+	g, err := guest.Dial(t.Context(), vm.Channel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := g.Start(t.Context(), wire.Process{Args: []string{"ticks", "5ms"}, ID: wire.MainProcessID, Resumable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, 4)
+	if _, err := io.ReadFull(p.Stdout(), first); err != nil || string(first) != "0\n1\n" {
+		t.Fatalf("first output %q, %v", first, err)
+	}
+	g.Close()
+	time.Sleep(50 * time.Millisecond) // ticks while nobody listens
+
+	av, err := d.Adopt(t.Context(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if av.Pid() != vm.Pid() {
+		t.Errorf("adopted pid %d, want %d", av.Pid(), vm.Pid())
+	}
+	g2, err := guest.Dial(t.Context(), av.Channel())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g2.Close()
+	l, err := g2.Processes(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Processes) != 1 || !l.Processes[0].Running || l.Processes[0].Stdout <= 4 {
+		t.Fatalf("Processes = %+v", l)
+	}
+	p2, err := g2.Attach(t.Context(), wire.Attach{ID: wire.MainProcessID, Stdout: 4}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := make([]byte, 4)
+	if _, err := io.ReadFull(p2.Stdout(), next); err != nil || string(next) != "2\n3\n" {
+		t.Fatalf("resumed output %q, %v; want the lines after the stored ones", next, err)
+	}
+	if err := p2.Signal(t.Context(), 9); err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, p2.Stdout())
+	go io.Copy(io.Discard, p2.Stderr())
+	if code, err := p2.Wait(t.Context()); err != nil || code != 137 {
+		t.Errorf("Wait = %d, %v; want 137", code, err)
+	}
+	if got := d.Adopts(); len(got) != 1 || got[0].Name != sp.Name {
+		t.Errorf("Adopts = %+v", got)
+	}
+}
+
+func TestAdoptErrors(t *testing.T) {
+	d := hvfake.New()
+	sp := spec(t)
+	if _, err := d.Adopt(t.Context(), sp); !errdefs.IsNotFound(err) {
+		t.Errorf("Adopt without a VM: %v, want NotFound", err)
+	}
+	vm, err := d.Start(t.Context(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := errors.New("boom")
+	d.FailAdopt(want)
+	if _, err := d.Adopt(t.Context(), sp); !errors.Is(err, want) {
+		t.Errorf("FailAdopt: %v", err)
+	}
+	d.CrashAll(errors.New("host rebooted"))
+	<-vm.Done()
+	if _, err := d.Adopt(t.Context(), sp); !errdefs.IsNotFound(err) {
+		t.Errorf("Adopt after CrashAll: %v, want NotFound", err)
+	}
+}

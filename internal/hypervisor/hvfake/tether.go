@@ -6,14 +6,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/vchproject/vch/internal/tether/proctable"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -28,6 +31,8 @@ import (
 //	sleep [DURATION]      wait DURATION (a Go duration), forever without one
 //	cat                   copy stdin to stdout until EOF (at once without Stdin)
 //	lines N               write "line 1\n" … "line N\n" to stdout
+//	ticks [INTERVAL]      write "0\n", "1\n", … to stdout every INTERVAL (1 s)
+//	                      until it ends
 //
 // Any other Args[0] is rejected like tether rejects a missing executable:
 // wire.StartError with exit code 127 ("noexec" gives 126, as a file that is
@@ -37,7 +42,12 @@ import (
 // process with 137; 15 (SIGTERM) ends it with 143 only when its Env has
 // TRAP_TERM=1; every other signal is ignored. The exit status is sent after
 // all output, then the channel closes, as internal/tether/server.go does.
-const Programs = "echo printerr exit sleep cat lines"
+//
+// Processes outlive the host's session as tether's do (package proctable,
+// shared with tether): their output waits in spools (a program blocks on
+// a full one, as on a full pipe), and a host that connects again
+// (Driver.Adopt) lists them and attaches to them by ID.
+const Programs = "echo printerr exit sleep cat lines ticks"
 
 func hostConfig() *ssh.ServerConfig {
 	cfg := &ssh.ServerConfig{NoClientAuth: true}
@@ -53,24 +63,61 @@ func hostConfig() *ssh.ServerConfig {
 	return cfg
 }
 
-// serve is the fake tether: one SSH session on the guest end, after the
-// boot gate opens, until power-off or the end of the VM.
+// serve is the fake tether: SSH sessions one after another on the guest
+// ends the VM is given (the first after the boot gate opens), as tether
+// serves its port, until power-off or the end of the VM. Processes live in
+// the VM's proctable, so they outlive a session as tether's do.
 func (vm *VM) serve(gate <-chan struct{}) {
 	select {
 	case <-gate:
 	case <-vm.done:
 		return
 	}
-	sc, chans, reqs, err := ssh.NewServerConn(vm.guest, hostConfig())
+	for {
+		var conn net.Conn
+		select {
+		case conn = <-vm.sessions:
+		case <-vm.done:
+			return
+		}
+		if vm.session(conn) {
+			return
+		}
+	}
+}
+
+// deadConn is a session's guest end: it remembers a failed read (the host
+// hung up), which tells proctable an EOF is not the host's stdin EOF.
+type deadConn struct {
+	net.Conn
+	dead atomic.Bool
+}
+
+func (c *deadConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
 	if err != nil {
-		return // the host hung up or the VM ended
+		c.dead.Store(true)
+	}
+	return n, err
+}
+
+// session serves one connection; true after a power-off.
+func (vm *VM) session(conn net.Conn) bool {
+	dc := &deadConn{Conn: conn}
+	sc, chans, reqs, err := ssh.NewServerConn(dc, hostConfig())
+	if err != nil {
+		conn.Close()
+		return false // the host hung up or the VM ended
 	}
 	go func() {
 		for nc := range chans {
-			go vm.handleChannel(nc)
+			go vm.handleChannel(nc, dc.dead.Load)
 		}
 	}()
 	for req := range reqs {
+		if vm.table.HandleRequest(req) {
+			continue
+		}
 		switch req.Type {
 		case wire.RequestSetup:
 			var s wire.Setup
@@ -98,23 +145,30 @@ func (vm *VM) serve(gate <-chan struct{}) {
 			_ = req.Reply(true, nil)
 			_ = sc.Close()
 			vm.end(nil)
-			return
+			return true
 		default:
 			if req.WantReply {
 				_ = req.Reply(false, nil)
 			}
 		}
 	}
-	// The host closed the connection: like tether, keep running until the
-	// VM is killed.
+	// The host closed the connection: like tether, keep running (and the
+	// processes with it) until the VM is killed or a host connects again.
+	conn.Close()
+	return false
 }
 
 func reject(nc ssh.NewChannel, msg string, code int) {
 	_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: msg, ExitCode: code})))
 }
 
-func (vm *VM) handleChannel(nc ssh.NewChannel) {
-	if nc.ChannelType() != wire.ChannelProcess {
+func (vm *VM) handleChannel(nc ssh.NewChannel, dead func() bool) {
+	switch nc.ChannelType() {
+	case wire.ChannelProcess:
+	case wire.ChannelAttach:
+		vm.table.ServeAttach(nc, dead)
+		return
+	default:
 		_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")
 		return
 	}
@@ -138,29 +192,48 @@ func (vm *VM) handleChannel(nc ssh.NewChannel) {
 		reject(nc, fmt.Sprintf("exec: %q: executable file not found in $PATH", name), 127)
 		return
 	}
+	entry, err := vm.table.Reserve(spec)
+	if err != nil {
+		reject(nc, err.Error(), 126)
+		return
+	}
+	p := &process{vm: vm, spec: entry.Spec(), entry: entry, end: make(chan int, 1), stop: make(chan struct{})}
+	var stdin io.WriteCloser
+	if spec.Stdin {
+		p.stdin, stdin = io.Pipe()
+	}
+	vm.mu.Lock()
+	vm.pidSeq++
+	pid := vm.pidSeq
+	vm.mu.Unlock()
+	entry.Started(pid, stdin, p)
+	go func() { p.finish(p.run()) }()
+	go func() {
+		code := <-p.end
+		p.mu.Lock()
+		p.exited = true
+		close(p.stop)
+		p.mu.Unlock()
+		if p.stdin != nil {
+			p.stdin.Close()
+		}
+		entry.Exited(code)
+	}()
 	ch, reqs, err := nc.Accept()
 	if err != nil {
 		return
 	}
-	p := &process{vm: vm, spec: spec, ch: ch, end: make(chan int, 1), stop: make(chan struct{})}
-	go p.handleRequests(reqs)
-	go func() { p.finish(p.run()) }()
-	code := <-p.end
-	p.mu.Lock()
-	p.exited = true
-	close(p.stop)
-	p.mu.Unlock()
-	_, _ = ch.SendRequest(wire.RequestExitStatus, false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
-	_ = ch.Close()
+	entry.Serve(ch, reqs, wire.Attach{ID: entry.ID()}, dead)
 }
 
 // process is one running canned program.
 type process struct {
-	vm   *VM
-	spec wire.Process
-	ch   ssh.Channel
-	end  chan int      // receives the exit status once
-	stop chan struct{} // closed when the process has ended
+	vm    *VM
+	spec  wire.Process
+	entry *proctable.Process
+	stdin *io.PipeReader // nil without stdin
+	end   chan int       // receives the exit status once
+	stop  chan struct{}  // closed when the process has ended
 
 	mu     sync.Mutex // orders output against the exit
 	exited bool
@@ -173,37 +246,23 @@ func (p *process) finish(code int) {
 	}
 }
 
-func (p *process) handleRequests(reqs <-chan *ssh.Request) {
-	for req := range reqs {
-		ok, exit := false, 0
-		switch req.Type {
-		case wire.RequestSignal:
-			var sig wire.Signal
-			if json.Unmarshal(req.Payload, &sig) == nil {
-				ok = true
-				p.vm.mu.Lock()
-				p.vm.sigs = append(p.vm.sigs, sig.Number)
-				p.vm.mu.Unlock()
-				switch {
-				case sig.Number == 9:
-					exit = 137
-				case sig.Number == 15 && slices.Contains(p.spec.Env, "TRAP_TERM=1"):
-					exit = 143
-				}
-			}
-		case wire.RequestWindowChange:
-			ok = true
-		}
-		// Reply before the process ends, as tether does: kill(2) returns
-		// before the process has exited and its channel closed.
-		if req.WantReply {
-			_ = req.Reply(ok, nil)
-		}
-		if exit != 0 {
-			p.finish(exit)
-		}
+// Signal implements proctable.Controls with PID 1's rules (see Programs).
+// It returns before the process has ended, as kill(2) does.
+func (p *process) Signal(n int) error {
+	p.vm.mu.Lock()
+	p.vm.sigs = append(p.vm.sigs, n)
+	p.vm.mu.Unlock()
+	switch {
+	case n == 9:
+		p.finish(137)
+	case n == 15 && slices.Contains(p.spec.Env, "TRAP_TERM=1"):
+		p.finish(143)
 	}
+	return nil
 }
+
+// Resize implements proctable.Controls; the fake has no terminal.
+func (p *process) Resize(rows, cols uint32) {}
 
 // write sends output unless the process has already ended.
 func (p *process) write(stderr bool, b []byte) error {
@@ -212,11 +271,22 @@ func (p *process) write(stderr bool, b []byte) error {
 	if p.exited {
 		return io.ErrClosedPipe
 	}
-	var w io.Writer = p.ch
+	sp := p.entry.Stdout
 	if stderr && !p.spec.Tty {
-		w = p.ch.Stderr()
+		sp = p.entry.Stderr
 	}
-	_, err := w.Write(b)
+	// A full spool (the host away) blocks the program, as a pipe blocks a
+	// process; a kill still ends it.
+	done := make(chan error, 1)
+	go func() { _, err := sp.Write(b); done <- err }()
+	p.mu.Unlock()
+	var err error
+	select {
+	case err = <-done:
+	case <-p.stop:
+		err = io.ErrClosedPipe
+	}
+	p.mu.Lock()
 	return err
 }
 
@@ -284,12 +354,12 @@ func (p *process) command(args []string) (int, bool) {
 			return 0, true
 		}
 	case "cat":
-		if !p.spec.Stdin {
+		if p.stdin == nil {
 			return 0, false
 		}
 		buf := make([]byte, 32<<10)
 		for {
-			n, err := p.ch.Read(buf)
+			n, err := p.stdin.Read(buf)
 			if n > 0 && p.write(false, buf[:n]) != nil {
 				return 1, true
 			}
@@ -298,6 +368,28 @@ func (p *process) command(args []string) (int, bool) {
 			}
 			if err != nil {
 				return 1, true
+			}
+		}
+	case "ticks":
+		interval := time.Second
+		if len(args) > 1 {
+			d, err := time.ParseDuration(args[1])
+			if err != nil {
+				_ = p.write(true, []byte("ticks: invalid duration\n"))
+				return 1, true
+			}
+			interval = d
+		}
+		for i := 0; ; i++ {
+			if p.write(false, []byte(strconv.Itoa(i)+"\n")) != nil {
+				return 0, true
+			}
+			select {
+			case <-time.After(interval):
+			case <-p.stop:
+				return 0, true
+			case <-p.vm.done:
+				return 0, true
 			}
 		}
 	case "lines":

@@ -19,10 +19,13 @@
 // VM within a bound with an error status and is idempotent; a guest
 // power-off ends it with a nil status); VMs run side by side with
 // independent channels; overlays from CreateOverlay are bootable disks that
-// leave their base untouched; Capabilities names the accelerator.
+// leave their base untouched; Capabilities names the accelerator. For a
+// driver whose Capabilities report Adopt, [RunAdopt] checks that another
+// driver takes a running VM back: the same guest answers on the new
+// channel, twice over, and Kill works on the adopted VM.
 //
-// It boots two VMs in all, each bounded by [BootTimeout], so a driver under
-// TCG passes in well under a minute.
+// It boots three VMs in all (two without Adopt), each bounded by
+// [BootTimeout], so a driver under TCG passes in well under a minute.
 package hvtest
 
 import (
@@ -79,6 +82,149 @@ func Run(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, image Gue
 	t.Run("Capabilities", func(t *testing.T) { testCapabilities(t, newDriver(t)) })
 	t.Run("StartInvalidSpec", func(t *testing.T) { testStartInvalidSpec(t, newDriver(t), image) })
 	t.Run("Lifecycle", func(t *testing.T) { testLifecycle(t, newDriver(t), image) })
+	if newDriver(t).Capabilities().Adopt {
+		t.Run("Adopt", func(t *testing.T) { RunAdopt(t, newDriver, image) })
+	}
+}
+
+// RunAdopt checks hypervisor.Adopter: a VM started by one driver is
+// adopted by another (newDriver is called for each, as a restarted daemon
+// makes a new driver), its guest answers on the new channel with the
+// state it had, a second adoption works as the first (of a VM paused at
+// the time, when the driver can pause), Kill on the adopted VM ends it,
+// and a VM that has ended is NotFound.
+func RunAdopt(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, image GuestImage) {
+	dir := t.TempDir()
+	base := image.RootDisk(t, dir)
+	base.ReadOnly = true
+	first := newDriver(t)
+	spec := baseSpec(t, image)
+	ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
+	defer cancel()
+	overlay, err := first.CreateOverlay(ctx, base, filepath.Join(dir, "rw.img"), 0)
+	if err != nil {
+		t.Fatalf("CreateOverlay: %v", err)
+	}
+	spec.Disks = []hypervisor.Disk{overlay}
+	vm, err := first.Start(ctx, spec)
+	if err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = vm.Kill()
+		if !closedWithin(vm.Done(), KillTimeout) {
+			t.Errorf("cleanup: VM %s not done %s after Kill", spec.Name, KillTimeout)
+		}
+		if t.Failed() {
+			logRuntimeFiles(t, spec.RuntimeDir)
+		}
+	})
+	g, err := guest.Dial(ctx, vm.Channel())
+	if err != nil {
+		t.Fatalf("guest handshake: %v", err)
+	}
+	if err := g.Setup(ctx, wire.Setup{Hostname: "adopted"}); err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+
+	adopt := func(t *testing.T) (hypervisor.VM, *guest.Client) {
+		t.Helper()
+		a, ok := newDriver(t).(hypervisor.Adopter)
+		if !ok {
+			t.Fatal("Capabilities().Adopt is true but the driver is no hypervisor.Adopter")
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
+		defer cancel()
+		// Only Name and RuntimeDir may matter.
+		av, err := a.Adopt(ctx, hypervisor.Spec{Name: spec.Name, RuntimeDir: spec.RuntimeDir})
+		if err != nil {
+			t.Fatalf("Adopt: %v", err)
+		}
+		if av.Pid() != vm.Pid() {
+			t.Errorf("adopted Pid() = %d, want the VMM's %d", av.Pid(), vm.Pid())
+		}
+		if av.Channel() == nil {
+			t.Fatal("adopted Channel() is nil")
+		}
+		ag, err := guest.Dial(ctx, av.Channel())
+		if err != nil {
+			t.Fatalf("guest handshake on the adopted channel: %v", err)
+		}
+		// The same guest, with its state: a v2 agent lists its processes.
+		if _, err := ag.Processes(ctx); err != nil {
+			t.Errorf("Processes on the adopted channel: %v", err)
+		}
+		return av, ag
+	}
+
+	var av hypervisor.VM
+	var ag *guest.Client
+	t.Run("AdoptOnce", func(t *testing.T) {
+		g.Close() // the first daemon goes away
+		av, ag = adopt(t)
+		select {
+		case <-vm.Done():
+			t.Errorf("the VM ended when its first channel closed: %v", vm.Status().Err)
+		default:
+		}
+	})
+	if ag == nil {
+		t.FailNow()
+	}
+	// A VM paused when its channel closes is adopted too (returned
+	// running): a frozen guest misses its channel's close, which the
+	// driver must make up for.
+	t.Run("AdoptTwicePaused", func(t *testing.T) {
+		if p, ok := av.(hypervisor.Pauser); ok && first.Capabilities().Pause {
+			ctx, cancel := context.WithTimeout(t.Context(), PowerOffTimeout)
+			defer cancel()
+			if err := p.Pause(ctx); err != nil {
+				t.Fatalf("Pause: %v", err)
+			}
+		}
+		ag.Close()
+		av, ag = adopt(t)
+	})
+	t.Run("KillAdopted", func(t *testing.T) {
+		pid := av.Pid()
+		if err := av.Kill(); err != nil {
+			t.Fatalf("Kill: %v", err)
+		}
+		if !closedWithin(av.Done(), KillTimeout) {
+			t.Fatalf("Done not closed %s after Kill", KillTimeout)
+		}
+		if err := av.Status().Err; err == nil {
+			t.Error("Status().Err = nil after Kill, want why the VMM ended")
+		}
+		if err := av.Kill(); err != nil {
+			t.Errorf("second Kill: %v, want nil", err)
+		}
+		waited := make(chan struct{})
+		go func() { ag.Wait(); close(waited) }()
+		if !closedWithin(waited, KillTimeout) {
+			t.Errorf("adopted guest connection still open %s after Kill", KillTimeout)
+		}
+		// The first driver reaps its child; then the PID is gone.
+		deadline := time.Now().Add(KillTimeout)
+		for pid > 0 && syscall.Kill(pid, 0) != syscall.ESRCH {
+			if time.Now().After(deadline) {
+				t.Errorf("VMM pid %d still exists %s after Kill", pid, KillTimeout)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	t.Run("AdoptEnded", func(t *testing.T) {
+		a := newDriver(t).(hypervisor.Adopter)
+		ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
+		defer cancel()
+		if v, err := a.Adopt(ctx, hypervisor.Spec{Name: spec.Name, RuntimeDir: spec.RuntimeDir}); !errdefs.IsNotFound(err) {
+			if v != nil {
+				_ = v.Kill()
+			}
+			t.Errorf("Adopt of an ended VM: %v, want NotFound", err)
+		}
+	})
 }
 
 func testCapabilities(t *testing.T, d hypervisor.Driver) {

@@ -28,10 +28,14 @@ type paths struct {
 	console string // serial console log
 	pidfile string
 	qmp     string // QMP monitor socket (QEMU listens)
+	log     string // QEMU's own stdout and stderr
 }
 
 // argv builds QEMU's command line (after the binary) for spec. The guest
-// channel is a virtio-serial port whose chardev connects to our socket.
+// channel is a virtio-serial port whose chardev connects to our socket and
+// reconnects every second after a disconnect (reconnect=1, QEMU 7.2's
+// -chardev socket option; QEMU 9.2 renames it reconnect-ms), so a
+// restarted daemon gets the channel back by listening on the socket again.
 //
 // tscKHz is the guest TSC's rate in kHz. The guest is told it at boot
 // (tsc_early_khz) because calibrating under TCG hangs about half the boots;
@@ -61,7 +65,7 @@ func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 		"-pidfile", p.pidfile,
 		"-qmp", "unix:" + escape(p.qmp) + ",server=on,wait=off",
 		"-device", "virtio-serial-device,max_ports=2",
-		"-chardev", "socket,id=tether,path=" + escape(p.channel),
+		"-chardev", "socket,id=tether,path=" + escape(p.channel) + ",reconnect=1",
 		"-device", "virtserialport,chardev=tether,name=" + escape(spec.ChannelName),
 	}
 	for i, d := range spec.Disks {

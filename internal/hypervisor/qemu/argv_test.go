@@ -38,15 +38,6 @@ func golden(t *testing.T, got string) {
 	}
 }
 
-// runtimePaths are the per-VM files as Start derives them from dir.
-func runtimePaths(dir string) paths {
-	return paths{
-		channel: filepath.Join(dir, "tether.sock"),
-		console: filepath.Join(dir, "console.log"),
-		pidfile: filepath.Join(dir, "qemu.pid"),
-	}
-}
-
 func TestArgv(t *testing.T) {
 	base := hypervisor.Spec{
 		Name:        "0123abcd",

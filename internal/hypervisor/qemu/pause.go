@@ -13,37 +13,69 @@ import (
 // qmpTimeout bounds connecting to the VM's QMP monitor.
 const qmpTimeout = 5 * time.Second
 
+// monitor reaches a VM's QMP socket.
+type monitor struct{ qmpPath string }
+
 // run sends one QMP command (QEMU QMP reference: "stop", "cont") on a
 // fresh monitor connection and returns its reply.
-func (v *vm) run(ctx context.Context, command string) error {
+func (v *monitor) run(ctx context.Context, command string) error {
+	_, err := v.query(ctx, command)
+	return err
+}
+
+// query is run returning the reply's "return" value (raw JSON).
+func (v *monitor) query(ctx context.Context, command string) (json.RawMessage, error) {
 	mon, err := qmp.NewSocketMonitor("unix", v.qmpPath, qmpTimeout)
 	if err != nil {
-		return fmt.Errorf("qemu: QMP %s: %w: %w", command, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("qemu: QMP %s: %w: %w", command, err, errdefs.ErrUnavailable)
 	}
 	if err := mon.Connect(); err != nil {
-		return fmt.Errorf("qemu: QMP connect: %w: %w", err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("qemu: QMP connect: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	defer mon.Disconnect()
 	cmd, _ := json.Marshal(qmp.Command{Execute: command})
-	type result struct{ err error }
+	type result struct {
+		raw []byte
+		err error
+	}
 	done := make(chan result, 1)
 	go func() {
-		_, err := mon.Run(cmd)
-		done <- result{err}
+		raw, err := mon.Run(cmd)
+		done <- result{raw, err}
 	}()
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return fmt.Errorf("qemu: QMP %s: %w", command, r.err)
+			return nil, fmt.Errorf("qemu: QMP %s: %w", command, r.err)
 		}
-		return nil
+		var reply struct {
+			Return json.RawMessage `json:"return"`
+		}
+		_ = json.Unmarshal(r.raw, &reply)
+		return reply.Return, nil
 	case <-ctx.Done():
-		return fmt.Errorf("qemu: QMP %s: %w: %w", command, ctx.Err(), errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("qemu: QMP %s: %w: %w", command, ctx.Err(), errdefs.ErrUnavailable)
 	}
 }
 
+// paused reports whether the VM is stopped by a QMP "stop" (QMP
+// query-status: status "paused").
+func (v *monitor) paused(ctx context.Context) (bool, error) {
+	raw, err := v.query(ctx, "query-status")
+	if err != nil {
+		return false, err
+	}
+	var st struct {
+		Status string `json:"status"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return false, fmt.Errorf("qemu: QMP query-status: %w", err)
+	}
+	return st.Status == "paused", nil
+}
+
 // Pause implements hypervisor.Pauser: QMP "stop" freezes every vCPU.
-func (v *vm) Pause(ctx context.Context) error { return v.run(ctx, "stop") }
+func (v *monitor) Pause(ctx context.Context) error { return v.run(ctx, "stop") }
 
 // Resume implements hypervisor.Pauser: QMP "cont".
-func (v *vm) Resume(ctx context.Context) error { return v.run(ctx, "cont") }
+func (v *monitor) Resume(ctx context.Context) error { return v.run(ctx, "cont") }

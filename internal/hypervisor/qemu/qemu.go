@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -87,9 +88,10 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	return &Driver{cfg: cfg, accel: chooseAccel(cfg.Accel), tscKHz: hostTSCKHz(), logger: logger.With("component", "qemu")}, nil
 }
 
-// Capabilities reports the accelerator in use; VMs can be paused (QMP).
+// Capabilities reports the accelerator in use; VMs can be paused (QMP)
+// and adopted by a later driver (Adopt).
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true}
+	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true}
 }
 
 // validSerial is what Disk.Serial may hold (empty included).
@@ -140,34 +142,49 @@ func validate(spec hypervisor.Spec) error {
 	return nil
 }
 
+// runtimePaths are the files of one VM in its runtime directory.
+func runtimePaths(dir string) paths {
+	return paths{
+		channel: filepath.Join(dir, "tether.sock"),
+		console: filepath.Join(dir, "console.log"),
+		pidfile: filepath.Join(dir, "qemu.pid"),
+		qmp:     filepath.Join(dir, "qmp.sock"),
+		log:     filepath.Join(dir, "qemu.log"),
+	}
+}
+
 // Start boots the VM and returns once QEMU has connected the guest channel
 // (the guest may still be booting; the agent answers on the channel when
 // ready). Unavailable if QEMU exits or does not connect in time.
+//
+// QEMU runs in its own session with its output in the runtime directory's
+// qemu.log, so it outlives the daemon; its chardev reconnects to the
+// channel socket every second (reconnect=1) after a disconnect, which is
+// how Adopt gets the channel back.
 func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
-	p := paths{
-		channel: filepath.Join(spec.RuntimeDir, "tether.sock"),
-		console: filepath.Join(spec.RuntimeDir, "console.log"),
-		pidfile: filepath.Join(spec.RuntimeDir, "qemu.pid"),
-		qmp:     filepath.Join(spec.RuntimeDir, "qmp.sock"),
-	}
-	if len(p.channel) > maxSocketPath {
+	p := runtimePaths(spec.RuntimeDir)
+	if len(p.channel) > maxSocketPath || len(p.qmp) > maxSocketPath {
 		return nil, fmt.Errorf("qemu: runtime dir %s too long for a unix socket: %w", spec.RuntimeDir, errdefs.ErrInvalidArgument)
 	}
-	_ = os.Remove(p.channel)
-	ln, err := net.Listen("unix", p.channel)
+	ln, err := listenChannel(p.channel)
 	if err != nil {
-		return nil, fmt.Errorf("qemu: listen for guest channel: %w", err)
+		return nil, err
 	}
 	defer ln.Close()
 	defer os.Remove(p.channel)
 
-	var stderr bytes.Buffer
+	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: VMM log: %w", err)
+	}
+	defer logf.Close()
+	_ = os.Remove(p.pidfile)
 	cmd := exec.Command(d.cfg.Binary, argv(spec, d.accel, d.tscKHz, p)...)
-	cmd.Stdout = &stderr
-	cmd.Stderr = &stderr
+	cmd.Stdout = logf
+	cmd.Stderr = logf
 	for _, n := range spec.NICs {
 		cmd.ExtraFiles = append(cmd.ExtraFiles, n.File)
 	}
@@ -176,9 +193,41 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w: %w", d.cfg.Binary, err, errdefs.ErrUnavailable)
 	}
-	vm := &vm{cmd: cmd, done: make(chan struct{}), qmpPath: p.qmp}
-	go vm.wait(&stderr)
+	v := &vm{cmd: cmd, done: make(chan struct{}), monitor: monitor{qmpPath: p.qmp}, logPath: p.log}
+	go v.wait()
 
+	c, err := d.accept(ctx, ln, v.done, v.Kill)
+	if err != nil {
+		if errors.Is(err, errVMMEnded) {
+			return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", v.Status().Err, errdefs.ErrUnavailable)
+		}
+		return nil, fmt.Errorf("qemu: start %s: %w", spec.Name, err)
+	}
+	if !v.setChannel(c) {
+		return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", v.Status().Err, errdefs.ErrUnavailable)
+	}
+	d.logger.Info("vm started", "vm", spec.Name, "pid", cmd.Process.Pid, "accel", d.accel)
+	return v, nil
+}
+
+// listenChannel listens on the guest channel's socket (a stale one from
+// an earlier daemon is replaced).
+func listenChannel(path string) (net.Listener, error) {
+	_ = os.Remove(path)
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("qemu: listen for guest channel: %w", err)
+	}
+	return ln, nil
+}
+
+// errVMMEnded is accept's error when the VMM ended first.
+var errVMMEnded = errors.New("qemu: VMM ended")
+
+// accept waits for the VMM to connect the guest channel, bounded by the
+// driver's ConnectTimeout and ctx; kill ends the VMM on a timeout. A
+// connection that arrives after accept gave up is closed.
+func (d *Driver) accept(ctx context.Context, ln net.Listener, done <-chan struct{}, kill func() error) (net.Conn, error) {
 	type accepted struct {
 		c   net.Conn
 		err error
@@ -190,7 +239,6 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	}()
 	timer := time.NewTimer(d.cfg.ConnectTimeout)
 	defer timer.Stop()
-	// On failure, a connection the accept goroutine still delivers is closed.
 	drain := func() {
 		go func() {
 			if a := <-acc; a.c != nil {
@@ -201,26 +249,22 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	select {
 	case a := <-acc:
 		if a.err != nil {
-			vm.Kill()
+			_ = kill()
 			return nil, fmt.Errorf("qemu: accept guest channel: %w", a.err)
 		}
-		if !vm.setChannel(a.c) {
-			return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", vm.Status().Err, errdefs.ErrUnavailable)
-		}
-	case <-vm.done:
+		return a.c, nil
+	case <-done:
 		drain()
-		return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", vm.status.Err, errdefs.ErrUnavailable)
+		return nil, errVMMEnded
 	case <-timer.C:
 		drain()
-		vm.Kill()
+		_ = kill()
 		return nil, fmt.Errorf("qemu: guest channel not connected within %s: %w", d.cfg.ConnectTimeout, errdefs.ErrUnavailable)
 	case <-ctx.Done():
 		drain()
-		vm.Kill()
-		return nil, fmt.Errorf("qemu: start %s: %w", spec.Name, ctx.Err())
+		_ = kill()
+		return nil, fmt.Errorf("%w: %w", ctx.Err(), errdefs.ErrUnavailable)
 	}
-	d.logger.Info("vm started", "vm", spec.Name, "pid", cmd.Process.Pid, "accel", d.accel)
-	return vm, nil
 }
 
 // CreateOverlay creates a qcow2 disk at path backed by base (qemu-img
@@ -242,16 +286,17 @@ func (d *Driver) CreateOverlay(ctx context.Context, base hypervisor.Disk, path s
 	return hypervisor.Disk{Path: path, Format: "qcow2"}, nil
 }
 
-// vm is one QEMU process.
+// vm is one QEMU process this driver started (its child).
 type vm struct {
-	cmd    *exec.Cmd
-	done   chan struct{}
-	status hypervisor.ExitStatus
+	monitor
+	cmd     *exec.Cmd
+	done    chan struct{}
+	status  hypervisor.ExitStatus
+	logPath string
 
 	mu      sync.Mutex
 	channel net.Conn
 	ended   bool
-	qmpPath string
 }
 
 // setChannel records the guest channel; false (and the conn closed) if
@@ -267,12 +312,11 @@ func (v *vm) setChannel(c net.Conn) bool {
 	return true
 }
 
-func (v *vm) wait(out *bytes.Buffer) {
+func (v *vm) wait() {
 	err := v.cmd.Wait()
 	st := hypervisor.ExitStatus{At: time.Now()}
 	if err != nil {
-		msg := bytes.TrimSpace(out.Bytes())
-		if len(msg) > 0 {
+		if msg := logTail(v.logPath); msg != "" {
 			st.Err = fmt.Errorf("qemu: %s: %w", msg, err)
 		} else {
 			st.Err = fmt.Errorf("qemu: %w", err)
@@ -286,6 +330,22 @@ func (v *vm) wait(out *bytes.Buffer) {
 	}
 	v.mu.Unlock()
 	close(v.done)
+}
+
+// logTail is the end of the VMM's log, for errors: its last lines
+// without the chardev's reconnect complaints.
+func logTail(path string) string {
+	b, _ := os.ReadFile(path)
+	var keep []string
+	for _, l := range strings.Split(string(bytes.TrimSpace(b)), "\n") {
+		if l != "" && !strings.Contains(l, "Unable to connect character device") {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > 5 {
+		keep = keep[len(keep)-5:]
+	}
+	return strings.Join(keep, "; ")
 }
 
 func (v *vm) Channel() net.Conn {

@@ -11,8 +11,10 @@
 // compute sizes it.
 //
 // It does not size VMs (compute does) and cannot see starts that bypass
-// it: restarts done inside the port layer itself (restart policies, when
-// compute gains them) are not checked.
+// it: restarts done inside the port layer itself are not checked — a
+// restart by policy needs no more than the restarting container already
+// holds, and the starts by policy when the VCH itself starts (after a
+// host reboot) take back what those containers held before.
 package budget
 
 import (

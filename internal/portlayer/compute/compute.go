@@ -126,12 +126,20 @@ type Service struct {
 	claims     map[string]volumeClaim // volumes held by a container's VM, by container ID
 	claimSeq   uint64
 	closed     bool
+	done       chan struct{} // closed by Close
 	wg         sync.WaitGroup
 }
 
-// New opens (or creates) the compute state under cfg.Root and reloads every
-// container record. Containers recorded as running whose VM is gone (the
-// daemon stopped) are marked exited with code 137. InvalidArgument for a bad
+// New opens (or creates) the compute state under cfg.Root, reloads every
+// container record and takes back the container VMs an earlier daemon
+// left running (Docker's live restore): each VM whose VMM still runs is
+// adopted (hypervisor.Adopter), its guest channel reconnected, its
+// network endpoints and published ports restored, and its main process's
+// output resumed where the log ends. A container whose VM is gone is
+// recorded exited with code 255 (and a die event). Then the containers
+// whose restart policy says so are started again, in the background.
+// New returns once every adoption has ended, each bounded by the
+// driver's connect bound and cfg.BootTimeout. InvalidArgument for a bad
 // config.
 func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, logger *slog.Logger) (*Service, error) {
 	if cfg.Root == "" || cfg.Kernel == "" || cfg.Initrd == "" || cfg.ChannelName == "" {
@@ -165,33 +173,25 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, driver: driver, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs, containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots}
+	s := &Service{cfg: cfg, driver: driver, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs,
+		containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots, done: make(chan struct{})}
 	all, err := recs.all()
 	if err != nil {
 		recs.close()
 		return nil, err
 	}
 	for _, rec := range all {
-		if rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused || rec.State.Status == portlayer.StatusRestarting {
-			if rec.State.Pid > 0 {
-				if p, err := os.FindProcess(rec.State.Pid); err == nil {
-					_ = p.Kill() // not re-adopted yet: never leave an orphan VMM
-				}
-			}
-			rec.State = portlayer.State{Status: portlayer.StatusExited, ExitCode: 137, Error: "vch daemon stopped while the container ran", StartedAt: rec.State.StartedAt, FinishedAt: time.Now().UTC()}
-			if err := recs.put(rec); err != nil {
-				recs.close()
-				return nil, err
-			}
-		}
 		s.containers[rec.ID] = s.newContainer(rec)
 	}
+	s.startAtBoot(s.restore())
 	return s, nil
 }
 
-// Close stops every running container (Docker's daemon shutdown: stop
-// signal, then kill after a bounded wait), waits for their records to be
-// written, and closes the store. Idempotent.
+// Close detaches from every container VM and closes the store: the VMs
+// keep running, their records say so, and the next daemon on this root
+// adopts them (Docker's live restore). Pending restarts are left to the
+// next daemon too. Close waits for starts in progress and for the
+// supervisors to let go. Idempotent.
 func (s *Service) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -199,23 +199,28 @@ func (s *Service) Close(ctx context.Context) error {
 		return nil
 	}
 	s.closed = true
-	var running []*container
+	close(s.done)
+	var all []*container
 	for _, c := range s.containers {
-		running = append(running, c)
+		all = append(all, c)
 	}
 	s.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, c := range running {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			t := 5 * time.Second
-			_ = s.stop(ctx, c, &t)
-		}()
+	for _, c := range all {
+		c.mu.Lock()
+		g := c.guest
+		c.mu.Unlock()
+		if g != nil {
+			g.Close()
+		}
 	}
-	wg.Wait()
-	s.wg.Wait()
-	for _, c := range running {
+	waited := make(chan struct{})
+	go func() { s.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+	case <-ctx.Done():
+		s.logger.Warn("compute: close: supervisors still busy", "err", ctx.Err())
+	}
+	for _, c := range all {
 		c.out.close()
 	}
 	return s.recs.close()
@@ -293,6 +298,9 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 		return portlayer.Container{}, fmt.Errorf("compute: Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", spec.Name, errdefs.ErrInvalidArgument)
 	}
 	if err := s.checkMounts(&spec); err != nil {
+		return portlayer.Container{}, err
+	}
+	if err := checkRestartPolicy(spec); err != nil {
 		return portlayer.Container{}, err
 	}
 	id := newID()
@@ -479,6 +487,23 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 		case <-ctx.Done():
 			return fmt.Errorf("compute: remove %s: %w", c.id, ctx.Err())
 		}
+	}
+	c.mu.Lock()
+	if c.rec.State.Status == portlayer.StatusRestarting && c.restartCancel != nil {
+		if !force {
+			c.mu.Unlock()
+			return &RunningError{ID: c.id, Name: c.rec.Spec.Name}
+		}
+		// As docker rm -f: the pending restart is cancelled, the
+		// container removed.
+		waiters, _ := c.cancelRestartLocked()
+		code := c.rec.State.ExitCode
+		c.mu.Unlock()
+		for _, w := range waiters {
+			w <- portlayer.WaitResult{ExitCode: code}
+		}
+	} else {
+		c.mu.Unlock()
 	}
 	rec := c.record()
 	if rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused {

@@ -134,6 +134,8 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 	base.Tty = spec.Tty
 	wp := processFor(base)
 	wp.Args, wp.Stdin, wp.Exec = spec.Args, spec.AttachStdin, true
+	// Its output goes to the client as it comes; nothing resumes it.
+	wp.ID, wp.Resumable = e.id, false
 	wp.Env = append(wp.Env, spec.Env...)
 	if spec.WorkingDir != "" {
 		wp.Dir = spec.WorkingDir
@@ -183,6 +185,9 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 		defer close(done)
 		code, err := proc.Wait(context.Background())
 		wg.Wait()
+		if err != nil && s.stopping() {
+			return // the daemon stops; the exec runs on in the guest
+		}
 		if err != nil {
 			code = 137 // the container (and with it its PID namespace) ended
 		}

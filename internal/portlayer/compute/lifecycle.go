@@ -51,6 +51,14 @@ type container struct {
 
 	exitWaiters   []chan portlayer.WaitResult
 	removeWaiters []chan portlayer.WaitResult
+
+	// The restart policy's state (Docker's restart manager): the next
+	// restart's delay, whether a stop or kill by hand cancelled restarts
+	// until the next start by hand, and the pending restart (closed to
+	// cancel it; nil when none waits).
+	restartDelay  time.Duration
+	exitOnNext    bool
+	restartCancel chan struct{}
 }
 
 func (s *Service) newContainer(rec portlayer.Container) *container {
@@ -114,12 +122,30 @@ func (e *StartFailedError) Error() string { return e.Message }
 // Unwrap classifies the error as InvalidArgument.
 func (e *StartFailedError) Unwrap() error { return errdefs.ErrInvalidArgument }
 
-// Start implements portlayer.Compute.
+// startKind says who starts a container.
+type startKind int
+
+const (
+	// startByHand is a user's start (docker start/run/restart) or the
+	// VCH's own start at boot: the restart policy starts over (Docker's
+	// ResetRestartManager).
+	startByHand startKind = iota
+	// startByPolicy is a restart by the container's restart policy.
+	startByPolicy
+)
+
+// Start implements portlayer.Compute. A container waiting for its restart
+// policy's restart counts as running (a no-op). A start by hand sets
+// RestartCount back to 0 and clears ManuallyStopped.
 func (s *Service) Start(ctx context.Context, idOrName string) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return err
 	}
+	return s.start(ctx, c, idOrName, startByHand)
+}
+
+func (s *Service) start(ctx context.Context, c *container, idOrName string, kind startKind) error {
 	// Lock order is s.mu before c.mu: check for shutdown first.
 	s.mu.Lock()
 	closed := s.closed
@@ -136,6 +162,9 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 			c.mu.Unlock()
 			return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
 		case c.rec.State.Status == portlayer.StatusRunning:
+			c.mu.Unlock()
+			return nil
+		case c.rec.State.Status == portlayer.StatusRestarting && kind == startByHand && !c.starting:
 			c.mu.Unlock()
 			return nil
 		case c.rec.State.Status == portlayer.StatusPaused:
@@ -156,6 +185,10 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 	}
 	c.starting = true
 	c.startDone = make(chan struct{})
+	if kind == startByHand {
+		c.rec.RestartCount, c.rec.ManuallyStopped = 0, false
+		c.restartDelay, c.exitOnNext = 0, false
+	}
 	rec, gone = c.rec, c.vmGone
 	c.mu.Unlock()
 	defer func() {
@@ -181,6 +214,7 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		proc    *guest.Process
 		plumbed *plumbing
 		token   uint64
+		err     error
 	)
 	token, err = s.claimVolumes(ctx, c, rec)
 	supervised := false
@@ -193,28 +227,7 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 		vm, g, proc, plumbed, err = s.boot(ctx, c, rec)
 	}
 	if err != nil {
-		var sfe *StartFailedError
-		c.mu.Lock()
-		st := c.rec.State
-		st.Error = err.Error()
-		if errors.As(err, &sfe) {
-			st.ExitCode = sfe.ExitCode
-		} else {
-			st.ExitCode = 128
-		}
-		c.rec.State = st
-		rec := c.rec
-		// Waiters that registered while the start was in progress learn
-		// that the container is not running after all.
-		waiters := c.exitWaiters
-		c.exitWaiters = nil
-		c.mu.Unlock()
-		if perr := s.recs.put(rec); perr != nil {
-			s.logger.Warn("persist failed start", "container", c.id, "err", perr)
-		}
-		for _, w := range waiters {
-			w <- portlayer.WaitResult{ExitCode: st.ExitCode}
-		}
+		rec := s.failStart(c, err)
 		if rec.Spec.AutoRemove {
 			// As Docker does: an auto-remove container whose start failed is
 			// removed, which releases `docker run --rm`'s removal wait.
@@ -248,20 +261,83 @@ func (s *Service) Start(ctx context.Context, idOrName string) error {
 	pending := c.stdins
 	c.stdins = nil
 	rec = c.rec
+	run := runState{RunID: newRunID(), NICs: slotRecords(c.slots)}
 	c.mu.Unlock()
+	c.out.beginRun(run.RunID, 0, 0)
+	if err := s.recs.putRun(c.id, run); err != nil {
+		s.logger.Warn("persist run state", "container", c.id, "err", err)
+	}
 	if err := s.recs.put(rec); err != nil {
 		s.logger.Warn("persist running state", "container", c.id, "err", err)
 	}
 	for _, a := range pending {
 		s.feedStdin(c, proc, a)
 	}
-	s.logger.Info("container started", "container", c.id, "vm_pid", vm.Pid())
+	s.logger.Info("container started", "container", c.id, "vm_pid", vm.Pid(), "restart_count", rec.RestartCount)
 	s.volumeEvents("mount", rec)
 	s.event("start", rec, nil)
-	s.wg.Add(1)
+	if !s.track() {
+		// The daemon began to stop while this VM booted: leave it
+		// running for the next daemon to adopt, as every other one.
+		g.Close()
+		return nil
+	}
 	supervised = true
 	go s.supervise(c, vm, g, proc, token)
 	return nil
+}
+
+// failStart records a start that failed: the guest's exit code for a
+// process that could not start (127, 126), else 128; a container that was
+// waiting for its restart policy is exited. Waiters that registered while
+// the start was in progress learn that the container is not running
+// after all. It returns the record.
+func (s *Service) failStart(c *container, err error) portlayer.Container {
+	var sfe *StartFailedError
+	c.mu.Lock()
+	st := c.rec.State
+	st.Error = err.Error()
+	if errors.As(err, &sfe) {
+		st.ExitCode = sfe.ExitCode
+	} else {
+		st.ExitCode = 128
+	}
+	if st.Status == portlayer.StatusRestarting {
+		st.Status, st.Pid = portlayer.StatusExited, 0
+	}
+	c.rec.State = st
+	rec := c.rec
+	waiters := c.exitWaiters
+	c.exitWaiters = nil
+	c.mu.Unlock()
+	if perr := s.recs.put(rec); perr != nil {
+		s.logger.Warn("persist failed start", "container", c.id, "err", perr)
+	}
+	for _, w := range waiters {
+		w <- portlayer.WaitResult{ExitCode: st.ExitCode}
+	}
+	return rec
+}
+
+// newRunID names one run of a container: 16 hex digits.
+func newRunID() string { return newID()[:16] }
+
+// slotRecords converts a run's NICs for persistence.
+func slotRecords(slots []nicSlot) []nicRecord {
+	out := make([]nicRecord, len(slots))
+	for i, sl := range slots {
+		out[i] = nicRecord{Tap: sl.tap, BootMAC: sl.bootMAC, Network: sl.network, Name: sl.name}
+	}
+	return out
+}
+
+// slotsFrom converts persisted NICs back.
+func slotsFrom(recs []nicRecord) []nicSlot {
+	out := make([]nicSlot, len(recs))
+	for i, r := range recs {
+		out[i] = nicSlot{tap: r.Tap, bootMAC: r.BootMAC, network: r.Network, name: r.Name}
+	}
+	return out
 }
 
 // boot starts the VM, connects to tether, applies setup and starts the
@@ -319,12 +395,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancel()
-	var handlers guest.Handlers
-	if s.cfg.Network != nil {
-		id := c.id
-		handlers.DNS = func(ctx context.Context, q []byte) ([]byte, error) { return s.cfg.Network.Resolve(ctx, id, q) }
-	}
-	g, err := guest.DialWith(bootCtx, vm.Channel(), handlers)
+	g, err := guest.DialWith(bootCtx, vm.Channel(), s.guestHandlers(c.id))
 	if err != nil {
 		return fail(nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir)))
 	}
@@ -357,7 +428,8 @@ func processFor(spec portlayer.ContainerSpec) wire.Process {
 		env = append(env, "TERM=xterm")
 	}
 	env = append(env, spec.Env...)
-	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Tty: spec.Tty, Stdin: spec.OpenStdin, Init: spec.Init}
+	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Tty: spec.Tty, Stdin: spec.OpenStdin, Init: spec.Init,
+		ID: wire.MainProcessID, Resumable: true}
 }
 
 // consoleTail returns the last lines of the VM's serial console, for errors.
@@ -369,10 +441,27 @@ func consoleTail(runDir string) string {
 	return string(bytes.TrimSpace(b))
 }
 
-// supervise pumps the run's output, waits for the exit, powers the VM off
-// and records the end of the run.
+// ackInterval spaces the acknowledgements of logged output sent to the
+// guest: at most this often, so a chatty process costs few messages,
+// while the guest's spool (wire.SpoolLimitBytes) never fills on account
+// of a late one.
+const ackInterval = 50 * time.Millisecond
+
+// supervise pumps the run's output into the log, acknowledging to the
+// guest what the log holds, waits for the exit, records it, powers the VM
+// off and applies the restart policy. When the daemon stops first, it
+// leaves the run alone: the VM keeps running for the next daemon.
 func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, proc *guest.Process, volumes uint64) {
 	defer s.wg.Done()
+	acks := make(chan struct{}, 1)
+	ackerDone := make(chan struct{})
+	go func() {
+		defer close(ackerDone)
+		for range acks {
+			_ = proc.Ack(c.out.loggedOffsets())
+			time.Sleep(ackInterval)
+		}
+	}()
 	var wg sync.WaitGroup
 	pump := func(stream string, r io.Reader) {
 		defer wg.Done()
@@ -381,6 +470,10 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 			n, err := r.Read(buf)
 			if n > 0 {
 				c.out.write(stream, buf[:n])
+				select {
+				case acks <- struct{}{}:
+				default:
+				}
 			}
 			if err != nil {
 				return
@@ -392,6 +485,15 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	go pump("stderr", proc.Stderr())
 	code, waitErr := proc.Wait(context.Background())
 	wg.Wait()
+	close(acks)
+	<-ackerDone
+	if waitErr != nil && s.stopping() {
+		// The daemon is stopping and closed the channel: the container
+		// runs on in its VM (Docker's live restore), its record says so,
+		// and the next daemon takes it back.
+		s.logger.Info("container left running", "container", c.id, "vm_pid", vm.Pid())
+		return
+	}
 	c.out.flush()
 
 	// Record the exit as soon as the process has exited and its output is
@@ -414,11 +516,17 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 		st.ExitCode = 255
 		st.Error = fmt.Sprintf("container VM ended unexpectedly: %v", vm.Status().Err)
 	}
+	restart, delay := c.shouldRestartLocked(st.ExitCode, st.FinishedAt.Sub(st.StartedAt))
+	if restart {
+		st.Status = portlayer.StatusRestarting
+		c.rec.RestartCount++
+		c.restartCancel = make(chan struct{})
+	}
 	c.rec.State = st
 	c.proc = nil
 	c.rec.Endpoints, c.rec.Ports, c.slots = nil, nil, nil
 	s.unplumb(c.id)
-	exited, gone := c.exited, c.vmGone
+	exited, gone, cancelRestart := c.exited, c.vmGone, c.restartCancel
 	waiters := c.exitWaiters
 	c.exitWaiters = nil
 	rec := c.rec
@@ -426,28 +534,36 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	if err := s.recs.put(rec); err != nil {
 		s.logger.Error("persist exit", "container", c.id, "err", err)
 	}
-	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode)
-	s.event("die", rec, map[string]string{"exitCode": strconv.Itoa(st.ExitCode)})
+	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode, "restart", restart)
+	s.event("die", rec, map[string]string{"exitCode": strconv.Itoa(st.ExitCode), "execDuration": strconv.Itoa(int(st.FinishedAt.Sub(st.StartedAt).Seconds()))})
 	c.out.endRun()
 	close(exited)
 	for _, w := range waiters {
 		w <- portlayer.WaitResult{ExitCode: st.ExitCode}
 	}
 
+	leave := false
 	if waitErr == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
 		if err := g.PowerOff(ctx); err != nil {
-			s.logger.Warn("power-off request failed", "container", c.id, "err", err)
-		}
-		select {
-		case <-vm.Done():
-		case <-ctx.Done():
-			s.logger.Warn("guest did not power off; killing VM", "container", c.id)
+			// The channel is gone (the daemon is stopping: Close cut it
+			// just after the exit): a VM left running is powered off by
+			// the next daemon, which syncs its disk; killing it would not.
+			leave = s.stopping()
+			s.logger.Warn("power-off request failed", "container", c.id, "err", err, "vm_left_running", leave)
+		} else {
+			select {
+			case <-vm.Done():
+			case <-ctx.Done():
+				s.logger.Warn("guest did not power off; killing VM", "container", c.id)
+			}
 		}
 		cancel()
 	}
-	_ = vm.Kill()
-	<-vm.Done()
+	if !leave {
+		_ = vm.Kill()
+		<-vm.Done()
+	}
 	g.Close()
 	c.mu.Lock()
 	c.vm, c.guest = nil, nil
@@ -456,7 +572,10 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	s.volumeEvents("unmount", rec)
 	close(gone)
 
-	if rec.Spec.AutoRemove {
+	switch {
+	case restart:
+		s.scheduleRestart(c, delay, cancelRestart)
+	case rec.Spec.AutoRemove:
 		if err := s.remove(c); err != nil {
 			s.logger.Error("auto-remove", "container", c.id, "err", err)
 		} else {
@@ -487,12 +606,36 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	if signal < 1 || signal > 64 {
 		return fmt.Errorf("compute: invalid signal %d: %w", signal, errdefs.ErrInvalidArgument)
 	}
+	if s.stopping() {
+		// Its VMs belong to the next daemon now.
+		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+	}
 	c.mu.Lock()
 	vm, proc := c.vm, c.proc
 	status := c.rec.State.Status
 	if status == portlayer.StatusPaused && signal != 9 {
 		c.mu.Unlock()
 		return fmt.Errorf("compute: Container %s is paused. Unpause the container before stopping or killing: %w", c.id, errdefs.ErrConflict)
+	}
+	if status == portlayer.StatusRestarting && c.restartCancel != nil {
+		// Waiting for its restart: nothing runs to signal. As Docker's
+		// killWithSignal, the signal counts as a stop by hand and, when it
+		// is a stop signal, cancels the restart.
+		c.rec.ManuallyStopped = true
+		var waiters []chan portlayer.WaitResult
+		if exitOnNextFor(c.rec.Spec, signal) {
+			c.exitOnNext = true
+			waiters, _ = c.cancelRestartLocked()
+		}
+		rec := c.rec
+		c.mu.Unlock()
+		if err := s.recs.put(rec); err != nil {
+			s.logger.Warn("persist cancelled restart", "container", c.id, "err", err)
+		}
+		for _, w := range waiters {
+			w <- portlayer.WaitResult{ExitCode: rec.State.ExitCode}
+		}
+		return nil
 	}
 	if vm == nil || proc == nil || (status != portlayer.StatusRunning && status != portlayer.StatusPaused) {
 		c.mu.Unlock()
@@ -501,8 +644,18 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	if signal == 9 {
 		c.killed = true
 	}
+	if exitOnNextFor(c.rec.Spec, signal) {
+		c.exitOnNext = true
+	}
+	manual := !c.rec.ManuallyStopped
+	c.rec.ManuallyStopped = true
 	rec := c.rec
 	c.mu.Unlock()
+	if manual {
+		if err := s.recs.put(rec); err != nil {
+			s.logger.Warn("persist manual stop", "container", c.id, "err", err)
+		}
+	}
 	s.event("kill", rec, map[string]string{"signal": strconv.Itoa(signal)})
 	if signal == 9 {
 		// SIGKILL goes to the process in the guest first, so the guest then
@@ -546,13 +699,32 @@ func (s *Service) stopVM(ctx context.Context, c *container, timeout *time.Durati
 	c.mu.Lock()
 	status := c.rec.State.Status
 	spec := c.rec.Spec
+	pendingRestart := c.restartCancel != nil
+	startDone := c.startDone
+	restarting := status == portlayer.StatusRestarting && c.starting
 	c.mu.Unlock()
-	if status == portlayer.StatusPaused {
+	sig := spec.StopSignal
+	if sig == 0 {
+		sig = 15
+	}
+	switch {
+	case status == portlayer.StatusRestarting && pendingRestart:
+		// Waiting for its restart: the stop signal cancels it.
+		return s.kill(ctx, c, sig)
+	case restarting:
+		// Being restarted right now: stop the new run once it runs.
+		select {
+		case <-startDone:
+		case <-ctx.Done():
+			return fmt.Errorf("compute: stop %s: %w", c.id, ctx.Err())
+		}
+		return s.stopVM(ctx, c, timeout)
+	case status == portlayer.StatusPaused:
 		// A frozen guest cannot handle its stop signal: resume it first.
 		if err := s.Unpause(ctx, c.id); err != nil && !errdefs.IsConflict(err) {
 			return err
 		}
-	} else if status != portlayer.StatusRunning {
+	case status != portlayer.StatusRunning:
 		return nil
 	}
 	wait := defaultStopTimeout
@@ -561,10 +733,6 @@ func (s *Service) stopVM(ctx context.Context, c *container, timeout *time.Durati
 	}
 	if timeout != nil {
 		wait = *timeout
-	}
-	sig := spec.StopSignal
-	if sig == 0 {
-		sig = 15
 	}
 	if wait != 0 {
 		if err := s.kill(ctx, c, sig); err == nil {
@@ -597,7 +765,9 @@ func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.Wait
 	defer c.mu.Unlock()
 	switch cond {
 	case portlayer.WaitNotRunning, "":
-		if st := c.rec.State.Status; st != portlayer.StatusRunning && st != portlayer.StatusPaused && !c.starting {
+		// A container waiting for its restart counts as running (Docker's
+		// State.Running is true while it restarts).
+		if st := c.rec.State.Status; st != portlayer.StatusRunning && st != portlayer.StatusPaused && st != portlayer.StatusRestarting && !c.starting {
 			ch <- portlayer.WaitResult{ExitCode: c.rec.State.ExitCode}
 			return ch, nil
 		}

@@ -107,7 +107,8 @@ func TestStartRunning(t *testing.T) {
 			if len(procs) != 1 {
 				t.Fatalf("%d processes started, want 1", len(procs))
 			}
-			want := wire.Process{Args: tt.spec.Args, Env: tt.wantEnv(c.ID), Dir: "/work", User: "1000:1000", Tty: tt.spec.Tty}
+			want := wire.Process{Args: tt.spec.Args, Env: tt.wantEnv(c.ID), Dir: "/work", User: "1000:1000", Tty: tt.spec.Tty,
+				ID: wire.MainProcessID, Resumable: true}
 			if p := procs[0]; fmt.Sprint(p) != fmt.Sprint(want) {
 				t.Errorf("process\n got %+v\nwant %+v", p, want)
 			}
@@ -176,9 +177,11 @@ func TestRunToExit(t *testing.T) {
 			}
 		})
 	}
-	// The log file is Docker's json-file format.
+	// The log file is Docker's json-file format; each line's attrs say
+	// where in its stream it ends (for a restarted daemon).
 	b, err := os.ReadFile(got.LogPath)
-	if err != nil || !strings.Contains(string(b), `{"log":"out 1\n","stream":"stdout","time":"`) {
+	if err != nil || !strings.Contains(string(b), `{"log":"out 1\n","stream":"stdout","attrs":{"vch.offset":"`) ||
+		!strings.Contains(string(b), `"log":"out 2\n","stream":"stdout","attrs":{"vch.offset":"`) || !strings.Contains(string(b), `:12"},"time":"`) {
 		t.Errorf("log file %q, %v", b, err)
 	}
 }

@@ -336,10 +336,25 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		c.slots[slot].network, c.slots[slot].name = ep.NetworkID, name
 		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = append(c.rec.Endpoints, ep)
+		s.persistSlotsLocked(c)
 		s.repointPorts(ctx, c, target)
 	}
 	c.rec.Spec.Networks = append(c.rec.Spec.Networks, spec)
 	return s.recs.put(c.rec)
+}
+
+// persistSlotsLocked records a running container's NICs after a connect
+// or disconnect, so that a restarted daemon knows which are spare. Caller
+// holds c.mu.
+func (s *Service) persistSlotsLocked(c *container) {
+	run, err := s.recs.run(c.id)
+	if err == nil {
+		run.NICs = slotRecords(c.slots)
+		err = s.recs.putRun(c.id, run)
+	}
+	if err != nil {
+		s.logger.Warn("persist NICs", "container", c.id, "err", err)
+	}
 }
 
 // lockSettled locks c once no start is in progress, so that a network
@@ -508,6 +523,7 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 		c.slots[i].network, c.slots[i].name = "", ""
 		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = slices.DeleteFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkID == nw.ID })
+		s.persistSlotsLocked(c)
 		s.repointPorts(ctx, c, target)
 		s.moveGateway(ctx, c, target)
 	}

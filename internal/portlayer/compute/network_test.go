@@ -132,6 +132,16 @@ func (f *fakeNet) Unpublish(containerID string) {
 func (f *fakeNet) Resolve(context.Context, string, []byte) ([]byte, error) {
 	return nil, errdefs.ErrNotImplemented
 }
+func (f *fakeNet) Restore(_ context.Context, containerID, _ string, _ []string, eps []portlayer.Endpoint) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, ep := range eps {
+		if n, err := f.find(ep.NetworkID); err == nil {
+			n.eps[containerID] = ep
+		}
+	}
+	return nil
+}
 
 // published returns where containerID's ports lead and their host ports.
 func (f *fakeNet) published(containerID string) (netip.Addr, []uint16) {

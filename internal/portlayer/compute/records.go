@@ -21,7 +21,26 @@ const recordSchema = 1
 var (
 	bucketContainers = []byte("containers")
 	bucketMeta       = []byte("meta")
+	bucketRuns       = []byte("runs")
 )
+
+// runState is what compute keeps about a container's current run beyond
+// the portlayer record, so that a restarted daemon can take the run back:
+// the run's ID (the output log tags each line with it) and the VM's NICs.
+type runState struct {
+	// RunID is new for every start: 16 hex digits.
+	RunID string `json:"run_id"`
+	// NICs are the VM's NICs, attached and spare, in the VM's order.
+	NICs []nicRecord `json:"nics,omitempty"`
+}
+
+// nicRecord is a persisted nicSlot.
+type nicRecord struct {
+	Tap     string `json:"tap"`
+	BootMAC string `json:"boot_mac"`
+	Network string `json:"network,omitempty"`
+	Name    string `json:"name,omitempty"`
+}
 
 // records persists container records in bbolt, keyed by container ID. Every
 // change is written (and fsynced by bbolt) before it is acted on.
@@ -41,6 +60,9 @@ func openRecords(path string) (*records, error) {
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		if _, err := tx.CreateBucketIfNotExists(bucketContainers); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucketIfNotExists(bucketRuns); err != nil {
 			return err
 		}
 		meta, err := tx.CreateBucketIfNotExists(bucketMeta)
@@ -72,6 +94,7 @@ func (r *records) put(c portlayer.Container) error {
 
 func (r *records) delete(id string) error {
 	err := r.db.Update(func(tx *bolt.Tx) error {
+		_ = tx.Bucket(bucketRuns).Delete([]byte(id))
 		return tx.Bucket(bucketContainers).Delete([]byte(id))
 	})
 	if err != nil {
@@ -96,6 +119,37 @@ func (r *records) all() ([]portlayer.Container, error) {
 		return nil, fmt.Errorf("compute: load records: %w", err)
 	}
 	return out, nil
+}
+
+// putRun persists container id's run state.
+func (r *records) putRun(id string, rs runState) error {
+	b, err := json.Marshal(rs)
+	if err != nil {
+		return fmt.Errorf("compute: encode run of %s: %w", id, err)
+	}
+	err = r.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRuns).Put([]byte(id), b)
+	})
+	if err != nil {
+		return fmt.Errorf("compute: persist run of %s: %w", id, err)
+	}
+	return nil
+}
+
+// run returns container id's run state; the zero value if none is kept.
+func (r *records) run(id string) (runState, error) {
+	var rs runState
+	err := r.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketRuns).Get([]byte(id))
+		if b == nil {
+			return nil
+		}
+		return json.Unmarshal(b, &rs)
+	})
+	if err != nil {
+		return runState{}, fmt.Errorf("compute: load run of %s: %w", id, err)
+	}
+	return rs, nil
 }
 
 func (r *records) close() error { return r.db.Close() }

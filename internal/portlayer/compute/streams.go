@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,12 +22,23 @@ import (
 const maxLogLine = 16 << 10
 
 // logEntry is one line of a container's log file, in Docker's json-file
-// format (one JSON object a line: log, stream, time).
+// format (one JSON object a line: log, stream, attrs, time).
+//
+// Attrs (a string map in Docker's format) carries offsetAttr, which
+// compute adds to every line: "<run ID>:<byte offset>", the offset being
+// the stream's bytes logged in that run up to the end of this line. The
+// guest numbers the same bytes (wire protocol v2), so a daemon that
+// restarts resumes a running container's output exactly after the last
+// line it logged, with nothing lost or written twice.
 type logEntry struct {
-	Log    string    `json:"log"`
-	Stream string    `json:"stream"`
-	Time   time.Time `json:"time"`
+	Log    string            `json:"log"`
+	Stream string            `json:"stream"`
+	Attrs  map[string]string `json:"attrs,omitempty"`
+	Time   time.Time         `json:"time"`
 }
+
+// offsetAttr is the log line attribute that holds "<run>:<offset>".
+const offsetAttr = "vch.offset"
 
 // output is a container's output hub: it writes every line to the log file
 // and hands raw chunks to attached clients as soon as they arrive. One per
@@ -40,6 +53,8 @@ type output struct {
 	subs      map[*attachment]struct{}
 	followers map[chan portlayer.LogMessage]struct{}
 	partial   map[string][]byte // per stream: bytes after the last newline
+	run       string            // the current run's ID
+	logged    map[string]int64  // per stream: the run's bytes in the log
 }
 
 // Log bounds when a container sets none (Docker's json-file is unbounded
@@ -56,7 +71,77 @@ func newOutput(path string, maxSize int64, maxFiles int) *output {
 	if maxFiles <= 0 {
 		maxFiles = defaultLogMaxFiles
 	}
-	return &output{path: path, maxSize: maxSize, maxFiles: maxFiles, subs: map[*attachment]struct{}{}, followers: map[chan portlayer.LogMessage]struct{}{}, partial: map[string][]byte{}}
+	return &output{path: path, maxSize: maxSize, maxFiles: maxFiles, subs: map[*attachment]struct{}{}, followers: map[chan portlayer.LogMessage]struct{}{}, partial: map[string][]byte{}, logged: map[string]int64{}}
+}
+
+// beginRun starts logging run run, whose streams' bytes before stdout and
+// stderr are in the log already (0 for a new run; see recoverOffsets).
+func (o *output) beginRun(run string, stdout, stderr int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.run = run
+	o.logged = map[string]int64{"stdout": stdout, "stderr": stderr}
+	o.partial = map[string][]byte{}
+}
+
+// loggedOffsets returns the current run's bytes in the log per stream:
+// what the guest may drop (wire.RequestAck).
+func (o *output) loggedOffsets() (stdout, stderr int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.logged["stdout"], o.logged["stderr"]
+}
+
+// offsetsFile is where the offsets of the run are kept when a log file is
+// rotated away (the newest file then no longer shows them).
+func (o *output) offsetsFile() string { return o.path + ".offsets" }
+
+// runOffsets is the content of offsetsFile.
+type runOffsets struct {
+	Run    string `json:"run"`
+	Stdout int64  `json:"stdout"`
+	Stderr int64  `json:"stderr"`
+}
+
+// recoverOffsets finds how much of run's output the log holds per stream:
+// the offset of its last line of each stream in the current file, else
+// what was recorded when the file was last rotated, else 0.
+func (o *output) recoverOffsets(run string) (stdout, stderr int64) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	got := map[string]int64{}
+	if b, err := os.ReadFile(o.offsetsFile()); err == nil {
+		var ro runOffsets
+		if json.Unmarshal(b, &ro) == nil && ro.Run == run {
+			got["stdout"], got["stderr"] = ro.Stdout, ro.Stderr
+		}
+	}
+	if o.file != nil {
+		_ = o.file.Sync()
+	}
+	f, err := os.Open(o.path)
+	if err == nil {
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64<<10), 4*maxLogLine+1024)
+		prefix := run + ":"
+		for sc.Scan() {
+			line := sc.Bytes()
+			if !bytes.Contains(line, []byte(prefix)) {
+				continue
+			}
+			var e logEntry
+			if json.Unmarshal(line, &e) != nil {
+				continue
+			}
+			if v, ok := strings.CutPrefix(e.Attrs[offsetAttr], prefix); ok {
+				if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > got[e.Stream] {
+					got[e.Stream] = n
+				}
+			}
+		}
+	}
+	return got["stdout"], got["stderr"]
 }
 
 // write handles one chunk read from stream ("stdout" or "stderr").
@@ -99,7 +184,15 @@ func (o *output) flush() {
 
 func (o *output) logLocked(stream string, data []byte) {
 	msg := portlayer.LogMessage{Stream: stream, Time: time.Now().UTC(), Data: append([]byte(nil), data...)}
-	b, _ := json.Marshal(logEntry{Log: string(data), Stream: stream, Time: msg.Time})
+	off := o.logged[stream] + int64(len(data))
+	e := logEntry{Log: string(data), Stream: stream, Time: msg.Time}
+	if o.run != "" {
+		e.Attrs = map[string]string{offsetAttr: o.run + ":" + strconv.FormatInt(off, 10)}
+	}
+	b, _ := json.Marshal(e)
+	// Counted once the line is in the file (rotateLocked records the
+	// offsets before it).
+	defer func() { o.logged[stream] = off }()
 	b = append(b, '\n')
 	if o.file != nil && o.size > 0 && o.size+int64(len(b)) > o.maxSize {
 		o.rotateLocked()
@@ -130,6 +223,16 @@ func (o *output) logLocked(stream string, data []byte) {
 func (o *output) rotateLocked() {
 	o.file.Close()
 	o.file, o.size = nil, 0
+	if o.run != "" {
+		// Written before the rotation: the offsets it records are all in
+		// the files being rotated, so it never claims more than the log
+		// holds.
+		b, _ := json.Marshal(runOffsets{Run: o.run, Stdout: o.logged["stdout"], Stderr: o.logged["stderr"]})
+		tmp := o.offsetsFile() + ".tmp"
+		if os.WriteFile(tmp, b, 0o640) == nil {
+			_ = os.Rename(tmp, o.offsetsFile())
+		}
+	}
 	if o.maxFiles <= 1 {
 		_ = os.Remove(o.path)
 		return

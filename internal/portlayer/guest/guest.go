@@ -1,7 +1,9 @@
 // Package guest is the host side of the tether protocol (package wire): it
 // turns a VM's guest channel into typed calls — set up the container, start
 // a process and stream its stdio, signal it, resize its TTY, collect its
-// exit status, power the VM off.
+// exit status, power the VM off — and, with a v2 guest, list the guest's
+// processes, attach to one again after a reconnect, acknowledge stored
+// output and release an exited process.
 package guest
 
 import (
@@ -187,19 +189,60 @@ type StartError struct {
 
 func (e *StartError) Error() string { return e.Message }
 
-// Process is a started guest process.
+// Process is a started guest process, or one attached to again (Attach).
 type Process struct {
-	ch       ssh.Channel
-	exitOnce sync.Once
-	exited   chan struct{}
-	code     int
-	mu       sync.Mutex
+	id        string
+	resumable bool
+	ch        ssh.Channel
+	exitOnce  sync.Once
+	exited    chan struct{}
+	code      int
+	mu        sync.Mutex
 }
 
 // Start starts a process. Its stdout and stderr are read with Stdout and
 // Stderr (they must be drained, or the guest blocks); a *StartError when the
 // guest could not start it.
 func (c *Client) Start(ctx context.Context, p wire.Process) (*Process, error) {
+	ch, reqs, err := c.open(ctx, wire.ChannelProcess, wire.Encode(p))
+	if err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			var se wire.StartError
+			if json.Unmarshal([]byte(oce.Message), &se) == nil && se.Message != "" {
+				return nil, &StartError{Message: se.Message, ExitCode: se.ExitCode}
+			}
+		}
+		return nil, fmt.Errorf("guest: start process: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	return newProcess(p.ID, p.Resumable, ch, reqs), nil
+}
+
+// Attach attaches to a process the guest already runs (or ran: an exited
+// one not yet released), by ID, resuming its output at the offsets given
+// (wire.ChannelAttach, protocol v2). The Process then behaves as one from
+// Start. NotFound if the guest has no such process; NotImplemented if the
+// guest speaks only protocol v1.
+func (c *Client) Attach(ctx context.Context, at wire.Attach, resumable bool) (*Process, error) {
+	ch, reqs, err := c.open(ctx, wire.ChannelAttach, wire.Encode(at))
+	if err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			if oce.Reason == ssh.UnknownChannelType {
+				return nil, fmt.Errorf("guest: attach %s: the guest agent cannot re-attach (protocol v1): %w", at.ID, errdefs.ErrNotImplemented)
+			}
+			var se wire.StartError
+			if json.Unmarshal([]byte(oce.Message), &se) == nil && se.Message != "" {
+				return nil, fmt.Errorf("guest: attach %s: %s: %w", at.ID, se.Message, errdefs.ErrNotFound)
+			}
+		}
+		return nil, fmt.Errorf("guest: attach %s: %w: %w", at.ID, err, errdefs.ErrUnavailable)
+	}
+	return newProcess(at.ID, resumable, ch, reqs), nil
+}
+
+// open opens a channel, bounded by ctx.
+func (c *Client) open(ctx context.Context, kind string, extra []byte) (ssh.Channel, <-chan *ssh.Request, error) {
 	type result struct {
 		ch   ssh.Channel
 		reqs <-chan *ssh.Request
@@ -207,28 +250,27 @@ func (c *Client) Start(ctx context.Context, p wire.Process) (*Process, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		ch, reqs, err := c.conn.OpenChannel(wire.ChannelProcess, wire.Encode(p))
+		ch, reqs, err := c.conn.OpenChannel(kind, extra)
 		done <- result{ch, reqs, err}
 	}()
-	var r result
 	select {
-	case r = <-done:
+	case r := <-done:
+		return r.ch, r.reqs, r.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("guest: start process: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
-	}
-	if r.err != nil {
-		var oce *ssh.OpenChannelError
-		if errors.As(r.err, &oce) {
-			var se wire.StartError
-			if json.Unmarshal([]byte(oce.Message), &se) == nil && se.Message != "" {
-				return nil, &StartError{Message: se.Message, ExitCode: se.ExitCode}
+		// A channel opened after all is closed, so nothing leaks.
+		go func() {
+			if r := <-done; r.ch != nil {
+				r.ch.Close()
 			}
-		}
-		return nil, fmt.Errorf("guest: start process: %w: %w", r.err, errdefs.ErrUnavailable)
+		}()
+		return nil, nil, ctx.Err()
 	}
-	proc := &Process{ch: r.ch, exited: make(chan struct{}), code: -1}
+}
+
+func newProcess(id string, resumable bool, ch ssh.Channel, reqs <-chan *ssh.Request) *Process {
+	proc := &Process{id: id, resumable: resumable, ch: ch, exited: make(chan struct{}), code: -1}
 	go func() {
-		for req := range r.reqs {
+		for req := range reqs {
 			if req.Type == wire.RequestExitStatus {
 				var st struct{ Status uint32 }
 				if ssh.Unmarshal(req.Payload, &st) == nil {
@@ -245,7 +287,44 @@ func (c *Client) Start(ctx context.Context, p wire.Process) (*Process, error) {
 		// request (sent after all output) has been seen.
 		proc.exitOnce.Do(func() { close(proc.exited) })
 	}()
-	return proc, nil
+	return proc
+}
+
+// Processes lists the guest's processes (wire.RequestProcesses, protocol
+// v2). NotImplemented if the guest speaks only protocol v1.
+func (c *Client) Processes(ctx context.Context) (wire.ProcessList, error) {
+	var l wire.ProcessList
+	b, err := c.query(ctx, wire.RequestProcesses, nil)
+	if err != nil {
+		if !errdefs.IsUnavailable(err) {
+			return l, fmt.Errorf("guest: list processes: the guest agent speaks protocol v1: %w", errdefs.ErrNotImplemented)
+		}
+		return l, err
+	}
+	if err := json.Unmarshal(b, &l); err != nil {
+		return l, fmt.Errorf("guest: list processes: %w", err)
+	}
+	return l, nil
+}
+
+// Release tells the guest an exited process's status is recorded, so it
+// forgets the process (wire.RequestRelease).
+func (c *Client) Release(ctx context.Context, id string) error {
+	return c.request(ctx, wire.RequestRelease, wire.Encode(wire.Release{ID: id}))
+}
+
+// ID is the process's ID in the guest (empty for a v1 process started
+// without one).
+func (p *Process) ID() string { return p.id }
+
+// Ack tells the guest its output before these byte offsets is stored, so
+// it may drop it (wire.RequestAck). Only a resumable process needs it; it
+// does not wait for the guest.
+func (p *Process) Ack(stdout, stderr int64) error {
+	if _, err := p.ch.SendRequest(wire.RequestAck, false, wire.Encode(wire.Ack{Stdout: stdout, Stderr: stderr})); err != nil {
+		return fmt.Errorf("guest: ack: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	return nil
 }
 
 // Stdout returns the process's stdout (its TTY output with a TTY).

@@ -176,6 +176,21 @@ func (ns *namespace) openTap() (*os.File, string, error) {
 	return f, name, nil
 }
 
+// taps counts the tap devices in the namespace (each held open by a VM).
+func (ns *namespace) taps() int {
+	links, err := ns.nl.LinkList()
+	if err != nil {
+		return 1 // unknown: keep the namespace rather than cut a VM off
+	}
+	n := 0
+	for _, l := range links {
+		if l.Type() == "tuntap" {
+			n++
+		}
+	}
+	return n
+}
+
 // close releases the handles; the namespace itself stays.
 func (ns *namespace) close() {
 	if ns.nl != nil {

@@ -108,13 +108,15 @@ type Service struct {
 	egress *egress
 	out    *namespace // EgressNamespace, opened
 
-	mu   sync.Mutex
-	nets map[string]*netState // by network ID
-	ctrs map[string]*ctrState // by container ID
+	mu     sync.Mutex
+	nets   map[string]*netState // by network ID
+	ctrs   map[string]*ctrState // by container ID
+	closed bool
 }
 
 // New opens (or creates) the VCH's namespace, restores the recorded
-// networks' bridges and creates the predefined ones. The publisher is built
+// networks' bridges (a namespace kept by the previous daemon for running
+// containers is reused as it is) and creates the predefined ones. The publisher is built
 // by newPorts with a dialer into the namespace.
 func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, logger *slog.Logger) (*Service, error) {
 	if cfg.Namespace == "" || cfg.Root == "" {
@@ -202,9 +204,22 @@ func (s *Service) syncEgressLocked() error {
 	return s.egress.rules(bridges, subnets)
 }
 
-// Close closes the published ports and deletes the namespace with its
-// bridges (container VMs are gone by then; the records stay).
+// Close closes the published ports and the egress proxy. It deletes the
+// namespace with its bridges only when no container VM uses it any more
+// (no tap is left in it): container VMs outlive a daemon that stops (their
+// taps live in the namespace), and the next daemon reuses the namespace,
+// rewrites its egress rules and re-registers their endpoints (Restore).
+// While no daemon runs, the VMs reach each other but not the outside
+// (egress and published ports are the daemon's proxies). The records stay
+// either way. Idempotent.
 func (s *Service) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
 	if s.ports != nil {
 		_ = s.ports.Close()
 	}
@@ -213,6 +228,14 @@ func (s *Service) Close() error {
 	}
 	if s.out != nil {
 		s.out.close()
+	}
+	// A tap exists only while a VM holds it: that, not this daemon's
+	// bookkeeping, says whether a VM still uses the namespace (after a
+	// failed start, say, before any VM was re-registered).
+	if taps := s.ns.taps(); taps > 0 {
+		s.logger.Info("network namespace kept for running container VMs", "namespace", s.cfg.Namespace, "taps", taps)
+		s.ns.close()
+		return nil
 	}
 	return s.ns.remove()
 }

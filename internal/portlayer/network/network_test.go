@@ -127,7 +127,9 @@ func TestNetworksLifecycle(t *testing.T) {
 		t.Errorf("remove predefined: %v", err)
 	}
 
-	// Records survive a restart; the bridge is rebuilt.
+	// Records survive a restart; the bridge is rebuilt. (The VM's tap goes
+	// first: a namespace with a tap in it outlives Close.)
+	nic.File.Close()
 	s.Close()
 	s2 := newTestService(t, root)
 	got, err := s2.InspectNetwork(ctx, "one")
@@ -376,5 +378,86 @@ func TestEgress(t *testing.T) {
 	}
 	if n := open(); n != 2 {
 		t.Errorf("%d egress connections open over a cap of 2", n)
+	}
+}
+
+// A daemon that stops while a container VM runs keeps the namespace; the
+// next one reuses it and re-registers the container's endpoint: its
+// address stays taken, its names stay on the network, and the namespace
+// goes once no container is left.
+func TestNamespaceSurvivesRestart(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	ctx := context.Background()
+	root := t.TempDir()
+	ns := fmt.Sprintf("vchtest-%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
+	open := func() *Service {
+		s, err := New(Config{Root: root, Namespace: ns}, func(Dialer) PortPublisher { return nopPorts{} }, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s1 := open()
+	if _, err := s1.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "user"}); err != nil {
+		t.Fatal(err)
+	}
+	nic, err := s1.NewNIC(ctx, cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic.File.Close() // the VM's hold on the tap
+	ep, err := s1.Join(ctx, cid, "web", nic.Name, portlayer.EndpointSpec{Network: "user", Aliases: []string{"www"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + ns); err != nil {
+		t.Fatalf("namespace deleted while a container VM uses it: %v", err)
+	}
+
+	s2 := open()
+	t.Cleanup(func() { s2.Close() })
+	if err := s2.Restore(ctx, cid, "web", []string{"vt-gone"}, []portlayer.Endpoint{ep}); !errdefs.IsNotFound(err) {
+		t.Errorf("Restore with a missing tap: %v, want NotFound", err)
+	}
+	if err := s2.Restore(ctx, cid, "web", []string{nic.Name}, []portlayer.Endpoint{ep}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s2.InspectNetwork(ctx, "user")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(n.Endpoints) != 1 || n.Endpoints[0].Address != ep.Address || len(n.Endpoints[0].DNSNames) == 0 {
+		t.Errorf("endpoints after Restore = %+v, want %+v", n.Endpoints, ep)
+	}
+	other := "f" + cid[1:]
+	nic2, err := s2.NewNIC(ctx, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic2.File.Close()
+	if _, err := s2.Join(ctx, other, "other", nic2.Name, portlayer.EndpointSpec{Network: "user", IPv4: ep.Address.Addr()}); !errdefs.IsConflict(err) {
+		t.Errorf("joining with the restored container's address: %v, want Conflict", err)
+	}
+	ep2, err := s2.Join(ctx, other, "other", nic2.Name, portlayer.EndpointSpec{Network: "user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep2.Address == ep.Address {
+		t.Errorf("restored address %s handed out again", ep.Address)
+	}
+	s2.LeaveAll(cid)
+	s2.LeaveAll(other)
+	nic.File.Close() // the VMs end: their taps go
+	nic2.File.Close()
+	if err := s2.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + ns); !os.IsNotExist(err) {
+		t.Errorf("namespace kept with no container left: %v", err)
 	}
 }

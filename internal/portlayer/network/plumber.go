@@ -86,6 +86,66 @@ func (s *Service) Join(ctx context.Context, containerID, containerName, nic stri
 	return *ep, nil
 }
 
+// Restore re-registers a running container's NICs and endpoints after a
+// daemon restart. See portlayer.NetworkPlumber.
+func (s *Service) Restore(ctx context.Context, containerID, containerName string, nics []string, eps []portlayer.Endpoint) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, nic := range nics {
+		if _, err := s.ns.nl.LinkByName(nic); err != nil {
+			return fmt.Errorf("network: restore %s: tap %s: %w: %w", containerID[:12], nic, err, errdefs.ErrNotFound)
+		}
+	}
+	type joined struct {
+		n    *netState
+		addr netip.Addr
+	}
+	var done []joined
+	undo := func() {
+		for _, j := range done {
+			j.n.pool.release(j.addr)
+			delete(j.n.eps, containerID)
+		}
+	}
+	for _, ep := range eps {
+		n, ok := s.nets[ep.NetworkID]
+		if !ok {
+			undo()
+			return fmt.Errorf("network: restore %s: network %s (%s) no longer exists: %w", containerID[:12], ep.NetworkName, ep.NetworkID, errdefs.ErrNotFound)
+		}
+		if _, ok := n.eps[containerID]; ok {
+			undo()
+			return fmt.Errorf("network: restore %s: already on network %s: %w", containerID[:12], n.rec.Name, errdefs.ErrConflict)
+		}
+		addr, err := n.pool.allocate(ep.Address.Addr(), containerID)
+		if err != nil {
+			undo()
+			return fmt.Errorf("network: restore %s on %s: %w", containerID[:12], n.rec.Name, err)
+		}
+		done = append(done, joined{n, addr})
+		// The bridge survived with the namespace, and so did the tap's
+		// place on it; enslaving again is harmless and mends a bridge
+		// that was recreated.
+		if tap, err := s.ns.nl.LinkByName(ep.NIC); err == nil {
+			if br, err := s.ns.nl.LinkByName(n.rec.Bridge); err == nil {
+				_ = s.ns.nl.LinkSetMaster(tap, br)
+			}
+		}
+		e := ep
+		n.eps[containerID] = &e
+	}
+	c := s.ctrs[containerID]
+	if c == nil {
+		c = &ctrState{nics: map[string]bool{}}
+		s.ctrs[containerID] = c
+	}
+	c.name = containerName
+	for _, nic := range nics {
+		c.nics[nic] = true
+	}
+	return nil
+}
+
 // Leave detaches a container from one network. See portlayer.NetworkPlumber.
 func (s *Service) Leave(ctx context.Context, containerID, network string) error {
 	s.mu.Lock()

@@ -18,6 +18,45 @@
 //     "window-change" (RFC 4254 §6.7), and from the guest "exit-status"
 //     (RFC 4254 §6.10; 128+N when killed by signal N).
 //   - global request [RequestPowerOff]: sync and power the VM off.
+//
+// # Version 2: sessions end, processes do not
+//
+// A v1 host's connection was the VM's life: tether powered off when it
+// dropped. From v2 on, the SSH connection is a session: it may end (the
+// daemon stops or is killed) and a new one start later on the same port
+// (QEMU's chardev reconnects), while every process keeps running. Tether
+// then serves one session after another until [RequestPowerOff].
+//
+// Every process has an ID ([Process.ID], chosen by the host or by tether)
+// and its output is numbered: byte offsets from 0 per stream since the
+// process started. Tether keeps each stream's output in a spool until the
+// host acknowledges it ([RequestAck]), at most [SpoolLimitBytes] a stream;
+// beyond that tether stops reading the process's pipe, so a process whose
+// host is away blocks on its own writes instead of losing output. A host
+// that stores output (a log) acknowledges only what it has stored, so a
+// host that restarts and resumes from the end of its own log neither loses
+// nor repeats a byte. Process channels whose spec is not [Process.Resumable]
+// (v1 hosts, execs) are acknowledged as they are sent.
+//
+// v2 messages (a v1 tether refuses them, which tells a host it cannot
+// re-attach to that guest):
+//   - global request [RequestProcesses]: the reply is a [ProcessList] of
+//     the processes running, and of the exited ones the host has not
+//     released, with their exit codes.
+//   - channel [ChannelAttach] with [Attach] as extra data: attach to an
+//     existing process by ID, resuming its output at the given offsets.
+//     The channel then behaves as a [ChannelProcess] channel: output,
+//     stdin (when the process has one), signals, window changes, and the
+//     exit status after all output. A newer attachment replaces an older
+//     one. Rejected with a [StartError] whose ExitCode is 0 if there is no
+//     such process.
+//   - channel request [RequestAck] with [Ack]: the host has stored the
+//     output before these offsets; tether may drop it.
+//   - global request [RequestRelease] with [Release]: the host has recorded
+//     an exited process's status; tether forgets the process.
+//
+// Stdin EOF is the channel's EOF (CloseWrite) as in v1; a session that
+// ends without one leaves the process's stdin open for the next.
 package wire
 
 import "encoding/json"
@@ -53,6 +92,77 @@ const (
 	// RequestWindowChange is the standard SSH window-change channel request.
 	RequestWindowChange = "window-change"
 )
+
+// Version2 names the messages added in version 2 (see the package doc).
+const Version2 = "v2"
+
+// Names of the version 2 messages.
+const (
+	// RequestProcesses is a global request; the reply is a [ProcessList].
+	RequestProcesses = "processes@vch-" + Version2
+	// ChannelAttach attaches to an existing process; extra data is an [Attach].
+	ChannelAttach = "attach@vch-" + Version2
+	// RequestAck is a channel request carrying [Ack]; it wants no reply.
+	RequestAck = "ack@vch-" + Version2
+	// RequestRelease is a global request carrying [Release].
+	RequestRelease = "release@vch-" + Version2
+)
+
+// SpoolLimitBytes is how much unacknowledged output tether keeps per
+// process stream (1 MiB) before the process blocks on its writes.
+const SpoolLimitBytes = 1 << 20
+
+// MainProcessID is the ID the host gives the container's main process.
+const MainProcessID = "main"
+
+// Attach selects a process to attach to and where its output resumes.
+type Attach struct {
+	// ID is the process's ID.
+	ID string `json:"id"`
+	// Stdout and Stderr are the byte offsets the output resumes at: what
+	// the host has already stored. Output before the oldest byte tether
+	// still holds is gone; tether resumes at that byte instead.
+	Stdout int64 `json:"stdout"`
+	Stderr int64 `json:"stderr"`
+}
+
+// Ack tells tether the host has stored a process's output before these
+// byte offsets.
+type Ack struct {
+	Stdout int64 `json:"stdout"`
+	Stderr int64 `json:"stderr"`
+}
+
+// Release names an exited process whose status the host has recorded.
+type Release struct {
+	ID string `json:"id"`
+}
+
+// ProcessStatus is one process as tether knows it.
+type ProcessStatus struct {
+	// ID is the process's ID; Args its argv.
+	ID   string   `json:"id"`
+	Args []string `json:"args"`
+	// Exec, Tty, Stdin and Resumable are as in its [Process].
+	Exec      bool `json:"exec,omitempty"`
+	Tty       bool `json:"tty,omitempty"`
+	Stdin     bool `json:"stdin,omitempty"`
+	Resumable bool `json:"resumable,omitempty"`
+	// Pid is its PID as tether sees it (the guest's root PID namespace).
+	Pid int `json:"pid"`
+	// Running is true until it has exited; then ExitCode is set (128+N
+	// when killed by signal N).
+	Running  bool `json:"running"`
+	ExitCode *int `json:"exit_code,omitempty"`
+	// Stdout and Stderr are the bytes of output it has produced so far.
+	Stdout int64 `json:"stdout"`
+	Stderr int64 `json:"stderr"`
+}
+
+// ProcessList is the reply to [RequestProcesses], processes in start order.
+type ProcessList struct {
+	Processes []ProcessStatus `json:"processes"`
+}
 
 // Setup is the container-wide configuration tether applies before it starts
 // the first process.
@@ -175,6 +285,16 @@ type Process struct {
 	// signals to the program, reaps zombies and exits with the program's
 	// code. Ignored with Exec.
 	Init bool `json:"init,omitempty"`
+	// ID names the process for [ChannelAttach] and [ProcessList] (v2):
+	// unique among the guest's processes; empty lets tether pick one. The
+	// host names its main process [MainProcessID].
+	ID string `json:"id,omitempty"`
+	// Resumable keeps the process's output in tether until the host
+	// acknowledges it ([RequestAck]) and its exit status until the host
+	// releases it ([RequestRelease]), so a host that reconnects resumes
+	// without loss (v2). Without it, output counts as delivered once sent
+	// and the process is forgotten once its exit status is sent.
+	Resumable bool `json:"resumable,omitempty"`
 }
 
 // Clock is the host's time for the guest clock.

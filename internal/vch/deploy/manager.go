@@ -593,7 +593,8 @@ func (m *Manager) Start(ctx context.Context, name string) error {
 	return m.waitReady(ctx, l, c, svc)
 }
 
-// Stop stops a VCH's service; the daemon stops its container VMs first.
+// Stop stops a VCH's service. Its container VMs keep running, and the
+// daemon takes them back when the VCH starts again (live restore).
 // Stopping a stopped VCH is a no-op. NotFound if there is none.
 func (m *Manager) Stop(ctx context.Context, name string) error {
 	l, c, err := m.load(name)
@@ -617,9 +618,10 @@ func refuseIfRunning(ctx context.Context, l Layout, name, action, hint string) e
 
 // Configure changes a VCH's limits, registries, accelerator or log level
 // with change, validates and saves the result and, if the VCH runs,
-// restarts its daemon so they take effect. Restarting stops running
-// containers (their records stay), so it refuses (FailedPrecondition)
-// while any run unless force. NotFound if there is no such VCH;
+// restarts its daemon so they take effect. Running containers survive the
+// restart (the new daemon takes their VMs back); still, as new limits may
+// not fit them, it refuses (FailedPrecondition) while any run unless
+// force. NotFound if there is no such VCH;
 // InvalidArgument if change produces a bad config.
 func (m *Manager) Configure(ctx context.Context, name string, force bool, change func(*Config) error) (Status, error) {
 	l, c, err := m.load(name)
@@ -639,7 +641,7 @@ func (m *Manager) Configure(ctx context.Context, name string, force bool, change
 	svc := m.service(l, c)
 	active, _ := svc.Active()
 	if active && !force {
-		if err := refuseIfRunning(ctx, l, name, "configure restarts the daemon, which stops them; stop them first", "pass --force"); err != nil {
+		if err := refuseIfRunning(ctx, l, name, "configure restarts the daemon under new limits; stop them first", "pass --force"); err != nil {
 			return Status{}, err
 		}
 	}
@@ -663,8 +665,9 @@ func (m *Manager) Configure(ctx context.Context, name string, force bool, change
 	return m.status(ctx, l, c), nil
 }
 
-// Delete removes a VCH: it stops its service (the daemon stops its
-// container VMs), removes the unit, the VCH's network namespace if a
+// Delete removes a VCH: it stops its service (its container VMs outlive
+// the daemon: without force Delete refuses while any runs, with force it
+// kills them), removes the unit, the VCH's network namespace if a
 // killed daemon left it, the state directory's files and the
 // certificates vch generated, and nothing else; a state directory holding
 // other files is left with them, and a warning. Without force it refuses

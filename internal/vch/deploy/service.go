@@ -29,9 +29,9 @@ const (
 
 // Timeouts, each with its reason.
 const (
-	// StopTimeout bounds a service stop: the daemon stops every container
-	// VM first (10 s per container by Docker's default, in parallel) and
-	// closes its stores.
+	// StopTimeout bounds a service stop: the daemon lets go of its
+	// container VMs (they keep running), finishes exits in progress (a
+	// guest power-off takes up to 10 s) and closes its stores.
 	StopTimeout = 2 * time.Minute
 	// ReadyTimeout bounds the wait for a started daemon to answer: it
 	// builds the guest initramfs and opens its stores first.
@@ -226,9 +226,11 @@ func (s *systemdService) Describe() string {
 	return "systemd unit " + UnitName(s.cfg.Name)
 }
 
-// Unit renders the unit file of c. KillMode=mixed sends SIGTERM to the
-// daemon alone, so it stops its container VMs itself; whatever remains
-// after TimeoutStopSec is killed.
+// Unit renders the unit file of c. KillMode=process signals the daemon
+// alone, when the unit stops and when the daemon died and is restarted:
+// the container VMs in the unit's cgroup outlive the daemon, and the next
+// one takes them back (as docker.service does for dockerd's live
+// restore).
 func Unit(c Config, l Layout) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "# Written by vch create; vch configure rewrites it and vch delete removes it.\n")
@@ -238,7 +240,7 @@ func Unit(c Config, l Layout) string {
 	for _, a := range DaemonArgs(c, l) {
 		fmt.Fprintf(&b, " %s", systemdQuote(a))
 	}
-	fmt.Fprintf(&b, "\nRestart=always\nRestartSec=2\nKillMode=mixed\nTimeoutStopSec=%d\n", int(StopTimeout/time.Second))
+	fmt.Fprintf(&b, "\nRestart=always\nRestartSec=2\nKillMode=process\nTimeoutStopSec=%d\n", int(StopTimeout/time.Second))
 	fmt.Fprintf(&b, "StandardOutput=append:%s\nStandardError=append:%s\n\n", l.DaemonLog(), l.DaemonLog())
 	fmt.Fprintf(&b, "[Install]\nWantedBy=multi-user.target\n")
 	return b.String()

@@ -200,6 +200,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if req.Config.Image == "" {
 		return httputils.InvalidArgument("no image specified")
 	}
+	// dockerd checks the host config before it looks the image up.
+	if err := ValidateRestartPolicy(hc.RestartPolicy, hc.AutoRemove); err != nil {
+		return err
+	}
 	wd, err := CleanWorkingDir(req.Config.WorkingDir)
 	if err != nil {
 		return err
@@ -217,19 +221,20 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return err
 	}
 	spec := portlayer.ContainerSpec{
-		Name:       name,
-		Image:      img.ID,
-		ImageRef:   req.Config.Image,
-		Args:       args,
-		Env:        processEnv(req.Config.Env, img.Config.Config.Env),
-		WorkingDir: merged.WorkingDir,
-		User:       merged.User,
-		Hostname:   merged.Hostname,
-		Domainname: merged.Domainname,
-		Tty:        merged.Tty,
-		OpenStdin:  merged.OpenStdin,
-		StdinOnce:  merged.StdinOnce,
-		AutoRemove: hc.AutoRemove,
+		Name:          name,
+		Image:         img.ID,
+		ImageRef:      req.Config.Image,
+		Args:          args,
+		Env:           processEnv(req.Config.Env, img.Config.Config.Env),
+		WorkingDir:    merged.WorkingDir,
+		User:          merged.User,
+		Hostname:      merged.Hostname,
+		Domainname:    merged.Domainname,
+		Tty:           merged.Tty,
+		OpenStdin:     merged.OpenStdin,
+		StdinOnce:     merged.StdinOnce,
+		AutoRemove:    hc.AutoRemove,
+		RestartPolicy: portlayer.RestartPolicy{Name: string(hc.RestartPolicy.Name), MaximumRetryCount: hc.RestartPolicy.MaximumRetryCount},
 	}
 	if merged.StopSignal != "" {
 		sig, err := ParseSignal(merged.StopSignal)
@@ -306,6 +311,36 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	}
 	rt.log.InfoContext(ctx, "container created", "container", c.ID, "name", c.Spec.Name)
 	return httputils.WriteJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+// ValidateRestartPolicy checks HostConfig.RestartPolicy as dockerd 25+
+// does (daemon/container.go validateRestartPolicy and the AutoRemove
+// check of its host config validation), with its texts; all are
+// InvalidArgument (400). An empty name is accepted with any count, for
+// clients from before v25.
+func ValidateRestartPolicy(p container.RestartPolicy, autoRemove bool) error {
+	if autoRemove && p.Name != "" && p.Name != container.RestartPolicyDisabled {
+		return httputils.InvalidArgument("can't create 'AutoRemove' container with restart policy")
+	}
+	switch p.Name {
+	case container.RestartPolicyAlways, container.RestartPolicyUnlessStopped, container.RestartPolicyDisabled:
+		if p.MaximumRetryCount != 0 {
+			msg := "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+			if p.MaximumRetryCount < 0 {
+				msg += " and cannot be negative"
+			}
+			return httputils.InvalidArgument("%s", msg)
+		}
+	case container.RestartPolicyOnFailure:
+		if p.MaximumRetryCount < 0 {
+			return httputils.InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+		}
+	case "":
+	default:
+		return httputils.InvalidArgument("invalid restart policy: unknown policy '%s'; use one of '%s', '%s', '%s', or '%s'", p.Name,
+			container.RestartPolicyDisabled, container.RestartPolicyAlways, container.RestartPolicyOnFailure, container.RestartPolicyUnlessStopped)
+	}
+	return nil
 }
 
 // nameConflict builds dockerd's 409 text for a taken name.

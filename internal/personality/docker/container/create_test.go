@@ -273,3 +273,42 @@ func TestApplyLogConfigKeys(t *testing.T) {
 		})
 	}
 }
+
+func TestValidateRestartPolicy(t *testing.T) {
+	tests := []struct {
+		name       string
+		policy     container.RestartPolicy
+		autoRemove bool
+		want       string // "" accepted
+	}{
+		{name: "unset", policy: container.RestartPolicy{}},
+		{name: "unset with a count (pre-v25 clients)", policy: container.RestartPolicy{MaximumRetryCount: 3}},
+		{name: "no", policy: container.RestartPolicy{Name: "no"}},
+		{name: "always", policy: container.RestartPolicy{Name: "always"}},
+		{name: "unless-stopped", policy: container.RestartPolicy{Name: "unless-stopped"}},
+		{name: "on-failure", policy: container.RestartPolicy{Name: "on-failure"}},
+		{name: "on-failure:5", policy: container.RestartPolicy{Name: "on-failure", MaximumRetryCount: 5}},
+		{name: "always:3", policy: container.RestartPolicy{Name: "always", MaximumRetryCount: 3},
+			want: "invalid restart policy: maximum retry count can only be used with 'on-failure'"},
+		{name: "unless-stopped:-1", policy: container.RestartPolicy{Name: "unless-stopped", MaximumRetryCount: -1},
+			want: "invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative"},
+		{name: "on-failure:-1", policy: container.RestartPolicy{Name: "on-failure", MaximumRetryCount: -1},
+			want: "invalid restart policy: maximum retry count cannot be negative"},
+		{name: "unknown", policy: container.RestartPolicy{Name: "sometimes"},
+			want: "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"},
+		{name: "rm with always", policy: container.RestartPolicy{Name: "always"}, autoRemove: true,
+			want: "can't create 'AutoRemove' container with restart policy"},
+		{name: "rm with no", policy: container.RestartPolicy{Name: "no"}, autoRemove: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateRestartPolicy(tt.policy, tt.autoRemove)
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.want != "" && (err == nil || err.Error() != tt.want || !errdefs.IsInvalidArgument(err)):
+				t.Errorf("got %v, want InvalidArgument %q", err, tt.want)
+			}
+		})
+	}
+}

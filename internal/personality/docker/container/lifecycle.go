@@ -31,7 +31,8 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 		return err
 	}
 	switch c.State.Status {
-	case portlayer.StatusRunning:
+	case portlayer.StatusRunning, portlayer.StatusRestarting:
+		// dockerd: a container waiting for its restart is running.
 		return errNotModified
 	case portlayer.StatusPaused:
 		return httputils.Classify(errdefs.ErrConflict, nil, "cannot start a paused container, try unpause instead")
@@ -186,7 +187,7 @@ func (rt *Router) postKill(w http.ResponseWriter, r *http.Request, vars map[stri
 	notRunning := func(cause error) error {
 		return httputils.Classify(errdefs.ErrConflict, cause, fmt.Sprintf("cannot kill container: %s: container %s is not running", name, c.ID))
 	}
-	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused {
+	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused && c.State.Status != portlayer.StatusRestarting {
 		return notRunning(nil)
 	}
 	if err := rt.compute.Kill(ctx, c.ID, sig); err != nil {

@@ -164,7 +164,8 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 	now := rt.now()
 	out := []container.Summary{}
 	for i, c := range cs {
-		if !all && c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused {
+		// As dockerd, a container waiting for its restart counts as running.
+		if !all && c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused && c.State.Status != portlayer.StatusRestarting {
 			continue
 		}
 		if before >= 0 && i <= before || since >= 0 && i >= since {
@@ -192,12 +193,14 @@ func matchIDOrName(c portlayer.Container, v string) bool {
 func matchFilters(c portlayer.Container, f httputils.Filters) bool {
 	cfg, _ := storedConfig(c)
 	return f.Match("id", func(v string) bool { return strings.HasPrefix(c.ID, v) }) &&
+		// As dockerd, the pattern may match the name with or without its
+		// leading slash (name=^web$ and name=^/web$ both work).
 		f.Match("name", func(v string) bool {
 			re, err := regexp.Compile(v)
 			if err != nil {
 				return strings.Contains("/"+c.Spec.Name, v)
 			}
-			return re.MatchString("/" + c.Spec.Name)
+			return re.MatchString("/"+c.Spec.Name) || re.MatchString(c.Spec.Name)
 		}) &&
 		f.Match("status", func(v string) bool { return v == string(c.State.Status) }) &&
 		f.Match("exited", func(v string) bool {
@@ -234,7 +237,7 @@ func InspectResponse(c portlayer.Container) container.InspectResponse {
 		Args:    []string{},
 		State: &container.State{
 			Status:     container.ContainerState(st.Status),
-			Running:    st.Status == portlayer.StatusRunning || st.Status == portlayer.StatusPaused,
+			Running:    st.Status == portlayer.StatusRunning || st.Status == portlayer.StatusPaused || st.Status == portlayer.StatusRestarting,
 			Paused:     st.Status == portlayer.StatusPaused,
 			Restarting: st.Status == portlayer.StatusRestarting,
 			OOMKilled:  st.OOMKilled,

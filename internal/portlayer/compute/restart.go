@@ -1,0 +1,195 @@
+package compute
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Restart policy timing, as Docker's restart manager (moby
+// restartmanager): the first restart waits firstRestartDelay, each next
+// one twice as long up to maxRestartDelay, and a run that lasted
+// resetRestartAfter starts the series over.
+const (
+	firstRestartDelay = 100 * time.Millisecond
+	maxRestartDelay   = time.Minute
+	resetRestartAfter = 10 * time.Second
+)
+
+// checkRestartPolicy is InvalidArgument for a policy Docker refuses, with
+// Docker's texts (moby daemon/container.go validateRestartPolicy, v25+).
+func checkRestartPolicy(spec portlayer.ContainerSpec) error {
+	p := spec.RestartPolicy
+	switch p.Name {
+	case "", portlayer.RestartNo, portlayer.RestartAlways, portlayer.RestartUnlessStopped:
+		if p.MaximumRetryCount != 0 && p.Name != "" {
+			msg := "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+			if p.MaximumRetryCount < 0 {
+				msg += " and cannot be negative"
+			}
+			return fmt.Errorf("compute: %s: %w", msg, errdefs.ErrInvalidArgument)
+		}
+	case portlayer.RestartOnFailure:
+		if p.MaximumRetryCount < 0 {
+			return fmt.Errorf("compute: invalid restart policy: maximum retry count cannot be negative: %w", errdefs.ErrInvalidArgument)
+		}
+	default:
+		return fmt.Errorf("compute: invalid restart policy: unknown policy '%s'; use one of 'no', 'always', 'on-failure', or 'unless-stopped': %w", p.Name, errdefs.ErrInvalidArgument)
+	}
+	if spec.AutoRemove && p.Name != "" && p.Name != portlayer.RestartNo {
+		return fmt.Errorf("compute: can't create 'AutoRemove' container with restart policy: %w", errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
+// shouldRestartLocked decides, at an exit with exitCode after a run of
+// ran, whether the restart policy restarts the container and after how
+// long (Docker's RestartManager.ShouldRestart). Caller holds c.mu.
+func (c *container) shouldRestartLocked(exitCode int, ran time.Duration) (bool, time.Duration) {
+	p := c.rec.Spec.RestartPolicy
+	if p.Name == "" || p.Name == portlayer.RestartNo || c.exitOnNext {
+		return false, 0
+	}
+	if ran >= resetRestartAfter {
+		c.restartDelay = 0
+	}
+	switch {
+	case c.restartDelay == 0:
+		c.restartDelay = firstRestartDelay
+	case c.restartDelay < maxRestartDelay:
+		c.restartDelay *= 2
+	}
+	c.restartDelay = min(c.restartDelay, maxRestartDelay)
+	restart := false
+	switch p.Name {
+	case portlayer.RestartAlways:
+		restart = true
+	case portlayer.RestartUnlessStopped:
+		restart = !c.rec.ManuallyStopped
+	case portlayer.RestartOnFailure:
+		restart = exitCode != 0 && (p.MaximumRetryCount == 0 || c.rec.RestartCount < p.MaximumRetryCount)
+	}
+	return restart, c.restartDelay
+}
+
+// exitOnNextFor reports whether signal, sent by a user, cancels the
+// restart policy until the next start by hand: SIGKILL and the
+// container's stop signal do, and any signal when the container sets no
+// stop signal (Docker's killWithSignal and ExitOnNext).
+func exitOnNextFor(spec portlayer.ContainerSpec, signal int) bool {
+	return spec.StopSignal == 0 || signal == 9 || signal == spec.StopSignal
+}
+
+// startsAtBoot reports whether the VCH starts a container whose VM does
+// not run when the VCH itself starts (Docker's daemon restore:
+// ShouldRestart with a new restart manager, for containers started
+// before): always does, even after a stop by hand; unless-stopped unless
+// stopped by hand; on-failure after a non-zero exit.
+func startsAtBoot(rec portlayer.Container) bool {
+	if rec.State.StartedAt.IsZero() {
+		return false
+	}
+	switch rec.Spec.RestartPolicy.Name {
+	case portlayer.RestartAlways:
+		return true
+	case portlayer.RestartUnlessStopped:
+		return !rec.ManuallyStopped
+	case portlayer.RestartOnFailure:
+		return rec.State.ExitCode != 0
+	}
+	return false
+}
+
+// restartTimeout bounds one restart's boot.
+func (s *Service) restartTimeout() time.Duration { return 2 * s.cfg.BootTimeout }
+
+// scheduleRestart starts c again by its policy after delay, unless cancel
+// is closed first (a stop or kill by hand, a removal) or the daemon
+// stops (the record then says restarting, and the next daemon starts it).
+func (s *Service) scheduleRestart(c *container, delay time.Duration, cancel chan struct{}) {
+	if !s.track() {
+		return
+	}
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTimer(delay)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-cancel:
+			return
+		case <-s.done:
+			return
+		}
+		c.mu.Lock()
+		if c.restartCancel != cancel || c.removed {
+			c.mu.Unlock()
+			return
+		}
+		c.restartCancel = nil
+		c.mu.Unlock()
+		ctx, stop := context.WithTimeout(context.Background(), s.restartTimeout())
+		defer stop()
+		if err := s.start(ctx, c, c.id, startByPolicy); err != nil {
+			s.logger.Warn("restart by policy failed", "container", c.id, "err", err)
+		}
+	}()
+}
+
+// cancelRestartLocked cancels c's pending restart, if one waits: the
+// container is then exited (with the exit code of its last run). It
+// returns the waiters to notify and whether it cancelled. Caller holds
+// c.mu and persists the record.
+func (c *container) cancelRestartLocked() ([]chan portlayer.WaitResult, bool) {
+	if c.restartCancel == nil {
+		return nil, false
+	}
+	close(c.restartCancel)
+	c.restartCancel = nil
+	c.rec.State.Status = portlayer.StatusExited
+	ws := c.exitWaiters
+	c.exitWaiters = nil
+	return ws, true
+}
+
+// track counts a goroutine the Service owns (Close waits for it); false
+// once the Service is closing.
+func (s *Service) track() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// stopping reports whether Close has begun.
+func (s *Service) stopping() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// startAtBoot starts the containers whose restart policy says so when
+// the VCH starts, in the background.
+func (s *Service) startAtBoot(cs []*container) {
+	for _, c := range cs {
+		if !s.track() {
+			return
+		}
+		go func() {
+			defer s.wg.Done()
+			ctx, stop := context.WithTimeout(context.Background(), s.restartTimeout())
+			defer stop()
+			s.logger.Info("starting container by its restart policy", "container", c.id, "policy", c.record().Spec.RestartPolicy.Name)
+			if err := s.start(ctx, c, c.id, startByHand); err != nil {
+				s.logger.Warn("start by restart policy failed", "container", c.id, "err", err)
+			}
+		}()
+	}
+}

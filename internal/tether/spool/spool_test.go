@@ -1,0 +1,139 @@
+package spool
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+)
+
+// readAll reads from off until EOF (or a stall of one second).
+func readAll(t *testing.T, s *Spool, off int64) []byte {
+	t.Helper()
+	var out []byte
+	buf := make([]byte, 7)
+	for {
+		cancel := make(chan struct{})
+		timer := time.AfterFunc(time.Second, func() { close(cancel) })
+		n, at, eof := s.Read(off, buf, cancel)
+		timer.Stop()
+		if eof {
+			return out
+		}
+		if n == 0 {
+			t.Fatalf("read stalled at %d", off)
+		}
+		out = append(out, buf[:n]...)
+		off = at + int64(n)
+	}
+}
+
+func TestReadFromOffsets(t *testing.T) {
+	tests := []struct {
+		name   string
+		writes []string
+		ack    int64
+		from   int64
+		want   string
+		wantAt int64
+	}{
+		{"all", []string{"hello ", "world"}, 0, 0, "hello world", 0},
+		{"from_middle", []string{"hello ", "world"}, 0, 6, "world", 6},
+		{"after_ack", []string{"hello ", "world"}, 6, 6, "world", 6},
+		{"acked_offset_clamped", []string{"hello ", "world"}, 6, 2, "world", 6},
+		{"past_end_clamped", []string{"abc"}, 0, 99, "", 3},
+		{"ack_past_end", []string{"abc"}, 99, 0, "", 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New(64)
+			for _, w := range tt.writes {
+				if _, err := s.Write([]byte(w)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.Ack(tt.ack)
+			s.CloseWrite()
+			buf := make([]byte, 64)
+			n, at, _ := s.Read(tt.from, buf, nil)
+			if at != tt.wantAt {
+				t.Errorf("Read(%d) starts at %d, want %d", tt.from, at, tt.wantAt)
+			}
+			if got := string(buf[:n]) + string(readAll(t, s, at+int64(n))); got != tt.want {
+				t.Errorf("read %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// A full spool blocks its writer until the reader acknowledges; the bytes
+// come out whole and in order.
+func TestBackPressure(t *testing.T) {
+	s := New(10)
+	payload := bytes.Repeat([]byte("0123456789"), 10)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write(payload)
+		s.CloseWrite()
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if !s.Full() {
+		t.Fatal("writer did not fill the spool")
+	}
+	select {
+	case <-done:
+		t.Fatal("writer finished without acknowledgements")
+	default:
+	}
+	var got []byte
+	var off int64
+	buf := make([]byte, 4)
+	for {
+		n, at, eof := s.Read(off, buf, nil)
+		if eof {
+			break
+		}
+		got = append(got, buf[:n]...)
+		off = at + int64(n)
+		s.Ack(off)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Errorf("read %q, want %q", got, payload)
+	}
+	if start, end := s.Bounds(); start != 100 || end != 100 {
+		t.Errorf("Bounds = %d, %d, want 100, 100", start, end)
+	}
+}
+
+func TestAbortReleasesWriter(t *testing.T) {
+	s := New(4)
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write([]byte("too long for it"))
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond)
+	s.Abort()
+	if err := <-done; !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Abort: %v, want ErrClosed", err)
+	}
+	if got := readAll(t, s, 0); string(got) != "too " {
+		t.Errorf("kept %q, want what fitted", got)
+	}
+	if _, err := s.Write([]byte("x")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Write after Abort: %v", err)
+	}
+}
+
+func TestReadCancel(t *testing.T) {
+	s := New(0)
+	cancel := make(chan struct{})
+	close(cancel)
+	if n, at, eof := s.Read(0, make([]byte, 4), cancel); n != 0 || at != 0 || eof {
+		t.Errorf("Read on an empty open spool with cancel = %d, %d, %v", n, at, eof)
+	}
+}
