@@ -239,10 +239,17 @@ func TestDaemonRestartKeepsContainers(t *testing.T) {
 		if st := r.docker("ps", "-a", "--filter", "name=^"+web+"$", "--format", "{{.Status}}"); !strings.HasPrefix(st, "Exited (255)") {
 			t.Errorf("ps status of %s: %q", web, st)
 		}
-		// The new run's output follows the old one's in the log.
-		out := r.docker("logs", counter)
-		if !strings.HasSuffix(strings.TrimSpace(out), "0") && !strings.Contains(out, "\n0\n") {
-			t.Errorf("new run's output missing from the log: %q", out)
+		// The new run's output follows the old one's in the log (the new
+		// run may not have printed yet when it shows running).
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(300 * time.Millisecond) {
+			out := r.docker("logs", counter)
+			if strings.HasSuffix(strings.TrimSpace(out), "\n0") || strings.Contains(out, "\n0\n") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("new run's output missing from the log: %q", out)
+				break
+			}
 		}
 		// A stop by hand ends it (a docker wait sees the exit) and the
 		// policy leaves it stopped.
