@@ -168,6 +168,10 @@ type NetworkPlumber interface {
 	// Conflict if an address is taken meanwhile. Nothing is registered on
 	// error.
 	Restore(ctx context.Context, containerID, containerName string, nics []string, eps []Endpoint) error
+	// Rename changes the name a container's live endpoints answer to in
+	// the embedded DNS (docker rename): newName replaces oldName; aliases
+	// and the short ID stay. A container without endpoints is a no-op.
+	Rename(containerID, oldName, newName string)
 	// Publish binds each port on the host and forwards connections to
 	// target inside the VCH's namespace. It returns the bindings with the
 	// host ports chosen. Conflict if a host port is taken (nothing stays

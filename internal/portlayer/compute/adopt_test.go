@@ -260,7 +260,8 @@ func (f *restoreNet) Publish(ctx context.Context, id string, target netip.Addr, 
 	f.mu.Unlock()
 	return out, nil
 }
-func (f *restoreNet) Unpublish(id string) {}
+func (f *restoreNet) Unpublish(id string)                {}
+func (f *restoreNet) Rename(id, oldName, newName string) {}
 func (f *restoreNet) Resolve(ctx context.Context, id string, q []byte) ([]byte, error) {
 	return nil, errors.New("no DNS")
 }

@@ -448,6 +448,24 @@ func (s *Service) Rename(ctx context.Context, idOrName, newName string) error {
 	if err := s.recs.put(rec); err != nil {
 		return err
 	}
+	if s.cfg.Network != nil && len(rec.Endpoints) > 0 {
+		s.cfg.Network.Rename(c.id, old, newName)
+		eps := make([]portlayer.Endpoint, len(rec.Endpoints))
+		for i, ep := range rec.Endpoints {
+			ep.ContainerName = newName
+			names := make([]string, len(ep.DNSNames))
+			for j, n := range ep.DNSNames {
+				if n == old {
+					n = newName
+				}
+				names[j] = n
+			}
+			ep.DNSNames = names
+			eps[i] = ep
+		}
+		rec.Endpoints = eps
+		_ = s.recs.put(rec)
+	}
 	c.rec = rec
 	s.event("rename", rec, map[string]string{"oldName": "/" + old})
 	return nil

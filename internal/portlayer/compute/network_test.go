@@ -129,6 +129,16 @@ func (f *fakeNet) Unpublish(containerID string) {
 	delete(f.targets, containerID)
 	delete(f.ports, containerID)
 }
+func (f *fakeNet) Rename(containerID, oldName, newName string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, n := range f.nets {
+		if ep, ok := n.eps[containerID]; ok {
+			ep.ContainerName = newName
+			n.eps[containerID] = ep
+		}
+	}
+}
 func (f *fakeNet) Resolve(context.Context, string, []byte) ([]byte, error) {
 	return nil, errdefs.ErrNotImplemented
 }

@@ -461,3 +461,33 @@ func TestNamespaceSurvivesRestart(t *testing.T) {
 		t.Errorf("namespace kept with no container left: %v", err)
 	}
 }
+
+func TestRenameUpdatesDNS(t *testing.T) {
+	ctx := context.Background()
+	s := newTestService(t, t.TempDir())
+	if _, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "r"}); err != nil {
+		t.Fatal(err)
+	}
+	nic, err := s.NewNIC(ctx, cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nic.File.Close()
+	if _, err := s.Join(ctx, cid, "old", nic.Name, portlayer.EndpointSpec{Network: "r", Aliases: []string{"al"}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Rename(cid, "old", "new")
+	s.mu.Lock()
+	lookup, _, _ := s.viewLocked(cid)
+	_, oldOK := lookup("old")
+	_, newOK := lookup("new")
+	_, aliasOK := lookup("al")
+	s.mu.Unlock()
+	if oldOK || !newOK || !aliasOK {
+		t.Errorf("after rename: old %v new %v alias %v, want false true true", oldOK, newOK, aliasOK)
+	}
+	n, _ := s.InspectNetwork(ctx, "r")
+	if len(n.Endpoints) != 1 || n.Endpoints[0].ContainerName != "new" {
+		t.Errorf("endpoint name = %+v", n.Endpoints)
+	}
+}

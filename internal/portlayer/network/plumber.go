@@ -296,3 +296,25 @@ func (s *Service) Resolve(ctx context.Context, containerID string, query []byte)
 	r := func(addr netip.Addr) (n string, ok bool) { locked(func() { n, ok = reverse(addr) }); return }
 	return s.dns(ctx, query, l, r, external)
 }
+
+// Rename re-points a container's DNS name on its live endpoints. See
+// portlayer.NetworkPlumber.
+func (s *Service) Rename(containerID, oldName, newName string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, n := range s.nets {
+		ep, ok := n.eps[containerID]
+		if !ok {
+			continue
+		}
+		ep.ContainerName = newName
+		for i, name := range ep.DNSNames {
+			if name == oldName {
+				ep.DNSNames[i] = newName
+			}
+		}
+	}
+	if c := s.ctrs[containerID]; c != nil {
+		c.name = newName
+	}
+}
