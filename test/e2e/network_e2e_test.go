@@ -196,9 +196,12 @@ func TestConnectRunning(t *testing.T) {
 	if out := ok(t, "exec", name, "ip", "-4", "addr", "show", "eth1"); !strings.Contains(out, "inet "+ip+"/") {
 		t.Errorf("eth1 after connect:\n%s", out)
 	}
-	if out := ok(t, "run", "--rm", "--network", n, "busybox", "sh", "-c", "nslookup web && wget -qO- http://"+ip+":8080/"); !strings.Contains(out, "hello from "+name) || !strings.Contains(out, "Address: "+ip) {
+	// A rename while it runs: the new name resolves (docker rename).
+	ok(t, "rename", name, name+"-r")
+	if out := ok(t, "run", "--rm", "--network", n, "busybox", "sh", "-c", "nslookup web && nslookup "+name+"-r && wget -qO- http://"+ip+":8080/"); !strings.Contains(out, "hello from "+name) || strings.Count(out, "Address: "+ip) != 2 {
 		t.Errorf("peer on %s:\n%s", n, out)
 	}
+	ok(t, "rename", name+"-r", name)
 
 	ok(t, "network", "disconnect", n, name)
 	if r := docker(t, "exec", name, "ip", "-4", "addr", "show", "eth1"); r.code == 0 {
