@@ -136,6 +136,7 @@ TLS.`,
 	f.IntVar(&cfg.CPUs, "cpu-budget", 0, "vCPUs all running container VMs share (0: no limit)")
 	f.StringArrayVar(&cfg.Registries.Insecure, "insecure-registry", nil, "registry (host[:port] or CIDR) to pull from without verified TLS, repeatable")
 	f.StringArrayVar(&cfg.Registries.Allowed, "whitelist-registry", nil, "pull only from these registries (host[:port], *.domain or CIDR), repeatable")
+	f.StringArrayVar(&cfg.Registries.CAFiles, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries on pull and push (added to the system pool), repeatable")
 	f.BoolVar(&cfg.NoEgress, "no-egress", false, "containers cannot open TCP connections to addresses outside the VCH")
 	f.StringVar(&cfg.EgressNamespace, "egress-netns", "", "named network namespace that containers' outbound TCP connections leave from (default: the daemon's)")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")

@@ -135,6 +135,9 @@ type Registries struct {
 	Insecure []string `json:"insecure,omitempty"`
 	// Whitelist, when non-empty, is the only registries pulls may use.
 	Whitelist []string `json:"whitelist,omitempty"`
+	// CAFiles are PEM files of extra CAs trusted for TLS registries
+	// (--registry-ca), absolute paths.
+	CAFiles []string `json:"ca_files,omitempty"`
 }
 
 // Layout names the files of one VCH's state directory.

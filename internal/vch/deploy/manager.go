@@ -159,7 +159,7 @@ func validateConfig(c Config) error {
 	default:
 		return fmt.Errorf("vch: --log-level %q: want debug, info, warn or error: %w", c.LogLevel, errdefs.ErrInvalidArgument)
 	}
-	return storage.Registries{Insecure: c.Registries.Insecure, Allowed: c.Registries.Whitelist}.Validate()
+	return storage.Registries{Insecure: c.Registries.Insecure, Allowed: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles}.Validate()
 }
 
 // Create deploys a VCH: state directory, certificates, config, service;

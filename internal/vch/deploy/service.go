@@ -93,6 +93,9 @@ func DaemonArgs(c Config, l Layout) []string {
 	for _, r := range c.Registries.Whitelist {
 		args = append(args, "--whitelist-registry", r)
 	}
+	for _, f := range c.Registries.CAFiles {
+		args = append(args, "--registry-ca", f)
+	}
 	if c.LogLevel != "" {
 		args = append(args, "--log-level", c.LogLevel)
 	}

@@ -91,6 +91,8 @@ type LimitsInfo struct {
 type RegistriesInfo struct {
 	Insecure  []string
 	Whitelist []string
+	// CAFiles are the extra registry CAs (--registry-ca).
+	CAFiles []string `json:",omitempty"`
 }
 
 // Usage is what the VCH's containers hold now.
@@ -227,7 +229,7 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 			DefaultContainerMemoryMiB: cmp.Or(c.Limits.DefaultContainerMemoryMiB, vch.DefaultMemoryMiB),
 			DefaultContainerCPUs:      cmp.Or(c.Limits.DefaultContainerCPUs, 1),
 		},
-		Registries: RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist},
+		Registries: RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
 		Service:    ServiceInfo{Kind: c.Service},
 		Paths: Paths{
 			StateDir: l.Dir, Config: l.ConfigFile(), Root: l.Root(), Logs: l.Logs(),
