@@ -24,6 +24,7 @@ type limitFlags struct {
 	containers            int
 	insecure, whitelist   []string
 	registryCAs           []string
+	volumeStores          []string
 }
 
 func (lf *limitFlags) install(f *pflag.FlagSet) {
@@ -36,6 +37,7 @@ func (lf *limitFlags) install(f *pflag.FlagSet) {
 	f.StringArrayVar(&lf.insecure, "insecure-registry", nil, "registry to pull from without verified TLS: host[:port] or CIDR; repeatable")
 	f.StringArrayVar(&lf.whitelist, "whitelist-registry", nil, "pull only from these registries: host[:port], *.domain or CIDR; repeatable")
 	f.StringArrayVar(&lf.registryCAs, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries (pull and push), added to the system pool; repeatable")
+	f.StringArrayVar(&lf.volumeStores, "volume-store", nil, "NAME:PATH: a directory (absolute) volume disks may live in, chosen with docker volume create --opt volume-store=NAME; repeatable; the VCH root's volumes/ is \"default\" unless named here")
 	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
 }
 
@@ -76,6 +78,9 @@ func (lf *limitFlags) apply(f *pflag.FlagSet, c *deploy.Config, all bool) error 
 	}
 	if set("whitelist-registry") {
 		c.Registries.Whitelist = nonEmpty(lf.whitelist)
+	}
+	if set("volume-store") {
+		c.VolumeStores = nonEmpty(lf.volumeStores)
 	}
 	if set("registry-ca") {
 		var files []string
@@ -186,7 +191,7 @@ directory.`,
 			if err := lf.apply(cmd.Flags(), &c, true); err != nil {
 				return err
 			}
-			o.Accel, o.LogLevel, o.Limits, o.Registries = c.Accel, c.LogLevel, c.Limits, c.Registries
+			o.Accel, o.LogLevel, o.Limits, o.Registries, o.VolumeStores = c.Accel, c.LogLevel, c.Limits, c.Registries, c.VolumeStores
 			switch service {
 			case "auto":
 				m.Service = ""

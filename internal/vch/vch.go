@@ -90,6 +90,10 @@ type Config struct {
 	// CPUs is the budget of vCPUs all running container VMs share; 0 means
 	// none. docker info shows it as the CPU count.
 	CPUs int `toml:"cpus" json:"cpus"`
+	// VolumeStores are named directories volume disks may live in
+	// (--volume-store NAME:PATH); <root>/volumes is "default" unless
+	// named here.
+	VolumeStores map[string]string `toml:"volume_stores" json:"volume_stores,omitempty"`
 	// Registries is the pull policy (whitelist, insecure registries).
 	Registries storage.Registries `toml:"registries" json:"registries"`
 	// NoEgress keeps containers from opening TCP connections to
@@ -187,7 +191,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		return nil, err
 	}
 	v.volumes, err = volume.New(volume.Config{
-		Root: filepath.Join(root, "volumes"), Events: evlog,
+		Root: filepath.Join(root, "volumes"), Events: evlog, Stores: cfg.VolumeStores,
 		InUse: func(name string) []string {
 			if v.compute == nil {
 				return nil

@@ -91,6 +91,9 @@ type Config struct {
 	Limits Limits `json:"limits"`
 	// Registries is the pull policy.
 	Registries Registries `json:"registries"`
+	// VolumeStores are "NAME:PATH" volume stores (--volume-store), PATH
+	// absolute. Delete leaves their directories (and the volumes in them).
+	VolumeStores []string `json:"volume_stores,omitempty"`
 	// Service is how the daemon is kept running: "systemd" or "process".
 	Service string `json:"service"`
 	// LogLevel is the daemon's --log-level.

@@ -93,6 +93,9 @@ func DaemonArgs(c Config, l Layout) []string {
 	for _, r := range c.Registries.Whitelist {
 		args = append(args, "--whitelist-registry", r)
 	}
+	for _, vs := range c.VolumeStores {
+		args = append(args, "--volume-store", vs)
+	}
 	for _, f := range c.Registries.CAFiles {
 		args = append(args, "--registry-ca", f)
 	}

@@ -50,8 +50,10 @@ type Status struct {
 	// Usage is nil when the daemon does not answer.
 	Usage      *Usage
 	Registries RegistriesInfo
-	Service    ServiceInfo
-	Paths      Paths
+	// VolumeStores are the extra volume stores, "NAME:PATH".
+	VolumeStores []string `json:",omitempty"`
+	Service      ServiceInfo
+	Paths        Paths
 }
 
 // Endpoint is how clients reach the VCH.
@@ -229,8 +231,9 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 			DefaultContainerMemoryMiB: cmp.Or(c.Limits.DefaultContainerMemoryMiB, vch.DefaultMemoryMiB),
 			DefaultContainerCPUs:      cmp.Or(c.Limits.DefaultContainerCPUs, 1),
 		},
-		Registries: RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
-		Service:    ServiceInfo{Kind: c.Service},
+		Registries:   RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
+		VolumeStores: c.VolumeStores,
+		Service:      ServiceInfo{Kind: c.Service},
 		Paths: Paths{
 			StateDir: l.Dir, Config: l.ConfigFile(), Root: l.Root(), Logs: l.Logs(),
 		},
