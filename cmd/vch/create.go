@@ -25,6 +25,7 @@ type limitFlags struct {
 	insecure, whitelist   []string
 	registryCAs           []string
 	volumeStores          []string
+	storageQuota          string
 }
 
 func (lf *limitFlags) install(f *pflag.FlagSet) {
@@ -37,6 +38,7 @@ func (lf *limitFlags) install(f *pflag.FlagSet) {
 	f.StringArrayVar(&lf.insecure, "insecure-registry", nil, "registry to pull from without verified TLS: host[:port] or CIDR; repeatable")
 	f.StringArrayVar(&lf.whitelist, "whitelist-registry", nil, "pull only from these registries: host[:port], *.domain or CIDR; repeatable")
 	f.StringArrayVar(&lf.registryCAs, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries (pull and push), added to the system pool; repeatable")
+	f.StringVar(&lf.storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together: 20g, 500m (empty or 0: no limit); checked before pull, load, import, commit and volume create")
 	f.StringArrayVar(&lf.volumeStores, "volume-store", nil, "NAME:PATH: a directory (absolute) volume disks may live in, chosen with docker volume create --opt volume-store=NAME; repeatable; the VCH root's volumes/ is \"default\" unless named here")
 	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
 }
@@ -78,6 +80,13 @@ func (lf *limitFlags) apply(f *pflag.FlagSet, c *deploy.Config, all bool) error 
 	}
 	if set("whitelist-registry") {
 		c.Registries.Whitelist = nonEmpty(lf.whitelist)
+	}
+	if set("storage-quota") {
+		mib, err := parseMiB("--storage-quota", lf.storageQuota)
+		if err != nil {
+			return err
+		}
+		c.Limits.StorageQuotaBytes = int64(mib) << 20
 	}
 	if set("volume-store") {
 		c.VolumeStores = nonEmpty(lf.volumeStores)

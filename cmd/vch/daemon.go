@@ -14,6 +14,7 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -69,6 +70,7 @@ func daemonCmd() *cobra.Command {
 	var logLevel, pidfile string
 	var tf tlsFlags
 	var volumeStores []string
+	var storageQuota string
 	cmd := &cobra.Command{
 		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
 		Short: "Run one VCH endpoint in the foreground until SIGTERM or SIGINT",
@@ -95,6 +97,13 @@ TLS.`,
 			}
 			if cfg.DefaultCPUs < 1 {
 				return fmt.Errorf("--default-container-cpus %d: at least 1", cfg.DefaultCPUs)
+			}
+			if storageQuota != "" {
+				n, err := units.RAMInBytes(storageQuota)
+				if err != nil || n < 0 {
+					return fmt.Errorf("--storage-quota %q: want a size such as 20g or 500m", storageQuota)
+				}
+				cfg.StorageQuotaBytes = n
 			}
 			for _, vs := range volumeStores {
 				name, path, err := volume.ParseStore(vs)
@@ -149,6 +158,7 @@ TLS.`,
 	f.StringArrayVar(&cfg.Registries.Insecure, "insecure-registry", nil, "registry (host[:port] or CIDR) to pull from without verified TLS, repeatable")
 	f.StringArrayVar(&cfg.Registries.Allowed, "whitelist-registry", nil, "pull only from these registries (host[:port], *.domain or CIDR), repeatable")
 	f.StringArrayVar(&cfg.Registries.CAFiles, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries on pull and push (added to the system pool), repeatable")
+	f.StringVar(&storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together (20g, 500m, bytes); checked before pull, load, import, commit and volume create (default: no limit)")
 	f.StringArrayVar(&volumeStores, "volume-store", nil, "NAME:PATH, a directory volume disks may live in (docker volume create --opt volume-store=NAME), repeatable; ROOT/volumes is \"default\" unless named here")
 	f.BoolVar(&cfg.NoEgress, "no-egress", false, "containers cannot open TCP connections to addresses outside the VCH")
 	f.StringVar(&cfg.EgressNamespace, "egress-netns", "", "named network namespace that containers' outbound TCP connections leave from (default: the daemon's)")

@@ -3,6 +3,7 @@ package storage
 import (
 	"crypto/tls"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -190,5 +191,28 @@ func TestPullRegistryCA(t *testing.T) {
 	}
 	if _, err := New(Config{Root: t.TempDir(), Registries: Registries{CAFiles: []string{bad}}}, nil); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("New with a bad CA file: %v, want InvalidArgument", err)
+	}
+}
+
+// TestPullQuota: a pull is refused before anything is stored when
+// Config.Reserve says the declared size does not fit.
+func TestPullQuota(t *testing.T) {
+	host := testRegistry(t)
+	push(t, host+"/q:1", mustRandom(t))
+	var asked int64
+	s, err := New(Config{Root: t.TempDir(), Reserve: func(what string, size int64) error {
+		asked = size
+		return fmt.Errorf("storage quota of 1KiB exceeded: 0B used, %s needs %d more: %w", what, size, errdefs.ErrResourceExhausted)
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Pull(t.Context(), host+"/q:1", portlayer.RegistryAuth{}, nil)
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "pull of "+host+"/q:1") || asked < 256 {
+		t.Fatalf("pull over quota: %v (declared %d)", err, asked)
+	}
+	if imgs, _ := s.List(t.Context()); len(imgs) != 0 {
+		t.Fatalf("a refused pull stored %d images", len(imgs))
 	}
 }

@@ -129,6 +129,9 @@ type Limits struct {
 	DefaultContainerMemoryMiB int `json:"default_container_memory_mib"`
 	// DefaultContainerCPUs is a VM's vCPUs without --cpus; default 1.
 	DefaultContainerCPUs int `json:"default_container_cpus"`
+	// StorageQuotaBytes caps the host disk space of images, containers
+	// and volumes together (--storage-quota).
+	StorageQuotaBytes int64 `json:"storage_quota_bytes,omitempty"`
 }
 
 // Registries is a VCH's pull policy (see storage.Registries for the

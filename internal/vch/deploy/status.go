@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -87,6 +88,7 @@ type LimitsInfo struct {
 	CPUs                      int
 	DefaultContainerMemoryMiB int
 	DefaultContainerCPUs      int
+	StorageQuotaBytes         int64 `json:",omitempty"`
 }
 
 // RegistriesInfo is the pull policy in force.
@@ -105,6 +107,9 @@ type Usage struct {
 	// budget when one is set, else the host's).
 	MemTotalMiB int
 	NCPU        int
+	// StorageUsedBytes is the host disk space the VCH's images,
+	// containers and volumes take (what the quota counts).
+	StorageUsedBytes int64
 }
 
 // ServiceInfo says how the VCH is kept running.
@@ -230,6 +235,7 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 			Containers: c.Limits.Containers, MemoryMiB: c.Limits.MemoryMiB, CPUs: c.Limits.CPUs,
 			DefaultContainerMemoryMiB: cmp.Or(c.Limits.DefaultContainerMemoryMiB, vch.DefaultMemoryMiB),
 			DefaultContainerCPUs:      cmp.Or(c.Limits.DefaultContainerCPUs, 1),
+			StorageQuotaBytes:         c.Limits.StorageQuotaBytes,
 		},
 		Registries:   RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
 		VolumeStores: c.VolumeStores,
@@ -273,9 +279,15 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 		ContainersRunning int   `json:"ContainersRunning"`
 		NCPU              int   `json:"NCPU"`
 		MemTotal          int64 `json:"MemTotal"`
+		DriverStatus      [][2]string
 	}
 	if err := api.get(ctx, "/info", &info); err == nil {
 		st.Usage = &Usage{Containers: info.Containers, Running: info.ContainersRunning, NCPU: info.NCPU, MemTotalMiB: int(info.MemTotal >> 20)}
+		for _, kv := range info.DriverStatus {
+			if kv[0] == "Storage Used Bytes" {
+				st.Usage.StorageUsedBytes, _ = strconv.ParseInt(kv[1], 10, 64)
+			}
+		}
 	}
 	return st
 }
