@@ -1,7 +1,10 @@
 package main
 
 import (
+	"crypto/x509"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -20,6 +23,9 @@ type limitFlags struct {
 	cpus, defaultCPUs     int
 	containers            int
 	insecure, whitelist   []string
+	registryCAs           []string
+	volumeStores          []string
+	storageQuota          string
 }
 
 func (lf *limitFlags) install(f *pflag.FlagSet) {
@@ -31,6 +37,9 @@ func (lf *limitFlags) install(f *pflag.FlagSet) {
 	f.IntVar(&lf.defaultCPUs, "default-container-cpus", 0, "vCPUs of a container VM without --cpus (default 1)")
 	f.StringArrayVar(&lf.insecure, "insecure-registry", nil, "registry to pull from without verified TLS: host[:port] or CIDR; repeatable")
 	f.StringArrayVar(&lf.whitelist, "whitelist-registry", nil, "pull only from these registries: host[:port], *.domain or CIDR; repeatable")
+	f.StringArrayVar(&lf.registryCAs, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries (pull and push), added to the system pool; repeatable")
+	f.StringVar(&lf.storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together: 20g, 500m (empty or 0: no limit); checked before pull, load, import, commit and volume create")
+	f.StringArrayVar(&lf.volumeStores, "volume-store", nil, "NAME:PATH: a directory (absolute) volume disks may live in, chosen with docker volume create --opt volume-store=NAME; repeatable; the VCH root's volumes/ is \"default\" unless named here")
 	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
 }
 
@@ -71,6 +80,43 @@ func (lf *limitFlags) apply(f *pflag.FlagSet, c *deploy.Config, all bool) error 
 	}
 	if set("whitelist-registry") {
 		c.Registries.Whitelist = nonEmpty(lf.whitelist)
+	}
+	if set("storage-quota") {
+		mib, err := parseMiB("--storage-quota", lf.storageQuota)
+		if err != nil {
+			return err
+		}
+		c.Limits.StorageQuotaBytes = int64(mib) << 20
+	}
+	if set("volume-store") {
+		c.VolumeStores = nonEmpty(lf.volumeStores)
+	}
+	if set("registry-ca") {
+		var files []string
+		for _, f := range nonEmpty(lf.registryCAs) {
+			abs, err := filepath.Abs(f)
+			if err != nil {
+				return fmt.Errorf("vch: --registry-ca %q: %w", f, err)
+			}
+			if err := checkPEM(abs); err != nil {
+				return err
+			}
+			files = append(files, abs)
+		}
+		c.Registries.CAFiles = files
+	}
+	return nil
+}
+
+// checkPEM returns InvalidArgument unless path is a readable file with at
+// least one PEM certificate, so create fails before the daemon would.
+func checkPEM(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("vch: --registry-ca: %w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(b) {
+		return fmt.Errorf("vch: --registry-ca %s: no PEM certificate in it: %w", path, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }
@@ -154,7 +200,7 @@ directory.`,
 			if err := lf.apply(cmd.Flags(), &c, true); err != nil {
 				return err
 			}
-			o.Accel, o.LogLevel, o.Limits, o.Registries = c.Accel, c.LogLevel, c.Limits, c.Registries
+			o.Accel, o.LogLevel, o.Limits, o.Registries, o.VolumeStores = c.Accel, c.LogLevel, c.Limits, c.Registries, c.VolumeStores
 			switch service {
 			case "auto":
 				m.Service = ""

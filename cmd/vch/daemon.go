@@ -14,10 +14,12 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/vch"
 	"github.com/vchproject/vch/internal/vch/certs"
 )
@@ -67,6 +69,8 @@ func daemonCmd() *cobra.Command {
 	var hosts []string
 	var logLevel, pidfile string
 	var tf tlsFlags
+	var volumeStores []string
+	var storageQuota string
 	cmd := &cobra.Command{
 		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
 		Short: "Run one VCH endpoint in the foreground until SIGTERM or SIGINT",
@@ -93,6 +97,23 @@ TLS.`,
 			}
 			if cfg.DefaultCPUs < 1 {
 				return fmt.Errorf("--default-container-cpus %d: at least 1", cfg.DefaultCPUs)
+			}
+			if storageQuota != "" {
+				n, err := units.RAMInBytes(storageQuota)
+				if err != nil || n < 0 {
+					return fmt.Errorf("--storage-quota %q: want a size such as 20g or 500m", storageQuota)
+				}
+				cfg.StorageQuotaBytes = n
+			}
+			for _, vs := range volumeStores {
+				name, path, err := volume.ParseStore(vs)
+				if err != nil {
+					return err
+				}
+				if cfg.VolumeStores == nil {
+					cfg.VolumeStores = map[string]string{}
+				}
+				cfg.VolumeStores[name] = path
 			}
 			tlsCfg, err := tf.config(cmd.Flags())
 			if err != nil {
@@ -136,6 +157,9 @@ TLS.`,
 	f.IntVar(&cfg.CPUs, "cpu-budget", 0, "vCPUs all running container VMs share (0: no limit)")
 	f.StringArrayVar(&cfg.Registries.Insecure, "insecure-registry", nil, "registry (host[:port] or CIDR) to pull from without verified TLS, repeatable")
 	f.StringArrayVar(&cfg.Registries.Allowed, "whitelist-registry", nil, "pull only from these registries (host[:port], *.domain or CIDR), repeatable")
+	f.StringArrayVar(&cfg.Registries.CAFiles, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries on pull and push (added to the system pool), repeatable")
+	f.StringVar(&storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together (20g, 500m, bytes); checked before pull, load, import, commit and volume create (default: no limit)")
+	f.StringArrayVar(&volumeStores, "volume-store", nil, "NAME:PATH, a directory volume disks may live in (docker volume create --opt volume-store=NAME), repeatable; ROOT/volumes is \"default\" unless named here")
 	f.BoolVar(&cfg.NoEgress, "no-egress", false, "containers cannot open TCP connections to addresses outside the VCH")
 	f.StringVar(&cfg.EgressNamespace, "egress-netns", "", "named network namespace that containers' outbound TCP connections leave from (default: the daemon's)")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")

@@ -41,6 +41,8 @@ func TestFlagValidation(t *testing.T) {
 		{name: "bad service", args: []string{"create", "x", "--service", "init"}, want: `--service "init"`},
 		{name: "bad accel", args: []string{"create", "x", "--accel", "hvf"}, want: `--accel "hvf"`},
 		{name: "non-loopback without TLS", args: []string{"create", "x", "--no-tls", "-H", "tcp://0.0.0.0:2375"}, want: "loopback addresses only"},
+		{name: "bad registry CA", args: []string{"create", "x", "--registry-ca", "/nonexistent/ca.pem"}, want: "--registry-ca"},
+		{name: "bad volume store", args: []string{"create", "x", "--volume-store", "fast"}, want: "want NAME:PATH"},
 		{name: "bad whitelist", args: []string{"create", "x", "--whitelist-registry", "https://r.example.com"}, want: "want host, host:port"},
 		{name: "configure nothing", args: []string{"configure", "x"}, want: "nothing to change"},
 		{name: "configure unknown", args: []string{"configure", "x", "--cpu", "2"}, want: "no such VCH: x"},

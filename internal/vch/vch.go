@@ -22,15 +22,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/containerd/errdefs"
+	units "github.com/docker/go-units"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
@@ -90,6 +93,13 @@ type Config struct {
 	// CPUs is the budget of vCPUs all running container VMs share; 0 means
 	// none. docker info shows it as the CPU count.
 	CPUs int `toml:"cpus" json:"cpus"`
+	// VolumeStores are named directories volume disks may live in
+	// (--volume-store NAME:PATH); <root>/volumes is "default" unless
+	// named here.
+	VolumeStores map[string]string `toml:"volume_stores" json:"volume_stores,omitempty"`
+	// StorageQuotaBytes caps the host disk space images, containers and
+	// volumes take together (budget.Disk); 0 means none.
+	StorageQuotaBytes int64 `toml:"storage_quota_bytes" json:"storage_quota_bytes"`
 	// Registries is the pull policy (whitelist, insecure registries).
 	Registries storage.Registries `toml:"registries" json:"registries"`
 	// NoEgress keeps containers from opening TCP connections to
@@ -110,6 +120,7 @@ type VCH struct {
 	server  *docker.Server
 	host    docker.HostInfo
 	lock    *os.File
+	disk    *budget.Disk
 }
 
 // Open validates cfg, builds the guest initramfs and opens the stores.
@@ -173,6 +184,10 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	evlog := events.New(events.DefaultCapacity)
 	v := &VCH{cfg: cfg, logger: logger, lock: lock}
+	v.disk = &budget.Disk{Limit: cfg.StorageQuotaBytes, Dirs: []string{root}}
+	for _, name := range slices.Sorted(maps.Keys(cfg.VolumeStores)) {
+		v.disk.Dirs = append(v.disk.Dirs, cfg.VolumeStores[name])
+	}
 	v.images, err = storage.New(storage.Config{
 		Root: filepath.Join(root, "images"),
 		InUse: func(id string) (string, bool) {
@@ -182,12 +197,17 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 			return v.compute.ImageInUse(id)
 		},
 		Registries: cfg.Registries,
+		Reserve:    v.disk.Reserve,
 	}, logger)
 	if err != nil {
 		return nil, err
 	}
 	v.volumes, err = volume.New(volume.Config{
-		Root: filepath.Join(root, "volumes"), Events: evlog,
+		Root: filepath.Join(root, "volumes"), Events: evlog, Stores: cfg.VolumeStores,
+		// A new volume's sparse disk holds only mkfs metadata (a few MiB),
+		// so its nominal size is not reserved: the create is refused only
+		// when the quota is already used up.
+		Reserve: func(int64) error { return v.disk.Reserve("volume create", 0) },
 		InUse: func(name string) []string {
 			if v.compute == nil {
 				return nil
@@ -294,7 +314,22 @@ func lockRoot(root string) (*os.File, error) {
 }
 
 // Host implements docker.SystemInfo.
-func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) { return v.host, nil }
+// The storage quota's usage is measured on each call.
+func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) {
+	h := v.host
+	h.DriverStatus = nil
+	if used, err := v.disk.Usage(); err == nil {
+		h.DriverStatus = append(h.DriverStatus, [2]string{"Storage Used", units.BytesSize(float64(used))}, [2]string{"Storage Used Bytes", strconv.FormatInt(used, 10)})
+	}
+	if v.disk.Limit > 0 {
+		h.DriverStatus = append(h.DriverStatus, [2]string{"Storage Quota", units.BytesSize(float64(v.disk.Limit))}, [2]string{"Storage Quota Bytes", strconv.FormatInt(v.disk.Limit, 10)})
+	}
+	stores := v.volumes.Stores()
+	for _, name := range slices.Sorted(maps.Keys(stores)) {
+		h.DriverStatus = append(h.DriverStatus, [2]string{"Volume Store " + name, stores[name]})
+	}
+	return h, nil
+}
 
 // Serve serves the Engine API on l until ctx ends, then stops every
 // container VM and closes the stores. It returns nil after a clean stop.

@@ -32,6 +32,9 @@ func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (_ portla
 		}
 		tags = []string{t.String()}
 	}
+	if err := s.reserve("commit", 0); err != nil {
+		return portlayer.Image{}, err
+	}
 	defer s.afterFailedWrite(&err) // after the RUnlock below
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()

@@ -32,6 +32,9 @@ func (s *Store) Import(ctx context.Context, r io.Reader, ref string, config ocis
 		}
 		tags = []string{t.String()}
 	}
+	if err := s.reserve("import", 0); err != nil {
+		return portlayer.Image{}, err
+	}
 	rc, err := decompress(io.NopCloser(r))
 	if err != nil {
 		return portlayer.Image{}, err

@@ -67,6 +67,9 @@ type dockerManifestEntry struct {
 // context's error if ctx ends. A failure keeps the images committed before
 // it and leaves no blob of the others.
 func (s *Store) Load(ctx context.Context, r io.Reader, progress portlayer.ProgressFunc) (_ []portlayer.Image, err error) {
+	if err := s.reserve("load", 0); err != nil {
+		return nil, err
+	}
 	defer s.afterFailedWrite(&err) // after the RUnlock below
 	a, err := s.spool(ctx, r)
 	if err != nil {

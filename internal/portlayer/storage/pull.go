@@ -131,6 +131,13 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 	if err != nil {
 		return portlayer.Image{}, pullError(ctx, fam, err)
 	}
+	declared := manifest.Config.Size
+	for _, l := range manifest.Layers {
+		declared += l.Size
+	}
+	if err := s.reserve("pull of "+fam, declared); err != nil {
+		return portlayer.Image{}, err
+	}
 	cfgFile, err := img.ConfigFile()
 	if err != nil {
 		return portlayer.Image{}, fmt.Errorf("storage: pull %s: image config: %w: %w", fam, errdefs.ErrInvalidArgument, err)

@@ -2,9 +2,11 @@ package storage
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -31,6 +33,10 @@ type Registries struct {
 	// not matching an entry is refused (PermissionDenied), before any
 	// connection is made (vic-machine's --whitelist-registry).
 	Allowed []string `toml:"allowed" json:"allowed,omitempty"`
+	// CAFiles are PEM files of extra CA certificates trusted, besides the
+	// system pool, for every TLS registry on pull and push (dockerd's
+	// certs.d/<host>/ca.crt, for all hosts at once).
+	CAFiles []string `toml:"ca_files" json:"ca_files,omitempty"`
 }
 
 // Validate checks every entry's syntax. InvalidArgument names the first
@@ -43,7 +49,33 @@ func (r Registries) Validate() error {
 			}
 		}
 	}
+	if _, err := r.rootCAs(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// rootCAs returns the system pool plus every certificate in CAFiles, or
+// nil (the system pool) when CAFiles is empty. InvalidArgument for a file
+// that cannot be read or holds no PEM certificate.
+func (r Registries) rootCAs() (*x509.CertPool, error) {
+	if len(r.CAFiles) == 0 {
+		return nil, nil
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	for _, f := range r.CAFiles {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("storage: registry CA: %w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, fmt.Errorf("storage: registry CA %s: no PEM certificate in it: %w", f, errdefs.ErrInvalidArgument)
+		}
+	}
+	return pool, nil
 }
 
 // allow returns nil if a pull from domain (a reference's registry,
@@ -62,11 +94,15 @@ func (r Registries) insecure(domain string) bool {
 }
 
 // transport returns the registry transport for domain: certificate
-// checks are skipped for insecure registries.
+// checks are skipped for insecure registries; others trust the system
+// pool plus CAFiles (checked by Validate, so a read error here, a file
+// changed since, falls back to the system pool and fails the handshake).
 func (r Registries) transport(domain string) http.RoundTripper {
 	t := registryTransport().(*http.Transport)
 	if r.insecure(domain) {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // the operator listed it with --insecure-registry
+	} else if pool, _ := r.rootCAs(); pool != nil {
+		t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
 	return t
 }

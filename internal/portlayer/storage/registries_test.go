@@ -2,11 +2,15 @@ package storage
 
 import (
 	"crypto/tls"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -138,4 +142,77 @@ func mustRandom(t *testing.T) v1.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+// TestPullRegistryCA: a registry whose certificate is signed by a private
+// CA is refused until that CA is given (--registry-ca), then trusted for
+// pull and push without turning verification off.
+func TestPullRegistryCA(t *testing.T) {
+	srv := httptest.NewTLSServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	t.Cleanup(srv.Close)
+	host := strings.TrimPrefix(srv.URL, "https://")
+	ref, err := name.ParseReference(host + "/img:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, mustRandom(t), remote.WithTransport(srv.Client().Transport), remote.WithContext(t.Context())); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	plain := newStore(t, t.TempDir())
+	if _, err := plain.Pull(t.Context(), host+"/img:1", portlayer.RegistryAuth{}, nil); err == nil {
+		t.Fatal("pull without the registry CA succeeded")
+	}
+	s, err := New(Config{Root: t.TempDir(), Registries: Registries{CAFiles: []string{caFile}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if _, err := s.Pull(t.Context(), host+"/img:1", portlayer.RegistryAuth{}, nil); err != nil {
+		t.Fatalf("pull with the registry CA: %v", err)
+	}
+	if err := s.Tag(t.Context(), host+"/img:1", host+"/img2:1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Push(t.Context(), host+"/img2:1", portlayer.RegistryAuth{}, nil); err != nil {
+		t.Fatalf("push with the registry CA: %v", err)
+	}
+	if _, err := plain.Pull(t.Context(), host+"/img2:1", portlayer.RegistryAuth{}, nil); err == nil {
+		t.Fatal("pull without the registry CA succeeded")
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.pem")
+	if err := os.WriteFile(bad, []byte("not a cert"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(Config{Root: t.TempDir(), Registries: Registries{CAFiles: []string{bad}}}, nil); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("New with a bad CA file: %v, want InvalidArgument", err)
+	}
+}
+
+// TestPullQuota: a pull is refused before anything is stored when
+// Config.Reserve says the declared size does not fit.
+func TestPullQuota(t *testing.T) {
+	host := testRegistry(t)
+	push(t, host+"/q:1", mustRandom(t))
+	var asked int64
+	s, err := New(Config{Root: t.TempDir(), Reserve: func(what string, size int64) error {
+		asked = size
+		return fmt.Errorf("storage quota of 1KiB exceeded: 0B used, %s needs %d more: %w", what, size, errdefs.ErrResourceExhausted)
+	}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	_, err = s.Pull(t.Context(), host+"/q:1", portlayer.RegistryAuth{}, nil)
+	if !errdefs.IsResourceExhausted(err) || !strings.Contains(err.Error(), "pull of "+host+"/q:1") || asked < 256 {
+		t.Fatalf("pull over quota: %v (declared %d)", err, asked)
+	}
+	if imgs, _ := s.List(t.Context()); len(imgs) != 0 {
+		t.Fatalf("a refused pull stored %d images", len(imgs))
+	}
 }

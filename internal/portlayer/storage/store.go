@@ -34,6 +34,23 @@ type Config struct {
 	// Registries is the pull policy: a whitelist and the insecure
 	// registries. The zero value allows all, insecure only on loopback.
 	Registries Registries `toml:"registries" json:"registries"`
+	// Reserve, when set, is asked before an operation adds data (pull:
+	// the manifest's declared layer and config sizes; load, import and
+	// commit: 0, as their size is not known in advance) whether the VCH
+	// may take that many more bytes: the storage quota. Its error
+	// (ResourceExhausted) fails the operation before anything is written.
+	Reserve func(what string, size int64) error `toml:"-" json:"-"`
+}
+
+// reserve asks Config.Reserve, if set.
+func (s *Store) reserve(what string, size int64) error {
+	if s.cfg.Reserve == nil {
+		return nil
+	}
+	if err := s.cfg.Reserve(what, size); err != nil {
+		return fmt.Errorf("storage: %w", err)
+	}
+	return nil
 }
 
 // indexVersion is the schema version of images.json; bumped on incompatible

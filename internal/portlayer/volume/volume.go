@@ -13,6 +13,10 @@
 //	  <name>/disk.ext4     the volume's raw ext4 disk image, sparse
 //	  .tmp/                volumes being created; emptied by New
 //
+// Each extra volume store ([Config.Stores], `--volume-store NAME:PATH`)
+// is laid out as Root is: PATH/<name>/ and PATH/.tmp/. Root itself is the
+// store named "default" unless Stores names "default" otherwise.
+//
 // A volume is created in .tmp/ and renamed into place with its record, so
 // a crash never leaves a half-made volume under a name. Volume names start
 // with an alphanumeric character, so they never collide with ".tmp".
@@ -31,6 +35,7 @@
 package volume
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -86,6 +91,44 @@ type Config struct {
 	InUse func(name string) []string `toml:"-" json:"-"`
 	// Events receives "volume" events (create, destroy); nil drops them.
 	Events Publisher `toml:"-" json:"-"`
+	// Stores are named directories volume disks may live in (vic-machine's
+	// --volume-store NAME:PATH), chosen with the driver option
+	// "volume-store" (or VIC's "VolumeStore"; the key is
+	// case-insensitive). Root is the store named DefaultStore unless
+	// Stores maps that name to another directory. Each is created if
+	// missing (mode 0700) and, like Root, owned by the store.
+	Stores map[string]string `toml:"stores" json:"stores,omitempty"`
+	// Reserve, when set, is asked before a disk is made whether the VCH
+	// may take size more bytes (the storage quota); its error is returned.
+	Reserve func(size int64) error `toml:"-" json:"-"`
+}
+
+// DefaultStore names the volume store of volumes created without a
+// volume-store option.
+const DefaultStore = "default"
+
+// StoreOption is the driver option that picks a volume store; VIC's
+// spelling, "VolumeStore", is accepted too (keys compare case-insensitively,
+// ignoring '-' and '_').
+const StoreOption = "volume-store"
+
+// isStoreOption reports whether an option key names the volume store.
+func isStoreOption(k string) bool {
+	k = strings.NewReplacer("-", "", "_", "").Replace(strings.ToLower(k))
+	return k == "volumestore"
+}
+
+// storeNameRE is what a volume store's name may be.
+var storeNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
+
+// ParseStore parses a "NAME:PATH" --volume-store value; PATH must be
+// absolute. InvalidArgument otherwise.
+func ParseStore(v string) (name, path string, err error) {
+	name, path, ok := strings.Cut(v, ":")
+	if !ok || !storeNameRE.MatchString(name) || !filepath.IsAbs(path) {
+		return "", "", fmt.Errorf("volume: --volume-store %q: want NAME:PATH, NAME letters, digits, '_', '.' or '-' and PATH absolute: %w", v, errdefs.ErrInvalidArgument)
+	}
+	return name, filepath.Clean(path), nil
 }
 
 // Publisher receives the events the store emits; Publish must not block.
@@ -104,6 +147,8 @@ type Store struct {
 	// being created with is never deleted under it.
 	mu   sync.Mutex
 	vols map[string]*record
+	// stores maps each volume store's name to its absolute directory.
+	stores map[string]string
 }
 
 var _ portlayer.Volumes = (*Store)(nil)
@@ -116,6 +161,9 @@ type record struct {
 	Options   map[string]string `json:"options,omitempty"`
 	SizeBytes int64             `json:"size_bytes"`
 	Anonymous bool              `json:"anonymous,omitempty"`
+	// Store is the volume store the volume lives in; set on load from
+	// the directory it was found in.
+	Store string `json:"store,omitempty"`
 }
 
 const (
@@ -146,19 +194,44 @@ func New(cfg Config, logger *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("volume: root: %w", err)
 	}
 	cfg.Root = root
-	s := &Store{cfg: cfg, log: logger.With("component", "volume"), vols: map[string]*record{}}
+	s := &Store{cfg: cfg, log: logger.With("component", "volume"), vols: map[string]*record{}, stores: map[string]string{DefaultStore: root}}
+	byDir := map[string]string{}
+	for name, dir := range cfg.Stores {
+		if !storeNameRE.MatchString(name) || !filepath.IsAbs(dir) {
+			return nil, fmt.Errorf("volume: volume store %q at %q: want a name of letters, digits, '_', '.' or '-' and an absolute path: %w", name, dir, errdefs.ErrInvalidArgument)
+		}
+		s.stores[name] = filepath.Clean(dir)
+	}
+	for _, name := range slices.Sorted(maps.Keys(s.stores)) {
+		dir := s.stores[name]
+		if other, ok := byDir[dir]; ok {
+			return nil, fmt.Errorf("volume: volume stores %q and %q share the directory %s: %w", other, name, dir, errdefs.ErrInvalidArgument)
+		}
+		byDir[dir] = name
+	}
+	for _, store := range slices.Sorted(maps.Keys(s.stores)) {
+		if err := s.load(store); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// load prepares one store's directory and reloads its volumes.
+func (s *Store) load(store string) error {
+	root := s.stores[store]
 	if err := os.MkdirAll(root, 0o700); err != nil {
-		return nil, fmt.Errorf("volume: %w", err)
+		return fmt.Errorf("volume: store %s: %w", store, err)
 	}
 	if err := os.RemoveAll(filepath.Join(root, tmpDir)); err != nil {
-		return nil, fmt.Errorf("volume: clean work dir: %w", err)
+		return fmt.Errorf("volume: store %s: clean work dir: %w", store, err)
 	}
 	if err := os.Mkdir(filepath.Join(root, tmpDir), 0o700); err != nil {
-		return nil, fmt.Errorf("volume: work dir: %w", err)
+		return fmt.Errorf("volume: store %s: work dir: %w", store, err)
 	}
 	entries, err := os.ReadDir(root)
 	if err != nil {
-		return nil, fmt.Errorf("volume: %w", err)
+		return fmt.Errorf("volume: store %s: %w", store, err)
 	}
 	for _, e := range entries {
 		if !e.IsDir() || e.Name() == tmpDir {
@@ -166,12 +239,25 @@ func New(cfg Config, logger *slog.Logger) (*Store, error) {
 		}
 		rec, err := readRecord(filepath.Join(root, e.Name()))
 		if err != nil || rec.Name != e.Name() {
-			s.log.Warn("skipping volume directory without a valid record", "dir", e.Name(), "err", err)
+			s.log.Warn("skipping volume directory without a valid record", "store", store, "dir", e.Name(), "err", err)
 			continue
 		}
+		if prev, ok := s.vols[rec.Name]; ok {
+			s.log.Warn("skipping a volume whose name another store holds", "volume", rec.Name, "store", store, "kept_store", prev.Store)
+			continue
+		}
+		rec.Store = store
 		s.vols[rec.Name] = rec
 	}
-	return s, nil
+	return nil
+}
+
+// Stores returns the volume stores, name to directory.
+func (s *Store) Stores() map[string]string { return maps.Clone(s.stores) }
+
+// dir is a volume's directory.
+func (s *Store) dir(rec *record) string {
+	return filepath.Join(s.stores[cmp.Or(rec.Store, DefaultStore)], rec.Name)
 }
 
 func readRecord(dir string) (*record, error) {
@@ -216,21 +302,30 @@ func SizeOption(v string) (int64, error) {
 	return n, nil
 }
 
-// sizeFor validates a spec's options and returns the disk size.
-func (s *Store) sizeFor(name string, opts map[string]string) (int64, error) {
-	size := s.cfg.DefaultSizeBytes
+// sizeFor validates a spec's options and returns the disk size and the
+// volume store. InvalidArgument for an unknown option or store.
+func (s *Store) sizeFor(name string, opts map[string]string) (int64, string, error) {
+	size, store := s.cfg.DefaultSizeBytes, DefaultStore
 	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		if isStoreOption(k) {
+			store = opts[k]
+			if _, ok := s.stores[store]; !ok {
+				return 0, "", fmt.Errorf("create %s: no volume store named %q: this VCH has %s (vch create --volume-store NAME:PATH): %w",
+					name, store, strings.Join(slices.Sorted(maps.Keys(s.stores)), ", "), errdefs.ErrInvalidArgument)
+			}
+			continue
+		}
 		if k != "size" {
 			// Docker's local driver text for an unknown option.
-			return 0, fmt.Errorf("create %s: invalid option: %q: %w", name, k, errdefs.ErrInvalidArgument)
+			return 0, "", fmt.Errorf("create %s: invalid option: %q: %w", name, k, errdefs.ErrInvalidArgument)
 		}
 		n, err := SizeOption(opts[k])
 		if err != nil {
-			return 0, fmt.Errorf("create %s: %w", name, err)
+			return 0, "", fmt.Errorf("create %s: %w", name, err)
 		}
 		size = n
 	}
-	return size, nil
+	return size, store, nil
 }
 
 func newName() string {
@@ -257,26 +352,44 @@ func (s *Store) CreateVolume(ctx context.Context, spec portlayer.VolumeSpec) (po
 	if rec, ok := s.vols[name]; ok {
 		return s.volume(rec), nil
 	}
-	size, err := s.sizeFor(name, spec.Options)
+	size, store, err := s.sizeFor(name, spec.Options)
 	if err != nil {
 		return portlayer.Volume{}, fmt.Errorf("volume: %w", err)
 	}
+	if s.cfg.Reserve != nil {
+		if err := s.cfg.Reserve(size); err != nil {
+			return portlayer.Volume{}, fmt.Errorf("volume: create %s: %w", name, err)
+		}
+	}
+	opts := map[string]string{}
+	for k, v := range spec.Options {
+		if !isStoreOption(k) {
+			opts[k] = v
+		}
+	}
+	if store != DefaultStore || len(opts) != len(spec.Options) {
+		opts[StoreOption] = store // one spelling, whichever was given
+	}
+	if len(opts) == 0 {
+		opts = nil
+	}
 	rec := &record{
 		Name: name, CreatedAt: time.Now().UTC(), SizeBytes: size, Anonymous: spec.Anonymous,
-		Labels: maps.Clone(spec.Labels), Options: maps.Clone(spec.Options),
+		Labels: maps.Clone(spec.Labels), Options: opts, Store: store,
 	}
 	if err := s.build(ctx, rec); err != nil {
 		return portlayer.Volume{}, err
 	}
 	s.vols[name] = rec
-	s.log.Info("volume created", "volume", name, "size_bytes", size, "anonymous", spec.Anonymous)
+	s.log.Info("volume created", "volume", name, "store", store, "size_bytes", size, "anonymous", spec.Anonymous)
 	s.event("create", name)
 	return s.volume(rec), nil
 }
 
 // build makes the volume's directory under .tmp and renames it into place.
 func (s *Store) build(ctx context.Context, rec *record) error {
-	work, err := os.MkdirTemp(filepath.Join(s.cfg.Root, tmpDir), "create-")
+	storeDir := s.stores[rec.Store]
+	work, err := os.MkdirTemp(filepath.Join(storeDir, tmpDir), "create-")
 	if err != nil {
 		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
 	}
@@ -295,11 +408,11 @@ func (s *Store) build(ctx context.Context, rec *record) error {
 	if err := writeSync(filepath.Join(work, recordFile), b); err != nil {
 		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
 	}
-	final := filepath.Join(s.cfg.Root, rec.Name)
+	final := filepath.Join(storeDir, rec.Name)
 	if err := os.Rename(work, final); err != nil {
 		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
 	}
-	if err := syncDir(s.cfg.Root); err != nil {
+	if err := syncDir(storeDir); err != nil {
 		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
 	}
 	return nil
@@ -395,7 +508,7 @@ func syncDir(dir string) error {
 }
 
 func (s *Store) volume(rec *record) portlayer.Volume {
-	dir := filepath.Join(s.cfg.Root, rec.Name)
+	dir := s.dir(rec)
 	v := portlayer.Volume{
 		Name: rec.Name, Driver: Driver, Mountpoint: dir, DiskPath: filepath.Join(dir, diskFile),
 		CreatedAt: rec.CreatedAt, Labels: maps.Clone(rec.Labels), Options: maps.Clone(rec.Options),
@@ -447,7 +560,8 @@ func (s *Store) ListVolumes(ctx context.Context) ([]portlayer.Volume, error) {
 func (s *Store) RemoveVolume(ctx context.Context, name string, force bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.vols[name]; !ok {
+	rec, ok := s.vols[name]
+	if !ok {
 		if force {
 			return nil
 		}
@@ -460,7 +574,7 @@ func (s *Store) RemoveVolume(ctx context.Context, name string, force bool) error
 			return &portlayer.VolumeInUseError{Name: name, Containers: users}
 		}
 	}
-	dir := filepath.Join(s.cfg.Root, name)
+	dir := s.dir(rec)
 	if err := os.Remove(filepath.Join(dir, recordFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("volume: remove %s: %w", name, err)
 	}

@@ -91,6 +91,9 @@ type Config struct {
 	Limits Limits `json:"limits"`
 	// Registries is the pull policy.
 	Registries Registries `json:"registries"`
+	// VolumeStores are "NAME:PATH" volume stores (--volume-store), PATH
+	// absolute. Delete leaves their directories (and the volumes in them).
+	VolumeStores []string `json:"volume_stores,omitempty"`
 	// Service is how the daemon is kept running: "systemd" or "process".
 	Service string `json:"service"`
 	// LogLevel is the daemon's --log-level.
@@ -126,6 +129,9 @@ type Limits struct {
 	DefaultContainerMemoryMiB int `json:"default_container_memory_mib"`
 	// DefaultContainerCPUs is a VM's vCPUs without --cpus; default 1.
 	DefaultContainerCPUs int `json:"default_container_cpus"`
+	// StorageQuotaBytes caps the host disk space of images, containers
+	// and volumes together (--storage-quota).
+	StorageQuotaBytes int64 `json:"storage_quota_bytes,omitempty"`
 }
 
 // Registries is a VCH's pull policy (see storage.Registries for the
@@ -135,6 +141,9 @@ type Registries struct {
 	Insecure []string `json:"insecure,omitempty"`
 	// Whitelist, when non-empty, is the only registries pulls may use.
 	Whitelist []string `json:"whitelist,omitempty"`
+	// CAFiles are PEM files of extra CAs trusted for TLS registries
+	// (--registry-ca), absolute paths.
+	CAFiles []string `json:"ca_files,omitempty"`
 }
 
 // Layout names the files of one VCH's state directory.

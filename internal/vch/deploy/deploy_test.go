@@ -161,7 +161,11 @@ func TestDaemonArgs(t *testing.T) {
 		name   string
 		change func(*Config)
 	}{
-		{name: "mutual TLS with limits", change: func(c *Config) {}},
+		{name: "mutual TLS with limits", change: func(c *Config) {
+			c.Registries.CAFiles = []string{"/etc/vch/corp-ca.pem"}
+			c.VolumeStores = []string{"fast:/srv/vch/fast"}
+			c.Limits.StorageQuotaBytes = 20 << 30
+		}},
 		{name: "TLS without verify", change: func(c *Config) { c.TLS.Verify = false }},
 		{name: "unix socket without TLS", change: func(c *Config) {
 			c.TLS = TLS{}

@@ -25,6 +25,7 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/portlayer/storage"
+	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/vch"
 	"github.com/vchproject/vch/internal/vch/certs"
 )
@@ -72,6 +73,8 @@ type CreateOptions struct {
 	Limits Limits
 	// Registries is the pull policy.
 	Registries Registries
+	// VolumeStores are "NAME:PATH" volume stores.
+	VolumeStores []string
 	// LogLevel is the daemon's log level ("" is info).
 	LogLevel string
 }
@@ -159,7 +162,12 @@ func validateConfig(c Config) error {
 	default:
 		return fmt.Errorf("vch: --log-level %q: want debug, info, warn or error: %w", c.LogLevel, errdefs.ErrInvalidArgument)
 	}
-	return storage.Registries{Insecure: c.Registries.Insecure, Allowed: c.Registries.Whitelist}.Validate()
+	for _, vs := range c.VolumeStores {
+		if _, _, err := volume.ParseStore(vs); err != nil {
+			return err
+		}
+	}
+	return storage.Registries{Insecure: c.Registries.Insecure, Allowed: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles}.Validate()
 }
 
 // Create deploys a VCH: state directory, certificates, config, service;
@@ -185,7 +193,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 	c := Config{
 		Name: o.Name, Created: time.Now().UTC(), VCHVersion: m.Version, Binary: m.Binary,
 		TLS:   TLS{Enabled: o.TLS, Verify: o.TLS && o.TLSVerify, CNames: o.TLSCNames},
-		Accel: o.Accel, Limits: o.Limits, Registries: o.Registries, Service: kind, LogLevel: o.LogLevel,
+		Accel: o.Accel, Limits: o.Limits, Registries: o.Registries, VolumeStores: o.VolumeStores, Service: kind, LogLevel: o.LogLevel,
 	}
 	if err := validateConfig(c); err != nil {
 		return Created{}, err

@@ -93,6 +93,15 @@ func DaemonArgs(c Config, l Layout) []string {
 	for _, r := range c.Registries.Whitelist {
 		args = append(args, "--whitelist-registry", r)
 	}
+	if lim.StorageQuotaBytes > 0 {
+		args = append(args, "--storage-quota", strconv.FormatInt(lim.StorageQuotaBytes, 10))
+	}
+	for _, vs := range c.VolumeStores {
+		args = append(args, "--volume-store", vs)
+	}
+	for _, f := range c.Registries.CAFiles {
+		args = append(args, "--registry-ca", f)
+	}
 	if c.LogLevel != "" {
 		args = append(args, "--log-level", c.LogLevel)
 	}

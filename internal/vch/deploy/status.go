@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -50,8 +51,10 @@ type Status struct {
 	// Usage is nil when the daemon does not answer.
 	Usage      *Usage
 	Registries RegistriesInfo
-	Service    ServiceInfo
-	Paths      Paths
+	// VolumeStores are the extra volume stores, "NAME:PATH".
+	VolumeStores []string `json:",omitempty"`
+	Service      ServiceInfo
+	Paths        Paths
 }
 
 // Endpoint is how clients reach the VCH.
@@ -85,12 +88,15 @@ type LimitsInfo struct {
 	CPUs                      int
 	DefaultContainerMemoryMiB int
 	DefaultContainerCPUs      int
+	StorageQuotaBytes         int64 `json:",omitempty"`
 }
 
 // RegistriesInfo is the pull policy in force.
 type RegistriesInfo struct {
 	Insecure  []string
 	Whitelist []string
+	// CAFiles are the extra registry CAs (--registry-ca).
+	CAFiles []string `json:",omitempty"`
 }
 
 // Usage is what the VCH's containers hold now.
@@ -101,6 +107,9 @@ type Usage struct {
 	// budget when one is set, else the host's).
 	MemTotalMiB int
 	NCPU        int
+	// StorageUsedBytes is the host disk space the VCH's images,
+	// containers and volumes take (what the quota counts).
+	StorageUsedBytes int64
 }
 
 // ServiceInfo says how the VCH is kept running.
@@ -226,9 +235,11 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 			Containers: c.Limits.Containers, MemoryMiB: c.Limits.MemoryMiB, CPUs: c.Limits.CPUs,
 			DefaultContainerMemoryMiB: cmp.Or(c.Limits.DefaultContainerMemoryMiB, vch.DefaultMemoryMiB),
 			DefaultContainerCPUs:      cmp.Or(c.Limits.DefaultContainerCPUs, 1),
+			StorageQuotaBytes:         c.Limits.StorageQuotaBytes,
 		},
-		Registries: RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist},
-		Service:    ServiceInfo{Kind: c.Service},
+		Registries:   RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
+		VolumeStores: c.VolumeStores,
+		Service:      ServiceInfo{Kind: c.Service},
 		Paths: Paths{
 			StateDir: l.Dir, Config: l.ConfigFile(), Root: l.Root(), Logs: l.Logs(),
 		},
@@ -268,9 +279,15 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 		ContainersRunning int   `json:"ContainersRunning"`
 		NCPU              int   `json:"NCPU"`
 		MemTotal          int64 `json:"MemTotal"`
+		DriverStatus      [][2]string
 	}
 	if err := api.get(ctx, "/info", &info); err == nil {
 		st.Usage = &Usage{Containers: info.Containers, Running: info.ContainersRunning, NCPU: info.NCPU, MemTotalMiB: int(info.MemTotal >> 20)}
+		for _, kv := range info.DriverStatus {
+			if kv[0] == "Storage Used Bytes" {
+				st.Usage.StorageUsedBytes, _ = strconv.ParseInt(kv[1], 10, 64)
+			}
+		}
 	}
 	return st
 }

@@ -31,6 +31,10 @@ type Host struct {
 	RootDir string
 	// Labels are "key=value" labels of the VCH; may be nil.
 	Labels []string
+	// DriverStatus are extra name/value lines docker info shows under
+	// the storage driver (storage quota and usage, volume stores); may
+	// be nil.
+	DriverStatus [][2]string
 	// Warnings are shown by `docker info`; may be nil.
 	Warnings []string
 }

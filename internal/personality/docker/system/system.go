@@ -135,7 +135,7 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 		Containers:         len(cs),
 		Images:             len(imgs),
 		Driver:             Driver,
-		DriverStatus:       [][2]string{{"Backing Filesystem", "ext4 disk images"}, {"Hypervisor", h.Hypervisor}, {"Accelerator", h.Accelerator}},
+		DriverStatus:       append([][2]string{{"Backing Filesystem", "ext4 disk images"}, {"Hypervisor", h.Hypervisor}, {"Accelerator", h.Accelerator}}, h.DriverStatus...),
 		SystemTime:         s.now().Format(time.RFC3339Nano),
 		LoggingDriver:      "json-file",
 		CgroupDriver:       "none",
