@@ -70,21 +70,23 @@ func setStatHeader(w http.ResponseWriter, st portlayer.PathStat) {
 	w.Header().Set("X-Docker-Container-Path-Stat", base64.StdEncoding.EncodeToString(b))
 }
 
-func archivePath(r *http.Request) (string, error) {
+// archivePath reads the ?path= of an archive request (400 when empty) and
+// checks the container exists (404 "No such container").
+func (ar *archiveRouter) archivePath(r *http.Request, name string) (string, error) {
 	p := r.FormValue("path")
 	if p == "" {
 		return "", httputils.InvalidArgument("path cannot be empty")
+	}
+	if _, err := ar.exists(r.Context(), name); err != nil {
+		return "", err
 	}
 	return p, nil
 }
 
 func (ar *archiveRouter) headArchive(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	name := vars["name"]
-	p, err := archivePath(r)
+	p, err := ar.archivePath(r, name)
 	if err != nil {
-		return err
-	}
-	if _, err := ar.exists(r.Context(), name); err != nil {
 		return err
 	}
 	st, err := ar.archives.StatPath(r.Context(), name, p)
@@ -98,11 +100,8 @@ func (ar *archiveRouter) headArchive(w http.ResponseWriter, r *http.Request, var
 
 func (ar *archiveRouter) getArchive(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	name := vars["name"]
-	p, err := archivePath(r)
+	p, err := ar.archivePath(r, name)
 	if err != nil {
-		return err
-	}
-	if _, err := ar.exists(r.Context(), name); err != nil {
 		return err
 	}
 	st, rc, err := ar.archives.GetArchive(r.Context(), name, p)
@@ -127,11 +126,8 @@ func streamTar(w http.ResponseWriter, rc io.Reader) error {
 
 func (ar *archiveRouter) putArchive(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	name := vars["name"]
-	p, err := archivePath(r)
+	p, err := ar.archivePath(r, name)
 	if err != nil {
-		return err
-	}
-	if _, err := ar.exists(r.Context(), name); err != nil {
 		return err
 	}
 	opts := portlayer.PutArchiveOptions{
