@@ -109,6 +109,9 @@ type Capabilities struct {
 	Adopt bool
 	// Shares: Spec.Shares are supported (host directories over virtio-9p).
 	Shares bool
+	// Templates: VMs can be saved as templates and restored from them
+	// instead of booting ([Templater]).
+	Templates bool
 }
 
 // ExitStatus is how a VM ended.
@@ -167,6 +170,44 @@ type Adopter interface {
 	// whose previous channel is still open: the driver waits (bounded by
 	// ctx) until the VMM connects again.
 	Adopt(ctx context.Context, spec Spec) (VM, error)
+}
+
+// Templater is implemented by drivers whose Capabilities report
+// Templates: a VM is booted once as a template, saved at a moment the
+// guest chooses, and VMs of the same shape are then restored from it
+// instead of booting, sharing its unmodified memory.
+//
+// A template never holds anything of one VM's own: its disks, NICs and
+// shares are placeholders, so the guest must not touch them before it is
+// saved, and after a restore it finds the VM's own devices (as a guest
+// does that loads their drivers only then).
+type Templater interface {
+	// TemplateKey names the template spec needs, in letters and digits:
+	// equal for specs of one shape — the same kernel and initrd contents,
+	// Cmdline, MemoryMiB, CPUs, ChannelName and number of Disks, NICs and
+	// Shares, on this driver, VMM and host — and different otherwise.
+	// Name, RuntimeDir, paths, serials, read-only flags, NIC files and
+	// MACs do not count. Unavailable if the boot files cannot be read.
+	TemplateKey(spec Spec) (string, error)
+	// SaveTemplate boots spec as a template whose files go into dir (an
+	// existing directory the caller owns, holding nothing else); only the
+	// shape of spec's Disks, NICs and Shares is used, with placeholders
+	// in their place (NIC i keeps NICs[i].MAC; its File is not used).
+	// ready is called with the guest channel and returns once the guest
+	// waits to be saved; then the VM is frozen, saved into dir and ended.
+	// ready's error is returned as it is; InvalidArgument for a bad spec;
+	// Unavailable if the VMM fails. Spec.RuntimeDir holds the template
+	// VM's runtime files as for Start.
+	SaveTemplate(ctx context.Context, spec Spec, dir string, ready func(ctx context.Context, channel net.Conn) error) error
+	// Restore starts a VM of spec from the template saved in dir, as Start
+	// does, but the guest resumes where ready left it, with spec's own
+	// disks, NICs and shares (the guest runs the template's kernel with
+	// the template's Cmdline). It returns once the channel is connected.
+	// FailedPrecondition if dir holds no template, or one whose key is
+	// not spec's (the caller may Start the VM instead); InvalidArgument
+	// for a bad spec; Unavailable if the VMM fails (a state that does not
+	// load ends the VM: Done is closed).
+	Restore(ctx context.Context, spec Spec, dir string) (VM, error)
 }
 
 // Driver runs VMs. Safe for concurrent use.

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -63,12 +64,32 @@ func run(logger *slog.Logger) error {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "tether")
 	}
 	reaper := startReaper()
-	if err := loadModules(logger); err != nil {
+	template := isTemplate()
+	if err := loadModules(logger, func(name string) bool { return !template || slices.Contains(wire.ChannelModules, name) }); err != nil {
 		return err
 	}
 	port, err := waitPort(ctx)
 	if err != nil {
 		return err
+	}
+	f, err := os.OpenFile(port, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("tether: open channel %s: %w", port, err)
+	}
+	var current map[string]string
+	if template {
+		// Saved here; every restored VM resumes in awaitWake.
+		logger.Info("template ready", "port", port)
+		w, err := awaitWake(f)
+		if err != nil {
+			return err
+		}
+		if current, err = applyWake(logger, w); err != nil {
+			return err
+		}
+		if _, err := f.WriteString(wire.Awake); err != nil {
+			return fmt.Errorf("tether: answer wake: %w", err)
+		}
 	}
 	root, err := findDisk(ctx, wire.RootSerial, true)
 	if err != nil {
@@ -77,13 +98,19 @@ func run(logger *slog.Logger) error {
 	if err := mountRoot(root); err != nil {
 		return err
 	}
-	logger.Info("guest ready", "port", port)
-	f, err := os.OpenFile(port, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("tether: open channel %s: %w", port, err)
-	}
+	logger.Info("guest ready", "port", port, "restored", template)
+	// The host key is made here, after a restored guest's CRNG was
+	// reseeded, so clones of one template never share it.
 	srv := newServer(logger, reaper)
+	srv.nics.current = current
 	return srv.serve(f)
+}
+
+// isTemplate reports whether the kernel command line boots this guest as
+// a template (wire.TemplateCmdline).
+func isTemplate() bool {
+	b, err := os.ReadFile("/proc/cmdline")
+	return err == nil && slices.Contains(strings.Fields(string(b)), wire.TemplateCmdline)
 }
 
 func mountKernelFS() error {
@@ -103,9 +130,11 @@ func mountKernelFS() error {
 	return nil
 }
 
-// loadModules loads the modules named in ModulesOrder, in order. A module
-// that is already present (built in) is skipped.
-func loadModules(logger *slog.Logger) error {
+// loadModules loads the modules named in ModulesOrder, in order, that
+// want accepts (by name without ".ko"); a template guest loads only
+// wire.ChannelModules at boot and the rest after its wake. A module that
+// is already present (loaded before, or built in) is skipped.
+func loadModules(logger *slog.Logger, want func(name string) bool) error {
 	data, err := os.ReadFile(ModulesOrder)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -114,6 +143,9 @@ func loadModules(logger *slog.Logger) error {
 		return fmt.Errorf("tether: read module order: %w", err)
 	}
 	for _, name := range strings.Fields(string(data)) {
+		if !want(strings.TrimSuffix(name, ".ko")) {
+			continue
+		}
 		f, err := os.Open(filepath.Join(ModulesDir, name))
 		if err != nil {
 			return fmt.Errorf("tether: module %s: %w", name, err)

@@ -85,6 +85,9 @@ func Run(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, image Gue
 	if newDriver(t).Capabilities().Adopt {
 		t.Run("Adopt", func(t *testing.T) { RunAdopt(t, newDriver, image) })
 	}
+	if newDriver(t).Capabilities().Templates {
+		t.Run("Templates", func(t *testing.T) { RunTemplates(t, newDriver(t), image) })
+	}
 }
 
 // RunAdopt checks hypervisor.Adopter: a VM started by one driver is

@@ -42,6 +42,25 @@ type paths struct {
 // under TCG the guest TSC ticks at the host's rate, so a wrong value makes
 // the guest clock run fast or slow by the same ratio.
 func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
+	return argvWith(spec, accel, tscKHz, p, vmOptions{})
+}
+
+// vmOptions are how a template is saved and restored: the same devices as
+// a booted VM, the RAM in a file, and for a restore the saved state.
+type vmOptions struct {
+	// memPath, if set, backs guest RAM with this file (QEMU's
+	// memory-backend-file): shared (memShared, a template: the guest's
+	// writes land in the file) or a private copy-on-write mapping of it
+	// (a restored VM: pages stay shared with the template until written).
+	memPath   string
+	memShared bool
+	// incoming waits for a saved state instead of booting (-incoming
+	// defer); RAM in the template's file is skipped both ways (migration
+	// capability x-ignore-shared), so the state is device state only.
+	incoming bool
+}
+
+func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptions) []string {
 	cpu := "max"
 	if accel == AccelTCG {
 		cpu = "qemu64"
@@ -50,9 +69,13 @@ func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 	if spec.Cmdline != "" {
 		cmdline += " " + spec.Cmdline
 	}
+	m := machine
+	if o.memPath != "" {
+		m += ",memory-backend=mem0"
+	}
 	a := []string{
 		"-name", "vch-" + spec.Name,
-		"-M", machine,
+		"-M", m,
 		"-accel", accel,
 		"-cpu", cpu,
 		"-m", strconv.Itoa(spec.MemoryMiB),
@@ -68,6 +91,19 @@ func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 		"-chardev", "socket,id=tether,path=" + escape(p.channel) + ",reconnect=1",
 		"-device", "virtserialport,chardev=tether,name=" + escape(spec.ChannelName),
 	}
+	if o.memPath != "" {
+		share := "off"
+		if o.memShared {
+			share = "on"
+		}
+		a = append(a, "-object", fmt.Sprintf("memory-backend-file,id=mem0,size=%dM,mem-path=%s,share=%s", spec.MemoryMiB, escape(o.memPath), share))
+	}
+	if o.incoming {
+		// The state comes over QMP (migrate-incoming), after the
+		// x-ignore-shared capability is set: QEMU 7.2 has no
+		// command-line form of it.
+		a = append(a, "-incoming", "defer")
+	}
 	for i, d := range spec.Disks {
 		drive := fmt.Sprintf("id=disk%d,file=%s,format=%s,if=none,cache=writeback,discard=unmap", i, escape(d.Path), d.Format)
 		if d.ReadOnly {
@@ -79,8 +115,13 @@ func argv(spec hypervisor.Spec, accel string, tscKHz int, p paths) []string {
 		}
 		a = append(a, "-drive", drive, "-device", dev)
 	}
-	// NIC i is the tap passed as the child's fd 3+i (exec.Cmd.ExtraFiles).
+	// NIC i is the tap passed as the child's fd 3+i (exec.Cmd.ExtraFiles);
+	// a NIC without a file (a template's) has no backend.
 	for i, n := range spec.NICs {
+		if n.File == nil {
+			a = append(a, "-device", fmt.Sprintf("virtio-net-device,mac=%s", n.MAC))
+			continue
+		}
 		a = append(a, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", i, 3+i),
 			"-device", fmt.Sprintf("virtio-net-device,netdev=net%d,mac=%s", i, n.MAC))
 	}

@@ -25,6 +25,12 @@ func (v *monitor) run(ctx context.Context, command string) error {
 
 // query is run returning the reply's "return" value (raw JSON).
 func (v *monitor) query(ctx context.Context, command string) (json.RawMessage, error) {
+	return v.execute(ctx, command, nil)
+}
+
+// execute sends one QMP command with its arguments (nil for none; QEMU
+// QMP reference) and returns the reply's "return" value (raw JSON).
+func (v *monitor) execute(ctx context.Context, command string, args any) (json.RawMessage, error) {
 	mon, err := qmp.NewSocketMonitor("unix", v.qmpPath, qmpTimeout)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: QMP %s: %w: %w", command, err, errdefs.ErrUnavailable)
@@ -33,7 +39,10 @@ func (v *monitor) query(ctx context.Context, command string) (json.RawMessage, e
 		return nil, fmt.Errorf("qemu: QMP connect: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	defer mon.Disconnect()
-	cmd, _ := json.Marshal(qmp.Command{Execute: command})
+	cmd, err := json.Marshal(qmp.Command{Execute: command, Args: args})
+	if err != nil {
+		return nil, fmt.Errorf("qemu: QMP %s: %w", command, err)
+	}
 	type result struct {
 		raw []byte
 		err error

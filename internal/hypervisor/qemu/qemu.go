@@ -56,6 +56,7 @@ type Driver struct {
 	accel  string
 	tscKHz int
 	logger *slog.Logger
+	ids    fileIDs // template keys' file digests
 }
 
 // New returns a driver. InvalidArgument for an unknown accelerator;
@@ -88,16 +89,20 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	return &Driver{cfg: cfg, accel: chooseAccel(cfg.Accel), tscKHz: hostTSCKHz(), logger: logger.With("component", "qemu")}, nil
 }
 
-// Capabilities reports the accelerator in use; VMs can be paused (QMP)
-// and adopted by a later driver (Adopt).
+// Capabilities reports the accelerator in use; VMs can be paused (QMP),
+// adopted by a later driver (Adopt) and restored from templates.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true}
+	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true, Templates: true}
 }
 
 // validSerial is what Disk.Serial may hold (empty included).
 var validSerial = regexp.MustCompile(`^[A-Za-z0-9_-]*$`)
 
-func validate(spec hypervisor.Spec) error {
+func validate(spec hypervisor.Spec) error { return validateShape(spec, false) }
+
+// validateShape checks spec; a template's (template true) NICs have no
+// device behind them, only a MAC.
+func validateShape(spec hypervisor.Spec, template bool) error {
 	switch {
 	case !validName.MatchString(spec.Name):
 		return fmt.Errorf("qemu: VM name %q: want letters, digits, '_', '.', '-': %w", spec.Name, errdefs.ErrInvalidArgument)
@@ -114,7 +119,7 @@ func validate(spec hypervisor.Spec) error {
 		}
 	}
 	for _, n := range spec.NICs {
-		if n.File == nil || !validMAC.MatchString(n.MAC) {
+		if (n.File == nil) != template || !validMAC.MatchString(n.MAC) {
 			return fmt.Errorf("qemu: NIC needs an open device and a MAC like 02:42:ac:11:00:02 (got %q): %w", n.MAC, errdefs.ErrInvalidArgument)
 		}
 	}
@@ -165,6 +170,17 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
+	v, err := d.launch(ctx, spec, vmOptions{})
+	if err != nil {
+		return nil, err
+	}
+	d.logger.Info("vm started", "vm", spec.Name, "pid", v.Pid(), "accel", d.accel)
+	return v, nil
+}
+
+// launch starts QEMU for a validated spec and returns once it connected
+// the guest channel.
+func (d *Driver) launch(ctx context.Context, spec hypervisor.Spec, o vmOptions) (*vm, error) {
 	p := runtimePaths(spec.RuntimeDir)
 	if len(p.channel) > maxSocketPath || len(p.qmp) > maxSocketPath {
 		return nil, fmt.Errorf("qemu: runtime dir %s too long for a unix socket: %w", spec.RuntimeDir, errdefs.ErrInvalidArgument)
@@ -182,11 +198,13 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	}
 	defer logf.Close()
 	_ = os.Remove(p.pidfile)
-	cmd := exec.Command(d.cfg.Binary, argv(spec, d.accel, d.tscKHz, p)...)
+	cmd := exec.Command(d.cfg.Binary, argvWith(spec, d.accel, d.tscKHz, p, o)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	for _, n := range spec.NICs {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, n.File)
+		if n.File != nil {
+			cmd.ExtraFiles = append(cmd.ExtraFiles, n.File)
+		}
 	}
 	// Own session: signals to the daemon's process group never reach VMs.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -206,7 +224,6 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if !v.setChannel(c) {
 		return nil, fmt.Errorf("qemu: VMM exited at start: %w: %w", v.Status().Err, errdefs.ErrUnavailable)
 	}
-	d.logger.Info("vm started", "vm", spec.Name, "pid", cmd.Process.Pid, "accel", d.accel)
 	return v, nil
 }
 

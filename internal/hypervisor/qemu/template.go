@@ -1,0 +1,306 @@
+package qemu
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+)
+
+// A template directory holds, once SaveTemplate has finished:
+//
+//	template.json     the manifest: key, format, when saved (written last)
+//	memory            guest RAM (MemoryMiB, sparse): the guest as saved
+//	state             device state (QEMU migration stream without RAM)
+//	placeholder.img   1 MiB empty raw disk the template's disk slots used
+//	placeholder/      empty directory its share slots used
+//
+// Restored VMs map memory privately (copy-on-write): the pages a clone
+// never writes stay one copy in the host's page cache for all clones.
+const (
+	manifestFile    = "template.json"
+	memoryFile      = "memory"
+	stateFile       = "state"
+	placeholderDisk = "placeholder.img"
+	placeholderDir  = "placeholder"
+)
+
+// templateFormat is bumped whenever the device layout argv builds changes
+// in a way a saved template cannot follow: a template of another format
+// is not restored.
+const templateFormat = 1
+
+// placeholderBytes is the size of the placeholder disk: any size will do,
+// as the guest must not probe it before the save.
+const placeholderBytes = 1 << 20
+
+// migrationPoll is how often SaveTemplate asks QEMU whether the save has
+// finished (it takes ~60 ms for a 256 MiB guest, RAM excluded).
+const migrationPoll = 10 * time.Millisecond
+
+// ignoreShared is migrate-set-capabilities' argument that leaves RAM
+// backed by a shared file out of the migration stream (QEMU QMP reference,
+// MigrationCapability x-ignore-shared).
+var ignoreShared = map[string]any{"capabilities": []map[string]any{{"capability": "x-ignore-shared", "state": true}}}
+
+// manifest is template.json.
+type manifest struct {
+	Key    string    `json:"key"`
+	Format int       `json:"format"`
+	Saved  time.Time `json:"saved"`
+}
+
+// TemplateKey implements hypervisor.Templater: the first 16 bytes of a
+// SHA-256, in hex (32 characters), over the template format, the QEMU
+// binary (path, size, modification time), the accelerator, the guest TSC
+// rate, the contents of Kernel and Initrd, Cmdline, MemoryMiB, CPUs,
+// ChannelName and the number of disks, NICs and shares. Unavailable if
+// the kernel or initrd cannot be read.
+func (d *Driver) TemplateKey(spec hypervisor.Spec) (string, error) {
+	h := sha256.New()
+	qemu, err := d.fileID(d.cfg.Binary, false)
+	if err != nil {
+		return "", err
+	}
+	kernel, err := d.fileID(spec.Kernel, true)
+	if err != nil {
+		return "", err
+	}
+	initrd, err := d.fileID(spec.Initrd, true)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(h, "format=%d\nqemu=%s\naccel=%s\ntsc=%d\nkernel=%s\ninitrd=%s\ncmdline=%q\nmem=%d\ncpus=%d\nchannel=%q\ndisks=%d\nnics=%d\nshares=%d\n",
+		templateFormat, qemu, d.accel, d.tscKHz, kernel, initrd, spec.Cmdline, spec.MemoryMiB, spec.CPUs, spec.ChannelName,
+		len(spec.Disks), len(spec.NICs), len(spec.Shares))
+	return hex.EncodeToString(h.Sum(nil)[:16]), nil
+}
+
+// fileIDs caches content digests by path, size and modification time, so
+// a key costs a stat per file, not a read of a 26 MB kernel.
+type fileIDs struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+// fileID identifies a file: its path, size and modification time, and
+// with content its SHA-256 (cached while those three stay the same).
+func (d *Driver) fileID(path string, content bool) (string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return "", fmt.Errorf("qemu: template key: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	stamp := path + "|" + strconv.FormatInt(st.Size(), 10) + "|" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
+	if !content {
+		return stamp, nil
+	}
+	d.ids.mu.Lock()
+	defer d.ids.mu.Unlock()
+	if id, ok := d.ids.m[stamp]; ok {
+		return id, nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("qemu: template key: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("qemu: template key: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	id := hex.EncodeToString(h.Sum(nil))
+	if d.ids.m == nil {
+		d.ids.m = map[string]string{}
+	}
+	d.ids.m[stamp] = id
+	return id, nil
+}
+
+// SaveTemplate implements hypervisor.Templater. The template VM's RAM is
+// dir/memory, mapped shared so the guest's writes land in it; disks are
+// read-only placeholders, NICs have no backend, shares are an empty
+// directory. After ready, QMP migrate-set-capabilities x-ignore-shared
+// and "migrate" to exec:cat > dir/state (QEMU QMP reference), and the
+// VMM is killed.
+func (d *Driver) SaveTemplate(ctx context.Context, spec hypervisor.Spec, dir string, ready func(ctx context.Context, channel net.Conn) error) error {
+	key, err := d.TemplateKey(spec)
+	if err != nil {
+		return err
+	}
+	spec.Disks = append([]hypervisor.Disk(nil), spec.Disks...)
+	spec.NICs = append([]hypervisor.NIC(nil), spec.NICs...)
+	spec.Shares = append([]hypervisor.Share(nil), spec.Shares...)
+	disk, share := filepath.Join(dir, placeholderDisk), filepath.Join(dir, placeholderDir)
+	for i := range spec.Disks {
+		spec.Disks[i] = hypervisor.Disk{Path: disk, Format: "raw", ReadOnly: true, Serial: spec.Disks[i].Serial}
+	}
+	for i := range spec.NICs {
+		spec.NICs[i].File = nil
+	}
+	for i := range spec.Shares {
+		spec.Shares[i].Path, spec.Shares[i].ReadOnly = share, true
+	}
+	if err := os.MkdirAll(share, 0o700); err != nil {
+		return fmt.Errorf("qemu: template: %w", err)
+	}
+	if err := writeSparse(disk, placeholderBytes); err != nil {
+		return err
+	}
+	if err := validateShape(spec, true); err != nil {
+		return err
+	}
+	mem := filepath.Join(dir, memoryFile)
+	_ = os.Remove(mem)
+	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, memShared: true})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		_ = v.Kill()
+		<-v.Done()
+	}()
+	if err := ready(ctx, v.Channel()); err != nil {
+		return err
+	}
+	// No "stop" first: a migration of a running VM stops it itself at
+	// the end and records it as running, so a restored VM runs as soon
+	// as its state is loaded (one saved paused would wait for "cont").
+	if _, err := v.execute(ctx, "migrate-set-capabilities", ignoreShared); err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, stateFile+".tmp")
+	if _, err := v.execute(ctx, "migrate", map[string]string{"uri": "exec:cat > " + shellQuote(tmp)}); err != nil {
+		return err
+	}
+	if err := v.awaitMigration(ctx); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, stateFile)); err != nil {
+		return fmt.Errorf("qemu: template: %w", err)
+	}
+	b, _ := json.Marshal(manifest{Key: key, Format: templateFormat, Saved: time.Now().UTC()})
+	if err := os.WriteFile(filepath.Join(dir, manifestFile), b, 0o600); err != nil {
+		return fmt.Errorf("qemu: template: %w", err)
+	}
+	d.logger.Info("template saved", "vm", spec.Name, "key", key)
+	return nil
+}
+
+// awaitMigration polls QMP query-migrate until the outgoing migration
+// completed; Unavailable if it failed or was cancelled.
+func (v *vm) awaitMigration(ctx context.Context) error {
+	for {
+		raw, err := v.query(ctx, "query-migrate")
+		if err != nil {
+			return err
+		}
+		var st struct {
+			Status    string `json:"status"`
+			ErrorDesc string `json:"error-desc"`
+		}
+		if err := json.Unmarshal(raw, &st); err != nil {
+			return fmt.Errorf("qemu: QMP query-migrate: %w", err)
+		}
+		switch st.Status {
+		case "completed":
+			return nil
+		case "failed", "cancelled":
+			return fmt.Errorf("qemu: template save %s: %s: %w", st.Status, st.ErrorDesc, errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("qemu: template save: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+		case <-v.done:
+			return fmt.Errorf("qemu: VMM ended while saving the template: %w", errdefs.ErrUnavailable)
+		case <-time.After(migrationPoll):
+		}
+	}
+}
+
+// Restore implements hypervisor.Templater: QEMU starts with spec's
+// devices, dir/memory mapped privately as its RAM and -incoming defer;
+// then QMP migrate-set-capabilities x-ignore-shared and migrate-incoming
+// exec:cat dir/state, and QEMU runs the guest once the state is loaded.
+// A state that does not load makes QEMU exit (Unavailable), and a VM whose
+// guest then does not answer is the caller's to kill.
+func (d *Driver) Restore(ctx context.Context, spec hypervisor.Spec, dir string) (hypervisor.VM, error) {
+	if err := validate(spec); err != nil {
+		return nil, err
+	}
+	key, err := d.TemplateKey(spec)
+	if err != nil {
+		return nil, err
+	}
+	b, err := os.ReadFile(filepath.Join(dir, manifestFile))
+	if err != nil {
+		return nil, fmt.Errorf("qemu: no template in %s: %w: %w", dir, err, errdefs.ErrFailedPrecondition)
+	}
+	var m manifest
+	if err := json.Unmarshal(b, &m); err != nil || m.Key != key || m.Format != templateFormat {
+		return nil, fmt.Errorf("qemu: template in %s is not one for this VM (key %q, want %q): %w", dir, m.Key, key, errdefs.ErrFailedPrecondition)
+	}
+	state, mem := filepath.Join(dir, stateFile), filepath.Join(dir, memoryFile)
+	for _, f := range []string{state, mem} {
+		if _, err := os.Stat(f); err != nil {
+			return nil, fmt.Errorf("qemu: template in %s: %w: %w", dir, err, errdefs.ErrFailedPrecondition)
+		}
+	}
+	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, incoming: true})
+	if err != nil {
+		return nil, err
+	}
+	if _, err := v.execute(ctx, "migrate-set-capabilities", ignoreShared); err == nil {
+		_, err = v.execute(ctx, "migrate-incoming", map[string]string{"uri": "exec:cat " + shellQuote(state)})
+	}
+	if err != nil {
+		_ = v.Kill()
+		<-v.Done()
+		return nil, fmt.Errorf("qemu: restore %s: %w", spec.Name, err)
+	}
+	d.logger.Info("vm restored", "vm", spec.Name, "pid", v.Pid(), "key", key)
+	return v, nil
+}
+
+// writeSparse creates (or truncates) a sparse file of size bytes.
+func writeSparse(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("qemu: template: %w", err)
+	}
+	err = f.Truncate(size)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("qemu: template: %w", err)
+	}
+	return nil
+}
+
+// shellQuote quotes s for /bin/sh, which runs QEMU's exec: migration URIs.
+func shellQuote(s string) string {
+	out := []byte{'\''}
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			out = append(out, `'\''`...)
+			continue
+		}
+		out = append(out, s[i])
+	}
+	return string(append(out, '\''))
+}
+
+var _ hypervisor.Templater = (*Driver)(nil)
+

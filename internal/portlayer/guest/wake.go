@@ -1,0 +1,91 @@
+package guest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// AwaitTemplate reads the channel of a guest booted as a template
+// (wire.TemplateCmdline) until it announces wire.TemplateReady: from then
+// on the guest waits for its wake, and the VM can be saved. Unavailable
+// if the channel ends, or ctx does, first.
+func AwaitTemplate(ctx context.Context, c net.Conn) error {
+	if err := expectLine(ctx, c, wire.TemplateReady); err != nil {
+		return fmt.Errorf("guest: template not ready: %w", err)
+	}
+	return nil
+}
+
+// Wake sends a VM restored from a template its wire.Wake — the host's
+// clock now, wire.EntropyBytes of fresh entropy from crypto/rand, and
+// bootMACs (its NICs' hardware addresses in device order) — and returns
+// once the guest answered wire.Awake; the channel then carries the SSH
+// session as for a booted guest (Dial). Unavailable if the guest does not
+// answer before ctx ends, or the channel ends first.
+func Wake(ctx context.Context, c net.Conn, bootMACs []string) error {
+	w := wire.Wake{TimeUnixNano: time.Now().UnixNano(), Entropy: make([]byte, wire.EntropyBytes), BootMACs: bootMACs}
+	if _, err := rand.Read(w.Entropy); err != nil {
+		return fmt.Errorf("guest: wake: entropy: %w", err)
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		return fmt.Errorf("guest: wake: %w", err)
+	}
+	if len(b)+1 > wire.MaxWakeBytes {
+		return fmt.Errorf("guest: wake of %d bytes exceeds %d: %w", len(b)+1, wire.MaxWakeBytes, errdefs.ErrInvalidArgument)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	_, err = c.Write(append(b, '\n'))
+	if !stop() {
+		return fmt.Errorf("guest: wake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+	}
+	if err != nil {
+		return fmt.Errorf("guest: wake: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	if err := expectLine(ctx, c, wire.Awake); err != nil {
+		return fmt.Errorf("guest: wake not answered: %w", err)
+	}
+	return nil
+}
+
+// expectLine reads c byte by byte (so nothing after the line is taken
+// from the stream) until it has read want, which ends in '\n'; other
+// bytes before it (a console line) are skipped. Bounded by ctx: the read
+// is cut by a past deadline, which is then cleared.
+func expectLine(ctx context.Context, c net.Conn, want string) error {
+	stop := context.AfterFunc(ctx, func() { _ = c.SetReadDeadline(time.Unix(1, 0)) })
+	defer func() {
+		if !stop() {
+			_ = c.SetReadDeadline(time.Time{})
+		}
+	}()
+	var got []byte
+	b := make([]byte, 1)
+	for {
+		if _, err := c.Read(b); err != nil {
+			if ctx.Err() != nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+		}
+		got = append(got, b[0])
+		if b[0] != '\n' {
+			if len(got) > wire.MaxWakeBytes {
+				got = got[:0]
+			}
+			continue
+		}
+		if string(got) == want {
+			return nil
+		}
+		got = got[:0]
+	}
+}

@@ -1,0 +1,65 @@
+package wire
+
+import "fmt"
+
+// # Templates: a guest saved before it knows its container
+//
+// A VM may start from a template instead of booting: a guest that booted
+// once with [TemplateCmdline] on its kernel command line, loaded only the
+// modules its channel needs ([ChannelModules]), opened the port, wrote
+// [TemplateReady] and then waited, was frozen and saved by the VMM. Every
+// VM restored from that template resumes inside that wait, with the
+// template's kernel state, clock and randomness, and before anything else
+// the host writes one [Wake] as a single JSON line ending in '\n' on the
+// channel. The guest applies it (entropy, clock, the remaining modules,
+// its NICs' addresses), answers [Awake] and only then serves SSH as a
+// booted guest does: the SSH host key and everything about the container
+// come after the wake.
+
+// TemplateCmdline is the kernel argument that boots a guest as a template.
+const TemplateCmdline = "vch.template=1"
+
+// TemplateReady is what a template guest writes on the channel once it
+// waits for its [Wake]: the moment to save it.
+const TemplateReady = "vch-template-ready\n"
+
+// Awake is what a restored guest writes after it applied its [Wake],
+// before it serves SSH.
+const Awake = "vch-awake\n"
+
+// MaxWakeBytes bounds one [Wake] line: a seed and a few MACs fit many
+// times over, and the guest reads it byte by byte.
+const MaxWakeBytes = 4096
+
+// EntropyBytes is how much fresh host entropy a [Wake] carries: 64 bytes,
+// twice the 256 bits the guest's CRNG keys itself from.
+const EntropyBytes = 64
+
+// ChannelModules are the modules (in load order) a template guest loads
+// before it is saved: the virtio-mmio transport and virtio-serial, for
+// its channel. Block, network, 9p and other device drivers load after the
+// wake, so they probe the restored VM's own disks, NICs and shares, not
+// the template's placeholders.
+var ChannelModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_console"}
+
+// Wake is the first message to a guest restored from a template.
+type Wake struct {
+	// TimeUnixNano is the host's clock when it sent the wake; the guest
+	// sets its own from it (a restored clock continues from the save).
+	TimeUnixNano int64 `json:"time_unix_nano"`
+	// Entropy is fresh host randomness ([EntropyBytes] of it), credited to
+	// the guest kernel's pool and used to reseed its CRNG, so clones of
+	// one template never share random numbers.
+	Entropy []byte `json:"entropy"`
+	// BootMACs are the hardware addresses of this VM's NICs, in device
+	// order: the guest sees NIC i with [TemplateMAC](i), the template's
+	// address, and treats it as the NIC whose [Interface.BootMAC] is
+	// BootMACs[i].
+	BootMACs []string `json:"boot_macs,omitempty"`
+}
+
+// TemplateMAC is the hardware address a template gives its NIC i (0..255):
+// locally administered, never a container's (those come from the VCH's
+// networks), the same for every template so the guest can find NIC i in
+// a restored VM.
+func TemplateMAC(i int) string { return fmt.Sprintf("02:76:63:68:ff:%02x", i&0xff) }
