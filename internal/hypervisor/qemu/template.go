@@ -303,4 +303,3 @@ func shellQuote(s string) string {
 }
 
 var _ hypervisor.Templater = (*Driver)(nil)
-
