@@ -26,6 +26,7 @@ type limitFlags struct {
 	registryCAs           []string
 	volumeStores          []string
 	storageQuota          string
+	vmTemplates           bool
 }
 
 func (lf *limitFlags) install(f *pflag.FlagSet) {
@@ -40,6 +41,7 @@ func (lf *limitFlags) install(f *pflag.FlagSet) {
 	f.StringArrayVar(&lf.registryCAs, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries (pull and push), added to the system pool; repeatable")
 	f.StringVar(&lf.storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together: 20g, 500m (empty or 0: no limit); checked before pull, load, import, commit and volume create")
 	f.StringArrayVar(&lf.volumeStores, "volume-store", nil, "NAME:PATH: a directory (absolute) volume disks may live in, chosen with docker volume create --opt volume-store=NAME; repeatable; the VCH root's volumes/ is \"default\" unless named here")
+	f.BoolVar(&lf.vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold, no guest memory shared between VMs)")
 	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
 }
 
@@ -87,6 +89,9 @@ func (lf *limitFlags) apply(f *pflag.FlagSet, c *deploy.Config, all bool) error 
 			return err
 		}
 		c.Limits.StorageQuotaBytes = int64(mib) << 20
+	}
+	if set("vm-templates") {
+		c.Limits.NoVMTemplates = !lf.vmTemplates
 	}
 	if set("volume-store") {
 		c.VolumeStores = nonEmpty(lf.volumeStores)

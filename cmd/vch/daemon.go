@@ -71,6 +71,7 @@ func daemonCmd() *cobra.Command {
 	var tf tlsFlags
 	var volumeStores []string
 	var storageQuota string
+	var vmTemplates bool
 	cmd := &cobra.Command{
 		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
 		Short: "Run one VCH endpoint in the foreground until SIGTERM or SIGINT",
@@ -98,6 +99,7 @@ TLS.`,
 			if cfg.DefaultCPUs < 1 {
 				return fmt.Errorf("--default-container-cpus %d: at least 1", cfg.DefaultCPUs)
 			}
+			cfg.NoVMTemplates = !vmTemplates
 			if storageQuota != "" {
 				n, err := units.RAMInBytes(storageQuota)
 				if err != nil || n < 0 {
@@ -162,6 +164,7 @@ TLS.`,
 	f.StringArrayVar(&volumeStores, "volume-store", nil, "NAME:PATH, a directory volume disks may live in (docker volume create --opt volume-store=NAME), repeatable; ROOT/volumes is \"default\" unless named here")
 	f.BoolVar(&cfg.NoEgress, "no-egress", false, "containers cannot open TCP connections to addresses outside the VCH")
 	f.StringVar(&cfg.EgressNamespace, "egress-netns", "", "named network namespace that containers' outbound TCP connections leave from (default: the daemon's)")
+	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.install(f)

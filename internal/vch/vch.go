@@ -107,6 +107,10 @@ type Config struct {
 	// namespace such connections leave from (default: the daemon's).
 	NoEgress        bool   `toml:"no_egress" json:"no_egress"`
 	EgressNamespace string `toml:"egress_namespace" json:"egress_namespace"`
+	// NoVMTemplates boots every container VM cold instead of restoring
+	// it from a template of its shape (--vm-templates=false): no guest
+	// memory is shared between VMs. Default false (templates on).
+	NoVMTemplates bool `toml:"no_vm_templates" json:"no_vm_templates"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -184,7 +188,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	evlog := events.New(events.DefaultCapacity)
 	v := &VCH{cfg: cfg, logger: logger, lock: lock}
-	v.disk = &budget.Disk{Limit: cfg.StorageQuotaBytes, Dirs: []string{root}}
+	v.disk = &budget.Disk{Limit: cfg.StorageQuotaBytes, Dirs: []string{root}, Skip: []string{filepath.Join(root, "compute", "templates")}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.VolumeStores)) {
 		v.disk.Dirs = append(v.disk.Dirs, cfg.VolumeStores[name])
 	}
@@ -235,6 +239,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
 		Events: evlog, Network: v.network, Networks: v.network, Volumes: v.volumes,
 		ShareKernel: shareKernel, ShareInitrd: shareInitrd, BindRoots: cfg.BindRoots,
+		VMTemplates: !cfg.NoVMTemplates,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.network.Close()
@@ -328,6 +333,11 @@ func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) {
 	for _, name := range slices.Sorted(maps.Keys(stores)) {
 		h.DriverStatus = append(h.DriverStatus, [2]string{"Volume Store " + name, stores[name]})
 	}
+	templates := "off (every container VM boots)"
+	if v.compute.VMTemplates() {
+		templates = "on (container VMs are restored from templates)"
+	}
+	h.DriverStatus = append(h.DriverStatus, [2]string{"VM Templates", templates})
 	return h, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 
 	"github.com/containerd/errdefs"
@@ -35,6 +36,9 @@ type Disk struct {
 	// Dirs are the directories whose files count (the VCH root and each
 	// volume store outside it); nested or repeated ones count once.
 	Dirs []string
+	// Skip are directories under Dirs whose files do not count: the VCH's
+	// own caches (VM templates), which it makes again at every start.
+	Skip []string
 
 	mu sync.Mutex // one Reserve at a time, so two admissions don't both pass
 }
@@ -50,6 +54,9 @@ func (d *Disk) Usage() (int64, error) {
 					return nil // removed while walking
 				}
 				return err
+			}
+			if e.IsDir() && slices.Contains(d.Skip, path) {
+				return filepath.SkipDir
 			}
 			if !e.Type().IsRegular() {
 				return nil

@@ -158,7 +158,7 @@ func (s *Service) bootMaintenance(ctx context.Context, c *container, rec portlay
 	if len(shares) > 0 {
 		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
 	}
-	vm, err := s.driver.Start(ctx, spec)
+	vm, err := s.vms.Start(ctx, spec)
 	if err != nil {
 		return nil, nil, fmt.Errorf("compute: start maintenance VM: %w", err)
 	}

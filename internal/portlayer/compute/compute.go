@@ -35,6 +35,7 @@ import (
 
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/portlayer/vmtemplate"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -72,6 +73,10 @@ type Config struct {
 	// sources may lie ("/" allows any); empty refuses bind mounts
 	// (PermissionDenied).
 	BindRoots []string `toml:"bind_roots" json:"bind_roots"`
+	// VMTemplates restores container VMs from per-shape templates under
+	// Root/templates instead of booting each (package vmtemplate);
+	// false boots every VM cold and shares no memory between VMs.
+	VMTemplates bool `toml:"vm_templates" json:"vm_templates"`
 }
 
 // Publisher receives the events compute emits (package events implements
@@ -115,6 +120,7 @@ const (
 type Service struct {
 	cfg    Config
 	driver hypervisor.Driver
+	vms    *vmtemplate.Starter // starts VMs: restored from templates, or booted
 	rootfs portlayer.RootfsStore
 	logger *slog.Logger
 	recs   *records
@@ -173,7 +179,12 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, driver: driver, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs,
+	vms, err := vmtemplate.New(vmtemplate.Config{Enabled: cfg.VMTemplates, Dir: filepath.Join(cfg.Root, "templates")}, driver, logger)
+	if err != nil {
+		recs.close()
+		return nil, err
+	}
+	s := &Service{cfg: cfg, driver: driver, vms: vms, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs,
 		containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots, done: make(chan struct{})}
 	all, err := recs.all()
 	if err != nil {
@@ -184,7 +195,25 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		s.containers[rec.ID] = s.newContainer(rec)
 	}
 	s.startAtBoot(s.restore())
+	vms.Prepare(s.commonShape())
 	return s, nil
+}
+
+// VMTemplates reports whether container VMs are restored from templates
+// (Config.VMTemplates, and a driver that can).
+func (s *Service) VMTemplates() bool { return s.vms.Enabled() }
+
+// commonShape is the VM shape most containers have, whose template the
+// service prepares at start: default memory and vCPUs, the default
+// kernel, a root disk over an image disk, and one network with its spare
+// NICs when there are networks.
+func (s *Service) commonShape() hypervisor.Spec {
+	spec := hypervisor.Spec{Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd, MemoryMiB: s.cfg.DefaultMemoryMiB, CPUs: s.cfg.DefaultCPUs,
+		ChannelName: s.cfg.ChannelName, Disks: make([]hypervisor.Disk, 2)}
+	if s.cfg.Network != nil {
+		spec.NICs = make([]hypervisor.NIC, 1+SpareNICs)
+	}
+	return spec
 }
 
 // Close detaches from every container VM and closes the store: the VMs
@@ -220,6 +249,7 @@ func (s *Service) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		s.logger.Warn("compute: close: supervisors still busy", "err", ctx.Err())
 	}
+	s.vms.Close()
 	for _, c := range all {
 		c.out.close()
 	}

@@ -378,7 +378,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		// others keep the default one.
 		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
 	}
-	vm, err := s.driver.Start(ctx, spec)
+	vm, err := s.vms.Start(ctx, spec)
 	plumbed.closeFiles()
 	if err != nil {
 		s.unplumb(c.id)

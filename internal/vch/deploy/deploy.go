@@ -132,6 +132,8 @@ type Limits struct {
 	// StorageQuotaBytes caps the host disk space of images, containers
 	// and volumes together (--storage-quota).
 	StorageQuotaBytes int64 `json:"storage_quota_bytes,omitempty"`
+	// NoVMTemplates boots every container VM cold (--vm-templates=false).
+	NoVMTemplates bool `json:"no_vm_templates,omitempty"`
 }
 
 // Registries is a VCH's pull policy (see storage.Registries for the

@@ -93,6 +93,9 @@ func DaemonArgs(c Config, l Layout) []string {
 	for _, r := range c.Registries.Whitelist {
 		args = append(args, "--whitelist-registry", r)
 	}
+	if lim.NoVMTemplates {
+		args = append(args, "--vm-templates=false")
+	}
 	if lim.StorageQuotaBytes > 0 {
 		args = append(args, "--storage-quota", strconv.FormatInt(lim.StorageQuotaBytes, 10))
 	}

@@ -89,6 +89,8 @@ type LimitsInfo struct {
 	DefaultContainerMemoryMiB int
 	DefaultContainerCPUs      int
 	StorageQuotaBytes         int64 `json:",omitempty"`
+	// VMTemplates: container VMs are restored from templates.
+	VMTemplates bool
 }
 
 // RegistriesInfo is the pull policy in force.
@@ -236,6 +238,7 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 			DefaultContainerMemoryMiB: cmp.Or(c.Limits.DefaultContainerMemoryMiB, vch.DefaultMemoryMiB),
 			DefaultContainerCPUs:      cmp.Or(c.Limits.DefaultContainerCPUs, 1),
 			StorageQuotaBytes:         c.Limits.StorageQuotaBytes,
+			VMTemplates:               !c.Limits.NoVMTemplates,
 		},
 		Registries:   RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
 		VolumeStores: c.VolumeStores,
