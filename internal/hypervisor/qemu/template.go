@@ -269,7 +269,7 @@ func (d *Driver) Restore(ctx context.Context, spec hypervisor.Spec, dir string) 
 		<-v.Done()
 		return nil, fmt.Errorf("qemu: restore %s: %w", spec.Name, err)
 	}
-	d.logger.Info("vm restored", "vm", spec.Name, "pid", v.Pid(), "key", key)
+	d.logger.Info("vm restoring", "vm", spec.Name, "pid", v.Pid(), "key", key)
 	return v, nil
 }
 

@@ -162,11 +162,13 @@ func (s *Starter) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.V
 	if !s.ensure(ctx, key, tspec) {
 		return s.driver.Start(ctx, spec)
 	}
+	start := time.Now()
 	vm, err := s.restore(ctx, key, tspec)
 	if err == nil {
 		s.mu.Lock()
 		s.shapes[key].failures = 0
 		s.mu.Unlock()
+		s.logger.Info("vm restored", "vm", spec.Name, "key", key, "took", time.Since(start).Round(time.Millisecond))
 		return vm, nil
 	}
 	if ctx.Err() != nil {

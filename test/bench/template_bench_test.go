@@ -1,0 +1,125 @@
+//go:build e2e
+
+package bench
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vchproject/vch/internal/testenv"
+)
+
+// coldDaemon is a daemon that boots every VM (--vm-templates=false): the
+// baseline of the template figures, run in the same process.
+func coldDaemon(b *testing.B) *testenv.Daemon {
+	b.Helper()
+	testenv.RequireVMs(b)
+	testenv.RequireBinary(b, "docker")
+	dir := b.TempDir()
+	d, err := testenv.StartDaemon(dir, "--vm-templates=false")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { d.Stop(60 * time.Second) })
+	if err := d.LoadBusybox(dir); err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
+
+// BenchmarkRunTemplateVsCold prints median and p95 of `docker run --rm
+// busybox true` on a VCH that restores VMs from templates and on one
+// that boots them cold, interleaved in one process, and their ratio.
+func BenchmarkRunTemplateVsCold(b *testing.B) {
+	warm, cold := daemon(b), coldDaemon(b)
+	// The first run on each builds the rootfs disk (and the template).
+	docker(b, warm.Host, "run", "--rm", "busybox", "true")
+	docker(b, cold.Host, "run", "--rm", "busybox", "true")
+	for b.Loop() {
+		var warmT, coldT []time.Duration
+		for i := 0; i < runs; i++ {
+			start := time.Now()
+			docker(b, warm.Host, "run", "--rm", "busybox", "true")
+			warmT = append(warmT, time.Since(start))
+			start = time.Now()
+			docker(b, cold.Host, "run", "--rm", "busybox", "true")
+			coldT = append(coldT, time.Since(start))
+		}
+		wm, wp := stats(warmT)
+		cm, cp := stats(coldT)
+		b.ReportMetric(wm.Seconds(), "template-median-s")
+		b.ReportMetric(wp.Seconds(), "template-p95-s")
+		b.ReportMetric(cm.Seconds(), "cold-median-s")
+		b.ReportMetric(cp.Seconds(), "cold-p95-s")
+		b.ReportMetric(float64(wm)/float64(cm), "template/cold")
+		fmt.Printf("docker run --rm busybox true, from a template: median %.2fs p95 %.2fs (%d runs)\n", wm.Seconds(), wp.Seconds(), runs)
+		fmt.Printf("docker run --rm busybox true, cold boot:       median %.2fs p95 %.2fs (%d runs)\n", cm.Seconds(), cp.Seconds(), runs)
+		fmt.Printf("ratio template/cold (median):                  %.2f\n", float64(wm)/float64(cm))
+	}
+}
+
+// smapsRollup reads the Pss and Anonymous lines of /proc/PID/smaps_rollup,
+// in KiB.
+func smapsRollup(b *testing.B, pid string) (pss, anon int) {
+	b.Helper()
+	data, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Pss:":
+			pss, _ = strconv.Atoi(f[1])
+		case "Anonymous:":
+			anon, _ = strconv.Atoi(f[1])
+		}
+	}
+	return pss, anon
+}
+
+// idlePSS starts n idle busybox containers on d, waits settle, and
+// returns the mean PSS and anonymous memory of their VMMs in MiB.
+func idlePSS(b *testing.B, d *testenv.Daemon, n int, settle time.Duration) (pss, anon float64) {
+	b.Helper()
+	var ids []string
+	for i := 0; i < n; i++ {
+		ids = append(ids, strings.TrimSpace(docker(b, d.Host, "run", "-d", "busybox", "sleep", "3600")))
+	}
+	defer docker(b, d.Host, append([]string{"rm", "-f"}, ids...)...)
+	time.Sleep(settle)
+	for _, id := range ids {
+		pid := strings.TrimSpace(docker(b, d.Host, "inspect", "--format", "{{.State.Pid}}", id))
+		p, a := smapsRollup(b, pid)
+		pss += float64(p) / 1024
+		anon += float64(a) / 1024
+	}
+	return pss / float64(n), anon / float64(n)
+}
+
+// BenchmarkIdlePSS prints the mean host PSS (and anonymous memory) of the
+// VMMs of 10 idle busybox containers (256 MiB guests) restored from a
+// template, and of 3 booted cold, in the same run.
+func BenchmarkIdlePSS(b *testing.B) {
+	warm, cold := daemon(b), coldDaemon(b)
+	docker(b, warm.Host, "run", "--rm", "busybox", "true")
+	docker(b, cold.Host, "run", "--rm", "busybox", "true")
+	for b.Loop() {
+		wp, wa := idlePSS(b, warm, runs, 3*time.Second)
+		cp, ca := idlePSS(b, cold, 3, 3*time.Second)
+		b.ReportMetric(wp, "template-pss-MiB")
+		b.ReportMetric(cp, "cold-pss-MiB")
+		b.ReportMetric(wp/cp, "template/cold")
+		fmt.Printf("idle container VMM PSS, from a template: %.1f MiB (%.1f MiB anonymous; mean of %d)\n", wp, wa, runs)
+		fmt.Printf("idle container VMM PSS, cold boot:       %.1f MiB (%.1f MiB anonymous; mean of 3)\n", cp, ca)
+		fmt.Printf("ratio template/cold:                     %.2f\n", wp/cp)
+	}
+}

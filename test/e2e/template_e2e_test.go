@@ -1,0 +1,152 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vchproject/vch/internal/testenv"
+)
+
+// restoredRun runs a busybox script in a named container (not --rm, so
+// its ID can be read) and returns its output and whether the daemon
+// restored its VM from a template (its log names the VM).
+func restoredRun(t *testing.T, args ...string) (out string, restored bool) {
+	t.Helper()
+	name := uniqueName(t)
+	out = ok(t, append([]string{"run", "--name", name}, args...)...)
+	id := strings.TrimSpace(ok(t, "inspect", "--format", "{{.Id}}", name))
+	ok(t, "rm", name)
+	return out, strings.Contains(env.daemon.Log(1<<20), `msg="vm restored" component=vmtemplate vm=`+id[:12])
+}
+
+// TestTemplateClones: containers restored from one template are each
+// their own: different random bytes and boot IDs (the guest CRNG is
+// reseeded at wake), their own MAC (not the template's), the host's
+// clock; docker info says templates are on.
+func TestTemplateClones(t *testing.T) {
+	t.Parallel()
+	if info := ok(t, "info"); !strings.Contains(info, "VM Templates: on") {
+		t.Errorf("docker info does not show templates on:\n%s", info)
+	}
+	script := `head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; cat /proc/sys/kernel/random/boot_id; cat /sys/class/net/eth0/address; date +%s`
+	var outs [][]string
+	for i := 0; i < 3; i++ {
+		out, restored := restoredRun(t, "busybox", "sh", "-c", script)
+		if i > 0 && !restored {
+			// The first may have booted while the template was built.
+			t.Errorf("run %d was not restored from a template; daemon log:\n%s", i, env.daemon.Log(3000))
+		}
+		f := strings.Fields(out)
+		if len(f) != 4 {
+			t.Fatalf("output %q: want 4 fields", out)
+		}
+		outs = append(outs, f)
+	}
+	for i := 1; i < len(outs); i++ {
+		if outs[i][0] == outs[i-1][0] {
+			t.Errorf("two restored containers read the same /dev/urandom bytes %s", outs[i][0])
+		}
+		if outs[i][1] == outs[i-1][1] {
+			t.Errorf("two restored containers share boot_id %s", outs[i][1])
+		}
+	}
+	for _, o := range outs {
+		if strings.HasPrefix(o[2], "02:76:63:68:ff") || !strings.HasPrefix(o[2], "02:42:") {
+			t.Errorf("eth0 has address %s; want the container's own (02:42:…), not the template's", o[2])
+		}
+	}
+	sec, err := strconv.ParseInt(outs[len(outs)-1][3], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := sec - time.Now().Unix(); d < -5 || d > 1 {
+		t.Errorf("restored guest clock %d s off the host's", d)
+	}
+}
+
+// TestTemplateDamaged: a template whose saved state is damaged is not
+// fatal: the next container of its shape boots cold (a warning in the
+// log), the template is made again, and the one after is restored. Not
+// parallel: it finds its template as the directory its first run made.
+func TestTemplateDamaged(t *testing.T) {
+	need(t)
+	dir := filepath.Join(env.daemon.Root, "compute", "templates")
+	list := func() []string {
+		var keys []string
+		es, _ := os.ReadDir(dir)
+		for _, e := range es {
+			if e.IsDir() && !strings.HasSuffix(e.Name(), ".run") {
+				keys = append(keys, e.Name())
+			}
+		}
+		return keys
+	}
+	before := list()
+	// A shape of its own (memory size), so no other test uses it.
+	args := []string{"-m", "200m", "busybox", "echo", "fine"}
+	restoredRun(t, args...)
+	var key string
+	for _, k := range list() {
+		if !slices.Contains(before, k) {
+			key = k
+		}
+	}
+	if key == "" {
+		t.Fatalf("no template directory appeared in %s for a new shape", dir)
+	}
+	if err := os.WriteFile(filepath.Join(dir, key, "state"), []byte("damaged\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, restored := restoredRun(t, args...); out != "fine\n" || restored {
+		t.Errorf("run over a damaged template: output %q, restored %v; want fine, booted", out, restored)
+	}
+	if !strings.Contains(env.daemon.Log(1<<20), "restore from template failed") {
+		t.Error("no warning about the damaged template in the daemon log")
+	}
+	if out, restored := restoredRun(t, args...); out != "fine\n" || !restored {
+		t.Errorf("run after the template was made again: output %q, restored %v; want fine, restored", out, restored)
+	}
+}
+
+// TestTemplatesOff: a daemon started with --vm-templates=false boots
+// every VM, makes no templates and says so in docker info.
+func TestTemplatesOff(t *testing.T) {
+	t.Parallel()
+	need(t)
+	dir := t.TempDir()
+	d, err := testenv.StartDaemon(dir, "--vm-templates=false")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop(60 * time.Second)
+	if err := d.LoadBusybox(dir); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) string {
+		out, err := dockerCmd(t, d.Host, args...).Output()
+		if err != nil {
+			t.Fatalf("docker %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	if info := run("info"); !strings.Contains(info, "VM Templates: off") {
+		t.Errorf("docker info does not show templates off:\n%s", info)
+	}
+	if out := run("run", "--rm", "busybox", "echo", "cold"); out != "cold\n" {
+		t.Errorf("output %q", out)
+	}
+	log := d.Log(1 << 20)
+	if strings.Contains(log, "vm restored") || strings.Contains(log, "template saved") || !strings.Contains(log, "vm started") {
+		t.Errorf("with --vm-templates=false the daemon made or used templates:\n%s", log)
+	}
+	if es, _ := os.ReadDir(filepath.Join(d.Root, "compute", "templates")); len(es) > 0 {
+		t.Errorf("templates directory holds %d entries with templates off", len(es))
+	}
+}
