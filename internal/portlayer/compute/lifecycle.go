@@ -395,6 +395,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancel()
+	t0 := time.Now()
 	g, err := guest.DialWith(bootCtx, vm.Channel(), s.guestHandlers(c.id))
 	if err != nil {
 		return fail(nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir)))
@@ -406,10 +407,13 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {
 		setup.DNSRelay = dnsRelayAddr
 	}
+	t1 := time.Now()
 	if err := g.Setup(bootCtx, setup); err != nil {
 		return fail(g, fmt.Errorf("compute: guest setup: %w", err))
 	}
+	t2 := time.Now()
 	proc, err := g.Start(bootCtx, processFor(rec.Spec))
+	s.logger.Debug("guest phases", "container", c.id, "handshake", t1.Sub(t0), "setup", t2.Sub(t1), "process_start", time.Since(t2))
 	if err != nil {
 		var se *guest.StartError
 		if errors.As(err, &se) {
