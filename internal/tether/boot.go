@@ -77,7 +77,22 @@ func run(logger *slog.Logger) error {
 		return fmt.Errorf("tether: open channel %s: %w", port, err)
 	}
 	var current map[string]string
+	var spares *spareNamespace
 	if template {
+		// What a guest does the same way for every container is done
+		// once, here, before the save: the device drivers are loaded
+		// with the virtio bus's autoprobe off, so they bind only to the
+		// restored VM's own devices, after the wake.
+		if err := setAutoprobe(false); err == nil {
+			if err := loadModules(logger, func(string) bool { return true }); err != nil {
+				return err
+			}
+		} else {
+			logger.Warn("device drivers load after the wake", "err", err)
+		}
+		if sp, err := newSpareNS(); err == nil {
+			spares = &sp
+		}
 		// Saved here; every restored VM resumes in awaitWake.
 		logger.Info("template ready", "port", port)
 		w, err := awaitWake(f)
@@ -103,6 +118,9 @@ func run(logger *slog.Logger) error {
 	// reseeded, so clones of one template never share it.
 	srv := newServer(logger, reaper)
 	srv.nics.current = current
+	if spares != nil {
+		srv.nics.useSpareNS(*spares)
+	}
 	return srv.serve(f)
 }
 

@@ -35,6 +35,29 @@ func (n *nics) spareNS() (*netlink.Handle, error) {
 	if n.hidden != nil {
 		return n.hidden, nil
 	}
+	sp, err := newSpareNS()
+	if err != nil {
+		return nil, err
+	}
+	n.useSpareNS(sp)
+	return n.hidden, nil
+}
+
+// spareNamespace is the private network namespace spare NICs wait in.
+type spareNamespace struct {
+	handle   *netlink.Handle // netlink in it
+	ns, root netns.NsHandle  // it, and the VM's own namespace
+}
+
+// useSpareNS makes sp the spares' namespace (one made ahead of time, as a
+// template guest does before it is saved: a namespace costs a clone
+// nothing then).
+func (n *nics) useSpareNS(sp spareNamespace) {
+	n.hidden, n.hiddenNS, n.root = sp.handle, sp.ns, sp.root
+}
+
+// newSpareNS creates the spares' namespace.
+func newSpareNS() (spareNamespace, error) {
 	type result struct {
 		root, ns netns.NsHandle
 		err      error
@@ -59,14 +82,13 @@ func (n *nics) spareNS() (*netlink.Handle, error) {
 	}()
 	r := <-ch
 	if r.err != nil {
-		return nil, fmt.Errorf("tether: namespace for spare NICs: %w", r.err)
+		return spareNamespace{}, fmt.Errorf("tether: namespace for spare NICs: %w", r.err)
 	}
 	h, err := netlink.NewHandleAt(r.ns, unix.NETLINK_ROUTE)
 	if err != nil {
-		return nil, fmt.Errorf("tether: netlink for spare NICs: %w", err)
+		return spareNamespace{}, fmt.Errorf("tether: netlink for spare NICs: %w", err)
 	}
-	n.hidden, n.hiddenNS, n.root = h, r.ns, r.root
-	return h, nil
+	return spareNamespace{handle: h, ns: r.ns, root: r.root}, nil
 }
 
 // find returns the link of the NIC with boot MAC mac in the VM's

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 	"unsafe"
@@ -72,6 +73,14 @@ func applyWake(logger *slog.Logger, w wire.Wake) (map[string]string, error) {
 			return nil, fmt.Errorf("tether: set clock: %w", err)
 		}
 	}
+	if err := setAutoprobe(true); err != nil {
+		return nil, err
+	}
+	if err := probeVirtio(); err != nil {
+		return nil, err
+	}
+	// Drivers the template did not load (autoprobe could not be turned
+	// off there) load now and bind as they load.
 	if err := loadModules(logger, func(string) bool { return true }); err != nil {
 		return nil, err
 	}
@@ -111,6 +120,39 @@ func reseed(entropy []byte) error {
 	}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.RNDRESEEDCRNG, 0); e != 0 {
 		return fmt.Errorf("tether: reseed: RNDRESEEDCRNG: %w", e)
+	}
+	return nil
+}
+
+// virtioBus is the virtio bus in sysfs (Documentation/ABI/testing/sysfs-bus).
+const virtioBus = "/sys/bus/virtio"
+
+// setAutoprobe turns the virtio bus's automatic binding of drivers to
+// devices on or off (drivers_autoprobe).
+func setAutoprobe(on bool) error {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	if err := os.WriteFile(filepath.Join(virtioBus, "drivers_autoprobe"), []byte(v), 0); err != nil {
+		return fmt.Errorf("tether: virtio autoprobe %s: %w", v, err)
+	}
+	return nil
+}
+
+// probeVirtio binds a driver to every virtio device that has none
+// (drivers_probe), as autoprobe would have when the device appeared.
+func probeVirtio() error {
+	devs, err := os.ReadDir(filepath.Join(virtioBus, "devices"))
+	if err != nil {
+		return fmt.Errorf("tether: virtio devices: %w", err)
+	}
+	for _, d := range devs {
+		if _, err := os.Lstat(filepath.Join(virtioBus, "devices", d.Name(), "driver")); err == nil {
+			continue
+		}
+		// A device no loaded driver matches (ENODEV, EINVAL) is left alone.
+		_ = os.WriteFile(filepath.Join(virtioBus, "drivers_probe"), []byte(d.Name()), 0)
 	}
 	return nil
 }

@@ -123,3 +123,88 @@ func BenchmarkIdlePSS(b *testing.B) {
 		fmt.Printf("ratio template/cold:                     %.2f\n", wp/cp)
 	}
 }
+
+// idleCount is how many idle containers BenchmarkManyIdle runs at once
+// (the issue's 100); VCH_BENCH_IDLE overrides it.
+func idleCount() int {
+	if n, err := strconv.Atoi(os.Getenv("VCH_BENCH_IDLE")); err == nil && n > 0 {
+		return n
+	}
+	return 100
+}
+
+// memAvailableMiB is MemAvailable from /proc/meminfo.
+func memAvailableMiB(b *testing.B) float64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemAvailable:" {
+			kib, _ := strconv.Atoi(f[1])
+			return float64(kib) / 1024
+		}
+	}
+	b.Fatal("no MemAvailable in /proc/meminfo")
+	return 0
+}
+
+// BenchmarkManyIdle runs 100 idle busybox containers at once on one VCH
+// (templates on) and prints: the time to start them all (one after
+// another, as `docker run -d`), the host memory they take (the drop in
+// MemAvailable, and the sum of their VMMs' PSS), `docker ps` latency
+// with all of them running (median of 5), and one `docker exec` in each
+// (how many answered, median and p95).
+func BenchmarkManyIdle(b *testing.B) {
+	d := daemon(b)
+	docker(b, d.Host, "run", "--rm", "busybox", "true")
+	n := idleCount()
+	for b.Loop() {
+		before := memAvailableMiB(b)
+		var ids []string
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			ids = append(ids, strings.TrimSpace(docker(b, d.Host, "run", "-d", "busybox", "sleep", "3600")))
+		}
+		startAll := time.Since(start)
+		time.Sleep(5 * time.Second)
+		used := before - memAvailableMiB(b)
+		var pss float64
+		for _, id := range ids {
+			pid := strings.TrimSpace(docker(b, d.Host, "inspect", "--format", "{{.State.Pid}}", id))
+			p, _ := smapsRollup(b, pid)
+			pss += float64(p) / 1024
+		}
+		var psT []time.Duration
+		for i := 0; i < 5; i++ {
+			t0 := time.Now()
+			out := docker(b, d.Host, "ps", "-q")
+			psT = append(psT, time.Since(t0))
+			if got := len(strings.Fields(out)); got != n {
+				b.Errorf("docker ps lists %d containers, want %d", got, n)
+			}
+		}
+		var execT []time.Duration
+		answered := 0
+		for _, id := range ids {
+			t0 := time.Now()
+			if strings.TrimSpace(docker(b, d.Host, "exec", id, "echo", "ok")) == "ok" {
+				answered++
+			}
+			execT = append(execT, time.Since(t0))
+		}
+		docker(b, d.Host, append([]string{"rm", "-f"}, ids...)...)
+		psM, _ := stats(psT)
+		exM, exP := stats(execT)
+		b.ReportMetric(startAll.Seconds(), "start-all-s")
+		b.ReportMetric(used, "host-MiB")
+		b.ReportMetric(pss, "pss-sum-MiB")
+		b.ReportMetric(psM.Seconds()*1000, "ps-median-ms")
+		b.ReportMetric(float64(answered), "exec-answered")
+		fmt.Printf("%d idle containers: started in %.0f s (%.2f s each), host memory %.0f MiB (MemAvailable drop; VMM PSS sum %.0f MiB, %.1f MiB each)\n",
+			n, startAll.Seconds(), startAll.Seconds()/float64(n), used, pss, pss/float64(n))
+		fmt.Printf("docker ps with %d running: median %.0f ms (5 runs)\n", n, psM.Seconds()*1000)
+		fmt.Printf("docker exec in each: %d of %d answered, median %.0f ms p95 %.0f ms\n", answered, n, exM.Seconds()*1000, exP.Seconds()*1000)
+	}
+}

@@ -63,7 +63,7 @@ type vmOptions struct {
 func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptions) []string {
 	cpu := "max"
 	if accel == AccelTCG {
-		cpu = "qemu64"
+		cpu = "qemu64,+arat"
 	}
 	cmdline := baseCmdline + " tsc_early_khz=" + strconv.Itoa(tscKHz)
 	if spec.Cmdline != "" {

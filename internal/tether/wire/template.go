@@ -5,16 +5,16 @@ import "fmt"
 // # Templates: a guest saved before it knows its container
 //
 // A VM may start from a template instead of booting: a guest that booted
-// once with [TemplateCmdline] on its kernel command line, loaded only the
-// modules its channel needs ([ChannelModules]), opened the port, wrote
+// once with [TemplateCmdline] on its kernel command line, bound only the
+// drivers its channel needs ([ChannelModules]), opened the port, wrote
 // [TemplateReady] and then waited, was frozen and saved by the VMM. Every
 // VM restored from that template resumes inside that wait, with the
 // template's kernel state, clock and randomness, and before anything else
 // the host writes one [Wake] as a single JSON line ending in '\n' on the
-// channel. The guest applies it (entropy, clock, the remaining modules,
-// its NICs' addresses), answers [Awake] and only then serves SSH as a
-// booted guest does: the SSH host key and everything about the container
-// come after the wake.
+// channel. The guest applies it (entropy, clock, binding its device
+// drivers to this VM's own devices, its NICs' addresses), answers [Awake]
+// and only then serves SSH as a booted guest does: the SSH host key and
+// everything about the container come after the wake.
 
 // TemplateCmdline is the kernel argument that boots a guest as a template.
 const TemplateCmdline = "vch.template=1"
@@ -36,10 +36,11 @@ const MaxWakeBytes = 4096
 const EntropyBytes = 64
 
 // ChannelModules are the modules (in load order) a template guest loads
-// before it is saved: the virtio-mmio transport and virtio-serial, for
-// its channel. Block, network, 9p and other device drivers load after the
-// wake, so they probe the restored VM's own disks, NICs and shares, not
-// the template's placeholders.
+// first: the virtio-mmio transport and virtio-serial, for its channel.
+// Block, network, 9p and other device drivers are loaded after them with
+// the virtio bus's autoprobe off (or, where it cannot be turned off,
+// after the wake), and bind after the wake, so they probe the restored
+// VM's own disks, NICs and shares, never the template's placeholders.
 var ChannelModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_console"}
 
 // Wake is the first message to a guest restored from a template.
