@@ -67,11 +67,24 @@ func TestArgv(t *testing.T) {
 	smp := withDisks(base, rw)
 	smp.MemoryMiB, smp.CPUs, smp.Cmdline = 1024, 2, "vch.debug=1"
 
+	// A template and a VM restored from it: the same devices in the same
+	// order (migration matches them by position), RAM in one file.
+	tmpl := withDisks(base, hypervisor.Disk{Path: "/t/placeholder.img", Format: "raw", ReadOnly: true, Serial: "vch-root"})
+	tmpl.NICs = []hypervisor.NIC{{MAC: "02:76:63:68:ff:00"}}
+	clone := withDisks(base, hypervisor.Disk{Path: rw.Path, Format: "qcow2", Serial: "vch-root"})
+	clone.NICs = []hypervisor.NIC{{File: os.Stdin, MAC: "02:42:ac:11:00:02"}}
+
+	opts := map[string]vmOptions{
+		"template_save":    {memPath: "/t/memory", memShared: true},
+		"template_restore": {memPath: "/t/memory", incoming: true},
+	}
 	for _, tc := range []struct {
 		name  string
 		spec  hypervisor.Spec
 		accel string
 	}{
+		{"template_save", tmpl, AccelTCG},
+		{"template_restore", clone, AccelTCG},
 		{"one_disk_tcg", withDisks(base, rw), AccelTCG},
 		{"one_disk_kvm", withDisks(base, rw), AccelKVM},
 		{"two_disks_readonly_raw", withDisks(base, image, rw), AccelTCG},
@@ -88,7 +101,7 @@ func TestArgv(t *testing.T) {
 		}(), AccelTCG},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := argv(tc.spec, tc.accel, defaultTSCKHz, runtimePaths(tc.spec.RuntimeDir))
+			a := argvWith(tc.spec, tc.accel, defaultTSCKHz, runtimePaths(tc.spec.RuntimeDir), opts[tc.name])
 			golden(t, strings.Join(a, "\n")+"\n")
 		})
 	}
