@@ -161,7 +161,13 @@ func loadModules(logger *slog.Logger, want func(name string) bool) error {
 		return fmt.Errorf("tether: read module order: %w", err)
 	}
 	for _, name := range strings.Fields(string(data)) {
-		if !want(strings.TrimSuffix(name, ".ko")) {
+		mod := strings.TrimSuffix(name, ".ko")
+		if !want(mod) {
+			continue
+		}
+		// A loaded module is skipped before finit_module: the kernel would
+		// copy and check the whole image before it answered EEXIST.
+		if _, err := os.Stat(filepath.Join("/sys/module", strings.ReplaceAll(mod, "-", "_"))); err == nil {
 			continue
 		}
 		f, err := os.Open(filepath.Join(ModulesDir, name))
