@@ -78,6 +78,7 @@ func run(logger *slog.Logger) error {
 	}
 	var current map[string]string
 	var spares *spareNamespace
+	var zyg *zygote
 	if template {
 		// What a guest does the same way for every container is done
 		// once, here, before the save: the device drivers are loaded
@@ -92,6 +93,9 @@ func run(logger *slog.Logger) error {
 		}
 		if sp, err := newSpareNS(); err == nil {
 			spares = &sp
+		}
+		if zyg, err = startZygote(); err != nil {
+			logger.Warn("no zygote; the main process's helper starts after the wake", "err", err)
 		}
 		// Saved here; every restored VM resumes in awaitWake.
 		logger.Info("template ready", "port", port)
@@ -121,6 +125,7 @@ func run(logger *slog.Logger) error {
 	if spares != nil {
 		srv.nics.useSpareNS(*spares)
 	}
+	srv.zygote = zyg
 	return srv.serve(f)
 }
 

@@ -128,14 +128,15 @@ func buildEnv(env []string, home string) []string {
 // handler for are ignored, and when it exits every process it left behind
 // is killed. tether re-executes itself as a short-lived spawn helper in
 // the new namespaces (see spawn.go); the helper execs the user's program,
-// which so keeps PID 1. The returned process's exit status arrives on its
+// which so keeps PID 1. A main process becomes z, a restored template's
+// waiting helper, when there is one (zygote.go). The returned process's exit status arrives on its
 // exited channel via the reaper.
 //
 // An exec process (p.Exec) joins the PID namespace of mainPid instead:
 // the spawn helper is forked from an OS thread that entered that namespace
 // (setns on a PID namespace changes the namespace of the thread's future
 // children only); the thread is never returned to the Go scheduler.
-func startProcess(r *reaper, p wire.Process, mainPid int) (*process, error) {
+func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int) (*process, error) {
 	if len(p.Args) == 0 {
 		return nil, &startError{msg: "no command specified", code: 126}
 	}
@@ -231,9 +232,16 @@ func startProcess(r *reaper, p wire.Process, mainPid int) (*process, error) {
 	closeAfter = append(closeAfter, statusW)
 	attr := &os.ProcAttr{Dir: "/", Env: []string{spawnEnv + "=" + string(wire.Encode(spec))}, Files: childFiles, Sys: sys}
 	var osp *os.Process
-	if p.Exec {
+	pid, zygoteUsed := 0, false
+	if !p.Exec {
+		// stdin, stdout, stderr, status: as the helper gets them.
+		pid, zygoteUsed = z.use(spec, childFiles)
+	}
+	switch {
+	case zygoteUsed:
+	case p.Exec:
 		osp, err = startInPidNamespace(mainPid, attr)
-	} else {
+	default:
 		osp, err = os.StartProcess(selfPath, []string{selfPath, spawnArg}, attr)
 	}
 	for _, f := range closeAfter {
@@ -243,9 +251,13 @@ func startProcess(r *reaper, p wire.Process, mainPid int) (*process, error) {
 		proc.closeAll()
 		return nil, fmt.Errorf("tether: spawn helper: %w", err)
 	}
-	pid := osp.Pid
+	if osp != nil {
+		pid = osp.Pid
+	}
 	exited := r.wait(pid)
-	_ = osp.Release() // the reaper collects it; Release also clears osp.Pid
+	if osp != nil {
+		_ = osp.Release() // the reaper collects it; Release also clears osp.Pid
+	}
 	report, _ := io.ReadAll(statusR)
 	if len(report) > 0 {
 		<-exited

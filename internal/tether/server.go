@@ -31,6 +31,9 @@ type server struct {
 	table  *proctable.Table
 
 	nics nics
+	// zygote is the main process's helper made before a template was
+	// saved; nil in a booted guest.
+	zygote *zygote
 
 	mu           sync.Mutex
 	mainPid      int             // the container's main process while it runs, else 0
@@ -235,7 +238,7 @@ func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
 		s.mainStarting = true
 	}
 	s.mu.Unlock()
-	proc, err := startProcess(s.reaper, spec, mainPid)
+	proc, err := startProcess(s.reaper, s.zygote, spec, mainPid)
 	if !spec.Exec {
 		// Record the main process before the host learns it started, so an
 		// exec that follows at once finds it.

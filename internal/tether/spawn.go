@@ -62,11 +62,17 @@ func RunSpawnHelper() {
 		_, _ = f.Write(wire.Encode(wire.StartError{Message: msg, ExitCode: code}))
 		os.Exit(code)
 	}
-	unix.CloseOnExec(statusFD)
 	var spec spawnSpec
-	if err := json.Unmarshal([]byte(os.Getenv(spawnEnv)), &spec); err != nil {
+	if os.Getenv(zygoteEnv) != "" {
+		var err error
+		if spec, err = awaitSpec(); err != nil {
+			fail(126, err.Error())
+		}
+	} else if err := json.Unmarshal([]byte(os.Getenv(spawnEnv)), &spec); err != nil {
+		unix.CloseOnExec(statusFD)
 		fail(126, "tether: bad spawn spec: "+err.Error())
 	}
+	unix.CloseOnExec(statusFD)
 	if !spec.Exec {
 		procDir, err := inRoot("/proc")
 		if err != nil {
