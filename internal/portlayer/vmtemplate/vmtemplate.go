@@ -64,6 +64,13 @@ const (
 	// retryAfter is how long a shape whose template could not be built
 	// boots cold before the build is tried again.
 	retryAfter = 5 * time.Minute
+	// MaxTemplates is how many templates a VCH keeps at once; building
+	// one more removes the least recently used. Each holds its guest's
+	// touched RAM on disk and in the page cache (~130 MiB for a 256 MiB
+	// busybox guest), and a VCH whose users pick many sizes (-m, --cpus)
+	// must not grow without bound. VMs restored from a removed template
+	// keep running: their mapping holds the file.
+	MaxTemplates = 8
 )
 
 // Starter starts VMs, from templates where it can. Safe for concurrent use.
@@ -87,6 +94,7 @@ type shape struct {
 	ready    bool          // a saved template is in its directory
 	failedAt time.Time     // last failed build, or second failed restore in a row
 	failures int           // restores that failed since the last one that worked
+	lastUsed time.Time     // last restore from it, or its build
 }
 
 // New returns a Starter for driver; with cfg.Enabled it empties (or
@@ -233,6 +241,7 @@ func (s *Starter) ensure(ctx context.Context, key string, tspec hypervisor.Spec)
 			s.shapes[key] = sh
 		}
 		if sh.ready {
+			sh.lastUsed = time.Now()
 			s.mu.Unlock()
 			return true
 		}
@@ -252,6 +261,7 @@ func (s *Starter) ensure(ctx context.Context, key string, tspec hypervisor.Spec)
 		}
 		done := make(chan struct{})
 		sh.building = done
+		s.evictLocked()
 		s.mu.Unlock()
 
 		// The build is the VCH's, not the request's: a caller that
@@ -265,7 +275,7 @@ func (s *Starter) ensure(ctx context.Context, key string, tspec hypervisor.Spec)
 			if err != nil {
 				sh.failedAt = time.Now()
 			} else {
-				sh.ready, sh.failedAt = true, time.Time{}
+				sh.ready, sh.failedAt, sh.lastUsed = true, time.Time{}, time.Now()
 			}
 			s.mu.Unlock()
 			close(done)
@@ -320,6 +330,30 @@ func (s *Starter) discard(key string) {
 		_ = os.RemoveAll(filepath.Join(s.cfg.Dir, key))
 	}
 	s.mu.Unlock()
+}
+
+// evictLocked removes the least recently used ready templates while a
+// build would make more than MaxTemplates (ready or being built). Caller
+// holds s.mu.
+func (s *Starter) evictLocked() {
+	for {
+		n := 0
+		var oldest string
+		for key, sh := range s.shapes {
+			if sh.ready || sh.building != nil {
+				n++
+			}
+			if sh.ready && (oldest == "" || sh.lastUsed.Before(s.shapes[oldest].lastUsed)) {
+				oldest = key
+			}
+		}
+		if n <= MaxTemplates || oldest == "" {
+			return
+		}
+		s.shapes[oldest].ready = false
+		_ = os.RemoveAll(filepath.Join(s.cfg.Dir, oldest))
+		s.logger.Info("template removed (least recently used)", "key", oldest)
+	}
 }
 
 // Count is the number of templates ready to restore from.

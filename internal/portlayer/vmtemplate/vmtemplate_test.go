@@ -251,3 +251,32 @@ func TestWake(t *testing.T) {
 		t.Error("Enabled() = false with templates on and a driver that can")
 	}
 }
+
+// TestEviction: building one template more than MaxTemplates removes the
+// least recently used one, and only it.
+func TestEviction(t *testing.T) {
+	d := &fakeDriver{}
+	s := newStarter(t, d, true)
+	for i := 0; i < MaxTemplates; i++ {
+		if _, err := s.Start(t.Context(), spec(100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Shape 100 is used again, so 101 is the least recently used.
+	if _, err := s.Start(t.Context(), spec(100)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Start(t.Context(), spec(999)); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.Count(); n != MaxTemplates {
+		t.Errorf("%d templates ready, want %d", n, MaxTemplates)
+	}
+	for mem, want := range map[int]bool{100: true, 101: false, 102: true, 999: true} {
+		key, _ := d.TemplateKey(templateSpec(spec(mem)))
+		_, err := os.Stat(filepath.Join(s.cfg.Dir, key))
+		if got := err == nil; got != want {
+			t.Errorf("template of %d MiB present = %v, want %v", mem, got, want)
+		}
+	}
+}
