@@ -17,7 +17,7 @@ LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION) -X git
 all: build
 
 deps:
-	@command -v $(GO) >/dev/null || { echo "Go 1.26 or newer is required (expected in /usr/local/go/bin)" >&2; exit 1; }
+	@command -v $(GO) >/dev/null || { echo "Go 1.26.8 or newer is required (expected in /usr/local/go/bin)" >&2; exit 1; }
 	@sh scripts/deps.sh
 
 guest: deps
