@@ -188,7 +188,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	evlog := events.New(events.DefaultCapacity)
 	v := &VCH{cfg: cfg, logger: logger, lock: lock}
-	v.disk = &budget.Disk{Limit: cfg.StorageQuotaBytes, Dirs: []string{root}, Skip: []string{filepath.Join(root, "compute", "templates")}}
+	v.disk = &budget.Disk{Limit: cfg.StorageQuotaBytes, Dirs: []string{root}, Skip: []string{filepath.Join(root, "compute", compute.TemplatesDir)}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.VolumeStores)) {
 		v.disk.Dirs = append(v.disk.Dirs, cfg.VolumeStores[name])
 	}

@@ -16,21 +16,7 @@ import (
 
 // coldDaemon is a daemon that boots every VM (--vm-templates=false): the
 // baseline of the template figures, run in the same process.
-func coldDaemon(b *testing.B) *testenv.Daemon {
-	b.Helper()
-	testenv.RequireVMs(b)
-	testenv.RequireBinary(b, "docker")
-	dir := b.TempDir()
-	d, err := testenv.StartDaemon(dir, "--vm-templates=false")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { d.Stop(60 * time.Second) })
-	if err := d.LoadBusybox(dir); err != nil {
-		b.Fatal(err)
-	}
-	return d
-}
+func coldDaemon(b *testing.B) *testenv.Daemon { return daemon(b, "--vm-templates=false") }
 
 // BenchmarkRunTemplateVsCold prints median and p95 of `docker run --rm
 // busybox true` on a VCH that restores VMs from templates and on one
@@ -50,16 +36,8 @@ func BenchmarkRunTemplateVsCold(b *testing.B) {
 			docker(b, cold.Host, "run", "--rm", "busybox", "true")
 			coldT = append(coldT, time.Since(start))
 		}
-		wm, wp := stats(warmT)
-		cm, cp := stats(coldT)
-		b.ReportMetric(wm.Seconds(), "template-median-s")
-		b.ReportMetric(wp.Seconds(), "template-p95-s")
-		b.ReportMetric(cm.Seconds(), "cold-median-s")
-		b.ReportMetric(cp.Seconds(), "cold-p95-s")
-		b.ReportMetric(float64(wm)/float64(cm), "template/cold")
-		fmt.Printf("docker run --rm busybox true, from a template: median %.2fs p95 %.2fs (%d runs)\n", wm.Seconds(), wp.Seconds(), runs)
-		fmt.Printf("docker run --rm busybox true, cold boot:       median %.2fs p95 %.2fs (%d runs)\n", cm.Seconds(), cp.Seconds(), runs)
-		fmt.Printf("ratio template/cold (median):                  %.2f\n", float64(wm)/float64(cm))
+		reportVersus(b, sample{"template", "docker run --rm busybox true, from a template", warmT},
+			sample{"cold", "docker run --rm busybox true, cold boot", coldT})
 	}
 }
 

@@ -11,6 +11,7 @@
 //	containers/<id>/rw.qcow2     writable disk over the image's rootfs disk
 //	containers/<id>/json.log     output, Docker json-file format
 //	run/<id[:12]>/               VMM runtime files (channel socket, console)
+//	templates/                   VM templates, one directory per shape
 //
 // What it does not own: images and rootfs disks (storage), VMM details (the
 // hypervisor driver), the tether protocol (package guest).
@@ -179,7 +180,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	if err != nil {
 		return nil, err
 	}
-	vms, err := vmtemplate.New(vmtemplate.Config{Enabled: cfg.VMTemplates, Dir: filepath.Join(cfg.Root, "templates")}, driver, logger)
+	vms, err := vmtemplate.New(vmtemplate.Config{Enabled: cfg.VMTemplates, Dir: filepath.Join(cfg.Root, TemplatesDir)}, driver, logger)
 	if err != nil {
 		recs.close()
 		return nil, err
@@ -198,6 +199,11 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	vms.Prepare(s.commonShape())
 	return s, nil
 }
+
+// TemplatesDir is the directory under Config.Root that holds the VM
+// templates (package vmtemplate): a cache the service makes again at
+// every start.
+const TemplatesDir = "templates"
 
 // VMTemplates reports whether container VMs are restored from templates
 // (Config.VMTemplates, and a driver that can).
