@@ -19,7 +19,7 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/vchproject/vch/internal/tether/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/archive"
@@ -578,7 +578,7 @@ func diffRoots(ctx context.Context) (string, string, error) {
 }
 
 // handleArchiveStat answers wire.RequestArchiveStat.
-func handleArchiveStat(req *ssh.Request) {
+func handleArchiveStat(req *link.Request) {
 	var ap wire.ArchivePath
 	if err := json.Unmarshal(req.Payload, &ap); err != nil {
 		_ = req.Reply(false, wire.Encode(wire.ArchiveError{Kind: wire.ArchiveInvalid, Message: err.Error()}))
@@ -593,11 +593,11 @@ func handleArchiveStat(req *ssh.Request) {
 }
 
 // handleArchiveChannel serves the archive channels.
-func (s *server) handleArchiveChannel(nc ssh.NewChannel) {
+func (s *server) handleArchiveChannel(nc link.NewChannel) {
 	reject := func(err error) {
-		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(toWire(err))))
+		_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(toWire(err))))
 	}
-	var run func(ctx context.Context, ch ssh.Channel) error
+	var run func(ctx context.Context, ch link.Channel) error
 	switch nc.ChannelType() {
 	case wire.ChannelArchiveGet:
 		var get wire.ArchiveGet
@@ -612,11 +612,11 @@ func (s *server) handleArchiveChannel(nc ssh.NewChannel) {
 				reject(err)
 				return
 			}
-			run = func(_ context.Context, ch ssh.Channel) error { return getPath(ch, get.Path) }
+			run = func(_ context.Context, ch link.Channel) error { return getPath(ch, get.Path) }
 		case wire.ArchiveModeExport:
-			run = func(_ context.Context, ch ssh.Channel) error { return exportRoot(ch) }
+			run = func(_ context.Context, ch link.Channel) error { return exportRoot(ch) }
 		case wire.ArchiveModeChanges:
-			run = func(ctx context.Context, ch ssh.Channel) error {
+			run = func(ctx context.Context, ch link.Channel) error {
 				upper, base, err := diffRoots(ctx)
 				if err != nil {
 					return err
@@ -637,7 +637,7 @@ func (s *server) handleArchiveChannel(nc ssh.NewChannel) {
 			reject(archiveFail(wire.ArchiveInvalid, "bad request: %w", err))
 			return
 		}
-		run = func(ctx context.Context, ch ssh.Channel) error {
+		run = func(ctx context.Context, ch link.Channel) error {
 			err := putPath(ctx, ch, put)
 			// Drain what the host still sends, so it sees our answer
 			// rather than a blocked write.
@@ -645,7 +645,7 @@ func (s *server) handleArchiveChannel(nc ssh.NewChannel) {
 			return err
 		}
 	case wire.ChannelChanges:
-		run = func(ctx context.Context, ch ssh.Channel) error {
+		run = func(ctx context.Context, ch link.Channel) error {
 			upper, base, err := diffRoots(ctx)
 			if err != nil {
 				return err
@@ -665,7 +665,7 @@ func (s *server) handleArchiveChannel(nc ssh.NewChannel) {
 	if err != nil {
 		return
 	}
-	go ssh.DiscardRequests(reqs)
+	go link.DiscardRequests(reqs)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	err = run(ctx, ch)

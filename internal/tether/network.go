@@ -260,7 +260,7 @@ func (s *server) startDNSRelay(addr string) {
 		if sc == nil {
 			return nil, errors.New("tether: no host connected")
 		}
-		ok, reply, err := sc.SendRequest(wire.RequestDNS, true, q)
+		ok, reply, err := sc.SendRequest(ctx, wire.RequestDNS, true, q)
 		if err != nil {
 			return nil, err
 		}

@@ -2,8 +2,6 @@ package tether
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,17 +15,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"golang.org/x/crypto/ssh"
+	"github.com/vchproject/vch/internal/tether/link"
 
 	"github.com/vchproject/vch/internal/tether/proctable"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
-// server serves the host's SSH sessions on the virtio-serial port.
+// server serves the host's sessions on the virtio-serial port.
 type server struct {
 	logger *slog.Logger
 	reaper *reaper
-	config *ssh.ServerConfig
 	table  *proctable.Table
 
 	nics nics
@@ -36,27 +33,14 @@ type server struct {
 	zygote *zygote
 
 	mu           sync.Mutex
-	mainPid      int             // the container's main process while it runs, else 0
-	mainStarting bool            // a main process is being started
-	conn         *ssh.ServerConn // the current session, nil between sessions
-	relay        bool            // the DNS relay runs
+	mainPid      int        // the container's main process while it runs, else 0
+	mainStarting bool       // a main process is being started
+	conn         *link.Conn // the current session, nil between sessions
+	relay        bool       // the DNS relay runs
 }
 
 func newServer(logger *slog.Logger, r *reaper) *server {
-	// The channel is a private virtio-serial port that only the VMM can
-	// reach, so there is no client authentication; the host key is fresh
-	// per boot and only keeps the SSH handshake well-formed.
-	cfg := &ssh.ServerConfig{NoClientAuth: true}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	signer, err := ssh.NewSignerFromKey(key)
-	if err != nil {
-		panic(err)
-	}
-	cfg.AddHostKey(signer)
-	return &server{logger: logger, reaper: r, config: cfg, table: proctable.New(wire.SpoolLimitBytes)}
+	return &server{logger: logger, reaper: r, table: proctable.New(wire.SpoolLimitBytes)}
 }
 
 // hostPoll is how often tether looks for a host while none is connected:
@@ -66,7 +50,7 @@ const hostPoll = 100 * time.Millisecond
 // errPowerOff ends serve: the host asked for a power-off.
 var errPowerOff = errors.New("tether: power-off requested")
 
-// serve runs SSH sessions on the port, one after another, until a
+// serve runs the host's sessions on the port, one after another, until a
 // power-off request. A session ends when the host's side of the port
 // closes (the daemon stopped or died); the container's processes keep
 // running, their output waits in the process table, and the next host to
@@ -86,12 +70,17 @@ func (s *server) serve(port *os.File) error {
 	}
 }
 
-// session serves one SSH connection until it ends.
+// session serves one host connection until it ends: the host's
+// wire.Hello, ours in answer, then link (wire protocol v3).
 func (s *server) session(conn *sessionConn) error {
-	sc, chans, reqs, err := ssh.NewServerConn(conn, s.config)
-	if err != nil {
-		return fmt.Errorf("tether: ssh handshake: %w", err)
+	if err := wire.AcceptHello(conn); err != nil {
+		return err
 	}
+	sc, chans, reqs, err := link.Server(conn)
+	if err != nil {
+		return fmt.Errorf("tether: start link: %w", err)
+	}
+	defer sc.Close()
 	s.logger.Info("host connected")
 	s.mu.Lock()
 	s.conn = sc
@@ -191,19 +180,19 @@ func (s *server) session(conn *sessionConn) error {
 }
 
 // currentConn is the current session's connection, nil between sessions.
-func (s *server) currentConn() *ssh.ServerConn {
+func (s *server) currentConn() *link.Conn {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.conn
 }
 
-func replyErr(req *ssh.Request, err error) {
+func replyErr(req *link.Request, err error) {
 	if req.WantReply {
 		_ = req.Reply(false, []byte(err.Error()))
 	}
 }
 
-func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
+func (s *server) handleChannel(nc link.NewChannel, dead func() bool) {
 	switch t := nc.ChannelType(); {
 	case t == wire.ChannelProcess:
 	case t == wire.ChannelAttach:
@@ -213,17 +202,17 @@ func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
 		s.handleArchiveChannel(nc)
 		return
 	default:
-		_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")
+		_ = nc.Reject(link.UnknownChannelType, "unknown channel type")
 		return
 	}
 	var spec wire.Process
 	if err := json.Unmarshal(nc.ExtraData(), &spec); err != nil {
-		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "bad process spec: " + err.Error(), ExitCode: 126})))
+		_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "bad process spec: " + err.Error(), ExitCode: 126})))
 		return
 	}
 	entry, err := s.table.Reserve(spec)
 	if err != nil {
-		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: err.Error(), ExitCode: 126})))
+		_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: err.Error(), ExitCode: 126})))
 		return
 	}
 	s.mu.Lock()
@@ -232,7 +221,7 @@ func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
 		if mainPid != 0 || s.mainStarting {
 			s.mu.Unlock()
 			entry.Abandon()
-			_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "the main process is already running", ExitCode: 126})))
+			_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "the main process is already running", ExitCode: 126})))
 			return
 		}
 		s.mainStarting = true
@@ -257,7 +246,7 @@ func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
 			se.ExitCode = ste.code
 		}
 		s.logger.Info("process start failed", "args", spec.Args, "err", err)
-		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(se)))
+		_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(se)))
 		return
 	}
 	entry.Started(proc.pid, proc.stdinWriter(), proc)
@@ -281,8 +270,7 @@ func (s *server) handleChannel(nc ssh.NewChannel, dead func() bool) {
 	entry.Serve(ch, reqs, wire.Attach{ID: entry.ID()}, dead)
 }
 
-// sessionConn is one session's view of the virtio-serial port, adapted to
-// net.Conn for the SSH library. It remembers whether a read failed (the
+// sessionConn is one session's view of the virtio-serial port. It remembers whether a read failed (the
 // host's side closed: the session is over), and on Close aborts writes
 // still blocked on the port, so nothing of this session reaches the next
 // host.

@@ -1,8 +1,6 @@
 package hvfake
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,8 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
+	"github.com/vchproject/vch/internal/tether/link"
 	"github.com/vchproject/vch/internal/tether/proctable"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
@@ -49,21 +46,7 @@ import (
 // (Driver.Adopt) lists them and attaches to them by ID.
 const Programs = "echo printerr exit sleep cat lines ticks"
 
-func hostConfig() *ssh.ServerConfig {
-	cfg := &ssh.ServerConfig{NoClientAuth: true}
-	_, key, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		panic(err)
-	}
-	signer, err := ssh.NewSignerFromKey(key)
-	if err != nil {
-		panic(err)
-	}
-	cfg.AddHostKey(signer)
-	return cfg
-}
-
-// serve is the fake tether: SSH sessions one after another on the guest
+// serve is the fake tether: sessions (wire protocol v3) one after another on the guest
 // ends the VM is given (the first after the boot gate opens), as tether
 // serves its port, until power-off or the end of the VM. Processes live in
 // the VM's proctable, so they outlive a session as tether's do.
@@ -104,10 +87,14 @@ func (c *deadConn) Read(b []byte) (int, error) {
 // session serves one connection; true after a power-off.
 func (vm *VM) session(conn net.Conn) bool {
 	dc := &deadConn{Conn: conn}
-	sc, chans, reqs, err := ssh.NewServerConn(dc, hostConfig())
-	if err != nil {
+	if err := wire.AcceptHello(dc); err != nil {
 		conn.Close()
 		return false // the host hung up or the VM ended
+	}
+	sc, chans, reqs, err := link.Server(dc)
+	if err != nil {
+		conn.Close()
+		return false
 	}
 	go func() {
 		for nc := range chans {
@@ -147,9 +134,7 @@ func (vm *VM) session(conn net.Conn) bool {
 			vm.end(nil)
 			return true
 		default:
-			if req.WantReply {
-				_ = req.Reply(false, nil)
-			}
+			_ = req.Reply(false, nil)
 		}
 	}
 	// The host closed the connection: like tether, keep running (and the
@@ -158,18 +143,18 @@ func (vm *VM) session(conn net.Conn) bool {
 	return false
 }
 
-func reject(nc ssh.NewChannel, msg string, code int) {
-	_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: msg, ExitCode: code})))
+func reject(nc link.NewChannel, msg string, code int) {
+	_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: msg, ExitCode: code})))
 }
 
-func (vm *VM) handleChannel(nc ssh.NewChannel, dead func() bool) {
+func (vm *VM) handleChannel(nc link.NewChannel, dead func() bool) {
 	switch nc.ChannelType() {
 	case wire.ChannelProcess:
 	case wire.ChannelAttach:
 		vm.table.ServeAttach(nc, dead)
 		return
 	default:
-		_ = nc.Reject(ssh.UnknownChannelType, "unknown channel type")
+		_ = nc.Reject(link.UnknownChannelType, "unknown channel type")
 		return
 	}
 	var spec wire.Process

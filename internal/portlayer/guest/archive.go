@@ -9,8 +9,8 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/crypto/ssh"
 
+	"github.com/vchproject/vch/internal/tether/link"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -45,35 +45,21 @@ func archiveError(payload []byte) error {
 
 // StatPath stats a container path (docker cp's HEAD).
 func (c *Client) StatPath(ctx context.Context, path string) (wire.PathStat, error) {
-	type result struct {
-		ok   bool
-		resp []byte
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ok, resp, err := c.conn.SendRequest(wire.RequestArchiveStat, true, wire.Encode(wire.ArchivePath{Path: path}))
-		done <- result{ok, resp, err}
-	}()
 	var st wire.PathStat
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return st, fmt.Errorf("guest: stat: %w: %w", r.err, errdefs.ErrUnavailable)
-		}
-		if !r.ok {
-			return st, archiveError(r.resp)
-		}
-		err := json.Unmarshal(r.resp, &st)
-		return st, err
-	case <-ctx.Done():
-		return st, fmt.Errorf("guest: stat: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+	ok, resp, err := c.conn.SendRequest(ctx, wire.RequestArchiveStat, true, wire.Encode(wire.ArchivePath{Path: path}))
+	if err != nil {
+		return st, fmt.Errorf("guest: stat: %w: %w", err, errdefs.ErrUnavailable)
 	}
+	if !ok {
+		return st, archiveError(resp)
+	}
+	err = json.Unmarshal(resp, &st)
+	return st, err
 }
 
 // archiveChannel is an open archive channel and the guest's final word.
 type archiveChannel struct {
-	ch      ssh.Channel
+	ch      link.Channel
 	done    chan struct{}
 	mu      sync.Mutex
 	outcome error
@@ -81,37 +67,17 @@ type archiveChannel struct {
 }
 
 func (c *Client) openArchive(ctx context.Context, kind string, extra []byte) (*archiveChannel, error) {
-	type result struct {
-		ch   ssh.Channel
-		reqs <-chan *ssh.Request
-		err  error
-	}
-	res := make(chan result, 1)
-	go func() {
-		ch, reqs, err := c.conn.OpenChannel(kind, extra)
-		res <- result{ch, reqs, err}
-	}()
-	var r result
-	select {
-	case r = <-res:
-	case <-ctx.Done():
-		go func() {
-			if r := <-res; r.err == nil {
-				r.ch.Close()
-			}
-		}()
-		return nil, fmt.Errorf("guest: %s: %w: %w", kind, ctx.Err(), errdefs.ErrUnavailable)
-	}
-	if r.err != nil {
-		var oce *ssh.OpenChannelError
-		if errors.As(r.err, &oce) && oce.Reason == ssh.ConnectionFailed {
+	ch, reqs, err := c.conn.OpenChannel(ctx, kind, extra)
+	if err != nil {
+		var oce *link.OpenChannelError
+		if errors.As(err, &oce) && oce.Reason == link.ConnectionFailed {
 			return nil, archiveError([]byte(oce.Message))
 		}
-		return nil, fmt.Errorf("guest: %s: %w: %w", kind, r.err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("guest: %s: %w: %w", kind, err, errdefs.ErrUnavailable)
 	}
-	a := &archiveChannel{ch: r.ch, done: make(chan struct{})}
+	a := &archiveChannel{ch: ch, done: make(chan struct{})}
 	go func() {
-		for req := range r.reqs {
+		for req := range reqs {
 			if req.Type == wire.RequestArchiveDone {
 				var ae wire.ArchiveError
 				a.mu.Lock()
@@ -121,9 +87,7 @@ func (c *Client) openArchive(ctx context.Context, kind string, extra []byte) (*a
 				}
 				a.mu.Unlock()
 			}
-			if req.WantReply {
-				_ = req.Reply(false, nil)
-			}
+			_ = req.Reply(false, nil)
 		}
 		close(a.done)
 	}()
@@ -131,7 +95,7 @@ func (c *Client) openArchive(ctx context.Context, kind string, extra []byte) (*a
 	go func() {
 		select {
 		case <-ctx.Done():
-			r.ch.Close()
+			ch.Close()
 		case <-a.done:
 		}
 	}()

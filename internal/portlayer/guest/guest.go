@@ -17,21 +17,19 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/crypto/ssh"
-
+	"github.com/vchproject/vch/internal/tether/link"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Client is a connection to one guest's tether. Safe for concurrent use.
 type Client struct {
-	conn ssh.Conn
+	conn     transport
+	protocol string
 }
 
-// Dial performs the SSH handshake over the guest channel c. It returns when
-// tether answers (the guest has booted) or ctx ends (Unavailable).
-//
-// The channel is a private virtio-serial port reachable only through the
-// VMM, so the guest's per-boot host key is not verified.
+// Dial starts a session over the guest channel c (wire protocol v3, or
+// SSH with a guest of protocol v1 or v2; see package wire). It returns
+// when tether answers (the guest has booted) or ctx ends (Unavailable).
 func Dial(ctx context.Context, c net.Conn) (*Client, error) {
 	return DialWith(ctx, c, Handlers{})
 }
@@ -43,66 +41,50 @@ type Handlers struct {
 	DNS func(ctx context.Context, query []byte) ([]byte, error)
 }
 
-// keyExchanges are the key exchanges offered to the guest: X25519 alone.
-// x/crypto/ssh prefers the ML-KEM-768 hybrid, whose code a guest under
-// TCG translates and runs for every handshake (each restored VM starts
-// with no translated code); the channel never leaves the host, so the
-// post-quantum half protects nothing here.
-var keyExchanges = []string{ssh.KeyExchangeCurve25519}
-
 // dnsTimeout bounds one relayed DNS answer.
 const dnsTimeout = 5 * time.Second
 
 // DialWith is Dial with handlers for the guest's requests.
 func DialWith(ctx context.Context, c net.Conn, h Handlers) (*Client, error) {
 	type result struct {
-		conn ssh.Conn
-		err  error
+		t        transport
+		protocol string
+		err      error
 	}
 	done := make(chan result, 1)
 	go func() {
-		cfg := &ssh.ClientConfig{User: "vch", HostKeyCallback: ssh.InsecureIgnoreHostKey(),
-			Config: ssh.Config{KeyExchanges: keyExchanges}}
-		sc, chans, reqs, err := ssh.NewClientConn(c, "guest", cfg)
-		if err == nil {
-			go serveRequests(reqs, h)
-			go func() {
-				for nc := range chans {
-					_ = nc.Reject(ssh.Prohibited, "no channels from the guest")
-				}
-			}()
-		}
-		done <- result{sc, err}
+		t, protocol, err := handshake(c, h)
+		done <- result{t, protocol, err}
 	}()
 	select {
 	case r := <-done:
 		if r.err != nil {
 			return nil, fmt.Errorf("guest: handshake: %w: %w", r.err, errdefs.ErrUnavailable)
 		}
-		return &Client{conn: r.conn}, nil
+		return &Client{conn: r.t, protocol: r.protocol}, nil
 	case <-ctx.Done():
 		c.Close()
 		return nil, fmt.Errorf("guest: handshake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
 	}
 }
 
+// Protocol is the wire protocol version the guest speaks: wire.Version3,
+// or wire.Version2 for an SSH guest (v1 guests included).
+func (c *Client) Protocol() string { return c.protocol }
+
 // serveRequests answers the guest's global requests until the connection
 // ends; DNS queries are answered concurrently.
-func serveRequests(reqs <-chan *ssh.Request, h Handlers) {
+func serveRequests(reqs <-chan *link.Request, h Handlers) {
 	for req := range reqs {
 		if req.Type != wire.RequestDNS || h.DNS == nil {
-			if req.WantReply {
-				_ = req.Reply(false, nil)
-			}
+			_ = req.Reply(false, nil)
 			continue
 		}
-		go func(req *ssh.Request) {
+		go func(req *link.Request) {
 			ctx, cancel := context.WithTimeout(context.Background(), dnsTimeout)
 			defer cancel()
 			answer, err := h.DNS(ctx, req.Payload)
-			if req.WantReply {
-				_ = req.Reply(err == nil, answer)
-			}
+			_ = req.Reply(err == nil, answer)
 		}(req)
 	}
 }
@@ -128,28 +110,14 @@ func (c *Client) request(ctx context.Context, name string, payload []byte) error
 
 // query sends a global request and returns the guest's reply payload.
 func (c *Client) query(ctx context.Context, name string, payload []byte) ([]byte, error) {
-	type result struct {
-		ok   bool
-		resp []byte
-		err  error
+	ok, resp, err := c.conn.SendRequest(ctx, name, true, payload)
+	if err != nil {
+		return nil, fmt.Errorf("guest: %s: %w: %w", name, err, errdefs.ErrUnavailable)
 	}
-	done := make(chan result, 1)
-	go func() {
-		ok, resp, err := c.conn.SendRequest(name, true, payload)
-		done <- result{ok, resp, err}
-	}()
-	select {
-	case r := <-done:
-		if r.err != nil {
-			return nil, fmt.Errorf("guest: %s: %w: %w", name, r.err, errdefs.ErrUnavailable)
-		}
-		if !r.ok {
-			return nil, fmt.Errorf("guest: %s refused: %s", name, r.resp)
-		}
-		return r.resp, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("guest: %s: %w: %w", name, ctx.Err(), errdefs.ErrUnavailable)
+	if !ok {
+		return nil, fmt.Errorf("guest: %s refused: %s", name, resp)
 	}
+	return resp, nil
 }
 
 // Top lists the container's processes as the guest sees them.
@@ -201,7 +169,7 @@ func (e *StartError) Error() string { return e.Message }
 type Process struct {
 	id        string
 	resumable bool
-	ch        ssh.Channel
+	ch        link.Channel
 	exitOnce  sync.Once
 	exited    chan struct{}
 	code      int
@@ -212,9 +180,9 @@ type Process struct {
 // Stderr (they must be drained, or the guest blocks); a *StartError when the
 // guest could not start it.
 func (c *Client) Start(ctx context.Context, p wire.Process) (*Process, error) {
-	ch, reqs, err := c.open(ctx, wire.ChannelProcess, wire.Encode(p))
+	ch, reqs, err := c.conn.OpenChannel(ctx, wire.ChannelProcess, wire.Encode(p))
 	if err != nil {
-		var oce *ssh.OpenChannelError
+		var oce *link.OpenChannelError
 		if errors.As(err, &oce) {
 			var se wire.StartError
 			if json.Unmarshal([]byte(oce.Message), &se) == nil && se.Message != "" {
@@ -232,11 +200,11 @@ func (c *Client) Start(ctx context.Context, p wire.Process) (*Process, error) {
 // Start. NotFound if the guest has no such process; NotImplemented if the
 // guest speaks only protocol v1.
 func (c *Client) Attach(ctx context.Context, at wire.Attach, resumable bool) (*Process, error) {
-	ch, reqs, err := c.open(ctx, wire.ChannelAttach, wire.Encode(at))
+	ch, reqs, err := c.conn.OpenChannel(ctx, wire.ChannelAttach, wire.Encode(at))
 	if err != nil {
-		var oce *ssh.OpenChannelError
+		var oce *link.OpenChannelError
 		if errors.As(err, &oce) {
-			if oce.Reason == ssh.UnknownChannelType {
+			if oce.Reason == link.UnknownChannelType {
 				return nil, fmt.Errorf("guest: attach %s: the guest agent cannot re-attach (protocol v1): %w", at.ID, errdefs.ErrNotImplemented)
 			}
 			var se wire.StartError
@@ -249,47 +217,18 @@ func (c *Client) Attach(ctx context.Context, at wire.Attach, resumable bool) (*P
 	return newProcess(at.ID, resumable, ch, reqs), nil
 }
 
-// open opens a channel, bounded by ctx.
-func (c *Client) open(ctx context.Context, kind string, extra []byte) (ssh.Channel, <-chan *ssh.Request, error) {
-	type result struct {
-		ch   ssh.Channel
-		reqs <-chan *ssh.Request
-		err  error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ch, reqs, err := c.conn.OpenChannel(kind, extra)
-		done <- result{ch, reqs, err}
-	}()
-	select {
-	case r := <-done:
-		return r.ch, r.reqs, r.err
-	case <-ctx.Done():
-		// A channel opened after all is closed, so nothing leaks.
-		go func() {
-			if r := <-done; r.ch != nil {
-				r.ch.Close()
-			}
-		}()
-		return nil, nil, ctx.Err()
-	}
-}
-
-func newProcess(id string, resumable bool, ch ssh.Channel, reqs <-chan *ssh.Request) *Process {
+func newProcess(id string, resumable bool, ch link.Channel, reqs <-chan *link.Request) *Process {
 	proc := &Process{id: id, resumable: resumable, ch: ch, exited: make(chan struct{}), code: -1}
 	go func() {
 		for req := range reqs {
 			if req.Type == wire.RequestExitStatus {
-				var st struct{ Status uint32 }
-				if ssh.Unmarshal(req.Payload, &st) == nil {
+				if code, ok := wire.DecodeExitStatus(req.Payload); ok {
 					proc.mu.Lock()
-					proc.code = int(st.Status)
+					proc.code = code
 					proc.mu.Unlock()
 				}
 			}
-			if req.WantReply {
-				_ = req.Reply(false, nil)
-			}
+			_ = req.Reply(false, nil)
 		}
 		// The request channel closes with the channel: every exit-status
 		// request (sent after all output) has been seen.
@@ -344,7 +283,7 @@ func (p *Process) Stderr() io.Reader { return p.ch.Stderr() }
 // Stdin returns the process's stdin; close it to deliver EOF.
 func (p *Process) Stdin() io.WriteCloser { return stdin{p.ch} }
 
-type stdin struct{ ch ssh.Channel }
+type stdin struct{ ch link.Channel }
 
 func (s stdin) Write(b []byte) (int, error) { return s.ch.Write(b) }
 func (s stdin) Close() error                { return s.ch.CloseWrite() }
@@ -379,8 +318,7 @@ func (p *Process) Signal(ctx context.Context, n int) error {
 
 // Resize sets the process's TTY size in character cells.
 func (p *Process) Resize(ctx context.Context, rows, cols uint32) error {
-	payload := ssh.Marshal(struct{ Cols, Rows, Width, Height uint32 }{cols, rows, 0, 0})
-	if _, err := p.ch.SendRequest(wire.RequestWindowChange, false, payload); err != nil {
+	if _, err := p.ch.SendRequest(wire.RequestWindowChange, false, wire.EncodeWindowChange(rows, cols)); err != nil {
 		return fmt.Errorf("guest: resize: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	return nil

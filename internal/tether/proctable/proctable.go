@@ -24,8 +24,7 @@ import (
 	"strconv"
 	"sync"
 
-	"golang.org/x/crypto/ssh"
-
+	"github.com/vchproject/vch/internal/tether/link"
 	"github.com/vchproject/vch/internal/tether/spool"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
@@ -220,7 +219,7 @@ func (p *Process) status() wire.ProcessStatus {
 
 // attachment is one channel serving a process.
 type attachment struct {
-	ch       ssh.Channel
+	ch       link.Channel
 	stop     chan struct{}
 	stopOnce sync.Once
 	// reqMu is held while a request is handled and answered, and taken
@@ -255,7 +254,7 @@ const bufSize = 32 << 10
 // from's offsets. dead reports whether the channel's SSH connection has
 // failed: an EOF on the channel then is the session ending, not the
 // host's stdin EOF, and leaves the process's stdin open.
-func (p *Process) Serve(ch ssh.Channel, reqs <-chan *ssh.Request, from wire.Attach, dead func() bool) {
+func (p *Process) Serve(ch link.Channel, reqs <-chan *link.Request, from wire.Attach, dead func() bool) {
 	a := &attachment{ch: ch, stop: make(chan struct{})}
 	p.mu.Lock()
 	old := p.att
@@ -313,7 +312,7 @@ func (p *Process) Serve(ch ssh.Channel, reqs <-chan *ssh.Request, from wire.Atta
 	p.mu.Unlock()
 	a.reqMu.Lock()
 	defer a.reqMu.Unlock()
-	_, err := ch.SendRequest(wire.RequestExitStatus, false, ssh.Marshal(struct{ Status uint32 }{uint32(code)}))
+	_, err := ch.SendRequest(wire.RequestExitStatus, false, wire.EncodeExitStatus(code))
 	a.detach()
 	if err == nil && !p.spec.Resumable {
 		p.t.forget(p)
@@ -349,7 +348,7 @@ func (p *Process) copyStdin(a *attachment, stdin io.WriteCloser, dead func() boo
 	}
 }
 
-func (p *Process) serveRequests(a *attachment, reqs <-chan *ssh.Request) {
+func (p *Process) serveRequests(a *attachment, reqs <-chan *link.Request) {
 	for req := range reqs {
 		a.reqMu.Lock()
 		ok := false
@@ -360,9 +359,8 @@ func (p *Process) serveRequests(a *attachment, reqs <-chan *ssh.Request) {
 				ok = p.ctl.Signal(sig.Number) == nil
 			}
 		case wire.RequestWindowChange:
-			var wc struct{ Cols, Rows, Width, Height uint32 }
-			if ssh.Unmarshal(req.Payload, &wc) == nil {
-				p.ctl.Resize(wc.Rows, wc.Cols)
+			if rows, cols, valid := wire.DecodeWindowChange(req.Payload); valid {
+				p.ctl.Resize(rows, cols)
 				ok = true
 			}
 		case wire.RequestAck:
@@ -383,15 +381,15 @@ func (p *Process) serveRequests(a *attachment, reqs <-chan *ssh.Request) {
 // ServeAttach handles a wire.ChannelAttach: it finds the process, accepts
 // the channel and serves it (see Serve). Unknown IDs are rejected with a
 // wire.StartError whose ExitCode is 0.
-func (t *Table) ServeAttach(nc ssh.NewChannel, dead func() bool) {
+func (t *Table) ServeAttach(nc link.NewChannel, dead func() bool) {
 	var at wire.Attach
 	if err := json.Unmarshal(nc.ExtraData(), &at); err != nil {
-		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "bad attach request: " + err.Error()})))
+		_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "bad attach request: " + err.Error()})))
 		return
 	}
 	p := t.Lookup(at.ID)
 	if p == nil {
-		_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "no such process: " + at.ID})))
+		_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "no such process: " + at.ID})))
 		return
 	}
 	ch, reqs, err := nc.Accept()
@@ -403,7 +401,7 @@ func (t *Table) ServeAttach(nc ssh.NewChannel, dead func() bool) {
 
 // HandleRequest answers the table's global requests (wire.RequestProcesses,
 // wire.RequestRelease) and reports whether req was one of them.
-func (t *Table) HandleRequest(req *ssh.Request) bool {
+func (t *Table) HandleRequest(req *link.Request) bool {
 	switch req.Type {
 	case wire.RequestProcesses:
 		_ = req.Reply(true, wire.Encode(t.List()))

@@ -2,8 +2,6 @@ package proctable_test
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,9 +14,9 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"golang.org/x/crypto/ssh"
 
 	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/tether/link"
 	"github.com/vchproject/vch/internal/tether/proctable"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
@@ -90,18 +88,17 @@ func (g *guestSide) connect() *guest.Client {
 	g.t.Helper()
 	hostEnd, guestEnd := socketPair(g.t)
 	dc := &deadConn{Conn: guestEnd}
-	cfg := &ssh.ServerConfig{NoClientAuth: true}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	signer, _ := ssh.NewSignerFromKey(key)
-	cfg.AddHostKey(signer)
 	go func() {
-		_, chans, reqs, err := ssh.NewServerConn(dc, cfg)
+		if wire.AcceptHello(dc) != nil {
+			return
+		}
+		_, chans, reqs, err := link.Server(dc)
 		if err != nil {
 			return
 		}
 		go func() {
 			for req := range reqs {
-				if !g.table.HandleRequest(req) && req.WantReply {
+				if !g.table.HandleRequest(req) {
 					_ = req.Reply(false, nil)
 				}
 			}
@@ -115,7 +112,7 @@ func (g *guestSide) connect() *guest.Client {
 				_ = json.Unmarshal(nc.ExtraData(), &spec)
 				p, err := g.table.Reserve(spec)
 				if err != nil {
-					_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: err.Error(), ExitCode: 126})))
+					_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: err.Error(), ExitCode: 126})))
 					continue
 				}
 				var stdin io.WriteCloser
@@ -137,7 +134,7 @@ func (g *guestSide) connect() *guest.Client {
 				}
 				go p.Serve(ch, creqs, wire.Attach{}, dc.dead.Load)
 			default:
-				_ = nc.Reject(ssh.UnknownChannelType, "unknown")
+				_ = nc.Reject(link.UnknownChannelType, "unknown")
 			}
 		}
 	}()

@@ -2,8 +2,10 @@
 // the guest's PID 1. Both sides import it; it depends on nothing but the
 // standard library.
 //
-// The transport is SSH (RFC 4251–4254) over the VM's virtio-serial port: the
-// guest is the SSH server, the host the client. SSH already gives what a
+// Versions 1 and 2 ran over SSH (RFC 4251–4254) on the VM's virtio-serial
+// port, the guest the SSH server, the host the client; version 3 keeps
+// SSH's connection model on a transport without encryption (see below).
+// That model gives what a
 // container process needs: multiplexed channels with flow control, stdout as
 // channel data, stderr as extended data, stdin EOF (CloseWrite), signals,
 // window changes and an exit status, all in order on one stream, so output
@@ -57,9 +59,31 @@
 //
 // Stdin EOF is the channel's EOF (CloseWrite) as in v1; a session that
 // ends without one leaves the process's stdin open for the next.
+//
+// # Version 3: no encryption on the port
+//
+// From v3 on the transport is package link (internal/tether/link): the
+// same connection model (global requests, channels, data and extended
+// data, EOF, channel requests, exit status after all output) framed on
+// yamux streams with per-stream flow control, and no SSH transport layer:
+// the port is reachable only through the VMM, so encrypting it protected
+// nothing and cost most of the guest's CPU on every byte. Every message
+// above keeps its name and payload.
+//
+// A session starts with the host writing [Hello]. A v3 tether answers with
+// [Hello] and both sides start link (the host as its client). A v1 or v2
+// tether, an SSH server, skips the line (an SSH peer ignores lines before
+// the one starting "SSH-", RFC 4253 §4.2 as golang.org/x/crypto/ssh reads
+// it) and answers with its SSH version string, and the host goes on with
+// SSH: VMs booted by an older daemon keep working after an upgrade.
 package wire
 
-import "encoding/json"
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+)
 
 // Version is this protocol's version; it is part of every name below.
 const Version = "v1"
@@ -107,6 +131,74 @@ const (
 	// RequestRelease is a global request carrying [Release].
 	RequestRelease = "release@vch-" + Version2
 )
+
+// Version3 names the transport of version 3 (see the package doc).
+const Version3 = "v3"
+
+// Hello is the line a v3 host writes first in a session and a v3 tether
+// answers with.
+const Hello = "vch-tether " + Version3 + "\r\n"
+
+// MaxHelloBytes bounds the line a host reads as the guest's answer to
+// [Hello] (an SSH version string is at most 255 bytes, RFC 4253 §4.2).
+const MaxHelloBytes = 255
+
+// AcceptHello is a v3 tether's start of a session: it reads the host's
+// first line, a byte at a time so nothing after it is consumed, checks it
+// is [Hello], and answers [Hello]. An error if the host spoke anything
+// else (an older host's SSH version string) or the stream failed.
+func AcceptHello(rw io.ReadWriter) error {
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < MaxHelloBytes {
+		if _, err := io.ReadFull(rw, b); err != nil {
+			return fmt.Errorf("wire: read hello: %w", err)
+		}
+		line = append(line, b[0])
+		if b[0] != '\n' {
+			continue
+		}
+		if string(line) != Hello {
+			return fmt.Errorf("wire: the host spoke %q, not protocol %s", line, Version3)
+		}
+		if _, err := io.WriteString(rw, Hello); err != nil {
+			return fmt.Errorf("wire: answer hello: %w", err)
+		}
+		return nil
+	}
+	return fmt.Errorf("wire: no hello in the host's first %d bytes", MaxHelloBytes)
+}
+
+// EncodeExitStatus is the payload of [RequestExitStatus]: the code as a
+// big-endian uint32 (RFC 4254 §6.10).
+func EncodeExitStatus(code int) []byte {
+	return binary.BigEndian.AppendUint32(nil, uint32(code))
+}
+
+// DecodeExitStatus reads [EncodeExitStatus]'s payload.
+func DecodeExitStatus(p []byte) (int, bool) {
+	if len(p) != 4 {
+		return 0, false
+	}
+	return int(binary.BigEndian.Uint32(p)), true
+}
+
+// EncodeWindowChange is the payload of [RequestWindowChange]: columns,
+// rows, width and height in pixels (0), each a big-endian uint32 (RFC
+// 4254 §6.7).
+func EncodeWindowChange(rows, cols uint32) []byte {
+	b := binary.BigEndian.AppendUint32(nil, cols)
+	b = binary.BigEndian.AppendUint32(b, rows)
+	return binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(b, 0), 0)
+}
+
+// DecodeWindowChange reads [EncodeWindowChange]'s payload.
+func DecodeWindowChange(p []byte) (rows, cols uint32, ok bool) {
+	if len(p) != 16 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint32(p[4:]), binary.BigEndian.Uint32(p), true
+}
 
 // SpoolLimitBytes is how much unacknowledged output tether keeps per
 // process stream (1 MiB) before the process blocks on its writes.

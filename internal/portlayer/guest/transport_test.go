@@ -1,0 +1,173 @@
+package guest
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/vchproject/vch/internal/tether/link"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+func socketPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "channel")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	return conn(fds[0]), conn(fds[1])
+}
+
+// sshGuest serves c as a v2 tether did: an SSH server that answers
+// RequestSetup, runs "echo" processes (extra data a wire.Process) and
+// rejects others with a wire.StartError.
+func sshGuest(t *testing.T, c net.Conn) {
+	cfg := &ssh.ServerConfig{NoClientAuth: true}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	signer, _ := ssh.NewSignerFromKey(key)
+	cfg.AddHostKey(signer)
+	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	if err != nil {
+		t.Errorf("ssh guest: %v", err)
+		return
+	}
+	go func() {
+		for r := range reqs {
+			_ = r.Reply(r.Type == wire.RequestSetup, nil)
+		}
+	}()
+	for nc := range chans {
+		var p wire.Process
+		_ = json.Unmarshal(nc.ExtraData(), &p)
+		if nc.ChannelType() != wire.ChannelProcess || len(p.Args) == 0 || p.Args[0] != "echo" {
+			_ = nc.Reject(ssh.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "not found", ExitCode: 127})))
+			continue
+		}
+		ch, creqs, _ := nc.Accept()
+		go ssh.DiscardRequests(creqs)
+		_, _ = io.WriteString(ch, p.Args[1])
+		_, _ = io.WriteString(ch.Stderr(), "err")
+		_, _ = ch.SendRequest(wire.RequestExitStatus, false, ssh.Marshal(struct{ Status uint32 }{3}))
+		_ = ch.Close()
+	}
+}
+
+// TestSSHGuest: a guest of protocol v2 (an SSH server) skips the host's
+// wire.Hello and gets SSH; requests, processes, stdout, stderr, exit
+// status and start errors work as before.
+func TestSSHGuest(t *testing.T) {
+	host, g := socketPair(t)
+	go sshGuest(t, g)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Protocol() != wire.Version2 {
+		t.Fatalf("protocol %q, want %q", c.Protocol(), wire.Version2)
+	}
+	checkClient(t, ctx, c)
+}
+
+// TestLinkGuest is the same against a v3 guest (package link).
+func TestLinkGuest(t *testing.T) {
+	host, g := socketPair(t)
+	go func() {
+		if err := wire.AcceptHello(g); err != nil {
+			t.Errorf("hello: %v", err)
+			return
+		}
+		_, chans, reqs, _ := link.Server(g)
+		go func() {
+			for r := range reqs {
+				_ = r.Reply(r.Type == wire.RequestSetup, nil)
+			}
+		}()
+		for nc := range chans {
+			var p wire.Process
+			_ = json.Unmarshal(nc.ExtraData(), &p)
+			if len(p.Args) == 0 || p.Args[0] != "echo" {
+				_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: "not found", ExitCode: 127})))
+				continue
+			}
+			ch, creqs, _ := nc.Accept()
+			go link.DiscardRequests(creqs)
+			_, _ = io.WriteString(ch, p.Args[1])
+			_, _ = io.WriteString(ch.Stderr(), "err")
+			_, _ = ch.SendRequest(wire.RequestExitStatus, false, wire.EncodeExitStatus(3))
+			_ = ch.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Protocol() != wire.Version3 {
+		t.Fatalf("protocol %q, want %q", c.Protocol(), wire.Version3)
+	}
+	checkClient(t, ctx, c)
+}
+
+func checkClient(t *testing.T, ctx context.Context, c *Client) {
+	t.Helper()
+	if err := c.Setup(ctx, wire.Setup{Hostname: "h"}); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	if err := c.PowerOff(ctx); err == nil {
+		t.Fatal("a refused request succeeded")
+	}
+	p, err := c.Start(ctx, wire.Process{Args: []string{"echo", "hello"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(p.Stdout())
+	errOut, _ := io.ReadAll(p.Stderr())
+	code, err := p.Wait(ctx)
+	if string(out) != "hello" || string(errOut) != "err" || code != 3 || err != nil {
+		t.Fatalf("stdout %q stderr %q exit %d %v", out, errOut, code, err)
+	}
+	_, err = c.Start(ctx, wire.Process{Args: []string{"nope"}})
+	se, ok := err.(*StartError)
+	if !ok || se.ExitCode != 127 || se.Message != "not found" {
+		t.Fatalf("start error = %#v", err)
+	}
+}
+
+// TestHelloGarbage: a guest that answers neither hello nor SSH is
+// Unavailable, not a hang.
+func TestHelloGarbage(t *testing.T) {
+	host, g := socketPair(t)
+	go func() {
+		b := make([]byte, len(wire.Hello))
+		_, _ = io.ReadFull(g, b)
+		_, _ = io.WriteString(g, "hello there\n")
+	}()
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := Dial(ctx, host); err == nil {
+		t.Fatal("Dial succeeded")
+	}
+}
