@@ -32,10 +32,10 @@ const headerBytes = 5
 const MaxFrameBytes = 16 << 20
 
 // dataChunk is the most data one frame carries. Each frame is one write on
-// the stream; 32 KiB is also the most a Linux virtio-console port takes in
-// one write (drivers/char/virtio_console.c), so a frame, with yamux's
-// 12-byte header, costs two writes on the port.
-const dataChunk = 32<<10 - headerBytes
+// the stream, and with yamux's header one write on the byte stream
+// (coalescer): 32 KiB in all, the most a Linux virtio-console port takes
+// in one write (drivers/char/virtio_console.c).
+const dataChunk = 32<<10 - headerBytes - yamuxHeaderBytes
 
 // windowBytes is each stream's receive window (yamux's
 // MaxStreamWindowSize): how much one channel may have in flight unread.
@@ -77,7 +77,7 @@ func config() *yamux.Config {
 // global requests; both close when the connection ends. They must be
 // served: an unserved one stops the connection's reads.
 func Client(rwc io.ReadWriteCloser) (*Conn, <-chan NewChannel, <-chan *Request, error) {
-	s, err := yamux.Client(rwc, config())
+	s, err := yamux.Client(&coalescer{ReadWriteCloser: rwc}, config())
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("link: %w", err)
 	}
@@ -86,7 +86,7 @@ func Client(rwc io.ReadWriteCloser) (*Conn, <-chan NewChannel, <-chan *Request, 
 
 // Server starts the guest's end on rwc; see Client.
 func Server(rwc io.ReadWriteCloser) (*Conn, <-chan NewChannel, <-chan *Request, error) {
-	s, err := yamux.Server(rwc, config())
+	s, err := yamux.Server(&coalescer{ReadWriteCloser: rwc}, config())
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("link: %w", err)
 	}

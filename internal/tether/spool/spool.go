@@ -123,7 +123,11 @@ func (s *Spool) Ack(off int64) {
 	if off == s.start {
 		return
 	}
-	s.buf = append([]byte(nil), s.buf[off-s.start:]...)
+	// Dropping the front reslices rather than copies: the next append
+	// that outgrows the array moves only the bytes still held, so each
+	// byte is copied a bounded number of times however small the acks
+	// (a non-resumable stream is acknowledged at every write).
+	s.buf = s.buf[off-s.start:]
 	s.start = off
 	s.notifyLocked()
 }
