@@ -1,0 +1,113 @@
+//go:build e2e
+
+package bench
+
+import (
+	"bytes"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// dataBytes is the size moved by the copy and stdin benchmarks (100 MiB).
+const dataBytes = 100 << 20
+
+// randomFile writes dataBytes of random bytes (no compression helps
+// anyone) and returns its path.
+func randomFile(b *testing.B) string {
+	b.Helper()
+	p := filepath.Join(b.TempDir(), "data")
+	buf := make([]byte, dataBytes)
+	_, _ = rand.Read(buf)
+	if err := os.WriteFile(p, buf, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// timedIn runs a command (DOCKER_HOST set) with stdin from the file in, if
+// any, and returns its wall time and output.
+func timedIn(b *testing.B, host, in string, name string, args ...string) (time.Duration, string) {
+	b.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+host)
+	if in != "" {
+		f, err := os.Open(in)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		cmd.Stdin = f
+	}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		b.Fatalf("%s %v: %s: %v", name, args, out.String(), err)
+	}
+	return time.Since(start), out.String()
+}
+
+func rate(d time.Duration) float64 { return mibps(dataBytes, d) }
+
+// BenchmarkCopyThroughput prints the rate of `docker cp` of a 100 MiB
+// file into a running container and back out, against `cp` of the same
+// file on the host, in the same run. Each docker cp's time includes its
+// API round trips and the tar stream's packing and unpacking.
+func BenchmarkCopyThroughput(b *testing.B) {
+	d := daemon(b)
+	src := randomFile(b)
+	docker(b, d.Host, "run", "-d", "--name", "cpbench", "busybox", "sleep", "3600")
+	b.Cleanup(func() { _ = exec.Command("docker", "-H", d.Host, "rm", "-f", "cpbench").Run() })
+	out := filepath.Join(b.TempDir(), "out")
+	for b.Loop() {
+		in, _ := timed(b, d.Host, "cp", src, "cpbench:/data")
+		back, _ := timed(b, d.Host, "cp", "cpbench:/data", out)
+		host, _ := timedIn(b, d.Host, "", "cp", src, out+".host")
+		if a, _ := os.ReadFile(src); !bytes.Equal(a, mustRead(b, out)) {
+			b.Fatal("the file copied out differs from the one copied in")
+		}
+		os.Remove(out)
+		os.Remove(out + ".host")
+		b.ReportMetric(rate(in), "cp-in-MB/s")
+		b.ReportMetric(rate(back), "cp-out-MB/s")
+		b.ReportMetric(rate(host), "host-cp-MB/s")
+		fmt.Printf("docker cp 100 MiB: in %.1f MiB/s, out %.1f MiB/s, host cp %.0f MiB/s, ratios %.4f %.4f\n",
+			rate(in), rate(back), rate(host), rate(in)/rate(host), rate(back)/rate(host))
+	}
+}
+
+func mustRead(b *testing.B, p string) []byte {
+	b.Helper()
+	data, err := os.ReadFile(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return data
+}
+
+// BenchmarkStdinThroughput prints the rate of 100 MiB through `docker
+// exec -i c wc -c` against the host's `cat | wc -c` of the same stdin (wc
+// alone would only stat the file), in the same run. The exec's start (about 0.2 s) is included.
+func BenchmarkStdinThroughput(b *testing.B) {
+	d := daemon(b)
+	src := randomFile(b)
+	docker(b, d.Host, "run", "-d", "--name", "stdinbench", "busybox", "sleep", "3600")
+	b.Cleanup(func() { _ = exec.Command("docker", "-H", d.Host, "rm", "-f", "stdinbench").Run() })
+	for b.Loop() {
+		vm, out := timedIn(b, d.Host, src, "docker", "exec", "-i", "stdinbench", "wc", "-c")
+		host, hostOut := timedIn(b, d.Host, src, "sh", "-c", "cat | wc -c")
+		if strings.TrimSpace(out) != fmt.Sprint(dataBytes) || !strings.HasPrefix(strings.TrimSpace(hostOut), fmt.Sprint(dataBytes)) {
+			b.Fatalf("wc -c counted %q in the container, %q on the host; want %d", out, hostOut, dataBytes)
+		}
+		b.ReportMetric(rate(vm), "exec-stdin-MB/s")
+		b.ReportMetric(rate(host), "host-MB/s")
+		fmt.Printf("exec -i stdin 100 MiB: container %.1f MiB/s, host cat|wc %.0f MiB/s, ratio %.4f\n", rate(vm), rate(host), rate(vm)/rate(host))
+	}
+}
