@@ -7,10 +7,10 @@ import (
 	"encoding/json"
 	"io"
 	"net"
-	"os"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vchproject/vch/internal/testenv"
 
 	"golang.org/x/crypto/ssh"
 
@@ -18,22 +18,14 @@ import (
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "channel")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
+// runEcho serves an "echo" process on ch (an SSH channel satisfies
+// link.Channel): its argument to stdout, "err" to stderr, exit status 3
+// (the same payload bytes on both transports, RFC 4254 §6.10).
+func runEcho(ch link.Channel, p wire.Process) {
+	_, _ = io.WriteString(ch, p.Args[1])
+	_, _ = io.WriteString(ch.Stderr(), "err")
+	_, _ = ch.SendRequest(wire.RequestExitStatus, false, wire.EncodeExitStatus(3))
+	_ = ch.Close()
 }
 
 // sshGuest serves c as a v2 tether did: an SSH server that answers
@@ -63,10 +55,7 @@ func sshGuest(t *testing.T, c net.Conn) {
 		}
 		ch, creqs, _ := nc.Accept()
 		go ssh.DiscardRequests(creqs)
-		_, _ = io.WriteString(ch, p.Args[1])
-		_, _ = io.WriteString(ch.Stderr(), "err")
-		_, _ = ch.SendRequest(wire.RequestExitStatus, false, ssh.Marshal(struct{ Status uint32 }{3}))
-		_ = ch.Close()
+		runEcho(ch, p)
 	}
 }
 
@@ -74,7 +63,7 @@ func sshGuest(t *testing.T, c net.Conn) {
 // wire.Hello and gets SSH; requests, processes, stdout, stderr, exit
 // status and start errors work as before.
 func TestSSHGuest(t *testing.T) {
-	host, g := socketPair(t)
+	host, g := testenv.SocketPair(t)
 	go sshGuest(t, g)
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -91,7 +80,7 @@ func TestSSHGuest(t *testing.T) {
 
 // TestLinkGuest is the same against a v3 guest (package link).
 func TestLinkGuest(t *testing.T) {
-	host, g := socketPair(t)
+	host, g := testenv.SocketPair(t)
 	go func() {
 		if err := wire.AcceptHello(g); err != nil {
 			t.Errorf("hello: %v", err)
@@ -112,10 +101,7 @@ func TestLinkGuest(t *testing.T) {
 			}
 			ch, creqs, _ := nc.Accept()
 			go link.DiscardRequests(creqs)
-			_, _ = io.WriteString(ch, p.Args[1])
-			_, _ = io.WriteString(ch.Stderr(), "err")
-			_, _ = ch.SendRequest(wire.RequestExitStatus, false, wire.EncodeExitStatus(3))
-			_ = ch.Close()
+			runEcho(ch, p)
 		}
 	}()
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
@@ -159,7 +145,7 @@ func checkClient(t *testing.T, ctx context.Context, c *Client) {
 // TestHelloGarbage: a guest that answers neither hello nor SSH is
 // Unavailable, not a hang.
 func TestHelloGarbage(t *testing.T) {
-	host, g := socketPair(t)
+	host, g := testenv.SocketPair(t)
 	go func() {
 		b := make([]byte, len(wire.Hello))
 		_, _ = io.ReadFull(g, b)

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // pair is both ends of a link over a Unix socket pair.
@@ -22,27 +24,9 @@ type pair struct {
 	hostReqs, guestReqs   <-chan *Request
 }
 
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "link")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
-
 func newPair(t *testing.T) *pair {
 	t.Helper()
-	a, b := socketPair(t)
+	a, b := testenv.SocketPair(t)
 	var p pair
 	var err error
 	if p.host, p.hostChans, p.hostReqs, err = Client(a); err != nil {
@@ -358,7 +342,7 @@ func TestOpenContext(t *testing.T) {
 }
 
 func TestMalformedFrames(t *testing.T) {
-	a, b := socketPair(t)
+	a, b := testenv.SocketPair(t)
 	guest, chans, reqs, err := Server(b)
 	if err != nil {
 		t.Fatal(err)

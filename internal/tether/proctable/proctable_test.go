@@ -6,12 +6,12 @@ import (
 	"errors"
 	"io"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vchproject/vch/internal/testenv"
 
 	"github.com/containerd/errdefs"
 
@@ -65,28 +65,10 @@ func (c *deadConn) Read(b []byte) (int, error) {
 	return n, err
 }
 
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "pair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
-
 // connect starts a session and returns the host's client.
 func (g *guestSide) connect() *guest.Client {
 	g.t.Helper()
-	hostEnd, guestEnd := socketPair(g.t)
+	hostEnd, guestEnd := testenv.SocketPair(g.t)
 	dc := &deadConn{Conn: guestEnd}
 	go func() {
 		if wire.AcceptHello(dc) != nil {
