@@ -73,11 +73,7 @@ func (ch *channel) demux() {
 			r := &Request{Type: name, WantReply: want, Payload: body}
 			if want {
 				r.reply = func(ok bool, _ []byte) error {
-					t := frameFailure
-					if ok {
-						t = frameSuccess
-					}
-					return ch.writeControl(t, nil)
+					return ch.writeControl(replyFrame(ok), nil)
 				}
 			}
 			select {

@@ -149,11 +149,7 @@ func (c *Conn) first(st *yamux.Stream) {
 		r := &Request{Type: name, WantReply: want, Payload: body}
 		if want {
 			r.reply = func(ok bool, p []byte) error {
-				t := frameFailure
-				if ok {
-					t = frameSuccess
-				}
-				err := writeFrame(st, t, p)
+				err := writeFrame(st, replyFrame(ok), p)
 				_ = st.Close()
 				return err
 			}
@@ -290,6 +286,14 @@ func (n *newChannel) Reject(reason RejectionReason, message string) error {
 		_ = n.st.Close()
 	})
 	return err
+}
+
+// replyFrame is the frame type that answers a request: success or failure.
+func replyFrame(ok bool) byte {
+	if ok {
+		return frameSuccess
+	}
+	return frameFailure
 }
 
 // readFrame reads one frame from r.
