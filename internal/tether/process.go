@@ -334,6 +334,11 @@ func (p *process) feed(stdout, stderr *spool.Spool) int {
 			if err != nil {
 				return
 			}
+			if n < len(buf)/2 {
+				// A short read is a program writing little at a time
+				// (a line per write): let more gather before the next.
+				time.Sleep(gatherDelay)
+			}
 		}
 	}
 	if p.ptmx != nil {
@@ -447,6 +452,14 @@ func openPty() (*os.File, *os.File, error) {
 	}
 	return ptmx, tty, nil
 }
+
+// gatherDelay is how long tether waits after a short read of a process's
+// output before reading again (1 ms: no one sees it in a terminal). On a
+// single emulated vCPU the guest otherwise switches to tether for every
+// line a program writes, and every line becomes a frame and a write on
+// the port: `yes | head -c 100M` took 67 s to the client against 17 s to
+// /dev/null.
+const gatherDelay = time.Millisecond
 
 // pipeBytes is the capacity tether gives a process's stdio pipes (1 MiB,
 // Linux's default /proc/sys/fs/pipe-max-size) instead of the default
