@@ -74,3 +74,14 @@ func RequireBinary(t testing.TB, name string) string {
 	}
 	return p
 }
+
+// ReadFile returns the file's contents, failing the test if it cannot
+// be read.
+func ReadFile(t testing.TB, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // dataBytes is the size moved by the copy and stdin benchmarks (100 MiB).
@@ -70,7 +72,7 @@ func BenchmarkCopyThroughput(b *testing.B) {
 		in, _ := timed(b, d.Host, "cp", src, "cpbench:/data")
 		back, _ := timed(b, d.Host, "cp", "cpbench:/data", out)
 		host, _ := timedIn(b, d.Host, "", "cp", src, out+".host")
-		if a, _ := os.ReadFile(src); !bytes.Equal(a, mustRead(b, out)) {
+		if a, _ := os.ReadFile(src); !bytes.Equal(a, testenv.ReadFile(b, out)) {
 			b.Fatal("the file copied out differs from the one copied in")
 		}
 		os.Remove(out)
@@ -81,15 +83,6 @@ func BenchmarkCopyThroughput(b *testing.B) {
 		fmt.Printf("docker cp 100 MiB: in %.1f MiB/s, out %.1f MiB/s, host cp %.0f MiB/s, ratios %.4f %.4f\n",
 			rate(in), rate(back), rate(host), rate(in)/rate(host), rate(back)/rate(host))
 	}
-}
-
-func mustRead(b *testing.B, p string) []byte {
-	b.Helper()
-	data, err := os.ReadFile(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return data
 }
 
 // BenchmarkStdinThroughput prints the rate of 100 MiB through `docker

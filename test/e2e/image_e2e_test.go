@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // rootfsTar returns a tar of a tiny root filesystem holding /bin/busybox and
@@ -16,7 +18,7 @@ func rootfsTar(t *testing.T, extra map[string]string) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
-	bb := mustRead(t, "/bin/busybox")
+	bb := testenv.ReadFile(t, "/bin/busybox")
 	tw.WriteHeader(&tar.Header{Name: "bin/", Typeflag: tar.TypeDir, Mode: 0o755})
 	tw.WriteHeader(&tar.Header{Name: "bin/busybox", Typeflag: tar.TypeReg, Mode: 0o755, Size: int64(len(bb))})
 	if _, err := tw.Write(bb); err != nil {
