@@ -1,7 +1,7 @@
 // Package tether is the guest agent: PID 1 inside every container VM. It
 // mounts the kernel filesystems and the container's root disk, loads the
 // virtio modules, applies the container's identity (hostname, hosts,
-// resolv.conf, clock), serves the host's SSH connection on the virtio-serial
+// resolv.conf, clock), serves the host's sessions on the virtio-serial
 // port (protocol in package wire), runs the container's processes, reaps
 // zombies, reports exit statuses and powers the VM off when asked.
 //

@@ -1,7 +1,7 @@
 // Package hvfake is an in-process fake of the hypervisor driver contract,
 // for unit tests of the layers above it (compute). It boots nothing: Start
 // returns a [VM] whose guest channel is one end of a unix socket pair, with a
-// fake tether (an SSH server speaking package wire, like
+// fake tether (package wire's protocol v3 over package link, like
 // internal/tether/server.go) serving the other end in a goroutine.
 //
 // The fake records what it was asked (every Spec, overlay, Setup, process
@@ -99,8 +99,8 @@ func (d *Driver) FailAdopt(err error) {
 	d.failAdopt = append(d.failAdopt, err)
 }
 
-// HangNextBoot makes the next started VM's guest never answer the SSH
-// handshake, as a guest that does not boot: the caller's boot timeout must
+// HangNextBoot makes the next started VM's guest never answer the host's
+// hello, as a guest that does not boot: the caller's boot timeout must
 // end it.
 func (d *Driver) HangNextBoot() {
 	d.mu.Lock()
@@ -371,8 +371,8 @@ func newVM(spec hypervisor.Spec, pid int, gate <-chan struct{}) (*VM, error) {
 	return vm, nil
 }
 
-// socketPair returns both ends of a connected unix stream socket pair. A
-// net.Pipe would deadlock: both SSH peers write their version line first.
+// socketPair returns both ends of a connected unix stream socket pair. It
+// buffers, as a VM's channel does (a net.Pipe does not).
 func socketPair() (net.Conn, net.Conn, error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {

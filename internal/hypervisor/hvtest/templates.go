@@ -17,7 +17,7 @@ import (
 // RunTemplates checks hypervisor.Templater for a driver whose
 // Capabilities report Templates, with tether as the guest: a template
 // saved once restores two VMs side by side, each on its own overlay disk,
-// each waking (guest.Wake) and then answering its own SSH session; a
+// each waking (guest.Wake) and then answering its own session; a
 // spec of another shape is FailedPrecondition, as is an empty directory;
 // a template whose state is damaged never yields a guest that answers.
 // It boots one VM and restores three.

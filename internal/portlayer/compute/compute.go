@@ -410,8 +410,10 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 
 // MaxProcessSpecBytes bounds a process's spec as sent to the guest (argv,
 // environment, working dir, user; JSON-encoded), in bytes: it travels in
-// one SSH channel-open message, whose packets are limited to 256 KiB
-// (RFC 4253 §6.1 lets implementations cap them; x/crypto/ssh does).
+// one channel-open message, which for a guest of protocol v1 or v2 is an
+// SSH packet, limited to 256 KiB (RFC 4253 §6.1 lets implementations cap
+// them; x/crypto/ssh does). Protocol v3's frames allow more
+// (link.MaxFrameBytes), but one limit for both keeps behaviour the same.
 const MaxProcessSpecBytes = 200 << 10
 
 // checkProcessSize is InvalidArgument when p is too large to send.

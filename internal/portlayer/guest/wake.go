@@ -27,7 +27,7 @@ func AwaitTemplate(ctx context.Context, c net.Conn) error {
 // Wake sends a VM restored from a template its wire.Wake — the host's
 // clock now, wire.EntropyBytes of fresh entropy from crypto/rand, and
 // bootMACs (its NICs' hardware addresses in device order) — and returns
-// once the guest answered wire.Awake; the channel then carries the SSH
+// once the guest answered wire.Awake; the channel then carries the
 // session as for a booted guest (Dial). Unavailable if the guest does not
 // answer before ctx ends, or the channel ends first.
 func Wake(ctx context.Context, c net.Conn, bootMACs []string) error {

@@ -152,7 +152,7 @@ func templateSpec(spec hypervisor.Spec) hypervisor.Spec {
 }
 
 // Start starts a VM for spec and returns once its guest channel carries
-// tether's SSH session (guest.Dial works on it), as hypervisor.Driver
+// tether's session (guest.Dial works on it), as hypervisor.Driver
 // Start does for a booted VM. With templates on, the VM is restored from
 // its shape's template, which is built first (the caller waits, bounded
 // by ctx) when there is none; any failure of the template path is logged

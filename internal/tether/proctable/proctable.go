@@ -1,5 +1,5 @@
 // Package proctable is the guest's table of container processes, the part
-// of tether that lets a process outlive the host's SSH session (package
+// of tether that lets a process outlive the host's session (package
 // wire, version 2). Tether and its in-process fake (hvfake) share it, so
 // the fake's sessions behave as the guest's do.
 //
@@ -251,7 +251,7 @@ const bufSize = 32 << 10
 // Serve serves the process on an accepted channel until the process's
 // exit status has been sent (then the channel is closed), the channel or
 // its session ends, or a newer attachment replaces it. Output resumes at
-// from's offsets. dead reports whether the channel's SSH connection has
+// from's offsets. dead reports whether the channel's connection has
 // failed: an EOF on the channel then is the session ending, not the
 // host's stdin EOF, and leaves the process's stdin open.
 func (p *Process) Serve(ch link.Channel, reqs <-chan *link.Request, from wire.Attach, dead func() bool) {

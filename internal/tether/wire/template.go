@@ -13,8 +13,8 @@ import "fmt"
 // the host writes one [Wake] as a single JSON line ending in '\n' on the
 // channel. The guest applies it (entropy, clock, binding its device
 // drivers to this VM's own devices, its NICs' addresses), answers [Awake]
-// and only then serves SSH as a booted guest does: the SSH host key and
-// everything about the container come after the wake.
+// and only then serves sessions as a booted guest does: everything about
+// the container comes after the wake.
 
 // TemplateCmdline is the kernel argument that boots a guest as a template.
 const TemplateCmdline = "vch.template=1"
@@ -24,7 +24,7 @@ const TemplateCmdline = "vch.template=1"
 const TemplateReady = "vch-template-ready\n"
 
 // Awake is what a restored guest writes after it applied its [Wake],
-// before it serves SSH.
+// before it serves sessions.
 const Awake = "vch-awake\n"
 
 // MaxWakeBytes bounds one [Wake] line: a seed and a few MACs fit many

@@ -5,11 +5,11 @@
 // Versions 1 and 2 ran over SSH (RFC 4251–4254) on the VM's virtio-serial
 // port, the guest the SSH server, the host the client; version 3 keeps
 // SSH's connection model on a transport without encryption (see below).
-// That model gives what a
-// container process needs: multiplexed channels with flow control, stdout as
-// channel data, stderr as extended data, stdin EOF (CloseWrite), signals,
-// window changes and an exit status, all in order on one stream, so output
-// written before an exit always arrives before that exit status.
+// That model gives what a container process needs: multiplexed channels
+// with flow control, stdout as channel data, stderr as extended data,
+// stdin EOF (CloseWrite), signals, window changes and an exit status, all
+// in order on one stream, so output written before an exit always arrives
+// before that exit status.
 //
 // Messages defined here, all JSON-encoded payloads:
 //   - global request [RequestSetup] with [Setup]: identity and clock, once,
