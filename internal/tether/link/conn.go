@@ -1,6 +1,7 @@
 package link
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -27,9 +28,14 @@ const (
 // headerBytes is a frame's header: type and payload length.
 const headerBytes = 5
 
-// MaxFrameBytes bounds one frame's payload (16 MiB): a larger one ends the
-// connection as malformed.
-const MaxFrameBytes = 16 << 20
+// MaxFrameBytes bounds one frame's payload (4 MiB): a larger one ends its
+// stream as malformed. The host does not trust the guest, so a frame's
+// memory is taken as its bytes arrive, never on the word of its header.
+const MaxFrameBytes = 4 << 20
+
+// maxOpening bounds the peer's streams whose first frame is being read at
+// once; more wait in yamux's accept backlog (and beyond that are reset).
+const maxOpening = 32
 
 // dataChunk is the most data one frame carries. Each frame is one write on
 // the stream, and with yamux's header one write on the byte stream
@@ -108,15 +114,23 @@ func (c *Conn) accept() {
 		close(c.chans)
 		close(c.reqs)
 	}()
+	opening := make(chan struct{}, maxOpening)
 	for {
 		st, err := c.sess.AcceptStream()
 		if err != nil {
+			return
+		}
+		select {
+		case opening <- struct{}{}:
+		case <-c.sess.CloseChan():
+			_ = st.Close()
 			return
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c.first(st)
+			<-opening
 		}()
 	}
 }
@@ -125,7 +139,7 @@ func (c *Conn) accept() {
 func (c *Conn) first(st *yamux.Stream) {
 	typ, payload, err := readFrame(st)
 	if err != nil {
-		_ = st.Close()
+		refuse(st)
 		return
 	}
 	switch typ {
@@ -164,6 +178,14 @@ func (c *Conn) first(st *yamux.Stream) {
 	default:
 		_ = st.Close()
 	}
+}
+
+// refuse ends a stream whose first frame was malformed: it closes this
+// side, and reads and drops what the peer still sends (in the
+// background), so the peer's writes end and it reads the close.
+func refuse(st *yamux.Stream) {
+	_ = st.Close()
+	go func() { _, _ = io.Copy(io.Discard, st) }()
 }
 
 // SendRequest sends a global request, bounded by ctx; with wantReply it
@@ -306,14 +328,26 @@ func readFrame(r io.Reader) (byte, []byte, error) {
 	if n > MaxFrameBytes {
 		return 0, nil, fmt.Errorf("link: frame of %d bytes (at most %d)", n, MaxFrameBytes)
 	}
-	p := make([]byte, n)
-	if _, err := io.ReadFull(r, p); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	if n <= dataChunk+headerBytes {
+		p := make([]byte, n)
+		if _, err := io.ReadFull(r, p); err != nil {
+			return 0, nil, unexpectedEOF(err)
 		}
-		return 0, nil, err
+		return h[0], p, nil
 	}
-	return h[0], p, nil
+	// A large frame grows with what arrives.
+	var b bytes.Buffer
+	if k, err := io.CopyN(&b, r, int64(n)); err != nil || k != int64(n) {
+		return 0, nil, unexpectedEOF(err)
+	}
+	return h[0], b.Bytes(), nil
+}
+
+func unexpectedEOF(err error) error {
+	if err == nil || err == io.EOF {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // writeFrame writes one frame in one write.

@@ -405,3 +405,71 @@ func BenchmarkChannelThroughput(b *testing.B) {
 		}
 	}
 }
+
+// TestLargeFrames: a request payload larger than a data chunk arrives
+// whole; one over MaxFrameBytes, or one whose header promises more than
+// is sent, ends only its own stream.
+func TestLargeFrames(t *testing.T) {
+	p := newPair(t)
+	go func() {
+		for r := range p.guestReqs {
+			_ = r.Reply(true, []byte(fmt.Sprint(len(r.Payload))))
+		}
+	}()
+	big := bytes.Repeat([]byte("x"), 2<<20)
+	ok, resp, err := p.host.SendRequest(t.Context(), "big", true, big)
+	if err != nil || !ok || string(resp) != fmt.Sprint(len(big)) {
+		t.Fatalf("2 MiB request = %v %q %v", ok, resp, err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	if _, _, err := p.host.SendRequest(ctx, "huge", true, make([]byte, MaxFrameBytes+1)); err == nil || ctx.Err() != nil {
+		t.Fatalf("a frame over MaxFrameBytes: err %v (ctx %v), want the stream ended", err, ctx.Err())
+	}
+	st, err := p.host.sess.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = st.Write([]byte{frameRequest, 0, 0x3f, 0xff, 0xff, 1, 2, 3})
+	_ = st.Close()
+	if ok, _, err := p.host.SendRequest(t.Context(), "after", true, nil); err != nil || !ok {
+		t.Fatalf("after bad frames: %v %v", ok, err)
+	}
+}
+
+// TestManyOpens: more streams at once than are read concurrently
+// (maxOpening) are all served.
+func TestManyOpens(t *testing.T) {
+	p := newPair(t)
+	release := make(chan struct{})
+	go func() {
+		for r := range p.guestReqs {
+			go func() {
+				<-release
+				_ = r.Reply(true, nil)
+			}()
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*maxOpening)
+	for range 4 * maxOpening {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, _, err := p.host.SendRequest(t.Context(), "wait", true, nil)
+			if err == nil && !ok {
+				err = errors.New("refused")
+			}
+			errs <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
