@@ -29,6 +29,7 @@ build: deps
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/vch ./cmd/vch
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/tether ./cmd/tether
 	$(GO) build -o $(BIN)/busybox-image ./cmd/busybox-image
+	$(CC) -O2 -Wall -Wextra -shared -fPIC -o $(BIN)/vch-ramshim.so internal/hypervisor/qemu/ramshim/ramshim.c
 
 # demo: start a VCH, load a busybox image built from Debian's busybox-static
 # and run `docker run --rm busybox uname -r` in its own VM.

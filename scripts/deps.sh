@@ -1,6 +1,6 @@
 #!/bin/sh
 # deps.sh — install the Debian packages vch needs (as root): QEMU, qemu-img,
-# mkfs.ext4/debugfs, busybox-static (for the demo/test image), tmux and
+# mkfs.ext4/debugfs, a C compiler, busybox-static (for the demo/test image), tmux and
 # docker-compose (for tests).
 set -eu
 need=""
@@ -13,6 +13,9 @@ dpkg -s busybox-static >/dev/null 2>&1 || need="$need busybox-static"
 # installed): the compose test drives a project through it.
 command -v docker-compose >/dev/null || need="$need docker-compose"
 command -v dpkg-deb >/dev/null || need="$need dpkg"
+# cc and libc headers: the QEMU preload library (bin/vch-ramshim.so).
+command -v cc >/dev/null || need="$need gcc libc6-dev"
+[ -e /usr/include/linux/falloc.h ] || need="$need linux-libc-dev"
 # ip (iproute2): the network tests build their own "outside" namespaces.
 command -v ip >/dev/null || need="$need iproute2"
 if [ -n "$need" ]; then

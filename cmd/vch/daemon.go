@@ -148,6 +148,7 @@ TLS.`,
 	f.StringArrayVarP(&hosts, "host", "H", nil, "listen address, repeatable: unix:///PATH.sock or tcp://ADDR:PORT (required)")
 	f.StringVar(&cfg.KernelDir, "kernel-dir", filepath.Join(exeDir(), "guest", "kernel"), "unpacked Debian guest kernel package (boot/, lib/modules/)")
 	f.StringVar(&cfg.Tether, "tether", filepath.Join(exeDir(), "tether"), "static tether binary (the guest's PID 1)")
+	f.StringVar(&cfg.RAMShim, "ram-shim", filepath.Join(exeDir(), "vch-ramshim.so"), "QEMU preload library that lets VMs restored from templates return freed memory")
 	f.StringVar(&cfg.ShareKernelDir, "share-kernel-dir", filepath.Join(exeDir(), "guest", "kernel-generic"), "unpacked Debian generic kernel package (virtio-9p) for containers with host bind mounts")
 	f.StringArrayVar(&cfg.BindRoots, "allow-bind-mounts", nil, "host directory containers may bind-mount from (and beneath), repeatable; / allows any (default: none)")
 	f.StringVar(&cfg.Accel, "accel", "auto", "accelerator: auto, kvm or tcg")

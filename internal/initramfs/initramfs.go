@@ -21,10 +21,11 @@ import (
 )
 
 // BootModules are the modules tether loads, in dependency order, for the
-// devices every container VM has: virtio-mmio transport, block and console
-// (virtio-serial) and network (virtio-net). Verified against Debian's cloud-amd64 6.1 kernel, where
+// devices every container VM has: virtio-mmio transport, block, console
+// (virtio-serial), the memory balloon (free page reporting) and network
+// (virtio-net). Verified against Debian's cloud-amd64 6.1 kernel, where
 // ext4 is built in and these are modules.
-var BootModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_console", "failover", "net_failover", "virtio_net"}
+var BootModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_blk", "virtio_console", "virtio_balloon", "failover", "net_failover", "virtio_net"}
 
 // FilesystemModules are what the root and volume disks need besides
 // BootModules: ext4 and the crc32c its checksums ask for. Built into the

@@ -72,6 +72,9 @@ type Config struct {
 	KernelDir string `toml:"kernel_dir" json:"kernel_dir"`
 	// Tether is the static tether binary placed in the initramfs as /init.
 	Tether string `toml:"tether" json:"tether"`
+	// RAMShim is the QEMU preload library that lets VMs restored from
+	// templates return the memory their guests free (qemu.Config.RAMShim).
+	RAMShim string `toml:"ram_shim" json:"ram_shim"`
 	// ShareKernelDir is an unpacked Debian kernel package with virtio-9p
 	// (the generic linux-image-amd64) that boots containers with host bind
 	// mounts; empty or missing leaves bind mounts unavailable.
@@ -182,7 +185,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
-	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel}, logger)
+	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel, RAMShim: cfg.RAMShim}, logger)
 	if err != nil {
 		return nil, err
 	}

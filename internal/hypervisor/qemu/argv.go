@@ -58,6 +58,11 @@ type vmOptions struct {
 	// defer); RAM in the template's file is skipped both ways (migration
 	// capability x-ignore-shared), so the state is device state only.
 	incoming bool
+	// noFreePageReporting turns the balloon's free page reporting off:
+	// for a template and its restored VMs when the driver has no RAM
+	// shim (Config.RAMShim), since QEMU would punch the guest's freed
+	// pages out of the template's file, under every VM that maps it.
+	noFreePageReporting bool
 }
 
 func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptions) []string {
@@ -104,6 +109,14 @@ func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptio
 		// command-line form of it.
 		a = append(a, "-incoming", "defer")
 	}
+	// The balloon never inflates (the guest keeps its whole -m); it is
+	// there for free page reporting: pages the guest frees go back to the
+	// host (virtio 1.2 "Free Page Reporting", Linux's page_reporting).
+	reporting := "on"
+	if o.noFreePageReporting {
+		reporting = "off"
+	}
+	a = append(a, "-device", "virtio-balloon-device,free-page-reporting="+reporting)
 	for i, d := range spec.Disks {
 		drive := fmt.Sprintf("id=disk%d,file=%s,format=%s,if=none,cache=writeback,discard=unmap", i, escape(d.Path), d.Format)
 		if d.ReadOnly {

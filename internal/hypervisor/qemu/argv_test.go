@@ -77,6 +77,8 @@ func TestArgv(t *testing.T) {
 	opts := map[string]vmOptions{
 		"template_save":    {memPath: "/t/memory", memShared: true},
 		"template_restore": {memPath: "/t/memory", incoming: true},
+		// Without the RAM shim the balloon reports no free pages.
+		"template_restore_no_shim": {memPath: "/t/memory", incoming: true, noFreePageReporting: true},
 	}
 	for _, tc := range []struct {
 		name  string
@@ -85,6 +87,7 @@ func TestArgv(t *testing.T) {
 	}{
 		{"template_save", tmpl, AccelTCG},
 		{"template_restore", clone, AccelTCG},
+		{"template_restore_no_shim", clone, AccelTCG},
 		{"one_disk_tcg", withDisks(base, rw), AccelTCG},
 		{"one_disk_kvm", withDisks(base, rw), AccelKVM},
 		{"two_disks_readonly_raw", withDisks(base, image, rw), AccelTCG},

@@ -37,6 +37,12 @@ type Config struct {
 	// ConnectTimeout bounds how long Start waits for QEMU to connect the
 	// guest channel; default 10 s.
 	ConnectTimeout time.Duration `toml:"connect_timeout" json:"connect_timeout"`
+	// RAMShim is the preload library (LD_PRELOAD, built from ramshim/)
+	// that lets a VM restored from a template return the memory its
+	// guest frees without punching holes in the template's RAM file.
+	// Empty or missing: restored VMs (and their templates) run without
+	// free page reporting; cold-booted VMs have it either way.
+	RAMShim string `toml:"ram_shim" json:"ram_shim"`
 }
 
 // validName is what Spec.Name may hold: it ends up in QEMU's -name, where
@@ -78,6 +84,13 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 	case AccelAuto, AccelKVM, AccelTCG:
 	default:
 		return nil, fmt.Errorf("qemu: accelerator %q: want auto, kvm or tcg: %w", cfg.Accel, errdefs.ErrInvalidArgument)
+	}
+	if cfg.RAMShim != "" {
+		// LD_PRELOAD splits its list at spaces and colons.
+		if _, err := os.Stat(cfg.RAMShim); err != nil || strings.ContainsAny(cfg.RAMShim, " :") {
+			logger.Warn("no RAM shim: VMs restored from templates do not return freed memory", "ram_shim", cfg.RAMShim, "err", err)
+			cfg.RAMShim = ""
+		}
 	}
 	for _, b := range []*string{&cfg.Binary, &cfg.ImgBinary} {
 		p, err := exec.LookPath(*b)
@@ -201,6 +214,9 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.Spec, o vmOptions) 
 	cmd := exec.Command(d.cfg.Binary, argvWith(spec, d.accel, d.tscKHz, p, o)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	if o.memPath != "" && !o.memShared && !o.noFreePageReporting {
+		cmd.Env = append(os.Environ(), "LD_PRELOAD="+d.cfg.RAMShim, "VCH_TEMPLATE_RAM="+o.memPath)
+	}
 	for _, n := range spec.NICs {
 		if n.File != nil {
 			cmd.ExtraFiles = append(cmd.ExtraFiles, n.File)

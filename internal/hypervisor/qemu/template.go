@@ -40,7 +40,7 @@ const (
 // templateFormat is bumped whenever the device layout argv builds changes
 // in a way a saved template cannot follow: a template of another format
 // is not restored.
-const templateFormat = 2
+const templateFormat = 3
 
 // placeholderBytes is the size of the placeholder disk: any size will do,
 // as the guest must not probe it before the save.
@@ -66,7 +66,8 @@ type manifest struct {
 // SHA-256, in hex (32 characters), over the template format, the QEMU
 // binary (path, size, modification time), the accelerator, the guest TSC
 // rate, the contents of Kernel and Initrd, Cmdline, MemoryMiB, CPUs,
-// ChannelName and the number of disks, NICs and shares. Unavailable if
+// ChannelName, the number of disks, NICs and shares and whether the
+// balloon reports free pages (Config.RAMShim). Unavailable if
 // the kernel or initrd cannot be read.
 func (d *Driver) TemplateKey(spec hypervisor.Spec) (string, error) {
 	h := sha256.New()
@@ -82,9 +83,9 @@ func (d *Driver) TemplateKey(spec hypervisor.Spec) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(h, "format=%d\nqemu=%s\naccel=%s\ntsc=%d\nkernel=%s\ninitrd=%s\ncmdline=%q\nmem=%d\ncpus=%d\nchannel=%q\ndisks=%d\nnics=%d\nshares=%d\n",
+	fmt.Fprintf(h, "format=%d\nqemu=%s\naccel=%s\ntsc=%d\nkernel=%s\ninitrd=%s\ncmdline=%q\nmem=%d\ncpus=%d\nchannel=%q\ndisks=%d\nnics=%d\nshares=%d\nreporting=%t\n",
 		templateFormat, qemu, d.accel, d.tscKHz, kernel, initrd, spec.Cmdline, spec.MemoryMiB, spec.CPUs, spec.ChannelName,
-		len(spec.Disks), len(spec.NICs), len(spec.Shares))
+		len(spec.Disks), len(spec.NICs), len(spec.Shares), d.cfg.RAMShim != "")
 	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }
 
@@ -163,7 +164,7 @@ func (d *Driver) SaveTemplate(ctx context.Context, spec hypervisor.Spec, dir str
 	}
 	mem := filepath.Join(dir, memoryFile)
 	_ = os.Remove(mem)
-	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, memShared: true})
+	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, memShared: true, noFreePageReporting: d.cfg.RAMShim == ""})
 	if err != nil {
 		return err
 	}
@@ -257,7 +258,7 @@ func (d *Driver) Restore(ctx context.Context, spec hypervisor.Spec, dir string) 
 			return nil, fmt.Errorf("qemu: template in %s: %w: %w", dir, err, errdefs.ErrFailedPrecondition)
 		}
 	}
-	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, incoming: true})
+	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, incoming: true, noFreePageReporting: d.cfg.RAMShim == ""})
 	if err != nil {
 		return nil, err
 	}

@@ -36,12 +36,14 @@ const MaxWakeBytes = 4096
 const EntropyBytes = 64
 
 // ChannelModules are the modules (in load order) a template guest loads
-// first: the virtio-mmio transport and virtio-serial, for its channel.
+// first: the virtio-mmio transport and virtio-serial, for its channel,
+// and the memory balloon (free page reporting), which knows nothing of a
+// container and so binds in the template.
 // Block, network, 9p and other device drivers are loaded after them with
 // the virtio bus's autoprobe off (or, where it cannot be turned off,
 // after the wake), and bind after the wake, so they probe the restored
 // VM's own disks, NICs and shares, never the template's placeholders.
-var ChannelModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_console"}
+var ChannelModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_console", "virtio_balloon"}
 
 // Wake is the first message to a guest restored from a template.
 type Wake struct {

@@ -1,0 +1,69 @@
+/*
+ * ramshim: preloaded (LD_PRELOAD) into the QEMU of a VM restored from a
+ * template, so that memory its guest frees goes back to the host without
+ * touching the template.
+ *
+ * A restored VM's RAM is a private copy-on-write mapping of the template's
+ * memory file (memory-backend-file,share=off). When the guest reports free
+ * pages (virtio-balloon free-page-reporting), QEMU 7.2 discards them in
+ * ram_block_discard_range(): fallocate(FALLOC_FL_PUNCH_HOLE) on the file,
+ * then madvise(MADV_DONTNEED) on the mapping. The hole would zero those
+ * pages in the template itself, under every other VM mapping it; the
+ * madvise alone is what frees this VM's private copies (the pages then
+ * read the template's contents again, shared in the page cache). So a
+ * punch on the file named by VCH_TEMPLATE_RAM (identified by device and
+ * inode when the library loads, before QEMU opens it) succeeds without
+ * acting; every other fallocate, on disks and anything else, is passed on.
+ *
+ * Loading fails (QEMU exits, the daemon boots the VM cold) if
+ * VCH_TEMPLATE_RAM is set but cannot be stat'ed: then no punch could be
+ * told apart.
+ */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static dev_t ram_dev;
+static ino_t ram_ino;
+static int ram_known;
+
+__attribute__((constructor)) static void ramshim_init(void)
+{
+	const char *path = getenv("VCH_TEMPLATE_RAM");
+	struct stat st;
+
+	if (path == NULL || *path == '\0')
+		return;
+	if (stat(path, &st) != 0) {
+		fprintf(stderr, "ramshim: template RAM %s: cannot stat\n", path);
+		_exit(1);
+	}
+	ram_dev = st.st_dev;
+	ram_ino = st.st_ino;
+	ram_known = 1;
+}
+
+static int is_template_ram(int fd)
+{
+	struct stat st;
+
+	return ram_known && fstat(fd, &st) == 0 && st.st_dev == ram_dev &&
+	       st.st_ino == ram_ino;
+}
+
+int fallocate64(int fd, int mode, off_t offset, off_t len)
+{
+	if ((mode & FALLOC_FL_PUNCH_HOLE) && is_template_ram(fd))
+		return 0;
+	return (int)syscall(SYS_fallocate, fd, mode, offset, len);
+}
+
+int fallocate(int fd, int mode, off_t offset, off_t len)
+{
+	return fallocate64(fd, mode, offset, len);
+}
