@@ -19,10 +19,10 @@ import (
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 
-	"github.com/vchproject/vch/internal/tether/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/archive"
+	"github.com/vchproject/vch/internal/tether/link"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 

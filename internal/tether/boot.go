@@ -76,7 +76,7 @@ func run(logger *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("tether: open channel %s: %w", port, err)
 	}
-	var current map[string]string
+	var order []string
 	var spares *spareNamespace
 	var zyg *zygote
 	if template {
@@ -103,7 +103,7 @@ func run(logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if current, err = applyWake(logger, w); err != nil {
+		if order, err = applyWake(logger, w); err != nil {
 			return err
 		}
 		if _, err := f.WriteString(wire.Awake); err != nil {
@@ -121,7 +121,7 @@ func run(logger *slog.Logger) error {
 	// The host key is made here, after a restored guest's CRNG was
 	// reseeded, so clones of one template never share it.
 	srv := newServer(logger, reaper)
-	srv.nics.current = current
+	srv.nics.order = order
 	if spares != nil {
 		srv.nics.useSpareNS(*spares)
 	}

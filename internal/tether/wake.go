@@ -9,11 +9,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
 
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/tether/wire"
@@ -59,11 +60,12 @@ func awaitWake(port *os.File) (wire.Wake, error) {
 }
 
 // applyWake makes a restored guest its own: the host's entropy mixed into
-// the kernel's pool and its CRNG reseeded, the host's clock, the device
-// modules a template did not load (they probe this VM's disks and NICs),
-// and the NICs' identities. It returns the boot MAC → current MAC map for
-// the NICs, which still carry the template's addresses.
-func applyWake(logger *slog.Logger, w wire.Wake) (map[string]string, error) {
+// the kernel's pool and its CRNG reseeded, the host's clock, and the
+// device drivers bound to this VM's disks and shares (and any module a
+// template did not load). Network devices stay unbound: a NIC binds when
+// its container first uses it (nics.locate), so spares cost nothing. It
+// returns the NICs' boot MACs in device order.
+func applyWake(logger *slog.Logger, w wire.Wake) ([]string, error) {
 	if err := reseed(w.Entropy); err != nil {
 		return nil, err
 	}
@@ -76,7 +78,7 @@ func applyWake(logger *slog.Logger, w wire.Wake) (map[string]string, error) {
 	if err := setAutoprobe(true); err != nil {
 		return nil, err
 	}
-	if err := probeVirtio(); err != nil {
+	if err := probeVirtio(func(typ string) bool { return typ != virtioNet }); err != nil {
 		return nil, err
 	}
 	// Drivers the template did not load (autoprobe could not be turned
@@ -84,18 +86,14 @@ func applyWake(logger *slog.Logger, w wire.Wake) (map[string]string, error) {
 	if err := loadModules(logger, func(string) bool { return true }); err != nil {
 		return nil, err
 	}
-	current := map[string]string{}
+	order := make([]string, len(w.BootMACs))
 	for i, boot := range w.BootMACs {
-		tmac := wire.TemplateMAC(i)
-		if linkByMAC(netlink.LinkList, tmac) == nil {
-			continue // the NIC already shows its own address
-		}
 		if _, err := net.ParseMAC(boot); err != nil {
 			return nil, fmt.Errorf("tether: wake: NIC %d: %w", i, err)
 		}
-		current[strings.ToLower(boot)] = tmac
+		order[i] = strings.ToLower(boot)
 	}
-	return current, nil
+	return order, nil
 }
 
 // reseed credits entropy to the kernel's input pool (RNDADDENTROPY) and
@@ -140,19 +138,76 @@ func setAutoprobe(on bool) error {
 	return nil
 }
 
-// probeVirtio binds a driver to every virtio device that has none
-// (drivers_probe), as autoprobe would have when the device appeared.
-func probeVirtio() error {
-	devs, err := os.ReadDir(filepath.Join(virtioBus, "devices"))
+// virtioNet is the virtio device ID of a network card (virtio 1.2,
+// 5 "Device Types"), as sysfs shows it in a device's "device" file.
+const virtioNet = "0x0001"
+
+// virtioDevices lists the virtio devices in the order the bus numbered
+// them (virtio0, virtio1, …: the VMM's device order on microvm).
+func virtioDevices() ([]string, error) {
+	es, err := os.ReadDir(filepath.Join(virtioBus, "devices"))
 	if err != nil {
-		return fmt.Errorf("tether: virtio devices: %w", err)
+		return nil, fmt.Errorf("tether: virtio devices: %w", err)
+	}
+	num := func(name string) int {
+		n, _ := strconv.Atoi(strings.TrimPrefix(name, "virtio"))
+		return n
+	}
+	names := make([]string, 0, len(es))
+	for _, e := range es {
+		names = append(names, e.Name())
+	}
+	slices.SortFunc(names, func(a, b string) int { return num(a) - num(b) })
+	return names, nil
+}
+
+// virtioType is a virtio device's ID as sysfs shows it ("0x0001").
+func virtioType(dev string) string {
+	b, _ := os.ReadFile(filepath.Join(virtioBus, "devices", dev, "device"))
+	return strings.TrimSpace(string(b))
+}
+
+// bindVirtio binds a driver to dev if it has none (drivers_probe, as
+// autoprobe would have when the device appeared). A device no loaded
+// driver matches (ENODEV, EINVAL) is left alone.
+func bindVirtio(dev string) {
+	if _, err := os.Lstat(filepath.Join(virtioBus, "devices", dev, "driver")); err == nil {
+		return
+	}
+	_ = os.WriteFile(filepath.Join(virtioBus, "drivers_probe"), []byte(dev), 0)
+}
+
+// probeVirtio binds a driver to every unbound virtio device whose type
+// want accepts.
+func probeVirtio(want func(typ string) bool) error {
+	devs, err := virtioDevices()
+	if err != nil {
+		return err
 	}
 	for _, d := range devs {
-		if _, err := os.Lstat(filepath.Join(virtioBus, "devices", d.Name(), "driver")); err == nil {
-			continue
+		if want(virtioType(d)) {
+			bindVirtio(d)
 		}
-		// A device no loaded driver matches (ENODEV, EINVAL) is left alone.
-		_ = os.WriteFile(filepath.Join(virtioBus, "drivers_probe"), []byte(d.Name()), 0)
 	}
 	return nil
+}
+
+// nicDevice names the i-th network device (in device order) on the
+// virtio bus.
+func nicDevice(i int) (string, error) {
+	devs, err := virtioDevices()
+	if err != nil {
+		return "", err
+	}
+	n := 0
+	for _, d := range devs {
+		if virtioType(d) != virtioNet {
+			continue
+		}
+		if n == i {
+			return d, nil
+		}
+		n++
+	}
+	return "", fmt.Errorf("tether: no network device %d on the virtio bus (%d there)", i, n)
 }
