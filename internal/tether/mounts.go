@@ -21,11 +21,13 @@ import (
 const stagingDir = "/run/vch/staging"
 
 // findDisk returns the device path (/dev/vdX) of the virtio-blk disk whose
-// serial is serial, waiting up to deviceWait for it to appear. With
-// legacyVda, a /dev/vda without any serial is taken (a host that sets
+// serial is serial, waiting up to deviceWait for it to appear; if it is
+// not there at first look, every unbound virtio-blk device is bound (a
+// restored VM binds its disks on first use). With legacyVda, a /dev/vda without any serial is taken (a host that sets
 // none).
 func findDisk(ctx context.Context, serial string, legacyVda bool) (string, error) {
 	deadline := time.Now().Add(deviceWait)
+	probed := false
 	for {
 		matches, _ := filepath.Glob("/sys/block/vd*/serial")
 		for _, m := range matches {
@@ -41,6 +43,13 @@ func findDisk(ctx context.Context, serial string, legacyVda bool) (string, error
 					return dev, nil
 				}
 			}
+		}
+		if !probed {
+			// A restored VM binds its disks on first use: bind every
+			// unbound one (a booted VM's are all bound already).
+			probed = true
+			_ = probeVirtio(func(typ string) bool { return typ == virtioBlock })
+			continue
 		}
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("tether: no disk with serial %q appeared within %s", serial, deviceWait)

@@ -136,7 +136,7 @@ func (n *nics) locate(mac string) (netlink.Link, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("tether: no network interface with address %s", mac)
 	}
-	dev, err := nicDevice(i)
+	dev, err := nthDevice(virtioNet, i)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func (n *nics) unbound(boot string) bool {
 	if i < 0 {
 		return false
 	}
-	dev, err := nicDevice(i)
+	dev, err := nthDevice(virtioNet, i)
 	if err != nil {
 		return false
 	}

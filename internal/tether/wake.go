@@ -61,10 +61,11 @@ func awaitWake(port *os.File) (wire.Wake, error) {
 
 // applyWake makes a restored guest its own: the host's entropy mixed into
 // the kernel's pool and its CRNG reseeded, the host's clock, and the
-// device drivers bound to this VM's disks and shares (and any module a
-// template did not load). Network devices stay unbound: a NIC binds when
-// its container first uses it (nics.locate), so spares cost nothing. It
-// returns the NICs' boot MACs in device order.
+// device drivers bound to this VM's root disk and shares (and any module
+// a template did not load). Other disks and the network devices stay
+// unbound until first used (findDisk, nics.locate): spare NICs and the
+// image's disk cost a container nothing. It returns the NICs' boot MACs
+// in device order.
 func applyWake(logger *slog.Logger, w wire.Wake) ([]string, error) {
 	if err := reseed(w.Entropy); err != nil {
 		return nil, err
@@ -78,8 +79,14 @@ func applyWake(logger *slog.Logger, w wire.Wake) ([]string, error) {
 	if err := setAutoprobe(true); err != nil {
 		return nil, err
 	}
-	if err := probeVirtio(func(typ string) bool { return typ != virtioNet }); err != nil {
+	if err := probeVirtio(func(typ string) bool { return typ != virtioNet && typ != virtioBlock }); err != nil {
 		return nil, err
+	}
+	// Of the disks, only the first (the container's root, the host's
+	// disk 0) binds now; the image's disk (diff, commit) and volumes bind
+	// when findDisk first looks for them.
+	if root, err := nthDevice(virtioBlock, 0); err == nil {
+		bindVirtio(root)
 	}
 	// Drivers the template did not load (autoprobe could not be turned
 	// off there) load now and bind as they load.
@@ -138,9 +145,12 @@ func setAutoprobe(on bool) error {
 	return nil
 }
 
-// virtioNet is the virtio device ID of a network card (virtio 1.2,
-// 5 "Device Types"), as sysfs shows it in a device's "device" file.
-const virtioNet = "0x0001"
+// Virtio device IDs (virtio 1.2, 5 "Device Types") as sysfs shows them
+// in a device's "device" file.
+const (
+	virtioNet   = "0x0001"
+	virtioBlock = "0x0002"
+)
 
 // virtioDevices lists the virtio devices in the order the bus numbered
 // them (virtio0, virtio1, …: the VMM's device order on microvm).
@@ -192,16 +202,15 @@ func probeVirtio(want func(typ string) bool) error {
 	return nil
 }
 
-// nicDevice names the i-th network device (in device order) on the
-// virtio bus.
-func nicDevice(i int) (string, error) {
+// nthDevice names the i-th virtio device of type typ, in device order.
+func nthDevice(typ string, i int) (string, error) {
 	devs, err := virtioDevices()
 	if err != nil {
 		return "", err
 	}
 	n := 0
 	for _, d := range devs {
-		if virtioType(d) != virtioNet {
+		if virtioType(d) != typ {
 			continue
 		}
 		if n == i {
@@ -209,5 +218,5 @@ func nicDevice(i int) (string, error) {
 		}
 		n++
 	}
-	return "", fmt.Errorf("tether: no network device %d on the virtio bus (%d there)", i, n)
+	return "", fmt.Errorf("tether: no virtio device %d of type %s (%d there)", i, typ, n)
 }
