@@ -214,8 +214,13 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.Spec, o vmOptions) 
 	cmd := exec.Command(d.cfg.Binary, argvWith(spec, d.accel, d.tscKHz, p, o)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
+	// One malloc arena: QEMU's threads mostly run under its big lock, and
+	// per-thread arenas cost an idle VMM ~2.5 MiB of PSS (of ~86 MiB,
+	// measured on restored busybox VMs, 2026-12-03) for no measurable
+	// speed.
+	cmd.Env = append(os.Environ(), "MALLOC_ARENA_MAX=1")
 	if o.memPath != "" && !o.memShared && !o.noFreePageReporting {
-		cmd.Env = append(os.Environ(), "LD_PRELOAD="+d.cfg.RAMShim, "VCH_TEMPLATE_RAM="+o.memPath)
+		cmd.Env = append(cmd.Env, "LD_PRELOAD="+d.cfg.RAMShim, "VCH_TEMPLATE_RAM="+o.memPath)
 	}
 	for _, n := range spec.NICs {
 		if n.File != nil {
