@@ -1,7 +1,7 @@
 #!/bin/sh
 # deps.sh — install the Debian packages vch needs (as root): QEMU, qemu-img,
-# mkfs.ext4/debugfs, a C compiler, busybox-static (for the demo/test image), tmux and
-# docker-compose (for tests).
+# mkfs.ext4/debugfs, a C compiler, busybox-static (for the demo/test image), tmux,
+# iproute2 and docker-compose (for tests), and the docker 20.10 client.
 set -eu
 need=""
 command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
@@ -13,9 +13,13 @@ dpkg -s busybox-static >/dev/null 2>&1 || need="$need busybox-static"
 # installed): the compose test drives a project through it.
 command -v docker-compose >/dev/null || need="$need docker-compose"
 command -v dpkg-deb >/dev/null || need="$need dpkg"
-# cc and libc headers: the QEMU preload library (bin/vch-ramshim.so).
-command -v cc >/dev/null || need="$need gcc libc6-dev"
+# cc and libc headers: the QEMU preload library (bin/vch-ramshim.so);
+# gcc alone (--no-install-recommends) brings no headers.
+command -v cc >/dev/null || need="$need gcc"
+[ -e /usr/include/stdio.h ] || need="$need libc6-dev"
 [ -e /usr/include/linux/falloc.h ] || need="$need linux-libc-dev"
+# xz: scripts/guest-kernel.sh unpacks the generic kernel's modules.
+command -v xz >/dev/null || need="$need xz-utils"
 # ip (iproute2): the network tests build their own "outside" namespaces.
 command -v ip >/dev/null || need="$need iproute2"
 if [ -n "$need" ]; then

@@ -17,7 +17,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,6 +219,24 @@ func apiClient(t *testing.T) *client.Client {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+// cliMajor is the major version of the docker CLI the tests run (the
+// first "docker" on PATH): 20 for Debian's 20.10 client, which the
+// Makefile puts last on PATH, so it serves where no other is installed.
+// Some messages and flags are the CLI's own, not the daemon's.
+var cliMajor = sync.OnceValue(func() int {
+	out, err := exec.Command("docker", "--version").Output()
+	if err != nil {
+		return 0
+	}
+	// "Docker version 28.2.2, build e6534b4"
+	f := strings.Fields(string(out))
+	if len(f) < 3 {
+		return 0
+	}
+	n, _ := strconv.Atoi(strings.SplitN(f[2], ".", 2)[0])
+	return n
+})
 
 // uniqueName returns a container name unique to this test.
 func uniqueName(t *testing.T) string {
