@@ -320,7 +320,7 @@ func (p *process) feed(stdout, stderr *spool.Spool) int {
 	var busy atomic.Int32 // copiers waiting on a full spool
 	copyOut := func(dst *spool.Spool, src io.Reader) {
 		defer wg.Done()
-		buf := make([]byte, 32<<10)
+		buf := make([]byte, readBytes)
 		for {
 			n, err := src.Read(buf)
 			if n > 0 {
@@ -334,7 +334,7 @@ func (p *process) feed(stdout, stderr *spool.Spool) int {
 			if err != nil {
 				return
 			}
-			if n < len(buf)/2 {
+			if n < shortRead {
 				// A short read is a program writing little at a time
 				// (a line per write): let more gather before the next.
 				time.Sleep(gatherDelay)
@@ -452,6 +452,17 @@ func openPty() (*os.File, *os.File, error) {
 	}
 	return ptmx, tty, nil
 }
+
+// readBytes is the most one read of a process's output takes (256 KiB):
+// a program writing in large blocks into its 1 MiB pipe is read, spooled
+// and sent in a quarter as many steps, each a wake-up of the guest's one
+// vCPU, as with 32 KiB reads (docker exec of `dd bs=1M count=100` to the
+// client: 10.6 → 6.2 s, medians of 10 A/B, 2026-12-03).
+const readBytes = 256 << 10
+
+// shortRead is a read small enough to be a program writing little at a
+// time (under 16 KiB).
+const shortRead = 16 << 10
 
 // gatherDelay is how long tether waits after a short read of a process's
 // output before reading again (1 ms: no one sees it in a terminal). On a

@@ -245,8 +245,10 @@ func (a *attachment) detached() bool {
 	}
 }
 
-// bufSize is the most output one channel write carries.
-const bufSize = 32 << 10
+// bufSize is the most output one channel write carries, and the most
+// stdin one channel read takes (256 KiB, as tether reads a process's
+// output; the link splits a write into frames).
+const bufSize = 256 << 10
 
 // Serve serves the process on an accepted channel until the process's
 // exit status has been sent (then the channel is closed), the channel or
