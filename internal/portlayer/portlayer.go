@@ -44,6 +44,11 @@ type ContainerSpec struct {
 	// User is "name", "uid", "name:group" or "uid:gid", resolved against the
 	// container's own /etc/passwd and /etc/group; empty means root.
 	User string
+	// GroupAdd are supplementary groups the container's processes (its
+	// main process and every exec) get besides the user's own: group
+	// names or numeric IDs, names resolved against the container's
+	// /etc/group at each start (Docker's HostConfig.GroupAdd).
+	GroupAdd []string
 	// Hostname is the guest's hostname; empty means the first 12 hex digits
 	// of the container ID.
 	Hostname string

@@ -336,7 +336,7 @@ func putPath(ctx context.Context, r io.Reader, put wire.ArchivePut) error {
 		opts.MaxBytes = int64(sfs.Bavail) * int64(sfs.Bsize)
 	}
 	if put.CopyUIDGID && put.User != "" {
-		u, err := resolveUser(put.User)
+		u, err := resolveUser(put.User, nil)
 		if err != nil {
 			return archiveFail(wire.ArchiveInvalid, "%w", err)
 		}

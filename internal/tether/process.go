@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,8 +86,9 @@ func lookPath(file string, env []string) (string, error) {
 }
 
 // resolveUser resolves a Docker user spec against the container's own
-// /etc/passwd and /etc/group.
-func resolveUser(spec string) (*user.ExecUser, error) {
+// /etc/passwd and /etc/group, and adds the groups of extra (names or
+// numeric IDs, as runc's additional groups) to its supplementary ones.
+func resolveUser(spec string, extra []string) (*user.ExecUser, error) {
 	passwd, err := inRoot("/etc/passwd")
 	if err != nil {
 		return nil, err
@@ -99,6 +101,17 @@ func resolveUser(spec string) (*user.ExecUser, error) {
 	u, err := user.GetExecUserPath(spec, defaults, passwd, group)
 	if err != nil {
 		return nil, &startError{msg: fmt.Sprintf("unable to find user %s: %v", spec, errors.Unwrap(err)), code: 126}
+	}
+	if len(extra) > 0 {
+		gids, err := user.GetAdditionalGroupsPath(extra, group)
+		if err != nil {
+			return nil, &startError{msg: err.Error(), code: 126}
+		}
+		for _, g := range gids {
+			if !slices.Contains(u.Sgids, g) {
+				u.Sgids = append(u.Sgids, g)
+			}
+		}
 	}
 	return u, nil
 }
@@ -140,7 +153,7 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int) (*process, 
 	if len(p.Args) == 0 {
 		return nil, &startError{msg: "no command specified", code: 126}
 	}
-	u, err := resolveUser(p.User)
+	u, err := resolveUser(p.User, p.Groups)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,6 +86,36 @@ func TestRunConfig(t *testing.T) {
 	want := "bar|/bin:/usr/bin|/tmp/work|65534|myhost|myhost|/home\nmyhost\n" // nobody's HOME in the busybox image's /etc/passwd
 	if out != want {
 		t.Errorf("got %q, want %q", out, want)
+	}
+}
+
+// TestGroupAdd: --group-add gives the main process and every exec the
+// extra groups, by name (the container's /etc/group) or number, after the
+// user's own; inspect shows them; a group the image does not know fails
+// the start as Docker does (exit 126 from the CLI's run).
+func TestGroupAdd(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "-u", "nobody", "--group-add", "4242", "--group-add", "daemon", "busybox", "sleep", "600")
+	t.Cleanup(func() { docker(t, "rm", "-f", name) })
+	for _, args := range [][]string{
+		{"exec", name, "id", "-G"},
+		{"exec", "-u", "root", name, "id", "-G"},
+	} {
+		ids := strings.Fields(ok(t, args...))
+		if !slices.Contains(ids, "4242") || !slices.Contains(ids, "1") {
+			t.Errorf("docker %v = %v; want groups 4242 and 1 (daemon) among them", args, ids)
+		}
+	}
+	if got := strings.TrimSpace(ok(t, "inspect", "--format", "{{json .HostConfig.GroupAdd}}", name)); got != `["4242","daemon"]` {
+		t.Errorf("HostConfig.GroupAdd = %s", got)
+	}
+	if out := ok(t, "run", "--rm", "--group-add", "4242", "busybox", "id", "-G"); !slices.Contains(strings.Fields(out), "4242") {
+		t.Errorf("main process groups %q; want 4242 among them", out)
+	}
+	r := docker(t, "run", "--rm", "--group-add", "nosuchgroup", "busybox", "true")
+	if r.code == 0 || !strings.Contains(r.stderr, "nosuchgroup") {
+		t.Errorf("run with an unknown group: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
 

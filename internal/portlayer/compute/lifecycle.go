@@ -433,7 +433,7 @@ func processFor(spec portlayer.ContainerSpec) wire.Process {
 		env = append(env, "TERM=xterm")
 	}
 	env = append(env, spec.Env...)
-	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Tty: spec.Tty, Stdin: spec.OpenStdin, Init: spec.Init,
+	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Groups: spec.GroupAdd, Tty: spec.Tty, Stdin: spec.OpenStdin, Init: spec.Init,
 		ID: wire.MainProcessID, Resumable: true}
 }
 

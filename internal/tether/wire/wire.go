@@ -361,6 +361,10 @@ type Process struct {
 	// User is "name", "uid", "name:group" or "uid:gid", resolved against
 	// the container's own /etc/passwd and /etc/group. Empty means root.
 	User string `json:"user,omitempty"`
+	// Groups are supplementary groups added to the user's own: names
+	// (looked up in the container's /etc/group) or numeric IDs (Docker's
+	// --group-add). A tether that predates the field ignores it.
+	Groups []string `json:"groups,omitempty"`
 	// Tty runs the process on a new pseudo-terminal (stderr merges into
 	// stdout). Rows and Cols set its initial size.
 	Tty  bool   `json:"tty,omitempty"`

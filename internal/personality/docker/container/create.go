@@ -228,6 +228,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		Env:           processEnv(req.Config.Env, img.Config.Config.Env),
 		WorkingDir:    merged.WorkingDir,
 		User:          merged.User,
+		GroupAdd:      hc.GroupAdd,
 		Hostname:      merged.Hostname,
 		Domainname:    merged.Domainname,
 		Tty:           merged.Tty,
