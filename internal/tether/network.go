@@ -198,9 +198,12 @@ func (n *nics) setupAll(ifs []wire.Interface) error {
 		if c, ok := n.current[boot]; ok {
 			cur = c
 		}
-		if found[i] = byMAC[cur]; found[i] == nil && n.unbound(boot) {
-			if f.Name == "" {
-				continue // a restored VM's spare stays unbound, unseen
+		if found[i] = byMAC[cur]; found[i] == nil && slices.Contains(n.order, boot) {
+			// A restored VM's NIC: unbound (a spare stays so, unseen),
+			// or bound at the wake with the template's address (where
+			// the template could not turn autoprobe off).
+			if f.Name == "" && n.unbound(boot) {
+				continue
 			}
 			if found[i], err = n.locate(boot); err != nil {
 				return err
