@@ -10,6 +10,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -84,4 +86,47 @@ func ReadFile(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// Smaps is a process's memory as /proc/PID/smaps_rollup gives it, in KiB.
+type Smaps struct {
+	// Pss is the proportional set size: private pages in full, each
+	// shared page divided by the number of processes mapping it.
+	Pss int
+	// Anonymous is the memory no file backs (copy-on-write copies of a
+	// file mapping included).
+	Anonymous int
+}
+
+// SmapsRollup reads /proc/PID/smaps_rollup, failing the test if it cannot
+// be read or has no Pss line.
+func SmapsRollup(t testing.TB, pid string) Smaps {
+	t.Helper()
+	var s Smaps
+	found := false
+	for _, line := range strings.Split(string(ReadFile(t, filepath.Join("/proc", pid, "smaps_rollup"))), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		switch f[0] {
+		case "Pss:":
+			s.Pss, found = atoiOrFail(t, line, f[1]), true
+		case "Anonymous:":
+			s.Anonymous = atoiOrFail(t, line, f[1])
+		}
+	}
+	if !found {
+		t.Fatalf("no Pss line in /proc/%s/smaps_rollup", pid)
+	}
+	return s
+}
+
+func atoiOrFail(t testing.TB, line, v string) int {
+	t.Helper()
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		t.Fatalf("smaps_rollup line %q: %v", line, err)
+	}
+	return n
 }

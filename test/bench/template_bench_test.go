@@ -5,7 +5,6 @@ package bench
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -41,29 +40,6 @@ func BenchmarkRunTemplateVsCold(b *testing.B) {
 	}
 }
 
-// smapsRollup reads the Pss and Anonymous lines of /proc/PID/smaps_rollup,
-// in KiB.
-func smapsRollup(b *testing.B, pid string) (pss, anon int) {
-	b.Helper()
-	data, err := os.ReadFile(filepath.Join("/proc", pid, "smaps_rollup"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		switch f[0] {
-		case "Pss:":
-			pss, _ = strconv.Atoi(f[1])
-		case "Anonymous:":
-			anon, _ = strconv.Atoi(f[1])
-		}
-	}
-	return pss, anon
-}
-
 // idlePSS starts n idle busybox containers on d, waits settle, and
 // returns the mean PSS and anonymous memory of their VMMs in MiB.
 func idlePSS(b *testing.B, d *testenv.Daemon, n int, settle time.Duration) (pss, anon float64) {
@@ -76,9 +52,9 @@ func idlePSS(b *testing.B, d *testenv.Daemon, n int, settle time.Duration) (pss,
 	time.Sleep(settle)
 	for _, id := range ids {
 		pid := strings.TrimSpace(docker(b, d.Host, "inspect", "--format", "{{.State.Pid}}", id))
-		p, a := smapsRollup(b, pid)
-		pss += float64(p) / 1024
-		anon += float64(a) / 1024
+		m := testenv.SmapsRollup(b, pid)
+		pss += float64(m.Pss) / 1024
+		anon += float64(m.Anonymous) / 1024
 	}
 	return pss / float64(n), anon / float64(n)
 }
@@ -151,8 +127,7 @@ func BenchmarkManyIdle(b *testing.B) {
 		var pss float64
 		for _, id := range ids {
 			pid := strings.TrimSpace(docker(b, d.Host, "inspect", "--format", "{{.State.Pid}}", id))
-			p, _ := smapsRollup(b, pid)
-			pss += float64(p) / 1024
+			pss += float64(testenv.SmapsRollup(b, pid).Pss) / 1024
 		}
 		var psT []time.Duration
 		for i := 0; i < 5; i++ {
@@ -195,7 +170,7 @@ func freedMiB(b *testing.B, d *testenv.Daemon) (idle, filled, freed float64) {
 	id := strings.TrimSpace(docker(b, d.Host, "run", "-d", "--shm-size", "200m", "busybox", "sleep", "3600"))
 	defer docker(b, d.Host, "rm", "-f", id)
 	pid := strings.TrimSpace(docker(b, d.Host, "inspect", "--format", "{{.State.Pid}}", id))
-	pss := func() float64 { p, _ := smapsRollup(b, pid); return float64(p) / 1024 }
+	pss := func() float64 { return float64(testenv.SmapsRollup(b, pid).Pss) / 1024 }
 	docker(b, d.Host, "exec", id, "true")
 	time.Sleep(3 * time.Second)
 	idle = pss()

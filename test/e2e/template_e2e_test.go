@@ -163,21 +163,7 @@ func vmmPSS(t *testing.T, host, name string) float64 {
 	if err != nil {
 		t.Fatalf("inspect %s: %v", name, err)
 	}
-	data, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(out)), "smaps_rollup"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "Pss:" {
-			kb, err := strconv.Atoi(f[1])
-			if err != nil {
-				t.Fatalf("smaps_rollup line %q: %v", line, err)
-			}
-			return float64(kb) / 1024
-		}
-	}
-	t.Fatalf("no Pss line in smaps_rollup:\n%s", data)
-	return 0
+	return float64(testenv.SmapsRollup(t, strings.TrimSpace(string(out))).Pss) / 1024
 }
 
 // freedMemoryReturns fills 150 MiB of a running container's tmpfs on
