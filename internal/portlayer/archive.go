@@ -81,11 +81,14 @@ type Archives interface {
 	ChangesLayer(ctx context.Context, idOrName string) (Container, io.ReadCloser, error)
 }
 
-// CommitSpec describes an image made from a parent image plus one layer.
+// CommitSpec describes an image made from a parent image plus one layer
+// (or none). The new image records Parent as its parent.
 type CommitSpec struct {
 	// Parent is the image ID the layer goes on top of.
 	Parent string
-	// Layer is an uncompressed tar (OCI whiteouts allowed).
+	// Layer is an uncompressed tar (OCI whiteouts allowed); nil adds no
+	// layer (a configuration-only step of a build: the history entry is
+	// marked empty_layer, as Docker's builder does).
 	Layer io.Reader
 	// Config is the new image's configuration.
 	Config ocispec.ImageConfig

@@ -377,6 +377,11 @@ type Image struct {
 	Size int64
 	// Created is when the image was built (from its config).
 	Created time.Time
+	// Parent is the ID of the image this one was committed on (Docker's
+	// image Parent: set by docker commit and each docker build step);
+	// empty for pulled, loaded and imported images. Images that are
+	// some image's Parent are its "children"'s intermediates.
+	Parent string
 }
 
 // Progress is one step of a long image operation, for display.

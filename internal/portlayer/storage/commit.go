@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -63,24 +64,31 @@ func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (_ portla
 	if parent == nil {
 		return portlayer.Image{}, noSuchImage(spec.Parent)
 	}
-	l, err := s.writeLayerUncompressed(ctx, spec.Layer, nil)
-	if err != nil {
-		return portlayer.Image{}, fmt.Errorf("storage: commit: %w", err)
-	}
-	if err := ctx.Err(); err != nil {
-		return portlayer.Image{}, ctxErr(ctx)
-	}
 	now := time.Now().UTC()
 	cfg.Created = &now
 	cfg.Config = spec.Config
 	cfg.Author = spec.Author
-	cfg.RootFS.DiffIDs = append(append([]digest.Digest(nil), cfg.RootFS.DiffIDs...), digest.Digest(l.DiffID.String()))
-	cfg.History = append(append([]ocispec.History(nil), cfg.History...), ocispec.History{Created: &now, Author: spec.Author, Comment: spec.Comment, CreatedBy: spec.CreatedBy})
+	cfg.RootFS.DiffIDs = slices.Clone(cfg.RootFS.DiffIDs)
+	if spec.Layer != nil {
+		l, err := s.writeLayerUncompressed(ctx, spec.Layer, nil)
+		if err != nil {
+			return portlayer.Image{}, fmt.Errorf("storage: commit: %w", err)
+		}
+		layers = append(layers, l)
+		cfg.RootFS.DiffIDs = append(cfg.RootFS.DiffIDs, digest.Digest(l.DiffID.String()))
+	}
+	if err := ctx.Err(); err != nil {
+		return portlayer.Image{}, ctxErr(ctx)
+	}
+	cfg.History = append(slices.Clone(cfg.History), ocispec.History{
+		Created: &now, Author: spec.Author, Comment: spec.Comment, CreatedBy: spec.CreatedBy,
+		EmptyLayer: spec.Layer == nil,
+	})
 	raw, err := json.Marshal(commitConfig{Image: cfg, Comment: spec.Comment})
 	if err != nil {
 		return portlayer.Image{}, fmt.Errorf("storage: encode config: %w", err)
 	}
-	c, err := s.commit(newImage{config: raw, layers: append(layers, l), tags: tags})
+	c, err := s.commit(newImage{config: raw, layers: layers, tags: tags, parent: spec.Parent})
 	if err != nil {
 		return portlayer.Image{}, err
 	}

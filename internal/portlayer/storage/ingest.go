@@ -27,6 +27,8 @@ type newImage struct {
 	digests []string
 	// layerFiles names the layer members of an archive being loaded.
 	layerFiles []string
+	// parent is the image committed on, for commits; see record.Parent.
+	parent string
 }
 
 // commit verifies the config against the layers, stores config and
@@ -98,6 +100,7 @@ func (s *Store) commit(n newImage) (*cached, error) {
 				MediaType: string(mediaType),
 				Size:      size,
 				Added:     time.Now().UTC(),
+				Parent:    n.parent,
 			},
 			config:   cfg,
 			manifest: manifest,

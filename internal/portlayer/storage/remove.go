@@ -33,6 +33,10 @@ import (
 //     container uses the image. A used image is never deleted, even with
 //     force: its disk backs the container's.
 //
+// An image that is another's Parent is only untagged by reference, and
+// refused by ID (Conflict, "image has dependent child images"). Deleting an
+// image also deletes its untagged parents that no other image or container
+// needs, as Docker's rmi does by default (noprune is not supported).
 // Deleting an image removes its rootfs disk and garbage-collects blobs no
 // other image references. Records are in the order Docker prints them:
 // Untagged lines, then Deleted. NotFound (Docker's "No such image: …") if
@@ -54,6 +58,24 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 	container, inUse := "", false
 	if s.cfg.InUse != nil {
 		container, inUse = s.cfg.InUse(c.rec.ID)
+	}
+	// The parents a deletion may take along, asked about in advance too.
+	s.mu.Lock()
+	var ancestors []string
+	for p := c.rec.Parent; p != "" && len(ancestors) < maxAncestors; {
+		pc := s.images[p]
+		if pc == nil {
+			break
+		}
+		ancestors = append(ancestors, p)
+		p = pc.rec.Parent
+	}
+	s.mu.Unlock()
+	ancestorInUse := map[string]bool{}
+	for _, p := range ancestors {
+		if s.cfg.InUse != nil {
+			_, ancestorInUse[p] = s.cfg.InUse(p)
+		}
 	}
 
 	s.gcMu.Lock()
@@ -95,13 +117,17 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 				return false
 			})
 		}
-		if len(c.rec.Tags)+len(c.rec.Digests) > 0 || inUse {
+		if len(c.rec.Tags)+len(c.rec.Digests) > 0 || inUse || s.hasChildrenLocked(id) {
 			return records, s.persist()
 		}
 	} else {
 		if !force && !singleReference(c.rec) {
 			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
 				"conflict: unable to delete %s (must be forced) - image is referenced in multiple repositories", short), nil)
+		}
+		if s.hasChildrenLocked(id) {
+			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
+				"conflict: unable to delete %s (cannot be forced) - image has dependent child images", short), nil)
 		}
 		if inUse {
 			if !force {
@@ -122,6 +148,47 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 		return nil, err
 	}
 	records = append(records, portlayer.ImageDelete{Deleted: id})
+	s.dropFilesLocked(c)
+	// Untagged parents nothing else needs go too (Docker's rmi without
+	// noprune), nearest first.
+	for _, p := range ancestors {
+		pc := s.images[p]
+		if pc == nil || len(pc.rec.Tags)+len(pc.rec.Digests) > 0 || ancestorInUse[p] || s.hasChildrenLocked(p) {
+			break
+		}
+		delete(s.images, p)
+		if err := s.persist(); err != nil {
+			s.images[p] = pc
+			s.log.Warn("cannot delete parent image", "image", p, "error", err)
+			break
+		}
+		records = append(records, portlayer.ImageDelete{Deleted: p})
+		s.dropFilesLocked(pc)
+	}
+	s.gcLocked()
+	return records, nil
+}
+
+// maxAncestors bounds the parent chain a removal walks (a build of that
+// many steps still has all its intermediates removed).
+const maxAncestors = 1000
+
+// hasChildrenLocked reports whether some image was committed on id.
+// Called with s.mu held.
+func (s *Store) hasChildrenLocked(id string) bool {
+	for _, c := range s.images {
+		if c.rec.Parent == id {
+			return true
+		}
+	}
+	return false
+}
+
+// dropFilesLocked removes what a deleted image had besides blobs: its
+// rootfs disk and its OCI index entry. Called with s.mu held; failures are
+// logged (they waste space, break nothing).
+func (s *Store) dropFilesLocked(c *cached) {
+	id := c.rec.ID
 	if err := os.Remove(s.path("rootfs", strings.TrimPrefix(id, "sha256:")+".ext4")); err != nil && !os.IsNotExist(err) {
 		s.log.Warn("cannot remove rootfs disk", "image", id, "error", err)
 	}
@@ -130,9 +197,7 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 			s.log.Warn("cannot update OCI index.json", "image", id, "error", err)
 		}
 	}
-	s.gcLocked()
 	s.log.Info("image deleted", "image", id)
-	return records, nil
 }
 
 // singleReference reports whether the image has at most one tag and all

@@ -81,6 +81,10 @@ type record struct {
 	Size int64 `json:"size"`
 	// Added is when the image entered the store.
 	Added time.Time `json:"added"`
+	// Parent is the ID of the image this one was committed on (docker
+	// commit, each step of docker build); empty for pulled, loaded and
+	// imported images.
+	Parent string `json:"parent,omitempty"`
 }
 
 // layerInfo is what the store knows about a stored layer blob.
@@ -317,6 +321,7 @@ func (c *cached) image(layers map[string]layerInfo) portlayer.Image {
 		RepoDigests: familiarAll(c.rec.Digests),
 		Config:      c.config,
 		Size:        c.rec.Size,
+		Parent:      c.rec.Parent,
 	}
 	slices.Sort(img.RepoTags)
 	slices.Sort(img.RepoDigests)

@@ -408,6 +408,7 @@ func (rt *Router) postLoad(w http.ResponseWriter, r *http.Request, _ map[string]
 func Summary(img portlayer.Image) image.Summary {
 	s := image.Summary{
 		ID:          img.ID,
+		ParentID:    img.Parent,
 		RepoTags:    append([]string{}, img.RepoTags...),
 		RepoDigests: append([]string{}, img.RepoDigests...),
 		Created:     img.Created.Unix(),
@@ -423,7 +424,8 @@ func Summary(img portlayer.Image) image.Summary {
 }
 
 // getList serves GET /images/json?all=&filters= (reference, dangling,
-// label, before, since, until), newest first.
+// label, before, since, until), newest first; without all=1 intermediate
+// images (untagged parents of other images) are left out.
 func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]string) error {
 	ctx := r.Context()
 	f, err := httputils.ParseFilters(r.Form.Get("filters"), "reference", "dangling", "label", "before", "since", "until")
@@ -447,8 +449,18 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 	if httputils.BoolValue(r, "shared-size") {
 		shared, _ = SharedSizes(imgs)
 	}
+	// Without all, intermediate images (untagged, some image's parent)
+	// are hidden, as dockerd hides them.
+	parents := map[string]bool{}
+	for _, img := range imgs {
+		parents[img.Parent] = true
+	}
+	all := httputils.BoolValue(r, "all")
 	out := []image.Summary{}
 	for _, img := range imgs {
+		if !all && len(img.RepoTags) == 0 && parents[img.ID] {
+			continue
+		}
 		if !f.Match("dangling", func(v string) bool { return (v == "true") == (len(img.RepoTags) == 0) }) {
 			continue
 		}
