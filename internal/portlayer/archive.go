@@ -84,7 +84,8 @@ type Archives interface {
 // CommitSpec describes an image made from a parent image plus one layer
 // (or none). The new image records Parent as its parent.
 type CommitSpec struct {
-	// Parent is the image ID the layer goes on top of.
+	// Parent is the image ID the layer goes on top of; empty starts from
+	// nothing (a build's FROM scratch: linux/amd64, no layers).
 	Parent string
 	// Layer is an uncompressed tar (OCI whiteouts allowed); nil adds no
 	// layer (a configuration-only step of a build: the history entry is
@@ -96,6 +97,17 @@ type CommitSpec struct {
 	Comment, Author, CreatedBy string
 	// Ref tags the image ("repo:tag"); empty leaves it untagged.
 	Ref string
+}
+
+// ImageTrees materialises an image's filesystem on the host for a
+// builder's COPY --from and its lookups of users and groups. The storage
+// area implements it.
+type ImageTrees interface {
+	// Tree flattens the image's layers (OCI image-spec whiteouts applied)
+	// into a new host directory and returns it; release deletes it, and
+	// the caller must not write there. NotFound if there is no such image;
+	// ResourceExhausted if the store's filesystem fills up.
+	Tree(ctx context.Context, imageID string) (dir string, release func(), err error)
 }
 
 // Committer makes an image from a parent image and a new layer (docker

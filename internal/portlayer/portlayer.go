@@ -105,6 +105,11 @@ type ContainerSpec struct {
 	// after it exits, and after the VCH itself restarts. The zero value
 	// never restarts. Incompatible with AutoRemove (InvalidArgument).
 	RestartPolicy RestartPolicy
+	// CaptureChanges takes the container's changes layer in the guest when
+	// its main process exits and keeps it until the next start, so that
+	// Archives.ChangesLayer after the exit boots no VM (a builder's RUN
+	// step commits each exited container).
+	CaptureChanges bool
 	// Annotations is front-end data kept verbatim with the record (Docker
 	// keeps its Config and HostConfig JSON here). Keys are namespaced, e.g.
 	// "docker.config". The port layer never interprets them.

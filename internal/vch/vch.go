@@ -270,12 +270,12 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if cfg.MemoryMiB > 0 {
 		v.host.MemTotalBytes = int64(cfg.MemoryMiB) << 20
 	}
-	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit}, docker.Backend{
+	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
 		Volumes:  v.volumes,
 		Networks: v.network, NetworkConnector: v.compute,
-		Archives: v.compute, Committer: v.images,
+		Archives: v.compute, Committer: v.images, Trees: v.images,
 	}, logger)
 	ok = true
 	return v, nil

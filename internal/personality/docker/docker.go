@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vchproject/vch/internal/personality/docker/build"
 	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/personality/docker/image"
@@ -78,6 +79,9 @@ type Backend struct {
 	// docker commit; nil leaves them unimplemented (501).
 	Archives  portlayer.Archives
 	Committer portlayer.Committer
+	// Trees, with Archives, Committer and Config.BuildRoot, serves docker
+	// build (the classic builder); nil leaves POST /build unimplemented.
+	Trees portlayer.ImageTrees
 }
 
 // Config configures the server.
@@ -91,6 +95,10 @@ type Config struct {
 	// after ctx ends (hijacked attach connections are not waited for).
 	// Default 5 s.
 	ShutdownTimeout time.Duration `toml:"shutdown_timeout" json:"shutdown_timeout"`
+	// BuildRoot is the directory of the builder's cache index and of the
+	// contexts of builds in progress; empty leaves docker build
+	// unimplemented.
+	BuildRoot string `toml:"build_root" json:"build_root"`
 }
 
 // Server is the Engine API HTTP server. Safe for concurrent use.
@@ -100,7 +108,9 @@ type Server struct {
 	routes []httputils.Route
 }
 
-// New returns a server calling backend. logger gets component=docker.
+// New returns a server calling backend. logger gets component=docker. If
+// the builder's directory (Config.BuildRoot) cannot be prepared, the error
+// is logged and docker build stays unimplemented (501).
 func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	if cfg.Version == "" {
 		cfg.Version = "dev"
@@ -151,6 +161,17 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		s.routes = append(s.routes, container.ArchiveRoutes(backend.Archives, backend.Compute)...)
 		if backend.Committer != nil {
 			s.routes = append(s.routes, image.CommitRoutes(backend.Archives, backend.Committer)...)
+		}
+	}
+	if cfg.BuildRoot != "" && backend.Trees != nil && backend.Archives != nil && backend.Committer != nil {
+		br, err := build.NewRouter(build.Backend{
+			Images: backend.Images, Committer: backend.Committer, Trees: backend.Trees,
+			Compute: backend.Compute, Interaction: backend.Interaction, Archives: backend.Archives,
+		}, cfg.BuildRoot, s.log)
+		if err != nil {
+			s.log.Error("docker build unavailable", "build_root", cfg.BuildRoot, "err", err)
+		} else {
+			s.routes = append(s.routes, br.Routes()...)
 		}
 	}
 	s.routes = append(s.routes, ctr.Routes()...)

@@ -293,8 +293,63 @@ func (s *Service) Changes(ctx context.Context, idOrName string) ([]portlayer.Cha
 	return out, nil
 }
 
-// ChangesLayer implements portlayer.Archives.
+// changesFile, in a container's run directory, holds the changes layer
+// taken when the main process of a CaptureChanges container exited; the
+// next start deletes it.
+const changesFile = "changes.tar"
+
+// captureChanges writes the exited process's changes layer to the run
+// directory while the guest still runs and reports whether it did. A
+// failure is logged: ChangesLayer then boots a maintenance VM as for any
+// stopped container.
+func (s *Service) captureChanges(c *container, g *guest.Client) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), captureTimeout)
+	defer cancel()
+	final := filepath.Join(c.runDir, changesFile)
+	err := func() error {
+		rc, err := g.GetArchive(ctx, wire.ArchiveGet{Mode: wire.ArchiveModeChanges})
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		f, err := os.CreateTemp(c.runDir, changesFile+".*")
+		if err != nil {
+			return err
+		}
+		defer os.Remove(f.Name())
+		if _, err := io.Copy(f, rc); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		return os.Rename(f.Name(), final)
+	}()
+	if err != nil {
+		s.logger.Warn("changes not captured at exit", "container", c.id, "err", err)
+		return false
+	}
+	return true
+}
+
+// captureTimeout bounds the capture of a changes layer at exit.
+const captureTimeout = 10 * time.Minute
+
+// ChangesLayer implements portlayer.Archives. For an exited container
+// created with CaptureChanges it returns the layer taken at the exit
+// without booting a VM.
 func (s *Service) ChangesLayer(ctx context.Context, idOrName string) (portlayer.Container, io.ReadCloser, error) {
+	if c, err := s.lookup(idOrName); err == nil {
+		c.mu.Lock()
+		exited := c.rec.State.Status == portlayer.StatusExited && !c.starting && !c.removed
+		c.mu.Unlock()
+		if exited {
+			if f, err := os.Open(filepath.Join(c.runDir, changesFile)); err == nil {
+				return c.record(), f, nil
+			}
+		}
+	}
 	c, g, release, err := s.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return portlayer.Container{}, nil, err

@@ -344,6 +344,7 @@ func slotsFrom(recs []nicRecord) []nicSlot {
 // boot starts the VM, connects to tether, applies setup and starts the
 // main process. On error nothing is left running.
 func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
+	_ = os.Remove(filepath.Join(c.runDir, changesFile)) // an earlier run's
 	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("compute: %w", err)
 	}
@@ -549,6 +550,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 		return
 	}
 	c.out.flush()
+	captured := waitErr == nil && c.record().Spec.CaptureChanges && s.captureChanges(c, g)
 
 	// Record the exit as soon as the process has exited and its output is
 	// delivered; the VM powers off afterwards.
@@ -601,7 +603,9 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	// leaves nothing its guest would have to write back: its VM is
 	// killed, not powered off (the guest's sync and power-off are ~100 ms
 	// of a `docker run --rm` under TCG, spent on a disk deleted next).
-	discard := rec.Spec.AutoRemove && !restart && !slices.ContainsFunc(rec.Spec.Mounts, func(m portlayer.MountSpec) bool {
+	// So is one whose changes were captured at the exit: nothing reads
+	// its disk again.
+	discard := (rec.Spec.AutoRemove || captured) && !restart && !slices.ContainsFunc(rec.Spec.Mounts, func(m portlayer.MountSpec) bool {
 		return m.Type == portlayer.MountVolume || m.Type == portlayer.MountBind
 	})
 	if waitErr == nil && !discard {

@@ -61,7 +61,12 @@ func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (_ portla
 		cfg = parent.config
 	}
 	s.mu.Unlock()
-	if parent == nil {
+	switch {
+	case spec.Parent == "":
+		// FROM scratch: no layers yet, this machine's platform.
+		cfg = ocispec.Image{RootFS: ocispec.RootFS{Type: "layers"}}
+		cfg.OS, cfg.Architecture = "linux", "amd64"
+	case parent == nil:
 		return portlayer.Image{}, noSuchImage(spec.Parent)
 	}
 	now := time.Now().UTC()

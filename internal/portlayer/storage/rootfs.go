@@ -16,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/vchproject/vch/internal/archive"
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // Rootfs disk sizing: the disk is the container's whole root filesystem, so
@@ -286,4 +287,38 @@ func (s *Store) removeStaleRootfs() {
 			s.log.Warn("removed stale rootfs disk", "file", e.Name())
 		}
 	}
+}
+
+var _ portlayer.ImageTrees = (*Store)(nil)
+
+// Tree implements portlayer.ImageTrees: the image is flattened as for its
+// rootfs disk, into a directory under Root/tmp. Errors as Rootfs's.
+func (s *Store) Tree(ctx context.Context, imageID string) (string, func(), error) {
+	s.mu.Lock()
+	if err := s.checkOpen(); err != nil {
+		s.mu.Unlock()
+		return "", nil, err
+	}
+	c, _, err := s.resolveLocked(imageID)
+	s.mu.Unlock()
+	if err != nil {
+		return "", nil, err
+	}
+	img, err := s.v1Image(c)
+	if err != nil {
+		return "", nil, fmt.Errorf("storage: tree %s: %w", c.rec.ID, err)
+	}
+	work, err := os.MkdirTemp(s.path("tmp"), "tree-")
+	if err != nil {
+		return "", nil, fmt.Errorf("storage: tree work dir: %w", noSpace(err))
+	}
+	release := func() { _ = os.RemoveAll(work) }
+	if err := flatten(ctx, img, work); err != nil {
+		release()
+		if ctx.Err() != nil {
+			return "", nil, ctxErr(ctx)
+		}
+		return "", nil, fmt.Errorf("storage: tree %s: %w", c.rec.ID, noSpace(err))
+	}
+	return work, release, nil
 }

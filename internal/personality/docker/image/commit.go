@@ -103,7 +103,7 @@ func applyChanges(cfg *ocispec.ImageConfig, d ocispec.ImageConfig) {
 	}
 	for _, e := range d.Env {
 		k, v, _ := strings.Cut(e, "=")
-		cfg.Env = setEnv(cfg.Env, k, v)
+		cfg.Env = SetEnv(cfg.Env, k, v)
 	}
 	if d.WorkingDir != "" {
 		cfg.WorkingDir = d.WorkingDir

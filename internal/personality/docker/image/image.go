@@ -202,7 +202,7 @@ func ParseChanges(changes []string) (ocispec.ImageConfig, error) {
 				return cfg, httputils.InvalidArgument("ENV %s: %v", rest, err)
 			}
 			for _, kv := range kvs {
-				cfg.Env = setEnv(cfg.Env, kv[0], kv[1])
+				cfg.Env = SetEnv(cfg.Env, kv[0], kv[1])
 			}
 		case "LABEL":
 			kvs, err := parseKeyValues(rest)
@@ -357,7 +357,9 @@ func splitWords(s string) []string {
 	return words
 }
 
-func setEnv(env []string, k, v string) []string {
+// SetEnv sets k=v in a KEY=value list: an entry for k is replaced in
+// place, else the entry is appended (Docker's ENV rule).
+func SetEnv(env []string, k, v string) []string {
 	for i, e := range env {
 		if ek, _, _ := strings.Cut(e, "="); ek == k {
 			env[i] = k + "=" + v

@@ -1,0 +1,155 @@
+package build
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/moby/api/types/jsonstream"
+
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// runStep runs a RUN instruction in a container VM made from the stage's
+// image and commits what it changed, as the classic builder does: the
+// container has the stage's Env plus its build arguments, User and
+// WorkingDir, and no network but loopback (a VCH has no egress to offer a
+// build); its output streams as the build's (stderr in red, as dockerd
+// marks it); a non-zero exit fails the build with dockerd's text and the
+// exit code. The container is removed whatever happens.
+func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCommand) error {
+	if len(c.FlagsUsed) > 0 {
+		return stepErrorf("RUN --%s needs BuildKit, which vch does not provide", c.FlagsUsed[0])
+	}
+	if len(c.Files) > 0 {
+		return stepErrorf("RUN with a here-document needs BuildKit, which vch does not provide")
+	}
+	if st.image == "" {
+		return stepErrorf("RUN in a stage FROM scratch: there is no image to run in yet")
+	}
+	args := b.withShell(st, c.ShellDependantCmdLine)
+	// The build arguments a RUN sees, and which the history shows as
+	// "|N k=v …" before the command (Docker's rule): those ARG declared
+	// with a value and no ENV of the same name overrides.
+	var argEnv []string
+	envKeys := map[string]bool{}
+	for _, e := range st.cfg.Env {
+		k, _, _ := strings.Cut(e, "=")
+		envKeys[k] = true
+	}
+	for _, k := range st.argSet {
+		if !envKeys[k] {
+			argEnv = append(argEnv, k+"="+st.args[k])
+		}
+	}
+	slices.Sort(argEnv)
+	createdBy := strings.Join(args, " ")
+	if len(argEnv) > 0 {
+		createdBy = fmt.Sprintf("|%d %s %s", len(argEnv), strings.Join(argEnv, " "), createdBy)
+	}
+	key := stepKey(st.image, createdBy, st.cfg, nil)
+	if id, ok := b.cached(ctx, key, st.image); ok {
+		st.image = id
+		return nil
+	}
+	env := append(slices.Clone(st.cfg.Env), argEnv...)
+	for _, k := range predefinedArgs {
+		if v, ok := b.opts.buildArgs[k]; ok && v != nil && !envKeys[k] {
+			env = append(env, k+"="+*v)
+		}
+	}
+	ctr, err := b.rt.be.Compute.Create(ctx, portlayer.ContainerSpec{
+		Image: st.image, ImageRef: st.image, Args: args, Env: env,
+		WorkingDir: st.cfg.WorkingDir, User: st.cfg.User, CaptureChanges: true,
+	})
+	if err != nil {
+		return stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	defer func() {
+		if err := b.rt.be.Compute.Remove(detached(ctx), ctr.ID, true); err != nil {
+			b.rt.log.Warn("intermediate container not removed", "container", ctr.ID, "err", err)
+		}
+	}()
+	b.say(" ---> Running in " + shortID(ctr.ID) + "\n")
+	code, err := b.runContainer(ctx, ctr.ID)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &stepError{msg: fmt.Sprintf("The command '%s' returned a non-zero code: %d", strings.Join(args, " "), code), code: code}
+	}
+	_, layer, err := b.rt.be.Archives.ChangesLayer(ctx, ctr.ID)
+	if err != nil {
+		return stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Layer: layer, Config: st.cfg, CreatedBy: createdBy})
+	layer.Close()
+	if err != nil {
+		return stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	b.say("Removing intermediate container " + shortID(ctr.ID) + "\n")
+	return b.stepDone(st, key, img, st.cfg)
+}
+
+// runContainer starts the container with its output attached and returns
+// its exit code once all output was sent.
+func (b *builder) runContainer(ctx context.Context, id string) (int, error) {
+	waitc, err := b.rt.be.Compute.Wait(ctx, id, portlayer.WaitNextExit)
+	if err != nil {
+		return 0, stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	var stdout, stderr *streamWriter
+	if !b.opts.quiet {
+		stdout, stderr = &streamWriter{out: b.out}, &streamWriter{out: b.out, stderr: true}
+	}
+	opts := portlayer.AttachOptions{Stream: true}
+	if stdout != nil {
+		opts.Stdout, opts.Stderr = stdout, stderr
+	}
+	att, err := b.rt.be.Interaction.Attach(ctx, id, opts)
+	if err != nil {
+		return 0, stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	defer att.Close()
+	if err := b.rt.be.Compute.Start(ctx, id); err != nil {
+		return 0, stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	var res portlayer.WaitResult
+	select {
+	case res = <-waitc:
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case <-att.Done():
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	if res.Error != "" {
+		return 0, stepErrorf("%s", res.Error)
+	}
+	return res.ExitCode, nil
+}
+
+// streamWriter sends a RUN's output as build stream messages; stderr is
+// wrapped in the ANSI red dockerd uses ("\x1b[91m" … "\x1b[0m").
+type streamWriter struct {
+	mu     sync.Mutex
+	out    *httputils.JSONStream
+	stderr bool
+}
+
+func (w *streamWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := string(p)
+	if w.stderr {
+		s = "\x1b[91m" + s + "\x1b[0m"
+	}
+	w.out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Stream: s}})
+	return len(p), nil
+}
