@@ -268,3 +268,23 @@ func gccImage(t *testing.T) string {
 	t.Cleanup(func() { docker(t, "rmi", tag) })
 	return tag
 }
+
+// TestContainerPrune removes the stopped containers a label selects (the
+// label keeps other tests' containers out of it) and keeps running ones.
+func TestContainerPrune(t *testing.T) {
+	t.Parallel()
+	label := "vch-e2e-prune=" + uniqueName(t)
+	stopped := strings.TrimSpace(ok(t, "create", "--label", label, "busybox"))
+	running := strings.TrimSpace(ok(t, "run", "-d", "--label", label, "busybox", "sleep", "300"))
+	defer docker(t, "rm", "-f", stopped, running)
+	out := ok(t, "container", "prune", "-f", "--filter", "label="+label)
+	if !strings.Contains(out, "Deleted Containers:\n"+stopped+"\n") || strings.Contains(out, running) {
+		t.Errorf("prune output: %q", out)
+	}
+	if r := docker(t, "inspect", stopped); r.code == 0 {
+		t.Errorf("pruned container still there")
+	}
+	if s := ok(t, "inspect", "-f", "{{.State.Status}}", running); s != "running\n" {
+		t.Errorf("running container: %q", s)
+	}
+}

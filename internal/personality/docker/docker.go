@@ -287,7 +287,6 @@ func unimplementedRoutes() []httputils.Route {
 		{"POST", "/build", "image build"},
 		{"POST", "/build/prune", "build cache prune"},
 		{"POST", "/session", "BuildKit sessions"},
-		{"POST", "/containers/prune", "container prune"},
 		{"GET", "/containers/{name}/top", "top"},
 		{"GET", "/containers/{name}/stats", "stats"},
 		{"POST", "/containers/{name}/update", "update"},

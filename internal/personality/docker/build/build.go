@@ -109,6 +109,7 @@ type options struct {
 	buildArgs  map[string]*string
 	labels     map[string]string
 	target     string
+	network    string // networkmode: "", "default", "bridge", "none" or a network
 }
 
 // parseOptions reads the query. InvalidArgument (400) for a bad tag, bad
@@ -120,6 +121,7 @@ func parseOptions(r *http.Request) (options, error) {
 		noCache:    httputils.BoolValue(r, "nocache"),
 		pull:       httputils.BoolValue(r, "pull"),
 		target:     r.Form.Get("target"),
+		network:    r.Form.Get("networkmode"),
 	}
 	if o.dockerfile == "" {
 		o.dockerfile = defaultDockerfile

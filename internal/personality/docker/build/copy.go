@@ -52,7 +52,7 @@ type entry struct {
 // copied (names, modes, owners, links, contents; not times, as Docker).
 // Errors with dockerd's texts: a source outside the context ("forbidden
 // path outside the build context"), a source that does not exist, ADD of
-// a URL (no egress here).
+// a URL (not fetched by this builder).
 func (b *builder) copyStep(ctx context.Context, st *stage, req copyRequest) error {
 	if len(req.sd.SourceContents) > 0 {
 		return stepErrorf("%s with a here-document needs BuildKit, which vch does not provide", req.name)
@@ -106,7 +106,7 @@ func (b *builder) copyStep(ctx context.Context, st *stage, req copyRequest) erro
 	var sources []string
 	for _, src := range req.sd.SourcePaths {
 		if isURL(src) {
-			return stepErrorf("%s %s: remote sources are not supported by vch (a VCH has no egress): copy the file into the build context", req.name, src)
+			return stepErrorf("%s %s: remote sources are not supported by vch's builder: download the file into the build context", req.name, src)
 		}
 		matches, err := b.expandSource(root, src, req.from != "")
 		if err != nil {

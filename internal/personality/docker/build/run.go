@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/containerd/errdefs"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/moby/api/types/jsonstream"
 
@@ -17,8 +18,8 @@ import (
 // runStep runs a RUN instruction in a container VM made from the stage's
 // image and commits what it changed, as the classic builder does: the
 // container has the stage's Env plus its build arguments, User and
-// WorkingDir, and no network but loopback (a VCH has no egress to offer a
-// build); its output streams as the build's (stderr in red, as dockerd
+// WorkingDir, and joins the default bridge (or --network's network; none:
+// loopback only), so it reaches what containers reach; its output streams as the build's (stderr in red, as dockerd
 // marks it); a non-zero exit fails the build with dockerd's text and the
 // exit code. The container is removed whatever happens.
 func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCommand) error {
@@ -62,10 +63,24 @@ func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCom
 			env = append(env, k+"="+*v)
 		}
 	}
-	ctr, err := b.rt.be.Compute.Create(ctx, portlayer.ContainerSpec{
+	spec := portlayer.ContainerSpec{
 		Image: st.image, ImageRef: st.image, Args: args, Env: env,
 		WorkingDir: st.cfg.WorkingDir, User: st.cfg.User, CaptureChanges: true,
-	})
+	}
+	switch b.opts.network {
+	case "none":
+		spec.NoNetwork = true
+	case "", "default", "bridge":
+		spec.Networks = []portlayer.EndpointSpec{{Network: "bridge"}}
+	default:
+		spec.Networks = []portlayer.EndpointSpec{{Network: b.opts.network}}
+	}
+	ctr, err := b.rt.be.Compute.Create(ctx, spec)
+	if err != nil && errdefs.IsNotFound(err) && (b.opts.network == "" || b.opts.network == "default") {
+		// A VCH without networks: loopback only.
+		spec.Networks = nil
+		ctr, err = b.rt.be.Compute.Create(ctx, spec)
+	}
 	if err != nil {
 		return stepErrorf("%s", httputils.PortLayerText(err))
 	}

@@ -63,6 +63,7 @@ func (rt *Router) Routes() []httputils.Route {
 		httputils.NewRoute(http.MethodPost, "/containers/{name}/resize", rt.postResize),
 		httputils.NewRoute(http.MethodPost, "/containers/{name}/attach", rt.postAttach),
 		httputils.NewRoute(http.MethodDelete, "/containers/{name}", rt.deleteContainer),
+		httputils.NewRoute(http.MethodPost, "/containers/prune", rt.postPrune),
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/moby/moby/api/types/jsonstream"
 	"github.com/moby/moby/api/types/registry"
 
+	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -80,8 +81,8 @@ func (rt *Router) getSave(w http.ResponseWriter, r *http.Request, vars map[strin
 // History renders an image's history as dockerd does (daemon/images
 // ImageHistory): one entry per config history entry, newest first; an
 // entry that made a layer has that layer's uncompressed size; the newest
-// entry carries the image's ID and tags, the others "<missing>" (images
-// here have no parent chain). An image whose config has no history (an
+// entry carries the image's ID and tags, the others "<missing>" (the
+// route then names the entries of parents still held). An image whose config has no history (an
 // import) gets one entry per layer.
 func History(img portlayer.Image) ([]image.HistoryResponseItem, error) {
 	out := []image.HistoryResponseItem{}
@@ -131,6 +132,18 @@ func (rt *Router) getHistory(w http.ResponseWriter, r *http.Request, vars map[st
 	h, err := History(img)
 	if err != nil {
 		return err
+	}
+	// Entries made by a parent still held carry its ID and tags, as
+	// dockerd shows a build's steps (its history is a prefix of ours).
+	for p, n := img.Parent, 0; p != "" && n < 1000; n++ {
+		parent, err := rt.images.Get(r.Context(), p)
+		if err != nil || parent.ID != p {
+			break
+		}
+		if i := len(h) - len(parent.Config.History); i > 0 && i < len(h) && len(parent.Config.History) > 0 {
+			h[i].ID, h[i].Tags = parent.ID, append([]string{}, parent.RepoTags...)
+		}
+		p = parent.Parent
 	}
 	return httputils.WriteJSON(w, http.StatusOK, h)
 }
@@ -287,7 +300,7 @@ func (rt *Router) postPrune(w http.ResponseWriter, r *http.Request, _ map[string
 	}
 	var until time.Time
 	for _, v := range f.Values("until") {
-		t, err := ParseUntil(v, time.Now())
+		t, err := container.ParseUntil(v, time.Now())
 		if err != nil {
 			return err
 		}
@@ -317,10 +330,10 @@ func (rt *Router) postPrune(w http.ResponseWriter, r *http.Request, _ map[string
 			continue
 		}
 		labels := img.Config.Config.Labels
-		if !f.MatchAll("label", func(v string) bool { return hasLabel(labels, v) }) {
+		if !f.MatchAll("label", func(v string) bool { return container.HasLabel(labels, v) }) {
 			continue
 		}
-		if len(f.Values("label!")) > 0 && !f.MatchAll("label!", func(v string) bool { return !hasLabel(labels, v) }) {
+		if len(f.Values("label!")) > 0 && !f.MatchAll("label!", func(v string) bool { return !container.HasLabel(labels, v) }) {
 			continue
 		}
 		refs := img.RepoTags
@@ -349,11 +362,4 @@ func (rt *Router) postPrune(w http.ResponseWriter, r *http.Request, _ map[string
 		report.SpaceReclaimed = uint64(sizeBefore - sizeAfter)
 	}
 	return httputils.WriteJSON(w, http.StatusOK, report)
-}
-
-// hasLabel matches a label filter value, "key" or "key=value".
-func hasLabel(labels map[string]string, v string) bool {
-	k, val, hasVal := strings.Cut(v, "=")
-	got, ok := labels[k]
-	return ok && (!hasVal || got == val)
 }

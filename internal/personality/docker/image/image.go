@@ -17,6 +17,7 @@ import (
 	"github.com/moby/moby/api/types/image"
 	"github.com/moby/moby/api/types/jsonstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -511,7 +512,7 @@ func (rt *Router) createdBounds(ctx context.Context, f httputils.Filters) (befor
 		}
 	}
 	for _, v := range f.Values("until") {
-		t, err := ParseUntil(v, time.Now())
+		t, err := container.ParseUntil(v, time.Now())
 		if err != nil {
 			return before, since, err
 		}
@@ -529,25 +530,6 @@ func (rt *Router) createdBounds(ctx context.Context, f httputils.Filters) (befor
 		}
 	}
 	return before, since, nil
-}
-
-// ParseUntil parses an until filter value as dockerd's timetypes does: a
-// Go duration before now ("10m", "1h30m"), an RFC 3339 time or date
-// ("2024-01-02T15:04:05Z", "2024-01-02"), or Unix seconds with an optional
-// fraction. InvalidArgument otherwise.
-func ParseUntil(v string, now time.Time) (time.Time, error) {
-	if d, err := time.ParseDuration(v); err == nil {
-		return now.Add(-d), nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02T15:04:05.999999999", "2006-01-02Z07:00", "2006-01-02"} {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t, nil
-		}
-	}
-	if t, err := container.ParseTimestamp(v); err == nil && v != "" {
-		return t, nil
-	}
-	return time.Time{}, httputils.InvalidArgument("failed to parse value as time or duration: %q", v)
 }
 
 // matchReference matches a `docker images` reference pattern ("busybox",

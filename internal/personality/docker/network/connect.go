@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )

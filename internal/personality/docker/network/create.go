@@ -12,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/network"
+
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )

@@ -12,8 +12,9 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/network"
+
+	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
-	"github.com/vchproject/vch/internal/personality/docker/image"
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -273,7 +274,7 @@ func (rt *Router) postPrune(w http.ResponseWriter, r *http.Request, _ map[string
 	if vs := f.Values("until"); len(vs) > 1 {
 		return httputils.InvalidArgument("more than one until filter specified")
 	} else if len(vs) == 1 {
-		if until, err = image.ParseUntil(vs[0], rt.now()); err != nil {
+		if until, err = container.ParseUntil(vs[0], rt.now()); err != nil {
 			return err
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types/network"
+
 	"github.com/vchproject/vch/internal/portlayer"
 )
 

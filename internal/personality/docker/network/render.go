@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/moby/moby/api/types/network"
+
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
