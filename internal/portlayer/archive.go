@@ -2,6 +2,7 @@ package portlayer
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"io/fs"
 	"time"
@@ -93,6 +94,10 @@ type CommitSpec struct {
 	Layer io.Reader
 	// Config is the new image's configuration.
 	Config ocispec.ImageConfig
+	// ConfigExtra are members written into the config's "config" object
+	// besides Config's (see Image.ConfigExtra); names OCI defines are
+	// ignored.
+	ConfigExtra map[string]json.RawMessage
 	// Comment, Author and CreatedBy go into the config and its history.
 	Comment, Author, CreatedBy string
 	// Ref tags the image ("repo:tag"); empty leaves it untagged.

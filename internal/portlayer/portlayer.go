@@ -16,6 +16,7 @@ package portlayer
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"time"
 
@@ -387,6 +388,10 @@ type Image struct {
 	// empty for pulled, loaded and imported images. Images that are
 	// some image's Parent are its "children"'s intermediates.
 	Parent string
+	// ConfigExtra holds the members of the config's "config" object that
+	// the OCI image-spec does not define, verbatim by name (Docker's
+	// Healthcheck, OnBuild, Shell, ArgsEscaped); nil if none.
+	ConfigExtra map[string]json.RawMessage
 }
 
 // Progress is one step of a long image operation, for display.
@@ -538,6 +543,13 @@ type Execs interface {
 	// Resize sets the container's main process TTY size. NotFound;
 	// Conflict if it is not running.
 	Resize(ctx context.Context, idOrName string, rows, cols uint) error
+}
+
+// ExecForgetter drops the record of an exec a front end started for
+// itself (a healthcheck probe), so records do not pile up until the
+// container is removed. NotFound if there is no such exec.
+type ExecForgetter interface {
+	ForgetExec(ctx context.Context, execID string) error
 }
 
 // Event is one thing that happened in the port layer, in the order it

@@ -272,7 +272,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
-		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, System: v,
+		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, Publish: evlog.Publish, System: v,
 		Volumes:  v.volumes,
 		Networks: v.network, NetworkConnector: v.compute,
 		Archives: v.compute, Committer: v.images, Trees: v.images,

@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -67,6 +68,9 @@ type Backend struct {
 	Monitor portlayer.Monitor
 	// Events serves GET /events; nil leaves it unimplemented (501).
 	Events portlayer.Events
+	// Publish, with Events and Execs, runs healthchecks and receives their
+	// health_status events; nil runs no healthchecks.
+	Publish func(portlayer.Event)
 	// Volumes serves the volume routes, volume Mounts in container
 	// inspect and docker rm -v; nil leaves the routes unimplemented (501).
 	Volumes portlayer.Volumes
@@ -106,6 +110,10 @@ type Server struct {
 	cfg    Config
 	log    *slog.Logger
 	routes []httputils.Route
+	// health and events run healthchecks while Serve runs; nil: none.
+	health     *container.HealthMonitor
+	events     portlayer.Events
+	healthOnce sync.Once
 }
 
 // New returns a server calling backend. logger gets component=docker. If
@@ -131,6 +139,11 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 	}
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log).WithVolumes(backend.Volumes)
 	img := image.NewRouter(backend.Images, s.log).WithContainers(backend.Compute)
+	if backend.Publish != nil && backend.Events != nil && backend.Execs != nil {
+		s.health = container.NewHealthMonitor(backend.Execs, backend.Compute, backend.Publish, s.log)
+		s.events = backend.Events
+		ctr.SetHealth(s.health)
+	}
 	s.routes = append(s.routes, sys.Routes()...)
 	if backend.Pauser != nil {
 		s.routes = append(s.routes, container.PauseRoutes(backend.Pauser)...)
@@ -210,6 +223,9 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(l) }()
+	if s.health != nil {
+		s.healthOnce.Do(func() { go s.health.Run(ctx, s.events) })
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("docker: serve %s: %w", l.Addr(), err)

@@ -236,6 +236,20 @@ func (s *Service) Resize(ctx context.Context, idOrName string, rows, cols uint) 
 	return proc.Resize(ctx, uint32(rows), uint32(cols))
 }
 
+var _ portlayer.ExecForgetter = (*Service)(nil)
+
+// ForgetExec implements portlayer.ExecForgetter. A running exec runs on;
+// only its record goes.
+func (s *Service) ForgetExec(_ context.Context, execID string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.execs[execID]; !ok {
+		return fmt.Errorf("compute: No such exec instance: %s: %w", execID, errdefs.ErrNotFound)
+	}
+	delete(s.execs, execID)
+	return nil
+}
+
 // dropExecs forgets a removed container's execs.
 func (s *Service) dropExecs(c *container) {
 	s.mu.Lock()

@@ -89,7 +89,7 @@ func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (_ portla
 		Created: &now, Author: spec.Author, Comment: spec.Comment, CreatedBy: spec.CreatedBy,
 		EmptyLayer: spec.Layer == nil,
 	})
-	raw, err := json.Marshal(commitConfig{Image: cfg, Comment: spec.Comment})
+	raw, err := encodeConfig(commitConfig{Image: cfg, Comment: spec.Comment}, spec.ConfigExtra)
 	if err != nil {
 		return portlayer.Image{}, fmt.Errorf("storage: encode config: %w", err)
 	}
@@ -106,4 +106,34 @@ func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (_ portla
 type commitConfig struct {
 	ocispec.Image
 	Comment string `json:"comment,omitempty"`
+}
+
+// encodeConfig marshals an image config with extra members added to its
+// "config" object (those OCI defines are not overwritten).
+func encodeConfig(c commitConfig, extra map[string]json.RawMessage) ([]byte, error) {
+	raw, err := json.Marshal(c)
+	if err != nil || len(extra) == 0 {
+		return raw, err
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, err
+	}
+	inner := map[string]json.RawMessage{}
+	if b, ok := top["config"]; ok {
+		if err := json.Unmarshal(b, &inner); err != nil {
+			return nil, err
+		}
+	}
+	for k, v := range extra {
+		if !ociConfigFields[k] && json.Valid(v) {
+			inner[k] = v
+		}
+	}
+	b, err := json.Marshal(inner)
+	if err != nil {
+		return nil, err
+	}
+	top["config"] = b
+	return json.Marshal(top)
 }

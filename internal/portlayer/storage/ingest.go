@@ -10,7 +10,6 @@ import (
 	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
 // newImage is an image whose blobs are being written, before its record is
@@ -37,8 +36,8 @@ type newImage struct {
 // The caller holds s.gcMu shared. InvalidArgument if the config is not an
 // image config or its rootfs.diff_ids disagree with the layers.
 func (s *Store) commit(n newImage) (*cached, error) {
-	var cfg ocispec.Image
-	if err := json.Unmarshal(n.config, &cfg); err != nil {
+	cfg, extra, err := decodeConfig(n.config)
+	if err != nil {
 		return nil, fmt.Errorf("storage: image config: %w: %w", errdefs.ErrInvalidArgument, err)
 	}
 	if len(cfg.RootFS.DiffIDs) != len(n.layers) {
@@ -103,6 +102,7 @@ func (s *Store) commit(n newImage) (*cached, error) {
 				Parent:    n.parent,
 			},
 			config:   cfg,
+			extra:    extra,
 			manifest: manifest,
 		}
 		s.images[id] = c

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,8 +96,10 @@ type layerInfo struct {
 
 // cached is a record with its parsed config and manifest.
 type cached struct {
-	rec      *record
-	config   ocispec.Image
+	rec    *record
+	config ocispec.Image
+	// extra holds the config's non-OCI "config" members (see decodeConfig).
+	extra    map[string]json.RawMessage
 	manifest v1.Manifest
 }
 
@@ -245,11 +248,45 @@ func (s *Store) loadCached(rec *record) (*cached, error) {
 	if err != nil {
 		return nil, err
 	}
-	var cfg ocispec.Image
-	if err := json.Unmarshal(cb, &cfg); err != nil {
+	cfg, extra, err := decodeConfig(cb)
+	if err != nil {
 		return nil, err
 	}
-	return &cached{rec: rec, config: cfg, manifest: m}, nil
+	return &cached{rec: rec, config: cfg, extra: extra, manifest: m}, nil
+}
+
+// ociConfigFields are the members of an image config's "config" object
+// that the OCI image-spec (config.md) defines; others are kept as extras.
+var ociConfigFields = map[string]bool{
+	"User": true, "ExposedPorts": true, "Env": true, "Entrypoint": true, "Cmd": true,
+	"Volumes": true, "WorkingDir": true, "Labels": true, "StopSignal": true,
+}
+
+// decodeConfig parses an image config blob and returns, besides it, the
+// members of its "config" object that OCI does not define (Docker's
+// Healthcheck, OnBuild, Shell, ArgsEscaped), verbatim; nil if none.
+func decodeConfig(raw []byte) (ocispec.Image, map[string]json.RawMessage, error) {
+	var cfg ocispec.Image
+	if err := json.Unmarshal(raw, &cfg); err != nil {
+		return cfg, nil, err
+	}
+	var top struct {
+		Config map[string]json.RawMessage `json:"config"`
+	}
+	if json.Unmarshal(raw, &top) != nil {
+		return cfg, nil, nil
+	}
+	var extra map[string]json.RawMessage
+	for k, v := range top.Config {
+		if ociConfigFields[k] || string(v) == "null" {
+			continue
+		}
+		if extra == nil {
+			extra = map[string]json.RawMessage{}
+		}
+		extra[k] = v
+	}
+	return cfg, extra, nil
 }
 
 // persist writes images.json atomically (temp file, fsync, rename). Called
@@ -322,6 +359,7 @@ func (c *cached) image(layers map[string]layerInfo) portlayer.Image {
 		Config:      c.config,
 		Size:        c.rec.Size,
 		Parent:      c.rec.Parent,
+		ConfigExtra: maps.Clone(c.extra),
 	}
 	slices.Sort(img.RepoTags)
 	slices.Sort(img.RepoDigests)

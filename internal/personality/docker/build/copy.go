@@ -155,7 +155,7 @@ func (b *builder) copyStep(ctx context.Context, st *stage, req copyRequest) erro
 		return stepErrorf("%s failed: %v", req.name, err)
 	}
 	createdBy := strings.Join(append(slices.Clone(st.shell), fmt.Sprintf("#(nop) %s %s:%s in %s ", req.name, kind, sum, req.sd.DestPath)), " ")
-	key := stepKey(st.image, createdBy, st.cfg, nil)
+	key := stepKey(st.image, createdBy, st.cfg, st.extraKey())
 	if id, ok := b.cached(ctx, key, st.image); ok {
 		st.image = id
 		return nil
@@ -172,7 +172,7 @@ func (b *builder) copyStep(ctx context.Context, st *stage, req copyRequest) erro
 	if _, err := layer.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("build: layer: %w", err)
 	}
-	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Layer: layer, Config: st.cfg, CreatedBy: createdBy})
+	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Layer: layer, Config: st.cfg, ConfigExtra: st.extra, CreatedBy: createdBy})
 	if err != nil {
 		return stepErrorf("%s", httputils.PortLayerText(err))
 	}

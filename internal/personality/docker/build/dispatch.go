@@ -17,6 +17,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
+	dockerspec "github.com/moby/docker-image-spec/specs-go/v1"
 	"github.com/moby/moby/api/types/jsonstream"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -103,6 +104,10 @@ type stage struct {
 	args   map[string]string // declared ARGs with a value
 	argSet []string          // their names in declaration order
 	cmdSet bool              // CMD was set in this stage
+	// extra are the image config's Docker members (Healthcheck, OnBuild,
+	// Shell), carried from the base image and set by HEALTHCHECK, ONBUILD
+	// and SHELL.
+	extra map[string]json.RawMessage
 }
 
 var defaultShell = []string{"/bin/sh", "-c"}
@@ -237,7 +242,13 @@ func (b *builder) buildStage(ctx context.Context, s *instructions.Stage, meta ma
 	case err != nil:
 		return "", err
 	case base != nil:
-		st.image, st.cfg = base.ID, base.Config.Config
+		st.image, st.cfg, st.extra = base.ID, base.Config.Config, maps.Clone(base.ConfigExtra)
+		if sh, ok := st.extra["Shell"]; ok {
+			var shell []string
+			if json.Unmarshal(sh, &shell) == nil && len(shell) > 0 {
+				st.shell = shell
+			}
+		}
 		b.say(" ---> " + shortID(base.ID) + "\n")
 	}
 	for _, cmd := range s.Commands {
@@ -401,6 +412,7 @@ func (b *builder) dispatch(ctx context.Context, st *stage, cmd instructions.Comm
 		cfg.StopSignal = c.Signal
 	case *instructions.ShellCommand:
 		st.shell = slices.Clone(c.Shell)
+		st.setExtra("Shell", c.Shell)
 		comment = "SHELL " + jsonArgs(c.Shell)
 	case *instructions.ArgCommand:
 		var parts []string
@@ -429,8 +441,16 @@ func (b *builder) dispatch(ctx context.Context, st *stage, cmd instructions.Comm
 			parts = append(parts, part)
 		}
 		comment = "ARG " + strings.Join(parts, " ")
-	case *instructions.HealthCheckCommand, *instructions.OnbuildCommand:
-		b.say(fmt.Sprintf("[Warning] %s is not kept in the image by vch yet; the step has no effect\n", strings.ToUpper(cmd.Name())))
+	case *instructions.HealthCheckCommand:
+		st.setExtra("Healthcheck", c.Health)
+		comment = "HEALTHCHECK " + healthText(c.Health)
+	case *instructions.OnbuildCommand:
+		var on []string
+		if raw, ok := st.extra["OnBuild"]; ok {
+			_ = json.Unmarshal(raw, &on)
+		}
+		st.setExtra("OnBuild", append(on, c.Expression))
+		comment = "ONBUILD " + c.Expression
 	case *instructions.RunCommand:
 		return b.runStep(ctx, st, c)
 	case *instructions.CopyCommand:
@@ -452,12 +472,12 @@ func (b *builder) dispatch(ctx context.Context, st *stage, cmd instructions.Comm
 // image) and makes it the stage's current image.
 func (b *builder) commitConfig(ctx context.Context, st *stage, cfg ocispec.ImageConfig, comment, author string) error {
 	createdBy := strings.Join(append(slices.Clone(st.shell), "#(nop) ", comment), " ")
-	key := stepKey(st.image, createdBy, cfg, []string{"author=" + author})
+	key := stepKey(st.image, createdBy, cfg, append([]string{"author=" + author}, st.extraKey()...))
 	if id, ok := b.cached(ctx, key, st.image); ok {
 		st.image, st.cfg = id, cfg
 		return nil
 	}
-	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Config: cfg, CreatedBy: createdBy, Author: author})
+	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Config: cfg, ConfigExtra: st.extra, CreatedBy: createdBy, Author: author})
 	if err != nil {
 		return stepErrorf("%s", httputils.PortLayerText(err))
 	}
@@ -491,6 +511,35 @@ func (b *builder) stepDone(st *stage, key string, img portlayer.Image, cfg ocisp
 	st.image, st.cfg = img.ID, cfg
 	b.say(" ---> " + shortID(img.ID) + "\n")
 	return nil
+}
+
+// setExtra sets a Docker member of the image config.
+func (st *stage) setExtra(name string, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return
+	}
+	if st.extra == nil {
+		st.extra = map[string]json.RawMessage{}
+	}
+	st.extra[name] = b
+}
+
+// extraKey renders the Docker members for a cache key, in name order.
+func (st *stage) extraKey() []string {
+	var out []string
+	for _, k := range sortedKeys(st.extra) {
+		out = append(out, k+"="+string(st.extra[k]))
+	}
+	return out
+}
+
+// healthText is HEALTHCHECK's history text, as dockerd writes it.
+func healthText(h *dockerspec.HealthcheckConfig) string {
+	if h == nil {
+		return ""
+	}
+	return fmt.Sprintf("&{%v %q %q %q %q %d}", h.Test, h.Interval, h.Timeout, h.StartPeriod, h.StartInterval, h.Retries)
 }
 
 // withShell turns a shell-form command line into argv with the stage's

@@ -52,7 +52,7 @@ func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCom
 	if len(argEnv) > 0 {
 		createdBy = fmt.Sprintf("|%d %s %s", len(argEnv), strings.Join(argEnv, " "), createdBy)
 	}
-	key := stepKey(st.image, createdBy, st.cfg, nil)
+	key := stepKey(st.image, createdBy, st.cfg, st.extraKey())
 	if id, ok := b.cached(ctx, key, st.image); ok {
 		st.image = id
 		return nil
@@ -101,7 +101,7 @@ func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCom
 	if err != nil {
 		return stepErrorf("%s", httputils.PortLayerText(err))
 	}
-	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Layer: layer, Config: st.cfg, CreatedBy: createdBy})
+	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Layer: layer, Config: st.cfg, ConfigExtra: st.extra, CreatedBy: createdBy})
 	layer.Close()
 	if err != nil {
 		return stepErrorf("%s", httputils.PortLayerText(err))

@@ -220,6 +220,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if err != nil {
 		return err
 	}
+	merged.Healthcheck = mergeHealthcheck(req.Config.Healthcheck, DockerExt(img).Healthcheck)
+	if err := validateHealthcheck(merged.Healthcheck); err != nil {
+		return err
+	}
 	spec := portlayer.ContainerSpec{
 		Name:          name,
 		Image:         img.ID,

@@ -175,6 +175,9 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 			continue
 		}
 		sum := summary(c, now)
+		if c.State.Status == portlayer.StatusRunning {
+			sum.Status += healthText(rt.health.Health(c.ID))
+		}
 		_, hc := storedConfig(c)
 		sum.Mounts = mountPoints(ctx, c, hc, rt.volumes)
 		out = append(out, sum)
@@ -276,6 +279,7 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 		return err
 	}
 	resp := InspectResponse(c)
+	resp.State.Health = rt.health.Health(c.ID)
 	resp.Mounts = mountPoints(r.Context(), c, resp.HostConfig, rt.volumes)
 	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings)})
 }

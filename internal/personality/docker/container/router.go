@@ -20,6 +20,7 @@ type Router struct {
 	images   imageGetter
 	volumes  volumeStore        // nil: no volume store (Mounts show no Source, rm -v keeps volumes)
 	networks portlayer.Networks // nil: networks are not checked at create
+	health   *HealthMonitor     // nil: no healthchecks run
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -43,6 +44,9 @@ func (rt *Router) WithVolumes(v portlayer.Volumes) *Router {
 	}
 	return rt
 }
+
+// SetHealth gives list and inspect the monitor's health states.
+func (rt *Router) SetHealth(m *HealthMonitor) { rt.health = m }
 
 // SetNetworks lets create check that the networks it names exist.
 func (rt *Router) SetNetworks(n portlayer.Networks) { rt.networks = n }

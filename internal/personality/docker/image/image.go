@@ -560,7 +560,7 @@ func InspectResponse(img portlayer.Image) image.InspectResponse {
 		RepoTags:     append([]string{}, img.RepoTags...),
 		RepoDigests:  append([]string{}, img.RepoDigests...),
 		Author:       img.Config.Author,
-		Config:       &dockerspec.DockerOCIImageConfig{ImageConfig: cfg},
+		Config:       &dockerspec.DockerOCIImageConfig{ImageConfig: cfg, DockerOCIImageConfigExt: container.DockerExt(img)},
 		Architecture: img.Config.Architecture,
 		Variant:      img.Config.Variant,
 		Os:           img.Config.OS,
