@@ -10,6 +10,8 @@ KERNELDIR := $(BIN)/guest/kernel
 GENERICKERNELDIR := $(BIN)/guest/kernel-generic
 VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null)
+# Compose v2, built from its Go module into the CLI plugin directory.
+COMPOSE_VERSION := v5.6.0
 LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION) -X github.com/vchproject/vch/internal/vch.GitCommit=$(COMMIT)
 
 .PHONY: all deps guest build demo test unit e2e vet bench clean
@@ -30,6 +32,7 @@ build: deps
 	CGO_ENABLED=0 $(GO) build -ldflags '-s -w' -o $(BIN)/tether ./cmd/tether
 	$(GO) build -o $(BIN)/busybox-image ./cmd/busybox-image
 	$(CC) -O2 -Wall -Wextra -shared -fPIC -o $(BIN)/vch-ramshim.so internal/hypervisor/qemu/ramshim/ramshim.c
+	sh scripts/compose.sh $(COMPOSE_VERSION) $(BIN)/cli-plugins/docker-compose
 
 # demo: start a VCH, load a busybox image built from Debian's busybox-static
 # and run `docker run --rm busybox uname -r` in its own VM.
