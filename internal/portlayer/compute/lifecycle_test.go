@@ -708,6 +708,14 @@ func TestVMDiesMidRun(t *testing.T) {
 	c := h.create(portlayer.ContainerSpec{Args: args("echo", "before", ";", "sleep")})
 	h.start(c.ID)
 	ch := h.wait(c.ID, portlayer.WaitNextExit)
+	// The crash comes after the output was logged, so that the log must
+	// keep it (not before the fake guest wrote it).
+	for deadline := time.Now().Add(10 * time.Second); len(h.logs(c.ID, portlayer.LogOptions{Stdout: true, Tail: -1})) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("no output before the crash")
+		}
+		time.Sleep(time.Millisecond)
+	}
 	h.vm(c.ID).Crash(errors.New("qemu: terminated by signal 11"))
 	if r := recv(t, ch, "exit"); r.ExitCode != 255 {
 		t.Errorf("exit %d, want 255", r.ExitCode)
