@@ -463,6 +463,15 @@ type RegistryAuth struct {
 	IdentityToken, RegistryToken string
 }
 
+// RegistryLogin checks credentials against a registry (docker login).
+// The storage area implements it.
+type RegistryLogin interface {
+	// Login succeeds when the registry at server (host[:port], optionally
+	// with a scheme and path, as the docker CLI sends it; empty: Docker
+	// Hub) accepts auth. Unauthenticated when it refuses them.
+	Login(ctx context.Context, server string, auth RegistryAuth) error
+}
+
 // PushResult is what a push of one tag produced.
 type PushResult struct {
 	// Tag is the tag pushed ("latest").

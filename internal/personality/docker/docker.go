@@ -83,6 +83,9 @@ type Backend struct {
 	// docker commit; nil leaves them unimplemented (501).
 	Archives  portlayer.Archives
 	Committer portlayer.Committer
+	// Login serves POST /auth (docker login); nil leaves it
+	// unimplemented (501).
+	Login portlayer.RegistryLogin
 	// Trees, with Archives, Committer and Config.BuildRoot, serves docker
 	// build (the classic builder); nil leaves POST /build unimplemented.
 	Trees portlayer.ImageTrees
@@ -186,6 +189,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		} else {
 			s.routes = append(s.routes, br.Routes()...)
 		}
+	}
+	if backend.Login != nil {
+		s.routes = append(s.routes, image.AuthRoutes(backend.Login)...)
 	}
 	s.routes = append(s.routes, ctr.Routes()...)
 	s.routes = append(s.routes, img.Routes()...)

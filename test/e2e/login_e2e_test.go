@@ -1,0 +1,85 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+)
+
+// TestLogin: docker login against a loopback registry that wants basic
+// auth: wrong credentials fail with dockerd's text, right ones succeed,
+// and the CLI's stored credentials then serve push and pull.
+func TestLogin(t *testing.T) {
+	t.Parallel()
+	need(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "vch" || p != "s3cret" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="vch-e2e"`)
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	})}
+	go srv.Serve(l)
+	defer srv.Close()
+	host := l.Addr().String()
+	cfg := t.TempDir()
+	cli := func(stdin string, args ...string) result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "docker", args...)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+cfg)
+		cmd.Stdin = strings.NewReader(stdin)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		code := 0
+		if err := cmd.Run(); err != nil {
+			ee, ok := err.(*exec.ExitError)
+			if !ok {
+				t.Fatal(err)
+			}
+			code = ee.ExitCode()
+		}
+		return result{out.String(), errb.String(), code}
+	}
+	if r := cli("wrong\n", "login", "-u", "vch", "--password-stdin", host); r.code == 0 || !strings.Contains(r.stderr, "login attempt to http://"+host+"/v2/ failed with status: 401 Unauthorized") {
+		t.Errorf("login with a wrong password: exit %d %q", r.code, r.stderr)
+	}
+	if r := cli("s3cret\n", "login", "-u", "vch", "--password-stdin", host); r.code != 0 || !strings.Contains(r.stdout, "Login Succeeded") {
+		t.Fatalf("login: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	ref := host + "/e2e/login:" + strings.ToLower(uniqueName(t))
+	ok(t, "tag", "busybox", ref)
+	defer docker(t, "rmi", ref)
+	if r := cli("", "push", ref); r.code != 0 {
+		t.Fatalf("push with the stored credentials: exit %d %s", r.code, r.stderr)
+	}
+	ok(t, "rmi", ref)
+	if r := cli("", "pull", ref); r.code != 0 {
+		t.Fatalf("pull with the stored credentials: exit %d %s", r.code, r.stderr)
+	}
+	if r := cli("", "logout", host); r.code != 0 {
+		t.Errorf("logout: exit %d %s", r.code, r.stderr)
+	}
+	if r := cli("", "pull", ref+"-missing"); r.code == 0 {
+		t.Errorf("pull without credentials succeeded")
+	}
+}
