@@ -554,6 +554,24 @@ type Execs interface {
 	Resize(ctx context.Context, idOrName string, rows, cols uint) error
 }
 
+// ContainerUpdate is what docker update may change; nil fields stay.
+type ContainerUpdate struct {
+	RestartPolicy *RestartPolicy
+	// MemoryMiB and CPUs size the VM at its next start (0: the VCH
+	// default).
+	MemoryMiB, CPUs *int
+	// Annotations replace the front end's annotations of the same keys.
+	Annotations map[string][]byte
+}
+
+// Updater changes a container's restart policy and VM size (docker
+// update). NotFound; InvalidArgument for a policy the rules refuse (see
+// RestartPolicy; also with AutoRemove); Conflict for a size change while
+// the VM runs (a running VM keeps its boot size).
+type Updater interface {
+	Update(ctx context.Context, idOrName string, u ContainerUpdate) (Container, error)
+}
+
 // ExecForgetter drops the record of an exec a front end started for
 // itself (a healthcheck probe), so records do not pile up until the
 // container is removed. NotFound if there is no such exec.

@@ -275,7 +275,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, Publish: evlog.Publish, System: v,
 		Volumes:  v.volumes,
 		Networks: v.network, NetworkConnector: v.compute,
-		Archives: v.compute, Committer: v.images, Trees: v.images, Login: v.images,
+		Archives: v.compute, Committer: v.images, Trees: v.images, Login: v.images, Updater: v.compute,
 	}, logger)
 	ok = true
 	return v, nil

@@ -83,6 +83,8 @@ type Backend struct {
 	// docker commit; nil leaves them unimplemented (501).
 	Archives  portlayer.Archives
 	Committer portlayer.Committer
+	// Updater serves docker update; nil leaves it unimplemented (501).
+	Updater portlayer.Updater
 	// Login serves POST /auth (docker login); nil leaves it
 	// unimplemented (501).
 	Login portlayer.RegistryLogin
@@ -189,6 +191,9 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		} else {
 			s.routes = append(s.routes, br.Routes()...)
 		}
+	}
+	if backend.Updater != nil {
+		s.routes = append(s.routes, container.UpdateRoutes(backend.Updater, backend.Compute)...)
 	}
 	if backend.Login != nil {
 		s.routes = append(s.routes, image.AuthRoutes(backend.Login)...)
@@ -311,7 +316,6 @@ func unimplementedRoutes() []httputils.Route {
 		{"POST", "/session", "BuildKit sessions"},
 		{"GET", "/containers/{name}/top", "top"},
 		{"GET", "/containers/{name}/stats", "stats"},
-		{"POST", "/containers/{name}/update", "update"},
 		{"GET", "/containers/{name}/attach/ws", "websocket attach"},
 		{"POST", "/images/prune", "image prune"},
 		{"GET", "/images/search", "image search"},
