@@ -316,7 +316,6 @@ func unimplementedRoutes() []httputils.Route {
 		{"POST", "/session", "BuildKit sessions"},
 		{"GET", "/containers/{name}/top", "top"},
 		{"GET", "/containers/{name}/stats", "stats"},
-		{"GET", "/containers/{name}/attach/ws", "websocket attach"},
 		{"POST", "/images/prune", "image prune"},
 		{"GET", "/images/search", "image search"},
 		{"GET", "/images/get", "image save"},

@@ -66,6 +66,7 @@ func (rt *Router) Routes() []httputils.Route {
 		httputils.NewRoute(http.MethodPost, "/containers/{name}/rename", rt.postRename),
 		httputils.NewRoute(http.MethodPost, "/containers/{name}/resize", rt.postResize),
 		httputils.NewRoute(http.MethodPost, "/containers/{name}/attach", rt.postAttach),
+		httputils.NewRoute(http.MethodGet, "/containers/{name}/attach/ws", rt.getAttachWS),
 		httputils.NewRoute(http.MethodDelete, "/containers/{name}", rt.deleteContainer),
 		httputils.NewRoute(http.MethodPost, "/containers/prune", rt.postPrune),
 	}
