@@ -130,15 +130,22 @@ func TestBuild(t *testing.T) {
 	}
 
 	// A failing RUN: its exit code and dockerd's text, no container left.
+	// (FROM an image of its own, whose ID finds the build's containers
+	// among those of the tests running alongside.)
 	bad := t.TempDir()
-	os.WriteFile(filepath.Join(bad, "Dockerfile"), []byte("FROM busybox\nRUN echo partial > /p && exit 3\n"), 0o644)
-	before := ok(t, "ps", "-aq")
+	base := "vch-e2e/failbase:" + strings.ToLower(uniqueName(t))
+	src := strings.TrimSpace(ok(t, "create", "busybox"))
+	ok(t, "commit", "-c", "LABEL failbase=1", src, base)
+	ok(t, "rm", src)
+	defer docker(t, "rmi", base)
+	baseID := strings.TrimSpace(ok(t, "image", "inspect", "-f", "{{.Id}}", base))
+	os.WriteFile(filepath.Join(bad, "Dockerfile"), []byte("FROM "+base+"\nRUN echo partial > /p && exit 3\n"), 0o644)
 	r = dockerBuild(t, bad)
 	if r.code == 0 || !strings.Contains(r.stderr+r.stdout, "The command '/bin/sh -c echo partial > /p && exit 3' returned a non-zero code: 3") {
 		t.Errorf("failing RUN: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
-	if after := ok(t, "ps", "-aq"); len(after) > len(before) {
-		t.Errorf("a failed build left containers: %q (before %q)", after, before)
+	if left := ok(t, "ps", "-aq", "--filter", "ancestor="+baseID); left != "" {
+		t.Errorf("a failed build left containers: %q", left)
 	}
 	// COPY from outside the context and a syntax error.
 	os.WriteFile(filepath.Join(bad, "Dockerfile"), []byte("FROM busybox\nCOPY ../etc/passwd /\n"), 0o644)

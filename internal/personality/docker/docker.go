@@ -185,6 +185,7 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		br, err := build.NewRouter(build.Backend{
 			Images: backend.Images, Committer: backend.Committer, Trees: backend.Trees,
 			Compute: backend.Compute, Interaction: backend.Interaction, Archives: backend.Archives,
+			Execs: backend.Execs,
 		}, cfg.BuildRoot, s.log)
 		if err != nil {
 			s.log.Error("docker build unavailable", "build_root", cfg.BuildRoot, "err", err)

@@ -49,7 +49,9 @@ import (
 //   - Committer: Commit, for every step's image.
 //   - Trees: Tree, for COPY --from and --chown user and group names.
 //   - Compute, Interaction, Archives: Create, Start, Wait, Remove, Attach
-//     and ChangesLayer for RUN steps.
+//     and ChangesLayer for RUN steps; with Execs, the RUN steps of a stage
+//     run as execs in one container VM, and Archives' StatPath and
+//     PutArchive keep its filesystem the stage's.
 type Backend struct {
 	Images      portlayer.Images
 	Committer   portlayer.Committer
@@ -57,6 +59,7 @@ type Backend struct {
 	Compute     portlayer.Compute
 	Interaction portlayer.Interaction
 	Archives    portlayer.Archives
+	Execs       portlayer.Execs // nil: a VM per RUN step
 }
 
 // Router serves the build routes. Safe for concurrent use: builds run in
@@ -204,7 +207,7 @@ func (rt *Router) postBuild(w http.ResponseWriter, r *http.Request, _ map[string
 	}
 	out := httputils.NewJSONStream(w)
 	b := &builder{rt: rt, opts: opts, plan: plan, ctxDir: bctx.dir, out: out}
-	defer b.cleanup()
+	defer b.cleanup(ctx)
 	id, err := b.run(ctx)
 	if err != nil {
 		rt.log.InfoContext(ctx, "build failed", "err", err)

@@ -176,6 +176,14 @@ func (b *builder) copyStep(ctx context.Context, st *stage, req copyRequest) erro
 	if err != nil {
 		return stepErrorf("%s", httputils.PortLayerText(err))
 	}
+	if sess := st.sess; sess != nil && sess.image == st.image {
+		if err := b.putLayer(ctx, sess, layer.Name()); err != nil {
+			b.rt.log.Info("build container left behind the stage", "container", sess.id, "err", err)
+			b.endSession(st)
+		} else {
+			sess.image = img.ID
+		}
+	}
 	return b.stepDone(st, key, img, st.cfg)
 }
 

@@ -94,6 +94,7 @@ type builder struct {
 	trees    map[string]string // image ID → flattened tree, for COPY --from and --chown
 	releases []func()
 	usedArgs map[string]bool // build arguments some ARG declared
+	sessions []*session      // every session container, removed at the end
 }
 
 // stage is the state of the stage being built.
@@ -108,6 +109,10 @@ type stage struct {
 	// Shell), carried from the base image and set by HEALTHCHECK, ONBUILD
 	// and SHELL.
 	extra map[string]json.RawMessage
+	// sess is the container VM running the stage's RUN steps (nil: none
+	// yet, or it no longer holds image); noSession: image cannot host one.
+	sess      *session
+	noSession bool
 }
 
 var defaultShell = []string{"/bin/sh", "-c"}
@@ -122,7 +127,8 @@ func (b *builder) say(s string) {
 	}
 }
 
-func (b *builder) cleanup() {
+func (b *builder) cleanup(ctx context.Context) {
+	b.removeSessions(ctx)
 	for _, r := range b.releases {
 		r()
 	}
@@ -155,11 +161,13 @@ func (b *builder) run(ctx context.Context) (string, error) {
 	for i := range b.plan.stages {
 		id, err := b.buildStage(ctx, &b.plan.stages[i], meta)
 		if err != nil {
+			b.removeSessions(ctx) // before the client hears of the failure
 			return "", err
 		}
 		b.results = append(b.results, id)
 		last = id
 	}
+	b.removeSessions(ctx)
 	if last == "" {
 		return "", stepErrorf("No image was generated. Is your Dockerfile empty?")
 	}
@@ -474,13 +482,15 @@ func (b *builder) commitConfig(ctx context.Context, st *stage, cfg ocispec.Image
 	createdBy := strings.Join(append(slices.Clone(st.shell), "#(nop) ", comment), " ")
 	key := stepKey(st.image, createdBy, cfg, append([]string{"author=" + author}, st.extraKey()...))
 	if id, ok := b.cached(ctx, key, st.image); ok {
-		st.image, st.cfg = id, cfg
+		st.advance(id)
+		st.cfg = cfg
 		return nil
 	}
 	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Config: cfg, ConfigExtra: st.extra, CreatedBy: createdBy, Author: author})
 	if err != nil {
 		return stepErrorf("%s", httputils.PortLayerText(err))
 	}
+	st.advance(img.ID)
 	return b.stepDone(st, key, img, cfg)
 }
 
@@ -503,7 +513,17 @@ func (b *builder) cached(ctx context.Context, key, parent string) (string, bool)
 	return id, true
 }
 
-// stepDone records a new step image in the cache and the stage.
+// advance moves a configuration step's stage to id; the session, whose
+// filesystem that step did not change, follows.
+func (st *stage) advance(id string) {
+	if st.sess != nil && st.sess.image == st.image {
+		st.sess.image = id
+	}
+	st.image = id
+}
+
+// stepDone records a new step image in the cache and the stage. A step
+// that changed files has moved the session along itself (or it ends).
 func (b *builder) stepDone(st *stage, key string, img portlayer.Image, cfg ocispec.ImageConfig) error {
 	if err := b.rt.cache.put(key, img.ID); err != nil {
 		b.rt.log.Warn("build cache not updated", "err", err)

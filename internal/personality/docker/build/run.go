@@ -3,6 +3,9 @@ package build
 import (
 	"context"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -75,14 +78,18 @@ func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCom
 	default:
 		spec.Networks = []portlayer.EndpointSpec{{Network: b.opts.network}}
 	}
-	ctr, err := b.rt.be.Compute.Create(ctx, spec)
-	if err != nil && errdefs.IsNotFound(err) && (b.opts.network == "" || b.opts.network == "default") {
-		// A VCH without networks: loopback only.
-		spec.Networks = nil
-		ctr, err = b.rt.be.Compute.Create(ctx, spec)
+	if b.rt.be.Execs != nil {
+		sess, err := b.sessionFor(ctx, st, spec)
+		if err != nil {
+			return err
+		}
+		if sess != nil {
+			return b.runInSession(ctx, st, sess, key, createdBy, args, env)
+		}
 	}
+	ctr, err := b.createContainer(ctx, spec)
 	if err != nil {
-		return stepErrorf("%s", httputils.PortLayerText(err))
+		return err
 	}
 	defer func() {
 		if err := b.rt.be.Compute.Remove(detached(ctx), ctr.ID, true); err != nil {
@@ -107,6 +114,52 @@ func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCom
 		return stepErrorf("%s", httputils.PortLayerText(err))
 	}
 	b.say("Removing intermediate container " + shortID(ctr.ID) + "\n")
+	return b.stepDone(st, key, img, st.cfg)
+}
+
+// createContainer creates a build container; on a VCH without networks
+// the default bridge is left out (loopback only).
+func (b *builder) createContainer(ctx context.Context, spec portlayer.ContainerSpec) (portlayer.Container, error) {
+	ctr, err := b.rt.be.Compute.Create(ctx, spec)
+	if err != nil && errdefs.IsNotFound(err) && (b.opts.network == "" || b.opts.network == "default") {
+		spec.Networks = nil
+		ctr, err = b.rt.be.Compute.Create(ctx, spec)
+	}
+	if err != nil {
+		return portlayer.Container{}, stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	return ctr, nil
+}
+
+// runInSession runs a RUN step as an exec in the stage's session and
+// commits the difference it made.
+func (b *builder) runInSession(ctx context.Context, st *stage, sess *session, key, createdBy string, args, env []string) error {
+	b.say(" ---> Running in " + shortID(sess.id) + "\n")
+	code, err := b.execStep(ctx, sess, args, env, st.cfg.User, st.cfg.WorkingDir)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &stepError{msg: fmt.Sprintf("The command '%s' returned a non-zero code: %d", strings.Join(args, " "), code), code: code}
+	}
+	layer, err := os.CreateTemp(filepath.Join(b.rt.root, "tmp"), "layer-*.tar")
+	if err != nil {
+		return fmt.Errorf("build: layer: %w", err)
+	}
+	defer os.Remove(layer.Name())
+	defer layer.Close()
+	if err := b.delta(ctx, sess, layer); err != nil {
+		b.endSession(st)
+		return stepErrorf("RUN: changes: %v", err)
+	}
+	if _, err := layer.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("build: layer: %w", err)
+	}
+	img, err := b.rt.be.Committer.Commit(ctx, portlayer.CommitSpec{Parent: st.image, Layer: layer, Config: st.cfg, ConfigExtra: st.extra, CreatedBy: createdBy})
+	if err != nil {
+		return stepErrorf("%s", httputils.PortLayerText(err))
+	}
+	sess.image = img.ID
 	return b.stepDone(st, key, img, st.cfg)
 }
 
