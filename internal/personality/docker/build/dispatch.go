@@ -113,6 +113,8 @@ type stage struct {
 	// yet, or it no longer holds image); noSession: image cannot host one.
 	sess      *session
 	noSession bool
+	// moreRuns: a RUN follows the current step in the stage.
+	moreRuns bool
 }
 
 var defaultShell = []string{"/bin/sh", "-c"}
@@ -259,8 +261,12 @@ func (b *builder) buildStage(ctx context.Context, s *instructions.Stage, meta ma
 		}
 		b.say(" ---> " + shortID(base.ID) + "\n")
 	}
-	for _, cmd := range s.Commands {
+	for i, cmd := range s.Commands {
 		b.stepHeader(source(cmd))
+		st.moreRuns = slices.ContainsFunc(s.Commands[i+1:], func(c instructions.Command) bool {
+			_, ok := c.(*instructions.RunCommand)
+			return ok
+		})
 		if err := b.dispatch(ctx, st, cmd, meta); err != nil {
 			return "", err
 		}

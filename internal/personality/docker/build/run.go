@@ -78,7 +78,9 @@ func (b *builder) runStep(ctx context.Context, st *stage, c *instructions.RunCom
 	default:
 		spec.Networks = []portlayer.EndpointSpec{{Network: b.opts.network}}
 	}
-	if b.rt.be.Execs != nil {
+	// A session pays off from the second RUN on: a lone (or last) RUN with
+	// none running yet gets a VM of its own, which costs less.
+	if b.rt.be.Execs != nil && (st.moreRuns || st.sess != nil && st.sess.image == st.image) {
 		sess, err := b.sessionFor(ctx, st, spec)
 		if err != nil {
 			return err

@@ -27,8 +27,10 @@ import (
 // and before it), a COPY or ADD layer is also unpacked into it, and a
 // configuration step only renames the image. When the stage's image is
 // no longer sess.image (a step came from the cache, a new stage began) the
-// session ends and the next RUN starts another. An image without
-// /bin/sh, whose idle main process cannot run, gets a VM per RUN step.
+// session ends and the next RUN starts another. A session starts only for
+// a RUN that another RUN of the stage follows (a lone RUN is cheaper in a
+// VM of its own); an image without /bin/sh, whose idle main process cannot
+// run, gets a VM per RUN step.
 type session struct {
 	id    string // container
 	image string // the image its filesystem holds
@@ -63,9 +65,9 @@ func (b *builder) sessionFor(ctx context.Context, st *stage, spec portlayer.Cont
 		st.noSession = true
 		return nil, nil
 	}
-	if err := b.snapshot(ctx, sess); err != nil {
-		return nil, err
-	}
+	// Nothing ran yet: the first step's layer is all the container's
+	// changes (as a VM of its own would give), so no snapshot is needed.
+	sess.index = map[string]string{}
 	st.sess = sess
 	return sess, nil
 }
