@@ -83,3 +83,58 @@ func TestLogin(t *testing.T) {
 		t.Errorf("pull without credentials succeeded")
 	}
 }
+
+// TestLoginBearer: a registry that answers with a Bearer challenge and a
+// token service that wants basic auth (the Docker Hub scheme).
+func TestLoginBearer(t *testing.T) {
+	t.Parallel()
+	need(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := l.Addr().String()
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	mux := http.NewServeMux()
+	mux.HandleFunc("/token", func(w http.ResponseWriter, r *http.Request) {
+		if u, p, ok := r.BasicAuth(); !ok || u != "vch" || p != "t0ken" {
+			http.Error(w, `{"details":"incorrect username or password"}`, http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"token":"e2e-token","access_token":"e2e-token"}`)
+	})
+	mux.HandleFunc("/v2/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer e2e-token" {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="http://`+host+`/token",service="vch-e2e"`)
+			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+			return
+		}
+		reg.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: mux}
+	go srv.Serve(l)
+	defer srv.Close()
+	cfg := t.TempDir()
+	login := func(password string) result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "docker", "login", "-u", "vch", "--password-stdin", host)
+		cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+cfg)
+		cmd.Stdin = strings.NewReader(password + "\n")
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		code := 0
+		if err := cmd.Run(); err != nil {
+			code = 1
+		}
+		return result{out.String(), errb.String(), code}
+	}
+	if r := login("wrong"); r.code == 0 || !strings.Contains(r.stderr, "unauthorized: incorrect username or password") {
+		t.Errorf("bearer login with a wrong password: exit %d %q", r.code, r.stderr)
+	}
+	if r := login("t0ken"); r.code != 0 || !strings.Contains(r.stdout, "Login Succeeded") {
+		t.Errorf("bearer login: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}
