@@ -5,7 +5,6 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"io"
 	"os"
 	"os/exec"
@@ -162,23 +161,7 @@ func TestBuild(t *testing.T) {
 // which CLI 28 needs without the buildx plugin; CLI 20.10 defaults to it).
 func dockerBuild(t *testing.T, args ...string) result {
 	t.Helper()
-	need(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "docker", append([]string{"build"}, args...)...)
-	cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+t.TempDir(), "DOCKER_BUILDKIT=0")
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		ee, ok := err.(*exec.ExitError)
-		if !ok {
-			t.Fatalf("docker build %v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return result{out.String(), errb.String(), code}
+	return dockerWith(t, []string{"DOCKER_CONFIG=" + t.TempDir(), "DOCKER_BUILDKIT=0"}, nil, append([]string{"build"}, args...)...)
 }
 
 // gccImage imports an image holding the host's gcc driver, cc1, collect2,

@@ -3,17 +3,12 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"io"
 	"log"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
 )
@@ -43,22 +38,7 @@ func TestLogin(t *testing.T) {
 	cfg := t.TempDir()
 	cli := func(stdin string, args ...string) result {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "docker", args...)
-		cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+cfg)
-		cmd.Stdin = strings.NewReader(stdin)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		code := 0
-		if err := cmd.Run(); err != nil {
-			ee, ok := err.(*exec.ExitError)
-			if !ok {
-				t.Fatal(err)
-			}
-			code = ee.ExitCode()
-		}
-		return result{out.String(), errb.String(), code}
+		return dockerWith(t, []string{"DOCKER_CONFIG=" + cfg}, []byte(stdin), args...)
 	}
 	if r := cli("wrong\n", "login", "-u", "vch", "--password-stdin", host); r.code == 0 || !strings.Contains(r.stderr, "login attempt to http://"+host+"/v2/ failed with status: 401 Unauthorized") {
 		t.Errorf("login with a wrong password: exit %d %q", r.code, r.stderr)
@@ -118,18 +98,7 @@ func TestLoginBearer(t *testing.T) {
 	cfg := t.TempDir()
 	login := func(password string) result {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, "docker", "login", "-u", "vch", "--password-stdin", host)
-		cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+cfg)
-		cmd.Stdin = strings.NewReader(password + "\n")
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		code := 0
-		if err := cmd.Run(); err != nil {
-			code = 1
-		}
-		return result{out.String(), errb.String(), code}
+		return dockerWith(t, []string{"DOCKER_CONFIG=" + cfg}, []byte(password+"\n"), "login", "-u", "vch", "--password-stdin", host)
 	}
 	if r := login("wrong"); r.code == 0 || !strings.Contains(r.stderr, "unauthorized: incorrect username or password") {
 		t.Errorf("bearer login with a wrong password: exit %d %q", r.code, r.stderr)

@@ -175,12 +175,19 @@ func docker(t *testing.T, args ...string) result {
 
 func dockerIn(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
+	return dockerWith(t, []string{"DOCKER_CONFIG=" + t.TempDir()}, stdin, args...)
+}
+
+// dockerWith runs the docker CLI against the shared daemon with extra
+// environment entries (a DOCKER_CONFIG of the caller's, DOCKER_BUILDKIT).
+func dockerWith(t *testing.T, extraEnv []string, stdin []byte, args ...string) result {
+	t.Helper()
 	need(t)
 	// Not t.Context(): cleanups run after it is cancelled.
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "docker", args...)
-	cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host, "DOCKER_CONFIG="+t.TempDir())
+	cmd.Env = append(append(os.Environ(), "DOCKER_HOST="+env.host), extraEnv...)
 	if stdin != nil {
 		cmd.Stdin = bytes.NewReader(stdin)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types"
 	"github.com/moby/term"
+
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -70,13 +71,9 @@ func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[st
 	name := vars["name"]
 	// Like dockerd, bad detach keys are refused first, whether or not
 	// stdin is attached.
-	keys := defaultDetachKeys
-	if v := r.Form.Get("detachKeys"); v != "" {
-		k, err := term.ToBytes(v)
-		if err != nil {
-			return httputils.Classify(errdefs.ErrInvalidArgument, err, "Invalid detach keys ("+v+") provided")
-		}
-		keys = k
+	keys, err := detachKeys(r)
+	if err != nil {
+		return err
 	}
 	hj, ok := w.(http.Hijacker)
 	if !ok {
@@ -166,4 +163,18 @@ func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[st
 		_ = tc.CloseWrite()
 	}
 	return nil
+}
+
+// detachKeys reads the detachKeys parameter (default Ctrl-P Ctrl-Q);
+// dockerd's 400 "Invalid detach keys (…) provided" for a bad one.
+func detachKeys(r *http.Request) ([]byte, error) {
+	v := r.Form.Get("detachKeys")
+	if v == "" {
+		return defaultDetachKeys, nil
+	}
+	k, err := term.ToBytes(v)
+	if err != nil {
+		return nil, httputils.Classify(errdefs.ErrInvalidArgument, err, "Invalid detach keys ("+v+") provided")
+	}
+	return k, nil
 }

@@ -4,7 +4,6 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/containerd/errdefs"
 	"github.com/moby/term"
 	"golang.org/x/net/websocket"
 
@@ -22,13 +21,9 @@ import (
 func (rt *Router) getAttachWS(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	ctx := r.Context()
 	name := vars["name"]
-	keys := defaultDetachKeys
-	if v := r.Form.Get("detachKeys"); v != "" {
-		k, err := term.ToBytes(v)
-		if err != nil {
-			return httputils.Classify(errdefs.ErrInvalidArgument, err, "Invalid detach keys ("+v+") provided")
-		}
-		keys = k
+	keys, err := detachKeys(r)
+	if err != nil {
+		return err
 	}
 	c, err := rt.inspect(ctx, name)
 	if err != nil {
