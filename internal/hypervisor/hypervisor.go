@@ -112,6 +112,9 @@ type Capabilities struct {
 	// Templates: VMs can be saved as templates and restored from them
 	// instead of booting ([Templater]).
 	Templates bool
+	// WarmRestore: VMs can be restored from a template before their
+	// disks are known, and get them later ([WarmRestorer]).
+	WarmRestore bool
 }
 
 // ExitStatus is how a VM ended.
@@ -208,6 +211,30 @@ type Templater interface {
 	// for a bad spec; Unavailable if the VMM fails (a state that does not
 	// load ends the VM: Done is closed).
 	Restore(ctx context.Context, spec Spec, dir string) (VM, error)
+}
+
+// WarmRestorer is implemented by drivers whose Capabilities report
+// WarmRestore: a VM is restored from a template ahead of need, before the
+// disks of the container it will run are known, and is given them when
+// it is claimed ([DiskPlugger]). Its NICs and shares are spec's from the
+// start (a VMM cannot swap those under a running device).
+type WarmRestorer interface {
+	// RestoreWarm restores as Templater.Restore does, except that spec's
+	// Disks only give each slot's shape (ReadOnly and Serial; Path and
+	// Format are not used): the VM starts on empty placeholder disks in
+	// spec.RuntimeDir, which the guest must not bind before PlugDisks.
+	// Errors are Restore's.
+	RestoreWarm(ctx context.Context, spec Spec, dir string) (VM, error)
+}
+
+// DiskPlugger is implemented by the VMs RestoreWarm returns.
+type DiskPlugger interface {
+	// PlugDisks puts disks in the VM's disk slots, in order, in place of
+	// the placeholders: one per slot, each with its slot's ReadOnly and
+	// Serial. Call it once, before the guest binds the disks' drivers.
+	// InvalidArgument if disks do not match the slots; Unavailable if the
+	// VMM refuses (the VM is then the caller's to kill).
+	PlugDisks(ctx context.Context, disks []Disk) error
 }
 
 // Driver runs VMs. Safe for concurrent use.

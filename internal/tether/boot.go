@@ -79,6 +79,7 @@ func run(logger *slog.Logger) error {
 	var order []string
 	var spares *spareNamespace
 	var zyg *zygote
+	var deferred bool
 	if template {
 		// What a guest does the same way for every container is done
 		// once, here, before the save: the device drivers are loaded
@@ -103,30 +104,74 @@ func run(logger *slog.Logger) error {
 		if err != nil {
 			return err
 		}
-		if order, err = applyWake(logger, w); err != nil {
+		if w.Deferred {
+			// A warm VM: its own entropy and clock now, its container's
+			// devices when a claim names them.
+			if err = reseedAndClock(w); err == nil {
+				prepareWarm(logger)
+			}
+		} else {
+			order, err = applyWake(logger, w)
+		}
+		if err != nil {
 			return err
 		}
 		if _, err := f.WriteString(wire.Awake); err != nil {
 			return fmt.Errorf("tether: answer wake: %w", err)
 		}
+		deferred = w.Deferred
 	}
-	root, err := findDisk(ctx, wire.RootSerial, true)
-	if err != nil {
-		return err
-	}
-	if err := mountRoot(root); err != nil {
-		return err
-	}
-	logger.Info("guest ready", "port", port, "restored", template)
-	// The host key is made here, after a restored guest's CRNG was
-	// reseeded, so clones of one template never share it.
 	srv := newServer(logger, reaper)
-	srv.nics.order = order
 	if spares != nil {
 		srv.nics.useSpareNS(*spares)
 	}
 	srv.zygote = zyg
+	if deferred {
+		srv.unclaimed = true
+		if err := srv.nics.rehearse(); err != nil {
+			logger.Info("warm guest: no NIC rehearsal", "err", err)
+		}
+		logger.Info("guest ready for a claim", "port", port)
+		return srv.serve(f)
+	}
+	if err := bootRoot(ctx); err != nil {
+		return err
+	}
+	srv.nics.order = order
+	logger.Info("guest ready", "port", port, "restored", template)
 	return srv.serve(f)
+}
+
+// bootRoot finds the container's root disk and mounts it (rootfs.go).
+func bootRoot(ctx context.Context) error {
+	root, err := findDisk(ctx, wire.RootSerial, true)
+	if err != nil {
+		return err
+	}
+	return mountRoot(root)
+}
+
+// claim makes a warm guest (woken with wire.Wake.Deferred) its
+// container's: w is that container's wake. See wire.RequestClaim.
+func (s *server) claim(ctx context.Context, w wire.Wake) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.unclaimed {
+		return errors.New("tether: not a warm guest, or already claimed")
+	}
+	t0 := time.Now()
+	order, err := applyWake(s.logger, w)
+	if err != nil {
+		return err
+	}
+	t1 := time.Now()
+	if err := bootRoot(ctx); err != nil {
+		return err
+	}
+	s.nics.order = order
+	s.unclaimed = false
+	s.logger.Info("guest claimed", "wake", t1.Sub(t0), "root", time.Since(t1))
+	return nil
 }
 
 // isTemplate reports whether the kernel command line boots this guest as

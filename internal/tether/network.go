@@ -378,6 +378,46 @@ func (n *nics) bringUp(l netlink.Link, f wire.Interface) error {
 	return nil
 }
 
+// Rehearsal values: a locally administered MAC no VCH hands out and a
+// link-local address (RFC 3927), used only inside a warm guest.
+const (
+	rehearsalMAC     = "02:76:63:68:fe:00"
+	rehearsalAddress = "169.254.77.2/30"
+	rehearsalGateway = "169.254.77.1"
+)
+
+// rehearse runs, on a warm guest's first NIC (bound, down, showing the
+// template's MAC), the netlink calls a container's setup makes — MAC,
+// address, up, default route — and undoes them, leaving the NIC as it
+// was. Under TCG a restored guest translates every kernel and tether
+// path on first use; done here, before the VM is claimed, the
+// container's setup runs paths already translated. The NIC's tap is on
+// no network while the VM is warm, so nothing it sends leaves the VMM.
+func (n *nics) rehearse() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l := linkByMAC(netlink.LinkList, wire.TemplateMAC(0))
+	if l == nil {
+		return errors.New("tether: rehearsal: no bound NIC")
+	}
+	if n.current == nil {
+		n.current = map[string]string{}
+	}
+	name := l.Attrs().Name
+	err := n.bringUp(l, wire.Interface{BootMAC: rehearsalMAC, Name: name, Address: rehearsalAddress, Gateway: rehearsalGateway})
+	delete(n.current, rehearsalMAC)
+	_ = netlink.LinkSetDown(l)
+	addrs, _ := netlink.AddrList(l, unix.AF_INET)
+	for _, a := range addrs {
+		_ = netlink.AddrDel(l, &a)
+	}
+	hw, _ := net.ParseMAC(wire.TemplateMAC(0))
+	if serr := netlink.LinkSetHardwareAddr(l, hw); err == nil {
+		err = serr
+	}
+	return err
+}
+
 // startDNSRelay serves DNS on addr inside the VM, relaying each query to
 // the host over the current session (wire.RequestDNS); between sessions
 // queries fail and the guest's resolver retries. Started once.

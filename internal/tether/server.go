@@ -37,6 +37,19 @@ type server struct {
 	mainStarting bool       // a main process is being started
 	conn         *link.Conn // the current session, nil between sessions
 	relay        bool       // the DNS relay runs
+	// unclaimed: a warm guest (wire.Wake.Deferred) not yet claimed; it
+	// has no root and refuses setup and processes.
+	unclaimed bool
+}
+
+// errUnclaimed refuses what a warm guest cannot do before its claim.
+var errUnclaimed = errors.New("tether: this warm guest has not been claimed by a container")
+
+// isUnclaimed reports whether the guest still waits for its claim.
+func (s *server) isUnclaimed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.unclaimed
 }
 
 func newServer(logger *slog.Logger, r *reaper) *server {
@@ -102,7 +115,22 @@ func (s *server) session(conn *sessionConn) error {
 			continue
 		}
 		switch req.Type {
+		case wire.RequestClaim:
+			var w wire.Wake
+			err := json.Unmarshal(req.Payload, &w)
+			if err == nil {
+				err = s.claim(context.Background(), w)
+			}
+			if err != nil {
+				replyErr(req, err)
+				continue
+			}
+			_ = req.Reply(true, nil)
 		case wire.RequestSetup:
+			if s.isUnclaimed() {
+				replyErr(req, errUnclaimed)
+				continue
+			}
 			var setup wire.Setup
 			if err := json.Unmarshal(req.Payload, &setup); err != nil {
 				replyErr(req, fmt.Errorf("tether: bad setup: %w", err))
@@ -193,6 +221,10 @@ func replyErr(req *link.Request, err error) {
 }
 
 func (s *server) handleChannel(nc link.NewChannel, dead func() bool) {
+	if t := nc.ChannelType(); (t == wire.ChannelProcess || isArchiveChannel(t)) && s.isUnclaimed() {
+		_ = nc.Reject(link.ConnectionFailed, string(wire.Encode(wire.StartError{Message: errUnclaimed.Error(), ExitCode: 126})))
+		return
+	}
 	switch t := nc.ChannelType(); {
 	case t == wire.ChannelProcess:
 	case t == wire.ChannelAttach:

@@ -67,14 +67,8 @@ func awaitWake(port *os.File) (wire.Wake, error) {
 // image's disk cost a container nothing. It returns the NICs' boot MACs
 // in device order.
 func applyWake(logger *slog.Logger, w wire.Wake) ([]string, error) {
-	if err := reseed(w.Entropy); err != nil {
+	if err := reseedAndClock(w); err != nil {
 		return nil, err
-	}
-	if w.TimeUnixNano > 0 {
-		tv := unix.NsecToTimeval(w.TimeUnixNano)
-		if err := unix.Settimeofday(&tv); err != nil {
-			return nil, fmt.Errorf("tether: set clock: %w", err)
-		}
 	}
 	if err := setAutoprobe(true); err != nil {
 		return nil, err
@@ -101,6 +95,42 @@ func applyWake(logger *slog.Logger, w wire.Wake) ([]string, error) {
 		order[i] = strings.ToLower(boot)
 	}
 	return order, nil
+}
+
+// prepareWarm does, in a warm guest (wire.Wake.Deferred), the part of
+// applyWake that needs nothing of a container, so its claim does less:
+// the drivers of devices that are neither disks nor NICs bind, modules
+// the template did not load load, and the first NIC's device binds (its
+// tap is the VM's own; the container that claims the VM uses it as its
+// first network's, and the guest sees it with the template's MAC until
+// its setup gives it the container's). Disks stay unbound: their images
+// are plugged at the claim. Failures only leave the work to the claim.
+func prepareWarm(logger *slog.Logger) {
+	if err := setAutoprobe(true); err != nil {
+		logger.Warn("warm guest: autoprobe", "err", err)
+		return
+	}
+	_ = probeVirtio(func(typ string) bool { return typ != virtioNet && typ != virtioBlock })
+	if err := loadModules(logger, func(string) bool { return true }); err != nil {
+		logger.Warn("warm guest: modules", "err", err)
+	}
+	if dev, err := nthDevice(virtioNet, 0); err == nil {
+		bindVirtio(dev)
+	}
+}
+
+// reseedAndClock takes a wake's entropy (reseed) and clock.
+func reseedAndClock(w wire.Wake) error {
+	if err := reseed(w.Entropy); err != nil {
+		return err
+	}
+	if w.TimeUnixNano > 0 {
+		tv := unix.NsecToTimeval(w.TimeUnixNano)
+		if err := unix.Settimeofday(&tv); err != nil {
+			return fmt.Errorf("tether: set clock: %w", err)
+		}
+	}
+	return nil
 }
 
 // reseed credits entropy to the kernel's input pool (RNDADDENTROPY) and

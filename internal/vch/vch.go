@@ -114,6 +114,11 @@ type Config struct {
 	// it from a template of its shape (--vm-templates=false): no guest
 	// memory is shared between VMs. Default false (templates on).
 	NoVMTemplates bool `toml:"no_vm_templates" json:"no_vm_templates"`
+	// WarmVMs is how many container VMs of the common shape are kept
+	// restored and woken ahead of need (compute.Config.WarmVMs); the
+	// daemon's --warm-vms, default 1 there. Each idle one costs what an
+	// idle container's VM does (~80 MiB of host memory under TCG).
+	WarmVMs int `toml:"warm_vms" json:"warm_vms"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -242,7 +247,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
 		Events: evlog, Network: v.network, Networks: v.network, Volumes: v.volumes,
 		ShareKernel: shareKernel, ShareInitrd: shareInitrd, BindRoots: cfg.BindRoots,
-		VMTemplates: !cfg.NoVMTemplates,
+		VMTemplates: !cfg.NoVMTemplates, WarmVMs: cfg.WarmVMs,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.network.Close()

@@ -17,14 +17,25 @@ import (
 
 // restoredRun runs a busybox script in a named container (not --rm, so
 // its ID can be read) and returns its output and whether the daemon
-// restored its VM from a template (its log names the VM).
+// restored its VM from a template, for it or as a warm VM it claimed
+// (its log names the VM).
 func restoredRun(t *testing.T, args ...string) (out string, restored bool) {
+	t.Helper()
+	out, restored, _ = restoredOrWarmRun(t, args...)
+	return out, restored
+}
+
+// restoredOrWarmRun is restoredRun that also tells whether the VM was a
+// warm one (package warmpool) the container claimed.
+func restoredOrWarmRun(t *testing.T, args ...string) (out string, restored, warm bool) {
 	t.Helper()
 	name := uniqueName(t)
 	out = ok(t, append([]string{"run", "--name", name}, args...)...)
 	id := strings.TrimSpace(ok(t, "inspect", "--format", "{{.Id}}", name))
 	ok(t, "rm", name)
-	return out, strings.Contains(env.daemon.Log(1<<20), `msg="vm restored" component=vmtemplate vm=`+id[:12])
+	log := env.daemon.Log(1 << 20)
+	warm = strings.Contains(log, `msg="warm VM claimed" component=compute container=`+id)
+	return out, warm || strings.Contains(log, `msg="vm restored" component=vmtemplate vm=`+id[:12]), warm
 }
 
 // TestTemplateClones: containers restored from one template are each
@@ -231,12 +242,160 @@ func TestFreedMemoryReturns(t *testing.T) {
 	restoredRun(t, "busybox", "true")
 	before := allocated()
 	id := freedMemoryReturns(t, env.daemon.Host)
-	if !strings.Contains(env.daemon.Log(1<<20), `msg="vm restored" component=vmtemplate vm=`+id[:12]) {
-		t.Errorf("container %s was not restored from a template", id[:12])
+	if log := env.daemon.Log(1 << 20); !strings.Contains(log, `msg="vm restored" component=vmtemplate vm=`+id[:12]) &&
+		!strings.Contains(log, `msg="warm VM claimed" component=compute container=`+id) {
+		t.Errorf("container %s was not restored from a template (for it, or as a warm VM)", id[:12])
 	}
 	for f, blocks := range allocated() {
 		if b, ok := before[f]; ok && blocks < b {
 			t.Errorf("template memory %s lost %d KiB while a clone freed memory", f, (b-blocks)/2)
 		}
+	}
+}
+
+// warmRun starts a detached container with args until one of them runs
+// on a warm VM it claimed (other tests take warm VMs from the shared
+// daemon too), removing the others; it returns that container's name.
+func warmRun(t *testing.T, args ...string) string {
+	t.Helper()
+	for i := 0; i < 8; i++ {
+		name := uniqueName(t)
+		id := strings.TrimSpace(ok(t, append([]string{"run", "-d", "--name", name}, args...)...))
+		if strings.Contains(env.daemon.Log(1<<20), `msg="warm VM claimed" component=compute container=`+id) {
+			t.Cleanup(func() { docker(t, "rm", "-f", name) })
+			return name
+		}
+		ok(t, "rm", "-f", name)
+		time.Sleep(2 * time.Second) // let the pool refill
+	}
+	t.Fatalf("no container of 8 ran on a warm VM; daemon log:\n%s", env.daemon.Log(4000))
+	return ""
+}
+
+// TestWarmVM: a container that claims a warm VM (restored and woken
+// before the container existed) is wholly its own: the image's files on
+// its root disk, which it can write; its own hostname, MAC and address
+// on a user network, where it resolves and reaches a peer by name (DNS
+// through the claim's handler); its own random bytes; nothing left of
+// the warm VM's NIC rehearsal (no link-local address, no template MAC);
+// exec works.
+func TestWarmVM(t *testing.T) {
+	t.Parallel()
+	net := uniqueName(t)
+	ok(t, "network", "create", net)
+	t.Cleanup(func() { docker(t, "network", "rm", net) })
+	a := warmRun(t, "--network", net, "busybox", "sleep", "600")
+	b := warmRun(t, "--network", net, "busybox", "sleep", "600")
+	script := `head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n'; echo; hostname; cat /sys/class/net/eth0/address; ip -4 -o addr show eth0 | awk '{print $4}'`
+	var rand []string
+	for _, name := range []string{a, b} {
+		f := strings.Fields(ok(t, "exec", name, "sh", "-c", script))
+		if len(f) != 4 {
+			t.Fatalf("exec in %s: %q, want 4 fields", name, f)
+		}
+		rand = append(rand, f[0])
+		id := strings.TrimSpace(ok(t, "inspect", "--format", "{{.Id}}", name))
+		if f[1] != id[:12] {
+			t.Errorf("%s: hostname %q, want %q", name, f[1], id[:12])
+		}
+		mac := strings.TrimSpace(ok(t, "inspect", "--format", "{{(index .NetworkSettings.Networks \""+net+"\").MacAddress}}", name))
+		ip := strings.TrimSpace(ok(t, "inspect", "--format", "{{(index .NetworkSettings.Networks \""+net+"\").IPAddress}}", name))
+		if f[2] != mac || !strings.HasPrefix(f[3], ip+"/") {
+			t.Errorf("%s: eth0 %s %s, inspect says %s %s", name, f[2], f[3], mac, ip)
+		}
+		links := ok(t, "exec", name, "ip", "addr")
+		if strings.Contains(links, "169.254.") || strings.Contains(links, "02:76:63:68") {
+			t.Errorf("%s: the warm VM's rehearsal left its marks:\n%s", name, links)
+		}
+		if got := ok(t, "exec", name, "sh", "-c", "echo written >/data && cat /data && ls /bin/busybox"); got != "written\n/bin/busybox\n" {
+			t.Errorf("%s: root disk: %q", name, got)
+		}
+	}
+	if rand[0] == rand[1] {
+		t.Errorf("two warm VMs read the same /dev/urandom bytes %s", rand[0])
+	}
+	if out := ok(t, "exec", a, "ping", "-c", "1", "-W", "5", b); !strings.Contains(out, "1 packets received") {
+		t.Errorf("ping %s from %s by name:\n%s", b, a, out)
+	}
+}
+
+// qemuByName returns the PIDs of QEMU processes whose -name is vch-<name>
+// for a name with prefix, by name.
+func qemuByName(prefix string) map[string]int {
+	out := map[string]int{}
+	ps, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range ps {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(string(b), "\x00")
+		i := slices.Index(args, "-name")
+		if i < 0 || i+1 >= len(args) || !strings.HasPrefix(args[i+1], "vch-"+prefix) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		out[strings.TrimPrefix(args[i+1], "vch-")] = pid
+	}
+	return out
+}
+
+// TestWarmVMDaemonKilled: after a kill -9 of its daemon, a container that
+// runs on a claimed warm VM is taken back by the next daemon (still
+// running, same VMM, exec works), and the warm VM nobody had claimed yet
+// is ended, its directory removed; the new daemon makes its own.
+func TestWarmVMDaemonKilled(t *testing.T) {
+	r := newRestartDaemon(t)
+	name := "warm-" + uniqueName(t)
+	id := strings.TrimSpace(r.docker("run", "-d", "--name", name, "busybox", "sleep", "600"))
+	var claimed string
+	for _, line := range strings.Split(r.d.Log(1<<20), "\n") {
+		if strings.Contains(line, `msg="warm VM claimed" component=compute container=`+id) {
+			if i := strings.Index(line, " vm="); i >= 0 {
+				claimed = strings.Fields(line[i+4:])[0]
+			}
+		}
+	}
+	if claimed == "" {
+		t.Fatalf("the container did not claim a warm VM; log:\n%s", r.d.Log(6000))
+	}
+	// Wait for the pool to have its next warm VM.
+	var unclaimed string
+	deadline := time.Now().Add(60 * time.Second)
+	for unclaimed == "" && time.Now().Before(deadline) {
+		for n := range qemuByName("w") {
+			if n != claimed && strings.Contains(r.d.Log(1<<20), `msg="warm VM ready" component=warmpool vm=`+n) {
+				unclaimed = n
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if unclaimed == "" {
+		t.Fatalf("no unclaimed warm VM appeared; VMMs %v", qemuByName("w"))
+	}
+	pid := r.inspect(name, "{{.State.Pid}}")
+	unclaimedPid := qemuByName("w")[unclaimed]
+	r.d.Kill()
+	r.start()
+	if got := r.inspect(name, "{{.State.Status}} {{.State.Pid}}"); got != "running "+pid {
+		t.Errorf("after the restart: %q, want running %s", got, pid)
+	}
+	if got := strings.TrimSpace(r.docker("exec", name, "echo", "still here")); got != "still here" {
+		t.Errorf("exec after the restart: %q", got)
+	}
+	if syscall.Kill(unclaimedPid, 0) == nil {
+		if _, still := qemuByName("w")[unclaimed]; still {
+			t.Errorf("the unclaimed warm VM %s (pid %d) still runs after the restart", unclaimed, unclaimedPid)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r.d.Root, "compute", "warm", unclaimed)); err == nil {
+		t.Errorf("the unclaimed warm VM's directory is still there")
+	}
+	if _, err := os.Stat(filepath.Join(r.d.Root, "compute", "warm", claimed)); err != nil {
+		t.Errorf("the claimed warm VM's directory is gone: %v", err)
+	}
+	r.docker("rm", "-f", name)
+	if _, err := os.Stat(filepath.Join(r.d.Root, "compute", "warm", claimed)); err == nil {
+		t.Errorf("the claimed warm VM's directory outlives its container")
 	}
 }

@@ -63,6 +63,10 @@ type vmOptions struct {
 	// shim (Config.RAMShim), since QEMU would punch the guest's freed
 	// pages out of the template's file, under every VM that maps it.
 	noFreePageReporting bool
+	// pluggable gives each disk a raw node (node-name diskN) over its
+	// file's node (slotN), so PlugDisks can put another image under the
+	// device (QMP blockdev-reopen of diskN with a new file child).
+	pluggable bool
 }
 
 func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptions) []string {
@@ -118,6 +122,21 @@ func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptio
 	}
 	a = append(a, "-device", "virtio-balloon-device,free-page-reporting="+reporting)
 	for i, d := range spec.Disks {
+		if o.pluggable {
+			ro := "off"
+			if d.ReadOnly {
+				ro = "on"
+			}
+			dev := fmt.Sprintf("virtio-blk-device,drive=disk%d", i)
+			if d.Serial != "" {
+				dev += ",serial=" + escape(d.Serial)
+			}
+			a = append(a,
+				"-blockdev", fmt.Sprintf("driver=file,node-name=slot%d,filename=%s,read-only=%s,discard=unmap", i, escape(d.Path), ro),
+				"-blockdev", fmt.Sprintf("driver=raw,node-name=disk%d,file=slot%d,read-only=%s,discard=unmap", i, i, ro),
+				"-device", dev)
+			continue
+		}
 		drive := fmt.Sprintf("id=disk%d,file=%s,format=%s,if=none,cache=writeback,discard=unmap", i, escape(d.Path), d.Format)
 		if d.ReadOnly {
 			drive += ",readonly=on"

@@ -79,6 +79,9 @@ func TestArgv(t *testing.T) {
 		"template_restore": {memPath: "/t/memory", incoming: true},
 		// Without the RAM shim the balloon reports no free pages.
 		"template_restore_no_shim": {memPath: "/t/memory", incoming: true, noFreePageReporting: true},
+		// A warm VM: each disk a raw node over its placeholder's node,
+		// which PlugDisks re-points.
+		"template_restore_warm": {memPath: "/t/memory", incoming: true, pluggable: true},
 	}
 	for _, tc := range []struct {
 		name  string
@@ -88,6 +91,9 @@ func TestArgv(t *testing.T) {
 		{"template_save", tmpl, AccelTCG},
 		{"template_restore", clone, AccelTCG},
 		{"template_restore_no_shim", clone, AccelTCG},
+		{"template_restore_warm", withDisks(clone,
+			hypervisor.Disk{Path: "/run/vch/vms/0123abcd/slot0.img", Format: "raw", Serial: "vch-root"},
+			hypervisor.Disk{Path: "/run/vch/vms/0123abcd/slot1.img", Format: "raw", ReadOnly: true, Serial: "vch-base"}), AccelTCG},
 		{"one_disk_tcg", withDisks(base, rw), AccelTCG},
 		{"one_disk_kvm", withDisks(base, rw), AccelKVM},
 		{"two_disks_readonly_raw", withDisks(base, image, rw), AccelTCG},

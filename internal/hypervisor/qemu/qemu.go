@@ -105,7 +105,7 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 // Capabilities reports the accelerator in use; VMs can be paused (QMP),
 // adopted by a later driver (Adopt) and restored from templates.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true, Templates: true}
+	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true, Templates: true, WarmRestore: true}
 }
 
 // validSerial is what Disk.Serial may hold (empty included).
@@ -335,6 +335,8 @@ type vm struct {
 	mu      sync.Mutex
 	channel net.Conn
 	ended   bool
+	// slots are a warm VM's placeholder disks until PlugDisks (RestoreWarm).
+	slots []hypervisor.Disk
 }
 
 // setChannel records the guest channel; false (and the conn closed) if

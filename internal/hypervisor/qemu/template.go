@@ -237,6 +237,68 @@ func (v *vm) awaitMigration(ctx context.Context) error {
 // A state that does not load makes QEMU exit (Unavailable), and a VM whose
 // guest then does not answer is the caller's to kill.
 func (d *Driver) Restore(ctx context.Context, spec hypervisor.Spec, dir string) (hypervisor.VM, error) {
+	return d.restore(ctx, spec, dir, false)
+}
+
+// RestoreWarm implements hypervisor.WarmRestorer: Restore with each disk
+// slot a 1 MiB sparse placeholder (RuntimeDir/slotN.img, read-only as
+// the slot) under a raw node that PlugDisks re-points.
+func (d *Driver) RestoreWarm(ctx context.Context, spec hypervisor.Spec, dir string) (hypervisor.VM, error) {
+	spec.Disks = append([]hypervisor.Disk(nil), spec.Disks...)
+	for i := range spec.Disks {
+		path := filepath.Join(spec.RuntimeDir, fmt.Sprintf("slot%d.img", i))
+		if err := writeSparse(path, placeholderBytes); err != nil {
+			return nil, err
+		}
+		spec.Disks[i].Path, spec.Disks[i].Format = path, "raw"
+	}
+	return d.restore(ctx, spec, dir, true)
+}
+
+// PlugDisks implements hypervisor.DiskPlugger: for disk i, QMP
+// blockdev-add of its image (a qcow2 node over its file, or the raw
+// file's node) as node ctrN, blockdev-reopen of the raw node diskN with
+// ctrN as its file child, and blockdev-del of the placeholder's node
+// (QEMU QMP reference; blockdev-reopen is stable since QEMU 6.1). The
+// device reads its capacity from the new image when the guest binds it.
+func (v *vm) PlugDisks(ctx context.Context, disks []hypervisor.Disk) error {
+	v.mu.Lock()
+	slots := v.slots
+	v.slots = nil
+	v.mu.Unlock()
+	if len(disks) != len(slots) {
+		return fmt.Errorf("qemu: %d disks for %d slots: %w", len(disks), len(slots), errdefs.ErrInvalidArgument)
+	}
+	for i, dk := range disks {
+		if dk.ReadOnly != slots[i].ReadOnly || dk.Serial != slots[i].Serial || (dk.Format != "raw" && dk.Format != "qcow2") {
+			return fmt.Errorf("qemu: disk %d (%s, read-only %t, serial %q) does not fit its slot (read-only %t, serial %q): %w",
+				i, dk.Format, dk.ReadOnly, dk.Serial, slots[i].ReadOnly, slots[i].Serial, errdefs.ErrInvalidArgument)
+		}
+	}
+	for i, dk := range disks {
+		node := fmt.Sprintf("ctr%d", i)
+		file := map[string]any{"driver": "file", "filename": dk.Path, "read-only": dk.ReadOnly, "discard": "unmap"}
+		add := file
+		if dk.Format == "qcow2" {
+			add = map[string]any{"driver": "qcow2", "file": file, "read-only": dk.ReadOnly, "discard": "unmap"}
+		}
+		add["node-name"] = node
+		if _, err := v.execute(ctx, "blockdev-add", add); err != nil {
+			return fmt.Errorf("qemu: plug disk %d: %w", i, err)
+		}
+		reopen := map[string]any{"options": []map[string]any{{"driver": "raw", "node-name": fmt.Sprintf("disk%d", i), "file": node, "read-only": dk.ReadOnly, "discard": "unmap"}}}
+		if _, err := v.execute(ctx, "blockdev-reopen", reopen); err != nil {
+			return fmt.Errorf("qemu: plug disk %d: %w", i, err)
+		}
+		if _, err := v.execute(ctx, "blockdev-del", map[string]string{"node-name": fmt.Sprintf("slot%d", i)}); err != nil {
+			return fmt.Errorf("qemu: plug disk %d: %w", i, err)
+		}
+		_ = os.Remove(slots[i].Path)
+	}
+	return nil
+}
+
+func (d *Driver) restore(ctx context.Context, spec hypervisor.Spec, dir string, pluggable bool) (hypervisor.VM, error) {
 	if err := validate(spec); err != nil {
 		return nil, err
 	}
@@ -258,9 +320,12 @@ func (d *Driver) Restore(ctx context.Context, spec hypervisor.Spec, dir string) 
 			return nil, fmt.Errorf("qemu: template in %s: %w: %w", dir, err, errdefs.ErrFailedPrecondition)
 		}
 	}
-	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, incoming: true, noFreePageReporting: d.cfg.RAMShim == ""})
+	v, err := d.launch(ctx, spec, vmOptions{memPath: mem, incoming: true, noFreePageReporting: d.cfg.RAMShim == "", pluggable: pluggable})
 	if err != nil {
 		return nil, err
+	}
+	if pluggable {
+		v.slots = spec.Disks
 	}
 	if _, err := v.execute(ctx, "migrate-set-capabilities", ignoreShared); err == nil {
 		_, err = v.execute(ctx, "migrate-incoming", map[string]string{"uri": "exec:cat " + shellQuote(state)})
@@ -303,4 +368,8 @@ func shellQuote(s string) string {
 	return string(append(out, '\''))
 }
 
-var _ hypervisor.Templater = (*Driver)(nil)
+var (
+	_ hypervisor.Templater    = (*Driver)(nil)
+	_ hypervisor.WarmRestorer = (*Driver)(nil)
+	_ hypervisor.DiskPlugger  = (*vm)(nil)
+)

@@ -80,7 +80,7 @@ func (s *Service) restore() []*container {
 		default:
 			// Its last VM may still run (the daemon stopped between the
 			// exit and the power-off): end it before anything starts.
-			if _, err := os.Stat(c.runDir); err == nil {
+			if _, err := os.Stat(s.vmSpec(c).RuntimeDir); err == nil {
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
@@ -102,8 +102,12 @@ func (s *Service) adopter() hypervisor.Adopter {
 	return nil
 }
 
-// vmSpec locates container c's VM for the driver.
-func (c *container) vmSpec() hypervisor.Spec {
+// vmSpec locates container c's VM for the driver: the warm VM its run
+// took, as the run state records, or the one started for it.
+func (s *Service) vmSpec(c *container) hypervisor.Spec {
+	if run, err := s.recs.run(c.id); err == nil && run.VMName != "" {
+		return hypervisor.Spec{Name: run.VMName, RuntimeDir: run.VMDir}
+	}
 	return hypervisor.Spec{Name: c.id[:12], RuntimeDir: c.runDir}
 }
 
@@ -117,7 +121,12 @@ func (s *Service) killOrphan(c *container) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), orphanTimeout)
 	defer cancel()
-	vm, err := a.Adopt(ctx, c.vmSpec())
+	spec := s.vmSpec(c)
+	if spec.RuntimeDir != c.runDir {
+		// A warm VM's directory goes with it.
+		defer os.RemoveAll(spec.RuntimeDir)
+	}
+	vm, err := a.Adopt(ctx, spec)
 	if err != nil {
 		return
 	}
@@ -154,7 +163,7 @@ func (s *Service) readopt(c *container) error {
 	rec := c.record()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BootTimeout)
 	defer cancel()
-	vm, err := a.Adopt(ctx, c.vmSpec())
+	vm, err := a.Adopt(ctx, s.vmSpec(c))
 	if err != nil {
 		return err
 	}
@@ -240,6 +249,7 @@ func (s *Service) readopt(c *container) error {
 	c.mu.Lock()
 	c.vm, c.guest, c.proc, c.killed = vm, g, proc, false
 	c.slots = slots
+	c.vmDir = run.VMDir
 	c.rec.State.Pid = vm.Pid()
 	c.rec.Ports = ports
 	c.exited = make(chan struct{})

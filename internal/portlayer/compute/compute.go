@@ -12,6 +12,7 @@
 //	containers/<id>/json.log     output, Docker json-file format
 //	run/<id[:12]>/               VMM runtime files (channel socket, console)
 //	templates/                   VM templates, one directory per shape
+//	warm/<name>/                 warm VMs' runtime files (package warmpool)
 //
 // What it does not own: images and rootfs disks (storage), VMM details (the
 // hypervisor driver), the tether protocol (package guest).
@@ -37,6 +38,7 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/vmtemplate"
+	"github.com/vchproject/vch/internal/portlayer/warmpool"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -78,6 +80,12 @@ type Config struct {
 	// Root/templates instead of booting each (package vmtemplate);
 	// false boots every VM cold and shares no memory between VMs.
 	VMTemplates bool `toml:"vm_templates" json:"vm_templates"`
+	// WarmVMs is how many VMs of the common shape (default memory and
+	// vCPUs, a root disk over an image disk, one network and the spare
+	// NICs) are kept restored and woken ahead of need under Root/warm
+	// (package warmpool), so a start takes one instead of restoring;
+	// 0 keeps none. Needs VMTemplates.
+	WarmVMs int `toml:"warm_vms" json:"warm_vms"`
 }
 
 // Publisher receives the events compute emits (package events implements
@@ -122,8 +130,10 @@ type Service struct {
 	cfg    Config
 	driver hypervisor.Driver
 	vms    *vmtemplate.Starter // starts VMs: restored from templates, or booted
+	warm   *warmpool.Pool      // warm VMs of the common shape
 	rootfs portlayer.RootfsStore
 	logger *slog.Logger
+	base   *slog.Logger // the logger New was given
 	recs   *records
 
 	mu         sync.Mutex
@@ -185,7 +195,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		recs.close()
 		return nil, err
 	}
-	s := &Service{cfg: cfg, driver: driver, vms: vms, rootfs: rootfs, logger: logger.With("component", "compute"), recs: recs,
+	s := &Service{cfg: cfg, driver: driver, vms: vms, rootfs: rootfs, logger: logger.With("component", "compute"), base: logger, recs: recs,
 		containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots, done: make(chan struct{})}
 	all, err := recs.all()
 	if err != nil {
@@ -195,10 +205,55 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	for _, rec := range all {
 		s.containers[rec.ID] = s.newContainer(rec)
 	}
-	s.startAtBoot(s.restore())
+	toStart := s.restore()
 	vms.Prepare(s.commonShape())
+	if err := s.openWarmPool(); err != nil {
+		s.logger.Warn("no warm VMs", "err", err)
+	}
+	s.startAtBoot(toStart)
 	return s, nil
 }
+
+// WarmDir is the directory under Config.Root that holds the warm VMs'
+// runtime directories (package warmpool).
+const WarmDir = "warm"
+
+// openWarmPool ends the warm VMs a previous daemon left unclaimed and
+// starts the pool of Config.WarmVMs (none without templates).
+func (s *Service) openWarmPool() error {
+	dir := filepath.Join(s.cfg.Root, WarmDir)
+	keep := map[string]bool{}
+	s.mu.Lock()
+	for id := range s.containers {
+		if run, err := s.recs.run(id); err == nil && run.VMDir != "" {
+			keep[run.VMDir] = true
+		}
+	}
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), orphanTimeout)
+	warmpool.Sweep(ctx, dir, s.adopter(), func(d string) bool { return keep[d] }, s.base)
+	cancel()
+	size := s.cfg.WarmVMs
+	if !s.vms.Enabled() {
+		size = 0
+	}
+	shape := s.commonShape()
+	shape.Disks = []hypervisor.Disk{{Serial: wire.RootSerial}, {ReadOnly: true, Serial: wire.BaseSerial}}
+	var nics warmpool.NICMaker
+	if s.cfg.Network != nil {
+		nics = s.cfg.Network
+	}
+	pool, err := warmpool.New(warmpool.Config{Size: size, Dir: dir, Shape: shape}, s.vms, nics, s.base)
+	if err != nil {
+		s.warm, _ = warmpool.New(warmpool.Config{}, s.vms, nil, s.base)
+		return err
+	}
+	s.warm = pool
+	return nil
+}
+
+// WarmStats reports the warm VM pool's counters.
+func (s *Service) WarmStats() warmpool.Stats { return s.warm.Stats() }
 
 // TemplatesDir is the directory under Config.Root that holds the VM
 // templates (package vmtemplate): a cache the service makes again at
@@ -255,6 +310,7 @@ func (s *Service) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		s.logger.Warn("compute: close: supervisors still busy", "err", ctx.Err())
 	}
+	s.warm.Close()
 	s.vms.Close()
 	for _, c := range all {
 		c.out.close()
@@ -597,7 +653,7 @@ func (s *Service) remove(c *container) error {
 	}
 	c.removed = true
 	code := c.rec.State.ExitCode
-	gone := c.vmGone
+	gone, vmDir := c.vmGone, c.vmDir
 	c.mu.Unlock()
 	if gone != nil {
 		// The VM must have released the disk before it is deleted.
@@ -617,6 +673,9 @@ func (s *Service) remove(c *container) error {
 	s.dropExecs(c)
 	err := os.RemoveAll(filepath.Join(s.cfg.Root, "containers", c.id))
 	_ = os.RemoveAll(c.runDir)
+	if vmDir != "" {
+		_ = os.RemoveAll(vmDir)
+	}
 	c.notifyRemoved(code)
 	s.event("destroy", c.record(), nil)
 	s.logger.Info("container removed", "container", c.id)

@@ -18,6 +18,7 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/portlayer/warmpool"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -47,6 +48,7 @@ type container struct {
 	guest  *guest.Client
 	proc   *guest.Process
 	slots  []nicSlot     // the current run's NICs
+	vmDir  string        // the current run's warm VM's runtime directory, "" for its own (runDir)
 	exited chan struct{} // closed when the current run has been recorded as ended
 	stdins []*attachment // attached stdin streams waiting for a process
 
@@ -262,7 +264,8 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	pending := c.stdins
 	c.stdins = nil
 	rec = c.rec
-	run := runState{RunID: newRunID(), NICs: slotRecords(c.slots)}
+	c.vmDir = plumbed.warmDir
+	run := runState{RunID: newRunID(), NICs: slotRecords(c.slots), VMName: plumbed.warmName, VMDir: plumbed.warmDir}
 	c.mu.Unlock()
 	c.out.beginRun(run.RunID, 0, 0)
 	if err := s.recs.putRun(c.id, run); err != nil {
@@ -356,10 +359,6 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	plumbed, err := s.plumb(ctx, c, rec)
-	if err != nil {
-		return nil, nil, nil, nil, err
-	}
 	mem, cpus := rec.Spec.MemoryMiB, rec.Spec.CPUs
 	if mem == 0 {
 		mem = s.cfg.DefaultMemoryMiB
@@ -372,7 +371,6 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		MemoryMiB: mem, CPUs: cpus, ChannelName: s.cfg.ChannelName,
 		Disks:      append(s.rootDisks(ctx, c.id, rec), volDisks...),
 		RuntimeDir: c.runDir,
-		NICs:       plumbed.nics,
 		Shares:     shares,
 	}
 	if len(shares) > 0 {
@@ -380,27 +378,53 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		// others keep the default one.
 		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
 	}
-	vm, err := s.vms.Start(ctx, spec)
-	plumbed.closeFiles()
-	if err != nil {
-		s.unplumb(c.id)
-		return nil, nil, nil, nil, fmt.Errorf("compute: start VM: %w", err)
-	}
-	fail := func(g *guest.Client, err error) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
-		if g != nil {
-			g.Close()
+	shape := spec
+	shape.NICs = make([]hypervisor.NIC, s.nicCount(rec))
+	var vm hypervisor.VM
+	var g *guest.Client
+	var plumbed *plumbing
+	t0 := time.Now()
+	if w, ok := s.warm.Take(ctx, shape); ok {
+		vm, g, plumbed, err = s.claimWarm(ctx, c, rec, w, spec.Disks)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, nil, nil, nil, err
+			}
+			s.logger.Warn("warm VM failed its claim; starting another", "container", c.id, "vm", w.Name, "err", err)
 		}
-		_ = vm.Kill()
-		<-vm.Done()
-		s.unplumb(c.id)
-		return nil, nil, nil, nil, err
+	}
+	if vm == nil {
+		if plumbed, err = s.plumb(ctx, c, rec, nil); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		spec.NICs = plumbed.nics
+		vm, err = s.vms.Start(ctx, spec)
+		plumbed.closeFiles()
+		if err != nil {
+			s.unplumb(c.id)
+			return nil, nil, nil, nil, fmt.Errorf("compute: start VM: %w", err)
+		}
 	}
 	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancel()
-	t0 := time.Now()
-	g, err := guest.DialWith(bootCtx, vm.Channel(), s.guestHandlers(c.id))
-	if err != nil {
-		return fail(nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir)))
+	if g == nil {
+		t0 = time.Now()
+		if g, err = guest.DialWith(bootCtx, vm.Channel(), s.guestHandlers(c.id)); err != nil {
+			_ = vm.Kill()
+			<-vm.Done()
+			s.unplumb(c.id)
+			return nil, nil, nil, nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir))
+		}
+	}
+	fail := func(g *guest.Client, err error) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
+		g.Close()
+		_ = vm.Kill()
+		<-vm.Done()
+		s.unplumb(c.id)
+		if plumbed.warmDir != "" {
+			_ = os.RemoveAll(plumbed.warmDir)
+		}
+		return nil, nil, nil, nil, err
 	}
 	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
 		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Interfaces: plumbed.ifs,
@@ -415,7 +439,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	t2 := time.Now()
 	proc, err := g.Start(bootCtx, processFor(rec.Spec))
-	s.logger.Debug("guest phases", "container", c.id, "handshake", t1.Sub(t0), "setup", t2.Sub(t1), "process_start", time.Since(t2))
+	s.logger.Debug("guest phases", "container", c.id, "warm_vm", plumbed.warmName, "connect", t1.Sub(t0), "setup", t2.Sub(t1), "process_start", time.Since(t2))
 	if err != nil {
 		var se *guest.StartError
 		if errors.As(err, &se) {
@@ -424,6 +448,52 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		return fail(g, err)
 	}
 	return vm, g, proc, plumbed, nil
+}
+
+// claimWarm makes warm VM w container c's: its taps join c's networks
+// (plumb), its disk slots get disks, the guest gets its claim (its own
+// entropy, clock and NIC identities; it mounts the root) and its DNS
+// queries go to c's view. Bounded by Config.BootTimeout. On error the
+// warm VM is ended and nothing of the container stays plumbed.
+func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Container, w *warmpool.VM, disks []hypervisor.Disk) (hypervisor.VM, *guest.Client, *plumbing, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
+	defer cancel()
+	var plumbed *plumbing
+	fail := func(err error) (hypervisor.VM, *guest.Client, *plumbing, error) {
+		w.Guest.Close()
+		_ = w.VM.Kill()
+		<-w.VM.Done()
+		if plumbed != nil {
+			s.unplumb(c.id)
+		}
+		_ = os.RemoveAll(w.Dir)
+		return nil, nil, nil, err
+	}
+	var err error
+	t0 := time.Now()
+	if plumbed, err = s.plumb(ctx, c, rec, w.Taps); err != nil {
+		// The container's own refusal (a network not found): the
+		// same error a VM of its own would have met.
+		plumbed = nil
+		return fail(err)
+	}
+	plumbed.warmName, plumbed.warmDir = w.Name, w.Dir
+	dp, ok := w.VM.(hypervisor.DiskPlugger)
+	if !ok {
+		return fail(fmt.Errorf("compute: warm VM cannot take disks: %w", errdefs.ErrNotImplemented))
+	}
+	if err := dp.PlugDisks(ctx, disks); err != nil {
+		return fail(err)
+	}
+	if h := s.guestHandlers(c.id); h.DNS != nil {
+		w.SetDNS(h.DNS)
+	}
+	t1 := time.Now()
+	if err := w.Guest.Claim(ctx, plumbed.bootMACs()); err != nil {
+		return fail(fmt.Errorf("compute: warm guest claim: %w (console: %s)", err, consoleTail(w.Dir)))
+	}
+	s.logger.Info("warm VM claimed", "container", c.id, "vm", w.Name, "vm_pid", w.VM.Pid(), "plumb_and_plug", t1.Sub(t0).Round(time.Millisecond), "guest_claim", time.Since(t1).Round(time.Millisecond))
+	return w.VM, w.Guest, plumbed, nil
 }
 
 // processFor builds the main process from the spec, adding the variables
@@ -632,7 +702,11 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	g.Close()
 	c.mu.Lock()
 	c.vm, c.guest = nil, nil
+	vmDir := c.vmDir
 	c.mu.Unlock()
+	if vmDir != "" && !leave {
+		_ = os.RemoveAll(vmDir)
+	}
 	s.releaseVolumes(c.id, volumes)
 	s.volumeEvents("unmount", rec)
 	close(gone)

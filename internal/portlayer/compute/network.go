@@ -57,13 +57,36 @@ type plumbing struct {
 	slots []nicSlot
 	eps   []portlayer.Endpoint
 	ports []portlayer.PortBinding
+	// warmName and warmDir are the warm VM the run took (package
+	// warmpool), whose taps these are; empty for a VM of its own.
+	warmName, warmDir string
 }
 
-// close releases the host-side copies of the tap descriptors.
+// close releases the host-side copies of the tap descriptors (a warm
+// VM's taps have none: its VMM holds them).
 func (p *plumbing) closeFiles() {
 	for _, n := range p.nics {
-		n.File.Close()
+		if n.File != nil {
+			n.File.Close()
+		}
 	}
+}
+
+// bootMACs are the NICs' boot MACs in device order.
+func (p *plumbing) bootMACs() []string {
+	macs := make([]string, len(p.nics))
+	for i, n := range p.nics {
+		macs[i] = n.MAC
+	}
+	return macs
+}
+
+// nicCount is how many NICs plumb gives the container's VM.
+func (s *Service) nicCount(rec portlayer.Container) int {
+	if s.cfg.Network == nil || len(rec.Spec.Networks) == 0 {
+		return 0
+	}
+	return len(rec.Spec.Networks) + SpareNICs
 }
 
 // spareMAC is a stable locally administered address for spare NIC i of
@@ -74,11 +97,22 @@ func spareMAC(id string, i int) string {
 }
 
 // plumb creates the container's NICs, joins its networks and publishes its
-// ports. On error nothing stays attached or bound.
-func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Container) (*plumbing, error) {
+// ports. taps, when not nil, are the NICs' taps already made (a warm
+// VM's, nicCount of them, in NIC order) instead of new ones. On error
+// nothing stays attached or bound.
+func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Container, taps []string) (*plumbing, error) {
 	p := &plumbing{}
-	if s.cfg.Network == nil || len(rec.Spec.Networks) == 0 {
+	if s.nicCount(rec) == 0 {
 		return p, nil
+	}
+	if taps != nil && len(taps) != s.nicCount(rec) {
+		return nil, fmt.Errorf("compute: %d taps for %d NICs: %w", len(taps), s.nicCount(rec), errdefs.ErrInvalidArgument)
+	}
+	newNIC := func(i int) (portlayer.NIC, error) {
+		if taps != nil {
+			return portlayer.NIC{Name: taps[i]}, nil
+		}
+		return s.cfg.Network.NewNIC(ctx, c.id)
 	}
 	if err := s.checkLinks(rec); err != nil {
 		return nil, err
@@ -91,7 +125,7 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 	}
 	gateway := false
 	for i, spec := range rec.Spec.Networks {
-		nic, err := s.cfg.Network.NewNIC(ctx, c.id)
+		nic, err := newNIC(i)
 		if err != nil {
 			return fail(err)
 		}
@@ -114,7 +148,7 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		p.slots = append(p.slots, nicSlot{tap: nic.Name, bootMAC: ep.MAC, network: ep.NetworkID, name: name})
 	}
 	for i := 0; i < SpareNICs; i++ {
-		nic, err := s.cfg.Network.NewNIC(ctx, c.id)
+		nic, err := newNIC(len(rec.Spec.Networks) + i)
 		if err != nil {
 			return fail(err)
 		}

@@ -32,6 +32,11 @@ type runState struct {
 	RunID string `json:"run_id"`
 	// NICs are the VM's NICs, attached and spare, in the VM's order.
 	NICs []nicRecord `json:"nics,omitempty"`
+	// VMName and VMDir find the run's VM (hypervisor.Spec Name and
+	// RuntimeDir) when it is not the container's own (a warm VM, package
+	// warmpool); empty for a VM started for the container.
+	VMName string `json:"vm_name,omitempty"`
+	VMDir  string `json:"vm_dir,omitempty"`
 }
 
 // nicRecord is a persisted nicSlot.

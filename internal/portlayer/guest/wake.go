@@ -31,16 +31,58 @@ func AwaitTemplate(ctx context.Context, c net.Conn) error {
 // session as for a booted guest (Dial). Unavailable if the guest does not
 // answer before ctx ends, or the channel ends first.
 func Wake(ctx context.Context, c net.Conn, bootMACs []string) error {
-	w := wire.Wake{TimeUnixNano: time.Now().UnixNano(), Entropy: make([]byte, wire.EntropyBytes), BootMACs: bootMACs}
+	return wake(ctx, c, bootMACs, false)
+}
+
+// WakeDeferred wakes a VM restored from a template for a container not
+// yet known (wire.Wake.Deferred): the guest takes fresh entropy and the
+// clock, then serves sessions (Dial) without a root; Client.Claim later
+// makes it a container's. Errors are Wake's.
+func WakeDeferred(ctx context.Context, c net.Conn) error {
+	return wake(ctx, c, nil, true)
+}
+
+// newWake is a wake with the host's clock now and fresh entropy.
+func newWake(bootMACs []string, deferred bool) (wire.Wake, []byte, error) {
+	w := wire.Wake{TimeUnixNano: time.Now().UnixNano(), Entropy: make([]byte, wire.EntropyBytes), BootMACs: bootMACs, Deferred: deferred}
 	if _, err := rand.Read(w.Entropy); err != nil {
-		return fmt.Errorf("guest: wake: entropy: %w", err)
+		return w, nil, fmt.Errorf("guest: wake: entropy: %w", err)
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
-		return fmt.Errorf("guest: wake: %w", err)
+		return w, nil, fmt.Errorf("guest: wake: %w", err)
 	}
 	if len(b)+1 > wire.MaxWakeBytes {
-		return fmt.Errorf("guest: wake of %d bytes exceeds %d: %w", len(b)+1, wire.MaxWakeBytes, errdefs.ErrInvalidArgument)
+		return w, nil, fmt.Errorf("guest: wake of %d bytes exceeds %d: %w", len(b)+1, wire.MaxWakeBytes, errdefs.ErrInvalidArgument)
+	}
+	return w, b, nil
+}
+
+// Claim makes a guest woken with WakeDeferred the container's: it sends
+// wire.RequestClaim with fresh entropy, the host's clock and bootMACs
+// (the NICs' hardware addresses in device order) and returns once the
+// guest has bound its root disk and mounted it. FailedPrecondition if the
+// guest refuses (not a warm guest, or claimed already); Unavailable if
+// the session fails.
+func (c *Client) Claim(ctx context.Context, bootMACs []string) error {
+	_, b, err := newWake(bootMACs, false)
+	if err != nil {
+		return err
+	}
+	ok, reply, err := c.conn.SendRequest(ctx, wire.RequestClaim, true, b)
+	if err != nil {
+		return fmt.Errorf("guest: claim: %w: %w", err, errdefs.ErrUnavailable)
+	}
+	if !ok {
+		return fmt.Errorf("guest: claim refused: %s: %w", reply, errdefs.ErrFailedPrecondition)
+	}
+	return nil
+}
+
+func wake(ctx context.Context, c net.Conn, bootMACs []string, deferred bool) error {
+	_, b, err := newWake(bootMACs, deferred)
+	if err != nil {
+		return err
 	}
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	_, err = c.Write(append(b, '\n'))

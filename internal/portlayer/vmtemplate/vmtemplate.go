@@ -187,6 +187,62 @@ func (s *Starter) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.V
 	return s.driver.Start(ctx, spec)
 }
 
+// Key is the template key of spec's shape; false when templates are off
+// or the key cannot be made.
+func (s *Starter) Key(spec hypervisor.Spec) (string, bool) {
+	if s.tp == nil {
+		return "", false
+	}
+	key, err := s.tp.TemplateKey(templateSpec(spec))
+	return key, err == nil
+}
+
+// StartWarm restores a warm VM of spec's shape from its template (built
+// first if there is none, the caller waiting, bounded by ctx) and wakes
+// it deferred (guest.WakeDeferred): it is nobody's yet, runs on
+// placeholder disks and gets its container's disks and wake later
+// (hypervisor.DiskPlugger, guest.Client.Claim). spec's Disks give only
+// the slots' shape; its NICs and Shares are the VM's own. Returned once
+// the guest serves sessions. FailedPrecondition if templates are off,
+// the driver cannot restore warm VMs, or no template of this shape can
+// be had now; otherwise Restore's and Wake's errors (the VM is killed).
+func (s *Starter) StartWarm(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM, error) {
+	wr, ok := s.driver.(hypervisor.WarmRestorer)
+	if s.tp == nil || !ok || !s.driver.Capabilities().WarmRestore {
+		return nil, fmt.Errorf("vmtemplate: no warm restore here: %w", errdefs.ErrFailedPrecondition)
+	}
+	tspec := templateSpec(spec)
+	key, err := s.tp.TemplateKey(tspec)
+	if err != nil {
+		return nil, fmt.Errorf("vmtemplate: %w: %w", err, errdefs.ErrFailedPrecondition)
+	}
+	if !s.ensure(ctx, key, tspec) {
+		return nil, fmt.Errorf("vmtemplate: no template for %s now: %w", spec.Name, errdefs.ErrFailedPrecondition)
+	}
+	tspec.NICs = append([]hypervisor.NIC(nil), tspec.NICs...)
+	for i := range tspec.NICs {
+		tspec.NICs[i].MAC = wire.TemplateMAC(i)
+	}
+	vm, err := wr.RestoreWarm(ctx, tspec, filepath.Join(s.cfg.Dir, key))
+	if err != nil {
+		if ctx.Err() == nil {
+			s.discard(key)
+		}
+		return nil, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.WakeTimeout)
+	defer cancel()
+	if err := guest.WakeDeferred(wctx, vm.Channel()); err != nil {
+		_ = vm.Kill()
+		<-vm.Done()
+		if ctx.Err() == nil {
+			s.discard(key)
+		}
+		return nil, err
+	}
+	return vm, nil
+}
+
 // Prepare builds the template for spec's shape in the background if
 // there is none yet (the daemon prepares its most common shape at start).
 func (s *Starter) Prepare(spec hypervisor.Spec) {

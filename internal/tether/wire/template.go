@@ -59,7 +59,21 @@ type Wake struct {
 	// address, and treats it as the NIC whose [Interface.BootMAC] is
 	// BootMACs[i].
 	BootMACs []string `json:"boot_macs,omitempty"`
+	// Deferred wakes a VM kept ready for a container not yet known (a
+	// warm VM): the guest takes the entropy and clock, answers [Awake] and
+	// serves sessions, but binds no disk, NIC or share and mounts no root
+	// until a [RequestClaim] gives it the container's wake. Until then it
+	// refuses [RequestSetup] and processes.
+	Deferred bool `json:"deferred,omitempty"`
 }
+
+// RequestClaim is a global request to a guest woken with [Wake.Deferred]:
+// its payload is the [Wake] of the container the VM now belongs to
+// (fresh entropy, the clock, the NICs' boot MACs; Deferred false). The
+// guest reseeds its CRNG again, sets its clock, binds its root disk and
+// shares, mounts the root and replies once it can take [RequestSetup].
+// A guest not woken deferred, or already claimed, refuses it.
+const RequestClaim = "claim@vch-" + Version3
 
 // TemplateMAC is the hardware address a template gives its NIC i (0..255):
 // locally administered, never a container's (those come from the VCH's
