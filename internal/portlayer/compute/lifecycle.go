@@ -387,6 +387,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if w, ok := s.warm.Take(ctx, shape); ok {
 		vm, g, plumbed, err = s.claimWarm(ctx, c, rec, w, spec.Disks)
 		if err != nil {
+			s.warm.Started()
 			if ctx.Err() != nil {
 				return nil, nil, nil, nil, err
 			}
@@ -439,6 +440,9 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	t2 := time.Now()
 	proc, err := g.Start(bootCtx, processFor(rec.Spec))
+	if plumbed.warmName != "" {
+		s.warm.Started()
+	}
 	s.logger.Debug("guest phases", "container", c.id, "warm_vm", plumbed.warmName, "connect", t1.Sub(t0), "setup", t2.Sub(t1), "process_start", time.Since(t2))
 	if err != nil {
 		var se *guest.StartError

@@ -110,8 +110,9 @@ type Pool struct {
 	taken   int // VMs handed out, for Stats
 	waits   int // of them, VMs Take waited for
 	misses  int // Takes of the pool's shape that found none
-	// changed is closed whenever a fill ends (then made anew).
-	changed chan struct{}
+	// changed is closed whenever a fill ends, kick to end the delay of
+	// the fills that wait (each then made anew).
+	changed, kick chan struct{}
 }
 
 // New returns a pool and starts filling it in the background (the first
@@ -120,7 +121,7 @@ type Pool struct {
 // a pool of Size 0, or whose shape has no template key, stays empty.
 func New(cfg Config, starter Starter, nics NICMaker, logger *slog.Logger) (*Pool, error) {
 	p := &Pool{cfg: cfg, starter: starter, nics: nics, logger: logger.With("component", "warmpool"),
-		changed: make(chan struct{})}
+		changed: make(chan struct{}), kick: make(chan struct{})}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	if cfg.Size <= 0 {
 		return p, nil
@@ -141,7 +142,7 @@ func New(cfg Config, starter Starter, nics NICMaker, logger *slog.Logger) (*Pool
 	}
 	p.key = key
 	p.mu.Lock()
-	p.refillLocked()
+	p.refillLocked(0)
 	p.mu.Unlock()
 	return p, nil
 }
@@ -151,13 +152,19 @@ func (p *Pool) Key() string { return p.key }
 
 // Take hands out a warm VM whose shape is spec's — the same template key
 // (vmtemplate.Starter.Key) and the same disk slots (ReadOnly, Serial) —
-// or false when none can be had. With none ready but one being restored,
-// it waits for that one, bounded by ctx and MaxWait: its restore is
-// under way, so it comes sooner than a VM restored anew. The pool starts
-// restoring the next at once (measured back-to-back under TCG, 2 cores:
-// a refill delayed by 1 s made `docker run --rm` slower, 1.9 s against
-// 1.2 s median, and an idle VCH no faster). Take, Stats and Close may
-// be called on a nil *Pool, which has no VMs.
+// or false when none can be had. With none ready but one being restored
+// (or waiting to be), it waits for that one, bounded by ctx and MaxWait:
+// its restore is under way, so it comes sooner than a VM restored anew.
+//
+// The VM that replaces a taken one is restored once the caller says its
+// start is done (Started), or after RefillDelay: a restore is CPU-bound,
+// and on a small host it slows the claimed VM's own start (measured
+// under TCG, 2 cores: `docker run --rm busybox true` 1.1 s median with
+// the refill at once, its claim, setup and process start each ~1.5×
+// slower, against 0.8 s with the refill after the start).
+//
+// Take, Started, Stats and Close may be called on a nil *Pool, which has
+// no VMs.
 func (p *Pool) Take(ctx context.Context, spec hypervisor.Spec) (*VM, bool) {
 	if p == nil || p.key == "" {
 		return nil, false
@@ -183,7 +190,7 @@ func (p *Pool) Take(ctx context.Context, spec hypervisor.Spec) (*VM, bool) {
 			if waited {
 				p.waits++
 			}
-			p.refillLocked()
+			p.refillLocked(RefillDelay)
 			if p.nics != nil {
 				// The taps are the caller's now (Join names them); the
 				// warm owner's entry goes.
@@ -194,7 +201,8 @@ func (p *Pool) Take(ctx context.Context, spec hypervisor.Spec) (*VM, bool) {
 		if p.filling == 0 || waited {
 			break
 		}
-		// Wait for the fill in progress.
+		// Wait for the fill in progress, now if it was delayed.
+		p.kickLocked()
 		changed := p.changed
 		p.mu.Unlock()
 		select {
@@ -208,12 +216,33 @@ func (p *Pool) Take(ctx context.Context, spec hypervisor.Spec) (*VM, bool) {
 		}
 	}
 	p.misses++
-	p.refillLocked()
+	p.refillLocked(0)
 	return nil, false
+}
+
+// Started tells the pool that the start of a container that took a VM
+// has done its guest work: the replacement may be restored now.
+func (p *Pool) Started() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.kickLocked()
+	p.mu.Unlock()
+}
+
+// kickLocked ends the delay of the fills that wait. Caller holds p.mu.
+func (p *Pool) kickLocked() {
+	close(p.kick)
+	p.kick = make(chan struct{})
 }
 
 // MaxWait bounds how long Take waits for a warm VM being restored.
 const MaxWait = 10 * time.Second
+
+// RefillDelay bounds how long the replacement of a taken VM waits for
+// Started.
+const RefillDelay = 3 * time.Second
 
 // sameSlots reports whether two disk lists have the same slots.
 func sameSlots(a, b []hypervisor.Disk) bool {
@@ -238,19 +267,29 @@ func (p *Pool) Stats() Stats {
 	return Stats{Ready: len(p.ready), Filling: p.filling, Taken: p.taken, Waits: p.waits, Misses: p.misses}
 }
 
-// refillLocked starts restores until ready and filling VMs make Size.
-// Caller holds p.mu.
-func (p *Pool) refillLocked() {
+// refillLocked starts restores until ready and filling VMs make Size,
+// each after delay unless kicked first. Caller holds p.mu.
+func (p *Pool) refillLocked(delay time.Duration) {
 	for !p.closed && len(p.ready)+p.filling < p.cfg.Size {
 		p.filling++
 		p.wg.Add(1)
-		go p.fill()
+		go p.fill(delay, p.kick)
 	}
 }
 
-// fill restores one warm VM and adds it to the ready list.
-func (p *Pool) fill() {
+// fill restores one warm VM and adds it to the ready list, after delay
+// or once kick is closed.
+func (p *Pool) fill(delay time.Duration, kick <-chan struct{}) {
 	defer p.wg.Done()
+	if delay > 0 {
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-kick:
+		case <-p.ctx.Done():
+		}
+		t.Stop()
+	}
 	v, err := p.make(p.ctx)
 	p.mu.Lock()
 	p.filling--

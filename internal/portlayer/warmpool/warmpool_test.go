@@ -154,7 +154,12 @@ func TestTakeAndRefill(t *testing.T) {
 		t.Errorf("the taken VM's taps still count as warm")
 	}
 	nics.mu.Unlock()
-	// The pool refills to its size.
+	// The pool refills to its size once told the start is done.
+	time.Sleep(100 * time.Millisecond)
+	if s := p.Stats(); s.Ready != 1 || s.Filling != 1 {
+		t.Errorf("stats %+v before Started, want 1 ready and 1 waiting to fill", s)
+	}
+	p.Started()
 	waitReady(t, p, 2)
 	if s := p.Stats(); s.Taken != 1 || s.Misses != 0 {
 		t.Errorf("stats %+v, want 1 taken, 0 misses", s)
