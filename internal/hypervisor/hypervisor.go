@@ -220,10 +220,13 @@ type Templater interface {
 // start (a VMM cannot swap those under a running device).
 type WarmRestorer interface {
 	// RestoreWarm restores as Templater.Restore does, except that spec's
-	// Disks only give each slot's shape (ReadOnly and Serial; Path and
-	// Format are not used): the VM starts on empty placeholder disks in
-	// spec.RuntimeDir, which the guest must not bind before PlugDisks.
-	// Errors are Restore's.
+	// Disks give each slot's shape (ReadOnly and Serial) and, optionally,
+	// the image it starts as (Path and Format, raw or qcow2: a rehearsal
+	// image made for this VM alone, which PlugDisks removes); a slot
+	// without a Path starts as an empty placeholder in spec.RuntimeDir.
+	// The guest must not have a slot's device bound when PlugDisks
+	// replaces its image. Errors are Restore's, and InvalidArgument for a
+	// slot image of another format.
 	RestoreWarm(ctx context.Context, spec Spec, dir string) (VM, error)
 }
 

@@ -492,6 +492,16 @@ type RootfsStore interface {
 	Rootfs(ctx context.Context, imageID string) (path string, err error)
 }
 
+// BlankRootfsStore is implemented by RootfsStores that can also give a
+// disk with an empty filesystem: compute's warm VMs rehearse the mount
+// of a container's root on one (package warmpool).
+type BlankRootfsStore interface {
+	// BlankRootfs returns the host path of a read-only raw ext4 disk image
+	// with an empty filesystem, the same kind Rootfs returns. Unavailable
+	// if it cannot be made (no mkfs.ext4).
+	BlankRootfs(ctx context.Context) (path string, err error)
+}
+
 // ExecSpec describes a process to run in a running container (docker exec).
 type ExecSpec struct {
 	// Args is argv, looked up in the container's PATH. Must not be empty.

@@ -79,7 +79,7 @@ func run(logger *slog.Logger) error {
 	var order []string
 	var spares *spareNamespace
 	var zyg *zygote
-	var deferred bool
+	var deferred, prepared bool
 	if template {
 		// What a guest does the same way for every container is done
 		// once, here, before the save: the device drivers are loaded
@@ -108,7 +108,7 @@ func run(logger *slog.Logger) error {
 			// A warm VM: its own entropy and clock now, its container's
 			// devices when a claim names them.
 			if err = reseedAndClock(w); err == nil {
-				prepareWarm(logger)
+				prepared = prepareWarm(logger)
 			}
 		} else {
 			order, err = applyWake(logger, w)
@@ -127,10 +127,19 @@ func run(logger *slog.Logger) error {
 	}
 	srv.zygote = zyg
 	if deferred {
-		srv.unclaimed = true
+		srv.unclaimed, srv.prepared = true, prepared
+		t0 := time.Now()
 		if err := srv.nics.rehearse(); err != nil {
 			logger.Info("warm guest: no NIC rehearsal", "err", err)
 		}
+		t1 := time.Now()
+		mounted, err := rehearseRoot(ctx)
+		if err != nil {
+			// Its root slot's device still shows the placeholder.
+			logger.Warn("warm guest: root rehearsal left its disk bound; refusing claims", "err", err)
+			srv.unclaimable = err
+		}
+		logger.Info("warm guest rehearsed", "nic", t1.Sub(t0), "root", time.Since(t1), "root_mounted", mounted)
 		logger.Info("guest ready for a claim", "port", port)
 		return srv.serve(f)
 	}
@@ -159,8 +168,15 @@ func (s *server) claim(ctx context.Context, w wire.Wake) error {
 	if !s.unclaimed {
 		return errors.New("tether: not a warm guest, or already claimed")
 	}
+	if s.unclaimable != nil {
+		return s.unclaimable
+	}
 	t0 := time.Now()
-	order, err := applyWake(s.logger, w)
+	wake := applyWake
+	if s.prepared {
+		wake = func(_ *slog.Logger, w wire.Wake) ([]string, error) { return claimWake(w) }
+	}
+	order, err := wake(s.logger, w)
 	if err != nil {
 		return err
 	}

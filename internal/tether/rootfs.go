@@ -20,8 +20,11 @@ const defaultShmBytes = 64 << 20
 
 // inRoot resolves a container path inside RootMount, following symlinks as
 // the container would see them (absolute links stay inside the root).
-func inRoot(path string) (string, error) {
-	p, err := securejoin.SecureJoin(RootMount, path)
+func inRoot(path string) (string, error) { return inDir(RootMount, path) }
+
+// inDir resolves path inside root as inRoot does inside RootMount.
+func inDir(root, path string) (string, error) {
+	p, err := securejoin.SecureJoin(root, path)
 	if err != nil {
 		return "", fmt.Errorf("tether: resolve %s: %w", path, err)
 	}
@@ -31,13 +34,21 @@ func inRoot(path string) (string, error) {
 // mountRoot mounts the container's root disk and the kernel filesystems a
 // container expects beneath it: /proc, /sys, a minimal /dev (Docker's device
 // set), /dev/pts and /dev/shm.
-func mountRoot(disk string) error {
-	if err := os.MkdirAll(RootMount, 0o755); err != nil {
+func mountRoot(disk string) error { return mountRootAt(disk, RootMount) }
+
+// rootSubmounts are the mount points mountRootAt makes beneath the root,
+// in mount order.
+var rootSubmounts = []string{"/proc", "/sys", "/dev", "/dev/pts"}
+
+// mountRootAt is mountRoot with the root at root instead of RootMount
+// (a warm guest's rehearsal, rehearseRoot).
+func mountRootAt(disk, root string) error {
+	if err := os.MkdirAll(root, 0o755); err != nil {
 		return fmt.Errorf("tether: mkdir root: %w", err)
 	}
 	// noinit_itable: the disk is built with lazy inode tables; zeroing them
 	// would write ~32 MiB into every container's copy-on-write disk.
-	if err := unix.Mount(disk, RootMount, "ext4", 0, "noinit_itable"); err != nil {
+	if err := unix.Mount(disk, root, "ext4", 0, "noinit_itable"); err != nil {
 		return fmt.Errorf("tether: mount root disk %s: %w", disk, err)
 	}
 	mounts := []struct {
@@ -50,7 +61,7 @@ func mountRoot(disk string) error {
 		{"tmpfs", "/dev", "tmpfs", unix.MS_NOSUID, "mode=755,size=65536k"},
 	}
 	for _, m := range mounts {
-		if err := mountIn(m.src, m.dst, m.typ, m.flags, m.data); err != nil {
+		if err := mountUnder(root, m.src, m.dst, m.typ, m.flags, m.data); err != nil {
 			return err
 		}
 	}
@@ -62,7 +73,7 @@ func mountRoot(disk string) error {
 		{"urandom", 1, 9}, {"tty", 5, 0},
 	}
 	for _, d := range devs {
-		p := filepath.Join(RootMount, "dev", d.name)
+		p := filepath.Join(root, "dev", d.name)
 		if err := unix.Mknod(p, unix.S_IFCHR|0o666, int(unix.Mkdev(d.major, d.minor))); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("tether: mknod %s: %w", p, err)
 		}
@@ -70,9 +81,9 @@ func mountRoot(disk string) error {
 	}
 	links := map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2", "ptmx": "pts/ptmx"}
 	for name, target := range links {
-		_ = os.Symlink(target, filepath.Join(RootMount, "dev", name))
+		_ = os.Symlink(target, filepath.Join(root, "dev", name))
 	}
-	if err := mountIn("devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
+	if err := mountUnder(root, "devpts", "/dev/pts", "devpts", unix.MS_NOSUID|unix.MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620,gid=5"); err != nil {
 		return err
 	}
 	return nil
@@ -88,7 +99,12 @@ func mountShm(bytes int64) error {
 
 // mountIn mounts inside the container root, creating the mount point.
 func mountIn(src, dst, typ string, flags uintptr, data string) error {
-	p, err := inRoot(dst)
+	return mountUnder(RootMount, src, dst, typ, flags, data)
+}
+
+// mountUnder mounts at dst inside root, creating the mount point.
+func mountUnder(root, src, dst, typ string, flags uintptr, data string) error {
+	p, err := inDir(root, dst)
 	if err != nil {
 		return err
 	}

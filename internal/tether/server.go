@@ -40,6 +40,10 @@ type server struct {
 	// unclaimed: a warm guest (wire.Wake.Deferred) not yet claimed; it
 	// has no root and refuses setup and processes.
 	unclaimed bool
+	// prepared: prepareWarm did all of its work, so a claim's wake is
+	// claimWake; unclaimable: why this warm guest refuses its claim.
+	prepared    bool
+	unclaimable error
 }
 
 // errUnclaimed refuses what a warm guest cannot do before its claim.

@@ -1,6 +1,7 @@
 package tether
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -87,14 +88,33 @@ func applyWake(logger *slog.Logger, w wire.Wake) ([]string, error) {
 	if err := loadModules(logger, func(string) bool { return true }); err != nil {
 		return nil, err
 	}
-	order := make([]string, len(w.BootMACs))
-	for i, boot := range w.BootMACs {
+	return bootOrder(w.BootMACs)
+}
+
+// bootOrder checks a wake's boot MACs and returns them lower-cased, in
+// device order.
+func bootOrder(macs []string) ([]string, error) {
+	order := make([]string, len(macs))
+	for i, boot := range macs {
 		if _, err := net.ParseMAC(boot); err != nil {
 			return nil, fmt.Errorf("tether: wake: NIC %d: %w", i, err)
 		}
 		order[i] = strings.ToLower(boot)
 	}
 	return order, nil
+}
+
+// claimWake applies a claim's wake in a warm guest that prepareWarm
+// prepared: the rest of applyWake is done, so only the entropy, the
+// clock and the root disk's binding remain.
+func claimWake(w wire.Wake) ([]string, error) {
+	if err := reseedAndClock(w); err != nil {
+		return nil, err
+	}
+	if root, err := nthDevice(virtioBlock, 0); err == nil {
+		bindVirtio(root)
+	}
+	return bootOrder(w.BootMACs)
 }
 
 // prepareWarm does, in a warm guest (wire.Wake.Deferred), the part of
@@ -104,19 +124,102 @@ func applyWake(logger *slog.Logger, w wire.Wake) ([]string, error) {
 // tap is the VM's own; the container that claims the VM uses it as its
 // first network's, and the guest sees it with the template's MAC until
 // its setup gives it the container's). Disks stay unbound: their images
-// are plugged at the claim. Failures only leave the work to the claim.
-func prepareWarm(logger *slog.Logger) {
+// are plugged at the claim. It reports whether all of it was done
+// (claimWake may then stand in for applyWake); a failure only leaves the
+// work to the claim.
+func prepareWarm(logger *slog.Logger) bool {
 	if err := setAutoprobe(true); err != nil {
 		logger.Warn("warm guest: autoprobe", "err", err)
-		return
+		return false
 	}
-	_ = probeVirtio(func(typ string) bool { return typ != virtioNet && typ != virtioBlock })
+	if err := probeVirtio(func(typ string) bool { return typ != virtioNet && typ != virtioBlock }); err != nil {
+		logger.Warn("warm guest: devices", "err", err)
+		return false
+	}
 	if err := loadModules(logger, func(string) bool { return true }); err != nil {
 		logger.Warn("warm guest: modules", "err", err)
+		return false
 	}
 	if dev, err := nthDevice(virtioNet, 0); err == nil {
 		bindVirtio(dev)
 	}
+	return true
+}
+
+// rehearsalRoot is where a warm guest mounts its root slot's placeholder
+// (rehearseRoot).
+const rehearsalRoot = "/run/vch/rehearsal"
+
+// rehearseRoot runs, on a warm guest's root disk slot, what its claim
+// will run on the container's disk — bind the virtio-blk device, find
+// its disk, mount it as a root with the kernel filesystems beneath — then
+// undoes it and unbinds the device again, so the claim binds it afresh
+// over the plugged image (its capacity and blocks read anew: nothing of
+// the placeholder stays cached once the disk is gone). A clone runs code
+// it has not run yet translated on first use (TCG), so the claim's bind
+// and mount then run translated code. A placeholder without a filesystem
+// rehearses the bind alone (mounted false). An error means the device
+// is still bound to the placeholder: the guest must refuse its claim.
+func rehearseRoot(ctx context.Context) (mounted bool, err error) {
+	dev, err := nthDevice(virtioBlock, 0)
+	if err != nil {
+		return false, nil // no disk slot: nothing to rehearse
+	}
+	bindVirtio(dev)
+	ctx, cancel := context.WithTimeout(ctx, deviceWait)
+	defer cancel()
+	if disk, err := deviceDisk(ctx, dev); err == nil {
+		mounted = mountRootAt(disk, rehearsalRoot) == nil
+		unmountRoot(rehearsalRoot)
+	}
+	if err := unbindVirtio(dev); err != nil {
+		return mounted, err
+	}
+	return mounted, nil
+}
+
+// deviceDisk waits for the block device that virtio device dev's driver
+// makes and returns its /dev path.
+func deviceDisk(ctx context.Context, dev string) (string, error) {
+	for {
+		es, _ := os.ReadDir(filepath.Join(virtioBus, "devices", dev, "block"))
+		if len(es) > 0 {
+			p := "/dev/" + es[0].Name()
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("tether: no disk on %s: %w", dev, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// unmountRoot unmounts what mountRootAt mounted at root, beneath first;
+// a mount that is not there is skipped.
+func unmountRoot(root string) {
+	for i := len(rootSubmounts) - 1; i >= 0; i-- {
+		_ = unix.Unmount(filepath.Join(root, rootSubmounts[i]), 0)
+	}
+	_ = unix.Unmount(root, 0)
+}
+
+// unbindVirtio unbinds virtio device dev from its driver; nil if it has
+// none.
+func unbindVirtio(dev string) error {
+	link := filepath.Join(virtioBus, "devices", dev, "driver")
+	if _, err := os.Lstat(link); err != nil {
+		return nil
+	}
+	if err := os.WriteFile(filepath.Join(link, "unbind"), []byte(dev), 0); err != nil {
+		return fmt.Errorf("tether: unbind %s: %w", dev, err)
+	}
+	if _, err := os.Lstat(link); err == nil {
+		return fmt.Errorf("tether: unbind %s: still bound", dev)
+	}
+	return nil
 }
 
 // reseedAndClock takes a wake's entropy (reseed) and clock.

@@ -310,6 +310,15 @@ func TestWarmVM(t *testing.T) {
 		if got := ok(t, "exec", name, "sh", "-c", "echo written >/data && cat /data && ls /bin/busybox"); got != "written\n/bin/busybox\n" {
 			t.Errorf("%s: root disk: %q", name, got)
 		}
+		// The warm guest rehearsed its root mount on a 16 MiB disk: the
+		// container's root must show its own disk's size (≥ 2 GiB).
+		df := strings.Fields(ok(t, "exec", name, "sh", "-c", "df -k / | tail -1"))
+		if len(df) < 2 {
+			t.Fatalf("%s: df: %q", name, df)
+		}
+		if kb, _ := strconv.Atoi(df[1]); kb < 1<<20 {
+			t.Errorf("%s: root filesystem is %d KiB, not the container's disk: %q", name, kb, df)
+		}
 	}
 	if rand[0] == rand[1] {
 		t.Errorf("two warm VMs read the same /dev/urandom bytes %s", rand[0])

@@ -64,8 +64,9 @@ type vmOptions struct {
 	// pages out of the template's file, under every VM that maps it.
 	noFreePageReporting bool
 	// pluggable gives each disk a raw node (node-name diskN) over its
-	// file's node (slotN), so PlugDisks can put another image under the
-	// device (QMP blockdev-reopen of diskN with a new file child).
+	// image's node (slotN: the file's, or a qcow2 node over it), so
+	// PlugDisks can put another image under the device (QMP
+	// blockdev-reopen of diskN with a new file child).
 	pluggable bool
 }
 
@@ -131,8 +132,14 @@ func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptio
 			if d.Serial != "" {
 				dev += ",serial=" + escape(d.Serial)
 			}
+			slot := fmt.Sprintf("driver=file,node-name=slot%d,filename=%s,read-only=%s,discard=unmap", i, escape(d.Path), ro)
+			if d.Format == "qcow2" {
+				// The file is the qcow2 node's implicit child, so
+				// blockdev-del of slotN removes both.
+				slot = fmt.Sprintf("driver=qcow2,node-name=slot%d,file.driver=file,file.filename=%s,read-only=%s,discard=unmap", i, escape(d.Path), ro)
+			}
 			a = append(a,
-				"-blockdev", fmt.Sprintf("driver=file,node-name=slot%d,filename=%s,read-only=%s,discard=unmap", i, escape(d.Path), ro),
+				"-blockdev", slot,
 				"-blockdev", fmt.Sprintf("driver=raw,node-name=disk%d,file=slot%d,read-only=%s,discard=unmap", i, i, ro),
 				"-device", dev)
 			continue

@@ -79,8 +79,9 @@ func TestArgv(t *testing.T) {
 		"template_restore": {memPath: "/t/memory", incoming: true},
 		// Without the RAM shim the balloon reports no free pages.
 		"template_restore_no_shim": {memPath: "/t/memory", incoming: true, noFreePageReporting: true},
-		// A warm VM: each disk a raw node over its placeholder's node,
-		// which PlugDisks re-points.
+		// A warm VM: each disk a raw node over its placeholder's node
+		// (a file's, or a qcow2 node over a rehearsal image), which
+		// PlugDisks re-points.
 		"template_restore_warm": {memPath: "/t/memory", incoming: true, pluggable: true},
 	}
 	for _, tc := range []struct {
@@ -92,7 +93,7 @@ func TestArgv(t *testing.T) {
 		{"template_restore", clone, AccelTCG},
 		{"template_restore_no_shim", clone, AccelTCG},
 		{"template_restore_warm", withDisks(clone,
-			hypervisor.Disk{Path: "/run/vch/vms/0123abcd/slot0.img", Format: "raw", Serial: "vch-root"},
+			hypervisor.Disk{Path: "/run/vch/vms/0123abcd/rehearsal.qcow2", Format: "qcow2", Serial: "vch-root"},
 			hypervisor.Disk{Path: "/run/vch/vms/0123abcd/slot1.img", Format: "raw", ReadOnly: true, Serial: "vch-base"}), AccelTCG},
 		{"one_disk_tcg", withDisks(base, rw), AccelTCG},
 		{"one_disk_kvm", withDisks(base, rw), AccelKVM},

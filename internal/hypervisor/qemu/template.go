@@ -241,11 +241,20 @@ func (d *Driver) Restore(ctx context.Context, spec hypervisor.Spec, dir string) 
 }
 
 // RestoreWarm implements hypervisor.WarmRestorer: Restore with each disk
-// slot a 1 MiB sparse placeholder (RuntimeDir/slotN.img, read-only as
-// the slot) under a raw node that PlugDisks re-points.
+// slot under a raw node that PlugDisks re-points. A slot whose Disk has
+// a Path starts as that image (Format raw or qcow2: a rehearsal image
+// the caller made for this VM); any other is a 1 MiB sparse placeholder
+// (RuntimeDir/slotN.img). Slots are read-only as their Disk says.
+// InvalidArgument for a slot image of another format.
 func (d *Driver) RestoreWarm(ctx context.Context, spec hypervisor.Spec, dir string) (hypervisor.VM, error) {
 	spec.Disks = append([]hypervisor.Disk(nil), spec.Disks...)
-	for i := range spec.Disks {
+	for i, dk := range spec.Disks {
+		if dk.Path != "" {
+			if dk.Format != "raw" && dk.Format != "qcow2" {
+				return nil, fmt.Errorf("qemu: warm disk slot %d: format %q, want raw or qcow2: %w", i, dk.Format, errdefs.ErrInvalidArgument)
+			}
+			continue
+		}
 		path := filepath.Join(spec.RuntimeDir, fmt.Sprintf("slot%d.img", i))
 		if err := writeSparse(path, placeholderBytes); err != nil {
 			return nil, err
@@ -259,8 +268,10 @@ func (d *Driver) RestoreWarm(ctx context.Context, spec hypervisor.Spec, dir stri
 // blockdev-add of its image (a qcow2 node over its file, or the raw
 // file's node) as node ctrN, blockdev-reopen of the raw node diskN with
 // ctrN as its file child, and blockdev-del of the placeholder's node
-// (QEMU QMP reference; blockdev-reopen is stable since QEMU 6.1). The
-// device reads its capacity from the new image when the guest binds it.
+// (QEMU QMP reference; blockdev-reopen is stable since QEMU 6.1); the
+// slot's image file is then removed. The device reads its capacity from
+// the new image when the guest binds it, so the guest must not have the
+// slot's device bound (tether binds it only at its claim).
 func (v *vm) PlugDisks(ctx context.Context, disks []hypervisor.Disk) error {
 	v.mu.Lock()
 	slots := v.slots

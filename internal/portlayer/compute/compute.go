@@ -243,13 +243,49 @@ func (s *Service) openWarmPool() error {
 	if s.cfg.Network != nil {
 		nics = s.cfg.Network
 	}
-	pool, err := warmpool.New(warmpool.Config{Size: size, Dir: dir, Shape: shape}, s.vms, nics, s.base)
+	var starter warmpool.Starter = s.vms
+	if blank, ok := s.rootfs.(portlayer.BlankRootfsStore); ok {
+		starter = rehearsingStarter{Starter: s.vms, driver: s.driver, blank: blank, logger: s.logger}
+	}
+	pool, err := warmpool.New(warmpool.Config{Size: size, Dir: dir, Shape: shape}, starter, nics, s.base)
 	if err != nil {
 		s.warm, _ = warmpool.New(warmpool.Config{}, s.vms, nil, s.base)
 		return err
 	}
 	s.warm = pool
 	return nil
+}
+
+// rehearsingStarter starts warm VMs whose root disk slot starts as a
+// copy-on-write disk (rehearsal.qcow2 in the VM's runtime directory) over
+// an empty filesystem, the same kind of disk a container's root is, on
+// which the warm guest rehearses its claim's root mount before any
+// container exists. Without that disk the slot is a plain placeholder
+// and only the device's bind is rehearsed.
+type rehearsingStarter struct {
+	*vmtemplate.Starter
+	driver hypervisor.Driver
+	blank  portlayer.BlankRootfsStore
+	logger *slog.Logger
+}
+
+// StartWarm implements warmpool.Starter.
+func (r rehearsingStarter) StartWarm(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM, error) {
+	if len(spec.Disks) > 0 && !spec.Disks[0].ReadOnly {
+		base, err := r.blank.BlankRootfs(ctx)
+		if err == nil {
+			var d hypervisor.Disk
+			d, err = r.driver.CreateOverlay(ctx, hypervisor.Disk{Path: base, Format: "raw", ReadOnly: true}, filepath.Join(spec.RuntimeDir, "rehearsal.qcow2"), 0)
+			if err == nil {
+				spec.Disks = append([]hypervisor.Disk(nil), spec.Disks...)
+				spec.Disks[0].Path, spec.Disks[0].Format = d.Path, d.Format
+			}
+		}
+		if err != nil {
+			r.logger.Warn("warm VM without a root rehearsal disk", "vm", spec.Name, "err", err)
+		}
+	}
+	return r.Starter.StartWarm(ctx, spec)
 }
 
 // WarmStats reports the warm VM pool's counters.

@@ -17,6 +17,8 @@
 //	                    (diff ID, uncompressed size); rewritten atomically
 //	  rootfs/<hex>.ext4 one flattened, sparse ext4 disk per image, built on
 //	                    first use by [Store.Rootfs]
+//	  blank.ext4        an empty ext4 disk (16 MiB, sparse), made on first
+//	                    use by [Store.BlankRootfs]
 //	  tmp/              work files (downloads, unpacked trees); emptied by New
 //
 // Image IDs are config digests, "sha256:" plus 64 hex digits, as in Docker.

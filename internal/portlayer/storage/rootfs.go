@@ -257,6 +257,50 @@ func treeBytes(dir string) (int64, error) {
 	return total, err
 }
 
+// blankRootfsBytes is the size of BlankRootfs's disk: small, but with
+// a journal, as a root disk has.
+const blankRootfsBytes = 16 << 20
+
+// BlankRootfs implements portlayer.BlankRootfsStore: Root/blank.ext4, an
+// empty sparse ext4 disk of 16 MiB made with mkfs.ext4 as Rootfs's disks
+// are (lazy inode tables and journal), on first use. Read-only (0444).
+// Unavailable if mkfs.ext4 is missing; the context's error if ctx ends.
+func (s *Store) BlankRootfs(ctx context.Context) (string, error) {
+	s.blankMu.Lock()
+	defer s.blankMu.Unlock()
+	final := s.path("blank.ext4")
+	if _, err := os.Stat(final); err == nil {
+		return final, nil
+	}
+	mkfs, err := findMkfs()
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(s.path("tmp"), "blank-*.ext4")
+	if err != nil {
+		return "", fmt.Errorf("storage: blank rootfs: %w", err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4",
+		"-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
+		"-m", "0", "-L", "rootfs", tmp.Name(), strconv.Itoa(blankRootfsBytes>>10)+"k")
+	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		if ctx.Err() != nil {
+			return "", ctxErr(ctx)
+		}
+		return "", fmt.Errorf("storage: blank rootfs: mkfs.ext4: %s: %w", strings.TrimSpace(string(out)), err)
+	}
+	if err := os.Chmod(tmp.Name(), 0o444); err != nil {
+		return "", fmt.Errorf("storage: blank rootfs: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), final); err != nil {
+		return "", fmt.Errorf("storage: blank rootfs: %w", err)
+	}
+	return final, nil
+}
+
 // findMkfs locates mkfs.ext4 in PATH or the sbin directories, which a
 // daemon's PATH may lack.
 func findMkfs() (string, error) {

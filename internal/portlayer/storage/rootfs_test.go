@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -302,4 +303,44 @@ func pulledRootfs(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return disk
+}
+
+// TestBlankRootfs checks the empty disk: an ext4 filesystem with a
+// journal and nothing in its root but lost+found, read-only, sparse,
+// made once.
+func TestBlankRootfs(t *testing.T) {
+	if _, err := exec.LookPath("debugfs"); err != nil {
+		t.Skip("debugfs (e2fsprogs) missing")
+	}
+	if _, err := findMkfs(); err != nil {
+		t.Skip(err)
+	}
+	s := newStore(t, t.TempDir())
+	disk, err := s.BlankRootfs(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o444 || st.Size() != blankRootfsBytes {
+		t.Fatalf("blank rootfs: mode %v, size %d; want 0444, %d bytes", st.Mode().Perm(), st.Size(), blankRootfsBytes)
+	}
+	if used := st.Sys().(*syscall.Stat_t).Blocks * 512; used > blankRootfsBytes/2 {
+		t.Errorf("blank rootfs uses %d bytes of %d: not sparse", used, blankRootfsBytes)
+	}
+	ls, _ := exec.Command("debugfs", "-R", "ls -p /", disk).CombinedOutput()
+	for _, line := range strings.Split(strings.TrimSpace(string(ls)), "\n") {
+		if f := strings.Split(line, "/"); len(f) > 5 && f[5] != "." && f[5] != ".." && f[5] != "lost+found" && !strings.HasPrefix(line, "debugfs") {
+			t.Errorf("blank rootfs holds %q", f[5])
+		}
+	}
+	if feat, _ := exec.Command("debugfs", "-R", "features", disk).CombinedOutput(); !strings.Contains(string(feat), "has_journal") {
+		t.Errorf("blank rootfs has no journal: %s", feat)
+	}
+	again, err := s.BlankRootfs(t.Context())
+	if err != nil || again != disk {
+		t.Fatalf("second BlankRootfs = %q, %v; want %q", again, err, disk)
+	}
 }

@@ -113,6 +113,8 @@ type Store struct {
 	// gcMu is held shared by writers from their first blob write until
 	// their record is committed, and exclusively by blob garbage collection.
 	gcMu sync.RWMutex
+	// blankMu serialises BlankRootfs's first build.
+	blankMu sync.Mutex
 
 	mu     sync.Mutex // guards the fields below
 	closed bool
@@ -123,7 +125,8 @@ type Store struct {
 
 var (
 	_ portlayer.Images      = (*Store)(nil)
-	_ portlayer.RootfsStore = (*Store)(nil)
+	_ portlayer.RootfsStore      = (*Store)(nil)
+	_ portlayer.BlankRootfsStore = (*Store)(nil)
 )
 
 // New opens (or creates) the store at cfg.Root and reloads its index, so
