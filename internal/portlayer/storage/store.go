@@ -124,7 +124,7 @@ type Store struct {
 }
 
 var (
-	_ portlayer.Images      = (*Store)(nil)
+	_ portlayer.Images           = (*Store)(nil)
 	_ portlayer.RootfsStore      = (*Store)(nil)
 	_ portlayer.BlankRootfsStore = (*Store)(nil)
 )
