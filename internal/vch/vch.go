@@ -346,6 +346,11 @@ func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) {
 		templates = "on (container VMs are restored from templates)"
 	}
 	h.DriverStatus = append(h.DriverStatus, [2]string{"VM Templates", templates})
+	warm := "off"
+	if st := v.compute.WarmStats(); st.Size > 0 {
+		warm = fmt.Sprintf("%d of %d ready, %d being restored; %d starts took one", st.Ready, st.Size, st.Filling, st.Taken)
+	}
+	h.DriverStatus = append(h.DriverStatus, [2]string{"Warm VMs", warm})
 	return h, nil
 }
 

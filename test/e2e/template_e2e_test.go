@@ -5,6 +5,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -148,8 +149,8 @@ func TestTemplatesOff(t *testing.T) {
 		}
 		return string(out)
 	}
-	if info := run("info"); !strings.Contains(info, "VM Templates: off") {
-		t.Errorf("docker info does not show templates off:\n%s", info)
+	if info := run("info"); !strings.Contains(info, "VM Templates: off") || !strings.Contains(info, "Warm VMs: off") {
+		t.Errorf("docker info does not show templates and warm VMs off:\n%s", info)
 	}
 	if out := run("run", "--rm", "busybox", "echo", "cold"); out != "cold\n" {
 		t.Errorf("output %q", out)
@@ -322,6 +323,13 @@ func TestWarmVM(t *testing.T) {
 	}
 	if rand[0] == rand[1] {
 		t.Errorf("two warm VMs read the same /dev/urandom bytes %s", rand[0])
+	}
+	info := ok(t, "info")
+	m := regexp.MustCompile(`Warm VMs: [01] of 1 ready, [01] being restored; (\d+) starts took one`).FindStringSubmatch(info)
+	if m == nil {
+		t.Errorf("docker info has no warm VM line of a pool of 1:\n%s", info)
+	} else if taken, _ := strconv.Atoi(m[1]); taken < 2 {
+		t.Errorf("docker info counts %d warm starts after two:\n%s", taken, info)
 	}
 	if out := ok(t, "exec", a, "ping", "-c", "1", "-W", "5", b); !strings.Contains(out, "1 packets received") {
 		t.Errorf("ping %s from %s by name:\n%s", b, a, out)

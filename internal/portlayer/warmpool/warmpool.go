@@ -251,10 +251,10 @@ func sameSlots(a, b []hypervisor.Disk) bool {
 
 // Stats are the pool's counters.
 type Stats struct {
-	// Ready VMs now, VMs being restored now; since New: VMs handed out,
-	// of them those a Take waited for, and Takes of the pool's shape
-	// that found none.
-	Ready, Filling, Taken, Waits, Misses int
+	// Size is the pool's size (0: off); Ready VMs now, VMs being
+	// restored now; since New: VMs handed out, of them those a Take
+	// waited for, and Takes of the pool's shape that found none.
+	Size, Ready, Filling, Taken, Waits, Misses int
 }
 
 // Stats reports the pool's counters.
@@ -264,7 +264,11 @@ func (p *Pool) Stats() Stats {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return Stats{Ready: len(p.ready), Filling: p.filling, Taken: p.taken, Waits: p.waits, Misses: p.misses}
+	size := p.cfg.Size
+	if p.key == "" {
+		size = 0
+	}
+	return Stats{Size: size, Ready: len(p.ready), Filling: p.filling, Taken: p.taken, Waits: p.waits, Misses: p.misses}
 }
 
 // refillLocked starts restores until ready and filling VMs make Size,
