@@ -16,6 +16,7 @@
 package vch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -34,6 +35,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	units "github.com/docker/go-units"
+	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
@@ -269,6 +271,10 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		GuestKernelVersion: kver, NCPU: runtime.NumCPU(), MemTotalBytes: int64(si.Totalram) * int64(si.Unit),
 		RootDir: root,
 	}
+	if v.host.ID, err = engineID(root); err != nil {
+		_ = v.Close()
+		return nil, err
+	}
 	if cfg.CPUs > 0 {
 		v.host.NCPU = cfg.CPUs
 	}
@@ -387,4 +393,28 @@ func (v *VCH) Close() error {
 func NamespaceName(root string) string {
 	h := sha256.Sum256([]byte(root))
 	return "vch-" + hex.EncodeToString(h[:6])
+}
+
+// engineIDFile holds the VCH's ID under its root, as dockerd keeps its
+// engine ID in DATA-ROOT/engine-id (a UUID since Docker 23).
+const engineIDFile = "engine-id"
+
+// engineID returns the ID kept in root/engine-id, made (a random UUID)
+// and stored on first use: GET /info's ID, stable across restarts.
+func engineID(root string) (string, error) {
+	p := filepath.Join(root, engineIDFile)
+	if b, err := os.ReadFile(p); err == nil {
+		if id, err := uuid.ParseBytes(bytes.TrimSpace(b)); err == nil {
+			return id.String(), nil
+		}
+	}
+	id := uuid.NewString()
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("vch: engine ID: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", fmt.Errorf("vch: engine ID: %w", err)
+	}
+	return id, nil
 }

@@ -41,6 +41,8 @@ func NewRouter(nets portlayer.Networks, conn portlayer.NetworkConnector, logger 
 func (rt *Router) Routes() []httputils.Route {
 	return []httputils.Route{
 		httputils.NewRoute(http.MethodGet, "/networks", rt.getList),
+		// dockerd routes the list with a trailing slash too.
+		httputils.NewRoute(http.MethodGet, "/networks/", rt.getList),
 		httputils.NewRoute(http.MethodPost, "/networks/create", rt.postCreate),
 		httputils.NewRoute(http.MethodPost, "/networks/prune", rt.postPrune),
 		httputils.NewRoute(http.MethodPost, "/networks/{id:.+}/connect", rt.postConnect),

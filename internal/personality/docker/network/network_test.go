@@ -205,8 +205,10 @@ func TestNoConnector(t *testing.T) {
 			t.Errorf("%s: %d %s", p, rec.Code, rec.Body)
 		}
 	}
-	if rec := do(t, h, "GET", "/networks", ""); rec.Code != 200 {
-		t.Errorf("list: %d %s", rec.Code, rec.Body)
+	for _, p := range []string{"/networks", "/networks/", "/v1.41/networks/"} {
+		if rec := do(t, h, "GET", p, ""); rec.Code != 200 || !strings.HasPrefix(rec.Body.String(), "[") {
+			t.Errorf("list %s: %d %s", p, rec.Code, rec.Body)
+		}
 	}
 }
 
