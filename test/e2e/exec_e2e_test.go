@@ -159,6 +159,12 @@ func TestEvents(t *testing.T) {
 	if strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Errorf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
+	// The deprecated fields dockerd still sends, which older clients read.
+	legacy := ok(t, "events", "--since", strconv.FormatInt(since, 10), "--until", strconv.FormatInt(time.Now().Add(time.Second).Unix(), 10),
+		"--filter", "container="+name, "--filter", "event=start", "--format", "{{.Status}} {{.From}} {{.ID}} {{.Actor.ID}}")
+	if f := strings.Fields(legacy); len(f) != 4 || f[0] != "start" || f[1] != "busybox" || f[2] != f[3] {
+		t.Errorf("legacy event fields: %q, want start, busybox and the container's ID twice", legacy)
+	}
 }
 
 // TestPauseUnpause: pause freezes the whole VM (state Paused, exec refused

@@ -39,13 +39,31 @@ func (rt *Router) Routes() []httputils.Route {
 // acceptedFilters are the `docker events --filter` names served.
 var acceptedFilters = []string{"type", "event", "container", "image", "label", "volume"}
 
+// LegacyMessage is Docker's event message with the deprecated fields
+// dockerd still sends (moby 28, API 1.50) for container and image
+// events: status (the action), id (the actor's ID) and, for a
+// container, from (its image attribute). Old clients read only these.
+type LegacyMessage struct {
+	Status string `json:"status,omitempty"`
+	ID     string `json:"id,omitempty"`
+	From   string `json:"from,omitempty"`
+	events.Message
+}
+
 // Message renders a port-layer event as Docker's event message.
-func Message(e portlayer.Event) events.Message {
-	return events.Message{
+func Message(e portlayer.Event) LegacyMessage {
+	m := LegacyMessage{Message: events.Message{
 		Type: events.Type(e.Type), Action: events.Action(e.Action),
 		Actor: events.Actor{ID: e.ID, Attributes: e.Attributes},
 		Scope: "local", Time: e.Time.Unix(), TimeNano: e.Time.UnixNano(),
+	}}
+	switch e.Type {
+	case string(events.ContainerEventType):
+		m.Status, m.ID, m.From = e.Action, e.ID, e.Attributes["image"]
+	case string(events.ImageEventType):
+		m.Status, m.ID = e.Action, e.ID
 	}
+	return m
 }
 
 // Match applies `docker events` filters: type, event (the action, or its
