@@ -172,11 +172,13 @@ func (s *server) claim(ctx context.Context, w wire.Wake) error {
 		return s.unclaimable
 	}
 	t0 := time.Now()
-	wake := applyWake
+	var order []string
+	var err error
 	if s.prepared {
-		wake = func(_ *slog.Logger, w wire.Wake) ([]string, error) { return claimWake(w) }
+		order, err = claimWake(w)
+	} else {
+		order, err = applyWake(s.logger, w)
 	}
-	order, err := wake(s.logger, w)
 	if err != nil {
 		return err
 	}

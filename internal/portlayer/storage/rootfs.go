@@ -140,19 +140,11 @@ func (s *Store) buildRootfs(ctx context.Context, c *cached, final string) error 
 	}
 	size := rootfsSize(content)
 	disk := filepath.Join(work, "disk.ext4")
-	// -d copies the tree (owners, modes, links, devices); root_owner makes
-	// "/" root's; -m 0 reserves no blocks (the guest's user is usually root).
-	// Lazy journal and inode-table init leave those regions as holes, so the
-	// file stays sparse (about the content size on the host; zeroing them
-	// would cost ~100 MiB per image). A guest should mount with
-	// noinit_itable so the kernel does not zero the tables in the background
-	// through the container's copy-on-write disk.
-	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4",
-		"-d", tree, "-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
-		"-m", "0", "-L", "rootfs",
-		disk, strconv.FormatInt(size/1024, 10)+"k")
-	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	// The file stays about the content size on the host (zeroing the
+	// journal and inode tables would cost ~100 MiB per image). A guest
+	// should mount with noinit_itable so the kernel does not zero the
+	// tables in the background through the container's copy-on-write disk.
+	if out, err := mkfsCommand(ctx, mkfs, disk, size, tree).CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
 			return ctxErr(ctx)
 		}
@@ -282,11 +274,7 @@ func (s *Store) BlankRootfs(ctx context.Context) (string, error) {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
-	cmd := exec.CommandContext(ctx, mkfs, "-q", "-F", "-t", "ext4",
-		"-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
-		"-m", "0", "-L", "rootfs", tmp.Name(), strconv.Itoa(blankRootfsBytes>>10)+"k")
-	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	if out, err := mkfsCommand(ctx, mkfs, tmp.Name(), blankRootfsBytes, "").CombinedOutput(); err != nil {
 		if ctx.Err() != nil {
 			return "", ctxErr(ctx)
 		}
@@ -299,6 +287,23 @@ func (s *Store) BlankRootfs(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("storage: blank rootfs: %w", err)
 	}
 	return final, nil
+}
+
+// mkfsCommand is the mkfs.ext4 run that makes a root disk of size bytes
+// at disk, holding tree's contents ("": empty). -d copies the tree
+// (owners, modes, links, devices); root_owner makes "/" root's; -m 0
+// reserves no blocks (the guest's user is usually root). Lazy journal and
+// inode-table init leave those regions as holes, so the file stays sparse.
+func mkfsCommand(ctx context.Context, mkfs, disk string, size int64, tree string) *exec.Cmd {
+	args := []string{"-q", "-F", "-t", "ext4"}
+	if tree != "" {
+		args = append(args, "-d", tree)
+	}
+	args = append(args, "-E", "root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1",
+		"-m", "0", "-L", "rootfs", disk, strconv.FormatInt(size/1024, 10)+"k")
+	cmd := exec.CommandContext(ctx, mkfs, args...)
+	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"}
+	return cmd
 }
 
 // findMkfs locates mkfs.ext4 in PATH or the sbin directories, which a
