@@ -114,6 +114,16 @@ func resolveIn(root, p string, follow bool) (string, error) {
 	return filepath.Join(dir, path.Base(p)), nil
 }
 
+// checkDirForm refuses a path written as a directory ("x/" or "x/.")
+// whose entry fi is not one, as path resolution does (ENOTDIR): docker cp
+// of "/etc/passwd/" fails with "not a directory".
+func checkDirForm(p string, fi fs.FileInfo) error {
+	if (strings.HasSuffix(p, "/") || strings.HasSuffix(p, "/.")) && !fi.IsDir() {
+		return archiveFail(wire.ArchiveInvalid, "lstat %s: not a directory", p)
+	}
+	return nil
+}
+
 // baseName is the name Docker gives the archive's top entry: the last
 // element of the path as asked ("." for "/x/.", "/" for the root).
 func baseName(p string) string {
@@ -139,6 +149,9 @@ func statPath(p string) (wire.PathStat, error) {
 	}
 	if err != nil {
 		return wire.PathStat{}, archiveFail(wire.ArchiveInvalid, "lstat %s: %w", clean, err)
+	}
+	if err := checkDirForm(p, fi); err != nil {
+		return wire.PathStat{}, err
 	}
 	st := wire.PathStat{Name: baseName(p), Size: fi.Size(), Mode: uint32(fi.Mode()), MtimeUnixNano: fi.ModTime().UnixNano()}
 	if fi.Mode()&fs.ModeSymlink != 0 {
@@ -273,8 +286,14 @@ func getPath(w io.Writer, p string) error {
 	if err != nil {
 		return archiveFail(wire.ArchiveInvalid, "%w", err)
 	}
-	if _, err := os.Lstat(host); errors.Is(err, fs.ErrNotExist) {
+	fi, err := os.Lstat(host)
+	if errors.Is(err, fs.ErrNotExist) {
 		return archiveFail(wire.ArchiveNotFound, "no such file: %s", clean)
+	}
+	if err == nil {
+		if err := checkDirForm(p, fi); err != nil {
+			return err
+		}
 	}
 	tw := newTarWriter(w)
 	if err := tw.tree(host, baseName(p), kernelFS); err != nil {
@@ -422,6 +441,13 @@ var diffIgnored = map[string]bool{
 	"/etc/resolv.conf": true, "/etc/mtab": true, "/.dockerenv": true,
 }
 
+// identityDirs hold diffIgnored files that tether writes at each start, so
+// their modification time changes with every start: Docker keeps those
+// files in the init layer and diff does not list /etc for them. Such a
+// directory shows as changed only for its type, mode or owner, or through
+// an entry added or deleted beneath it.
+var identityDirs = map[string]bool{"/etc": true}
+
 // changes compares the container's own filesystem (upper) with the
 // image's (base), as Docker's naive diff does: an entry is changed when
 // its type, mode, owner, size (not for directories), modification time,
@@ -466,7 +492,7 @@ func changes(upper, base string) ([]wire.Change, error) {
 			parents[path.Dir(p)] = true
 			return nil
 		}
-		if differs(hp, filepath.Join(base, rel)) {
+		if differs(hp, filepath.Join(base, rel), identityDirs[p]) {
 			record(p, wire.ChangeModify)
 		}
 		return nil
@@ -516,7 +542,9 @@ func changes(upper, base string) ([]wire.Change, error) {
 	return out, nil
 }
 
-func differs(uhost, bhost string) bool {
+// differs compares two entries as changes does; ignoreMtime leaves the
+// modification time out.
+func differs(uhost, bhost string, ignoreMtime bool) bool {
 	var us, bs unix.Stat_t
 	if unix.Lstat(uhost, &us) != nil || unix.Lstat(bhost, &bs) != nil {
 		return true
@@ -527,7 +555,7 @@ func differs(uhost, bhost string) bool {
 	if us.Mode&unix.S_IFMT != unix.S_IFDIR && us.Size != bs.Size {
 		return true
 	}
-	if us.Mtim != bs.Mtim {
+	if us.Mtim != bs.Mtim && !ignoreMtime {
 		return true
 	}
 	if us.Mode&unix.S_IFMT == unix.S_IFLNK {

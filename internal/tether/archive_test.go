@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -166,6 +168,15 @@ func TestGetAndStat(t *testing.T) {
 	if _, err := statPath("/missing"); toWire(err).Kind != wire.ArchiveNotFound {
 		t.Fatalf("missing: %v", err)
 	}
+	// A file named as a directory fails as path resolution does.
+	for _, p := range []string{"/etc/passwd/", "/etc/passwd/."} {
+		if _, err := statPath(p); toWire(err).Kind != wire.ArchiveInvalid || !strings.Contains(err.Error(), "not a directory") {
+			t.Errorf("stat %s: %v; want invalid, not a directory", p, err)
+		}
+		if err := getPath(io.Discard, p); toWire(err).Kind != wire.ArchiveInvalid || !strings.Contains(err.Error(), "not a directory") {
+			t.Errorf("get %s: %v; want invalid, not a directory", p, err)
+		}
+	}
 	for _, tt := range []struct{ path, want string }{
 		{"/lnk", "lnk"}, {"/lnk/", "lnk/,lnk/passwd"}, {"/etc/.", "./,passwd"},
 	} {
@@ -218,6 +229,9 @@ func TestChanges(t *testing.T) {
 	os.RemoveAll(filepath.Join(upper, "gone"))
 	os.WriteFile(filepath.Join(upper, "etc/passwd"), []byte("changed"), 0o644)
 	os.MkdirAll(filepath.Join(upper, "new/dir"), 0o755)
+	// The identity files tether writes at start touch /etc's mtime; like
+	// Docker's init layer, diff shows neither them nor /etc.
+	os.WriteFile(filepath.Join(upper, "etc/hosts"), []byte("127.0.0.1 localhost"), 0o644)
 	got, err := changes(upper, base)
 	if err != nil {
 		t.Fatal(err)

@@ -46,6 +46,14 @@ type process struct {
 	stdout io.ReadCloser
 	stderr io.ReadCloser
 	exited <-chan unix.WaitStatus
+
+	// nsInit is a main process (PID 1 of its namespace), started at
+	// started; its young signals are held (signalhold.go) in held until
+	// gone is closed (the process has exited).
+	nsInit  bool
+	started time.Time
+	held    signalQueue
+	gone    chan struct{}
 }
 
 // lookPath finds file in the container's PATH the way execvp does, resolving
@@ -286,6 +294,9 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int) (*process, 
 	}
 	proc.pid = pid
 	proc.exited = exited
+	proc.nsInit = !p.Exec
+	proc.started = time.Now()
+	proc.gone = make(chan struct{})
 	return proc, nil
 }
 
@@ -363,6 +374,7 @@ func (p *process) feed(stdout, stderr *spool.Spool) int {
 		go copyOut(stderr, p.stderr)
 	}
 	ws := <-p.exited
+	close(p.gone)
 	drained := make(chan struct{})
 	go func() { wg.Wait(); close(drained) }()
 	timer := time.NewTimer(drainLimit)
@@ -385,10 +397,24 @@ wait:
 	return exitCode(ws)
 }
 
-// Signal delivers a signal to the process (proctable.Controls).
+// Signal delivers a signal to the process (proctable.Controls). A main
+// process's signal that it has no handler for yet is held for it while it
+// is young (see signalhold.go): Signal then returns nil at once and the
+// signal follows. Signals keep their order.
 func (p *process) Signal(n int) error {
 	if p.pid <= 0 {
 		return fmt.Errorf("tether: signal %d: no process: %w", n, unix.ESRCH)
+	}
+	if p.nsInit && (holds(n, p.started) || !p.held.empty()) && n != int(unix.SIGKILL) {
+		select {
+		case <-p.gone:
+			return fmt.Errorf("tether: signal %d to %d: %w", n, p.pid, unix.ESRCH)
+		default:
+		}
+		if caught, err := handlesSignal(p.pid, n); err != nil || !caught || !p.held.empty() {
+			p.held.send(p.pid, n, p.started, p.gone)
+			return nil
+		}
 	}
 	if err := unix.Kill(p.pid, unix.Signal(n)); err != nil {
 		return fmt.Errorf("tether: signal %d to %d: %w", n, p.pid, err)

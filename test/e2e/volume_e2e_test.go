@@ -129,7 +129,7 @@ func TestVolumeCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(ok(t, "volume", "inspect", "--format", "{{json .}}", name)), &v); err != nil {
 		t.Fatal(err)
 	}
-	if v.Name != name || v.Driver != "local" || v.Scope != "local" || v.Labels["k"] != "v" || v.Options["size"] != "64m" || !strings.Contains(v.Mountpoint, "/volumes/"+name) {
+	if v.Name != name || v.Driver != "local" || v.Scope != "local" || v.Labels["k"] != "v" || v.Options["size"] != "64m" || !strings.HasSuffix(v.Mountpoint, "/volumes/"+name+"/_data") {
 		t.Errorf("inspect = %+v", v)
 	}
 	if _, err := time.Parse(time.RFC3339, v.CreatedAt); err != nil {

@@ -731,15 +731,37 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 // it before the VM itself is killed.
 const guestKillTimeout = 3 * time.Second
 
+// killExitTimeout bounds how long Kill with SIGKILL waits for the exit to
+// be recorded before it ends the VM itself.
+const killExitTimeout = 5 * time.Second
+
 // Kill implements portlayer.Compute. Signals go to the main process in the
 // guest; SIGKILL (or 0) falls back to ending the VM at once when the guest
-// does not answer. Either way a killed process reports 137.
+// does not answer. Either way a killed process reports 137. With SIGKILL,
+// Kill returns once the container has exited (its state says so), as
+// dockerd's Kill waits for the container to stop; other signals return
+// once sent.
 func (s *Service) Kill(ctx context.Context, idOrName string, signal int) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return err
 	}
-	return s.kill(ctx, c, signal)
+	if err := s.kill(ctx, c, signal); err != nil || (signal != 0 && signal != 9) {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, killExitTimeout)
+	err = c.waitExited(wctx)
+	cancel()
+	if err == nil || ctx.Err() != nil {
+		return nil
+	}
+	c.mu.Lock()
+	vm := c.vm
+	c.mu.Unlock()
+	if vm != nil {
+		_ = vm.Kill()
+	}
+	return c.waitExited(ctx)
 }
 
 func (s *Service) kill(ctx context.Context, c *container, signal int) error {

@@ -505,6 +505,13 @@ func TestKill(t *testing.T) {
 				if i < len(tt.signals)-1 {
 					notYet(t, ch, 20*time.Millisecond, "exit after an ignored signal")
 				}
+				if sig == 0 || sig == 9 {
+					// As dockerd's, a SIGKILL returns once the container
+					// is dead: its state says so at once.
+					if st := h.inspect(c.ID).State; st.Status != portlayer.StatusExited {
+						t.Errorf("state right after Kill(%d) = %s, want exited", sig, st.Status)
+					}
+				}
 			}
 			if r := recv(t, ch, "exit"); r.ExitCode != tt.wantCode {
 				t.Errorf("exit %d, want %d", r.ExitCode, tt.wantCode)

@@ -3,7 +3,6 @@ package container
 import (
 	"encoding/json"
 	"fmt"
-	units "github.com/docker/go-units"
 	"net/http"
 	"path"
 	"regexp"
@@ -12,11 +11,14 @@ import (
 	"strings"
 	"time"
 
+	units "github.com/docker/go-units"
+
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -209,6 +211,9 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return err
 	}
 	req.Config.WorkingDir = wd
+	if err := ValidateEnv(req.Config.Env); err != nil {
+		return err
+	}
 	img, err := rt.images.Get(ctx, req.Config.Image)
 	if err != nil {
 		if errdefs.IsNotFound(err) {
@@ -316,6 +321,19 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	}
 	rt.log.InfoContext(ctx, "container created", "container", c.ID, "name", c.Spec.Name)
 	return httputils.WriteJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+// ValidateEnv refuses an entry of Config.Env whose name is empty ("",
+// "=", "=foo"), as dockerd's container config validation does (moby
+// opts.ValidateEnv): 400 "invalid environment variable: ENTRY". Names are
+// not otherwise checked.
+func ValidateEnv(env []string) error {
+	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == "" {
+			return httputils.InvalidArgument("invalid environment variable: %s", e)
+		}
+	}
+	return nil
 }
 
 // ValidateRestartPolicy checks HostConfig.RestartPolicy as dockerd 25+

@@ -1,14 +1,16 @@
 package container
 
 import (
-	"github.com/containerd/errdefs"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/moby/moby/api/types/container"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -310,5 +312,19 @@ func TestValidateRestartPolicy(t *testing.T) {
 				t.Errorf("got %v, want InvalidArgument %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestValidateEnv(t *testing.T) {
+	for _, ok := range [][]string{nil, {"A=1", "B=", "C", "D=x=y"}} {
+		if err := ValidateEnv(ok); err != nil {
+			t.Errorf("ValidateEnv(%q) = %v", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "=", "=foo"} {
+		err := ValidateEnv([]string{"A=1", bad})
+		if want := "invalid environment variable: " + bad; err == nil || err.Error() != want || !errdefs.IsInvalidArgument(err) {
+			t.Errorf("ValidateEnv(%q) = %v; want InvalidArgument %q", bad, err, want)
+		}
 	}
 }

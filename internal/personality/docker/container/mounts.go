@@ -13,6 +13,7 @@ import (
 	"github.com/moby/moby/api/types/mount"
 
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	dockervolume "github.com/vchproject/vch/internal/personality/docker/volume"
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -302,10 +303,11 @@ func parseMounts(ctx context.Context, cfg *container.Config, hc *container.HostC
 		if mode != "" && (!validMode(mode) || hasMode(mode, "nocopy") || hasPropagation(mode)) {
 			return nil, httputils.InvalidArgument("invalid mode: %s", mode)
 		}
+		// A missing source is a bad parameter to dockerd (400), not 404.
 		src, err := lookup(ctx, id)
 		if err != nil {
 			if errdefs.IsNotFound(err) {
-				return nil, httputils.Classify(errdefs.ErrNotFound, err, "No such container: "+id)
+				return nil, httputils.InvalidArgument("No such container: %s", id)
 			}
 			return nil, err
 		}
@@ -431,7 +433,7 @@ func mountPoints(ctx context.Context, c portlayer.Container, hc *container.HostC
 			mp.Type, mp.Name, mp.Driver = mount.TypeVolume, m.Source, "local"
 			if vols != nil {
 				if v, err := vols.InspectVolume(ctx, m.Source); err == nil {
-					mp.Source = v.Mountpoint
+					mp.Source = dockervolume.Mountpoint(v)
 				}
 			}
 		case portlayer.MountTmpfs:

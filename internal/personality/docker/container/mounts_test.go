@@ -128,7 +128,7 @@ func TestParseMountsErrors(t *testing.T) {
 			msg: `create v1: error looking up volume plugin foo: plugin "foo" not found`},
 		{name: "--volume-driver", hc: container.HostConfig{Binds: []string{"v1:/x"}, VolumeDriver: "foo"}, code: 404, msg: `plugin "foo" not found`},
 		{name: "VOLUME relative", volumes: []string{"rel"}, code: 400, msg: "invalid mount path: 'rel' mount path must be absolute"},
-		{name: "volumes-from missing", hc: container.HostConfig{VolumesFrom: []string{"nosuch"}}, code: 404, msg: "No such container: nosuch"},
+		{name: "volumes-from missing", hc: container.HostConfig{VolumesFrom: []string{"nosuch"}}, code: 400, msg: "No such container: nosuch"},
 		{name: "volumes-from bad mode", hc: container.HostConfig{VolumesFrom: []string{"c:nocopy"}}, code: 400, msg: "invalid mode: nocopy"},
 	}
 	for _, tt := range tests {
@@ -215,9 +215,9 @@ func TestMountPoints(t *testing.T) {
 	vols := fakeVolumes{"n1": {Mountpoint: "/v/n1"}, "n2": {Mountpoint: "/v/n2"}, "abc": {Mountpoint: "/v/abc"}}
 	got := mountPoints(t.Context(), c, hc, vols)
 	want := []container.MountPoint{
-		{Type: mount.TypeVolume, Name: "n1", Source: "/v/n1", Destination: "/a", Driver: "local", Mode: "z", RW: true},
-		{Type: mount.TypeVolume, Name: "n2", Source: "/v/n2", Destination: "/b", Driver: "local", Mode: "ro", RW: false},
-		{Type: mount.TypeVolume, Name: "abc", Source: "/v/abc", Destination: "/c", Driver: "local", RW: true},
+		{Type: mount.TypeVolume, Name: "n1", Source: "/v/n1/_data", Destination: "/a", Driver: "local", Mode: "z", RW: true},
+		{Type: mount.TypeVolume, Name: "n2", Source: "/v/n2/_data", Destination: "/b", Driver: "local", Mode: "ro", RW: false},
+		{Type: mount.TypeVolume, Name: "abc", Source: "/v/abc/_data", Destination: "/c", Driver: "local", RW: true},
 		{Type: mount.TypeBind, Source: "/srv/h", Destination: "/h", Mode: "ro", RW: false, Propagation: "rprivate"},
 		{Type: mount.TypeTmpfs, Destination: "/t2", RW: true},
 	}

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -55,14 +56,23 @@ func (rt *Router) Routes() []httputils.Route {
 	}
 }
 
+// Mountpoint is v's Mountpoint as dockerd's local driver shows it: the
+// volume's directory followed by "_data" (ROOT/volumes/NAME/_data). In a
+// VCH the volume's files live inside its disk image in that directory, so
+// the path names the volume, not a directory of its files.
+func Mountpoint(v portlayer.Volume) string {
+	return filepath.Join(v.Mountpoint, "_data")
+}
+
 // Render builds Docker's volume document for v: CreatedAt in RFC 3339,
-// Driver "local", Scope "local", Labels and Options null when empty.
+// Driver "local", Scope "local", Labels and Options null when empty,
+// Mountpoint as Mountpoint gives it.
 func Render(v portlayer.Volume) volume.Volume {
 	out := volume.Volume{
 		CreatedAt:  v.CreatedAt.UTC().Format(time.RFC3339),
 		Driver:     v.Driver,
 		Labels:     v.Labels,
-		Mountpoint: v.Mountpoint,
+		Mountpoint: Mountpoint(v),
 		Name:       v.Name,
 		Options:    v.Options,
 		Scope:      "local",

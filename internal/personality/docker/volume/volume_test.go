@@ -166,7 +166,7 @@ func TestCreateInspectRemove(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &v); err != nil {
 		t.Fatal(err)
 	}
-	if v.Name != "data" || v.Driver != "local" || v.Scope != "local" || v.Labels["k"] != "v" || v.Options["size"] != "1g" || v.CreatedAt != "2026-11-29T15:00:00Z" || v.Mountpoint != "/vch/volumes/data" {
+	if v.Name != "data" || v.Driver != "local" || v.Scope != "local" || v.Labels["k"] != "v" || v.Options["size"] != "1g" || v.CreatedAt != "2026-11-29T15:00:00Z" || v.Mountpoint != "/vch/volumes/data/_data" {
 		t.Errorf("created %+v", v)
 	}
 	// Docker's null Labels and Options for a plain volume.
