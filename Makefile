@@ -14,7 +14,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 COMPOSE_VERSION := v5.6.0
 LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION) -X github.com/vchproject/vch/internal/vch.GitCommit=$(COMMIT)
 
-.PHONY: all deps guest build demo test unit e2e vet bench clean
+.PHONY: all deps guest build demo test unit e2e vet bench compat clean
 
 all: build
 
@@ -56,6 +56,13 @@ test: guest build vet
 
 bench: guest build
 	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
+
+# compat: moby v28.2.2's own integration tests (container, image, network,
+# system, volume) against a VCH; prints PASS/FAIL/SKIP per test and a summary.
+# A measurement, not part of `make test`: it exits 0 whatever the tests do.
+# Env: DOCKER_HOST, MOBY_SRC, VCH_COMPAT_DIR, COMPAT_PKGS, COMPAT_RUN, ... (docs/compat.md).
+compat: guest build
+	bash scripts/compat.sh
 
 clean:
 	rm -rf $(BIN)
