@@ -60,7 +60,7 @@ bench: guest build
 # compat: moby v28.2.2's own integration tests (container, image, network,
 # system, volume) against a VCH; prints PASS/FAIL/SKIP per test and a summary.
 # A measurement, not part of `make test`: it exits 0 whatever the tests do.
-# Env: DOCKER_HOST, MOBY_SRC, VCH_COMPAT_DIR, COMPAT_PKGS, COMPAT_RUN, ... (docs/compat.md).
+# Env: DOCKER_HOST, MOBY_SRC, VCH_COMPAT_DIR, COMPAT_PKGS, COMPAT_RUN, ... (docs/notes.md, "Fidelity to moby's integration suite").
 compat: guest build
 	bash scripts/compat.sh
 
