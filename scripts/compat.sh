@@ -5,7 +5,7 @@
 # gate: it exits 0 whatever the tests do, and non-zero only when it cannot
 # measure (the source cannot be had, a test binary does not build, the
 # daemon does not start or the busybox image cannot be loaded). See
-# docs/compat.md.
+# docs/notes.md ("Fidelity to moby's integration suite").
 #
 # Environment (all optional):
 #   DOCKER_HOST      an existing endpoint to test (DOCKER_TLS_VERIFY and
@@ -324,7 +324,7 @@ awk -F'\t' '
 		printf "compat: %d passed, %d failed, %d skipped (%d of them start their own dockerd) of %d tests; %.1f%% of the %d that ran passed\n",
 			n["PASS"], n["FAIL"], n["SKIP"], own, tot, pct, ran
 	}' "$results"
-# The same as a markdown table (for docs/compat.md).
+# The same as a markdown table (for docs/notes.md).
 {
 	echo "| Package | Test | Result | Reason (first failure in the log) |"
 	echo "|---|---|---|---|"
