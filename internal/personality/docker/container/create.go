@@ -11,10 +11,9 @@ import (
 	"strings"
 	"time"
 
-	units "github.com/docker/go-units"
-
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
