@@ -66,10 +66,13 @@ type ContainerSpec struct {
 	StopSignal int
 	// StopTimeout is how long Stop waits before killing; nil means 10 s.
 	StopTimeout *time.Duration
-	// MemoryMiB is the guest RAM in MiB; 0 means the VCH default.
+	// MemoryMiB is the guest RAM in MiB; 0 sizes it from Limits (see
+	// VMMemoryMiB).
 	MemoryMiB int
-	// CPUs is the number of vCPUs; 0 means the VCH default (1).
+	// CPUs is the number of vCPUs; 0 sizes it from Limits (see VMCPUs).
 	CPUs int
+	// Limits bound the container's processes inside their VM.
+	Limits ResourceLimits
 	// Init runs a minimal init as the container's PID 1 that forwards
 	// signals and reaps zombies (docker run --init).
 	Init bool
@@ -277,6 +280,72 @@ type ProcessInfo struct {
 	TTY, Cmd string
 }
 
+// ResourceLimits bound a container's processes inside its VM, enforced
+// by the guest kernel (a cgroup v2 around every process of the
+// container: memory.max, memory.swap.max, cpu.max, pids.max). Zero
+// fields set no limit. They are limits on the processes, not the size
+// of the machine: the VM is sized to hold them (VMMemoryMiB, VMCPUs).
+type ResourceLimits struct {
+	// MemoryBytes caps the processes' memory (anonymous and page cache),
+	// in bytes; past it the kernel reclaims, then kills a process of the
+	// container (an OOM kill, reported as State.OOMKilled).
+	MemoryBytes int64
+	// MemorySwapBytes caps memory plus swap, in bytes, as Docker's
+	// --memory-swap: 0 is twice MemoryBytes, -1 unlimited swap. Only with
+	// MemoryBytes.
+	MemorySwapBytes int64
+	// NanoCPUs caps CPU time in billionths of a CPU (1.5 CPUs is 1.5e9).
+	NanoCPUs int64
+	// CPUQuotaMicros per CPUPeriodMicros caps CPU time as a CFS quota, in
+	// microseconds (docker run --cpu-quota, --cpu-period; period 0 is
+	// 100000). Not with NanoCPUs.
+	CPUQuotaMicros, CPUPeriodMicros int64
+	// PidsLimit caps the number of tasks (processes and threads).
+	PidsLimit int64
+}
+
+// VMOverheadMiB is the guest RAM a container VM needs beyond its
+// processes' memory limit: the guest kernel, its page tables and slabs,
+// tether and the initramfs it runs from (an idle 256 MiB guest has ~180
+// MiB available).
+const VMOverheadMiB = 96
+
+// VMMemoryMiB is the guest RAM of the container's VM, in MiB: MemoryMiB
+// when set (an explicit size); else, with a memory limit, the smallest
+// power of two that holds the limit plus VMOverheadMiB, and never less
+// than the VCH's default; else the default. Sizes in powers of two keep
+// the VM shapes (and the VM templates made for them) few, and leave a
+// running container room to raise its limit (docker update) up to its
+// VM's size. Guest RAM a VM never touches costs the host only its page
+// descriptors (64 bytes per 4 KiB page, 1.6 %).
+func (s ContainerSpec) VMMemoryMiB(defaultMiB int) int {
+	if s.MemoryMiB > 0 {
+		return s.MemoryMiB
+	}
+	if s.Limits.MemoryBytes <= 0 {
+		return defaultMiB
+	}
+	need := int((s.Limits.MemoryBytes+1<<20-1)>>20) + VMOverheadMiB
+	size := 1
+	for size < need {
+		size <<= 1
+	}
+	return max(defaultMiB, size)
+}
+
+// VMCPUs is the number of vCPUs of the container's VM: CPUs when set,
+// else enough for Limits.NanoCPUs (rounded up; the cgroup quota holds
+// the processes to the fraction), else the VCH's default.
+func (s ContainerSpec) VMCPUs(defaultCPUs int) int {
+	switch {
+	case s.CPUs > 0:
+		return s.CPUs
+	case s.Limits.NanoCPUs > 0:
+		return int((s.Limits.NanoCPUs + 1e9 - 1) / 1e9)
+	}
+	return defaultCPUs
+}
+
 // StatsSample is one sample of a container VM's resource use.
 type StatsSample struct {
 	Read time.Time
@@ -284,8 +353,13 @@ type StatsSample struct {
 	// time over the VM's vCPUs, in nanoseconds; OnlineCPUs is their number.
 	CPUBusyNanos, CPUTotalNanos uint64
 	OnlineCPUs                  int
-	// MemUsedBytes is what the guest uses; MemLimitBytes its RAM.
-	MemUsedBytes, MemLimitBytes uint64
+	// MemUsedBytes is what the container's processes use (their cgroup's
+	// memory.current, or the guest's MemTotal − MemAvailable without a
+	// cgroup); MemLimitBytes is their memory limit, or the guest's RAM
+	// without one; MemInactiveFileBytes is the reclaimable page cache
+	// within MemUsedBytes (memory.stat inactive_file), 0 without a
+	// cgroup.
+	MemUsedBytes, MemLimitBytes, MemInactiveFileBytes uint64
 	// DiskReadBytes and DiskWriteBytes count the root disk's I/O.
 	DiskReadBytes, DiskWriteBytes uint64
 	// Pids counts the container's processes.
@@ -570,6 +644,9 @@ type ContainerUpdate struct {
 	// MemoryMiB and CPUs size the VM at its next start (0: the VCH
 	// default).
 	MemoryMiB, CPUs *int
+	// Limits replace the container's resource limits: at once in a
+	// running VM when they fit its size, else at the next start.
+	Limits *ResourceLimits
 	// Annotations replace the front end's annotations of the same keys.
 	Annotations map[string][]byte
 }

@@ -157,7 +157,10 @@ func buildEnv(env []string, home string) []string {
 // the spawn helper is forked from an OS thread that entered that namespace
 // (setns on a PID namespace changes the namespace of the thread's future
 // children only); the thread is never returned to the Go scheduler.
-func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int) (*process, error) {
+//
+// cgroup, when not empty, is the container's cgroup directory: the helper
+// joins it before the exec (cgroup.go).
+func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup string) (*process, error) {
 	if len(p.Args) == 0 {
 		return nil, &startError{msg: "no command specified", code: 126}
 	}
@@ -192,7 +195,7 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int) (*process, 
 			}
 		}
 	}
-	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty}
+	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty, Cgroup: cgroup}
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if !p.Exec {
 		sys.Cloneflags = syscall.CLONE_NEWPID

@@ -133,7 +133,8 @@ func bootTime() int64 {
 	return 0
 }
 
-// stats samples the guest's CPU, memory and root disk counters.
+// stats samples the guest's CPU, memory and root disk counters, and the
+// container cgroup's memory when it has one.
 func stats(mainPid int) (wire.Stats, error) {
 	var s wire.Stats
 	if b, err := os.ReadFile("/proc/stat"); err == nil {
@@ -189,6 +190,9 @@ func stats(mainPid int) (wire.Stats, error) {
 		if pids, err := containerPids(mainPid); err == nil {
 			s.Pids = len(pids)
 		}
+	}
+	if cur, limit, inactive, ok := cgroupMemory(); ok {
+		s.CgroupMemBytes, s.CgroupMemLimitBytes, s.CgroupInactiveFileBytes = cur, limit, inactive
 	}
 	s.Networks = netStats("/sys/class/net")
 	return s, nil

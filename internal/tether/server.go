@@ -37,6 +37,9 @@ type server struct {
 	mainStarting bool       // a main process is being started
 	conn         *link.Conn // the current session, nil between sessions
 	relay        bool       // the DNS relay runs
+	// cgroup is the container's cgroup directory once setup made it
+	// (containerCgroup), else "": processes then run in tether's.
+	cgroup string
 	// unclaimed: a warm guest (wire.Wake.Deferred) not yet claimed; it
 	// has no root and refuses setup and processes.
 	unclaimed bool
@@ -148,6 +151,19 @@ func (s *server) session(conn *sessionConn) error {
 				replyErr(req, err)
 				continue
 			}
+			if err := setupCgroup(setup.Resources); err != nil {
+				if setup.Resources != nil {
+					replyErr(req, err)
+					continue
+				}
+				// No limit asked: the container runs without a cgroup of
+				// its own (stats then count the whole guest).
+				s.logger.Warn("no container cgroup", "err", err)
+			} else {
+				s.mu.Lock()
+				s.cgroup = containerCgroup
+				s.mu.Unlock()
+			}
 			if setup.DNSRelay != "" {
 				s.startDNSRelay(setup.DNSRelay)
 			}
@@ -172,6 +188,25 @@ func (s *server) session(conn *sessionConn) error {
 			}
 			if err != nil {
 				replyErr(req, fmt.Errorf("tether: set clock: %w", err))
+				continue
+			}
+			_ = req.Reply(true, nil)
+		case wire.RequestResources:
+			var r wire.Resources
+			err := json.Unmarshal(req.Payload, &r)
+			s.mu.Lock()
+			cg := s.cgroup
+			s.mu.Unlock()
+			switch {
+			case err != nil:
+				err = fmt.Errorf("tether: bad resources: %w", err)
+			case cg == "":
+				err = errors.New("tether: the container has no cgroup")
+			default:
+				err = applyResources(cg, r)
+			}
+			if err != nil {
+				replyErr(req, err)
 				continue
 			}
 			_ = req.Reply(true, nil)
@@ -262,8 +297,13 @@ func (s *server) handleChannel(nc link.NewChannel, dead func() bool) {
 		}
 		s.mainStarting = true
 	}
+	cgroup := s.cgroup
 	s.mu.Unlock()
-	proc, err := startProcess(s.reaper, s.zygote, spec, mainPid)
+	var oomBefore int64
+	if cgroup != "" && !spec.Exec {
+		oomBefore = oomKills()
+	}
+	proc, err := startProcess(s.reaper, s.zygote, spec, mainPid, cgroup)
 	if !spec.Exec {
 		// Record the main process before the host learns it started, so an
 		// exec that follows at once finds it.
@@ -295,6 +335,10 @@ func (s *server) handleChannel(nc link.NewChannel, dead func() bool) {
 			s.mu.Unlock()
 		}
 		s.logger.Info("process exited", "pid", proc.pid, "id", entry.ID(), "exit_code", code)
+		if cgroup != "" && !spec.Exec && oomKills() > oomBefore {
+			s.logger.Info("container had an OOM kill", "id", entry.ID())
+			entry.SetOOMKilled()
+		}
 		entry.Exited(code)
 	}()
 	// The process runs whether or not this channel opens: a host that

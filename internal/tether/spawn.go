@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +49,9 @@ type spawnSpec struct {
 	Init bool `json:"init,omitempty"`
 	// Tty: the program gets the terminal as its foreground process group.
 	Tty bool `json:"tty,omitempty"`
+	// Cgroup is the cgroup directory the helper joins before it execs
+	// (joinCgroup); empty: it stays in tether's.
+	Cgroup string `json:"cgroup,omitempty"`
 }
 
 // IsSpawnHelper reports whether this process was started as the spawn
@@ -57,6 +61,9 @@ func IsSpawnHelper() bool { return len(os.Args) > 1 && os.Args[1] == spawnArg }
 // RunSpawnHelper runs the helper; it never returns. On failure it writes a
 // wire.StartError to the status pipe and exits with its code.
 func RunSpawnHelper() {
+	// The cgroup namespace joinCgroup enters is the calling thread's;
+	// the exec must happen on that thread.
+	runtime.LockOSThread()
 	fail := func(code int, msg string) {
 		f := os.NewFile(statusFD, "status")
 		_, _ = f.Write(wire.Encode(wire.StartError{Message: msg, ExitCode: code}))
@@ -80,6 +87,11 @@ func RunSpawnHelper() {
 		}
 		if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			fail(126, fmt.Sprintf("tether: mount /proc: %v", err))
+		}
+	}
+	if spec.Cgroup != "" {
+		if err := joinCgroup(spec.Cgroup, !spec.Exec); err != nil {
+			fail(126, err.Error())
 		}
 	}
 	if err := unix.Chroot(RootMount); err != nil {

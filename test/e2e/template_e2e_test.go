@@ -102,8 +102,9 @@ func TestTemplateDamaged(t *testing.T) {
 		return keys
 	}
 	before := list()
-	// A shape of its own (memory size), so no other test uses it.
-	args := []string{"-m", "200m", "busybox", "echo", "fine"}
+	// A shape of its own (a 1 GiB VM for a 700 MiB limit), so no other
+	// test uses it.
+	args := []string{"-m", "700m", "busybox", "echo", "fine"}
 	restoredRun(t, args...)
 	var key string
 	for _, k := range list() {

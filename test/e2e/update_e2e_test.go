@@ -3,14 +3,17 @@
 package e2e
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
 // TestUpdate: docker update sets the restart policy in any state and the
-// VM's memory and vCPUs while it is stopped (the guest then sees them); a
-// running VM's size is refused with a message naming it.
+// container's limits: while it is stopped (its next VM is sized to hold
+// them) and while it runs, at once in its guest cgroup when its VM can
+// hold them; a limit its running VM cannot hold is refused with a
+// message naming the VM's size.
 func TestUpdate(t *testing.T) {
 	t.Parallel()
 	name := uniqueName(t)
@@ -21,15 +24,23 @@ func TestUpdate(t *testing.T) {
 		t.Errorf("host config after update: %q", hc)
 	}
 	ok(t, "start", name)
-	out := strings.Fields(ok(t, "exec", name, "sh", "-c", "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo"))
-	if len(out) != 2 || out[0] != "2" {
-		t.Fatalf("guest after update: %q", out)
+	out := strings.Fields(ok(t, "exec", name, "sh", "-c", "nproc; cat /sys/fs/cgroup/memory.max; awk '/MemTotal/ {print $2}' /proc/meminfo"))
+	if len(out) != 3 || out[0] != "2" || out[1] != "201326592" {
+		t.Fatalf("guest after update (nproc, memory.max, MemTotal kB): %q", out)
 	}
-	if kb, _ := strconv.Atoi(out[1]); kb > 192*1024 || kb < 100*1024 {
-		t.Errorf("guest MemTotal %d kB, want a 192 MiB VM", kb)
+	// 192 MiB plus the VM's overhead rounds up to a 512 MiB VM.
+	if kb, _ := strconv.Atoi(out[2]); kb > 512*1024 || kb < 400*1024 {
+		t.Errorf("guest MemTotal %d kB, want a 512 MiB VM", kb)
 	}
-	if r := docker(t, "update", "--memory", "256m", name); r.code == 0 || !strings.Contains(r.stderr, "a running VM cannot change") {
-		t.Errorf("resize while running: exit %d %s", r.code, r.stderr)
+	ok(t, "update", "--memory", "300m", "--memory-swap", "500m", name)
+	if got := strings.Fields(ok(t, "exec", name, "cat", "/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.swap.max")); !slices.Equal(got, []string{"314572800", "209715200"}) {
+		t.Errorf("memory.max, memory.swap.max after a live update: %q", got)
+	}
+	if r := docker(t, "update", "--memory", "1g", "--memory-swap", "2g", name); r.code == 0 || !strings.Contains(r.stderr, "its VM runs with 512 MiB and 2 vCPU, which a running VM cannot change") {
+		t.Errorf("a limit past the running VM's size: exit %d %s", r.code, r.stderr)
+	}
+	if m := ok(t, "inspect", "-f", "{{.HostConfig.Memory}}", name); m != "314572800\n" {
+		t.Errorf("memory after a refused update: %q", m)
 	}
 	ok(t, "update", "--restart", "always", name)
 	if p := ok(t, "inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", name); p != "always\n" {

@@ -15,8 +15,6 @@ package docker
 import (
 	"context"
 	"fmt"
-	"github.com/vchproject/vch/internal/personality/docker/events"
-	"github.com/vchproject/vch/internal/personality/docker/exec"
 	"log/slog"
 	"net"
 	"net/http"
@@ -24,7 +22,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vchproject/vch/internal/personality/docker/events"
+	"github.com/vchproject/vch/internal/personality/docker/exec"
+
 	"github.com/containerd/errdefs"
+
 	"github.com/vchproject/vch/internal/personality/docker/build"
 	"github.com/vchproject/vch/internal/personality/docker/container"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"

@@ -8,6 +8,7 @@ import (
 	"net/http"
 
 	"github.com/containerd/errdefs"
+
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 )
 

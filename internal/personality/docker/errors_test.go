@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
+
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/personality/docker/dockertest"
 	"github.com/vchproject/vch/internal/personality/docker/httputils"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/personality/docker/dockertest"
 	"github.com/vchproject/vch/internal/portlayer"

@@ -208,14 +208,7 @@ func (b *Compute) fitsAlone(need size) error {
 }
 
 func (b *Compute) sizeOf(spec portlayer.ContainerSpec) size {
-	s := size{memMiB: spec.MemoryMiB, cpus: spec.CPUs}
-	if s.memMiB == 0 {
-		s.memMiB = b.limits.DefaultMemoryMiB
-	}
-	if s.cpus == 0 {
-		s.cpus = b.limits.DefaultCPUs
-	}
-	return s
+	return size{memMiB: spec.VMMemoryMiB(b.limits.DefaultMemoryMiB), cpus: spec.VMCPUs(b.limits.DefaultCPUs)}
 }
 
 // holdsVM reports whether a container in status st has a VM.

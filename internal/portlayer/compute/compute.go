@@ -407,6 +407,18 @@ func (s *Service) nameTakenLocked(name, exceptID string) (string, bool) {
 	return "", false
 }
 
+// checkVMSize refuses limits whose VM would pass the hypervisor's bounds
+// (InvalidArgument naming the size).
+func (s *Service) checkVMSize(spec portlayer.ContainerSpec) error {
+	if mem := spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB); mem > hypervisor.MaxMemoryMiB {
+		return fmt.Errorf("compute: a memory limit of %d bytes needs a VM of %d MiB, above the largest, %d MiB: %w", spec.Limits.MemoryBytes, mem, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
+	}
+	if cpus := spec.VMCPUs(s.cfg.DefaultCPUs); cpus > hypervisor.MaxCPUs {
+		return fmt.Errorf("compute: a CPU limit of %d nano CPUs needs %d vCPUs, above the most, %d: %w", spec.Limits.NanoCPUs, cpus, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+	}
+	return nil
+}
+
 // Create implements portlayer.Compute.
 func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (portlayer.Container, error) {
 	if len(spec.Args) == 0 {
@@ -417,6 +429,9 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	}
 	if spec.CPUs < 0 || spec.CPUs > hypervisor.MaxCPUs {
 		return portlayer.Container{}, fmt.Errorf("compute: %d CPUs outside 1..%d: %w", spec.CPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+	}
+	if err := s.checkVMSize(spec); err != nil {
+		return portlayer.Container{}, err
 	}
 	if err := checkProcessSize(processFor(spec)); err != nil {
 		return portlayer.Container{}, err

@@ -359,13 +359,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	mem, cpus := rec.Spec.MemoryMiB, rec.Spec.CPUs
-	if mem == 0 {
-		mem = s.cfg.DefaultMemoryMiB
-	}
-	if cpus == 0 {
-		cpus = s.cfg.DefaultCPUs
-	}
+	mem, cpus := rec.Spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB), rec.Spec.VMCPUs(s.cfg.DefaultCPUs)
 	spec := hypervisor.Spec{
 		Name: c.id[:12], Kernel: s.cfg.Kernel, Initrd: s.cfg.Initrd,
 		MemoryMiB: mem, CPUs: cpus, ChannelName: s.cfg.ChannelName,
@@ -429,7 +423,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
 		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Interfaces: plumbed.ifs,
-		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs}
+		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs, Resources: guestResources(rec.Spec.Limits, cpus)}
 	var relay bool
 	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {
 		setup.DNSRelay = dnsRelayAddr
@@ -634,6 +628,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	switch {
 	case waitErr == nil:
 		st.ExitCode = code
+		st.OOMKilled = proc.OOMKilled()
 	case c.killed:
 		st.ExitCode = 137
 	default:
@@ -664,7 +659,10 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	if err := s.recs.put(rec); err != nil {
 		s.logger.Error("persist exit", "container", c.id, "err", err)
 	}
-	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode, "restart", restart)
+	s.logger.Info("container exited", "container", c.id, "exit_code", st.ExitCode, "oom_killed", st.OOMKilled, "restart", restart)
+	if st.OOMKilled {
+		s.event("oom", rec, nil)
+	}
 	s.event("die", rec, map[string]string{"exitCode": strconv.Itoa(st.ExitCode), "execDuration": strconv.Itoa(int(st.FinishedAt.Sub(st.StartedAt).Seconds()))})
 	c.out.endRun()
 	close(exited)

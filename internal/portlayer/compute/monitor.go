@@ -80,6 +80,13 @@ func (s *Service) Stats(ctx context.Context, idOrName string) (portlayer.StatsSa
 		MemUsedBytes: st.MemUsedBytes, MemLimitBytes: st.MemTotalBytes,
 		DiskReadBytes: st.DiskReadBytes, DiskWriteBytes: st.DiskWriteBytes, Pids: st.Pids,
 	}
+	if st.CgroupMemBytes > 0 {
+		// The container's own processes, as Docker's stats count them.
+		sample.MemUsedBytes, sample.MemInactiveFileBytes = st.CgroupMemBytes, st.CgroupInactiveFileBytes
+		if st.CgroupMemLimitBytes > 0 && st.CgroupMemLimitBytes < st.MemTotalBytes {
+			sample.MemLimitBytes = st.CgroupMemLimitBytes
+		}
+	}
 	for name, n := range st.Networks {
 		if sample.Networks == nil {
 			sample.Networks = map[string]portlayer.NetStats{}

@@ -13,9 +13,11 @@ import (
 var _ portlayer.Updater = (*Service)(nil)
 
 // Update implements portlayer.Updater. The restart policy changes in any
-// state and counts from the next exit; the VM's memory and vCPUs change
-// only while no VM runs (created or exited): a running VM keeps the size
-// it booted with, so a different size then is Conflict naming it.
+// state and counts from the next exit. Resource limits change at once in
+// a running VM when it can hold them (its guest's cgroup is updated
+// under the container's lock), else Conflict naming its size; an
+// explicit VM size (MemoryMiB, CPUs) changes only while no VM runs
+// (created or exited).
 func (s *Service) Update(ctx context.Context, idOrName string, u portlayer.ContainerUpdate) (portlayer.Container, error) {
 	c, err := s.lookup(idOrName)
 	if err != nil {
@@ -26,26 +28,40 @@ func (s *Service) Update(ctx context.Context, idOrName string, u portlayer.Conta
 	rec := c.rec
 	rec.Spec.Annotations = maps.Clone(rec.Spec.Annotations)
 	running := c.vm != nil || c.starting || rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused
-	mem, cpus := rec.Spec.MemoryMiB, rec.Spec.CPUs
-	if u.MemoryMiB != nil {
-		mem = *u.MemoryMiB
-	}
-	if u.CPUs != nil {
-		cpus = *u.CPUs
-	}
-	if running && (mem != rec.Spec.MemoryMiB || cpus != rec.Spec.CPUs) {
-		booted := s.cfg.DefaultMemoryMiB
-		if rec.Spec.MemoryMiB > 0 {
-			booted = rec.Spec.MemoryMiB
-		}
-		vcpus := max(rec.Spec.CPUs, 1)
-		return portlayer.Container{}, fmt.Errorf("compute: Cannot update container %s: its VM runs with %d MiB and %d vCPU, which a running VM cannot change: stop the container, update it, then start it: %w", c.id[:12], booted, vcpus, errdefs.ErrConflict)
-	}
-	rec.Spec.MemoryMiB, rec.Spec.CPUs = mem, cpus
 	if u.RestartPolicy != nil {
 		rec.Spec.RestartPolicy = *u.RestartPolicy
 		if err := checkRestartPolicy(rec.Spec); err != nil {
 			return portlayer.Container{}, err
+		}
+	}
+	if u.MemoryMiB != nil {
+		rec.Spec.MemoryMiB = *u.MemoryMiB
+	}
+	if u.CPUs != nil {
+		rec.Spec.CPUs = *u.CPUs
+	}
+	if u.Limits != nil {
+		rec.Spec.Limits = *u.Limits
+	}
+	if err := s.checkVMSize(rec.Spec); err != nil {
+		return portlayer.Container{}, err
+	}
+	sized := rec.Spec.MemoryMiB != c.rec.Spec.MemoryMiB || rec.Spec.CPUs != c.rec.Spec.CPUs
+	if running && (sized || rec.Spec.Limits != c.rec.Spec.Limits) {
+		bootMiB, bootCPUs := c.rec.Spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB), c.rec.Spec.VMCPUs(s.cfg.DefaultCPUs)
+		mem, cpus := rec.Spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB), rec.Spec.VMCPUs(s.cfg.DefaultCPUs)
+		if mem > bootMiB || cpus > bootCPUs || sized {
+			return portlayer.Container{}, fmt.Errorf("compute: Cannot update container %s: its VM runs with %d MiB and %d vCPU, which a running VM cannot change: stop the container, update it, then start it: %w", c.id[:12], bootMiB, bootCPUs, errdefs.ErrConflict)
+		}
+		if c.guest == nil {
+			return portlayer.Container{}, fmt.Errorf("compute: Cannot update container %s: it is starting: %w", c.id[:12], errdefs.ErrConflict)
+		}
+		if rec.Spec.Limits != c.rec.Spec.Limits {
+			// The limits change in the running guest; its VM keeps its
+			// boot size until the next start.
+			if err := applyLimits(ctx, c.guest, rec.Spec.Limits, bootCPUs); err != nil {
+				return portlayer.Container{}, err
+			}
 		}
 	}
 	for k, v := range u.Annotations {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
 	"github.com/vchproject/vch/internal/tether/link"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
@@ -150,6 +151,14 @@ func (c *Client) SetClock(ctx context.Context) error {
 	return c.request(ctx, wire.RequestClock, wire.Encode(wire.Clock{TimeUnixNano: time.Now().UnixNano()}))
 }
 
+// SetResources replaces the limits of the running container's cgroup
+// (wire.RequestResources; docker update). An error with the guest's text
+// when it refuses them (a guest agent that predates the request refuses
+// it with none).
+func (c *Client) SetResources(ctx context.Context, r wire.Resources) error {
+	return c.request(ctx, wire.RequestResources, wire.Encode(r))
+}
+
 // PowerOff asks the guest to sync its disks and power off; it returns once
 // the guest acknowledged. The VM ends shortly after.
 func (c *Client) PowerOff(ctx context.Context) error {
@@ -173,6 +182,7 @@ type Process struct {
 	exitOnce  sync.Once
 	exited    chan struct{}
 	code      int
+	oomKilled bool
 	mu        sync.Mutex
 }
 
@@ -221,12 +231,17 @@ func newProcess(id string, resumable bool, ch link.Channel, reqs <-chan *link.Re
 	proc := &Process{id: id, resumable: resumable, ch: ch, exited: make(chan struct{}), code: -1}
 	go func() {
 		for req := range reqs {
-			if req.Type == wire.RequestExitStatus {
+			switch req.Type {
+			case wire.RequestExitStatus:
 				if code, ok := wire.DecodeExitStatus(req.Payload); ok {
 					proc.mu.Lock()
 					proc.code = code
 					proc.mu.Unlock()
 				}
+			case wire.RequestOOM:
+				proc.mu.Lock()
+				proc.oomKilled = true
+				proc.mu.Unlock()
 			}
 			_ = req.Reply(false, nil)
 		}
@@ -258,6 +273,15 @@ func (c *Client) Processes(ctx context.Context) (wire.ProcessList, error) {
 // forgets the process (wire.RequestRelease).
 func (c *Client) Release(ctx context.Context, id string) error {
 	return c.request(ctx, wire.RequestRelease, wire.Encode(wire.Release{ID: id}))
+}
+
+// OOMKilled reports, once Wait returned, whether the guest said the
+// container had an OOM kill while this (main) process ran
+// (wire.RequestOOM).
+func (p *Process) OOMKilled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.oomKilled
 }
 
 // ID is the process's ID in the guest (empty for a v1 process started

@@ -152,6 +152,7 @@ type Process struct {
 	stdin       io.WriteCloser
 	stdinClosed bool
 	exitCode    *int
+	oomKilled   bool
 	att         *attachment
 }
 
@@ -181,6 +182,15 @@ func (p *Process) isStarted() bool {
 
 // Abandon drops a reserved process that did not start.
 func (p *Process) Abandon() { p.t.forget(p) }
+
+// SetOOMKilled records that the container had an OOM kill while this
+// process ran; its channel then sends wire.RequestOOM before the exit
+// status. Call before Exited.
+func (p *Process) SetOOMKilled() {
+	p.mu.Lock()
+	p.oomKilled = true
+	p.mu.Unlock()
+}
 
 // Exited records the exit code once all the process's output is in its
 // spools, and ends the spools: attached channels send what is left, then
@@ -213,6 +223,7 @@ func (p *Process) status() wire.ProcessStatus {
 	if p.exitCode != nil {
 		c := *p.exitCode
 		st.ExitCode = &c
+		st.OOMKilled = p.oomKilled
 	}
 	return st
 }
@@ -310,10 +321,13 @@ func (p *Process) Serve(ch link.Channel, reqs <-chan *link.Request, from wire.At
 		return
 	}
 	p.mu.Lock()
-	code := *p.exitCode
+	code, oom := *p.exitCode, p.oomKilled
 	p.mu.Unlock()
 	a.reqMu.Lock()
 	defer a.reqMu.Unlock()
+	if oom {
+		_, _ = ch.SendRequest(wire.RequestOOM, false, nil)
+	}
 	_, err := ch.SendRequest(wire.RequestExitStatus, false, wire.EncodeExitStatus(code))
 	a.detach()
 	if err == nil && !p.spec.Resumable {

@@ -20,6 +20,10 @@
 //     "window-change" (RFC 4254 §6.7), and from the guest "exit-status"
 //     (RFC 4254 §6.10; 128+N when killed by signal N).
 //   - global request [RequestPowerOff]: sync and power the VM off.
+//   - global request [RequestResources] with [Resources]: change the
+//     container cgroup's limits; channel request [RequestOOM] from the
+//     guest before a main process's exit status: the container had an
+//     OOM kill.
 //
 // # Version 2: sessions end, processes do not
 //
@@ -115,6 +119,16 @@ const (
 	RequestExitStatus = "exit-status"
 	// RequestWindowChange is the standard SSH window-change channel request.
 	RequestWindowChange = "window-change"
+	// RequestOOM is a channel request from the guest, no payload, sent
+	// just before [RequestExitStatus] on the main process's channel when
+	// the kernel killed a process of the container for lack of memory
+	// (its cgroup's memory.events oom_kill grew) while the main process
+	// ran. A host that predates it refuses it and loses nothing else.
+	RequestOOM = "oom@vch-" + Version
+	// RequestResources is a global request carrying [Resources]: change
+	// the running container's limits (docker update). Refused by a tether
+	// that predates it.
+	RequestResources = "resources@vch-" + Version
 )
 
 // Version2 names the messages added in version 2 (see the package doc).
@@ -246,6 +260,9 @@ type ProcessStatus struct {
 	// when killed by signal N).
 	Running  bool `json:"running"`
 	ExitCode *int `json:"exit_code,omitempty"`
+	// OOMKilled: an exited main process's container had an OOM kill
+	// while it ran (as [RequestOOM]).
+	OOMKilled bool `json:"oom_killed,omitempty"`
 	// Stdout and Stderr are the bytes of output it has produced so far.
 	Stdout int64 `json:"stdout"`
 	Stderr int64 `json:"stderr"`
@@ -285,6 +302,33 @@ type Setup struct {
 	// files read-only once the mounts are in place (docker run
 	// --read-only); /dev, /dev/shm and the mounts keep their own modes.
 	ReadOnlyRoot bool `json:"read_only_root,omitempty"`
+	// Resources limits the container's processes (its cgroup); nil: no
+	// limits beyond the VM's own size. A tether that predates the field
+	// ignores it.
+	Resources *Resources `json:"resources,omitempty"`
+}
+
+// Resources are the limits of the container's cgroup in the guest (cgroup
+// v2, Linux's Documentation/admin-guide/cgroup-v2.rst): every process of
+// the container, main and execs, runs in it. A zero field sets no limit
+// ("max").
+type Resources struct {
+	// MemoryMaxBytes is memory.max: the processes' memory, in bytes
+	// (docker run -m).
+	MemoryMaxBytes int64 `json:"memory_max_bytes,omitempty"`
+	// SwapMaxBytes is memory.swap.max in bytes, the swap the processes
+	// may use on top of MemoryMaxBytes (Docker's --memory-swap minus -m;
+	// the host works out Docker's defaults); -1 is unlimited. Applied
+	// only with MemoryMaxBytes set. The guest has no swap device today,
+	// so this only bounds what a future one could take.
+	SwapMaxBytes int64 `json:"swap_max_bytes,omitempty"`
+	// CPUQuotaMicros per CPUPeriodMicros is cpu.max: the CPU time the
+	// processes may use per period, in microseconds (docker run --cpus
+	// 1.5 is 150000 per 100000).
+	CPUQuotaMicros  int64 `json:"cpu_quota_micros,omitempty"`
+	CPUPeriodMicros int64 `json:"cpu_period_micros,omitempty"`
+	// PidsMax is pids.max: the number of tasks (docker run --pids-limit).
+	PidsMax int64 `json:"pids_max,omitempty"`
 }
 
 // Interface configures one NIC, found by the hardware address the VMM gave
@@ -466,6 +510,14 @@ type Stats struct {
 	// MemAvailable (/proc/meminfo).
 	MemTotalBytes uint64 `json:"mem_total_bytes"`
 	MemUsedBytes  uint64 `json:"mem_used_bytes"`
+	// CgroupMemBytes is the container's cgroup's memory.current, its
+	// processes' memory including page cache, and CgroupMemLimitBytes its
+	// memory.max (0: none); CgroupInactiveFileBytes is memory.stat's
+	// inactive_file, which docker stats subtracts. All 0 from a tether
+	// without a container cgroup.
+	CgroupMemBytes          uint64 `json:"cgroup_mem_bytes,omitempty"`
+	CgroupMemLimitBytes     uint64 `json:"cgroup_mem_limit_bytes,omitempty"`
+	CgroupInactiveFileBytes uint64 `json:"cgroup_inactive_file_bytes,omitempty"`
 	// DiskReadBytes and DiskWriteBytes are the root disk's totals.
 	DiskReadBytes  uint64 `json:"disk_read_bytes"`
 	DiskWriteBytes uint64 `json:"disk_write_bytes"`

@@ -256,17 +256,11 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		d := time.Duration(*merged.StopTimeout) * time.Second
 		spec.StopTimeout = &d
 	}
-	switch {
-	case hc.Memory < 0 || hc.NanoCPUs < 0:
-		return httputils.InvalidArgument("Range of memory and CPUs must be positive")
-	case hc.Memory > 0 && hc.Memory < minMemoryBytes:
-		return httputils.InvalidArgument("Minimum memory limit allowed is 64MB: a container VM needs that much to boot")
+	if spec.Limits, err = ResourceLimits(hc.Resources, false); err != nil {
+		return err
 	}
 	if err := applyLogConfig(&spec, hc.LogConfig); err != nil {
 		return err
-	}
-	if hc.Memory > 0 {
-		spec.MemoryMiB = int((hc.Memory + 1<<20 - 1) >> 20)
 	}
 	if hc.ShmSize < 0 {
 		return httputils.InvalidArgument("SHM size can not be less than 0")
@@ -279,9 +273,6 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	spec.Init = hc.Init != nil && *hc.Init
 	if err := rt.applyNetworkConfig(ctx, &spec, merged.ExposedPorts, hc, req.NetworkingConfig); err != nil {
 		return err
-	}
-	if hc.NanoCPUs > 0 {
-		spec.CPUs = int((hc.NanoCPUs + 1e9 - 1) / 1e9)
 	}
 	cfgJSON, err := json.Marshal(merged)
 	if err != nil {
@@ -375,10 +366,6 @@ func (rt *Router) nameConflict(r *http.Request, name string, cause error) error 
 		"Conflict. The container name %q is already in use by container %q. You have to remove (or rename) that container to be able to reuse that name.",
 		"/"+name, id))
 }
-
-// minMemoryBytes is the smallest -m a container VM accepts: the guest
-// kernel needs 64 MiB to boot (dockerd's own minimum is 6 MB).
-const minMemoryBytes = 64 << 20
 
 // logOptKeys are the --log-opt keys dockerd's json-file and local drivers
 // accept (their ValidateLogOpt); vch honours max-size and max-file and

@@ -148,8 +148,10 @@ func knownPsFields() string {
 // StatsResponse renders a sample (and the previous one, for CPU deltas) in
 // Docker's shape: cpu_stats.cpu_usage.total_usage is the guest's busy CPU
 // time and system_cpu_usage its total CPU time, so the CLI's CPU % is the
-// share of the VM's vCPUs in use; memory usage is MemTotal − MemAvailable
-// against the guest's RAM as the limit.
+// share of the VM's vCPUs in use; memory usage is the container cgroup's
+// (its memory.current, with memory.stat's inactive_file, which the CLI
+// subtracts, as cgroup v2 stats give it) against its -m, or the guest's
+// RAM without one.
 func StatsResponse(id, name string, cur, pre portlayer.StatsSample) container.StatsResponse {
 	cpu := func(s portlayer.StatsSample) container.CPUStats {
 		return container.CPUStats{CPUUsage: container.CPUUsage{TotalUsage: s.CPUBusyNanos}, SystemUsage: s.CPUTotalNanos, OnlineCPUs: uint32(s.OnlineCPUs)}
@@ -157,7 +159,7 @@ func StatsResponse(id, name string, cur, pre portlayer.StatsSample) container.St
 	resp := container.StatsResponse{
 		ID: id, Name: "/" + name, OSType: "linux", Read: cur.Read, PreRead: pre.Read,
 		CPUStats: cpu(cur), PreCPUStats: cpu(pre),
-		MemoryStats: container.MemoryStats{Usage: cur.MemUsedBytes, Limit: cur.MemLimitBytes, Stats: map[string]uint64{}},
+		MemoryStats: container.MemoryStats{Usage: cur.MemUsedBytes, Limit: cur.MemLimitBytes, Stats: map[string]uint64{"inactive_file": cur.MemInactiveFileBytes}},
 		PidsStats:   container.PidsStats{Current: uint64(cur.Pids)},
 		BlkioStats: container.BlkioStats{IoServiceBytesRecursive: []container.BlkioStatEntry{
 			{Major: 254, Minor: 0, Op: "read", Value: cur.DiskReadBytes},

@@ -4,8 +4,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/personality/docker/httputils"
 )
 
 // Linux real-time signal bounds as the guest's C library sees them.

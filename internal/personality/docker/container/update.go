@@ -14,10 +14,11 @@ import (
 
 // UpdateRoutes serve POST /containers/{name}/update (docker update,
 // Engine API v1.50 "Update a container"): the restart policy in any state
-// (dockerd's validation; refused when AutoRemove is set), and --memory /
-// --cpus, which size the VM, while it does not run; a running VM keeps
-// its boot size (409 naming it). Other resource settings are refused (400
-// naming them): a container VM has no cgroup for them yet.
+// (dockerd's validation; refused when AutoRemove is set), and the limits
+// the guest enforces (-m, --memory-swap, --cpus, --cpu-quota/--cpu-period,
+// --pids-limit; see ResourceLimits), at once in a running container whose
+// VM can hold them, else 409 naming the VM's size. Other resource
+// settings are refused (400 naming them).
 func UpdateRoutes(u portlayer.Updater, compute portlayer.Compute) []httputils.Route {
 	ur := &updateRouter{updater: u, rt: &Router{compute: compute}}
 	return []httputils.Route{httputils.NewRoute(http.MethodPost, "/containers/{name}/update", ur.postUpdate)}
@@ -35,7 +36,7 @@ func (ur *updateRouter) postUpdate(w http.ResponseWriter, r *http.Request, vars 
 		return err
 	}
 	if f := unsupportedResources(req.Resources); f != "" {
-		return httputils.InvalidArgument("docker update %s is not supported by vch: a container VM is sized by --memory and --cpus only", f)
+		return httputils.InvalidArgument("docker update %s is not supported by vch: a container's limits are --memory, --memory-swap, --cpus, --cpu-quota/--cpu-period and --pids-limit", f)
 	}
 	c, err := ur.rt.inspect(r.Context(), name)
 	if err != nil {
@@ -53,22 +54,14 @@ func (ur *updateRouter) postUpdate(w http.ResponseWriter, r *http.Request, vars 
 		u.RestartPolicy = &portlayer.RestartPolicy{Name: string(req.RestartPolicy.Name), MaximumRetryCount: req.RestartPolicy.MaximumRetryCount}
 		hc.RestartPolicy = req.RestartPolicy
 	}
-	switch {
-	case req.Memory < 0 || req.NanoCPUs < 0:
-		return httputils.InvalidArgument("Range of memory and CPUs must be positive")
-	case req.Memory > 0 && req.Memory < minMemoryBytes:
-		return httputils.InvalidArgument("Minimum memory limit allowed is 64MB: a container VM needs that much to boot")
+	if err := mergeResources(&hc.Resources, req.Resources); err != nil {
+		return err
 	}
-	if req.Memory > 0 {
-		mib := int((req.Memory + 1<<20 - 1) >> 20)
-		u.MemoryMiB = &mib
-		hc.Memory = req.Memory
+	limits, err := ResourceLimits(hc.Resources, true)
+	if err != nil {
+		return err
 	}
-	if req.NanoCPUs > 0 {
-		n := int((req.NanoCPUs + 1e9 - 1) / 1e9)
-		u.CPUs = &n
-		hc.NanoCPUs = req.NanoCPUs
-	}
+	u.Limits = &limits
 	hcJSON, err := json.Marshal(hc)
 	if err != nil {
 		return fmt.Errorf("update: encode host config: %w", err)
@@ -92,16 +85,12 @@ func unsupportedResources(r container.Resources) string {
 	switch {
 	case r.CPUShares != 0:
 		return "--cpu-shares"
-	case r.CPUPeriod != 0 || r.CPUQuota != 0:
-		return "--cpu-period/--cpu-quota"
 	case r.CpusetCpus != "" || r.CpusetMems != "":
 		return "--cpuset-cpus/--cpuset-mems"
 	case r.BlkioWeight != 0:
 		return "--blkio-weight"
 	case r.MemoryReservation != 0:
 		return "--memory-reservation"
-	case r.PidsLimit != nil && *r.PidsLimit > 0:
-		return "--pids-limit"
 	}
 	return ""
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
 	"github.com/vchproject/vch/internal/personality/docker/system"
 	"github.com/vchproject/vch/internal/portlayer"
 )

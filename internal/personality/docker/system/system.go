@@ -3,12 +3,14 @@ package system
 import (
 	"context"
 	"fmt"
-	"github.com/moby/moby/api/types/swarm"
 	"net/http"
 	"runtime"
 	"time"
 
+	"github.com/moby/moby/api/types/swarm"
+
 	"github.com/moby/moby/api/types/system"
+
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -131,14 +133,23 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 		return system.Info{}, fmt.Errorf("info: list images: %w", err)
 	}
 	info := system.Info{
-		ID:                 h.ID,
-		Containers:         len(cs),
-		Images:             len(imgs),
-		Driver:             Driver,
-		DriverStatus:       append([][2]string{{"Backing Filesystem", "ext4 disk images"}, {"Hypervisor", h.Hypervisor}, {"Accelerator", h.Accelerator}}, h.DriverStatus...),
-		SystemTime:         s.now().Format(time.RFC3339Nano),
-		LoggingDriver:      "json-file",
-		CgroupDriver:       "none",
+		ID:            h.ID,
+		Containers:    len(cs),
+		Images:        len(imgs),
+		Driver:        Driver,
+		DriverStatus:  append([][2]string{{"Backing Filesystem", "ext4 disk images"}, {"Hypervisor", h.Hypervisor}, {"Accelerator", h.Accelerator}}, h.DriverStatus...),
+		SystemTime:    s.now().Format(time.RFC3339Nano),
+		LoggingDriver: "json-file",
+		// Each container VM's guest runs its processes in a cgroup v2
+		// of their own (written directly, as runc's cgroupfs driver
+		// does), which enforces these limits.
+		CgroupDriver:       "cgroupfs",
+		CgroupVersion:      "2",
+		MemoryLimit:        true,
+		SwapLimit:          true,
+		CPUCfsQuota:        true,
+		CPUCfsPeriod:       true,
+		PidsLimit:          true,
 		KernelVersion:      h.GuestKernelVersion,
 		OperatingSystem:    OperatingSystem,
 		OSVersion:          "",

@@ -1,0 +1,61 @@
+package compute
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+
+	"github.com/vchproject/vch/internal/portlayer"
+	"github.com/vchproject/vch/internal/portlayer/guest"
+	"github.com/vchproject/vch/internal/tether/wire"
+)
+
+// cpuPeriodMicros is the CFS period of a container's cpu.max, in
+// microseconds: Linux's default of 100 ms, which Docker's --cpus uses.
+const cpuPeriodMicros = 100000
+
+// guestResources turns a container's limits into its guest cgroup's,
+// for a VM of vcpus vCPUs; nil when it has none. Docker's rules
+// (docker run reference, "Runtime constraints on resources"): swap
+// defaults to as much as -m (--memory-swap 0), -1 is unlimited, else it
+// is --memory-swap minus -m; --cpus becomes a quota per 100 ms period,
+// needed only when it is less than the VM's vCPUs; --cpu-quota is one.
+func guestResources(l portlayer.ResourceLimits, vcpus int) *wire.Resources {
+	if l == (portlayer.ResourceLimits{}) {
+		return nil
+	}
+	r := &wire.Resources{MemoryMaxBytes: l.MemoryBytes, PidsMax: l.PidsLimit}
+	if l.MemoryBytes > 0 {
+		switch {
+		case l.MemorySwapBytes < 0:
+			r.SwapMaxBytes = -1
+		case l.MemorySwapBytes == 0:
+			r.SwapMaxBytes = l.MemoryBytes
+		default:
+			r.SwapMaxBytes = max(0, l.MemorySwapBytes-l.MemoryBytes)
+		}
+	}
+	switch {
+	case l.CPUQuotaMicros > 0:
+		r.CPUQuotaMicros, r.CPUPeriodMicros = l.CPUQuotaMicros, cmp.Or(l.CPUPeriodMicros, cpuPeriodMicros)
+	case l.NanoCPUs > 0 && l.NanoCPUs < int64(vcpus)*1e9:
+		r.CPUQuotaMicros = l.NanoCPUs * cpuPeriodMicros / 1e9
+		r.CPUPeriodMicros = cpuPeriodMicros
+	}
+	return r
+}
+
+// applyLimits sets a running container's new limits in its guest g, for
+// a VM of vcpus vCPUs. The caller checked that they fit the VM.
+func applyLimits(ctx context.Context, g *guest.Client, l portlayer.ResourceLimits, vcpus int) error {
+	r := guestResources(l, vcpus)
+	if r == nil {
+		r = &wire.Resources{}
+	}
+	ctx, cancel := context.WithTimeout(ctx, monitorTimeout)
+	defer cancel()
+	if err := g.SetResources(ctx, *r); err != nil {
+		return fmt.Errorf("compute: update limits: %w", err)
+	}
+	return nil
+}
