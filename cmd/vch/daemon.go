@@ -100,6 +100,9 @@ TLS.`,
 				return fmt.Errorf("--default-container-cpus %d: at least 1", cfg.DefaultCPUs)
 			}
 			cfg.NoVMTemplates = !vmTemplates
+			if cfg.MaxConcurrentBoots < 0 || cfg.MaxConcurrentBoots > 1024 {
+				return fmt.Errorf("--max-concurrent-boots %d: want 0..1024", cfg.MaxConcurrentBoots)
+			}
 			if cfg.WarmVMs < 0 || cfg.WarmVMs > 64 {
 				return fmt.Errorf("--warm-vms %d: want 0..64", cfg.WarmVMs)
 			}
@@ -168,6 +171,7 @@ TLS.`,
 	f.StringArrayVar(&volumeStores, "volume-store", nil, "NAME:PATH, a directory volume disks may live in (docker volume create --opt volume-store=NAME), repeatable; ROOT/volumes is \"default\" unless named here")
 	f.BoolVar(&cfg.NoEgress, "no-egress", false, "containers cannot open TCP connections to addresses outside the VCH")
 	f.StringVar(&cfg.EgressNamespace, "egress-netns", "", "named network namespace that containers' outbound TCP connections leave from (default: the daemon's)")
+	f.IntVar(&cfg.MaxConcurrentBoots, "max-concurrent-boots", 0, "container VMs booted (or restored) at once; further starts wait their turn (0: the host's CPU count)")
 	f.IntVar(&cfg.WarmVMs, "warm-vms", 1, "container VMs of the common shape kept restored and woken ahead of need, so a start takes one (0: none; each idle one costs what an idle container does)")
 	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")

@@ -58,6 +58,9 @@ type ContainerSpec struct {
 	// Tty allocates a pseudo-terminal for the process; stdout and stderr are
 	// then one stream.
 	Tty bool
+	// ConsoleRows and ConsoleCols are the TTY's initial size in character
+	// cells (with Tty); 0 is the guest's 24×80 until a resize.
+	ConsoleRows, ConsoleCols uint
 	// OpenStdin keeps the process's stdin open for attach.
 	OpenStdin bool
 	// StdinOnce closes stdin after the first attached client detaches.
@@ -588,6 +591,9 @@ type ExecSpec struct {
 	User string
 	// Tty runs the process on a new pseudo-terminal.
 	Tty bool
+	// ConsoleRows and ConsoleCols are the TTY's initial size in character
+	// cells; 0 leaves it to StartExec's options (else the guest's 24×80).
+	ConsoleRows, ConsoleCols uint
 	// AttachStdin, AttachStdout and AttachStderr select the streams that
 	// StartExec connects.
 	AttachStdin, AttachStdout, AttachStderr bool

@@ -192,6 +192,10 @@ func joinCgroup(dir string, mount bool) error {
 	if st, err := os.Stat(p); err != nil || !st.IsDir() {
 		return nil // an image without /sys/fs/cgroup in its sysfs view: nothing to show
 	}
+	var fs unix.Statfs_t
+	if unix.Statfs(p, &fs) == nil && fs.Type == unix.CGROUP2_SUPER_MAGIC {
+		return nil // mounted by an earlier main process of this guest
+	}
 	if err := unix.Mount("cgroup2", p, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("tether: mount the container's cgroup: %w", err)
 	}

@@ -121,6 +121,10 @@ type Config struct {
 	// daemon's --warm-vms, default 1 there. Each idle one costs what an
 	// idle container's VM does (~80 MiB of host memory under TCG).
 	WarmVMs int `toml:"warm_vms" json:"warm_vms"`
+	// MaxConcurrentBoots is how many container VMs boot at once
+	// (compute.Config.MaxConcurrentBoots; 0: the host's CPUs); the
+	// daemon's --max-concurrent-boots.
+	MaxConcurrentBoots int `toml:"max_concurrent_boots" json:"max_concurrent_boots"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -249,7 +253,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		DefaultMemoryMiB: cfg.DefaultMemoryMiB, DefaultCPUs: cfg.DefaultCPUs, ChannelName: wire.PortName,
 		Events: evlog, Network: v.network, Networks: v.network, Volumes: v.volumes,
 		ShareKernel: shareKernel, ShareInitrd: shareInitrd, BindRoots: cfg.BindRoots,
-		VMTemplates: !cfg.NoVMTemplates, WarmVMs: cfg.WarmVMs,
+		VMTemplates: !cfg.NoVMTemplates, WarmVMs: cfg.WarmVMs, MaxConcurrentBoots: cfg.MaxConcurrentBoots,
 	}, driver, v.images, logger)
 	if err != nil {
 		v.network.Close()

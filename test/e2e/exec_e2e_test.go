@@ -228,7 +228,7 @@ func TestTopAndStats(t *testing.T) {
 	}
 	st := ok(t, "stats", "--no-stream", "--format", "{{.Name}}|{{.MemUsage}}|{{.PIDs}}|{{.CPUPerc}}", name)
 	f := strings.Split(strings.TrimSpace(st), "|")
-	if len(f) != 4 || f[0] != name || !strings.Contains(f[1], "MiB / ") || f[2] != "2" || !strings.HasSuffix(f[3], "%") {
+	if len(f) != 4 || f[0] != name || !strings.Contains(f[1], " / ") || !strings.HasSuffix(f[1], "MiB") || f[2] != "2" || !strings.HasSuffix(f[3], "%") {
 		t.Errorf("stats = %q", st)
 	}
 	ok(t, "kill", name)

@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -53,8 +54,13 @@ type Config struct {
 	DefaultMemoryMiB int `toml:"default_memory_mib" json:"default_memory_mib"`
 	// DefaultCPUs is vCPUs when a container sets none; default 1.
 	DefaultCPUs int `toml:"default_cpus" json:"default_cpus"`
-	// BootTimeout bounds boot to the guest agent's answer; default 60 s.
+	// BootTimeout bounds boot to the guest agent's answer, counted from
+	// the boot's admission (MaxConcurrentBoots); default 60 s.
 	BootTimeout time.Duration `toml:"boot_timeout" json:"boot_timeout"`
+	// MaxConcurrentBoots is how many container VMs may boot (or be
+	// restored, or claimed) at once; starts beyond it wait their turn in
+	// arrival order. 0 is the host's CPU count.
+	MaxConcurrentBoots int `toml:"max_concurrent_boots" json:"max_concurrent_boots"`
 	// ChannelName is the guest channel's virtio-serial port name.
 	ChannelName string `toml:"channel_name" json:"channel_name"`
 	// Network gives container VMs their NICs, addresses, published ports
@@ -131,6 +137,7 @@ type Service struct {
 	driver hypervisor.Driver
 	vms    *vmtemplate.Starter // starts VMs: restored from templates, or booted
 	warm   *warmpool.Pool      // warm VMs of the common shape
+	boots  *bootGate           // admits boots, MaxConcurrentBoots at once
 	rootfs portlayer.RootfsStore
 	logger *slog.Logger
 	base   *slog.Logger // the logger New was given
@@ -171,6 +178,9 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	if cfg.BootTimeout == 0 {
 		cfg.BootTimeout = defaultBootTimeout
 	}
+	if cfg.MaxConcurrentBoots <= 0 {
+		cfg.MaxConcurrentBoots = runtime.NumCPU()
+	}
 	for _, d := range []string{cfg.Root, filepath.Join(cfg.Root, "containers"), filepath.Join(cfg.Root, "run")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("compute: %w", err)
@@ -196,7 +206,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		return nil, err
 	}
 	s := &Service{cfg: cfg, driver: driver, vms: vms, rootfs: rootfs, logger: logger.With("component", "compute"), base: logger, recs: recs,
-		containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots, done: make(chan struct{})}
+		boots: newBootGate(cfg.MaxConcurrentBoots), containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots, done: make(chan struct{})}
 	all, err := recs.all()
 	if err != nil {
 		recs.close()

@@ -144,6 +144,9 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 		wp.User = spec.User
 	}
 	wp.Rows, wp.Cols = uint32(opts.Rows), uint32(opts.Cols)
+	if opts.Rows == 0 || opts.Cols == 0 {
+		wp.Rows, wp.Cols = uint32(spec.ConsoleRows), uint32(spec.ConsoleCols)
+	}
 	proc, err := g.Start(ctx, wp)
 	if err != nil {
 		var se *guest.StartError

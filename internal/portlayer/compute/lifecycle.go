@@ -218,6 +218,8 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		plumbed *plumbing
 		token   uint64
 		err     error
+		// bootWait is how long the start queued for a boot slot.
+		bootWait time.Duration
 	)
 	token, err = s.claimVolumes(ctx, c, rec)
 	supervised := false
@@ -227,7 +229,16 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 				s.releaseVolumes(c.id, token)
 			}
 		}()
-		vm, g, proc, plumbed, err = s.boot(ctx, c, rec)
+		var wait time.Duration
+		var ahead int
+		if wait, ahead, err = s.boots.enter(ctx); err == nil {
+			if wait > 0 {
+				s.logger.Info("boot admitted after waiting", "container", c.id, "waited", wait.Round(time.Millisecond), "queued_ahead", ahead, "still_queued", s.boots.queued())
+			}
+			bootWait = wait
+			vm, g, proc, plumbed, err = s.boot(ctx, c, rec)
+			s.boots.leave()
+		}
 	}
 	if err != nil {
 		rec := s.failStart(c, err)
@@ -279,7 +290,12 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	}
 	s.logger.Info("container started", "container", c.id, "vm_pid", vm.Pid(), "restart_count", rec.RestartCount)
 	s.volumeEvents("mount", rec)
-	s.event("start", rec, nil)
+	var attrs map[string]string
+	if bootWait > 0 {
+		// How long the start waited for the host (bootGate), in ms.
+		attrs = map[string]string{"bootWaitMs": strconv.FormatInt(bootWait.Milliseconds(), 10)}
+	}
+	s.event("start", rec, attrs)
 	if !s.track() {
 		// The daemon began to stop while this VM booted: leave it
 		// running for the next daemon to adopt, as every other one.
@@ -503,7 +519,7 @@ func processFor(spec portlayer.ContainerSpec) wire.Process {
 	}
 	env = append(env, spec.Env...)
 	return wire.Process{Args: spec.Args, Env: env, Dir: spec.WorkingDir, User: spec.User, Groups: spec.GroupAdd, Tty: spec.Tty, Stdin: spec.OpenStdin, Init: spec.Init,
-		ID: wire.MainProcessID, Resumable: true}
+		Rows: uint32(spec.ConsoleRows), Cols: uint32(spec.ConsoleCols), ID: wire.MainProcessID, Resumable: true}
 }
 
 // consoleTail returns the last lines of the VM's serial console, for errors.

@@ -266,6 +266,11 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return httputils.InvalidArgument("SHM size can not be less than 0")
 	}
 	spec.ShmSizeBytes = hc.ShmSize
+	if merged.Tty && httputils.VersionAtLeast(ctx, "1.42") {
+		// HostConfig.ConsoleSize is [height, width]; dockerd ignores it
+		// before API 1.42.
+		spec.ConsoleRows, spec.ConsoleCols = hc.ConsoleSize[0], hc.ConsoleSize[1]
+	}
 	spec.ReadOnlyRootfs = hc.ReadonlyRootfs
 	if spec.Mounts, err = parseMounts(ctx, &merged, hc, rt.compute.Inspect); err != nil {
 		return err

@@ -98,10 +98,14 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, vars map[st
 	if err != nil {
 		return containerErr(name, err)
 	}
-	id, err := rt.execs.CreateExec(ctx, c.ID, portlayer.ExecSpec{
+	spec := portlayer.ExecSpec{
 		Args: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User, Tty: req.Tty,
 		AttachStdin: req.AttachStdin, AttachStdout: req.AttachStdout, AttachStderr: req.AttachStderr,
-	})
+	}
+	if req.ConsoleSize != nil && httputils.VersionAtLeast(ctx, "1.42") {
+		spec.ConsoleRows, spec.ConsoleCols = req.ConsoleSize[0], req.ConsoleSize[1]
+	}
+	id, err := rt.execs.CreateExec(ctx, c.ID, spec)
 	if err != nil {
 		return containerErr(name, err)
 	}
@@ -169,8 +173,12 @@ func (rt *Router) postContainerResize(w http.ResponseWriter, r *http.Request, va
 
 // postStart serves POST /exec/{id}/start. Detached: starts and answers 200.
 // Otherwise the connection is hijacked ("101 UPGRADED" when asked) and
-// carries the process's streams — multiplexed (stdcopy) without a TTY on
-// API ≥ 1.42, raw with one — until the process exits. As with dockerd, an
+// carries the process's streams until the process exits: raw when the
+// start request asks for a TTY, else multiplexed (stdcopy), as dockerd
+// frames them by the start request's Tty, not the exec's (a client that
+// created a TTY exec and starts it without Tty reads stdcopy frames); the
+// Content-Type says multiplexed on API ≥ 1.42. The console size is the
+// start request's, else the exec create's. As with dockerd, an
 // error after the hijack (e.g. executable not found) is written into the
 // stream as text, and the client reads the exit code from GET /exec/{id}/json.
 func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
@@ -185,7 +193,8 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 		return execErr(id, err)
 	}
 	opts := portlayer.ExecStartOptions{Detach: req.Detach}
-	if req.ConsoleSize != nil {
+	if req.ConsoleSize != nil && req.Tty && httputils.VersionAtLeast(ctx, "1.42") {
+		// dockerd: no console size before 1.42, and none without a TTY.
 		opts.Rows, opts.Cols = req.ConsoleSize[0], req.ConsoleSize[1]
 	}
 	if req.Detach {
@@ -206,7 +215,7 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 	defer conn.Close()
 	_, upgrade := r.Header["Upgrade"]
 	contentType := types.MediaTypeRawStream
-	if upgrade && !e.Spec.Tty && httputils.VersionAtLeast(ctx, "1.42") {
+	if upgrade && !req.Tty && httputils.VersionAtLeast(ctx, "1.42") {
 		contentType = types.MediaTypeMultiplexedStream
 	}
 	head := fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Type: %s\r\n\r\n", contentType)
@@ -222,7 +231,7 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 	}
 	mux := httputils.NewMux(conn)
 	var stdout, stderr io.Writer
-	if e.Spec.Tty {
+	if req.Tty {
 		stdout, stderr = mux.Raw(), mux.Raw()
 	} else {
 		stdout, stderr = mux.Writer(httputils.StreamStdout), mux.Writer(httputils.StreamStderr)

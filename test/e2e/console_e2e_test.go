@@ -1,0 +1,76 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// TestConsoleSize: the console size given at create (HostConfig
+// ConsoleSize, [height, width]) and at exec create is the TTY's size from
+// the first byte, and an exec created with a TTY but started without
+// one is framed as stdcopy, since dockerd frames by the start request
+// (moby's TestRunConsoleSize and TestExecConsoleSize do both).
+func TestConsoleSize(t *testing.T) {
+	t.Parallel()
+	c := apiClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	created, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config:     &container.Config{Image: "busybox", Tty: true, Cmd: []string{"stty", "size"}},
+		HostConfig: &container.HostConfig{ConsoleSize: [2]uint{123, 57}},
+		Name:       uniqueName(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true})
+	wait := c.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	if _, err := c.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wait.Result:
+	case err := <-wait.Error:
+		t.Fatal(err)
+	}
+	logs, err := c.ContainerLogs(ctx, created.ID, client.ContainerLogsOptions{ShowStdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(logs)
+	logs.Close()
+	if got := strings.TrimSpace(string(b)); got != "123 57" {
+		t.Errorf("stty size of a container created with console size [123, 57]: %q", got)
+	}
+
+	name := uniqueName(t) + "-exec"
+	ok(t, "run", "-d", "--name", name, "busybox", "sleep", "300")
+	defer docker(t, "rm", "-f", name)
+	ex, err := c.ExecCreate(ctx, name, client.ExecCreateOptions{Cmd: []string{"stty", "size"}, TTY: true, AttachStdout: true, AttachStderr: true,
+		ConsoleSize: client.ConsoleSize{Height: 57, Width: 123}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	att, err := c.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	var out, errb bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &errb, att.Reader); err != nil {
+		t.Fatalf("a TTY exec started without Tty is not stdcopy-framed: %v (stdout so far %q)", err, out.String())
+	}
+	if got := strings.TrimSpace(out.String()); got != "57 123" {
+		t.Errorf("stty size of an exec created with console size 57x123: %q (stderr %q)", got, errb.String())
+	}
+}
