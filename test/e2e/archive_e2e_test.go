@@ -95,6 +95,17 @@ func TestArchive(t *testing.T) {
 	if out := ok(t, "run", "--rm", img, "sh", "-c", "cat /f; test -e /etc/group || echo gone"); out != "hello\ngone\n" {
 		t.Errorf("committed image content: %q", out)
 	}
+	// A change's variables expand against the container's environment
+	// (as a Dockerfile's ENV would); RUN is not a change.
+	envImg := img + "-env"
+	ok(t, "commit", "-c", "ENV PATH=/opt/x:$PATH", name, envImg)
+	t.Cleanup(func() { docker(t, "rmi", "-f", envImg) })
+	if env := ok(t, "inspect", "-f", "{{range .Config.Env}}{{println .}}{{end}}", envImg); !strings.Contains(env, "PATH=/opt/x:/usr/local/sbin:") {
+		t.Errorf("ENV PATH=/opt/x:$PATH committed as:\n%s", env)
+	}
+	if r := docker(t, "commit", "-c", "RUN true", name); r.code == 0 || !strings.Contains(r.stderr, "run is not a valid change command") {
+		t.Errorf("commit -c RUN: exit %d %s", r.code, r.stderr)
+	}
 
 	// Stopped: cp both ways boots the container's disks without its process.
 	ok(t, "stop", "-t", "1", name)

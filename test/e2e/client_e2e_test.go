@@ -108,6 +108,11 @@ func TestBadRequests(t *testing.T) {
 		{"no such container", "GET", "/v1.50/containers/nosuch-e2e/json", "", 404, "No such container: nosuch-e2e"},
 		{"api too new", "GET", "/v9.99/version", "", 400, "client version 9.99 is too new"},
 		{"unknown route", "GET", "/v1.50/nosuch", "", 404, "page not found"},
+		// The body is read before the container is looked up (moby's
+		// TestContainerInvalidJSON).
+		{"commit malformed JSON", "POST", "/v1.50/commit?container=nosuch-e2e", `{invalid json`, 400, "invalid JSON: invalid character 'i' looking for beginning of object key string"},
+		{"commit trailing content", "POST", "/v1.50/commit?container=nosuch-e2e", `{} trailing`, 400, "unexpected content after JSON"},
+		{"commit null body", "POST", "/v1.50/commit?container=nosuch-e2e", `null`, 404, "No such container: nosuch-e2e"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,12 +1,15 @@
 package image
 
 import (
+	"cmp"
 	"encoding/json"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
+	mobycontainer "github.com/moby/moby/api/types/container"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/vchproject/vch/internal/personality/docker/container"
@@ -44,6 +47,13 @@ func (cr *commitRouter) postCommit(w http.ResponseWriter, r *http.Request, _ map
 	if err := r.ParseForm(); err != nil {
 		return httputils.InvalidArgument("%v", err)
 	}
+	// The body is an optional container config (moby's Config), laid
+	// under the container's own; "null" or nothing is none. It is read
+	// first, so a malformed body is 400 whatever the container.
+	var body *mobycontainer.Config
+	if err := httputils.ReadJSON(r, &body); err != nil {
+		return err
+	}
 	name := r.Form.Get("container")
 	ref := ""
 	if repo := r.Form.Get("repo"); repo != "" {
@@ -75,11 +85,16 @@ func (cr *commitRouter) postCommit(w http.ResponseWriter, r *http.Request, _ map
 	if raw := rec.Spec.Annotations[container.AnnotationConfig]; len(raw) > 0 {
 		_ = json.Unmarshal(raw, &cc)
 	}
+	if body != nil {
+		cc = overConfig(*body, cc)
+	}
 	cfg := ocispec.ImageConfig{
 		Cmd: cc.Cmd, Entrypoint: cc.Entrypoint, Env: cc.Env, WorkingDir: cc.WorkingDir, User: cc.User,
 		Labels: cc.Labels, ExposedPorts: cc.ExposedPorts, Volumes: cc.Volumes, StopSignal: cc.StopSignal,
 	}
-	applyChanges(&cfg, delta)
+	if err := delta.Apply(&cfg); err != nil {
+		return err
+	}
 	img, err := cr.committer.Commit(r.Context(), portlayer.CommitSpec{
 		Parent: rec.Spec.Image, Layer: layer, Config: cfg,
 		Comment: r.Form.Get("comment"), Author: r.Form.Get("author"),
@@ -92,44 +107,52 @@ func (cr *commitRouter) postCommit(w http.ResponseWriter, r *http.Request, _ map
 	return httputils.WriteJSON(w, http.StatusCreated, map[string]string{"Id": img.ID})
 }
 
-// applyChanges lays the `--change` instructions over cfg: set fields
-// replace, ENV, LABEL, EXPOSE and VOLUME add to what is there.
-func applyChanges(cfg *ocispec.ImageConfig, d ocispec.ImageConfig) {
-	if d.Cmd != nil {
-		cfg.Cmd = d.Cmd
+// overConfig lays a commit request's config over the container's, as
+// dockerd merges them (daemon/commit.go merge): what the request sets
+// wins; Cmd and Entrypoint come from the container only when the request
+// sets neither; Env keeps the container's variables the request does
+// not set; Labels, ExposedPorts and Volumes are the union, the request's
+// labels winning.
+func overConfig(req mobycontainer.Config, cur containerConfig) containerConfig {
+	out := cur
+	if len(req.Cmd) > 0 || len(req.Entrypoint) > 0 {
+		out.Cmd, out.Entrypoint = req.Cmd, req.Entrypoint
 	}
-	if d.Entrypoint != nil {
-		cfg.Entrypoint = d.Entrypoint
-	}
-	for _, e := range d.Env {
-		k, v, _ := strings.Cut(e, "=")
-		cfg.Env = SetEnv(cfg.Env, k, v)
-	}
-	if d.WorkingDir != "" {
-		cfg.WorkingDir = d.WorkingDir
-	}
-	if d.User != "" {
-		cfg.User = d.User
-	}
-	if d.StopSignal != "" {
-		cfg.StopSignal = d.StopSignal
-	}
-	if len(d.Labels) > 0 {
-		if cfg.Labels == nil {
-			cfg.Labels = map[string]string{}
+	if len(req.Env) > 0 {
+		env := slices.Clone(req.Env)
+		for _, e := range cur.Env {
+			k, _, _ := strings.Cut(e, "=")
+			if !slices.ContainsFunc(env, func(x string) bool { xk, _, _ := strings.Cut(x, "="); return xk == k }) {
+				env = append(env, e)
+			}
 		}
-		maps.Copy(cfg.Labels, d.Labels)
+		out.Env = env
 	}
-	if len(d.ExposedPorts) > 0 {
-		if cfg.ExposedPorts == nil {
-			cfg.ExposedPorts = map[string]struct{}{}
+	out.WorkingDir = cmp.Or(req.WorkingDir, cur.WorkingDir)
+	out.User = cmp.Or(req.User, cur.User)
+	out.StopSignal = cmp.Or(req.StopSignal, cur.StopSignal)
+	if len(req.Labels) > 0 {
+		out.Labels = maps.Clone(cur.Labels)
+		if out.Labels == nil {
+			out.Labels = map[string]string{}
 		}
-		maps.Copy(cfg.ExposedPorts, d.ExposedPorts)
+		maps.Copy(out.Labels, req.Labels)
 	}
-	if len(d.Volumes) > 0 {
-		if cfg.Volumes == nil {
-			cfg.Volumes = map[string]struct{}{}
+	if len(req.ExposedPorts) > 0 {
+		out.ExposedPorts = maps.Clone(cur.ExposedPorts)
+		if out.ExposedPorts == nil {
+			out.ExposedPorts = map[string]struct{}{}
 		}
-		maps.Copy(cfg.Volumes, d.Volumes)
+		for p := range req.ExposedPorts {
+			out.ExposedPorts[p.String()] = struct{}{}
+		}
 	}
+	if len(req.Volumes) > 0 {
+		out.Volumes = maps.Clone(cur.Volumes)
+		if out.Volumes == nil {
+			out.Volumes = map[string]struct{}{}
+		}
+		maps.Copy(out.Volumes, req.Volumes)
+	}
+	return out
 }

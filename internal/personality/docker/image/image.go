@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -161,8 +160,12 @@ func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string
 			return err
 		}
 	}
-	cfg, err := ParseChanges(r.Form["changes"])
+	changes, err := ParseChanges(r.Form["changes"])
 	if err != nil {
+		return err
+	}
+	var cfg ocispec.ImageConfig
+	if err := changes.Apply(&cfg); err != nil {
 		return err
 	}
 	httputils.EnableFullDuplex(w)
@@ -177,84 +180,6 @@ func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string
 	}
 	out.Send(httputils.ProgressMessage{Message: jsonstream.Message{Status: img.ID}})
 	return nil
-}
-
-// ParseChanges applies `docker import --change` instructions to an empty
-// image config: CMD, ENTRYPOINT (JSON or shell form), ENV (k=v ... or
-// "k v"), WORKDIR, USER, EXPOSE, LABEL, STOPSIGNAL, VOLUME. InvalidArgument
-// for other instructions, as dockerd allows only these.
-func ParseChanges(changes []string) (ocispec.ImageConfig, error) {
-	var cfg ocispec.ImageConfig
-	for _, ch := range changes {
-		ch = strings.TrimSpace(ch)
-		if ch == "" {
-			continue
-		}
-		instr, rest, _ := strings.Cut(ch, " ")
-		rest = strings.TrimSpace(rest)
-		switch strings.ToUpper(instr) {
-		case "CMD":
-			cfg.Cmd = parseExecOrShell(rest)
-		case "ENTRYPOINT":
-			cfg.Entrypoint = parseExecOrShell(rest)
-		case "ENV":
-			kvs, err := parseKeyValues(rest)
-			if err != nil {
-				return cfg, httputils.InvalidArgument("ENV %s: %v", rest, err)
-			}
-			for _, kv := range kvs {
-				cfg.Env = SetEnv(cfg.Env, kv[0], kv[1])
-			}
-		case "LABEL":
-			kvs, err := parseKeyValues(rest)
-			if err != nil {
-				return cfg, httputils.InvalidArgument("LABEL %s: %v", rest, err)
-			}
-			if cfg.Labels == nil {
-				cfg.Labels = map[string]string{}
-			}
-			for _, kv := range kvs {
-				cfg.Labels[kv[0]] = kv[1]
-			}
-		case "WORKDIR":
-			cfg.WorkingDir = unquote(rest)
-		case "USER":
-			cfg.User = unquote(rest)
-		case "STOPSIGNAL":
-			sig := unquote(rest)
-			if _, err := container.ParseSignal(sig); err != nil {
-				return cfg, err
-			}
-			cfg.StopSignal = sig
-		case "EXPOSE":
-			if cfg.ExposedPorts == nil {
-				cfg.ExposedPorts = map[string]struct{}{}
-			}
-			for _, p := range strings.Fields(rest) {
-				ports, err := exposedPorts(p)
-				if err != nil {
-					return cfg, err
-				}
-				for _, port := range ports {
-					cfg.ExposedPorts[port] = struct{}{}
-				}
-			}
-		case "VOLUME":
-			if cfg.Volumes == nil {
-				cfg.Volumes = map[string]struct{}{}
-			}
-			vols := parseExecOrShell(rest)
-			if len(vols) == 3 && vols[0] == "/bin/sh" {
-				vols = strings.Fields(rest)
-			}
-			for _, v := range vols {
-				cfg.Volumes[v] = struct{}{}
-			}
-		default:
-			return cfg, httputils.InvalidArgument("%s is not a valid change command", instr)
-		}
-	}
-	return cfg, nil
 }
 
 // exposedPorts parses one EXPOSE word as dockerd does (go-connections
@@ -290,73 +215,6 @@ func exposedPorts(spec string) ([]string, error) {
 	return out, nil
 }
 
-// parseExecOrShell parses `["a","b"]` as exec form and anything else as the
-// shell form ["/bin/sh", "-c", s].
-func parseExecOrShell(s string) []string {
-	var exec []string
-	if strings.HasPrefix(s, "[") && json.Unmarshal([]byte(s), &exec) == nil {
-		return exec
-	}
-	return []string{"/bin/sh", "-c", s}
-}
-
-func unquote(s string) string {
-	if len(s) >= 2 && (s[0] == '"' && s[len(s)-1] == '"' || s[0] == '\'' && s[len(s)-1] == '\'') {
-		return s[1 : len(s)-1]
-	}
-	return s
-}
-
-// parseKeyValues parses "k=v k2=\"v 2\"" or the legacy "k v" form.
-func parseKeyValues(s string) ([][2]string, error) {
-	if s == "" {
-		return nil, fmt.Errorf("requires at least one argument")
-	}
-	first, _, _ := strings.Cut(s, " ")
-	if !strings.Contains(first, "=") {
-		k, v, _ := strings.Cut(s, " ")
-		return [][2]string{{k, strings.TrimSpace(v)}}, nil
-	}
-	var out [][2]string
-	for _, word := range splitWords(s) {
-		k, v, ok := strings.Cut(word, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("%q is not of the form key=value", word)
-		}
-		out = append(out, [2]string{k, v})
-	}
-	return out, nil
-}
-
-// splitWords splits on spaces outside double or single quotes and removes
-// the quotes.
-func splitWords(s string) []string {
-	var words []string
-	var cur strings.Builder
-	var quote rune
-	inWord := false
-	for _, c := range s {
-		switch {
-		case quote != 0 && c == quote:
-			quote = 0
-		case quote == 0 && (c == '"' || c == '\''):
-			quote, inWord = c, true
-		case quote == 0 && c == ' ':
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteRune(c)
-			inWord = true
-		}
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words
-}
 
 // SetEnv sets k=v in a KEY=value list: an entry for k is replaced in
 // place, else the entry is appended (Docker's ENV rule).

@@ -21,10 +21,14 @@ func TestParseChanges(t *testing.T) {
 		{name: "workdir user stopsignal", changes: []string{"WORKDIR /srv", "USER nobody", "STOPSIGNAL SIGQUIT"}, want: ocispec.ImageConfig{WorkingDir: "/srv", User: "nobody", StopSignal: "SIGQUIT"}},
 		{name: "expose label", changes: []string{"EXPOSE 80 53/udp", `LABEL a=b`}, want: ocispec.ImageConfig{ExposedPorts: map[string]struct{}{"80/tcp": {}, "53/udp": {}}, Labels: map[string]string{"a": "b"}}},
 		{name: "lowercase instruction", changes: []string{`cmd ["sh"]`}, want: ocispec.ImageConfig{Cmd: []string{"sh"}}},
-		{name: "unsupported", changes: []string{"RUN true"}, wantErr: "RUN is not a valid change command"},
+		{name: "unsupported", changes: []string{"RUN true"}, wantErr: "run is not a valid change command"},
+		{name: "env expands against the env so far", changes: []string{"ENV PATH=/x", "ENV PATH=/y:$PATH Q=${PATH}"}, want: ocispec.ImageConfig{Env: []string{"PATH=/y:/x", "Q=/x"}}},
+		{name: "single quotes do not expand", changes: []string{"ENV A=1", `ENV B='$A' C="$A"`}, want: ocispec.ImageConfig{Env: []string{"A=1", "B=$A", "C=1"}}},
+		{name: "relative workdir", changes: []string{"WORKDIR /srv", "WORKDIR app"}, want: ocispec.ImageConfig{WorkingDir: "/srv/app"}},
+		{name: "volume", changes: []string{`VOLUME ["/data", "/logs"]`, "VOLUME /cache"}, want: ocispec.ImageConfig{Volumes: map[string]struct{}{"/data": {}, "/logs": {}, "/cache": {}}}},
 		{name: "stopsignal number and alias", changes: []string{"STOPSIGNAL 9", "STOPSIGNAL SIGIOT"}, want: ocispec.ImageConfig{StopSignal: "SIGIOT"}},
 		{name: "stopsignal invalid", changes: []string{"STOPSIGNAL NOPE"}, wantErr: "Invalid signal: NOPE"},
-		{name: "stopsignal empty", changes: []string{"STOPSIGNAL"}, wantErr: "Invalid signal: "},
+		{name: "stopsignal empty", changes: []string{"STOPSIGNAL"}, wantErr: "STOPSIGNAL requires exactly one argument"},
 		{name: "expose range and protocols", changes: []string{"EXPOSE 8000-8002/udp 9/SCTP 7/"},
 			want: ocispec.ImageConfig{ExposedPorts: map[string]struct{}{"8000/udp": {}, "8001/udp": {}, "8002/udp": {}, "9/sctp": {}, "7/tcp": {}}}},
 		{name: "expose not a number", changes: []string{"EXPOSE abc"}, wantErr: "invalid containerPort: abc"},
@@ -35,7 +39,11 @@ func TestParseChanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseChanges(tt.changes)
+			ch, err := ParseChanges(tt.changes)
+			var got ocispec.ImageConfig
+			if err == nil {
+				err = ch.Apply(&got)
+			}
 			if tt.wantErr != "" {
 				if err == nil || err.Error() != tt.wantErr {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
