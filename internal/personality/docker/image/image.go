@@ -215,7 +215,6 @@ func exposedPorts(spec string) ([]string, error) {
 	return out, nil
 }
 
-
 // SetEnv sets k=v in a KEY=value list: an entry for k is replaced in
 // place, else the entry is appended (Docker's ENV rule).
 func SetEnv(env []string, k, v string) []string {
