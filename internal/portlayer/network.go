@@ -69,6 +69,11 @@ type EndpointSpec struct {
 	// Links are "name:alias" legacy links: alias resolves to the container
 	// name for this container only.
 	Links []string
+	// Hostname is the container's hostname; on a user network it is one
+	// of the endpoint's DNS names too (after its name, aliases and short
+	// ID), so a container resolves its own hostname through the embedded
+	// DNS. Set by compute from the container's spec.
+	Hostname string
 }
 
 // Endpoint is a container's live attachment to a network.

@@ -81,6 +81,11 @@ type ContainerSpec struct {
 	Init bool
 	// ShmSizeBytes sizes /dev/shm; 0 means Docker's default, 64 MiB.
 	ShmSizeBytes int64
+	// Sysctls are kernel parameters set in the guest before the process
+	// starts: "net.ipv4.ip_forward" → "1" (dots name /proc/sys paths).
+	// The guest kernel is the container's own, so any writable parameter
+	// may be set.
+	Sysctls map[string]string
 	// LogMaxSizeBytes rotates the log file when it would grow past this
 	// many bytes; 0 means the VCH default (10 MiB).
 	LogMaxSizeBytes int64

@@ -195,7 +195,15 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 			}
 		}
 	}
-	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: u.Sgids, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty, Cgroup: cgroup}
+	// The primary group leads the supplementary ones, as dockerd puts it
+	// in AdditionalGids (daemon/oci_linux.go getUser), so `id` shows it.
+	groups := []int{u.Gid}
+	for _, g := range u.Sgids {
+		if !slices.Contains(groups, g) {
+			groups = append(groups, g)
+		}
+	}
+	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: groups, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty, Cgroup: cgroup}
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if !p.Exec {
 		sys.Cloneflags = syscall.CLONE_NEWPID

@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
 
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
@@ -170,6 +174,26 @@ func applySetup(ctx context.Context, s wire.Setup) error {
 	}
 	return nil
 }
+
+// applySysctls writes each parameter to /proc/sys (the guest's own
+// kernel), in key order, once the NICs have their names (a parameter may
+// name one: net.ipv4.conf.eth0.…). A key must be dot-separated names of letters,
+// digits, '_' and '-' (nothing that could climb out of /proc/sys).
+func applySysctls(sysctls map[string]string) error {
+	for _, k := range slices.Sorted(maps.Keys(sysctls)) {
+		if !sysctlKey.MatchString(k) {
+			return fmt.Errorf("tether: sysctl %q: not a kernel parameter name", k)
+		}
+		p := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
+		if err := os.WriteFile(p, []byte(sysctls[k]), 0); err != nil {
+			return fmt.Errorf("tether: sysctl %s=%s: %w", k, sysctls[k], err)
+		}
+	}
+	return nil
+}
+
+// sysctlKey is a kernel parameter's name ("net.ipv4.ip_forward").
+var sysctlKey = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 
 // bindFile writes content to src and bind-mounts it over dst inside the
 // container, creating an empty dst file first if the image has none.

@@ -151,6 +151,10 @@ func (s *server) session(conn *sessionConn) error {
 				replyErr(req, err)
 				continue
 			}
+			if err := applySysctls(setup.Sysctls); err != nil {
+				replyErr(req, err)
+				continue
+			}
 			if err := setupCgroup(setup.Resources); err != nil {
 				if setup.Resources != nil {
 					replyErr(req, err)

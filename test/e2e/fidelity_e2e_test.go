@@ -61,3 +61,32 @@ func TestDiffHidesIdentityFiles(t *testing.T) {
 		t.Errorf("diff = %q, want A /foo and A /foo/bar only", diff)
 	}
 }
+
+// TestContainerDefaults: what dockerd sets in every container is set in
+// the VM too: unprivileged ports and ping (sysctls), --sysctl on top, the
+// container's own hostname through the embedded DNS on a user network,
+// and the IPC mode inspect reports.
+func TestContainerDefaults(t *testing.T) {
+	t.Parallel()
+	out := ok(t, "run", "--rm", "--sysctl", "net.ipv4.ip_forward=1", "busybox", "sh", "-c",
+		"cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range /proc/sys/net/ipv4/ip_forward")
+	if f := strings.Fields(out); strings.Join(f, " ") != "0 0 2147483647 1" {
+		t.Errorf("sysctls in the container: %q, want 0, \"0 2147483647\" and the --sysctl's 1", out)
+	}
+	if r := docker(t, "run", "--rm", "--sysctl", "../../etc/x=1", "busybox", "true"); r.code == 0 {
+		t.Error("a --sysctl naming a path outside /proc/sys was accepted")
+	}
+	net := uniqueName(t) + "-net"
+	ok(t, "network", "create", net)
+	defer docker(t, "network", "rm", net)
+	// With /etc/hosts emptied, only the embedded DNS knows the hostname.
+	if r := docker(t, "run", "--rm", "--network", net, "--hostname", "foobar", "busybox", "sh", "-c", "echo 127.0.0.1 localhost > /etc/hosts && nslookup foobar 127.0.0.11"); r.code != 0 {
+		t.Errorf("the container's own hostname through the embedded DNS: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	name := uniqueName(t)
+	ok(t, "create", "--name", name, "busybox", "true")
+	defer docker(t, "rm", "-f", name)
+	if m := ok(t, "inspect", "-f", "{{.HostConfig.IpcMode}}", name); m != "private\n" {
+		t.Errorf("IpcMode = %q, want dockerd's default private", m)
+	}
+}

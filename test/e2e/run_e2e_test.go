@@ -113,6 +113,11 @@ func TestGroupAdd(t *testing.T) {
 	if out := ok(t, "run", "--rm", "--group-add", "4242", "busybox", "id", "-G"); !slices.Contains(strings.Fields(out), "4242") {
 		t.Errorf("main process groups %q; want 4242 among them", out)
 	}
+	// The primary group leads the supplementary ones, as on dockerd
+	// (busybox lists root in wheel).
+	if out := ok(t, "run", "--rm", "--group-add", "staff", "busybox", "id"); out != "uid=0(root) gid=0(root) groups=0(root),10(wheel),50(staff)\n" {
+		t.Errorf("id as root with --group-add staff: %q", out)
+	}
 	r := docker(t, "run", "--rm", "--group-add", "nosuchgroup", "busybox", "true")
 	if r.code == 0 || !strings.Contains(r.stderr, "nosuchgroup") {
 		t.Errorf("run with an unknown group: exit %d, stderr %q", r.code, r.stderr)

@@ -438,7 +438,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		return nil, nil, nil, nil, err
 	}
 	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
-		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Interfaces: plumbed.ifs,
+		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Sysctls: rec.Spec.Sysctls, Interfaces: plumbed.ifs,
 		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs, Resources: guestResources(rec.Spec.Limits, cpus)}
 	var relay bool
 	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {

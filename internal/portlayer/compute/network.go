@@ -130,6 +130,7 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 			return fail(err)
 		}
 		p.nics = append(p.nics, hypervisor.NIC{File: nic.File})
+		spec.Hostname = rec.Spec.Hostname
 		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
 		if errdefs.IsNotFound(err) {
 			err = &networkRefusal{msg: "network " + spec.Network + " not found"}
@@ -347,6 +348,7 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		if slot < 0 {
 			return fmt.Errorf("container %s has no free network interface (it started with %d spare NICs; restart it to connect more): %w", c.id[:12], SpareNICs, errdefs.ErrConflict)
 		}
+		spec.Hostname = c.rec.Spec.Hostname
 		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(c.rec.Spec.Name, "/"), c.slots[slot].tap, spec)
 		if err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -74,7 +75,12 @@ func (s *Service) Join(ctx context.Context, containerID, containerName, nic stri
 		Address: netip.PrefixFrom(addr, n.rec.Subnet.Bits()), Gateway: n.rec.Gateway, Internal: n.rec.Internal,
 		MAC: macFor(addr), Aliases: spec.Aliases, NIC: nic, Links: spec.Links}
 	if n.rec.Name != BridgeName {
-		ep.DNSNames = append([]string{containerName, containerID[:12]}, spec.Aliases...)
+		ep.DNSNames = append([]string{containerName}, spec.Aliases...)
+		for _, n := range []string{containerID[:12], spec.Hostname} {
+			if n != "" && !slices.Contains(ep.DNSNames, n) {
+				ep.DNSNames = append(ep.DNSNames, n)
+			}
+		}
 	}
 	n.eps[containerID] = ep
 	c := s.ctrs[containerID]

@@ -65,8 +65,8 @@ func (s *Store) Save(ctx context.Context, refs []string, w io.Writer) error {
 			return fmt.Errorf("storage: save: %w", err)
 		}
 	}
-	writeFile := func(name string, data []byte) error {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+	writeFileAt := func(name string, data []byte, mtime time.Time) error {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: mtime, Format: tar.FormatPAX}); err != nil {
 			return fmt.Errorf("storage: save: %w", err)
 		}
 		_, err := tw.Write(data)
@@ -75,6 +75,7 @@ func (s *Store) Save(ctx context.Context, refs []string, w io.Writer) error {
 		}
 		return nil
 	}
+	writeFile := func(name string, data []byte) error { return writeFileAt(name, data, epoch) }
 
 	written := map[string]bool{}
 	var manifest []dockerManifestEntry
@@ -91,7 +92,14 @@ func (s *Store) Save(ctx context.Context, refs []string, w io.Writer) error {
 		}
 		cfgName := "blobs/sha256/" + cfgHash.Hex
 		if !written[cfgName] {
-			if err := writeFile(cfgName, cfgBytes); err != nil {
+			// The config's time is the image's creation, as dockerd's
+			// graph-driver save writes it.
+			mtime := epoch
+			var cfg ocispec.Image
+			if json.Unmarshal(cfgBytes, &cfg) == nil && cfg.Created != nil && cfg.Created.After(epoch) {
+				mtime = *cfg.Created
+			}
+			if err := writeFileAt(cfgName, cfgBytes, mtime); err != nil {
 				return err
 			}
 			written[cfgName] = true

@@ -289,6 +289,11 @@ type Setup struct {
 	TimeUnixNano int64 `json:"time_unix_nano,omitempty"`
 	// ShmSizeBytes sizes /dev/shm; 0 means 64 MiB, Docker's default.
 	ShmSizeBytes int64 `json:"shm_size_bytes,omitempty"`
+	// Sysctls are written to /proc/sys before the first process, in key
+	// order: "net.ipv4.ping_group_range" → "0 2147483647" (dots separate
+	// path elements). A key that is not a plain /proc/sys path fails the
+	// setup. A tether that predates the field ignores it.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 	// Interfaces configures every NIC of the VM (in use or spare).
 	Interfaces []Interface `json:"interfaces,omitempty"`
 	// DNSRelay is the address ("127.0.0.11:53") where tether serves DNS

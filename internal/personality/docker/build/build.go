@@ -174,11 +174,14 @@ const defaultDockerfile = "Dockerfile"
 // checkPlatform accepts the one platform this VCH runs, linux/amd64
 // ("linux" alone too); anything else is InvalidArgument.
 func checkPlatform(p string) error {
-	switch strings.ToLower(p) {
-	case "linux", "linux/amd64", "linux/x86_64", "linux/amd64/v1", "linux/amd64/v2", "linux/amd64/v3":
-		return nil
+	plat, err := httputils.ParsePlatform(p)
+	if err != nil {
+		return err
 	}
-	return httputils.InvalidArgument("platform %q is not supported by this VCH: its container VMs run linux/amd64", p)
+	if !httputils.RunsOnHost(plat) {
+		return httputils.InvalidArgument("platform %q is not supported by this VCH: its container VMs run linux/amd64", p)
+	}
+	return nil
 }
 
 // postBuild serves POST /build. Errors found before the first step (bad

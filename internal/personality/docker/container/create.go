@@ -3,6 +3,7 @@ package container
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"path"
 	"regexp"
@@ -205,6 +206,9 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if err := ValidateRestartPolicy(hc.RestartPolicy, hc.AutoRemove); err != nil {
 		return err
 	}
+	if err := ValidateHostModes(hc); err != nil {
+		return err
+	}
 	wd, err := CleanWorkingDir(req.Config.WorkingDir)
 	if err != nil {
 		return err
@@ -213,10 +217,31 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if err := ValidateEnv(req.Config.Env); err != nil {
 		return err
 	}
+	var platform *ocispec.Platform
+	if v := r.Form.Get("platform"); v != "" && httputils.VersionAtLeast(ctx, "1.41") {
+		p, err := httputils.ParsePlatform(v)
+		if err != nil {
+			return err
+		}
+		platform = &p
+	}
 	img, err := rt.images.Get(ctx, req.Config.Image)
+	if err == nil && platform != nil {
+		imgPlat := ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
+		if !httputils.PlatformMatches(*platform, imgPlat) {
+			// dockerd's answer: the image is there, but not for that
+			// platform (daemon/images GetImage).
+			return httputils.PlatformMismatch(req.Config.Image, imgPlat, *platform)
+		}
+	}
 	if err != nil {
-		if errdefs.IsNotFound(err) {
+		switch {
+		case errdefs.IsNotFound(err):
 			return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+familiarRef(req.Config.Image))
+		case errdefs.IsInvalidArgument(err):
+			// The only refusal of a lookup: a reference that does not
+			// parse ("busybox:sha256:…"), in dockerd's words.
+			return httputils.Classify(errdefs.ErrInvalidArgument, err, "invalid reference format")
 		}
 		return fmt.Errorf("create: image %s: %w", req.Config.Image, err)
 	}
@@ -266,12 +291,24 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return httputils.InvalidArgument("SHM size can not be less than 0")
 	}
 	spec.ShmSizeBytes = hc.ShmSize
+	spec.Sysctls = containerSysctls(hc.Sysctls)
 	if merged.Tty && httputils.VersionAtLeast(ctx, "1.42") {
 		// HostConfig.ConsoleSize is [height, width]; dockerd ignores it
 		// before API 1.42.
 		spec.ConsoleRows, spec.ConsoleCols = hc.ConsoleSize[0], hc.ConsoleSize[1]
 	}
 	spec.ReadOnlyRootfs = hc.ReadonlyRootfs
+	// Namespaces of another container: each container has a VM (and so
+	// a kernel) of its own, so nothing is shared, but the container named
+	// must exist, as dockerd checks at create.
+	for _, other := range []string{hc.PidMode.Container(), hc.IpcMode.Container()} {
+		if other == "" {
+			continue
+		}
+		if _, err := rt.compute.Inspect(ctx, other); errdefs.IsNotFound(err) {
+			return httputils.Classify(errdefs.ErrInvalidArgument, err, "No such container: "+other)
+		}
+	}
 	if spec.Mounts, err = parseMounts(ctx, &merged, hc, rt.compute.Inspect); err != nil {
 		return err
 	}
@@ -282,6 +319,15 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	cfgJSON, err := json.Marshal(merged)
 	if err != nil {
 		return fmt.Errorf("create: encode config: %w", err)
+	}
+	if hc.IpcMode == "" {
+		// dockerd's default IPC mode, "shareable" for clients before API
+		// 1.40 (daemon adaptContainerSettings); the container's IPC
+		// namespace is its VM's either way.
+		hc.IpcMode = "private"
+		if !httputils.VersionAtLeast(ctx, "1.40") {
+			hc.IpcMode = "shareable"
+		}
 	}
 	hcJSON, err := json.Marshal(hc)
 	if err != nil {
@@ -316,6 +362,44 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	}
 	rt.log.InfoContext(ctx, "container created", "container", c.ID, "name", c.Spec.Name)
 	return httputils.WriteJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+// defaultSysctls are the kernel parameters dockerd sets in every
+// container not on the host's network (daemon/oci_linux.go WithSysctls):
+// any user may bind ports below 1024 and open ICMP echo sockets (ping
+// without privileges).
+var defaultSysctls = map[string]string{
+	"net.ipv4.ip_unprivileged_port_start": "0",
+	"net.ipv4.ping_group_range":           "0 2147483647",
+}
+
+// containerSysctls is the container's --sysctl settings over dockerd's
+// defaults.
+func containerSysctls(user map[string]string) map[string]string {
+	out := maps.Clone(defaultSysctls)
+	maps.Copy(out, user)
+	return out
+}
+
+// ValidateHostModes checks the namespace modes and annotations of a host
+// config as dockerd does before a create (daemon verifyContainerSettings,
+// validateHostConfig), with its texts, all InvalidArgument: "invalid IPC
+// mode: X", "invalid PID mode: X", "invalid UTS mode: X", and "invalid
+// Annotations: the empty string is not permitted as an annotation key".
+// A valid mode is accepted whether or not a container VM can honour it.
+func ValidateHostModes(hc *container.HostConfig) error {
+	switch {
+	case !hc.IpcMode.Valid():
+		return httputils.InvalidArgument("invalid IPC mode: %v", hc.IpcMode)
+	case !hc.PidMode.Valid():
+		return httputils.InvalidArgument("invalid PID mode: %v", hc.PidMode)
+	case !hc.UTSMode.Valid():
+		return httputils.InvalidArgument("invalid UTS mode: %v", hc.UTSMode)
+	}
+	if _, ok := hc.Annotations[""]; ok {
+		return httputils.InvalidArgument("invalid Annotations: the empty string is not permitted as an annotation key")
+	}
+	return nil
 }
 
 // ValidateEnv refuses an entry of Config.Env whose name is empty ("",

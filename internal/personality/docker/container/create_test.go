@@ -328,3 +328,27 @@ func TestValidateEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestValidateHostModes(t *testing.T) {
+	for _, tc := range []struct {
+		hc      container.HostConfig
+		wantErr string
+	}{
+		{container.HostConfig{}, ""},
+		{container.HostConfig{IpcMode: "private", PidMode: "host", UTSMode: "host"}, ""},
+		{container.HostConfig{IpcMode: "container:abc", PidMode: "container:abc"}, ""},
+		{container.HostConfig{IpcMode: "invalid"}, "invalid IPC mode: invalid"},
+		{container.HostConfig{PidMode: "invalid"}, "invalid PID mode: invalid"},
+		{container.HostConfig{PidMode: "container"}, "invalid PID mode: container"},
+		{container.HostConfig{UTSMode: "invalid"}, "invalid UTS mode: invalid"},
+		{container.HostConfig{Annotations: map[string]string{"": "a"}}, "invalid Annotations: the empty string is not permitted as an annotation key"},
+	} {
+		err := ValidateHostModes(&tc.hc)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%+v: %v", tc.hc, err)
+		case tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr || !errdefs.IsInvalidArgument(err)):
+			t.Errorf("%+v: err %v, want InvalidArgument %q", tc.hc, err, tc.wantErr)
+		}
+	}
+}

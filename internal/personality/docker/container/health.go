@@ -279,7 +279,11 @@ func (m *HealthMonitor) runProbe(ctx context.Context, id string, args []string, 
 	out := &limitedBuffer{max: maxProbeOutput}
 	err = m.execs.StartExec(pctx, execID, portlayer.ExecStartOptions{Stdout: out, Stderr: out})
 	if pctx.Err() != nil && ctx.Err() == nil {
+		// dockerd's text, with what the probe printed before it was cut off.
 		res.Output = fmt.Sprintf("Health check exceeded timeout (%s)", timeout)
+		if o := out.String(); o != "" {
+			res.Output += ": " + o
+		}
 		return res
 	}
 	if err != nil {

@@ -345,10 +345,8 @@ func (rt *Router) postRename(w http.ResponseWriter, r *http.Request, vars map[st
 // no resize call yet, so this checks the container exists and answers 200
 // without resizing (the CLI retries failed resizes for seconds).
 func (rt *Router) postResize(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	for _, k := range []string{"h", "w"} {
-		if _, err := strconv.ParseUint(r.Form.Get(k), 10, 16); err != nil {
-			return httputils.Classify(errdefs.ErrInvalidArgument, err, fmt.Sprintf("invalid resize parameter %s: %q", k, r.Form.Get(k)))
-		}
+	if _, _, err := httputils.ResizeSize(r); err != nil {
+		return err
 	}
 	if _, err := rt.inspect(r.Context(), vars["name"]); err != nil {
 		return err

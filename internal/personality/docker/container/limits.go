@@ -36,6 +36,8 @@ func ResourceLimits(r container.Resources, update bool) (portlayer.ResourceLimit
 		return portlayer.ResourceLimits{}, httputils.InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger than 1s (i.e. 1000000)")
 	case r.CPUQuota > 0 && r.CPUQuota < 1000:
 		return portlayer.ResourceLimits{}, httputils.InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+	case r.CPUShares < 0:
+		return portlayer.ResourceLimits{}, httputils.InvalidArgument("invalid CPU shares (%d): value must be a positive integer", r.CPUShares)
 	}
 	l := portlayer.ResourceLimits{MemoryBytes: r.Memory, NanoCPUs: r.NanoCPUs}
 	if r.Memory > 0 {

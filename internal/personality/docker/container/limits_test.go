@@ -37,6 +37,7 @@ func TestResourceLimits(t *testing.T) {
 		{name: "quota", r: container.Resources{CPUQuota: 15000, CPUPeriod: 100000}, want: portlayer.ResourceLimits{CPUQuotaMicros: 15000, CPUPeriodMicros: 100000}},
 		{name: "quota -1 is none", r: container.Resources{CPUQuota: -1}},
 		{name: "pids", r: container.Resources{PidsLimit: pids(32)}, want: portlayer.ResourceLimits{PidsLimit: 32}},
+		{name: "negative CPU shares", r: container.Resources{CPUShares: -1}, wantErr: "invalid CPU shares (-1): value must be a positive integer"},
 		{name: "pids -1 is none", r: container.Resources{PidsLimit: pids(-1)}},
 	} {
 		got, err := ResourceLimits(tc.r, tc.update)

@@ -44,6 +44,10 @@ func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.Contai
 		return err
 	}
 	eps := map[string]*network.EndpointSettings{}
+	if nc != nil && len(nc.EndpointsConfig) > 1 && !httputils.VersionAtLeast(ctx, "1.44") {
+		// dockerd takes several endpoints at create from API 1.44 on.
+		return httputils.InvalidArgument("Container cannot be created with multiple network endpoints")
+	}
 	if nc != nil {
 		if err := rt.validateEndpoints(ctx, nc.EndpointsConfig); err != nil {
 			return err

@@ -46,7 +46,9 @@ func (ur *updateRouter) postUpdate(w http.ResponseWriter, r *http.Request, vars 
 	var u portlayer.ContainerUpdate
 	if req.RestartPolicy.Name != "" {
 		if hc.AutoRemove && req.RestartPolicy.Name != container.RestartPolicyDisabled {
-			return httputils.InvalidArgument("Restart policy cannot be updated because AutoRemove is enabled for the container")
+			// 409, as dockerd answers it (a conflict with the container's
+			// own setting, not a malformed request).
+			return httputils.Classify(errdefs.ErrConflict, nil, "Restart policy cannot be updated because AutoRemove is enabled for the container")
 		}
 		if err := ValidateRestartPolicy(req.RestartPolicy, false); err != nil {
 			return err

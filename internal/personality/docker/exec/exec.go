@@ -13,7 +13,6 @@ import (
 	"log/slog"
 	"net/http"
 	"path"
-	"strconv"
 
 	"github.com/containerd/errdefs"
 	"github.com/moby/moby/api/types"
@@ -130,22 +129,9 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 	return httputils.WriteJSON(w, http.StatusOK, resp)
 }
 
-// size parses the h and w query parameters (character cells).
-func size(r *http.Request) (uint, uint, error) {
-	var v [2]uint
-	for i, k := range []string{"h", "w"} {
-		n, err := strconv.ParseUint(r.Form.Get(k), 10, 16)
-		if err != nil {
-			return 0, 0, httputils.Classify(errdefs.ErrInvalidArgument, err, fmt.Sprintf("invalid resize parameter %s: %q", k, r.Form.Get(k)))
-		}
-		v[i] = uint(n)
-	}
-	return v[0], v[1], nil
-}
-
 // postResize serves POST /exec/{id}/resize?h=&w=.
 func (rt *Router) postResize(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	h, wd, err := size(r)
+	h, wd, err := httputils.ResizeSize(r)
 	if err != nil {
 		return err
 	}
@@ -160,7 +146,7 @@ func (rt *Router) postResize(w http.ResponseWriter, r *http.Request, vars map[st
 // process's TTY size. A container without a running process answers 409
 // as dockerd does ("Container … is not running").
 func (rt *Router) postContainerResize(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
-	h, wd, err := size(r)
+	h, wd, err := httputils.ResizeSize(r)
 	if err != nil {
 		return err
 	}

@@ -319,3 +319,40 @@ func PortLayerText(err error) string {
 	}
 	return msg
 }
+
+// Uint32Value parses form field k as a uint32 with dockerd's errors
+// (api/server/httputils Uint32Value): strconv.ErrSyntax for an empty,
+// signed-plus or non-numeric value, strconv.ErrRange for one past 2³²−1
+// or a negative number (which ParseUint alone calls a syntax error).
+func Uint32Value(r *http.Request, k string) (uint32, error) {
+	v, negative := strings.CutPrefix(r.Form.Get(k), "-")
+	if v == "" || v[0] == '+' {
+		return 0, strconv.ErrSyntax
+	}
+	n, err := strconv.ParseUint(v, 10, 32)
+	var ne *strconv.NumError
+	switch {
+	case errors.As(err, &ne):
+		return 0, ne.Err
+	case err != nil:
+		return 0, err
+	case negative:
+		return 0, strconv.ErrRange
+	}
+	return uint32(n), nil
+}
+
+// ResizeSize reads a resize request's h and w (character cells) as
+// dockerd does, InvalidArgument `invalid resize height "X": invalid
+// syntax` (or width, or "value out of range") otherwise.
+func ResizeSize(r *http.Request) (rows, cols uint, err error) {
+	h, err := Uint32Value(r, "h")
+	if err != nil {
+		return 0, 0, Classify(errdefs.ErrInvalidArgument, err, fmt.Sprintf("invalid resize height %q: %v", r.Form.Get("h"), err))
+	}
+	w, err := Uint32Value(r, "w")
+	if err != nil {
+		return 0, 0, Classify(errdefs.ErrInvalidArgument, err, fmt.Sprintf("invalid resize width %q: %v", r.Form.Get("w"), err))
+	}
+	return uint(h), uint(w), nil
+}

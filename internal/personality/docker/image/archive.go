@@ -63,6 +63,15 @@ func (rt *Router) getSave(w http.ResponseWriter, r *http.Request, vars map[strin
 	if len(names) == 0 {
 		return httputils.InvalidArgument("no images named: names is required")
 	}
+	// API 1.48's platform parameter: one, as dockerd takes (an image here
+	// has one platform, linux/amd64, so any that parses saves it).
+	if ps := r.Form["platform"]; len(ps) > 1 {
+		return httputils.InvalidArgument("multiple platform parameters not supported")
+	} else if len(ps) == 1 {
+		if _, err := httputils.DecodePlatform(ps[0]); err != nil {
+			return err
+		}
+	}
 	tw := &tarWriter{w: w}
 	if err := rt.images.Save(r.Context(), names, tw); err != nil {
 		if !tw.started {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -116,8 +115,14 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if from == "" {
 		return httputils.InvalidArgument("either fromImage or fromSrc must be set")
 	}
-	if p := r.Form.Get("platform"); p != "" && p != "linux/amd64" && p != "linux" && p != "linux/x86_64" {
-		return httputils.InvalidArgument("image platform %q is not supported: vch runs linux/amd64 only", p)
+	if p := r.Form.Get("platform"); p != "" {
+		plat, err := httputils.ParsePlatform(p)
+		if err != nil {
+			return err
+		}
+		if !httputils.RunsOnHost(plat) {
+			return httputils.InvalidArgument("image platform %q is not supported: vch runs linux/amd64 only", p)
+		}
 	}
 	ref, err := joinRef(from, r.Form.Get("tag"))
 	if err != nil {
@@ -334,10 +339,18 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		}) {
 			continue
 		}
-		if !f.Match("reference", func(v string) bool { return matchReference(img.RepoTags, v) }) {
-			continue
+		var tags []string
+		if patterns := f.Values("reference"); len(patterns) > 0 {
+			// dockerd lists only the tags that match, and skips an image
+			// none of whose tags do (daemon/images Images).
+			if tags = matchingTags(img.RepoTags, patterns); len(tags) == 0 {
+				continue
+			}
 		}
 		sum := Summary(img)
+		if tags != nil {
+			sum.RepoTags = tags
+		}
 		if shared != nil {
 			sum.SharedSize = shared[img.ID]
 		}
@@ -389,24 +402,25 @@ func (rt *Router) createdBounds(ctx context.Context, f httputils.Filters) (befor
 	return before, since, nil
 }
 
-// matchReference matches a `docker images` reference pattern ("busybox",
-// "busybox:1*", "*/busybox") against familiar tags.
-func matchReference(tags []string, pattern string) bool {
+// matchingTags returns the tags that match any of the `docker images`
+// reference patterns ("busybox", "busybox:1*", "*/busybox"), in order,
+// with distribution's FamiliarMatch (the familiar string, or the name
+// alone).
+func matchingTags(tags, patterns []string) []string {
+	var out []string
 	for _, t := range tags {
 		named, err := reference.ParseNormalizedNamed(t)
 		if err != nil {
 			continue
 		}
-		fam := reference.FamiliarString(named)
-		name := reference.FamiliarName(named)
-		if ok, _ := path.Match(pattern, fam); ok {
-			return true
-		}
-		if ok, _ := path.Match(pattern, name); ok {
-			return true
+		for _, p := range patterns {
+			if ok, _ := reference.FamiliarMatch(p, named); ok {
+				out = append(out, t)
+				break
+			}
 		}
 	}
-	return false
+	return out
 }
 
 // InspectResponse renders an image for GET /images/{name}/json.
@@ -440,9 +454,25 @@ func InspectResponse(img portlayer.Image) image.InspectResponse {
 // getInspect serves GET /images/{name}/json; 404 "No such image: x".
 func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	name := vars["name"]
+	var want *ocispec.Platform
+	if v := r.Form.Get("platform"); v != "" && httputils.VersionAtLeast(r.Context(), "1.49") {
+		p, err := httputils.DecodePlatform(v)
+		if err != nil {
+			return err
+		}
+		want = &p
+	}
 	img, err := rt.images.Get(r.Context(), name)
 	if err != nil {
 		return imageErr("inspect image", name, err)
+	}
+	if want != nil {
+		// An image here has one platform; another is dockerd's
+		// graph-driver answer.
+		have := ocispec.Platform{OS: img.Config.OS, Architecture: img.Config.Architecture, Variant: img.Config.Variant}
+		if !httputils.PlatformMatches(*want, have) {
+			return httputils.PlatformMismatch(name, have, *want)
+		}
 	}
 	return httputils.WriteJSON(w, http.StatusOK, InspectResponse(img))
 }
