@@ -649,6 +649,15 @@ type Execs interface {
 	Resize(ctx context.Context, idOrName string, rows, cols uint) error
 }
 
+// Restarter stops and starts a container as one operation (docker
+// restart): signal (0: its stop signal) is sent, SIGKILL after timeout
+// (nil: its StopTimeout), then it starts again. The exit in between is
+// not the container's end: an AutoRemove container is not removed and
+// no restart policy counts it. NotFound; otherwise as Stop and Start.
+type Restarter interface {
+	Restart(ctx context.Context, idOrName string, signal int, timeout *time.Duration) error
+}
+
 // ContainerUpdate is what docker update may change; nil fields stay.
 type ContainerUpdate struct {
 	RestartPolicy *RestartPolicy

@@ -339,3 +339,25 @@ func atoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestRestartAutoRemove: docker restart of an --rm container restarts it
+// (the exit in between does not remove it, as on dockerd); a stop then
+// removes it.
+func TestRestartAutoRemove(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--rm", "--name", name, "busybox", "sleep", "300")
+	defer docker(t, "rm", "-f", name)
+	ok(t, "restart", "-t", "0", name)
+	if st := ok(t, "inspect", "-f", "{{.State.Status}} {{.HostConfig.AutoRemove}}", name); st != "running true\n" {
+		t.Fatalf("after restart: %q, want running true", st)
+	}
+	ok(t, "stop", "-t", "0", name)
+	deadline := time.Now().Add(30 * time.Second)
+	for docker(t, "inspect", name).code == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the --rm container was not removed after its stop")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -148,6 +148,11 @@ func TestVolumeCommands(t *testing.T) {
 	// named volumes too: the 20.10 CLI speaks 1.41 and has no --all).
 	anon := "anon-" + u
 	ok(t, "volume", "create", "--label", "test="+u, "--label", "com.docker.volume.anonymous=", anon)
+	// A volume created without a name is anonymous, as dockerd makes it.
+	unnamed := strings.TrimSpace(ok(t, "volume", "create", "--label", "test="+u))
+	if l := ok(t, "volume", "inspect", "-f", "{{json .Labels}}", unnamed); !strings.Contains(l, `"com.docker.volume.anonymous":""`) {
+		t.Errorf("labels of a volume created without a name: %s", l)
+	}
 	if cliMajor() >= 23 {
 		out := ok(t, "volume", "prune", "-f", "--filter", "label=test="+u)
 		if !strings.Contains(out, anon) || strings.Contains(out, name+"\n") {

@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -157,6 +158,27 @@ func (b *Compute) Start(ctx context.Context, idOrName string) error {
 	b.mu.Unlock()
 	defer func() { b.mu.Lock(); delete(b.starting, c.ID); b.mu.Unlock() }()
 	return b.Compute.Start(ctx, idOrName)
+}
+
+var _ portlayer.Restarter = (*Compute)(nil)
+
+// Restart implements portlayer.Restarter over the wrapped compute: a
+// container that holds a VM is restarted as it is (it needs no more than
+// it holds); one that holds none is started, admitted as Start admits.
+// NotImplemented if the wrapped compute cannot restart.
+func (b *Compute) Restart(ctx context.Context, idOrName string, signal int, timeout *time.Duration) error {
+	rs, ok := b.Compute.(portlayer.Restarter)
+	if !ok {
+		return fmt.Errorf("budget: restart: %w", errdefs.ErrNotImplemented)
+	}
+	c, err := b.Compute.Inspect(ctx, idOrName)
+	if err != nil {
+		return err
+	}
+	if !holdsVM(c.State.Status) {
+		return b.Start(ctx, idOrName)
+	}
+	return rs.Restart(ctx, idOrName, signal, timeout)
 }
 
 // Usage reports what the containers hold now, including admitted starts.

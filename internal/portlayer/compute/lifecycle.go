@@ -2,6 +2,7 @@ package compute
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -62,6 +63,9 @@ type container struct {
 	restartDelay  time.Duration
 	exitOnNext    bool
 	restartCancel chan struct{}
+	// restarts counts Restart calls in progress: an exit during one
+	// neither removes an auto-remove container nor discards its disk.
+	restarts int
 }
 
 func (s *Service) newContainer(rec portlayer.Container) *container {
@@ -658,6 +662,8 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 		st.Error = fmt.Sprintf("container VM ended unexpectedly: %v", vm.Status().Err)
 	}
 	restart, delay := c.shouldRestartLocked(st.ExitCode, st.FinishedAt.Sub(st.StartedAt))
+	// A Restart by hand is stopping this run to start the next.
+	byRestart := c.restarts > 0
 	if restart {
 		st.Status = portlayer.StatusRestarting
 		c.rec.RestartCount++
@@ -693,7 +699,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	// of a `docker run --rm` under TCG, spent on a disk deleted next).
 	// So is one whose changes were captured at the exit: nothing reads
 	// its disk again.
-	discard := (rec.Spec.AutoRemove || captured) && !restart && !slices.ContainsFunc(rec.Spec.Mounts, func(m portlayer.MountSpec) bool {
+	discard := (rec.Spec.AutoRemove || captured) && !restart && !byRestart && !slices.ContainsFunc(rec.Spec.Mounts, func(m portlayer.MountSpec) bool {
 		return m.Type == portlayer.MountVolume || m.Type == portlayer.MountBind
 	})
 	if waitErr == nil && !discard {
@@ -732,7 +738,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, pro
 	switch {
 	case restart:
 		s.scheduleRestart(c, delay, cancelRestart)
-	case rec.Spec.AutoRemove:
+	case rec.Spec.AutoRemove && !byRestart:
 		if err := s.remove(c); err != nil {
 			s.logger.Error("auto-remove", "container", c.id, "err", err)
 		} else {
@@ -857,6 +863,36 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	return proc.Signal(ctx, signal)
 }
 
+var _ portlayer.Restarter = (*Service)(nil)
+
+// Restart implements portlayer.Restarter: the stop (signal, else the
+// container's stop signal, then SIGKILL after timeout, as Stop) and the
+// start are one operation, so the exit in between neither removes an
+// auto-remove container nor is taken for its end, as dockerd restarts
+// such a container. A container that is not running is just started.
+func (s *Service) Restart(ctx context.Context, idOrName string, signal int, timeout *time.Duration) error {
+	c, err := s.lookup(idOrName)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.restarts++
+	st := c.rec.State.Status
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.restarts--
+		c.mu.Unlock()
+	}()
+	if st == portlayer.StatusRunning || st == portlayer.StatusPaused || st == portlayer.StatusRestarting {
+		if err := s.stopVMWith(ctx, c, signal, timeout); err != nil {
+			return err
+		}
+		s.event("stop", c.record(), nil)
+	}
+	return s.start(ctx, c, idOrName, startByHand)
+}
+
 // Stop implements portlayer.Compute.
 func (s *Service) Stop(ctx context.Context, idOrName string, timeout *time.Duration) error {
 	c, err := s.lookup(idOrName)
@@ -875,6 +911,12 @@ func (s *Service) stop(ctx context.Context, c *container, timeout *time.Duration
 }
 
 func (s *Service) stopVM(ctx context.Context, c *container, timeout *time.Duration) error {
+	return s.stopVMWith(ctx, c, 0, timeout)
+}
+
+// stopVMWith is stopVM with signal sent first instead of the container's
+// stop signal (0: the stop signal).
+func (s *Service) stopVMWith(ctx context.Context, c *container, signal int, timeout *time.Duration) error {
 	c.mu.Lock()
 	status := c.rec.State.Status
 	spec := c.rec.Spec
@@ -882,10 +924,7 @@ func (s *Service) stopVM(ctx context.Context, c *container, timeout *time.Durati
 	startDone := c.startDone
 	restarting := status == portlayer.StatusRestarting && c.starting
 	c.mu.Unlock()
-	sig := spec.StopSignal
-	if sig == 0 {
-		sig = 15
-	}
+	sig := cmp.Or(signal, spec.StopSignal, 15)
 	switch {
 	case status == portlayer.StatusRestarting && pendingRestart:
 		// Waiting for its restart: the stop signal cancels it.
@@ -897,7 +936,7 @@ func (s *Service) stopVM(ctx context.Context, c *container, timeout *time.Durati
 		case <-ctx.Done():
 			return fmt.Errorf("compute: stop %s: %w", c.id, ctx.Err())
 		}
-		return s.stopVM(ctx, c, timeout)
+		return s.stopVMWith(ctx, c, signal, timeout)
 	case status == portlayer.StatusPaused:
 		// A frozen guest cannot handle its stop signal: resume it first.
 		if err := s.Unpause(ctx, c.id); err != nil && !errdefs.IsConflict(err) {

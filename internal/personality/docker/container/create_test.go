@@ -1,6 +1,7 @@
 package container
 
 import (
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -350,5 +351,24 @@ func TestValidateHostModes(t *testing.T) {
 		case tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr || !errdefs.IsInvalidArgument(err)):
 			t.Errorf("%+v: err %v, want InvalidArgument %q", tc.hc, err, tc.wantErr)
 		}
+	}
+}
+
+func TestLinkRendering(t *testing.T) {
+	if got := renderLinks([]string{"a", "b:db", "/c:/x/c"}, "web"); !reflect.DeepEqual(got, []string{"/a:/web/a", "/b:/web/db", "/c:/web/c"}) {
+		t.Errorf("renderLinks = %q", got)
+	}
+	hc := func(links ...string) map[string][]byte {
+		b, _ := json.Marshal(container.HostConfig{Links: links})
+		return map[string][]byte{AnnotationHostConfig: b}
+	}
+	cs := []portlayer.Container{
+		{ID: "aaaa", Spec: portlayer.ContainerSpec{Name: "first"}},
+		{ID: "bbbb", Spec: portlayer.ContainerSpec{Name: "second", Annotations: hc("first")}},
+		{ID: "cccc", Spec: portlayer.ContainerSpec{Name: "third", Annotations: hc("first:db", "bbbb:s")}},
+	}
+	got := linkNames(cs)
+	if !reflect.DeepEqual(got["aaaa"], []string{"/second/first", "/third/db"}) || !reflect.DeepEqual(got["bbbb"], []string{"/third/s"}) || len(got["cccc"]) != 0 {
+		t.Errorf("linkNames = %q", got)
 	}
 }

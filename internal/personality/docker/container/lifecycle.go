@@ -151,6 +151,15 @@ func (rt *Router) postRestart(w http.ResponseWriter, r *http.Request, vars map[s
 	if err != nil {
 		return err
 	}
+	if rs, ok := rt.compute.(portlayer.Restarter); ok {
+		// One operation in the port layer: an --rm container survives
+		// its restart, as on dockerd.
+		if err := rs.Restart(ctx, c.ID, sig, timeout); err != nil {
+			return startErr(name, err)
+		}
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
 	// As dockerd, a paused container counts as running: it is stopped
 	// (the port layer resumes it for the signal), then started again.
 	switch c.State.Status {

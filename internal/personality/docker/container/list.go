@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -163,6 +165,7 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		}
 	}
 	now := rt.now()
+	linked := linkNames(cs)
 	out := []container.Summary{}
 	for i, c := range cs {
 		// As dockerd, a container waiting for its restart counts as running.
@@ -176,6 +179,7 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 			continue
 		}
 		sum := summary(c, now)
+		sum.Names = append(sum.Names, linked[c.ID]...)
 		if c.State.Status == portlayer.StatusRunning {
 			sum.Status += healthText(rt.health.Health(c.ID))
 		}
@@ -187,6 +191,53 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		}
 	}
 	return httputils.WriteJSON(w, http.StatusOK, out)
+}
+
+// linkNames gives each container the names other containers' legacy
+// links give it, "/LINKER/ALIAS", sorted, by container ID, as dockerd
+// lists them in `docker ps` Names after the container's own.
+func linkNames(cs []portlayer.Container) map[string][]string {
+	out := map[string][]string{}
+	for _, linker := range cs {
+		_, hc := storedConfig(linker)
+		for _, l := range hc.Links {
+			target, alias := splitLink(l)
+			for _, t := range cs {
+				if matchIDOrName(t, target) {
+					out[t.ID] = append(out[t.ID], "/"+linker.Spec.Name+"/"+alias)
+					break
+				}
+			}
+		}
+	}
+	for _, names := range out {
+		slices.Sort(names)
+	}
+	return out
+}
+
+// splitLink reads a --link value "NAME[:ALIAS]" (either part may carry
+// dockerd's leading slash); the alias defaults to the name.
+func splitLink(l string) (target, alias string) {
+	target, alias, ok := strings.Cut(l, ":")
+	target = strings.TrimPrefix(target, "/")
+	if !ok || alias == "" {
+		alias = target
+	}
+	return target, path.Base(alias)
+}
+
+// renderLinks is HostConfig.Links as dockerd shows it: "/NAME:/LINKER/ALIAS".
+func renderLinks(links []string, linker string) []string {
+	if len(links) == 0 {
+		return links
+	}
+	out := make([]string, 0, len(links))
+	for _, l := range links {
+		target, alias := splitLink(l)
+		out = append(out, "/"+target+":/"+linker+"/"+alias)
+	}
+	return out
 }
 
 func matchIDOrName(c portlayer.Container, v string) bool {
@@ -234,6 +285,7 @@ func timeString(t time.Time) string {
 // "Inspect a container").
 func InspectResponse(c portlayer.Container) container.InspectResponse {
 	cfg, hc := storedConfig(c)
+	hc.Links = renderLinks(hc.Links, c.Spec.Name)
 	st := c.State
 	resp := container.InspectResponse{
 		ID:      c.ID,

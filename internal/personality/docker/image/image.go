@@ -175,7 +175,10 @@ func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string
 	}
 	httputils.EnableFullDuplex(w)
 	out := httputils.NewJSONStream(w)
-	img, err := rt.images.Import(ctx, r.Body, ref, cfg, func(p portlayer.Progress) { out.Send(progressMessage(p)) })
+	// dockerd sends no progress for an import from the request body:
+	// its first message is the new image's ID, sent once it is tagged
+	// (a client that reads one message then lists the tag finds it).
+	img, err := rt.images.Import(ctx, r.Body, ref, cfg, func(portlayer.Progress) {})
 	if err != nil {
 		if !out.Started() {
 			return fmt.Errorf("import: %w", err)
@@ -487,6 +490,10 @@ func (rt *Router) postTag(w http.ResponseWriter, r *http.Request, vars map[strin
 	tag := r.Form.Get("tag")
 	if strings.HasPrefix(tag, "sha256:") {
 		return httputils.InvalidArgument("refusing to create a tag with a digest reference")
+	}
+	if named, err := reference.ParseNormalizedNamed(repo); err == nil && reference.FamiliarName(named) == "sha256" {
+		// "sha256:sometag" would read as a digest (dockerd's tag check).
+		return httputils.InvalidArgument("refusing to create an ambiguous tag using digest algorithm as name")
 	}
 	target, err := joinRef(repo, tag)
 	if err != nil {

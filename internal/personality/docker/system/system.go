@@ -1,6 +1,7 @@
 package system
 
 import (
+	"encoding/json"
 	"context"
 	"fmt"
 	"net/http"
@@ -115,6 +116,21 @@ func (s *Router) info(w http.ResponseWriter, r *http.Request, _ map[string]strin
 	info, err := s.buildInfo(ctx)
 	if err != nil {
 		return err
+	}
+	if !httputils.VersionAtLeast(ctx, "1.50") {
+		// Fields dockerd dropped in API 1.50 (the bridge's netfilter
+		// settings; false here: container traffic is bridged in the
+		// VCH's own namespace, not through the host's netfilter).
+		b, err := json.Marshal(info)
+		if err != nil {
+			return fmt.Errorf("info: %w", err)
+		}
+		legacy := map[string]any{}
+		if err := json.Unmarshal(b, &legacy); err != nil {
+			return fmt.Errorf("info: %w", err)
+		}
+		legacy["BridgeNfIptables"], legacy["BridgeNfIp6tables"] = false, false
+		return httputils.WriteJSON(w, http.StatusOK, legacy)
 	}
 	return httputils.WriteJSON(w, http.StatusOK, info)
 }

@@ -127,7 +127,9 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return httputils.Classify(errdefs.ErrNotFound, nil, fmt.Sprintf("create %s: error looking up volume plugin %s: plugin %q not found", req.Name, req.Driver, req.Driver))
 	}
 	labels := req.Labels
-	anonymous := false
+	// A volume created without a name is anonymous, as dockerd's volume
+	// service makes it (so a plain `docker volume prune` removes it).
+	anonymous := req.Name == ""
 	if _, ok := labels[AnonymousLabel]; ok {
 		anonymous = true
 		labels = withoutKey(labels, AnonymousLabel)
