@@ -69,6 +69,10 @@ type EndpointSpec struct {
 	// Links are "name:alias" legacy links: alias resolves to the container
 	// name for this container only.
 	Links []string
+	// MAC is the endpoint's hardware address ("02:32:1c:23:00:04"); empty
+	// derives one from its IPv4 address, as Docker does. InvalidArgument
+	// unless a unicast MAC-48.
+	MAC string
 	// Hostname is the container's hostname; on a user network it is one
 	// of the endpoint's DNS names too (after its name, aliases and short
 	// ID), so a container resolves its own hostname through the embedded

@@ -76,6 +76,13 @@ type ContainerSpec struct {
 	CPUs int
 	// Limits bound the container's processes inside their VM.
 	Limits ResourceLimits
+	// NoNewPrivileges keeps every process of the container from gaining
+	// privileges (PR_SET_NO_NEW_PRIVS: setuid bits and file capabilities
+	// are ignored).
+	NoNewPrivileges bool
+	// WritableCgroup lets the container write its own cgroup files (its
+	// /sys/fs/cgroup is read-only otherwise).
+	WritableCgroup bool
 	// Init runs a minimal init as the container's PID 1 that forwards
 	// signals and reaps zombies (docker run --init).
 	Init bool

@@ -130,6 +130,10 @@ func baseName(p string) string {
 	if p == "/" || p == "" {
 		return "/"
 	}
+	p = strings.TrimRight(p, "/")
+	if p == "" {
+		return "/"
+	}
 	if strings.HasSuffix(p, "/.") || p == "." {
 		return "."
 	}
@@ -257,7 +261,9 @@ func (t *tarWriter) tree(host, name string, skip func(host string) bool) error {
 		rel, _ := filepath.Rel(host, p)
 		n := name
 		if rel != "." {
-			n = path.Join(name, filepath.ToSlash(rel))
+			// Joined as written, not cleaned: under "." entries are
+			// "./foo" and under "/" "/foo", as dockerd names them.
+			n = strings.TrimSuffix(name, "/") + "/" + filepath.ToSlash(rel)
 		}
 		if err := t.add(p, n, fi); err != nil {
 			return err

@@ -173,9 +173,10 @@ func cgroupMemory() (current, limit, inactiveFile uint64, ok bool) {
 
 // joinCgroup is the spawn helper's step: move this process into the
 // cgroup at dir, enter a cgroup namespace rooted there, and for a main
-// process (mount true) mount that view read-only at the container's
-// /sys/fs/cgroup. Called before chroot, in tether's mount namespace.
-func joinCgroup(dir string, mount bool) error {
+// process (mount true) mount that view at the container's /sys/fs/cgroup,
+// read-only unless writable. Called before chroot, in tether's mount
+// namespace.
+func joinCgroup(dir string, mount, writable bool) error {
 	if err := writeCgroupFile(filepath.Join(dir, "cgroup.procs"), "0"); err != nil {
 		return fmt.Errorf("tether: join cgroup: %w", err)
 	}
@@ -196,7 +197,11 @@ func joinCgroup(dir string, mount bool) error {
 	if unix.Statfs(p, &fs) == nil && fs.Type == unix.CGROUP2_SUPER_MAGIC {
 		return nil // mounted by an earlier main process of this guest
 	}
-	if err := unix.Mount("cgroup2", p, "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC|unix.MS_RDONLY, ""); err != nil {
+	flags := uintptr(unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC)
+	if !writable {
+		flags |= unix.MS_RDONLY
+	}
+	if err := unix.Mount("cgroup2", p, "cgroup2", flags, ""); err != nil {
 		return fmt.Errorf("tether: mount the container's cgroup: %w", err)
 	}
 	return nil

@@ -144,6 +144,10 @@ func buildEnv(env []string, home string) []string {
 	return out
 }
 
+// processSecurity is what Setup says of every process: no new privileges
+// (PR_SET_NO_NEW_PRIVS) and whether the cgroup mount is writable.
+type processSecurity struct{ noNewPrivs, writableCgroup bool }
+
 // startProcess starts p inside the container root as PID 1 of a new PID
 // namespace, as Docker's runtime does: the process sees itself as PID 1, signals it has no
 // handler for are ignored, and when it exits every process it left behind
@@ -159,8 +163,9 @@ func buildEnv(env []string, home string) []string {
 // children only); the thread is never returned to the Go scheduler.
 //
 // cgroup, when not empty, is the container's cgroup directory: the helper
-// joins it before the exec (cgroup.go).
-func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup string) (*process, error) {
+// joins it before the exec (cgroup.go); sec is the container's security
+// settings.
+func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup string, sec processSecurity) (*process, error) {
 	if len(p.Args) == 0 {
 		return nil, &startError{msg: "no command specified", code: 126}
 	}
@@ -203,7 +208,8 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 			groups = append(groups, g)
 		}
 	}
-	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: groups, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty, Cgroup: cgroup}
+	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: groups, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty, Cgroup: cgroup,
+		NoNewPrivs: sec.noNewPrivs, CgroupWritable: sec.writableCgroup}
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if !p.Exec {
 		sys.Cloneflags = syscall.CLONE_NEWPID

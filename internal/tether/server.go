@@ -40,6 +40,9 @@ type server struct {
 	// cgroup is the container's cgroup directory once setup made it
 	// (containerCgroup), else "": processes then run in tether's.
 	cgroup string
+	// security is the setup's process-wide settings (no new privileges,
+	// a writable cgroup mount).
+	security processSecurity
 	// unclaimed: a warm guest (wire.Wake.Deferred) not yet claimed; it
 	// has no root and refuses setup and processes.
 	unclaimed bool
@@ -168,6 +171,9 @@ func (s *server) session(conn *sessionConn) error {
 				s.cgroup = containerCgroup
 				s.mu.Unlock()
 			}
+			s.mu.Lock()
+			s.security = processSecurity{noNewPrivs: setup.NoNewPrivileges, writableCgroup: setup.WritableCgroup}
+			s.mu.Unlock()
 			if setup.DNSRelay != "" {
 				s.startDNSRelay(setup.DNSRelay)
 			}
@@ -301,13 +307,13 @@ func (s *server) handleChannel(nc link.NewChannel, dead func() bool) {
 		}
 		s.mainStarting = true
 	}
-	cgroup := s.cgroup
+	cgroup, security := s.cgroup, s.security
 	s.mu.Unlock()
 	var oomBefore int64
 	if cgroup != "" && !spec.Exec {
 		oomBefore = oomKills()
 	}
-	proc, err := startProcess(s.reaper, s.zygote, spec, mainPid, cgroup)
+	proc, err := startProcess(s.reaper, s.zygote, spec, mainPid, cgroup, security)
 	if !spec.Exec {
 		// Record the main process before the host learns it started, so an
 		// exec that follows at once finds it.

@@ -50,8 +50,12 @@ type spawnSpec struct {
 	// Tty: the program gets the terminal as its foreground process group.
 	Tty bool `json:"tty,omitempty"`
 	// Cgroup is the cgroup directory the helper joins before it execs
-	// (joinCgroup); empty: it stays in tether's.
-	Cgroup string `json:"cgroup,omitempty"`
+	// (joinCgroup); empty: it stays in tether's. CgroupWritable mounts
+	// the main process's view of it read-write.
+	Cgroup         string `json:"cgroup,omitempty"`
+	CgroupWritable bool   `json:"cgroup_writable,omitempty"`
+	// NoNewPrivs sets PR_SET_NO_NEW_PRIVS before the exec.
+	NoNewPrivs bool `json:"no_new_privs,omitempty"`
 }
 
 // IsSpawnHelper reports whether this process was started as the spawn
@@ -90,7 +94,7 @@ func RunSpawnHelper() {
 		}
 	}
 	if spec.Cgroup != "" {
-		if err := joinCgroup(spec.Cgroup, !spec.Exec); err != nil {
+		if err := joinCgroup(spec.Cgroup, !spec.Exec, spec.CgroupWritable); err != nil {
 			fail(126, err.Error())
 		}
 	}
@@ -109,6 +113,11 @@ func RunSpawnHelper() {
 	}
 	if err := syscall.Setuid(spec.UID); err != nil {
 		fail(126, fmt.Sprintf("setuid %d: %v", spec.UID, err))
+	}
+	if spec.NoNewPrivs {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			fail(126, fmt.Sprintf("tether: no_new_privs: %v", err))
+		}
 	}
 	if spec.Init {
 		runInit(spec) // never returns

@@ -6,12 +6,14 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
 
@@ -72,5 +74,38 @@ func TestConsoleSize(t *testing.T) {
 	}
 	if got := strings.TrimSpace(out.String()); got != "57 123" {
 		t.Errorf("stty size of an exec created with console size 57x123: %q (stderr %q)", got, errb.String())
+	}
+}
+
+// TestEndpointMAC: a MAC address given in the endpoint settings is the
+// container's interface's (API 1.44's per-network MacAddress), and inspect
+// shows it.
+func TestEndpointMAC(t *testing.T) {
+	t.Parallel()
+	c := apiClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	mac, _ := net.ParseMAC("02:32:1c:23:00:04")
+	created, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Config:           &container.Config{Image: "busybox", Cmd: []string{"cat", "/sys/class/net/eth0/address"}},
+		HostConfig:       &container.HostConfig{NetworkMode: "bridge"},
+		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{"bridge": {MacAddress: network.HardwareAddr(mac)}}},
+		Name:             uniqueName(t),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true})
+	wait := c.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
+	if _, err := c.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wait.Result:
+	case err := <-wait.Error:
+		t.Fatal(err)
+	}
+	if out := ok(t, "logs", created.ID); out != "02:32:1c:23:00:04\n" {
+		t.Errorf("eth0's address: %q, want 02:32:1c:23:00:04", out)
 	}
 }

@@ -90,3 +90,24 @@ func TestContainerDefaults(t *testing.T) {
 		t.Errorf("IpcMode = %q, want dockerd's default private", m)
 	}
 }
+
+// TestSecurityOpts: --security-opt no-new-privileges keeps a process from
+// gaining privileges (the kernel's NoNewPrivs flag is set in every
+// process, exec too), writable-cgroups makes the container's cgroup
+// mount writable, and a bad option is dockerd's 400.
+func TestSecurityOpts(t *testing.T) {
+	t.Parallel()
+	if out := ok(t, "run", "--rm", "--security-opt", "no-new-privileges", "busybox", "grep", "NoNewPrivs", "/proc/self/status"); strings.Join(strings.Fields(out), " ") != "NoNewPrivs: 1" {
+		t.Errorf("no-new-privileges: %q", out)
+	}
+	if out := ok(t, "run", "--rm", "busybox", "grep", "NoNewPrivs", "/proc/self/status"); strings.Join(strings.Fields(out), " ") != "NoNewPrivs: 0" {
+		t.Errorf("without no-new-privileges: %q", out)
+	}
+	if r := docker(t, "run", "--rm", "busybox", "mkdir", "/sys/fs/cgroup/foo"); r.code == 0 || !strings.Contains(r.stderr, "Read-only file system") {
+		t.Errorf("mkdir in a read-only cgroup mount: exit %d %q", r.code, r.stderr)
+	}
+	ok(t, "run", "--rm", "--security-opt", "writable-cgroups=true", "busybox", "mkdir", "/sys/fs/cgroup/foo")
+	if r := docker(t, "create", "--security-opt", "writable-cgroups=potato", "busybox"); r.code == 0 || !strings.Contains(r.stderr, `invalid --security-opt 2: \"writable-cgroups=potato\"`) && !strings.Contains(r.stderr, `invalid --security-opt 2: "writable-cgroups=potato"`) {
+		t.Errorf("a bad --security-opt: exit %d %q", r.code, r.stderr)
+	}
+}

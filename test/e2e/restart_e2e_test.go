@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -346,11 +347,17 @@ func atoi(t *testing.T, s string) int {
 func TestRestartAutoRemove(t *testing.T) {
 	t.Parallel()
 	name := uniqueName(t)
+	since := time.Now().Add(-time.Second).Unix()
 	ok(t, "run", "-d", "--rm", "--name", name, "busybox", "sleep", "300")
 	defer docker(t, "rm", "-f", name)
 	ok(t, "restart", "-t", "0", name)
 	if st := ok(t, "inspect", "-f", "{{.State.Status}} {{.HostConfig.AutoRemove}}", name); st != "running true\n" {
 		t.Fatalf("after restart: %q, want running true", st)
+	}
+	ev := ok(t, "events", "--since", strconv.FormatInt(since, 10), "--until", strconv.FormatInt(time.Now().Add(time.Second).Unix(), 10),
+		"--filter", "container="+name, "--format", "{{.Action}}")
+	if got := strings.Fields(ev); !slices.Contains(got, "restart") || slices.Index(got, "restart") < slices.Index(got, "stop") {
+		t.Errorf("events of the restart %q: want stop, start, then restart", got)
 	}
 	ok(t, "stop", "-t", "0", name)
 	deadline := time.Now().Add(30 * time.Second)

@@ -443,7 +443,8 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
 		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Sysctls: rec.Spec.Sysctls, Interfaces: plumbed.ifs,
-		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs, Resources: guestResources(rec.Spec.Limits, cpus)}
+		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs, Resources: guestResources(rec.Spec.Limits, cpus),
+		NoNewPrivileges: rec.Spec.NoNewPrivileges, WritableCgroup: rec.Spec.WritableCgroup}
 	var relay bool
 	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {
 		setup.DNSRelay = dnsRelayAddr
@@ -870,11 +871,14 @@ var _ portlayer.Restarter = (*Service)(nil)
 // start are one operation, so the exit in between neither removes an
 // auto-remove container nor is taken for its end, as dockerd restarts
 // such a container. A container that is not running is just started.
+// Once begun, a restart finishes even if ctx ends (the client went away),
+// as dockerd's does; a "restart" event follows the start.
 func (s *Service) Restart(ctx context.Context, idOrName string, signal int, timeout *time.Duration) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return err
 	}
+	ctx = context.WithoutCancel(ctx)
 	c.mu.Lock()
 	c.restarts++
 	st := c.rec.State.Status
@@ -890,7 +894,11 @@ func (s *Service) Restart(ctx context.Context, idOrName string, signal int, time
 		}
 		s.event("stop", c.record(), nil)
 	}
-	return s.start(ctx, c, idOrName, startByHand)
+	if err := s.start(ctx, c, idOrName, startByHand); err != nil {
+		return err
+	}
+	s.event("restart", c.record(), nil)
+	return nil
 }
 
 // Stop implements portlayer.Compute.

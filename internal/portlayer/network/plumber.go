@@ -56,9 +56,20 @@ func (s *Service) Join(ctx context.Context, containerID, containerName, nic stri
 	if len(spec.Aliases) > 0 && n.rec.Name == BridgeName {
 		return portlayer.Endpoint{}, fmt.Errorf("network-scoped alias is supported only for containers in user defined networks: %w", errdefs.ErrInvalidArgument)
 	}
+	mac := ""
+	if spec.MAC != "" {
+		hw, err := net.ParseMAC(spec.MAC)
+		if err != nil || len(hw) != 6 || hw[0]&1 != 0 {
+			return portlayer.Endpoint{}, fmt.Errorf("invalid MAC address %q: want a unicast MAC-48: %w", spec.MAC, errdefs.ErrInvalidArgument)
+		}
+		mac = hw.String()
+	}
 	addr, err := n.pool.allocate(spec.IPv4, containerID)
 	if err != nil {
 		return portlayer.Endpoint{}, err
+	}
+	if mac == "" {
+		mac = macFor(addr)
 	}
 	tap, err := s.ns.nl.LinkByName(nic)
 	if err == nil {
@@ -73,7 +84,7 @@ func (s *Service) Join(ctx context.Context, containerID, containerName, nic stri
 	}
 	ep := &portlayer.Endpoint{ID: newID(), NetworkID: n.rec.ID, NetworkName: n.rec.Name, ContainerID: containerID, ContainerName: containerName,
 		Address: netip.PrefixFrom(addr, n.rec.Subnet.Bits()), Gateway: n.rec.Gateway, Internal: n.rec.Internal,
-		MAC: macFor(addr), Aliases: spec.Aliases, NIC: nic, Links: spec.Links}
+		MAC: mac, Aliases: spec.Aliases, NIC: nic, Links: spec.Links}
 	if n.rec.Name != BridgeName {
 		ep.DNSNames = append([]string{containerName}, spec.Aliases...)
 		for _, n := range []string{containerID[:12], spec.Hostname} {

@@ -307,6 +307,13 @@ type Setup struct {
 	// files read-only once the mounts are in place (docker run
 	// --read-only); /dev, /dev/shm and the mounts keep their own modes.
 	ReadOnlyRoot bool `json:"read_only_root,omitempty"`
+	// NoNewPrivileges sets PR_SET_NO_NEW_PRIVS on every process of the
+	// container (docker run --security-opt no-new-privileges): setuid
+	// binaries and file capabilities grant nothing.
+	NoNewPrivileges bool `json:"no_new_privileges,omitempty"`
+	// WritableCgroup mounts the container's /sys/fs/cgroup read-write
+	// (--security-opt writable-cgroups); read-only otherwise.
+	WritableCgroup bool `json:"writable_cgroup,omitempty"`
 	// Resources limits the container's processes (its cgroup); nil: no
 	// limits beyond the VM's own size. A tether that predates the field
 	// ignores it.

@@ -209,6 +209,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if err := ValidateHostModes(hc); err != nil {
 		return err
 	}
+	sec, err := ParseSecurityOpts(hc.SecurityOpt)
+	if err != nil {
+		return err
+	}
 	wd, err := CleanWorkingDir(req.Config.WorkingDir)
 	if err != nil {
 		return err
@@ -292,6 +296,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	}
 	spec.ShmSizeBytes = hc.ShmSize
 	spec.Sysctls = containerSysctls(hc.Sysctls)
+	spec.NoNewPrivileges, spec.WritableCgroup = sec.NoNewPrivileges, sec.WritableCgroups
 	if merged.Tty && httputils.VersionAtLeast(ctx, "1.42") {
 		// HostConfig.ConsoleSize is [height, width]; dockerd ignores it
 		// before API 1.42.
@@ -362,6 +367,63 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	}
 	rt.log.InfoContext(ctx, "container created", "container", c.ID, "name", c.Spec.Name)
 	return httputils.WriteJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+}
+
+// SecurityOpts are the --security-opt settings a container VM acts on.
+// seccomp, apparmor and label profiles are accepted and have no effect:
+// the container's kernel is its own VM's, the isolation boundary.
+type SecurityOpts struct {
+	// NoNewPrivileges: "no-new-privileges[=true]".
+	NoNewPrivileges bool
+	// WritableCgroups: "writable-cgroups[=true]".
+	WritableCgroups bool
+}
+
+// ParseSecurityOpts reads HostConfig.SecurityOpt as dockerd does
+// (daemon/daemon_unix.go parseSecurityOpt): "no-new-privileges",
+// "writable-cgroups" and "disable" alone; else KEY=VALUE (or the
+// deprecated KEY:VALUE) with KEY label, apparmor, seccomp,
+// no-new-privileges or writable-cgroups, the last two boolean.
+// InvalidArgument with dockerd's texts: `invalid --security-opt 1: "X"`
+// for an option without a value, `invalid --security-opt 2: "X"` for an
+// unknown key or a bad boolean.
+func ParseSecurityOpts(opts []string) (SecurityOpts, error) {
+	var o SecurityOpts
+	for _, opt := range opts {
+		switch opt {
+		case "no-new-privileges":
+			o.NoNewPrivileges = true
+			continue
+		case "writable-cgroups":
+			o.WritableCgroups = true
+			continue
+		case "disable":
+			continue
+		}
+		k, v, ok := strings.Cut(opt, "=")
+		if !ok {
+			k, v, ok = strings.Cut(opt, ":")
+		}
+		if !ok {
+			return o, httputils.InvalidArgument("invalid --security-opt 1: %q", opt)
+		}
+		switch k {
+		case "label", "apparmor", "seccomp":
+		case "no-new-privileges", "writable-cgroups":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return o, httputils.InvalidArgument("invalid --security-opt 2: %q", opt)
+			}
+			if k == "no-new-privileges" {
+				o.NoNewPrivileges = b
+			} else {
+				o.WritableCgroups = b
+			}
+		default:
+			return o, httputils.InvalidArgument("invalid --security-opt 2: %q", opt)
+		}
+	}
+	return o, nil
 }
 
 // defaultSysctls are the kernel parameters dockerd sets in every

@@ -372,3 +372,30 @@ func TestLinkRendering(t *testing.T) {
 		t.Errorf("linkNames = %q", got)
 	}
 }
+
+func TestParseSecurityOpts(t *testing.T) {
+	for _, tc := range []struct {
+		opts    []string
+		want    SecurityOpts
+		wantErr string
+	}{
+		{nil, SecurityOpts{}, ""},
+		{[]string{"no-new-privileges", "writable-cgroups"}, SecurityOpts{NoNewPrivileges: true, WritableCgroups: true}, ""},
+		{[]string{"writable-cgroups=true", "no-new-privileges:true"}, SecurityOpts{NoNewPrivileges: true, WritableCgroups: true}, ""},
+		{[]string{"writable-cgroups", "writable-cgroups=false"}, SecurityOpts{}, ""},
+		{[]string{"seccomp=unconfined", "apparmor=unconfined", "label=disable", "disable"}, SecurityOpts{}, ""},
+		{[]string{"label"}, SecurityOpts{}, `invalid --security-opt 1: "label"`},
+		{[]string{"writeable-cgroups=true"}, SecurityOpts{}, `invalid --security-opt 2: "writeable-cgroups=true"`},
+		{[]string{"writable-cgroups=potato"}, SecurityOpts{}, `invalid --security-opt 2: "writable-cgroups=potato"`},
+	} {
+		got, err := ParseSecurityOpts(tc.opts)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || err.Error() != tc.wantErr || !errdefs.IsInvalidArgument(err) {
+				t.Errorf("%q: err %v, want %q", tc.opts, err, tc.wantErr)
+			}
+		case err != nil || got != tc.want:
+			t.Errorf("%q: %+v, %v; want %+v", tc.opts, got, err, tc.want)
+		}
+	}
+}

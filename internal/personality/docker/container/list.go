@@ -185,6 +185,9 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		}
 		_, hc := storedConfig(c)
 		sum.Mounts = mountPoints(ctx, c, hc, rt.volumes)
+		if httputils.VersionAtLeast(ctx, "1.46") {
+			sum.HostConfig.Annotations = hc.Annotations // shown from API 1.46 on, as dockerd
+		}
 		out = append(out, sum)
 		if limit > 0 && len(out) >= limit {
 			break

@@ -83,6 +83,9 @@ func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.Contai
 			if s := eps[name]; s != nil {
 				ep.Aliases = s.Aliases
 				ep.Links = s.Links
+				if len(s.MacAddress) > 0 {
+					ep.MAC = net.HardwareAddr(s.MacAddress).String()
+				}
 				if s.IPAMConfig != nil && s.IPAMConfig.IPv4Address.IsValid() {
 					ep.IPv4 = s.IPAMConfig.IPv4Address
 				}

@@ -1,8 +1,8 @@
 package system
 
 import (
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"runtime"
