@@ -14,7 +14,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 COMPOSE_VERSION := v5.6.0
 LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION) -X github.com/vchproject/vch/internal/vch.GitCommit=$(COMMIT)
 
-.PHONY: all deps guest build demo test unit e2e vet bench compat clean
+.PHONY: all deps guest build demo test unit e2e vet bench compat fuzz clean
 
 all: build
 
@@ -53,6 +53,21 @@ e2e: guest build
 # test: everything CI runs.
 test: guest build vet
 	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -count=1 -timeout 25m ./...
+	@$(MAKE) --no-print-directory fuzz
+
+# fuzz: each fuzz target for FUZZTIME (their seed corpora also run in every
+# `go test`): the Engine API's request decoding, tether's link framing and
+# the DNS decoders. A failing input is written under the package's
+# testdata/fuzz/ to replay.
+FUZZTIME ?= 10s
+FUZZ_TARGETS := ./internal/personality/docker:FuzzEngineAPI ./internal/tether/link:FuzzReadFrame \
+	./internal/tether/link:FuzzServerStream ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/vch-fuzz.log 2>&1 || { cat /tmp/vch-fuzz.log; exit 1; }; \
+		tail -1 /tmp/vch-fuzz.log; \
+	done
 
 bench: guest build
 	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
