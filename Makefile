@@ -14,7 +14,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 COMPOSE_VERSION := v5.6.0
 LDFLAGS   := -X github.com/vchproject/vch/internal/vch.Version=$(VERSION) -X github.com/vchproject/vch/internal/vch.GitCommit=$(COMMIT)
 
-.PHONY: all deps guest build demo test unit e2e vet bench compat fuzz clean
+.PHONY: all deps guest build demo test unit e2e vet bench compat chaos fuzz clean
 
 all: build
 
@@ -54,6 +54,12 @@ e2e: guest build
 test: guest build vet
 	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -count=1 -timeout 25m ./...
 	@$(MAKE) --no-print-directory fuzz
+
+# chaos: the fault, load and leak suite at full size (test/chaos; make test
+# runs its short part): kill -9 of VMMs and of the daemon mid-operation,
+# 200 containers churned 8 at a time, each case ending with a leak check.
+chaos: guest build
+	VCH_REQUIRE_E2E=1 VCH_CHAOS_FULL=1 $(GO) test -tags e2e -count=1 -v -timeout 40m ./test/chaos/
 
 # fuzz: each fuzz target for FUZZTIME (their seed corpora also run in every
 # `go test`): the Engine API's request decoding, tether's link framing and
