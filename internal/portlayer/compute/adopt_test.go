@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -493,4 +494,31 @@ func TestRestartPolicyValidation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSweepLeftovers: the files of a container whose removal was cut
+// short after its record went (a daemon killed mid-removal) are deleted
+// by the next daemon; a container with a record keeps its own.
+func TestSweepLeftovers(t *testing.T) {
+	h := newHarness(t)
+	c := h.create(portlayer.ContainerSpec{Args: args("true")})
+	orphan := strings.Repeat("ab", 32)
+	for _, d := range []string{filepath.Join(h.cfg.Root, "containers", orphan), filepath.Join(h.cfg.Root, "run", orphan[:12])} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "disk"), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.restart()
+	for _, d := range []string{filepath.Join(h.cfg.Root, "containers", orphan), filepath.Join(h.cfg.Root, "run", orphan[:12])} {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("%s survived the restart: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(h.cfg.Root, "containers", c.ID)); err != nil {
+		t.Errorf("the recorded container's directory went: %v", err)
+	}
+	h.inspect(c.ID)
 }

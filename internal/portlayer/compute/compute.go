@@ -215,6 +215,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	for _, rec := range all {
 		s.containers[rec.ID] = s.newContainer(rec)
 	}
+	s.sweepLeftovers()
 	toStart := s.restore()
 	vms.Prepare(s.commonShape())
 	if err := s.openWarmPool(); err != nil {
@@ -222,6 +223,34 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	}
 	s.startAtBoot(toStart)
 	return s, nil
+}
+
+// sweepLeftovers deletes the files of containers that have no record: a
+// removal deletes the record first, so a daemon killed in the middle of
+// one leaves the container's directory (its disks, its log) and its run
+// directory behind, and the next daemon finishes the removal.
+func (s *Service) sweepLeftovers() {
+	ids := map[string]bool{}
+	short := map[string]bool{}
+	for id := range s.containers {
+		ids[id], short[id[:12]] = true, true
+	}
+	for _, d := range []struct {
+		dir  string
+		mine map[string]bool
+	}{{filepath.Join(s.cfg.Root, "containers"), ids}, {filepath.Join(s.cfg.Root, "run"), short}} {
+		entries, _ := os.ReadDir(d.dir)
+		for _, e := range entries {
+			if d.mine[e.Name()] {
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(d.dir, e.Name())); err != nil {
+				s.logger.Warn("leftover of a removed container", "path", filepath.Join(d.dir, e.Name()), "err", err)
+				continue
+			}
+			s.logger.Info("removed the leftover of a container whose removal was cut short", "path", filepath.Join(d.dir, e.Name()))
+		}
+	}
 }
 
 // WarmDir is the directory under Config.Root that holds the warm VMs'
