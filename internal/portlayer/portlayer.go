@@ -83,6 +83,10 @@ type ContainerSpec struct {
 	// WritableCgroup lets the container write its own cgroup files (its
 	// /sys/fs/cgroup is read-only otherwise).
 	WritableCgroup bool
+	// MaskedPaths are container paths hidden from its processes and
+	// ReadonlyPaths ones they cannot write (OCI runtime-spec
+	// linux.maskedPaths and linux.readonlyPaths); nil: none.
+	MaskedPaths, ReadonlyPaths []string
 	// Init runs a minimal init as the container's PID 1 that forwards
 	// signals and reaps zombies (docker run --init).
 	Init bool

@@ -145,8 +145,12 @@ func buildEnv(env []string, home string) []string {
 }
 
 // processSecurity is what Setup says of every process: no new privileges
-// (PR_SET_NO_NEW_PRIVS) and whether the cgroup mount is writable.
-type processSecurity struct{ noNewPrivs, writableCgroup bool }
+// (PR_SET_NO_NEW_PRIVS), whether the cgroup mount is writable, and the
+// paths the main process's helper masks and makes read-only.
+type processSecurity struct {
+	noNewPrivs, writableCgroup bool
+	masked, readonly           []string
+}
 
 // startProcess starts p inside the container root as PID 1 of a new PID
 // namespace, as Docker's runtime does: the process sees itself as PID 1, signals it has no
@@ -210,6 +214,9 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 	}
 	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: groups, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty, Cgroup: cgroup,
 		NoNewPrivs: sec.noNewPrivs, CgroupWritable: sec.writableCgroup}
+	if !p.Exec {
+		spec.MaskedPaths, spec.ReadonlyPaths = sec.masked, sec.readonly
+	}
 	sys := &syscall.SysProcAttr{Setsid: true}
 	if !p.Exec {
 		sys.Cloneflags = syscall.CLONE_NEWPID

@@ -172,7 +172,8 @@ func (s *server) session(conn *sessionConn) error {
 				s.mu.Unlock()
 			}
 			s.mu.Lock()
-			s.security = processSecurity{noNewPrivs: setup.NoNewPrivileges, writableCgroup: setup.WritableCgroup}
+			s.security = processSecurity{noNewPrivs: setup.NoNewPrivileges, writableCgroup: setup.WritableCgroup,
+				masked: setup.MaskedPaths, readonly: setup.ReadonlyPaths}
 			s.mu.Unlock()
 			if setup.DNSRelay != "" {
 				s.startDNSRelay(setup.DNSRelay)

@@ -56,6 +56,10 @@ type spawnSpec struct {
 	CgroupWritable bool   `json:"cgroup_writable,omitempty"`
 	// NoNewPrivs sets PR_SET_NO_NEW_PRIVS before the exec.
 	NoNewPrivs bool `json:"no_new_privs,omitempty"`
+	// MaskedPaths and ReadonlyPaths are applied once the main process's
+	// /proc is mounted (maskPaths); execs see the same mounts.
+	MaskedPaths   []string `json:"masked_paths,omitempty"`
+	ReadonlyPaths []string `json:"readonly_paths,omitempty"`
 }
 
 // IsSpawnHelper reports whether this process was started as the spawn
@@ -91,6 +95,10 @@ func RunSpawnHelper() {
 		}
 		if err := unix.Mount("proc", procDir, "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 			fail(126, fmt.Sprintf("tether: mount /proc: %v", err))
+		}
+		// After /proc: masks set before it would lie under the new mount.
+		if err := maskPaths(spec.MaskedPaths, spec.ReadonlyPaths); err != nil {
+			fail(126, err.Error())
 		}
 	}
 	if spec.Cgroup != "" {

@@ -111,3 +111,27 @@ func TestSecurityOpts(t *testing.T) {
 		t.Errorf("a bad --security-opt: exit %d %q", r.code, r.stderr)
 	}
 }
+
+// TestMaskedPaths: dockerd's default masked and read-only paths are in
+// effect in the container (/proc/kcore reads empty, /proc/sys cannot be
+// written) and shown by inspect; --privileged and
+// --security-opt systempaths=unconfined lift them.
+func TestMaskedPaths(t *testing.T) {
+	t.Parallel()
+	probe := "head -c 1 /proc/kcore | wc -c; if echo 1 > /proc/sys/kernel/sysrq; then echo rw; else echo ro; fi"
+	if out := strings.Fields(ok(t, "run", "--rm", "busybox", "sh", "-c", probe+" 2>/dev/null")); strings.Join(out, " ") != "0 ro" {
+		t.Errorf("default container: kcore bytes and /proc/sys %q, want 0 ro", out)
+	}
+	for _, opt := range [][]string{{"--privileged"}, {"--security-opt", "systempaths=unconfined"}} {
+		args := append(append([]string{"run", "--rm"}, opt...), "busybox", "sh", "-c", probe+" 2>/dev/null")
+		if out := strings.Fields(ok(t, args...)); strings.Join(out, " ") != "1 rw" {
+			t.Errorf("%v: kcore bytes and /proc/sys %q, want 1 rw", opt, out)
+		}
+	}
+	name := uniqueName(t)
+	ok(t, "create", "--name", name, "busybox", "true")
+	defer docker(t, "rm", "-f", name)
+	if mp := ok(t, "inspect", "-f", "{{json .HostConfig.MaskedPaths}} {{json .HostConfig.ReadonlyPaths}}", name); !strings.Contains(mp, `"/proc/kcore"`) || !strings.Contains(mp, `"/proc/sys"`) {
+		t.Errorf("inspect MaskedPaths ReadonlyPaths: %s", mp)
+	}
+}

@@ -444,7 +444,8 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
 		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Sysctls: rec.Spec.Sysctls, Interfaces: plumbed.ifs,
 		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs, Resources: guestResources(rec.Spec.Limits, cpus),
-		NoNewPrivileges: rec.Spec.NoNewPrivileges, WritableCgroup: rec.Spec.WritableCgroup}
+		NoNewPrivileges: rec.Spec.NoNewPrivileges, WritableCgroup: rec.Spec.WritableCgroup,
+		MaskedPaths: rec.Spec.MaskedPaths, ReadonlyPaths: rec.Spec.ReadonlyPaths}
 	var relay bool
 	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {
 		setup.DNSRelay = dnsRelayAddr

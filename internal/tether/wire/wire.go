@@ -314,6 +314,13 @@ type Setup struct {
 	// WritableCgroup mounts the container's /sys/fs/cgroup read-write
 	// (--security-opt writable-cgroups); read-only otherwise.
 	WritableCgroup bool `json:"writable_cgroup,omitempty"`
+	// MaskedPaths are hidden from the container once its /proc is
+	// mounted (a directory under an empty read-only tmpfs, a file under
+	// /dev/null), ReadonlyPaths made read-only, as runc does with the OCI
+	// spec's linux.maskedPaths and linux.readonlyPaths. A path that does
+	// not exist in the guest is skipped.
+	MaskedPaths   []string `json:"masked_paths,omitempty"`
+	ReadonlyPaths []string `json:"readonly_paths,omitempty"`
 	// Resources limits the container's processes (its cgroup); nil: no
 	// limits beyond the VM's own size. A tether that predates the field
 	// ignores it.

@@ -1,12 +1,15 @@
 package container
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"net/http"
 	"path"
+	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -297,6 +300,17 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	spec.ShmSizeBytes = hc.ShmSize
 	spec.Sysctls = containerSysctls(hc.Sysctls)
 	spec.NoNewPrivileges, spec.WritableCgroup = sec.NoNewPrivileges, sec.WritableCgroups
+	if !hc.Privileged {
+		// dockerd's defaults when the client sets none (daemon
+		// create_unix.go); [] means none, and --privileged has none.
+		if hc.MaskedPaths == nil {
+			hc.MaskedPaths = defaultMaskedPaths()
+		}
+		if hc.ReadonlyPaths == nil {
+			hc.ReadonlyPaths = slices.Clone(defaultReadonlyPaths)
+		}
+	}
+	spec.MaskedPaths, spec.ReadonlyPaths = hc.MaskedPaths, hc.ReadonlyPaths
 	if merged.Tty && httputils.VersionAtLeast(ctx, "1.42") {
 		// HostConfig.ConsoleSize is [height, width]; dockerd ignores it
 		// before API 1.42.
@@ -424,6 +438,33 @@ func ParseSecurityOpts(opts []string) (SecurityOpts, error) {
 		}
 	}
 	return o, nil
+}
+
+// defaultReadonlyPaths are the paths dockerd makes read-only in every
+// container that is not privileged (moby oci.DefaultSpec).
+var defaultReadonlyPaths = []string{"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"}
+
+// defaultMaskedPaths are the paths dockerd hides in every container that
+// is not privileged (moby oci.DefaultSpec): kernel interfaces that leak
+// the host's state or let a container disturb it, and the host's CPU
+// thermal throttle counters (the CPUs it has, as dockerd lists them).
+func defaultMaskedPaths() []string {
+	paths := []string{
+		"/proc/asound", "/proc/acpi", "/proc/interrupts", "/proc/kcore", "/proc/keys",
+		"/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug",
+		"/proc/scsi", "/sys/firmware", "/sys/devices/virtual/powercap",
+	}
+	cpus, _ := filepath.Glob("/sys/devices/system/cpu/cpu[0-9]*/thermal_throttle")
+	slices.SortFunc(cpus, func(a, b string) int {
+		return cmp.Compare(cpuNumber(a), cpuNumber(b))
+	})
+	return append(paths, cpus...)
+}
+
+// cpuNumber is N of /sys/devices/system/cpu/cpuN/….
+func cpuNumber(p string) int {
+	n, _ := strconv.Atoi(strings.TrimPrefix(filepath.Base(filepath.Dir(p)), "cpu"))
+	return n
 }
 
 // defaultSysctls are the kernel parameters dockerd sets in every
