@@ -636,6 +636,12 @@ type ExecStartOptions struct {
 	Detach bool
 	// Rows and Cols set the initial TTY size; 0 leaves the default.
 	Rows, Cols uint
+	// Timeout, when positive, bounds the process's run counted from its
+	// start in the guest (not from the call, so a slow start does not eat
+	// it): once it passes the process is killed (SIGKILL) and StartExec
+	// returns an error wrapping context.DeadlineExceeded, after the
+	// output so far was written. Healthcheck probes use it.
+	Timeout time.Duration
 }
 
 // Execs runs extra processes in running containers. Exec records live as

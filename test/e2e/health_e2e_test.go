@@ -71,3 +71,32 @@ func TestHealthcheck(t *testing.T) {
 		t.Errorf("bad interval: exit %d %s", r.code, r.stderr)
 	}
 }
+
+// TestHealthcheckTimeout: a probe's timeout counts from its start in the
+// guest, so a short one is not eaten by the exec's start; a probe that
+// outlives it fails with dockerd's text and what it printed, and is
+// killed (the probes do not pile up in the container).
+func TestHealthcheckTimeout(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "--health-cmd", "echo started; sleep 30", "--health-timeout", "300ms",
+		"--health-interval", "1s", "--health-retries", "1", "busybox", "sleep", "300")
+	defer docker(t, "rm", "-f", name)
+	var log string
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		log = ok(t, "inspect", "-f", "{{range .State.Health.Log}}{{.ExitCode}} {{.Output}}|{{end}}", name)
+		if strings.Count(log, "|") >= 3 {
+			break
+		}
+	}
+	if !strings.Contains(log, "-1 Health check exceeded timeout (300ms): started\n|") {
+		t.Errorf("health log %q: want the timeout text with the probe's output", log)
+	}
+	if st := ok(t, "inspect", "-f", "{{.State.Health.Status}}", name); st != "unhealthy\n" {
+		t.Errorf("health status %q, want unhealthy", st)
+	}
+	// Each timed-out probe was killed: at most the running one sleeps.
+	if n := strings.Count(ok(t, "exec", name, "ps", "-o", "args"), "sleep 30"); n > 1 {
+		t.Errorf("%d probes still sleeping in the container, want at most 1", n)
+	}
+}

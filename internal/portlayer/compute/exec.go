@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 
@@ -201,9 +202,24 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 	if opts.Detach {
 		return nil
 	}
+	var expired <-chan time.Time
+	if opts.Timeout > 0 {
+		t := time.NewTimer(opts.Timeout)
+		defer t.Stop()
+		expired = t.C
+	}
 	select {
 	case <-done:
 		return nil
+	case <-expired:
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), monitorTimeout)
+		_ = proc.Signal(kctx, 9)
+		cancel()
+		select {
+		case <-done: // its output is written
+		case <-time.After(monitorTimeout):
+		}
+		return fmt.Errorf("compute: exec %s ran past %v: %w", e.id, opts.Timeout, context.DeadlineExceeded)
 	case <-ctx.Done():
 		return ctx.Err()
 	}

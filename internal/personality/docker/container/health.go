@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -266,7 +267,10 @@ func (m *HealthMonitor) loop(ctx context.Context, c portlayer.Container, hc cont
 func (m *HealthMonitor) runProbe(ctx context.Context, id string, args []string, timeout time.Duration) *container.HealthcheckResult {
 	res := &container.HealthcheckResult{Start: time.Now(), ExitCode: -1}
 	defer func() { res.End = time.Now() }()
-	pctx, cancel := context.WithTimeout(ctx, timeout)
+	// The timeout counts from the probe's start in the guest (an exec
+	// starts in ~100–200 ms under emulation, a few ms under runc); the
+	// start itself is bounded apart, generously.
+	pctx, cancel := context.WithTimeout(ctx, timeout+probeStartBound)
 	defer cancel()
 	execID, err := m.execs.CreateExec(pctx, id, portlayer.ExecSpec{Args: args, AttachStdout: true, AttachStderr: true})
 	if err != nil {
@@ -277,8 +281,8 @@ func (m *HealthMonitor) runProbe(ctx context.Context, id string, args []string, 
 		defer func() { _ = f.ForgetExec(context.WithoutCancel(ctx), execID) }()
 	}
 	out := &limitedBuffer{max: maxProbeOutput}
-	err = m.execs.StartExec(pctx, execID, portlayer.ExecStartOptions{Stdout: out, Stderr: out})
-	if pctx.Err() != nil && ctx.Err() == nil {
+	err = m.execs.StartExec(pctx, execID, portlayer.ExecStartOptions{Stdout: out, Stderr: out, Timeout: timeout})
+	if (errors.Is(err, context.DeadlineExceeded) || pctx.Err() != nil) && ctx.Err() == nil {
 		// dockerd's text, with what the probe printed before it was cut off.
 		res.Output = fmt.Sprintf("Health check exceeded timeout (%s)", timeout)
 		if o := out.String(); o != "" {
@@ -298,6 +302,10 @@ func (m *HealthMonitor) runProbe(ctx context.Context, id string, args []string, 
 	res.ExitCode, res.Output = *info.ExitCode, out.String()
 	return res
 }
+
+// probeStartBound bounds a probe's start, beyond its own timeout (which
+// counts once it runs).
+const probeStartBound = 30 * time.Second
 
 // record applies a result (dockerd's handleProbeResult).
 func (m *HealthMonitor) record(c portlayer.Container, res *container.HealthcheckResult, retries int, inStart bool) {
