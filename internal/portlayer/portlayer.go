@@ -20,6 +20,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
@@ -83,6 +85,9 @@ type ContainerSpec struct {
 	// WritableCgroup lets the container write its own cgroup files (its
 	// /sys/fs/cgroup is read-only otherwise).
 	WritableCgroup bool
+	// Seccomp is a syscall filter for every process of the container: an
+	// OCI runtime-spec linux.seccomp object, JSON; nil: none.
+	Seccomp []byte
 	// MaskedPaths are container paths hidden from its processes and
 	// ReadonlyPaths ones they cannot write (OCI runtime-spec
 	// linux.maskedPaths and linux.readonlyPaths); nil: none.
@@ -674,6 +679,17 @@ type Execs interface {
 type Restarter interface {
 	Restart(ctx context.Context, idOrName string, signal int, timeout *time.Duration) error
 }
+
+// UserError is a user (ContainerSpec.User, ExecSpec.User) that does not
+// resolve in the container; Message is why, in the words of the user
+// database library ("unable to find user x: no matching entries in
+// passwd file"). It unwraps to errdefs.ErrInvalidArgument.
+type UserError struct{ Message string }
+
+func (e *UserError) Error() string { return e.Message }
+
+// Unwrap classes the error as errdefs.ErrInvalidArgument.
+func (e *UserError) Unwrap() error { return errdefs.ErrInvalidArgument }
 
 // ContainerUpdate is what docker update may change; nil fields stay.
 type ContainerUpdate struct {

@@ -108,7 +108,10 @@ func resolveUser(spec string, extra []string) (*user.ExecUser, error) {
 	defaults := &user.ExecUser{Uid: 0, Gid: 0, Home: "/"}
 	u, err := user.GetExecUserPath(spec, defaults, passwd, group)
 	if err != nil {
-		return nil, &startError{msg: fmt.Sprintf("unable to find user %s: %v", spec, errors.Unwrap(err)), code: 126}
+		// The library's own text, as dockerd passes it on ("unable to
+		// find user x: no matching entries in passwd file", "unable to
+		// find group g: …").
+		return nil, &startError{msg: err.Error(), code: 126}
 	}
 	if len(extra) > 0 {
 		gids, err := user.GetAdditionalGroupsPath(extra, group)
@@ -150,6 +153,7 @@ func buildEnv(env []string, home string) []string {
 type processSecurity struct {
 	noNewPrivs, writableCgroup bool
 	masked, readonly           []string
+	seccomp                    []byte // OCI linux.seccomp JSON; nil: none
 }
 
 // startProcess starts p inside the container root as PID 1 of a new PID
@@ -213,7 +217,7 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 		}
 	}
 	spec := spawnSpec{Path: argv0, Args: p.Args, Env: env, Dir: dir, UID: u.Uid, GID: u.Gid, Groups: groups, Exec: p.Exec, Init: p.Init && !p.Exec, Tty: p.Tty, Cgroup: cgroup,
-		NoNewPrivs: sec.noNewPrivs, CgroupWritable: sec.writableCgroup}
+		NoNewPrivs: sec.noNewPrivs, CgroupWritable: sec.writableCgroup, Seccomp: sec.seccomp}
 	if !p.Exec {
 		spec.MaskedPaths, spec.ReadonlyPaths = sec.masked, sec.readonly
 	}

@@ -173,7 +173,7 @@ func (s *server) session(conn *sessionConn) error {
 			}
 			s.mu.Lock()
 			s.security = processSecurity{noNewPrivs: setup.NoNewPrivileges, writableCgroup: setup.WritableCgroup,
-				masked: setup.MaskedPaths, readonly: setup.ReadonlyPaths}
+				masked: setup.MaskedPaths, readonly: setup.ReadonlyPaths, seccomp: setup.Seccomp}
 			s.mu.Unlock()
 			if setup.DNSRelay != "" {
 				s.startDNSRelay(setup.DNSRelay)
@@ -199,6 +199,17 @@ func (s *server) session(conn *sessionConn) error {
 			}
 			if err != nil {
 				replyErr(req, fmt.Errorf("tether: set clock: %w", err))
+				continue
+			}
+			_ = req.Reply(true, nil)
+		case wire.RequestUser:
+			var u wire.User
+			if err := json.Unmarshal(req.Payload, &u); err != nil {
+				replyErr(req, fmt.Errorf("tether: bad user request: %w", err))
+				continue
+			}
+			if _, err := resolveUser(u.User, nil); err != nil {
+				replyErr(req, err)
 				continue
 			}
 			_ = req.Reply(true, nil)

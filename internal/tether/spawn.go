@@ -8,8 +8,10 @@ import (
 	"runtime"
 	"syscall"
 
+	bpf "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/tether/seccomp"
 	"github.com/vchproject/vch/internal/tether/wire"
 )
 
@@ -56,6 +58,9 @@ type spawnSpec struct {
 	CgroupWritable bool   `json:"cgroup_writable,omitempty"`
 	// NoNewPrivs sets PR_SET_NO_NEW_PRIVS before the exec.
 	NoNewPrivs bool `json:"no_new_privs,omitempty"`
+	// Seccomp is the container's syscall filter (OCI linux.seccomp JSON),
+	// installed last before the exec (package seccomp).
+	Seccomp []byte `json:"seccomp,omitempty"`
 	// MaskedPaths and ReadonlyPaths are applied once the main process's
 	// /proc is mounted (maskPaths); execs see the same mounts.
 	MaskedPaths   []string `json:"masked_paths,omitempty"`
@@ -112,6 +117,22 @@ func RunSpawnHelper() {
 	if err := unix.Chdir(spec.Dir); err != nil {
 		fail(126, fmt.Sprintf("chdir to cwd (%q) set in config.json failed: %v", spec.Dir, err))
 	}
+	var filter *bpf.Policy
+	if len(spec.Seccomp) > 0 {
+		var err error
+		if filter, err = seccomp.Policy(spec.Seccomp); err != nil {
+			fail(126, err.Error())
+		}
+		if !spec.NoNewPrivs {
+			// Installed while the helper still has CAP_SYS_ADMIN (as runc
+			// does without no_new_privs); it then filters the credential
+			// calls below too.
+			if err := seccomp.Load(filter); err != nil {
+				fail(126, fmt.Sprintf("tether: seccomp: %v", err))
+			}
+			filter = nil
+		}
+	}
 	// syscall's credential calls apply to every thread of the Go runtime.
 	if err := syscall.Setgroups(spec.Groups); err != nil {
 		fail(126, fmt.Sprintf("setgroups: %v", err))
@@ -125,6 +146,12 @@ func RunSpawnHelper() {
 	if spec.NoNewPrivs {
 		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 			fail(126, fmt.Sprintf("tether: no_new_privs: %v", err))
+		}
+	}
+	if filter != nil {
+		// With no_new_privs the filter goes last, as unprivileged.
+		if err := seccomp.Load(filter); err != nil {
+			fail(126, fmt.Sprintf("tether: seccomp: %v", err))
 		}
 	}
 	if spec.Init {

@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -107,6 +109,22 @@ func TestSecurityOpts(t *testing.T) {
 		t.Errorf("mkdir in a read-only cgroup mount: exit %d %q", r.code, r.stderr)
 	}
 	ok(t, "run", "--rm", "--security-opt", "writable-cgroups=true", "busybox", "mkdir", "/sys/fs/cgroup/foo")
+	// A seccomp profile (the CLI sends the file's content) filters the
+	// container's syscalls, exec's too; unconfined is no filter.
+	prof := filepath.Join(t.TempDir(), "seccomp.json")
+	if err := os.WriteFile(prof, []byte(`{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chown","chown32","fchownat","lchown","fchown"],"action":"SCMP_ACT_ERRNO"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if r := docker(t, "run", "--rm", "--security-opt", "seccomp="+prof, "busybox", "chown", "1", "/tmp"); r.code == 0 || !strings.Contains(r.stderr, "Operation not permitted") {
+		t.Errorf("chown under a profile that denies it: exit %d %q", r.code, r.stderr)
+	}
+	ok(t, "run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "chown", "1", "/tmp")
+	sc := uniqueName(t) + "-seccomp"
+	ok(t, "run", "-d", "--name", sc, "--security-opt", "seccomp="+prof, "busybox", "sleep", "300")
+	defer docker(t, "rm", "-f", sc)
+	if r := docker(t, "exec", sc, "chown", "1", "/tmp"); r.code == 0 {
+		t.Error("an exec escaped the container's seccomp profile")
+	}
 	if r := docker(t, "create", "--security-opt", "writable-cgroups=potato", "busybox"); r.code == 0 || !strings.Contains(r.stderr, `invalid --security-opt 2: \"writable-cgroups=potato\"`) && !strings.Contains(r.stderr, `invalid --security-opt 2: "writable-cgroups=potato"`) {
 		t.Errorf("a bad --security-opt: exit %d %q", r.code, r.stderr)
 	}
@@ -133,5 +151,27 @@ func TestMaskedPaths(t *testing.T) {
 	defer docker(t, "rm", "-f", name)
 	if mp := ok(t, "inspect", "-f", "{{json .HostConfig.MaskedPaths}} {{json .HostConfig.ReadonlyPaths}}", name); !strings.Contains(mp, `"/proc/kcore"`) || !strings.Contains(mp, `"/proc/sys"`) {
 		t.Errorf("inspect MaskedPaths ReadonlyPaths: %s", mp)
+	}
+}
+
+// TestExecUserChecked: an exec's user is looked up in the container when
+// the exec is created, as dockerd does: a user or group the container
+// does not know is refused with the user database's words before anything
+// runs; a known one runs.
+func TestExecUserChecked(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sleep", "300")
+	defer docker(t, "rm", "-f", name)
+	for user, want := range map[string]string{
+		"no-such-user":    "unable to find user no-such-user: no matching entries in passwd file",
+		"1:no-such-group": "unable to find group no-such-group: no matching entries in group file",
+	} {
+		if r := docker(t, "exec", "-u", user, name, "id"); r.code == 0 || !strings.Contains(r.stderr, want) {
+			t.Errorf("exec -u %s: exit %d %q, want %q", user, r.code, r.stderr, want)
+		}
+	}
+	if out := ok(t, "exec", "-u", "daemon", name, "id", "-un"); out != "daemon\n" {
+		t.Errorf("exec -u daemon: %q", out)
 	}
 }

@@ -73,6 +73,23 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 	if !running {
 		return "", fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
 	}
+	if spec.User != "" {
+		// The user must exist in the container now (as dockerd checks at
+		// exec create), so a bad one fails here and not after the client
+		// attached. A guest agent that cannot answer is not asked.
+		c.mu.Lock()
+		g := c.guest
+		c.mu.Unlock()
+		if g != nil {
+			uctx, cancel := context.WithTimeout(ctx, monitorTimeout)
+			err := g.CheckUser(uctx, spec.User)
+			cancel()
+			var ue *guest.UserError
+			if errors.As(err, &ue) {
+				return "", &portlayer.UserError{Message: ue.Message}
+			}
+		}
+	}
 	e := &execRec{id: newID(), c: c, spec: spec}
 	s.mu.Lock()
 	if s.execs == nil {
@@ -234,7 +251,11 @@ func (s *Service) ResizeExec(ctx context.Context, execID string, rows, cols uint
 	e.mu.Lock()
 	proc := e.proc
 	e.mu.Unlock()
-	if proc == nil {
+	e.c.mu.Lock()
+	ctrRunning := e.c.rec.State.Status == portlayer.StatusRunning
+	e.c.mu.Unlock()
+	if proc == nil || !ctrRunning {
+		// Its container's end ends it, even before its exit is recorded.
 		return fmt.Errorf("compute: exec %s is not running: %w", execID, errdefs.ErrConflict)
 	}
 	return proc.Resize(ctx, uint32(rows), uint32(cols))

@@ -445,7 +445,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Sysctls: rec.Spec.Sysctls, Interfaces: plumbed.ifs,
 		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs, Resources: guestResources(rec.Spec.Limits, cpus),
 		NoNewPrivileges: rec.Spec.NoNewPrivileges, WritableCgroup: rec.Spec.WritableCgroup,
-		MaskedPaths: rec.Spec.MaskedPaths, ReadonlyPaths: rec.Spec.ReadonlyPaths}
+		MaskedPaths: rec.Spec.MaskedPaths, ReadonlyPaths: rec.Spec.ReadonlyPaths, Seccomp: rec.Spec.Seccomp}
 	var relay bool
 	if setup.ResolvConf, relay = resolvConf(rec.Spec); relay {
 		setup.DNSRelay = dnsRelayAddr

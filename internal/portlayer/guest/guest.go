@@ -151,6 +151,30 @@ func (c *Client) SetClock(ctx context.Context) error {
 	return c.request(ctx, wire.RequestClock, wire.Encode(wire.Clock{TimeUnixNano: time.Now().UnixNano()}))
 }
 
+// UserError is the guest's refusal of a user spec (wire.RequestUser):
+// its text, "unable to find user x: no matching entries in passwd file".
+type UserError struct{ Message string }
+
+func (e *UserError) Error() string { return e.Message }
+
+// CheckUser asks the guest whether user ("name", "uid", "name:group",
+// "uid:gid") resolves against the container's /etc/passwd and /etc/group
+// (wire.RequestUser): nil if it does, a *UserError with the guest's text
+// if not, another error if the guest did not answer (a guest agent that
+// predates the request refuses it with no text: not a *UserError).
+func (c *Client) CheckUser(ctx context.Context, user string) error {
+	ok, resp, err := c.conn.SendRequest(ctx, wire.RequestUser, true, wire.Encode(wire.User{User: user}))
+	switch {
+	case err != nil:
+		return fmt.Errorf("guest: %s: %w: %w", wire.RequestUser, err, errdefs.ErrUnavailable)
+	case !ok && len(resp) > 0:
+		return &UserError{Message: string(resp)}
+	case !ok:
+		return fmt.Errorf("guest: %s refused: %w", wire.RequestUser, errdefs.ErrNotImplemented)
+	}
+	return nil
+}
+
 // SetResources replaces the limits of the running container's cgroup
 // (wire.RequestResources; docker update). An error with the guest's text
 // when it refuses them (a guest agent that predates the request refuses

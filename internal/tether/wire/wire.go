@@ -129,7 +129,15 @@ const (
 	// the running container's limits (docker update). Refused by a tether
 	// that predates it.
 	RequestResources = "resources@vch-" + Version
+	// RequestUser is a global request carrying [User]: does the user
+	// resolve in the container? A refusal carries the reason as text.
+	RequestUser = "user@vch-" + Version
 )
+
+// User is the payload of [RequestUser]: a user spec as in [Process].User.
+type User struct {
+	User string `json:"user"`
+}
 
 // Version2 names the messages added in version 2 (see the package doc).
 const Version2 = "v2"
@@ -321,6 +329,11 @@ type Setup struct {
 	// not exist in the guest is skipped.
 	MaskedPaths   []string `json:"masked_paths,omitempty"`
 	ReadonlyPaths []string `json:"readonly_paths,omitempty"`
+	// Seccomp is a syscall filter installed in every process of the
+	// container before its exec: an OCI runtime-spec linux.seccomp
+	// object (JSON, encoded here as base64 by encoding/json); empty:
+	// none. A profile tether cannot express fails the process's start.
+	Seccomp []byte `json:"seccomp,omitempty"`
 	// Resources limits the container's processes (its cgroup); nil: no
 	// limits beyond the VM's own size. A tether that predates the field
 	// ignores it.

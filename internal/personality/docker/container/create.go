@@ -15,6 +15,9 @@ import (
 	"strings"
 	"time"
 
+	seccompprofile "github.com/moby/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 	units "github.com/docker/go-units"
@@ -299,7 +302,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	}
 	spec.ShmSizeBytes = hc.ShmSize
 	spec.Sysctls = containerSysctls(hc.Sysctls)
-	spec.NoNewPrivileges, spec.WritableCgroup = sec.NoNewPrivileges, sec.WritableCgroups
+	spec.NoNewPrivileges, spec.WritableCgroup, spec.Seccomp = sec.NoNewPrivileges, sec.WritableCgroups, sec.Seccomp
 	if !hc.Privileged {
 		// dockerd's defaults when the client sets none (daemon
 		// create_unix.go); [] means none, and --privileged has none.
@@ -391,6 +394,12 @@ type SecurityOpts struct {
 	NoNewPrivileges bool
 	// WritableCgroups: "writable-cgroups[=true]".
 	WritableCgroups bool
+	// Seccomp is a "seccomp=PROFILE" JSON profile (the CLI sends the
+	// file's content) as the OCI runtime-spec linux.seccomp object it
+	// becomes (moby/profiles/seccomp LoadProfile, for Docker's default
+	// capabilities); nil for none, "unconfined" or "builtin" (dockerd's
+	// default profile is not applied: the VM is the boundary).
+	Seccomp []byte
 }
 
 // ParseSecurityOpts reads HostConfig.SecurityOpt as dockerd does
@@ -422,7 +431,19 @@ func ParseSecurityOpts(opts []string) (SecurityOpts, error) {
 			return o, httputils.InvalidArgument("invalid --security-opt 1: %q", opt)
 		}
 		switch k {
-		case "label", "apparmor", "seccomp":
+		case "label", "apparmor":
+		case "seccomp":
+			if v == "unconfined" || v == "builtin" || v == "" {
+				o.Seccomp = nil
+				continue
+			}
+			prof, err := seccompprofile.LoadProfile(v, &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{Bounding: defaultCapabilities}}})
+			if err != nil {
+				return o, httputils.InvalidArgument("%v", err)
+			}
+			if o.Seccomp, err = json.Marshal(prof); err != nil {
+				return o, fmt.Errorf("create: encode seccomp profile: %w", err)
+			}
 		case "no-new-privileges", "writable-cgroups":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
@@ -438,6 +459,14 @@ func ParseSecurityOpts(opts []string) (SecurityOpts, error) {
 		}
 	}
 	return o, nil
+}
+
+// defaultCapabilities are the capabilities dockerd gives a container that
+// is not privileged (moby oci caps.DefaultCapabilities); a seccomp
+// profile's rules may include or exclude syscalls by them.
+var defaultCapabilities = []string{
+	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+	"CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
 // defaultReadonlyPaths are the paths dockerd makes read-only in every

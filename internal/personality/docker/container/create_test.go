@@ -387,15 +387,36 @@ func TestParseSecurityOpts(t *testing.T) {
 		{[]string{"label"}, SecurityOpts{}, `invalid --security-opt 1: "label"`},
 		{[]string{"writeable-cgroups=true"}, SecurityOpts{}, `invalid --security-opt 2: "writeable-cgroups=true"`},
 		{[]string{"writable-cgroups=potato"}, SecurityOpts{}, `invalid --security-opt 2: "writable-cgroups=potato"`},
+		{[]string{"seccomp={not json"}, SecurityOpts{}, "Decoding seccomp profile failed"},
 	} {
 		got, err := ParseSecurityOpts(tc.opts)
 		switch {
 		case tc.wantErr != "":
-			if err == nil || err.Error() != tc.wantErr || !errdefs.IsInvalidArgument(err) {
+			if err == nil || !strings.HasPrefix(err.Error(), tc.wantErr) || !errdefs.IsInvalidArgument(err) {
 				t.Errorf("%q: err %v, want %q", tc.opts, err, tc.wantErr)
 			}
-		case err != nil || got != tc.want:
+		case err != nil || !reflect.DeepEqual(got, tc.want):
 			t.Errorf("%q: %+v, %v; want %+v", tc.opts, got, err, tc.want)
 		}
+	}
+}
+
+func TestParseSeccompProfile(t *testing.T) {
+	o, err := ParseSecurityOpts([]string{`seccomp={"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["chown"],"action":"SCMP_ACT_ERRNO"}]}`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prof struct {
+		DefaultAction string
+		Syscalls      []struct {
+			Names  []string
+			Action string
+		}
+	}
+	if err := json.Unmarshal(o.Seccomp, &prof); err != nil || prof.DefaultAction != "SCMP_ACT_ALLOW" || len(prof.Syscalls) != 1 || prof.Syscalls[0].Names[0] != "chown" {
+		t.Errorf("profile %s: %v", o.Seccomp, err)
+	}
+	if o, err := ParseSecurityOpts([]string{"seccomp=unconfined"}); err != nil || o.Seccomp != nil {
+		t.Errorf("unconfined: %+v, %v", o, err)
 	}
 }

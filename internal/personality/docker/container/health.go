@@ -189,6 +189,22 @@ func (m *HealthMonitor) Health(id string) *container.Health {
 	return &h
 }
 
+// HealthOf is c's health: the monitor's, or, for a running container
+// with a healthcheck whose start the monitor has not seen yet (it learns
+// of starts from events, a moment later), "starting" with no probes, as
+// dockerd shows it from the start on.
+func (m *HealthMonitor) HealthOf(c portlayer.Container) *container.Health {
+	if h := m.Health(c.ID); h != nil || m == nil {
+		return h
+	}
+	cfg, _ := storedConfig(c)
+	hc := cfg.Healthcheck
+	if c.State.Status != portlayer.StatusRunning || hc == nil || len(hc.Test) == 0 || hc.Test[0] == "NONE" {
+		return nil
+	}
+	return &container.Health{Status: container.Starting, Log: []*container.HealthcheckResult{}}
+}
+
 func (m *HealthMonitor) stop(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

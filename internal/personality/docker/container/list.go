@@ -181,7 +181,7 @@ func (rt *Router) getList(w http.ResponseWriter, r *http.Request, _ map[string]s
 		sum := summary(c, now)
 		sum.Names = append(sum.Names, linked[c.ID]...)
 		if c.State.Status == portlayer.StatusRunning {
-			sum.Status += healthText(rt.health.Health(c.ID))
+			sum.Status += healthText(rt.health.HealthOf(c))
 		}
 		_, hc := storedConfig(c)
 		sum.Mounts = mountPoints(ctx, c, hc, rt.volumes)
@@ -335,7 +335,7 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 		return err
 	}
 	resp := InspectResponse(c)
-	resp.State.Health = rt.health.Health(c.ID)
+	resp.State.Health = rt.health.HealthOf(c)
 	resp.Mounts = mountPoints(r.Context(), c, resp.HostConfig, rt.volumes)
 	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings)})
 }

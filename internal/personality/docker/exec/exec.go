@@ -106,6 +106,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, vars map[st
 	}
 	id, err := rt.execs.CreateExec(ctx, c.ID, spec)
 	if err != nil {
+		var ue *portlayer.UserError
+		if errors.As(err, &ue) {
+			return httputils.Classify(errdefs.ErrInvalidArgument, err, ue.Message)
+		}
 		return containerErr(name, err)
 	}
 	return httputils.WriteJSON(w, http.StatusCreated, container.ExecCreateResponse(common.IDResponse{ID: id}))
