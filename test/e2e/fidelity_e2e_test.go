@@ -88,8 +88,24 @@ func TestContainerDefaults(t *testing.T) {
 	name := uniqueName(t)
 	ok(t, "create", "--name", name, "busybox", "true")
 	defer docker(t, "rm", "-f", name)
-	if m := ok(t, "inspect", "-f", "{{.HostConfig.IpcMode}}", name); m != "private\n" {
-		t.Errorf("IpcMode = %q, want dockerd's default private", m)
+	if m := ok(t, "inspect", "-f", "{{.HostConfig.IpcMode}} {{.HostConfig.ShmSize}} {{.HostConfig.CgroupnsMode}} {{.HostConfig.PidsLimit}}", name); m != "private 67108864 private <nil>\n" {
+		t.Errorf("IpcMode ShmSize CgroupnsMode PidsLimit = %q, want dockerd's defaults private 67108864 private <nil>", m)
+	}
+	mem := name + "-mem"
+	ok(t, "create", "--name", mem, "-m", "64m", "busybox", "true")
+	defer docker(t, "rm", "-f", mem)
+	if m := ok(t, "inspect", "-f", "{{.HostConfig.Memory}} {{.HostConfig.MemorySwap}}", mem); m != "67108864 134217728\n" {
+		t.Errorf("Memory MemorySwap = %q, want swap defaulting to twice the memory", m)
+	}
+	// --network none takes -p (it publishes nothing) and lists none.
+	none := name + "-none"
+	ok(t, "create", "--name", none, "--network", "none", "-p", "80", "busybox", "true")
+	defer docker(t, "rm", "-f", none)
+	if n := ok(t, "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}", none); n != "none\n" {
+		t.Errorf("networks of a --network none container: %q", n)
+	}
+	if p := ok(t, "info", "-f", "{{.Plugins.Network}} {{.Plugins.Volume}} {{.IPv4Forwarding}}"); p != "[bridge null] [local] true\n" {
+		t.Errorf("info Plugins and IPv4Forwarding: %q", p)
 	}
 }
 

@@ -342,6 +342,25 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if err != nil {
 		return fmt.Errorf("create: encode config: %w", err)
 	}
+	// Defaults dockerd fills in, so inspect shows them (daemon
+	// create.go, adaptContainerSettings): /dev/shm's 64 MiB, swap as much
+	// as memory, the private cgroup namespace of cgroup v2; and the
+	// "unset" forms it stores as null.
+	if hc.ShmSize == 0 {
+		hc.ShmSize = defaultShmBytes
+	}
+	if hc.Memory > 0 && hc.MemorySwap == 0 {
+		hc.MemorySwap = 2 * hc.Memory
+	}
+	if hc.CgroupnsMode == "" {
+		hc.CgroupnsMode = container.CgroupnsModePrivate
+	}
+	if hc.PidsLimit != nil && *hc.PidsLimit <= 0 {
+		hc.PidsLimit = nil
+	}
+	if hc.MemorySwappiness != nil && *hc.MemorySwappiness == -1 {
+		hc.MemorySwappiness = nil
+	}
 	if hc.IpcMode == "" {
 		// dockerd's default IPC mode, "shareable" for clients before API
 		// 1.40 (daemon adaptContainerSettings); the container's IPC
@@ -460,6 +479,10 @@ func ParseSecurityOpts(opts []string) (SecurityOpts, error) {
 	}
 	return o, nil
 }
+
+// defaultShmBytes is /dev/shm's size when the client sets none: 64 MiB,
+// dockerd's default (its --default-shm-size).
+const defaultShmBytes = 64 << 20
 
 // defaultCapabilities are the capabilities dockerd gives a container that
 // is not privileged (moby oci caps.DefaultCapabilities); a seccomp

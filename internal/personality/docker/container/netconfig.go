@@ -61,10 +61,9 @@ func (rt *Router) applyNetworkConfig(ctx context.Context, spec *portlayer.Contai
 		}
 	}
 	if mode == "none" {
+		// Port bindings are kept in the host config and publish nothing,
+		// as with dockerd (it refuses them only with container:NAME).
 		spec.NoNetwork = true
-		if len(hc.PortBindings) > 0 || hc.PublishAllPorts {
-			return httputils.InvalidArgument("conflicting options: port publishing and the container type network mode")
-		}
 		for name := range eps {
 			if name != "none" {
 				return httputils.InvalidArgument("container cannot be connected to multiple networks with one of the networks in private (none) mode")
@@ -382,6 +381,10 @@ func endpointSettings(c portlayer.Container) map[string]*network.EndpointSetting
 			}
 		}
 		out[name] = es
+	}
+	if c.Spec.NoNetwork && len(out) == 0 {
+		// dockerd lists the none network as the container's one.
+		out["none"] = &network.EndpointSettings{}
 	}
 	return out
 }

@@ -2,6 +2,7 @@ package image
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -163,6 +164,20 @@ func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string
 		var err error
 		if ref, err = joinRef(repo, r.Form.Get("tag")); err != nil {
 			return err
+		}
+	}
+	if p := r.Form.Get("platform"); p != "" {
+		plat, err := httputils.ParsePlatform(p)
+		if err != nil {
+			return err
+		}
+		switch {
+		case plat.OS != "linux":
+			return httputils.InvalidArgument("operating system is not supported")
+		case !httputils.RunsOnHost(plat):
+			// An import is recorded linux/amd64, the platform its
+			// containers run on here.
+			return httputils.InvalidArgument("image platform %q is not supported: vch runs linux/amd64 only", p)
 		}
 	}
 	changes, err := ParseChanges(r.Form["changes"])
@@ -477,7 +492,31 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 			return httputils.PlatformMismatch(name, have, *want)
 		}
 	}
-	return httputils.WriteJSON(w, http.StatusOK, InspectResponse(img))
+	return writeLegacy(r.Context(), w, InspectResponse(img), img.Size)
+}
+
+// writeLegacy writes an image inspect document with the fields dockerd
+// still sends that the current types leave out when empty (Parent,
+// Comment, Author: "" for an image without them) and, before API 1.44,
+// VirtualSize (the image's size).
+func writeLegacy(ctx context.Context, w http.ResponseWriter, resp image.InspectResponse, size int64) error {
+	b, err := json.Marshal(resp)
+	if err != nil {
+		return fmt.Errorf("inspect image: %w", err)
+	}
+	doc := map[string]any{}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return fmt.Errorf("inspect image: %w", err)
+	}
+	for _, k := range []string{"Parent", "Comment", "Author"} {
+		if _, ok := doc[k]; !ok {
+			doc[k] = ""
+		}
+	}
+	if !httputils.VersionAtLeast(ctx, "1.44") {
+		doc["VirtualSize"] = size
+	}
+	return httputils.WriteJSON(w, http.StatusOK, doc)
 }
 
 // postTag serves POST /images/{name}/tag?repo=&tag=: 201.

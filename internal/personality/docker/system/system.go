@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"time"
+
+	"github.com/moby/moby/api/types/registry"
 
 	"github.com/moby/moby/api/types/swarm"
 
@@ -188,9 +191,14 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 		Warnings:        append([]string{}, h.Warnings...),
 	}
 	info.Swarm.LocalNodeState = swarm.LocalNodeStateInactive
-	info.Plugins.Volume = []string{}
-	info.Plugins.Network = []string{}
+	// The drivers a VCH has: its networks' and volumes' (local).
+	info.Plugins.Volume = []string{"local"}
+	info.Plugins.Network = []string{"bridge", "null"}
 	info.Plugins.Log = []string{"json-file"}
+	// Containers' traffic is forwarded (and NATed) in the VCH's own
+	// network namespace.
+	info.IPv4Forwarding = true
+	info.RegistryConfig = registryConfig()
 	for _, c := range cs {
 		switch c.State.Status {
 		case portlayer.StatusRunning, portlayer.StatusRestarting:
@@ -214,4 +222,18 @@ func runtimeName(h Host) string {
 		name += "-" + h.Accelerator
 	}
 	return name
+}
+
+// registryConfig is info's RegistryConfig as dockerd shows it with no
+// options: docker.io the official, secure index, 127.0.0.0/8 insecure,
+// no mirrors. (The VCH's --insecure-registry hosts are not listed.)
+func registryConfig() *registry.ServiceConfig {
+	rc := &registry.ServiceConfig{
+		InsecureRegistryCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		IndexConfigs: map[string]*registry.IndexInfo{
+			"docker.io": {Name: "docker.io", Mirrors: []string{}, Secure: true, Official: true},
+		},
+		Mirrors: []string{},
+	}
+	return rc
 }
