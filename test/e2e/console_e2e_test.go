@@ -27,25 +27,12 @@ func TestConsoleSize(t *testing.T) {
 	c := apiClient(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	created, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{
+	id := runToExit(ctx, t, c, client.ContainerCreateOptions{
 		Config:     &container.Config{Image: "busybox", Tty: true, Cmd: []string{"stty", "size"}},
 		HostConfig: &container.HostConfig{ConsoleSize: [2]uint{123, 57}},
 		Name:       uniqueName(t),
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true})
-	wait := c.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
-	if _, err := c.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-wait.Result:
-	case err := <-wait.Error:
-		t.Fatal(err)
-	}
-	logs, err := c.ContainerLogs(ctx, created.ID, client.ContainerLogsOptions{ShowStdout: true})
+	logs, err := c.ContainerLogs(ctx, id, client.ContainerLogsOptions{ShowStdout: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,16 +73,28 @@ func TestEndpointMAC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	mac, _ := net.ParseMAC("02:32:1c:23:00:04")
-	created, err := c.ContainerCreate(ctx, client.ContainerCreateOptions{
+	id := runToExit(ctx, t, c, client.ContainerCreateOptions{
 		Config:           &container.Config{Image: "busybox", Cmd: []string{"cat", "/sys/class/net/eth0/address"}},
 		HostConfig:       &container.HostConfig{NetworkMode: "bridge"},
 		NetworkingConfig: &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{"bridge": {MacAddress: network.HardwareAddr(mac)}}},
 		Name:             uniqueName(t),
 	})
+	if out := ok(t, "logs", id); out != "02:32:1c:23:00:04\n" {
+		t.Errorf("eth0's address: %q, want 02:32:1c:23:00:04", out)
+	}
+}
+
+// runToExit creates a container with the Go client, starts it and waits
+// for its exit; it is removed when the test ends. It returns its ID.
+func runToExit(ctx context.Context, t *testing.T, c *client.Client, opts client.ContainerCreateOptions) string {
+	t.Helper()
+	created, err := c.ContainerCreate(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true})
+	t.Cleanup(func() {
+		c.ContainerRemove(context.Background(), created.ID, client.ContainerRemoveOptions{Force: true})
+	})
 	wait := c.ContainerWait(ctx, created.ID, client.ContainerWaitOptions{Condition: container.WaitConditionNextExit})
 	if _, err := c.ContainerStart(ctx, created.ID, client.ContainerStartOptions{}); err != nil {
 		t.Fatal(err)
@@ -105,7 +104,5 @@ func TestEndpointMAC(t *testing.T) {
 	case err := <-wait.Error:
 		t.Fatal(err)
 	}
-	if out := ok(t, "logs", created.ID); out != "02:32:1c:23:00:04\n" {
-		t.Errorf("eth0's address: %q, want 02:32:1c:23:00:04", out)
-	}
+	return created.ID
 }

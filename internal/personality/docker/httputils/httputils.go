@@ -207,6 +207,21 @@ func ReadJSON(r *http.Request, out any) error {
 	return nil
 }
 
+// JSONFields is v's JSON encoding as a map of its top-level fields, for
+// answers that add or drop fields by API version (legacy fields the
+// current types no longer carry).
+func JSONFields(v any) (map[string]any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	m := map[string]any{}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // WriteJSON writes v as JSON with the given status code.
 func WriteJSON(w http.ResponseWriter, code int, v any) error {
 	w.Header().Set("Content-Type", "application/json")

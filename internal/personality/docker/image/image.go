@@ -2,7 +2,6 @@ package image
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -500,12 +499,8 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 // Comment, Author: "" for an image without them) and, before API 1.44,
 // VirtualSize (the image's size).
 func writeLegacy(ctx context.Context, w http.ResponseWriter, resp image.InspectResponse, size int64) error {
-	b, err := json.Marshal(resp)
+	doc, err := httputils.JSONFields(resp)
 	if err != nil {
-		return fmt.Errorf("inspect image: %w", err)
-	}
-	doc := map[string]any{}
-	if err := json.Unmarshal(b, &doc); err != nil {
 		return fmt.Errorf("inspect image: %w", err)
 	}
 	for _, k := range []string{"Parent", "Comment", "Author"} {

@@ -2,7 +2,6 @@ package system
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -124,12 +123,8 @@ func (s *Router) info(w http.ResponseWriter, r *http.Request, _ map[string]strin
 		// Fields dockerd dropped in API 1.50 (the bridge's netfilter
 		// settings; false here: container traffic is bridged in the
 		// VCH's own namespace, not through the host's netfilter).
-		b, err := json.Marshal(info)
+		legacy, err := httputils.JSONFields(info)
 		if err != nil {
-			return fmt.Errorf("info: %w", err)
-		}
-		legacy := map[string]any{}
-		if err := json.Unmarshal(b, &legacy); err != nil {
 			return fmt.Errorf("info: %w", err)
 		}
 		legacy["BridgeNfIptables"], legacy["BridgeNfIp6tables"] = false, false
