@@ -10,6 +10,10 @@ package chaos
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +23,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/vchproject/vch/internal/busyboximage"
 	"github.com/vchproject/vch/internal/testenv"
 )
 
@@ -248,9 +260,43 @@ func TestVMMKilled(t *testing.T) {
 	v.settled(base)
 }
 
-// TestDaemonKilled: kill -9 of the daemon in the middle of a load, a
-// commit, a cp into a container, a volume create, a network create and a
-// container removal. The next daemon on the same root lists a consistent
+// pushedImage serves go-containerregistry's in-memory registry on
+// 127.0.0.1 for the test's life and pushes busybox with a layer of
+// layerBytes random bytes to it; it returns the image's reference.
+func pushedImage(t *testing.T, layerBytes int64) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	img, err := busyboximage.Build(busyboximage.DefaultBusybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := random.Layer(layerBytes, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img, err = mutate.AppendLayers(img, layer); err != nil {
+		t.Fatal(err)
+	}
+	ref := l.Addr().String() + "/chaos/pull:1"
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(r, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// TestDaemonKilled: kill -9 of the daemon in the middle of a pull, a
+// load, a commit, a cp into a container, a volume create, a network
+// create and a container removal. The next daemon on the same root lists a consistent
 // state (each object whole or absent), every operation can be redone,
 // and nothing leaks.
 func TestDaemonKilled(t *testing.T) {
@@ -275,7 +321,9 @@ func TestDaemonKilled(t *testing.T) {
 	v.ok("rmi", "chaos-load:1")
 	v.ok("run", "-d", "--name", "victim", "busybox", "sleep", "600")
 	v.ok("run", "-d", "--name", "cp-target", "busybox", "sleep", "600")
+	pullRef := pushedImage(t, 48<<20)
 	ops := [][]string{
+		{"pull", pullRef},
 		{"load", "-i", tarball},
 		{"commit", "src", "chaos-commit:1"},
 		{"cp", big, "cp-target:/big"},
@@ -316,6 +364,9 @@ func TestDaemonKilled(t *testing.T) {
 			t.Errorf("%s after the daemon's kill: /big %s, want %s", img, got, want)
 		}
 	}
+	// The pulled image is whole or absent; a pull again completes it.
+	v.ok("pull", pullRef)
+	v.ok("run", "--rm", pullRef, "true")
 	// The cp is redone; the container (its VM outlived the daemon) has
 	// the whole file.
 	v.ok("cp", big, "cp-target:/big")
@@ -338,7 +389,7 @@ func TestDaemonKilled(t *testing.T) {
 		t.Error("victim still listed after its removal was redone")
 	}
 	v.ok("rm", "-f", "src", "cp-target")
-	v.ok("rmi", "chaos-load:1", "chaos-commit:1")
+	v.ok("rmi", "chaos-load:1", "chaos-commit:1", pullRef)
 	v.ok("volume", "rm", "chaos-vol")
 	v.ok("network", "rm", "chaos-net")
 	v.serves()
