@@ -54,7 +54,7 @@ e2e: guest build
 # The chaos suite runs after the rest, not beside it: three packages
 # booting VMs at once on a 2-core host push boots past their timeout.
 test: guest build vet
-	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -count=1 -timeout 25m $$($(GO) list ./... | grep -v /test/chaos)
+	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -count=1 -timeout 25m $$($(GO) list -tags e2e ./... | grep -v /test/chaos)
 	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -count=1 -timeout 15m ./test/chaos/
 	@$(MAKE) --no-print-directory fuzz
 
