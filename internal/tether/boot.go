@@ -63,6 +63,11 @@ func run(logger *slog.Logger) error {
 		}
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "tether")
 	}
+	// The container cgroup's hierarchy is made at boot, so a VM restored
+	// from a template has it and a container's setup only writes limits.
+	if err := prepareCgroup(); err != nil {
+		logger.Warn("no container cgroup yet", "err", err)
+	}
 	reaper := startReaper()
 	template := isTemplate()
 	if err := loadModules(logger, func(name string) bool { return !template || slices.Contains(wire.ChannelModules, name) }); err != nil {

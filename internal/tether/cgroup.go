@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -34,10 +36,12 @@ const (
 // pids.max).
 var cgroupControllers = []string{"memory", "cpu", "pids"}
 
-// setupCgroup mounts the cgroup2 hierarchy (once per boot), enables the
-// controllers for its children and creates containerCgroup with r's
-// limits (nil: none). Idempotent.
-func setupCgroup(r *wire.Resources) error {
+// prepareCgroup mounts the cgroup2 hierarchy, enables the controllers
+// for its children and creates containerCgroup, each step only if not
+// done yet. It returns the controllers it could not enable. Tether calls
+// it at boot (before a template is saved, so restored VMs skip it) and
+// setupCgroup again at setup.
+func prepareCgroup() error {
 	if err := os.MkdirAll(cgroupRoot, 0o755); err != nil {
 		return fmt.Errorf("tether: mkdir %s: %w", cgroupRoot, err)
 	}
@@ -46,8 +50,12 @@ func setupCgroup(r *wire.Resources) error {
 			return fmt.Errorf("tether: mount cgroup2: %w", err)
 		}
 	}
+	enabled, _ := os.ReadFile(filepath.Join(cgroupRoot, "cgroup.subtree_control"))
 	var missing []string
 	for _, c := range cgroupControllers {
+		if slices.Contains(strings.Fields(string(enabled)), c) {
+			continue
+		}
 		if err := writeCgroupFile(filepath.Join(cgroupRoot, "cgroup.subtree_control"), "+"+c); err != nil {
 			missing = append(missing, c)
 		}
@@ -55,12 +63,36 @@ func setupCgroup(r *wire.Resources) error {
 	if err := os.Mkdir(containerCgroup, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("tether: mkdir %s: %w", containerCgroup, err)
 	}
+	if len(missing) > 0 {
+		return &missingControllers{names: missing}
+	}
+	return nil
+}
+
+// missingControllers names the controllers the guest kernel would not
+// enable.
+type missingControllers struct{ names []string }
+
+func (m *missingControllers) Error() string {
+	return fmt.Sprintf("tether: cgroup controllers %s unavailable in the guest kernel", strings.Join(m.names, ", "))
+}
+
+// setupCgroup makes sure the container's cgroup exists (prepareCgroup)
+// and applies r's limits (nil: none). Idempotent. Missing controllers
+// fail it only when limits were asked.
+func setupCgroup(r *wire.Resources) error {
 	var want wire.Resources
 	if r != nil {
 		want = *r
 	}
-	if len(missing) > 0 && want != (wire.Resources{}) {
-		return fmt.Errorf("tether: cgroup controllers %s unavailable in the guest kernel", strings.Join(missing, ", "))
+	if err := prepareCgroup(); err != nil {
+		var mc *missingControllers
+		if !errors.As(err, &mc) || want != (wire.Resources{}) {
+			return err
+		}
+	}
+	if want == (wire.Resources{}) {
+		return nil // a VM's one setup: its new cgroup has no limits yet
 	}
 	return applyResources(containerCgroup, want)
 }
@@ -110,6 +142,20 @@ func applyResources(dir string, r wire.Resources) error {
 		}
 	}
 	return nil
+}
+
+// intoCgroup makes a process started with sys begin in the cgroup at dir
+// (clone3's CLONE_INTO_CGROUP), so it need not move there; it returns
+// the function that closes the directory once the process started. A
+// cgroup that cannot be opened leaves sys as it was (the helper then
+// moves itself, joinCgroup).
+func intoCgroup(sys *syscall.SysProcAttr, dir string) func() {
+	f, err := os.Open(dir)
+	if err != nil {
+		return func() {}
+	}
+	sys.UseCgroupFD, sys.CgroupFD = true, int(f.Fd())
+	return func() { f.Close() }
 }
 
 // writeCgroupFile writes value to an existing cgroup interface file (one
@@ -177,8 +223,12 @@ func cgroupMemory() (current, limit, inactiveFile uint64, ok bool) {
 // read-only unless writable. Called before chroot, in tether's mount
 // namespace.
 func joinCgroup(dir string, mount, writable bool) error {
-	if err := writeCgroupFile(filepath.Join(dir, "cgroup.procs"), "0"); err != nil {
-		return fmt.Errorf("tether: join cgroup: %w", err)
+	// A helper cloned into the cgroup (intoCgroup) is there already.
+	self, _ := os.ReadFile("/proc/self/cgroup")
+	if strings.TrimSpace(string(self)) != "0::"+strings.TrimPrefix(dir, cgroupRoot) {
+		if err := writeCgroupFile(filepath.Join(dir, "cgroup.procs"), "0"); err != nil {
+			return fmt.Errorf("tether: join cgroup: %w", err)
+		}
 	}
 	if err := unix.Unshare(unix.CLONE_NEWCGROUP); err != nil {
 		return fmt.Errorf("tether: cgroup namespace: %w", err)

@@ -282,6 +282,9 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 	defer statusR.Close()
 	childFiles = append(childFiles, statusW)
 	closeAfter = append(closeAfter, statusW)
+	if cgroup != "" {
+		defer intoCgroup(sys, cgroup)()
+	}
 	attr := &os.ProcAttr{Dir: "/", Env: []string{spawnEnv + "=" + string(wire.Encode(spec))}, Files: childFiles, Sys: sys}
 	var osp *os.Process
 	pid, zygoteUsed := 0, false

@@ -58,8 +58,11 @@ func startZygote() (*zygote, error) {
 		return nil, fmt.Errorf("tether: zygote: %w", err)
 	}
 	defer null.Close()
-	attr := &os.ProcAttr{Dir: "/", Env: []string{zygoteEnv + "=1"}, Files: []*os.File{null, null, null, theirs},
-		Sys: &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID}}
+	sys := &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWPID}
+	// Born in the container's cgroup (made at boot), so a restored
+	// template's main process does not move there on the hot path.
+	defer intoCgroup(sys, containerCgroup)()
+	attr := &os.ProcAttr{Dir: "/", Env: []string{zygoteEnv + "=1"}, Files: []*os.File{null, null, null, theirs}, Sys: sys}
 	p, err := os.StartProcess(selfPath, []string{selfPath, spawnArg}, attr)
 	if err != nil {
 		ours.Close()
