@@ -209,6 +209,14 @@ for img in busybox:glibc hello-world:frozen debian:bookworm-slim hello-world:amd
 	docker image inspect "$img" >/dev/null 2>&1 && continue
 	docker tag busybox:latest "$img" || die "docker tag busybox:latest $img failed"
 done
+# An image of another platform (TestCreatePlatformSpecificImageNoPlatform
+# creates a container of arm32v7/hello-world without naming a platform):
+# an empty layer imported as linux/arm/v7. Only created, never started.
+if ! docker image inspect arm32v7/hello-world:latest >/dev/null 2>&1; then
+	tar -cf "$dir/empty.tar" -T /dev/null
+	docker import --platform linux/arm/v7 -c 'CMD ["/hello"]' "$dir/empty.tar" arm32v7/hello-world:latest >/dev/null ||
+		die "docker import --platform linux/arm/v7 failed"
+fi
 
 # ---- run ---------------------------------------------------------------------------
 results=$dir/results.tsv

@@ -511,6 +511,18 @@ type ImageDelete struct {
 	Deleted  string
 }
 
+// ImportOptions is what an import records besides its layer.
+type ImportOptions struct {
+	// Config supplies Cmd, Env, Entrypoint and the rest of the image's
+	// configuration.
+	Config ocispec.ImageConfig
+	// Platform is the platform the image claims (its OS, architecture and
+	// variant in the image config, OCI image-spec); zero means linux/amd64.
+	// The store records what it is given; whether a container may run it
+	// is decided when one is created.
+	Platform ocispec.Platform
+}
+
 // Images is the image store. Images are immutable and content-addressed;
 // layers are stored once by digest and shared.
 type Images interface {
@@ -522,8 +534,8 @@ type Images interface {
 	// pull then leaves nothing behind).
 	Pull(ctx context.Context, ref string, auth RegistryAuth, progress ProgressFunc) (Image, error)
 	// Import creates a one-layer image from a tar stream (optionally gzip),
-	// tagged ref if ref is not empty. config supplies CMD, ENV, etc.
-	Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress ProgressFunc) (Image, error)
+	// tagged ref if ref is not empty, with opts' config and platform.
+	Import(ctx context.Context, r io.Reader, ref string, opts ImportOptions, progress ProgressFunc) (Image, error)
 	// Load reads a `docker save` archive (docker-archive or OCI layout tar)
 	// and returns the images it held, with the tags it applied.
 	Load(ctx context.Context, r io.Reader, progress ProgressFunc) ([]Image, error)

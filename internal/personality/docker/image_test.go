@@ -199,6 +199,21 @@ func TestImagesClient(t *testing.T) {
 	if g := got.Config.Config; strings.Join(g.Cmd, " ") != "sh" || g.Env[0] != want.Env[0] || g.WorkingDir != "/w" || g.User != "nobody" || g.Entrypoint[0] != "/init" {
 		t.Errorf("imported config %+v", g)
 	}
+	// Another Linux platform is recorded as given (dockerd's
+	// TestImportWithCustomPlatform); another OS is refused.
+	imp, err = cli.ImageImport(ctx, client.ImageImportSource{Source: strings.NewReader("a sparc tarball"), SourceName: "-"}, "sparc:v1",
+		client.ImageImportOptions{Platform: ocispec.Platform{OS: "linux", Architecture: "sparc64"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	imp.Close()
+	if got, err := f.Images().Get(ctx, "sparc:v1"); err != nil || got.Config.OS != "linux" || got.Config.Architecture != "sparc64" {
+		t.Errorf("linux/sparc64 import: %+v, %v", got.Config.Platform, err)
+	}
+	if _, err := cli.ImageImport(ctx, client.ImageImportSource{Source: strings.NewReader("a tarball"), SourceName: "-"}, "mac:v1",
+		client.ImageImportOptions{Platform: ocispec.Platform{OS: "macos", Architecture: "arm64"}}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "operating system is not supported") {
+		t.Errorf("macos import: %v", err)
+	}
 
 	rm, err := cli.ImageRemove(ctx, "mybox:v2", client.ImageRemoveOptions{})
 	if err != nil || len(rm.Items) != 1 || rm.Items[0].Untagged != "mybox:v2" {

@@ -14,7 +14,6 @@ import (
 	"testing"
 
 	"github.com/moby/moby/client"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/personality/docker/dockertest"
@@ -40,7 +39,7 @@ func readWithEarlyProgress(r io.Reader, progress portlayer.ProgressFunc) ([]byte
 	return append(first, rest...), nil
 }
 
-func (p progressFirstImages) Import(ctx context.Context, r io.Reader, ref string, cfg ocispec.ImageConfig, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+func (p progressFirstImages) Import(ctx context.Context, r io.Reader, ref string, opts portlayer.ImportOptions, progress portlayer.ProgressFunc) (portlayer.Image, error) {
 	data, err := readWithEarlyProgress(r, progress)
 	if err != nil {
 		return portlayer.Image{}, err

@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -34,8 +32,8 @@ func (i *images) Pull(ctx context.Context, ref string, auth portlayer.RegistryAu
 	return img, err
 }
 
-func (i *images) Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress portlayer.ProgressFunc) (portlayer.Image, error) {
-	img, err := i.Images.Import(ctx, r, ref, config, progress)
+func (i *images) Import(ctx context.Context, r io.Reader, ref string, opts portlayer.ImportOptions, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+	img, err := i.Images.Import(ctx, r, ref, opts, progress)
 	if err == nil {
 		i.publish("import", img.ID, ref)
 	}

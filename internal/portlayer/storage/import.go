@@ -13,8 +13,9 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Import creates a one-layer linux/amd64 image from the tar stream r
-// (plain, gzip or zstd), with config supplying Cmd, Env and the rest, as
+// Import creates a one-layer image from the tar stream r (plain, gzip or
+// zstd), with opts.Config supplying Cmd, Env and the rest and
+// opts.Platform its platform (linux/amd64 when zero), as
 // `docker import` does (Engine API v1.50, POST /images/create?fromSrc=-).
 // The image is tagged ref when ref is not empty (":latest" if it has no
 // tag); the tag moves from any image that had it. Progress reports
@@ -23,7 +24,7 @@ import (
 // Errors: InvalidArgument for a bad ref or compressed stream;
 // ResourceExhausted if the store's filesystem is full; the context's error
 // if ctx ends. Nothing is left behind on any error.
-func (s *Store) Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress portlayer.ProgressFunc) (_ portlayer.Image, err error) {
+func (s *Store) Import(ctx context.Context, r io.Reader, ref string, opts portlayer.ImportOptions, progress portlayer.ProgressFunc) (_ portlayer.Image, err error) {
 	var tags []string
 	if ref != "" {
 		t, err := parseTag(ref)
@@ -53,10 +54,14 @@ func (s *Store) Import(ctx context.Context, r io.Reader, ref string, config ocis
 		return portlayer.Image{}, err
 	}
 	now := time.Now().UTC()
+	plat := opts.Platform
+	if plat.OS == "" && plat.Architecture == "" {
+		plat = ocispec.Platform{Architecture: "amd64", OS: "linux"}
+	}
 	cfg := ocispec.Image{
 		Created:  &now,
-		Platform: ocispec.Platform{Architecture: "amd64", OS: "linux"},
-		Config:   config,
+		Platform: plat,
+		Config:   opts.Config,
 		RootFS:   ocispec.RootFS{Type: "layers", DiffIDs: []digest.Digest{digest.Digest(l.DiffID.String())}},
 		History:  []ocispec.History{{Created: &now, Comment: "Imported from -"}},
 	}

@@ -16,6 +16,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // tarDir archives a directory tree (regular files and dirs).
@@ -76,7 +78,7 @@ func TestLoadOCILayout(t *testing.T) {
 
 func TestLoadMovesTag(t *testing.T) {
 	s := newStore(t, t.TempDir())
-	old, err := s.Import(t.Context(), bytes.NewReader(smallTar(t, map[string]string{"x": "1"})), "busybox", ocispec.ImageConfig{}, nil)
+	old, err := s.Import(t.Context(), bytes.NewReader(smallTar(t, map[string]string{"x": "1"})), "busybox", portlayer.ImportOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +148,7 @@ func TestLoadLegacyDockerSave(t *testing.T) {
 
 func TestImportNotTar(t *testing.T) {
 	s := newStore(t, t.TempDir())
-	_, err := s.Import(t.Context(), bytes.NewReader(bytes.Repeat([]byte("not a tar"), 300)), "x", ocispec.ImageConfig{}, nil)
+	_, err := s.Import(t.Context(), bytes.NewReader(bytes.Repeat([]byte("not a tar"), 300)), "x", portlayer.ImportOptions{}, nil)
 	if !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("err = %v, want InvalidArgument", err)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -116,7 +115,7 @@ func TestRemoveGC(t *testing.T) {
 	s := newStore(t, t.TempDir())
 	img := loadBusybox(t, s)
 	// A second image sharing no layers, and one sharing busybox's layer.
-	other, err := s.Import(t.Context(), bytes.NewReader(smallTar(t, map[string]string{"a": "b"})), "other", ocispec.ImageConfig{}, nil)
+	other, err := s.Import(t.Context(), bytes.NewReader(smallTar(t, map[string]string{"a": "b"})), "other", portlayer.ImportOptions{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,7 +163,7 @@ func TestIngestEscapingEntries(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			layer := rawTar(t, tt.hdrs...)
 			s := newStore(t, t.TempDir())
-			_, ierr := s.Import(t.Context(), bytes.NewReader(layer), "imp", ocispecImageConfig(), nil)
+			_, ierr := s.Import(t.Context(), bytes.NewReader(layer), "imp", portlayer.ImportOptions{Config: ocispecImageConfig()}, nil)
 			var archive bytes.Buffer
 			if err := tarball.Write(mustTag(t, "loaded:latest"), imageOf(t, layer), &archive); err != nil {
 				t.Fatal(err)

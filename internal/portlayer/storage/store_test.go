@@ -178,7 +178,7 @@ func TestImport(t *testing.T) {
 			s := newStore(t, t.TempDir())
 			cfg := ocispec.ImageConfig{Cmd: []string{"/hello"}, Env: []string{"A=1"}}
 			var events int
-			img, err := s.Import(t.Context(), bytes.NewReader(tt.data), tt.ref, cfg, func(portlayer.Progress) { events++ })
+			img, err := s.Import(t.Context(), bytes.NewReader(tt.data), tt.ref, portlayer.ImportOptions{Config: cfg}, func(portlayer.Progress) { events++ })
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,6 +193,27 @@ func TestImport(t *testing.T) {
 				t.Fatalf("Get = %v", err)
 			}
 		})
+	}
+}
+
+// TestImportPlatform: an import records the platform it is given, and a
+// different platform gives a different image ID (the config differs).
+func TestImportPlatform(t *testing.T) {
+	s := newStore(t, t.TempDir())
+	layer := smallTar(t, map[string]string{"a": "b"})
+	arm, err := s.Import(t.Context(), bytes.NewReader(layer), "arm", portlayer.ImportOptions{Platform: ocispec.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := arm.Config.Platform; p.OS != "linux" || p.Architecture != "arm" || p.Variant != "v7" {
+		t.Fatalf("platform = %+v, want linux/arm/v7", p)
+	}
+	host, err := s.Import(t.Context(), bytes.NewReader(layer), "host", portlayer.ImportOptions{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if host.ID == arm.ID {
+		t.Fatalf("linux/amd64 and linux/arm/v7 imports share ID %s", arm.ID)
 	}
 }
 

@@ -706,7 +706,7 @@ func (a ImagesAPI) Pull(ctx context.Context, ref string, auth portlayer.Registry
 }
 
 // Import implements portlayer.Images: the ID is the digest of the body.
-func (a ImagesAPI) Import(ctx context.Context, r io.Reader, ref string, config ocispec.ImageConfig, progress portlayer.ProgressFunc) (portlayer.Image, error) {
+func (a ImagesAPI) Import(ctx context.Context, r io.Reader, ref string, opts portlayer.ImportOptions, progress portlayer.ProgressFunc) (portlayer.Image, error) {
 	f := a.f
 	data, rerr := io.ReadAll(r)
 	f.mu.Lock()
@@ -718,7 +718,11 @@ func (a ImagesAPI) Import(ctx context.Context, r io.Reader, ref string, config o
 		return portlayer.Image{}, rerr
 	}
 	sum := sha256.Sum256(data)
-	img := portlayer.Image{ID: "sha256:" + hex.EncodeToString(sum[:]), Config: ocispec.Image{Platform: ocispec.Platform{Architecture: "amd64", OS: "linux"}, Config: config}, Size: int64(len(data)), Created: time.Now()}
+	plat := opts.Platform
+	if plat.OS == "" {
+		plat = ocispec.Platform{Architecture: "amd64", OS: "linux"}
+	}
+	img := portlayer.Image{ID: "sha256:" + hex.EncodeToString(sum[:]), Config: ocispec.Image{Platform: plat, Config: opts.Config}, Size: int64(len(data)), Created: time.Now()}
 	if ref != "" {
 		img.RepoTags = []string{familiar(ref)}
 	}

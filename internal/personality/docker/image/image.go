@@ -165,26 +165,24 @@ func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string
 			return err
 		}
 	}
+	var opts portlayer.ImportOptions
 	if p := r.Form.Get("platform"); p != "" {
 		plat, err := httputils.ParsePlatform(p)
 		if err != nil {
 			return err
 		}
-		switch {
-		case plat.OS != "linux":
+		if plat.OS != "linux" {
 			return httputils.InvalidArgument("operating system is not supported")
-		case !httputils.RunsOnHost(plat):
-			// An import is recorded linux/amd64, the platform its
-			// containers run on here.
-			return httputils.InvalidArgument("image platform %q is not supported: vch runs linux/amd64 only", p)
 		}
+		// Any Linux architecture is recorded, as dockerd does; a
+		// container of it is refused at create.
+		opts.Platform = plat
 	}
 	changes, err := ParseChanges(r.Form["changes"])
 	if err != nil {
 		return err
 	}
-	var cfg ocispec.ImageConfig
-	if err := changes.Apply(&cfg); err != nil {
+	if err := changes.Apply(&opts.Config); err != nil {
 		return err
 	}
 	httputils.EnableFullDuplex(w)
@@ -192,7 +190,7 @@ func (rt *Router) importImage(w http.ResponseWriter, r *http.Request, src string
 	// dockerd sends no progress for an import from the request body:
 	// its first message is the new image's ID, sent once it is tagged
 	// (a client that reads one message then lists the tag finds it).
-	img, err := rt.images.Import(ctx, r.Body, ref, cfg, func(portlayer.Progress) {})
+	img, err := rt.images.Import(ctx, r.Body, ref, opts, func(portlayer.Progress) {})
 	if err != nil {
 		if !out.Started() {
 			return fmt.Errorf("import: %w", err)
