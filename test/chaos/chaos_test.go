@@ -187,8 +187,8 @@ func killVMMAfter(pid int, d time.Duration) {
 }
 
 // TestVMMKilled: kill -9 of a container's QEMU while its main process
-// runs, while an exec runs, while a client is attached and while a
-// docker cp streams: each ends with a clear non-zero exit or error, the
+// runs, while an exec runs, while a client is attached, while a docker
+// cp streams and while a docker commit reads the container's changes: each ends with a clear non-zero exit or error, the
 // container is recorded exited, the daemon serves on and nothing leaks.
 func TestVMMKilled(t *testing.T) {
 	v := newVCH(t)
@@ -253,6 +253,37 @@ func TestVMMKilled(t *testing.T) {
 			}
 		}
 		v.ok("rm", "-f", "k-cp")
+	})
+
+	t.Run("commit", func(t *testing.T) {
+		v.t = t
+		const size = 48 << 20
+		v.ok("run", "-d", "--name", "k-commit", "busybox", "sh", "-c", "dd if=/dev/urandom of=/big bs=1M count=48 2>/dev/null && sync && touch /done && sleep 600")
+		for deadline := time.Now().Add(60 * time.Second); v.docker("exec", "k-commit", "test", "-e", "/done").code != 0; {
+			if time.Now().After(deadline) {
+				t.Fatal("the container did not write /big within 60 s")
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		killVMMAfter(v.vmmPid("k-commit"), 300*time.Millisecond)
+		if r := v.docker("commit", "k-commit", "k-commit-img"); r.code == 0 {
+			// The commit may finish before the kill; its image must then
+			// be whole.
+			t.Logf("docker commit finished before the VM's kill")
+			if out := v.ok("run", "--rm", "k-commit-img", "stat", "-c", "%s", "/big"); strings.TrimSpace(out) != strconv.Itoa(size) {
+				t.Errorf("the committed image's /big has %s bytes, want %d", out, size)
+			}
+			v.ok("rmi", "k-commit-img")
+		} else if v.docker("image", "inspect", "k-commit-img").code == 0 {
+			t.Errorf("a failed commit (%s) left an image k-commit-img", strings.TrimSpace(r.stderr))
+		}
+		if st := strings.TrimSpace(v.ok("inspect", "-f", "{{.State.Status}}", "k-commit")); st == "running" || st == "paused" {
+			time.Sleep(2 * time.Second)
+			if st = strings.TrimSpace(v.ok("inspect", "-f", "{{.State.Status}}", "k-commit")); st == "running" || st == "paused" {
+				t.Errorf("container %s after its VM was killed", st)
+			}
+		}
+		v.ok("rm", "-f", "k-commit")
 	})
 
 	v.t = t

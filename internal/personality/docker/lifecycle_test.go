@@ -159,3 +159,38 @@ func TestRestartPaused(t *testing.T) {
 		})
 	}
 }
+
+// TestPIDModeContainer: `--pid container:X` names X by ID once created
+// and, as dockerd, starts only while X runs (moby's TestPIDModeContainer).
+func TestPIDModeContainer(t *testing.T) {
+	_, sock := startServer(t)
+	cli := newClient(t, sock)
+	ctx := t.Context()
+	if _, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "busybox"},
+		HostConfig: &container.HostConfig{PidMode: "container:nosuch"}}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "No such container: nosuch") {
+		t.Errorf("create with a missing PID container: %v", err)
+	}
+	pidc, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Name: "pidc", Config: &container.Config{Image: "busybox", Cmd: []string{"sleep"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "busybox", Cmd: []string{"sleep"}},
+		HostConfig: &container.HostConfig{PidMode: "container:pidc"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins, err := cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil || string(ins.Container.HostConfig.PidMode) != "container:"+pidc.ID {
+		t.Errorf("PidMode = %q, %v; want container:%s", ins.Container.HostConfig.PidMode, err, pidc.ID)
+	}
+	_, err = cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{})
+	if !errdefs.IsInternal(err) || !strings.Contains(err.Error(), "failed to join PID namespace: container "+pidc.ID+" is not running") {
+		t.Errorf("start while the PID container is stopped: %v", err)
+	}
+	if _, err := cli.ContainerStart(ctx, "pidc", client.ContainerStartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.ContainerStart(ctx, c.ID, client.ContainerStartOptions{}); err != nil {
+		t.Errorf("start while the PID container runs: %v", err)
+	}
+}

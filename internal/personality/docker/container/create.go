@@ -323,12 +323,19 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	// Namespaces of another container: each container has a VM (and so
 	// a kernel) of its own, so nothing is shared, but the container named
 	// must exist, as dockerd checks at create.
-	for _, other := range []string{hc.PidMode.Container(), hc.IpcMode.Container()} {
-		if other == "" {
+	// As dockerd (adaptSharedNamespaceContainer), the mode then names the
+	// container by ID, so a rename does not break it.
+	for _, mode := range []*string{(*string)(&hc.PidMode), (*string)(&hc.IpcMode)} {
+		other, ok := strings.CutPrefix(*mode, "container:")
+		if !ok || other == "" {
 			continue
 		}
-		if _, err := rt.compute.Inspect(ctx, other); errdefs.IsNotFound(err) {
+		oc, err := rt.compute.Inspect(ctx, other)
+		if errdefs.IsNotFound(err) {
 			return httputils.Classify(errdefs.ErrInvalidArgument, err, "No such container: "+other)
+		}
+		if err == nil {
+			*mode = "container:" + oc.ID
 		}
 	}
 	if spec.Mounts, err = parseMounts(ctx, &merged, hc, rt.compute.Inspect); err != nil {

@@ -40,10 +40,40 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 	case portlayer.StatusRemoving, portlayer.StatusDead:
 		return httputils.Classify(errdefs.ErrConflict, nil, "container is marked for removal and cannot be started")
 	}
+	if err := rt.pidContainerRuns(ctx, c); err != nil {
+		return err
+	}
 	if err := rt.compute.Start(ctx, c.ID); err != nil {
 		return startErr(name, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// pidContainerRuns checks, as dockerd does when it builds the start's
+// spec (daemon getPIDContainer), that the container whose PID namespace
+// c's `--pid container:X` names runs: else 500 "failed to join PID
+// namespace: container X is not running" (or "…: No such container: X"
+// if it is gone). Each container has its own VM and kernel, so nothing
+// is joined; the rule is kept so that scripts see dockerd's failure.
+func (rt *Router) pidContainerRuns(ctx context.Context, c portlayer.Container) error {
+	hc := &container.HostConfig{}
+	if b, ok := c.Spec.Annotations[AnnotationHostConfig]; !ok || json.Unmarshal(b, hc) != nil {
+		return nil
+	}
+	other := hc.PidMode.Container()
+	if !hc.PidMode.IsContainer() || other == "" {
+		return nil
+	}
+	oc, err := rt.compute.Inspect(ctx, other)
+	switch {
+	case errdefs.IsNotFound(err):
+		return fmt.Errorf("failed to join PID namespace: No such container: %s", other)
+	case err != nil:
+		return err
+	case oc.State.Status != portlayer.StatusRunning && oc.State.Status != portlayer.StatusPaused:
+		return fmt.Errorf("failed to join PID namespace: container %s is not running", other)
+	}
 	return nil
 }
 
