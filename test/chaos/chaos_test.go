@@ -274,8 +274,11 @@ func TestVMMKilled(t *testing.T) {
 				t.Errorf("the committed image's /big has %s bytes, want %d", out, size)
 			}
 			v.ok("rmi", "k-commit-img")
-		} else if v.docker("image", "inspect", "k-commit-img").code == 0 {
-			t.Errorf("a failed commit (%s) left an image k-commit-img", strings.TrimSpace(r.stderr))
+		} else {
+			t.Logf("docker commit across the VM's kill: %s", strings.TrimSpace(r.stderr))
+			if v.docker("image", "inspect", "k-commit-img").code == 0 {
+				t.Errorf("a failed commit left an image k-commit-img")
+			}
 		}
 		if st := strings.TrimSpace(v.ok("inspect", "-f", "{{.State.Status}}", "k-commit")); st == "running" || st == "paused" {
 			time.Sleep(2 * time.Second)
