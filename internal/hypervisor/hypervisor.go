@@ -150,6 +150,18 @@ type Pauser interface {
 	Resume(ctx context.Context) error
 }
 
+// DiskStaller is implemented by the VMs of drivers whose VMM stops the
+// whole VM, rather than failing the guest's request, when a write to a
+// disk's host file fails for lack of space (QEMU's werror=enospc, its
+// default): nothing the guest wrote is lost, and the write is retried
+// when the VM runs again (Pauser.Resume), stopping it again if space is
+// still short.
+type DiskStaller interface {
+	// DiskStalled reports whether the VM is stopped on such a write.
+	// Unavailable if the VMM does not answer.
+	DiskStalled(ctx context.Context) (bool, error)
+}
+
 // Adopter is implemented by drivers whose Capabilities report Adopt: their
 // VMs keep running when the daemon that started them stops or dies, and
 // the next daemon takes them back.

@@ -48,9 +48,15 @@ type vch struct {
 // that the VMM count is the containers' alone.
 func newVCH(t *testing.T) *vch {
 	t.Helper()
+	return newVCHIn(t, t.TempDir())
+}
+
+// newVCHIn is newVCH with the daemon's files (its root among them) in dir.
+func newVCHIn(t *testing.T, dir string) *vch {
+	t.Helper()
 	testenv.RequireVMs(t)
 	testenv.RequireBinary(t, "docker")
-	v := &vch{t: t, dir: t.TempDir()}
+	v := &vch{t: t, dir: dir}
 	v.start()
 	t.Cleanup(func() { v.d.Stop(60 * time.Second) })
 	if err := v.d.LoadBusybox(v.dir); err != nil {
@@ -565,6 +571,74 @@ func TestDiskFull(t *testing.T) {
 		t.Errorf("after freeing the volume: %q", out)
 	}
 	v.ok("volume", "rm", "small")
+	v.serves()
+	v.settled(base)
+}
+
+// TestRootFull: the filesystem of the VCH's root fills up while a
+// container writes to its root disk. The container's VM stops (no write
+// is lost) and shows paused with State.Error saying why; exec is refused
+// with a clear error meanwhile, `docker ps` answers; once space is freed
+// on the host the container runs again by itself and finishes with all
+// it wrote intact.
+func TestRootFull(t *testing.T) {
+	testenv.RequireVMs(t)
+	if os.Geteuid() != 0 {
+		t.Skip("mounting a tmpfs needs root")
+	}
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=1g,mode=0700", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs: %v: %s", err, out)
+	}
+	// Registered first, so it runs after the daemon's stop.
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", dir, err, out)
+		}
+	})
+	v := newVCHIn(t, dir)
+	base := v.holds()
+	// Leave 160 MiB free: the container writes 320 MiB.
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	free := int64(st.Bavail) * st.Bsize
+	filler := filepath.Join(dir, "filler")
+	if out, err := exec.Command("fallocate", "-l", strconv.FormatInt(free-160<<20, 10), filler).CombinedOutput(); err != nil {
+		t.Fatalf("fallocate: %v: %s", err, out)
+	}
+	v.ok("run", "-d", "--name", "fills", "busybox", "sh", "-c",
+		"echo before > /keep && sync && dd if=/dev/zero of=/fill bs=1M count=320 2>/dev/null; echo dd=$?; sync; cat /keep; ls -l /fill | awk '{print $5}'")
+	var state string
+	for deadline := time.Now().Add(120 * time.Second); ; {
+		state = v.ok("inspect", "-f", "{{.State.Status}} {{.State.Error}}", "fills")
+		if strings.HasPrefix(state, "paused ") {
+			break
+		}
+		if !strings.HasPrefix(state, "running") || time.Now().After(deadline) {
+			t.Fatalf("while the disk fills the container is %q; want paused\n%s", state, v.d.Log(3000))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if !strings.Contains(state, "disk is full") {
+		t.Errorf("State.Error of the stopped container: %q", state)
+	}
+	if r := v.docker("exec", "fills", "true"); r.code == 0 || !strings.Contains(r.stderr, "paused") {
+		t.Errorf("exec while the disk is full: exit %d %s", r.code, r.stderr)
+	}
+	if out := v.ok("ps", "--filter", "name=fills", "--format", "{{.Status}}"); !strings.Contains(out, "Paused") {
+		t.Errorf("ps while the disk is full: %q", out)
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	code := strings.TrimSpace(v.ok("wait", "fills"))
+	logs := v.ok("logs", "fills")
+	if code != "0" || logs != "dd=0\nbefore\n"+strconv.Itoa(320<<20)+"\n" {
+		t.Errorf("after space was freed: exit %s, output %q", code, logs)
+	}
+	v.ok("rm", "fills")
 	v.serves()
 	v.settled(base)
 }

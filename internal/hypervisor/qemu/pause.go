@@ -70,17 +70,32 @@ func (v *monitor) execute(ctx context.Context, command string, args any) (json.R
 // paused reports whether the VM is stopped by a QMP "stop" (QMP
 // query-status: status "paused").
 func (v *monitor) paused(ctx context.Context) (bool, error) {
+	st, err := v.runState(ctx)
+	return st == "paused", err
+}
+
+// DiskStalled implements hypervisor.DiskStaller: QEMU stops a VM whose
+// disk write failed with ENOSPC (the drives' werror=enospc default) in
+// run state "io-error" (QMP query-status).
+func (v *monitor) DiskStalled(ctx context.Context) (bool, error) {
+	st, err := v.runState(ctx)
+	return st == "io-error", err
+}
+
+// runState is QMP query-status's status: "running", "paused",
+// "io-error", …
+func (v *monitor) runState(ctx context.Context) (string, error) {
 	raw, err := v.query(ctx, "query-status")
 	if err != nil {
-		return false, err
+		return "", err
 	}
 	var st struct {
 		Status string `json:"status"`
 	}
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return false, fmt.Errorf("qemu: QMP query-status: %w", err)
+		return "", fmt.Errorf("qemu: QMP query-status: %w", err)
 	}
-	return st.Status == "paused", nil
+	return st.Status, nil
 }
 
 // Pause implements hypervisor.Pauser: QMP "stop" freezes every vCPU.

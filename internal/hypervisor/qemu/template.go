@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/hypervisor"
 )
@@ -190,6 +191,9 @@ func (d *Driver) SaveTemplate(ctx context.Context, spec hypervisor.Spec, dir str
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, stateFile)); err != nil {
 		return fmt.Errorf("qemu: template: %w", err)
+	}
+	if err := allocateOnTmpfs(mem, int64(spec.MemoryMiB)<<20); err != nil {
+		return err
 	}
 	b, _ := json.Marshal(manifest{Key: key, Format: templateFormat, Saved: time.Now().UTC()})
 	if err := os.WriteFile(filepath.Join(dir, manifestFile), b, 0o600); err != nil {
@@ -383,4 +387,32 @@ var (
 	_ hypervisor.Templater    = (*Driver)(nil)
 	_ hypervisor.WarmRestorer = (*Driver)(nil)
 	_ hypervisor.DiskPlugger  = (*vm)(nil)
+	_ hypervisor.DiskStaller  = (*vm)(nil)
+	_ hypervisor.DiskStaller  = (*adopted)(nil)
 )
+
+// allocateOnTmpfs allocates the holes of the template's memory file at
+// path (size bytes) when it is on a tmpfs, leaving its contents as they
+// are. A restored VM maps the file privately, and a tmpfs allocates a
+// page even for a read fault on a hole: on a full tmpfs that fault is a
+// SIGBUS that kills the VM. Allocated now, every later fault finds its
+// page. On a disk filesystem a hole reads as zeros without allocating,
+// so nothing is done there.
+func allocateOnTmpfs(path string, size int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return fmt.Errorf("qemu: template: statfs %s: %w", path, err)
+	}
+	if st.Type != unix.TMPFS_MAGIC {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return fmt.Errorf("qemu: template: %w", err)
+	}
+	defer f.Close()
+	if err := unix.Fallocate(int(f.Fd()), 0, 0, size); err != nil {
+		return fmt.Errorf("qemu: template: allocate its memory file on a tmpfs: %w", err)
+	}
+	return nil
+}

@@ -222,6 +222,8 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		s.logger.Warn("no warm VMs", "err", err)
 	}
 	s.startAtBoot(toStart)
+	s.wg.Add(1)
+	go s.watchDisk()
 	return s, nil
 }
 

@@ -46,6 +46,9 @@ type container struct {
 	vmGone chan struct{}
 	killed bool // the current run's VM was killed on purpose
 	vm     hypervisor.VM
+	// stalledVM is vm while it is stopped on a full disk and shown
+	// paused (diskfull.go); nil otherwise.
+	stalledVM hypervisor.VM
 	guest  *guest.Client
 	proc   *guest.Process
 	slots  []nicSlot     // the current run's NICs

@@ -63,6 +63,12 @@ func (s *Service) Unpause(ctx context.Context, idOrName string) error {
 		return err
 	}
 	c.rec.State.Status = portlayer.StatusRunning
+	if c.stalledVM != nil {
+		// Stopped on a full disk: the VMM stops it again if there is
+		// still no room, and the disk watch marks it again.
+		c.stalledVM = nil
+		c.rec.State.Error = ""
+	}
 	if err := s.recs.put(c.rec); err != nil {
 		s.logger.Warn("persist running state", "container", c.id, "err", err)
 	}
