@@ -49,12 +49,12 @@ type container struct {
 	// stalledVM is vm while it is stopped on a full disk and shown
 	// paused (diskfull.go); nil otherwise.
 	stalledVM hypervisor.VM
-	guest  *guest.Client
-	proc   *guest.Process
-	slots  []nicSlot     // the current run's NICs
-	vmDir  string        // the current run's warm VM's runtime directory, "" for its own (runDir)
-	exited chan struct{} // closed when the current run has been recorded as ended
-	stdins []*attachment // attached stdin streams waiting for a process
+	guest     *guest.Client
+	proc      *guest.Process
+	slots     []nicSlot     // the current run's NICs
+	vmDir     string        // the current run's warm VM's runtime directory, "" for its own (runDir)
+	exited    chan struct{} // closed when the current run has been recorded as ended
+	stdins    []*attachment // attached stdin streams waiting for a process
 
 	exitWaiters   []chan portlayer.WaitResult
 	removeWaiters []chan portlayer.WaitResult
