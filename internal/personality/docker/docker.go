@@ -145,6 +145,12 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		sys.WithVolumes(backend.Volumes)
 	}
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log).WithVolumes(backend.Volumes)
+	if backend.System != nil {
+		ctr.SetRuntime(func(ctx context.Context) (string, error) {
+			h, err := backend.System.Host(ctx)
+			return system.RuntimeName(h), err
+		})
+	}
 	img := image.NewRouter(backend.Images, s.log).WithContainers(backend.Compute)
 	if backend.Publish != nil && backend.Events != nil && backend.Execs != nil {
 		s.health = container.NewHealthMonitor(backend.Execs, backend.Compute, backend.Publish, s.log)

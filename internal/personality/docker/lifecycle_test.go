@@ -194,3 +194,32 @@ func TestPIDModeContainer(t *testing.T) {
 		t.Errorf("start while the PID container runs: %v", err)
 	}
 }
+
+// TestRuntime: HostConfig.Runtime defaults to the VCH's one runtime (the
+// name `docker info` gives), and another is refused as dockerd refuses a
+// runtime it does not know.
+func TestRuntime(t *testing.T) {
+	_, sock := startServer(t)
+	cli := newClient(t, sock)
+	ctx := t.Context()
+	info, err := cli.Info(ctx, client.InfoOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "busybox"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins, err := cli.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	if err != nil || ins.Container.HostConfig.Runtime != info.Info.DefaultRuntime || info.Info.DefaultRuntime == "" {
+		t.Errorf("Runtime = %q, %v; want the default %q", ins.Container.HostConfig.Runtime, err, info.Info.DefaultRuntime)
+	}
+	if _, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "busybox"},
+		HostConfig: &container.HostConfig{Runtime: info.Info.DefaultRuntime}}); err != nil {
+		t.Errorf("create naming the default runtime: %v", err)
+	}
+	if _, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "busybox"},
+		HostConfig: &container.HostConfig{Runtime: "runc"}}); !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "unknown or invalid runtime name: runc") {
+		t.Errorf("create with runtime runc: %v", err)
+	}
+}

@@ -368,6 +368,21 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if hc.MemorySwappiness != nil && *hc.MemorySwappiness == -1 {
 		hc.MemorySwappiness = nil
 	}
+	if rt.runtime != nil {
+		// dockerd: the default runtime when none is named, else one it
+		// knows (daemon verifyPlatformContainerSettings).
+		name, err := rt.runtime(ctx)
+		if err != nil {
+			return err
+		}
+		switch hc.Runtime {
+		case "":
+			hc.Runtime = name
+		case name:
+		default:
+			return httputils.InvalidArgument("unknown or invalid runtime name: %s", hc.Runtime)
+		}
+	}
 	if hc.IpcMode == "" {
 		// dockerd's default IPC mode, "shareable" for clients before API
 		// 1.40 (daemon adaptContainerSettings); the container's IPC

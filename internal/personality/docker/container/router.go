@@ -19,9 +19,10 @@ type Router struct {
 	compute  portlayer.Compute
 	interact portlayer.Interaction
 	images   imageGetter
-	volumes  volumeStore        // nil: no volume store (Mounts show no Source, rm -v keeps volumes)
-	networks portlayer.Networks // nil: networks are not checked at create
-	health   *HealthMonitor     // nil: no healthchecks run
+	volumes  volumeStore                               // nil: no volume store (Mounts show no Source, rm -v keeps volumes)
+	networks portlayer.Networks                        // nil: networks are not checked at create
+	health   *HealthMonitor                            // nil: no healthchecks run
+	runtime  func(ctx context.Context) (string, error) // the one runtime's name; nil: none checked
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -45,6 +46,12 @@ func (rt *Router) WithVolumes(v portlayer.Volumes) *Router {
 	}
 	return rt
 }
+
+// SetRuntime gives create the name of the VCH's one runtime (the name
+// `docker info` lists under Runtimes and DefaultRuntime): a container's
+// HostConfig.Runtime defaults to it, and any other is refused as dockerd
+// refuses a runtime it does not know.
+func (rt *Router) SetRuntime(name func(ctx context.Context) (string, error)) { rt.runtime = name }
 
 // SetHealth gives list and inspect the monitor's health states.
 func (rt *Router) SetHealth(m *HealthMonitor) { rt.health = m }

@@ -177,9 +177,9 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 		Labels:             append([]string{}, h.Labels...),
 		ServerVersion:      s.v.Version,
 		Runtimes: map[string]system.RuntimeWithStatus{
-			runtimeName(h): {Runtime: system.Runtime{Path: h.Hypervisor, Type: "io.vch.vm." + h.Accelerator}},
+			RuntimeName(h): {Runtime: system.Runtime{Path: h.Hypervisor, Type: "io.vch.vm." + h.Accelerator}},
 		},
-		DefaultRuntime:  runtimeName(h),
+		DefaultRuntime:  RuntimeName(h),
 		Isolation:       "",
 		SecurityOptions: []string{"name=vm,hypervisor=" + h.Hypervisor + ",accelerator=" + h.Accelerator},
 		CDISpecDirs:     []string{},
@@ -207,8 +207,10 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 	return info, nil
 }
 
-// runtimeName is the runtime shown by `docker info`, e.g. "qemu-tcg".
-func runtimeName(h Host) string {
+// RuntimeName is the name of the VCH's one runtime as `docker info`
+// lists it: the hypervisor and its accelerator ("qemu-tcg", "qemu-kvm"),
+// "vm" when the host does not say.
+func RuntimeName(h Host) string {
 	name := h.Hypervisor
 	if name == "" {
 		name = "vm"
