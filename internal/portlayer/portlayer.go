@@ -29,8 +29,9 @@ import (
 // Docker: ENTRYPOINT/CMD combination, defaults from the image) are resolved
 // before the spec reaches the port layer: Args is the final argv.
 type ContainerSpec struct {
-	// Name is a unique, user-chosen name without a leading slash; empty means
-	// the port layer picks one. AlreadyExists if another container has it.
+	// Name is a unique, user-chosen name without a leading slash; empty
+	// names the container by its short ID (12 hex digits). AlreadyExists
+	// (Reason name_in_use, ID the other container's) if another has it.
 	Name string
 	// Image is the image's ID, "sha256:" plus 64 hex digits.
 	Image string

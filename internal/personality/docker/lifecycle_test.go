@@ -223,3 +223,37 @@ func TestRuntime(t *testing.T) {
 		t.Errorf("create with runtime runc: %v", err)
 	}
 }
+
+// TestPausedTexts: dockerd's texts for a paused container, written from
+// the port layer's typed errors (kind, reason, operation).
+func TestPausedTexts(t *testing.T) {
+	f := dockertest.New()
+	h := docker.New(docker.Config{Version: "0.0.0-test"}, docker.Backend{
+		Compute: f, Interaction: f, Images: f.Images(), System: f, Pauser: f,
+	}, nil).Handler()
+	if rec := do(t, h, "POST", "/v1.50/containers/create?name=pt", `{"Image":"busybox","Cmd":["sleep"]}`); rec.Code != 201 {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	pt, err := f.Inspect(t.Context(), "pt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		method, path string
+		code         int
+		text         string
+	}{
+		{"POST", "/v1.50/containers/pt/pause", 409, "is not running"},
+		{"POST", "/v1.50/containers/pt/start", 204, ""},
+		{"POST", "/v1.50/containers/pt/unpause", 409, "is not paused"},
+		{"POST", "/v1.50/containers/pt/pause", 204, ""},
+		{"POST", "/v1.50/containers/pt/pause", 409, "is already paused"},
+		{"POST", "/v1.50/containers/pt/kill?signal=TERM", 409, "cannot kill container: pt: container " + pt.ID + " is paused. Unpause the container before stopping or killing"},
+		{"POST", "/v1.50/containers/nosuch/pause", 404, "No such container: nosuch"},
+	} {
+		rec := do(t, h, step.method, step.path, "")
+		if rec.Code != step.code || !strings.Contains(rec.Body.String(), step.text) {
+			t.Errorf("%s %s: %d %s; want %d with %q", step.method, step.path, rec.Code, rec.Body, step.code, step.text)
+		}
+	}
+}

@@ -63,10 +63,10 @@ func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container
 		switch {
 		case c.removed || c.creating:
 			c.mu.Unlock()
-			return nil, nil, nil, fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+			return nil, nil, nil, portlayer.NoSuchContainer(idOrName)
 		case c.rec.State.Status == portlayer.StatusPaused:
 			c.mu.Unlock()
-			return nil, nil, nil, fmt.Errorf("compute: Container %s is paused, unpause the container before copying: %w", c.id, errdefs.ErrConflict)
+			return nil, nil, nil, portlayer.ContainerState("copy", c.id, portlayer.ReasonPaused)
 		case c.rec.State.Status == portlayer.StatusRunning && c.guest != nil:
 			g := c.guest
 			c.mu.Unlock()

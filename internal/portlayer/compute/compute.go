@@ -34,7 +34,6 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
-	"github.com/docker/docker/pkg/namesgenerator"
 
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -413,7 +412,7 @@ func (s *Service) lookup(idOrName string) (*container, error) {
 
 func (s *Service) lookupLocked(idOrName string) (*container, error) {
 	if idOrName == "" {
-		return nil, fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+		return nil, portlayer.NoSuchContainer(idOrName)
 	}
 	if c, ok := s.containers[idOrName]; ok {
 		return c, nil
@@ -428,13 +427,13 @@ func (s *Service) lookupLocked(idOrName string) (*container, error) {
 	for id, c := range s.containers {
 		if strings.HasPrefix(id, idOrName) {
 			if found != nil {
-				return nil, fmt.Errorf("compute: multiple IDs found with provided prefix: %s: %w", idOrName, errdefs.ErrInvalidArgument)
+				return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument, Kind: portlayer.KindContainer, ID: idOrName, Reason: portlayer.ReasonAmbiguous, Message: "container ID prefix " + idOrName + " matches several containers"}
 			}
 			found = c
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+		return nil, portlayer.NoSuchContainer(idOrName)
 	}
 	return found, nil
 }
@@ -501,17 +500,12 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 		return portlayer.Container{}, fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
 	}
 	if rec.Spec.Name == "" {
-		for i := 0; ; i++ {
-			n := namesgenerator.GetRandomName(i)
-			if _, taken := s.nameTakenLocked(n, ""); !taken {
-				rec.Spec.Name = n
-				break
-			}
-		}
+		// An unnamed container is named by its short ID.
+		rec.Spec.Name = id[:12]
 	}
 	if other, taken := s.nameTakenLocked(rec.Spec.Name, ""); taken {
 		s.mu.Unlock()
-		return portlayer.Container{}, &NameConflictError{Name: rec.Spec.Name, ID: other}
+		return portlayer.Container{}, nameInUse(rec.Spec.Name, other)
 	}
 	c := s.newContainer(rec)
 	c.creating = true
@@ -572,18 +566,11 @@ func checkProcessSize(p wire.Process) error {
 	return nil
 }
 
-// NameConflictError reports a name in use; it is an AlreadyExists error.
-type NameConflictError struct {
-	Name string
-	ID   string
+// nameInUse is the AlreadyExists error for a name that container id has.
+func nameInUse(name, id string) error {
+	return &portlayer.Error{Class: portlayer.ClassAlreadyExists, Kind: portlayer.KindContainer, ID: id, Name: name,
+		Reason: portlayer.ReasonNameInUse, Message: fmt.Sprintf("name %q is already in use by container %s", name, id)}
 }
-
-func (e *NameConflictError) Error() string {
-	return fmt.Sprintf("compute: name %q is already in use by container %q", e.Name, e.ID)
-}
-
-// Unwrap classifies the error as AlreadyExists.
-func (e *NameConflictError) Unwrap() error { return errdefs.ErrAlreadyExists }
 
 // Inspect implements portlayer.Compute.
 func (s *Service) Inspect(ctx context.Context, idOrName string) (portlayer.Container, error) {
@@ -624,7 +611,7 @@ func (s *Service) Rename(ctx context.Context, idOrName, newName string) error {
 		return err
 	}
 	if other, taken := s.nameTakenLocked(newName, c.id); taken {
-		return &NameConflictError{Name: newName, ID: other}
+		return nameInUse(newName, other)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -453,9 +453,8 @@ func TestCreateNameConflictError(t *testing.T) {
 	h := newHarness(t)
 	first := h.create(portlayer.ContainerSpec{Name: "web", Args: args("echo")})
 	_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Name: "/web", Image: testImage, Args: args("echo")})
-	var nce *compute.NameConflictError
-	if !errors.As(err, &nce) || nce.ID != first.ID || nce.Name != "web" {
-		t.Fatalf("Create = %v, want *NameConflictError{web, %s}", err, first.ID)
+	if pe := portlayer.AsError(err); pe == nil || pe.Reason != portlayer.ReasonNameInUse || pe.ID != first.ID || pe.Name != "web" || !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("Create = %v, want a name_in_use error naming web and %s", err, first.ID)
 	}
 }
 
@@ -608,9 +607,8 @@ func TestRename(t *testing.T) {
 				if err == nil || !tt.wantErr(err) {
 					t.Fatalf("Rename = %v, want a matching error", err)
 				}
-				var nce *compute.NameConflictError
-				if errdefs.IsAlreadyExists(err) && (!errors.As(err, &nce) || nce.ID != other.ID) {
-					t.Errorf("Rename = %v, want *NameConflictError naming %s", err, other.ID)
+				if pe := portlayer.AsError(err); errdefs.IsAlreadyExists(err) && (pe == nil || pe.Reason != portlayer.ReasonNameInUse || pe.ID != other.ID) {
+					t.Errorf("Rename = %v, want a name_in_use error naming %s", err, other.ID)
 				}
 				if h.inspect("old").ID != c.ID {
 					t.Error("failed rename changed the name")

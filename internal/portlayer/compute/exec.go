@@ -68,10 +68,10 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 	paused := c.rec.State.Status == portlayer.StatusPaused
 	c.mu.Unlock()
 	if paused {
-		return "", fmt.Errorf("compute: Container %s is paused, unpause the container before exec: %w", c.id, errdefs.ErrConflict)
+		return "", portlayer.ContainerState("exec", c.id, portlayer.ReasonPaused)
 	}
 	if !running {
-		return "", fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
+		return "", portlayer.ContainerState("exec", c.id, portlayer.ReasonNotRunning)
 	}
 	if spec.User != "" {
 		// The user must exist in the container now (as dockerd checks at
@@ -107,7 +107,7 @@ func (s *Service) lookupExec(id string) (*execRec, error) {
 	if e, ok := s.execs[id]; ok {
 		return e, nil
 	}
-	return nil, fmt.Errorf("compute: No such exec instance: %s: %w", id, errdefs.ErrNotFound)
+	return nil, portlayer.NoSuchExec(id)
 }
 
 // InspectExec implements portlayer.Execs.
@@ -129,7 +129,7 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 	if e.started {
 		e.mu.Unlock()
 		if e.info().Running {
-			return fmt.Errorf("compute: Error: Exec command %s is already running: %w", e.id, errdefs.ErrConflict)
+			return portlayer.ExecState(e.id, portlayer.ReasonRunning)
 		}
 		return fmt.Errorf("compute: Error: Exec command %s has already run: %w", e.id, errdefs.ErrConflict)
 	}
@@ -143,7 +143,7 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 	c.mu.Unlock()
 	if g == nil || rec.State.Status != portlayer.StatusRunning {
 		e.finish(126)
-		return fmt.Errorf("compute: container %s is not running: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("exec", c.id, portlayer.ReasonNotRunning)
 	}
 	// Docker's exec environment: the container's (HOSTNAME, TERM with a
 	// TTY, its Env), then the exec's own; working dir and user default to
@@ -256,7 +256,7 @@ func (s *Service) ResizeExec(ctx context.Context, execID string, rows, cols uint
 	e.c.mu.Unlock()
 	if proc == nil || !ctrRunning {
 		// Its container's end ends it, even before its exit is recorded.
-		return fmt.Errorf("compute: exec %s is not running: %w", execID, errdefs.ErrConflict)
+		return portlayer.ExecState(execID, portlayer.ReasonNotRunning)
 	}
 	return proc.Resize(ctx, uint32(rows), uint32(cols))
 }
@@ -271,7 +271,7 @@ func (s *Service) Resize(ctx context.Context, idOrName string, rows, cols uint) 
 	proc := c.proc
 	c.mu.Unlock()
 	if proc == nil {
-		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("", c.id, portlayer.ReasonNotRunning)
 	}
 	return proc.Resize(ctx, uint32(rows), uint32(cols))
 }
@@ -284,7 +284,7 @@ func (s *Service) ForgetExec(_ context.Context, execID string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.execs[execID]; !ok {
-		return fmt.Errorf("compute: No such exec instance: %s: %w", execID, errdefs.ErrNotFound)
+		return portlayer.NoSuchExec(execID)
 	}
 	delete(s.execs, execID)
 	return nil

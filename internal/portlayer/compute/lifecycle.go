@@ -170,7 +170,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		switch {
 		case c.removed || c.creating:
 			c.mu.Unlock()
-			return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+			return portlayer.NoSuchContainer(idOrName)
 		case c.rec.State.Status == portlayer.StatusRunning:
 			c.mu.Unlock()
 			return nil
@@ -270,7 +270,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		_ = vm.Kill()
 		<-vm.Done()
 		s.unplumb(c.id)
-		return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+		return portlayer.NoSuchContainer(idOrName)
 	}
 	// Docker keeps the previous run's FinishedAt while the container runs.
 	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC(), FinishedAt: c.rec.State.FinishedAt}
@@ -805,7 +805,7 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	status := c.rec.State.Status
 	if status == portlayer.StatusPaused && signal != 9 {
 		c.mu.Unlock()
-		return fmt.Errorf("compute: Container %s is paused. Unpause the container before stopping or killing: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("kill", c.id, portlayer.ReasonPaused)
 	}
 	if status == portlayer.StatusRestarting && c.restartCancel != nil {
 		// Waiting for its restart: nothing runs to signal. As Docker's
@@ -829,7 +829,7 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	}
 	if vm == nil || proc == nil || (status != portlayer.StatusRunning && status != portlayer.StatusPaused) {
 		c.mu.Unlock()
-		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("", c.id, portlayer.ReasonNotRunning)
 	}
 	if signal == 9 {
 		c.killed = true

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/guest"
 )
@@ -25,12 +23,12 @@ func (s *Service) runningGuest(idOrName string) (*container, *guest.Client, erro
 	switch c.rec.State.Status {
 	case portlayer.StatusRunning:
 	case portlayer.StatusPaused:
-		return nil, nil, fmt.Errorf("compute: Container %s is paused: %w", c.id, errdefs.ErrConflict)
+		return nil, nil, portlayer.ContainerState("", c.id, portlayer.ReasonPaused)
 	default:
-		return nil, nil, fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+		return nil, nil, portlayer.ContainerState("", c.id, portlayer.ReasonNotRunning)
 	}
 	if c.guest == nil {
-		return nil, nil, fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+		return nil, nil, portlayer.ContainerState("", c.id, portlayer.ReasonNotRunning)
 	}
 	return c, c.guest, nil
 }

@@ -327,7 +327,7 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 	if c.rec.State.Status == portlayer.StatusPaused {
 		// The guest configures its interfaces itself, and a paused VM
 		// cannot: waiting would hold the container until it is unpaused.
-		return fmt.Errorf("compute: Container %s is paused, unpause the container before connecting it to a network: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("connect", c.id, portlayer.ReasonPaused)
 	}
 	if nw.Driver == "null" || c.rec.Spec.NoNetwork {
 		return fmt.Errorf("container cannot be connected to multiple networks with one of the networks in private (none) mode: %w", errdefs.ErrConflict)
@@ -402,7 +402,7 @@ func lockSettled(ctx context.Context, c *container, idOrName string) error {
 		c.mu.Lock()
 		if c.removed || c.creating {
 			c.mu.Unlock()
-			return fmt.Errorf("compute: No such container: %s: %w", idOrName, errdefs.ErrNotFound)
+			return portlayer.NoSuchContainer(idOrName)
 		}
 		if !c.starting {
 			return nil
@@ -540,7 +540,7 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 		return s.recs.put(c.rec)
 	}
 	if c.rec.State.Status == portlayer.StatusPaused {
-		return fmt.Errorf("compute: Container %s is paused, unpause the container before disconnecting it from a network: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("disconnect", c.id, portlayer.ReasonPaused)
 	}
 	idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == nw.Name || n.Network == nw.ID })
 	if idx < 0 {

@@ -21,10 +21,10 @@ func (s *Service) Pause(ctx context.Context, idOrName string) error {
 	defer c.mu.Unlock()
 	switch c.rec.State.Status {
 	case portlayer.StatusPaused:
-		return fmt.Errorf("compute: Container %s is already paused: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("pause", c.id, portlayer.ReasonPaused)
 	case portlayer.StatusRunning:
 	default:
-		return fmt.Errorf("compute: Container %s is not running: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("", c.id, portlayer.ReasonNotRunning)
 	}
 	p, ok := c.vm.(hypervisor.Pauser)
 	if !ok {
@@ -51,7 +51,7 @@ func (s *Service) Unpause(ctx context.Context, idOrName string) error {
 	c.mu.Lock()
 	if c.rec.State.Status != portlayer.StatusPaused {
 		c.mu.Unlock()
-		return fmt.Errorf("compute: Container %s is not paused: %w", c.id, errdefs.ErrConflict)
+		return portlayer.ContainerState("unpause", c.id, portlayer.ReasonNotPaused)
 	}
 	p, ok := c.vm.(hypervisor.Pauser)
 	if !ok {

@@ -16,8 +16,8 @@ import (
 // ("sha256:" plus 64 hex, or the 64 hex alone), a reference
 // ("busybox" meaning docker.io/library/busybox:latest, "name@sha256:…" for
 // a pulled digest), or a unique ID prefix with or without "sha256:".
-// NotFound with Docker's text ("No such image: busybox:latest") if nothing
-// matches or a prefix is ambiguous.
+// NotFound (portlayer.NoSuchImage, its ID the reference normalised:
+// "busybox:latest") if nothing matches or a prefix is ambiguous.
 func (s *Store) Get(ctx context.Context, ref string) (portlayer.Image, error) {
 	if err := ctxErr(ctx); err != nil {
 		return portlayer.Image{}, err
@@ -140,5 +140,5 @@ func (s *Store) byIDPrefix(prefix string) *cached {
 }
 
 func noSuchImage(what string) error {
-	return newDockerError(errdefs.ErrNotFound, "No such image: "+what, nil)
+	return portlayer.NoSuchImage(what)
 }

@@ -60,7 +60,7 @@ func TestRemove(t *testing.T) {
 			{ref: "ID", errIs: errdefs.IsConflict, errMsg: "conflict: unable to delete SHORT (must be forced) - image is being used by stopped container abc123def456"},
 		}},
 		{name: "missing", steps: []step{
-			{ref: "nosuch", errIs: errdefs.IsNotFound, errMsg: "No such image: nosuch:latest"},
+			{ref: "nosuch", errIs: errdefs.IsNotFound, errMsg: "no such image: nosuch:latest"},
 		}},
 	}
 	for _, tt := range tests {

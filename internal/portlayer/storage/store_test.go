@@ -100,7 +100,7 @@ func TestLoadAndGet(t *testing.T) {
 	tests := []struct {
 		name, ref string
 		found     bool
-		text      string
+		missing   string // the NotFound error's image ID: the reference normalised
 	}{
 		{name: "familiar", ref: "busybox", found: true},
 		{name: "tagged", ref: "busybox:latest", found: true},
@@ -109,10 +109,10 @@ func TestLoadAndGet(t *testing.T) {
 		{name: "bare hex", ref: hex, found: true},
 		{name: "short ID", ref: hex[:12], found: true},
 		{name: "prefixed short ID", ref: "sha256:" + hex[:6], found: true},
-		{name: "other tag", ref: "busybox:1.36", text: "No such image: busybox:1.36"},
-		{name: "missing name", ref: "nosuch", text: "No such image: nosuch:latest"},
-		{name: "missing registry ref", ref: "127.0.0.1:5000/nosuch", text: "No such image: 127.0.0.1:5000/nosuch:latest"},
-		{name: "missing ID", ref: "sha256:" + strings.Repeat("0", 64), text: "No such image: sha256:" + strings.Repeat("0", 64)},
+		{name: "other tag", ref: "busybox:1.36", missing: "busybox:1.36"},
+		{name: "missing name", ref: "nosuch", missing: "nosuch:latest"},
+		{name: "missing registry ref", ref: "127.0.0.1:5000/nosuch", missing: "127.0.0.1:5000/nosuch:latest"},
+		{name: "missing ID", ref: "sha256:" + strings.Repeat("0", 64), missing: "sha256:" + strings.Repeat("0", 64)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -123,8 +123,8 @@ func TestLoadAndGet(t *testing.T) {
 				}
 				return
 			}
-			if !errdefs.IsNotFound(err) || err.Error() != tt.text {
-				t.Fatalf("Get(%q) err = %v, want NotFound %q", tt.ref, err, tt.text)
+			if pe := portlayer.AsError(err); !errdefs.IsNotFound(err) || pe == nil || pe.Kind != portlayer.KindImage || pe.ID != tt.missing {
+				t.Fatalf("Get(%q) err = %v, want NotFound of image %q", tt.ref, err, tt.missing)
 			}
 		})
 	}

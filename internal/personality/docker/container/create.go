@@ -2,6 +2,7 @@ package container
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+	"github.com/docker/docker/pkg/namesgenerator"
 	units "github.com/docker/go-units"
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
@@ -398,7 +400,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	}
 	spec.Annotations = map[string][]byte{AnnotationConfig: cfgJSON, AnnotationHostConfig: hcJSON}
 
-	c, err := rt.compute.Create(ctx, spec)
+	c, err := rt.createNamed(ctx, spec)
 	if err != nil {
 		if errdefs.IsAlreadyExists(err) && name != "" {
 			return rt.nameConflict(r, name, err)
@@ -622,10 +624,33 @@ func ValidateRestartPolicy(p container.RestartPolicy, autoRemove bool) error {
 	return nil
 }
 
-// nameConflict builds dockerd's 409 text for a taken name.
+// maxNameTries bounds the generated names tried for one unnamed container.
+const maxNameTries = 20
+
+// createNamed creates spec's container; one without a name gets Docker's
+// generated kind ("adjective_surname", moby's namesgenerator; a digit is
+// added after the first try), another tried while the port layer answers
+// that the name is in use.
+func (rt *Router) createNamed(ctx context.Context, spec portlayer.ContainerSpec) (portlayer.Container, error) {
+	if spec.Name != "" {
+		return rt.compute.Create(ctx, spec)
+	}
+	for i := 0; ; i++ {
+		spec.Name = namesgenerator.GetRandomName(i)
+		c, err := rt.compute.Create(ctx, spec)
+		if pe := portlayer.AsError(err); pe == nil || pe.Reason != portlayer.ReasonNameInUse || i == maxNameTries-1 {
+			return c, err
+		}
+	}
+}
+
+// nameConflict builds dockerd's 409 text for a taken name from the port
+// layer's name_in_use error cause, which names the container that has it.
 func (rt *Router) nameConflict(r *http.Request, name string, cause error) error {
 	id := ""
-	if other, err := rt.compute.Inspect(r.Context(), name); err == nil {
+	if pe := portlayer.AsError(cause); pe != nil && pe.Reason == portlayer.ReasonNameInUse {
+		id = pe.ID
+	} else if other, err := rt.compute.Inspect(r.Context(), name); err == nil {
 		id = other.ID
 	}
 	return httputils.Classify(errdefs.ErrConflict, cause, fmt.Sprintf(

@@ -232,7 +232,9 @@ func (rt *Router) postKill(w http.ResponseWriter, r *http.Request, vars map[stri
 	}
 	if err := rt.compute.Kill(ctx, c.ID, sig); err != nil {
 		if errdefs.IsConflict(err) {
-			if c.State.Status == portlayer.StatusPaused {
+			// The port layer says why, as of the kill (the container may
+			// have changed since the inspect above).
+			if pe := portlayer.AsError(err); pe != nil && pe.Reason == portlayer.ReasonPaused {
 				return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("cannot kill container: %s: container %s is paused. Unpause the container before stopping or killing", name, c.ID))
 			}
 			return notRunning(err)

@@ -127,7 +127,7 @@ func (f *Fake) record(method, arg string) error {
 }
 
 func notFoundCtr(id string) error {
-	return fmt.Errorf("fake: container %s: %w", id, errdefs.ErrNotFound)
+	return portlayer.NoSuchContainer(id)
 }
 
 // lookup resolves an ID, unique ID prefix or name. Caller holds f.mu.
@@ -142,7 +142,7 @@ func (f *Fake) lookup(idOrName string) (*ctr, error) {
 		}
 		if strings.HasPrefix(c.c.ID, idOrName) {
 			if found != nil {
-				return nil, fmt.Errorf("fake: ambiguous prefix %s: %w", idOrName, errdefs.ErrInvalidArgument)
+				return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument, Kind: portlayer.KindContainer, ID: idOrName, Reason: portlayer.ReasonAmbiguous, Message: "fake: ambiguous prefix " + idOrName}
 			}
 			found = c
 		}
@@ -174,7 +174,7 @@ func (f *Fake) Create(_ context.Context, spec portlayer.ContainerSpec) (portlaye
 	}
 	for _, c := range f.ctrs {
 		if c.c.Spec.Name == spec.Name {
-			return portlayer.Container{}, fmt.Errorf("fake: name %s: %w", spec.Name, errdefs.ErrAlreadyExists)
+			return portlayer.Container{}, &portlayer.Error{Class: portlayer.ClassAlreadyExists, Kind: portlayer.KindContainer, ID: c.c.ID, Name: spec.Name, Reason: portlayer.ReasonNameInUse, Message: "fake: name " + spec.Name}
 		}
 	}
 	c := &ctr{c: portlayer.Container{ID: id, Created: time.Now(), Spec: spec, State: portlayer.State{Status: portlayer.StatusCreated}, LogPath: "/fake/" + id + ".log"}}
@@ -377,12 +377,12 @@ func (f *Fake) Pause(_ context.Context, idOrName string) error {
 	}
 	switch c.c.State.Status {
 	case portlayer.StatusPaused:
-		return fmt.Errorf("fake: Container %s is already paused: %w", c.c.ID, errdefs.ErrConflict)
+		return portlayer.ContainerState("pause", c.c.ID, portlayer.ReasonPaused)
 	case portlayer.StatusRunning:
 		c.c.State.Status = portlayer.StatusPaused
 		return nil
 	}
-	return fmt.Errorf("fake: Container %s is not running: %w", c.c.ID, errdefs.ErrConflict)
+	return portlayer.ContainerState("pause", c.c.ID, portlayer.ReasonNotRunning)
 }
 
 // Unpause implements portlayer.Pauser.
@@ -397,7 +397,7 @@ func (f *Fake) Unpause(_ context.Context, idOrName string) error {
 		return err
 	}
 	if c.c.State.Status != portlayer.StatusPaused {
-		return fmt.Errorf("fake: Container %s is not paused: %w", c.c.ID, errdefs.ErrConflict)
+		return portlayer.ContainerState("unpause", c.c.ID, portlayer.ReasonNotPaused)
 	}
 	c.c.State.Status = portlayer.StatusRunning
 	return nil
@@ -414,8 +414,11 @@ func (f *Fake) Kill(_ context.Context, idOrName string, signal int) error {
 	if err != nil {
 		return err
 	}
-	if c.c.State.Status != portlayer.StatusRunning {
-		return fmt.Errorf("fake: %s not running: %w", idOrName, errdefs.ErrConflict)
+	if c.c.State.Status == portlayer.StatusPaused && signal != 9 {
+		return portlayer.ContainerState("kill", c.c.ID, portlayer.ReasonPaused)
+	}
+	if c.c.State.Status != portlayer.StatusRunning && c.c.State.Status != portlayer.StatusPaused {
+		return portlayer.ContainerState("kill", c.c.ID, portlayer.ReasonNotRunning)
 	}
 	if signal == 0 {
 		signal = 9
@@ -509,7 +512,7 @@ func (f *Fake) Rename(_ context.Context, idOrName, newName string) error {
 	}
 	for _, o := range f.ctrs {
 		if o.c.Spec.Name == newName {
-			return fmt.Errorf("fake: name %s: %w", newName, errdefs.ErrAlreadyExists)
+			return &portlayer.Error{Class: portlayer.ClassAlreadyExists, Kind: portlayer.KindContainer, ID: o.c.ID, Name: newName, Reason: portlayer.ReasonNameInUse, Message: "fake: name " + newName}
 		}
 	}
 	c.c.Spec.Name = newName
@@ -637,7 +640,7 @@ func (f *Fake) getLocked(ref string) (*portlayer.Image, error) {
 			}
 		}
 	}
-	return nil, fmt.Errorf("fake: image %s: %w", ref, errdefs.ErrNotFound)
+	return nil, portlayer.NoSuchImage(ref)
 }
 
 // untagLocked removes tag from every image. Caller holds f.mu.

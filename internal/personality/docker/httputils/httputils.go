@@ -321,10 +321,14 @@ func (f Filters) MatchAll(k string, ok func(v string) bool) bool {
 	return true
 }
 
-// PortLayerText returns a port-layer error's own text, without the
-// package context prefix ("compute: ") or the class suffix (": conflict"),
-// for errors whose text already is Docker's ("Container x is not running").
+// PortLayerText is the text dockerd gives for a port-layer error: for a
+// typed one (*portlayer.Error) the text DockerText writes from its
+// fields; for the others, not yet typed, the error's own text without
+// its package prefix ("compute: ") or class suffix (": conflict").
 func PortLayerText(err error) string {
+	if msg, ok := DockerText(err); ok {
+		return msg
+	}
 	msg := err.Error()
 	if i := strings.Index(msg, ": "); i > 0 && !strings.Contains(msg[:i], " ") {
 		msg = msg[i+2:]

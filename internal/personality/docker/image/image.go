@@ -54,11 +54,11 @@ func (rt *Router) Routes() []httputils.Route {
 // imageErr gives a port-layer error for image name Docker's text.
 func imageErr(op, name string, err error) error {
 	if errdefs.IsNotFound(err) {
-		// The store names the reference as Docker does once normalised
-		// ("No such image: busybox:latest"); keep its text when it has one.
+		// The store names the reference normalised, as Docker does
+		// ("No such image: busybox:latest").
 		msg := "No such image: " + name
-		if _, rest, ok := strings.Cut(err.Error(), "No such image: "); ok {
-			msg = "No such image: " + rest
+		if pe := portlayer.AsError(err); pe != nil && pe.Kind == portlayer.KindImage && pe.ID != "" {
+			msg = "No such image: " + pe.ID
 		}
 		return httputils.Classify(errdefs.ErrNotFound, err, msg)
 	}

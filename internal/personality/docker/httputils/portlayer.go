@@ -1,0 +1,72 @@
+package httputils
+
+import (
+	"fmt"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// DockerText writes dockerd's text for a typed port-layer error (the
+// first *portlayer.Error in err's chain) from its kind, reason, operation
+// and object, as dockerd words the same failure (moby daemon/errors.go
+// and the handlers that return them). ok is false for an error that is
+// not typed, or whose fields have no dockerd text here.
+func DockerText(err error) (msg string, ok bool) {
+	pe := portlayer.AsError(err)
+	if pe == nil {
+		return "", false
+	}
+	switch pe.Kind {
+	case portlayer.KindContainer:
+		return containerText(pe)
+	case portlayer.KindExec:
+		switch {
+		case pe.Class == portlayer.ClassNotFound:
+			return "No such exec instance: " + pe.ID, true
+		case pe.Reason == portlayer.ReasonRunning:
+			return fmt.Sprintf("Error: Exec command %s is already running", pe.ID), true
+		case pe.Reason == portlayer.ReasonNotRunning:
+			return fmt.Sprintf("exec %s is not running", pe.ID), true
+		}
+	case portlayer.KindImage:
+		if pe.Class == portlayer.ClassNotFound {
+			return "No such image: " + pe.ID, true
+		}
+	}
+	return "", false
+}
+
+// containerText is DockerText for a container's error.
+func containerText(pe *portlayer.Error) (string, bool) {
+	switch {
+	case pe.Class == portlayer.ClassNotFound:
+		return "No such container: " + pe.ID, true
+	case pe.Reason == portlayer.ReasonAmbiguous:
+		return "multiple IDs found with provided prefix: " + pe.ID, true
+	case pe.Reason == portlayer.ReasonNotPaused:
+		return fmt.Sprintf("Container %s is not paused", pe.ID), true
+	case pe.Reason == portlayer.ReasonNotRunning:
+		if pe.Op == "exec" {
+			// dockerd's exec create and start (errNotRunning).
+			return fmt.Sprintf("container %s is not running", pe.ID), true
+		}
+		return fmt.Sprintf("Container %s is not running", pe.ID), true
+	case pe.Reason == portlayer.ReasonPaused:
+		switch pe.Op {
+		case "exec":
+			return fmt.Sprintf("Container %s is paused, unpause the container before exec", pe.ID), true
+		case "copy":
+			return fmt.Sprintf("Container %s is paused, unpause the container before copying", pe.ID), true
+		case "kill":
+			return fmt.Sprintf("Container %s is paused. Unpause the container before stopping or killing", pe.ID), true
+		case "connect":
+			return fmt.Sprintf("Container %s is paused, unpause the container before connecting it to a network", pe.ID), true
+		case "disconnect":
+			return fmt.Sprintf("Container %s is paused, unpause the container before disconnecting it from a network", pe.ID), true
+		case "pause":
+			return fmt.Sprintf("Container %s is already paused", pe.ID), true
+		}
+		return fmt.Sprintf("Container %s is paused", pe.ID), true
+	}
+	return "", false
+}

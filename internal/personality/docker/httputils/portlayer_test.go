@@ -1,0 +1,43 @@
+package httputils
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// TestDockerText: dockerd's texts written from a typed port-layer
+// error's fields, through wrapping; untyped errors are not matched.
+func TestDockerText(t *testing.T) {
+	const id = "0123abcd"
+	for _, tt := range []struct {
+		err  error
+		want string
+	}{
+		{portlayer.NoSuchContainer("web"), "No such container: web"},
+		{portlayer.NoSuchExec(id), "No such exec instance: " + id},
+		{portlayer.NoSuchImage("busybox:latest"), "No such image: busybox:latest"},
+		{&portlayer.Error{Class: portlayer.ClassInvalidArgument, Kind: portlayer.KindContainer, ID: "ab", Reason: portlayer.ReasonAmbiguous}, "multiple IDs found with provided prefix: ab"},
+		{portlayer.ContainerState("exec", id, portlayer.ReasonNotRunning), "container " + id + " is not running"},
+		{portlayer.ContainerState("", id, portlayer.ReasonNotRunning), "Container " + id + " is not running"},
+		{portlayer.ContainerState("exec", id, portlayer.ReasonPaused), "Container " + id + " is paused, unpause the container before exec"},
+		{portlayer.ContainerState("kill", id, portlayer.ReasonPaused), "Container " + id + " is paused. Unpause the container before stopping or killing"},
+		{portlayer.ContainerState("pause", id, portlayer.ReasonPaused), "Container " + id + " is already paused"},
+		{portlayer.ContainerState("unpause", id, portlayer.ReasonNotPaused), "Container " + id + " is not paused"},
+		{fmt.Errorf("wrapped: %w", portlayer.ExecState(id, portlayer.ReasonRunning)), "Error: Exec command " + id + " is already running"},
+		{portlayer.ExecState(id, portlayer.ReasonNotRunning), "exec " + id + " is not running"},
+	} {
+		got, ok := DockerText(tt.err)
+		if !ok || got != tt.want {
+			t.Errorf("DockerText(%v) = %q, %v; want %q", tt.err, got, ok, tt.want)
+		}
+		if PortLayerText(tt.err) != tt.want {
+			t.Errorf("PortLayerText(%v) = %q", tt.err, PortLayerText(tt.err))
+		}
+	}
+	if _, ok := DockerText(errors.New("compute: something")); ok {
+		t.Error("an untyped error matched")
+	}
+}

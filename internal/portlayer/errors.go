@@ -1,0 +1,215 @@
+package portlayer
+
+import (
+	"context"
+	"errors"
+
+	"github.com/containerd/errdefs"
+)
+
+// ErrorClass is the machine-readable class of a port-layer error. The
+// values are the Port Layer API's error classes; each matches one of
+// containerd's errdefs classes (errors.Is(err, errdefs.ErrNotFound) and
+// errdefs.IsNotFound hold for ClassNotFound), so callers test classes as
+// they test any classified error.
+type ErrorClass string
+
+// The error classes.
+const (
+	ClassNotFound           ErrorClass = "not_found"
+	ClassAlreadyExists      ErrorClass = "already_exists"
+	ClassConflict           ErrorClass = "conflict"
+	ClassInvalidArgument    ErrorClass = "invalid_argument"
+	ClassFailedPrecondition ErrorClass = "failed_precondition"
+	ClassUnavailable        ErrorClass = "unavailable"
+	ClassResourceExhausted  ErrorClass = "resource_exhausted"
+	ClassNotImplemented     ErrorClass = "not_implemented"
+	ClassPermissionDenied   ErrorClass = "permission_denied"
+	ClassUnauthenticated    ErrorClass = "unauthenticated"
+	ClassInternal           ErrorClass = "internal"
+)
+
+// sentinel is the errdefs class c matches.
+func (c ErrorClass) sentinel() error {
+	switch c {
+	case ClassNotFound:
+		return errdefs.ErrNotFound
+	case ClassAlreadyExists:
+		return errdefs.ErrAlreadyExists
+	case ClassConflict:
+		return errdefs.ErrConflict
+	case ClassInvalidArgument:
+		return errdefs.ErrInvalidArgument
+	case ClassFailedPrecondition:
+		return errdefs.ErrFailedPrecondition
+	case ClassUnavailable:
+		return errdefs.ErrUnavailable
+	case ClassResourceExhausted:
+		return errdefs.ErrResourceExhausted
+	case ClassNotImplemented:
+		return errdefs.ErrNotImplemented
+	case ClassPermissionDenied:
+		return errdefs.ErrPermissionDenied
+	case ClassUnauthenticated:
+		return errdefs.ErrUnauthenticated
+	case ClassInternal:
+		return errdefs.ErrInternal
+	}
+	return errdefs.ErrUnknown
+}
+
+// Object kinds an Error may concern (Error.Kind).
+const (
+	KindContainer = "container"
+	KindExec      = "exec"
+	KindImage     = "image"
+)
+
+// Reasons (Error.Reason): what about the object caused the error.
+const (
+	// ReasonNotRunning: the container (or exec) does not run.
+	ReasonNotRunning = "not_running"
+	// ReasonPaused: the container is paused.
+	ReasonPaused = "paused"
+	// ReasonNotPaused: the container is not paused (an unpause).
+	ReasonNotPaused = "not_paused"
+	// ReasonRunning: the exec already runs (a second start).
+	ReasonRunning = "running"
+	// ReasonAmbiguous: the ID prefix given matches several objects.
+	ReasonAmbiguous = "ambiguous"
+	// ReasonNameInUse: another object has the name (Error.Name); Error.ID
+	// is that object's.
+	ReasonNameInUse = "name_in_use"
+)
+
+// Error is a port-layer error with its class and the object it concerns,
+// so a front end can write its own text from the fields instead of
+// reading this one's. The JSON form is the Port Layer API's error body.
+//
+// Error matches its class's errdefs sentinel (errors.Is, errdefs.IsX,
+// errdefs.Resolve) and wraps Err.
+type Error struct {
+	// Class is the error's class; never empty.
+	Class ErrorClass `json:"class"`
+	// Op is the operation that failed ("exec", "kill", "pause", …), when
+	// the same state fails several operations differently.
+	Op string `json:"op,omitempty"`
+	// Kind is the kind of object concerned (KindContainer, …).
+	Kind string `json:"kind,omitempty"`
+	// ID is the object's ID; for ClassNotFound (and ReasonAmbiguous) the
+	// ID, name or prefix the caller gave.
+	ID string `json:"id,omitempty"`
+	// Name is the name concerned, for ReasonNameInUse.
+	Name string `json:"name,omitempty"`
+	// Reason says what about the object caused the error (ReasonPaused,
+	// …); empty when the class says it all.
+	Reason string `json:"reason,omitempty"`
+	// Message is a human-readable text, in the port layer's words.
+	Message string `json:"message"`
+	// Err is the cause, if any.
+	Err error `json:"-"`
+}
+
+// Error returns the message, then the cause's text.
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Message + ": " + e.Err.Error()
+	}
+	return e.Message
+}
+
+// Unwrap returns the class's errdefs sentinel first (so errdefs.Resolve
+// finds the class), then the cause.
+func (e *Error) Unwrap() []error {
+	if e.Err != nil {
+		return []error{e.Class.sentinel(), e.Err}
+	}
+	return []error{e.Class.sentinel()}
+}
+
+// AsError returns the first *Error in err's chain, or nil.
+func AsError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return nil
+}
+
+// ClassOf is err's class: its *Error's, else that of the errdefs class it
+// carries (ClassInternal for none; context errors are ClassUnavailable).
+func ClassOf(err error) ErrorClass {
+	if e := AsError(err); e != nil {
+		return e.Class
+	}
+	switch {
+	case errdefs.IsNotFound(err):
+		return ClassNotFound
+	case errdefs.IsAlreadyExists(err):
+		return ClassAlreadyExists
+	case errdefs.IsConflict(err):
+		return ClassConflict
+	case errdefs.IsInvalidArgument(err), errdefs.IsOutOfRange(err):
+		return ClassInvalidArgument
+	case errdefs.IsFailedPrecondition(err):
+		return ClassFailedPrecondition
+	case errdefs.IsUnavailable(err), errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return ClassUnavailable
+	case errdefs.IsResourceExhausted(err):
+		return ClassResourceExhausted
+	case errdefs.IsNotImplemented(err):
+		return ClassNotImplemented
+	case errdefs.IsPermissionDenied(err):
+		return ClassPermissionDenied
+	case errdefs.IsUnauthorized(err):
+		return ClassUnauthenticated
+	}
+	return ClassInternal
+}
+
+// NoSuchContainer is the NotFound error for a container looked up by
+// ref (an ID, a name or an ID prefix).
+func NoSuchContainer(ref string) error {
+	return &Error{Class: ClassNotFound, Kind: KindContainer, ID: ref, Message: "no such container: " + ref}
+}
+
+// NoSuchExec is the NotFound error for an exec looked up by ID.
+func NoSuchExec(id string) error {
+	return &Error{Class: ClassNotFound, Kind: KindExec, ID: id, Message: "no such exec: " + id}
+}
+
+// NoSuchImage is the NotFound error for an image looked up by ref.
+func NoSuchImage(ref string) error {
+	return &Error{Class: ClassNotFound, Kind: KindImage, ID: ref, Message: "no such image: " + ref}
+}
+
+// ContainerState is the Conflict error for an operation op that the
+// state of container id (reason: ReasonNotRunning, ReasonPaused,
+// ReasonNotPaused) does not allow.
+func ContainerState(op, id, reason string) error {
+	msg := "container " + id
+	switch reason {
+	case ReasonNotRunning:
+		msg += " is not running"
+	case ReasonPaused:
+		msg += " is paused"
+	case ReasonNotPaused:
+		msg += " is not paused"
+	default:
+		msg += ": " + reason
+	}
+	if op != "" {
+		msg = op + ": " + msg
+	}
+	return &Error{Class: ClassConflict, Op: op, Kind: KindContainer, ID: id, Reason: reason, Message: msg}
+}
+
+// ExecState is the Conflict error for exec id that runs (ReasonRunning,
+// a second start) or does not (ReasonNotRunning, a resize).
+func ExecState(id, reason string) error {
+	msg := "exec " + id + " is running"
+	if reason == ReasonNotRunning {
+		msg = "exec " + id + " is not running"
+	}
+	return &Error{Class: ClassConflict, Kind: KindExec, ID: id, Reason: reason, Message: msg}
+}
