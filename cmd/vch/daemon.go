@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/vch"
 	"github.com/vchproject/vch/internal/vch/certs"
@@ -67,7 +68,7 @@ func (t *tlsFlags) config(f *pflag.FlagSet) (*tls.Config, error) {
 func daemonCmd() *cobra.Command {
 	var cfg vch.Config
 	var hosts []string
-	var logLevel, pidfile string
+	var logLevel, pidfile, portLayerListen string
 	var tf tlsFlags
 	var volumeStores []string
 	var storageQuota string
@@ -139,6 +140,19 @@ TLS.`,
 				return err
 			}
 			defer cleanup()
+			if portLayerListen != "" {
+				pl, err := api.Listen(portLayerListen)
+				if err != nil {
+					_ = v.Close()
+					return err
+				}
+				defer os.Remove(strings.TrimPrefix(portLayerListen, "unix://"))
+				go func() {
+					if err := v.ServePortLayer(ctx, pl); err != nil {
+						logger.Error("port layer API stopped", "err", err)
+					}
+				}()
+			}
 			if pidfile != "" {
 				if err := writePIDFile(pidfile); err != nil {
 					_ = v.Close()
@@ -175,6 +189,7 @@ TLS.`,
 	f.IntVar(&cfg.WarmVMs, "warm-vms", 1, "container VMs of the common shape kept restored and woken ahead of need, so a start takes one (0: none; each idle one costs what an idle container does)")
 	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")
+	f.StringVar(&portLayerListen, "portlayer-listen", "", "also serve the Port Layer API (v1) on this address: unix:///PATH.sock, a root-only socket (default: not served)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.install(f)
 	_ = cmd.MarkFlagRequired("root")

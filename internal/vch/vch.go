@@ -41,6 +41,7 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/budget"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/events"
@@ -136,6 +137,7 @@ type VCH struct {
 	network *network.Service
 	compute *compute.Service
 	server  *docker.Server
+	pl      api.Backend // what the Port Layer API serves
 	host    docker.HostInfo
 	lock    *os.File
 	disk    *budget.Disk
@@ -285,6 +287,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if cfg.MemoryMiB > 0 {
 		v.host.MemTotalBytes = int64(cfg.MemoryMiB) << 20
 	}
+	v.pl = api.Backend{Compute: budgeted, Pauser: v.compute}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, Publish: evlog.Publish, System: v,
@@ -381,6 +384,19 @@ func (v *VCH) Serve(ctx context.Context, l net.Listener) error {
 	err := errors.Join(serveErr, v.compute.Close(closeCtx), v.network.Close(), v.images.Close(), v.lock.Close())
 	v.logger.Info("vch stopped")
 	return err
+}
+
+// ServePortLayer serves the Port Layer API (package api, version 1) on
+// l until ctx ends: the same port layer the Docker endpoint uses, so a
+// container made through either is seen by both. Call it before Serve,
+// in its own goroutine.
+func (v *VCH) ServePortLayer(ctx context.Context, l net.Listener) error {
+	h, err := api.Handler(v.pl, v.logger)
+	if err != nil {
+		return err
+	}
+	v.logger.Info("port layer API serving", "addr", l.Addr().String())
+	return api.Serve(ctx, l, h)
 }
 
 // Close releases a VCH that was opened but never served: it closes the

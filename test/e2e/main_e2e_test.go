@@ -38,6 +38,7 @@ var env struct {
 	host     string // DOCKER_HOST
 	registry string // host:port of the in-process registry holding busybox
 	bindRoot string // host directory the daemon allows bind mounts under
+	plSock   string // the daemon's Port Layer API socket
 	daemon   *testenv.Daemon
 	outside  *testenv.Outside // what containers' egress reaches
 }
@@ -67,7 +68,8 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			return 1
 		}
-		d, err := testenv.StartDaemon(dir, "--egress-netns", outside.Egress, "--allow-bind-mounts", env.bindRoot)
+		env.plSock = filepath.Join(dir, "portlayer.sock")
+		d, err := testenv.StartDaemon(dir, "--egress-netns", outside.Egress, "--allow-bind-mounts", env.bindRoot, "--portlayer-listen", "unix://"+env.plSock)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: start daemon:", err)
 			return 1

@@ -348,6 +348,7 @@ type VM struct {
 
 	once   sync.Once
 	mu     sync.Mutex
+	paused bool     // Pause'd and not Resume'd (the fake guest runs on)
 	host   net.Conn // the latest host end, cut when the VM is killed
 	status hypervisor.ExitStatus
 	setup  *wire.Setup
@@ -507,3 +508,29 @@ func (vm *VM) ended() bool {
 		return false
 	}
 }
+
+// Pause implements hypervisor.Pauser for control-plane tests: the VM is
+// recorded paused (Paused), but the fake guest is not frozen.
+func (v *VM) Pause(context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = true
+	return nil
+}
+
+// Resume implements hypervisor.Pauser.
+func (v *VM) Resume(context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.paused = false
+	return nil
+}
+
+// Paused reports whether the VM is paused.
+func (v *VM) Paused() bool {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.paused
+}
+
+var _ hypervisor.Pauser = (*VM)(nil)

@@ -1,0 +1,132 @@
+// Package api is the port layer's network API, version 1: an HTTP/JSON
+// server over the port layer's Go interfaces, described by the OpenAPI 3
+// document openapi.yaml (served as JSON at GET /v1/openapi.json).
+// Package client is its Go client. See docs/portlayer.md.
+package api
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Prefix is the path prefix of every route of this version.
+const Prefix = "/v1"
+
+//go:embed openapi.yaml
+var documentYAML []byte
+
+// Document is the OpenAPI document, parsed and validated. It fails only
+// if the embedded document is broken, which the package's tests catch.
+func Document() (*openapi3.T, error) {
+	doc, err := openapi3.NewLoader().LoadFromData(documentYAML)
+	if err != nil {
+		return nil, fmt.Errorf("api: openapi.yaml: %w", err)
+	}
+	if err := doc.Validate(openapi3.NewLoader().Context); err != nil {
+		return nil, fmt.Errorf("api: openapi.yaml: %w", err)
+	}
+	return doc, nil
+}
+
+// StatusOf is the HTTP status for an error class, as the document's
+// Error response lists them.
+func StatusOf(c portlayer.ErrorClass) int {
+	switch c {
+	case portlayer.ClassNotFound:
+		return http.StatusNotFound
+	case portlayer.ClassAlreadyExists, portlayer.ClassConflict:
+		return http.StatusConflict
+	case portlayer.ClassInvalidArgument, portlayer.ClassFailedPrecondition:
+		return http.StatusBadRequest
+	case portlayer.ClassUnavailable, portlayer.ClassResourceExhausted:
+		return http.StatusServiceUnavailable
+	case portlayer.ClassNotImplemented:
+		return http.StatusNotImplemented
+	case portlayer.ClassPermissionDenied:
+		return http.StatusForbidden
+	case portlayer.ClassUnauthenticated:
+		return http.StatusUnauthorized
+	}
+	return http.StatusInternalServerError
+}
+
+// ErrorBody is err as the API's Error body: its *portlayer.Error's
+// fields, or for an untyped error its class and text.
+func ErrorBody(err error) portlayer.Error {
+	if pe := portlayer.AsError(err); pe != nil {
+		body := *pe
+		body.Message = err.Error()
+		return body
+	}
+	return portlayer.Error{Class: portlayer.ClassOf(err), Message: err.Error()}
+}
+
+// writeJSON answers code with v as JSON.
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// Listen opens the API's listener at addr, "unix:///PATH.sock": a socket
+// only its owner (root, for a daemon) may connect to (mode 0600), a stale
+// socket file at PATH replaced. TCP is not served yet (it needs the
+// daemon's mutual TLS): InvalidArgument for any other form.
+func Listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix://")
+	if !ok || path == "" || !filepath.IsAbs(path) {
+		return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument,
+			Message: fmt.Sprintf("port layer address %q: want unix:///ABSOLUTE/PATH.sock (TCP needs mutual TLS and is not served yet)", addr)}
+	}
+	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil, &portlayer.Error{Class: portlayer.ClassAlreadyExists, Message: "port layer address " + addr + ": a server already listens there"}
+		}
+		_ = os.Remove(path)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	old := syscall.Umask(0o177)
+	l, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("api: listen on %s: %w", addr, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	return l, nil
+}
+
+// Serve serves h on l until ctx ends, then shuts down, giving requests
+// in flight up to 5 s. It returns nil after a shutdown by ctx.
+func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(l) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		return nil
+	}
+}

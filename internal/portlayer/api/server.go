@@ -1,0 +1,264 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/vchproject/vch/internal/portlayer"
+)
+
+// Backend is what the server serves: the port layer's interfaces.
+type Backend struct {
+	Compute portlayer.Compute
+	// Pauser serves pause and unpause; nil answers not_implemented.
+	Pauser portlayer.Pauser
+}
+
+// maxBodyBytes bounds a request body (a container spec).
+const maxBodyBytes = 4 << 20
+
+// Handler serves API version 1 over b under Prefix. Errors answer with
+// the Error body and the status StatusOf gives its class; a route that
+// does not exist is not_found, a method a route does not take
+// invalid_argument (405).
+func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
+	doc, err := Document()
+	if err != nil {
+		return nil, err
+	}
+	docJSON, err := json.Marshal(doc)
+	if err != nil {
+		return nil, fmt.Errorf("api: encode the document: %w", err)
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{b: b, log: logger.With("component", "portlayer-api")}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(docJSON)
+	})
+	mux.HandleFunc("GET /v1/containers", s.wrap(s.list))
+	mux.HandleFunc("POST /v1/containers", s.wrap(s.create))
+	mux.HandleFunc("GET /v1/containers/{ref}", s.wrap(s.inspect))
+	mux.HandleFunc("DELETE /v1/containers/{ref}", s.wrap(s.remove))
+	mux.HandleFunc("POST /v1/containers/{ref}/start", s.wrap(s.start))
+	mux.HandleFunc("POST /v1/containers/{ref}/stop", s.wrap(s.stop))
+	mux.HandleFunc("POST /v1/containers/{ref}/kill", s.wrap(s.kill))
+	mux.HandleFunc("POST /v1/containers/{ref}/wait", s.wrap(s.wait))
+	mux.HandleFunc("POST /v1/containers/{ref}/rename", s.wrap(s.rename))
+	mux.HandleFunc("POST /v1/containers/{ref}/pause", s.wrap(s.pause))
+	mux.HandleFunc("POST /v1/containers/{ref}/unpause", s.wrap(s.unpause))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, &portlayer.Error{Class: portlayer.ClassNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
+	})
+	return mux, nil
+}
+
+type server struct {
+	b   Backend
+	log *slog.Logger
+}
+
+// wrap turns a handler's error into the Error body.
+func (s *server) wrap(h func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err)
+		}
+	}
+}
+
+// fail answers with err's Error body.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	body := ErrorBody(err)
+	code := StatusOf(body.Class)
+	if code == http.StatusInternalServerError {
+		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, code, body)
+}
+
+// invalid is an invalid_argument error.
+func invalid(format string, args ...any) error {
+	return &portlayer.Error{Class: portlayer.ClassInvalidArgument, Message: fmt.Sprintf(format, args...)}
+}
+
+// queryInt reads query parameter k as an integer; ok is false if absent.
+func queryInt(r *http.Request, k string) (n int, ok bool, err error) {
+	v := r.URL.Query().Get(k)
+	if v == "" {
+		return 0, false, nil
+	}
+	n, err = strconv.Atoi(v)
+	if err != nil {
+		return 0, false, invalid("query parameter %s: %q is not an integer", k, v)
+	}
+	return n, true, nil
+}
+
+func (s *server) list(w http.ResponseWriter, r *http.Request) error {
+	cs, err := s.b.Compute.List(r.Context())
+	if err != nil {
+		return err
+	}
+	if cs == nil {
+		cs = []portlayer.Container{}
+	}
+	writeJSON(w, http.StatusOK, cs)
+	return nil
+}
+
+func (s *server) create(w http.ResponseWriter, r *http.Request) error {
+	var spec portlayer.ContainerSpec
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		return invalid("container spec: %v", err)
+	}
+	if len(spec.Args) == 0 {
+		return invalid("container spec: Args is empty: nothing to run")
+	}
+	c, err := s.b.Compute.Create(r.Context(), spec)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, c)
+	return nil
+}
+
+func (s *server) inspect(w http.ResponseWriter, r *http.Request) error {
+	c, err := s.b.Compute.Inspect(r.Context(), r.PathValue("ref"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, c)
+	return nil
+}
+
+func (s *server) remove(w http.ResponseWriter, r *http.Request) error {
+	force := false
+	if v := r.URL.Query().Get("force"); v != "" {
+		var err error
+		if force, err = strconv.ParseBool(v); err != nil {
+			return invalid("query parameter force: %q is not a boolean", v)
+		}
+	}
+	if err := s.b.Compute.Remove(r.Context(), r.PathValue("ref"), force); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) start(w http.ResponseWriter, r *http.Request) error {
+	if err := s.b.Compute.Start(r.Context(), r.PathValue("ref")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) stop(w http.ResponseWriter, r *http.Request) error {
+	n, ok, err := queryInt(r, "timeout")
+	if err != nil {
+		return err
+	}
+	var timeout *time.Duration
+	if ok {
+		d := time.Duration(n) * time.Second
+		timeout = &d
+	}
+	if err := s.b.Compute.Stop(r.Context(), r.PathValue("ref"), timeout); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) kill(w http.ResponseWriter, r *http.Request) error {
+	sig, _, err := queryInt(r, "signal")
+	if err != nil {
+		return err
+	}
+	if sig < 0 || sig > 64 {
+		return invalid("signal %d: want 0..64", sig)
+	}
+	if err := s.b.Compute.Kill(r.Context(), r.PathValue("ref"), sig); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// wait sends the status line as soon as the wait is set up, so a client
+// learns at once that the container exists, and the result when it comes.
+func (s *server) wait(w http.ResponseWriter, r *http.Request) error {
+	cond := portlayer.WaitCondition(r.URL.Query().Get("condition"))
+	switch cond {
+	case "":
+		cond = portlayer.WaitNotRunning
+	case portlayer.WaitNotRunning, portlayer.WaitNextExit, portlayer.WaitRemoved:
+	default:
+		return invalid("condition %q: want not-running, next-exit or removed", cond)
+	}
+	ch, err := s.b.Compute.Wait(r.Context(), r.PathValue("ref"), cond)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	select {
+	case res := <-ch:
+		_ = json.NewEncoder(w).Encode(res)
+	case <-r.Context().Done():
+	}
+	return nil
+}
+
+func (s *server) rename(w http.ResponseWriter, r *http.Request) error {
+	name := r.URL.Query().Get("name")
+	if name == "" {
+		return invalid("query parameter name is required")
+	}
+	if err := s.b.Compute.Rename(r.Context(), r.PathValue("ref"), name); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// errNoPauser answers pause and unpause without a Pauser.
+var errNoPauser = &portlayer.Error{Class: portlayer.ClassNotImplemented, Message: "this port layer cannot pause containers"}
+
+func (s *server) pause(w http.ResponseWriter, r *http.Request) error {
+	if s.b.Pauser == nil {
+		return errNoPauser
+	}
+	if err := s.b.Pauser.Pause(r.Context(), r.PathValue("ref")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *server) unpause(w http.ResponseWriter, r *http.Request) error {
+	if s.b.Pauser == nil {
+		return errNoPauser
+	}
+	if err := s.b.Pauser.Unpause(r.Context(), r.PathValue("ref")); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
