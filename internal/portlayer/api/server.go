@@ -261,4 +261,3 @@ func (s *server) unpause(w http.ResponseWriter, r *http.Request) error {
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
-
