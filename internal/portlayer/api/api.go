@@ -7,6 +7,7 @@ package api
 import (
 	"context"
 	_ "embed"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -129,4 +130,13 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
 		_ = srv.Shutdown(sctx)
 		return nil
 	}
+}
+
+// decodeBase64URL decodes base64url with or without padding (as Docker's
+// X-Registry-Auth is sent either way).
+func decodeBase64URL(s string) ([]byte, error) {
+	if b, err := base64.URLEncoding.DecodeString(s); err == nil {
+		return b, nil
+	}
+	return base64.RawURLEncoding.DecodeString(s)
 }

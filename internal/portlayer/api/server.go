@@ -17,6 +17,10 @@ type Backend struct {
 	Compute portlayer.Compute
 	// Pauser serves pause and unpause; nil answers not_implemented.
 	Pauser portlayer.Pauser
+	// Images serves /v1/images…; nil answers not_implemented.
+	Images portlayer.Images
+	// Interaction serves logs; nil answers not_implemented.
+	Interaction portlayer.Interaction
 }
 
 // maxBodyBytes bounds a request body (a container spec).
@@ -55,6 +59,16 @@ func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
 	mux.HandleFunc("POST /v1/containers/{ref}/rename", s.wrap(s.rename))
 	mux.HandleFunc("POST /v1/containers/{ref}/pause", s.wrap(s.pause))
 	mux.HandleFunc("POST /v1/containers/{ref}/unpause", s.wrap(s.unpause))
+	mux.HandleFunc("GET /v1/containers/{ref}/logs", s.wrap(s.need(s.b.Interaction != nil, s.logs)))
+	mux.HandleFunc("GET /v1/images", s.wrap(s.need(s.b.Images != nil, s.imageList)))
+	mux.HandleFunc("GET /v1/images/resolve", s.wrap(s.need(s.b.Images != nil, s.imageGet)))
+	mux.HandleFunc("POST /v1/images/pull", s.wrap(s.need(s.b.Images != nil, s.imagePull)))
+	mux.HandleFunc("POST /v1/images/push", s.wrap(s.need(s.b.Images != nil, s.imagePush)))
+	mux.HandleFunc("POST /v1/images/import", s.wrap(s.need(s.b.Images != nil, s.imageImport)))
+	mux.HandleFunc("POST /v1/images/load", s.wrap(s.need(s.b.Images != nil, s.imageLoad)))
+	mux.HandleFunc("GET /v1/images/save", s.wrap(s.need(s.b.Images != nil, s.imageSave)))
+	mux.HandleFunc("POST /v1/images/tag", s.wrap(s.need(s.b.Images != nil, s.imageTag)))
+	mux.HandleFunc("DELETE /v1/images", s.wrap(s.need(s.b.Images != nil, s.imageRemove)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &portlayer.Error{Class: portlayer.ClassNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
 	})
@@ -235,6 +249,16 @@ func (s *server) rename(w http.ResponseWriter, r *http.Request) error {
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
+}
+
+// need serves h when ok (its backend is set), else not_implemented.
+func (s *server) need(ok bool, h func(w http.ResponseWriter, r *http.Request) error) func(w http.ResponseWriter, r *http.Request) error {
+	if ok {
+		return h
+	}
+	return func(http.ResponseWriter, *http.Request) error {
+		return &portlayer.Error{Class: portlayer.ClassNotImplemented, Message: "this port layer does not serve that area"}
+	}
 }
 
 // errNoPauser answers pause and unpause without a Pauser.

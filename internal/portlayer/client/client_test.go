@@ -3,6 +3,8 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -15,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
@@ -109,6 +112,7 @@ func validated(t *testing.T, h http.Handler) http.Handler {
 		t.Fatal(err)
 	}
 	doc.Servers = nil // match paths with their /v1 prefix below
+	registerStreamDecoders()
 	router, err := gorillamux.NewRouter(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +150,33 @@ func validated(t *testing.T, h http.Handler) http.Handler {
 }
 
 var _ routers.Router // the router type FindRoute answers from
+
+var decodersOnce sync.Once
+
+// registerStreamDecoders teaches the validator the API's stream types:
+// each line of an NDJSON body is checked against the schema (the last
+// one is returned for the filter's own check), a tar is binary.
+func registerStreamDecoders() {
+	decodersOnce.Do(func() {
+		openapi3filter.RegisterBodyDecoder("application/x-tar", openapi3filter.FileBodyDecoder)
+		openapi3filter.RegisterBodyDecoder("application/x-ndjson", func(body io.Reader, _ http.Header, schema *openapi3.SchemaRef, _ openapi3filter.EncodingFn) (any, error) {
+			dec := json.NewDecoder(body)
+			var last any
+			for {
+				var v any
+				if err := dec.Decode(&v); err == io.EOF {
+					return last, nil
+				} else if err != nil {
+					return nil, err
+				}
+				if err := schema.Value.VisitJSON(v); err != nil {
+					return nil, fmt.Errorf("stream line %v: %w", v, err)
+				}
+				last = v
+			}
+		})
+	})
+}
 
 // teeWriter passes a response through and keeps a copy.
 type teeWriter struct {
