@@ -21,6 +21,11 @@ type Backend struct {
 	Images portlayer.Images
 	// Interaction serves logs; nil answers not_implemented.
 	Interaction portlayer.Interaction
+	// Volumes, Networks and Events serve their areas; nil answers
+	// not_implemented.
+	Volumes  portlayer.Volumes
+	Networks portlayer.Networks
+	Events   portlayer.Events
 }
 
 // maxBodyBytes bounds a request body (a container spec).
@@ -69,6 +74,15 @@ func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
 	mux.HandleFunc("GET /v1/images/save", s.wrap(s.need(s.b.Images != nil, s.imageSave)))
 	mux.HandleFunc("POST /v1/images/tag", s.wrap(s.need(s.b.Images != nil, s.imageTag)))
 	mux.HandleFunc("DELETE /v1/images", s.wrap(s.need(s.b.Images != nil, s.imageRemove)))
+	mux.HandleFunc("GET /v1/volumes", s.wrap(s.need(s.b.Volumes != nil, s.volumeList)))
+	mux.HandleFunc("POST /v1/volumes", s.wrap(s.need(s.b.Volumes != nil, s.volumeCreate)))
+	mux.HandleFunc("GET /v1/volumes/{name}", s.wrap(s.need(s.b.Volumes != nil, s.volumeInspect)))
+	mux.HandleFunc("DELETE /v1/volumes/{name}", s.wrap(s.need(s.b.Volumes != nil, s.volumeRemove)))
+	mux.HandleFunc("GET /v1/networks", s.wrap(s.need(s.b.Networks != nil, s.networkList)))
+	mux.HandleFunc("POST /v1/networks", s.wrap(s.need(s.b.Networks != nil, s.networkCreate)))
+	mux.HandleFunc("GET /v1/networks/{ref}", s.wrap(s.need(s.b.Networks != nil, s.networkInspect)))
+	mux.HandleFunc("DELETE /v1/networks/{ref}", s.wrap(s.need(s.b.Networks != nil, s.networkRemove)))
+	mux.HandleFunc("GET /v1/events", s.wrap(s.need(s.b.Events != nil, s.events)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &portlayer.Error{Class: portlayer.ClassNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
 	})

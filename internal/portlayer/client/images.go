@@ -229,4 +229,3 @@ func (c *Client) Logs(ctx context.Context, idOrName string, opts portlayer.LogOp
 	}()
 	return ch, nil
 }
-
