@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -24,6 +25,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/spf13/cobra"
 
+	"github.com/vchproject/vch/internal/ctl"
 	"github.com/vchproject/vch/internal/vch"
 	"github.com/vchproject/vch/internal/vch/deploy"
 )
@@ -37,6 +39,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := newRootCmd().ExecuteContext(ctx)
 	stop()
+	var exit ctl.ExitError
+	if errors.As(err, &exit) {
+		// ctl run: the container's exit status, already shown by its output.
+		os.Exit(exit.Code)
+	}
 	if err != nil {
 		// Errors from the packages already carry their "vch: " context.
 		// The error class (": already exists") is for programs, not people.
@@ -76,7 +83,7 @@ lines (and the client certificates) to a team.`,
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "directory holding one state directory per VCH (env "+stateDirEnv+")")
 	root.AddCommand(
 		createCmd(g), lsCmd(g), inspectCmd(g), configureCmd(g), startCmd(g), stopCmd(g), deleteCmd(g),
-		superviseCmd(g), daemonCmd(), versionCmd(),
+		superviseCmd(g), daemonCmd(), versionCmd(), ctl.Command(),
 	)
 	return root
 }

@@ -3,7 +3,10 @@
 package e2e
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/client"
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // TestPortLayerAPI: the daemon's --portlayer-listen socket serves the
@@ -89,5 +93,82 @@ func TestPortLayerAPI(t *testing.T) {
 	}
 	if _, err := pl.Inspect(ctx, made.ID); !errdefs.IsNotFound(err) {
 		t.Errorf("Inspect after Remove: %v", err)
+	}
+}
+
+// vchCtl runs bin/vch ctl against the shared daemon's Port Layer API.
+func vchCtl(t *testing.T, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(testenv.BinDir(), "vch"), append([]string{"ctl", "--portlayer", "unix://" + env.plSock}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		code = -1
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+	}
+	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// TestCtl: the second front end, with no Docker code, against the same
+// VCH: run prints the guest's kernel and exits with the container's
+// status; ps, logs, stop, rm, volumes, networks and images work, and
+// what it makes the docker CLI sees.
+func TestCtl(t *testing.T) {
+	need(t)
+	kernel := strings.TrimSpace(ok(t, "run", "--rm", "busybox", "uname", "-r"))
+	if r := vchCtl(t, "run", "--rm", "busybox", "uname", "-r"); r.code != 0 || strings.TrimSpace(r.stdout) != kernel {
+		t.Errorf("ctl run --rm busybox uname -r: exit %d, %q (stderr %q); want the guest kernel %q", r.code, r.stdout, r.stderr, kernel)
+	}
+	if r := vchCtl(t, "run", "--rm", "-e", "GREETING=hello", "busybox", "sh", "-c", "echo $GREETING; echo oops >&2; exit 5"); r.code != 5 || r.stdout != "hello\n" || !strings.Contains(r.stderr, "oops") {
+		t.Errorf("ctl run exiting 5: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	name := uniqueName(t)
+	vol := strings.ReplaceAll(name, "-", "") + "vol"
+	r := vchCtl(t, "run", "-d", "--name", name, "-v", vol+":/data", "busybox", "sh", "-c", "echo kept > /data/f; echo started; sleep 600")
+	if r.code != 0 || len(strings.TrimSpace(r.stdout)) != 64 {
+		t.Fatalf("ctl run -d: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	t.Cleanup(func() { docker(t, "rm", "-f", name); docker(t, "volume", "rm", vol) })
+	if out := vchCtl(t, "ps").stdout; !strings.Contains(out, name) || !strings.Contains(out, "running") {
+		t.Errorf("ctl ps: %q", out)
+	}
+	if out := ok(t, "ps", "--filter", "name="+name, "--format", "{{.Names}}"); strings.TrimSpace(out) != name {
+		t.Errorf("docker ps does not list ctl's container: %q", out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(vchCtl(t, "logs", name).stdout, "started") {
+		if time.Now().After(deadline) {
+			t.Fatal("ctl logs never showed the container's output")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if out := vchCtl(t, "volumes").stdout; !strings.Contains(out, vol) {
+		t.Errorf("ctl volumes: %q", out)
+	}
+	if out := vchCtl(t, "networks").stdout; !strings.Contains(out, "bridge") {
+		t.Errorf("ctl networks: %q", out)
+	}
+	if out := vchCtl(t, "images").stdout; !strings.Contains(out, "busybox:latest") {
+		t.Errorf("ctl images: %q", out)
+	}
+	if r := vchCtl(t, "stop", "-t", "1", name); r.code != 0 {
+		t.Errorf("ctl stop: %d %s", r.code, r.stderr)
+	}
+	if out := vchCtl(t, "ps", "-a").stdout; !strings.Contains(out, "exited") {
+		t.Errorf("ctl ps -a after stop: %q", out)
+	}
+	if r := vchCtl(t, "rm", name); r.code != 0 {
+		t.Errorf("ctl rm: %d %s", r.code, r.stderr)
+	}
+	// The volume kept what the container wrote.
+	if out := ok(t, "run", "--rm", "-v", vol+":/data", "busybox", "cat", "/data/f"); out != "kept\n" {
+		t.Errorf("the volume after ctl rm: %q", out)
+	}
+	if r := vchCtl(t, "rm", "nosuch-ctl"); r.code == 0 || !strings.Contains(r.stderr, "no such container: nosuch-ctl") {
+		t.Errorf("ctl rm nosuch: exit %d, %q", r.code, r.stderr)
 	}
 }
