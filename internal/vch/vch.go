@@ -288,7 +288,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		v.host.MemTotalBytes = int64(cfg.MemoryMiB) << 20
 	}
 	v.pl = api.Backend{Compute: budgeted, Pauser: v.compute, Images: events.Images(v.images, evlog), Interaction: v.compute,
-		Volumes: v.volumes, Networks: v.network, Events: evlog}
+		Volumes: v.volumes, Networks: v.network, Events: evlog, Execs: v.compute}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, Publish: evlog.Publish, System: v,

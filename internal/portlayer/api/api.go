@@ -140,3 +140,7 @@ func decodeBase64URL(s string) ([]byte, error) {
 	}
 	return base64.RawURLEncoding.DecodeString(s)
 }
+
+// contextWithoutCancel keeps ctx's values but not its end: a stream's
+// request context ends when its connection is taken over.
+func contextWithoutCancel(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }

@@ -26,6 +26,8 @@ type Backend struct {
 	Volumes  portlayer.Volumes
 	Networks portlayer.Networks
 	Events   portlayer.Events
+	// Execs serves execs and TTY resizes; attach needs Interaction.
+	Execs portlayer.Execs
 }
 
 // maxBodyBytes bounds a request body (a container spec).
@@ -83,6 +85,12 @@ func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
 	mux.HandleFunc("GET /v1/networks/{ref}", s.wrap(s.need(s.b.Networks != nil, s.networkInspect)))
 	mux.HandleFunc("DELETE /v1/networks/{ref}", s.wrap(s.need(s.b.Networks != nil, s.networkRemove)))
 	mux.HandleFunc("GET /v1/events", s.wrap(s.need(s.b.Events != nil, s.events)))
+	mux.HandleFunc("POST /v1/containers/{ref}/attach", s.wrap(s.need(s.b.Interaction != nil, s.attach)))
+	mux.HandleFunc("POST /v1/containers/{ref}/resize", s.wrap(s.need(s.b.Execs != nil, s.containerResize)))
+	mux.HandleFunc("POST /v1/containers/{ref}/execs", s.wrap(s.need(s.b.Execs != nil, s.execCreate)))
+	mux.HandleFunc("GET /v1/execs/{id}", s.wrap(s.need(s.b.Execs != nil, s.execInspect)))
+	mux.HandleFunc("POST /v1/execs/{id}/start", s.wrap(s.need(s.b.Execs != nil, s.execStart)))
+	mux.HandleFunc("POST /v1/execs/{id}/resize", s.wrap(s.need(s.b.Execs != nil, s.execResize)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &portlayer.Error{Class: portlayer.ClassNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
 	})

@@ -24,6 +24,7 @@ import (
 // Client talks to one port layer server. Safe for concurrent use.
 type Client struct {
 	base string // scheme://host, no trailing slash
+	sock string // the unix socket's path, "" for http(s)
 	hc   *http.Client
 }
 
@@ -39,7 +40,7 @@ func New(addr string, hc *http.Client) (*Client, error) {
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", path)
 		}}
-		return &Client{base: "http://portlayer", hc: &http.Client{Transport: tr}}, nil
+		return &Client{base: "http://portlayer", sock: path, hc: &http.Client{Transport: tr}}, nil
 	}
 	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
 		if hc == nil {

@@ -1,6 +1,7 @@
 package client_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -141,6 +142,9 @@ func validated(t *testing.T, h http.Handler) http.Handler {
 		}
 		tee := &teeWriter{ResponseWriter: w, code: http.StatusOK}
 		h.ServeHTTP(tee, r)
+		if tee.hijacked {
+			tee.code = http.StatusSwitchingProtocols
+		}
 		out := &openapi3filter.ResponseValidationInput{RequestValidationInput: in, Status: tee.code, Header: tee.Header(),
 			Body: io.NopCloser(bytes.NewReader(tee.buf.Bytes()))}
 		if err := openapi3filter.ValidateResponse(r.Context(), out); err != nil {
@@ -181,8 +185,9 @@ func registerStreamDecoders() {
 // teeWriter passes a response through and keeps a copy.
 type teeWriter struct {
 	http.ResponseWriter
-	code int
-	buf  bytes.Buffer
+	code     int
+	buf      bytes.Buffer
+	hijacked bool
 }
 
 func (w *teeWriter) WriteHeader(code int) { w.code = code; w.ResponseWriter.WriteHeader(code) }
@@ -190,6 +195,14 @@ func (w *teeWriter) Write(p []byte) (int, error) {
 	w.buf.Write(p)
 	return w.ResponseWriter.Write(p)
 }
+
+// Hijack passes a stream's takeover through; its frames are not
+// validated (the document describes only the 101).
+func (w *teeWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked = true
+	return w.ResponseWriter.(http.Hijacker).Hijack()
+}
+
 func (w *teeWriter) Flush() {
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
