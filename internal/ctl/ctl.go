@@ -51,7 +51,7 @@ an ID, a unique ID prefix or a name.`,
 		return client.New(addr, nil)
 	}
 	cmd.AddCommand(imagesCmd(connect), pullCmd(connect), runCmd(connect), psCmd(connect), logsCmd(connect),
-		execCmd(), stopCmd(connect), rmCmd(connect), volumesCmd(connect), networksCmd(connect), eventsCmd(connect))
+		execCmd(connect), stopCmd(connect), rmCmd(connect), volumesCmd(connect), networksCmd(connect), eventsCmd(connect))
 	return cmd
 }
 
@@ -185,8 +185,8 @@ func runCmd(connect connector) *cobra.Command {
 	f.SetInterspersed(false)
 	f.BoolVar(&o.rm, "rm", false, "remove the container when it exits")
 	f.BoolVarP(&o.detach, "detach", "d", false, "print the container's ID and leave it running")
-	f.BoolVarP(&o.interactive, "interactive", "i", false, "keep stdin open (needs the attach API, not served yet)")
-	f.BoolVarP(&o.tty, "tty", "t", false, "a terminal (needs the attach API, not served yet)")
+	f.BoolVarP(&o.interactive, "interactive", "i", false, "connect stdin (its end ends the container's stdin)")
+	f.BoolVarP(&o.tty, "tty", "t", false, "run on a terminal (the local one is put in raw mode)")
 	f.StringArrayVarP(&o.env, "env", "e", nil, "K=V in the environment, repeatable")
 	f.StringVar(&o.network, "network", "bridge", "the network to join; none for no network")
 	f.StringArrayVarP(&o.volumes, "volume", "v", nil, "VOLUME:/PATH[:ro], a named volume (created if missing), repeatable")
@@ -231,8 +231,8 @@ func spec(img portlayer.Image, o runOptions, ref string, args []string) (portlay
 
 // run is ctl run.
 func run(cmd *cobra.Command, c *client.Client, o runOptions, ref string, args []string) error {
-	if o.interactive || o.tty {
-		return fmt.Errorf("ctl run -i/-t: interactive containers need the Port Layer API's attach streams, which are not served yet")
+	if (o.interactive || o.tty) && o.detach {
+		return fmt.Errorf("ctl run: -i and -t are for a container you stay attached to, not with -d")
 	}
 	ctx := cmd.Context()
 	img, err := c.Images().Get(ctx, ref)
@@ -243,6 +243,7 @@ func run(cmd *cobra.Command, c *client.Client, o runOptions, ref string, args []
 	if err != nil {
 		return err
 	}
+	s.Tty, s.OpenStdin, s.StdinOnce = o.tty, o.interactive, o.interactive
 	// A detached --rm container is removed by the port layer when it
 	// exits (ctl is gone by then); a foreground one by ctl, after its
 	// output has been read.
@@ -266,6 +267,21 @@ func run(cmd *cobra.Command, c *client.Client, o runOptions, ref string, args []
 		remove()
 		return err
 	}
+	var att portlayer.Attachment
+	term := openTerminal(o.tty)
+	defer term.restore()
+	if o.interactive || o.tty {
+		// Attached before the start, so nothing is lost.
+		opts := portlayer.AttachOptions{Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Stream: true}
+		if o.interactive {
+			opts.Stdin = cmd.InOrStdin()
+		}
+		if att, err = c.Attach(ctx, ctr.ID, opts); err != nil {
+			remove()
+			return err
+		}
+		defer att.Close()
+	}
 	if err := c.Start(ctx, ctr.ID); err != nil {
 		remove()
 		return err
@@ -274,13 +290,23 @@ func run(cmd *cobra.Command, c *client.Client, o runOptions, ref string, args []
 		fmt.Fprintln(cmd.OutOrStdout(), ctr.ID)
 		return nil
 	}
-	logs, err := c.Logs(ctx, ctr.ID, portlayer.LogOptions{Stdout: true, Stderr: true, Follow: true, Tail: -1})
-	if err != nil {
-		remove()
-		return err
+	if att != nil {
+		if o.tty && term.rows > 0 {
+			_ = c.Resize(ctx, ctr.ID, term.rows, term.cols)
+		}
+		stop := term.onResize(func(rows, cols uint) { _ = c.Resize(context.WithoutCancel(ctx), ctr.ID, rows, cols) })
+		defer stop()
+		<-att.Done()
+	} else {
+		logs, err := c.Logs(ctx, ctr.ID, portlayer.LogOptions{Stdout: true, Stderr: true, Follow: true, Tail: -1})
+		if err != nil {
+			remove()
+			return err
+		}
+		copyLogs(cmd, logs)
 	}
-	copyLogs(cmd, logs)
 	res := <-exited
+	term.restore()
 	remove()
 	if res.Error != "" {
 		return fmt.Errorf("ctl run: %s", res.Error)
@@ -371,15 +397,50 @@ func logsCmd(connect connector) *cobra.Command {
 	return cmd
 }
 
-func execCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:                "exec [-it] CONTAINER ARG...",
-		Short:              "Run a command in a running container (needs the exec API, not served yet)",
-		DisableFlagParsing: true,
-		RunE: func(*cobra.Command, []string) error {
-			return fmt.Errorf("ctl exec: the Port Layer API does not serve exec streams yet")
+func execCmd(connect connector) *cobra.Command {
+	var interactive, tty bool
+	cmd := &cobra.Command{
+		Use:   "exec [-it] CONTAINER ARG...",
+		Short: "Run a command in a running container and exit with its status",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := connect()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			term := openTerminal(tty)
+			defer term.restore()
+			spec := portlayer.ExecSpec{Args: args[1:], Tty: tty, AttachStdin: interactive, AttachStdout: true, AttachStderr: !tty,
+				ConsoleRows: term.rows, ConsoleCols: term.cols}
+			id, err := c.CreateExec(ctx, args[0], spec)
+			if err != nil {
+				return err
+			}
+			opts := portlayer.ExecStartOptions{Stdout: cmd.OutOrStdout(), Stderr: cmd.ErrOrStderr(), Rows: term.rows, Cols: term.cols}
+			if interactive {
+				opts.Stdin = cmd.InOrStdin()
+			}
+			stop := term.onResize(func(rows, cols uint) { _ = c.ResizeExec(context.WithoutCancel(ctx), id, rows, cols) })
+			defer stop()
+			if err := c.StartExec(ctx, id, opts); err != nil {
+				return err
+			}
+			info, err := c.InspectExec(ctx, id)
+			if err != nil {
+				return err
+			}
+			if info.ExitCode != nil && *info.ExitCode != 0 {
+				return ExitError{Code: *info.ExitCode}
+			}
+			return nil
 		},
 	}
+	f := cmd.Flags()
+	f.SetInterspersed(false)
+	f.BoolVarP(&interactive, "interactive", "i", false, "connect stdin")
+	f.BoolVarP(&tty, "tty", "t", false, "run on a terminal (the local one is put in raw mode)")
+	return cmd
 }
 
 func stopCmd(connect connector) *cobra.Command {

@@ -172,3 +172,81 @@ func TestCtl(t *testing.T) {
 		t.Errorf("ctl rm nosuch: exit %d, %q", r.code, r.stderr)
 	}
 }
+
+// vchCtlIn is vchCtl with stdin.
+func vchCtlIn(t *testing.T, stdin string, args ...string) result {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(testenv.BinDir(), "vch"), append([]string{"ctl", "--portlayer", "unix://" + env.plSock}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		code = -1
+	}
+	return result{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// TestCtlInteractive: ctl exec (output, stdin, exit status), ctl run -i
+// with piped stdin, and ctl run -it in a real terminal (tmux): the guest
+// TTY has the terminal's size and follows a resize, and `exit 5` ends
+// the run with 5.
+func TestCtlInteractive(t *testing.T) {
+	need(t)
+	name := uniqueName(t)
+	if r := vchCtl(t, "run", "-d", "--name", name, "busybox", "sleep", "600"); r.code != 0 {
+		t.Fatalf("ctl run -d: %d %s", r.code, r.stderr)
+	}
+	t.Cleanup(func() { docker(t, "rm", "-f", name) })
+	if r := vchCtl(t, "exec", name, "sh", "-c", "echo in $(hostname); exit 7"); r.code != 7 || !strings.HasPrefix(r.stdout, "in ") {
+		t.Errorf("ctl exec exiting 7: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := vchCtlIn(t, "through stdin\n", "exec", "-i", name, "cat"); r.code != 0 || r.stdout != "through stdin\n" {
+		t.Errorf("ctl exec -i cat: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := vchCtlIn(t, "a\nb\n", "run", "-i", "--rm", "busybox", "wc", "-l"); r.code != 0 || strings.TrimSpace(r.stdout) != "2" {
+		t.Errorf("ctl run -i --rm busybox wc -l: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := vchCtl(t, "exec", "nosuch-ctl", "true"); r.code == 0 || !strings.Contains(r.stderr, "no such container") {
+		t.Errorf("ctl exec nosuch: %d %q", r.code, r.stderr)
+	}
+
+	tmuxBin, err := exec.LookPath("tmux")
+	if err != nil {
+		t.Skip("tmux not installed")
+	}
+	sock := t.TempDir() + "/tmux.sock"
+	tmux := func(args ...string) string {
+		out, err := exec.Command(tmuxBin, append([]string{"-S", sock}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %s: %v", args, out, err)
+		}
+		return string(out)
+	}
+	cmd := filepath.Join(testenv.BinDir(), "vch") + " ctl --portlayer unix://" + env.plSock + " run -it --rm busybox sh; echo exit=$?; sleep 600"
+	tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
+	defer exec.Command(tmuxBin, "-S", sock, "kill-server").Run()
+	screen := func() string { return tmux("capture-pane", "-t", "t", "-p") }
+	waitFor := func(want string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for !strings.Contains(screen(), want) {
+			if time.Now().After(deadline) {
+				t.Fatalf("screen never showed %q:\n%s", want, screen())
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	waitFor("/ #")
+	tmux("send-keys", "-t", "t", "stty size", "Enter")
+	waitFor("40 120")
+	tmux("resize-window", "-t", "t", "-x", "100", "-y", "30")
+	time.Sleep(500 * time.Millisecond)
+	tmux("send-keys", "-t", "t", "clear; stty size", "Enter")
+	waitFor("30 100")
+	tmux("send-keys", "-t", "t", "exit 5", "Enter")
+	waitFor("exit=5")
+}
