@@ -83,7 +83,7 @@ lines (and the client certificates) to a team.`,
 	root.PersistentFlags().StringVar(&g.stateDir, "state-dir", def, "directory holding one state directory per VCH (env "+stateDirEnv+")")
 	root.AddCommand(
 		createCmd(g), lsCmd(g), inspectCmd(g), configureCmd(g), startCmd(g), stopCmd(g), deleteCmd(g),
-		superviseCmd(g), daemonCmd(), versionCmd(), ctl.Command(),
+		superviseCmd(g), daemonCmd(), versionCmd(), ctl.Command(), personalityCmd(),
 	)
 	return root
 }

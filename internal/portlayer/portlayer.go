@@ -758,3 +758,30 @@ type Events interface {
 	// events rather than stalling the system.
 	Subscribe(ctx context.Context, since time.Time, live bool) ([]Event, <-chan Event)
 }
+
+// HostInfo describes the VCH a port layer runs: what a front end shows
+// as its system information.
+type HostInfo struct {
+	// Name is the VCH's name; ID identifies it (may be empty).
+	Name string
+	ID   string
+	// Hypervisor names the driver running the VMs ("qemu"); Accelerator
+	// the accelerator in use ("kvm", "tcg").
+	Hypervisor  string
+	Accelerator string
+	// GuestKernelVersion is the uname -r of the kernel container VMs boot.
+	GuestKernelVersion string
+	// NCPU and MemTotalBytes are the CPUs and memory (bytes) available
+	// to VMs.
+	NCPU          int
+	MemTotalBytes int64
+	// RootDir is the VCH's state directory on the host.
+	RootDir string
+	// Labels are "key=value" labels of the VCH; may be nil.
+	Labels []string
+	// DriverStatus are name/value lines about storage (quota, usage,
+	// volume stores); may be nil.
+	DriverStatus [][2]string
+	// Warnings are for an operator's attention; may be nil.
+	Warnings []string
+}

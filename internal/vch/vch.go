@@ -41,6 +41,7 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
+	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/budget"
 	"github.com/vchproject/vch/internal/portlayer/compute"
@@ -288,7 +289,13 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		v.host.MemTotalBytes = int64(cfg.MemoryMiB) << 20
 	}
 	v.pl = api.Backend{Compute: budgeted, Pauser: v.compute, Images: events.Images(v.images, evlog), Interaction: v.compute,
-		Volumes: v.volumes, Networks: v.network, Events: evlog, Execs: v.compute}
+		Volumes: v.volumes, Networks: v.network, Events: evlog, Execs: v.compute,
+		Host: func(ctx context.Context) (portlayer.HostInfo, error) {
+			h, err := v.Host(ctx)
+			return portlayer.HostInfo(h), err
+		},
+		Monitor: v.compute, NetworkConnector: v.compute, Updater: v.compute, Archives: v.compute,
+		Committer: v.images, Login: v.images, Publish: evlog.Publish}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute, Pauser: v.compute, Monitor: v.compute, Events: evlog, Publish: evlog.Publish, System: v,

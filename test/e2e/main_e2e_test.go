@@ -39,6 +39,7 @@ var env struct {
 	registry string // host:port of the in-process registry holding busybox
 	bindRoot string // host directory the daemon allows bind mounts under
 	plSock   string // the daemon's Port Layer API socket
+	host2    string // DOCKER_HOST of the Docker personality in its own process, on plSock
 	daemon   *testenv.Daemon
 	outside  *testenv.Outside // what containers' egress reaches
 }
@@ -87,6 +88,12 @@ func TestMain(m *testing.M) {
 			dumpLog()
 			return 1
 		}
+		stopPersonality, err := startPersonality(dir)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: docker personality on the port layer:", err)
+			return 1
+		}
+		defer stopPersonality()
 		code := m.Run()
 		if code != 0 {
 			dumpLog()

@@ -3,11 +3,16 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,23 +219,43 @@ func TestCtlInteractive(t *testing.T) {
 		t.Errorf("ctl exec nosuch: %d %q", r.code, r.stderr)
 	}
 
+	cmd := filepath.Join(testenv.BinDir(), "vch") + " ctl --portlayer unix://" + env.plSock + " run -it --rm busybox sh; echo exit=$?; sleep 600"
+	tmux, waitFor := ttySession(t, cmd)
+	waitFor("/ #")
+	tmux("send-keys", "-t", "t", "stty size", "Enter")
+	waitFor("40 120")
+	tmux("resize-window", "-t", "t", "-x", "100", "-y", "30")
+	time.Sleep(500 * time.Millisecond)
+	tmux("send-keys", "-t", "t", "clear; stty size", "Enter")
+	waitFor("30 100")
+	tmux("send-keys", "-t", "t", "exit 5", "Enter")
+	waitFor("exit=5")
+}
+
+// ttySession runs cmd in a 120×40 terminal (tmux) for the test's life;
+// it returns tmux (run a tmux command on it) and waitFor (wait, up to
+// 60 s, until the screen shows a text).
+func ttySession(t *testing.T, cmd string) (tmux func(args ...string) string, waitFor func(want string)) {
+	t.Helper()
 	tmuxBin, err := exec.LookPath("tmux")
 	if err != nil {
+		if os.Getenv("VCH_REQUIRE_E2E") == "1" {
+			t.Fatal("tmux not installed (make deps)")
+		}
 		t.Skip("tmux not installed")
 	}
 	sock := t.TempDir() + "/tmux.sock"
-	tmux := func(args ...string) string {
+	tmux = func(args ...string) string {
 		out, err := exec.Command(tmuxBin, append([]string{"-S", sock}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tmux %v: %s: %v", args, out, err)
 		}
 		return string(out)
 	}
-	cmd := filepath.Join(testenv.BinDir(), "vch") + " ctl --portlayer unix://" + env.plSock + " run -it --rm busybox sh; echo exit=$?; sleep 600"
 	tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
-	defer exec.Command(tmuxBin, "-S", sock, "kill-server").Run()
+	t.Cleanup(func() { _ = exec.Command(tmuxBin, "-S", sock, "kill-server").Run() })
 	screen := func() string { return tmux("capture-pane", "-t", "t", "-p") }
-	waitFor := func(want string) {
+	waitFor = func(want string) {
 		t.Helper()
 		deadline := time.Now().Add(60 * time.Second)
 		for !strings.Contains(screen(), want) {
@@ -240,13 +265,176 @@ func TestCtlInteractive(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}
+	return tmux, waitFor
+}
+
+// startPersonality runs `vch personality docker` on the shared daemon's
+// Port Layer API, serving env.host2, until the returned stop.
+func startPersonality(dir string) (stop func(), err error) {
+	sock := filepath.Join(dir, "docker2.sock")
+	logf, err := os.Create(filepath.Join(dir, "personality.log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(testenv.BinDir(), "vch"), "personality", "docker", "--portlayer", "unix://"+env.plSock, "-H", "unix://"+sock)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	stop = func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		logf.Close()
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			stop()
+			b, _ := os.ReadFile(logf.Name())
+			return nil, fmt.Errorf("no socket %s within 30 s: %s", sock, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	env.host2 = "unix://" + sock
+	return stop, nil
+}
+
+// docker2 runs the docker CLI against the personality process.
+func docker2(t *testing.T, stdin []byte, args ...string) result {
+	t.Helper()
+	return dockerWith(t, []string{"DOCKER_HOST=" + env.host2}, stdin, args...)
+}
+
+// ok2 is docker2 failing the test unless it exits 0.
+func ok2(t *testing.T, args ...string) string {
+	t.Helper()
+	r := docker2(t, nil, args...)
+	if r.code != 0 {
+		t.Fatalf("docker %v on the personality process: exit %d: %s%s", args, r.code, r.stdout, r.stderr)
+	}
+	return r.stdout
+}
+
+// TestPersonalityProcess is the part of the e2e suite that runs against
+// the Docker personality in its own process (vch personality docker),
+// every call crossing the Port Layer API: the unmodified docker CLI's
+// run (attached, with stdin, with a TTY), exec, logs -f, cp both ways,
+// pull, network and volume commands behave as on the daemon's own
+// endpoint, and both endpoints see the same objects.
+func TestPersonalityProcess(t *testing.T) {
+	need(t)
+	if out := ok2(t, "run", "--rm", "busybox", "echo", "hello"); out != "hello\n" {
+		t.Errorf("run: %q", out)
+	}
+	if r := docker2(t, nil, "run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 4"); r.code != 4 || r.stdout != "out\n" || r.stderr != "err\n" {
+		t.Errorf("run exiting 4: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := docker2(t, []byte("one\ntwo\n"), "run", "-i", "--rm", "busybox", "wc", "-l"); r.code != 0 || strings.TrimSpace(r.stdout) != "2" {
+		t.Errorf("run -i: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := docker2(t, nil, "run", "--rm", "nosuch-image-p2"); r.code != 125 || !strings.Contains(r.stderr, "Unable to find image") && !strings.Contains(r.stderr, "No such image") {
+		t.Errorf("run of a missing image: %d %q", r.code, r.stderr)
+	}
+
+	name := uniqueName(t)
+	ok2(t, "run", "-d", "--name", name, "busybox", "sh", "-c", "i=0; while true; do echo tick$i; i=$((i+1)); sleep 0.2; done")
+	t.Cleanup(func() { docker2(t, nil, "rm", "-f", name) })
+	// The daemon's own endpoint sees the same container.
+	if out := ok(t, "ps", "--filter", "name="+name, "--format", "{{.Names}} {{.State}}"); strings.TrimSpace(out) != name+" running" {
+		t.Errorf("the daemon's endpoint lists %q", out)
+	}
+	if r := docker2(t, nil, "exec", name, "sh", "-c", "echo in-exec; exit 6"); r.code != 6 || r.stdout != "in-exec\n" {
+		t.Errorf("exec exiting 6: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := docker2(t, []byte("via stdin"), "exec", "-i", name, "cat"); r.code != 0 || r.stdout != "via stdin" {
+		t.Errorf("exec -i cat: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	// logs -f follows until the client goes: read a few ticks, then stop.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "docker", "logs", "-f", name)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+env.host2)
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sc := bufio.NewScanner(stdout)
+	seen := 0
+	for sc.Scan() && seen < 8 {
+		if strings.HasPrefix(sc.Text(), "tick") {
+			seen++
+		}
+	}
+	cancel()
+	_ = cmd.Wait()
+	if seen < 8 {
+		t.Errorf("logs -f showed %d ticks", seen)
+	}
+
+	// cp both ways.
+	src := filepath.Join(t.TempDir(), "payload")
+	if err := os.WriteFile(src, bytes.Repeat([]byte("vch"), 100000), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ok2(t, "cp", src, name+":/tmp/payload")
+	back := filepath.Join(t.TempDir(), "back")
+	ok2(t, "cp", name+":/tmp/payload", back)
+	if b, err := os.ReadFile(back); err != nil || len(b) != 300000 {
+		t.Errorf("cp round trip: %d bytes, %v", len(b), err)
+	}
+	want := "Could not find the file /nope in container " + name
+	if cliMajor() < 23 {
+		want = "No such container:path: " + name + ":/nope"
+	}
+	if r := docker2(t, nil, "cp", name+":/nope", back); r.code == 0 || !strings.Contains(r.stderr, want) {
+		t.Errorf("cp of a missing path: %d %q", r.code, r.stderr)
+	}
+
+	// Networks and volumes.
+	net := uniqueName(t) + "-net"
+	ok2(t, "network", "create", net)
+	ok2(t, "network", "connect", net, name)
+	if out := ok2(t, "network", "inspect", "-f", "{{range .Containers}}{{.Name}}{{end}}", net); strings.TrimSpace(out) != name {
+		t.Errorf("network inspect after connect: %q", out)
+	}
+	if out := ok(t, "network", "ls", "--format", "{{.Name}}"); !strings.Contains(out, net) {
+		t.Errorf("the daemon's endpoint does not list the network: %q", out)
+	}
+	ok2(t, "network", "disconnect", net, name)
+	ok2(t, "network", "rm", net)
+	vol := strings.ReplaceAll(uniqueName(t), "-", "") + "v"
+	ok2(t, "volume", "create", vol)
+	if out := ok2(t, "run", "--rm", "-v", vol+":/v", "busybox", "sh", "-c", "echo kept > /v/f && cat /v/f"); out != "kept\n" {
+		t.Errorf("run with the volume: %q", out)
+	}
+	if out := ok2(t, "volume", "ls", "-q"); !strings.Contains(out, vol) {
+		t.Errorf("volume ls: %q", out)
+	}
+	ok2(t, "volume", "rm", vol)
+
+	// Pull from the run's registry on 127.0.0.1.
+	ref := env.registry + "/library/busybox:1"
+	if r := docker2(t, nil, "pull", ref); r.code != 0 || !strings.Contains(r.stdout, "Downloaded newer image") && !strings.Contains(r.stdout, "Image is up to date") {
+		t.Errorf("pull: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	if out := ok(t, "images", "--format", "{{.Repository}}"); !strings.Contains(out, env.registry+"/library/busybox") {
+		t.Errorf("the daemon's endpoint does not list the pulled image: %q", out)
+	}
+	ok2(t, "rmi", ref)
+	if r := docker2(t, nil, "build", "-"); r.code == 0 {
+		t.Error("docker build on the personality process succeeded; it is not served there")
+	}
+
+	// run -it in a real terminal: the TTY's size, then the exit status.
+	tmux, waitFor := ttySession(t, "DOCKER_CONFIG="+t.TempDir()+" DOCKER_HOST="+env.host2+" docker run -it --rm busybox sh; echo exit=$?; sleep 600")
 	waitFor("/ #")
 	tmux("send-keys", "-t", "t", "stty size", "Enter")
 	waitFor("40 120")
-	tmux("resize-window", "-t", "t", "-x", "100", "-y", "30")
-	time.Sleep(500 * time.Millisecond)
-	tmux("send-keys", "-t", "t", "clear; stty size", "Enter")
-	waitFor("30 100")
 	tmux("send-keys", "-t", "t", "exit 5", "Enter")
 	waitFor("exit=5")
 }

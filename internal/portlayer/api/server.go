@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,6 +29,17 @@ type Backend struct {
 	Events   portlayer.Events
 	// Execs serves execs and TTY resizes; attach needs Interaction.
 	Execs portlayer.Execs
+	// The rest serve their routes; nil answers not_implemented.
+	Host             func(ctx context.Context) (portlayer.HostInfo, error)
+	Monitor          portlayer.Monitor
+	NetworkConnector portlayer.NetworkConnector
+	Updater          portlayer.Updater
+	Archives         portlayer.Archives
+	Committer        portlayer.Committer
+	Login            portlayer.RegistryLogin
+	// Publish adds an event a front end reports (a healthcheck's) to the
+	// log.
+	Publish func(portlayer.Event)
 }
 
 // maxBodyBytes bounds a request body (a container spec).
@@ -91,6 +103,23 @@ func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
 	mux.HandleFunc("GET /v1/execs/{id}", s.wrap(s.need(s.b.Execs != nil, s.execInspect)))
 	mux.HandleFunc("POST /v1/execs/{id}/start", s.wrap(s.need(s.b.Execs != nil, s.execStart)))
 	mux.HandleFunc("POST /v1/execs/{id}/resize", s.wrap(s.need(s.b.Execs != nil, s.execResize)))
+	mux.HandleFunc("GET /v1/host", s.wrap(s.need(s.b.Host != nil, s.host)))
+	mux.HandleFunc("GET /v1/containers/{ref}/top", s.wrap(s.need(s.b.Monitor != nil, s.top)))
+	mux.HandleFunc("GET /v1/containers/{ref}/stats", s.wrap(s.need(s.b.Monitor != nil, s.stats)))
+	mux.HandleFunc("POST /v1/containers/{ref}/connect", s.wrap(s.need(s.b.NetworkConnector != nil, s.connect)))
+	mux.HandleFunc("POST /v1/containers/{ref}/disconnect", s.wrap(s.need(s.b.NetworkConnector != nil, s.disconnect)))
+	mux.HandleFunc("POST /v1/containers/{ref}/restart", s.wrap(s.restart))
+	mux.HandleFunc("POST /v1/containers/{ref}/update", s.wrap(s.need(s.b.Updater != nil, s.update)))
+	mux.HandleFunc("DELETE /v1/execs/{id}", s.wrap(s.need(s.b.Execs != nil, s.forgetExec)))
+	mux.HandleFunc("POST /v1/events", s.wrap(s.need(s.b.Publish != nil, s.publish)))
+	mux.HandleFunc("POST /v1/registries/login", s.wrap(s.need(s.b.Login != nil, s.login)))
+	mux.HandleFunc("GET /v1/containers/{ref}/archive/stat", s.wrap(s.need(s.b.Archives != nil, s.statPath)))
+	mux.HandleFunc("GET /v1/containers/{ref}/archive", s.wrap(s.need(s.b.Archives != nil, s.getArchive)))
+	mux.HandleFunc("PUT /v1/containers/{ref}/archive", s.wrap(s.need(s.b.Archives != nil, s.putArchive)))
+	mux.HandleFunc("GET /v1/containers/{ref}/export", s.wrap(s.need(s.b.Archives != nil, s.export)))
+	mux.HandleFunc("GET /v1/containers/{ref}/changes", s.wrap(s.need(s.b.Archives != nil, s.changes)))
+	mux.HandleFunc("GET /v1/containers/{ref}/changes/layer", s.wrap(s.need(s.b.Archives != nil, s.changesLayer)))
+	mux.HandleFunc("POST /v1/images/commit", s.wrap(s.need(s.b.Committer != nil, s.commit)))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &portlayer.Error{Class: portlayer.ClassNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
 	})
