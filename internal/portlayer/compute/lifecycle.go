@@ -829,7 +829,7 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	}
 	if vm == nil || proc == nil || (status != portlayer.StatusRunning && status != portlayer.StatusPaused) {
 		c.mu.Unlock()
-		return portlayer.ContainerState("", c.id, portlayer.ReasonNotRunning)
+		return portlayer.ContainerState("kill", c.id, portlayer.ReasonNotRunning)
 	}
 	if signal == 9 {
 		c.killed = true

@@ -24,7 +24,7 @@ func (s *Service) Pause(ctx context.Context, idOrName string) error {
 		return portlayer.ContainerState("pause", c.id, portlayer.ReasonPaused)
 	case portlayer.StatusRunning:
 	default:
-		return portlayer.ContainerState("", c.id, portlayer.ReasonNotRunning)
+		return portlayer.ContainerState("pause", c.id, portlayer.ReasonNotRunning)
 	}
 	p, ok := c.vm.(hypervisor.Pauser)
 	if !ok {
