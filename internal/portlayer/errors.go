@@ -80,6 +80,13 @@ const (
 	// ReasonNameInUse: another object has the name (Error.Name); Error.ID
 	// is that object's.
 	ReasonNameInUse = "name_in_use"
+	// ReasonInUse: a container (Error.Container) uses the image.
+	ReasonInUse = "in_use"
+	// ReasonReferenced: the image has several references and none was
+	// named.
+	ReasonReferenced = "referenced"
+	// ReasonHasChildren: other images are built on the image.
+	ReasonHasChildren = "has_children"
 )
 
 // Error is a port-layer error with its class and the object it concerns,
@@ -104,6 +111,9 @@ type Error struct {
 	// Reason says what about the object caused the error (ReasonPaused,
 	// …); empty when the class says it all.
 	Reason string `json:"reason,omitempty"`
+	// Container is the ID of another container the error concerns (the
+	// one using an image, for ReasonInUse).
+	Container string `json:"container,omitempty"`
 	// Message is a human-readable text, in the port layer's words.
 	Message string `json:"message"`
 	// Err is the cause, if any.
@@ -212,4 +222,22 @@ func ExecState(id, reason string) error {
 		msg = "exec " + id + " is not running"
 	}
 	return &Error{Class: ClassConflict, Kind: KindExec, ID: id, Reason: reason, Message: msg}
+}
+
+// ImageConflict is the Conflict error for removing image id (its short
+// ID): reason ReasonInUse (container uses it; ref is the reference
+// asked, "" when the image was named by ID), ReasonReferenced or
+// ReasonHasChildren. op is "remove", or "remove_forced" for a forced
+// removal that is refused even so.
+func ImageConflict(op, id, ref, reason, container string) error {
+	msg := "image " + id
+	switch reason {
+	case ReasonInUse:
+		msg += " is used by container " + container
+	case ReasonReferenced:
+		msg += " has several references"
+	case ReasonHasChildren:
+		msg += " has child images"
+	}
+	return &Error{Class: ClassConflict, Op: op, Kind: KindImage, ID: id, Name: ref, Reason: reason, Container: container, Message: msg}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -218,6 +220,17 @@ func TestImagesClient(t *testing.T) {
 	rm, err := cli.ImageRemove(ctx, "mybox:v2", client.ImageRemoveOptions{})
 	if err != nil || len(rm.Items) != 1 || rm.Items[0].Untagged != "mybox:v2" {
 		t.Errorf("rm = %+v, %v", rm, err)
+	}
+	// An image a container uses: dockerd's conflict text, once (written
+	// from the port layer's typed error).
+	used, err := cli.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{Image: "busybox", Cmd: []string{"true"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	busybox, _ := f.Images().Get(ctx, "busybox")
+	wantMsg := fmt.Sprintf(`conflict: unable to remove repository reference "busybox" (must force) - container %s is using its referenced image %s`, used.ID[:12], strings.TrimPrefix(busybox.ID, "sha256:")[:12])
+	if _, err := cli.ImageRemove(ctx, "busybox", client.ImageRemoveOptions{}); !errdefs.IsConflict(err) || !strings.HasSuffix(err.Error(), wantMsg) || strings.Count(err.Error(), "conflict:") != 1 {
+		t.Errorf("rmi of an image in use: %v\nwant %s", err, wantMsg)
 	}
 	if _, err := cli.ImageRemove(ctx, "nosuch", client.ImageRemoveOptions{}); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "No such image: nosuch") {
 		t.Errorf("rm nosuch: %v", err)

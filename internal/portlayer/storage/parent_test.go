@@ -3,7 +3,6 @@ package storage
 import (
 	"bytes"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/containerd/errdefs"
@@ -42,7 +41,7 @@ func TestParentChain(t *testing.T) {
 	if got, err := s.Get(t.Context(), "built"); err != nil || got.Parent != a.ID {
 		t.Fatalf("after restart: %+v %v", got.Parent, err)
 	}
-	if _, err := s.Remove(t.Context(), a.ID, true); !errdefs.IsConflict(err) || !strings.Contains(err.Error(), "image has dependent child images") {
+	if _, err := s.Remove(t.Context(), a.ID, true); !errdefs.IsConflict(err) || portlayer.AsError(err) == nil || portlayer.AsError(err).Reason != portlayer.ReasonHasChildren {
 		t.Fatalf("rmi of a parent by ID: %v", err)
 	}
 	if err := s.Tag(t.Context(), a.ID, "mid:1"); err != nil {

@@ -98,9 +98,7 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 
 	if named != "" {
 		if !force && inUse && singleReference(c.rec) {
-			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
-				"conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s",
-				ref, shortID(container), short), nil)
+			return nil, portlayer.ImageConflict("remove", short, ref, portlayer.ReasonInUse, shortID(container))
 		}
 		wasTag := slices.Contains(c.rec.Tags, named)
 		c.rec.Tags = slices.DeleteFunc(c.rec.Tags, func(t string) bool { return t == named })
@@ -122,20 +120,16 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 		}
 	} else {
 		if !force && !singleReference(c.rec) {
-			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
-				"conflict: unable to delete %s (must be forced) - image is referenced in multiple repositories", short), nil)
+			return nil, portlayer.ImageConflict("remove", short, "", portlayer.ReasonReferenced, "")
 		}
 		if s.hasChildrenLocked(id) {
-			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
-				"conflict: unable to delete %s (cannot be forced) - image has dependent child images", short), nil)
+			return nil, portlayer.ImageConflict("remove_forced", short, "", portlayer.ReasonHasChildren, "")
 		}
 		if inUse {
 			if !force {
-				return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
-					"conflict: unable to delete %s (must be forced) - image is being used by stopped container %s", short, shortID(container)), nil)
+				return nil, portlayer.ImageConflict("remove", short, "", portlayer.ReasonInUse, shortID(container))
 			}
-			return nil, newDockerError(errdefs.ErrConflict, fmt.Sprintf(
-				"conflict: unable to delete %s (cannot be forced) - image is being used by container %s", short, shortID(container)), nil)
+			return nil, portlayer.ImageConflict("remove_forced", short, "", portlayer.ReasonInUse, shortID(container))
 		}
 		for _, r := range append(slices.Clone(c.rec.Tags), c.rec.Digests...) {
 			records = append(records, portlayer.ImageDelete{Untagged: familiar(r)})

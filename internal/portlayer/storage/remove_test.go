@@ -33,6 +33,8 @@ func TestRemove(t *testing.T) {
 		want   string // records, with ID for the image ID
 		errIs  func(error) bool
 		errMsg string // with ID and SHORT substituted
+		// reason, ref and container are the typed error's fields.
+		reason, ref_, container string
 	}
 	tests := []struct {
 		name  string
@@ -48,16 +50,16 @@ func TestRemove(t *testing.T) {
 			{ref: "busybox", want: "Untagged: busybox:latest\nDeleted: ID"},
 		}},
 		{name: "by ID with two tags needs force", tags: []string{"other:2"}, steps: []step{
-			{ref: "SHORT", errIs: errdefs.IsConflict, errMsg: "conflict: unable to delete SHORT (must be forced) - image is referenced in multiple repositories"},
+			{ref: "SHORT", errIs: errdefs.IsConflict, errMsg: "image SHORT has several references", reason: portlayer.ReasonReferenced},
 			{ref: "SHORT", force: true, want: "Untagged: busybox:latest\nUntagged: other:2\nDeleted: ID"},
 		}},
 		{name: "by ID single tag", steps: []step{
 			{ref: "ID", want: "Untagged: busybox:latest\nDeleted: ID"},
 		}},
 		{name: "in use by reference", inUse: true, steps: []step{
-			{ref: "busybox", errIs: errdefs.IsConflict, errMsg: `conflict: unable to remove repository reference "busybox" (must force) - container abc123def456 is using its referenced image SHORT`},
+			{ref: "busybox", errIs: errdefs.IsConflict, errMsg: "image SHORT is used by container abc123def456", reason: portlayer.ReasonInUse, ref_: "busybox", container: "abc123def456"},
 			{ref: "busybox", force: true, want: "Untagged: busybox:latest"},
-			{ref: "ID", errIs: errdefs.IsConflict, errMsg: "conflict: unable to delete SHORT (must be forced) - image is being used by stopped container abc123def456"},
+			{ref: "ID", errIs: errdefs.IsConflict, errMsg: "image SHORT is used by container abc123def456", reason: portlayer.ReasonInUse, container: "abc123def456"},
 		}},
 		{name: "missing", steps: []step{
 			{ref: "nosuch", errIs: errdefs.IsNotFound, errMsg: "no such image: nosuch:latest"},
@@ -97,6 +99,9 @@ func TestRemove(t *testing.T) {
 				if st.errIs != nil {
 					if !st.errIs(err) || err.Error() != sub(st.errMsg) {
 						t.Fatalf("step %d: err = %v, want %q", i, err, sub(st.errMsg))
+					}
+					if pe := portlayer.AsError(err); pe == nil || pe.Kind != portlayer.KindImage || pe.Reason != st.reason || pe.Name != st.ref_ || pe.Container != st.container {
+						t.Fatalf("step %d: typed error %+v, want reason %q ref %q container %q", i, pe, st.reason, st.ref_, st.container)
 					}
 					continue
 				}

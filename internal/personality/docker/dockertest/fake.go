@@ -829,7 +829,7 @@ func (a ImagesAPI) Remove(ctx context.Context, ref string, force bool) ([]portla
 	if !force {
 		for _, c := range f.ctrs {
 			if c.c.Spec.Image == img.ID {
-				return nil, fmt.Errorf("container %s is using its referenced image %s: %w", c.c.ID[:12], strings.TrimPrefix(img.ID, "sha256:")[:12], errdefs.ErrConflict)
+				return nil, portlayer.ImageConflict("remove", strings.TrimPrefix(img.ID, "sha256:")[:12], ref, portlayer.ReasonInUse, c.c.ID[:12])
 			}
 		}
 	}

@@ -29,9 +29,7 @@ func DockerText(err error) (msg string, ok bool) {
 			return fmt.Sprintf("exec %s is not running", pe.ID), true
 		}
 	case portlayer.KindImage:
-		if pe.Class == portlayer.ClassNotFound {
-			return "No such image: " + pe.ID, true
-		}
+		return imageText(pe)
 	}
 	return "", false
 }
@@ -67,6 +65,34 @@ func containerText(pe *portlayer.Error) (string, bool) {
 			return fmt.Sprintf("Container %s is already paused", pe.ID), true
 		}
 		return fmt.Sprintf("Container %s is paused", pe.ID), true
+	}
+	return "", false
+}
+
+// imageText is DockerText for an image's error (moby daemon/images
+// image_delete.go's conflicts).
+func imageText(pe *portlayer.Error) (string, bool) {
+	if pe.Class == portlayer.ClassNotFound {
+		return "No such image: " + pe.ID, true
+	}
+	force := "must be forced"
+	if pe.Op == "remove_forced" || pe.Reason == portlayer.ReasonHasChildren {
+		force = "cannot be forced"
+	}
+	switch pe.Reason {
+	case portlayer.ReasonInUse:
+		if pe.Name != "" {
+			return fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s", pe.Name, pe.Container, pe.ID), true
+		}
+		state := "stopped container"
+		if pe.Op == "remove_forced" {
+			state = "container"
+		}
+		return fmt.Sprintf("conflict: unable to delete %s (%s) - image is being used by %s %s", pe.ID, force, state, pe.Container), true
+	case portlayer.ReasonReferenced:
+		return fmt.Sprintf("conflict: unable to delete %s (%s) - image is referenced in multiple repositories", pe.ID, force), true
+	case portlayer.ReasonHasChildren:
+		return fmt.Sprintf("conflict: unable to delete %s (%s) - image has dependent child images", pe.ID, force), true
 	}
 	return "", false
 }

@@ -545,7 +545,10 @@ func (rt *Router) deleteImage(w http.ResponseWriter, r *http.Request, vars map[s
 	dels, err := rt.images.Remove(r.Context(), name, httputils.BoolValue(r, "force"))
 	if err != nil {
 		if errdefs.IsConflict(err) {
-			return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - %s", name, err))
+			if msg, ok := httputils.DockerText(err); ok {
+				return httputils.Classify(errdefs.ErrConflict, err, msg)
+			}
+			return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - %s", name, httputils.PortLayerText(err)))
 		}
 		return imageErr("remove image", name, err)
 	}
