@@ -141,12 +141,14 @@ TLS.`,
 			}
 			defer cleanup()
 			if portLayerListen != "" {
-				pl, err := api.Listen(portLayerListen)
+				pl, err := api.Listen(portLayerListen, tlsCfg)
 				if err != nil {
 					_ = v.Close()
 					return err
 				}
-				defer os.Remove(strings.TrimPrefix(portLayerListen, "unix://"))
+				if path, ok := strings.CutPrefix(portLayerListen, "unix://"); ok {
+					defer os.Remove(path)
+				}
 				go func() {
 					if err := v.ServePortLayer(ctx, pl); err != nil {
 						logger.Error("port layer API stopped", "err", err)
@@ -189,7 +191,7 @@ TLS.`,
 	f.IntVar(&cfg.WarmVMs, "warm-vms", 1, "container VMs of the common shape kept restored and woken ahead of need, so a start takes one (0: none; each idle one costs what an idle container does)")
 	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")
-	f.StringVar(&portLayerListen, "portlayer-listen", "", "also serve the Port Layer API (v1) on this address: unix:///PATH.sock, a root-only socket (default: not served)")
+	f.StringVar(&portLayerListen, "portlayer-listen", "", "also serve the Port Layer API (v1) on this address: unix:///PATH.sock (a root-only socket) or tcp://HOST:PORT (only with --tlsverify: mutual TLS with the daemon's certificates) (default: not served)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.install(f)
 	_ = cmd.MarkFlagRequired("root")

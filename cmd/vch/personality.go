@@ -2,16 +2,19 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/portlayer/client"
+	"github.com/vchproject/vch/internal/tlsfiles"
 	"github.com/vchproject/vch/internal/vch"
 )
 
@@ -34,7 +37,7 @@ func (h hostSource) Host(ctx context.Context) (docker.HostInfo, error) {
 }
 
 func dockerPersonalityCmd() *cobra.Command {
-	var addr, logLevel string
+	var addr, logLevel, plCA, plCert, plKey string
 	var hosts []string
 	var tf tlsFlags
 	cmd := &cobra.Command{
@@ -56,7 +59,17 @@ host). -H and the TLS flags are the daemon's.`,
 			if addr == "" {
 				return fmt.Errorf("vch: --portlayer unix:///PL.sock is required")
 			}
-			c, err := client.New(addr, nil)
+			var plTLS *tls.Config
+			if strings.HasPrefix(addr, "tcp://") {
+				if plCA == "" || plCert == "" || plKey == "" {
+					return fmt.Errorf("vch: --portlayer %s: TCP needs --portlayer-tlscacert, --portlayer-tlscert and --portlayer-tlskey", addr)
+				}
+				var err error
+				if plTLS, err = tlsfiles.Client(plCA, plCert, plKey); err != nil {
+					return err
+				}
+			}
+			c, err := client.New(addr, plTLS)
 			if err != nil {
 				return err
 			}
@@ -85,7 +98,10 @@ host). -H and the TLS flags are the daemon's.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&addr, "portlayer", "", "the VCH's Port Layer API, unix:///PATH.sock (required)")
+	f.StringVar(&addr, "portlayer", "", "the VCH's Port Layer API, unix:///PATH.sock or tcp://HOST:PORT (required)")
+	f.StringVar(&plCA, "portlayer-tlscacert", "", "for a tcp:// port layer: the CA that signed its certificate")
+	f.StringVar(&plCert, "portlayer-tlscert", "", "for a tcp:// port layer: this client's certificate")
+	f.StringVar(&plKey, "portlayer-tlskey", "", "for a tcp:// port layer: this client's key")
 	f.StringArrayVarP(&hosts, "host", "H", nil, "listen address, repeatable: unix:///PATH.sock or tcp://ADDR:PORT (required)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	tf.install(f)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/client"
+	"github.com/vchproject/vch/internal/tlsfiles"
 )
 
 // ExitError is a command's wish to exit with Code (a container's exit
@@ -43,12 +44,17 @@ an ID, a unique ID prefix or a name.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	cmd.PersistentFlags().StringVar(&addr, "portlayer", os.Getenv("VCH_PORTLAYER"), "the Port Layer API's address, unix:///PATH.sock (env VCH_PORTLAYER)")
+	var caFile, certFile, keyFile string
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&addr, "portlayer", os.Getenv("VCH_PORTLAYER"), "the Port Layer API's address, unix:///PATH.sock or tcp://HOST:PORT (env VCH_PORTLAYER)")
+	pf.StringVar(&caFile, "tlscacert", "", "for tcp://: the CA that signed the server's certificate")
+	pf.StringVar(&certFile, "tlscert", "", "for tcp://: this client's certificate")
+	pf.StringVar(&keyFile, "tlskey", "", "for tcp://: this client's key")
 	connect := func() (*client.Client, error) {
 		if addr == "" {
 			return nil, fmt.Errorf("ctl: --portlayer unix:///PATH.sock is required")
 		}
-		return client.New(addr, nil)
+		return dial(addr, caFile, certFile, keyFile)
 	}
 	cmd.AddCommand(imagesCmd(connect), pullCmd(connect), runCmd(connect), psCmd(connect), logsCmd(connect),
 		execCmd(connect), stopCmd(connect), rmCmd(connect), volumesCmd(connect), networksCmd(connect), eventsCmd(connect))
@@ -56,6 +62,21 @@ an ID, a unique ID prefix or a name.`,
 }
 
 type connector func() (*client.Client, error)
+
+// dial is a client for addr; a TCP address takes the TLS files.
+func dial(addr, caFile, certFile, keyFile string) (*client.Client, error) {
+	if !strings.HasPrefix(addr, "tcp://") {
+		return client.New(addr, nil)
+	}
+	if caFile == "" || certFile == "" || keyFile == "" {
+		return nil, fmt.Errorf("ctl: %s: TCP needs --tlscacert, --tlscert and --tlskey (mutual TLS)", addr)
+	}
+	cfg, err := tlsfiles.Client(caFile, certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	return client.New(addr, cfg)
+}
 
 // shortID is an ID's first 12 hex digits, without "sha256:".
 func shortID(id string) string {

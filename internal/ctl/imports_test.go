@@ -19,6 +19,7 @@ func TestImportsOnlyThePortLayerClient(t *testing.T) {
 		"github.com/vchproject/vch/internal/portlayer":        true,
 		"github.com/vchproject/vch/internal/portlayer/api":    true,
 		"github.com/vchproject/vch/internal/portlayer/client": true,
+		"github.com/vchproject/vch/internal/tlsfiles":         true,
 	}
 	for _, p := range strings.Fields(string(out)) {
 		switch {

@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
@@ -82,15 +83,28 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Listen opens the API's listener at addr, "unix:///PATH.sock": a socket
-// only its owner (root, for a daemon) may connect to (mode 0600), a stale
-// socket file at PATH replaced. TCP is not served yet (it needs the
-// daemon's mutual TLS): InvalidArgument for any other form.
-func Listen(addr string) (net.Listener, error) {
+// Listen opens the API's listener at addr: "unix:///PATH.sock", a socket
+// only its owner (root, for a daemon) may connect to (mode 0600), a
+// stale socket file at PATH replaced; or "tcp://HOST:PORT", served only
+// with mutual TLS: tlsCfg must require and verify client certificates
+// (a daemon's --tlsverify). InvalidArgument for any other form, or TCP
+// without mutual TLS.
+func Listen(addr string, tlsCfg *tls.Config) (net.Listener, error) {
+	if hostPort, ok := strings.CutPrefix(addr, "tcp://"); ok {
+		if tlsCfg == nil || tlsCfg.ClientAuth != tls.RequireAndVerifyClientCert {
+			return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument,
+				Message: fmt.Sprintf("port layer address %q: TCP is served only with mutual TLS (the daemon's --tlsverify and its certificates)", addr)}
+		}
+		l, err := net.Listen("tcp", hostPort)
+		if err != nil {
+			return nil, fmt.Errorf("api: listen on %s: %w", addr, err)
+		}
+		return tls.NewListener(l, tlsCfg), nil
+	}
 	path, ok := strings.CutPrefix(addr, "unix://")
 	if !ok || path == "" || !filepath.IsAbs(path) {
 		return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument,
-			Message: fmt.Sprintf("port layer address %q: want unix:///ABSOLUTE/PATH.sock (TCP needs mutual TLS and is not served yet)", addr)}
+			Message: fmt.Sprintf("port layer address %q: want unix:///ABSOLUTE/PATH.sock or tcp://HOST:PORT", addr)}
 	}
 	if st, err := os.Lstat(path); err == nil && st.Mode()&os.ModeSocket != 0 {
 		if c, err := net.Dial("unix", path); err == nil {

@@ -8,6 +8,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -23,15 +24,18 @@ import (
 
 // Client talks to one port layer server. Safe for concurrent use.
 type Client struct {
-	base string // scheme://host, no trailing slash
-	sock string // the unix socket's path, "" for http(s)
+	base string      // scheme://host, no trailing slash
+	sock string      // the unix socket's path, "" for TCP
+	tls  *tls.Config // TCP's mutual TLS
 	hc   *http.Client
 }
 
-// New returns a client for addr: "unix:///PATH.sock", or an http:// URL
-// (with hc's transport, e.g. for TLS; nil hc is http.DefaultClient's
-// transport). InvalidArgument for another form.
-func New(addr string, hc *http.Client) (*Client, error) {
+// New returns a client for addr: "unix:///PATH.sock", or
+// "tcp://HOST:PORT" (also "https://HOST:PORT") with tlsCfg, which must
+// be set there: the server serves TCP only with mutual TLS (see
+// package tlsfiles for a configuration from PEM files). InvalidArgument
+// for another form, or TCP without tlsCfg.
+func New(addr string, tlsCfg *tls.Config) (*Client, error) {
 	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
 		if path == "" {
 			return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument, Message: "client: empty socket path in " + addr}
@@ -42,13 +46,19 @@ func New(addr string, hc *http.Client) (*Client, error) {
 		}}
 		return &Client{base: "http://portlayer", sock: path, hc: &http.Client{Transport: tr}}, nil
 	}
-	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
-		if hc == nil {
-			hc = &http.Client{}
-		}
-		return &Client{base: strings.TrimSuffix(addr, "/"), hc: hc}, nil
+	hostPort, ok := strings.CutPrefix(addr, "tcp://")
+	if !ok {
+		hostPort, ok = strings.CutPrefix(addr, "https://")
 	}
-	return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument, Message: "client: address " + addr + ": want unix:///PATH or http(s)://HOST"}
+	if ok && hostPort != "" {
+		if tlsCfg == nil {
+			return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument, Message: "client: " + addr + ": TCP needs mutual TLS: give the CA and a client certificate"}
+		}
+		cfg := tlsCfg.Clone()
+		tr := &http.Transport{TLSClientConfig: cfg}
+		return &Client{base: "https://" + strings.TrimSuffix(hostPort, "/"), tls: cfg, hc: &http.Client{Transport: tr}}, nil
+	}
+	return nil, &portlayer.Error{Class: portlayer.ClassInvalidArgument, Message: "client: address " + addr + ": want unix:///PATH or tcp://HOST:PORT"}
 }
 
 var (

@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"net"
 	"net/http"
@@ -26,10 +27,11 @@ func (c *Client) dial(ctx context.Context) (net.Conn, error) {
 		return d.DialContext(ctx, "unix", c.sock)
 	}
 	u, err := url.Parse(c.base)
-	if err != nil || u.Scheme != "http" {
-		return nil, &portlayer.Error{Class: portlayer.ClassNotImplemented, Message: "client: streams need a unix socket or plain http"}
+	if err != nil {
+		return nil, err
 	}
-	return d.DialContext(ctx, "tcp", u.Host)
+	td := tls.Dialer{NetDialer: &d, Config: c.tls}
+	return td.DialContext(ctx, "tcp", u.Host)
 }
 
 // stream opens an upgraded stream to path: it returns the connection and

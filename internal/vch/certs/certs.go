@@ -47,6 +47,8 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/tlsfiles"
 )
 
 // File names, as the docker CLI expects them in DOCKER_CERT_PATH (CA,
@@ -301,28 +303,10 @@ func ServerTLS(caFile, certFile, keyFile string, verify bool) (*tls.Config, erro
 // ca.pem, as the docker CLI does with DOCKER_TLS_VERIFY=1.
 // InvalidArgument if a file cannot be read or parsed.
 func ClientTLS(certPath string) (*tls.Config, error) {
-	pool, err := caPool(filepath.Join(certPath, CAFile))
-	if err != nil {
-		return nil, err
-	}
-	pair, err := tls.LoadX509KeyPair(filepath.Join(certPath, CertFile), filepath.Join(certPath, KeyFile))
-	if err != nil {
-		return nil, fmt.Errorf("certs: client key pair in %s: %w: %w", certPath, err, errdefs.ErrInvalidArgument)
-	}
-	return &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}, nil
+	return tlsfiles.Client(filepath.Join(certPath, CAFile), filepath.Join(certPath, CertFile), filepath.Join(certPath, KeyFile))
 }
 
-func caPool(caFile string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("certs: could not read CA certificate %q: %w: %w", caFile, err, errdefs.ErrInvalidArgument)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("certs: no certificate in CA file %q: %w", caFile, errdefs.ErrInvalidArgument)
-	}
-	return pool, nil
-}
+func caPool(caFile string) (*x509.CertPool, error) { return tlsfiles.CAPool(caFile) }
 
 func newKey() (*ecdsa.PrivateKey, error) {
 	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
