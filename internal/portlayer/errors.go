@@ -87,6 +87,13 @@ const (
 	ReasonReferenced = "referenced"
 	// ReasonHasChildren: other images are built on the image.
 	ReasonHasChildren = "has_children"
+	// ReasonNoManifest: the registry has no such repository or tag.
+	ReasonNoManifest = "no_manifest"
+	// ReasonNoPlatform: the image has no manifest for this platform.
+	ReasonNoPlatform = "no_platform"
+	// ReasonDenied: the registry refused access (Error.Name is the
+	// repository).
+	ReasonDenied = "denied"
 )
 
 // Error is a port-layer error with its class and the object it concerns,
@@ -116,16 +123,27 @@ type Error struct {
 	Container string `json:"container,omitempty"`
 	// Message is a human-readable text, in the port layer's words.
 	Message string `json:"message"`
+	// Cause is the cause's text, as the error crosses the API (where Err
+	// cannot); empty when there is none.
+	Cause string `json:"cause,omitempty"`
 	// Err is the cause, if any.
 	Err error `json:"-"`
 }
 
 // Error returns the message, then the cause's text.
 func (e *Error) Error() string {
-	if e.Err != nil {
-		return e.Message + ": " + e.Err.Error()
+	if c := e.CauseText(); c != "" {
+		return e.Message + ": " + c
 	}
 	return e.Message
+}
+
+// CauseText is the cause's text: Err's, else Cause.
+func (e *Error) CauseText() string {
+	if e.Err != nil {
+		return e.Err.Error()
+	}
+	return e.Cause
 }
 
 // Unwrap returns the class's errdefs sentinel first (so errdefs.Resolve

@@ -70,7 +70,8 @@ func StatusOf(c portlayer.ErrorClass) int {
 func ErrorBody(err error) portlayer.Error {
 	if pe := portlayer.AsError(err); pe != nil {
 		body := *pe
-		body.Message = err.Error()
+		body.Cause = pe.CauseText()
+		body.Err = nil
 		return body
 	}
 	return portlayer.Error{Class: portlayer.ClassOf(err), Message: err.Error()}

@@ -38,23 +38,37 @@ func layerTar(t *testing.T, name, content string) []byte {
 	return b.Bytes()
 }
 
-// TestImagesOverAPI: the image store through the client and a real
-// server (validated against the document): import with progress, get,
-// list, tag, save, remove, load, pull from a registry on 127.0.0.1, and
-// typed errors.
+// TestImagesOverAPI: the image store in process and through the client
+// and a real server (validated against the document), the same cases:
+// import with progress, get, list, tag, save, remove, load, pull from a
+// registry on 127.0.0.1, and typed errors.
 func TestImagesOverAPI(t *testing.T) {
+	t.Run("InProcess", func(t *testing.T) { imagesContract(t, newStore(t)) })
+	t.Run("OverAPI", func(t *testing.T) {
+		c, err := client.New("unix://"+serve(t, api.Backend{Compute: newCompute(t), Images: newStore(t)}), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		imagesContract(t, c.Images())
+	})
+}
+
+// newStore is an image store in a temporary directory.
+func newStore(t *testing.T) *storage.Store {
+	t.Helper()
 	store, err := storage.New(storage.Config{Root: t.TempDir()}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	svc := newCompute(t)
-	c, err := client.New("unix://"+serve(t, api.Backend{Compute: svc, Images: store, Interaction: svc}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic := c.Images()
+	return store
+}
+
+// imagesContract is the image store's contract, run on the store itself
+// and through the API with the same results.
+func imagesContract(t *testing.T, ic portlayer.Images) {
 	ctx := t.Context()
+	var err error
 
 	var steps int
 	img, err := ic.Import(ctx, bytes.NewReader(layerTar(t, "hello.txt", "hi\n")), "imp:v1",

@@ -329,14 +329,14 @@ func pullError(ctx context.Context, fam string, err error) error {
 		}
 		switch {
 		case notFound:
-			return newDockerError(errdefs.ErrNotFound, "manifest for "+fam+" not found: manifest unknown: manifest unknown", err)
+			return &portlayer.Error{Class: portlayer.ClassNotFound, Op: "pull", Kind: portlayer.KindImage, ID: fam, Reason: portlayer.ReasonNoManifest, Message: "manifest for " + fam + " not found", Err: err}
 		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
-			return newDockerError(errdefs.ErrPermissionDenied, "pull access denied for "+repoOf(fam)+", repository does not exist or may require 'docker login': "+err.Error(), err)
+			return &portlayer.Error{Class: portlayer.ClassPermissionDenied, Op: "pull", Kind: portlayer.KindImage, ID: fam, Name: repoOf(fam), Reason: portlayer.ReasonDenied, Message: "the registry refused access to " + repoOf(fam), Err: err}
 		}
 		return newDockerError(errdefs.ErrUnavailable, err.Error(), err)
 	}
 	if strings.Contains(err.Error(), "no child with platform") {
-		return newDockerError(errdefs.ErrNotFound, "no matching manifest for linux/amd64 in the manifest list entries", err)
+		return &portlayer.Error{Class: portlayer.ClassNotFound, Op: "pull", Kind: portlayer.KindImage, ID: fam, Reason: portlayer.ReasonNoPlatform, Message: "no manifest for linux/amd64 in " + fam, Err: err}
 	}
 	var nerr net.Error
 	var operr *net.OpError

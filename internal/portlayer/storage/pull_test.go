@@ -178,12 +178,13 @@ func TestPullErrors(t *testing.T) {
 		name  string
 		ref   string
 		check func(error) bool
-		text  string
+		// reason and id are the typed error's, when set.
+		reason, id string
 	}{
 		{name: "missing repo", ref: host + "/nosuch", check: errdefs.IsNotFound,
-			text: "manifest for " + host + "/nosuch:latest not found: manifest unknown: manifest unknown"},
+			reason: portlayer.ReasonNoManifest, id: host + "/nosuch:latest"},
 		{name: "missing tag", ref: host + "/exists:2", check: errdefs.IsNotFound,
-			text: "manifest for " + host + "/exists:2 not found: manifest unknown: manifest unknown"},
+			reason: portlayer.ReasonNoManifest, id: host + "/exists:2"},
 		{name: "bad ref", ref: "UPPER/case", check: errdefs.IsInvalidArgument},
 		{name: "unreachable", ref: dead + "/busybox", check: errdefs.IsUnavailable},
 	}
@@ -197,8 +198,8 @@ func TestPullErrors(t *testing.T) {
 			if !tt.check(err) {
 				t.Fatalf("err = %v (%T)", err, err)
 			}
-			if tt.text != "" && err.Error() != tt.text {
-				t.Fatalf("text = %q, want %q", err.Error(), tt.text)
+			if pe := portlayer.AsError(err); tt.reason != "" && (pe == nil || pe.Reason != tt.reason || pe.ID != tt.id) {
+				t.Fatalf("typed error %+v, want reason %q for %s", pe, tt.reason, tt.id)
 			}
 			t.Logf("%s: %v (%v)", tt.name, err, time.Since(start))
 			if d := time.Since(start); d > 5*time.Second {
@@ -244,7 +245,7 @@ func TestPullAuth(t *testing.T) {
 				}
 				return
 			}
-			if !errdefs.IsPermissionDenied(err) || !strings.HasPrefix(err.Error(), "pull access denied for "+host+"/private") {
+			if pe := portlayer.AsError(err); !errdefs.IsPermissionDenied(err) || pe == nil || pe.Reason != portlayer.ReasonDenied || pe.Name != host+"/private" {
 				t.Fatalf("err = %v (%T), want PermissionDenied", err, err)
 			}
 			if strings.Contains(err.Error(), "nope") {

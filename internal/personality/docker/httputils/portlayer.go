@@ -72,6 +72,14 @@ func containerText(pe *portlayer.Error) (string, bool) {
 // imageText is DockerText for an image's error (moby daemon/images
 // image_delete.go's conflicts).
 func imageText(pe *portlayer.Error) (string, bool) {
+	switch pe.Reason {
+	case portlayer.ReasonNoManifest:
+		return "manifest for " + pe.ID + " not found: manifest unknown: manifest unknown", true
+	case portlayer.ReasonNoPlatform:
+		return "no matching manifest for linux/amd64 in the manifest list entries", true
+	case portlayer.ReasonDenied:
+		return fmt.Sprintf("pull access denied for %s, repository does not exist or may require 'docker login': %s", pe.Name, pe.CauseText()), true
+	}
 	if pe.Class == portlayer.ClassNotFound {
 		return "No such image: " + pe.ID, true
 	}

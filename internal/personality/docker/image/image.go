@@ -136,6 +136,9 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	out := httputils.NewJSONStream(w)
 	img, err := rt.images.Pull(ctx, ref, auth, func(p portlayer.Progress) { out.Send(progressMessage(p)) })
 	if err != nil {
+		if msg, ok := httputils.DockerText(err); ok {
+			err = httputils.Classify(errdefs.Resolve(err), err, msg)
+		}
 		if !out.Started() {
 			if errdefs.IsNotFound(err) {
 				return httputils.Classify(errdefs.ErrNotFound, err, err.Error())
