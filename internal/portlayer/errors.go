@@ -3,6 +3,7 @@ package portlayer
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/containerd/errdefs"
 )
@@ -63,6 +64,7 @@ const (
 	KindContainer = "container"
 	KindExec      = "exec"
 	KindImage     = "image"
+	KindVolume    = "volume"
 )
 
 // Reasons (Error.Reason): what about the object caused the error.
@@ -80,7 +82,7 @@ const (
 	// ReasonNameInUse: another object has the name (Error.Name); Error.ID
 	// is that object's.
 	ReasonNameInUse = "name_in_use"
-	// ReasonInUse: a container (Error.Container) uses the image.
+	// ReasonInUse: containers (Error.Containers) use the image or volume.
 	ReasonInUse = "in_use"
 	// ReasonReferenced: the image has several references and none was
 	// named.
@@ -118,9 +120,9 @@ type Error struct {
 	// Reason says what about the object caused the error (ReasonPaused,
 	// …); empty when the class says it all.
 	Reason string `json:"reason,omitempty"`
-	// Container is the ID of another container the error concerns (the
-	// one using an image, for ReasonInUse).
-	Container string `json:"container,omitempty"`
+	// Containers are the IDs of other containers the error concerns (the
+	// ones using an image or a volume, for ReasonInUse).
+	Containers []string `json:"containers,omitempty"`
 	// Message is a human-readable text, in the port layer's words.
 	Message string `json:"message"`
 	// Cause is the cause's text, as the error crosses the API (where Err
@@ -257,5 +259,21 @@ func ImageConflict(op, id, ref, reason, container string) error {
 	case ReasonHasChildren:
 		msg += " has child images"
 	}
-	return &Error{Class: ClassConflict, Op: op, Kind: KindImage, ID: id, Name: ref, Reason: reason, Container: container, Message: msg}
+	e := &Error{Class: ClassConflict, Op: op, Kind: KindImage, ID: id, Name: ref, Reason: reason, Message: msg}
+	if container != "" {
+		e.Containers = []string{container}
+	}
+	return e
+}
+
+// NoSuchVolume is the NotFound error for a volume looked up by name.
+func NoSuchVolume(name string) error {
+	return &Error{Class: ClassNotFound, Kind: KindVolume, ID: name, Message: "no such volume: " + name}
+}
+
+// VolumeInUse is the Conflict error for removing volume name while
+// containers (their IDs, sorted) use it.
+func VolumeInUse(name string, containers []string) error {
+	return &Error{Class: ClassConflict, Op: "remove", Kind: KindVolume, ID: name, Reason: ReasonInUse, Containers: containers,
+		Message: fmt.Sprintf("volume %s is used by containers %v", name, containers)}
 }

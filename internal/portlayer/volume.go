@@ -3,8 +3,6 @@ package portlayer
 import (
 	"context"
 	"time"
-
-	"github.com/containerd/errdefs"
 )
 
 // VolumeSpec describes a volume to create (docker volume create, or a
@@ -66,32 +64,11 @@ type Volumes interface {
 	// ListVolumes returns every volume, by name.
 	ListVolumes(ctx context.Context) ([]Volume, error)
 	// RemoveVolume deletes a volume and its disk. NotFound if there is
-	// none (nil with force); a *VolumeInUseError (Conflict) if a
-	// container, running or not, uses it — force does not override that.
+	// none (nil with force); Conflict (VolumeInUse: reason in_use, the
+	// containers' IDs) if a container, running or not, uses it — force
+	// does not override that.
 	RemoveVolume(ctx context.Context, name string, force bool) error
 }
-
-// VolumeInUseError is a volume removal refused because containers use the
-// volume; it is a Conflict error. Its text is Docker's
-// ("remove NAME: volume is in use - [ID ...]").
-type VolumeInUseError struct {
-	Name       string
-	Containers []string
-}
-
-func (e *VolumeInUseError) Error() string {
-	s := "remove " + e.Name + ": volume is in use - ["
-	for i, id := range e.Containers {
-		if i > 0 {
-			s += " "
-		}
-		s += id
-	}
-	return s + "]"
-}
-
-// Unwrap classifies the error as Conflict.
-func (e *VolumeInUseError) Unwrap() error { return errdefs.ErrConflict }
 
 // MountType is the kind of a container mount.
 type MountType string

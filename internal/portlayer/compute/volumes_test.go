@@ -90,8 +90,7 @@ func TestVolumeMounts(t *testing.T) {
 
 	// In use by the container (running or not): Docker's conflict.
 	err = vs.RemoveVolume(t.Context(), "data", false)
-	var inUse *portlayer.VolumeInUseError
-	if !errors.As(err, &inUse) || inUse.Containers[0] != c.ID {
+	if inUse := portlayer.AsError(err); inUse == nil || inUse.Reason != portlayer.ReasonInUse || len(inUse.Containers) != 1 || inUse.Containers[0] != c.ID {
 		t.Errorf("remove in-use volume = %v", err)
 	}
 	if users := h.svc.VolumeUsers("data"); len(users) != 1 || users[0] != c.ID {

@@ -100,7 +100,7 @@ func TestRemove(t *testing.T) {
 					if !st.errIs(err) || err.Error() != sub(st.errMsg) {
 						t.Fatalf("step %d: err = %v, want %q", i, err, sub(st.errMsg))
 					}
-					if pe := portlayer.AsError(err); pe == nil || pe.Kind != portlayer.KindImage || pe.Reason != st.reason || pe.Name != st.ref_ || pe.Container != st.container {
+					if pe := portlayer.AsError(err); pe == nil || pe.Kind != portlayer.KindImage || pe.Reason != st.reason || pe.Name != st.ref_ || strings.Join(pe.Containers, "") != st.container {
 						t.Fatalf("step %d: typed error %+v, want reason %q ref %q container %q", i, pe, st.reason, st.ref_, st.container)
 					}
 					continue

@@ -527,10 +527,8 @@ func (s *Store) event(action, name string) {
 	}
 }
 
-// noSuchVolume is NotFound with Docker's text.
-func noSuchVolume(name string) error {
-	return fmt.Errorf("volume: get %s: no such volume: %w", name, errdefs.ErrNotFound)
-}
+// noSuchVolume is NotFound (portlayer.NoSuchVolume).
+func noSuchVolume(name string) error { return portlayer.NoSuchVolume(name) }
 
 // InspectVolume implements portlayer.Volumes.
 func (s *Store) InspectVolume(ctx context.Context, name string) (portlayer.Volume, error) {
@@ -571,7 +569,7 @@ func (s *Store) RemoveVolume(ctx context.Context, name string, force bool) error
 		if users := s.cfg.InUse(name); len(users) > 0 {
 			users = slices.Clone(users)
 			slices.Sort(users)
-			return &portlayer.VolumeInUseError{Name: name, Containers: users}
+			return portlayer.VolumeInUse(name, users)
 		}
 	}
 	dir := s.dir(rec)

@@ -117,12 +117,12 @@ func TestCreateInspectListRemove(t *testing.T) {
 	mu.Unlock()
 	for _, force := range []bool{false, true} {
 		err = s.RemoveVolume(ctx, "data", force)
-		var inUse *portlayer.VolumeInUseError
-		if !errors.As(err, &inUse) || !errdefs.IsConflict(err) {
-			t.Fatalf("remove in-use volume (force %v) = %v, want a Conflict VolumeInUseError", force, err)
+		inUse := portlayer.AsError(err)
+		if inUse == nil || !errdefs.IsConflict(err) || inUse.Reason != portlayer.ReasonInUse || inUse.Kind != portlayer.KindVolume {
+			t.Fatalf("remove in-use volume (force %v) = %v, want a Conflict in_use", force, err)
 		}
-		if want := "remove data: volume is in use - [aaa bbb]"; err.Error() != want {
-			t.Errorf("error = %q, want %q", err, want)
+		if want := "aaa bbb"; strings.Join(inUse.Containers, " ") != want {
+			t.Errorf("containers = %v, want %q", inUse.Containers, want)
 		}
 	}
 	mu.Lock()
@@ -149,7 +149,7 @@ func TestCreateInspectListRemove(t *testing.T) {
 		t.Errorf("volume directory left after remove: %v", err)
 	}
 	_, err = s.InspectVolume(ctx, "data")
-	if !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "get data: no such volume") {
+	if pe := portlayer.AsError(err); !errdefs.IsNotFound(err) || pe == nil || pe.Kind != portlayer.KindVolume || pe.ID != "data" {
 		t.Errorf("inspect removed = %v", err)
 	}
 	if err := s.RemoveVolume(ctx, "data", false); !errdefs.IsNotFound(err) {

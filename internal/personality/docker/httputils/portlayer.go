@@ -2,6 +2,7 @@ package httputils
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -30,6 +31,13 @@ func DockerText(err error) (msg string, ok bool) {
 		}
 	case portlayer.KindImage:
 		return imageText(pe)
+	case portlayer.KindVolume:
+		switch {
+		case pe.Class == portlayer.ClassNotFound:
+			return "get " + pe.ID + ": no such volume", true
+		case pe.Reason == portlayer.ReasonInUse:
+			return "remove " + pe.ID + ": volume is in use - [" + strings.Join(pe.Containers, " ") + "]", true
+		}
 	}
 	return "", false
 }
@@ -90,17 +98,25 @@ func imageText(pe *portlayer.Error) (string, bool) {
 	switch pe.Reason {
 	case portlayer.ReasonInUse:
 		if pe.Name != "" {
-			return fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s", pe.Name, pe.Container, pe.ID), true
+			return fmt.Sprintf("conflict: unable to remove repository reference %q (must force) - container %s is using its referenced image %s", pe.Name, first(pe.Containers), pe.ID), true
 		}
 		state := "stopped container"
 		if pe.Op == "remove_forced" {
 			state = "container"
 		}
-		return fmt.Sprintf("conflict: unable to delete %s (%s) - image is being used by %s %s", pe.ID, force, state, pe.Container), true
+		return fmt.Sprintf("conflict: unable to delete %s (%s) - image is being used by %s %s", pe.ID, force, state, first(pe.Containers)), true
 	case portlayer.ReasonReferenced:
 		return fmt.Sprintf("conflict: unable to delete %s (%s) - image is referenced in multiple repositories", pe.ID, force), true
 	case portlayer.ReasonHasChildren:
 		return fmt.Sprintf("conflict: unable to delete %s (%s) - image has dependent child images", pe.ID, force), true
 	}
 	return "", false
+}
+
+// first is ids[0], or "" for none.
+func first(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	return ids[0]
 }

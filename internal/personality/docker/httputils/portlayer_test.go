@@ -30,6 +30,8 @@ func TestDockerText(t *testing.T) {
 		{portlayer.ExecState(id, portlayer.ReasonNotRunning), "exec " + id + " is not running"},
 		{&portlayer.Error{Class: portlayer.ClassNotFound, Kind: portlayer.KindImage, ID: "h:5000/x:1", Reason: portlayer.ReasonNoManifest}, "manifest for h:5000/x:1 not found: manifest unknown: manifest unknown"},
 		{&portlayer.Error{Class: portlayer.ClassPermissionDenied, Kind: portlayer.KindImage, Name: "h:5000/x", Reason: portlayer.ReasonDenied, Cause: "401 Unauthorized"}, "pull access denied for h:5000/x, repository does not exist or may require 'docker login': 401 Unauthorized"},
+		{portlayer.NoSuchVolume("data"), "get data: no such volume"},
+		{portlayer.VolumeInUse("data", []string{"aaa", "bbb"}), "remove data: volume is in use - [aaa bbb]"},
 		{portlayer.ImageConflict("remove", "fe1b87aa5073", "busybox", portlayer.ReasonInUse, "abc123def456"), `conflict: unable to remove repository reference "busybox" (must force) - container abc123def456 is using its referenced image fe1b87aa5073`},
 		{portlayer.ImageConflict("remove", "fe1b87aa5073", "", portlayer.ReasonInUse, "abc123def456"), "conflict: unable to delete fe1b87aa5073 (must be forced) - image is being used by stopped container abc123def456"},
 		{portlayer.ImageConflict("remove_forced", "fe1b87aa5073", "", portlayer.ReasonInUse, "abc123def456"), "conflict: unable to delete fe1b87aa5073 (cannot be forced) - image is being used by container abc123def456"},

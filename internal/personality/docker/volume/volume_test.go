@@ -89,10 +89,10 @@ func (f *fakeStore) RemoveVolume(_ context.Context, name string, force bool) err
 		if force {
 			return nil
 		}
-		return fmt.Errorf("volume: get %s: no such volume: %w", name, errdefs.ErrNotFound)
+		return portlayer.NoSuchVolume(name)
 	}
 	if u := f.users[name]; len(u) > 0 {
-		return &portlayer.VolumeInUseError{Name: name, Containers: u}
+		return portlayer.VolumeInUse(name, u)
 	}
 	delete(f.vols, name)
 	return nil
