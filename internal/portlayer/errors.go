@@ -65,6 +65,10 @@ const (
 	KindExec      = "exec"
 	KindImage     = "image"
 	KindVolume    = "volume"
+	KindNetwork   = "network"
+	// KindEndpoint is a container's attachment to a network: Error.ID is
+	// the network, Error.Name the container.
+	KindEndpoint = "endpoint"
 )
 
 // Reasons (Error.Reason): what about the object caused the error.
@@ -96,6 +100,16 @@ const (
 	// ReasonDenied: the registry refused access (Error.Name is the
 	// repository).
 	ReasonDenied = "denied"
+	// ReasonGone: a network a stopped container was attached to has been
+	// removed since.
+	ReasonGone = "gone"
+	// ReasonAttached: the container is already on the network.
+	ReasonAttached = "attached"
+	// ReasonNotAttached: the container is not on the network.
+	ReasonNotAttached = "not_attached"
+	// ReasonNoneNetwork: the container is on the "none" network, which
+	// excludes every other.
+	ReasonNoneNetwork = "none_network"
 )
 
 // Error is a port-layer error with its class and the object it concerns,
@@ -276,4 +290,20 @@ func NoSuchVolume(name string) error {
 func VolumeInUse(name string, containers []string) error {
 	return &Error{Class: ClassConflict, Op: "remove", Kind: KindVolume, ID: name, Reason: ReasonInUse, Containers: containers,
 		Message: fmt.Sprintf("volume %s is used by containers %v", name, containers)}
+}
+
+// EndpointError is the error about container's attachment to network
+// (names as the caller knows them): reason ReasonAttached (Conflict),
+// ReasonNotAttached (NotFound) or ReasonNoneNetwork (Conflict).
+func EndpointError(reason, container, network string) error {
+	e := &Error{Kind: KindEndpoint, ID: network, Name: container, Reason: reason}
+	switch reason {
+	case ReasonAttached:
+		e.Class, e.Message = ClassConflict, "container "+container+" is already on network "+network
+	case ReasonNotAttached:
+		e.Class, e.Message = ClassNotFound, "container "+container+" is not on network "+network
+	default:
+		e.Class, e.Message = ClassConflict, "container "+container+" is on the none network, which excludes "+network
+	}
+	return e
 }

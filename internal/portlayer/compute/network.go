@@ -133,7 +133,8 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		spec.Hostname = rec.Spec.Hostname
 		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
 		if errdefs.IsNotFound(err) {
-			err = &networkRefusal{msg: "network " + spec.Network + " not found"}
+			err = &portlayer.Error{Class: portlayer.ClassFailedPrecondition, Op: "start", Kind: portlayer.KindNetwork, ID: spec.Network,
+				Reason: portlayer.ReasonGone, Message: "network " + spec.Network + " not found"}
 		}
 		if err != nil {
 			return fail(err)
@@ -330,11 +331,11 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 		return portlayer.ContainerState("connect", c.id, portlayer.ReasonPaused)
 	}
 	if nw.Driver == "null" || c.rec.Spec.NoNetwork {
-		return fmt.Errorf("container cannot be connected to multiple networks with one of the networks in private (none) mode: %w", errdefs.ErrConflict)
+		return portlayer.EndpointError(portlayer.ReasonNoneNetwork, strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name)
 	}
 	for _, n := range c.rec.Spec.Networks {
 		if n.Network == nw.Name || n.Network == nw.ID {
-			return fmt.Errorf("endpoint with name %s already exists in network %s: %w", strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name, errdefs.ErrConflict)
+			return portlayer.EndpointError(portlayer.ReasonAttached, strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name)
 		}
 	}
 	if c.rec.State.Status == portlayer.StatusRunning {
@@ -534,7 +535,7 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 		}
 		idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == network })
 		if idx < 0 {
-			return fmt.Errorf("container %s is not connected to network %s: %w", c.id, network, errdefs.ErrNotFound)
+			return portlayer.EndpointError(portlayer.ReasonNotAttached, c.id, network)
 		}
 		c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
 		return s.recs.put(c.rec)
@@ -544,7 +545,7 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 	}
 	idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == nw.Name || n.Network == nw.ID })
 	if idx < 0 {
-		return fmt.Errorf("container %s is not connected to network %s: %w", c.id, nw.Name, errdefs.ErrNotFound)
+		return portlayer.EndpointError(portlayer.ReasonNotAttached, c.id, nw.Name)
 	}
 	if i := slices.IndexFunc(c.slots, func(sl nicSlot) bool { return sl.network == nw.ID }); i >= 0 && c.guest != nil && c.rec.State.Status == portlayer.StatusRunning {
 		gctx, cancel := context.WithTimeout(ctx, interfaceTimeout)

@@ -31,6 +31,19 @@ func DockerText(err error) (msg string, ok bool) {
 		}
 	case portlayer.KindImage:
 		return imageText(pe)
+	case portlayer.KindNetwork:
+		if pe.Reason == portlayer.ReasonGone {
+			return "network " + pe.ID + " not found", true
+		}
+	case portlayer.KindEndpoint:
+		switch pe.Reason {
+		case portlayer.ReasonAttached:
+			return fmt.Sprintf("endpoint with name %s already exists in network %s", pe.Name, pe.ID), true
+		case portlayer.ReasonNotAttached:
+			return fmt.Sprintf("container %s is not connected to network %s", pe.Name, pe.ID), true
+		case portlayer.ReasonNoneNetwork:
+			return "container cannot be connected to multiple networks with one of the networks in private (none) mode", true
+		}
 	case portlayer.KindVolume:
 		switch {
 		case pe.Class == portlayer.ClassNotFound:
