@@ -65,6 +65,16 @@ func (t *tlsFlags) config(f *pflag.FlagSet) (*tls.Config, error) {
 	return certs.ServerTLS(t.caFile, t.certFile, t.keyFile, verify)
 }
 
+// stderrLogger is a text logger to stderr at level ("debug", "info",
+// "warn" or "error": the --log-level flag).
+func stderrLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}
+
 func daemonCmd() *cobra.Command {
 	var cfg vch.Config
 	var hosts []string
@@ -89,11 +99,10 @@ are served; with --tlsverify clients must present a certificate signed by
 TLS.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			logger, err := stderrLogger(logLevel)
+			if err != nil {
+				return err
 			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if cfg.DefaultMemoryMiB < 64 {
 				return fmt.Errorf("--default-container-memory %d: at least 64 MiB", cfg.DefaultMemoryMiB)
 			}

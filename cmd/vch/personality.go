@@ -4,8 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
-	"os"
 	"os/signal"
 	"strings"
 	"syscall"
@@ -32,8 +30,7 @@ func personalityCmd() *cobra.Command {
 type hostSource struct{ c *client.Client }
 
 func (h hostSource) Host(ctx context.Context) (docker.HostInfo, error) {
-	info, err := h.c.Host(ctx)
-	return docker.HostInfo(info), err
+	return h.c.Host(ctx)
 }
 
 func dockerPersonalityCmd() *cobra.Command {
@@ -51,11 +48,10 @@ not served this way (its builder reads images' trees on the daemon's
 host). -H and the TLS flags are the daemon's.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
+			logger, err := stderrLogger(logLevel)
+			if err != nil {
+				return err
 			}
-			logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			if addr == "" {
 				return fmt.Errorf("vch: --portlayer unix:///PL.sock is required")
 			}

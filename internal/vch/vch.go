@@ -41,7 +41,6 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
-	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/budget"
 	"github.com/vchproject/vch/internal/portlayer/compute"
@@ -290,10 +289,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	v.pl = api.Backend{Compute: budgeted, Pauser: v.compute, Images: events.Images(v.images, evlog), Interaction: v.compute,
 		Volumes: v.volumes, Networks: v.network, Events: evlog, Execs: v.compute,
-		Host: func(ctx context.Context) (portlayer.HostInfo, error) {
-			h, err := v.Host(ctx)
-			return portlayer.HostInfo(h), err
-		},
+		Host:    v.Host,
 		Monitor: v.compute, NetworkConnector: v.compute, Updater: v.compute, Archives: v.compute,
 		Committer: v.images, Login: v.images, Publish: evlog.Publish}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{

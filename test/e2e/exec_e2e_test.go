@@ -79,37 +79,11 @@ func TestExec(t *testing.T) {
 func TestRunInteractiveTTY(t *testing.T) {
 	t.Parallel()
 	need(t)
-	tmuxBin, err := exec.LookPath("tmux")
-	if err != nil {
-		if os.Getenv("VCH_REQUIRE_E2E") == "1" {
-			t.Fatal("tmux not installed (make deps)")
-		}
-		t.Skip("tmux not installed")
-	}
-	sock := t.TempDir() + "/tmux.sock"
-	tmux := func(args ...string) string {
-		out, err := exec.Command(tmuxBin, append([]string{"-S", sock}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("tmux %v: %s: %v", args, out, err)
-		}
-		return string(out)
-	}
 	name := uniqueName(t)
 	prefix := "DOCKER_CONFIG=" + t.TempDir() + " DOCKER_HOST=" + env.host + " "
 	cmd := prefix + "docker run -it --rm --name " + name + " busybox sh; echo exit=$?; " + prefix + "docker attach " + name + "; echo exit=$?; sleep 600"
-	tmux("new-session", "-d", "-s", "t", "-x", "120", "-y", "40", cmd)
-	defer exec.Command(tmuxBin, "-S", sock, "kill-server").Run()
+	tmux, waitFor := ttySession(t, cmd)
 	screen := func() string { return tmux("capture-pane", "-t", "t", "-p") }
-	waitFor := func(want string) {
-		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for !strings.Contains(screen(), want) {
-			if time.Now().After(deadline) {
-				t.Fatalf("screen never showed %q:\n%s", want, screen())
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	}
 	waitFor("/ #")
 	tmux("send-keys", "-t", "t", "stty size", "Enter")
 	waitFor("40 120")

@@ -104,18 +104,7 @@ func TestPortLayerAPI(t *testing.T) {
 // vchCtl runs bin/vch ctl against the shared daemon's Port Layer API.
 func vchCtl(t *testing.T, args ...string) result {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(testenv.BinDir(), "vch"), append([]string{"ctl", "--portlayer", "unix://" + env.plSock}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		}
-	}
-	return result{stdout: out.String(), stderr: errb.String(), code: code}
+	return vchCtlIn(t, "", args...)
 }
 
 // TestCtl: the second front end, with no Docker code, against the same

@@ -107,18 +107,7 @@ func (c *Client) send(ctx context.Context, method, path string, q url.Values, in
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, &portlayer.Error{Class: portlayer.ClassUnavailable, Message: "client: port layer unreachable", Err: err}
-	}
-	if resp.StatusCode/100 != 2 {
-		defer resp.Body.Close()
-		return nil, decodeError(resp)
-	}
-	return resp, nil
+	return c.roundTrip(ctx, req)
 }
 
 // decodeError reads the Error body of a failed answer.

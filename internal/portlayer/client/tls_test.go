@@ -10,6 +10,7 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/client"
+	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/computetest"
 	"github.com/vchproject/vch/internal/tlsfiles"
 	"github.com/vchproject/vch/internal/vch/certs"
@@ -42,8 +43,8 @@ func TestContractOverTCP(t *testing.T) {
 	if _, err := client.New("tcp://127.0.0.1:1", nil); portlayer.ClassOf(err) != portlayer.ClassInvalidArgument {
 		t.Errorf("a TCP client without TLS: %v", err)
 	}
-	computetest.Run(t, testImage, func(t *testing.T) computetest.Target {
-		svc := newCompute(t)
+	// serveTLS serves svc over TCP with mutual TLS and returns the address.
+	serveTLS := func(t *testing.T, svc *compute.Service) string {
 		h, err := api.Handler(api.Backend{Compute: svc, Pauser: svc, Interaction: svc, Execs: svc}, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -55,7 +56,10 @@ func TestContractOverTCP(t *testing.T) {
 		srv := &http.Server{Handler: h}
 		go func() { _ = srv.Serve(l) }()
 		t.Cleanup(func() { _ = srv.Close() })
-		addr := "tcp://" + l.Addr().String()
+		return "tcp://" + l.Addr().String()
+	}
+	computetest.Run(t, testImage, func(t *testing.T) computetest.Target {
+		addr := serveTLS(t, newCompute(t))
 		noCert := clientTLS.Clone()
 		noCert.Certificates = nil
 		anon, err := client.New(addr, noCert)
@@ -75,16 +79,7 @@ func TestContractOverTCP(t *testing.T) {
 	// A stream over TLS: an exec's stdin (its half-close is the EOF) and
 	// output.
 	t.Run("ExecStream", func(t *testing.T) {
-		svc := newCompute(t)
-		h, _ := api.Handler(api.Backend{Compute: svc, Interaction: svc, Execs: svc}, nil)
-		l, err := api.Listen("tcp://127.0.0.1:0", serverTLS)
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: h}
-		go func() { _ = srv.Serve(l) }()
-		t.Cleanup(func() { _ = srv.Close() })
-		c, err := client.New("tcp://"+l.Addr().String(), clientTLS)
+		c, err := client.New(serveTLS(t, newCompute(t)), clientTLS)
 		if err != nil {
 			t.Fatal(err)
 		}

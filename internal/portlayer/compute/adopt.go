@@ -38,10 +38,7 @@ const orphanTimeout = 5 * time.Second
 // their restart policy.
 func (s *Service) restore() []*container {
 	s.mu.Lock()
-	all := make([]*container, 0, len(s.containers))
-	for _, c := range s.containers {
-		all = append(all, c)
-	}
+	all := s.allLocked()
 	s.mu.Unlock()
 	var (
 		wg      sync.WaitGroup

@@ -366,10 +366,7 @@ func (s *Service) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	close(s.done)
-	var all []*container
-	for _, c := range s.containers {
-		all = append(all, c)
-	}
+	all := s.allLocked()
 	s.mu.Unlock()
 	for _, c := range all {
 		c.mu.Lock()
@@ -400,6 +397,15 @@ func newID() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// allLocked is every container, in no order; s.mu is held.
+func (s *Service) allLocked() []*container {
+	all := make([]*container, 0, len(s.containers))
+	for _, c := range s.containers {
+		all = append(all, c)
+	}
+	return all
 }
 
 // lookup resolves a full ID, a name (with or without a leading slash) or a

@@ -69,10 +69,7 @@ func (s *Service) checkDisk() {
 		return
 	}
 	s.mu.Lock()
-	var all []*container
-	for _, c := range s.containers {
-		all = append(all, c)
-	}
+	all := s.allLocked()
 	s.mu.Unlock()
 	for _, c := range all {
 		c.mu.Lock()
