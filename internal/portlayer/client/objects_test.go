@@ -14,22 +14,42 @@ import (
 	"github.com/vchproject/vch/internal/portlayer/volume"
 )
 
-// TestVolumesAndEventsOverAPI: volumes and the event log through the
-// client and a real server, validated against the document. (Networks
+// TestVolumesAndEventsOverAPI: volumes and the event log in process and
+// through the client and a real server (validated against the
+// document), the same cases. (Networks
 // need the VCH's namespace; the e2e suite covers them.)
 func TestVolumesAndEventsOverAPI(t *testing.T) {
+	t.Run("InProcess", func(t *testing.T) {
+		vols, evlog := newVolumes(t)
+		volumesContract(t, vols, evlog)
+	})
+	t.Run("OverAPI", func(t *testing.T) {
+		vols, evlog := newVolumes(t)
+		c, err := client.New("unix://"+serve(t, api.Backend{Compute: newCompute(t), Volumes: vols, Events: evlog}), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		volumesContract(t, c, c)
+	})
+}
+
+// newVolumes is a volume store publishing into a new event log.
+func newVolumes(t *testing.T) (*volume.Store, *events.Log) {
+	t.Helper()
 	evlog := events.New(100)
 	vols, err := volume.New(volume.Config{Root: t.TempDir(), Events: evlog}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New("unix://"+serve(t, api.Backend{Compute: newCompute(t), Volumes: vols, Events: evlog}), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	return vols, evlog
+}
+
+// volumesContract is the volume store's and event log's contract, run in
+// process and through the API with the same results.
+func volumesContract(t *testing.T, c portlayer.Volumes, ev portlayer.Events) {
 	ctx := t.Context()
 	start := time.Now().Add(-time.Second)
-	_, live := c.Subscribe(ctx, time.Time{}, true)
+	_, live := ev.Subscribe(ctx, time.Time{}, true)
 	v, err := c.CreateVolume(ctx, portlayer.VolumeSpec{Name: "data", Labels: map[string]string{"k": "v"}, Options: map[string]string{"size": "64m"}})
 	if err != nil || v.Name != "data" || v.SizeBytes != 64<<20 || v.Labels["k"] != "v" {
 		t.Fatalf("CreateVolume = %+v, %v", v, err)
@@ -67,7 +87,7 @@ func TestVolumesAndEventsOverAPI(t *testing.T) {
 	if actions[0] != "create" || actions[1] != "destroy" {
 		t.Errorf("live volume events %v", actions)
 	}
-	logged, _ := c.Subscribe(ctx, start, false)
+	logged, _ := ev.Subscribe(ctx, start, false)
 	if len(logged) < 2 {
 		t.Errorf("logged events since the start: %+v", logged)
 	}
