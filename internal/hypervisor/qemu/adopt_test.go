@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -169,6 +170,18 @@ func TestAdoptNoConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// Until the child has exec'd, its command line is the test binary's,
+	// and Adopt rightly finds no VMM there (NotFound): wait for the exec.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/cmdline")
+		if strings.Contains(string(b), "vch-abc") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stand-in VMM did not start within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "qemu.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
 		t.Fatal(err)
 	}
