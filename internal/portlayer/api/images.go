@@ -122,12 +122,18 @@ func (s *server) imageGet(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *server) imagePull(w http.ResponseWriter, r *http.Request) error {
+// registryRequest reads a pull's or push's ?ref= and X-Registry-Auth.
+func registryRequest(r *http.Request) (string, portlayer.RegistryAuth, error) {
 	ref, err := requireRef(r, "ref")
 	if err != nil {
-		return err
+		return "", portlayer.RegistryAuth{}, err
 	}
 	auth, err := registryAuth(r)
+	return ref, auth, err
+}
+
+func (s *server) imagePull(w http.ResponseWriter, r *http.Request) error {
+	ref, auth, err := registryRequest(r)
 	if err != nil {
 		return err
 	}
@@ -137,11 +143,7 @@ func (s *server) imagePull(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) imagePush(w http.ResponseWriter, r *http.Request) error {
-	ref, err := requireRef(r, "ref")
-	if err != nil {
-		return err
-	}
-	auth, err := registryAuth(r)
+	ref, auth, err := registryRequest(r)
 	if err != nil {
 		return err
 	}
