@@ -69,8 +69,8 @@ chaos: guest build
 # the DNS decoders. A failing input is written under the package's
 # testdata/fuzz/ to replay.
 FUZZTIME ?= 10s
-FUZZ_TARGETS := ./internal/personality/docker:FuzzEngineAPI ./internal/tether/link:FuzzReadFrame \
-	./internal/tether/link:FuzzServerStream ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer
+FUZZ_TARGETS := ./internal/personality/docker:FuzzEngineAPI ./internal/agent/link:FuzzReadFrame \
+	./internal/agent/link:FuzzServerStream ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \

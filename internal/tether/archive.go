@@ -21,9 +21,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/archive"
-	"github.com/vchproject/vch/internal/tether/link"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Archives (docker cp, export, diff, commit). Every path is resolved inside

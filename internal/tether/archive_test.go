@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 type tentry struct {

@@ -21,7 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 // Paths inside the initramfs, shared with the host's initramfs builder.

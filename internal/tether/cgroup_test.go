@@ -6,7 +6,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 func TestCgroupFiles(t *testing.T) {

@@ -17,8 +17,8 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/tether/dnsrelay"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // nics configures the VM's network interfaces. Each NIC is known by the

@@ -19,8 +19,8 @@ import (
 	"github.com/moby/sys/user"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/tether/spool"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // defaultPath is the PATH Docker sets when the image has none.

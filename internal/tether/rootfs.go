@@ -14,7 +14,7 @@ import (
 	securejoin "github.com/cyphar/filepath-securejoin"
 	"golang.org/x/sys/unix"
 
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 const portName = wire.PortName

@@ -15,10 +15,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vchproject/vch/internal/tether/link"
+	"github.com/vchproject/vch/internal/agent/link"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/tether/proctable"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // server serves the host's sessions on the virtio-serial port.

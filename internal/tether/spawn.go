@@ -11,8 +11,8 @@ import (
 	bpf "github.com/elastic/go-seccomp-bpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/tether/seccomp"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Spawn helper: tether re-executes itself with spawnArg inside the new PID

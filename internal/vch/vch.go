@@ -38,6 +38,7 @@ import (
 	"github.com/google/uuid"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
@@ -50,7 +51,6 @@ import (
 	"github.com/vchproject/vch/internal/portlayer/network/portmap"
 	"github.com/vchproject/vch/internal/portlayer/storage"
 	"github.com/vchproject/vch/internal/portlayer/volume"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Version is vch's version, set at build time with

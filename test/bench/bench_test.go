@@ -23,12 +23,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
-	"github.com/vchproject/vch/internal/portlayer/guest"
 	"github.com/vchproject/vch/internal/testenv"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // runs is how many samples each figure takes (the issue asks for ≥ 10).
@@ -129,7 +129,7 @@ func (bb *bareBoot) once(b *testing.B, i int) time.Duration {
 	if err != nil {
 		b.Fatal(err)
 	}
-	g, err := guest.Dial(ctx, vm.Channel())
+	g, err := agent.Dial(ctx, vm.Channel())
 	if err != nil {
 		vm.Kill()
 		b.Fatal(err)

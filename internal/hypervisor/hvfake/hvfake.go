@@ -34,9 +34,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/tether/proctable"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // pidBase is above Linux's PID_MAX_LIMIT (4194304 on 64-bit), so no real

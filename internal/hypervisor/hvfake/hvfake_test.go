@@ -15,26 +15,26 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvfake"
 	"github.com/vchproject/vch/internal/hypervisor/hvtest"
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 func spec(t *testing.T) hypervisor.Spec {
 	return hypervisor.Spec{Name: "vm0", MemoryMiB: 256, CPUs: 1, ChannelName: wire.PortName, RuntimeDir: t.TempDir()}
 }
 
-// boot starts a VM and connects the real host-side client (package guest).
-func boot(t *testing.T, d *hvfake.Driver) (*hvfake.VM, *guest.Client) {
+// boot starts a VM and connects the real host-side client (package agent).
+func boot(t *testing.T, d *hvfake.Driver) (*hvfake.VM, *agent.Client) {
 	t.Helper()
 	vm, err := d.Start(t.Context(), spec(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = vm.Kill() })
-	g, err := guest.Dial(t.Context(), vm.Channel())
+	g, err := agent.Dial(t.Context(), vm.Channel())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +50,7 @@ type result struct {
 
 // run starts p and collects its output and exit status; signal, when not
 // nil, is called once the process runs.
-func run(t *testing.T, g *guest.Client, p wire.Process, stdin string, signal func(*guest.Process)) result {
+func run(t *testing.T, g *agent.Client, p wire.Process, stdin string, signal func(*agent.Process)) result {
 	t.Helper()
 	proc, err := g.Start(t.Context(), p)
 	if err != nil {
@@ -74,8 +74,8 @@ func run(t *testing.T, g *guest.Client, p wire.Process, stdin string, signal fun
 }
 
 func TestPrograms(t *testing.T) {
-	sig := func(ns ...int) func(*guest.Process) {
-		return func(p *guest.Process) {
+	sig := func(ns ...int) func(*agent.Process) {
+		return func(p *agent.Process) {
 			for _, n := range ns {
 				if err := p.Signal(context.Background(), n); err != nil {
 					t.Errorf("signal %d: %v", n, err)
@@ -87,7 +87,7 @@ func TestPrograms(t *testing.T) {
 		name   string
 		proc   wire.Process
 		stdin  string
-		signal func(*guest.Process)
+		signal func(*agent.Process)
 		want   result
 	}{
 		{name: "echo", proc: wire.Process{Args: []string{"echo", "a", "b"}}, want: result{stdout: "a b\n"}},
@@ -129,7 +129,7 @@ func TestStartErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.args[0], func(t *testing.T) {
 			_, err := g.Start(t.Context(), wire.Process{Args: tt.args})
-			var se *guest.StartError
+			var se *agent.StartError
 			if !errors.As(err, &se) || se.ExitCode != tt.wantCode || se.Message != tt.wantMsg {
 				t.Fatalf("got %v (%#v), want StartError %d %q", err, se, tt.wantCode, tt.wantMsg)
 			}
@@ -218,7 +218,7 @@ func TestDriverFailures(t *testing.T) {
 		defer vm.Kill()
 		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 		defer cancel()
-		if _, err := guest.Dial(ctx, vm.Channel()); !errdefs.IsUnavailable(err) {
+		if _, err := agent.Dial(ctx, vm.Channel()); !errdefs.IsUnavailable(err) {
 			t.Fatalf("Dial = %v, want Unavailable", err)
 		}
 	})
@@ -231,7 +231,7 @@ func TestDriverFailures(t *testing.T) {
 		}
 		defer vm.Kill()
 		time.AfterFunc(10*time.Millisecond, release)
-		g, err := guest.Dial(t.Context(), vm.Channel())
+		g, err := agent.Dial(t.Context(), vm.Channel())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -330,7 +330,7 @@ func TestAdoptResumesProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = vm.Kill() })
-	g, err := guest.Dial(t.Context(), vm.Channel())
+	g, err := agent.Dial(t.Context(), vm.Channel())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +352,7 @@ func TestAdoptResumesProcess(t *testing.T) {
 	if av.Pid() != vm.Pid() {
 		t.Errorf("adopted pid %d, want %d", av.Pid(), vm.Pid())
 	}
-	g2, err := guest.Dial(t.Context(), av.Channel())
+	g2, err := agent.Dial(t.Context(), av.Channel())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,9 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vchproject/vch/internal/tether/link"
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/tether/proctable"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Programs are the canned programs the fake tether runs in place of

@@ -10,7 +10,7 @@
 //	}
 //
 // The guest must run tether (package tether) as its agent: the suite
-// talks to it with package guest to see that a channel really reaches a
+// talks to it with package agent to see that a channel really reaches a
 // booted guest and to ask for a clean power-off.
 //
 // The suite checks what every caller relies on: a bad spec is refused
@@ -44,9 +44,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Bounds the suite holds drivers to.
@@ -122,7 +122,7 @@ func RunAdopt(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, imag
 			logRuntimeFiles(t, spec.RuntimeDir)
 		}
 	})
-	g, err := guest.Dial(ctx, vm.Channel())
+	g, err := agent.Dial(ctx, vm.Channel())
 	if err != nil {
 		t.Fatalf("guest handshake: %v", err)
 	}
@@ -130,7 +130,7 @@ func RunAdopt(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, imag
 		t.Fatalf("Setup: %v", err)
 	}
 
-	adopt := func(t *testing.T) (hypervisor.VM, *guest.Client) {
+	adopt := func(t *testing.T) (hypervisor.VM, *agent.Client) {
 		t.Helper()
 		a, ok := newDriver(t).(hypervisor.Adopter)
 		if !ok {
@@ -149,7 +149,7 @@ func RunAdopt(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, imag
 		if av.Channel() == nil {
 			t.Fatal("adopted Channel() is nil")
 		}
-		ag, err := guest.Dial(ctx, av.Channel())
+		ag, err := agent.Dial(ctx, av.Channel())
 		if err != nil {
 			t.Fatalf("guest handshake on the adopted channel: %v", err)
 		}
@@ -161,7 +161,7 @@ func RunAdopt(t *testing.T, newDriver func(t *testing.T) hypervisor.Driver, imag
 	}
 
 	var av hypervisor.VM
-	var ag *guest.Client
+	var ag *agent.Client
 	t.Run("AdoptOnce", func(t *testing.T) {
 		g.Close() // the first daemon goes away
 		av, ag = adopt(t)
@@ -330,7 +330,7 @@ func testStartInvalidSpec(t *testing.T, d hypervisor.Driver, image GuestImage) {
 type started struct {
 	spec   hypervisor.Spec
 	vm     hypervisor.VM
-	client *guest.Client
+	client *agent.Client
 }
 
 func fileHash(t *testing.T, path string) [sha256.Size]byte {
@@ -441,7 +441,7 @@ func testLifecycle(t *testing.T, d hypervisor.Driver, image GuestImage) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				s.client, errs[i] = guest.Dial(ctx, s.vm.Channel())
+				s.client, errs[i] = agent.Dial(ctx, s.vm.Channel())
 			}()
 		}
 		wg.Wait()

@@ -9,15 +9,15 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // RunTemplates checks hypervisor.Templater for a driver whose
 // Capabilities report Templates, with tether as the guest: a template
 // saved once restores two VMs side by side, each on its own overlay disk,
-// each waking (guest.Wake) and then answering its own session; a
+// each waking (agent.Wake) and then answering its own session; a
 // spec of another shape is FailedPrecondition, as is an empty directory;
 // a template whose state is damaged never yields a guest that answers.
 // It boots one VM and restores three.
@@ -38,7 +38,7 @@ func RunTemplates(t *testing.T, d hypervisor.Driver, image GuestImage) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
 	defer cancel()
-	if err := tp.SaveTemplate(ctx, shape, tdir, guest.AwaitTemplate); err != nil {
+	if err := tp.SaveTemplate(ctx, shape, tdir, agent.AwaitTemplate); err != nil {
 		logRuntimeFiles(t, shape.RuntimeDir)
 		t.Fatalf("SaveTemplate: %v", err)
 	}
@@ -69,16 +69,16 @@ func RunTemplates(t *testing.T, d hypervisor.Driver, image GuestImage) {
 	}
 
 	t.Run("Clones", func(t *testing.T) {
-		var clients []*guest.Client
+		var clients []*agent.Client
 		for i := range 2 {
 			spec, vm, err := restore(t, i, tdir)
 			if err != nil {
 				t.Fatalf("Restore %d: %v", i, err)
 			}
-			if err := guest.Wake(ctx, vm.Channel(), nil); err != nil {
+			if err := agent.Wake(ctx, vm.Channel(), nil); err != nil {
 				t.Fatalf("Wake %s: %v", spec.Name, err)
 			}
-			c, err := guest.Dial(ctx, vm.Channel())
+			c, err := agent.Dial(ctx, vm.Channel())
 			if err != nil {
 				t.Fatalf("handshake with restored %s: %v", spec.Name, err)
 			}
@@ -131,7 +131,7 @@ func RunTemplates(t *testing.T, d hypervisor.Driver, image GuestImage) {
 			t.Logf("Restore of a damaged template: %v", err)
 			return
 		}
-		if err := guest.Wake(wctx, vm.Channel(), nil); err == nil {
+		if err := agent.Wake(wctx, vm.Channel(), nil); err == nil {
 			t.Fatal("a VM restored from a damaged state answered its wake")
 		} else if !errdefs.IsUnavailable(err) {
 			t.Errorf("Wake of a damaged restore: %v, want Unavailable", err)

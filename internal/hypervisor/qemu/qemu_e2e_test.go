@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvtest"
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/testenv"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // TestConformance runs the driver contract's suite against QEMU with the

@@ -23,13 +23,13 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor/hvfake"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/client"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/computetest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // testImage is the image ID the contract's containers use.

@@ -12,10 +12,10 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Taking container VMs back after a daemon restart (Docker's live
@@ -128,7 +128,7 @@ func (s *Service) killOrphan(c *container) {
 		return
 	}
 	s.logger.Warn("ending a VM left running by a container that is not", "container", c.id, "vm_pid", vm.Pid())
-	if g, err := guest.Dial(ctx, vm.Channel()); err == nil {
+	if g, err := agent.Dial(ctx, vm.Channel()); err == nil {
 		if g.PowerOff(ctx) == nil {
 			select {
 			case <-vm.Done():
@@ -142,8 +142,8 @@ func (s *Service) killOrphan(c *container) {
 }
 
 // guestHandlers serve a container's guest's requests (DNS).
-func (s *Service) guestHandlers(id string) guest.Handlers {
-	var h guest.Handlers
+func (s *Service) guestHandlers(id string) agent.Handlers {
+	var h agent.Handlers
 	if s.cfg.Network != nil {
 		h.DNS = func(ctx context.Context, q []byte) ([]byte, error) { return s.cfg.Network.Resolve(ctx, id, q) }
 	}
@@ -164,7 +164,7 @@ func (s *Service) readopt(c *container) error {
 	if err != nil {
 		return err
 	}
-	var g *guest.Client
+	var g *agent.Client
 	fail := func(err error) error {
 		if g != nil {
 			g.Close()
@@ -181,7 +181,7 @@ func (s *Service) readopt(c *container) error {
 	if paused && pauser == nil {
 		return fail(fmt.Errorf("compute: the VM was paused and the driver cannot pause it: %w", errdefs.ErrNotImplemented))
 	}
-	g, err = guest.DialWith(ctx, vm.Channel(), s.guestHandlers(c.id))
+	g, err = agent.DialWith(ctx, vm.Channel(), s.guestHandlers(c.id))
 	if err != nil {
 		return fail(err)
 	}
@@ -274,7 +274,7 @@ func (s *Service) readopt(c *container) error {
 // drainExec attaches to an exec that an earlier daemon started: nobody
 // reads its output any more (Docker forgets execs over a restart too), so
 // it is drained, lest the exec block on a full spool, until it exits.
-func (s *Service) drainExec(c *container, g *guest.Client, id string) {
+func (s *Service) drainExec(c *container, g *agent.Client, id string) {
 	defer s.wg.Done()
 	ctx, cancel := context.WithTimeout(context.Background(), monitorTimeout)
 	p, err := g.Attach(ctx, wire.Attach{ID: id}, false)

@@ -13,10 +13,10 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 var _ portlayer.Archives = (*Service)(nil)
@@ -47,7 +47,7 @@ func (s *Service) rootDisks(ctx context.Context, id string, rec portlayer.Contai
 // which release powers off. While a maintenance VM runs the container
 // counts as starting: a start or removal waits for it. Conflict if
 // paused.
-func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container, *guest.Client, func(), error) {
+func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container, *agent.Client, func(), error) {
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return nil, nil, nil, err
@@ -136,7 +136,7 @@ func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container
 
 // bootMaintenance boots the container's disks, volumes and binds without
 // networks and without a process.
-func (s *Service) bootMaintenance(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, error) {
+func (s *Service) bootMaintenance(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *agent.Client, error) {
 	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("compute: %w", err)
 	}
@@ -164,7 +164,7 @@ func (s *Service) bootMaintenance(ctx context.Context, c *container, rec portlay
 	}
 	bootCtx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancel()
-	g, err := guest.Dial(bootCtx, vm.Channel())
+	g, err := agent.Dial(bootCtx, vm.Channel())
 	if err == nil {
 		// No identity files (nothing runs); the mounts so that volumes and
 		// binds are where the container has them.
@@ -182,11 +182,11 @@ func (s *Service) bootMaintenance(ctx context.Context, c *container, rec portlay
 }
 
 // archiveErr adds context to a failed archive operation. The guest's own
-// refusals (guest.ArchiveError: a missing path, not a directory, a
+// refusals (agent.ArchiveError: a missing path, not a directory, a
 // hostile archive) are returned as they are: their text is meant for
 // users (dockerd's wording) and they carry their class.
 func archiveErr(c *container, op string, err error) error {
-	var ae *guest.ArchiveError
+	var ae *agent.ArchiveError
 	if errors.As(err, &ae) {
 		return err
 	}
@@ -302,7 +302,7 @@ const changesFile = "changes.tar"
 // directory while the guest still runs and reports whether it did. A
 // failure is logged: ChangesLayer then boots a maintenance VM as for any
 // stopped container.
-func (s *Service) captureChanges(c *container, g *guest.Client) bool {
+func (s *Service) captureChanges(c *container, g *agent.Client) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), captureTimeout)
 	defer cancel()
 	final := filepath.Join(c.runDir, changesFile)

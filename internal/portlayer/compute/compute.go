@@ -15,7 +15,7 @@
 //	warm/<name>/                 warm VMs' runtime files (package warmpool)
 //
 // What it does not own: images and rootfs disks (storage), VMM details (the
-// hypervisor driver), the tether protocol (package guest).
+// hypervisor driver), the tether protocol (package agent).
 package compute
 
 import (
@@ -35,11 +35,11 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/vmtemplate"
 	"github.com/vchproject/vch/internal/portlayer/warmpool"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Config configures the compute service.

@@ -15,11 +15,11 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvfake"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/compute"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // testImage is the image every test container uses unless it names another.

@@ -12,8 +12,8 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/portlayer/guest"
 )
 
 // execRec is one exec: a process run in a running container's PID
@@ -27,7 +27,7 @@ type execRec struct {
 	started  bool
 	running  bool
 	exitCode *int
-	proc     *guest.Process
+	proc     *agent.Process
 }
 
 func (e *execRec) info() portlayer.ExecInfo {
@@ -84,7 +84,7 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 			uctx, cancel := context.WithTimeout(ctx, monitorTimeout)
 			err := g.CheckUser(uctx, spec.User)
 			cancel()
-			var ue *guest.UserError
+			var ue *agent.UserError
 			if errors.As(err, &ue) {
 				return "", &portlayer.UserError{Message: ue.Message}
 			}
@@ -167,7 +167,7 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 	}
 	proc, err := g.Start(ctx, wp)
 	if err != nil {
-		var se *guest.StartError
+		var se *agent.StartError
 		if errors.As(err, &se) {
 			e.finish(se.ExitCode)
 			return &StartFailedError{Message: se.Message, ExitCode: se.ExitCode}

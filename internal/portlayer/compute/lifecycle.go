@@ -16,11 +16,11 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/portlayer/guest"
 	"github.com/vchproject/vch/internal/portlayer/warmpool"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // defaultHosts is Docker's /etc/hosts for a container without a network
@@ -49,8 +49,8 @@ type container struct {
 	// stalledVM is vm while it is stopped on a full disk and shown
 	// paused (diskfull.go); nil otherwise.
 	stalledVM hypervisor.VM
-	guest     *guest.Client
-	proc      *guest.Process
+	guest     *agent.Client
+	proc      *agent.Process
 	slots     []nicSlot     // the current run's NICs
 	vmDir     string        // the current run's warm VM's runtime directory, "" for its own (runDir)
 	exited    chan struct{} // closed when the current run has been recorded as ended
@@ -220,8 +220,8 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	// boot failure (recorded, waiters told, --rm honoured).
 	var (
 		vm      hypervisor.VM
-		g       *guest.Client
-		proc    *guest.Process
+		g       *agent.Client
+		proc    *agent.Process
 		plumbed *plumbing
 		token   uint64
 		err     error
@@ -369,7 +369,7 @@ func slotsFrom(recs []nicRecord) []nicSlot {
 
 // boot starts the VM, connects to tether, applies setup and starts the
 // main process. On error nothing is left running.
-func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
+func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *agent.Client, *agent.Process, *plumbing, error) {
 	_ = os.Remove(filepath.Join(c.runDir, changesFile)) // an earlier run's
 	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
 		return nil, nil, nil, nil, fmt.Errorf("compute: %w", err)
@@ -398,7 +398,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	shape := spec
 	shape.NICs = make([]hypervisor.NIC, s.nicCount(rec))
 	var vm hypervisor.VM
-	var g *guest.Client
+	var g *agent.Client
 	var plumbed *plumbing
 	t0 := time.Now()
 	if w, ok := s.warm.Take(ctx, shape); ok {
@@ -427,14 +427,14 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	defer cancel()
 	if g == nil {
 		t0 = time.Now()
-		if g, err = guest.DialWith(bootCtx, vm.Channel(), s.guestHandlers(c.id)); err != nil {
+		if g, err = agent.DialWith(bootCtx, vm.Channel(), s.guestHandlers(c.id)); err != nil {
 			_ = vm.Kill()
 			<-vm.Done()
 			s.unplumb(c.id)
 			return nil, nil, nil, nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir))
 		}
 	}
-	fail := func(g *guest.Client, err error) (hypervisor.VM, *guest.Client, *guest.Process, *plumbing, error) {
+	fail := func(g *agent.Client, err error) (hypervisor.VM, *agent.Client, *agent.Process, *plumbing, error) {
 		g.Close()
 		_ = vm.Kill()
 		<-vm.Done()
@@ -464,7 +464,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	s.logger.Debug("guest phases", "container", c.id, "warm_vm", plumbed.warmName, "connect", t1.Sub(t0), "setup", t2.Sub(t1), "process_start", time.Since(t2))
 	if err != nil {
-		var se *guest.StartError
+		var se *agent.StartError
 		if errors.As(err, &se) {
 			err = &StartFailedError{Message: se.Message, ExitCode: se.ExitCode}
 		}
@@ -478,11 +478,11 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 // entropy, clock and NIC identities; it mounts the root) and its DNS
 // queries go to c's view. Bounded by Config.BootTimeout. On error the
 // warm VM is ended and nothing of the container stays plumbed.
-func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Container, w *warmpool.VM, disks []hypervisor.Disk) (hypervisor.VM, *guest.Client, *plumbing, error) {
+func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Container, w *warmpool.VM, disks []hypervisor.Disk) (hypervisor.VM, *agent.Client, *plumbing, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.BootTimeout)
 	defer cancel()
 	var plumbed *plumbing
-	fail := func(err error) (hypervisor.VM, *guest.Client, *plumbing, error) {
+	fail := func(err error) (hypervisor.VM, *agent.Client, *plumbing, error) {
 		w.Guest.Close()
 		_ = w.VM.Kill()
 		<-w.VM.Done()
@@ -558,7 +558,7 @@ const ackBatchBytes = wire.SpoolLimitBytes / 4
 // more are newly logged, otherwise once ackInterval has passed since the
 // last one; when kick closes, what is still unacknowledged is
 // acknowledged before it returns.
-func ackLogged(c *container, proc *guest.Process, kick <-chan struct{}) {
+func ackLogged(c *container, proc *agent.Process, kick <-chan struct{}) {
 	var ackedOut, ackedErr int64
 	var last time.Time
 	timer := time.NewTimer(time.Hour)
@@ -602,7 +602,7 @@ func ackLogged(c *container, proc *guest.Process, kick <-chan struct{}) {
 // guest what the log holds, waits for the exit, records it, powers the VM
 // off and applies the restart policy. When the daemon stops first, it
 // leaves the run alone: the VM keeps running for the next daemon.
-func (s *Service) supervise(c *container, vm hypervisor.VM, g *guest.Client, proc *guest.Process, volumes uint64) {
+func (s *Service) supervise(c *container, vm hypervisor.VM, g *agent.Client, proc *agent.Process, volumes uint64) {
 	defer s.wg.Done()
 	acks := make(chan struct{}, 1)
 	ackerDone := make(chan struct{})
@@ -1051,7 +1051,7 @@ func (s *Service) Attach(ctx context.Context, idOrName string, opts portlayer.At
 
 // feedStdin copies an attachment's stdin to the process; at EOF it closes
 // the process's stdin when the container has StdinOnce (docker run -i).
-func (s *Service) feedStdin(c *container, proc *guest.Process, a *attachment) {
+func (s *Service) feedStdin(c *container, proc *agent.Process, a *attachment) {
 	c.mu.Lock()
 	once, tty := c.rec.Spec.StdinOnce, c.rec.Spec.Tty
 	c.mu.Unlock()

@@ -14,10 +14,10 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/compute"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // TestStartRunning checks what Start asks of the driver and the guest, and

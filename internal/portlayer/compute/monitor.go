@@ -5,15 +5,15 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/portlayer/guest"
 )
 
 // monitorTimeout bounds a top or stats query: a guest that stops answering
 // gets Unavailable, never a hung API call.
 const monitorTimeout = 10 * time.Second
 
-func (s *Service) runningGuest(idOrName string) (*container, *guest.Client, error) {
+func (s *Service) runningGuest(idOrName string) (*container, *agent.Client, error) {
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return nil, nil, err

@@ -11,9 +11,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // SpareNICs is how many unattached NICs a networked container VM boots

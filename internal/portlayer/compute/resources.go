@@ -5,9 +5,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // cpuPeriodMicros is the CFS period of a container's cpu.max, in
@@ -47,7 +47,7 @@ func guestResources(l portlayer.ResourceLimits, vcpus int) *wire.Resources {
 
 // applyLimits sets a running container's new limits in its guest g, for
 // a VM of vcpus vCPUs. The caller checked that they fit the VM.
-func applyLimits(ctx context.Context, g *guest.Client, l portlayer.ResourceLimits, vcpus int) error {
+func applyLimits(ctx context.Context, g *agent.Client, l portlayer.ResourceLimits, vcpus int) error {
 	r := guestResources(l, vcpus)
 	if r == nil {
 		r = &wire.Resources{}

@@ -3,8 +3,8 @@ package compute
 import (
 	"testing"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 func TestGuestResources(t *testing.T) {

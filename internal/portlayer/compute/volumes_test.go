@@ -12,11 +12,11 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 	"github.com/vchproject/vch/internal/portlayer/volume"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // volumeHarness is a compute harness with a real volume store (sparse

@@ -2,7 +2,7 @@
 // booting them: for each VM shape (kernel, initramfs, memory, vCPUs, the
 // number of disks, NICs and shares: hypervisor.Templater.TemplateKey) it
 // boots one guest as a template, saves it once the guest waits for its
-// wake (package guest, wire's template messages), and restores every
+// wake (package agent, wire's template messages), and restores every
 // later VM of that shape from it, waking each with its own entropy, clock
 // and NIC identities. A VM whose template cannot be made or restored is
 // booted cold, with a warning in the log: a template never fails a start.
@@ -32,9 +32,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Config configures a Starter.
@@ -152,7 +152,7 @@ func templateSpec(spec hypervisor.Spec) hypervisor.Spec {
 }
 
 // Start starts a VM for spec and returns once its guest channel carries
-// tether's session (guest.Dial works on it), as hypervisor.Driver
+// tether's session (agent.Dial works on it), as hypervisor.Driver
 // Start does for a booted VM. With templates on, the VM is restored from
 // its shape's template, which is built first (the caller waits, bounded
 // by ctx) when there is none; any failure of the template path is logged
@@ -199,9 +199,9 @@ func (s *Starter) Key(spec hypervisor.Spec) (string, bool) {
 
 // StartWarm restores a warm VM of spec's shape from its template (built
 // first if there is none, the caller waiting, bounded by ctx) and wakes
-// it deferred (guest.WakeDeferred): it is nobody's yet, runs on
+// it deferred (agent.WakeDeferred): it is nobody's yet, runs on
 // placeholder disks and gets its container's disks and wake later
-// (hypervisor.DiskPlugger, guest.Client.Claim). spec's Disks give only
+// (hypervisor.DiskPlugger, agent.Client.Claim). spec's Disks give only
 // the slots' shape; its NICs and Shares are the VM's own. Returned once
 // the guest serves sessions. FailedPrecondition if templates are off,
 // the driver cannot restore warm VMs, or no template of this shape can
@@ -232,7 +232,7 @@ func (s *Starter) StartWarm(ctx context.Context, spec hypervisor.Spec) (hypervis
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WakeTimeout)
 	defer cancel()
-	if err := guest.WakeDeferred(wctx, vm.Channel()); err != nil {
+	if err := agent.WakeDeferred(wctx, vm.Channel()); err != nil {
 		_ = vm.Kill()
 		<-vm.Done()
 		if ctx.Err() == nil {
@@ -274,7 +274,7 @@ func (s *Starter) restore(ctx context.Context, key string, tspec hypervisor.Spec
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.cfg.WakeTimeout)
 	defer cancel()
-	if err := guest.Wake(wctx, vm.Channel(), macs); err != nil {
+	if err := agent.Wake(wctx, vm.Channel(), macs); err != nil {
 		_ = vm.Kill()
 		<-vm.Done()
 		if st := vm.Status(); st.Err != nil {
@@ -362,7 +362,7 @@ func (s *Starter) build(key string, tspec hypervisor.Spec) error {
 		tspec.NICs[i] = hypervisor.NIC{MAC: wire.TemplateMAC(i)}
 	}
 	start := time.Now()
-	err := s.tp.SaveTemplate(ctx, tspec, dir, guest.AwaitTemplate)
+	err := s.tp.SaveTemplate(ctx, tspec, dir, agent.AwaitTemplate)
 	if err != nil {
 		_ = os.RemoveAll(dir)
 		return err

@@ -18,8 +18,8 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // fakeDriver is a hypervisor.Driver and Templater that records what it

@@ -34,9 +34,9 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/portlayer/guest"
 )
 
 // Config configures a Pool.
@@ -79,7 +79,7 @@ type VM struct {
 	Name, Dir string
 	// VM is the running VM; Guest its open guest session.
 	VM    hypervisor.VM
-	Guest *guest.Client
+	Guest *agent.Client
 	// Taps are the names of its NICs' taps, in NIC order, attached to no
 	// network yet.
 	Taps []string
@@ -88,7 +88,7 @@ type VM struct {
 	dns atomic.Pointer[func(ctx context.Context, q []byte) ([]byte, error)]
 }
 
-// SetDNS makes fn answer the guest's DNS queries (guest.Handlers.DNS).
+// SetDNS makes fn answer the guest's DNS queries (agent.Handlers.DNS).
 func (v *VM) SetDNS(fn func(ctx context.Context, q []byte) ([]byte, error)) { v.dns.Store(&fn) }
 
 // Pool keeps warm VMs. Safe for concurrent use.
@@ -380,7 +380,7 @@ func (p *Pool) make(ctx context.Context) (*VM, error) {
 		return fail(err)
 	}
 	v.VM = vm
-	g, err := guest.DialWith(ctx, vm.Channel(), guest.Handlers{DNS: func(ctx context.Context, q []byte) ([]byte, error) {
+	g, err := agent.DialWith(ctx, vm.Channel(), agent.Handlers{DNS: func(ctx context.Context, q []byte) ([]byte, error) {
 		if fn := v.dns.Load(); fn != nil {
 			return (*fn)(ctx, q)
 		}

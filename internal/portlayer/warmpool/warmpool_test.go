@@ -13,10 +13,10 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvfake"
 	"github.com/vchproject/vch/internal/portlayer"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // fakeStarter restores warm VMs as hvfake VMs (their fake tether serves

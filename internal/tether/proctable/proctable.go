@@ -24,9 +24,9 @@ import (
 	"strconv"
 	"sync"
 
-	"github.com/vchproject/vch/internal/tether/link"
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/tether/spool"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // Controls are what the table asks of a running process.

@@ -15,10 +15,10 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/vchproject/vch/internal/portlayer/guest"
-	"github.com/vchproject/vch/internal/tether/link"
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/tether/proctable"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // controls records signals.
@@ -66,7 +66,7 @@ func (c *deadConn) Read(b []byte) (int, error) {
 }
 
 // connect starts a session and returns the host's client.
-func (g *guestSide) connect() *guest.Client {
+func (g *guestSide) connect() *agent.Client {
 	g.t.Helper()
 	hostEnd, guestEnd := testenv.SocketPair(g.t)
 	dc := &deadConn{Conn: guestEnd}
@@ -122,7 +122,7 @@ func (g *guestSide) connect() *guest.Client {
 	}()
 	ctx, cancel := context.WithTimeout(g.t.Context(), 5*time.Second)
 	defer cancel()
-	c, err := guest.Dial(ctx, hostEnd)
+	c, err := agent.Dial(ctx, hostEnd)
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -153,7 +153,7 @@ func readN(t *testing.T, r io.Reader, n int) string {
 	return string(buf)
 }
 
-func waitExit(t *testing.T, p *guest.Process) int {
+func waitExit(t *testing.T, p *agent.Process) int {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()

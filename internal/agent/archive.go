@@ -1,4 +1,4 @@
-package guest
+package agent
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/vchproject/vch/internal/tether/link"
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 // ArchiveError is an archive operation the guest refused or that failed
@@ -48,7 +48,7 @@ func (c *Client) StatPath(ctx context.Context, path string) (wire.PathStat, erro
 	var st wire.PathStat
 	ok, resp, err := c.conn.SendRequest(ctx, wire.RequestArchiveStat, true, wire.Encode(wire.ArchivePath{Path: path}))
 	if err != nil {
-		return st, fmt.Errorf("guest: stat: %w: %w", err, errdefs.ErrUnavailable)
+		return st, fmt.Errorf("agent: stat: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	if !ok {
 		return st, archiveError(resp)
@@ -73,7 +73,7 @@ func (c *Client) openArchive(ctx context.Context, kind string, extra []byte) (*a
 		if errors.As(err, &oce) && oce.Reason == link.ConnectionFailed {
 			return nil, archiveError([]byte(oce.Message))
 		}
-		return nil, fmt.Errorf("guest: %s: %w: %w", kind, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("agent: %s: %w: %w", kind, err, errdefs.ErrUnavailable)
 	}
 	a := &archiveChannel{ch: ch, done: make(chan struct{})}
 	go func() {
@@ -108,7 +108,7 @@ func (a *archiveChannel) result() error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if !a.got {
-		return fmt.Errorf("guest: archive ended without a result: %w", errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: archive ended without a result: %w", errdefs.ErrUnavailable)
 	}
 	return a.outcome
 }
@@ -161,7 +161,7 @@ func (c *Client) PutArchive(ctx context.Context, put wire.ArchivePut, r io.Reade
 		return res
 	}
 	if err := <-copyErr; err != nil {
-		return fmt.Errorf("guest: put archive: read: %w", err)
+		return fmt.Errorf("agent: put archive: read: %w", err)
 	}
 	return nil
 }
@@ -175,14 +175,14 @@ func (c *Client) Changes(ctx context.Context) ([]wire.Change, error) {
 	defer a.ch.Close()
 	b, err := io.ReadAll(io.LimitReader(a.ch, 256<<20))
 	if err != nil {
-		return nil, fmt.Errorf("guest: changes: %w: %w", err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("agent: changes: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	if err := a.result(); err != nil {
 		return nil, err
 	}
 	var out []wire.Change
 	if err := json.Unmarshal(b, &out); err != nil {
-		return nil, fmt.Errorf("guest: changes: %w", err)
+		return nil, fmt.Errorf("agent: changes: %w", err)
 	}
 	return out, nil
 }

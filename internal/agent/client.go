@@ -1,10 +1,16 @@
-// Package guest is the host side of the tether protocol (package wire): it
-// turns a VM's guest channel into typed calls — set up the container, start
-// a process and stream its stdio, signal it, resize its TTY, collect its
-// exit status, power the VM off — and, with a v2 guest, list the guest's
-// processes, attach to one again after a reconnect, acknowledge stored
-// output and release an exited process.
-package guest
+// Package agent is the guest agent's protocol and its host side: tether
+// (the agent in every container VM) and the host speak package wire's
+// messages over package link's transport, and this package is the host's
+// client. It belongs to neither the port layer nor the hypervisor drivers:
+// compute uses it to run containers, and hvtest to check that a driver's
+// channel reaches a booted guest.
+//
+// The client turns a VM's guest channel into typed calls — set up the
+// container, start a process and stream its stdio, signal it, resize its
+// TTY, collect its exit status, power the VM off — and, with a v2 guest,
+// list the guest's processes, attach to one again after a reconnect,
+// acknowledge stored output and release an exited process.
+package agent
 
 import (
 	"context"
@@ -18,8 +24,8 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/vchproject/vch/internal/tether/link"
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 // Client is a connection to one guest's tether. Safe for concurrent use.
@@ -60,12 +66,12 @@ func DialWith(ctx context.Context, c net.Conn, h Handlers) (*Client, error) {
 	select {
 	case r := <-done:
 		if r.err != nil {
-			return nil, fmt.Errorf("guest: handshake: %w: %w", r.err, errdefs.ErrUnavailable)
+			return nil, fmt.Errorf("agent: handshake: %w: %w", r.err, errdefs.ErrUnavailable)
 		}
 		return &Client{conn: r.t, protocol: r.protocol}, nil
 	case <-ctx.Done():
 		c.Close()
-		return nil, fmt.Errorf("guest: handshake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("agent: handshake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
 	}
 }
 
@@ -113,10 +119,10 @@ func (c *Client) request(ctx context.Context, name string, payload []byte) error
 func (c *Client) query(ctx context.Context, name string, payload []byte) ([]byte, error) {
 	ok, resp, err := c.conn.SendRequest(ctx, name, true, payload)
 	if err != nil {
-		return nil, fmt.Errorf("guest: %s: %w: %w", name, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("agent: %s: %w: %w", name, err, errdefs.ErrUnavailable)
 	}
 	if !ok {
-		return nil, fmt.Errorf("guest: %s refused: %s", name, resp)
+		return nil, fmt.Errorf("agent: %s refused: %s", name, resp)
 	}
 	return resp, nil
 }
@@ -166,11 +172,11 @@ func (c *Client) CheckUser(ctx context.Context, user string) error {
 	ok, resp, err := c.conn.SendRequest(ctx, wire.RequestUser, true, wire.Encode(wire.User{User: user}))
 	switch {
 	case err != nil:
-		return fmt.Errorf("guest: %s: %w: %w", wire.RequestUser, err, errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: %s: %w: %w", wire.RequestUser, err, errdefs.ErrUnavailable)
 	case !ok && len(resp) > 0:
 		return &UserError{Message: string(resp)}
 	case !ok:
-		return fmt.Errorf("guest: %s refused: %w", wire.RequestUser, errdefs.ErrNotImplemented)
+		return fmt.Errorf("agent: %s refused: %w", wire.RequestUser, errdefs.ErrNotImplemented)
 	}
 	return nil
 }
@@ -223,7 +229,7 @@ func (c *Client) Start(ctx context.Context, p wire.Process) (*Process, error) {
 				return nil, &StartError{Message: se.Message, ExitCode: se.ExitCode}
 			}
 		}
-		return nil, fmt.Errorf("guest: start process: %w: %w", err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("agent: start process: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	return newProcess(p.ID, p.Resumable, ch, reqs), nil
 }
@@ -239,14 +245,14 @@ func (c *Client) Attach(ctx context.Context, at wire.Attach, resumable bool) (*P
 		var oce *link.OpenChannelError
 		if errors.As(err, &oce) {
 			if oce.Reason == link.UnknownChannelType {
-				return nil, fmt.Errorf("guest: attach %s: the guest agent cannot re-attach (protocol v1): %w", at.ID, errdefs.ErrNotImplemented)
+				return nil, fmt.Errorf("agent: attach %s: the guest agent cannot re-attach (protocol v1): %w", at.ID, errdefs.ErrNotImplemented)
 			}
 			var se wire.StartError
 			if json.Unmarshal([]byte(oce.Message), &se) == nil && se.Message != "" {
-				return nil, fmt.Errorf("guest: attach %s: %s: %w", at.ID, se.Message, errdefs.ErrNotFound)
+				return nil, fmt.Errorf("agent: attach %s: %s: %w", at.ID, se.Message, errdefs.ErrNotFound)
 			}
 		}
-		return nil, fmt.Errorf("guest: attach %s: %w: %w", at.ID, err, errdefs.ErrUnavailable)
+		return nil, fmt.Errorf("agent: attach %s: %w: %w", at.ID, err, errdefs.ErrUnavailable)
 	}
 	return newProcess(at.ID, resumable, ch, reqs), nil
 }
@@ -283,12 +289,12 @@ func (c *Client) Processes(ctx context.Context) (wire.ProcessList, error) {
 	b, err := c.query(ctx, wire.RequestProcesses, nil)
 	if err != nil {
 		if !errdefs.IsUnavailable(err) {
-			return l, fmt.Errorf("guest: list processes: the guest agent speaks protocol v1: %w", errdefs.ErrNotImplemented)
+			return l, fmt.Errorf("agent: list processes: the guest agent speaks protocol v1: %w", errdefs.ErrNotImplemented)
 		}
 		return l, err
 	}
 	if err := json.Unmarshal(b, &l); err != nil {
-		return l, fmt.Errorf("guest: list processes: %w", err)
+		return l, fmt.Errorf("agent: list processes: %w", err)
 	}
 	return l, nil
 }
@@ -317,7 +323,7 @@ func (p *Process) ID() string { return p.id }
 // does not wait for the guest.
 func (p *Process) Ack(stdout, stderr int64) error {
 	if _, err := p.ch.SendRequest(wire.RequestAck, false, wire.Encode(wire.Ack{Stdout: stdout, Stderr: stderr})); err != nil {
-		return fmt.Errorf("guest: ack: %w: %w", err, errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: ack: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	return nil
 }
@@ -353,13 +359,13 @@ func (p *Process) Signal(ctx context.Context, n int) error {
 	case r := <-done:
 		ok, err = r.ok, r.err
 	case <-ctx.Done():
-		return fmt.Errorf("guest: signal %d: %w: %w", n, ctx.Err(), errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: signal %d: %w: %w", n, ctx.Err(), errdefs.ErrUnavailable)
 	}
 	if err != nil {
-		return fmt.Errorf("guest: signal %d: %w: %w", n, err, errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: signal %d: %w: %w", n, err, errdefs.ErrUnavailable)
 	}
 	if !ok {
-		return fmt.Errorf("guest: signal %d refused: %w", n, errdefs.ErrConflict)
+		return fmt.Errorf("agent: signal %d refused: %w", n, errdefs.ErrConflict)
 	}
 	return nil
 }
@@ -367,7 +373,7 @@ func (p *Process) Signal(ctx context.Context, n int) error {
 // Resize sets the process's TTY size in character cells.
 func (p *Process) Resize(ctx context.Context, rows, cols uint32) error {
 	if _, err := p.ch.SendRequest(wire.RequestWindowChange, false, wire.EncodeWindowChange(rows, cols)); err != nil {
-		return fmt.Errorf("guest: resize: %w: %w", err, errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: resize: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	return nil
 }
@@ -383,7 +389,7 @@ func (p *Process) Wait(ctx context.Context) (int, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.code < 0 {
-		return -1, fmt.Errorf("guest: process ended without exit status: %w", errdefs.ErrUnavailable)
+		return -1, fmt.Errorf("agent: process ended without exit status: %w", errdefs.ErrUnavailable)
 	}
 	return p.code, nil
 }

@@ -1,4 +1,4 @@
-package guest
+package agent
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 // AwaitTemplate reads the channel of a guest booted as a template
@@ -19,7 +19,7 @@ import (
 // if the channel ends, or ctx does, first.
 func AwaitTemplate(ctx context.Context, c net.Conn) error {
 	if err := expectLine(ctx, c, wire.TemplateReady); err != nil {
-		return fmt.Errorf("guest: template not ready: %w", err)
+		return fmt.Errorf("agent: template not ready: %w", err)
 	}
 	return nil
 }
@@ -46,14 +46,14 @@ func WakeDeferred(ctx context.Context, c net.Conn) error {
 func newWake(bootMACs []string, deferred bool) (wire.Wake, []byte, error) {
 	w := wire.Wake{TimeUnixNano: time.Now().UnixNano(), Entropy: make([]byte, wire.EntropyBytes), BootMACs: bootMACs, Deferred: deferred}
 	if _, err := rand.Read(w.Entropy); err != nil {
-		return w, nil, fmt.Errorf("guest: wake: entropy: %w", err)
+		return w, nil, fmt.Errorf("agent: wake: entropy: %w", err)
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
-		return w, nil, fmt.Errorf("guest: wake: %w", err)
+		return w, nil, fmt.Errorf("agent: wake: %w", err)
 	}
 	if len(b)+1 > wire.MaxWakeBytes {
-		return w, nil, fmt.Errorf("guest: wake of %d bytes exceeds %d: %w", len(b)+1, wire.MaxWakeBytes, errdefs.ErrInvalidArgument)
+		return w, nil, fmt.Errorf("agent: wake of %d bytes exceeds %d: %w", len(b)+1, wire.MaxWakeBytes, errdefs.ErrInvalidArgument)
 	}
 	return w, b, nil
 }
@@ -71,10 +71,10 @@ func (c *Client) Claim(ctx context.Context, bootMACs []string) error {
 	}
 	ok, reply, err := c.conn.SendRequest(ctx, wire.RequestClaim, true, b)
 	if err != nil {
-		return fmt.Errorf("guest: claim: %w: %w", err, errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: claim: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	if !ok {
-		return fmt.Errorf("guest: claim refused: %s: %w", reply, errdefs.ErrFailedPrecondition)
+		return fmt.Errorf("agent: claim refused: %s: %w", reply, errdefs.ErrFailedPrecondition)
 	}
 	return nil
 }
@@ -87,13 +87,13 @@ func wake(ctx context.Context, c net.Conn, bootMACs []string, deferred bool) err
 	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
 	_, err = c.Write(append(b, '\n'))
 	if !stop() {
-		return fmt.Errorf("guest: wake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: wake: %w: %w", ctx.Err(), errdefs.ErrUnavailable)
 	}
 	if err != nil {
-		return fmt.Errorf("guest: wake: %w: %w", err, errdefs.ErrUnavailable)
+		return fmt.Errorf("agent: wake: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	if err := expectLine(ctx, c, wire.Awake); err != nil {
-		return fmt.Errorf("guest: wake not answered: %w", err)
+		return fmt.Errorf("agent: wake not answered: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package guest
+package agent
 
 import (
 	"bytes"
@@ -9,8 +9,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/vchproject/vch/internal/tether/link"
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 // transport is what Client needs of a connection to tether: package link's

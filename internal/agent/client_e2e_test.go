@@ -1,6 +1,6 @@
 //go:build e2e
 
-package guest_test
+package agent_test
 
 import (
 	"bytes"
@@ -18,17 +18,17 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/agent"
+	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
 	"github.com/vchproject/vch/internal/initramfs"
-	"github.com/vchproject/vch/internal/portlayer/guest"
 	"github.com/vchproject/vch/internal/testenv"
-	"github.com/vchproject/vch/internal/tether/wire"
 )
 
 // bootBusybox boots a VM whose root disk holds Debian's static busybox and
 // returns a connected guest client.
-func bootBusybox(t *testing.T) (*guest.Client, hypervisor.VM) {
+func bootBusybox(t *testing.T) (*agent.Client, hypervisor.VM) {
 	t.Helper()
 	testenv.RequireVMs(t)
 	if _, err := os.Stat("/bin/busybox"); err != nil {
@@ -86,7 +86,7 @@ func bootBusybox(t *testing.T) (*guest.Client, hypervisor.VM) {
 	})
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
-	c, err := guest.Dial(ctx, vm.Channel())
+	c, err := agent.Dial(ctx, vm.Channel())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func bootBusybox(t *testing.T) (*guest.Client, hypervisor.VM) {
 }
 
 // run starts p and collects its output and exit code.
-func run(t *testing.T, c *guest.Client, p wire.Process) (string, string, int) {
+func run(t *testing.T, c *agent.Client, p wire.Process) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
@@ -184,7 +184,7 @@ func TestGuestProcesses(t *testing.T) {
 		t.Errorf("user/dir: %q", out)
 	}
 	_, err = c.Start(t.Context(), wire.Process{Args: []string{"nosuchcmd"}})
-	var se *guest.StartError
+	var se *agent.StartError
 	if !errors.As(err, &se) || se.ExitCode != 127 || !strings.Contains(se.Message, `exec: "nosuchcmd": executable file not found in $PATH`) {
 		t.Errorf("nosuchcmd: %v", err)
 	}

@@ -1,4 +1,4 @@
-package guest
+package agent
 
 import (
 	"context"
@@ -14,8 +14,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/vchproject/vch/internal/tether/link"
-	"github.com/vchproject/vch/internal/tether/wire"
+	"github.com/vchproject/vch/internal/agent/link"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 // runEcho serves an "echo" process on ch (an SSH channel satisfies

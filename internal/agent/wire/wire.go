@@ -66,7 +66,7 @@
 //
 // # Version 3: no encryption on the port
 //
-// From v3 on the transport is package link (internal/tether/link): the
+// From v3 on the transport is package link (internal/agent/link): the
 // same connection model (global requests, channels, data and extended
 // data, EOF, channel requests, exit status after all output) framed on
 // yamux streams with per-stream flow control, and no SSH transport layer:
