@@ -70,7 +70,8 @@ chaos: guest build
 # testdata/fuzz/ to replay.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := ./internal/personality/docker:FuzzEngineAPI ./internal/agent/link:FuzzReadFrame \
-	./internal/agent/link:FuzzServerStream ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer
+	./internal/agent/link:FuzzServerStream ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer \
+	./internal/portlayer/api:FuzzRequest
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \

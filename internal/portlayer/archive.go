@@ -10,7 +10,7 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// PathStat describes one path inside a container (docker cp's stat).
+// PathStat describes one path inside a container, as StatPath finds it.
 type PathStat struct {
 	// Name is the last element of the path as asked ("." for "/x/.").
 	Name string
@@ -33,8 +33,8 @@ type PutArchiveOptions struct {
 	CopyUIDGID bool
 }
 
-// ChangeKind is Docker's numbering of a change: 0 modified, 1 added, 2
-// deleted.
+// ChangeKind is what happened to a path: 0 modified, 1 added, 2 deleted.
+// The numbers are fixed, part of the API (the Engine API's Kind values).
 type ChangeKind int
 
 // Change kinds.
@@ -50,13 +50,13 @@ type Change struct {
 	Kind ChangeKind
 }
 
-// Archives reads and writes container filesystems: docker cp, export, diff
-// and the layer of a commit. A running container is served by its VM; a
-// stopped (created or exited) one by a short-lived VM booted on the same
-// disks without its process, so the operations work in every state but
-// paused (Conflict). Paths are absolute container paths; symbolic links
-// resolve inside the container, never on the host. Safe for concurrent
-// use. NotFound when there is no such container.
+// Archives reads and writes container filesystems: copies in and out,
+// export, changes and the layer of a commit. A running container is
+// served by its VM; a stopped (created or exited) one by a short-lived VM
+// booted on the same disks without its process, so the operations work
+// in every state but paused (Conflict). Paths are absolute container
+// paths; symbolic links resolve inside the container, never on the host.
+// Safe for concurrent use. NotFound when there is no such container.
 type Archives interface {
 	// StatPath stats a path; a trailing "/" or "/." follows a final
 	// link. NotFound if the path does not exist.
@@ -90,7 +90,7 @@ type CommitSpec struct {
 	Parent string
 	// Layer is an uncompressed tar (OCI whiteouts allowed); nil adds no
 	// layer (a configuration-only step of a build: the history entry is
-	// marked empty_layer, as Docker's builder does).
+	// marked empty_layer, OCI image-spec config.md history).
 	Layer io.Reader
 	// Config is the new image's configuration.
 	Config ocispec.ImageConfig
@@ -115,8 +115,8 @@ type ImageTrees interface {
 	Tree(ctx context.Context, imageID string) (dir string, release func(), err error)
 }
 
-// Committer makes an image from a parent image and a new layer (docker
-// commit). The storage area implements it.
+// Committer makes an image from a parent image and a new layer (a
+// container's changes, a build's step). The storage area implements it.
 type Committer interface {
 	// Commit stores the layer and the new image and tags it. NotFound if
 	// the parent is gone; InvalidArgument for a bad reference.

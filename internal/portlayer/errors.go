@@ -69,6 +69,15 @@ const (
 	// KindEndpoint is a container's attachment to a network: Error.ID is
 	// the network, Error.Name the container.
 	KindEndpoint = "endpoint"
+	// KindMount is one of a container's mounts: Error.Field says which of
+	// its fields ("Target", "Source"), Error.Value gives the path.
+	KindMount = "mount"
+	// KindAddress is an IP address on a network: Error.Value is the
+	// address (or the range searched), Error.Name the subnet it must be
+	// in.
+	KindAddress = "address"
+	// KindPort is a published host port: Error.Value is "IP:PORT".
+	KindPort = "port"
 )
 
 // Reasons (Error.Reason): what about the object caused the error.
@@ -110,6 +119,68 @@ const (
 	// ReasonNoneNetwork: the container is on the "none" network, which
 	// excludes every other.
 	ReasonNoneNetwork = "none_network"
+
+	// Reasons for a request's field (Error.Field) and its value
+	// (Error.Value), mostly InvalidArgument.
+
+	// ReasonInvalid: the value is malformed.
+	ReasonInvalid = "invalid"
+	// ReasonInvalidName: a name has characters outside
+	// [a-zA-Z0-9][a-zA-Z0-9_.-] (Error.Name is the name).
+	ReasonInvalidName = "invalid_name"
+	// ReasonTooShort: a name has fewer characters than its kind needs.
+	ReasonTooShort = "too_short"
+	// ReasonRequired: the field is empty and must not be.
+	ReasonRequired = "required"
+	// ReasonNotAbsolute: a path that must be absolute is not.
+	ReasonNotAbsolute = "not_absolute"
+	// ReasonRootTarget: a mount's target is "/".
+	ReasonRootTarget = "root_target"
+	// ReasonDuplicate: two mounts have the same target.
+	ReasonDuplicate = "duplicate"
+	// ReasonMissing: the host path a bind mount names does not exist.
+	ReasonMissing = "missing"
+	// ReasonUnknown: the value is none of those the field takes (an
+	// option, a restart policy, a network driver).
+	ReasonUnknown = "unknown"
+	// ReasonNegative: a count is below zero.
+	ReasonNegative = "negative"
+	// ReasonOnlyOnFailure: a retry count with a restart policy other than
+	// on-failure (Error.Value is the count).
+	ReasonOnlyOnFailure = "only_on_failure"
+	// ReasonExclusive: the field cannot be combined with another setting
+	// of the request (auto-removal with a restart policy).
+	ReasonExclusive = "exclusive"
+	// ReasonAlreadyRan: the exec has run and ended; it cannot run again.
+	ReasonAlreadyRan = "already_ran"
+	// ReasonStarting: the container is starting (Conflict).
+	ReasonStarting = "starting"
+	// ReasonVMSize: a change the running VM's size cannot hold
+	// (Conflict).
+	ReasonVMSize = "vm_size"
+	// ReasonOverlaps: a network's subnet overlaps another network's
+	// (Conflict).
+	ReasonOverlaps = "overlaps"
+	// ReasonExhausted: no free subnet, address or port is left.
+	ReasonExhausted = "exhausted"
+	// ReasonPredefined: the network is one the VCH defines (bridge,
+	// none), which cannot be removed.
+	ReasonPredefined = "predefined"
+	// ReasonDefaultBridge: a setting (Error.Field: "IPv4", "Aliases")
+	// that only user-defined networks take was given on the default
+	// bridge.
+	ReasonDefaultBridge = "default_bridge"
+	// ReasonUnsupported: the network's driver takes no endpoints.
+	ReasonUnsupported = "unsupported"
+	// ReasonAllocated: the host port is already published by another
+	// container (Conflict; Error.Value "IP:PORT").
+	ReasonAllocated = "allocated"
+	// ReasonLinkNotRunning and ReasonLinkOffBridge: a legacy link's
+	// target (Error.Value, its name) does not run, or is not on the
+	// default bridge; Error.Name is the link's alias, Error.ID the
+	// linking container's name (FailedPrecondition).
+	ReasonLinkNotRunning = "link_not_running"
+	ReasonLinkOffBridge  = "link_off_bridge"
 )
 
 // Error is a port-layer error with its class and the object it concerns,
@@ -137,6 +208,12 @@ type Error struct {
 	// Containers are the IDs of other containers the error concerns (the
 	// ones using an image or a volume, for ReasonInUse).
 	Containers []string `json:"containers,omitempty"`
+	// Field is the request field concerned ("Name", "Target",
+	// "WorkingDir", "RestartPolicy.Name", …), for the field reasons.
+	Field string `json:"field,omitempty"`
+	// Value is the value concerned: the one given for Field, a path, an
+	// address or "IP:PORT".
+	Value string `json:"value,omitempty"`
 	// Message is a human-readable text, in the port layer's words.
 	Message string `json:"message"`
 	// Cause is the cause's text, as the error crosses the API (where Err
@@ -209,6 +286,25 @@ func ClassOf(err error) ErrorClass {
 		return ClassUnauthenticated
 	}
 	return ClassInternal
+}
+
+// Invalid is the InvalidArgument error for field of a request about an
+// object of kind, given value, refused for reason; msg is the port
+// layer's text.
+func Invalid(kind, field, value, reason, msg string) *Error {
+	return &Error{Class: ClassInvalidArgument, Kind: kind, Field: field, Value: value, Reason: reason, Message: msg}
+}
+
+// Refused is an error of class about object id of kind, for reason; msg
+// is the port layer's text.
+func Refused(class ErrorClass, kind, id, reason, msg string) *Error {
+	return &Error{Class: class, Kind: kind, ID: id, Reason: reason, Message: msg}
+}
+
+// NoSuchNetwork is the NotFound error for a network looked up by ref (an
+// ID, a name or an ID prefix).
+func NoSuchNetwork(ref string) error {
+	return &Error{Class: ClassNotFound, Kind: KindNetwork, ID: ref, Message: "no such network: " + ref}
 }
 
 // NoSuchContainer is the NotFound error for a container looked up by

@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// NetworkSpec describes a network to create (docker network create). The
+// NetworkSpec describes a network to create (CreateNetwork). The
 // only driver is "bridge": a Linux bridge inside the VCH's own network
 // namespace, one tap per container NIC.
 type NetworkSpec struct {
@@ -17,7 +17,8 @@ type NetworkSpec struct {
 	Driver string
 	// Subnet is an IPv4 prefix in canonical form ("172.18.0.0/16"); the
 	// zero value picks the next free pool (172.18–31.0.0/16, then
-	// 192.168.N.0/20), as Docker's default address pools do.
+	// 192.168.N.0/20): RFC 1918 private space, after the predefined
+	// bridge network's 172.17.0.0/16.
 	Subnet netip.Prefix
 	// Gateway is the bridge's address inside Subnet; zero means Subnet's
 	// first host address.
@@ -27,8 +28,8 @@ type NetworkSpec struct {
 	IPRange netip.Prefix
 	// Internal networks give their containers no default route.
 	Internal bool
-	// Labels and Options are kept verbatim (docker network create
-	// --label / --opt).
+	// Labels and Options are kept verbatim; the port layer interprets
+	// neither.
 	Labels  map[string]string
 	Options map[string]string
 }
@@ -56,8 +57,8 @@ type Network struct {
 	Endpoints []Endpoint
 }
 
-// EndpointSpec is how a container wants to join one network (docker run
-// --network/--ip/--network-alias/--link, docker network connect).
+// EndpointSpec is how a container wants to join one network, at create
+// (ContainerSpec.Networks) or later (NetworkConnector.Connect).
 type EndpointSpec struct {
 	// Network is the network's name or ID (or ID prefix).
 	Network string
@@ -70,7 +71,7 @@ type EndpointSpec struct {
 	// name for this container only.
 	Links []string
 	// MAC is the endpoint's hardware address ("02:32:1c:23:00:04"); empty
-	// derives one from its IPv4 address, as Docker does. InvalidArgument
+	// derives one from its IPv4 address (see Endpoint.MAC). InvalidArgument
 	// unless a unicast MAC-48.
 	MAC string
 	// Hostname is the container's hostname; on a user network it is one
@@ -96,8 +97,9 @@ type Endpoint struct {
 	// through the first non-internal endpoint's gateway.
 	Gateway  netip.Addr
 	Internal bool
-	// MAC is the interface's hardware address, "02:42:ac:11:00:02" form,
-	// derived from Address as Docker does.
+	// MAC is the interface's hardware address, "02:42:ac:11:00:02" form:
+	// unless the spec gave one, 02:42 then Address's four bytes, a locally
+	// administered unicast MAC-48 as unique on the network as the address.
 	MAC string
 	// Aliases are the spec's aliases; DNSNames every name the embedded DNS
 	// server answers for this endpoint (name, short ID, aliases).
@@ -109,14 +111,14 @@ type Endpoint struct {
 	NIC string
 }
 
-// PortBinding publishes one container port on the host (docker run -p).
+// PortBinding publishes one container port on a host address and port.
 type PortBinding struct {
 	// Proto is "tcp" or "udp".
 	Proto string
 	// ContainerPort is the port inside the container.
 	ContainerPort uint16
 	// HostIP is the host address to bind; zero means all IPv4 addresses
-	// (0.0.0.0), Docker's default.
+	// (0.0.0.0; no IPv6).
 	HostIP netip.Addr
 	// HostPort is the host port; 0 picks a free one. With HostPortEnd set,
 	// the first free port in HostPort..HostPortEnd is taken ("8000-8010:80").
@@ -133,7 +135,7 @@ type NIC struct {
 	File *os.File
 }
 
-// Networks manages the VCH's networks (docker network ls/create/inspect/rm).
+// Networks manages the VCH's networks: create, inspect, list and remove.
 // Safe for concurrent use. idOrName accepts a name, a full ID or a unique
 // ID prefix.
 type Networks interface {
@@ -178,8 +180,9 @@ type NetworkPlumber interface {
 	// error.
 	Restore(ctx context.Context, containerID, containerName string, nics []string, eps []Endpoint) error
 	// Rename changes the name a container's live endpoints answer to in
-	// the embedded DNS (docker rename): newName replaces oldName; aliases
-	// and the short ID stay. A container without endpoints is a no-op.
+	// the embedded DNS (after Compute.Rename): newName replaces oldName;
+	// aliases and the short ID stay. A container without endpoints is a
+	// no-op.
 	Rename(containerID, oldName, newName string)
 	// Publish binds each port on the host and forwards connections to
 	// target inside the VCH's namespace. It returns the bindings with the
@@ -195,15 +198,15 @@ type NetworkPlumber interface {
 }
 
 // NetworkConnector joins containers to networks and takes them off again
-// after creation (docker network connect/disconnect; Engine API v1.50
-// "Network": connect, disconnect). The compute area implements it, as it
-// owns the container's record and VM; it calls a NetworkPlumber for the
-// network side. Safe for concurrent use.
+// after creation, running or not (Engine API v1.50 "Network": connect,
+// disconnect). The compute area implements it, as it owns the
+// container's record and VM; it calls a NetworkPlumber for the network
+// side. Safe for concurrent use.
 //
-// Error texts, once the package prefix and class suffix are dropped, are
-// dockerd's, so front ends can show them as they are: "No such container:
-// <idOrName>", "endpoint with name <container> already exists in network
-// <network>", "container <id> is not connected to network <network>".
+// Errors are *Error values (errors.go) that front ends word themselves:
+// an unknown container or network is NotFound of Kind container or
+// network (ID as asked); the attachment's own are of Kind endpoint (ID
+// the network, Name the container), Reason attached, not_attached, ….
 type NetworkConnector interface {
 	// Connect joins container (name, ID or unique ID prefix) to the network
 	// spec.Network names. On a running container the VM gains an interface

@@ -1,11 +1,12 @@
 // Package portlayer is the Port Layer contract: a small, general container
-// backend that the Docker personality (and any other front end) calls.
+// backend that front ends call; the Docker personality is one of them.
 //
 // It owns the value types that cross the seam (container specs and states,
 // image records, log messages, pull progress) and one interface per area:
 // [Compute] for container lifecycle as VMs, [Interaction] for attach and logs,
 // and [Images] for the image store. Implementations live in sub-packages
-// (compute, storage); nothing here knows about HTTP, Docker's JSON or QEMU.
+// (compute, storage); nothing here knows about HTTP, a front end's JSON or
+// QEMU.
 //
 // Errors are classified with github.com/containerd/errdefs sentinels and
 // wrapped with %w: NotFound (no such container or image), AlreadyExists
@@ -25,9 +26,10 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
 
-// ContainerSpec describes the container to create. Front-end semantics (for
-// Docker: ENTRYPOINT/CMD combination, defaults from the image) are resolved
-// before the spec reaches the port layer: Args is the final argv.
+// ContainerSpec describes the container to create. Front-end semantics (how
+// an image config's Entrypoint and Cmd combine with the caller's, defaults
+// from the image) are resolved before the spec reaches the port layer: Args
+// is the final argv.
 type ContainerSpec struct {
 	// Name is a unique, user-chosen name without a leading slash; empty
 	// names the container by its short ID (12 hex digits). AlreadyExists
@@ -51,7 +53,7 @@ type ContainerSpec struct {
 	// GroupAdd are supplementary groups the container's processes (its
 	// main process and every exec) get besides the user's own: group
 	// names or numeric IDs, names resolved against the container's
-	// /etc/group at each start (Docker's HostConfig.GroupAdd).
+	// /etc/group at each start (OCI runtime-spec process.user.additionalGids).
 	GroupAdd []string
 	// Hostname is the guest's hostname; empty means the first 12 hex digits
 	// of the container ID.
@@ -94,9 +96,9 @@ type ContainerSpec struct {
 	// linux.maskedPaths and linux.readonlyPaths); nil: none.
 	MaskedPaths, ReadonlyPaths []string
 	// Init runs a minimal init as the container's PID 1 that forwards
-	// signals and reaps zombies (docker run --init).
+	// signals and reaps zombies, for programs not written to be PID 1.
 	Init bool
-	// ShmSizeBytes sizes /dev/shm; 0 means Docker's default, 64 MiB.
+	// ShmSizeBytes sizes /dev/shm (a tmpfs); 0 means the default, 64 MiB.
 	ShmSizeBytes int64
 	// Sysctls are kernel parameters set in the guest before the process
 	// starts: "net.ipv4.ip_forward" → "1" (dots name /proc/sys paths).
@@ -107,7 +109,9 @@ type ContainerSpec struct {
 	// many bytes; 0 means the VCH default (10 MiB).
 	LogMaxSizeBytes int64
 	// LogMaxFiles is how many log files (current plus rotated) are kept;
-	// 0 means the VCH default (3). Docker json-file's max-size/max-file.
+	// 0 means the VCH default (3). With LogMaxSizeBytes: the max-size and
+	// max-file rotation of the json-file log format, which front ends such
+	// as the Docker personality rely on.
 	LogMaxFiles int
 	// AutoRemove removes the container once it has exited and its exit has
 	// been delivered to waiters.
@@ -120,9 +124,9 @@ type ContainerSpec struct {
 	NoNetwork bool
 	// Ports are published on the host while the container runs.
 	Ports []PortBinding
-	// DNS, DNSSearch and DNSOptions replace resolv.conf's nameservers,
-	// search domains and options (docker run --dns, --dns-search,
-	// --dns-option); empty keeps the default.
+	// DNS, DNSSearch and DNSOptions replace the nameserver, search and
+	// options lines of the container's resolv.conf (resolv.conf(5));
+	// empty keeps the default.
 	DNS, DNSSearch, DNSOptions []string
 	// ExtraHosts are "name:address" lines added to /etc/hosts (--add-host).
 	ExtraHosts []string
@@ -139,13 +143,14 @@ type ContainerSpec struct {
 	// Archives.ChangesLayer after the exit boots no VM (a builder's RUN
 	// step commits each exited container).
 	CaptureChanges bool
-	// Annotations is front-end data kept verbatim with the record (Docker
-	// keeps its Config and HostConfig JSON here). Keys are namespaced, e.g.
-	// "docker.config". The port layer never interprets them.
+	// Annotations is front-end data kept verbatim with the record (a front
+	// end keeps its own form of the container here). Keys are namespaced
+	// by front end, e.g. "docker.config". The port layer never interprets
+	// them.
 	Annotations map[string][]byte
 }
 
-// Restart policy names (Docker's, docker run --restart).
+// Restart policy names, the values of RestartPolicy.Name.
 const (
 	RestartNo            = "no"
 	RestartAlways        = "always"
@@ -153,11 +158,12 @@ const (
 	RestartOnFailure     = "on-failure"
 )
 
-// RestartPolicy is when a container is started again, after Docker's
-// HostConfig.RestartPolicy (Engine API v1.50) and its restart manager:
+// RestartPolicy is when the port layer starts a container again by
+// itself, with the rules of the Engine API's HostConfig.RestartPolicy
+// (v1.50), which front ends such as the Docker personality rely on:
 //
-//   - RestartAlways: after every exit, unless stopped by hand (docker
-//     stop or kill); after the VCH restarts, even if stopped by hand.
+//   - RestartAlways: after every exit, unless stopped by hand (Stop or
+//     Kill); after the VCH restarts, even if stopped by hand.
 //   - RestartUnlessStopped: as always, but a container stopped by hand
 //     stays stopped across VCH restarts too.
 //   - RestartOnFailure: after a non-zero exit, at most MaximumRetryCount
@@ -173,7 +179,8 @@ type RestartPolicy struct {
 	MaximumRetryCount int
 }
 
-// Status is a container's lifecycle state, with Docker's spelling.
+// Status is a container's lifecycle state; its spellings are part of the
+// API (the Engine API's State.Status values).
 type Status string
 
 // Container states.
@@ -215,7 +222,7 @@ type Container struct {
 	// start by hand.
 	RestartCount int
 	// ManuallyStopped is set when a user stopped or signalled the
-	// container (Docker's HasBeenManuallyStopped) and cleared by the next
+	// container (through Stop or Kill) and cleared by the next
 	// start by hand; restart policies consult it.
 	ManuallyStopped bool
 	// LogPath is the host path of the container's log file.
@@ -227,8 +234,8 @@ type Container struct {
 	Ports     []PortBinding
 }
 
-// WaitCondition selects when Wait reports, after Docker's wait conditions
-// (Engine API v1.50, POST /containers/{id}/wait).
+// WaitCondition selects when Wait reports; the values are the Engine
+// API's wait conditions (v1.50, POST /containers/{id}/wait).
 type WaitCondition string
 
 // Wait conditions.
@@ -283,8 +290,8 @@ type Compute interface {
 	Rename(ctx context.Context, idOrName, newName string) error
 }
 
-// Pauser freezes and resumes whole container VMs (docker pause). Safe for
-// concurrent use.
+// Pauser freezes and resumes whole container VMs, every process of the
+// container at once. Safe for concurrent use.
 type Pauser interface {
 	// Pause freezes the container's VM; status becomes paused. NotFound;
 	// Conflict if it is not running or already paused.
@@ -315,14 +322,14 @@ type ResourceLimits struct {
 	// in bytes; past it the kernel reclaims, then kills a process of the
 	// container (an OOM kill, reported as State.OOMKilled).
 	MemoryBytes int64
-	// MemorySwapBytes caps memory plus swap, in bytes, as Docker's
-	// --memory-swap: 0 is twice MemoryBytes, -1 unlimited swap. Only with
-	// MemoryBytes.
+	// MemorySwapBytes caps memory plus swap, in bytes (swap alone is it
+	// minus MemoryBytes): 0 is twice MemoryBytes, -1 unlimited swap. Only
+	// with MemoryBytes.
 	MemorySwapBytes int64
 	// NanoCPUs caps CPU time in billionths of a CPU (1.5 CPUs is 1.5e9).
 	NanoCPUs int64
 	// CPUQuotaMicros per CPUPeriodMicros caps CPU time as a CFS quota, in
-	// microseconds (docker run --cpu-quota, --cpu-period; period 0 is
+	// microseconds (cgroup v2 cpu.max "$MAX $PERIOD"; period 0 is
 	// 100000). Not with NanoCPUs.
 	CPUQuotaMicros, CPUPeriodMicros int64
 	// PidsLimit caps the number of tasks (processes and threads).
@@ -340,7 +347,7 @@ const VMOverheadMiB = 96
 // power of two that holds the limit plus VMOverheadMiB, and never less
 // than the VCH's default; else the default. Sizes in powers of two keep
 // the VM shapes (and the VM templates made for them) few, and leave a
-// running container room to raise its limit (docker update) up to its
+// running container room to raise its limit (Updater) up to its
 // VM's size. Guest RAM a VM never touches costs the host only its page
 // descriptors (64 bytes per 4 KiB page, 1.6 %).
 func (s ContainerSpec) VMMemoryMiB(defaultMiB int) int {
@@ -431,7 +438,8 @@ type Attachment interface {
 	Close() error
 }
 
-// LogOptions selects log messages, after Docker's GET /containers/{id}/logs.
+// LogOptions selects log messages by stream, time and count (the selectors
+// of the Engine API's GET /containers/{id}/logs).
 type LogOptions struct {
 	Stdout, Stderr bool
 	// Follow keeps the channel open for new output until the container stops
@@ -482,14 +490,14 @@ type Image struct {
 	Size int64
 	// Created is when the image was built (from its config).
 	Created time.Time
-	// Parent is the ID of the image this one was committed on (Docker's
-	// image Parent: set by docker commit and each docker build step);
+	// Parent is the ID of the image this one was committed on (set by
+	// Committer.Commit: a container's commit, each step of a build);
 	// empty for pulled, loaded and imported images. Images that are
 	// some image's Parent are its "children"'s intermediates.
 	Parent string
 	// ConfigExtra holds the members of the config's "config" object that
-	// the OCI image-spec does not define, verbatim by name (Docker's
-	// Healthcheck, OnBuild, Shell, ArgsEscaped); nil if none.
+	// the OCI image-spec does not define, verbatim by name (the Docker
+	// image config's Healthcheck, OnBuild, Shell, ArgsEscaped); nil if none.
 	ConfigExtra map[string]json.RawMessage
 }
 
@@ -506,7 +514,8 @@ type Progress struct {
 // ProgressFunc receives progress; it must not block for long.
 type ProgressFunc func(Progress)
 
-// ImageDelete is one line of an image removal report, as Docker shows it.
+// ImageDelete is one line of an image removal report: Untagged (a
+// reference, familiar form) or Deleted (an image ID), the other empty.
 type ImageDelete struct {
 	Untagged string
 	Deleted  string
@@ -552,7 +561,7 @@ type Images interface {
 	// Save writes the images refs name (references or IDs, in that order)
 	// to w as one `docker save` archive (docker-archive: manifest.json,
 	// repositories, configs and uncompressed layer tars, each layer once),
-	// which Load and Docker's `docker load` read. A reference's tag is
+	// which Load and every reader of that format read. A reference's tag is
 	// recorded; an ID records none. NotFound if a ref does not resolve
 	// (nothing is written then).
 	Save(ctx context.Context, refs []string, w io.Writer) error
@@ -565,8 +574,8 @@ type Images interface {
 	Push(ctx context.Context, ref string, auth RegistryAuth, progress ProgressFunc) ([]PushResult, error)
 }
 
-// RegistryAuth are credentials for one registry, as Docker's
-// X-Registry-Auth carries them. Never logged.
+// RegistryAuth are credentials for one registry: a username and password,
+// or tokens (the fields of the Engine API's X-Registry-Auth). Never logged.
 type RegistryAuth struct {
 	Username, Password string
 	// IdentityToken is an OAuth refresh token; RegistryToken a bearer
@@ -574,11 +583,11 @@ type RegistryAuth struct {
 	IdentityToken, RegistryToken string
 }
 
-// RegistryLogin checks credentials against a registry (docker login).
+// RegistryLogin checks credentials against a registry; nothing is stored.
 // The storage area implements it.
 type RegistryLogin interface {
 	// Login succeeds when the registry at server (host[:port], optionally
-	// with a scheme and path, as the docker CLI sends it; empty: Docker
+	// with a scheme and path: "https://index.docker.io/v1/"; empty: Docker
 	// Hub) accepts auth. Unauthenticated when it refuses them.
 	Login(ctx context.Context, server string, auth RegistryAuth) error
 }
@@ -613,7 +622,7 @@ type BlankRootfsStore interface {
 	BlankRootfs(ctx context.Context) (path string, err error)
 }
 
-// ExecSpec describes a process to run in a running container (docker exec).
+// ExecSpec describes an extra process to run in a running container.
 type ExecSpec struct {
 	// Args is argv, looked up in the container's PATH. Must not be empty.
 	Args []string
@@ -633,7 +642,7 @@ type ExecSpec struct {
 	AttachStdin, AttachStdout, AttachStderr bool
 }
 
-// ExecInfo is an exec's record, after Docker's GET /exec/{id}/json.
+// ExecInfo is an exec's record: its spec, whether it runs, how it ended.
 type ExecInfo struct {
 	// ID is 64 lowercase hex digits.
 	ID          string
@@ -684,9 +693,9 @@ type Execs interface {
 	Resize(ctx context.Context, idOrName string, rows, cols uint) error
 }
 
-// Restarter stops and starts a container as one operation (docker
-// restart): signal (0: its stop signal) is sent, SIGKILL after timeout
-// (nil: its StopTimeout), then it starts again. The exit in between is
+// Restarter stops and starts a container as one operation: signal (0:
+// its stop signal) is sent, SIGKILL after timeout (nil: its
+// StopTimeout), then it starts again. The exit in between is
 // not the container's end: an AutoRemove container is not removed and
 // no restart policy counts it. NotFound; otherwise as Stop and Start.
 type Restarter interface {
@@ -704,7 +713,7 @@ func (e *UserError) Error() string { return e.Message }
 // Unwrap classes the error as errdefs.ErrInvalidArgument.
 func (e *UserError) Unwrap() error { return errdefs.ErrInvalidArgument }
 
-// ContainerUpdate is what docker update may change; nil fields stay.
+// ContainerUpdate is what Updater may change; nil fields stay.
 type ContainerUpdate struct {
 	RestartPolicy *RestartPolicy
 	// MemoryMiB and CPUs size the VM at its next start (0: the VCH
@@ -717,8 +726,8 @@ type ContainerUpdate struct {
 	Annotations map[string][]byte
 }
 
-// Updater changes a container's restart policy and VM size (docker
-// update). NotFound; InvalidArgument for a policy the rules refuse (see
+// Updater changes a container's restart policy, VM size and limits after
+// creation. NotFound; InvalidArgument for a policy the rules refuse (see
 // RestartPolicy; also with AutoRemove); Conflict for a size change while
 // the VM runs (a running VM keeps its boot size).
 type Updater interface {
@@ -733,8 +742,9 @@ type ExecForgetter interface {
 }
 
 // Event is one thing that happened in the port layer, in the order it
-// happened. Type and Action use Docker's vocabulary (Engine API v1.50
-// "System events"): Type "container" or "image"; Action "create", "start",
+// happened. Type and Action are the port layer's vocabulary, the names of
+// the Engine API's "System events" (v1.50), so front ends pass them on as
+// they are: Type "container" or "image"; Action "create", "start",
 // "die", "kill", "stop", "destroy", "exec_create", "exec_start",
 // "exec_die", "rename", "pull", "import", "load", "tag", "untag",
 // "delete", …

@@ -5,24 +5,24 @@ import (
 	"time"
 )
 
-// VolumeSpec describes a volume to create (docker volume create, or a
+// VolumeSpec describes a volume to create (by CreateVolume, or for a
 // volume named by a container's mount that does not exist yet).
 type VolumeSpec struct {
 	// Name is the volume's name: two or more characters of
 	// [a-zA-Z0-9][a-zA-Z0-9_.-]. Empty means a new anonymous volume named
 	// with 64 lowercase hex digits.
 	Name string
-	// Labels are kept verbatim (docker volume create --label).
+	// Labels are kept verbatim; the port layer never interprets them.
 	Labels map[string]string
-	// Options are driver options (docker volume create --opt). The only
-	// one is "size": the disk's size with a unit suffix ("512m", "20g",
-	// Docker's RAMInBytes units); absent means the store's default.
-	// InvalidArgument for any other key.
+	// Options are driver options. The only one is "size": the disk's
+	// size, a number with an optional unit k, m, g, t or p (any case,
+	// powers of 1024, "i" and "b" optional: "512m", "20g", "1.5GiB");
+	// absent means the store's default. InvalidArgument for any other key.
 	Options map[string]string
-	// Anonymous marks a volume created for one container's mount (docker
-	// run -v /path, an image VOLUME). Docker's volume prune removes only
-	// anonymous volumes unless asked for all, and docker rm -v and
-	// --rm remove a container's anonymous volumes.
+	// Anonymous marks a volume created for one container's mount (a mount
+	// without a source, an image config's Volumes entry). The port layer
+	// only records it: it lets a front end prune only anonymous volumes
+	// unless asked for all, and remove a container's with the container.
 	Anonymous bool
 }
 
@@ -35,8 +35,8 @@ type Volume struct {
 	// Driver is "local", the only driver.
 	Driver string
 	// Mountpoint is the host path of the volume's directory, which holds
-	// its disk image (Docker's Mountpoint field; here it is not a
-	// directory of the volume's files, which live inside the disk).
+	// its disk image (not a directory of the volume's files, which live
+	// inside the disk and are seen only by the container VMs).
 	Mountpoint string
 	// DiskPath is the host path of the raw ext4 disk image.
 	DiskPath  string
@@ -52,12 +52,13 @@ type Volume struct {
 	Anonymous      bool
 }
 
-// Volumes is the volume store (docker volume create/ls/inspect/rm).
+// Volumes is the volume store: create, inspect, list and remove.
 // Safe for concurrent use.
 type Volumes interface {
 	// CreateVolume creates a volume and returns its record. Creating a
-	// volume whose name exists returns the existing volume unchanged, as
-	// Docker does. InvalidArgument for a bad name or option.
+	// volume whose name exists returns the existing volume unchanged, so
+	// creates by name are idempotent. InvalidArgument for a bad name or
+	// option.
 	CreateVolume(ctx context.Context, spec VolumeSpec) (Volume, error)
 	// InspectVolume returns one volume. NotFound if there is none.
 	InspectVolume(ctx context.Context, name string) (Volume, error)
@@ -73,20 +74,19 @@ type Volumes interface {
 // MountType is the kind of a container mount.
 type MountType string
 
-// Mount types, with Docker's spelling.
+// Mount types; the spellings are the Engine API's Mount.Type values.
 const (
 	// MountVolume mounts a volume (its disk) at the target.
 	MountVolume MountType = "volume"
 	// MountTmpfs mounts a fresh tmpfs (memory of the container VM).
 	MountTmpfs MountType = "tmpfs"
-	// MountBind mounts a host directory (docker run -v /host:/ctr),
-	// shared with the VM over virtio-9p; the container sees and changes
-	// the host's files.
+	// MountBind mounts a host directory, shared with the VM over
+	// virtio-9p; the container sees and changes the host's files.
 	MountBind MountType = "bind"
 )
 
-// MountSpec is one filesystem mounted into a container (docker run -v,
-// --mount, --tmpfs, an image's VOLUME).
+// MountSpec is one filesystem mounted into a container: a volume (also
+// one for an image config's Volumes entry), a tmpfs or a host directory.
 type MountSpec struct {
 	Type MountType
 	// Source is the volume's name for MountVolume; empty at create means a
@@ -99,25 +99,26 @@ type MountSpec struct {
 	Target string
 	// ReadOnly mounts read-only; enforced by the guest's kernel.
 	ReadOnly bool
-	// NoCopy skips Docker's copy-up: by default an empty volume is filled,
+	// NoCopy skips the copy-up: by default an empty volume is filled,
 	// when mounted, with what the container's image has at Target (owner
 	// and mode of the directory included).
 	NoCopy bool
-	// Anonymous marks a volume created for this container (removed with
-	// docker rm -v and --rm). Set by the port layer for an empty Source.
+	// Anonymous marks a volume created for this container (a front end
+	// may remove it with the container). Set by the port layer for an
+	// empty Source.
 	Anonymous bool
 	// Options are, for MountTmpfs, comma-separated mount options: flags
 	// (ro, noexec, nosuid, nodev and their opposites, …) and data
 	// (size=64m, mode=1777, …); when an option repeats or comes with its
 	// opposite, the later wins. Front ends put their defaults first
-	// (Docker: noexec,nosuid,nodev). Empty for volumes.
+	// (e.g. noexec,nosuid,nodev). Empty for volumes.
 	Options string
-	// CreateHostDir creates a missing bind source directory (docker run
-	// -v does; --mount type=bind refuses a missing source).
+	// CreateHostDir creates a missing bind source directory (mode 0755,
+	// parents too); without it a missing source is InvalidArgument.
 	CreateHostDir bool
 	// VolumeLabels and VolumeOptions create a missing named volume (or the
-	// anonymous one) with these labels and driver options (docker run
-	// --mount volume-label=…, volume-opt=…).
+	// anonymous one) with these labels and driver options (as
+	// VolumeSpec's Labels and Options).
 	VolumeLabels  map[string]string
 	VolumeOptions map[string]string
 }

@@ -75,5 +75,5 @@ func (s *Server) writeError(ctx context.Context, w http.ResponseWriter, r *http.
 		w.WriteHeader(code)
 		return
 	}
-	_ = httputils.WriteJSON(w, code, errorResponse{Message: err.Error()})
+	_ = httputils.WriteJSON(w, code, errorResponse{Message: httputils.Message(err)})
 }

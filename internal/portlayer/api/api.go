@@ -66,15 +66,21 @@ func StatusOf(c portlayer.ErrorClass) int {
 }
 
 // ErrorBody is err as the API's Error body: its *portlayer.Error's
-// fields, or for an untyped error its class and text.
+// fields, or for an untyped error its class and text. The message is
+// never empty: an error without text says which class it is.
 func ErrorBody(err error) portlayer.Error {
+	var body portlayer.Error
 	if pe := portlayer.AsError(err); pe != nil {
-		body := *pe
+		body = *pe
 		body.Cause = pe.CauseText()
 		body.Err = nil
-		return body
+	} else {
+		body = portlayer.Error{Class: portlayer.ClassOf(err), Message: err.Error()}
 	}
-	return portlayer.Error{Class: portlayer.ClassOf(err), Message: err.Error()}
+	if body.Message == "" {
+		body.Message = "port layer error of class " + string(body.Class) + ", without a message"
+	}
+	return body
 }
 
 // writeJSON answers code with v as JSON.

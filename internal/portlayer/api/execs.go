@@ -1,7 +1,10 @@
 package api
 
 import (
+	"context"
+	"errors"
 	"net/http"
+	"time"
 
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -32,18 +35,21 @@ func (s *server) attach(w http.ResponseWriter, r *http.Request) error {
 	if o.stderr {
 		opts.Stderr = u.stderr()
 	}
-	if o.stdin {
-		opts.Stdin = u.stdin()
+	if stdin := u.readClient(o.stdin); stdin != nil {
+		opts.Stdin = stdin
 	}
 	// The attachment outlives the request's context, which ends with the
-	// hijack; the connection's end is its end.
+	// hijack; the connection's end, or the client's leaving, is its end.
 	ctx := r.Context()
 	att, err := s.b.Interaction.Attach(contextWithoutCancel(ctx), r.PathValue("ref"), opts)
 	if err != nil {
 		u.end(err, nil)
 		return nil
 	}
-	<-att.Done()
+	select {
+	case <-att.Done():
+	case <-u.gone:
+	}
 	u.end(nil, nil)
 	_ = att.Close()
 	return nil
@@ -51,7 +57,7 @@ func (s *server) attach(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) execCreate(w http.ResponseWriter, r *http.Request) error {
 	var spec portlayer.ExecSpec
-	if err := decodeBody(r, &spec); err != nil {
+	if err := decodeBody(w, r, &spec); err != nil {
 		return err
 	}
 	if len(spec.Args) == 0 {
@@ -75,7 +81,10 @@ func (s *server) execInspect(w http.ResponseWriter, r *http.Request) error {
 }
 
 // execStart upgrades and runs the exec with the stream as its stdio; the
-// end frame carries its exit code (or why it did not run).
+// end frame carries its exit code (or why it did not run). ?detach=true
+// ends the stream once the process has started (its output dropped);
+// ?timeoutMs= bounds its run as ExecStartOptions.Timeout does, the end
+// frame's TimedOut telling that it ran past.
 func (s *server) execStart(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("id")
 	rows, _, err := queryInt(r, "rows")
@@ -89,6 +98,17 @@ func (s *server) execStart(w http.ResponseWriter, r *http.Request) error {
 	if rows < 0 || cols < 0 {
 		return invalid("rows and cols must not be negative")
 	}
+	detach, err := queryBool(r, "detach")
+	if err != nil {
+		return err
+	}
+	timeoutMs, _, err := queryInt(r, "timeoutMs")
+	if err != nil {
+		return err
+	}
+	if timeoutMs < 0 {
+		return invalid("timeoutMs must not be negative")
+	}
 	info, err := s.b.Execs.InspectExec(r.Context(), id)
 	if err != nil {
 		return err // not_found before the upgrade
@@ -97,22 +117,33 @@ func (s *server) execStart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	opts := portlayer.ExecStartOptions{Rows: uint(rows), Cols: uint(cols)}
+	opts := portlayer.ExecStartOptions{Rows: uint(rows), Cols: uint(cols), Detach: detach, Timeout: time.Duration(timeoutMs) * time.Millisecond}
 	if info.Spec.AttachStdout {
 		opts.Stdout = u.stdout()
 	}
 	if info.Spec.AttachStderr {
 		opts.Stderr = u.stderr()
 	}
-	if info.Spec.AttachStdin {
-		opts.Stdin = u.stdin()
+	if stdin := u.readClient(info.Spec.AttachStdin); stdin != nil {
+		opts.Stdin = stdin
 	}
-	err = s.b.Execs.StartExec(contextWithoutCancel(r.Context()), id, opts)
+	// The exec's stream ends with the exec or with the client's leaving
+	// (the exec then runs on, as Docker's does without its client).
+	sctx, cancel := context.WithCancel(contextWithoutCancel(r.Context()))
+	defer cancel()
+	go func() {
+		select {
+		case <-u.gone:
+			cancel()
+		case <-sctx.Done():
+		}
+	}()
+	err = s.b.Execs.StartExec(sctx, id, opts)
 	var code *int
 	if after, ierr := s.b.Execs.InspectExec(contextWithoutCancel(r.Context()), id); ierr == nil {
 		code = after.ExitCode
 	}
-	u.end(err, code)
+	u.finish(err, EndFrame{ExitCode: code, TimedOut: opts.Timeout > 0 && errors.Is(err, context.DeadlineExceeded)})
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -158,7 +159,7 @@ func (s *server) imagePush(w http.ResponseWriter, r *http.Request) error {
 func (s *server) imageImport(w http.ResponseWriter, r *http.Request) error {
 	var opts portlayer.ImportOptions
 	if v := r.URL.Query().Get("options"); v != "" {
-		if err := json.Unmarshal([]byte(v), &opts); err != nil {
+		if err := decodeJSON(strings.NewReader(v), &opts); err != nil {
 			return invalid("query parameter options: %v", err)
 		}
 	}

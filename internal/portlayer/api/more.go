@@ -56,7 +56,7 @@ func (s *server) stats(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) connect(w http.ResponseWriter, r *http.Request) error {
 	var spec portlayer.EndpointSpec
-	if err := decodeBody(r, &spec); err != nil {
+	if err := decodeBody(w, r, &spec); err != nil {
 		return err
 	}
 	if err := s.b.NetworkConnector.Connect(r.Context(), r.PathValue("ref"), spec); err != nil {
@@ -91,14 +91,9 @@ func (s *server) restart(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	n, set, err := queryInt(r, "timeout")
+	timeout, err := queryTimeout(r)
 	if err != nil {
 		return err
-	}
-	var timeout *time.Duration
-	if set {
-		d := time.Duration(n) * time.Second
-		timeout = &d
 	}
 	if err := rs.Restart(r.Context(), r.PathValue("ref"), sig, timeout); err != nil {
 		return err
@@ -109,7 +104,7 @@ func (s *server) restart(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) update(w http.ResponseWriter, r *http.Request) error {
 	var u portlayer.ContainerUpdate
-	if err := decodeBody(r, &u); err != nil {
+	if err := decodeBody(w, r, &u); err != nil {
 		return err
 	}
 	c, err := s.b.Updater.Update(r.Context(), r.PathValue("ref"), u)
@@ -134,7 +129,7 @@ func (s *server) forgetExec(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) publish(w http.ResponseWriter, r *http.Request) error {
 	var e portlayer.Event
-	if err := decodeBody(r, &e); err != nil {
+	if err := decodeBody(w, r, &e); err != nil {
 		return err
 	}
 	if e.Type == "" || e.Action == "" {
@@ -257,7 +252,7 @@ type CommitOptions struct {
 
 func (s *server) commit(w http.ResponseWriter, r *http.Request) error {
 	var o CommitOptions
-	if err := json.NewDecoder(strings.NewReader(r.URL.Query().Get("options"))).Decode(&o); err != nil {
+	if err := decodeJSON(strings.NewReader(r.URL.Query().Get("options")), &o); err != nil {
 		return invalid("query parameter options: %v", err)
 	}
 	o.Layer = nil

@@ -2,6 +2,8 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -9,14 +11,40 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// decodeBody reads a JSON request body into v, refusing unknown fields.
-func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+// decodeBody reads a JSON request body of at most maxBodyBytes into v:
+// one JSON value, unknown fields refused, nothing but white space after
+// it. Any failure is invalid_argument ("request body: …"); a body over
+// the limit says so (the server then closes the connection rather than
+// read the rest).
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if err := decodeJSON(http.MaxBytesReader(w, r.Body, maxBodyBytes), v); err != nil {
 		return invalid("request body: %v", err)
 	}
 	return nil
+}
+
+// errTooLarge is decodeJSON's error for a body over maxBodyBytes.
+var errTooLarge = fmt.Errorf("more than %d MiB (%d bytes), the most a request body may have", maxBodyBytes>>20, maxBodyBytes)
+
+// decodeJSON decodes the one JSON value src holds into v, refusing
+// unknown fields and anything but white space after the value; a read
+// that fails with *http.MaxBytesError is errTooLarge.
+func decodeJSON(src io.Reader, v any) error {
+	dec := json.NewDecoder(src)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr == nil {
+			err = errors.New("more than one JSON value")
+		} else if terr != io.EOF {
+			err = fmt.Errorf("after the JSON value: %w", terr)
+		}
+	}
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errTooLarge
+	}
+	return err
 }
 
 func (s *server) volumeList(w http.ResponseWriter, r *http.Request) error {
@@ -33,7 +61,7 @@ func (s *server) volumeList(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) volumeCreate(w http.ResponseWriter, r *http.Request) error {
 	var spec portlayer.VolumeSpec
-	if err := decodeBody(r, &spec); err != nil {
+	if err := decodeBody(w, r, &spec); err != nil {
 		return err
 	}
 	v, err := s.b.Volumes.CreateVolume(r.Context(), spec)
@@ -79,7 +107,7 @@ func (s *server) networkList(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) networkCreate(w http.ResponseWriter, r *http.Request) error {
 	var spec portlayer.NetworkSpec
-	if err := decodeBody(r, &spec); err != nil {
+	if err := decodeBody(w, r, &spec); err != nil {
 		return err
 	}
 	n, err := s.b.Networks.CreateNetwork(r.Context(), spec)

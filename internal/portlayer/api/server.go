@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/vchproject/vch/internal/portlayer"
@@ -46,9 +48,10 @@ type Backend struct {
 const maxBodyBytes = 4 << 20
 
 // Handler serves API version 1 over b under Prefix. Errors answer with
-// the Error body and the status StatusOf gives its class; a route that
-// does not exist is not_found, a method a route does not take
-// invalid_argument (405).
+// the Error body and the status StatusOf gives its class; a path that
+// is no route (another version's, /v2/…, included) is not_found, a
+// method a route does not take invalid_argument (400, with an Allow
+// header listing the methods it takes).
 func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
 	doc, err := Document()
 	if err != nil {
@@ -62,7 +65,7 @@ func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	s := &server{b: b, log: logger.With("component", "portlayer-api")}
-	mux := http.NewServeMux()
+	mux := &routes{mux: http.NewServeMux(), paths: http.NewServeMux(), methods: map[string][]string{}}
 	mux.HandleFunc("GET /v1/openapi.json", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(docJSON)
@@ -120,10 +123,47 @@ func Handler(b Backend, logger *slog.Logger) (http.Handler, error) {
 	mux.HandleFunc("GET /v1/containers/{ref}/changes", s.wrap(s.need(s.b.Archives != nil, s.changes)))
 	mux.HandleFunc("GET /v1/containers/{ref}/changes/layer", s.wrap(s.need(s.b.Archives != nil, s.changesLayer)))
 	mux.HandleFunc("POST /v1/images/commit", s.wrap(s.need(s.b.Committer != nil, s.commit)))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	mux.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if methods := mux.allowed(r); methods != nil {
+			w.Header().Set("Allow", strings.Join(methods, ", "))
+			s.fail(w, r, invalid("method %s is not allowed on %s: it takes %s", r.Method, r.URL.Path, strings.Join(methods, ", ")))
+			return
+		}
 		s.fail(w, r, &portlayer.Error{Class: portlayer.ClassNotFound, Message: "no such route: " + r.Method + " " + r.URL.Path})
 	})
-	return mux, nil
+	return mux.mux, nil
+}
+
+// routes registers the API's routes ("METHOD /path" patterns) and
+// remembers, for each path pattern, the methods it takes.
+type routes struct {
+	mux *http.ServeMux
+	// paths holds every route's path pattern without its method, to
+	// find the route a request with another method meant.
+	paths   *http.ServeMux
+	methods map[string][]string
+}
+
+// HandleFunc registers h for pattern, "METHOD /path".
+func (rt *routes) HandleFunc(pattern string, h http.HandlerFunc) {
+	method, path, _ := strings.Cut(pattern, " ")
+	rt.mux.HandleFunc(pattern, h)
+	if _, ok := rt.methods[path]; !ok {
+		rt.paths.HandleFunc(path, func(http.ResponseWriter, *http.Request) {})
+	}
+	rt.methods[path] = append(rt.methods[path], method)
+	if method == http.MethodGet {
+		rt.methods[path] = append(rt.methods[path], http.MethodHead) // the mux serves HEAD with GET
+	}
+	slices.Sort(rt.methods[path])
+	rt.methods[path] = slices.Compact(rt.methods[path])
+}
+
+// allowed is the methods the route r's path names takes, sorted; nil if
+// the path is no route's.
+func (rt *routes) allowed(r *http.Request) []string {
+	_, pattern := rt.paths.Handler(r)
+	return rt.methods[pattern]
 }
 
 type server struct {
@@ -168,6 +208,22 @@ func queryInt(r *http.Request, k string) (n int, ok bool, err error) {
 	return n, true, nil
 }
 
+// queryTimeout reads the query parameter timeout, whole seconds
+// (negative: forever, as Stop takes it); nil if absent. Invalid_argument
+// for a number of seconds a time.Duration cannot hold.
+func queryTimeout(r *http.Request) (*time.Duration, error) {
+	n, ok, err := queryInt(r, "timeout")
+	if err != nil || !ok {
+		return nil, err
+	}
+	const most = math.MaxInt64 / int64(time.Second)
+	if int64(n) > most || int64(n) < -most {
+		return nil, invalid("query parameter timeout: %d seconds is out of range (at most %d)", n, most)
+	}
+	d := time.Duration(n) * time.Second
+	return &d, nil
+}
+
 func (s *server) list(w http.ResponseWriter, r *http.Request) error {
 	cs, err := s.b.Compute.List(r.Context())
 	if err != nil {
@@ -182,10 +238,8 @@ func (s *server) list(w http.ResponseWriter, r *http.Request) error {
 
 func (s *server) create(w http.ResponseWriter, r *http.Request) error {
 	var spec portlayer.ContainerSpec
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&spec); err != nil {
-		return invalid("container spec: %v", err)
+	if err := decodeBody(w, r, &spec); err != nil {
+		return err
 	}
 	if len(spec.Args) == 0 {
 		return invalid("container spec: Args is empty: nothing to run")
@@ -231,14 +285,9 @@ func (s *server) start(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) stop(w http.ResponseWriter, r *http.Request) error {
-	n, ok, err := queryInt(r, "timeout")
+	timeout, err := queryTimeout(r)
 	if err != nil {
 		return err
-	}
-	var timeout *time.Duration
-	if ok {
-		d := time.Duration(n) * time.Second
-		timeout = &d
 	}
 	if err := s.b.Compute.Stop(r.Context(), r.PathValue("ref"), timeout); err != nil {
 		return err

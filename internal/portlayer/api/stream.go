@@ -2,6 +2,7 @@ package api
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,10 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -37,6 +42,9 @@ const (
 type EndFrame struct {
 	Error    *portlayer.Error `json:"error,omitempty"`
 	ExitCode *int             `json:"exitCode,omitempty"`
+	// TimedOut is set when Error is an exec's run cut off by its
+	// timeout (in process, an error wrapping context.DeadlineExceeded).
+	TimedOut bool `json:"timedOut,omitempty"`
 }
 
 // FrameWriter writes frames of one stream kind on a shared connection.
@@ -44,6 +52,8 @@ type FrameWriter struct {
 	mu     *sync.Mutex
 	w      io.Writer
 	stream byte
+	// failed, if set, is called when a write fails (the client has gone).
+	failed func()
 }
 
 // Write frames p (in pieces of at most maxFrameBytes).
@@ -55,6 +65,9 @@ func (f FrameWriter) Write(p []byte) (int, error) {
 			chunk = chunk[:maxFrameBytes]
 		}
 		if err := writeFrame(f.mu, f.w, f.stream, chunk); err != nil {
+			if f.failed != nil {
+				f.failed()
+			}
 			return n, err
 		}
 		n += len(chunk)
@@ -121,11 +134,32 @@ func ReadFrames(r io.Reader, stdout, stderr io.Writer) (EndFrame, error) {
 }
 
 // upgraded is the server's side of a stream once upgraded.
+//
+// The client's leaving is noticed however the stream stands: a write to
+// it fails, a read from it fails, or — once its side has ended (EOF,
+// which is also stdin's half-close and so not by itself a leaving) —
+// the connection is hung up entirely (POLLHUP: on a unix socket, the
+// client has closed it). gone is closed then, and the stream's handler
+// ends it. (Over TCP a client's close without a reset is seen only by a
+// write, as TCP cannot tell it from a half-close.)
 type upgraded struct {
 	conn net.Conn
 	buf  *bufio.ReadWriter
 	mu   sync.Mutex
+	// stdinR is the stdin the stream's process reads (readClient).
+	stdinR *io.PipeReader
+	// gone is closed when the client is known to have gone; ended when
+	// end has closed the connection.
+	gone, ended         chan struct{}
+	goneOnce, endedOnce sync.Once
 }
+
+// hangupPoll is how often a stream whose client's side has ended checks
+// whether the client has hung up.
+const hangupPoll = 200 * time.Millisecond
+
+// hangUp records that the client has gone.
+func (u *upgraded) hangUp() { u.goneOnce.Do(func() { close(u.gone) }) }
 
 // upgrade answers 101 and takes the connection over; before that, a
 // request without the upgrade headers is invalid_argument.
@@ -148,25 +182,121 @@ func upgrade(w http.ResponseWriter, r *http.Request) (*upgraded, error) {
 		conn.Close()
 		return nil, err
 	}
-	return &upgraded{conn: conn, buf: buf}, nil
+	return &upgraded{conn: conn, buf: buf, gone: make(chan struct{}), ended: make(chan struct{})}, nil
 }
 
-// stdout and stderr are the output streams' writers.
-func (u *upgraded) stdout() io.Writer { return FrameWriter{mu: &u.mu, w: u.buf, stream: FrameStdout} }
-func (u *upgraded) stderr() io.Writer { return FrameWriter{mu: &u.mu, w: u.buf, stream: FrameStderr} }
+// stdout and stderr are the output streams' writers; a failed write
+// means the client has gone.
+func (u *upgraded) stdout() io.Writer {
+	return FrameWriter{mu: &u.mu, w: u.buf, stream: FrameStdout, failed: u.hangUp}
+}
+func (u *upgraded) stderr() io.Writer {
+	return FrameWriter{mu: &u.mu, w: u.buf, stream: FrameStderr, failed: u.hangUp}
+}
 
-// stdin is the client's bytes until its half-close.
-func (u *upgraded) stdin() io.Reader { return u.buf.Reader }
+// readClient reads the client's side of the connection until it ends,
+// watching for the client's leaving (see upgraded). With stdin it
+// returns the stream's stdin: the client's bytes until its half-close,
+// then EOF (a failed read is stdin's error); without, the client's
+// bytes are discarded and it returns nil. Call it once, before the
+// stream's process starts.
+func (u *upgraded) readClient(stdin bool) io.Reader {
+	var pw *io.PipeWriter
+	if stdin {
+		u.stdinR, pw = io.Pipe()
+	}
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := u.buf.Read(buf)
+			if n > 0 && pw != nil {
+				if _, werr := pw.Write(buf[:n]); werr != nil {
+					pw = nil // the process's stdin is closed: discard the rest
+				}
+			}
+			if err == io.EOF {
+				if pw != nil {
+					_ = pw.Close()
+				}
+				u.watchHangup()
+				return
+			}
+			if err != nil {
+				if pw != nil {
+					_ = pw.CloseWithError(err)
+				}
+				u.hangUp()
+				return
+			}
+		}
+	}()
+	if !stdin {
+		return nil
+	}
+	return u.stdinR
+}
+
+// watchHangup waits, polling, until the connection is hung up (then
+// records the client's leaving) or the stream has ended.
+func (u *upgraded) watchHangup() {
+	nc := u.conn
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	t := time.NewTicker(hangupPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-u.ended:
+			return
+		case <-t.C:
+		}
+		if hungUp(rc) {
+			u.hangUp()
+			return
+		}
+	}
+}
+
+// hungUp reports whether the connection's peer has gone: POLLHUP (both
+// directions shut) or POLLERR, which poll reports whatever was asked.
+func hungUp(rc syscall.RawConn) bool {
+	hup := false
+	cerr := rc.Control(func(fd uintptr) {
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
+		if n, err := unix.Poll(pfd, 0); err == nil && n > 0 {
+			hup = pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0
+		}
+	})
+	return hup || cerr != nil // a closed descriptor: gone too
+}
 
 // end sends the end frame (err's Error, exit code) and closes.
 func (u *upgraded) end(err error, exitCode *int) {
-	var e EndFrame
+	u.finish(err, EndFrame{ExitCode: exitCode})
+}
+
+// finish sends the end frame e with err's Error and closes.
+func (u *upgraded) finish(err error, e EndFrame) {
 	if err != nil {
 		body := ErrorBody(err)
 		e.Error = &body
 	}
-	e.ExitCode = exitCode
 	b, _ := json.Marshal(e)
 	_ = writeFrame(&u.mu, u.buf, FrameEnd, b)
 	u.conn.Close()
+	u.endedOnce.Do(func() { close(u.ended) })
+	if u.stdinR != nil {
+		// A process that stopped reading its stdin leaves the reader of
+		// the client's side blocked on the pipe: free it.
+		_ = u.stdinR.CloseWithError(io.ErrClosedPipe)
+	}
 }

@@ -10,8 +10,9 @@ import (
 	"sync"
 
 	"github.com/containerd/errdefs"
-	units "github.com/docker/go-units"
 	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/bytesize"
 )
 
 // Disk is a VCH's storage quota (`vch create --storage-quota`): the host
@@ -98,7 +99,7 @@ func (d *Disk) Reserve(what string, size int64) error {
 	}
 	if used+size > d.Limit || (size == 0 && used >= d.Limit) {
 		return fmt.Errorf("storage quota of %s exceeded: %s used, %s needs %s more (vch configure --storage-quota, or remove images, containers or volumes): %w",
-			units.BytesSize(float64(d.Limit)), units.BytesSize(float64(used)), what, units.BytesSize(float64(size)), errdefs.ErrResourceExhausted)
+			bytesize.Format(d.Limit), bytesize.Format(used), what, bytesize.Format(size), errdefs.ErrResourceExhausted)
 	}
 	return nil
 }

@@ -141,13 +141,18 @@ func (c *Client) InspectExec(ctx context.Context, execID string) (portlayer.Exec
 
 // StartExec implements portlayer.Execs over an upgraded stream; it
 // returns when the server's end frame comes (the process has exited and
-// its output was delivered). Detach and Timeout are not sent yet:
-// NotImplemented for either.
+// its output was delivered; with Detach, once it has started). A run cut
+// off by Timeout (sent in whole milliseconds, at least one) is the
+// server's error, which also matches context.DeadlineExceeded, as the
+// in-process error does.
 func (c *Client) StartExec(ctx context.Context, execID string, opts portlayer.ExecStartOptions) error {
-	if opts.Detach || opts.Timeout > 0 {
-		return &portlayer.Error{Class: portlayer.ClassNotImplemented, Message: "client: detached or timed execs are not served over the API yet"}
-	}
 	q := url.Values{"rows": {strconv.Itoa(int(opts.Rows))}, "cols": {strconv.Itoa(int(opts.Cols))}}
+	if opts.Detach {
+		q.Set("detach", "true")
+	}
+	if opts.Timeout > 0 {
+		q.Set("timeoutMs", strconv.FormatInt(max(opts.Timeout.Milliseconds(), 1), 10))
+	}
 	conn, br, err := c.openStream(ctx, "/execs/"+url.PathEscape(execID)+"/start", q)
 	if err != nil {
 		return err
@@ -165,11 +170,23 @@ func (c *Client) StartExec(ctx context.Context, execID string, opts portlayer.Ex
 		}
 		return err
 	}
+	if end.Error != nil && end.TimedOut {
+		return timedOut{end.Error}
+	}
 	if end.Error != nil {
 		return end.Error
 	}
 	return nil
 }
+
+// timedOut is an exec's run its timeout cut off, as the server reported
+// it: the server's Error, also matching context.DeadlineExceeded.
+type timedOut struct{ pe *portlayer.Error }
+
+func (e timedOut) Error() string { return e.pe.Error() }
+
+// Unwrap returns the server's Error and context.DeadlineExceeded.
+func (e timedOut) Unwrap() []error { return []error{e.pe, context.DeadlineExceeded} }
 
 // ResizeExec implements portlayer.Execs.
 func (c *Client) ResizeExec(ctx context.Context, execID string, rows, cols uint) error {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 )
@@ -471,15 +473,15 @@ func TestRestartPolicyValidation(t *testing.T) {
 	tests := []struct {
 		policy     portlayer.RestartPolicy
 		autoRemove bool
-		want       string // "" accepted
+		want       string // field/reason/value of the InvalidArgument error; "" accepted
 	}{
 		{portlayer.RestartPolicy{}, true, ""},
 		{portlayer.RestartPolicy{Name: "no"}, true, ""},
-		{portlayer.RestartPolicy{Name: "always", MaximumRetryCount: 3}, false, "invalid restart policy: maximum retry count can only be used with 'on-failure'"},
-		{portlayer.RestartPolicy{Name: "no", MaximumRetryCount: -1}, false, "invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative"},
-		{portlayer.RestartPolicy{Name: "on-failure", MaximumRetryCount: -1}, false, "invalid restart policy: maximum retry count cannot be negative"},
-		{portlayer.RestartPolicy{Name: "sometimes"}, false, "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"},
-		{portlayer.RestartPolicy{Name: "always"}, true, "can't create 'AutoRemove' container with restart policy"},
+		{portlayer.RestartPolicy{Name: "always", MaximumRetryCount: 3}, false, "RestartPolicy.MaximumRetryCount/only_on_failure/3"},
+		{portlayer.RestartPolicy{Name: "no", MaximumRetryCount: -1}, false, "RestartPolicy.MaximumRetryCount/only_on_failure/-1"},
+		{portlayer.RestartPolicy{Name: "on-failure", MaximumRetryCount: -1}, false, "RestartPolicy.MaximumRetryCount/negative/-1"},
+		{portlayer.RestartPolicy{Name: "sometimes"}, false, "RestartPolicy.Name/unknown/sometimes"},
+		{portlayer.RestartPolicy{Name: "always"}, true, "AutoRemove/exclusive/true"},
 		{portlayer.RestartPolicy{Name: "on-failure", MaximumRetryCount: 3}, false, ""},
 	}
 	h := newHarness(t)
@@ -489,8 +491,8 @@ func TestRestartPolicyValidation(t *testing.T) {
 			switch {
 			case tt.want == "" && err != nil:
 				t.Errorf("refused: %v", err)
-			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
-				t.Errorf("Create = %v, want %q", err, tt.want)
+			case tt.want != "" && (!errdefs.IsInvalidArgument(err) || fieldReason(err) != tt.want):
+				t.Errorf("Create = %v (%s), want %q", err, fieldReason(err), tt.want)
 			}
 		})
 	}

@@ -68,7 +68,7 @@ func within(path, root string) bool {
 func (s *Service) resolveBind(m portlayer.MountSpec) (string, error) {
 	src := filepath.Clean(m.Source)
 	if !filepath.IsAbs(src) {
-		return "", fmt.Errorf("compute: invalid mount config for type \"bind\": invalid mount path: '%s' mount path must be absolute: %w", m.Source, errdefs.ErrInvalidArgument)
+		return "", portlayer.Invalid(portlayer.KindMount, "Source", m.Source, portlayer.ReasonNotAbsolute, "compute: bind mount source "+strconv.Quote(m.Source)+" is not an absolute path")
 	}
 	// Resolve the longest existing ancestor, so a directory to be made is
 	// checked where it will really be.
@@ -104,7 +104,7 @@ func (s *Service) resolveBind(m portlayer.MountSpec) (string, error) {
 		}
 		return real, nil
 	case errors.Is(err, os.ErrNotExist):
-		return "", fmt.Errorf("compute: invalid mount config for type \"bind\": bind source path does not exist: %s: %w", src, errdefs.ErrInvalidArgument)
+		return "", portlayer.Invalid(portlayer.KindMount, "Source", src, portlayer.ReasonMissing, "compute: bind mount source "+src+" does not exist")
 	case err != nil:
 		return "", fmt.Errorf("compute: bind source %s: %w", src, err)
 	case !st.IsDir():

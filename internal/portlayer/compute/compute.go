@@ -29,6 +29,7 @@ import (
 	"regexp"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -468,7 +469,7 @@ func (s *Service) checkVMSize(spec portlayer.ContainerSpec) error {
 // Create implements portlayer.Compute.
 func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (portlayer.Container, error) {
 	if len(spec.Args) == 0 {
-		return portlayer.Container{}, fmt.Errorf("compute: no command specified: %w", errdefs.ErrInvalidArgument)
+		return portlayer.Container{}, portlayer.Invalid(portlayer.KindContainer, "Args", "", portlayer.ReasonRequired, "compute: no command to run")
 	}
 	if spec.MemoryMiB != 0 && (spec.MemoryMiB < hypervisor.MinMemoryMiB || spec.MemoryMiB > hypervisor.MaxMemoryMiB) {
 		return portlayer.Container{}, fmt.Errorf("compute: memory %d MiB outside %d..%d MiB: %w", spec.MemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
@@ -484,7 +485,7 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	}
 	spec.Name = strings.TrimPrefix(spec.Name, "/")
 	if spec.Name != "" && !validName.MatchString(spec.Name) {
-		return portlayer.Container{}, fmt.Errorf("compute: Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", spec.Name, errdefs.ErrInvalidArgument)
+		return portlayer.Container{}, invalidName(spec.Name)
 	}
 	if err := s.checkMounts(&spec); err != nil {
 		return portlayer.Container{}, err
@@ -604,11 +605,20 @@ func (s *Service) List(ctx context.Context) ([]portlayer.Container, error) {
 	return out, nil
 }
 
+// invalidName is the InvalidArgument error for a container name outside
+// validName.
+func invalidName(name string) error {
+	e := portlayer.Invalid(portlayer.KindContainer, "Name", name, portlayer.ReasonInvalidName,
+		"compute: container name "+strconv.Quote(name)+" has characters outside [a-zA-Z0-9][a-zA-Z0-9_.-]")
+	e.Name = name
+	return e
+}
+
 // Rename implements portlayer.Compute.
 func (s *Service) Rename(ctx context.Context, idOrName, newName string) error {
 	newName = strings.TrimPrefix(newName, "/")
 	if !validName.MatchString(newName) {
-		return fmt.Errorf("compute: Invalid container name (%s), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed: %w", newName, errdefs.ErrInvalidArgument)
+		return invalidName(newName)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -735,3 +735,13 @@ func TestStartAfterClose(t *testing.T) {
 		t.Errorf("Start after Close = %v, want Unavailable", err)
 	}
 }
+
+// fieldReason is "Field/Reason/Value" of err's *portlayer.Error, "" for
+// an untyped error.
+func fieldReason(err error) string {
+	pe := portlayer.AsError(err)
+	if pe == nil {
+		return ""
+	}
+	return pe.Field + "/" + pe.Reason + "/" + pe.Value
+}

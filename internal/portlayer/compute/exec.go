@@ -10,8 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -47,14 +45,14 @@ func (e *execRec) finish(code int) {
 // CreateExec implements portlayer.Execs.
 func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlayer.ExecSpec) (string, error) {
 	if len(spec.Args) == 0 {
-		return "", fmt.Errorf("compute: No exec command specified: %w", errdefs.ErrInvalidArgument)
+		return "", portlayer.Invalid(portlayer.KindExec, "Args", "", portlayer.ReasonRequired, "compute: no exec command to run")
 	}
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return "", err
 	}
 	if spec.WorkingDir != "" && !strings.HasPrefix(spec.WorkingDir, "/") {
-		return "", fmt.Errorf("compute: the working directory '%s' is invalid, it needs to be an absolute path: %w", spec.WorkingDir, errdefs.ErrInvalidArgument)
+		return "", portlayer.Invalid(portlayer.KindExec, "WorkingDir", spec.WorkingDir, portlayer.ReasonNotAbsolute, "compute: working directory "+strconv.Quote(spec.WorkingDir)+" is not an absolute path")
 	}
 	c.mu.Lock()
 	base := c.rec.Spec
@@ -131,7 +129,7 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 		if e.info().Running {
 			return portlayer.ExecState(e.id, portlayer.ReasonRunning)
 		}
-		return fmt.Errorf("compute: Error: Exec command %s has already run: %w", e.id, errdefs.ErrConflict)
+		return portlayer.Refused(portlayer.ClassConflict, portlayer.KindExec, e.id, portlayer.ReasonAlreadyRan, "compute: exec "+e.id+" has run and ended")
 	}
 	e.started = true
 	spec := e.spec

@@ -179,7 +179,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 			return nil
 		case c.rec.State.Status == portlayer.StatusPaused:
 			c.mu.Unlock()
-			return fmt.Errorf("compute: cannot start a paused container, try unpause instead: %w", errdefs.ErrConflict)
+			return portlayer.ContainerState("start", c.id, portlayer.ReasonPaused)
 		case c.starting:
 			// Another start is in progress: wait for it, as dockerd does.
 			ch := c.startDone

@@ -32,15 +32,13 @@ const dnsRelayAddr = "127.0.0.11:53"
 // does not answer must not block its stop, kill or removal for long.
 const interfaceTimeout = 30 * time.Second
 
-// networkRefusal is a start refused for its networks, with dockerd's text
-// as is (no class suffix): a network removed while the container was
-// stopped ("network x not found": a FailedPrecondition, not a NotFound,
-// which front ends would take for the container being missing), or a
-// legacy link that cannot be honoured.
-type networkRefusal struct{ msg string }
-
-func (e *networkRefusal) Error() string { return e.msg }
-func (e *networkRefusal) Unwrap() error { return errdefs.ErrFailedPrecondition }
+// linkRefusal is a start refused for a legacy link of container self
+// (its name) to target under alias: FailedPrecondition, reason
+// ReasonLinkNotRunning or ReasonLinkOffBridge.
+func linkRefusal(reason, self, target, alias, msg string) error {
+	return &portlayer.Error{Class: portlayer.ClassFailedPrecondition, Kind: portlayer.KindContainer, ID: self,
+		Name: alias, Field: "Links", Value: target, Reason: reason, Message: msg}
+}
 
 // nicSlot is one NIC of a running VM.
 type nicSlot struct {
@@ -245,9 +243,9 @@ func (s *Service) checkLinks(rec portlayer.Container) error {
 			other.mu.Unlock()
 			switch {
 			case !running:
-				return &networkRefusal{msg: fmt.Sprintf("Cannot link to a non running container: /%s AS /%s/%s", name, self, strings.TrimPrefix(alias, "/"))}
+				return linkRefusal(portlayer.ReasonLinkNotRunning, self, name, strings.TrimPrefix(alias, "/"), "compute: link target "+name+" does not run")
 			case !onBridge:
-				return &networkRefusal{msg: fmt.Sprintf("Cannot link to /%s, as it does not belong to the default network", name)}
+				return linkRefusal(portlayer.ReasonLinkOffBridge, self, name, strings.TrimPrefix(alias, "/"), "compute: link target "+name+" is not on the default bridge")
 			}
 		}
 	}

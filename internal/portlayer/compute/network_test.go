@@ -284,8 +284,8 @@ func TestStartLegacyLinks(t *testing.T) {
 	for _, tc := range []struct {
 		link, want string
 	}{
-		{"stopped:x", "Cannot link to a non running container: /stopped AS /web/x"},
-		{"elsewhere", "Cannot link to /elsewhere, as it does not belong to the default network"},
+		{"stopped:x", "web x stopped link_not_running"},
+		{"elsewhere", "web elsewhere elsewhere link_off_bridge"},
 		{"db:database", ""},
 	} {
 		t.Run(tc.link, func(t *testing.T) {
@@ -299,8 +299,9 @@ func TestStartLegacyLinks(t *testing.T) {
 				}
 				return
 			}
-			if err == nil || err.Error() != tc.want || !errdefs.IsFailedPrecondition(err) {
-				t.Fatalf("Start = %v; want FailedPrecondition %q", err, tc.want)
+			pe := portlayer.AsError(err)
+			if pe == nil || fmt.Sprint(pe.ID, " ", pe.Name, " ", pe.Value, " ", pe.Reason) != tc.want || !errdefs.IsFailedPrecondition(err) {
+				t.Fatalf("Start = %v; want FailedPrecondition with id, alias, target and reason %q", err, tc.want)
 			}
 		})
 	}

@@ -2,10 +2,8 @@ package compute
 
 import (
 	"context"
-	"fmt"
+	"strconv"
 	"time"
-
-	"github.com/containerd/errdefs"
 
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -27,21 +25,18 @@ func checkRestartPolicy(spec portlayer.ContainerSpec) error {
 	switch p.Name {
 	case "", portlayer.RestartNo, portlayer.RestartAlways, portlayer.RestartUnlessStopped:
 		if p.MaximumRetryCount != 0 && p.Name != "" {
-			msg := "invalid restart policy: maximum retry count can only be used with 'on-failure'"
-			if p.MaximumRetryCount < 0 {
-				msg += " and cannot be negative"
-			}
-			return fmt.Errorf("compute: %s: %w", msg, errdefs.ErrInvalidArgument)
+			return portlayer.Invalid(portlayer.KindContainer, "RestartPolicy.MaximumRetryCount", strconv.Itoa(p.MaximumRetryCount), portlayer.ReasonOnlyOnFailure,
+				"compute: a restart policy's retry count needs the on-failure policy")
 		}
 	case portlayer.RestartOnFailure:
 		if p.MaximumRetryCount < 0 {
-			return fmt.Errorf("compute: invalid restart policy: maximum retry count cannot be negative: %w", errdefs.ErrInvalidArgument)
+			return portlayer.Invalid(portlayer.KindContainer, "RestartPolicy.MaximumRetryCount", strconv.Itoa(p.MaximumRetryCount), portlayer.ReasonNegative, "compute: a restart policy's retry count cannot be negative")
 		}
 	default:
-		return fmt.Errorf("compute: invalid restart policy: unknown policy '%s'; use one of 'no', 'always', 'on-failure', or 'unless-stopped': %w", p.Name, errdefs.ErrInvalidArgument)
+		return portlayer.Invalid(portlayer.KindContainer, "RestartPolicy.Name", p.Name, portlayer.ReasonUnknown, "compute: unknown restart policy "+strconv.Quote(p.Name)+": want no, always, on-failure or unless-stopped")
 	}
 	if spec.AutoRemove && p.Name != "" && p.Name != portlayer.RestartNo {
-		return fmt.Errorf("compute: can't create 'AutoRemove' container with restart policy: %w", errdefs.ErrInvalidArgument)
+		return portlayer.Invalid(portlayer.KindContainer, "AutoRemove", "true", portlayer.ReasonExclusive, "compute: a container removed when it exits cannot have a restart policy")
 	}
 	return nil
 }

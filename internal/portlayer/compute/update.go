@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"maps"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -51,10 +49,13 @@ func (s *Service) Update(ctx context.Context, idOrName string, u portlayer.Conta
 		bootMiB, bootCPUs := c.rec.Spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB), c.rec.Spec.VMCPUs(s.cfg.DefaultCPUs)
 		mem, cpus := rec.Spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB), rec.Spec.VMCPUs(s.cfg.DefaultCPUs)
 		if mem > bootMiB || cpus > bootCPUs || sized {
-			return portlayer.Container{}, fmt.Errorf("compute: Cannot update container %s: its VM runs with %d MiB and %d vCPU, which a running VM cannot change: stop the container, update it, then start it: %w", c.id[:12], bootMiB, bootCPUs, errdefs.ErrConflict)
+			e := portlayer.ContainerState("update", c.id[:12], portlayer.ReasonVMSize).(*portlayer.Error)
+			e.Value = fmt.Sprintf("%d MiB and %d vCPU", bootMiB, bootCPUs)
+			e.Message = fmt.Sprintf("compute: update %s: its VM runs with %s, which a running VM cannot change: stop the container, update it, then start it", c.id[:12], e.Value)
+			return portlayer.Container{}, e
 		}
 		if c.guest == nil {
-			return portlayer.Container{}, fmt.Errorf("compute: Cannot update container %s: it is starting: %w", c.id[:12], errdefs.ErrConflict)
+			return portlayer.Container{}, portlayer.ContainerState("update", c.id[:12], portlayer.ReasonStarting)
 		}
 		if rec.Spec.Limits != c.rec.Spec.Limits {
 			// The limits change in the running guest; its VM keeps its

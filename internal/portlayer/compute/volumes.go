@@ -33,14 +33,14 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 	mounts := make([]portlayer.MountSpec, len(spec.Mounts))
 	for i, m := range spec.Mounts {
 		if !path.IsAbs(m.Target) {
-			return fmt.Errorf("compute: invalid mount path: '%s' mount path must be absolute: %w", m.Target, errdefs.ErrInvalidArgument)
+			return portlayer.Invalid(portlayer.KindMount, "Target", m.Target, portlayer.ReasonNotAbsolute, "compute: mount target "+strconv.Quote(m.Target)+" is not an absolute path")
 		}
 		m.Target = path.Clean(m.Target)
 		if m.Target == "/" {
-			return fmt.Errorf("compute: invalid specification: destination can't be '/': %w", errdefs.ErrInvalidArgument)
+			return portlayer.Invalid(portlayer.KindMount, "Target", m.Target, portlayer.ReasonRootTarget, "compute: a mount cannot cover the root directory")
 		}
 		if seen[m.Target] {
-			return fmt.Errorf("compute: Duplicate mount point: %s: %w", m.Target, errdefs.ErrInvalidArgument)
+			return portlayer.Invalid(portlayer.KindMount, "Target", m.Target, portlayer.ReasonDuplicate, "compute: two mounts at "+m.Target)
 		}
 		seen[m.Target] = true
 		switch m.Type {

@@ -208,17 +208,17 @@ func TestCreateVolumeFailure(t *testing.T) {
 		mounts []portlayer.MountSpec
 		msg    string
 	}{
-		{"relative", []portlayer.MountSpec{{Type: portlayer.MountVolume, Target: "rel"}}, "invalid mount path: 'rel' mount path must be absolute"},
-		{"root", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Target: "/"}}, "destination can't be '/'"},
-		{"duplicate", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Target: "/x"}, {Type: portlayer.MountVolume, Target: "/x/"}}, "Duplicate mount point: /x"},
+		{"relative", []portlayer.MountSpec{{Type: portlayer.MountVolume, Target: "rel"}}, "Target/not_absolute/rel"},
+		{"root", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Target: "/"}}, "Target/root_target//"},
+		{"duplicate", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Target: "/x"}, {Type: portlayer.MountVolume, Target: "/x/"}}, "Target/duplicate//x"},
 		{"tmpfs source", []portlayer.MountSpec{{Type: portlayer.MountTmpfs, Source: "s", Target: "/x"}}, "no source"},
 		{"unknown type", []portlayer.MountSpec{{Type: "npipe", Target: "/x"}}, `mount type "npipe" is not supported`},
-		{"bad volume name", []portlayer.MountSpec{{Type: portlayer.MountVolume, Source: "b/c", Target: "/x"}}, "includes invalid characters"},
+		{"bad volume name", []portlayer.MountSpec{{Type: portlayer.MountVolume, Source: "b/c", Target: "/x"}}, "Name/invalid_name/b/c"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: tc.mounts})
-			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.msg) {
-				t.Errorf("create = %v, want InvalidArgument containing %q", err, tc.msg)
+			if !errdefs.IsInvalidArgument(err) || (!strings.Contains(err.Error(), tc.msg) && fieldReason(err) != tc.msg) {
+				t.Errorf("create = %v, want InvalidArgument containing %q or with that field/reason/value", err, tc.msg)
 			}
 		})
 	}
@@ -287,14 +287,14 @@ func TestBindMounts(t *testing.T) {
 		{"outside the roots", portlayer.MountSpec{Source: outside}, errdefs.IsPermissionDenied, "allows bind mounts under " + root + " only"},
 		{"link out of the roots", portlayer.MountSpec{Source: root + "/escape"}, errdefs.IsPermissionDenied, "refused"},
 		{"new dir out of the roots", portlayer.MountSpec{Source: root + "/escape/new", CreateHostDir: true}, errdefs.IsPermissionDenied, "refused"},
-		{"missing", portlayer.MountSpec{Source: root + "/nosuch"}, errdefs.IsInvalidArgument, `invalid mount config for type "bind": bind source path does not exist: ` + root + "/nosuch"},
+		{"missing", portlayer.MountSpec{Source: root + "/nosuch"}, errdefs.IsInvalidArgument, "Source/missing/" + root + "/nosuch"},
 		{"file", portlayer.MountSpec{Source: root + "/file"}, errdefs.IsInvalidArgument, "can share host directories only"},
-		{"relative", portlayer.MountSpec{Source: "rel"}, errdefs.IsInvalidArgument, "must be absolute"},
+		{"relative", portlayer.MountSpec{Source: "rel"}, errdefs.IsInvalidArgument, "Source/not_absolute/rel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.m.Type, tc.m.Target = portlayer.MountBind, "/x"
 			_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("sleep"), Mounts: []portlayer.MountSpec{tc.m}})
-			if !tc.class(err) || !strings.Contains(err.Error(), tc.msg) {
+			if !tc.class(err) || (!strings.Contains(err.Error(), tc.msg) && fieldReason(err) != tc.msg) {
 				t.Errorf("create = %v, want %q", err, tc.msg)
 			}
 		})

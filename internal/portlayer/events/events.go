@@ -13,8 +13,8 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// DefaultCapacity is how many recent events a Log keeps for `docker events
-// --since`: dockerd keeps 256; we keep more because VMs make runs longer.
+// DefaultCapacity is how many recent events a Log keeps for subscribers
+// asking since a past time: 1024, not 256, because VMs make runs longer.
 const DefaultCapacity = 1024
 
 // subscriberBuffer is each live subscriber's buffer, in events; a

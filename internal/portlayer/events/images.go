@@ -8,8 +8,8 @@ import (
 )
 
 // Images wraps an image store so that its successful changes are
-// published as Docker's image events: pull, import, load, tag, untag and
-// delete (Engine API v1.50 "System events", type "image"). Reads pass
+// published as image events (Type "image"): pull, import, load, tag, untag
+// and delete (the names of Engine API v1.50 "System events"). Reads pass
 // through unchanged.
 func Images(inner portlayer.Images, log *Log) portlayer.Images {
 	return &images{Images: inner, log: log}

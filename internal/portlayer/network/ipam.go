@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // defaultBridgeSubnet is the predefined bridge network's subnet, Docker's
@@ -85,12 +87,16 @@ func (p *pool) usable(a netip.Addr) bool {
 func (p *pool) allocate(addr netip.Addr, owner string) (netip.Addr, error) {
 	if addr.IsValid() {
 		if !p.subnet.Contains(addr) {
-			return netip.Addr{}, fmt.Errorf("no available IPv4 addresses on this network's address pools: invalid address %s for subnet %s: %w", addr, p.subnet, errdefs.ErrInvalidArgument)
+			e := portlayer.Invalid(portlayer.KindAddress, "IPv4", addr.String(), portlayer.ReasonInvalid, "network: address "+addr.String()+" is outside subnet "+p.subnet.String())
+			e.Name = p.subnet.String()
+			return netip.Addr{}, e
 		}
 		// The gateway, network and broadcast addresses are allocated
 		// from the start in dockerd's IPAM.
 		if _, taken := p.used[addr]; taken || !p.usable(addr) {
-			return netip.Addr{}, fmt.Errorf("Address already in use: %s: %w", addr, errdefs.ErrConflict)
+			e := portlayer.Refused(portlayer.ClassConflict, portlayer.KindAddress, "", portlayer.ReasonInUse, "network: address "+addr.String()+" is taken")
+			e.Field, e.Value = "IPv4", addr.String()
+			return netip.Addr{}, e
 		}
 		p.used[addr] = owner
 		return addr, nil
@@ -103,7 +109,9 @@ func (p *pool) allocate(addr netip.Addr, owner string) (netip.Addr, error) {
 		p.used[a] = owner
 		return a, nil
 	}
-	return netip.Addr{}, fmt.Errorf("no available IPv4 addresses on this network's address pools: %s: %w", p.rng, errdefs.ErrConflict)
+	e := portlayer.Refused(portlayer.ClassConflict, portlayer.KindAddress, "", portlayer.ReasonExhausted, "network: every address of "+p.rng.String()+" is taken")
+	e.Value = p.rng.String()
+	return netip.Addr{}, e
 }
 
 // release frees addr.

@@ -27,6 +27,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -324,7 +325,7 @@ func (s *Service) deleteBridge(name string) {
 // (Docker's order: ID, then name, then prefix).
 func (s *Service) lookupLocked(idOrName string) (*netState, error) {
 	if idOrName == "" {
-		return nil, fmt.Errorf("network %s not found: %w", idOrName, errdefs.ErrNotFound)
+		return nil, portlayer.NoSuchNetwork(idOrName)
 	}
 	if n, ok := s.nets[idOrName]; ok {
 		return n, nil
@@ -338,13 +339,13 @@ func (s *Service) lookupLocked(idOrName string) (*netState, error) {
 	for id, n := range s.nets {
 		if strings.HasPrefix(id, idOrName) {
 			if found != nil {
-				return nil, fmt.Errorf("network %s is ambiguous (%d matches found): %w", idOrName, 2, errdefs.ErrInvalidArgument)
+				return nil, portlayer.Refused(portlayer.ClassInvalidArgument, portlayer.KindNetwork, idOrName, portlayer.ReasonAmbiguous, "network: several networks have IDs that start with "+idOrName)
 			}
 			found = n
 		}
 	}
 	if found == nil {
-		return nil, fmt.Errorf("network %s not found: %w", idOrName, errdefs.ErrNotFound)
+		return nil, portlayer.NoSuchNetwork(idOrName)
 	}
 	return found, nil
 }
@@ -364,16 +365,20 @@ func (n *netState) view() portlayer.Network {
 // CreateNetwork creates a bridge network. See portlayer.Networks.
 func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec) (portlayer.Network, error) {
 	if spec.Name == "" {
-		return portlayer.Network{}, fmt.Errorf("network name is empty: %w", errdefs.ErrInvalidArgument)
+		return portlayer.Network{}, portlayer.Invalid(portlayer.KindNetwork, "Name", "", portlayer.ReasonRequired, "network: a network needs a name")
 	}
 	if spec.Driver != "" && spec.Driver != "bridge" {
-		return portlayer.Network{}, fmt.Errorf("could not find plugin %s in v1 plugin registry: plugin not found: %w", spec.Driver, errdefs.ErrNotFound)
+		e := portlayer.Invalid(portlayer.KindNetwork, "Driver", spec.Driver, portlayer.ReasonUnknown, "network: no network driver "+strconv.Quote(spec.Driver)+": the only one is bridge")
+		e.Class = portlayer.ClassNotFound
+		return portlayer.Network{}, e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, n := range s.nets {
 		if n.rec.Name == spec.Name {
-			return portlayer.Network{}, fmt.Errorf("network with name %s already exists: %w", spec.Name, errdefs.ErrAlreadyExists)
+			e := portlayer.Refused(portlayer.ClassAlreadyExists, portlayer.KindNetwork, n.rec.ID, portlayer.ReasonNameInUse, "network: the name "+spec.Name+" is in use")
+			e.Name = spec.Name
+			return portlayer.Network{}, e
 		}
 	}
 	subnet := spec.Subnet.Masked()
@@ -383,7 +388,9 @@ func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec)
 		}
 		for _, n := range s.nets {
 			if n.rec.Subnet.IsValid() && overlaps(n.rec.Subnet, subnet) {
-				return portlayer.Network{}, fmt.Errorf("invalid pool request: Pool overlaps with other one on this address space: %w", errdefs.ErrConflict)
+				e := portlayer.Refused(portlayer.ClassConflict, portlayer.KindNetwork, n.rec.ID, portlayer.ReasonOverlaps, "network: subnet "+subnet.String()+" overlaps network "+n.rec.Name+"'s")
+				e.Field, e.Value = "Subnet", subnet.String()
+				return portlayer.Network{}, e
 			}
 		}
 	} else {
@@ -397,7 +404,7 @@ func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec)
 			}
 		}
 		if !subnet.IsValid() {
-			return portlayer.Network{}, fmt.Errorf("all predefined address pools have been fully subnetted: %w", errdefs.ErrResourceExhausted)
+			return portlayer.Network{}, portlayer.Refused(portlayer.ClassResourceExhausted, portlayer.KindNetwork, "", portlayer.ReasonExhausted, "network: every subnet of the address pools is taken")
 		}
 	}
 	gw := spec.Gateway
@@ -467,10 +474,18 @@ func (s *Service) RemoveNetwork(ctx context.Context, idOrName string) error {
 		return err
 	}
 	if n.rec.Name == BridgeName || n.rec.Name == NoneName {
-		return fmt.Errorf("%s is a pre-defined network and cannot be removed: %w", n.rec.Name, errdefs.ErrPermissionDenied)
+		e := portlayer.Refused(portlayer.ClassPermissionDenied, portlayer.KindNetwork, n.rec.ID, portlayer.ReasonPredefined, "network: "+n.rec.Name+" is defined by the VCH and cannot be removed")
+		e.Name = n.rec.Name
+		return e
 	}
 	if len(n.eps) > 0 {
-		return fmt.Errorf("error while removing network: network %s id %s has active endpoints: %w", n.rec.Name, n.rec.ID, errdefs.ErrPermissionDenied)
+		e := portlayer.Refused(portlayer.ClassPermissionDenied, portlayer.KindNetwork, n.rec.ID, portlayer.ReasonInUse, "network: "+n.rec.Name+" has containers attached")
+		e.Name = n.rec.Name
+		for id := range n.eps {
+			e.Containers = append(e.Containers, id)
+		}
+		slices.Sort(e.Containers)
+		return e
 	}
 	delete(s.nets, n.rec.ID)
 	if err := s.saveLocked(); err != nil {

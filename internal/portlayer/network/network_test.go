@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"strings"
 	"testing"
 	"time"
 
@@ -158,10 +157,10 @@ func TestPoolAllocation(t *testing.T) {
 	if _, err := p.allocate(netip.MustParseAddr("10.0.1.2"), "y"); !errdefs.IsInvalidArgument(err) {
 		t.Errorf("outside: %v", err)
 	}
-	// The gateway, network and broadcast addresses are taken, as in
-	// dockerd's IPAM ("Address already in use").
+	// The gateway, network and broadcast addresses are taken.
 	for _, a := range []string{"10.0.0.1", "10.0.0.0", "10.0.0.3"} {
-		if _, err := p.allocate(netip.MustParseAddr(a), "y"); !errdefs.IsConflict(err) || !strings.HasPrefix(err.Error(), "Address already in use") {
+		_, err := p.allocate(netip.MustParseAddr(a), "y")
+		if pe := portlayer.AsError(err); !errdefs.IsConflict(err) || pe == nil || pe.Kind != portlayer.KindAddress || pe.Reason != portlayer.ReasonInUse || pe.Value != a {
 			t.Errorf("static %s: %v", a, err)
 		}
 	}

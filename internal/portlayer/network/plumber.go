@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -45,22 +46,28 @@ func (s *Service) Join(ctx context.Context, containerID, containerName, nic stri
 		return portlayer.Endpoint{}, err
 	}
 	if n.rec.Driver != "bridge" {
-		return portlayer.Endpoint{}, fmt.Errorf("container cannot be connected to network %s: %w", n.rec.Name, errdefs.ErrInvalidArgument)
+		e := portlayer.Refused(portlayer.ClassInvalidArgument, portlayer.KindEndpoint, n.rec.Name, portlayer.ReasonUnsupported, "network: "+n.rec.Name+" takes no containers")
+		e.Name = containerName
+		return portlayer.Endpoint{}, e
 	}
 	if _, ok := n.eps[containerID]; ok {
-		return portlayer.Endpoint{}, fmt.Errorf("endpoint with name %s already exists in network %s: %w", containerName, n.rec.Name, errdefs.ErrConflict)
+		return portlayer.Endpoint{}, portlayer.EndpointError(portlayer.ReasonAttached, containerName, n.rec.Name)
 	}
 	if spec.IPv4.IsValid() && n.rec.Name == BridgeName {
-		return portlayer.Endpoint{}, fmt.Errorf("user specified IP address is supported on user defined networks only: %w", errdefs.ErrInvalidArgument)
+		e := portlayer.Invalid(portlayer.KindEndpoint, "IPv4", spec.IPv4.String(), portlayer.ReasonDefaultBridge, "network: the default bridge assigns addresses itself")
+		e.ID, e.Name = n.rec.Name, containerName
+		return portlayer.Endpoint{}, e
 	}
 	if len(spec.Aliases) > 0 && n.rec.Name == BridgeName {
-		return portlayer.Endpoint{}, fmt.Errorf("network-scoped alias is supported only for containers in user defined networks: %w", errdefs.ErrInvalidArgument)
+		e := portlayer.Invalid(portlayer.KindEndpoint, "Aliases", strings.Join(spec.Aliases, ","), portlayer.ReasonDefaultBridge, "network: the default bridge has no aliases")
+		e.ID, e.Name = n.rec.Name, containerName
+		return portlayer.Endpoint{}, e
 	}
 	mac := ""
 	if spec.MAC != "" {
 		hw, err := net.ParseMAC(spec.MAC)
 		if err != nil || len(hw) != 6 || hw[0]&1 != 0 {
-			return portlayer.Endpoint{}, fmt.Errorf("invalid MAC address %q: want a unicast MAC-48: %w", spec.MAC, errdefs.ErrInvalidArgument)
+			return portlayer.Endpoint{}, portlayer.Invalid(portlayer.KindEndpoint, "MAC", spec.MAC, portlayer.ReasonInvalid, "network: MAC address "+strconv.Quote(spec.MAC)+" is not a unicast MAC-48")
 		}
 		mac = hw.String()
 	}
@@ -173,7 +180,7 @@ func (s *Service) Leave(ctx context.Context, containerID, network string) error 
 	}
 	ep, ok := n.eps[containerID]
 	if !ok {
-		return fmt.Errorf("container %s is not connected to network %s: %w", containerID[:12], n.rec.Name, errdefs.ErrNotFound)
+		return portlayer.EndpointError(portlayer.ReasonNotAttached, containerID[:12], n.rec.Name)
 	}
 	s.leaveLocked(n, ep)
 	return nil

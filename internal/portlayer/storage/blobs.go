@@ -219,8 +219,9 @@ func (p *progressReader) Read(b []byte) (int, error) {
 
 // checkTar reads a tar stream to its end, reporting the first format error
 // or entry that would land outside the root filesystem (a name, or a hard
-// link target, climbing above "/" with ".."), which dockerd also refuses
-// when it loads a layer; it always drains r so the writer never blocks.
+// link target, climbing above "/" with ".."), which would write outside
+// the tree a layer is applied to; it always drains r so the writer never
+// blocks.
 // Absolute names and symlink targets are fine: they resolve inside the root.
 func checkTar(r io.Reader) error {
 	defer io.Copy(io.Discard, r)

@@ -16,10 +16,10 @@ import (
 
 var _ portlayer.Committer = (*Store)(nil)
 
-// Commit implements portlayer.Committer (docker commit): the parent's
-// layers are shared, the new layer is stored once by digest like any
-// other, and the config is the parent's with spec.Config, the author and
-// comment, and one more history entry.
+// Commit implements portlayer.Committer (a container's changes, a build
+// step): the parent's layers are shared, the new layer is stored once by
+// digest like any other, and the config is the parent's with spec.Config,
+// the author and comment, and one more history entry.
 //
 // Errors: NotFound if the parent is gone; InvalidArgument for a bad ref;
 // ResourceExhausted if the store's filesystem is full; the context's error
@@ -101,8 +101,8 @@ func (s *Store) Commit(ctx context.Context, spec portlayer.CommitSpec) (_ portla
 	return s.snapshot(c), nil
 }
 
-// commitConfig is the OCI config plus Docker's top-level "comment", which
-// docker inspect shows as Comment.
+// commitConfig is the OCI config plus the top-level "comment" of the
+// Docker image config format, which an image's inspection shows as Comment.
 type commitConfig struct {
 	ocispec.Image
 	Comment string `json:"comment,omitempty"`

@@ -21,24 +21,28 @@
 //	                    use by [Store.BlankRootfs]
 //	  tmp/              work files (downloads, unpacked trees); emptied by New
 //
-// Image IDs are config digests, "sha256:" plus 64 hex digits, as in Docker.
-// References are kept normalised ("docker.io/library/busybox:latest") and
-// shown in Docker's familiar form ("busybox:latest").
+// Image IDs are config digests (OCI image-spec config.md "ImageID"),
+// "sha256:" plus 64 hex digits. References are kept normalised
+// ("docker.io/library/busybox:latest") and shown in familiar form, Docker
+// Hub's domain and "library/" left out ("busybox:latest").
 //
 // # Verbs
 //
 // Pull (registry, through go-containerregistry), Import (one-layer tar),
-// Load (`docker save` archives), Get, List, Tag, Remove (Docker's untag and
-// delete rules, with garbage collection of unreferenced blobs) and Rootfs.
+// Load (`docker save` archives), Get, List, Tag, Remove (untag and delete
+// rules, see [Store.Remove], with garbage collection of unreferenced
+// blobs) and Rootfs.
 //
 // # What it does not own
 //
 // Container writable disks (compute layers them over the rootfs disk),
-// volumes and docker cp; tar extraction itself is in the archive
-// sub-package. It never deletes an image that [Config.InUse] reports as
-// used by a container.
+// volumes and copies into containers; tar extraction itself is in the
+// archive sub-package. It never deletes an image that [Config.InUse]
+// reports as used by a container.
 //
-// Errors are classified with github.com/containerd/errdefs; where Docker has
-// a well-known text ("No such image: busybox:latest", the rmi conflicts, the
-// pull "manifest … not found") the error's text is Docker's.
+// Errors are classified with github.com/containerd/errdefs. Lookups, the
+// refusals of a removal and a pull's not-found, denied and platform errors
+// are *portlayer.Error values (Kind image, and a Reason but for lookups)
+// that front ends word themselves; others, push's and login's among them,
+// carry their class and a text.
 package storage

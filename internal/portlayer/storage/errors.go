@@ -7,7 +7,7 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// dockerError carries a text that Docker users know verbatim, plus the
+// dockerError carries a fixed text, shown to users as it is, plus the
 // error class (an errdefs sentinel) and optionally the cause.
 type dockerError struct {
 	msg  string

@@ -15,8 +15,8 @@ import (
 
 // Import creates a one-layer image from the tar stream r (plain, gzip or
 // zstd), with opts.Config supplying Cmd, Env and the rest and
-// opts.Platform its platform (linux/amd64 when zero), as
-// `docker import` does (Engine API v1.50, POST /images/create?fromSrc=-).
+// opts.Platform its platform (linux/amd64 when zero): what Engine API
+// v1.50's POST /images/create?fromSrc=- asks for.
 // The image is tagged ref when ref is not empty (":latest" if it has no
 // tag); the tag moves from any image that had it. Progress reports
 // "Importing" with Current in uncompressed bytes.

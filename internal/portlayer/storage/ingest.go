@@ -32,7 +32,8 @@ type newImage struct {
 
 // commit verifies the config against the layers, stores config and
 // manifest, and records the image with its references. Tags move from any
-// image that had them (that image stays, maybe untagged, as in Docker).
+// image that had them (that image stays, untagged if that was its last
+// reference: a tag names one image at a time).
 // The caller holds s.gcMu shared. InvalidArgument if the config is not an
 // image config or its rootfs.diff_ids disagree with the layers.
 func (s *Store) commit(n newImage) (*cached, error) {

@@ -19,12 +19,13 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// maxArchiveLinks bounds symlink chains inside an archive (docker save
-// links repeated layers to their first copy).
+// maxArchiveLinks bounds symlink chains inside an archive (a `docker
+// save` archive links repeated layers to their first copy).
 const maxArchiveLinks = 16
 
 // maxMetadataBytes bounds manifest.json, index.json and config files read
-// into memory (Docker's own limit for configs is 8 MiB).
+// into memory, against hostile archives: 8 MiB, far above real ones (a
+// config is a few KiB; the Docker Engine caps configs at 8 MiB too).
 const maxMetadataBytes = 8 << 20
 
 // archiveEntry is a regular file's position in a spooled archive.
@@ -41,7 +42,8 @@ type spooledArchive struct {
 }
 
 // dockerManifestEntry is one element of a docker-archive manifest.json
-// (moby image/tarexport: Config, RepoTags, Layers).
+// (Docker Image Specification v1.2, "Combined Image JSON + Filesystem
+// Changeset Format": Config, RepoTags, Layers).
 type dockerManifestEntry struct {
 	Config   string
 	RepoTags []string
@@ -57,9 +59,9 @@ type dockerManifestEntry struct {
 // are full references). Images are returned in archive order. Progress
 // reports "Loading layer" per layer (ID: 12 hex of the diff ID) with
 // Current and Total in archive bytes. Each returned image's RepoTags are the
-// tags this archive applied (what `docker load` prints as "Loaded image:");
-// nil means the personality prints "Loaded image ID:". Other tags the image
-// already had are kept and visible through Get.
+// tags this archive applied (what a front end reports as loaded); nil means
+// the archive applied none, so the image is reported by ID. Other tags the
+// image already had are kept and visible through Get.
 //
 // Errors: InvalidArgument for a malformed archive (not a tar, no
 // manifest.json or index.json, missing members, layers that do not match

@@ -21,7 +21,7 @@ var _ portlayer.RegistryLogin = (*Store)(nil)
 // token fetched from its token service, as go-containerregistry's
 // transport does). Plain HTTP for loopback and --insecure-registry hosts,
 // as pull and push. Errors: Unauthenticated when the registry refuses the
-// credentials (dockerd's "login attempt to … failed with status: 401
+// credentials (text "login attempt to … failed with status: 401
 // Unauthorized"); InvalidArgument for a bad server address; Unavailable
 // when the registry cannot be reached; PermissionDenied too for a registry
 // the whitelist leaves out.

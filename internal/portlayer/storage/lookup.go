@@ -12,7 +12,7 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Get resolves ref to an image, as Docker's image lookup does: a full ID
+// Get resolves ref to an image; ref is one of: a full ID
 // ("sha256:" plus 64 hex, or the 64 hex alone), a reference
 // ("busybox" meaning docker.io/library/busybox:latest, "name@sha256:…" for
 // a pulled digest), or a unique ID prefix with or without "sha256:".
@@ -59,7 +59,7 @@ func (s *Store) List(ctx context.Context) ([]portlayer.Image, error) {
 }
 
 // Tag points the reference target (":latest" if it has no tag) at the image
-// src resolves to, moving it from any image that had it (`docker tag`).
+// src resolves to, moving it from any image that had it (one image a tag).
 // NotFound if src does not resolve; InvalidArgument if target is not a
 // valid tag reference (digest references cannot be created).
 func (s *Store) Tag(ctx context.Context, src, target string) error {

@@ -42,15 +42,16 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // has neither tag nor digest) with a repo digest "name@sha256:…" of the
 // manifest (or index) the registry served. Registries on loopback
 // (127.0.0.0/8, ::1, localhost) and names given with an explicit plain-HTTP
-// need are spoken to over plain HTTP, as Docker does for them; so are the
-// registries Config.Registries lists as insecure (HTTPS without a
-// certificate check first). A registry outside Config.Registries' whitelist
-// is refused with PermissionDenied before any connection. auth are the
-// credentials Docker's X-Registry-Auth carries, as for [Store.Push]; the
-// zero value pulls anonymously. They are sent only to ref's registry and
-// never logged.
+// need are spoken to over plain HTTP (loopback traffic stays on the
+// host); so are the registries Config.Registries lists as insecure (HTTPS
+// without a certificate check first). A registry outside
+// Config.Registries' whitelist is refused with PermissionDenied before any
+// connection. auth are the registry credentials (portlayer.RegistryAuth),
+// as for [Store.Push]; the zero value pulls anonymously. They are sent
+// only to ref's registry and never logged.
 //
-// Progress follows `docker pull`: "Pulling from <path>" (ID: the tag or
+// Progress statuses are fixed texts, which front ends such as the Docker
+// personality pass on as they are: "Pulling from <path>" (ID: the tag or
 // digest); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
 // "Already exists", "Downloading" (Current/Total in compressed bytes),
 // "Download complete", "Extracting" (verifying the diff ID),
@@ -58,11 +59,11 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // image for <ref>" or "Status: Image is up to date for <ref>".
 //
 // Errors: InvalidArgument for a bad reference or a layer that does not
-// match its digest; NotFound (Docker's text "manifest for … not found:
-// manifest unknown: manifest unknown") if the registry has no such
-// repository, tag or linux/amd64 image; PermissionDenied if it refuses
-// access (Docker's "pull access denied for …" text, for wrong or missing
-// credentials alike); Unavailable if it cannot be reached;
+// match its digest; NotFound (*portlayer.Error, op pull, Reason
+// no_manifest, or no_platform for no linux/amd64 image) if the registry
+// has no such repository, tag or linux/amd64 image; PermissionDenied if
+// it refuses access (Reason denied, Name the repository; for wrong or
+// missing credentials alike); Unavailable if it cannot be reached;
 // ResourceExhausted ("no space left on device for the image store: …") if
 // the store's filesystem fills up; the context's error if ctx ends. A
 // failed pull records nothing and leaves none of its blobs. Safe for
@@ -313,7 +314,8 @@ func (s *Store) addRefs(id string, tags, digests []string) (*cached, error) {
 	return c, nil
 }
 
-// pullError classifies a registry client error, with Docker's texts.
+// pullError classifies a registry client error: typed for not found,
+// denied and no platform, else the client's text with its class.
 func pullError(ctx context.Context, fam string, err error) error {
 	if ctx.Err() != nil {
 		return ctxErr(ctx)
@@ -356,7 +358,7 @@ func registryTransport() http.RoundTripper {
 }
 
 // isLoopback reports whether a registry host[:port] is on this machine,
-// where Docker allows plain HTTP without configuration.
+// where plain HTTP needs no configuration: the traffic stays on the host.
 func isLoopback(domain string) bool {
 	host := domain
 	if h, _, err := net.SplitHostPort(domain); err == nil {

@@ -20,15 +20,16 @@ import (
 )
 
 // Push uploads the image tagged ref to ref's registry with
-// go-containerregistry, as `docker push` does. ref names one tag
+// go-containerregistry (OCI distribution-spec push). ref names one tag
 // ("127.0.0.1:5000/busybox:1"); a repository name alone pushes every tag
 // the store has for it, in tag order. The registry gets the stored blobs
 // and manifest unchanged, so the digest it reports for a pulled image is
-// the one pulled, and the config's diff IDs (`docker image inspect`
-// RootFS.Layers) are what the registry holds. Plain HTTP and the
+// the one pulled, and the config's diff IDs (rootfs.diff_ids,
+// Image.Layers) are what the registry holds. Plain HTTP and the
 // --insecure-registry and whitelist policy are those of [Store.Pull].
 //
-// Progress follows dockerd's push: "The push refers to repository
+// Progress statuses are fixed texts, which front ends such as the Docker
+// personality pass on as they are: "The push refers to repository
 // [<name>]"; per layer, top first (ID: 12 hex of the diff ID),
 // "Preparing", then "Layer already exists" or "Pushing" (Current/Total in
 // compressed bytes) and "Pushed"; then "<tag>: digest: sha256:… size: N".
@@ -142,8 +143,8 @@ func (s *Store) Push(ctx context.Context, ref string, auth portlayer.RegistryAut
 	return results, nil
 }
 
-// pushLayers uploads img's layers the registry lacks, top layer first as
-// dockerd reports them.
+// pushLayers uploads img's layers the registry lacks, top layer first,
+// the order Progress reports them in (see [Store.Push]).
 func (s *Store) pushLayers(ctx context.Context, repo name.Repository, img v1.Image, diffIDs []string, auth authn.Authenticator, base http.RoundTripper, opts []remote.Option, report portlayer.ProgressFunc) error {
 	layers, err := img.Layers()
 	if err != nil {
@@ -220,7 +221,8 @@ func blobExists(ctx context.Context, client *http.Client, repo name.Repository, 
 	return false, transport.CheckError(resp, http.StatusOK, http.StatusNotFound)
 }
 
-// authenticator turns Docker's credentials into go-containerregistry's.
+// authenticator turns portlayer.RegistryAuth into go-containerregistry's
+// credentials; the zero value is anonymous.
 func authenticator(a portlayer.RegistryAuth) authn.Authenticator {
 	if a == (portlayer.RegistryAuth{}) {
 		return authn.Anonymous

@@ -14,8 +14,9 @@ var (
 	prefixHex = regexp.MustCompile(`^[a-f0-9]{1,64}$`)
 )
 
-// parseTag parses a user's reference for tagging: Docker's normalisation,
-// ":latest" added when there is no tag. Digest references are refused.
+// parseTag parses a user's reference for tagging: normalised as
+// distribution/reference does (ParseNormalizedNamed), ":latest" added
+// when there is no tag. Digest references are refused.
 func parseTag(ref string) (reference.NamedTagged, error) {
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
@@ -31,7 +32,7 @@ func parseTag(ref string) (reference.NamedTagged, error) {
 	return tagged, nil
 }
 
-// familiar shows a normalised reference as Docker does ("busybox:latest").
+// familiar shows a normalised reference in familiar form ("busybox:latest").
 func familiar(normalised string) string {
 	named, err := reference.ParseNormalizedNamed(normalised)
 	if err != nil {
@@ -58,7 +59,7 @@ func repoOf(normalised string) string {
 	return named.Name()
 }
 
-// shortID is Docker's 12-hex-digit ID form (stringid.TruncateID).
+// shortID is an ID's short form: its first 12 hex digits, no "sha256:".
 func shortID(id string) string {
 	id = strings.TrimPrefix(id, "sha256:")
 	if len(id) > 12 {

@@ -25,17 +25,17 @@ import (
 // Hosts compare case-insensitively. Docker Hub may be named "docker.io",
 // "index.docker.io" or "registry-1.docker.io"; each matches the others.
 type Registries struct {
-	// Insecure lists registries pulled from as dockerd's
-	// --insecure-registry does: HTTPS without verifying the certificate,
-	// falling back to plain HTTP.
+	// Insecure lists registries spoken to without a verified
+	// certificate: HTTPS without verifying the certificate, falling back
+	// to plain HTTP.
 	Insecure []string `toml:"insecure" json:"insecure,omitempty"`
 	// Allowed, when non-empty, is the whitelist: a pull from any registry
 	// not matching an entry is refused (PermissionDenied), before any
 	// connection is made (vic-machine's --whitelist-registry).
 	Allowed []string `toml:"allowed" json:"allowed,omitempty"`
 	// CAFiles are PEM files of extra CA certificates trusted, besides the
-	// system pool, for every TLS registry on pull and push (dockerd's
-	// certs.d/<host>/ca.crt, for all hosts at once).
+	// system pool, for every TLS registry on pull and push (as a
+	// certs.d/<host>/ca.crt file would, but for all hosts at once).
 	CAFiles []string `toml:"ca_files" json:"ca_files,omitempty"`
 }
 

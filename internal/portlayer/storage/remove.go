@@ -17,29 +17,30 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Remove untags or deletes an image with Docker's rules (moby
-// daemon/images/image_delete.go, Engine API v1.50 DELETE /images/{name}):
+// Remove untags or deletes an image, with the rules of Engine API v1.50
+// DELETE /images/{name}, which front ends such as the Docker personality
+// rely on:
 //
 //   - By reference ("busybox", "busybox:1", "name@sha256:…"): the reference
 //     is untagged (Untagged: "busybox:latest"); removing a repository's last
 //     tag also drops its digest references. When no reference is left the
 //     image is deleted (Deleted: "sha256:…") unless a container uses it, in
-//     which case it stays, untagged. Conflict ("conflict: unable to remove
-//     repository reference …") if that reference is the image's only one, a
-//     container uses the image and force is false.
+//     which case it stays, untagged. Conflict (Reason in_use) if that
+//     reference is the image's only one, a container uses the image and
+//     force is false.
 //   - By ID or ID prefix: all references are untagged and the image
 //     deleted. Without force, Conflict if references span several tags or
-//     repositories ("… image is referenced in multiple repositories") or a
-//     container uses the image. A used image is never deleted, even with
+//     repositories (Reason referenced) or a container uses the image
+//     (Reason in_use). A used image is never deleted, even with
 //     force: its disk backs the container's.
 //
 // An image that is another's Parent is only untagged by reference, and
-// refused by ID (Conflict, "image has dependent child images"). Deleting an
-// image also deletes its untagged parents that no other image or container
-// needs, as Docker's rmi does by default (noprune is not supported).
+// refused by ID (Conflict, Reason has_children). Deleting an image also
+// deletes its untagged parents that no other image or container needs,
+// always (there is no option to keep them: no "noprune").
 // Deleting an image removes its rootfs disk and garbage-collects blobs no
-// other image references. Records are in the order Docker prints them:
-// Untagged lines, then Deleted. NotFound (Docker's "No such image: …") if
+// other image references. Records are in the order of a removal report:
+// Untagged lines, then Deleted. NotFound (portlayer.NoSuchImage) if
 // ref does not resolve. Waits for pulls and loads in progress to commit.
 func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer.ImageDelete, error) {
 	if err := ctxErr(ctx); err != nil {
@@ -143,8 +144,8 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 	}
 	records = append(records, portlayer.ImageDelete{Deleted: id})
 	s.dropFilesLocked(c)
-	// Untagged parents nothing else needs go too (Docker's rmi without
-	// noprune), nearest first.
+	// Untagged parents nothing else needs go too (see Remove), nearest
+	// first.
 	for _, p := range ancestors {
 		pc := s.images[p]
 		if pc == nil || len(pc.rec.Tags)+len(pc.rec.Digests) > 0 || ancestorInUse[p] || s.hasChildrenLocked(p) {
@@ -195,7 +196,8 @@ func (s *Store) dropFilesLocked(c *cached) {
 }
 
 // singleReference reports whether the image has at most one tag and all
-// its references are in one repository (moby's isSingleReference).
+// its references are in one repository (see Remove: what a removal
+// without force allows).
 func singleReference(r *record) bool {
 	if len(r.Tags) > 1 {
 		return false

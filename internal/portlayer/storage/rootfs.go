@@ -22,8 +22,8 @@ import (
 // Rootfs disk sizing: the disk is the container's whole root filesystem, so
 // it leaves room to write. Sparse, so unused space costs nothing on the host.
 const (
-	// minRootfsBytes is the smallest disk: 2 GiB, Docker-like headroom for
-	// small images.
+	// minRootfsBytes is the smallest disk: 2 GiB, so that a small image's
+	// container still has room to write (installs, caches, logs).
 	minRootfsBytes = 2 << 30
 	// rootfsSlackBytes is added to twice the content: 256 MiB for ext4
 	// metadata and journal plus writes.
@@ -181,13 +181,13 @@ func (s *Store) buildRootfs(ctx context.Context, c *cached, final string) error 
 }
 
 // flatten applies img's layers to the directory tree, base layer first,
-// each with archive.Unpack and its OCI whiteout rules, as dockerd applies
-// layers. (go-containerregistry's mutate.Extract is not used: it drops
-// relative symlinks that climb above the root, keeps the first of two
-// entries for one path in a layer, drops a layer's files beneath a symlink
-// it also holds, cannot re-encode GNU sparse files, and ends its stream with
-// a well-formed tar end before it reports an error, so a failure looked like
-// a short image.)
+// each with archive.Unpack and its OCI whiteout rules (OCI image-spec
+// layer.md, "Applying Changesets"). (go-containerregistry's
+// mutate.Extract is not used: it drops relative symlinks that climb
+// above the root, keeps the first of two entries for one path in a layer,
+// drops a layer's files beneath a symlink it also holds, cannot re-encode
+// GNU sparse files, and ends its stream with a well-formed tar end before
+// it reports an error, so a failure looked like a short image.)
 func flatten(ctx context.Context, img v1.Image, tree string) error {
 	layers, err := img.Layers()
 	if err != nil {

@@ -41,9 +41,9 @@ type saveImage struct {
 //	oci-layout
 //
 // A ref that is a repository name without tag or digest saves every tag of
-// that repository (as `docker save busybox` does); an image ID records no
-// tag; an image named twice is written once with all its requested tags.
-// NotFound (Docker's "No such image: x") if a ref resolves to nothing, in
+// that repository, in tag order; an image ID records no tag; an image
+// named twice is written once with all its requested tags.
+// NotFound (portlayer.NoSuchImage) if a ref resolves to nothing, in
 // which case nothing is written. Safe for concurrent use: blobs are held
 // against garbage collection while the archive is written.
 func (s *Store) Save(ctx context.Context, refs []string, w io.Writer) error {
@@ -92,8 +92,8 @@ func (s *Store) Save(ctx context.Context, refs []string, w io.Writer) error {
 		}
 		cfgName := "blobs/sha256/" + cfgHash.Hex
 		if !written[cfgName] {
-			// The config's time is the image's creation, as dockerd's
-			// graph-driver save writes it.
+			// The config's time is the image's creation, as other writers
+			// of the format set it, so the same images give the same bytes.
 			mtime := epoch
 			var cfg ocispec.Image
 			if json.Unmarshal(cfgBytes, &cfg) == nil && cfg.Created != nil && cfg.Created.After(epoch) {

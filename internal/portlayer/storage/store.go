@@ -82,9 +82,9 @@ type record struct {
 	Size int64 `json:"size"`
 	// Added is when the image entered the store.
 	Added time.Time `json:"added"`
-	// Parent is the ID of the image this one was committed on (docker
-	// commit, each step of docker build); empty for pulled, loaded and
-	// imported images.
+	// Parent is the ID of the image this one was committed on (a
+	// container's commit, each step of a build); empty for pulled, loaded
+	// and imported images.
 	Parent string `json:"parent,omitempty"`
 }
 
@@ -266,8 +266,9 @@ var ociConfigFields = map[string]bool{
 }
 
 // decodeConfig parses an image config blob and returns, besides it, the
-// members of its "config" object that OCI does not define (Docker's
-// Healthcheck, OnBuild, Shell, ArgsEscaped), verbatim; nil if none.
+// members of its "config" object that OCI does not define (the Docker
+// image config's Healthcheck, OnBuild, Shell, ArgsEscaped), verbatim; nil
+// if none.
 func decodeConfig(raw []byte) (ocispec.Image, map[string]json.RawMessage, error) {
 	var cfg ocispec.Image
 	if err := json.Unmarshal(raw, &cfg); err != nil {

@@ -131,7 +131,8 @@ func New(cfg Config, driver hypervisor.Driver, logger *slog.Logger) (*Starter, e
 	return s, nil
 }
 
-// Enabled reports whether VMs are restored from templates (docker info).
+// Enabled reports whether VMs are restored from templates (for a front
+// end's system information).
 func (s *Starter) Enabled() bool { return s.tp != nil }
 
 // Close ends template builds in progress and waits for them; VMs already

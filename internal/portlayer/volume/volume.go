@@ -49,14 +49,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
-	units "github.com/docker/go-units"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/bytesize"
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -272,32 +273,39 @@ func readRecord(dir string) (*record, error) {
 	return &rec, nil
 }
 
-// validName is Docker's RestrictedNamePattern, which the local volume
-// driver applies to names.
+// validName is the names volumes may have: two or more characters, the
+// first a letter or digit (the same pattern as container names).
 var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 
-// ValidateName checks a volume name as Docker's local driver does, with
-// its texts. InvalidArgument.
+// ValidateName checks a volume name against validName: InvalidArgument
+// (a *portlayer.Error of KindVolume, Field "Name") with ReasonTooShort
+// for one character, ReasonInvalidName for characters outside the
+// pattern.
 func ValidateName(name string) error {
-	if len(name) == 1 {
-		return fmt.Errorf("create %s: volume name is too short, names should be at least two alphanumeric characters: %w", name, errdefs.ErrInvalidArgument)
+	reason, msg := "", ""
+	switch {
+	case len(name) == 1:
+		reason, msg = portlayer.ReasonTooShort, "volume: name "+strconv.Quote(name)+" is too short: a name has at least two characters"
+	case !validName.MatchString(name):
+		reason, msg = portlayer.ReasonInvalidName, "volume: name "+strconv.Quote(name)+" has characters outside [a-zA-Z0-9][a-zA-Z0-9_.-]"
+	default:
+		return nil
 	}
-	if !validName.MatchString(name) {
-		return fmt.Errorf("create %s: %q includes invalid characters for a local volume name, only %q are allowed. If you intended to pass a host directory, use absolute path: %w", name, name, "[a-zA-Z0-9][a-zA-Z0-9_.-]", errdefs.ErrInvalidArgument)
-	}
-	return nil
+	e := portlayer.Invalid(portlayer.KindVolume, "Name", name, reason, msg)
+	e.ID, e.Name = name, name
+	return e
 }
 
-// SizeOption parses the "size" driver option: a size with Docker's
-// RAMInBytes units ("512m", "20g", "1073741824"), within MinSizeBytes to
-// MaxSizeBytes. InvalidArgument otherwise.
+// SizeOption parses the "size" driver option: a size in bytes with an
+// optional binary unit ("512m", "20g", "1073741824"; bytesize.Parse),
+// within MinSizeBytes to MaxSizeBytes. InvalidArgument otherwise.
 func SizeOption(v string) (int64, error) {
-	n, err := units.RAMInBytes(v)
+	n, err := bytesize.Parse(v)
 	if err != nil {
 		return 0, fmt.Errorf("invalid size option %q: %w", v, errdefs.ErrInvalidArgument)
 	}
 	if n < MinSizeBytes || n > MaxSizeBytes {
-		return 0, fmt.Errorf("invalid size option %q: a volume's size must be between %s and %s: %w", v, units.BytesSize(MinSizeBytes), units.BytesSize(MaxSizeBytes), errdefs.ErrInvalidArgument)
+		return 0, fmt.Errorf("invalid size option %q: a volume's size must be between %s and %s: %w", v, bytesize.Format(MinSizeBytes), bytesize.Format(MaxSizeBytes), errdefs.ErrInvalidArgument)
 	}
 	return n, nil
 }
@@ -310,18 +318,19 @@ func (s *Store) sizeFor(name string, opts map[string]string) (int64, string, err
 		if isStoreOption(k) {
 			store = opts[k]
 			if _, ok := s.stores[store]; !ok {
-				return 0, "", fmt.Errorf("create %s: no volume store named %q: this VCH has %s (vch create --volume-store NAME:PATH): %w",
+				return 0, "", fmt.Errorf("volume: create %s: no volume store named %q: this VCH has %s (vch create --volume-store NAME:PATH): %w",
 					name, store, strings.Join(slices.Sorted(maps.Keys(s.stores)), ", "), errdefs.ErrInvalidArgument)
 			}
 			continue
 		}
 		if k != "size" {
-			// Docker's local driver text for an unknown option.
-			return 0, "", fmt.Errorf("create %s: invalid option: %q: %w", name, k, errdefs.ErrInvalidArgument)
+			e := portlayer.Invalid(portlayer.KindVolume, "Options", k, portlayer.ReasonUnknown, "volume: unknown option "+strconv.Quote(k)+": the only one is size")
+			e.ID = name
+			return 0, "", e
 		}
 		n, err := SizeOption(opts[k])
 		if err != nil {
-			return 0, "", fmt.Errorf("create %s: %w", name, err)
+			return 0, "", fmt.Errorf("volume: create %s: %w", name, err)
 		}
 		size = n
 	}
@@ -345,7 +354,7 @@ func (s *Store) CreateVolume(ctx context.Context, spec portlayer.VolumeSpec) (po
 	if name == "" {
 		name = newName()
 	} else if err := ValidateName(name); err != nil {
-		return portlayer.Volume{}, fmt.Errorf("volume: %w", err)
+		return portlayer.Volume{}, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -354,7 +363,7 @@ func (s *Store) CreateVolume(ctx context.Context, spec portlayer.VolumeSpec) (po
 	}
 	size, store, err := s.sizeFor(name, spec.Options)
 	if err != nil {
-		return portlayer.Volume{}, fmt.Errorf("volume: %w", err)
+		return portlayer.Volume{}, err
 	}
 	if s.cfg.Reserve != nil {
 		if err := s.cfg.Reserve(size); err != nil {

@@ -4,7 +4,8 @@
 // session open, on placeholder disks. A container's start takes one
 // (Take) and gives it the container's disks, NICs and wake (claim), so
 // the QEMU start, the state load, the wake and the session handshake —
-// about half of a restored `docker run` under TCG — are off its path.
+// about half of a short container's restored run, create to exit, under
+// TCG — are off its path.
 //
 // A warm VM holds nothing of any container: it is made before the
 // container is known, and the guest binds no disk, NIC or share and
@@ -159,7 +160,7 @@ func (p *Pool) Key() string { return p.key }
 // The VM that replaces a taken one is restored once the caller says its
 // start is done (Started), or after RefillDelay: a restore is CPU-bound,
 // and on a small host it slows the claimed VM's own start (measured
-// under TCG, 2 cores: `docker run --rm busybox true` 1.1 s median with
+// under TCG, 2 cores: a busybox `true` created, run, removed 1.1 s median with
 // the refill at once, its claim, setup and process start each ~1.5×
 // slower, against 0.8 s with the refill after the start).
 //

@@ -420,7 +420,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 			{errdefs.IsNotImplemented, errdefs.ErrNotImplemented},
 		} {
 			if c.is(err) {
-				return httputils.Classify(c.class, err, portLayerText(err))
+				return httputils.Classify(c.class, err, httputils.PortLayerText(err))
 			}
 		}
 		return fmt.Errorf("create: %w", err)
@@ -709,24 +709,4 @@ func applyLogConfig(spec *portlayer.ContainerSpec, lc container.LogConfig) error
 		spec.LogMaxFiles = n
 	}
 	return nil
-}
-
-// portLayerText strips the package contexts ("compute: ", "volume: ") and
-// the class suffix from a port-layer error whose text is meant for users.
-func portLayerText(err error) string {
-	msg := err.Error()
-	for {
-		rest, ok := strings.CutPrefix(msg, "compute: ")
-		if !ok {
-			rest, ok = strings.CutPrefix(msg, "volume: ")
-		}
-		if !ok {
-			break
-		}
-		msg = rest
-	}
-	for _, suffix := range []string{": invalid argument", ": permission denied", ": not implemented"} {
-		msg = strings.TrimSuffix(msg, suffix)
-	}
-	return msg
 }

@@ -144,6 +144,20 @@ func Classify(class error, cause error, msg string) error {
 	return &classified{msg: msg, class: class, cause: cause}
 }
 
+// Message is the text a client is shown for err: a Classify'd error's
+// own text (the handler chose it); else, for a typed port-layer error,
+// the text DockerText writes from its fields; else err.Error().
+func Message(err error) string {
+	var c *classified
+	if errors.As(err, &c) {
+		return err.Error()
+	}
+	if msg, ok := DockerText(err); ok {
+		return msg
+	}
+	return err.Error()
+}
+
 // InvalidArgument is Classify(errdefs.ErrInvalidArgument, nil, fmt.Sprintf(...)).
 func InvalidArgument(format string, a ...any) error {
 	return Classify(errdefs.ErrInvalidArgument, nil, fmt.Sprintf(format, a...))
@@ -330,13 +344,28 @@ func PortLayerText(err error) string {
 		return msg
 	}
 	msg := err.Error()
-	if i := strings.Index(msg, ": "); i > 0 && !strings.Contains(msg[:i], " ") {
+	for {
+		i := strings.Index(msg, ": ")
+		if i <= 0 || strings.Contains(msg[:i], " ") || !isPackagePrefix(msg[:i]) {
+			break
+		}
 		msg = msg[i+2:]
 	}
-	for _, suffix := range []string{": conflict", ": not found", ": invalid argument", ": unavailable"} {
+	for _, suffix := range []string{": conflict", ": not found", ": invalid argument", ": unavailable", ": permission denied", ": not implemented"} {
 		msg = strings.TrimSuffix(msg, suffix)
 	}
 	return msg
+}
+
+// isPackagePrefix reports whether word is a port-layer package's error
+// context ("compute", "volume", …): lowercase letters only.
+func isPackagePrefix(word string) bool {
+	for _, r := range word {
+		if r < 'a' || r > 'z' {
+			return false
+		}
+	}
+	return word != ""
 }
 
 // Uint32Value parses form field k as a uint32 with dockerd's errors

@@ -28,15 +28,50 @@ func DockerText(err error) (msg string, ok bool) {
 			return fmt.Sprintf("Error: Exec command %s is already running", pe.ID), true
 		case pe.Reason == portlayer.ReasonNotRunning:
 			return fmt.Sprintf("exec %s is not running", pe.ID), true
+		case pe.Reason == portlayer.ReasonAlreadyRan:
+			return fmt.Sprintf("Error: Exec command %s has already run", pe.ID), true
+		case pe.Reason == portlayer.ReasonRequired:
+			return "No exec command specified", true
+		case pe.Reason == portlayer.ReasonNotAbsolute:
+			return fmt.Sprintf("the working directory '%s' is invalid, it needs to be an absolute path", pe.Value), true
 		}
 	case portlayer.KindImage:
 		return imageText(pe)
 	case portlayer.KindNetwork:
-		if pe.Reason == portlayer.ReasonGone {
-			return "network " + pe.ID + " not found", true
+		return networkText(pe)
+	case portlayer.KindMount:
+		return mountText(pe)
+	case portlayer.KindAddress:
+		switch pe.Reason {
+		case portlayer.ReasonInvalid:
+			return fmt.Sprintf("no available IPv4 addresses on this network's address pools: invalid address %s for subnet %s", pe.Value, pe.Name), true
+		case portlayer.ReasonInUse:
+			return "Address already in use: " + pe.Value, true
+		case portlayer.ReasonExhausted:
+			return "no available IPv4 addresses on this network's address pools: " + pe.Value, true
+		}
+	case portlayer.KindPort:
+		// moby libnetwork's portallocator and bridge driver
+		// (port_mapping_linux.go, bindTCPOrUDP).
+		switch {
+		case pe.Reason == portlayer.ReasonAllocated:
+			return "Bind for " + pe.Value + " failed: port is already allocated", true
+		case pe.Reason == portlayer.ReasonExhausted:
+			return "all ports are allocated", true
+		case pe.Name != "":
+			return fmt.Sprintf("failed to bind host port %s for %s: %s", pe.Name, pe.Value, pe.CauseText()), true
+		case pe.Value != "":
+			return fmt.Sprintf("failed to bind host port for %s: %s", pe.Value, pe.CauseText()), true
 		}
 	case portlayer.KindEndpoint:
 		switch pe.Reason {
+		case portlayer.ReasonUnsupported:
+			return "container cannot be connected to network " + pe.ID, true
+		case portlayer.ReasonDefaultBridge:
+			if pe.Field == "Aliases" {
+				return "network-scoped alias is supported only for containers in user defined networks", true
+			}
+			return "user specified IP address is supported on user defined networks only", true
 		case portlayer.ReasonAttached:
 			return fmt.Sprintf("endpoint with name %s already exists in network %s", pe.Name, pe.ID), true
 		case portlayer.ReasonNotAttached:
@@ -48,6 +83,13 @@ func DockerText(err error) (msg string, ok bool) {
 		switch {
 		case pe.Class == portlayer.ClassNotFound:
 			return "get " + pe.ID + ": no such volume", true
+		// moby volume/local's validateName and option check.
+		case pe.Reason == portlayer.ReasonTooShort:
+			return "create " + pe.ID + ": volume name is too short, names should be at least two alphanumeric characters", true
+		case pe.Reason == portlayer.ReasonInvalidName:
+			return fmt.Sprintf("create %s: %q includes invalid characters for a local volume name, only %q are allowed. If you intended to pass a host directory, use absolute path", pe.ID, pe.ID, "[a-zA-Z0-9][a-zA-Z0-9_.-]"), true
+		case pe.Reason == portlayer.ReasonUnknown && pe.Field == "Options":
+			return fmt.Sprintf("create %s: invalid option: %q", pe.ID, pe.Value), true
 		case pe.Reason == portlayer.ReasonInUse:
 			return "remove " + pe.ID + ": volume is in use - [" + strings.Join(pe.Containers, " ") + "]", true
 		}
@@ -58,6 +100,20 @@ func DockerText(err error) (msg string, ok bool) {
 // containerText is DockerText for a container's error.
 func containerText(pe *portlayer.Error) (string, bool) {
 	switch {
+	case pe.Reason == portlayer.ReasonInvalidName:
+		return "Invalid container name (" + pe.Name + "), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", true
+	case pe.Reason == portlayer.ReasonRequired && pe.Field == "Args":
+		return "No command specified", true
+	case pe.Field == "RestartPolicy.MaximumRetryCount" || pe.Field == "RestartPolicy.Name" || pe.Field == "AutoRemove":
+		return restartPolicyText(pe)
+	case pe.Reason == portlayer.ReasonLinkNotRunning:
+		return fmt.Sprintf("Cannot link to a non running container: /%s AS /%s/%s", pe.Value, pe.ID, pe.Name), true
+	case pe.Reason == portlayer.ReasonLinkOffBridge:
+		return fmt.Sprintf("Cannot link to /%s, as it does not belong to the default network", pe.Value), true
+	case pe.Op == "update" && pe.Reason == portlayer.ReasonVMSize:
+		return fmt.Sprintf("Cannot update container %s: its VM runs with %s, which a running VM cannot change: stop the container, update it, then start it", pe.ID, pe.Value), true
+	case pe.Op == "update" && pe.Reason == portlayer.ReasonStarting:
+		return fmt.Sprintf("Cannot update container %s: it is starting", pe.ID), true
 	case pe.Class == portlayer.ClassNotFound:
 		return "No such container: " + pe.ID, true
 	case pe.Reason == portlayer.ReasonAmbiguous:
@@ -84,8 +140,75 @@ func containerText(pe *portlayer.Error) (string, bool) {
 			return fmt.Sprintf("Container %s is paused, unpause the container before disconnecting it from a network", pe.ID), true
 		case "pause":
 			return fmt.Sprintf("Container %s is already paused", pe.ID), true
+		case "start":
+			return "cannot start a paused container, try unpause instead", true
 		}
 		return fmt.Sprintf("Container %s is paused", pe.ID), true
+	}
+	return "", false
+}
+
+// restartPolicyText is DockerText for a refused restart policy (moby
+// daemon/container.go validateRestartPolicy, v25+).
+func restartPolicyText(pe *portlayer.Error) (string, bool) {
+	switch pe.Reason {
+	case portlayer.ReasonOnlyOnFailure:
+		msg := "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+		if strings.HasPrefix(pe.Value, "-") {
+			msg += " and cannot be negative"
+		}
+		return msg, true
+	case portlayer.ReasonNegative:
+		return "invalid restart policy: maximum retry count cannot be negative", true
+	case portlayer.ReasonUnknown:
+		return fmt.Sprintf("invalid restart policy: unknown policy '%s'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'", pe.Value), true
+	case portlayer.ReasonExclusive:
+		return "can't create 'AutoRemove' container with restart policy", true
+	}
+	return "", false
+}
+
+// mountText is DockerText for a refused mount (moby volume/mounts's
+// parser and validation errors).
+func mountText(pe *portlayer.Error) (string, bool) {
+	switch {
+	case pe.Reason == portlayer.ReasonNotAbsolute && pe.Field == "Source":
+		return fmt.Sprintf("invalid mount config for type \"bind\": invalid mount path: '%s' mount path must be absolute", pe.Value), true
+	case pe.Reason == portlayer.ReasonNotAbsolute:
+		return fmt.Sprintf("invalid mount path: '%s' mount path must be absolute", pe.Value), true
+	case pe.Reason == portlayer.ReasonRootTarget:
+		return "invalid specification: destination can't be '/'", true
+	case pe.Reason == portlayer.ReasonDuplicate:
+		return "Duplicate mount point: " + pe.Value, true
+	case pe.Reason == portlayer.ReasonMissing:
+		return "invalid mount config for type \"bind\": bind source path does not exist: " + pe.Value, true
+	}
+	return "", false
+}
+
+// networkText is DockerText for a network's error (moby libnetwork and
+// daemon/network.go).
+func networkText(pe *portlayer.Error) (string, bool) {
+	switch {
+	case pe.Reason == portlayer.ReasonGone, pe.Class == portlayer.ClassNotFound && pe.Reason == "":
+		return "network " + pe.ID + " not found", true
+	case pe.Reason == portlayer.ReasonAmbiguous:
+		return "network " + pe.ID + " is ambiguous (2 matches found)", true
+	case pe.Reason == portlayer.ReasonRequired:
+		return "network name is empty", true
+	case pe.Reason == portlayer.ReasonUnknown && pe.Field == "Driver":
+		return "could not find plugin " + pe.Value + " in v1 plugin registry: plugin not found", true
+	case pe.Reason == portlayer.ReasonNameInUse:
+		return "network with name " + pe.Name + " already exists", true
+	case pe.Reason == portlayer.ReasonOverlaps:
+		return "invalid pool request: Pool overlaps with other one on this address space", true
+	case pe.Reason == portlayer.ReasonExhausted:
+		return "all predefined address pools have been fully subnetted", true
+	case pe.Reason == portlayer.ReasonPredefined:
+		return pe.Name + " is a pre-defined network and cannot be removed", true
+	case pe.Reason == portlayer.ReasonInUse:
+		// The front end prefixes "error while removing network: ".
+		return "network " + pe.Name + " id " + pe.ID + " has active endpoints", true
 	}
 	return "", false
 }

@@ -40,6 +40,42 @@ func TestDockerText(t *testing.T) {
 		{portlayer.ImageConflict("remove_forced", "fe1b87aa5073", "", portlayer.ReasonInUse, "abc123def456"), "conflict: unable to delete fe1b87aa5073 (cannot be forced) - image is being used by container abc123def456"},
 		{portlayer.ImageConflict("remove", "fe1b87aa5073", "", portlayer.ReasonReferenced, ""), "conflict: unable to delete fe1b87aa5073 (must be forced) - image is referenced in multiple repositories"},
 		{portlayer.ImageConflict("remove_forced", "fe1b87aa5073", "", portlayer.ReasonHasChildren, ""), "conflict: unable to delete fe1b87aa5073 (cannot be forced) - image has dependent child images"},
+		{withName(portlayer.Invalid(portlayer.KindContainer, "Name", "a b", portlayer.ReasonInvalidName, ""), "a b"), "Invalid container name (a b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"},
+		{portlayer.ContainerState("start", id, portlayer.ReasonPaused), "cannot start a paused container, try unpause instead"},
+		{portlayer.Invalid(portlayer.KindContainer, "RestartPolicy.MaximumRetryCount", "-1", portlayer.ReasonOnlyOnFailure, ""), "invalid restart policy: maximum retry count can only be used with 'on-failure' and cannot be negative"},
+		{portlayer.Invalid(portlayer.KindContainer, "RestartPolicy.Name", "sometimes", portlayer.ReasonUnknown, ""), "invalid restart policy: unknown policy 'sometimes'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"},
+		{portlayer.Invalid(portlayer.KindContainer, "AutoRemove", "true", portlayer.ReasonExclusive, ""), "can't create 'AutoRemove' container with restart policy"},
+		{&portlayer.Error{Class: portlayer.ClassFailedPrecondition, Kind: portlayer.KindContainer, ID: "web", Name: "x", Value: "db", Reason: portlayer.ReasonLinkNotRunning}, "Cannot link to a non running container: /db AS /web/x"},
+		{&portlayer.Error{Class: portlayer.ClassFailedPrecondition, Kind: portlayer.KindContainer, ID: "web", Name: "db", Value: "db", Reason: portlayer.ReasonLinkOffBridge}, "Cannot link to /db, as it does not belong to the default network"},
+		{portlayer.Invalid(portlayer.KindExec, "Args", "", portlayer.ReasonRequired, ""), "No exec command specified"},
+		{portlayer.Invalid(portlayer.KindExec, "WorkingDir", "tmp", portlayer.ReasonNotAbsolute, ""), "the working directory 'tmp' is invalid, it needs to be an absolute path"},
+		{portlayer.Refused(portlayer.ClassConflict, portlayer.KindExec, id, portlayer.ReasonAlreadyRan, ""), "Error: Exec command " + id + " has already run"},
+		{portlayer.Invalid(portlayer.KindMount, "Target", "rel", portlayer.ReasonNotAbsolute, ""), "invalid mount path: 'rel' mount path must be absolute"},
+		{portlayer.Invalid(portlayer.KindMount, "Source", "rel", portlayer.ReasonNotAbsolute, ""), `invalid mount config for type "bind": invalid mount path: 'rel' mount path must be absolute`},
+		{portlayer.Invalid(portlayer.KindMount, "Target", "/", portlayer.ReasonRootTarget, ""), "invalid specification: destination can't be '/'"},
+		{portlayer.Invalid(portlayer.KindMount, "Target", "/x", portlayer.ReasonDuplicate, ""), "Duplicate mount point: /x"},
+		{portlayer.Invalid(portlayer.KindMount, "Source", "/nosuch", portlayer.ReasonMissing, ""), `invalid mount config for type "bind": bind source path does not exist: /nosuch`},
+		{withID(portlayer.Invalid(portlayer.KindVolume, "Name", "a", portlayer.ReasonTooShort, ""), "a"), "create a: volume name is too short, names should be at least two alphanumeric characters"},
+		{withID(portlayer.Invalid(portlayer.KindVolume, "Name", "b/c", portlayer.ReasonInvalidName, ""), "b/c"), `create b/c: "b/c" includes invalid characters for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed. If you intended to pass a host directory, use absolute path`},
+		{withID(portlayer.Invalid(portlayer.KindVolume, "Options", "foo", portlayer.ReasonUnknown, ""), "x1"), `create x1: invalid option: "foo"`},
+		{portlayer.NoSuchNetwork("n1"), "network n1 not found"},
+		{portlayer.Refused(portlayer.ClassInvalidArgument, portlayer.KindNetwork, "ab", portlayer.ReasonAmbiguous, ""), "network ab is ambiguous (2 matches found)"},
+		{portlayer.Invalid(portlayer.KindNetwork, "Driver", "overlay", portlayer.ReasonUnknown, ""), "could not find plugin overlay in v1 plugin registry: plugin not found"},
+		{withName(portlayer.Refused(portlayer.ClassAlreadyExists, portlayer.KindNetwork, "abc", portlayer.ReasonNameInUse, ""), "n1"), "network with name n1 already exists"},
+		{portlayer.Refused(portlayer.ClassConflict, portlayer.KindNetwork, "abc", portlayer.ReasonOverlaps, ""), "invalid pool request: Pool overlaps with other one on this address space"},
+		{portlayer.Refused(portlayer.ClassResourceExhausted, portlayer.KindNetwork, "", portlayer.ReasonExhausted, ""), "all predefined address pools have been fully subnetted"},
+		{withName(portlayer.Refused(portlayer.ClassPermissionDenied, portlayer.KindNetwork, "abc", portlayer.ReasonPredefined, ""), "bridge"), "bridge is a pre-defined network and cannot be removed"},
+		{withName(portlayer.Refused(portlayer.ClassPermissionDenied, portlayer.KindNetwork, "abc", portlayer.ReasonInUse, ""), "n1"), "network n1 id abc has active endpoints"},
+		{&portlayer.Error{Class: portlayer.ClassInvalidArgument, Kind: portlayer.KindEndpoint, ID: "none", Reason: portlayer.ReasonUnsupported}, "container cannot be connected to network none"},
+		{portlayer.Invalid(portlayer.KindEndpoint, "IPv4", "172.17.0.9", portlayer.ReasonDefaultBridge, ""), "user specified IP address is supported on user defined networks only"},
+		{portlayer.Invalid(portlayer.KindEndpoint, "Aliases", "a", portlayer.ReasonDefaultBridge, ""), "network-scoped alias is supported only for containers in user defined networks"},
+		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindAddress, Field: "IPv4", Value: "10.0.0.1", Reason: portlayer.ReasonInUse}, "Address already in use: 10.0.0.1"},
+		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindAddress, Value: "10.0.0.0/30", Reason: portlayer.ReasonExhausted}, "no available IPv4 addresses on this network's address pools: 10.0.0.0/30"},
+		{&portlayer.Error{Class: portlayer.ClassInvalidArgument, Kind: portlayer.KindAddress, Value: "10.0.1.2", Name: "10.0.0.0/24", Reason: portlayer.ReasonInvalid}, "no available IPv4 addresses on this network's address pools: invalid address 10.0.1.2 for subnet 10.0.0.0/24"},
+		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindPort, Value: "0.0.0.0:8080", Reason: portlayer.ReasonAllocated}, "Bind for 0.0.0.0:8080 failed: port is already allocated"},
+		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindPort, Value: "0.0.0.0:8000-8001:172.17.0.2:80/tcp", Reason: portlayer.ReasonExhausted}, "all ports are allocated"},
+		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindPort, Value: "0.0.0.0:8080:172.17.0.2:80/tcp", Reason: portlayer.ReasonInUse, Cause: "address already in use"}, "failed to bind host port for 0.0.0.0:8080:172.17.0.2:80/tcp: address already in use"},
+		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindPort, Name: "8001", Value: "0.0.0.0:8000-8001:172.17.0.2:80/tcp", Reason: portlayer.ReasonInUse, Cause: "address already in use"}, "failed to bind host port 8001 for 0.0.0.0:8000-8001:172.17.0.2:80/tcp: address already in use"},
 	} {
 		got, ok := DockerText(tt.err)
 		if !ok || got != tt.want {
@@ -51,5 +87,25 @@ func TestDockerText(t *testing.T) {
 	}
 	if _, ok := DockerText(errors.New("compute: something")); ok {
 		t.Error("an untyped error matched")
+	}
+}
+
+func withName(e *portlayer.Error, name string) *portlayer.Error { e.Name = name; return e }
+
+func withID(e *portlayer.Error, id string) *portlayer.Error { e.ID = id; return e }
+
+// TestMessage: a handler's own text wins; a typed port-layer error
+// returned as is gets dockerd's text; anything else its own.
+func TestMessage(t *testing.T) {
+	typed := portlayer.ContainerState("start", "abc", portlayer.ReasonPaused)
+	for err, want := range map[error]string{
+		typed:                              "cannot start a paused container, try unpause instead",
+		fmt.Errorf("start: %w", typed):     "cannot start a paused container, try unpause instead",
+		Classify(typed, typed, "own text"): "own text",
+		errors.New("plain"):                "plain",
+	} {
+		if got := Message(err); got != want {
+			t.Errorf("Message(%v) = %q, want %q", err, got, want)
+		}
 	}
 }

@@ -41,8 +41,8 @@ func (r *Resolver) forward(ctx context.Context, q *mdns.Msg, v View) ([]byte, er
 			continue
 		}
 		if resp.Rcode == mdns.RcodeServerFailure || resp.Rcode == mdns.RcodeRefused {
-			// Docker's forwardExtDNS: REFUSED may be transitional and
-			// SERVFAIL is this server's fault, so try the next one.
+			// REFUSED may be transitional and SERVFAIL is this server's
+			// fault (RFC 1035 §4.1.1), so try the next one.
 			r.logger.Debug("dns: upstream refused or failed", "upstream", upstream, "name", question.Name, "rcode", mdns.RcodeToString[resp.Rcode])
 			continue
 		}

@@ -1,5 +1,5 @@
-// Package dns is the host side of vch's embedded DNS server, Docker's
-// 127.0.0.11 resolver for containers on user-defined networks.
+// Package dns is the host side of vch's embedded DNS server: the resolver
+// at 127.0.0.11 that containers on user-defined networks find each other by.
 //
 // Inside a container VM, tether listens on 127.0.0.11:53 (package
 // internal/tether/dnsrelay) and relays each raw query over its channel to
@@ -9,12 +9,12 @@
 // forwards every other question to the host's upstream resolvers
 // ([HostUpstreams] reads them from a resolv.conf file).
 //
-// The rules follow Docker's embedded DNS server, moby
-// daemon/libnetwork/resolver.go (serveDNS, handleIPQuery, handleMXQuery,
-// handlePTRQuery, forwardExtDNS), and the header checks of the miekg/dns
-// server it runs on (DefaultMsgAcceptFunc). Docker's answers to the
-// well-formed queries listed in [Resolver.Answer] are reproduced exactly,
-// flags included.
+// The rules are written down in [Resolver.Answer] (RFC 1035 messages, the
+// header checks of the miekg/dns server: DefaultMsgAcceptFunc). Programs
+// in containers expect the replies they got from Docker's embedded DNS
+// server (moby daemon/libnetwork/resolver.go), so for the well-formed
+// queries listed there the replies are the same, flags included; front
+// ends such as the Docker personality rely on that.
 //
 // The package does not decide which names a container may see (the
 // network area builds the View from its endpoints), does not listen on any
@@ -40,20 +40,20 @@ import (
 
 const (
 	// containerTTL is the TTL, in seconds, of the A and PTR records
-	// answered for containers: Docker's respTTL.
+	// answered for containers (10 min; see the package doc on replies).
 	containerTTL = 600
 	// maxUpstreams caps how many upstream servers are tried per query:
-	// Docker's maxExtDNS, which is also glibc's MAXNS.
+	// glibc's MAXNS, the nameserver lines resolv.conf(5) honours.
 	maxUpstreams = 3
 	// upstreamTimeout bounds one upstream server's exchange, UDP and its
-	// TCP retry together. Docker waits 4 s (extIOTimeout); 2 s lets a
-	// second server answer before a glibc client's 5 s retry.
+	// TCP retry together: 2 s, so two servers fit before a glibc client's
+	// 5 s retry (resolv.conf(5) timeout), where 4 s would leave room for one.
 	upstreamTimeout = 2 * time.Second
 	// maxConcurrentForwards bounds the queries being forwarded at once,
-	// across all containers: Docker's maxConcurrent.
+	// across all containers, so a stalled upstream cannot pile up sockets.
 	maxConcurrentForwards = 1024
-	// busyLogInterval rate-limits the warnings logged per fault kind, as
-	// Docker's logInterval does.
+	// busyLogInterval rate-limits the warnings logged per fault kind, so
+	// a flood of queries does not flood the daemon's log.
 	busyLogInterval = 2 * time.Second
 	// headerLen is the size of a DNS message header (RFC 1035 §4.1.1).
 	headerLen = 12
@@ -104,8 +104,8 @@ const (
 
 // NewResolver returns a resolver that forwards to upstreams, given as
 // "ip:port" strings ("192.0.2.1:53", "[2001:db8::1]:53"), tried in order.
-// Only the first three valid ones are used, like Docker's extDNSList and
-// glibc's MAXNS; invalid entries are skipped with a warning. No upstreams
+// Only the first three valid ones are used, as glibc's resolver uses at
+// most MAXNS (3); invalid entries are skipped with a warning. No upstreams
 // means forwarded names get SERVFAIL. A nil logger discards.
 func NewResolver(upstreams []string, logger *slog.Logger) *Resolver {
 	if logger == nil {
@@ -115,7 +115,7 @@ func NewResolver(upstreams []string, logger *slog.Logger) *Resolver {
 	r := &Resolver{
 		logger: logger,
 		// UDPSize: receive oversized replies to queries without EDNS(0)
-		// whole rather than dropping their tail, as Docker does.
+		// whole rather than dropping their tail; the guest relay truncates.
 		udp:      &mdns.Client{Net: "udp", UDPSize: mdns.MaxMsgSize, Timeout: upstreamTimeout},
 		tcp:      &mdns.Client{Net: "tcp", Timeout: upstreamTimeout},
 		slots:    make(chan struct{}, maxConcurrentForwards),
@@ -138,18 +138,19 @@ func NewResolver(upstreams []string, logger *slog.Logger) *Resolver {
 
 // Answer answers one query in RFC 1035 wire format for a container whose
 // view is v, and returns the reply in wire format (at most 65,535 bytes,
-// not truncated to any UDP size). It follows Docker's embedded DNS (moby
-// daemon/libnetwork/resolver.go):
+// not truncated to any UDP size). Its rules (see the package doc for whose
+// replies they match):
 //
 //   - A for a name v.Lookup knows: its addresses, shuffled, with TTL 600 s
 //     and the question's spelling (case preserved).
 //   - AAAA or MX for a name v.Lookup knows: NOERROR with no answers
-//     (Docker's ResolveName reports the name exists with no IPv6 address;
+//     (RFC 2308 §2.2 NODATA: the name exists but has no IPv6 address;
 //     an empty MX answer is RFC 5321 §5.1's implicit MX).
 //   - PTR for an in-addr.arpa or ip6.arpa name of an address v.Reverse
 //     knows: that name, fully qualified, TTL 600 s.
-//   - Local answers have RA set and AA clear (Docker's createRespMsg), RD
-//     and CD copied from the query, and no EDNS(0) OPT record.
+//   - Local answers have RA set and AA clear (a recursive server that is
+//     no zone's authority, RFC 1035 §4.1.1), RD and CD copied from the
+//     query, and no EDNS(0) OPT record.
 //   - Everything else (other names, single-label names included, since vch
 //     sets no ndots; other types, container names included) is forwarded
 //     with v.External: to each upstream in turn over UDP, retried over TCP
@@ -158,20 +159,20 @@ func NewResolver(upstreams []string, logger *slog.Logger) *Resolver {
 //     and flags as the upstream sent them, re-encoded with the query's ID
 //     (the upstream sees a fresh random ID).
 //   - SERVFAIL when no upstream gave such a reply, when v.External is
-//     false or when there are no upstreams: Docker's serveDNS answers
-//     SERVFAIL whenever forwardExtDNS returns nothing. Its flags are those
-//     of miekg's SetRcode (no RA).
+//     false or when there are no upstreams: whenever forwarding yields
+//     nothing, the client gets an answer, not a timeout. Its flags are
+//     those of miekg's SetRcode (no RA).
 //   - REFUSED when 1,024 queries are already being forwarded and none
-//     finishes within 2 s, as Docker's forwardExtDNS does.
+//     finishes within 2 s: the server declines rather than queue.
 //
-// Messages that miekg's DefaultMsgAcceptFunc rejects get the reply Docker's
-// server sends: NOTIMP for opcodes other than QUERY and NOTIFY; FORMERR,
-// without a question, for a QDCOUNT other than 1 or too many records in
-// the other sections.
+// Messages that miekg's DefaultMsgAcceptFunc rejects get the reply a
+// miekg/dns server sends: NOTIMP for opcodes other than QUERY and NOTIFY;
+// FORMERR, without a question, for a QDCOUNT other than 1 or too many
+// records in the other sections.
 //
 // Errors: InvalidArgument for bytes that are no query (shorter than a
 // header, QR set, a body that does not parse, no question); the caller
-// drops those and sends nothing, as Docker's server does for the first
+// drops those and sends nothing, as a miekg/dns server does for the first
 // two (it sends FORMERR for the third). ctx's error, wrapped, if ctx ends
 // while forwarding. Answer never panics on any input. Safe for concurrent
 // use.
@@ -222,8 +223,8 @@ func rejectReply(h mdns.Header, rcode int) *mdns.Msg {
 
 // pack encodes a reply that this package built. Those always encode,
 // unless a View returned a name that is not a valid domain name; that
-// reply becomes SERVFAIL, as Docker's serveDNS sends SERVFAIL when it
-// cannot write an answer.
+// reply becomes SERVFAIL (the server failed, not the query: RFC 1035
+// §4.1.1), so the client gets an answer rather than a timeout.
 func (r *Resolver) pack(m *mdns.Msg) ([]byte, error) {
 	m.Compress = true
 	b, err := m.Pack()
@@ -242,7 +243,7 @@ func (r *Resolver) pack(m *mdns.Msg) ([]byte, error) {
 }
 
 // localReply starts a reply to a question answered from the View, with
-// the flags of Docker's createRespMsg.
+// the flags of every local answer (RA set, AA clear; see Answer).
 func localReply(q *mdns.Msg) *mdns.Msg {
 	resp := new(mdns.Msg).SetReply(q)
 	resp.RecursionAvailable = true

@@ -11,16 +11,17 @@ import (
 // HostUpstreams reads the nameserver lines of a resolv.conf(5)-format file
 // and returns their addresses as "ip:53" strings ("[ip]:53" for IPv6), in
 // file order, duplicates kept. Comment lines ('#' or ';' first), other
-// directives and addresses that do not parse are skipped, as Docker's
-// resolvconf parser skips them.
+// directives and addresses that do not parse are skipped, as the C
+// library's resolver skips them (resolv.conf(5)).
 //
 // Loopback addresses (127.0.0.0/8, ::1) are kept: the resolver forwards
-// from the daemon, which runs in the host's namespace, as current Docker's
-// embedded DNS dials them from the host (TransformForIntNS, HostLoopback in
-// moby daemon/libnetwork/internal/resolvconf/resolvconf.go).
+// from the daemon, which runs in the host's namespace, so a resolver local
+// to the host (systemd-resolved's 127.0.0.53, a dnsmasq) answers
+// containers as it answers the host.
 //
-// nil if the file cannot be read or names no usable nameserver; unlike
-// Docker's legacy networks, no default servers (8.8.8.8) are added.
+// nil if the file cannot be read or names no usable nameserver; no public
+// default servers (such as 8.8.8.8) are added: names go only where the
+// host sends its own.
 func HostUpstreams(path string) []string {
 	data, err := os.ReadFile(path)
 	if err != nil {

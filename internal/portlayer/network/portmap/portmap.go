@@ -340,7 +340,7 @@ func (m *Mapper) bind(owner string, r request) (*proxy, error) {
 		}
 		p, err := m.listen(owner, r, r.first)
 		if err != nil {
-			return nil, bindError(fmt.Sprintf("failed to bind host port for %s", r), err)
+			return nil, bindError(r, 0, err)
 		}
 		return p, nil
 	}
@@ -353,38 +353,54 @@ func (m *Mapper) bind(owner string, r request) (*proxy, error) {
 		if err == nil {
 			return p, nil
 		}
-		lastErr = bindError(fmt.Sprintf("failed to bind host port %d for %s", port, r), err)
+		lastErr = bindError(r, port, err)
 		if !errors.Is(err, syscall.EADDRINUSE) {
 			return nil, lastErr
 		}
 	}
 	if lastErr == nil {
-		return nil, fmt.Errorf("portmap: all ports are allocated: %w", errdefs.ErrConflict)
+		e := portlayer.Refused(portlayer.ClassConflict, portlayer.KindPort, "", portlayer.ReasonExhausted, "portmap: every port of "+r.String()+" is published already")
+		e.Value = r.String()
+		return nil, e
 	}
 	return nil, lastErr
 }
 
-// allocatedError is Docker's text for a port its own allocator holds.
+// allocatedError is the Conflict error for a host port this Mapper
+// already holds for another owner: KindPort, ReasonAllocated, Value
+// "IP:PORT".
 func allocatedError(ip netip.Addr, port uint16) error {
-	return fmt.Errorf("portmap: Bind for %s:%d failed: port is already allocated: %w", ip, port, errdefs.ErrConflict)
+	hp := fmt.Sprintf("%s:%d", ip, port)
+	e := portlayer.Refused(portlayer.ClassConflict, portlayer.KindPort, "", portlayer.ReasonAllocated, "portmap: host port "+hp+" is published already")
+	e.Value = hp
+	return e
 }
 
-// bindError classifies a failed bind; prefix is Docker's text before the
-// cause.
-func bindError(prefix string, err error) error {
+// bindError is the error for a failed bind of r's host socket (on port
+// of a range, 0 for a single port): KindPort with Value r's
+// "HostIP:HostPort:IP:Port/proto" form and Name the port tried in a
+// range; Conflict with ReasonInUse for EADDRINUSE, InvalidArgument for
+// EADDRNOTAVAIL, Internal otherwise. It wraps the bare syscall.Errno
+// where there is one, else err.
+func bindError(r request, port int, err error) error {
 	var cause error = err
 	var errno syscall.Errno
 	if errors.As(err, &errno) {
-		cause = errno // Docker shows the bare errno text
+		cause = errno
 	}
-	var class error = errdefs.ErrInternal
+	e := &portlayer.Error{Class: portlayer.ClassInternal, Kind: portlayer.KindPort, Value: r.String(), Err: cause,
+		Message: "portmap: bind the host port for " + r.String()}
+	if port != 0 {
+		e.Name = strconv.Itoa(port)
+		e.Message = fmt.Sprintf("portmap: bind host port %d for %s", port, r)
+	}
 	switch {
 	case errors.Is(err, syscall.EADDRINUSE):
-		class = errdefs.ErrConflict
+		e.Class, e.Reason = portlayer.ClassConflict, portlayer.ReasonInUse
 	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		class = errdefs.ErrInvalidArgument
+		e.Class = portlayer.ClassInvalidArgument
 	}
-	return fmt.Errorf("portmap: %s: %w: %w", prefix, cause, class)
+	return e
 }
 
 // listen binds r's protocol on hostIP:port (port 0: the kernel picks) and

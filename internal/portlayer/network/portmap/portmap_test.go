@@ -424,9 +424,9 @@ func TestRange(t *testing.T) {
 		m, _ := newMapper(t)
 		start, _ := heldRun(t, "tcp", 2)
 		_, err := m.Publish("c1", loopback, []portlayer.PortBinding{tcpBinding(start, start+1, cport)})
-		want := fmt.Sprintf("portmap: failed to bind host port %d for 127.0.0.1:%d-%d:127.0.0.1:%d/tcp: address already in use: conflict",
+		want := fmt.Sprintf("port in_use %d 127.0.0.1:%d-%d:127.0.0.1:%d/tcp address already in use",
 			start+1, start, start+1, cport)
-		if err == nil || err.Error() != want || !errdefs.IsConflict(err) || !errors.Is(err, syscall.EADDRINUSE) {
+		if typed(err) != want || !errdefs.IsConflict(err) || !errors.Is(err, syscall.EADDRINUSE) {
 			t.Fatalf("err = %v, want %q (Conflict, EADDRINUSE)", err, want)
 		}
 	})
@@ -436,14 +436,22 @@ func TestRange(t *testing.T) {
 		closeAll(held)
 		mustPublish(t, m, "a", tcpBinding(start, 0, cport), tcpBinding(start+1, 0, cport))
 		_, err := m.Publish("b", loopback, []portlayer.PortBinding{tcpBinding(start, start+1, cport)})
-		if err == nil || err.Error() != "portmap: all ports are allocated: conflict" || !errdefs.IsConflict(err) {
+		if want := fmt.Sprintf("port exhausted  127.0.0.1:%d-%d:127.0.0.1:%d/tcp ", start, start+1, cport); typed(err) != want || !errdefs.IsConflict(err) {
 			t.Fatalf("err = %v, want all ports are allocated (Conflict)", err)
 		}
 	})
 }
 
-// Docker 28's texts, checked whole: the personality shows the part between
-// "portmap: " and ": conflict".
+// typed is "Kind Reason Name Value Cause" of err's *portlayer.Error.
+func typed(err error) string {
+	pe := portlayer.AsError(err)
+	if pe == nil {
+		return fmt.Sprintf("untyped %v", err)
+	}
+	return fmt.Sprint(pe.Kind, " ", pe.Reason, " ", pe.Name, " ", pe.Value, " ", pe.CauseText())
+}
+
+// The conflicts' typed fields, from which a front end writes its texts.
 func TestConflict(t *testing.T) {
 	for _, proto := range []string{"tcp", "udp"} {
 		t.Run(proto+" held by the mapper", func(t *testing.T) {
@@ -453,8 +461,8 @@ func TestConflict(t *testing.T) {
 			mustPublish(t, m, "a", pb)
 			for _, owner := range []string{"a", "b"} {
 				_, err := m.Publish(owner, netip.MustParseAddr("172.17.0.2"), []portlayer.PortBinding{pb})
-				want := fmt.Sprintf("portmap: Bind for 127.0.0.1:%d failed: port is already allocated: conflict", port)
-				if err == nil || err.Error() != want || !errdefs.IsConflict(err) {
+				want := fmt.Sprintf("port allocated  127.0.0.1:%d ", port)
+				if typed(err) != want || !errdefs.IsConflict(err) {
 					t.Fatalf("owner %s: err = %v, want %q (Conflict)", owner, err, want)
 				}
 			}
@@ -464,8 +472,8 @@ func TestConflict(t *testing.T) {
 			port := localPort(holdPort(t, proto, 0))
 			pb := portlayer.PortBinding{Proto: proto, ContainerPort: 80, HostIP: loopback, HostPort: port}
 			_, err := m.Publish("a", netip.MustParseAddr("172.17.0.2"), []portlayer.PortBinding{pb})
-			want := fmt.Sprintf("portmap: failed to bind host port for 127.0.0.1:%d:172.17.0.2:80/%s: address already in use: conflict", port, proto)
-			if err == nil || err.Error() != want || !errdefs.IsConflict(err) || !errors.Is(err, syscall.EADDRINUSE) {
+			want := fmt.Sprintf("port in_use  127.0.0.1:%d:172.17.0.2:80/%s address already in use", port, proto)
+			if typed(err) != want || !errdefs.IsConflict(err) || !errors.Is(err, syscall.EADDRINUSE) {
 				t.Fatalf("err = %v, want %q (Conflict, EADDRINUSE)", err, want)
 			}
 		})
