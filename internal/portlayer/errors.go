@@ -78,6 +78,9 @@ const (
 	KindAddress = "address"
 	// KindPort is a published host port: Error.Value is "IP:PORT".
 	KindPort = "port"
+	// KindRegistry is an image registry: Error.ID is the URL of its API
+	// root ("https://HOST/v2/"), Error.Value the HTTP status it answered.
+	KindRegistry = "registry"
 )
 
 // Reasons (Error.Reason): what about the object caused the error.

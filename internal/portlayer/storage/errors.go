@@ -7,27 +7,27 @@ import (
 	"github.com/containerd/errdefs"
 )
 
-// dockerError carries a fixed text, shown to users as it is, plus the
+// textError carries a fixed text, shown to users as it is, plus the
 // error class (an errdefs sentinel) and optionally the cause.
-type dockerError struct {
+type textError struct {
 	msg  string
 	errs []error
 }
 
-func (e *dockerError) Error() string   { return e.msg }
-func (e *dockerError) Unwrap() []error { return e.errs }
+func (e *textError) Error() string   { return e.msg }
+func (e *textError) Unwrap() []error { return e.errs }
 
-// newDockerError returns an error whose text is msg and which matches class
+// newTextError returns an error whose text is msg and which matches class
 // (and cause, if not nil) with errors.Is.
-func newDockerError(class error, msg string, cause error) error {
+func newTextError(class error, msg string, cause error) error {
 	errs := []error{class}
 	if cause != nil {
 		errs = append(errs, cause)
 	}
-	return &dockerError{msg: msg, errs: errs}
+	return &textError{msg: msg, errs: errs}
 }
 
-var _ interface{ Unwrap() []error } = (*dockerError)(nil)
+var _ interface{ Unwrap() []error } = (*textError)(nil)
 
 var errClosed = errors.New("storage: store is closed")
 
@@ -38,5 +38,5 @@ func noSpace(err error) error {
 	if err == nil || errdefs.IsResourceExhausted(err) || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
 		return err
 	}
-	return newDockerError(errdefs.ErrResourceExhausted, "no space left on device for the image store: "+err.Error(), err)
+	return newTextError(errdefs.ErrResourceExhausted, "no space left on device for the image store: "+err.Error(), err)
 }

@@ -42,7 +42,7 @@ func (s *Store) Login(ctx context.Context, server string, auth portlayer.Registr
 	tr, err := transport.NewWithContext(ctx, reg, authenticator(auth), s.cfg.Registries.transport(domain), nil)
 	if err != nil {
 		if te, ok := err.(*transport.Error); ok && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
-			return newDockerError(errdefs.ErrUnauthenticated, fmt.Sprintf("Get %q: unauthorized: incorrect username or password", url), err)
+			return &portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: url, Reason: portlayer.ReasonDenied, Message: "storage: login to " + url + ": the registry refused the credentials", Err: err}
 		}
 		return fmt.Errorf("storage: login to %s: %w: %w", domain, errdefs.ErrUnavailable, err)
 	}
@@ -60,7 +60,7 @@ func (s *Store) Login(ctx context.Context, server string, auth portlayer.Registr
 		s.log.Info("registry login", "registry", domain, "user", auth.Username)
 		return nil
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
-		return newDockerError(errdefs.ErrUnauthenticated, fmt.Sprintf("login attempt to %s failed with status: %s", url, resp.Status), nil)
+		return &portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: url, Value: resp.Status, Message: "storage: login to " + url + ": status " + resp.Status}
 	default:
 		return fmt.Errorf("storage: login to %s: %s: %w", url, resp.Status, errdefs.ErrUnavailable)
 	}

@@ -335,7 +335,7 @@ func pullError(ctx context.Context, fam string, err error) error {
 		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
 			return &portlayer.Error{Class: portlayer.ClassPermissionDenied, Op: "pull", Kind: portlayer.KindImage, ID: fam, Name: repoOf(fam), Reason: portlayer.ReasonDenied, Message: "the registry refused access to " + repoOf(fam), Err: err}
 		}
-		return newDockerError(errdefs.ErrUnavailable, err.Error(), err)
+		return newTextError(errdefs.ErrUnavailable, err.Error(), err)
 	}
 	if strings.Contains(err.Error(), "no child with platform") {
 		return &portlayer.Error{Class: portlayer.ClassNotFound, Op: "pull", Kind: portlayer.KindImage, ID: fam, Reason: portlayer.ReasonNoPlatform, Message: "no manifest for linux/amd64 in " + fam, Err: err}
@@ -343,9 +343,9 @@ func pullError(ctx context.Context, fam string, err error) error {
 	var nerr net.Error
 	var operr *net.OpError
 	if errors.As(err, &nerr) || errors.As(err, &operr) {
-		return newDockerError(errdefs.ErrUnavailable, err.Error(), err)
+		return newTextError(errdefs.ErrUnavailable, err.Error(), err)
 	}
-	return newDockerError(errdefs.ErrUnknown, err.Error(), err)
+	return newTextError(errdefs.ErrUnknown, err.Error(), err)
 }
 
 // registryTransport is an HTTP transport with bounded connects and waits.

@@ -82,7 +82,7 @@ func (s *Store) Push(ctx context.Context, ref string, auth portlayer.RegistryAut
 	}
 	s.mu.Unlock()
 	if len(targets) == 0 {
-		return nil, newDockerError(errdefs.ErrNotFound, "An image does not exist locally with the tag: "+reference.FamiliarName(named), nil)
+		return nil, &portlayer.Error{Class: portlayer.ClassNotFound, Op: "push", Kind: portlayer.KindImage, ID: reference.FamiliarName(named), Message: "storage: push: no local image is tagged " + reference.FamiliarName(named)}
 	}
 	slices.SortFunc(targets, func(a, b target) int {
 		switch {
@@ -240,7 +240,7 @@ func pushError(ctx context.Context, tag string, err error) error {
 	}
 	var terr *transport.Error
 	if errors.As(err, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
-		return newDockerError(errdefs.ErrPermissionDenied, "denied: requested access to the resource is denied: "+err.Error(), err)
+		return &portlayer.Error{Class: portlayer.ClassPermissionDenied, Op: "push", Kind: portlayer.KindImage, Name: familiar(tag), Reason: portlayer.ReasonDenied, Message: "storage: push " + familiar(tag) + ": the registry refused access", Err: err}
 	}
 	return pullError(ctx, familiar(tag), err)
 }

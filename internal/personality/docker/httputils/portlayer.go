@@ -36,7 +36,23 @@ func DockerText(err error) (msg string, ok bool) {
 			return fmt.Sprintf("the working directory '%s' is invalid, it needs to be an absolute path", pe.Value), true
 		}
 	case portlayer.KindImage:
+		if pe.Op == "push" {
+			switch {
+			case pe.Class == portlayer.ClassNotFound:
+				return "An image does not exist locally with the tag: " + pe.ID, true
+			case pe.Reason == portlayer.ReasonDenied:
+				return "denied: requested access to the resource is denied: " + pe.CauseText(), true
+			}
+		}
 		return imageText(pe)
+	case portlayer.KindRegistry:
+		// docker/cli and moby registry's login errors.
+		if pe.Reason == portlayer.ReasonDenied {
+			return fmt.Sprintf("Get %q: unauthorized: incorrect username or password", pe.ID), true
+		}
+		if pe.Value != "" {
+			return fmt.Sprintf("login attempt to %s failed with status: %s", pe.ID, pe.Value), true
+		}
 	case portlayer.KindNetwork:
 		return networkText(pe)
 	case portlayer.KindMount:

@@ -76,6 +76,10 @@ func TestDockerText(t *testing.T) {
 		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindPort, Value: "0.0.0.0:8000-8001:172.17.0.2:80/tcp", Reason: portlayer.ReasonExhausted}, "all ports are allocated"},
 		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindPort, Value: "0.0.0.0:8080:172.17.0.2:80/tcp", Reason: portlayer.ReasonInUse, Cause: "address already in use"}, "failed to bind host port for 0.0.0.0:8080:172.17.0.2:80/tcp: address already in use"},
 		{&portlayer.Error{Class: portlayer.ClassConflict, Kind: portlayer.KindPort, Name: "8001", Value: "0.0.0.0:8000-8001:172.17.0.2:80/tcp", Reason: portlayer.ReasonInUse, Cause: "address already in use"}, "failed to bind host port 8001 for 0.0.0.0:8000-8001:172.17.0.2:80/tcp: address already in use"},
+		{&portlayer.Error{Class: portlayer.ClassNotFound, Op: "push", Kind: portlayer.KindImage, ID: "h:5000/x"}, "An image does not exist locally with the tag: h:5000/x"},
+		{&portlayer.Error{Class: portlayer.ClassPermissionDenied, Op: "push", Kind: portlayer.KindImage, Reason: portlayer.ReasonDenied, Cause: "401"}, "denied: requested access to the resource is denied: 401"},
+		{&portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: "https://h/v2/", Reason: portlayer.ReasonDenied}, `Get "https://h/v2/": unauthorized: incorrect username or password`},
+		{&portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: "https://h/v2/", Value: "403 Forbidden"}, "login attempt to https://h/v2/ failed with status: 403 Forbidden"},
 	} {
 		got, ok := DockerText(tt.err)
 		if !ok || got != tt.want {

@@ -140,7 +140,9 @@ func (s *JSONStream) Send(m ProgressMessage) {
 	Flush(s.w)
 }
 
-// SendError writes err in band: {"errorDetail":{"message":...},"error":...}.
+// SendError writes err in band: {"errorDetail":{"message":...},"error":...},
+// with the text Message gives.
 func (s *JSONStream) SendError(err error) {
-	s.Send(ProgressMessage{Message: jsonstream.Message{Error: &jsonstream.Error{Message: err.Error()}}, ErrorText: err.Error()})
+	msg := Message(err)
+	s.Send(ProgressMessage{Message: jsonstream.Message{Error: &jsonstream.Error{Message: msg}}, ErrorText: msg})
 }

@@ -223,7 +223,7 @@ func (rt *Router) postPush(w http.ResponseWriter, r *http.Request, vars map[stri
 	if err != nil {
 		if !out.Started() {
 			if errdefs.IsNotFound(err) || errdefs.IsPermissionDenied(err) || errdefs.IsInvalidArgument(err) {
-				return httputils.Classify(errdefs.Resolve(err), err, err.Error())
+				return httputils.Classify(errdefs.Resolve(err), err, httputils.Message(err))
 			}
 			return fmt.Errorf("push %s: %w", ref, err)
 		}
