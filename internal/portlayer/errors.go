@@ -156,6 +156,9 @@ const (
 	ReasonExclusive = "exclusive"
 	// ReasonAlreadyRan: the exec has run and ended; it cannot run again.
 	ReasonAlreadyRan = "already_ran"
+	// ReasonRestarting: the container waits for its restart policy's
+	// next start (Conflict).
+	ReasonRestarting = "restarting"
 	// ReasonStarting: the container is starting (Conflict).
 	ReasonStarting = "starting"
 	// ReasonVMSize: a change the running VM's size cannot hold
@@ -338,6 +341,10 @@ func ContainerState(op, id, reason string) error {
 		msg += " is paused"
 	case ReasonNotPaused:
 		msg += " is not paused"
+	case ReasonRunning:
+		msg += " is running"
+	case ReasonRestarting:
+		msg += " is restarting"
 	default:
 		msg += ": " + reason
 	}

@@ -699,7 +699,7 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 	if c.rec.State.Status == portlayer.StatusRestarting && c.restartCancel != nil {
 		if !force {
 			c.mu.Unlock()
-			return &RunningError{ID: c.id, Name: c.rec.Spec.Name}
+			return portlayer.ContainerState("remove", c.id, portlayer.ReasonRestarting)
 		}
 		// As docker rm -f: the pending restart is cancelled, the
 		// container removed.
@@ -715,7 +715,11 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 	rec := c.record()
 	if rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused {
 		if !force {
-			return &RunningError{ID: rec.ID, Name: rec.Spec.Name}
+			reason := portlayer.ReasonRunning
+			if rec.State.Status == portlayer.StatusPaused {
+				reason = portlayer.ReasonPaused
+			}
+			return portlayer.ContainerState("remove", rec.ID, reason)
 		}
 		if err := s.kill(ctx, c, 9); err != nil && !errdefs.IsConflict(err) {
 			return err
@@ -726,17 +730,6 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 	}
 	return s.remove(c)
 }
-
-// RunningError is a removal refused because the container runs; it is a
-// Conflict error.
-type RunningError struct{ ID, Name string }
-
-func (e *RunningError) Error() string {
-	return fmt.Sprintf("compute: container %s is running", e.ID)
-}
-
-// Unwrap classifies the error as Conflict.
-func (e *RunningError) Unwrap() error { return errdefs.ErrConflict }
 
 // remove deletes a stopped container's files and record and releases
 // removal waiters.

@@ -617,9 +617,9 @@ func TestRemove(t *testing.T) {
 			}
 			err := h.svc.Remove(t.Context(), "victim", tt.force)
 			if tt.wantErr {
-				var re *compute.RunningError
-				if !errdefs.IsConflict(err) || !errors.As(err, &re) || re.ID != c.ID {
-					t.Fatalf("Remove = %v, want *RunningError (Conflict)", err)
+				pe := portlayer.AsError(err)
+				if !errdefs.IsConflict(err) || pe == nil || pe.Op != "remove" || pe.Reason != portlayer.ReasonRunning || pe.ID != c.ID {
+					t.Fatalf("Remove = %v, want ContainerState remove running (Conflict)", err)
 				}
 				if st := h.inspect(c.ID).State; st.Status != portlayer.StatusRunning {
 					t.Errorf("refused Remove changed the state: %+v", st)

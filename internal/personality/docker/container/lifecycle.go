@@ -227,13 +227,9 @@ func (rt *Router) postKill(w http.ResponseWriter, r *http.Request, vars map[stri
 	notRunning := func(cause error) error {
 		return httputils.Classify(errdefs.ErrConflict, cause, fmt.Sprintf("cannot kill container: %s: container %s is not running", name, c.ID))
 	}
-	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusPaused && c.State.Status != portlayer.StatusRestarting {
-		return notRunning(nil)
-	}
+	// The port layer checks the state as one step with the kill.
 	if err := rt.compute.Kill(ctx, c.ID, sig); err != nil {
 		if errdefs.IsConflict(err) {
-			// The port layer says why, as of the kill (the container may
-			// have changed since the inspect above).
 			if pe := portlayer.AsError(err); pe != nil && pe.Reason == portlayer.ReasonPaused {
 				return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("cannot kill container: %s: container %s is paused. Unpause the container before stopping or killing", name, c.ID))
 			}
@@ -306,12 +302,8 @@ func (rt *Router) deleteContainer(w http.ResponseWriter, r *http.Request, vars m
 	if err != nil {
 		return err
 	}
-	if !force && (c.State.Status == portlayer.StatusRunning || c.State.Status == portlayer.StatusRestarting || c.State.Status == portlayer.StatusPaused) {
-		if c.State.Status == portlayer.StatusPaused {
-			return httputils.Classify(errdefs.ErrConflict, nil, fmt.Sprintf("cannot remove container %q: container is paused and must be unpaused first", name))
-		}
-		return httputils.Classify(errdefs.ErrConflict, nil, fmt.Sprintf("cannot remove container %q: container is %s: stop the container before removing or force remove", name, c.State.Status))
-	}
+	// The port layer refuses a running, paused or restarting container
+	// (unless forced) as one step with the removal.
 	if err := rt.compute.Remove(ctx, c.ID, force); err != nil {
 		if errdefs.IsConflict(err) {
 			return httputils.Classify(errdefs.ErrConflict, err, fmt.Sprintf("cannot remove container %q: %s", name, httputils.PortLayerText(err)))

@@ -197,7 +197,7 @@ func (f *Fake) Start(_ context.Context, idOrName string) error {
 		return nil
 	}
 	if c.c.State.Status == portlayer.StatusPaused {
-		return fmt.Errorf("fake: start %s: container is paused: %w", idOrName, errdefs.ErrConflict)
+		return portlayer.ContainerState("start", c.c.ID, portlayer.ReasonPaused)
 	}
 	prog := c.c.Spec.Args[0]
 	switch prog {
@@ -458,9 +458,12 @@ func (f *Fake) Remove(_ context.Context, idOrName string, force bool) error {
 	if err != nil {
 		return err
 	}
+	if c.c.State.Status == portlayer.StatusPaused && !force {
+		return portlayer.ContainerState("remove", c.c.ID, portlayer.ReasonPaused)
+	}
 	if c.c.State.Status == portlayer.StatusRunning {
 		if !force {
-			return fmt.Errorf("fake: %s is running: %w", idOrName, errdefs.ErrConflict)
+			return portlayer.ContainerState("remove", c.c.ID, portlayer.ReasonRunning)
 		}
 		c.c.Spec.AutoRemove = true
 		c.signal(9)

@@ -128,6 +128,11 @@ func containerText(pe *portlayer.Error) (string, bool) {
 		return fmt.Sprintf("Cannot link to /%s, as it does not belong to the default network", pe.Value), true
 	case pe.Op == "update" && pe.Reason == portlayer.ReasonVMSize:
 		return fmt.Sprintf("Cannot update container %s: its VM runs with %s, which a running VM cannot change: stop the container, update it, then start it", pe.ID, pe.Value), true
+	case pe.Op == "remove" && (pe.Reason == portlayer.ReasonRunning || pe.Reason == portlayer.ReasonRestarting):
+		// The front end prefixes "cannot remove container NAME: ".
+		return "container is " + pe.Reason + ": stop the container before removing or force remove", true
+	case pe.Op == "remove" && pe.Reason == portlayer.ReasonPaused:
+		return "container is paused and must be unpaused first", true
 	case pe.Op == "update" && pe.Reason == portlayer.ReasonStarting:
 		return fmt.Sprintf("Cannot update container %s: it is starting", pe.ID), true
 	case pe.Class == portlayer.ClassNotFound:

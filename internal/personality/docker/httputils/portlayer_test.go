@@ -80,6 +80,9 @@ func TestDockerText(t *testing.T) {
 		{&portlayer.Error{Class: portlayer.ClassPermissionDenied, Op: "push", Kind: portlayer.KindImage, Reason: portlayer.ReasonDenied, Cause: "401"}, "denied: requested access to the resource is denied: 401"},
 		{&portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: "https://h/v2/", Reason: portlayer.ReasonDenied}, `Get "https://h/v2/": unauthorized: incorrect username or password`},
 		{&portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: "https://h/v2/", Value: "403 Forbidden"}, "login attempt to https://h/v2/ failed with status: 403 Forbidden"},
+		{portlayer.ContainerState("remove", id, portlayer.ReasonRunning), "container is running: stop the container before removing or force remove"},
+		{portlayer.ContainerState("remove", id, portlayer.ReasonRestarting), "container is restarting: stop the container before removing or force remove"},
+		{portlayer.ContainerState("remove", id, portlayer.ReasonPaused), "container is paused and must be unpaused first"},
 	} {
 		got, ok := DockerText(tt.err)
 		if !ok || got != tt.want {
