@@ -61,7 +61,7 @@ func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container
 	for {
 		c.mu.Lock()
 		switch {
-		case c.removed || c.creating:
+		case c.hidden():
 			c.mu.Unlock()
 			return nil, nil, nil, portlayer.NoSuchContainer(idOrName)
 		case c.rec.State.Status == portlayer.StatusPaused:
@@ -71,7 +71,7 @@ func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container
 			g := c.guest
 			c.mu.Unlock()
 			return c, g, func() {}, nil
-		case c.starting:
+		case c.phase == phaseStarting:
 			ch := c.startDone
 			c.mu.Unlock()
 			select {
@@ -83,13 +83,13 @@ func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container
 		}
 		break
 	}
-	c.starting = true
+	c.phase = phaseStarting
 	c.startDone = make(chan struct{})
 	rec, gone := c.rec, c.vmGone
 	c.mu.Unlock()
 	done := func() {
 		c.mu.Lock()
-		c.starting = false
+		c.endPhase(phaseStarting)
 		close(c.startDone)
 		c.mu.Unlock()
 	}
@@ -342,7 +342,7 @@ const captureTimeout = 10 * time.Minute
 func (s *Service) ChangesLayer(ctx context.Context, idOrName string) (portlayer.Container, io.ReadCloser, error) {
 	if c, err := s.lookup(idOrName); err == nil {
 		c.mu.Lock()
-		exited := c.rec.State.Status == portlayer.StatusExited && !c.starting && !c.removed
+		exited := c.rec.State.Status == portlayer.StatusExited && c.phase != phaseStarting && c.phase != phaseRemoved
 		c.mu.Unlock()
 		if exited {
 			if f, err := os.Open(filepath.Join(c.runDir, changesFile)); err == nil {

@@ -515,7 +515,7 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 		return portlayer.Container{}, nameInUse(rec.Spec.Name, other)
 	}
 	c := s.newContainer(rec)
-	c.creating = true
+	c.phase = phaseCreating
 	s.containers[id] = c
 	s.mu.Unlock()
 
@@ -550,7 +550,7 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 		return fail(err)
 	}
 	c.mu.Lock()
-	c.creating = false
+	c.endPhase(phaseCreating)
 	c.mu.Unlock()
 	s.logger.Info("container created", "container", id, "name", rec.Spec.Name, "image", spec.Image)
 	s.event("create", rec, nil)
@@ -594,7 +594,7 @@ func (s *Service) List(ctx context.Context) ([]portlayer.Container, error) {
 	out := make([]portlayer.Container, 0, len(s.containers))
 	for _, c := range s.containers {
 		c.mu.Lock()
-		creating := c.creating
+		creating := c.phase == phaseCreating
 		c.mu.Unlock()
 		if !creating {
 			out = append(out, c.record())
@@ -684,7 +684,7 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 	for {
 		c.mu.Lock()
 		ch := c.startDone
-		starting := c.starting
+		starting := c.phase == phaseStarting
 		c.mu.Unlock()
 		if !starting {
 			break
@@ -735,11 +735,11 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 // removal waiters.
 func (s *Service) remove(c *container) error {
 	c.mu.Lock()
-	if c.removed {
+	if c.phase == phaseRemoved {
 		c.mu.Unlock()
 		return nil
 	}
-	c.removed = true
+	c.phase = phaseRemoved
 	code := c.rec.State.ExitCode
 	gone, vmDir := c.vmGone, c.vmDir
 	c.mu.Unlock()

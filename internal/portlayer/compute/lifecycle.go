@@ -34,12 +34,12 @@ type container struct {
 	runDir string
 	out    *output
 
-	mu       sync.Mutex
-	rec      portlayer.Container
-	creating bool
-	removed  bool
-	starting bool
-	// startDone is closed when the start in progress (starting) ends.
+	mu  sync.Mutex
+	rec portlayer.Container
+	// phase is the operation that owns the container, if any, beside
+	// the state its record shows (rec.State.Status).
+	phase phase
+	// startDone is closed when the start in progress (phaseStarting) ends.
 	startDone chan struct{}
 	// vmGone is closed when the last run's VM has ended and released its
 	// disk; nil before the first start.
@@ -118,6 +118,51 @@ func (c *container) waitExited(ctx context.Context) error {
 	}
 }
 
+// phase is where one container VM's lifecycle stands as far as the
+// operations on it are concerned. The record's State.Status says what
+// users see (created, running, paused, restarting, exited); the phase
+// says which operation, if any, owns the container now, so that each
+// operation checks the state and acts under the container's lock in one
+// step:
+//
+//	phaseCreating --Create done--> phaseIdle <--boot ends-- phaseStarting
+//	                                   |  \--start, restart, maintenance boot--^
+//	                                   \--Remove--> phaseRemoved (final)
+//
+// A container being created or removed is invisible (NotFound); a start
+// in progress makes other starts, copies and removals wait for it
+// (startDone). Remove may take a container in phaseStarting to
+// phaseRemoved (a forced removal during a boot): the boot then finds it
+// removed and ends its VM.
+type phase int
+
+const (
+	// phaseIdle: no create, start or removal is in progress.
+	phaseIdle phase = iota
+	// phaseCreating: Create has reserved the ID and name and is making
+	// the disks and the record.
+	phaseCreating
+	// phaseStarting: a start, a restart policy's start or a maintenance
+	// boot (archives of a stopped container) owns the VM slot.
+	phaseStarting
+	// phaseRemoved: the container is gone; nothing may act on it again.
+	phaseRemoved
+)
+
+// hidden reports whether operations must not see c: being created, or
+// removed. c.mu is held.
+func (c *container) hidden() bool {
+	return c.phase == phaseCreating || c.phase == phaseRemoved
+}
+
+// endPhase returns c to phaseIdle if it is still in p (a removal may have
+// moved it on meanwhile). c.mu is held.
+func (c *container) endPhase(p phase) {
+	if c.phase == p {
+		c.phase = phaseIdle
+	}
+}
+
 // StartFailedError is a process the guest could not start. Message is the
 // guest's text (`exec: "x": executable file not found in $PATH`), which a
 // front end may wrap; ExitCode is 127 (not found) or 126 (not executable).
@@ -168,19 +213,19 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	for {
 		c.mu.Lock()
 		switch {
-		case c.removed || c.creating:
+		case c.hidden():
 			c.mu.Unlock()
 			return portlayer.NoSuchContainer(idOrName)
 		case c.rec.State.Status == portlayer.StatusRunning:
 			c.mu.Unlock()
 			return nil
-		case c.rec.State.Status == portlayer.StatusRestarting && kind == startByHand && !c.starting:
+		case c.rec.State.Status == portlayer.StatusRestarting && kind == startByHand && c.phase != phaseStarting:
 			c.mu.Unlock()
 			return nil
 		case c.rec.State.Status == portlayer.StatusPaused:
 			c.mu.Unlock()
 			return portlayer.ContainerState("start", c.id, portlayer.ReasonPaused)
-		case c.starting:
+		case c.phase == phaseStarting:
 			// Another start is in progress: wait for it, as dockerd does.
 			ch := c.startDone
 			c.mu.Unlock()
@@ -193,7 +238,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		}
 		break
 	}
-	c.starting = true
+	c.phase = phaseStarting
 	c.startDone = make(chan struct{})
 	if kind == startByHand {
 		c.rec.RestartCount, c.rec.ManuallyStopped = 0, false
@@ -203,7 +248,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		c.starting = false
+		c.endPhase(phaseStarting)
 		close(c.startDone)
 		c.mu.Unlock()
 	}()
@@ -263,7 +308,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	}
 
 	c.mu.Lock()
-	if c.removed {
+	if c.phase == phaseRemoved {
 		// Removed (forced) while booting: nothing may outlive the record.
 		c.mu.Unlock()
 		g.Close()
@@ -934,7 +979,7 @@ func (s *Service) stopVMWith(ctx context.Context, c *container, signal int, time
 	spec := c.rec.Spec
 	pendingRestart := c.restartCancel != nil
 	startDone := c.startDone
-	restarting := status == portlayer.StatusRestarting && c.starting
+	restarting := status == portlayer.StatusRestarting && c.phase == phaseStarting
 	c.mu.Unlock()
 	sig := cmp.Or(signal, spec.StopSignal, 15)
 	switch {
@@ -997,7 +1042,7 @@ func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.Wait
 	case portlayer.WaitNotRunning, "":
 		// A container waiting for its restart counts as running (Docker's
 		// State.Running is true while it restarts).
-		if st := c.rec.State.Status; st != portlayer.StatusRunning && st != portlayer.StatusPaused && st != portlayer.StatusRestarting && !c.starting {
+		if st := c.rec.State.Status; st != portlayer.StatusRunning && st != portlayer.StatusPaused && st != portlayer.StatusRestarting && c.phase != phaseStarting {
 			ch <- portlayer.WaitResult{ExitCode: c.rec.State.ExitCode}
 			return ch, nil
 		}
@@ -1081,7 +1126,7 @@ func (s *Service) Logs(ctx context.Context, idOrName string, opts portlayer.LogO
 		return nil, err
 	}
 	c.mu.Lock()
-	running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused || c.starting
+	running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused || c.phase == phaseStarting
 	c.mu.Unlock()
 	return c.out.logs(ctx, opts, running)
 }

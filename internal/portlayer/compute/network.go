@@ -399,11 +399,11 @@ func (s *Service) persistSlotsLocked(c *container) {
 func lockSettled(ctx context.Context, c *container, idOrName string) error {
 	for {
 		c.mu.Lock()
-		if c.removed || c.creating {
+		if c.hidden() {
 			c.mu.Unlock()
 			return portlayer.NoSuchContainer(idOrName)
 		}
-		if !c.starting {
+		if c.phase != phaseStarting {
 			return nil
 		}
 		ch := c.startDone

@@ -121,7 +121,7 @@ func (s *Service) scheduleRestart(c *container, delay time.Duration, cancel chan
 			return
 		}
 		c.mu.Lock()
-		if c.restartCancel != cancel || c.removed {
+		if c.restartCancel != cancel || c.phase == phaseRemoved {
 			c.mu.Unlock()
 			return
 		}

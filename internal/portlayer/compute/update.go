@@ -25,7 +25,7 @@ func (s *Service) Update(ctx context.Context, idOrName string, u portlayer.Conta
 	defer c.mu.Unlock()
 	rec := c.rec
 	rec.Spec.Annotations = maps.Clone(rec.Spec.Annotations)
-	running := c.vm != nil || c.starting || rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused
+	running := c.vm != nil || c.phase == phaseStarting || rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused
 	if u.RestartPolicy != nil {
 		rec.Spec.RestartPolicy = *u.RestartPolicy
 		if err := checkRestartPolicy(rec.Spec); err != nil {

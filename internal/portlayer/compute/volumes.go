@@ -209,7 +209,7 @@ func (s *Service) volumeHolderLocked(self string, vols []string) (bool, <-chan s
 				continue // removed; its claim ends with its VM
 			}
 			other.mu.Lock()
-			st, starting, name, gone := other.rec.State.Status, other.starting, other.rec.Spec.Name, other.vmGone
+			st, starting, name, gone := other.rec.State.Status, other.phase == phaseStarting, other.rec.Spec.Name, other.vmGone
 			other.mu.Unlock()
 			if starting || st == portlayer.StatusRunning || st == portlayer.StatusPaused || st == portlayer.StatusRestarting || gone == nil {
 				return false, nil, &VolumeBusyError{Volume: v, Container: id, Name: name}
