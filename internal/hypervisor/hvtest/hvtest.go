@@ -280,25 +280,50 @@ func vmmProcesses(marks ...string) []string {
 }
 
 func testStartInvalidSpec(t *testing.T, d hypervisor.Driver, image GuestImage) {
-	for _, tc := range []struct {
-		name   string
-		mutate func(*hypervisor.Spec)
-		is     func(error) bool
-		class  string
-	}{
+	cases := append(commonInvalidSpecs(),
+		invalidSpec{"bad_disk_format", func(s *hypervisor.Spec) {
+			s.Disks = []hypervisor.Disk{{Path: filepath.Join(s.RuntimeDir, "disk.vmdk"), Format: "vmdk"}}
+		}, errdefs.IsInvalidArgument, "InvalidArgument"},
+		invalidSpec{"missing_kernel", func(s *hypervisor.Spec) { s.Kernel = filepath.Join(s.RuntimeDir, "no-such-kernel") }, errdefs.IsUnavailable, "Unavailable"},
+	)
+	startInvalidSpecs(t, d, func(t *testing.T) hypervisor.Spec { return baseSpec(t, image) }, cases, nil)
+}
+
+// invalidSpec is one bad spec Start must refuse: mutate spoils a valid
+// spec, is tells the error class wanted (named class).
+type invalidSpec struct {
+	name   string
+	mutate func(*hypervisor.Spec)
+	is     func(error) bool
+	class  string
+}
+
+// commonInvalidSpecs are the bad specs every driver refuses the same way,
+// whatever its disks and boot files are.
+func commonInvalidSpecs() []invalidSpec {
+	return []invalidSpec{
 		{"no_name", func(s *hypervisor.Spec) { s.Name = "" }, errdefs.IsInvalidArgument, "InvalidArgument"},
 		{"memory_too_small", func(s *hypervisor.Spec) { s.MemoryMiB = hypervisor.MinMemoryMiB - 1 }, errdefs.IsInvalidArgument, "InvalidArgument"},
 		{"memory_too_big", func(s *hypervisor.Spec) { s.MemoryMiB = hypervisor.MaxMemoryMiB + 1 }, errdefs.IsInvalidArgument, "InvalidArgument"},
 		{"no_cpus", func(s *hypervisor.Spec) { s.CPUs = 0 }, errdefs.IsInvalidArgument, "InvalidArgument"},
 		{"too_many_cpus", func(s *hypervisor.Spec) { s.CPUs = hypervisor.MaxCPUs + 1 }, errdefs.IsInvalidArgument, "InvalidArgument"},
 		{"no_channel", func(s *hypervisor.Spec) { s.ChannelName = "" }, errdefs.IsInvalidArgument, "InvalidArgument"},
-		{"bad_disk_format", func(s *hypervisor.Spec) {
-			s.Disks = []hypervisor.Disk{{Path: filepath.Join(s.RuntimeDir, "disk.vmdk"), Format: "vmdk"}}
-		}, errdefs.IsInvalidArgument, "InvalidArgument"},
-		{"missing_kernel", func(s *hypervisor.Spec) { s.Kernel = filepath.Join(s.RuntimeDir, "no-such-kernel") }, errdefs.IsUnavailable, "Unavailable"},
-	} {
+	}
+}
+
+// startInvalidSpecs starts each case's spoiled spec (from valid) and
+// wants its error class, and nothing of the spec left behind within
+// KillTimeout: leftovers lists what is (nil: host processes whose command
+// line mentions the spec's RuntimeDir or Name, as a local VMM's would).
+func startInvalidSpecs(t *testing.T, d hypervisor.Driver, valid func(t *testing.T) hypervisor.Spec, cases []invalidSpec, leftovers func(t *testing.T, spec hypervisor.Spec) []string) {
+	if leftovers == nil {
+		leftovers = func(_ *testing.T, spec hypervisor.Spec) []string {
+			return vmmProcesses(spec.RuntimeDir, spec.Name) // both unique to this spec; an empty mark matches nothing
+		}
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			spec := baseSpec(t, image)
+			spec := valid(t)
 			tc.mutate(&spec)
 			ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
 			defer cancel()
@@ -313,12 +338,12 @@ func testStartInvalidSpec(t *testing.T, d hypervisor.Driver, image GuestImage) {
 			}
 			deadline := time.Now().Add(KillTimeout)
 			for {
-				left := vmmProcesses(spec.RuntimeDir, spec.Name) // both unique to this spec; an empty mark matches nothing
+				left := leftovers(t, spec)
 				if len(left) == 0 {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("a refused Start left processes running: %q", left)
+					t.Fatalf("a refused Start left these behind: %q", left)
 				}
 				time.Sleep(50 * time.Millisecond)
 			}

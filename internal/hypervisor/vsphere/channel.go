@@ -1,0 +1,222 @@
+package vsphere
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/containerd/errdefs"
+)
+
+// Hello protocol words (see the package doc).
+const (
+	helloMagic   = "vch-channel v1"
+	secretBytes  = 32
+	nonceBytes   = 32
+	exitMarkWord = "vch-exit v1 poweroff"
+)
+
+// GuestMAC is the MAC a guest named name sends for nonce (hex, as the
+// driver sent it) in its hello: hex(HMAC-SHA256(secret, "vch-channel v1
+// guest NAME NONCE")).
+func GuestMAC(secret []byte, name, nonce string) string {
+	return mac(secret, helloMagic+" guest "+name+" "+nonce)
+}
+
+// ServerMAC is the MAC the driver answers a good hello with:
+// hex(HMAC-SHA256(secret, "vch-channel v1 server NAME NONCE")).
+func ServerMAC(secret []byte, name, nonce string) string {
+	return mac(secret, helloMagic+" server "+name+" "+nonce)
+}
+
+// ExitMark is the value a guest named name sets guestinfo.vch.exit to
+// before it powers itself off: hex(HMAC-SHA256(secret, "vch-exit v1
+// poweroff NAME")).
+func ExitMark(secret []byte, name string) string {
+	return mac(secret, exitMarkWord+" "+name)
+}
+
+func mac(secret []byte, msg string) string {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte(msg))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// waiter is a Start waiting for the hello of the VM it started.
+type waiter struct {
+	name   string
+	secret []byte
+	conn   chan net.Conn // receives the authenticated connection, once
+}
+
+// listen opens the channel listener and starts accepting.
+func (d *Driver) listen() error {
+	ln, err := net.Listen("tcp", d.cfg.ChannelListen)
+	if err != nil {
+		return fmt.Errorf("vsphere: listen for guest channels on %s: %w: %w", d.cfg.ChannelListen, err, errdefs.ErrUnavailable)
+	}
+	addr := d.cfg.ChannelAddress
+	if addr == "" {
+		ta := ln.Addr().(*net.TCPAddr)
+		if ta.IP.IsUnspecified() {
+			ln.Close()
+			return fmt.Errorf("vsphere: channel listener %s is a wildcard address: give the address VMs reach it by (ChannelAddress): %w", ln.Addr(), errdefs.ErrInvalidArgument)
+		}
+		addr = ta.String()
+	}
+	d.ln = ln
+	d.channel = "tcp://" + addr
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.wg.Add(1)
+	go d.accept()
+	return nil
+}
+
+// ChannelURI is the service URI of the VMs' serial ports
+// ("tcp://HOST:PORT").
+func (d *Driver) ChannelURI() string { return d.channel }
+
+func (d *Driver) accept() {
+	defer d.wg.Done()
+	for {
+		c, err := d.ln.Accept()
+		if err != nil {
+			if d.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			d.logger.Warn("accept guest channel", "err", err)
+			select {
+			case <-time.After(100 * time.Millisecond):
+			case <-d.ctx.Done():
+				return
+			}
+			continue
+		}
+		select {
+		case d.hellos <- struct{}{}:
+		default:
+			d.logger.Warn("guest channel refused: too many handshakes at once", "remote", c.RemoteAddr().String())
+			c.Close()
+			continue
+		}
+		d.wg.Add(1)
+		go func() {
+			defer d.wg.Done()
+			defer func() { <-d.hellos }()
+			d.hello(c)
+		}()
+	}
+}
+
+// errHello is why a hello was refused.
+type errHello string
+
+func (e errHello) Error() string { return string(e) }
+
+// hello authenticates c and hands it to its waiter, or closes it.
+func (d *Driver) hello(c net.Conn) {
+	name, err := d.handshake(c)
+	if err != nil {
+		d.logger.Warn("guest channel refused", "remote", c.RemoteAddr().String(), "vm", name, "reason", err.Error())
+		c.Close()
+	}
+}
+
+// handshake runs the hello on c; on success c went to its waiter.
+// Returns the name claimed, if any, with the error.
+func (d *Driver) handshake(c net.Conn) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(helloTimeout))
+	nb := make([]byte, nonceBytes)
+	if _, err := rand.Read(nb); err != nil {
+		return "", err
+	}
+	nonce := hex.EncodeToString(nb)
+	if _, err := fmt.Fprintf(c, "%s %s\n", helloMagic, nonce); err != nil {
+		return "", errHello("write nonce: " + err.Error())
+	}
+	line, err := readLine(c, maxHello)
+	if err != nil {
+		return "", err
+	}
+	f := strings.Split(line, " ")
+	if len(f) != 4 || f[0]+" "+f[1] != helloMagic || f[2] == "" || len(f[3]) != 2*sha256.Size {
+		return "", errHello("malformed hello")
+	}
+	name, got := f[2], f[3]
+	d.mu.Lock()
+	w := d.waiting[name]
+	d.mu.Unlock()
+	if w == nil {
+		return name, errHello("no VM of that name waits for its channel")
+	}
+	if !hmac.Equal([]byte(got), []byte(GuestMAC(w.secret, name, nonce))) {
+		return name, errHello("wrong MAC: the peer does not hold the VM's secret")
+	}
+	if _, err := fmt.Fprintf(c, "ok %s\n", ServerMAC(w.secret, name, nonce)); err != nil {
+		return name, errHello("write ok: " + err.Error())
+	}
+	_ = c.SetDeadline(time.Time{})
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.waiting[name] != w {
+		return name, errHello("another connection won the VM's channel")
+	}
+	delete(d.waiting, name)
+	w.conn <- c // buffered, and sent once
+	return name, nil
+}
+
+// readLine reads up to and without '\n', at most max bytes, one byte at
+// a time so that nothing after the line is consumed.
+func readLine(c net.Conn, max int) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) <= max {
+		if _, err := c.Read(one); err != nil {
+			return "", errHello("read hello: " + err.Error())
+		}
+		if one[0] == '\n' {
+			return string(b), nil
+		}
+		b = append(b, one[0])
+	}
+	return "", errHello(fmt.Sprintf("hello longer than %d bytes", max))
+}
+
+// expect registers a Start waiting for name's hello with a fresh secret.
+// AlreadyExists if a VM of that name runs or is being started.
+func (d *Driver) expect(name string) (*waiter, error) {
+	secret := make([]byte, secretBytes)
+	if _, err := rand.Read(secret); err != nil {
+		return nil, fmt.Errorf("vsphere: channel secret: %w", err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.waiting[name] != nil || d.vms[name] != nil {
+		return nil, fmt.Errorf("vsphere: a VM named %s already runs: %w", name, errdefs.ErrAlreadyExists)
+	}
+	w := &waiter{name: name, secret: secret, conn: make(chan net.Conn, 1)}
+	d.waiting[name] = w
+	return w, nil
+}
+
+// unexpect ends w's wait; a connection it got and nobody took is closed.
+func (d *Driver) unexpect(w *waiter) {
+	d.mu.Lock()
+	if d.waiting[w.name] == w {
+		delete(d.waiting, w.name)
+	}
+	d.mu.Unlock()
+	select {
+	case c := <-w.conn:
+		c.Close()
+	default:
+	}
+}

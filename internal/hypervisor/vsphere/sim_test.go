@@ -1,0 +1,391 @@
+package vsphere
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vmware/govmomi"
+	"github.com/vmware/govmomi/find"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/simulator"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/soap"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+)
+
+// The simulated vCenter's only credentials: distinctive, so a leak shows.
+const (
+	testUser = "vch-operator-7f3a"
+	testPass = "Sekr1t-Pa55-9d2c"
+)
+
+// Names in the simulated inventory.
+const (
+	simDC      = "DC0"
+	simCluster = "/DC0/host/DC0_C0"
+	simDS      = "LocalDS_0"
+	simPG      = "DC0_DVPG1"
+	testVCH    = "vch-test"
+	testISO    = "[LocalDS_0] iso/bootstrap.iso"
+)
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// sim is a simulated vCenter: a cluster of 4 hosts, 2 datastores, 2
+// distributed portgroups and a VM per pool that is not the VCH's, with a
+// client of the test's own.
+type sim struct {
+	t      *testing.T
+	model  *simulator.Model
+	server *simulator.Server
+	c      *vim25.Client
+	dc     *object.Datacenter
+	ds     *object.Datastore
+	logs   *syncBuffer
+}
+
+func newSim(t *testing.T) *sim {
+	t.Helper()
+	m := simulator.VPX()
+	m.Host = 0
+	m.ClusterHost = 4
+	m.Datastore = 2
+	m.Portgroup = 2
+	m.Machine = 1
+	if err := m.Create(); err != nil {
+		t.Fatal(err)
+	}
+	m.Service.TLS = new(tls.Config)
+	m.Service.Listen = &url.URL{User: url.UserPassword(testUser, testPass)}
+	s := m.Service.NewServer()
+	t.Cleanup(func() { s.Close(); m.Remove() })
+	ctx := t.Context()
+	gc, err := govmomi.NewClient(ctx, s.URL, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := find.NewFinder(gc.Client, false)
+	dc, err := f.Datacenter(ctx, simDC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.SetDatacenter(dc)
+	ds, err := f.Datastore(ctx, simDS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &sim{t: t, model: m, server: s, c: gc.Client, dc: dc, ds: ds, logs: &syncBuffer{}}
+	if err := ds.Upload(ctx, strings.NewReader("stands in for the boot ISO"), "iso/bootstrap.iso", &soap.DefaultUpload); err != nil {
+		t.Fatalf("upload ISO: %v", err)
+	}
+	t.Cleanup(func() {
+		if l := e.logs.String(); strings.Contains(l, testPass) || strings.Contains(l, testUser) {
+			t.Errorf("the driver's logs hold the credentials:\n%s", l)
+		}
+	})
+	return e
+}
+
+// config is a valid Config for the simulator.
+func (e *sim) config() Config {
+	return Config{
+		URL:             e.server.URL.String(),
+		Insecure:        true,
+		Datacenter:      simDC,
+		ComputeResource: simCluster,
+		ResourcePool:    testVCH,
+		VMFolder:        testVCH,
+		ImageStore:      simDS + "/" + testVCH,
+		BridgePortgroup: simPG,
+		ChannelListen:   "127.0.0.1:0",
+		CPULimitMHz:     2000,
+		MemoryLimitMiB:  4096,
+		ConnectTimeout:  10 * time.Second,
+		Logger:          slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+}
+
+// driver is a driver on the simulator, closed at the test's end.
+func (e *sim) driver(mutate ...func(*Config)) *Driver {
+	e.t.Helper()
+	cfg := e.config()
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	d, err := New(e.t.Context(), cfg)
+	if err != nil {
+		e.t.Fatalf("New: %v", err)
+	}
+	e.t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// vch is a driver whose VCH exists.
+func (e *sim) vch() *Driver {
+	e.t.Helper()
+	d := e.driver()
+	if err := d.CreateVCH(e.t.Context()); err != nil {
+		e.t.Fatalf("CreateVCH: %v", err)
+	}
+	return d
+}
+
+// baseDisk creates a flat disk at the datastore path p (its directory
+// made) to be an overlay's base.
+func (e *sim) baseDisk(p string) hypervisor.Disk {
+	e.t.Helper()
+	ctx := e.t.Context()
+	dp, _ := dsPathAny(p)
+	if dir := pathDir(dp); dir != "" {
+		if err := object.NewFileManager(e.c).MakeDirectory(ctx, e.ds.Path(dir), e.dc, true); err != nil && !isAlreadyExists(err) {
+			e.t.Fatal(err)
+		}
+	}
+	t, err := object.NewVirtualDiskManager(e.c).CreateVirtualDisk(ctx, p, e.dc, &types.FileBackedVirtualDiskSpec{
+		VirtualDiskSpec: types.VirtualDiskSpec{DiskType: string(types.VirtualDiskTypeThin), AdapterType: string(types.VirtualDiskAdapterTypeLsiLogic)},
+		CapacityKb:      64 * 1024,
+	})
+	if err == nil {
+		err = t.Wait(ctx)
+	}
+	if err != nil {
+		e.t.Fatalf("create base disk %s: %v", p, err)
+	}
+	return hypervisor.Disk{Path: p, Format: "vmdk", ReadOnly: true}
+}
+
+// exists reports whether the datastore path p (file or directory)
+// exists.
+func (e *sim) exists(p string) bool {
+	e.t.Helper()
+	dp, _ := dsPathAny(p)
+	_, err := e.ds.Stat(e.t.Context(), dp.Path)
+	if err != nil && !isNotFound(err) {
+		e.t.Fatalf("stat %s: %v", p, err)
+	}
+	return err == nil
+}
+
+// vmNames lists the names of all VMs in the inventory.
+func (e *sim) vmNames() []string {
+	e.t.Helper()
+	ctx := e.t.Context()
+	v, err := view.NewManager(e.c).CreateContainerView(ctx, e.c.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer v.Destroy(context.WithoutCancel(ctx))
+	var vms []mo.VirtualMachine
+	if err := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name"}, &vms); err != nil {
+		e.t.Fatal(err)
+	}
+	var names []string
+	for _, vm := range vms {
+		names = append(names, vm.Name)
+	}
+	return names
+}
+
+// vm finds the VM named name in the VCH's folder, nil if there is none.
+func (e *sim) vm(name string) *object.VirtualMachine {
+	e.t.Helper()
+	vm, err := find.NewFinder(e.c, false).SetDatacenter(e.dc).VirtualMachine(e.t.Context(), "/"+simDC+"/vm/"+testVCH+"/"+name)
+	if isNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return vm
+}
+
+// vmConfig is the VM's configuration and runtime as vSphere has them.
+func (e *sim) vmConfig(vm *object.VirtualMachine) mo.VirtualMachine {
+	e.t.Helper()
+	var o mo.VirtualMachine
+	if err := vm.Properties(e.t.Context(), vm.Reference(), []string{"config", "runtime", "resourcePool", "parent"}, &o); err != nil {
+		e.t.Fatal(err)
+	}
+	return o
+}
+
+// extraConfig is a VM's extraConfig as a map.
+func extraConfig(o mo.VirtualMachine) map[string]string {
+	m := map[string]string{}
+	for _, b := range o.Config.ExtraConfig {
+		ov := b.GetOptionValue()
+		if s, ok := ov.Value.(string); ok {
+			m[ov.Key] = s
+		}
+	}
+	return m
+}
+
+// spec is a valid spec named name, booting the test ISO.
+func spec(name string) hypervisor.Spec {
+	return hypervisor.Spec{Name: name, Kernel: testISO, Cmdline: "console=ttyS0 quiet", MemoryMiB: 256, CPUs: 2, ChannelName: "vch.tether"}
+}
+
+// guest plays a VM's ESX host and guest: it waits for the VM to be
+// powered on, reads its guestinfo like the guest, and dials the driver's
+// listener like the ESX host does for the serial port.
+type guest struct {
+	e    *sim
+	d    *Driver
+	name string
+}
+
+// waitInfo waits (bounded by ctx) for the VM to be powered on and
+// returns its guestinfo.
+func (g guest) waitInfo(ctx context.Context) (map[string]string, error) {
+	for {
+		vm, err := find.NewFinder(g.e.c, false).SetDatacenter(g.e.dc).VirtualMachine(ctx, "/"+simDC+"/vm/"+testVCH+"/"+g.name)
+		if err == nil {
+			var o mo.VirtualMachine
+			err = vm.Properties(ctx, vm.Reference(), []string{"config.extraConfig", "runtime.powerState"}, &o)
+			if err == nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+				return extraConfig(o), nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("VM %s not powered on: %w (last: %v)", g.name, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (g guest) addr() string { return strings.TrimPrefix(g.d.ChannelURI(), "tcp://") }
+
+// secret is the VM's channel secret from its guestinfo.
+func (g guest) secret(ctx context.Context) ([]byte, error) {
+	info, err := g.waitInfo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return hex.DecodeString(info[keyChannelSecret])
+}
+
+// hello dials the listener and says hello as name with secret; it
+// returns the connection once the driver answered ok with the right MAC.
+func (g guest) hello(name string, secret []byte) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", g.addr(), 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	line, err := readLine(c, maxHello)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	nonce, ok := strings.CutPrefix(line, helloMagic+" ")
+	if !ok {
+		c.Close()
+		return nil, fmt.Errorf("nonce line %q", line)
+	}
+	if _, err := fmt.Fprintf(c, "%s %s %s\n", helloMagic, name, GuestMAC(secret, name, nonce)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	line, err = readLine(c, maxHello)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	if line != "ok "+ServerMAC(secret, name, nonce) {
+		c.Close()
+		return nil, fmt.Errorf("driver answered %q, not ok with its MAC", line)
+	}
+	_ = c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// connect waits for the VM and connects it as its guest would.
+func (g guest) connect(ctx context.Context) (net.Conn, error) {
+	secret, err := g.secret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return g.hello(g.name, secret)
+}
+
+// started is a VM started with a fake guest.
+type started struct {
+	vm     hypervisor.VM
+	guest  net.Conn // the guest's end of the channel
+	secret []byte
+}
+
+// start starts spec on d with a fake guest that connects as it should.
+func (e *sim) start(d *Driver, s hypervisor.Spec) started {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(e.t.Context(), 20*time.Second)
+	defer cancel()
+	g := guest{e: e, d: d, name: s.Name}
+	type res struct {
+		c      net.Conn
+		secret []byte
+		err    error
+	}
+	gr := make(chan res, 1)
+	go func() {
+		secret, err := g.secret(ctx)
+		if err != nil {
+			gr <- res{err: err}
+			return
+		}
+		c, err := g.hello(s.Name, secret)
+		gr <- res{c, secret, err}
+	}()
+	vm, err := d.Start(ctx, s)
+	if err != nil {
+		e.t.Fatalf("Start %s: %v", s.Name, err)
+	}
+	r := <-gr
+	if r.err != nil {
+		e.t.Fatalf("fake guest of %s: %v", s.Name, r.err)
+	}
+	e.t.Cleanup(func() { vm.Kill(); r.c.Close() })
+	return started{vm: vm, guest: r.c, secret: r.secret}
+}
+
+// closedWithin reports whether c is closed within d.
+func closedWithin(c <-chan struct{}, d time.Duration) bool {
+	select {
+	case <-c:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}

@@ -1,0 +1,249 @@
+package vsphere
+
+import (
+	"context"
+	"crypto/hmac"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vmware/govmomi/fault"
+	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+
+	"github.com/vchproject/vch/internal/hypervisor"
+)
+
+// Why VMs end, in ExitStatus.Err.
+var (
+	// ErrKilled: Kill ended the VM.
+	ErrKilled = errors.New("vsphere: VM killed")
+	// ErrPoweredOff: the VM was powered off, not by its guest's own
+	// marked power-off nor by Kill (someone powered it off in vSphere, or
+	// the guest did without marking it).
+	ErrPoweredOff = errors.New("vsphere: VM powered off outside the driver")
+	// ErrRemoved: the VM disappeared from the inventory (destroyed or
+	// unregistered outside the driver).
+	ErrRemoved = errors.New("vsphere: VM removed outside the driver")
+)
+
+// exitKey is the guestinfo key of the guest's power-off mark.
+const exitKey = "guestinfo.vch.exit"
+
+// vm is one VM this driver started.
+type vm struct {
+	d      *Driver
+	name   string
+	secret []byte
+	obj    *object.VirtualMachine
+	done   chan struct{}
+	status hypervisor.ExitStatus
+
+	killing atomic.Bool // Kill is ending the VM: a power-off is its own
+	endMu   sync.Mutex  // one end at a time; Kill and the watcher race
+
+	mu       sync.Mutex
+	channel  net.Conn
+	chClosed bool // no channel may be set any more
+}
+
+func (v *vm) Channel() net.Conn {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.channel
+}
+
+// Pid is 0: the VMM runs on an ESX host, not here.
+func (v *vm) Pid() int                      { return 0 }
+func (v *vm) Done() <-chan struct{}         { return v.done }
+func (v *vm) Status() hypervisor.ExitStatus { <-v.done; return v.status }
+
+func (v *vm) closeChannel() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.chClosed = true
+	if v.channel != nil {
+		v.channel.Close()
+	}
+}
+
+func (v *vm) ended() bool {
+	select {
+	case <-v.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Kill powers the VM off (hard), detaches its disks and destroys it;
+// Done is closed when it returns nil. Idempotent: nil once the VM has
+// ended. An error (vSphere unreachable) leaves the VM as it is; Kill may
+// be called again.
+func (v *vm) Kill() error {
+	if v.ended() {
+		return nil
+	}
+	v.killing.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	if err := v.powerOff(ctx); err != nil {
+		if isNotFound(err) {
+			return v.end(ctx, ErrRemoved)
+		}
+		v.killing.Store(false) // still running: the watcher keeps it
+		return v.d.fail("kill "+v.name, err)
+	}
+	return v.end(ctx, ErrKilled)
+}
+
+// powerOff powers the VM off; nil if it already is.
+func (v *vm) powerOff(ctx context.Context) error {
+	t, err := v.obj.PowerOff(ctx)
+	if err == nil {
+		err = t.Wait(ctx)
+	}
+	if err != nil && !fault.IsAlreadyPoweredOffError(err) {
+		return err
+	}
+	return nil
+}
+
+// end releases the VM, powered off or gone, and closes Done with why
+// (nil: the guest's marked power-off). Once: later calls return nil.
+func (v *vm) end(ctx context.Context, why error) error {
+	v.endMu.Lock()
+	defer v.endMu.Unlock()
+	if v.ended() {
+		return nil
+	}
+	var err error
+	if !errors.Is(why, ErrRemoved) {
+		if err = v.d.destroyKeepingDisks(ctx, v.obj); err != nil {
+			if isNotFound(err) {
+				err = nil
+			} else {
+				err = v.d.fail("destroy "+v.name, err)
+				v.d.logger.Error("VM ended but not destroyed: it is left powered off", "vm", v.name, "err", err)
+				why = fmt.Errorf("%w (and left behind: %w)", why, err)
+			}
+		}
+	}
+	v.status = hypervisor.ExitStatus{Err: why, At: time.Now()}
+	v.closeChannel()
+	v.d.mu.Lock()
+	if v.d.vms[v.name] == v {
+		delete(v.d.vms, v.name)
+	}
+	v.d.mu.Unlock()
+	close(v.done)
+	v.d.logger.Info("vm ended", "vm", v.name, "status", why)
+	return err
+}
+
+// destroyKeepingDisks detaches obj's disks, keeping their files, and
+// destroys it (vSphere's Destroy deletes the disks still attached). obj
+// must be powered off.
+func (d *Driver) destroyKeepingDisks(ctx context.Context, obj *object.VirtualMachine) error {
+	devices, err := obj.Device(ctx)
+	if err != nil {
+		return err
+	}
+	if disks := devices.SelectByType((*types.VirtualDisk)(nil)); len(disks) > 0 {
+		if err := obj.RemoveDevice(ctx, true, disks...); err != nil {
+			return err
+		}
+	}
+	t, err := obj.Destroy(ctx)
+	if err == nil {
+		err = t.Wait(ctx)
+	}
+	return err
+}
+
+// watch follows the VM's power state until it ends: a power-off not by
+// Kill, or the VM's removal, ends it. It stops when the driver closes.
+func (v *vm) watch() {
+	defer v.d.wg.Done()
+	ctx := v.d.ctx
+	for !v.ended() && ctx.Err() == nil {
+		var why error
+		found := false
+		filter := new(property.WaitFilter).Add(v.obj.Reference(), "VirtualMachine", []string{"runtime.powerState"})
+		err := property.WaitForUpdates(ctx, v.d.collector(), filter, func(updates []types.ObjectUpdate) bool {
+			for _, u := range updates {
+				if u.Kind == types.ObjectUpdateKindLeave {
+					why, found = ErrRemoved, true
+					return true
+				}
+				for _, c := range u.ChangeSet {
+					if c.Name == "runtime.powerState" && c.Val == types.VirtualMachinePowerStatePoweredOff {
+						found = true
+						return true
+					}
+				}
+			}
+			return false
+		})
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && !found {
+			// The watch broke (network, session): ask directly, then watch again.
+			var o mo.VirtualMachine
+			if rerr := v.obj.Properties(ctx, v.obj.Reference(), []string{"runtime.powerState"}, &o); isNotFound(rerr) {
+				why, found = ErrRemoved, true
+			} else if rerr == nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOff {
+				found = true
+			} else {
+				v.d.logger.Warn("watching VM", "vm", v.name, "err", v.d.creds.redact(err.Error()))
+				select {
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+				}
+				continue
+			}
+		}
+		if !found {
+			continue
+		}
+		if v.killing.Load() {
+			return // Kill ends it
+		}
+		ectx, cancel := context.WithTimeout(ctx, opTimeout)
+		if why == nil {
+			why = v.exitReason(ectx)
+		}
+		if err := v.end(ectx, why); err != nil {
+			v.d.logger.Warn("ending VM", "vm", v.name, "err", err)
+		}
+		cancel()
+		return
+	}
+}
+
+// exitReason is why a powered-off VM ended: nil if its guest marked the
+// power-off as its own (guestinfo.vch.exit holds ExitMark), ErrPoweredOff
+// otherwise.
+func (v *vm) exitReason(ctx context.Context) error {
+	var o mo.VirtualMachine
+	if err := v.obj.Properties(ctx, v.obj.Reference(), []string{"config.extraConfig"}, &o); err != nil || o.Config == nil {
+		return ErrPoweredOff
+	}
+	want := ExitMark(v.secret, v.name)
+	for _, b := range o.Config.ExtraConfig {
+		ov := b.GetOptionValue()
+		if ov.Key != exitKey {
+			continue
+		}
+		if s, ok := ov.Value.(string); ok && hmac.Equal([]byte(s), []byte(want)) {
+			return nil
+		}
+	}
+	return ErrPoweredOff
+}
