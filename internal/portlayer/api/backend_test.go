@@ -8,59 +8,32 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vchproject/vch/internal/agent/wire"
-	"github.com/vchproject/vch/internal/hypervisor/hvfake"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/compute"
+	"github.com/vchproject/vch/internal/portlayer/computetest"
 	"github.com/vchproject/vch/internal/portlayer/events"
 	"github.com/vchproject/vch/internal/portlayer/storage"
 	"github.com/vchproject/vch/internal/portlayer/volume"
 )
 
 // testImage is the image ID the tests' containers use.
-var testImage = "sha256:" + strings.Repeat("1", 64)
-
-// rootfs is a RootfsStore whose every image is an empty file.
-type rootfs struct{ dir string }
-
-func (r rootfs) Rootfs(_ context.Context, imageID string) (string, error) {
-	p := filepath.Join(r.dir, strings.TrimPrefix(imageID, "sha256:")+".raw")
-	return p, os.WriteFile(p, nil, 0o600)
-}
+var testImage = computetest.Image
 
 // newCompute is an in-process compute service on the fake hypervisor,
 // its containers removed and the service closed when the test ends.
 func newCompute(tb testing.TB) *compute.Service {
-	tb.Helper()
-	cfg := compute.Config{Root: tb.TempDir(), Kernel: "/boot/vmlinuz-test", Initrd: "/boot/initrd-test", ChannelName: wire.PortName, BootTimeout: 10 * time.Second}
-	svc, err := compute.New(cfg, hvfake.New(), rootfs{tb.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() {
-		removeAll(svc)
-		_ = svc.Close(context.Background())
-	})
-	return svc
+	return computetest.NewService(tb, compute.Config{}, nil)
 }
 
 // removeAll removes every container of svc, running or not.
-func removeAll(svc *compute.Service) {
-	ctx := context.Background()
-	if cs, err := svc.List(ctx); err == nil {
-		for _, c := range cs {
-			_ = svc.Remove(ctx, c.ID, true)
-		}
-	}
-}
+func removeAll(svc *compute.Service) { computetest.RemoveAll(svc) }
 
 // offlineImages is the image store with the operations that reach a
 // registry refused at once (the tests have no network): Pull and Push

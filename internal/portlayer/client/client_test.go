@@ -3,28 +3,22 @@ package client_test
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/vchproject/vch/internal/agent/wire"
-	"github.com/vchproject/vch/internal/hypervisor/hvfake"
 	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/client"
@@ -33,35 +27,12 @@ import (
 )
 
 // testImage is the image ID the contract's containers use.
-var testImage = "sha256:" + strings.Repeat("1", 64)
-
-// rootfs is a RootfsStore whose every image is an empty file.
-type rootfs struct{ dir string }
-
-func (r rootfs) Rootfs(_ context.Context, imageID string) (string, error) {
-	p := filepath.Join(r.dir, strings.TrimPrefix(imageID, "sha256:")+".raw")
-	return p, os.WriteFile(p, nil, 0o600)
-}
+var testImage = computetest.Image
 
 // newCompute is an in-process compute service on the fake hypervisor,
 // its containers ended and the service closed when the test ends.
 func newCompute(t *testing.T) *compute.Service {
-	t.Helper()
-	cfg := compute.Config{Root: t.TempDir(), Kernel: "/boot/vmlinuz-test", Initrd: "/boot/initrd-test", ChannelName: wire.PortName, BootTimeout: 10 * time.Second}
-	svc, err := compute.New(cfg, hvfake.New(), rootfs{t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		if cs, err := svc.List(ctx); err == nil {
-			for _, c := range cs {
-				_ = svc.Remove(ctx, c.ID, true)
-			}
-		}
-		_ = svc.Close(ctx)
-	})
-	return svc
+	return computetest.NewService(t, compute.Config{}, nil)
 }
 
 // TestContractInProcess runs the compute contract on the in-process

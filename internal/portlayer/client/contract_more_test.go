@@ -14,7 +14,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvfake"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -127,21 +126,7 @@ func newNetworked(t *testing.T) (*compute.Service, *network.Service) {
 	})
 	vms := &tapHolder{Driver: hvfake.New()}
 	t.Cleanup(vms.release)
-	cfg := compute.Config{Root: t.TempDir(), Kernel: "/boot/vmlinuz-test", Initrd: "/boot/initrd-test", ChannelName: wire.PortName,
-		BootTimeout: 10 * time.Second, Network: nets, Networks: nets}
-	svc, err := compute.New(cfg, vms, rootfs{t.TempDir()}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		if cs, err := svc.List(ctx); err == nil {
-			for _, c := range cs {
-				_ = svc.Remove(ctx, c.ID, true)
-			}
-		}
-		_ = svc.Close(ctx)
-	})
+	svc := computetest.NewService(t, compute.Config{Network: nets, Networks: nets}, vms)
 	return svc, nets
 }
 
