@@ -126,7 +126,7 @@ func fullBackend(tb testing.TB) (api.Backend, *compute.Service) {
 	images := offlineImages{store}
 	return api.Backend{
 		Compute: svc, Pauser: svc, Images: images, Interaction: svc,
-		Volumes: vols, Networks: &stubNetworks{}, Events: evlog, Execs: svc,
+		Volumes: vols, Networks: &stubNetworks{}, Events: evlog, Execs: svc.Execs(),
 		Host:    func(context.Context) (portlayer.HostInfo, error) { return portlayer.HostInfo{Name: "test"}, nil },
 		Monitor: svc, NetworkConnector: svc, Updater: svc, Archives: svc,
 		Committer: store, Login: images, Publish: evlog.Publish,

@@ -210,7 +210,7 @@ func TestStreamLeaks(t *testing.T) {
 			_ = pw.Close() // ends the client's copy of stdin
 		}},
 		{"exec", true, func(t *testing.T) {
-			id, err := svc.CreateExec(ctx, "quiet", portlayer.ExecSpec{Args: []string{"sleep"}, AttachStdout: true, AttachStderr: true})
+			id, err := svc.Execs().CreateExec(ctx, "quiet", portlayer.ExecSpec{Args: []string{"sleep"}, AttachStdout: true, AttachStderr: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -219,12 +219,12 @@ func TestStreamLeaks(t *testing.T) {
 			go func() {
 				done <- c.StartExec(sctx, id, portlayer.ExecStartOptions{Stdout: io.Discard, Stderr: io.Discard})
 			}()
-			waitRunning(t, svc, id)
+			waitRunning(t, svc.Execs(), id)
 			cancel()
 			<-done
 		}},
 		{"exec stdin", false, func(t *testing.T) {
-			id, err := svc.CreateExec(ctx, "quiet", portlayer.ExecSpec{Args: []string{"cat"}, AttachStdin: true, AttachStdout: true})
+			id, err := svc.Execs().CreateExec(ctx, "quiet", portlayer.ExecSpec{Args: []string{"cat"}, AttachStdin: true, AttachStdout: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -281,7 +281,7 @@ func TestStreamLeaks(t *testing.T) {
 		})
 	}
 	// The server still serves streams.
-	id, err := svc.CreateExec(ctx, "quiet", portlayer.ExecSpec{Args: []string{"echo", "still", "here"}, AttachStdout: true})
+	id, err := svc.Execs().CreateExec(ctx, "quiet", portlayer.ExecSpec{Args: []string{"echo", "still", "here"}, AttachStdout: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -327,7 +327,7 @@ func TestStreamHalfClose(t *testing.T) {
 	}
 	// The client package half-closes once the stdin given ends: at once.
 	t.Run("exec", func(t *testing.T) {
-		id, err := svc.CreateExec(ctx, "ticker", portlayer.ExecSpec{Args: []string{"ticks", "20ms"}, AttachStdin: true, AttachStdout: true})
+		id, err := svc.Execs().CreateExec(ctx, "ticker", portlayer.ExecSpec{Args: []string{"ticks", "20ms"}, AttachStdin: true, AttachStdout: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,12 +39,12 @@ func overAPI(t *testing.T, b api.Backend) *client.Client {
 // service and through the client and a real server, the same cases.
 func TestExecContract(t *testing.T) {
 	t.Run("InProcess", func(t *testing.T) {
-		computetest.RunExecs(t, testImage, func(t *testing.T) computetest.ExecTarget { return newCompute(t) })
+		computetest.RunExecs(t, testImage, func(t *testing.T) computetest.ExecTarget { return computetest.ExecsOf(newCompute(t)) })
 	})
 	t.Run("OverAPI", func(t *testing.T) {
 		computetest.RunExecs(t, testImage, func(t *testing.T) computetest.ExecTarget {
 			svc := newCompute(t)
-			return overAPI(t, api.Backend{Compute: svc, Pauser: svc, Execs: svc})
+			return overAPI(t, api.Backend{Compute: svc, Pauser: svc, Execs: svc.Execs()})
 		})
 	})
 }

@@ -18,7 +18,7 @@ import (
 // errors before the upgrade.
 func TestStreamsOverAPI(t *testing.T) {
 	svc := newCompute(t)
-	c, err := client.New("unix://"+serve(t, api.Backend{Compute: svc, Interaction: svc, Execs: svc}), nil)
+	c, err := client.New("unix://"+serve(t, api.Backend{Compute: svc, Interaction: svc, Execs: svc.Execs()}), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

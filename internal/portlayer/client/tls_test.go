@@ -45,7 +45,7 @@ func TestContractOverTCP(t *testing.T) {
 	}
 	// serveTLS serves svc over TCP with mutual TLS and returns the address.
 	serveTLS := func(t *testing.T, svc *compute.Service) string {
-		h, err := api.Handler(api.Backend{Compute: svc, Pauser: svc, Interaction: svc, Execs: svc}, nil)
+		h, err := api.Handler(api.Backend{Compute: svc, Pauser: svc, Interaction: svc, Execs: svc.Execs()}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -124,12 +124,12 @@ func TestCloseLeavesRunAndNextDaemonAdopts(t *testing.T) {
 	n0 := checkCounter(t, h.stdoutText(c.ID))
 	eventually(t, "output after the restart", func() bool { return strings.Count(h.stdoutText(c.ID), "\n") > n0+5 })
 
-	id, err := h.svc.CreateExec(t.Context(), c.ID, portlayer.ExecSpec{Args: args("echo", "from exec"), AttachStdout: true})
+	id, err := h.svc.Execs().CreateExec(t.Context(), c.ID, portlayer.ExecSpec{Args: args("echo", "from exec"), AttachStdout: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out syncBuffer
-	if err := h.svc.StartExec(t.Context(), id, portlayer.ExecStartOptions{Stdout: &out}); err != nil {
+	if err := h.svc.Execs().StartExec(t.Context(), id, portlayer.ExecStartOptions{Stdout: &out}); err != nil {
 		t.Fatal(err)
 	}
 	if out.String() != "from exec\n" {

@@ -145,7 +145,7 @@ type Service struct {
 
 	mu         sync.Mutex
 	containers map[string]*container  // by ID
-	execs      map[string]*execRec    // by exec ID
+	execs      *Execs                 // the exec area
 	bindRoots  []string               // Config.BindRoots with links resolved
 	claims     map[string]volumeClaim // volumes held by a container's VM, by container ID
 	claimSeq   uint64
@@ -212,6 +212,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		recs.close()
 		return nil, err
 	}
+	s.execs = &Execs{s: s, byID: map[string]*execRec{}}
 	for _, rec := range all {
 		s.containers[rec.ID] = s.newContainer(rec)
 	}
@@ -758,7 +759,7 @@ func (s *Service) remove(c *container) error {
 	delete(s.containers, c.id)
 	s.mu.Unlock()
 	c.out.close()
-	s.dropExecs(c)
+	s.execs.dropExecs(c)
 	err := os.RemoveAll(filepath.Join(s.cfg.Root, "containers", c.id))
 	_ = os.RemoveAll(c.runDir)
 	if vmDir != "" {

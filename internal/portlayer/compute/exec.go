@@ -42,8 +42,26 @@ func (e *execRec) finish(code int) {
 	e.mu.Unlock()
 }
 
+// Execs is compute's exec area: processes started beside a running
+// container's main process, each in its own guest session, and the
+// resizing of a container's or an exec's TTY. It implements
+// portlayer.Execs and portlayer.ExecForgetter; get it with
+// Service.Execs. Its records live in memory only: an exec does not
+// outlive the daemon that started it.
+type Execs struct {
+	s    *Service
+	mu   sync.Mutex
+	byID map[string]*execRec // by exec ID
+}
+
+var _ portlayer.Execs = (*Execs)(nil)
+
+// Execs returns the service's exec area.
+func (s *Service) Execs() *Execs { return s.execs }
+
 // CreateExec implements portlayer.Execs.
-func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlayer.ExecSpec) (string, error) {
+func (x *Execs) CreateExec(ctx context.Context, idOrName string, spec portlayer.ExecSpec) (string, error) {
+	s := x.s
 	if len(spec.Args) == 0 {
 		return "", portlayer.Invalid(portlayer.KindExec, "Args", "", portlayer.ReasonRequired, "compute: no exec command to run")
 	}
@@ -89,28 +107,25 @@ func (s *Service) CreateExec(ctx context.Context, idOrName string, spec portlaye
 		}
 	}
 	e := &execRec{id: newID(), c: c, spec: spec}
-	s.mu.Lock()
-	if s.execs == nil {
-		s.execs = map[string]*execRec{}
-	}
-	s.execs[e.id] = e
-	s.mu.Unlock()
+	x.mu.Lock()
+	x.byID[e.id] = e
+	x.mu.Unlock()
 	s.event("exec_create: "+strings.Join(spec.Args, " "), c.record(), map[string]string{"execID": e.id})
 	return e.id, nil
 }
 
-func (s *Service) lookupExec(id string) (*execRec, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e, ok := s.execs[id]; ok {
+func (x *Execs) lookupExec(id string) (*execRec, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if e, ok := x.byID[id]; ok {
 		return e, nil
 	}
 	return nil, portlayer.NoSuchExec(id)
 }
 
 // InspectExec implements portlayer.Execs.
-func (s *Service) InspectExec(ctx context.Context, execID string) (portlayer.ExecInfo, error) {
-	e, err := s.lookupExec(execID)
+func (x *Execs) InspectExec(ctx context.Context, execID string) (portlayer.ExecInfo, error) {
+	e, err := x.lookupExec(execID)
 	if err != nil {
 		return portlayer.ExecInfo{}, err
 	}
@@ -118,8 +133,9 @@ func (s *Service) InspectExec(ctx context.Context, execID string) (portlayer.Exe
 }
 
 // StartExec implements portlayer.Execs.
-func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.ExecStartOptions) error {
-	e, err := s.lookupExec(execID)
+func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.ExecStartOptions) error {
+	s := x.s
+	e, err := x.lookupExec(execID)
 	if err != nil {
 		return err
 	}
@@ -241,8 +257,8 @@ func (s *Service) StartExec(ctx context.Context, execID string, opts portlayer.E
 }
 
 // ResizeExec implements portlayer.Execs.
-func (s *Service) ResizeExec(ctx context.Context, execID string, rows, cols uint) error {
-	e, err := s.lookupExec(execID)
+func (x *Execs) ResizeExec(ctx context.Context, execID string, rows, cols uint) error {
+	e, err := x.lookupExec(execID)
 	if err != nil {
 		return err
 	}
@@ -260,7 +276,8 @@ func (s *Service) ResizeExec(ctx context.Context, execID string, rows, cols uint
 }
 
 // Resize implements portlayer.Execs for the container's main process.
-func (s *Service) Resize(ctx context.Context, idOrName string, rows, cols uint) error {
+func (x *Execs) Resize(ctx context.Context, idOrName string, rows, cols uint) error {
+	s := x.s
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return err
@@ -274,27 +291,27 @@ func (s *Service) Resize(ctx context.Context, idOrName string, rows, cols uint) 
 	return proc.Resize(ctx, uint32(rows), uint32(cols))
 }
 
-var _ portlayer.ExecForgetter = (*Service)(nil)
+var _ portlayer.ExecForgetter = (*Execs)(nil)
 
 // ForgetExec implements portlayer.ExecForgetter. A running exec runs on;
 // only its record goes.
-func (s *Service) ForgetExec(_ context.Context, execID string) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.execs[execID]; !ok {
+func (x *Execs) ForgetExec(_ context.Context, execID string) error {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if _, ok := x.byID[execID]; !ok {
 		return portlayer.NoSuchExec(execID)
 	}
-	delete(s.execs, execID)
+	delete(x.byID, execID)
 	return nil
 }
 
 // dropExecs forgets a removed container's execs.
-func (s *Service) dropExecs(c *container) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, e := range s.execs {
+func (x *Execs) dropExecs(c *container) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	for id, e := range x.byID {
 		if e.c == c {
-			delete(s.execs, id)
+			delete(x.byID, id)
 		}
 	}
 }

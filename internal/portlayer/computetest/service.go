@@ -72,3 +72,12 @@ func RemoveAll(svc *compute.Service) {
 		}
 	}
 }
+
+// ExecsOf is svc as the exec contract's target: its containers and its
+// exec area (Service.Execs).
+func ExecsOf(svc *compute.Service) ExecTarget {
+	return struct {
+		*compute.Service
+		*compute.Execs
+	}{svc, svc.Execs()}
+}
