@@ -290,14 +290,14 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.pl = api.Backend{Compute: budgeted, Pauser: v.compute, Images: events.Images(v.images, evlog), Interaction: v.compute,
 		Volumes: v.volumes, Networks: v.network, Events: evlog, Execs: v.compute.Execs(),
 		Host:    v.Host,
-		Monitor: v.compute, NetworkConnector: v.compute, Updater: v.compute, Archives: v.compute,
+		Monitor: v.compute, NetworkConnector: v.compute, Updater: v.compute, Archives: v.compute.Archives(),
 		Committer: v.images, Login: v.images, Publish: evlog.Publish}
 	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute.Execs(), Pauser: v.compute, Monitor: v.compute, Events: evlog, Publish: evlog.Publish, System: v,
 		Volumes:  v.volumes,
 		Networks: v.network, NetworkConnector: v.compute,
-		Archives: v.compute, Committer: v.images, Trees: v.images, Login: v.images, Updater: v.compute,
+		Archives: v.compute.Archives(), Committer: v.images, Trees: v.images, Login: v.images, Updater: v.compute,
 	}, logger)
 	ok = true
 	return v, nil

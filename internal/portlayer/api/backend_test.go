@@ -128,7 +128,7 @@ func fullBackend(tb testing.TB) (api.Backend, *compute.Service) {
 		Compute: svc, Pauser: svc, Images: images, Interaction: svc,
 		Volumes: vols, Networks: &stubNetworks{}, Events: evlog, Execs: svc.Execs(),
 		Host:    func(context.Context) (portlayer.HostInfo, error) { return portlayer.HostInfo{Name: "test"}, nil },
-		Monitor: svc, NetworkConnector: svc, Updater: svc, Archives: svc,
+		Monitor: svc, NetworkConnector: svc, Updater: svc, Archives: svc.Archives(),
 		Committer: store, Login: images, Publish: evlog.Publish,
 	}, svc
 }

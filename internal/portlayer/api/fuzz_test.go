@@ -120,7 +120,7 @@ func FuzzRequest(f *testing.F) {
 	}
 	b, svc := fullBackend(f)
 	b.Volumes = &memVolumes{}
-	b.Monitor, b.Archives = guestStub{svc}, guestStub{svc}
+	b.Monitor, b.Archives = guestStub{svc, svc.Archives()}, guestStub{svc, svc.Archives()}
 	b.Compute = quickStops{svc}
 	h, err := api.Handler(b, nil)
 	if err != nil {
@@ -235,7 +235,10 @@ func resetFuzzContainers(t *testing.T, svc *compute.Service) {
 // tether does not serve (top, stats, a path's stat and archive; on the
 // fake the compute service answers them internal): canned answers for
 // a container compute knows, its not_found for one it does not.
-type guestStub struct{ *compute.Service }
+type guestStub struct {
+	*compute.Service
+	*compute.Archives
+}
 
 func (g guestStub) Top(ctx context.Context, ref string) ([]portlayer.ProcessInfo, error) {
 	_, err := g.Inspect(ctx, ref)

@@ -53,12 +53,12 @@ func TestExecContract(t *testing.T) {
 // compute service and through the client and a real server.
 func TestArchiveContract(t *testing.T) {
 	t.Run("InProcess", func(t *testing.T) {
-		computetest.RunArchives(t, testImage, func(t *testing.T) computetest.ArchiveTarget { return newCompute(t) })
+		computetest.RunArchives(t, testImage, func(t *testing.T) computetest.ArchiveTarget { return computetest.ArchivesOf(newCompute(t)) })
 	})
 	t.Run("OverAPI", func(t *testing.T) {
 		computetest.RunArchives(t, testImage, func(t *testing.T) computetest.ArchiveTarget {
 			svc := newCompute(t)
-			return overAPI(t, api.Backend{Compute: svc, Pauser: svc, Archives: svc})
+			return overAPI(t, api.Backend{Compute: svc, Pauser: svc, Archives: svc.Archives()})
 		})
 	})
 }

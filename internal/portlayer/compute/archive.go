@@ -19,8 +19,6 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-var _ portlayer.Archives = (*Service)(nil)
-
 // statTimeout bounds a stat in the guest.
 const statTimeout = 30 * time.Second
 
@@ -41,13 +39,26 @@ func (s *Service) rootDisks(ctx context.Context, id string, rec portlayer.Contai
 	return append(disks, hypervisor.Disk{Path: base, Format: "raw", ReadOnly: true, Serial: wire.BaseSerial})
 }
 
+// Archives is compute's archive area: files copied into and out of a
+// container's filesystem, its export and its changes against the image.
+// A running container's own VM serves them; a stopped one's disks are
+// read by a short-lived maintenance VM. It implements portlayer.Archives;
+// get it with Service.Archives.
+type Archives struct{ s *Service }
+
+var _ portlayer.Archives = (*Archives)(nil)
+
+// Archives returns the service's archive area.
+func (s *Service) Archives() *Archives { return &Archives{s: s} }
+
 // acquireGuest returns a guest connection to the container's filesystem:
 // the running VM's, or, for a created or exited container, a VM booted on
 // the same disks without the container's process (maintenance mode),
 // which release powers off. While a maintenance VM runs the container
 // counts as starting: a start or removal waits for it. Conflict if
 // paused.
-func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container, *agent.Client, func(), error) {
+func (a *Archives) acquireGuest(ctx context.Context, idOrName string) (*container, *agent.Client, func(), error) {
+	s := a.s
 	c, err := s.lookup(idOrName)
 	if err != nil {
 		return nil, nil, nil, err
@@ -106,7 +117,7 @@ func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container
 		done()
 		return nil, nil, nil, err
 	}
-	vm, g, err := s.bootMaintenance(ctx, c, rec)
+	vm, g, err := a.bootMaintenance(ctx, c, rec)
 	if err != nil {
 		s.releaseVolumes(c.id, token)
 		done()
@@ -136,7 +147,8 @@ func (s *Service) acquireGuest(ctx context.Context, idOrName string) (*container
 
 // bootMaintenance boots the container's disks, volumes and binds without
 // networks and without a process.
-func (s *Service) bootMaintenance(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *agent.Client, error) {
+func (a *Archives) bootMaintenance(ctx context.Context, c *container, rec portlayer.Container) (hypervisor.VM, *agent.Client, error) {
+	s := a.s
 	if err := os.MkdirAll(c.runDir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("compute: %w", err)
 	}
@@ -198,8 +210,8 @@ func pathStat(st wire.PathStat) portlayer.PathStat {
 }
 
 // StatPath implements portlayer.Archives.
-func (s *Service) StatPath(ctx context.Context, idOrName, path string) (portlayer.PathStat, error) {
-	c, g, release, err := s.acquireGuest(ctx, idOrName)
+func (a *Archives) StatPath(ctx context.Context, idOrName, path string) (portlayer.PathStat, error) {
+	c, g, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return portlayer.PathStat{}, err
 	}
@@ -226,8 +238,8 @@ func (r *releasingReader) Close() error {
 }
 
 // GetArchive implements portlayer.Archives.
-func (s *Service) GetArchive(ctx context.Context, idOrName, path string) (portlayer.PathStat, io.ReadCloser, error) {
-	c, g, release, err := s.acquireGuest(ctx, idOrName)
+func (a *Archives) GetArchive(ctx context.Context, idOrName, path string) (portlayer.PathStat, io.ReadCloser, error) {
+	c, g, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return portlayer.PathStat{}, nil, err
 	}
@@ -247,8 +259,8 @@ func (s *Service) GetArchive(ctx context.Context, idOrName, path string) (portla
 }
 
 // PutArchive implements portlayer.Archives.
-func (s *Service) PutArchive(ctx context.Context, idOrName, path string, r io.Reader, opts portlayer.PutArchiveOptions) error {
-	c, g, release, err := s.acquireGuest(ctx, idOrName)
+func (a *Archives) PutArchive(ctx context.Context, idOrName, path string, r io.Reader, opts portlayer.PutArchiveOptions) error {
+	c, g, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return err
 	}
@@ -262,8 +274,8 @@ func (s *Service) PutArchive(ctx context.Context, idOrName, path string, r io.Re
 }
 
 // Export implements portlayer.Archives.
-func (s *Service) Export(ctx context.Context, idOrName string) (io.ReadCloser, error) {
-	c, g, release, err := s.acquireGuest(ctx, idOrName)
+func (a *Archives) Export(ctx context.Context, idOrName string) (io.ReadCloser, error) {
+	c, g, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return nil, err
 	}
@@ -276,8 +288,8 @@ func (s *Service) Export(ctx context.Context, idOrName string) (io.ReadCloser, e
 }
 
 // Changes implements portlayer.Archives.
-func (s *Service) Changes(ctx context.Context, idOrName string) ([]portlayer.Change, error) {
-	c, g, release, err := s.acquireGuest(ctx, idOrName)
+func (a *Archives) Changes(ctx context.Context, idOrName string) ([]portlayer.Change, error) {
+	c, g, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return nil, err
 	}
@@ -339,7 +351,8 @@ const captureTimeout = 10 * time.Minute
 // ChangesLayer implements portlayer.Archives. For an exited container
 // created with CaptureChanges it returns the layer taken at the exit
 // without booting a VM.
-func (s *Service) ChangesLayer(ctx context.Context, idOrName string) (portlayer.Container, io.ReadCloser, error) {
+func (a *Archives) ChangesLayer(ctx context.Context, idOrName string) (portlayer.Container, io.ReadCloser, error) {
+	s := a.s
 	if c, err := s.lookup(idOrName); err == nil {
 		c.mu.Lock()
 		exited := c.rec.State.Status == portlayer.StatusExited && c.phase != phaseStarting && c.phase != phaseRemoved
@@ -350,7 +363,7 @@ func (s *Service) ChangesLayer(ctx context.Context, idOrName string) (portlayer.
 			}
 		}
 	}
-	c, g, release, err := s.acquireGuest(ctx, idOrName)
+	c, g, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return portlayer.Container{}, nil, err
 	}

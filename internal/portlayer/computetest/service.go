@@ -81,3 +81,12 @@ func ExecsOf(svc *compute.Service) ExecTarget {
 		*compute.Execs
 	}{svc, svc.Execs()}
 }
+
+// ArchivesOf is svc as the archive contract's target: its containers and
+// its archive area (Service.Archives).
+func ArchivesOf(svc *compute.Service) ArchiveTarget {
+	return struct {
+		*compute.Service
+		*compute.Archives
+	}{svc, svc.Archives()}
+}
