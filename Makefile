@@ -73,11 +73,7 @@ FUZZ_TARGETS := ./internal/personality/docker:FuzzEngineAPI ./internal/agent/lin
 	./internal/agent/link:FuzzServerStream ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer \
 	./internal/portlayer/api:FuzzRequest
 fuzz:
-	@for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; fn=$${t##*:}; echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
-		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg >/tmp/vch-fuzz.log 2>&1 || { cat /tmp/vch-fuzz.log; exit 1; }; \
-		tail -1 /tmp/vch-fuzz.log; \
-	done
+	@GO="$(GO)" sh scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
 
 bench: guest build
 	VCH_REQUIRE_E2E=1 $(GO) test -tags e2e -run '^$$' -bench . -benchtime 1x -timeout 30m ./test/bench/
