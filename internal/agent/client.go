@@ -75,8 +75,8 @@ func DialWith(ctx context.Context, c net.Conn, h Handlers) (*Client, error) {
 	}
 }
 
-// Protocol is the wire protocol version the guest speaks: wire.Version3,
-// or wire.Version2 for an SSH guest (v1 guests included).
+// Protocol is the wire protocol version the guest speaks: wire.Version4,
+// wire.Version3, or wire.Version2 for an SSH guest (v1 guests included).
 func (c *Client) Protocol() string { return c.protocol }
 
 // serveRequests answers the guest's global requests until the connection

@@ -25,10 +25,11 @@ type transport interface {
 }
 
 // handshake starts a session on c: it writes wire.Hello and reads the
-// guest's first line. A v3 tether answers wire.Hello (then link); an older
-// one, an SSH server, skips the line and sends its SSH version string
-// (then SSH, that line given back to the SSH client). It returns the
-// transport and the protocol version spoken ("v3", or "v2" for SSH).
+// guest's first line. A v4 tether answers wire.Hello4 (then link.V4), a
+// v3 tether wire.Hello (then link.V3); an older one, an SSH server, skips
+// the line and sends its SSH version string (then SSH, that line given
+// back to the SSH client). It returns the transport and the protocol
+// version spoken ("v4", "v3", or "v2" for SSH).
 func handshake(c net.Conn, h Handlers) (transport, string, error) {
 	if _, err := c.Write([]byte(wire.Hello)); err != nil {
 		return nil, "", fmt.Errorf("write hello: %w", err)
@@ -42,19 +43,23 @@ func handshake(c net.Conn, h Handlers) (transport, string, error) {
 		line = append(line, b[0])
 	}
 	switch {
-	case string(line) == wire.Hello:
-		lc, chans, reqs, err := link.Client(c)
+	case string(line) == wire.Hello4 || string(line) == wire.Hello:
+		v, name := link.V4, wire.Version4
+		if string(line) == wire.Hello {
+			v, name = link.V3, wire.Version3
+		}
+		lc, chans, reqs, err := link.Client(c, v)
 		if err != nil {
 			return nil, "", err
 		}
 		go serveRequests(reqs, h)
 		go rejectChannels(chans)
-		return lc, wire.Version3, nil
+		return lc, name, nil
 	case bytes.HasPrefix(line, []byte("SSH-")):
 		t, err := dialSSH(&replayConn{Conn: c, pre: line}, h)
 		return t, wire.Version2, err
 	default:
-		return nil, "", fmt.Errorf("the guest answered %q, neither %q nor an SSH version string", line, wire.Hello)
+		return nil, "", fmt.Errorf("the guest answered %q, neither %q, %q nor an SSH version string", line, wire.Hello4, wire.Hello)
 	}
 }
 

@@ -78,15 +78,34 @@ func TestSSHGuest(t *testing.T) {
 	checkClient(t, ctx, c)
 }
 
-// TestLinkGuest is the same against a v3 guest (package link).
+// TestLinkGuest is the same against a v4 guest (wire.AcceptHello, then
+// link.V4) and a v3 guest (one that answers wire.Hello, then link.V3: a VM
+// booted by the previous daemon).
 func TestLinkGuest(t *testing.T) {
+	t.Run("v4", func(t *testing.T) { testLinkGuest(t, link.V4, wire.Version4) })
+	t.Run("v3", func(t *testing.T) { testLinkGuest(t, link.V3, wire.Version3) })
+}
+
+func testLinkGuest(t *testing.T, v link.Version, want string) {
 	host, g := testenv.SocketPair(t)
 	go func() {
-		if err := wire.AcceptHello(g); err != nil {
-			t.Errorf("hello: %v", err)
-			return
+		if v == link.V4 {
+			if err := wire.AcceptHello(g); err != nil {
+				t.Errorf("hello: %v", err)
+				return
+			}
+		} else {
+			b := make([]byte, len(wire.Hello))
+			if _, err := io.ReadFull(g, b); err != nil || string(b) != wire.Hello {
+				t.Errorf("hello: %q %v", b, err)
+				return
+			}
+			if _, err := g.Write([]byte(wire.Hello)); err != nil {
+				t.Errorf("hello: %v", err)
+				return
+			}
 		}
-		_, chans, reqs, _ := link.Server(g)
+		_, chans, reqs, _ := link.Server(g, v)
 		go func() {
 			for r := range reqs {
 				_ = r.Reply(r.Type == wire.RequestSetup, nil)
@@ -111,8 +130,8 @@ func TestLinkGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if c.Protocol() != wire.Version3 {
-		t.Fatalf("protocol %q, want %q", c.Protocol(), wire.Version3)
+	if c.Protocol() != want {
+		t.Fatalf("protocol %q, want %q", c.Protocol(), want)
 	}
 	checkClient(t, ctx, c)
 }

@@ -94,12 +94,12 @@ func (s *server) serve(port *os.File) error {
 }
 
 // session serves one host connection until it ends: the host's
-// wire.Hello, ours in answer, then link (wire protocol v3).
+// wire.Hello, wire.Hello4 in answer, then link.V4 (wire protocol v4).
 func (s *server) session(conn *sessionConn) error {
 	if err := wire.AcceptHello(conn); err != nil {
 		return err
 	}
-	sc, chans, reqs, err := link.Server(conn)
+	sc, chans, reqs, err := link.Server(conn, link.V4)
 	if err != nil {
 		return fmt.Errorf("tether: start link: %w", err)
 	}

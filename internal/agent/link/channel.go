@@ -244,6 +244,18 @@ func (b *buffer) put(p []byte, closed <-chan struct{}) bool {
 	return true
 }
 
+// add appends p without waiting: in V4 the channel's window bounds what
+// arrives. After EOF the data is dropped.
+func (b *buffer) add(p []byte) {
+	b.mu.Lock()
+	if !b.eof && len(p) > 0 {
+		b.chunks = append(b.chunks, p)
+		b.size += len(p)
+		b.cond.Broadcast()
+	}
+	b.mu.Unlock()
+}
+
 // end marks EOF: readers get what is buffered, then io.EOF.
 func (b *buffer) end() {
 	b.mu.Lock()

@@ -23,6 +23,13 @@ const (
 	frameRequest     byte = 7 // want reply (1 byte), name (u32 length + bytes), payload
 	frameSuccess     byte = 8 // payload
 	frameFailure     byte = 9 // payload
+
+	// V4 only (see the package doc).
+	frameGlobalRequest byte = 10 // as frameRequest; ID: the request's
+	frameGlobalSuccess byte = 11 // payload; ID: the request's
+	frameGlobalFailure byte = 12 // payload; ID: the request's
+	frameCredit        byte = 13 // u32: bytes more the peer may send
+	frameClose         byte = 14
 )
 
 // headerBytes is a frame's header: type and payload length.
@@ -61,8 +68,8 @@ const requestQueue = 16
 // written to the byte stream for this long means the peer is gone.
 const writeTimeout = 30 * time.Second
 
-// Conn is one end of a link over a byte stream. Safe for concurrent use.
-type Conn struct {
+// yamuxConn is one end of a v3 link: link's frames on yamux streams.
+type yamuxConn struct {
 	sess  *yamux.Session
 	chans chan NewChannel
 	reqs  chan *Request
@@ -78,11 +85,7 @@ func config() *yamux.Config {
 	return c
 }
 
-// Client starts the host's end on rwc (the side that opens streams with
-// odd IDs). The returned channels deliver the peer's channel opens and
-// global requests; both close when the connection ends. They must be
-// served: an unserved one stops the connection's reads.
-func Client(rwc io.ReadWriteCloser) (*Conn, <-chan NewChannel, <-chan *Request, error) {
+func yamuxClient(rwc io.ReadWriteCloser) (*yamuxConn, <-chan NewChannel, <-chan *Request, error) {
 	s, err := yamux.Client(&coalescer{ReadWriteCloser: rwc}, config())
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("link: %w", err)
@@ -90,8 +93,7 @@ func Client(rwc io.ReadWriteCloser) (*Conn, <-chan NewChannel, <-chan *Request, 
 	return start(s)
 }
 
-// Server starts the guest's end on rwc; see Client.
-func Server(rwc io.ReadWriteCloser) (*Conn, <-chan NewChannel, <-chan *Request, error) {
+func yamuxServer(rwc io.ReadWriteCloser) (*yamuxConn, <-chan NewChannel, <-chan *Request, error) {
 	s, err := yamux.Server(&coalescer{ReadWriteCloser: rwc}, config())
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("link: %w", err)
@@ -99,15 +101,15 @@ func Server(rwc io.ReadWriteCloser) (*Conn, <-chan NewChannel, <-chan *Request, 
 	return start(s)
 }
 
-func start(s *yamux.Session) (*Conn, <-chan NewChannel, <-chan *Request, error) {
-	c := &Conn{sess: s, chans: make(chan NewChannel, requestQueue), reqs: make(chan *Request, requestQueue)}
+func start(s *yamux.Session) (*yamuxConn, <-chan NewChannel, <-chan *Request, error) {
+	c := &yamuxConn{sess: s, chans: make(chan NewChannel, requestQueue), reqs: make(chan *Request, requestQueue)}
 	go c.accept()
 	return c, c.chans, c.reqs, nil
 }
 
 // accept takes the peer's streams until the connection ends, then closes
 // the delivery channels once every stream's first frame was delivered.
-func (c *Conn) accept() {
+func (c *yamuxConn) accept() {
 	var wg sync.WaitGroup
 	defer func() {
 		wg.Wait()
@@ -136,7 +138,7 @@ func (c *Conn) accept() {
 }
 
 // first reads a stream's first frame and delivers what it opens.
-func (c *Conn) first(st *yamux.Stream) {
+func (c *yamuxConn) first(st *yamux.Stream) {
 	typ, payload, err := readFrame(st)
 	if err != nil {
 		refuse(st)
@@ -188,10 +190,7 @@ func refuse(st *yamux.Stream) {
 	go func() { _, _ = io.Copy(io.Discard, st) }()
 }
 
-// SendRequest sends a global request, bounded by ctx; with wantReply it
-// returns the peer's answer and its payload. ErrClosed (wrapped) when the
-// connection has ended.
-func (c *Conn) SendRequest(ctx context.Context, name string, wantReply bool, payload []byte) (bool, []byte, error) {
+func (c *yamuxConn) SendRequest(ctx context.Context, name string, wantReply bool, payload []byte) (bool, []byte, error) {
 	st, err := c.sess.OpenStream()
 	if err != nil {
 		return false, nil, fmt.Errorf("link: request %s: %w: %w", name, err, ErrClosed)
@@ -216,9 +215,7 @@ func (c *Conn) SendRequest(ctx context.Context, name string, wantReply bool, pay
 	return typ == frameSuccess, resp, nil
 }
 
-// OpenChannel opens a channel of the given type with extra data, bounded
-// by ctx: the peer accepts it, or rejects it (*OpenChannelError).
-func (c *Conn) OpenChannel(ctx context.Context, kind string, extra []byte) (Channel, <-chan *Request, error) {
+func (c *yamuxConn) OpenChannel(ctx context.Context, kind string, extra []byte) (Channel, <-chan *Request, error) {
 	st, err := c.sess.OpenStream()
 	if err != nil {
 		return nil, nil, fmt.Errorf("link: open %s: %w: %w", kind, err, ErrClosed)
@@ -261,14 +258,12 @@ func abort(st *yamux.Stream) {
 	_ = st.Close()
 }
 
-// Close ends the connection and every channel on it. Idempotent.
-func (c *Conn) Close() error {
+func (c *yamuxConn) Close() error {
 	_ = c.sess.Close()
 	return nil
 }
 
-// Wait blocks until the connection has ended.
-func (c *Conn) Wait() error {
+func (c *yamuxConn) Wait() error {
 	<-c.sess.CloseChan()
 	return nil
 }

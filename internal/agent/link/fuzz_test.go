@@ -62,7 +62,7 @@ func FuzzServerStream(f *testing.F) {
 func fuzzOne(t *testing.T, data []byte) {
 	{
 		a, b := net.Pipe()
-		srv, chans, reqs, err := Server(b)
+		srv, chans, reqs, err := Server(b, V3)
 		if err != nil {
 			t.Fatal(err)
 		}

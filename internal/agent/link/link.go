@@ -6,31 +6,122 @@
 // authentication: a VM's private virtio-serial port, reachable only through
 // its VMM.
 //
-// Streams and flow control are yamux's (github.com/hashicorp/yamux: one
-// stream per channel or global request, a receive window per stream). On a
-// stream, link writes frames of its own:
-//
-//	type (1 byte) | payload length (4 bytes, big-endian) | payload
-//
-// The first frame of a stream is [frameOpen] (a channel: its type and extra
-// data) or [frameRequest] (a global request). The accepting side answers an
-// open with [frameOpenConfirm] or [frameOpenFailure]; after a confirmation
-// both sides send data ([frameData] for stdout-like data, [frameExtended]
-// for stderr), [frameEOF] when they will send no more data, and channel
+// A frame is a type, a length and a payload. The types:
+// [frameOpen] (a channel: its type and extra data), answered by
+// [frameOpenConfirm] or [frameOpenFailure]; after a confirmation both
+// sides send data ([frameData] for stdout-like data, [frameExtended] for
+// stderr), [frameEOF] when they will send no more data, and channel
 // requests ([frameRequest], answered in order by [frameSuccess] or
-// [frameFailure] when a reply is wanted). A stream's end (yamux's FIN) is
-// the channel's close. A global request's stream carries the request, its
-// reply if one is wanted, and ends.
+// [frameFailure] when a reply is wanted).
+//
+// Two framings carry them ([Version]):
+//
+//   - [V3]: streams and flow control are yamux's
+//     (github.com/hashicorp/yamux: one stream per channel or global
+//     request, a receive window per stream), and each stream carries
+//     frames of type (1 byte) | payload length (4 bytes, big-endian) |
+//     payload. The first frame of a stream is [frameOpen] or a global
+//     [frameRequest]; a stream's end (yamux's FIN) is the channel's close;
+//     a global request's stream carries the request, its reply, and ends.
+//   - [V4]: the frames go on the byte stream itself, each naming its
+//     channel or global request: type (1 byte) | ID (4 bytes) | payload
+//     length (4 bytes) | payload, both big-endian. Global requests and
+//     their replies are [frameGlobalRequest], [frameGlobalSuccess] and
+//     [frameGlobalFailure]; a channel's close is [frameClose], answered by
+//     the peer's own; flow control is a window per channel (data and
+//     extended data together, as in SSH, RFC 4254 §5.2) that the receiver
+//     tops up with [frameCredit] as its reader consumes. One goroutine
+//     reads the byte stream and writers write their frames themselves,
+//     one at a time: on a guest's one emulated vCPU yamux's per-frame
+//     goroutine handoffs and timers cost more than the bytes.
 //
 // Everything sent on one channel arrives in the order it was sent, so
 // output written before an exit status always arrives before it.
 package link
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 )
+
+// Version is a link framing: the wire protocol version that uses it.
+type Version int
+
+// The framings (see the package doc).
+const (
+	V3 Version = 3 // link's frames on yamux streams
+	V4 Version = 4 // link's frames on the byte stream, with channel IDs
+)
+
+// Conn is one end of a link over a byte stream. Safe for concurrent use.
+type Conn struct {
+	t conn
+}
+
+// conn is what each framing implements.
+type conn interface {
+	SendRequest(ctx context.Context, name string, wantReply bool, payload []byte) (bool, []byte, error)
+	OpenChannel(ctx context.Context, kind string, extra []byte) (Channel, <-chan *Request, error)
+	Close() error
+	Wait() error
+}
+
+// Client starts the host's end on rwc in framing v (the side that opens
+// channels and requests with odd IDs). The returned channels deliver the
+// peer's channel opens and global requests; both close when the
+// connection ends. They must be served: an unserved one stops the
+// connection's reads. An error only for an unknown v.
+func Client(rwc io.ReadWriteCloser, v Version) (*Conn, <-chan NewChannel, <-chan *Request, error) {
+	return newConn(rwc, v, true)
+}
+
+// Server starts the guest's end on rwc; see Client.
+func Server(rwc io.ReadWriteCloser, v Version) (*Conn, <-chan NewChannel, <-chan *Request, error) {
+	return newConn(rwc, v, false)
+}
+
+func newConn(rwc io.ReadWriteCloser, v Version, client bool) (*Conn, <-chan NewChannel, <-chan *Request, error) {
+	switch v {
+	case V3:
+		start := yamuxServer
+		if client {
+			start = yamuxClient
+		}
+		c, chans, reqs, err := start(rwc)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return &Conn{c}, chans, reqs, nil
+	case V4:
+		c := startFrames(rwc, client)
+		return &Conn{c}, c.newChans, c.reqs, nil
+	default:
+		return nil, nil, nil, fmt.Errorf("link: no framing v%d", v)
+	}
+}
+
+// SendRequest sends a global request, bounded by ctx; with wantReply it
+// returns the peer's answer and its payload. ErrClosed (wrapped) when the
+// connection has ended; ErrTooLarge (wrapped) for a payload over
+// MaxFrameBytes in V4 (in V3 the peer ends the request's stream).
+func (c *Conn) SendRequest(ctx context.Context, name string, wantReply bool, payload []byte) (bool, []byte, error) {
+	return c.t.SendRequest(ctx, name, wantReply, payload)
+}
+
+// OpenChannel opens a channel of the given type with extra data, bounded
+// by ctx: the peer accepts it, or rejects it (*OpenChannelError).
+// ErrClosed (wrapped) when the connection has ended.
+func (c *Conn) OpenChannel(ctx context.Context, kind string, extra []byte) (Channel, <-chan *Request, error) {
+	return c.t.OpenChannel(ctx, kind, extra)
+}
+
+// Close ends the connection and every channel on it. Idempotent.
+func (c *Conn) Close() error { return c.t.Close() }
+
+// Wait blocks until the connection has ended.
+func (c *Conn) Wait() error { return c.t.Wait() }
 
 // Channel is one multiplexed channel: the same methods as an SSH channel
 // (golang.org/x/crypto/ssh.Channel, which satisfies it), so code above can
@@ -115,6 +206,10 @@ func (e *OpenChannelError) Error() string {
 
 // ErrClosed is returned by calls on a closed channel or connection.
 var ErrClosed = errors.New("link: closed")
+
+// ErrTooLarge is a request or channel open whose payload is over
+// MaxFrameBytes.
+var ErrTooLarge = errors.New("link: payload over MaxFrameBytes")
 
 // DiscardRequests rejects every request of reqs until it closes.
 func DiscardRequests(reqs <-chan *Request) {

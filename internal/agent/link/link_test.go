@@ -24,23 +24,32 @@ type pair struct {
 	hostReqs, guestReqs   <-chan *Request
 }
 
-func newPair(t *testing.T) *pair {
+// eachVersion runs test in each framing.
+func eachVersion(t *testing.T, test func(t *testing.T, v Version)) {
+	for _, v := range []Version{V3, V4} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { test(t, v) })
+	}
+}
+
+func newPair(t *testing.T, v Version) *pair {
 	t.Helper()
 	a, b := testenv.SocketPair(t)
 	var p pair
 	var err error
-	if p.host, p.hostChans, p.hostReqs, err = Client(a); err != nil {
+	if p.host, p.hostChans, p.hostReqs, err = Client(a, v); err != nil {
 		t.Fatal(err)
 	}
-	if p.guest, p.guestChans, p.guestReqs, err = Server(b); err != nil {
+	if p.guest, p.guestChans, p.guestReqs, err = Server(b, v); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.host.Close(); p.guest.Close() })
 	return &p
 }
 
-func TestGlobalRequests(t *testing.T) {
-	p := newPair(t)
+func TestGlobalRequests(t *testing.T) { eachVersion(t, testGlobalRequests) }
+
+func testGlobalRequests(t *testing.T, v Version) {
+	p := newPair(t, v)
 	go func() {
 		for r := range p.guestReqs {
 			switch r.Type {
@@ -82,8 +91,10 @@ func TestGlobalRequests(t *testing.T) {
 	wg.Wait()
 }
 
-func TestGuestToHostRequest(t *testing.T) {
-	p := newPair(t)
+func TestGuestToHostRequest(t *testing.T) { eachVersion(t, testGuestToHostRequest) }
+
+func testGuestToHostRequest(t *testing.T, v Version) {
+	p := newPair(t, v)
 	go func() {
 		for r := range p.hostReqs {
 			_ = r.Reply(true, []byte("answer"))
@@ -95,8 +106,10 @@ func TestGuestToHostRequest(t *testing.T) {
 	}
 }
 
-func TestRequestContext(t *testing.T) {
-	p := newPair(t)
+func TestRequestContext(t *testing.T) { eachVersion(t, testRequestContext) }
+
+func testRequestContext(t *testing.T, v Version) {
+	p := newPair(t, v)
 	go func() {
 		for range p.guestReqs { // never answered
 		}
@@ -108,8 +121,10 @@ func TestRequestContext(t *testing.T) {
 	}
 }
 
-func TestRejectChannel(t *testing.T) {
-	p := newPair(t)
+func TestRejectChannel(t *testing.T) { eachVersion(t, testRejectChannel) }
+
+func testRejectChannel(t *testing.T, v Version) {
+	p := newPair(t, v)
 	go func() {
 		for nc := range p.guestChans {
 			if nc.ChannelType() != "proc" || string(nc.ExtraData()) != "spec" {
@@ -152,8 +167,10 @@ func serveEcho(chans <-chan NewChannel) {
 	}
 }
 
-func TestChannelOrderAndExit(t *testing.T) {
-	p := newPair(t)
+func TestChannelOrderAndExit(t *testing.T) { eachVersion(t, testChannelOrderAndExit) }
+
+func testChannelOrderAndExit(t *testing.T, v Version) {
+	p := newPair(t, v)
 	go serveEcho(p.guestChans)
 	ch, reqs, err := p.host.OpenChannel(t.Context(), "proc", nil)
 	if err != nil {
@@ -196,8 +213,10 @@ func TestChannelOrderAndExit(t *testing.T) {
 
 // TestFlowControl: a reader that does not read stops the writer (the
 // window and the buffer fill), nothing is lost, and other channels go on.
-func TestFlowControl(t *testing.T) {
-	p := newPair(t)
+func TestFlowControl(t *testing.T) { eachVersion(t, testFlowControl) }
+
+func testFlowControl(t *testing.T, v Version) {
+	p := newPair(t, v)
 	accepted := make(chan Channel, 2)
 	go func() {
 		for nc := range p.guestChans {
@@ -245,8 +264,10 @@ func TestFlowControl(t *testing.T) {
 	}
 }
 
-func TestCloseEndsPeer(t *testing.T) {
-	p := newPair(t)
+func TestCloseEndsPeer(t *testing.T) { eachVersion(t, testCloseEndsPeer) }
+
+func testCloseEndsPeer(t *testing.T, v Version) {
+	p := newPair(t, v)
 	accepted := make(chan Channel, 1)
 	guestReqs := make(chan (<-chan *Request), 1)
 	go func() {
@@ -286,8 +307,10 @@ func TestCloseEndsPeer(t *testing.T) {
 	}
 }
 
-func TestConnectionEnd(t *testing.T) {
-	p := newPair(t)
+func TestConnectionEnd(t *testing.T) { eachVersion(t, testConnectionEnd) }
+
+func testConnectionEnd(t *testing.T, v Version) {
+	p := newPair(t, v)
 	accepted := make(chan Channel, 1)
 	go func() {
 		for nc := range p.guestChans {
@@ -328,8 +351,10 @@ func TestConnectionEnd(t *testing.T) {
 	}
 }
 
-func TestOpenContext(t *testing.T) {
-	p := newPair(t)
+func TestOpenContext(t *testing.T) { eachVersion(t, testOpenContext) }
+
+func testOpenContext(t *testing.T, v Version) {
+	p := newPair(t, v)
 	go func() {
 		for range p.guestChans { // never answered
 		}
@@ -343,12 +368,12 @@ func TestOpenContext(t *testing.T) {
 
 func TestMalformedFrames(t *testing.T) {
 	a, b := testenv.SocketPair(t)
-	guest, chans, reqs, err := Server(b)
+	guest, chans, reqs, err := Server(b, V3)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer guest.Close()
-	host, _, _, err := Client(a)
+	host, _, _, err := Client(a, V3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,7 +382,7 @@ func TestMalformedFrames(t *testing.T) {
 	// that claims a huge frame, and one cut short: each is dropped, and
 	// the connection goes on.
 	for _, raw := range [][]byte{{frameData, 0, 0, 0, 1, 'x'}, {frameOpen, 0xff, 0xff, 0xff, 0xff}, {frameOpen, 0, 0, 0, 9, 0, 0}} {
-		st, err := host.sess.OpenStream()
+		st, err := host.t.(*yamuxConn).sess.OpenStream()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -379,13 +404,43 @@ func TestMalformedFrames(t *testing.T) {
 	}
 }
 
+// BenchmarkChannelThroughput: 32 KiB writes on one channel, both ends in
+// this process, over a Unix socket pair, in each framing; "socket" is the
+// same writes on the socket pair alone, the baseline. Run with -cpu 1 for
+// what one vCPU sees.
 func BenchmarkChannelThroughput(b *testing.B) {
+	b.Run("socket", func(b *testing.B) {
+		ca, cb := benchSockets()
+		go func() { _, _ = io.Copy(io.Discard, cb) }()
+		buf := make([]byte, 32<<10)
+		b.SetBytes(int64(len(buf)))
+		for b.Loop() {
+			if _, err := ca.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	for _, v := range []Version{V3, V4} {
+		b.Run(fmt.Sprintf("v%d", v), func(b *testing.B) { benchChannel(b, v) })
+	}
+}
+
+func benchSockets() (net.Conn, net.Conn) {
 	fds, _ := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	fa, fb := os.NewFile(uintptr(fds[0]), "a"), os.NewFile(uintptr(fds[1]), "b")
 	ca, _ := net.FileConn(fa)
 	cb, _ := net.FileConn(fb)
-	host, _, _, _ := Client(ca)
-	_, chans, _, _ := Server(cb)
+	fa.Close()
+	fb.Close()
+	return ca, cb
+}
+
+func benchChannel(b *testing.B, v Version) {
+	ca, cb := benchSockets()
+	host, _, _, _ := Client(ca, v)
+	guest, chans, _, _ := Server(cb, v)
+	defer host.Close()
+	defer guest.Close()
 	go func() {
 		for nc := range chans {
 			ch, reqs, _ := nc.Accept()
@@ -409,8 +464,10 @@ func BenchmarkChannelThroughput(b *testing.B) {
 // TestLargeFrames: a request payload larger than a data chunk arrives
 // whole; one over MaxFrameBytes, or one whose header promises more than
 // is sent, ends only its own stream.
-func TestLargeFrames(t *testing.T) {
-	p := newPair(t)
+func TestLargeFrames(t *testing.T) { eachVersion(t, testLargeFrames) }
+
+func testLargeFrames(t *testing.T, v Version) {
+	p := newPair(t, v)
 	go func() {
 		for r := range p.guestReqs {
 			_ = r.Reply(true, []byte(fmt.Sprint(len(r.Payload))))
@@ -426,7 +483,17 @@ func TestLargeFrames(t *testing.T) {
 	if _, _, err := p.host.SendRequest(ctx, "huge", true, make([]byte, MaxFrameBytes+1)); err == nil || ctx.Err() != nil {
 		t.Fatalf("a frame over MaxFrameBytes: err %v (ctx %v), want the stream ended", err, ctx.Err())
 	}
-	st, err := p.host.sess.OpenStream()
+	if v == V4 {
+		// Refused before it is sent; the connection goes on.
+		if _, _, err := p.host.SendRequest(ctx, "huge", true, make([]byte, MaxFrameBytes+1)); !errors.Is(err, ErrTooLarge) {
+			t.Fatalf("err %v, want ErrTooLarge", err)
+		}
+		if ok, _, err := p.host.SendRequest(t.Context(), "after", true, nil); err != nil || !ok {
+			t.Fatalf("after a refused request: %v %v", ok, err)
+		}
+		return
+	}
+	st, err := p.host.t.(*yamuxConn).sess.OpenStream()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,8 +506,10 @@ func TestLargeFrames(t *testing.T) {
 
 // TestManyOpens: more streams at once than are read concurrently
 // (maxOpening) are all served.
-func TestManyOpens(t *testing.T) {
-	p := newPair(t)
+func TestManyOpens(t *testing.T) { eachVersion(t, testManyOpens) }
+
+func testManyOpens(t *testing.T, v Version) {
+	p := newPair(t, v)
 	release := make(chan struct{})
 	go func() {
 		for r := range p.guestReqs {

@@ -80,6 +80,17 @@
 // the one starting "SSH-", RFC 4253 §4.2 as golang.org/x/crypto/ssh reads
 // it) and answers with its SSH version string, and the host goes on with
 // SSH: VMs booted by an older daemon keep working after an upgrade.
+//
+// # Version 4: link's frames on the port itself
+//
+// v4 keeps every message and changes only link's framing (link.V4): the
+// frames go on the port directly, each naming its channel or request,
+// with a window per channel instead of yamux's streams, so the guest's one
+// vCPU does no per-frame goroutine handoffs. The host still writes
+// [Hello] (a v3 tether compares the whole line, so the host's first line
+// cannot change); a v4 tether answers [Hello4], a v3 tether [Hello], and
+// the host speaks what the guest answered. A v4 tether does not serve a
+// host older than v4 (a downgraded daemon would not read [Hello4]).
 package wire
 
 import (
@@ -161,13 +172,20 @@ const Version3 = "v3"
 // answers with.
 const Hello = "vch-tether " + Version3 + "\r\n"
 
+// Version4 names the transport of version 4 (see the package doc).
+const Version4 = "v4"
+
+// Hello4 is a v4 tether's answer to [Hello]: the session goes on in
+// link.V4.
+const Hello4 = "vch-tether " + Version4 + "\r\n"
+
 // MaxHelloBytes bounds the line a host reads as the guest's answer to
 // [Hello] (an SSH version string is at most 255 bytes, RFC 4253 §4.2).
 const MaxHelloBytes = 255
 
-// AcceptHello is a v3 tether's start of a session: it reads the host's
+// AcceptHello is a v4 tether's start of a session: it reads the host's
 // first line, a byte at a time so nothing after it is consumed, checks it
-// is [Hello], and answers [Hello]. An error if the host spoke anything
+// is [Hello], and answers [Hello4]. An error if the host spoke anything
 // else (an older host's SSH version string) or the stream failed.
 func AcceptHello(rw io.ReadWriter) error {
 	var line []byte
@@ -183,7 +201,7 @@ func AcceptHello(rw io.ReadWriter) error {
 		if string(line) != Hello {
 			return fmt.Errorf("wire: the host spoke %q, not protocol %s", line, Version3)
 		}
-		if _, err := io.WriteString(rw, Hello); err != nil {
+		if _, err := io.WriteString(rw, Hello4); err != nil {
 			return fmt.Errorf("wire: answer hello: %w", err)
 		}
 		return nil

@@ -91,7 +91,7 @@ func (vm *VM) session(conn net.Conn) bool {
 		conn.Close()
 		return false // the host hung up or the VM ended
 	}
-	sc, chans, reqs, err := link.Server(dc)
+	sc, chans, reqs, err := link.Server(dc, link.V4)
 	if err != nil {
 		conn.Close()
 		return false

@@ -66,7 +66,8 @@ type manifest struct {
 // TemplateKey implements hypervisor.Templater: the first 16 bytes of a
 // SHA-256, in hex (32 characters), over the template format, the QEMU
 // binary (path, size, modification time), the accelerator, the guest TSC
-// rate, the contents of Kernel and Initrd, Cmdline, MemoryMiB, CPUs,
+// rate, the contents of Kernel and Initrd, the driver's own kernel
+// arguments and Cmdline, MemoryMiB, CPUs,
 // ChannelName, the number of disks, NICs and shares and whether the
 // balloon reports free pages (Config.RAMShim). Unavailable if
 // the kernel or initrd cannot be read.
@@ -84,8 +85,8 @@ func (d *Driver) TemplateKey(spec hypervisor.Spec) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	fmt.Fprintf(h, "format=%d\nqemu=%s\naccel=%s\ntsc=%d\nkernel=%s\ninitrd=%s\ncmdline=%q\nmem=%d\ncpus=%d\nchannel=%q\ndisks=%d\nnics=%d\nshares=%d\nreporting=%t\n",
-		templateFormat, qemu, d.accel, d.tscKHz, kernel, initrd, spec.Cmdline, spec.MemoryMiB, spec.CPUs, spec.ChannelName,
+	fmt.Fprintf(h, "format=%d\nqemu=%s\naccel=%s\ntsc=%d\nkernel=%s\ninitrd=%s\nbase=%q\ncmdline=%q\nmem=%d\ncpus=%d\nchannel=%q\ndisks=%d\nnics=%d\nshares=%d\nreporting=%t\n",
+		templateFormat, qemu, d.accel, d.tscKHz, kernel, initrd, baseCmdline, spec.Cmdline, spec.MemoryMiB, spec.CPUs, spec.ChannelName,
 		len(spec.Disks), len(spec.NICs), len(spec.Shares), d.cfg.RAMShim != "")
 	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }

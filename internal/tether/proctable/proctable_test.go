@@ -74,7 +74,7 @@ func (g *guestSide) connect() *agent.Client {
 		if wire.AcceptHello(dc) != nil {
 			return
 		}
-		_, chans, reqs, err := link.Server(dc)
+		_, chans, reqs, err := link.Server(dc, link.V4)
 		if err != nil {
 			return
 		}
