@@ -70,7 +70,7 @@ chaos: guest build
 # testdata/fuzz/ to replay.
 FUZZTIME ?= 10s
 FUZZ_TARGETS := ./internal/personality/docker:FuzzEngineAPI ./internal/agent/link:FuzzReadFrame \
-	./internal/agent/link:FuzzServerStream ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer \
+	./internal/agent/link:FuzzServerStream ./internal/agent/link:FuzzFrames ./internal/tether/dnsrelay:FuzzMessage ./internal/portlayer/network/dns:FuzzAnswer \
 	./internal/portlayer/api:FuzzRequest
 fuzz:
 	@GO="$(GO)" sh scripts/fuzz.sh $(FUZZTIME) $(FUZZ_TARGETS)
