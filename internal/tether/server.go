@@ -378,7 +378,8 @@ func (s *server) handleChannel(nc link.NewChannel, dead func() bool) {
 // host.
 type sessionConn struct {
 	port *os.File
-	pre  []byte // bytes read while waiting for the host, not yet returned
+	pre  []byte       // bytes read while waiting for the host, not yet returned
+	sp   *portSplicer // writes through a pipe, or nil: write(2)
 
 	dead    atomic.Bool
 	mu      sync.Mutex
@@ -394,7 +395,9 @@ func waitHost(port *os.File) (*sessionConn, error) {
 	for {
 		n, err := port.Read(buf)
 		if n > 0 {
-			return &sessionConn{port: port, pre: append([]byte(nil), buf[:n]...)}, nil
+			c := &sessionConn{port: port, pre: append([]byte(nil), buf[:n]...)}
+			c.sp, _ = newPortSplicer(port) // without one, write(2)
+			return c, nil
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("tether: read channel: %w", err)
@@ -428,11 +431,48 @@ func (c *sessionConn) Write(b []byte) (int, error) {
 	c.writers.Add(1)
 	c.mu.Unlock()
 	defer c.writers.Done()
-	n, err := c.port.Write(b)
+	var n int
+	var err error
+	if c.sp != nil {
+		n, err = c.sp.write(b)
+	} else {
+		n, err = c.port.Write(b)
+	}
 	if err != nil {
 		c.dead.Store(true)
 	}
 	return n, err
+}
+
+// WriteFrame implements link.FrameWriter, with a splicer; without one it
+// joins the two and writes them.
+func (c *sessionConn) WriteFrame(header, payload []byte) error {
+	if c.sp == nil {
+		_, err := c.Write(append(append(make([]byte, 0, len(header)+len(payload)), header...), payload...))
+		return err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return net.ErrClosed
+	}
+	c.writers.Add(1)
+	c.mu.Unlock()
+	defer c.writers.Done()
+	err := c.sp.writeFrame(header, payload)
+	if err != nil {
+		c.dead.Store(true)
+	}
+	return err
+}
+
+// FrameBytes implements link.FrameSizer: with a splicer, the link's data
+// frames are up to spliceBytes, each one virtqueue buffer.
+func (c *sessionConn) FrameBytes() int {
+	if c.sp != nil {
+		return spliceBytes
+	}
+	return 0
 }
 
 // Close ends the session's use of the port: blocked reads and writes
@@ -453,6 +493,9 @@ func (c *sessionConn) Close() error {
 func (c *sessionConn) end() {
 	_ = c.Close()
 	c.writers.Wait()
+	if c.sp != nil {
+		c.sp.close()
+	}
 	_ = c.port.SetDeadline(time.Time{})
 }
 

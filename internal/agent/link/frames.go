@@ -19,6 +19,22 @@ const frameHeaderBytes = 9
 // one write (drivers/char/virtio_console.c).
 const frameDataChunk = 32<<10 - frameHeaderBytes
 
+// FrameSizer is a byte stream that takes large writes for no more per
+// byte than small ones (tether's virtio port, written through a pipe with
+// splice(2): one virtqueue buffer per write, not per 32 KiB). On one, V4
+// data frames are up to FrameBytes bytes, header included (at most
+// windowBytes), instead of 32 KiB.
+type FrameSizer interface {
+	FrameBytes() int
+}
+
+// FrameWriter is a byte stream that writes a frame's header and payload
+// together without joining them first (writev(2)); V4 uses it instead of
+// copying each frame into a buffer of its own.
+type FrameWriter interface {
+	WriteFrame(header, payload []byte) error
+}
+
 // creditStep is how much a V4 receiver lets its reader consume before it
 // returns the credit to the sender: a quarter of the window, so a sender
 // that is faster than the network of one VMM rarely waits.
@@ -38,6 +54,8 @@ var errProtocol = errors.New("link: protocol violation")
 type frameConn struct {
 	rwc    io.ReadWriteCloser
 	client bool
+	chunk  int         // the most data one frame carries
+	fw     FrameWriter // rwc's, or nil
 
 	wmu  sync.Mutex // one frame at a time on the byte stream
 	wbuf []byte
@@ -67,6 +85,11 @@ func startFrames(rwc io.ReadWriteCloser, client bool) *frameConn {
 		newChans: make(chan NewChannel, requestQueue), reqs: make(chan *Request, requestQueue),
 		closed: make(chan struct{}), done: make(chan struct{})}
 	// The client's IDs are odd, the server's even (as yamux's streams).
+	c.chunk = frameDataChunk
+	if fs, ok := rwc.(FrameSizer); ok {
+		c.chunk = min(max(fs.FrameBytes(), 32<<10), windowBytes) - frameHeaderBytes
+	}
+	c.fw, _ = rwc.(FrameWriter)
 	c.nextChan, c.nextReq = 2, 2
 	if client {
 		c.nextChan, c.nextReq = 1, 1
@@ -87,12 +110,23 @@ func (c *frameConn) write(typ byte, id uint32, payload []byte) error {
 		return ErrClosed
 	default:
 	}
+	if c.fw != nil {
+		var h [frameHeaderBytes]byte
+		h[0] = typ
+		binary.BigEndian.PutUint32(h[1:], id)
+		binary.BigEndian.PutUint32(h[5:], uint32(len(payload)))
+		if err := c.fw.WriteFrame(h[:], payload); err != nil {
+			c.fail()
+			return ErrClosed
+		}
+		return nil
+	}
 	n := frameHeaderBytes + len(payload)
 	b := c.wbuf
-	if n > frameHeaderBytes+frameDataChunk {
+	if n > frameHeaderBytes+c.chunk {
 		b = make([]byte, n) // a large request: not kept
 	} else if b == nil {
-		c.wbuf = make([]byte, frameHeaderBytes+frameDataChunk)
+		c.wbuf = make([]byte, frameHeaderBytes+c.chunk)
 		b = c.wbuf
 	}
 	b[0] = typ
@@ -149,10 +183,10 @@ func (c *frameConn) readLoop() {
 	}
 }
 
-// readPayload reads n bytes; a large payload grows with what arrives,
-// never on the word of its header.
+// readPayload reads n bytes; a payload larger than a window (no data
+// frame is) grows with what arrives, never on the word of its header.
 func readPayload(r io.Reader, n uint32) ([]byte, error) {
-	if n <= frameHeaderBytes+frameDataChunk {
+	if n <= windowBytes {
 		p := make([]byte, n)
 		if _, err := io.ReadFull(r, p); err != nil {
 			return nil, unexpectedEOF(err)
@@ -556,7 +590,7 @@ func (fc *frameChan) usable() bool {
 	return !fc.peerGone && !fc.sentEOF && !fc.sentEnd
 }
 
-// write sends b as frames of at most frameDataChunk bytes, each within
+// write sends b as frames of at most the connection's chunk, each within
 // the credit the peer has given.
 func (fc *frameChan) write(typ byte, b []byte) (int, error) {
 	fc.wmu.Lock()
@@ -571,7 +605,7 @@ func (fc *frameChan) write(typ byte, b []byte) (int, error) {
 			fc.mu.Unlock()
 			return n, ErrClosed
 		}
-		k := min(len(b)-n, frameDataChunk, fc.credit)
+		k := min(len(b)-n, fc.c.chunk, fc.credit)
 		fc.credit -= k
 		fc.mu.Unlock()
 		if err := fc.c.write(typ, fc.id, b[n:n+k]); err != nil {

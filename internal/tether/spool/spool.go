@@ -37,6 +37,7 @@ type Spool struct {
 
 	mu      sync.Mutex
 	buf     []byte // bytes from start on
+	arr     []byte // the array buf was last compacted into (len 0)
 	start   int64  // offset of buf[0]: everything before is acknowledged
 	eof     bool   // the writer has finished
 	aborted bool   // writers fail at once
@@ -77,7 +78,17 @@ func (s *Spool) Write(p []byte) (int, error) {
 			continue
 		}
 		k := min(room, len(p)-n)
+		if len(s.buf)+k > cap(s.buf) && len(s.buf)+k <= cap(s.arr) {
+			// Move what is held to the front of the array instead of
+			// into a new one: the same memory stays warm (under TCG a
+			// page the guest has not touched lately costs a software
+			// TLB refill) and nothing is allocated.
+			s.buf = s.arr[:copy(s.arr[:cap(s.arr)], s.buf)]
+		}
 		s.buf = append(s.buf, p[n:n+k]...)
+		if cap(s.buf) > cap(s.arr) {
+			s.arr = s.buf[:0]
+		}
 		n += k
 		s.notifyLocked()
 		s.mu.Unlock()
@@ -128,6 +139,9 @@ func (s *Spool) Ack(off int64) {
 	// byte is copied a bounded number of times however small the acks
 	// (a non-resumable stream is acknowledged at every write).
 	s.buf = s.buf[off-s.start:]
+	if len(s.buf) == 0 {
+		s.buf = s.arr[:0]
+	}
 	s.start = off
 	s.notifyLocked()
 }
