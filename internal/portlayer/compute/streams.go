@@ -53,6 +53,7 @@ type output struct {
 	subs      map[*attachment]struct{}
 	followers map[chan portlayer.LogMessage]struct{}
 	partial   map[string][]byte // per stream: bytes after the last newline
+	line      []byte            // the log line being written, reused
 	run       string            // the current run's ID
 	logged    map[string]int64  // per stream: the run's bytes in the log
 }
@@ -151,7 +152,10 @@ func (o *output) write(stream string, chunk []byte) {
 	for a := range o.subs {
 		a.deliver(stream, chunk)
 	}
-	buf := append(o.partial[stream], chunk...)
+	buf := chunk
+	if len(o.partial[stream]) > 0 {
+		buf = append(o.partial[stream], chunk...)
+	}
 	for {
 		i := bytes.IndexByte(buf, '\n')
 		if i < 0 {
@@ -164,7 +168,7 @@ func (o *output) write(stream string, chunk []byte) {
 		o.logLocked(stream, buf[:maxLogLine])
 		buf = buf[maxLogLine:]
 	}
-	o.partial[stream] = append([]byte(nil), buf...)
+	o.partial[stream] = append(o.partial[stream][:0], buf...)
 }
 
 // flush logs the final line of each stream that had no newline.
@@ -183,17 +187,17 @@ func (o *output) flush() {
 }
 
 func (o *output) logLocked(stream string, data []byte) {
-	msg := portlayer.LogMessage{Stream: stream, Time: time.Now().UTC(), Data: append([]byte(nil), data...)}
+	now := time.Now().UTC()
 	off := o.logged[stream] + int64(len(data))
-	e := logEntry{Log: string(data), Stream: stream, Time: msg.Time}
+	offset := ""
 	if o.run != "" {
-		e.Attrs = map[string]string{offsetAttr: o.run + ":" + strconv.FormatInt(off, 10)}
+		offset = o.run + ":" + strconv.FormatInt(off, 10)
 	}
-	b, _ := json.Marshal(e)
+	o.line = appendLogLine(o.line[:0], data, stream, offset, now)
+	b := o.line
 	// Counted once the line is in the file (rotateLocked records the
 	// offsets before it).
 	defer func() { o.logged[stream] = off }()
-	b = append(b, '\n')
 	if o.file != nil && o.size > 0 && o.size+int64(len(b)) > o.maxSize {
 		o.rotateLocked()
 	}
@@ -210,6 +214,10 @@ func (o *output) logLocked(stream string, data []byte) {
 		n, _ := o.file.Write(b)
 		o.size += int64(n)
 	}
+	if len(o.followers) == 0 {
+		return
+	}
+	msg := portlayer.LogMessage{Stream: stream, Time: now, Data: append([]byte(nil), data...)}
 	for ch := range o.followers {
 		select {
 		case ch <- msg:
