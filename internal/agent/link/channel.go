@@ -212,6 +212,7 @@ type buffer struct {
 	mu     sync.Mutex
 	cond   *sync.Cond
 	chunks [][]byte
+	head   int // bytes of chunks[0] already read
 	size   int
 	eof    bool
 }
@@ -267,7 +268,7 @@ func (b *buffer) end() {
 // discard drops what is buffered and marks EOF.
 func (b *buffer) discard() {
 	b.mu.Lock()
-	b.chunks, b.size, b.eof = nil, 0, true
+	b.chunks, b.head, b.size, b.eof = nil, 0, 0, true
 	b.cond.Broadcast()
 	b.mu.Unlock()
 }
@@ -283,16 +284,55 @@ func (b *buffer) read(p []byte) (int, error) {
 	}
 	n := 0
 	for n < len(p) && len(b.chunks) > 0 {
-		k := copy(p[n:], b.chunks[0])
+		c := b.chunks[0]
+		k := copy(p[n:], c[b.head:])
 		n += k
-		if k == len(b.chunks[0]) {
+		b.head += k
+		if b.head == len(c) {
+			putPayload(c)
 			b.chunks[0] = nil
 			b.chunks = b.chunks[1:]
-		} else {
-			b.chunks[0] = b.chunks[0][k:]
+			b.head = 0
 		}
 	}
 	b.size -= n
 	b.cond.Broadcast()
 	return n, nil
+}
+
+// payloadPools keep V4 data payloads of the two sizes that carry bulk
+// data (a 32 KiB frame's, a 256 KiB spliced frame's) for reuse once a
+// reader has consumed them: at 100 MiB/s a fresh allocation per frame is
+// most of the host's garbage.
+var payloadPools = [...]struct {
+	size int
+	pool sync.Pool
+}{{size: 32 << 10}, {size: 256 << 10}}
+
+// getPayload returns a slice of n bytes, from a pool when one holds
+// payloads of at least n bytes (the contents are not zeroed).
+func getPayload(n int) []byte {
+	for i := range payloadPools {
+		pp := &payloadPools[i]
+		if n <= pp.size {
+			if b, ok := pp.pool.Get().(*[]byte); ok {
+				return (*b)[:n]
+			}
+			return make([]byte, n, pp.size)
+		}
+	}
+	return make([]byte, n)
+}
+
+// putPayload gives back a payload that getPayload returned, once nothing
+// refers to it; other slices are left to the collector.
+func putPayload(b []byte) {
+	for i := range payloadPools {
+		pp := &payloadPools[i]
+		if cap(b) == pp.size {
+			b = b[:0]
+			pp.pool.Put(&b)
+			return
+		}
+	}
 }

@@ -40,8 +40,12 @@ type FrameWriter interface {
 // that is faster than the network of one VMM rarely waits.
 const creditStep = windowBytes / 4
 
-// readBufferBytes is the V4 reader's buffer on the byte stream.
-const readBufferBytes = 64 << 10
+// readBufferBytes is the V4 reader's buffer on the byte stream: a
+// virtio-serial port's receive buffer (a page; the guest's reads return
+// at most one), and small enough that a payload of a data frame is read
+// straight into its own slice (bufio reads past its buffer into the
+// caller's) instead of through the buffer.
+const readBufferBytes = 4 << 10
 
 // errProtocol ends a V4 connection whose peer broke the framing: the byte
 // stream cannot be trusted past a frame it does not understand.
@@ -187,7 +191,7 @@ func (c *frameConn) readLoop() {
 // frame is) grows with what arrives, never on the word of its header.
 func readPayload(r io.Reader, n uint32) ([]byte, error) {
 	if n <= windowBytes {
-		p := make([]byte, n)
+		p := getPayload(int(n))
 		if _, err := io.ReadFull(r, p); err != nil {
 			return nil, unexpectedEOF(err)
 		}
