@@ -17,6 +17,7 @@ package archive
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -647,13 +648,11 @@ func readBlock(r io.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
+// isZero reports whether b holds only zero bytes: the first is zero and
+// each equals the one before it, which bytes.Equal checks a word at a
+// time (a byte loop costs a second per 100 MiB in a TCG guest).
 func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
+	return len(b) == 0 || (b[0] == 0 && bytes.Equal(b[1:], b[:len(b)-1]))
 }
 
 // ctxReader stops a long copy when the context ends.

@@ -309,3 +309,17 @@ func TestUnpackGNUSparse(t *testing.T) {
 		t.Fatalf("sparse entry: %v %v", fi, err)
 	}
 }
+
+func TestIsZero(t *testing.T) {
+	for _, tc := range []struct {
+		b    []byte
+		want bool
+	}{
+		{nil, true}, {[]byte{0}, true}, {make([]byte, 64<<10), true}, {[]byte{1}, false},
+		{[]byte{0, 0, 1}, false}, {[]byte{1, 1, 1}, false}, {append(make([]byte, 4095), 7), false},
+	} {
+		if got := isZero(tc.b); got != tc.want {
+			t.Errorf("isZero(%d bytes ending %v) = %v", len(tc.b), tc.b[max(0, len(tc.b)-1):], got)
+		}
+	}
+}
