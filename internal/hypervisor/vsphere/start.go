@@ -272,6 +272,9 @@ func (d *Driver) configSpec(spec hypervisor.Spec, secret []byte) (types.VirtualM
 				&types.OptionValue{Key: "guestinfo.vch.disk." + n + ".address", Value: fmt.Sprintf("scsi0:%d", unit)})
 		}
 	}
+	if len(spec.NICs) > 0 && d.nicBack == nil {
+		return types.VirtualMachineConfigSpec{}, fmt.Errorf("vsphere: spec %s has NICs but the driver has no bridge portgroup (Config.BridgePortgroup): %w", spec.Name, errdefs.ErrFailedPrecondition)
+	}
 	for _, n := range spec.NICs {
 		dev, err := devices.CreateEthernetCard("vmxnet3", d.nicBack)
 		if err != nil {

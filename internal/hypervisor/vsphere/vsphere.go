@@ -157,7 +157,9 @@ type Config struct {
 	// ResourcePool name).
 	ImageStore string `json:"image_store"`
 	// BridgePortgroup is the name of the network (standard or distributed
-	// portgroup) the VMs' NICs are on.
+	// portgroup) the VMs' NICs are on. Empty: none, and Start refuses a
+	// Spec with NICs (FailedPrecondition); enough for managing the VCH
+	// (CreateVCH, DeleteVCH).
 	BridgePortgroup string `json:"bridge_portgroup"`
 	// ChannelListen is the host:port the driver listens on for the VMs'
 	// serial ports (port 0 picks one).
@@ -249,7 +251,8 @@ const (
 // New logs in to vSphere and finds the Config's datacenter, compute
 // resource, datastore and portgroup, then listens for guest channels.
 // The VCH's pool and folder are found if they exist; Start needs them
-// (CreateVCH makes them). InvalidArgument for a bad Config; Unauthenticated
+// (CreateVCH makes them). The portgroup is looked up only when the Config
+// names one. InvalidArgument for a bad Config; Unauthenticated
 // for credentials the server refuses; NotFound for an inventory object
 // that does not exist; Unavailable if the server cannot be reached or the
 // listener cannot listen. No error holds the credentials.
@@ -335,8 +338,7 @@ func parseConfig(cfg *Config) (*url.URL, *url.Userinfo, error) {
 	for _, f := range []struct{ name, v string }{
 		{"datacenter", cfg.Datacenter}, {"compute resource", cfg.ComputeResource},
 		{"resource pool", cfg.ResourcePool}, {"VM folder", cfg.VMFolder},
-		{"image store", cfg.ImageStore}, {"bridge portgroup", cfg.BridgePortgroup},
-		{"channel listen address", cfg.ChannelListen},
+		{"image store", cfg.ImageStore}, {"channel listen address", cfg.ChannelListen},
 	} {
 		if f.v == "" {
 			return nil, nil, bad("no %s", f.name)
@@ -398,12 +400,14 @@ func (d *Driver) findInventory(ctx context.Context) error {
 		return d.fail("image store datastore", err)
 	}
 	d.imageDir = d.ds.Path(dir)
-	nw, err := f.Network(ctx, d.cfg.BridgePortgroup)
-	if err != nil {
-		return d.fail("bridge portgroup", err)
-	}
-	if d.nicBack, err = nw.EthernetCardBackingInfo(ctx); err != nil {
-		return d.fail("bridge portgroup backing", err)
+	if d.cfg.BridgePortgroup != "" {
+		nw, err := f.Network(ctx, d.cfg.BridgePortgroup)
+		if err != nil {
+			return d.fail("bridge portgroup", err)
+		}
+		if d.nicBack, err = nw.EthernetCardBackingInfo(ctx); err != nil {
+			return d.fail("bridge portgroup backing", err)
+		}
 	}
 	pool, folder, err := d.findVCH(ctx)
 	if err != nil {
