@@ -480,7 +480,8 @@ func stopCmd(connect connector) *cobra.Command {
 				d := time.Duration(seconds) * time.Second
 				timeout = &d
 			}
-			if err := c.Stop(cmd.Context(), args[0], timeout); err != nil {
+			// NotModified: it was not running, which is what was asked.
+			if err := c.Stop(cmd.Context(), args[0], timeout); err != nil && portlayer.ClassOf(err) != portlayer.ClassNotModified {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), args[0])

@@ -28,6 +28,11 @@ const (
 	ClassPermissionDenied   ErrorClass = "permission_denied"
 	ClassUnauthenticated    ErrorClass = "unauthenticated"
 	ClassInternal           ErrorClass = "internal"
+	// ClassNotModified: the operation had nothing to do, the object
+	// being in the state it would bring about already (a start of a
+	// running container, a stop of a stopped one). Nothing changed; a
+	// front end may take it for success.
+	ClassNotModified ErrorClass = "not_modified"
 )
 
 // sentinel is the errdefs class c matches.
@@ -55,6 +60,8 @@ func (c ErrorClass) sentinel() error {
 		return errdefs.ErrUnauthenticated
 	case ClassInternal:
 		return errdefs.ErrInternal
+	case ClassNotModified:
+		return errdefs.ErrNotModified
 	}
 	return errdefs.ErrUnknown
 }
@@ -91,7 +98,8 @@ const (
 	ReasonPaused = "paused"
 	// ReasonNotPaused: the container is not paused (an unpause).
 	ReasonNotPaused = "not_paused"
-	// ReasonRunning: the exec already runs (a second start).
+	// ReasonRunning: the exec or container already runs (a second
+	// start).
 	ReasonRunning = "running"
 	// ReasonAmbiguous: the ID prefix given matches several objects.
 	ReasonAmbiguous = "ambiguous"
@@ -290,6 +298,8 @@ func ClassOf(err error) ErrorClass {
 		return ClassPermissionDenied
 	case errdefs.IsUnauthorized(err):
 		return ClassUnauthenticated
+	case errdefs.IsNotModified(err):
+		return ClassNotModified
 	}
 	return ClassInternal
 }
@@ -352,6 +362,28 @@ func ContainerState(op, id, reason string) error {
 		msg = op + ": " + msg
 	}
 	return &Error{Class: ClassConflict, Op: op, Kind: KindContainer, ID: id, Reason: reason, Message: msg}
+}
+
+// Unchanged is the NotModified error for an operation op on container
+// id that had nothing to do: reason ReasonRunning for a start of a
+// running container (or one waiting for its restart policy's restart),
+// ReasonNotRunning for a stop of one that does not run. The state was
+// checked in the same step as the operation, so a front end can answer
+// from it without looking first.
+func Unchanged(op, id, reason string) error {
+	msg := "container " + id
+	switch reason {
+	case ReasonRunning:
+		msg += " is already running"
+	case ReasonNotRunning:
+		msg += " is not running"
+	default:
+		msg += ": " + reason
+	}
+	if op != "" {
+		msg = op + ": " + msg
+	}
+	return &Error{Class: ClassNotModified, Op: op, Kind: KindContainer, ID: id, Reason: reason, Message: msg}
 }
 
 // ExecState is the Conflict error for exec id that runs (ReasonRunning,

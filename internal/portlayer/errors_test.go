@@ -42,9 +42,14 @@ func TestErrorClass(t *testing.T) {
 		{portlayer.NoSuchImage("x:latest"), errdefs.IsNotFound},
 		{portlayer.ContainerState("kill", "x", portlayer.ReasonNotRunning), errdefs.IsConflict},
 		{portlayer.ExecState("x", portlayer.ReasonRunning), errdefs.IsConflict},
+		{portlayer.Unchanged("stop", "x", portlayer.ReasonNotRunning), errdefs.IsNotModified},
+		{portlayer.Unchanged("start", "x", portlayer.ReasonRunning), errdefs.IsNotModified},
 	} {
 		if !tt.is(tt.err) || errdefs.Resolve(tt.err) == errdefs.ErrUnknown {
 			t.Errorf("%v: wrong class", tt.err)
 		}
+	}
+	if c := portlayer.ClassOf(fmt.Errorf("x: %w", errdefs.ErrNotModified)); c != portlayer.ClassNotModified {
+		t.Errorf("ClassOf(NotModified) = %s", c)
 	}
 }

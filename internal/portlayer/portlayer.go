@@ -264,13 +264,16 @@ type Compute interface {
 	// image is missing, AlreadyExists if the name is taken.
 	Create(ctx context.Context, spec ContainerSpec) (Container, error)
 	// Start boots the container's VM and starts its process; it returns once
-	// the process runs. Starting a running container is a no-op. If the
+	// the process runs. A running container (or one waiting for its
+	// restart policy's restart) is left as it is: NotModified, reason
+	// ReasonRunning, checked in one step with the start. If the
 	// process cannot be started (e.g. executable not found) the error says
 	// why in the guest's words and the container records exit code 127 or 126.
 	Start(ctx context.Context, idOrName string) error
 	// Stop sends the stop signal, waits timeout (nil: the container's
-	// StopTimeout; negative: forever) and then kills the VM. Stopping a
-	// stopped container is a no-op.
+	// StopTimeout; negative: forever) and then kills the VM. A container
+	// that does not run is left as it is: NotModified, reason
+	// ReasonNotRunning, checked in one step with the stop.
 	Stop(ctx context.Context, idOrName string, timeout *time.Duration) error
 	// Kill delivers signal (a Linux signal number, 9 if 0) to the main
 	// process. Conflict if the container is not running.

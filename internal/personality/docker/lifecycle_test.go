@@ -249,11 +249,66 @@ func TestPausedTexts(t *testing.T) {
 		{"POST", "/v1.50/containers/pt/pause", 204, ""},
 		{"POST", "/v1.50/containers/pt/pause", 409, "is already paused"},
 		{"POST", "/v1.50/containers/pt/kill?signal=TERM", 409, "cannot kill container: pt: container " + pt.ID + " is paused. Unpause the container before stopping or killing"},
+		{"POST", "/v1.50/containers/pt/start", 409, "cannot start a paused container, try unpause instead"},
 		{"POST", "/v1.50/containers/nosuch/pause", 404, "No such container: nosuch"},
 	} {
 		rec := do(t, h, step.method, step.path, "")
 		if rec.Code != step.code || !strings.Contains(rec.Body.String(), step.text) {
 			t.Errorf("%s %s: %d %s; want %d with %q", step.method, step.path, rec.Code, rec.Body, step.code, step.text)
 		}
+	}
+}
+
+// TestUnchangedFromPortLayer: a start of a running container and a stop
+// of a stopped one answer 304 as dockerd does, told so by the port
+// layer's NotModified from the start or stop itself (the port layer is
+// asked each time), not by a state the handler looked at first. A
+// restart of a stopped container just starts it.
+func TestUnchangedFromPortLayer(t *testing.T) {
+	f := dockertest.New()
+	h := docker.New(docker.Config{Version: "0.0.0-test"}, docker.Backend{
+		Compute: f, Interaction: f, Images: f.Images(), System: f, Pauser: f,
+	}, nil).Handler()
+	if rec := do(t, h, "POST", "/v1.50/containers/create?name=un", `{"Image":"busybox","Cmd":["sleep"]}`); rec.Code != 201 {
+		t.Fatalf("create: %d %s", rec.Code, rec.Body)
+	}
+	count := func(prefix string) int {
+		n := 0
+		for _, call := range f.Calls() {
+			if strings.HasPrefix(call, prefix) {
+				n++
+			}
+		}
+		return n
+	}
+	for _, step := range []struct {
+		path   string
+		code   int
+		called string // the port-layer call made, its count after the step
+		calls  int
+	}{
+		{"/v1.50/containers/un/stop", 304, "Stop ", 1},
+		{"/v1.50/containers/un/stop?signal=SIGUSR1&t=1", 304, "Kill ", 1},
+		{"/v1.50/containers/un/start", 204, "Start ", 1},
+		{"/v1.50/containers/un/start", 304, "Start ", 2},
+		{"/v1.50/containers/un/stop", 204, "Stop ", 2},
+		{"/v1.50/containers/un/stop", 304, "Stop ", 3},
+		{"/v1.50/containers/un/restart", 204, "Start ", 3},
+	} {
+		rec := do(t, h, "POST", step.path, "")
+		if rec.Code != step.code {
+			t.Errorf("POST %s: %d %s, want %d", step.path, rec.Code, rec.Body, step.code)
+		}
+		if rec.Code == 304 && rec.Body.Len() != 0 {
+			t.Errorf("POST %s: 304 with a body %q", step.path, rec.Body)
+		}
+		if n := count(step.called); n != step.calls {
+			t.Errorf("POST %s: %d %q calls, want %d; calls %v", step.path, n, step.called, step.calls, f.Calls())
+		}
+	}
+	ins := do(t, h, "GET", "/v1.50/containers/un/json", "")
+	var st struct{ State struct{ Status string } }
+	if err := json.Unmarshal(ins.Body.Bytes(), &st); err != nil || st.State.Status != "running" {
+		t.Errorf("after restart: status %q (%v)", st.State.Status, err)
 	}
 }

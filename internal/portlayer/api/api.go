@@ -51,6 +51,10 @@ func StatusOf(c portlayer.ErrorClass) int {
 		return http.StatusNotFound
 	case portlayer.ClassAlreadyExists, portlayer.ClassConflict:
 		return http.StatusConflict
+	case portlayer.ClassNotModified:
+		// Not 304, whose answer has no body: the Error body says what
+		// was left unchanged and why.
+		return http.StatusConflict
 	case portlayer.ClassInvalidArgument, portlayer.ClassFailedPrecondition:
 		return http.StatusBadRequest
 	case portlayer.ClassUnavailable, portlayer.ClassResourceExhausted:

@@ -138,7 +138,7 @@ var knownClasses = map[portlayer.ErrorClass]bool{
 	portlayer.ClassNotFound: true, portlayer.ClassAlreadyExists: true, portlayer.ClassConflict: true,
 	portlayer.ClassInvalidArgument: true, portlayer.ClassFailedPrecondition: true, portlayer.ClassUnavailable: true,
 	portlayer.ClassResourceExhausted: true, portlayer.ClassNotImplemented: true, portlayer.ClassPermissionDenied: true,
-	portlayer.ClassUnauthenticated: true, portlayer.ClassInternal: true,
+	portlayer.ClassUnauthenticated: true, portlayer.ClassInternal: true, portlayer.ClassNotModified: true,
 }
 
 // checkErrorBody checks that a non-2xx answer is the API's Error body:

@@ -117,8 +117,8 @@ func (b *Compute) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 // Start admits the start only if the container's VM fits in what the
 // running VMs leave of the memory and CPU budgets; ResourceExhausted
 // otherwise, saying what is needed and what is free. Starting a container
-// that already holds a VM is passed through (the wrapped Start makes it a
-// no-op).
+// that already holds a VM is passed through (the wrapped Start answers
+// NotModified for a running one).
 func (b *Compute) Start(ctx context.Context, idOrName string) error {
 	if b.limits.MemoryMiB == 0 && b.limits.CPUs == 0 {
 		return b.Compute.Start(ctx, idOrName)

@@ -127,6 +127,8 @@ func classOfStatus(code int) portlayer.ErrorClass {
 		return portlayer.ClassNotFound
 	case http.StatusConflict:
 		return portlayer.ClassConflict
+	case http.StatusNotModified:
+		return portlayer.ClassNotModified
 	case http.StatusBadRequest:
 		return portlayer.ClassInvalidArgument
 	case http.StatusServiceUnavailable, http.StatusBadGateway:

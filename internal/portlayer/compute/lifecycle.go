@@ -189,9 +189,11 @@ const (
 	startByPolicy
 )
 
-// Start implements portlayer.Compute. A container waiting for its restart
-// policy's restart counts as running (a no-op). A start by hand sets
-// RestartCount back to 0 and clears ManuallyStopped.
+// Start implements portlayer.Compute. A running container, or one
+// waiting for its restart policy's restart, is left as it is: NotModified
+// (Unchanged, ReasonRunning), decided under the container's lock with the
+// start itself. A start by hand sets RestartCount back to 0 and clears
+// ManuallyStopped.
 func (s *Service) Start(ctx context.Context, idOrName string) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
@@ -216,12 +218,10 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		case c.hidden():
 			c.mu.Unlock()
 			return portlayer.NoSuchContainer(idOrName)
-		case c.rec.State.Status == portlayer.StatusRunning:
+		case c.rec.State.Status == portlayer.StatusRunning,
+			c.rec.State.Status == portlayer.StatusRestarting && kind == startByHand && c.phase != phaseStarting:
 			c.mu.Unlock()
-			return nil
-		case c.rec.State.Status == portlayer.StatusRestarting && kind == startByHand && c.phase != phaseStarting:
-			c.mu.Unlock()
-			return nil
+			return portlayer.Unchanged("start", c.id, portlayer.ReasonRunning)
 		case c.rec.State.Status == portlayer.StatusPaused:
 			c.mu.Unlock()
 			return portlayer.ContainerState("start", c.id, portlayer.ReasonPaused)
@@ -938,19 +938,26 @@ func (s *Service) Restart(ctx context.Context, idOrName string, signal int, time
 		c.mu.Unlock()
 	}()
 	if st == portlayer.StatusRunning || st == portlayer.StatusPaused || st == portlayer.StatusRestarting {
-		if err := s.stopVMWith(ctx, c, signal, timeout); err != nil {
+		// NotModified: it ended on its own meanwhile; it is started all
+		// the same.
+		switch err := s.stopVMWith(ctx, c, signal, timeout); {
+		case err == nil:
+			s.event("stop", c.record(), nil)
+		case !errdefs.IsNotModified(err):
 			return err
 		}
-		s.event("stop", c.record(), nil)
 	}
-	if err := s.start(ctx, c, idOrName, startByHand); err != nil {
+	// NotModified: another start got there first; it runs, as asked.
+	if err := s.start(ctx, c, idOrName, startByHand); err != nil && !errdefs.IsNotModified(err) {
 		return err
 	}
 	s.event("restart", c.record(), nil)
 	return nil
 }
 
-// Stop implements portlayer.Compute.
+// Stop implements portlayer.Compute. A container that does not run (nor
+// waits for its restart) is left as it is: NotModified (Unchanged,
+// ReasonNotRunning), and no stop event.
 func (s *Service) Stop(ctx context.Context, idOrName string, timeout *time.Duration) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
@@ -1000,7 +1007,7 @@ func (s *Service) stopVMWith(ctx context.Context, c *container, signal int, time
 			return err
 		}
 	case status != portlayer.StatusRunning:
-		return nil
+		return portlayer.Unchanged("stop", c.id, portlayer.ReasonNotRunning)
 	}
 	wait := defaultStopTimeout
 	if spec.StopTimeout != nil {

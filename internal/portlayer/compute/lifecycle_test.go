@@ -112,8 +112,11 @@ func TestStartRunning(t *testing.T) {
 			if p := procs[0]; fmt.Sprint(p) != fmt.Sprint(want) {
 				t.Errorf("process\n got %+v\nwant %+v", p, want)
 			}
-			// Starting a running container is a no-op.
-			h.start(c.ID)
+			// Starting a running container leaves it as it is, and
+			// says so.
+			if err := h.svc.Start(t.Context(), c.ID); !errdefs.IsNotModified(err) || portlayer.AsError(err).Reason != portlayer.ReasonRunning {
+				t.Errorf("second Start = %v, want NotModified (running)", err)
+			}
 			if n := len(h.drv.VMs()); n != 1 {
 				t.Errorf("%d VMs after a second Start, want 1", n)
 			}
@@ -582,9 +585,10 @@ func TestStop(t *testing.T) {
 				t.Errorf("signals %v, want %v", got, tt.wantSignals)
 			}
 			h.vmsEnd()
-			// Stopping a stopped container is a no-op.
-			if err := h.svc.Stop(t.Context(), c.ID, nil); err != nil {
-				t.Errorf("second Stop: %v", err)
+			// Stopping a stopped container leaves it as it is, and says
+			// so.
+			if err := h.svc.Stop(t.Context(), c.ID, nil); !errdefs.IsNotModified(err) || portlayer.AsError(err).Reason != portlayer.ReasonNotRunning {
+				t.Errorf("second Stop = %v, want NotModified (not running)", err)
 			}
 		})
 	}
@@ -648,8 +652,8 @@ func TestRemove(t *testing.T) {
 }
 
 // TestConcurrentStart: a second Start while the VM boots either is refused
-// (Conflict) or waits for the first and is then a no-op; it never boots a
-// second VM.
+// (Conflict) or waits for the first and then finds it running
+// (NotModified); it never boots a second VM.
 func TestConcurrentStart(t *testing.T) {
 	h := newHarness(t)
 	c := h.create(portlayer.ContainerSpec{Args: args("sleep")})
@@ -666,8 +670,8 @@ func TestConcurrentStart(t *testing.T) {
 	if err := recv(t, first, "first Start"); err != nil {
 		t.Fatalf("first Start: %v", err)
 	}
-	if err := recv(t, second, "second Start"); err != nil && !errdefs.IsConflict(err) {
-		t.Errorf("second Start = %v, want nil or Conflict", err)
+	if err := recv(t, second, "second Start"); !errdefs.IsNotModified(err) && !errdefs.IsConflict(err) {
+		t.Errorf("second Start = %v, want NotModified or Conflict", err)
 	}
 	if st := h.inspect(c.ID).State; st.Status != portlayer.StatusRunning {
 		t.Errorf("state %+v, want running", st)

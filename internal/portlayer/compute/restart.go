@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/containerd/errdefs"
+
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -129,7 +131,7 @@ func (s *Service) scheduleRestart(c *container, delay time.Duration, cancel chan
 		c.mu.Unlock()
 		ctx, stop := context.WithTimeout(context.Background(), s.restartTimeout())
 		defer stop()
-		if err := s.start(ctx, c, c.id, startByPolicy); err != nil {
+		if err := s.start(ctx, c, c.id, startByPolicy); err != nil && !errdefs.IsNotModified(err) {
 			s.logger.Warn("restart by policy failed", "container", c.id, "err", err)
 		}
 	}()
@@ -182,7 +184,8 @@ func (s *Service) startAtBoot(cs []*container) {
 			ctx, stop := context.WithTimeout(context.Background(), s.restartTimeout())
 			defer stop()
 			s.logger.Info("starting container by its restart policy", "container", c.id, "policy", c.record().Spec.RestartPolicy.Name)
-			if err := s.start(ctx, c, c.id, startByHand); err != nil {
+			// NotModified: started by hand meanwhile.
+			if err := s.start(ctx, c, c.id, startByHand); err != nil && !errdefs.IsNotModified(err) {
 				s.logger.Warn("start by restart policy failed", "container", c.id, "err", err)
 			}
 		}()

@@ -103,8 +103,11 @@ func lifecycle(t *testing.T, c Target, image string) {
 	if got, _ := c.Inspect(ctx, "life"); got.State.Status != portlayer.StatusRunning || got.State.StartedAt.IsZero() {
 		t.Errorf("after Start: %+v", got.State)
 	}
-	if err := c.Start(ctx, "life"); err != nil {
-		t.Errorf("Start of a running container: %v", err)
+	// A start with nothing to do says so, from the state as of the start.
+	err := c.Start(ctx, "life")
+	wantError(t, "Start of a running container", err, errdefs.IsNotModified, portlayer.KindContainer, a.ID, portlayer.ReasonRunning)
+	if pe := portlayer.AsError(err); pe != nil && (pe.Class != portlayer.ClassNotModified || pe.Op != "start") {
+		t.Errorf("Start of a running container: class %q op %q, want not_modified start", pe.Class, pe.Op)
 	}
 	ch, err := c.Wait(ctx, a.ID, portlayer.WaitNotRunning)
 	if err != nil {
@@ -134,9 +137,15 @@ func lifecycle(t *testing.T, c Target, image string) {
 	if got, _ := c.Inspect(ctx, "life"); got.State.Status != portlayer.StatusExited {
 		t.Errorf("after Stop: %+v", got.State)
 	}
-	if err := c.Stop(ctx, "life", nil); err != nil {
-		t.Errorf("Stop of a stopped container: %v", err)
+	err = c.Stop(ctx, "life", nil)
+	wantError(t, "Stop of a stopped container", err, errdefs.IsNotModified, portlayer.KindContainer, a.ID, portlayer.ReasonNotRunning)
+	if pe := portlayer.AsError(err); pe != nil && (pe.Class != portlayer.ClassNotModified || pe.Op != "stop") {
+		t.Errorf("Stop of a stopped container: class %q op %q, want not_modified stop", pe.Class, pe.Op)
 	}
+	// Never started: nothing to stop either.
+	b := create(t, c, portlayer.ContainerSpec{Name: "never", Image: image, Args: []string{"sleep", "60s"}})
+	err = c.Stop(ctx, "never", &zero)
+	wantError(t, "Stop of a created container", err, errdefs.IsNotModified, portlayer.KindContainer, b.ID, portlayer.ReasonNotRunning)
 }
 
 func pauseStates(t *testing.T, c Target, image string) {

@@ -19,8 +19,10 @@ import (
 var errNotModified = errdefs.ErrNotModified.WithMessage("not modified")
 
 // postStart serves POST /containers/{id}/start: 204, or 304 if the
-// container already runs. A process that cannot be executed is a 400 whose
-// text the CLI maps to exit status 127/126.
+// container already runs (or waits for its restart), 409 for a paused one.
+// The port layer decides both in one step with the start. A process that
+// cannot be executed is a 400 whose text the CLI maps to exit status
+// 127/126.
 func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	if r.ContentLength > 7 || r.ContentLength == -1 {
 		return httputils.InvalidArgument("starting container with non-empty request body was deprecated since API v1.22 and removed in v1.24")
@@ -32,18 +34,25 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 		return err
 	}
 	switch c.State.Status {
-	case portlayer.StatusRunning, portlayer.StatusRestarting:
-		// dockerd: a container waiting for its restart is running.
-		return errNotModified
-	case portlayer.StatusPaused:
-		return httputils.Classify(errdefs.ErrConflict, nil, "cannot start a paused container, try unpause instead")
 	case portlayer.StatusRemoving, portlayer.StatusDead:
+		// No port-layer call takes these states; they are final.
 		return httputils.Classify(errdefs.ErrConflict, nil, "container is marked for removal and cannot be started")
-	}
-	if err := rt.pidContainerRuns(ctx, c); err != nil {
-		return err
+	case portlayer.StatusCreated, portlayer.StatusExited:
+		// dockerd looks for the PID namespace's container only when it
+		// builds the start's spec, after its own running check: a
+		// container that runs already answers 304, whatever that one's
+		// state. Which of the two applies is the port layer's to say.
+		if err := rt.pidContainerRuns(ctx, c); err != nil {
+			return err
+		}
 	}
 	if err := rt.compute.Start(ctx, c.ID); err != nil {
+		switch pe := portlayer.AsError(err); {
+		case errdefs.IsNotModified(err):
+			return errNotModified
+		case errdefs.IsConflict(err) && pe != nil && pe.Reason == portlayer.ReasonPaused:
+			return httputils.Classify(errdefs.ErrConflict, err, "cannot start a paused container, try unpause instead")
+		}
 		return startErr(name, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -92,8 +101,10 @@ func stopTimeout(r *http.Request) (*time.Duration, error) {
 }
 
 // postStop serves POST /containers/{id}/stop?t=&signal=: 204, 304 if the
-// container is not running. A signal other than the container's StopSignal
-// is sent with Kill, then the VM is killed after the timeout.
+// container is not running, as the port layer finds in one step with the
+// stop (the inspect before it is for the stop signal and timeout only). A
+// signal other than the container's StopSignal is sent with Kill, then
+// the VM is killed after the timeout.
 func (rt *Router) postStop(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	ctx := r.Context()
 	name := vars["name"]
@@ -111,10 +122,10 @@ func (rt *Router) postStop(w http.ResponseWriter, r *http.Request, vars map[stri
 	if err != nil {
 		return err
 	}
-	if c.State.Status != portlayer.StatusRunning && c.State.Status != portlayer.StatusRestarting && c.State.Status != portlayer.StatusPaused {
-		return errNotModified
-	}
 	if err := rt.stop(r, c, sig, timeout); err != nil {
+		if errdefs.IsNotModified(err) {
+			return errNotModified
+		}
 		return containerErr("stop", name, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
@@ -122,6 +133,7 @@ func (rt *Router) postStop(w http.ResponseWriter, r *http.Request, vars map[stri
 }
 
 // stop stops c with signal sig (0: its StopSignal) and timeout.
+// NotModified if c does not run.
 func (rt *Router) stop(r *http.Request, c portlayer.Container, sig int, timeout *time.Duration) error {
 	ctx := r.Context()
 	stopSig := c.Spec.StopSignal
@@ -137,6 +149,10 @@ func (rt *Router) stop(r *http.Request, c portlayer.Container, sig int, timeout 
 		return err
 	}
 	if err := rt.compute.Kill(ctx, c.ID, sig); err != nil {
+		if pe := portlayer.AsError(err); pe != nil && pe.Class == portlayer.ClassConflict && pe.Reason == portlayer.ReasonNotRunning {
+			// Not running as the kill found it: a stop with nothing to do.
+			return portlayer.Unchanged("stop", c.ID, portlayer.ReasonNotRunning)
+		}
 		return err
 	}
 	d := 10 * time.Second
@@ -192,16 +208,15 @@ func (rt *Router) postRestart(w http.ResponseWriter, r *http.Request, vars map[s
 	}
 	// As dockerd, a paused container counts as running: it is stopped
 	// (the port layer resumes it for the signal), then started again.
-	switch c.State.Status {
-	case portlayer.StatusRunning, portlayer.StatusPaused, portlayer.StatusRestarting:
-		if c.State.Status == portlayer.StatusPaused {
-			sig = 0 // a paused VM takes no signal; Stop resumes it first
-		}
-		if err := rt.stop(r, c, sig, timeout); err != nil {
-			return containerErr("restart", name, err)
-		}
+	// What does not run is just started: the stop's NotModified, and the
+	// start's (started meanwhile by another), are no failures.
+	if c.State.Status == portlayer.StatusPaused {
+		sig = 0 // a paused VM takes no signal; Stop resumes it first
 	}
-	if err := rt.compute.Start(ctx, c.ID); err != nil {
+	if err := rt.stop(r, c, sig, timeout); err != nil && !errdefs.IsNotModified(err) {
+		return containerErr("restart", name, err)
+	}
+	if err := rt.compute.Start(ctx, c.ID); err != nil && !errdefs.IsNotModified(err) {
 		return startErr(name, err)
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -193,8 +193,9 @@ func (f *Fake) Start(_ context.Context, idOrName string) error {
 	if err != nil {
 		return err
 	}
-	if c.c.State.Status == portlayer.StatusRunning {
-		return nil
+	if c.c.State.Status == portlayer.StatusRunning || c.c.State.Status == portlayer.StatusRestarting {
+		// Like compute: left as it is, and said so.
+		return portlayer.Unchanged("start", c.c.ID, portlayer.ReasonRunning)
 	}
 	if c.c.State.Status == portlayer.StatusPaused {
 		return portlayer.ContainerState("start", c.c.ID, portlayer.ReasonPaused)
@@ -350,7 +351,7 @@ func (f *Fake) Stop(_ context.Context, idOrName string, timeout *time.Duration) 
 	}
 	if c.c.State.Status != portlayer.StatusRunning {
 		f.mu.Unlock()
-		return nil
+		return portlayer.Unchanged("stop", c.c.ID, portlayer.ReasonNotRunning)
 	}
 	sig := c.c.Spec.StopSignal
 	if sig == 0 {
