@@ -13,40 +13,33 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/agent/serialauth"
 )
 
-// Hello protocol words (see the package doc).
+// Hello protocol words (package serialauth).
 const (
-	helloMagic   = "vch-channel v1"
-	secretBytes  = 32
-	nonceBytes   = 32
-	exitMarkWord = "vch-exit v1 poweroff"
+	helloMagic  = serialauth.Magic
+	secretBytes = serialauth.SecretBytes
+	nonceBytes  = serialauth.NonceBytes
 )
 
-// GuestMAC is the MAC a guest named name sends for nonce (hex, as the
-// driver sent it) in its hello: hex(HMAC-SHA256(secret, "vch-channel v1
-// guest NAME NONCE")).
+// GuestMAC is the MAC a guest named name sends for nonce in its hello
+// (serialauth.GuestMAC).
 func GuestMAC(secret []byte, name, nonce string) string {
-	return mac(secret, helloMagic+" guest "+name+" "+nonce)
+	return serialauth.GuestMAC(secret, name, nonce)
 }
 
-// ServerMAC is the MAC the driver answers a good hello with:
-// hex(HMAC-SHA256(secret, "vch-channel v1 server NAME NONCE")).
+// ServerMAC is the MAC the driver answers a good hello with
+// (serialauth.ServerMAC).
 func ServerMAC(secret []byte, name, nonce string) string {
-	return mac(secret, helloMagic+" server "+name+" "+nonce)
+	return serialauth.ServerMAC(secret, name, nonce)
 }
 
 // ExitMark is the value a guest named name sets guestinfo.vch.exit to
-// before it powers itself off: hex(HMAC-SHA256(secret, "vch-exit v1
-// poweroff NAME")).
+// before it powers itself off (serialauth.ExitMark).
 func ExitMark(secret []byte, name string) string {
-	return mac(secret, exitMarkWord+" "+name)
-}
-
-func mac(secret []byte, msg string) string {
-	h := hmac.New(sha256.New, secret)
-	h.Write([]byte(msg))
-	return hex.EncodeToString(h.Sum(nil))
+	return serialauth.ExitMark(secret, name)
 }
 
 // waiter is a Start waiting for the hello of the VM it started.

@@ -1,0 +1,146 @@
+// Package serialauth is the hello that opens a guest channel carried by a
+// serial port backed by a network URI (the vSphere driver's channel): at
+// power-on the host running the VM connects to the VCH's listener, and
+// anything else that can reach the listener could connect too, so before
+// the agent protocol (package wire) starts, each side proves it holds the
+// VM's secret. It is one line each way, plain ASCII:
+//
+//	listener: vch-channel v1 NONCE            NONCE: 32 random bytes, hex
+//	guest:    vch-channel v1 NAME GUESTMAC
+//	listener: ok SERVERMAC                    then the agent's stream
+//
+// with GUESTMAC = [GuestMAC](secret, NAME, NONCE) and SERVERMAC =
+// [ServerMAC](secret, NAME, NONCE), NONCE in the hex form sent. The
+// secret never crosses the wire, only HMAC-SHA256 over a nonce the
+// listener chose for this connection, so a recorded hello is useless on
+// another one; the listener's answer lets the guest refuse a listener
+// that does not know its secret.
+//
+// The listener's side lives in the vSphere driver; the guest's ([Guest])
+// in tether. The package has no dependencies beyond the standard library,
+// so tether can link it.
+package serialauth
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Protocol words and sizes.
+const (
+	// Magic opens the listener's and the guest's hello lines.
+	Magic = "vch-channel v1"
+	// SecretBytes is the length of a VM's secret (hex: twice that).
+	SecretBytes = 32
+	// NonceBytes is the length of the listener's nonce (hex: twice that).
+	NonceBytes = 32
+	// MaxLine is the longest hello line either side accepts, in bytes
+	// without the '\n'.
+	MaxLine = 512
+	// exitWord prefixes the message of ExitMark.
+	exitWord = "vch-exit v1 poweroff"
+)
+
+// GuestMAC is the MAC a guest named name sends for nonce (hex, as the
+// listener sent it): hex(HMAC-SHA256(secret, "vch-channel v1 guest NAME
+// NONCE")).
+func GuestMAC(secret []byte, name, nonce string) string {
+	return mac(secret, Magic+" guest "+name+" "+nonce)
+}
+
+// ServerMAC is the MAC the listener answers a good hello with:
+// hex(HMAC-SHA256(secret, "vch-channel v1 server NAME NONCE")).
+func ServerMAC(secret []byte, name, nonce string) string {
+	return mac(secret, Magic+" server "+name+" "+nonce)
+}
+
+// ExitMark is the value a guest named name sets guestinfo.vch.exit to
+// before it powers itself off, so the VCH tells its own power-off from
+// one done behind its back: hex(HMAC-SHA256(secret, "vch-exit v1
+// poweroff NAME")).
+func ExitMark(secret []byte, name string) string {
+	return mac(secret, exitWord+" "+name)
+}
+
+func mac(secret []byte, msg string) string {
+	h := hmac.New(sha256.New, secret)
+	h.Write([]byte(msg))
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// ParseSecret decodes a secret in its hex form (as guestinfo holds it).
+// ErrRefused unless it is 2*SecretBytes hex digits.
+func ParseSecret(s string) ([]byte, error) {
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != SecretBytes {
+		return nil, fmt.Errorf("serialauth: secret: want %d hex digits: %w", 2*SecretBytes, ErrRefused)
+	}
+	return b, nil
+}
+
+// ErrRefused is the class of every failed hello: malformed lines, a line
+// longer than MaxLine, a listener that does not prove it holds the secret.
+var ErrRefused = errors.New("channel hello refused")
+
+// Guest runs the guest's side of the hello on rw for the VM named name
+// holding secret: it reads the listener's nonce, answers with its MAC and
+// checks the listener's. On success the agent protocol follows on rw;
+// nothing after the listener's line has been read. Errors wrap
+// ErrRefused, or are rw's read and write errors (io.EOF if the listener
+// hung up).
+func Guest(rw io.ReadWriter, name string, secret []byte) error {
+	if name == "" || strings.ContainsAny(name, " \n") {
+		return fmt.Errorf("serialauth: name %q: %w", name, ErrRefused)
+	}
+	line, err := ReadLine(rw)
+	if err != nil {
+		return err
+	}
+	nonce, ok := strings.CutPrefix(line, Magic+" ")
+	if !ok || len(nonce) != 2*NonceBytes {
+		return fmt.Errorf("serialauth: listener's hello %.40q: %w", line, ErrRefused)
+	}
+	if _, err := hex.DecodeString(nonce); err != nil {
+		return fmt.Errorf("serialauth: listener's nonce is not hex: %w", ErrRefused)
+	}
+	if _, err := fmt.Fprintf(rw, "%s %s %s\n", Magic, name, GuestMAC(secret, name, nonce)); err != nil {
+		return err
+	}
+	line, err = ReadLine(rw)
+	if err != nil {
+		return err
+	}
+	got, ok := strings.CutPrefix(line, "ok ")
+	if !ok || !hmac.Equal([]byte(got), []byte(ServerMAC(secret, name, nonce))) {
+		return fmt.Errorf("serialauth: the listener does not hold the VM's secret: %w", ErrRefused)
+	}
+	return nil
+}
+
+// ReadLine reads one line from r up to and without its '\n', at most
+// MaxLine bytes, one byte at a time so that nothing after the line is
+// consumed. Errors: r's (io.EOF included), or ErrRefused for a longer
+// line.
+func ReadLine(r io.Reader) (string, error) {
+	var b []byte
+	one := make([]byte, 1)
+	for len(b) <= MaxLine {
+		n, err := r.Read(one)
+		if n == 1 {
+			if one[0] == '\n' {
+				return string(b), nil
+			}
+			b = append(b, one[0])
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("serialauth: hello longer than %d bytes: %w", MaxLine, ErrRefused)
+}
