@@ -10,7 +10,7 @@ import (
 // bootGate admits container VM boots at the rate the host can carry. A
 // boot under TCG keeps a host core busy for seconds; started all at once,
 // N boots each take N times as long, and past the boot timeout all of
-// them fail together (24 concurrent `docker run`s on 2 cores did). The
+// them fail together (24 concurrent container starts on 2 cores did). The
 // gate lets at most n boots run at once (Config.MaxConcurrentBoots,
 // default the host's CPUs); the others wait, in arrival order (Go's
 // channel senders queue FIFO), for as long as their caller's context

@@ -18,8 +18,9 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Taking container VMs back after a daemon restart (Docker's live
-// restore). A container VM outlives the daemon: QEMU runs in its own
+// Taking container VMs back after a daemon restart, so that restarting
+// or upgrading the daemon does not stop containers. A container VM
+// outlives the daemon: QEMU runs in its own
 // session, its guest channel's chardev reconnects, tether keeps the
 // processes and their unacknowledged output (wire protocol v2), and the
 // VCH's network namespace keeps the VM's taps on their bridges. So the
@@ -272,7 +273,8 @@ func (s *Service) readopt(c *container) error {
 }
 
 // drainExec attaches to an exec that an earlier daemon started: nobody
-// reads its output any more (Docker forgets execs over a restart too), so
+// reads its output any more (exec records are kept in memory only, so
+// the new daemon knows no client of it), so
 // it is drained, lest the exec block on a full spool, until it exits.
 func (s *Service) drainExec(c *container, g *agent.Client, id string) {
 	defer s.wg.Done()

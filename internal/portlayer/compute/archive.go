@@ -24,8 +24,9 @@ const statTimeout = 30 * time.Second
 
 // rootDisks are a VM's copy-on-write root disk and, read-only beside it,
 // the image's disk it lies over (serial wire.BaseSerial), which tether
-// compares with the root for docker diff and commit. Without the image's
-// disk (the image is gone) the VM boots, but diff and commit fail.
+// compares with the root for Changes and ChangesLayer (diff and
+// commit). Without the image's disk (the image is gone) the VM boots,
+// but diff and commit fail.
 func (s *Service) rootDisks(ctx context.Context, id string, rec portlayer.Container) []hypervisor.Disk {
 	disks := []hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}
 	if s.rootfs == nil {
@@ -195,8 +196,8 @@ func (a *Archives) bootMaintenance(ctx context.Context, c *container, rec portla
 
 // archiveErr adds context to a failed archive operation. The guest's own
 // refusals (agent.ArchiveError: a missing path, not a directory, a
-// hostile archive) are returned as they are: their text is meant for
-// users (dockerd's wording) and they carry their class.
+// hostile archive) are returned as they are: their text is the guest's,
+// meant for users, and they carry their class.
 func archiveErr(c *container, op string, err error) error {
 	var ae *agent.ArchiveError
 	if errors.As(err, &ae) {

@@ -64,7 +64,7 @@ func within(path, root string) bool {
 
 // resolveBind returns the real host directory of a bind mount's source,
 // creating it first when allowed. InvalidArgument for a missing source
-// (Docker's text) or a file; PermissionDenied outside the allowed roots.
+// (ReasonMissing) or a file; PermissionDenied outside the allowed roots.
 func (s *Service) resolveBind(m portlayer.MountSpec) (string, error) {
 	src := filepath.Clean(m.Source)
 	if !filepath.IsAbs(src) {

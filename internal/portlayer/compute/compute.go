@@ -9,7 +9,7 @@
 //
 //	containers.db                bbolt: one JSON record per container ID
 //	containers/<id>/rw.qcow2     writable disk over the image's rootfs disk
-//	containers/<id>/json.log     output, Docker json-file format
+//	containers/<id>/json.log     output, json-file log format
 //	run/<id[:12]>/               VMM runtime files (channel socket, console)
 //	templates/                   VM templates, one directory per shape
 //	warm/<name>/                 warm VMs' runtime files (package warmpool)
@@ -100,8 +100,8 @@ type Publisher interface {
 	Publish(portlayer.Event)
 }
 
-// event publishes a container event with Docker's attributes: name,
-// image (the reference the user gave) and any extra ones.
+// event publishes a container event with its attributes: name, image
+// (the reference the user gave) and any extra ones.
 func (s *Service) event(action string, rec portlayer.Container, extra map[string]string) {
 	if s.cfg.Events == nil {
 		return
@@ -124,7 +124,10 @@ const (
 	// defaultBootTimeout: TCG boots take ~2–5 s; a loaded 2-core host may
 	// take ten times that.
 	defaultBootTimeout = 60 * time.Second
-	// defaultStopTimeout is Docker's default for docker stop.
+	// defaultStopTimeout is how long a stop waits for the stop signal to
+	// end the process when neither the call nor the container sets it:
+	// long enough for most processes to shut down cleanly, short enough
+	// that stopping one that ignores the signal does not hang for long.
 	defaultStopTimeout = 10 * time.Second
 	// powerOffTimeout bounds the wait for a guest to power off after it
 	// acknowledged the request; then the VM is killed.
@@ -156,9 +159,10 @@ type Service struct {
 
 // New opens (or creates) the compute state under cfg.Root, reloads every
 // container record and takes back the container VMs an earlier daemon
-// left running (Docker's live restore): each VM whose VMM still runs is
-// adopted (hypervisor.Adopter), its guest channel reconnected, its
-// network endpoints and published ports restored, and its main process's
+// left running (a daemon restart, an upgrade say, does not stop
+// containers): each VM whose VMM still runs is adopted
+// (hypervisor.Adopter), its guest channel reconnected, its network
+// endpoints and published ports restored, and its main process's
 // output resumed where the log ends. A container whose VM is gone is
 // recorded exited with code 255 (and a die event). Then the containers
 // whose restart policy says so are started again, in the background.
@@ -357,9 +361,9 @@ func (s *Service) commonShape() hypervisor.Spec {
 
 // Close detaches from every container VM and closes the store: the VMs
 // keep running, their records say so, and the next daemon on this root
-// adopts them (Docker's live restore). Pending restarts are left to the
-// next daemon too. Close waits for starts in progress and for the
-// supervisors to let go. Idempotent.
+// adopts them: a daemon restart does not stop containers. Pending
+// restarts are left to the next daemon too. Close waits for starts in
+// progress and for the supervisors to let go. Idempotent.
 func (s *Service) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed {
@@ -680,8 +684,8 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 	if err != nil {
 		return err
 	}
-	// A start in progress finishes first (dockerd serialises them too), so
-	// a VM being booted is never left without its record.
+	// A start in progress finishes first, so a VM being booted is never
+	// left without its record.
 	for {
 		c.mu.Lock()
 		ch := c.startDone
@@ -702,8 +706,8 @@ func (s *Service) Remove(ctx context.Context, idOrName string, force bool) error
 			c.mu.Unlock()
 			return portlayer.ContainerState("remove", c.id, portlayer.ReasonRestarting)
 		}
-		// As docker rm -f: the pending restart is cancelled, the
-		// container removed.
+		// Forced: the pending restart is cancelled, the container
+		// removed.
 		waiters, _ := c.cancelRestartLocked()
 		code := c.rec.State.ExitCode
 		c.mu.Unlock()

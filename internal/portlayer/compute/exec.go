@@ -15,7 +15,7 @@ import (
 )
 
 // execRec is one exec: a process run in a running container's PID
-// namespace (docker exec). Kept in memory with its container.
+// namespace. Kept in memory with its container.
 type execRec struct {
 	id string
 	c  *container
@@ -90,9 +90,9 @@ func (x *Execs) CreateExec(ctx context.Context, idOrName string, spec portlayer.
 		return "", portlayer.ContainerState("exec", c.id, portlayer.ReasonNotRunning)
 	}
 	if spec.User != "" {
-		// The user must exist in the container now (as dockerd checks at
-		// exec create), so a bad one fails here and not after the client
-		// attached. A guest agent that cannot answer is not asked.
+		// The user must exist in the container now, so a bad one fails at
+		// the exec's creation and not after the client attached. A guest
+		// agent that cannot answer is not asked.
 		c.mu.Lock()
 		g := c.guest
 		c.mu.Unlock()
@@ -159,9 +159,9 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 		e.finish(126)
 		return portlayer.ContainerState("exec", c.id, portlayer.ReasonNotRunning)
 	}
-	// Docker's exec environment: the container's (HOSTNAME, TERM with a
-	// TTY, its Env), then the exec's own; working dir and user default to
-	// the container's.
+	// An exec's environment is the container's (HOSTNAME, TERM with a
+	// TTY, its Env), then the exec's own, so it sees what the main
+	// process sees; working dir and user default to the container's.
 	base := rec.Spec
 	base.Tty = spec.Tty
 	wp := processFor(base)

@@ -23,8 +23,10 @@ import (
 	"github.com/vchproject/vch/internal/portlayer/warmpool"
 )
 
-// defaultHosts is Docker's /etc/hosts for a container without a network
-// address: loopback names only.
+// defaultHosts is the /etc/hosts of a container without a network
+// address: localhost on both loopback addresses, and the IPv6 names
+// (ip6-localnet, ip6-allnodes, …) of the usual Linux default hosts file,
+// which some programs look up.
 const defaultHosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
 
 // container is the in-memory side of one container: its record plus the
@@ -59,10 +61,9 @@ type container struct {
 	exitWaiters   []chan portlayer.WaitResult
 	removeWaiters []chan portlayer.WaitResult
 
-	// The restart policy's state (Docker's restart manager): the next
-	// restart's delay, whether a stop or kill by hand cancelled restarts
-	// until the next start by hand, and the pending restart (closed to
-	// cancel it; nil when none waits).
+	// The restart policy's state: the next restart's delay, whether a stop
+	// or kill by hand cancelled restarts until the next start by hand, and
+	// the pending restart (closed to cancel it; nil when none waits).
 	restartDelay  time.Duration
 	exitOnNext    bool
 	restartCancel chan struct{}
@@ -181,9 +182,9 @@ func (e *StartFailedError) Unwrap() error { return errdefs.ErrInvalidArgument }
 type startKind int
 
 const (
-	// startByHand is a user's start (docker start/run/restart) or the
-	// VCH's own start at boot: the restart policy starts over (Docker's
-	// ResetRestartManager).
+	// startByHand is a caller's start (Start, Restart) or the VCH's own
+	// start at boot: the restart policy starts over (its retry count and
+	// delay reset), since the container is started afresh.
 	startByHand startKind = iota
 	// startByPolicy is a restart by the container's restart policy.
 	startByPolicy
@@ -226,7 +227,8 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 			c.mu.Unlock()
 			return portlayer.ContainerState("start", c.id, portlayer.ReasonPaused)
 		case c.phase == phaseStarting:
-			// Another start is in progress: wait for it, as dockerd does.
+			// Another start is in progress: wait for it, then see what it
+			// left (running, or failed and startable again).
 			ch := c.startDone
 			c.mu.Unlock()
 			select {
@@ -295,8 +297,9 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	if err != nil {
 		rec := s.failStart(c, err)
 		if rec.Spec.AutoRemove {
-			// As Docker does: an auto-remove container whose start failed is
-			// removed, which releases `docker run --rm`'s removal wait.
+			// An auto-remove container whose start failed is removed too:
+			// it will never run, and a caller waiting for its removal
+			// (WaitRemoved) is released.
 			if rerr := s.remove(c); rerr != nil {
 				s.logger.Warn("auto-remove after failed start", "container", c.id, "err", rerr)
 			} else {
@@ -317,7 +320,8 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		s.unplumb(c.id)
 		return portlayer.NoSuchContainer(idOrName)
 	}
-	// Docker keeps the previous run's FinishedAt while the container runs.
+	// The previous run's FinishedAt stays while the container runs: it is
+	// when the container last ended, which a new start does not change.
 	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC(), FinishedAt: c.rec.State.FinishedAt}
 	c.vm, c.guest, c.proc, c.killed = vm, g, proc, false
 	c.slots = plumbed.slots
@@ -565,7 +569,9 @@ func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Con
 }
 
 // processFor builds the main process from the spec, adding the variables
-// Docker adds: HOSTNAME, and TERM=xterm with a TTY (when not set).
+// a container's process is given besides its own: HOSTNAME, and
+// TERM=xterm with a TTY (what a terminal program needs to draw; the
+// spec's own Env, after these, overrides them).
 func processFor(spec portlayer.ContainerSpec) wire.Process {
 	env := []string{"HOSTNAME=" + spec.Hostname}
 	if spec.Tty {
@@ -594,7 +600,7 @@ const ackInterval = 50 * time.Millisecond
 // without waiting for ackInterval: a quarter of the guest's spool
 // (wire.SpoolLimitBytes), so a process writing fast never waits on a full
 // spool for an acknowledgement the host holds back (measured: with acks
-// only every 50 ms, `docker run`'s stdout was held to about one spool,
+// only every 50 ms, a container's stdout was held to about one spool,
 // 1 MiB, per 50 ms).
 const ackBatchBytes = wire.SpoolLimitBytes / 4
 
@@ -682,8 +688,8 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *agent.Client, pro
 	<-ackerDone
 	if waitErr != nil && s.stopping() {
 		// The daemon is stopping and closed the channel: the container
-		// runs on in its VM (Docker's live restore), its record says so,
-		// and the next daemon takes it back.
+		// runs on in its VM (a daemon restart does not stop it), its
+		// record says so, and the next daemon takes it back.
 		s.logger.Info("container left running", "container", c.id, "vm_pid", vm.Pid())
 		return
 	}
@@ -746,7 +752,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *agent.Client, pro
 	// A container removed next (--rm) that has no volume or bind mount
 	// leaves nothing its guest would have to write back: its VM is
 	// killed, not powered off (the guest's sync and power-off are ~100 ms
-	// of a `docker run --rm` under TCG, spent on a disk deleted next).
+	// of a short auto-remove run under TCG, spent on a disk deleted next).
 	// So is one whose changes were captured at the exit: nothing reads
 	// its disk again.
 	discard := (rec.Spec.AutoRemove || captured) && !restart && !byRestart && !slices.ContainsFunc(rec.Spec.Mounts, func(m portlayer.MountSpec) bool {
@@ -808,9 +814,9 @@ const killExitTimeout = 5 * time.Second
 // Kill implements portlayer.Compute. Signals go to the main process in the
 // guest; SIGKILL (or 0) falls back to ending the VM at once when the guest
 // does not answer. Either way a killed process reports 137. With SIGKILL,
-// Kill returns once the container has exited (its state says so), as
-// dockerd's Kill waits for the container to stop; other signals return
-// once sent.
+// Kill returns once the container has exited (its state says so), so a
+// caller can act on the ended container next (remove it, start it);
+// other signals return once sent, since the process may handle them.
 func (s *Service) Kill(ctx context.Context, idOrName string, signal int) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
@@ -853,9 +859,9 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 		return portlayer.ContainerState("kill", c.id, portlayer.ReasonPaused)
 	}
 	if status == portlayer.StatusRestarting && c.restartCancel != nil {
-		// Waiting for its restart: nothing runs to signal. As Docker's
-		// killWithSignal, the signal counts as a stop by hand and, when it
-		// is a stop signal, cancels the restart.
+		// Waiting for its restart: nothing runs to signal. The signal
+		// still counts as a stop by hand and, when it is a stop signal,
+		// cancels the restart: the caller meant the container to end.
 		c.rec.ManuallyStopped = true
 		var waiters []chan portlayer.WaitResult
 		if exitOnNextFor(c.rec.Spec, signal) {
@@ -895,8 +901,9 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 	if signal == 9 {
 		// SIGKILL goes to the process in the guest first, so the guest then
 		// syncs and unmounts its disk as after any exit: what the process
-		// wrote survives, as it does with Docker. Only a guest that does not
-		// answer (or is paused) loses its VM at once.
+		// wrote survives a kill, as it would on a host's own filesystem.
+		// Only a guest that does not answer (or is paused) loses its VM
+		// at once.
 		if status == portlayer.StatusRunning {
 			kctx, cancel := context.WithTimeout(ctx, guestKillTimeout)
 			err := proc.Signal(kctx, 9)
@@ -918,10 +925,11 @@ var _ portlayer.Restarter = (*Service)(nil)
 // Restart implements portlayer.Restarter: the stop (signal, else the
 // container's stop signal, then SIGKILL after timeout, as Stop) and the
 // start are one operation, so the exit in between neither removes an
-// auto-remove container nor is taken for its end, as dockerd restarts
-// such a container. A container that is not running is just started.
-// Once begun, a restart finishes even if ctx ends (the client went away),
-// as dockerd's does; a "restart" event follows the start.
+// auto-remove container nor is taken for its end: the caller asked for it
+// to run on. A container that is not running is just started. Once
+// begun, a restart finishes even if ctx ends (the client went away), so a
+// container is never left stopped halfway; a "restart" event follows the
+// start.
 func (s *Service) Restart(ctx context.Context, idOrName string, signal int, timeout *time.Duration) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {
@@ -1047,8 +1055,8 @@ func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.Wait
 	defer c.mu.Unlock()
 	switch cond {
 	case portlayer.WaitNotRunning, "":
-		// A container waiting for its restart counts as running (Docker's
-		// State.Running is true while it restarts).
+		// A container waiting for its restart counts as running: it has
+		// not ended, its policy runs it again.
 		if st := c.rec.State.Status; st != portlayer.StatusRunning && st != portlayer.StatusPaused && st != portlayer.StatusRestarting && c.phase != phaseStarting {
 			ch <- portlayer.WaitResult{ExitCode: c.rec.State.ExitCode}
 			return ch, nil
@@ -1102,7 +1110,7 @@ func (s *Service) Attach(ctx context.Context, idOrName string, opts portlayer.At
 }
 
 // feedStdin copies an attachment's stdin to the process; at EOF it closes
-// the process's stdin when the container has StdinOnce (docker run -i).
+// the process's stdin when the container has StdinOnce.
 func (s *Service) feedStdin(c *container, proc *agent.Process, a *attachment) {
 	c.mu.Lock()
 	once, tty := c.rec.Spec.StdinOnce, c.rec.Spec.Tty
@@ -1110,9 +1118,9 @@ func (s *Service) feedStdin(c *container, proc *agent.Process, a *attachment) {
 	go func() {
 		w := proc.Stdin()
 		_, err := io.Copy(w, a.stdin)
-		// As dockerd (container/stream/attach.go): without a TTY, EOF on
-		// the client's stdin closes the container's stdin when StdinOnce;
-		// with a TTY it never does (the CLI ends its stdin to detach), and
+		// Without a TTY, EOF on the client's stdin closes the container's
+		// stdin when StdinOnce (that is what StdinOnce means); with a TTY
+		// it never does (a terminal client ends its stdin to detach), and
 		// the attach ends instead. A failed stdin or the detach sequence
 		// also ends the attach; the container's stdin stays open.
 		if err == nil && once && !tty {

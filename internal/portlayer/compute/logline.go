@@ -12,8 +12,9 @@ import (
 // bytes json.Marshal writes for the same logEntry, field order and string
 // escapes included (encoding/json: HTML characters, controls, invalid
 // UTF-8 as U+FFFD, U+2028 and U+2029), without reflection or copies of
-// data. Docker's json-file driver writes the same shape
-// (daemon/logger/jsonfilelog/jsonlog in moby).
+// data. The shape is the json-file log format's (as moby's json-file
+// driver writes it, daemon/logger/jsonfilelog/jsonlog), so tools that
+// read that format read these logs.
 func appendLogLine(b, data []byte, stream, offset string, t time.Time) []byte {
 	b = append(b, `{"log":`...)
 	b = appendJSONString(b, data)

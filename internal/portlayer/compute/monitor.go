@@ -79,7 +79,8 @@ func (s *Service) Stats(ctx context.Context, idOrName string) (portlayer.StatsSa
 		DiskReadBytes: st.DiskReadBytes, DiskWriteBytes: st.DiskWriteBytes, Pids: st.Pids,
 	}
 	if st.CgroupMemBytes > 0 {
-		// The container's own processes, as Docker's stats count them.
+		// The container's own processes (its cgroup), not the guest's
+		// kernel and agent: what the container's limit applies to.
 		sample.MemUsedBytes, sample.MemInactiveFileBytes = st.CgroupMemBytes, st.CgroupInactiveFileBytes
 		if st.CgroupMemLimitBytes > 0 && st.CgroupMemLimitBytes < st.MemTotalBytes {
 			sample.MemLimitBytes = st.CgroupMemLimitBytes

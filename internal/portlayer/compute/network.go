@@ -17,14 +17,14 @@ import (
 )
 
 // SpareNICs is how many unattached NICs a networked container VM boots
-// with, for `docker network connect` while it runs: QEMU's microvm machine
-// has no hot-plug bus, so a connect enslaves a spare NIC's tap to the
-// network's bridge and tether gives the guest interface its name and
-// address.
+// with, for a Connect while it runs: QEMU's microvm machine has no
+// hot-plug bus, so a connect enslaves a spare NIC's tap to the network's
+// bridge and tether gives the guest interface its name and address.
 const SpareNICs = 2
 
-// dnsRelayAddr is where tether serves DNS in the guest: Docker's embedded
-// DNS address, so resolv.conf reads as Docker's does.
+// dnsRelayAddr is where tether serves DNS in the guest: the address
+// containers know their embedded DNS server by (images and their
+// configurations name 127.0.0.11 as the resolver, nginx's for one).
 const dnsRelayAddr = "127.0.0.11:53"
 
 // interfaceTimeout bounds one interface change in the guest (connect,
@@ -88,7 +88,8 @@ func (s *Service) nicCount(rec portlayer.Container) int {
 }
 
 // spareMAC is a stable locally administered address for spare NIC i of
-// container id (never one of Docker's 02:42 addresses).
+// container id: 06:…, never one of the 02:42:… addresses endpoints get
+// from their IPv4 address (package network), so the two never collide.
 func spareMAC(id string, i int) string {
 	h := sha256.Sum256([]byte(fmt.Sprintf("%s/%d", id, i)))
 	return fmt.Sprintf("06:%02x:%02x:%02x:%02x:%02x", h[0], h[1], h[2], h[3], h[4])
@@ -177,9 +178,10 @@ func (s *Service) unplumb(id string) {
 	s.cfg.Network.LeaveAll(id)
 }
 
-// hostsFile renders the container's /etc/hosts as Docker does: loopback
-// names, --add-host entries, legacy links on the default bridge, then the
-// container's own address(es) with its hostname.
+// hostsFile renders the container's /etc/hosts: loopback names,
+// ExtraHosts entries, legacy links on the default bridge, then the
+// container's own address(es) with its hostname, so that the container's
+// own name resolves without DNS.
 func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) string {
 	var b strings.Builder
 	b.WriteString(defaultHosts)
@@ -217,10 +219,11 @@ func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) s
 	return b.String()
 }
 
-// checkLinks refuses a start whose legacy links (--link on the default
-// bridge) cannot be honoured, with dockerd's texts: the target must run
-// and be on the default bridge. A target that no longer exists is
-// skipped, as the link's /etc/hosts entry is. FailedPrecondition.
+// checkLinks refuses a start whose legacy links (on the default bridge)
+// cannot be honoured: the target must run and be on the default bridge,
+// or the link's /etc/hosts entry would name no address. A target that no
+// longer exists is skipped, as the link's /etc/hosts entry is.
+// FailedPrecondition (linkRefusal).
 func (s *Service) checkLinks(rec portlayer.Container) error {
 	self := strings.TrimPrefix(rec.Spec.Name, "/")
 	for _, spec := range rec.Spec.Networks {
@@ -269,12 +272,14 @@ func (s *Service) bridgeAddr(idOrName string) (netip.Addr, string, string, bool)
 }
 
 // resolvConf renders /etc/resolv.conf: the embedded DNS (tether's relay
-// on 127.0.0.11) with Docker's ndots:0, and the user's --dns-search and
-// --dns-option. A container on a user network always asks the embedded
-// DNS, as Docker's do (--dns there names dockerd's upstream servers, and
-// container names must keep resolving); on the default bridge alone the
-// --dns servers are written as given. A container without networks keeps
-// its image's file.
+// on 127.0.0.11) with ndots:0 unless DNSOptions set ndots (every name is
+// asked as given first, so a container's name goes to the relay as it
+// is, not after the search domains), and the spec's DNSSearch and
+// DNSOptions. A container on a user network always asks the embedded
+// DNS, since container names must keep resolving there; its DNS servers
+// are not written (the relay forwards other names upstream). On the
+// default bridge alone the DNS servers are written as given. A container
+// without networks keeps its image's file.
 func resolvConf(spec portlayer.ContainerSpec) (text string, relay bool) {
 	if len(spec.Networks) == 0 {
 		return "", false
@@ -301,11 +306,11 @@ func resolvConf(spec portlayer.ContainerSpec) (text string, relay bool) {
 	return b.String(), relay
 }
 
-// Connect joins a container to a network (docker network connect). A
-// stopped container records it for its next start; a running one gains an
-// interface at once, on one of its spare NICs. NotFound for an unknown
-// container or network; Conflict if it is already on the network, uses
-// --network none, or has no spare NIC left.
+// Connect joins a container to a network. A stopped container records
+// it for its next start; a running one gains an interface at once, on
+// one of its spare NICs. NotFound for an unknown container or network;
+// Conflict if it is already on the network, has NoNetwork, or has no
+// spare NIC left.
 func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.EndpointSpec) error {
 	if s.cfg.Network == nil || s.cfg.Networks == nil {
 		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
@@ -428,8 +433,9 @@ func (s *Service) unconfigure(c *container, bootMAC string) {
 
 // portTarget is where a running container's published ports lead: its
 // first endpoint on a network that is not internal, the one its default
-// route goes through (dockerd's gateway endpoint). Invalid without one:
-// dockerd publishes nothing for a container on internal networks only.
+// route goes through (its gateway endpoint). Invalid without one: an
+// internal network has no way out, so a container on internal networks
+// only has nothing to publish on.
 func portTarget(eps []portlayer.Endpoint) netip.Addr {
 	for _, ep := range eps {
 		if !ep.Internal {
@@ -441,8 +447,9 @@ func portTarget(eps []portlayer.Endpoint) netip.Addr {
 
 // moveGateway gives a running container its default route through its
 // next network that is not internal after the one it went through (old,
-// the gateway endpoint's address) was disconnected, as dockerd does
-// (c.mu held). Best effort: the guest keeps its other routes either way.
+// the gateway endpoint's address) was disconnected, so that it keeps a
+// way out (c.mu held). Best effort: the guest keeps its other routes
+// either way.
 func (s *Service) moveGateway(ctx context.Context, c *container, old netip.Addr) {
 	gw := portTarget(c.rec.Endpoints)
 	if !old.IsValid() || !gw.IsValid() || gw == old {
@@ -463,9 +470,9 @@ func (s *Service) moveGateway(ctx context.Context, c *container, old netip.Addr)
 }
 
 // repointPorts keeps a running container's published ports on its current
-// endpoints after a connect or disconnect (c.mu held), as dockerd moves
-// them with the container's gateway endpoint: they must never lead to an
-// address the container gave up, which the network hands to the next
+// endpoints after a connect or disconnect (c.mu held), moving them with
+// the container's gateway endpoint (portTarget): they must never lead to
+// an address the container gave up, which the network hands to the next
 // container. Ports already bound keep their host ports; a container with
 // no endpoint left has none, and gets them back when connected again.
 func (s *Service) repointPorts(ctx context.Context, c *container, old netip.Addr) {
@@ -501,11 +508,11 @@ func nextIfName(slots []nicSlot) string {
 	}
 }
 
-// Disconnect takes a container off a network (docker network disconnect);
-// a running one loses the interface at once. NotFound if the container is
-// not on the network. A network that no longer exists is dropped from a
-// stopped container's record (from a running one's only with force), as
-// dockerd does.
+// Disconnect takes a container off a network; a running one loses the
+// interface at once. NotFound if the container is not on the network. A
+// network that no longer exists is dropped from a stopped container's
+// record (from a running one's only with force), so that the container
+// can start again.
 func (s *Service) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
 	if s.cfg.Network == nil || s.cfg.Networks == nil {
 		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
@@ -524,9 +531,8 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 	defer c.mu.Unlock()
 	if lookupErr != nil {
 		// The network was removed while the container was attached to it
-		// (stopped): as dockerd, a stopped container, or a forced
-		// disconnect, drops it from the record, else the container could
-		// never start again.
+		// (stopped): a stopped container, or a forced disconnect, drops it
+		// from the record, else the container could never start again.
 		running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused
 		if running && !force {
 			return lookupErr

@@ -11,7 +11,8 @@ import (
 )
 
 // Pause implements portlayer.Pauser: the hypervisor freezes the whole VM.
-// Docker's texts: "Container <id> is not running", "… is already paused".
+// Conflict (ContainerState, op "pause") with ReasonPaused or
+// ReasonNotRunning, checked under the container's lock with the pause.
 func (s *Service) Pause(ctx context.Context, idOrName string) error {
 	c, err := s.lookup(idOrName)
 	if err != nil {

@@ -11,15 +11,17 @@ import (
 )
 
 // cpuPeriodMicros is the CFS period of a container's cpu.max, in
-// microseconds: Linux's default of 100 ms, which Docker's --cpus uses.
+// microseconds: Linux's default of 100 ms, over which NanoCPUs becomes a
+// quota.
 const cpuPeriodMicros = 100000
 
 // guestResources turns a container's limits into its guest cgroup's,
-// for a VM of vcpus vCPUs; nil when it has none. Docker's rules
-// (docker run reference, "Runtime constraints on resources"): swap
-// defaults to as much as -m (--memory-swap 0), -1 is unlimited, else it
-// is --memory-swap minus -m; --cpus becomes a quota per 100 ms period,
-// needed only when it is less than the VM's vCPUs; --cpu-quota is one.
+// for a VM of vcpus vCPUs; nil when it has none. As ResourceLimits
+// defines them (the same rules as the Engine API's HostConfig, so limits
+// mean what their users know): swap is as much as MemoryBytes when
+// MemorySwapBytes is 0, unlimited at -1, else MemorySwapBytes minus
+// MemoryBytes; NanoCPUs becomes a quota per 100 ms period, needed only
+// when it is less than the VM's vCPUs; CPUQuotaMicros is one.
 func guestResources(l portlayer.ResourceLimits, vcpus int) *wire.Resources {
 	if l == (portlayer.ResourceLimits{}) {
 		return nil

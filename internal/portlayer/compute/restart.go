@@ -10,18 +10,20 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Restart policy timing, as Docker's restart manager (moby
-// restartmanager): the first restart waits firstRestartDelay, each next
-// one twice as long up to maxRestartDelay, and a run that lasted
-// resetRestartAfter starts the series over.
+// Restart policy timing: the first restart waits firstRestartDelay,
+// each next one twice as long up to maxRestartDelay, so a container that
+// keeps failing does not hold the host busy, and a run that lasted
+// resetRestartAfter starts the series over (the timing of moby's
+// restartmanager, which users of restart policies know).
 const (
 	firstRestartDelay = 100 * time.Millisecond
 	maxRestartDelay   = time.Minute
 	resetRestartAfter = 10 * time.Second
 )
 
-// checkRestartPolicy is InvalidArgument for a policy Docker refuses, with
-// Docker's texts (moby daemon/container.go validateRestartPolicy, v25+).
+// checkRestartPolicy is InvalidArgument, with the field and reason, for
+// a policy RestartPolicy does not define: an unknown name, a retry count
+// without on-failure or below zero, or any policy with AutoRemove.
 func checkRestartPolicy(spec portlayer.ContainerSpec) error {
 	p := spec.RestartPolicy
 	switch p.Name {
@@ -45,7 +47,7 @@ func checkRestartPolicy(spec portlayer.ContainerSpec) error {
 
 // shouldRestartLocked decides, at an exit with exitCode after a run of
 // ran, whether the restart policy restarts the container and after how
-// long (Docker's RestartManager.ShouldRestart). Caller holds c.mu.
+// long, by the rules of RestartPolicy. Caller holds c.mu.
 func (c *container) shouldRestartLocked(exitCode int, ran time.Duration) (bool, time.Duration) {
 	p := c.rec.Spec.RestartPolicy
 	if p.Name == "" || p.Name == portlayer.RestartNo || c.exitOnNext {
@@ -76,16 +78,16 @@ func (c *container) shouldRestartLocked(exitCode int, ran time.Duration) (bool, 
 // exitOnNextFor reports whether signal, sent by a user, cancels the
 // restart policy until the next start by hand: SIGKILL and the
 // container's stop signal do, and any signal when the container sets no
-// stop signal (Docker's killWithSignal and ExitOnNext).
+// stop signal: those are meant to end it.
 func exitOnNextFor(spec portlayer.ContainerSpec, signal int) bool {
 	return spec.StopSignal == 0 || signal == 9 || signal == spec.StopSignal
 }
 
 // startsAtBoot reports whether the VCH starts a container whose VM does
-// not run when the VCH itself starts (Docker's daemon restore:
-// ShouldRestart with a new restart manager, for containers started
-// before): always does, even after a stop by hand; unless-stopped unless
-// stopped by hand; on-failure after a non-zero exit.
+// not run when the VCH itself starts, for containers started before:
+// always does, even after a stop by hand; unless-stopped unless stopped
+// by hand; on-failure after a non-zero exit (RestartPolicy's rules for a
+// VCH restart).
 func startsAtBoot(rec portlayer.Container) bool {
 	if rec.State.StartedAt.IsZero() {
 		return false

@@ -17,14 +17,16 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// maxLogLine is the longest log message; longer lines are split, as Docker's
-// json-file driver splits at 16 KiB.
+// maxLogLine is the longest log message; longer lines are split, so a
+// line without a newline never grows without bound in memory. 16 KiB is
+// where moby's json-file driver splits too, so readers of the format see
+// the same pieces.
 const maxLogLine = 16 << 10
 
-// logEntry is one line of a container's log file, in Docker's json-file
+// logEntry is one line of a container's log file, in the json-file log
 // format (one JSON object a line: log, stream, attrs, time).
 //
-// Attrs (a string map in Docker's format) carries offsetAttr, which
+// Attrs (a string map, as the format has it) carries offsetAttr, which
 // compute adds to every line: "<run ID>:<byte offset>", the offset being
 // the stream's bytes logged in that run up to the end of this line. The
 // guest numbers the same bytes (wire protocol v2), so a daemon that
@@ -58,8 +60,8 @@ type output struct {
 	logged    map[string]int64  // per stream: the run's bytes in the log
 }
 
-// Log bounds when a container sets none (Docker's json-file is unbounded
-// by default; a VCH serves many tenants, so it bounds logs).
+// Log bounds when a container sets none: a VCH serves many tenants, and
+// one container's output must not fill the disk they share.
 const (
 	defaultLogMaxSize  = 10 << 20
 	defaultLogMaxFiles = 3
@@ -226,8 +228,8 @@ func (o *output) logLocked(stream string, data []byte) {
 	}
 }
 
-// rotateLocked shifts path → path.1 → … and drops the oldest, as Docker's
-// json-file driver does with max-file.
+// rotateLocked shifts path → path.1 → … and drops the oldest, so that at
+// most the log's max-file files are kept (the json-file log's layout).
 func (o *output) rotateLocked() {
 	o.file.Close()
 	o.file, o.size = nil, 0

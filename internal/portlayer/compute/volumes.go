@@ -75,7 +75,8 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 }
 
 // createVolumes creates the spec's volumes that do not exist yet (named
-// ones as Docker does on first use, and the anonymous ones). On failure
+// ones on first use, so a mount needs no separate volume creation, and
+// the anonymous ones). On failure
 // the anonymous volumes made so far are removed again.
 func (s *Service) createVolumes(ctx context.Context, spec portlayer.ContainerSpec) error {
 	var made []string
@@ -98,7 +99,7 @@ func (s *Service) createVolumes(ctx context.Context, spec portlayer.ContainerSpe
 }
 
 // removeAnonymousVolumes deletes the anonymous volumes of a removed
-// container (docker run --rm); a volume another container uses stays.
+// container (AutoRemove); a volume another container uses stays.
 func (s *Service) removeAnonymousVolumes(rec portlayer.Container) {
 	if s.cfg.Volumes == nil {
 		return
@@ -259,8 +260,8 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 	return disks, mounts, nil
 }
 
-// volumeEvents publishes Docker's volume mount or unmount events for a
-// container's volumes.
+// volumeEvents publishes a volume "mount" or "unmount" event for each of
+// a container's volumes.
 func (s *Service) volumeEvents(action string, rec portlayer.Container) {
 	if s.cfg.Events == nil {
 		return
