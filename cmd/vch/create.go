@@ -40,7 +40,7 @@ func (lf *limitFlags) install(f *pflag.FlagSet) {
 	f.StringArrayVar(&lf.whitelist, "whitelist-registry", nil, "pull only from these registries: host[:port], *.domain or CIDR; repeatable")
 	f.StringArrayVar(&lf.registryCAs, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries (pull and push), added to the system pool; repeatable")
 	f.StringVar(&lf.storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together: 20g, 500m (empty or 0: no limit); checked before pull, load, import, commit and volume create")
-	f.StringArrayVar(&lf.volumeStores, "volume-store", nil, "NAME:PATH: a directory (absolute) volume disks may live in, chosen with docker volume create --opt volume-store=NAME; repeatable; the VCH root's volumes/ is \"default\" unless named here")
+	f.StringArrayVar(&lf.volumeStores, "volume-store", nil, "NAME:PATH: a directory (absolute) volume disks may live in, chosen with docker volume create --opt volume-store=NAME; on a vSphere VCH (--target) also NAME:ds://DATASTORE/PATH, a directory vch makes on that datastore; repeatable; the VCH root's volumes/ is \"default\" unless named here")
 	f.BoolVar(&lf.vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold, no guest memory shared between VMs)")
 	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
 }
@@ -161,8 +161,40 @@ func nonEmpty(in []string) []string {
 	return out
 }
 
+// vsphereFlags are create's vSphere flags, named as vic-machine's.
+type vsphereFlags struct{ o deploy.VSphereOptions }
+
+// vsphereFlagNames are the flags that only make sense with --target.
+var vsphereFlagNames = []string{"thumbprint", "insecure-target", "compute-resource", "image-store", "bridge-network", "public-network"}
+
+func (vf *vsphereFlags) install(f *pflag.FlagSet) {
+	f.StringVar(&vf.o.Target, "target", "", "vSphere SDK endpoint, https://USER:PASS@HOST/sdk (or https://HOST/sdk with "+deploy.TargetUsernameEnv+" and "+deploy.TargetPasswordEnv+" set): make the VCH's resource pool, VM folder and image store there; the credentials are kept in STATE/target.json (0600) only")
+	f.StringVar(&vf.o.Thumbprint, "thumbprint", "", "SHA-1 thumbprint (AB:CD:…) of the target's certificate, trusted when the system's CAs do not vouch for it")
+	f.BoolVar(&vf.o.Insecure, "insecure-target", false, "do not check the target's certificate (excludes --thumbprint)")
+	f.StringVar(&vf.o.ComputeResource, "compute-resource", "", "with --target: inventory path of the cluster or host, /DATACENTER/host/CLUSTER")
+	f.StringVar(&vf.o.ImageStore, "image-store", "", "with --target: DATASTORE[/PATH] of the VCH's images and VM files (PATH defaults to the VCH's name)")
+	f.StringVar(&vf.o.BridgeNetwork, "bridge-network", "", "with --target: portgroup for the container VMs' network")
+	f.StringVar(&vf.o.PublicNetwork, "public-network", "", "with --target: portgroup of the VCH's public network")
+}
+
+// options returns the vSphere options, nil without --target; without
+// --target the other vSphere flags are refused.
+func (vf *vsphereFlags) options(f *pflag.FlagSet) (*deploy.VSphereOptions, error) {
+	if !f.Changed("target") {
+		for _, n := range vsphereFlagNames {
+			if f.Changed(n) {
+				return nil, fmt.Errorf("vch: --%s needs --target (a vSphere VCH): %w", n, errdefs.ErrInvalidArgument)
+			}
+		}
+		return nil, nil
+	}
+	o := vf.o
+	return &o, nil
+}
+
 func createCmd(g *globals) *cobra.Command {
 	var lf limitFlags
+	var vf vsphereFlags
 	var o deploy.CreateOptions
 	var noTLS, noVerify bool
 	var service string
@@ -182,10 +214,26 @@ claims; an explicit --host is used as given and must be free. Clients need
 the generated client certificate (DOCKER_CERT_PATH). --no-tlsverify serves
 TLS without asking for client certificates; --no-tls serves plain HTTP,
 on loopback addresses or, by default, on a unix socket in the state
-directory.`,
+directory.
+
+With --target the VCH is also deployed on vSphere (vCenter or ESX), as
+vic-machine did: vch logs in, and makes a resource pool (limited by
+--memory and --cpu), a VM folder and the image store's directory, all
+named after the VCH, and the directories of the NAME:ds://DATASTORE/PATH
+volume stores; if anything later fails, they are removed again, and vch
+delete removes them. --compute-resource and --image-store are required
+with --target. The credentials come from the URL or from
+` + deploy.TargetUsernameEnv + ` and ` + deploy.TargetPasswordEnv + ` and are kept only in
+STATE/target.json (mode 0600); a password in the URL is visible to ps
+while vch create runs, so prefer the environment. In this release the
+container VMs still run on this host's QEMU: the vSphere deployment is
+recorded for the daemon to use in a later release.`,
 		Example: `  vch create team1
   vch create team1 --host tcp://0.0.0.0:2376 --tls-cname vch.example.com --memory 8g --cpu 4 --containers 20
-  vch create dev --no-tls`,
+  vch create dev --no-tls
+  VCH_TARGET_USERNAME=admin VCH_TARGET_PASSWORD=… vch create team2 --target https://vcenter.example.com/sdk \
+      --thumbprint AB:CD:… --compute-resource /DC1/host/cluster1 --image-store datastore1 \
+      --volume-store default:ds://datastore1/vch-volumes --bridge-network vch-bridge --cpu 8 --memory 16g`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()
@@ -206,6 +254,9 @@ directory.`,
 				return err
 			}
 			o.Accel, o.LogLevel, o.Limits, o.Registries, o.VolumeStores = c.Accel, c.LogLevel, c.Limits, c.Registries, c.VolumeStores
+			if o.VSphere, err = vf.options(cmd.Flags()); err != nil {
+				return err
+			}
 			switch service {
 			case "auto":
 				m.Service = ""
@@ -233,6 +284,7 @@ directory.`,
 	f.StringVar(&o.TLSCertPath, "tls-cert-path", "", "use the certificates in this directory (ca.pem, server-cert.pem, server-key.pem), or generate them there (default STATE/certs)")
 	f.StringVar(&service, "service", "auto", "how to keep the daemon running: auto (systemd when it is PID 1), systemd or process")
 	lf.install(f)
+	vf.install(f)
 	return cmd
 }
 
@@ -244,7 +296,10 @@ func configureCmd(g *globals) *cobra.Command {
 		Short: "Change a VCH's limits, registries, accelerator or log level",
 		Long: `Change the given settings of VCH NAME and, if it runs, restart its daemon
 so they take effect. Settings not given keep their values; a list flag
-replaces the whole list (--whitelist-registry "" clears it). Containers,
+replaces the whole list (--whitelist-registry "" clears it). On a vSphere
+VCH, --memory and --cpu also set the resource pool's limits, and a
+NAME:ds://DATASTORE/PATH --volume-store added gets its directory; a
+datastore volume store cannot be dropped, and the target cannot change. Containers,
 images and volumes are kept, but restarting the daemon stops running
 containers, so configure refuses while any run unless --force.`,
 		Example: `  vch configure team1 --memory 16g --containers 40
@@ -254,6 +309,11 @@ containers, so configure refuses while any run unless --force.`,
 			m, err := g.manager()
 			if err != nil {
 				return err
+			}
+			for _, n := range append([]string{"target"}, vsphereFlagNames...) {
+				if cmd.Flags().Changed(n) {
+					return fmt.Errorf("vch: configure cannot change --%s (the vSphere target, compute resource, image store and networks are fixed); delete the VCH and create it again: %w", n, errdefs.ErrInvalidArgument)
+				}
 			}
 			changed := false
 			cmd.Flags().Visit(func(f *pflag.Flag) {
@@ -275,6 +335,12 @@ containers, so configure refuses while any run unless --force.`,
 		},
 	}
 	lf.install(cmd.Flags())
+	// Accepted only to be refused clearly.
+	var vf vsphereFlags
+	vf.install(cmd.Flags())
+	for _, n := range append([]string{"target"}, vsphereFlagNames...) {
+		_ = cmd.Flags().MarkHidden(n)
+	}
 	cmd.Flags().BoolVarP(&force, "force", "f", false, "restart the daemon even though containers run (they are stopped)")
 	return cmd
 }

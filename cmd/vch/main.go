@@ -16,6 +16,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -62,6 +63,8 @@ func main() {
 // globals are the root command's persistent flags.
 type globals struct {
 	stateDir string
+	// errOut receives progress lines: the command's stderr.
+	errOut io.Writer
 }
 
 func newRootCmd() *cobra.Command {
@@ -75,6 +78,9 @@ creates a VCH with "vch create NAME" and hands the printed DOCKER_HOST
 lines (and the client certificates) to a team.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRun: func(cmd *cobra.Command, args []string) {
+			g.errOut = cmd.ErrOrStderr()
+		},
 	}
 	def := os.Getenv(stateDirEnv)
 	if def == "" {
@@ -102,7 +108,11 @@ func (g *globals) manager() (*deploy.Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vch: cannot find the vch binary: %w", err)
 	}
-	return &deploy.Manager{Base: base, Binary: bin, Version: vch.Version, Progress: os.Stderr}, nil
+	progress := g.errOut
+	if progress == nil {
+		progress = os.Stderr
+	}
+	return &deploy.Manager{Base: base, Binary: bin, Version: vch.Version, Progress: progress}, nil
 }
 
 // exeDir is the directory of the running binary; default paths of the

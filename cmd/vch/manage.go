@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"text/template"
@@ -28,7 +31,10 @@ func lsCmd(g *globals) *cobra.Command {
 		Long: `List the VCHs under --state-dir: NAME, STATE (running: the daemon answers;
 starting: its service runs but the daemon does not answer yet; stopped),
 DOCKER_HOST and VERSION (the running daemon's, else the vch that created
-or last configured it).`,
+or last configured it). When any VCH is a vSphere one (vch create
+--target), the columns TARGET (https://HOST/sdk, never credentials),
+COMPUTE_RESOURCE, RESOURCE_POOL, VM_FOLDER, IMAGE_STORE, VOLUME_STORES
+and NETWORKS follow ("-" for a local VCH).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := g.manager()
@@ -45,20 +51,47 @@ or last configured it).`,
 				}
 				return nil
 			}
+			vsphere := slices.ContainsFunc(list, func(s deploy.Status) bool { return s.VSphere != nil })
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 0, 3, ' ', 0)
-			fmt.Fprintln(w, "NAME\tSTATE\tDOCKER_HOST\tVERSION")
+			fmt.Fprint(w, "NAME\tSTATE\tDOCKER_HOST\tVERSION")
+			if vsphere {
+				fmt.Fprint(w, "\tTARGET\tCOMPUTE_RESOURCE\tRESOURCE_POOL\tVM_FOLDER\tIMAGE_STORE\tVOLUME_STORES\tNETWORKS")
+			}
+			fmt.Fprintln(w)
 			for _, s := range list {
 				v := s.Versions.Daemon
 				if v == "" {
 					v = s.Versions.VCH
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", s.Name, s.State, s.Endpoint.DockerHost, v)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s", s.Name, s.State, s.Endpoint.DockerHost, v)
+				if vsphere {
+					fmt.Fprint(w, "\t"+strings.Join(vsphereColumns(s.VSphere), "\t"))
+				}
+				fmt.Fprintln(w)
 			}
 			return w.Flush()
 		},
 	}
 	cmd.Flags().BoolVarP(&quiet, "quiet", "q", false, "only print names")
 	return cmd
+}
+
+// vsphereColumns are ls's vSphere columns of a VCH: "-" for a local one
+// or an empty value.
+func vsphereColumns(v *deploy.VSphereInfo) []string {
+	if v == nil {
+		return []string{"-", "-", "-", "-", "-", "-", "-"}
+	}
+	var nets []string
+	if v.BridgeNetwork != "" {
+		nets = append(nets, "bridge="+v.BridgeNetwork)
+	}
+	if v.PublicNetwork != "" {
+		nets = append(nets, "public="+v.PublicNetwork)
+	}
+	dash := func(s string) string { return cmp.Or(s, "-") }
+	return []string{v.Target, v.ComputeResource, v.ResourcePool, v.VMFolder, v.ImageStore,
+		dash(strings.Join(v.VolumeStores, ",")), dash(strings.Join(nets, ","))}
 }
 
 func inspectCmd(g *globals) *cobra.Command {
@@ -69,7 +102,10 @@ func inspectCmd(g *globals) *cobra.Command {
 		Long: `Print a JSON array with one object per VCH, as docker inspect does: its
 endpoint (DOCKER_HOST, TLS, DOCKER_CERT_PATH, the admin socket), state,
 daemon and supervisor PIDs, versions, limits and usage (asked of the
-daemon when it answers), registries, service and paths. --format
+daemon when it answers), registries, service and paths, and for a vSphere
+VCH its VSphere section (target, compute resource, resource pool, VM
+folder, image store, volume stores, networks, pool limits; never the
+credentials). --format
 renders each with a Go template instead, e.g. '{{.State}}'.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -151,6 +187,10 @@ func deleteCmd(g *globals) *cobra.Command {
 		Long: `Stop VCH NAME's service and remove what "vch create" made: its systemd
 unit or supervisor, its state directory's files (config, images,
 containers, volumes, logs, sockets) and the certificates it generated.
+For a vSphere VCH, also its resource pool, its VM folder with the VMs in
+it, its image store directory, and the datastore volume store
+directories vch create made, when they are empty (it logs in with
+STATE/target.json, or ` + deploy.TargetUsernameEnv + `/` + deploy.TargetPasswordEnv + ` when set).
 Certificates the operator supplied with --tls-cert-path, and files others
 put in the state directory, are left in place.
 

@@ -17,6 +17,7 @@
 //	supervise.pid      the supervisor's PID (when not under systemd)
 //	logs/daemon.log    the daemon's output
 //	logs/supervise.log the supervisor's output
+//	target.json        a vSphere VCH's target credentials, mode 0600
 //
 // Under systemd the unit is /etc/systemd/system/vch-NAME.service. Delete
 // removes exactly these (and generated certificates wherever they were
@@ -91,9 +92,15 @@ type Config struct {
 	Limits Limits `json:"limits"`
 	// Registries is the pull policy.
 	Registries Registries `json:"registries"`
-	// VolumeStores are "NAME:PATH" volume stores (--volume-store), PATH
-	// absolute. Delete leaves their directories (and the volumes in them).
+	// VolumeStores are the --volume-store values: "NAME:PATH" (PATH
+	// absolute, on this host) and, on a vSphere VCH, "NAME:ds://DATASTORE/PATH"
+	// (resolved in VSphere.VolumeStores; not passed to the daemon yet).
+	// Delete leaves local directories (and the volumes in them); see
+	// Manager.Delete for datastore ones.
 	VolumeStores []string `json:"volume_stores,omitempty"`
+	// VSphere is the vSphere deployment of a VCH made with --target; nil
+	// for a local VCH. Its container VMs still run on this host's QEMU.
+	VSphere *VSphere `json:"vsphere,omitempty"`
 	// Service is how the daemon is kept running: "systemd" or "process".
 	Service string `json:"service"`
 	// LogLevel is the daemon's --log-level.
@@ -167,10 +174,15 @@ func (l Layout) SupervisorPIDFile() string {
 	return filepath.Join(l.Dir, "supervise.pid")
 }
 
+// CredentialsFile holds a vSphere VCH's target credentials (JSON
+// {"username", "password"}), mode 0600; nothing else vch writes holds
+// them.
+func (l Layout) CredentialsFile() string { return filepath.Join(l.Dir, "target.json") }
+
 // entries are the names Delete removes from a state directory (the cert
 // directory only when vch generated it there).
 func (l Layout) entries() []string {
-	return []string{"config.json", "root", "logs", "docker.sock", "daemon.pid", "supervise.pid"}
+	return []string{"config.json", "root", "logs", "docker.sock", "daemon.pid", "supervise.pid", "target.json", "target.json.tmp"}
 }
 
 // LoadConfig reads dir's config.json. NotFound if there is none;

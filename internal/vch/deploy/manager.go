@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/hypervisor/vsphere"
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/portlayer/storage"
 	"github.com/vchproject/vch/internal/portlayer/volume"
@@ -48,6 +49,9 @@ type Manager struct {
 	UnitDir string
 	// Progress receives one line per long step; nil discards them.
 	Progress io.Writer
+	// Getenv reads the environment (the vSphere target's credentials,
+	// TargetUsernameEnv and TargetPasswordEnv); nil means os.Getenv.
+	Getenv func(string) string
 	// run runs systemctl; nil means runCommand. Tests replace it.
 	run func(ctx context.Context, name string, args ...string) error
 }
@@ -73,10 +77,14 @@ type CreateOptions struct {
 	Limits Limits
 	// Registries is the pull policy.
 	Registries Registries
-	// VolumeStores are "NAME:PATH" volume stores.
+	// VolumeStores are "NAME:PATH" volume stores and, with VSphere,
+	// "NAME:ds://DATASTORE/PATH" ones.
 	VolumeStores []string
 	// LogLevel is the daemon's log level ("" is info).
 	LogLevel string
+	// VSphere, when not nil, deploys the VCH on a vSphere target too (see
+	// VSphereOptions): its pool, folder and directories are made there.
+	VSphere *VSphereOptions
 }
 
 // Created is a new VCH and what to tell its users.
@@ -162,17 +170,33 @@ func validateConfig(c Config) error {
 	default:
 		return fmt.Errorf("vch: --log-level %q: want debug, info, warn or error: %w", c.LogLevel, errdefs.ErrInvalidArgument)
 	}
+	names := map[string]bool{}
 	for _, vs := range c.VolumeStores {
-		if _, _, err := volume.ParseStore(vs); err != nil {
+		name, _, _ := strings.Cut(vs, ":")
+		if IsDatastoreVolumeStore(vs) {
+			if err := validateDatastoreStore(c, vs); err != nil {
+				return err
+			}
+		} else if _, _, err := volume.ParseStore(vs); err != nil {
 			return err
 		}
+		if names[name] {
+			return fmt.Errorf("vch: --volume-store %s: the name %s is given twice: %w", vs, name, errdefs.ErrInvalidArgument)
+		}
+		names[name] = true
 	}
 	return storage.Registries{Insecure: c.Registries.Insecure, Allowed: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles}.Validate()
 }
 
 // Create deploys a VCH: state directory, certificates, config, service;
-// it returns once the daemon answers (up to ReadyTimeout). On failure it
-// removes what it made. AlreadyExists if the VCH exists;
+// it returns once the daemon answers (up to ReadyTimeout). With
+// o.VSphere it first logs in to the target (credentials from the URL or
+// the environment, saved in the credentials file) and makes the VCH's
+// resource pool, VM folder, image store directory and datastore volume
+// store directories there. On failure it removes what it made, on
+// vSphere too. AlreadyExists if the VCH exists, here or on the target;
+// Unauthenticated if the target refuses the credentials; NotFound for a
+// compute resource, datastore or network the target does not have;
 // InvalidArgument for bad options (a non-loopback TCP host without TLS
 // among them); FailedPrecondition if the endpoint's port is taken;
 // Unavailable if the daemon does not come up (the error holds its log).
@@ -195,6 +219,12 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 		TLS:   TLS{Enabled: o.TLS, Verify: o.TLS && o.TLSVerify, CNames: o.TLSCNames},
 		Accel: o.Accel, Limits: o.Limits, Registries: o.Registries, VolumeStores: o.VolumeStores, Service: kind, LogLevel: o.LogLevel,
 	}
+	var creds Credentials
+	if o.VSphere != nil {
+		if c.VSphere, creds, err = prepareVSphere(*o.VSphere, m.getenv); err != nil {
+			return Created{}, err
+		}
+	}
 	if err := validateConfig(c); err != nil {
 		return Created{}, err
 	}
@@ -212,6 +242,20 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 	defer unlock()
 	if c.Host, err = m.pickHost(o, l); err != nil {
 		return Created{}, err
+	}
+	if _, err := os.Stat(l.Dir); err == nil {
+		return Created{}, fmt.Errorf("vch: a VCH named %s already exists (%s): %w", o.Name, l.Dir, errdefs.ErrAlreadyExists)
+	}
+	// Log in before anything is made: a wrong password or an unreachable
+	// target leaves nothing behind.
+	var vs *vsphere.Driver
+	var made vsphereMade
+	if c.VSphere != nil {
+		m.progress("Logging in to %s", c.VSphere.Target)
+		if vs, err = m.connectVSphere(ctx, c.Name, c.VSphere, creds); err != nil {
+			return Created{}, err
+		}
+		defer vs.Close()
 	}
 	if err := os.Mkdir(l.Dir, 0o700); err != nil {
 		if errors.Is(err, os.ErrExist) {
@@ -234,6 +278,11 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 			}
 			_ = svc.Uninstall(cctx)
 			_ = stopDaemon(cctx, l)
+			if vs != nil {
+				if uerr := m.undoVSphere(cctx, vs, made); uerr != nil {
+					m.progress("Could not remove all that was made on %s: %v", c.VSphere.Target, scrub(uerr, creds))
+				}
+			}
 			_ = m.remove(l, c)
 		}
 	}()
@@ -243,6 +292,15 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 	if c.TLS.Enabled {
 		if err := m.setupCerts(&c, o, l); err != nil {
 			return Created{}, err
+		}
+	}
+	if vs != nil {
+		if err := saveCredentials(l, creds); err != nil {
+			return Created{}, err
+		}
+		m.progress("Saved the target's credentials in %s (mode 0600)", l.CredentialsFile())
+		if err := m.createOnVSphere(ctx, vs, &c, &made); err != nil {
+			return Created{}, scrub(err, creds)
 		}
 	}
 	if err := SaveConfig(l, c); err != nil {
@@ -629,7 +687,11 @@ func refuseIfRunning(ctx context.Context, l Layout, name, action, hint string) e
 // restarts its daemon so they take effect. Running containers survive the
 // restart (the new daemon takes their VMs back); still, as new limits may
 // not fit them, it refuses (FailedPrecondition) while any run unless
-// force. NotFound if there is no such VCH;
+// force. On a vSphere VCH it also updates the resource pool's limits when
+// --memory or --cpu change, and makes the directories of datastore volume
+// stores added; the target, compute resource, image store and networks
+// cannot change, nor can a datastore volume store be dropped
+// (InvalidArgument). NotFound if there is no such VCH;
 // InvalidArgument if change produces a bad config.
 func (m *Manager) Configure(ctx context.Context, name string, force bool, change func(*Config) error) (Status, error) {
 	l, c, err := m.load(name)
@@ -637,13 +699,21 @@ func (m *Manager) Configure(ctx context.Context, name string, force bool, change
 		return Status{}, err
 	}
 	before := c
+	before.VSphere = cloneVSphere(c.VSphere) // change gets a copy of its own
 	if err := change(&c); err != nil {
 		return Status{}, err
 	}
 	if c.Name != before.Name || c.Host != before.Host || c.Service != before.Service || c.Binary != before.Binary {
 		return Status{}, fmt.Errorf("vch: configure cannot change the name, endpoint, service or binary: %w", errdefs.ErrInvalidArgument)
 	}
+	if !sameVSphere(before.VSphere, c.VSphere) {
+		return Status{}, fmt.Errorf("vch: configure cannot change the vSphere target, compute resource, image store or networks; delete the VCH and create it again: %w", errdefs.ErrInvalidArgument)
+	}
 	if err := validateConfig(c); err != nil {
+		return Status{}, err
+	}
+	added, err := addedDatastoreStores(before, c)
+	if err != nil {
 		return Status{}, err
 	}
 	svc := m.service(l, c)
@@ -653,8 +723,17 @@ func (m *Manager) Configure(ctx context.Context, name string, force bool, change
 			return Status{}, err
 		}
 	}
+	limitsChanged := c.Limits.CPUs != before.Limits.CPUs || c.Limits.MemoryMiB != before.Limits.MemoryMiB
+	if c.VSphere != nil && (limitsChanged || len(added) > 0) {
+		var finish func(saved bool)
+		if finish, err = m.configureVSphere(ctx, l, &c, added, limitsChanged); err != nil {
+			return Status{}, err
+		}
+		// Undone if the config cannot be saved: err is that of SaveConfig.
+		defer func() { finish(err == nil) }()
+	}
 	c.VCHVersion = m.Version
-	if err := SaveConfig(l, c); err != nil {
+	if err = SaveConfig(l, c); err != nil {
 		return Status{}, err
 	}
 	m.progress("Saved %s", l.ConfigFile())
@@ -678,7 +757,13 @@ func (m *Manager) Configure(ctx context.Context, name string, force bool, change
 // kills them), removes the unit, the VCH's network namespace if a
 // killed daemon left it, the state directory's files and the
 // certificates vch generated, and nothing else; a state directory holding
-// other files is left with them, and a warning. Without force it refuses
+// other files is left with them, and a warning. On a vSphere VCH it logs
+// in first (credentials file, or the environment variables when set;
+// nothing is stopped if that fails) and, once the daemon is stopped,
+// removes with DeleteVCH the pool, the folder with the VMs in it and the
+// image store, and the datastore volume store directories create made if
+// they are empty (a volume store holding volumes is left, with a
+// warning); an existing directory create was given is never removed. Without force it refuses
 // (FailedPrecondition) while containers run, or while VMs of the VCH run
 // without a daemon; with force those are stopped or killed. NotFound if
 // there is no such VCH.
@@ -691,6 +776,18 @@ func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
 		if err := refuseIfRunning(ctx, l, name, "stop them first", "delete with --force"); err != nil {
 			return err
 		}
+	}
+	var vs *vsphere.Driver
+	var creds Credentials
+	if c.VSphere != nil {
+		if creds, err = loadCredentials(l, m.getenv); err != nil {
+			return err
+		}
+		m.progress("Logging in to %s", c.VSphere.Target)
+		if vs, err = m.connectVSphere(ctx, c.Name, c.VSphere, creds); err != nil {
+			return err
+		}
+		defer vs.Close()
 	}
 	svc := m.service(l, c)
 	m.progress("Stopping VCH %s and its %s", name, svc.Describe())
@@ -719,6 +816,11 @@ func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
 		m.progress("Removing network namespace %s", ns)
 		if err := netns.DeleteNamed(ns); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("vch: delete network namespace %s: %w", ns, err)
+		}
+	}
+	if vs != nil {
+		if err := m.deleteOnVSphere(ctx, vs, c); err != nil {
+			return scrub(err, creds)
 		}
 	}
 	m.progress("Removing %s", l.Dir)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,7 +51,9 @@ func SystemdRunning() bool {
 }
 
 // DaemonArgs returns the `vch` arguments that run c's daemon: the admin
-// socket and the endpoint, TLS files, limits and registries.
+// socket and the endpoint, TLS files, limits and registries. Nothing of
+// c.VSphere is passed yet (the daemon runs its VMs on QEMU), and never
+// the target's credentials.
 func DaemonArgs(c Config, l Layout) []string {
 	admin := "unix://" + l.AdminSocket()
 	args := []string{"daemon", "--name", c.Name, "--root", l.Root(), "--pidfile", l.DaemonPIDFile(), "-H", admin}
@@ -100,6 +103,9 @@ func DaemonArgs(c Config, l Layout) []string {
 		args = append(args, "--storage-quota", strconv.FormatInt(lim.StorageQuotaBytes, 10))
 	}
 	for _, vs := range c.VolumeStores {
+		if IsDatastoreVolumeStore(vs) {
+			continue // container VMs run on QEMU here: no datastore to put volumes on yet
+		}
 		args = append(args, "--volume-store", vs)
 	}
 	for _, f := range c.Registries.CAFiles {
@@ -158,6 +164,7 @@ func (p *processService) Start(ctx context.Context) error {
 	defer logf.Close()
 	cmd := exec.Command(p.cfg.Binary, "--state-dir", p.base, "supervise", p.cfg.Name)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = withoutCredentials(os.Environ())
 	cmd.Dir = "/"
 	// Its own session: the supervisor outlives the shell that ran create
 	// and does not get the terminal's signals.
@@ -381,4 +388,13 @@ func alive(pid int) bool {
 	i := bytes.LastIndexByte(st, ')')
 	f := strings.Fields(string(st[i+1:]))
 	return len(f) > 0 && f[0] != "Z"
+}
+
+// withoutCredentials is env without the target credential variables
+// (TargetUsernameEnv, TargetPasswordEnv) that vch create may have been
+// given: the supervisor and the daemon never hold them.
+func withoutCredentials(env []string) []string {
+	return slices.DeleteFunc(slices.Clone(env), func(kv string) bool {
+		return strings.HasPrefix(kv, TargetUsernameEnv+"=") || strings.HasPrefix(kv, TargetPasswordEnv+"=")
+	})
 }

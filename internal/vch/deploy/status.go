@@ -51,10 +51,60 @@ type Status struct {
 	// Usage is nil when the daemon does not answer.
 	Usage      *Usage
 	Registries RegistriesInfo
-	// VolumeStores are the extra volume stores, "NAME:PATH".
+	// VolumeStores are the extra volume stores, "NAME:PATH" and
+	// "NAME:ds://DATASTORE/PATH".
 	VolumeStores []string `json:",omitempty"`
-	Service      ServiceInfo
-	Paths        Paths
+	// VSphere is a vSphere VCH's deployment; nil for a local VCH.
+	VSphere *VSphereInfo `json:",omitempty"`
+	Service ServiceInfo
+	Paths   Paths
+}
+
+// VSphereInfo is what inspect shows of a vSphere VCH: never its
+// credentials.
+type VSphereInfo struct {
+	// Target is the SDK endpoint, "https://HOST[:PORT]/sdk".
+	Target string
+	// Thumbprint is the trusted certificate's SHA-1 thumbprint, if given;
+	// Insecure says the certificate is not checked.
+	Thumbprint string `json:",omitempty"`
+	Insecure   bool
+	// ComputeResource, ResourcePool and VMFolder are inventory paths.
+	ComputeResource string
+	ResourcePool    string
+	VMFolder        string
+	// ImageStore is the image store's directory, "[DATASTORE] PATH".
+	ImageStore string
+	// VolumeStores are the datastore volume stores,
+	// "NAME:[DATASTORE] PATH".
+	VolumeStores []string `json:",omitempty"`
+	// BridgeNetwork and PublicNetwork are portgroup names.
+	BridgeNetwork string `json:",omitempty"`
+	PublicNetwork string `json:",omitempty"`
+	// CPULimitMHz and MemoryLimitMiB are the pool's limits; 0 is none.
+	CPULimitMHz    int64
+	MemoryLimitMiB int64
+	// Containers says where container VMs run: "local QEMU" in this
+	// release (the daemon does not use vSphere yet).
+	Containers string
+}
+
+// vsphereInfo is v for inspect; nil for nil.
+func vsphereInfo(v *VSphere) *VSphereInfo {
+	if v == nil {
+		return nil
+	}
+	in := &VSphereInfo{
+		Target: v.Target, Thumbprint: v.Thumbprint, Insecure: v.Insecure,
+		ComputeResource: v.ComputeResource, ResourcePool: v.ResourcePool, VMFolder: v.VMFolder,
+		ImageStore: v.ImageStorePath, BridgeNetwork: v.BridgeNetwork, PublicNetwork: v.PublicNetwork,
+		CPULimitMHz: v.CPULimitMHz, MemoryLimitMiB: v.MemoryLimitMiB,
+		Containers: "local QEMU (the daemon does not run containers on vSphere yet)",
+	}
+	for _, s := range v.VolumeStores {
+		in.VolumeStores = append(in.VolumeStores, s.Name+":"+s.Path)
+	}
+	return in
 }
 
 // Endpoint is how clients reach the VCH.
@@ -128,6 +178,8 @@ type Paths struct {
 	Root     string
 	CertDir  string `json:",omitempty"`
 	Logs     string
+	// Credentials is a vSphere VCH's credentials file (mode 0600).
+	Credentials string `json:",omitempty"`
 }
 
 // DialHost is the DOCKER_HOST clients use: the endpoint, except that an
@@ -242,10 +294,14 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 		},
 		Registries:   RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
 		VolumeStores: c.VolumeStores,
+		VSphere:      vsphereInfo(c.VSphere),
 		Service:      ServiceInfo{Kind: c.Service},
 		Paths: Paths{
 			StateDir: l.Dir, Config: l.ConfigFile(), Root: l.Root(), Logs: l.Logs(),
 		},
+	}
+	if c.VSphere != nil {
+		st.Paths.Credentials = l.CredentialsFile()
 	}
 	if c.TLS.Enabled {
 		st.Paths.CertDir = c.TLS.CertDir

@@ -83,6 +83,7 @@ func runDaemon(ctx context.Context, cfg Config, l Layout, logger *slog.Logger) e
 	defer logf.Close()
 	cmd := exec.Command(cfg.Binary, DaemonArgs(cfg, l)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = withoutCredentials(os.Environ())
 	cmd.Dir = "/"
 	// If the supervisor is killed outright, the daemon stops cleanly
 	// rather than run unsupervised.
