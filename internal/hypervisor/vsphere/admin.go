@@ -93,29 +93,42 @@ func (d *Driver) CheckNetwork(ctx context.Context, name string) error {
 }
 
 // MakeDirectory makes the directory at the datastore path p
-// ("[DATASTORE] PATH", PATH relative and not empty) with its parents.
-// created is false if it existed already. InvalidArgument for a bad path;
-// NotFound if the datastore does not exist; FailedPrecondition if p is a
+// ("[DATASTORE] PATH", PATH relative and not empty) with its parents. made
+// are the datastore paths of the directories it made, parents first: nil
+// if p existed already. InvalidArgument for a bad path; NotFound if the
+// datastore does not exist; FailedPrecondition if p or a parent is a
 // file.
-func (d *Driver) MakeDirectory(ctx context.Context, p string) (created bool, err error) {
+func (d *Driver) MakeDirectory(ctx context.Context, p string) (made []string, err error) {
 	dp, ds, err := d.dirPath(ctx, p)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	info, err := ds.Stat(ctx, dp.Path)
-	switch {
-	case err == nil:
-		if _, ok := info.(*types.FolderFileInfo); !ok {
-			return false, fmt.Errorf("vsphere: %s is a file, not a directory: %w", p, errdefs.ErrFailedPrecondition)
+	parts := strings.Split(dp.Path, "/")
+	first := len(parts) // the first missing component
+	for i := range parts {
+		sub := strings.Join(parts[:i+1], "/")
+		info, err := ds.Stat(ctx, sub)
+		if isNotFound(err) {
+			first = i
+			break
 		}
-		return false, nil
-	case !isNotFound(err):
-		return false, d.fail("stat "+p, err)
+		if err != nil {
+			return nil, d.fail("stat "+ds.Path(sub), err)
+		}
+		if _, ok := info.(*types.FolderFileInfo); !ok {
+			return nil, fmt.Errorf("vsphere: %s is a file, not a directory: %w", ds.Path(sub), errdefs.ErrFailedPrecondition)
+		}
+	}
+	if first == len(parts) {
+		return nil, nil
 	}
 	if err := object.NewFileManager(d.client).MakeDirectory(ctx, dp.String(), d.dc, true); err != nil {
-		return false, d.fail("make directory "+p, err)
+		return nil, d.fail("make directory "+p, err)
 	}
-	return true, nil
+	for i := first; i < len(parts); i++ {
+		made = append(made, ds.Path(strings.Join(parts[:i+1], "/")))
+	}
+	return made, nil
 }
 
 // RemoveDirectoryIfEmpty removes the directory at the datastore path p if

@@ -1,6 +1,7 @@
 package vsphere
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,11 +70,14 @@ func TestAdmin(t *testing.T) {
 	}
 
 	dir := "[" + simDS + "] volumes/fast"
-	if created, err := d.MakeDirectory(ctx, dir); err != nil || !created {
-		t.Fatalf("MakeDirectory = %v, %v", created, err)
+	if made, err := d.MakeDirectory(ctx, dir); err != nil || !slices.Equal(made, []string{"[" + simDS + "] volumes", dir}) {
+		t.Fatalf("MakeDirectory = %v, %v; want it and its parent made", made, err)
 	}
-	if created, err := d.MakeDirectory(ctx, dir); err != nil || created {
-		t.Errorf("MakeDirectory of an existing directory = %v, %v; want false, nil", created, err)
+	if made, err := d.MakeDirectory(ctx, dir); err != nil || made != nil {
+		t.Errorf("MakeDirectory of an existing directory = %v, %v; want nil, nil", made, err)
+	}
+	if made, err := d.MakeDirectory(ctx, "["+simDS+"] volumes/slow"); err != nil || !slices.Equal(made, []string{"[" + simDS + "] volumes/slow"}) {
+		t.Errorf("MakeDirectory beside = %v, %v; want only the new one made", made, err)
 	}
 	for _, bad := range []string{"volumes/fast", "[" + simDS + "] ", "[" + simDS + "] a/../b", "[" + simDS + "] /abs"} {
 		if _, err := d.MakeDirectory(ctx, bad); !errdefs.IsInvalidArgument(err) {
@@ -86,7 +90,7 @@ func TestAdmin(t *testing.T) {
 	if err := e.ds.Upload(ctx, strings.NewReader("a volume"), "volumes/fast/vol.data", &soap.DefaultUpload); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := d.MakeDirectory(ctx, "["+simDS+"] volumes/fast/vol.data"); !errdefs.IsFailedPrecondition(err) {
+	if _, err := d.MakeDirectory(ctx, "["+simDS+"] volumes/fast/vol.data/x"); !errdefs.IsFailedPrecondition(err) {
 		t.Errorf("MakeDirectory over a file: %v, want FailedPrecondition", err)
 	}
 	if removed, err := d.RemoveDirectoryIfEmpty(ctx, dir); err != nil || removed {

@@ -110,9 +110,10 @@ type DatastoreVolumeStore struct {
 	URL string `json:"url"`
 	// Path is its directory's datastore path, "[DATASTORE] PATH".
 	Path string `json:"path"`
-	// Created reports that vch made the directory (it did not exist), so
-	// vch delete removes it, if it is empty.
-	Created bool `json:"created"`
+	// Made are the directories vch create (or configure) made for it,
+	// "[DATASTORE] PATH", parents first: vch delete removes them, from the
+	// last, while they are empty. Empty when the directory existed.
+	Made []string `json:"made,omitempty"`
 }
 
 // Credentials are a target's user and password. String and GoString hide
@@ -457,17 +458,17 @@ func (m *Manager) createOnVSphere(ctx context.Context, d *vsphere.Driver, c *Con
 		if err != nil {
 			return err
 		}
-		created, err := d.MakeDirectory(ctx, s.Path)
+		dirs, err := d.MakeDirectory(ctx, s.Path)
 		if err != nil {
 			return fmt.Errorf("vch: volume store %s: %w", s.Name, err)
 		}
-		if created {
-			made.dirs = append(made.dirs, s.Path)
+		if len(dirs) > 0 {
+			made.dirs = append(made.dirs, dirs...)
 			m.progress("Created volume store %s at %s", s.Name, s.Path)
 		} else {
 			m.progress("Using the existing directory %s for volume store %s", s.Path, s.Name)
 		}
-		s.Created = created
+		s.Made = dirs
 		v.VolumeStores = append(v.VolumeStores, s)
 	}
 	return nil
@@ -572,7 +573,7 @@ func (m *Manager) configureVSphere(ctx context.Context, l Layout, c *Config, add
 	undo := func() {
 		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StopTimeout)
 		defer cancel()
-		for _, dir := range dirs {
+		for _, dir := range slices.Backward(dirs) {
 			_, _ = d.RemoveDirectoryIfEmpty(uctx, dir)
 		}
 		if limitsChanged {
@@ -598,15 +599,15 @@ func (m *Manager) configureVSphere(ctx context.Context, l Layout, c *Config, add
 		v.CPULimitMHz, v.MemoryLimitMiB = cpu, mem
 	}
 	for _, s := range added {
-		created, err := d.MakeDirectory(ctx, s.Path)
+		made, err := d.MakeDirectory(ctx, s.Path)
 		if err != nil {
 			return nil, fmt.Errorf("vch: volume store %s: %w", s.Name, err)
 		}
-		if created {
-			dirs = append(dirs, s.Path)
+		if len(made) > 0 {
+			dirs = append(dirs, made...)
 			m.progress("Created volume store %s at %s", s.Name, s.Path)
 		}
-		s.Created = created
+		s.Made = made
 		v.VolumeStores = append(v.VolumeStores, s)
 	}
 	return func(saved bool) {
@@ -634,19 +635,33 @@ func (m *Manager) deleteOnVSphere(ctx context.Context, d *vsphere.Driver, c Conf
 	if err := d.DeleteVCH(ctx); err != nil {
 		return fmt.Errorf("vch: delete VCH %s on %s: %w", c.Name, v.Target, err)
 	}
+	var made []string
 	for _, s := range v.VolumeStores {
-		if !s.Created {
-			m.progress("Leaving volume store %s at %s: vch create did not make it", s.Name, s.Path)
+		if len(s.Made) == 0 {
+			m.progress("Leaving volume store %s at %s: vch did not make it", s.Name, s.Path)
+		}
+		made = append(made, s.Made...)
+	}
+	// Last made first: a parent after its children. A parent two stores
+	// share is tried once both are gone.
+	left := map[string]bool{}
+	for _, dir := range slices.Backward(made) {
+		removed, err := d.RemoveDirectoryIfEmpty(ctx, dir)
+		if err != nil {
+			return fmt.Errorf("vch: volume store directory %s: %w", dir, err)
+		}
+		if !removed {
+			left[dir] = true
+		}
+	}
+	for _, s := range v.VolumeStores {
+		if len(s.Made) == 0 {
 			continue
 		}
-		removed, err := d.RemoveDirectoryIfEmpty(ctx, s.Path)
-		if err != nil {
-			return fmt.Errorf("vch: volume store %s: %w", s.Name, err)
-		}
-		if removed {
-			m.progress("Removed volume store %s at %s", s.Name, s.Path)
-		} else {
+		if left[s.Path] {
 			m.progress("Left volume store %s at %s in place: it holds volumes (or is gone)", s.Name, s.Path)
+		} else {
+			m.progress("Removed volume store %s at %s", s.Name, s.Path)
 		}
 	}
 	return nil
