@@ -1,5 +1,6 @@
 // Package portlayer is the Port Layer contract: a small, general container
-// backend that front ends call; the Docker personality is one of them.
+// backend that front ends call (the Docker personality and vch ctl are
+// two).
 //
 // It owns the value types that cross the seam (container specs and states,
 // image records, log messages, pull progress) and one interface per area:
@@ -109,9 +110,8 @@ type ContainerSpec struct {
 	// many bytes; 0 means the VCH default (10 MiB).
 	LogMaxSizeBytes int64
 	// LogMaxFiles is how many log files (current plus rotated) are kept;
-	// 0 means the VCH default (3). With LogMaxSizeBytes: the max-size and
-	// max-file rotation of the json-file log format, which front ends such
-	// as the Docker personality rely on.
+	// 0 means the VCH default (3). With LogMaxSizeBytes: the json-file log
+	// format's max-size and max-file rotation.
 	LogMaxFiles int
 	// AutoRemove removes the container once it has exited and its exit has
 	// been delivered to waiters.
@@ -159,8 +159,9 @@ const (
 )
 
 // RestartPolicy is when the port layer starts a container again by
-// itself, with the rules of the Engine API's HostConfig.RestartPolicy
-// (v1.50), which front ends such as the Docker personality rely on:
+// itself (the rules are those of the Engine API's
+// HostConfig.RestartPolicy, v1.50, which users of restart policies
+// know):
 //
 //   - RestartAlways: after every exit, unless stopped by hand (Stop or
 //     Kill); after the VCH restarts, even if stopped by hand.
@@ -549,7 +550,7 @@ type Images interface {
 	// Import creates a one-layer image from a tar stream (optionally gzip),
 	// tagged ref if ref is not empty, with opts' config and platform.
 	Import(ctx context.Context, r io.Reader, ref string, opts ImportOptions, progress ProgressFunc) (Image, error)
-	// Load reads a `docker save` archive (docker-archive or OCI layout tar)
+	// Load reads an image archive (docker-archive or OCI layout tar)
 	// and returns the images it held, with the tags it applied.
 	Load(ctx context.Context, r io.Reader, progress ProgressFunc) ([]Image, error)
 	// Get resolves a reference, an ID or a unique ID prefix. NotFound if none.
@@ -562,7 +563,7 @@ type Images interface {
 	// Conflict if a container uses it and force is false.
 	Remove(ctx context.Context, ref string, force bool) ([]ImageDelete, error)
 	// Save writes the images refs name (references or IDs, in that order)
-	// to w as one `docker save` archive (docker-archive: manifest.json,
+	// to w as one image archive (docker-archive: manifest.json,
 	// repositories, configs and uncompressed layer tars, each layer once),
 	// which Load and every reader of that format read. A reference's tag is
 	// recorded; an ID records none. NotFound if a ref does not resolve

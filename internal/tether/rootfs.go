@@ -19,7 +19,9 @@ import (
 
 const portName = wire.PortName
 
-// defaultShmBytes is Docker's default /dev/shm size (64 MiB).
+// defaultShmBytes is the /dev/shm size when none is set: 64 MiB, the
+// size most programs expect of a container's /dev/shm (enough for
+// ordinary POSIX shared memory, small against the guest's RAM).
 const defaultShmBytes = 64 << 20
 
 // inRoot resolves a container path inside RootMount, following symlinks as
@@ -36,8 +38,9 @@ func inDir(root, path string) (string, error) {
 }
 
 // mountRoot mounts the container's root disk and the kernel filesystems a
-// container expects beneath it: /proc, /sys, a minimal /dev (Docker's device
-// set), /dev/pts and /dev/shm.
+// container expects beneath it: /proc, /sys, a minimal /dev (the OCI
+// runtime spec's default devices and /dev symlinks), /dev/pts and
+// /dev/shm.
 func mountRoot(disk string) error { return mountRootAt(disk, RootMount) }
 
 // rootSubmounts are the mount points mountRootAt makes beneath the root,
@@ -93,7 +96,7 @@ func mountRootAt(disk, root string) error {
 	return nil
 }
 
-// mountShm mounts /dev/shm sized bytes (0: Docker's 64 MiB default).
+// mountShm mounts /dev/shm sized bytes (0: defaultShmBytes, 64 MiB).
 func mountShm(bytes int64) error {
 	if bytes <= 0 {
 		bytes = defaultShmBytes
@@ -122,8 +125,8 @@ func mountUnder(root, src, dst, typ string, flags uintptr, data string) error {
 }
 
 // identityDir holds the files tether bind-mounts over the container's
-// /etc/hostname, /etc/hosts and /etc/resolv.conf, as Docker does, so they
-// never land on the container's disk (and never show in a diff).
+// /etc/hostname, /etc/hosts and /etc/resolv.conf, so they never land on
+// the container's disk (and never show in a diff or a commit).
 const identityDir = "/run/vch"
 
 // applySetup applies the container-wide setup: clock, hostname, the

@@ -157,8 +157,8 @@ func Serve(ctx context.Context, l net.Listener, h http.Handler) error {
 	}
 }
 
-// decodeBase64URL decodes base64url with or without padding (as Docker's
-// X-Registry-Auth is sent either way).
+// decodeBase64URL decodes base64url with or without padding: clients
+// send the X-Registry-Auth header either way.
 func decodeBase64URL(s string) ([]byte, error) {
 	if b, err := base64.URLEncoding.DecodeString(s); err == nil {
 		return b, nil

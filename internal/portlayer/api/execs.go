@@ -128,7 +128,8 @@ func (s *server) execStart(w http.ResponseWriter, r *http.Request) error {
 		opts.Stdin = stdin
 	}
 	// The exec's stream ends with the exec or with the client's leaving
-	// (the exec then runs on, as Docker's does without its client).
+	// (the exec then runs on: a client's going away is no signal to the
+	// process).
 	sctx, cancel := context.WithCancel(contextWithoutCancel(r.Context()))
 	defer cancel()
 	go func() {

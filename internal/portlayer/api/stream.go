@@ -26,7 +26,8 @@ import (
 // FrameStderr, FrameEnd), three zero bytes, the payload's length as a
 // big-endian uint32 — then the payload. Stdout and stderr frames carry
 // output; one FrameEnd frame ends the stream, its payload the JSON of an
-// EndFrame. The layout of the first 8 bytes is Docker's stdcopy header.
+// EndFrame. The first 8 bytes are laid out as the Engine API's
+// multiplexed stream header (stdcopy), so existing demultiplexers read it.
 const (
 	// UpgradeProtocol is the Upgrade header's value.
 	UpgradeProtocol = "vch-stream"

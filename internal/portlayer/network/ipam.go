@@ -9,13 +9,16 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// defaultBridgeSubnet is the predefined bridge network's subnet, Docker's
-// docker0 default.
+// defaultBridgeSubnet is the predefined bridge network's subnet: the
+// 172.17.0.0/16 that container networks conventionally start at (Docker's
+// docker0 has it), so firewall rules and habits written for it hold.
 var defaultBridgeSubnet = netip.MustParsePrefix("172.17.0.0/16")
 
 // autoPools lists the subnets given to networks created without --subnet,
-// in order: Docker's default address pools (172.17–31.0.0/16, then
-// 192.168.0.0/16 in /20s; moby libnetwork/ipamutils).
+// in order: the private ranges container networks conventionally take
+// (172.18–31.0.0/16, the bridge having 172.17, then 192.168.0.0/16 in
+// /20s; moby libnetwork/ipamutils has the same pools), so a VCH's
+// networks avoid the 10/8 a site network most often uses.
 func autoPools() []netip.Prefix {
 	var out []netip.Prefix
 	for i := 18; i <= 31; i++ {
@@ -43,7 +46,7 @@ func lastAddr(p netip.Prefix) netip.Addr {
 }
 
 // validateSubnet checks a user-given IPv4 subnet, gateway and range.
-// InvalidArgument with Docker's wording where it has one.
+// InvalidArgument, saying which value does not fit.
 func validateSubnet(subnet netip.Prefix, gw netip.Addr, ipRange netip.Prefix) error {
 	if !subnet.Addr().Is4() {
 		return fmt.Errorf("invalid subnet %s: only IPv4 subnets are supported: %w", subnet, errdefs.ErrInvalidArgument)
@@ -91,8 +94,9 @@ func (p *pool) allocate(addr netip.Addr, owner string) (netip.Addr, error) {
 			e.Name = p.subnet.String()
 			return netip.Addr{}, e
 		}
-		// The gateway, network and broadcast addresses are allocated
-		// from the start in dockerd's IPAM.
+		// The gateway, network and broadcast addresses are never
+		// handed out (usable): a container there would break the
+		// network.
 		if _, taken := p.used[addr]; taken || !p.usable(addr) {
 			e := portlayer.Refused(portlayer.ClassConflict, portlayer.KindAddress, "", portlayer.ReasonInUse, "network: address "+addr.String()+" is taken")
 			e.Field, e.Value = "IPv4", addr.String()
@@ -117,8 +121,10 @@ func (p *pool) allocate(addr netip.Addr, owner string) (netip.Addr, error) {
 // release frees addr.
 func (p *pool) release(addr netip.Addr) { delete(p.used, addr) }
 
-// macFor derives an interface's MAC from its IPv4 address as Docker does
-// (02:42 followed by the four address bytes).
+// macFor derives an interface's MAC from its IPv4 address (02:42
+// followed by the four address bytes): locally administered, and the
+// same for an address each time, so neighbours' ARP caches stay right
+// when an address passes to another container.
 func macFor(a netip.Addr) string {
 	b := a.As4()
 	return fmt.Sprintf("02:42:%02x:%02x:%02x:%02x", b[0], b[1], b[2], b[3])

@@ -1,5 +1,6 @@
-// Package network is the port layer's network area: Docker-style bridge
-// networks for container VMs, published ports and the embedded DNS.
+// Package network is the port layer's network area: bridge networks for
+// container VMs (a Linux bridge each, with NAT out), published ports and
+// the embedded DNS.
 //
 // Every network is a Linux bridge inside one network namespace that
 // belongs to the VCH (never the host's root namespace: DESIGN.md's network
@@ -38,14 +39,16 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Predefined network names, as Docker's.
+// Predefined network names: BridgeName, the network a container joins
+// unless told otherwise, and NoneName, loopback only.
 const (
 	BridgeName = "bridge"
 	NoneName   = "none"
 )
 
 // defaultBridgeDevice names the predefined bridge network's bridge inside
-// the VCH's namespace (Docker's is docker0).
+// the VCH's namespace; not docker0, so it is never taken for a Docker
+// daemon's bridge on the same host.
 const defaultBridgeDevice = "vch0"
 
 // Config configures the network area.
@@ -141,6 +144,8 @@ func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, log
 	if !slices.ContainsFunc(recs, func(r record) bool { return r.Name == BridgeName }) {
 		recs = append(recs, record{ID: newID(), Name: BridgeName, Driver: "bridge", Created: time.Now().UTC(),
 			Subnet: defaultBridgeSubnet, Gateway: firstHost(defaultBridgeSubnet), Bridge: defaultBridgeDevice,
+			// The bridge driver's option keys (com.docker.network.*),
+			// the names network clients read these settings by.
 			Options: map[string]string{
 				"com.docker.network.bridge.default_bridge":       "true",
 				"com.docker.network.bridge.enable_icc":           "true",
@@ -322,7 +327,8 @@ func (s *Service) deleteBridge(name string) {
 }
 
 // lookupLocked finds a network by exact name, full ID or unique ID prefix
-// (Docker's order: ID, then name, then prefix).
+// (in that order: a full ID and a name are exact, a prefix only a
+// shorthand that loses to both).
 func (s *Service) lookupLocked(idOrName string) (*netState, error) {
 	if idOrName == "" {
 		return nil, portlayer.NoSuchNetwork(idOrName)

@@ -221,7 +221,8 @@ func (s *Service) Publish(ctx context.Context, containerID string, target netip.
 func (s *Service) Unpublish(containerID string) { s.ports.Unpublish(containerID) }
 
 // viewLocked returns what containerID may resolve: names on the user
-// networks it is on (Docker gives the default bridge no DNS), its links'
+// networks it is on (the default bridge has no name resolution: there
+// containers find each other by legacy links and /etc/hosts), its links'
 // aliases, and whether names outside may be forwarded (not when all its
 // networks are internal).
 func (s *Service) viewLocked(containerID string) (lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) {

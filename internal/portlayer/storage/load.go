@@ -19,13 +19,13 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// maxArchiveLinks bounds symlink chains inside an archive (a `docker
-// save` archive links repeated layers to their first copy).
+// maxArchiveLinks bounds symlink chains inside an archive (a
+// docker-archive links repeated layers to their first copy).
 const maxArchiveLinks = 16
 
 // maxMetadataBytes bounds manifest.json, index.json and config files read
 // into memory, against hostile archives: 8 MiB, far above real ones (a
-// config is a few KiB; the Docker Engine caps configs at 8 MiB too).
+// config is a few KiB).
 const maxMetadataBytes = 8 << 20
 
 // archiveEntry is a regular file's position in a spooled archive.
@@ -50,7 +50,8 @@ type dockerManifestEntry struct {
 	Layers   []string
 }
 
-// Load reads a `docker save` archive and stores the images it holds, with
+// Load reads an image archive (as `docker save` writes) and stores the
+// images it holds, with
 // the tags it records (tags move from images that had them). It accepts
 // the docker-archive format (manifest.json naming each image's config and
 // layer tars, layers plain or compressed, repeated layers as symlinks) and,

@@ -50,8 +50,8 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 // as for [Store.Push]; the zero value pulls anonymously. They are sent
 // only to ref's registry and never logged.
 //
-// Progress statuses are fixed texts, which front ends such as the Docker
-// personality pass on as they are: "Pulling from <path>" (ID: the tag or
+// Progress statuses are fixed texts, part of the API, so a front end may
+// pass them on as they are: "Pulling from <path>" (ID: the tag or
 // digest); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
 // "Already exists", "Downloading" (Current/Total in compressed bytes),
 // "Download complete", "Extracting" (verifying the diff ID),

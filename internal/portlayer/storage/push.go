@@ -28,8 +28,8 @@ import (
 // Image.Layers) are what the registry holds. Plain HTTP and the
 // --insecure-registry and whitelist policy are those of [Store.Pull].
 //
-// Progress statuses are fixed texts, which front ends such as the Docker
-// personality pass on as they are: "The push refers to repository
+// Progress statuses are fixed texts, part of the API, so a front end may
+// pass them on as they are: "The push refers to repository
 // [<name>]"; per layer, top first (ID: 12 hex of the diff ID),
 // "Preparing", then "Layer already exists" or "Pushing" (Current/Total in
 // compressed bytes) and "Pushed"; then "<tag>: digest: sha256:… size: N".

@@ -17,9 +17,10 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-// Remove untags or deletes an image, with the rules of Engine API v1.50
-// DELETE /images/{name}, which front ends such as the Docker personality
-// rely on:
+// Remove untags or deletes an image. The rules keep what is still
+// needed, an image containers use or other images are built on, and
+// delete an image with its last reference (they are the Engine API's
+// image removal rules, v1.50, which image users know):
 //
 //   - By reference ("busybox", "busybox:1", "name@sha256:…"): the reference
 //     is untagged (Untagged: "busybox:latest"); removing a repository's last

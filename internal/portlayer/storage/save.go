@@ -26,10 +26,11 @@ type saveImage struct {
 	tags []string // normalised
 }
 
-// Save writes the images refs name to w as one archive in the format
-// `docker save` writes since Docker 25, which is both a docker-archive
-// (manifest.json, read by every `docker load` including 20.10's) and an OCI
-// image layout (oci-layout, index.json):
+// Save writes the images refs name to w as one archive that is both a
+// docker-archive (moby image spec v1.2: manifest.json, read by every
+// `docker load` including 20.10's) and an OCI image layout (oci-layout,
+// index.json), as `docker save` writes since 25.0, so readers of either
+// format read it:
 //
 //	blobs/sha256/<hex>   configs, uncompressed layer tars (named by diff ID,
 //	                     each once however many images share it) and OCI

@@ -23,15 +23,17 @@
 //
 // # Verbs
 //
-// CreateVolume (idempotent for an existing name, as Docker), InspectVolume,
-// ListVolumes and RemoveVolume, which refuses a volume that
-// [Config.InUse] reports as used by a container.
+// CreateVolume (idempotent for an existing name: a caller makes sure a
+// volume exists without looking first), InspectVolume, ListVolumes and
+// RemoveVolume, which refuses a volume that [Config.InUse] reports as
+// used by a container.
 //
 // # What it does not own
 //
 // Which containers use a volume (compute's records, asked through
 // Config.InUse), attaching disks to VMs (compute) and mounting them and
-// Docker's copy-up (tether, in the guest).
+// the copy-up that fills a new volume with what the image has at its
+// mount point (tether, in the guest).
 package volume
 
 import (
@@ -74,7 +76,8 @@ const (
 	MaxSizeBytes = 1 << 40
 )
 
-// Driver is the only volume driver's name, Docker's default one.
+// Driver is the only volume driver's name: "local", volumes on the VCH's
+// own disk, under the name volume users know for those.
 const Driver = "local"
 
 // Config configures a [Store].
@@ -347,7 +350,8 @@ func newName() string {
 // mkfs.ext4 (e2fsprogs) as a sparse file of the requested size, with lazy
 // inode-table and journal init (the guest mounts it with noinit_itable),
 // no reserved blocks, a root-owned 0755 root directory and no lost+found
-// (removed with debugfs, so a new volume is empty as in Docker).
+// (removed with debugfs, so a new volume is empty: the copy-up fills
+// only an empty volume, and a container sees only what it wrote).
 // Unavailable if mkfs.ext4 or debugfs is missing.
 func (s *Store) CreateVolume(ctx context.Context, spec portlayer.VolumeSpec) (portlayer.Volume, error) {
 	name := spec.Name
