@@ -38,6 +38,9 @@ import (
 // `daemon` a stand-in that answers on the admin socket and boots nothing.
 const fakeExecEnv = "VCH_TEST_FAKE_EXEC"
 
+// fakeFailEnv makes the stand-in supervisor exit at once, failing create.
+const fakeFailEnv = "VCH_TEST_FAKE_FAIL"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeExecEnv) == "1" {
 		os.Exit(fakeExec(os.Args[1:]))
@@ -47,6 +50,10 @@ func TestMain(m *testing.M) {
 
 // fakeExec runs the vch command line args in a child of a test.
 func fakeExec(args []string) int {
+	if os.Getenv(fakeFailEnv) == "1" {
+		fmt.Fprintln(os.Stderr, "no daemon here")
+		return 3
+	}
 	if len(args) == 0 || args[0] != "daemon" {
 		root := newRootCmd()
 		root.SetArgs(args)
@@ -455,5 +462,190 @@ func TestVSphereLifecycle(t *testing.T) {
 	}
 	if _, err := os.Stat(l.Dir); !os.IsNotExist(err) {
 		t.Errorf("state directory left: %v", err)
+	}
+}
+
+// TestVSphereEnvCredentials: a target URL without user information takes
+// the credentials from the environment; delete finds them in the
+// credentials file, and the environment, when set, overrides it.
+func TestVSphereEnvCredentials(t *testing.T) {
+	e := newVCSim(t)
+	t.Setenv(fakeExecEnv, "1")
+	t.Setenv(deploy.TargetUsernameEnv, simUser)
+	t.Setenv(deploy.TargetPasswordEnv, simPass)
+	before := e.inventory()
+	base := t.TempDir()
+	out, err := vchRun(t, base, "create", "vs2", "--no-tls", "--service", "process",
+		"--target", "https://"+e.host, "--insecure-target", "--compute-resource", simCluster, "--image-store", simDS+"/images/vs2")
+	if err != nil {
+		t.Fatalf("create: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { vchRun(t, base, "delete", "vs2", "--force") })
+	if e.pool("vs2") == nil || !slices.Contains(e.ls(simDS, "images"), "vs2") {
+		t.Fatalf("create with env credentials made no pool or image store: %v", e.inventory())
+	}
+	l := deploy.Layout{Dir: filepath.Join(base, "vs2")}
+	noCredentialsBut(t, base, l.CredentialsFile())
+	if st, err := os.Stat(l.CredentialsFile()); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("credentials file: %v", err)
+	}
+	for _, f := range []string{l.DaemonPIDFile(), l.SupervisorPIDFile()} {
+		b, _ := os.ReadFile(f)
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); pid <= 0 || procHolds(t, pid) {
+			t.Errorf("process of %s (pid %d) holds the credentials from create's environment", f, pid)
+		}
+	}
+
+	// A wrong password in the environment beats the file: delete fails,
+	// Unauthenticated, without the password, and stops nothing.
+	t.Setenv(deploy.TargetPasswordEnv, "Wrong-"+simPass)
+	_, err = vchRun(t, base, "delete", "vs2")
+	if !errdefs.IsUnauthorized(err) || strings.Contains(err.Error(), "Wrong-") {
+		t.Errorf("delete with a wrong password: %v, want Unauthenticated without the password", err)
+	}
+	if out, _ := vchRun(t, base, "ls"); !strings.Contains(out, "running") {
+		t.Errorf("a delete that could not log in stopped the VCH:\n%s", out)
+	}
+	// Without the environment, the file's credentials.
+	t.Setenv(deploy.TargetUsernameEnv, "")
+	t.Setenv(deploy.TargetPasswordEnv, "")
+	if out, err := vchRun(t, base, "delete", "vs2"); err != nil {
+		t.Fatalf("delete: %v\n%s", err, out)
+	}
+	if got := e.inventory(); !slices.Equal(got, before) {
+		t.Errorf("after delete:\n got %v\nwant %v", got, before)
+	}
+}
+
+// TestVSphereRollback: a create that fails after the vSphere objects were
+// made (the daemon never answers; a volume store on a missing datastore)
+// removes them, and the state directory.
+func TestVSphereRollback(t *testing.T) {
+	e := newVCSim(t)
+	t.Setenv(fakeExecEnv, "1")
+	before := e.inventory()
+	base := t.TempDir()
+	args := []string{"create", "vs3", "--no-tls", "--service", "process", "--target", e.target, "--insecure-target",
+		"--compute-resource", simCluster, "--image-store", simDS, "--volume-store", "v:ds://" + simDS2 + "/a/b", "--cpu", "1"}
+
+	t.Setenv(fakeFailEnv, "1")
+	out, err := vchRun(t, base, args...)
+	if !errdefs.IsUnavailable(err) || !strings.Contains(err.Error(), "no daemon here") {
+		t.Fatalf("create with a failing daemon: %v, want Unavailable with its output\n%s", err, out)
+	}
+	if !strings.Contains(out, "removing what was made") {
+		t.Errorf("no rollback in the progress:\n%s", out)
+	}
+	if got := e.inventory(); !slices.Equal(got, before) {
+		t.Errorf("after a failed create:\n got %v\nwant %v", got, before)
+	}
+	if ents, _ := os.ReadDir(base); len(ents) != 0 {
+		t.Errorf("a failed create left %v", ents)
+	}
+
+	t.Setenv(fakeFailEnv, "")
+	args = append(args, "--volume-store", "w:ds://NoSuchDS/x")
+	if _, err := vchRun(t, base, args...); !errdefs.IsNotFound(err) || !strings.Contains(err.Error(), "volume store w") {
+		t.Errorf("create with a volume store on a missing datastore: %v, want NotFound", err)
+	}
+	if got := e.inventory(); !slices.Equal(got, before) {
+		t.Errorf("after a failed create:\n got %v\nwant %v", got, before)
+	}
+	if ents, _ := os.ReadDir(base); len(ents) != 0 {
+		t.Errorf("a failed create left %v", ents)
+	}
+}
+
+// TestVSphereLoginFails: a wrong password, an unreachable target, a wrong
+// thumbprint and objects the target does not have fail create before
+// anything is made, and no error or output holds the credentials.
+func TestVSphereLoginFails(t *testing.T) {
+	e := newVCSim(t)
+	t.Setenv(fakeExecEnv, "1")
+	t.Setenv(deploy.TargetUsernameEnv, "")
+	t.Setenv(deploy.TargetPasswordEnv, "")
+	before := e.inventory()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	wrong := strings.Replace(e.target, simPass, "Wrong-"+simPass, 1)
+	tests := []struct {
+		name  string
+		args  []string
+		class func(error) bool
+		want  string
+	}{
+		{"wrong password", []string{"--target", wrong, "--insecure-target"}, errdefs.IsUnauthorized, "log in"},
+		{"unreachable", []string{"--target", "https://" + url.UserPassword(simUser, simPass).String() + "@" + dead + "/sdk", "--insecure-target"}, errdefs.IsUnavailable, dead},
+		{"wrong thumbprint", []string{"--target", e.target, "--thumbprint", strings.Repeat("AB:", 19) + "AB"}, func(err error) bool { return err != nil }, "thumbprint does not match"},
+		{"no such cluster", []string{"--target", e.target, "--insecure-target", "--compute-resource", "/DC0/host/nope"}, errdefs.IsNotFound, "compute resource"},
+		{"no such datastore", []string{"--target", e.target, "--insecure-target", "--image-store", "NoSuchDS"}, errdefs.IsNotFound, "datastore"},
+		{"no such network", []string{"--target", e.target, "--insecure-target", "--public-network", "nope"}, errdefs.IsNotFound, "--public-network nope"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			args := append([]string{"create", "vs4", "--no-tls", "--service", "process", "--compute-resource", simCluster, "--image-store", simDS}, tc.args...)
+			_, err := vchRun(t, base, args...)
+			if !tc.class(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("create: %v, want a classified error with %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "Wrong-") {
+				t.Errorf("the error holds the wrong password: %v", err)
+			}
+			if ents, _ := os.ReadDir(base); len(ents) != 0 {
+				t.Errorf("a failed create left %v", ents)
+			}
+		})
+	}
+	if got := e.inventory(); !slices.Equal(got, before) {
+		t.Errorf("failed creates changed the inventory:\n got %v\nwant %v", got, before)
+	}
+}
+
+// TestVSphereFlagValidation: refused before anything is made, with a
+// clear message, and no credential in it.
+func TestVSphereFlagValidation(t *testing.T) {
+	t.Setenv(deploy.TargetUsernameEnv, "")
+	t.Setenv(deploy.TargetPasswordEnv, "")
+	target := "https://" + url.UserPassword(simUser, simPass).String() + "@vc.example.com/sdk"
+	full := []string{"--compute-resource", "/DC0/host/C0", "--image-store", "ds1"}
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"thumbprint and insecure", append([]string{"--target", target, "--insecure-target", "--thumbprint", "AB"}, full...), "--thumbprint and --insecure-target exclude each other"},
+		{"no compute resource", []string{"--target", target, "--image-store", "ds1"}, "--target needs --compute-resource"},
+		{"no image store", []string{"--target", target, "--compute-resource", "/DC0/host/C0"}, "--target needs --compute-resource"},
+		{"http", append([]string{"--target", "http://" + url.UserPassword(simUser, simPass).String() + "@vc.example.com/sdk"}, full...), "want https://HOST/sdk"},
+		{"no host", append([]string{"--target", "https:///sdk"}, full...), "no host"},
+		{"other path", append([]string{"--target", "https://" + url.UserPassword(simUser, simPass).String() + "@vc.example.com/DC0"}, full...), `path "/DC0"`},
+		{"unparseable", append([]string{"--target", "https://" + simUser + ":" + simPass + "@vc example.com:x/sdk"}, full...), "does not parse"},
+		{"no credentials", append([]string{"--target", "https://vc.example.com/sdk"}, full...), "set VCH_TARGET_USERNAME and VCH_TARGET_PASSWORD"},
+		{"bad compute resource", []string{"--target", target, "--compute-resource", "C0", "--image-store", "ds1"}, "want the inventory path of a cluster or host"},
+		{"bad image store", []string{"--target", target, "--compute-resource", "/DC0/host/C0", "--image-store", "[ds1] x"}, "--image-store"},
+		{"bad ds volume store", append([]string{"--target", target, "--volume-store", "v:ds://ds1"}, full...), "want NAME:ds://DATASTORE/PATH"},
+		{"volume store in the image store", append([]string{"--target", target, "--volume-store", "v:ds://ds1/x/vols"}, "--compute-resource", "/DC0/host/C0", "--image-store", "ds1/x"), "inside the image store [ds1] x"},
+		{"volume store in the default image store", append([]string{"--target", target, "--volume-store", "v:ds://ds1/x"}, full...), "inside the image store [ds1] x"},
+		{"duplicate volume store", append([]string{"--target", target, "--volume-store", "v:ds://ds1/a", "--volume-store", "v:/srv/v"}, full...), "given twice"},
+		{"ds volume store without target", []string{"--volume-store", "v:ds://ds1/vols"}, "needs a vSphere VCH (--target)"},
+		{"compute resource without target", []string{"--compute-resource", "/DC0/host/C0"}, "--compute-resource needs --target"},
+		{"insecure without target", []string{"--insecure-target"}, "--insecure-target needs --target"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			base := t.TempDir()
+			_, err := vchRun(t, base, append([]string{"create", "x", "--no-tls"}, tc.args...)...)
+			if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("create: %v, want InvalidArgument with %q", err, tc.want)
+			}
+			if ents, _ := os.ReadDir(base); len(ents) != 0 {
+				t.Errorf("a refused create left %v", ents)
+			}
+		})
 	}
 }

@@ -221,7 +221,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 	}
 	var creds Credentials
 	if o.VSphere != nil {
-		if c.VSphere, creds, err = prepareVSphere(*o.VSphere, m.getenv); err != nil {
+		if c.VSphere, creds, err = prepareVSphere(*o.VSphere, o.Name, o.VolumeStores, m.getenv); err != nil {
 			return Created{}, err
 		}
 	}

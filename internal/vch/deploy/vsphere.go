@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -90,6 +91,10 @@ type VSphere struct {
 	// ImageStorePath its directory, "[DATASTORE] PATH".
 	ImageStore     string `json:"image_store"`
 	ImageStorePath string `json:"image_store_path"`
+	// ImageStoreParents are the parent directories of ImageStorePath that
+	// vch create made ("[DATASTORE] PATH", outermost first): vch delete
+	// removes them, from the last, while they are empty.
+	ImageStoreParents []string `json:"image_store_parents,omitempty"`
 	// VolumeStores are the datastore volume stores (the ds:// entries of
 	// Config.VolumeStores), resolved.
 	VolumeStores []DatastoreVolumeStore `json:"volume_stores,omitempty"`
@@ -245,10 +250,11 @@ func checkImageStore(s string) error {
 	return nil
 }
 
-// prepareVSphere checks o (nothing is made) and returns the Config's
-// vSphere section, without the pool and folder paths yet, and the
-// credentials. InvalidArgument for bad options.
-func prepareVSphere(o VSphereOptions, getenv func(string) string) (*VSphere, Credentials, error) {
+// prepareVSphere checks o for the VCH name with the volume stores given
+// (nothing is made) and returns the Config's vSphere section, without the
+// pool and folder paths yet, and the credentials. InvalidArgument for bad
+// options.
+func prepareVSphere(o VSphereOptions, name string, volumeStores []string, getenv func(string) string) (*VSphere, Credentials, error) {
 	target, creds, err := ParseTarget(o.Target, getenv)
 	if err != nil {
 		return nil, Credentials{}, err
@@ -265,6 +271,15 @@ func prepareVSphere(o VSphereOptions, getenv func(string) string) (*VSphere, Cre
 	}
 	if err := checkImageStore(o.ImageStore); err != nil {
 		return nil, Credentials{}, err
+	}
+	ds, dir, _ := strings.Cut(strings.TrimSuffix(o.ImageStore, "/"), "/")
+	images := "[" + ds + "] " + cmp.Or(dir, name) // as the driver makes it
+	for _, vs := range volumeStores {
+		if IsDatastoreVolumeStore(vs) {
+			if err := checkOutsideImageStore(vs, images); err != nil {
+				return nil, Credentials{}, err
+			}
+		}
 	}
 	return &VSphere{
 		Target: target, Thumbprint: o.Thumbprint, Insecure: o.Insecure,
@@ -429,14 +444,17 @@ func (m *Manager) createOnVSphere(ctx context.Context, d *vsphere.Driver, c *Con
 	}
 	p := d.Paths()
 	v.ResourcePool, v.VMFolder, v.ImageStorePath = p.ResourcePool, p.VMFolder, p.ImageStore
-	for _, vs := range c.VolumeStores {
-		if IsDatastoreVolumeStore(vs) {
-			if err := checkOutsideImageStore(vs, p.ImageStore); err != nil {
-				return err
-			}
-		}
-	}
 	m.progress("Creating resource pool %s, VM folder %s and image store %s on %s", p.ResourcePool, p.VMFolder, p.ImageStore, v.Target)
+	if parent, ok := parentDir(p.ImageStore); ok {
+		// CreateVCH makes the parents too, and DeleteVCH removes the image
+		// store alone: made here, they are recorded for delete.
+		dirs, err := d.MakeDirectory(ctx, parent)
+		if err != nil {
+			return fmt.Errorf("vch: --image-store %s: %w", v.ImageStore, err)
+		}
+		made.dirs = append(made.dirs, dirs...)
+		v.ImageStoreParents = dirs
+	}
 	if err := d.CreateVCH(ctx); err != nil {
 		if errdefs.IsAlreadyExists(err) {
 			return fmt.Errorf("vch: a VCH named %s already exists on %s (or something else holds its names): %w", c.Name, v.Target, err)
@@ -477,15 +495,25 @@ func (m *Manager) createOnVSphere(ctx context.Context, d *vsphere.Driver, c *Con
 // undoVSphere removes what createOnVSphere made.
 func (m *Manager) undoVSphere(ctx context.Context, d *vsphere.Driver, made vsphereMade) error {
 	var errs []error
+	if made.vch {
+		errs = append(errs, d.DeleteVCH(ctx))
+	}
 	for _, dir := range slices.Backward(made.dirs) {
 		if _, err := d.RemoveDirectoryIfEmpty(ctx, dir); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if made.vch {
-		errs = append(errs, d.DeleteVCH(ctx))
-	}
 	return errors.Join(errs...)
+}
+
+// parentDir is the parent of the datastore path "[DS] a/b": "[DS] a";
+// false for a directory at the datastore's root.
+func parentDir(p string) (string, bool) {
+	i := strings.LastIndex(p, "/")
+	if i < 0 {
+		return "", false
+	}
+	return p[:i], true
 }
 
 // checkOutsideImageStore refuses a datastore volume store inside the
@@ -635,7 +663,7 @@ func (m *Manager) deleteOnVSphere(ctx context.Context, d *vsphere.Driver, c Conf
 	if err := d.DeleteVCH(ctx); err != nil {
 		return fmt.Errorf("vch: delete VCH %s on %s: %w", c.Name, v.Target, err)
 	}
-	var made []string
+	made := slices.Clone(v.ImageStoreParents)
 	for _, s := range v.VolumeStores {
 		if len(s.Made) == 0 {
 			m.progress("Leaving volume store %s at %s: vch did not make it", s.Name, s.Path)
