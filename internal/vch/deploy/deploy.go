@@ -23,6 +23,12 @@
 // removes exactly these (and generated certificates wherever they were
 // written), nothing else.
 //
+// A vSphere VCH (CreateOptions.VSphere, vch create --target) also has a
+// resource pool, a VM folder, an image store directory and datastore
+// volume store directories on its target, made by Create through the
+// vsphere driver and removed by Delete; its credentials are in
+// target.json alone. Its container VMs still run on this host's QEMU.
+//
 // It does not serve the Engine API (package vch and the personality do);
 // it runs `vch daemon` with flags built from the Config ([DaemonArgs]).
 package deploy
