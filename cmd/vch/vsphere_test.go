@@ -342,6 +342,7 @@ func TestVSphereLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("create: %v\n%s", err, out)
 	}
+	t.Logf("vch create:\n%s", out)
 	t.Cleanup(func() { vchRun(t, base, "delete", "vs1", "--force") })
 	if c := e.pool("vs1"); c == nil {
 		t.Fatal("no resource pool vs1")
@@ -411,6 +412,7 @@ func TestVSphereLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("vch ls:\n%s", out)
 	for _, w := range []string{"TARGET", "https://" + e.host + "/sdk", simCluster + "/Resources/vs1", "/DC0/vm/vs1", "[" + simDS + "] vs1", "vols:[" + simDS2 + "] vch/vols", "bridge=" + simPG + ",public=" + simPG2} {
 		if !strings.Contains(out, w) {
 			t.Errorf("ls does not show %q:\n%s", w, out)
@@ -457,6 +459,7 @@ func TestVSphereLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatalf("delete: %v\n%s", err, out)
 	}
+	t.Logf("vch delete:\n%s", out)
 	if got := e.inventory(); !slices.Equal(got, before) {
 		t.Errorf("after delete:\n got %v\nwant %v", got, before)
 	}
