@@ -10,7 +10,14 @@
 //	listener: ok SERVERMAC                    then the agent's stream
 //
 // with GUESTMAC = [GuestMAC](secret, NAME, NONCE) and SERVERMAC =
-// [ServerMAC](secret, NAME, NONCE), NONCE in the hex form sent. The
+// [ServerMAC](secret, NAME, NONCE), NONCE in the hex form sent.
+//
+// A serial port is connected long before its guest reads it (at
+// power-on), and a UART's start-up discards what it held, so the
+// listener's line may reach the guest cut or not at all. The guest then
+// sends an empty line, a nudge, and the listener sends the same line
+// again (at most MaxNudges times); the guest skips lines that are not a
+// listener's hello, and copies of that line, until its answer comes. The
 // secret never crosses the wire, only HMAC-SHA256 over a nonce the
 // listener chose for this connection, so a recorded hello is useless on
 // another one; the listener's answer lets the guest refuse a listener
@@ -28,7 +35,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+	"time"
 )
 
 // Protocol words and sizes.
@@ -42,6 +51,12 @@ const (
 	// MaxLine is the longest hello line either side accepts, in bytes
 	// without the '\n'.
 	MaxLine = 512
+	// MaxNudges is how often a guest may ask for the listener's line
+	// again, and how many other lines it skips.
+	MaxNudges = 8
+	// NudgeAfter is how long a guest waits for the listener's line
+	// before it nudges, where rw has read deadlines.
+	NudgeAfter = time.Second
 	// exitWord prefixes the message of ExitMark.
 	exitWord = "vch-exit v1 poweroff"
 )
@@ -88,38 +103,70 @@ func ParseSecret(s string) ([]byte, error) {
 var ErrRefused = errors.New("channel hello refused")
 
 // Guest runs the guest's side of the hello on rw for the VM named name
-// holding secret: it reads the listener's nonce, answers with its MAC and
-// checks the listener's. On success the agent protocol follows on rw;
-// nothing after the listener's line has been read. Errors wrap
-// ErrRefused, or are rw's read and write errors (io.EOF if the listener
-// hung up).
+// holding secret: it reads the listener's nonce (nudging as the package
+// doc says, and after NudgeAfter of silence if rw has SetReadDeadline),
+// answers with its MAC and checks the listener's. On success the agent
+// protocol follows on rw; nothing after the listener's line has been
+// read. Errors wrap ErrRefused, or are rw's read and write errors (io.EOF
+// if the listener hung up).
 func Guest(rw io.ReadWriter, name string, secret []byte) error {
 	if name == "" || strings.ContainsAny(name, " \n") {
 		return fmt.Errorf("serialauth: name %q: %w", name, ErrRefused)
 	}
-	line, err := ReadLine(rw)
-	if err != nil {
+	dl, _ := rw.(interface{ SetReadDeadline(time.Time) error })
+	nudge := func() error {
+		_, err := rw.Write([]byte("\n"))
 		return err
 	}
-	nonce, ok := strings.CutPrefix(line, Magic+" ")
-	if !ok || len(nonce) != 2*NonceBytes {
-		return fmt.Errorf("serialauth: listener's hello %.40q: %w", line, ErrRefused)
+	var hello, nonce string
+	for nudges := 0; hello == ""; {
+		if dl != nil {
+			_ = dl.SetReadDeadline(time.Now().Add(NudgeAfter))
+		}
+		line, err := ReadLine(rw)
+		if err != nil && !(dl != nil && errors.Is(err, os.ErrDeadlineExceeded)) {
+			return err
+		}
+		if err == nil {
+			if n, ok := strings.CutPrefix(line, Magic+" "); ok {
+				if len(n) != 2*NonceBytes {
+					return fmt.Errorf("serialauth: listener's hello %.40q: %w", line, ErrRefused)
+				}
+				if _, err := hex.DecodeString(n); err != nil {
+					return fmt.Errorf("serialauth: listener's nonce is not hex: %w", ErrRefused)
+				}
+				hello, nonce = line, n
+				break
+			}
+		}
+		// Silence, or a cut line: ask again.
+		if nudges++; nudges > MaxNudges {
+			return fmt.Errorf("serialauth: no hello from the listener after %d nudges: %w", MaxNudges, ErrRefused)
+		}
+		if err := nudge(); err != nil {
+			return err
+		}
 	}
-	if _, err := hex.DecodeString(nonce); err != nil {
-		return fmt.Errorf("serialauth: listener's nonce is not hex: %w", ErrRefused)
+	if dl != nil {
+		_ = dl.SetReadDeadline(time.Time{})
 	}
 	if _, err := fmt.Fprintf(rw, "%s %s %s\n", Magic, name, GuestMAC(secret, name, nonce)); err != nil {
 		return err
 	}
-	line, err = ReadLine(rw)
-	if err != nil {
-		return err
+	for copies := 0; ; copies++ {
+		line, err := ReadLine(rw)
+		if err != nil {
+			return err
+		}
+		if line == hello && copies < MaxNudges {
+			continue // the answer to a nudge that crossed our reply
+		}
+		got, ok := strings.CutPrefix(line, "ok ")
+		if !ok || !hmac.Equal([]byte(got), []byte(ServerMAC(secret, name, nonce))) {
+			return fmt.Errorf("serialauth: the listener does not hold the VM's secret: %w", ErrRefused)
+		}
+		return nil
 	}
-	got, ok := strings.CutPrefix(line, "ok ")
-	if !ok || !hmac.Equal([]byte(got), []byte(ServerMAC(secret, name, nonce))) {
-		return fmt.Errorf("serialauth: the listener does not hold the VM's secret: %w", ErrRefused)
-	}
-	return nil
 }
 
 // ReadLine reads one line from r up to and without its '\n', at most

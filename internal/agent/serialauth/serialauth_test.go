@@ -9,6 +9,8 @@ import (
 	"net"
 	"strings"
 	"testing"
+
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // listener plays the listener's side on c for a VM name holding secret,
@@ -39,7 +41,7 @@ func TestGuest(t *testing.T) {
 	nonce := strings.Repeat("ab", NonceBytes)
 	good := func(n string) string { return "ok " + ServerMAC(secret, "c1", n) }
 	t.Run("good", func(t *testing.T) {
-		g, l := net.Pipe()
+		g, l := testenv.SocketPair(t)
 		done := listener(l, nonce, "c1", secret, good)
 		if err := Guest(g, "c1", secret); err != nil {
 			t.Fatal(err)
@@ -61,7 +63,7 @@ func TestGuest(t *testing.T) {
 	}
 	for name, answer := range refused {
 		t.Run(name, func(t *testing.T) {
-			g, l := net.Pipe()
+			g, l := testenv.SocketPair(t)
 			done := listener(l, nonce, "c1", secret, answer)
 			if err := Guest(g, "c1", secret); !errors.Is(err, ErrRefused) {
 				t.Errorf("Guest = %v, want ErrRefused", err)
@@ -75,10 +77,10 @@ func TestGuest(t *testing.T) {
 func TestGuestBadListener(t *testing.T) {
 	secret := bytes.Repeat([]byte{7}, SecretBytes)
 	for name, hello := range map[string]string{
-		"other magic":   "vch-channel v2 " + strings.Repeat("ab", NonceBytes) + "\n",
 		"short nonce":   Magic + " abcd\n",
 		"nonce not hex": Magic + " " + strings.Repeat("zz", NonceBytes) + "\n",
 		"long line":     Magic + " " + strings.Repeat("a", 2*MaxLine) + "\n",
+		"only garbage":  strings.Repeat("GET / HTTP/1.0\n", MaxNudges+1),
 	} {
 		t.Run(name, func(t *testing.T) {
 			rw := struct {
@@ -104,6 +106,52 @@ func TestGuestBadListener(t *testing.T) {
 			t.Errorf("Guest = %v, want ErrRefused", err)
 		}
 	})
+}
+
+// TestGuestNudges plays a listener whose first line the guest's UART cut
+// (or lost): the guest asks again with an empty line, skips a copy that
+// crossed its answer, and the hello succeeds.
+func TestGuestNudges(t *testing.T) {
+	secret := bytes.Repeat([]byte{7}, SecretBytes)
+	nonce := strings.Repeat("cd", NonceBytes)
+	line := Magic + " " + nonce + "\n"
+	for name, first := range map[string]string{
+		"cut":  line[5:],
+		"lost": "", // nothing: the guest nudges after NudgeAfter
+	} {
+		t.Run(name, func(t *testing.T) {
+			g, l := testenv.SocketPair(t)
+			done := make(chan error, 1)
+			go func() {
+				defer l.Close()
+				if first != "" {
+					io.WriteString(l, first)
+				}
+				got, err := ReadLine(l)
+				if err != nil || got != "" {
+					done <- fmt.Errorf("want a nudge, got %q, %v", got, err)
+					return
+				}
+				// The line again, and once more as if a second nudge had
+				// crossed the guest's answer.
+				io.WriteString(l, line+line)
+				got, err = ReadLine(l)
+				if want := Magic + " c1 " + GuestMAC(secret, "c1", nonce); err != nil || got != want {
+					done <- fmt.Errorf("guest's hello %q, %v; want %q", got, err, want)
+					return
+				}
+				io.WriteString(l, "ok "+ServerMAC(secret, "c1", nonce)+"\n")
+				done <- nil
+			}()
+			if err := Guest(g, "c1", secret); err != nil {
+				t.Fatal(err)
+			}
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			g.Close()
+		})
+	}
 }
 
 func TestParseSecret(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"time"
@@ -125,18 +126,36 @@ func (d *Driver) hello(c net.Conn) {
 // handshake runs the hello on c; on success c went to its waiter.
 // Returns the name claimed, if any, with the error.
 func (d *Driver) handshake(c net.Conn) (string, error) {
-	_ = c.SetDeadline(time.Now().Add(helloTimeout))
+	// A VM's serial port connects at power-on, long before its guest
+	// reads it: the first line may wait for the whole boot.
+	_ = c.SetDeadline(time.Now().Add(d.cfg.ConnectTimeout))
 	nb := make([]byte, nonceBytes)
 	if _, err := rand.Read(nb); err != nil {
 		return "", err
 	}
 	nonce := hex.EncodeToString(nb)
-	if _, err := fmt.Fprintf(c, "%s %s\n", helloMagic, nonce); err != nil {
+	hello := fmt.Sprintf("%s %s\n", helloMagic, nonce)
+	if _, err := io.WriteString(c, hello); err != nil {
 		return "", errHello("write nonce: " + err.Error())
 	}
-	line, err := readLine(c, maxHello)
-	if err != nil {
-		return "", err
+	// An empty line is the guest's nudge (its UART cut or lost the
+	// first copy): the same line again, a bounded number of times.
+	var line string
+	for nudges := 0; ; nudges++ {
+		var err error
+		if line, err = readLine(c, maxHello); err != nil {
+			return "", err
+		}
+		_ = c.SetDeadline(time.Now().Add(helloTimeout))
+		if line != "" {
+			break
+		}
+		if nudges == serialauth.MaxNudges {
+			return "", errHello("too many nudges")
+		}
+		if _, err := io.WriteString(c, hello); err != nil {
+			return "", errHello("write nonce: " + err.Error())
+		}
 	}
 	f := strings.Split(line, " ")
 	if len(f) != 4 || f[0]+" "+f[1] != helloMagic || f[2] == "" || len(f[3]) != 2*sha256.Size {

@@ -1,0 +1,67 @@
+package vsphere
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vchproject/vch/internal/agent/serialauth"
+)
+
+// TestHandshakeNudges: the guest's side of package serialauth against the
+// driver's, over a connection whose first line the guest "lost": it
+// nudges, the driver sends the same nonce line again, and the channel is
+// handed to the waiting Start; a peer that only nudges is refused.
+func TestHandshakeNudges(t *testing.T) {
+	d := &Driver{cfg: Config{ConnectTimeout: 5 * time.Second}, waiting: map[string]*waiter{}, vms: map[string]*vm{}}
+	w, err := d.expect("c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, guest := net.Pipe()
+	res := make(chan error, 1)
+	go func() {
+		_, err := d.handshake(host)
+		res <- err
+	}()
+	first, err := serialauth.ReadLine(guest)
+	if err != nil || !strings.HasPrefix(first, helloMagic+" ") {
+		t.Fatalf("first line %q, %v", first, err)
+	}
+	if err := serialauth.Guest(guest, "c1", w.secret); err != nil {
+		// The guest saw no hello yet (the first went to the test):
+		// it must have nudged and got the same line again.
+		t.Fatalf("Guest after a lost first line: %v", err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	select {
+	case <-w.conn:
+	default:
+		t.Fatal("the channel was not handed to the waiting Start")
+	}
+
+	w2, _ := d.expect("c2")
+	host, guest = net.Pipe()
+	go func() {
+		_, err := d.handshake(host)
+		res <- err
+	}()
+	go func() {
+		for i := 0; i <= serialauth.MaxNudges+1; i++ {
+			if _, err := serialauth.ReadLine(guest); err != nil {
+				return
+			}
+			guest.Write([]byte("\n"))
+		}
+	}()
+	var eh errHello
+	if err := <-res; !errors.As(err, &eh) {
+		t.Errorf("a peer that only nudges: handshake = %v, want refused", err)
+	}
+	guest.Close()
+	d.unexpect(w2)
+}
