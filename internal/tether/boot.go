@@ -57,12 +57,18 @@ func run(logger *slog.Logger) error {
 	if err := mountKernelFS(); err != nil {
 		return err
 	}
-	if c, err := os.OpenFile("/dev/console", os.O_RDWR, 0); err == nil {
+	console := func() bool {
+		c, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
+		if err != nil {
+			return false
+		}
 		for fd := 0; fd <= 2; fd++ {
 			_ = unix.Dup2(int(c.Fd()), fd)
 		}
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "tether")
+		return true
 	}
+	hasConsole := console()
 	// The container cgroup's hierarchy is made at boot, so a VM restored
 	// from a template has it and a container's setup only writes limits.
 	if err := prepareCgroup(); err != nil {
@@ -73,13 +79,32 @@ func run(logger *slog.Logger) error {
 	if err := loadModules(logger, func(name string) bool { return !template || slices.Contains(wire.ChannelModules, name) }); err != nil {
 		return err
 	}
-	port, err := waitPort(ctx)
+	if !hasConsole {
+		// A console on a module's device (console=hvc0) exists now.
+		console()
+	}
+	cmdline, _ := os.ReadFile("/proc/cmdline")
+	channel, err := parseChannel(string(cmdline))
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(port, os.O_RDWR, 0)
-	if err != nil {
-		return fmt.Errorf("tether: open channel %s: %w", port, err)
+	var port string
+	var f *os.File
+	if channel.serial {
+		if template {
+			return errors.New("tether: a template guest's channel is the virtio-serial port, not a serial line")
+		}
+		if f, err = openSerialChannel(channel); err != nil {
+			return err
+		}
+		port = "/dev/" + channel.device
+	} else {
+		if port, err = waitPort(ctx); err != nil {
+			return err
+		}
+		if f, err = os.OpenFile(port, os.O_RDWR, 0); err != nil {
+			return fmt.Errorf("tether: open channel %s: %w", port, err)
+		}
 	}
 	var order []string
 	var spares *spareNamespace

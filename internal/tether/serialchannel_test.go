@@ -1,0 +1,105 @@
+package tether
+
+import (
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+
+	"github.com/vchproject/vch/internal/agent/serialauth"
+)
+
+func TestParseChannel(t *testing.T) {
+	gi := EncodeGuestinfo(map[string]string{guestinfoName: "c1", guestinfoSecret: "ab"})
+	c, err := parseChannel("console=hvc0 vch.channel=serial quiet " + GuestinfoParam + "=" + gi)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.serial || c.device != "ttyS0" || c.guestinfo[guestinfoName] != "c1" || c.guestinfo[guestinfoSecret] != "ab" {
+		t.Errorf("parseChannel = %+v", c)
+	}
+	if c, err := parseChannel("console=ttyS0 quiet"); err != nil || c.serial {
+		t.Errorf("no channel words: %+v, %v; want the virtio port", c, err)
+	}
+	if c, _ := parseChannel("vch.channel=serial vch.channel.device=ttyS1"); c.device != "ttyS1" {
+		t.Errorf("device = %q, want ttyS1", c.device)
+	}
+	for _, bad := range []string{"vch.channel=usb", "vch.channel.device=../sda", "vch.guestinfo=!!", "vch.guestinfo=" + EncodeGuestinfo(nil)[:2]} {
+		if _, err := parseChannel(bad); err == nil {
+			t.Errorf("parseChannel(%q) accepted", bad)
+		}
+	}
+}
+
+// TestSerialChannel runs openSerialChannel on a pty standing in for the
+// UART: raw mode (a '\n' arrives as itself, no echo) and the hello
+// against the listener's side, written here from the package doc.
+func TestSerialChannel(t *testing.T) {
+	ptm, pts, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptm.Close()
+	name := strings.TrimPrefix(pts.Name(), "/dev/")
+	defer pts.Close() // held, or the master reads EIO until the guest opens it
+	secret := strings.Repeat("5a", serialauth.SecretBytes)
+	key, _ := serialauth.ParseSecret(secret)
+	nonce := strings.Repeat("01", serialauth.NonceBytes)
+	c := channelChoice{serial: true, device: name, guestinfo: map[string]string{guestinfoName: "c9", guestinfoSecret: secret}}
+
+	type opened struct {
+		f   *os.File
+		err error
+	}
+	res := make(chan opened, 1)
+	go func() {
+		f, err := openSerialChannel(c)
+		res <- opened{f, err}
+	}()
+	// The guest nudges after a second of silence; then the line.
+	got, err := serialauth.ReadLine(ptm)
+	if err != nil || got != "" {
+		t.Fatalf("want the guest's nudge, got %q, %v", got, err)
+	}
+	io.WriteString(ptm, serialauth.Magic+" "+nonce+"\n")
+	got, err = serialauth.ReadLine(ptm)
+	if want := serialauth.Magic + " c9 " + serialauth.GuestMAC(key, "c9", nonce); err != nil || got != want {
+		t.Fatalf("guest's hello %q, %v; want %q (raw mode: no echo, no CR)", got, err, want)
+	}
+	io.WriteString(ptm, "ok "+serialauth.ServerMAC(key, "c9", nonce)+"\n")
+	var o opened
+	select {
+	case o = <-res:
+	case <-time.After(10 * time.Second):
+		t.Fatal("openSerialChannel did not return")
+	}
+	if o.err != nil {
+		t.Fatal(o.err)
+	}
+	defer o.f.Close()
+	tio, err := unix.IoctlGetTermios(int(o.f.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tio.Lflag&(unix.ECHO|unix.ICANON) != 0 || tio.Oflag&unix.OPOST != 0 || tio.Iflag&unix.IXON != 0 {
+		t.Errorf("serial channel not raw: %+v", tio)
+	}
+
+	// A listener without the secret is refused.
+	go func() {
+		_, err := openSerialChannel(c)
+		res <- opened{nil, err}
+	}()
+	serialauth.ReadLine(ptm)
+	io.WriteString(ptm, serialauth.Magic+" "+nonce+"\n")
+	serialauth.ReadLine(ptm)
+	io.WriteString(ptm, "ok "+serialauth.ServerMAC(make([]byte, serialauth.SecretBytes), "c9", nonce)+"\n")
+	if o := <-res; !errors.Is(o.err, serialauth.ErrRefused) {
+		t.Errorf("openSerialChannel with a listener lacking the secret = %v, want ErrRefused", o.err)
+	}
+}
