@@ -57,18 +57,12 @@ func run(logger *slog.Logger) error {
 	if err := mountKernelFS(); err != nil {
 		return err
 	}
-	console := func() bool {
-		c, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
-		if err != nil {
-			return false
-		}
+	if c, err := os.OpenFile("/dev/console", os.O_RDWR, 0); err == nil {
 		for fd := 0; fd <= 2; fd++ {
 			_ = unix.Dup2(int(c.Fd()), fd)
 		}
 		logger = slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "tether")
-		return true
 	}
-	hasConsole := console()
 	// The container cgroup's hierarchy is made at boot, so a VM restored
 	// from a template has it and a container's setup only writes limits.
 	if err := prepareCgroup(); err != nil {
@@ -78,10 +72,6 @@ func run(logger *slog.Logger) error {
 	template := isTemplate()
 	if err := loadModules(logger, func(name string) bool { return !template || slices.Contains(wire.ChannelModules, name) }); err != nil {
 		return err
-	}
-	if !hasConsole {
-		// A console on a module's device (console=hvc0) exists now.
-		console()
 	}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	channel, err := parseChannel(string(cmdline))

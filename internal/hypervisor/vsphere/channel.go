@@ -139,19 +139,27 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 		return "", errHello("write nonce: " + err.Error())
 	}
 	// An empty line is the guest's nudge (its UART cut or lost the
-	// first copy): the same line again, a bounded number of times.
+	// first copy): the same line again. Our own line, whole or its end,
+	// is an echo from a terminal not yet raw: skipped. Both a bounded
+	// number of times.
 	var line string
-	for nudges := 0; ; nudges++ {
+	for skipped := 0; ; skipped++ {
 		var err error
 		if line, err = readLine(c, maxHello); err != nil {
 			return "", err
 		}
 		_ = c.SetDeadline(time.Now().Add(helloTimeout))
-		if line != "" {
+		// (A terminal's echo ends in "\r\n".)
+		e := strings.TrimSuffix(line, "\r")
+		echo := e != "" && strings.HasSuffix(strings.TrimSuffix(hello, "\n"), e)
+		if line != "" && !echo {
 			break
 		}
-		if nudges == serialauth.MaxNudges {
-			return "", errHello("too many nudges")
+		if skipped == serialauth.MaxNudges {
+			return "", errHello("too many nudges or echoes")
+		}
+		if echo {
+			continue
 		}
 		if _, err := io.WriteString(c, hello); err != nil {
 			return "", errHello("write nonce: " + err.Error())

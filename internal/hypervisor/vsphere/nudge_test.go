@@ -2,6 +2,7 @@ package vsphere
 
 import (
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -13,7 +14,8 @@ import (
 // TestHandshakeNudges: the guest's side of package serialauth against the
 // driver's, over a connection whose first line the guest "lost": it
 // nudges, the driver sends the same nonce line again, and the channel is
-// handed to the waiting Start; a peer that only nudges is refused.
+// handed to the waiting Start; an echo of the driver's line is skipped;
+// a peer that only nudges is refused.
 func TestHandshakeNudges(t *testing.T) {
 	d := &Driver{cfg: Config{ConnectTimeout: 5 * time.Second}, waiting: map[string]*waiter{}, vms: map[string]*vm{}}
 	w, err := d.expect("c1")
@@ -42,6 +44,28 @@ func TestHandshakeNudges(t *testing.T) {
 	case <-w.conn:
 	default:
 		t.Fatal("the channel was not handed to the waiting Start")
+	}
+
+	// A terminal not yet raw echoes the listener's line (its end, with
+	// "\r\n"): skipped, not refused.
+	w3, _ := d.expect("c3")
+	host, guest = net.Pipe()
+	go func() {
+		_, err := d.handshake(host)
+		res <- err
+	}()
+	first, err = serialauth.ReadLine(guest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(guest, first[3:]+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := serialauth.Guest(guest, "c3", w3.secret); err != nil {
+		t.Fatalf("Guest after an echo: %v", err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("handshake after an echo: %v", err)
 	}
 
 	w2, _ := d.expect("c2")
