@@ -100,6 +100,14 @@ type Publisher interface {
 	Publish(portlayer.Event)
 }
 
+// eventFunc publishes a container event (Service.event); the areas that
+// emit events hold it instead of the service.
+type eventFunc func(action string, rec portlayer.Container, extra map[string]string)
+
+// lookupFunc resolves a container as Service.lookup does (it takes the
+// service's lock, so a caller must not hold a container's).
+type lookupFunc func(idOrName string) (*container, error)
+
 // event publishes a container event with its attributes: name, image
 // (the reference the user gave) and any extra ones.
 func (s *Service) event(action string, rec portlayer.Container, extra map[string]string) {
@@ -134,7 +142,18 @@ const (
 	powerOffTimeout = 10 * time.Second
 )
 
-// Service implements portlayer.Compute and portlayer.Interaction.
+// Service implements portlayer.Compute and portlayer.Interaction, and
+// the port layer's optional areas (Pauser, Restarter, Monitor, Updater,
+// NetworkConnector; Execs and Archives through their own types). It
+// owns the container table and every container's lifecycle (create,
+// start, supervise, stop, kill, remove; lifecycle.go) and composes the
+// areas that can be read alone, each holding only what it uses:
+//
+//   - execs (Execs, exec.go): processes beside the main one;
+//   - monitor (monitor.go): top and stats of a running guest;
+//   - updater (update.go): changes to a container after its creation;
+//
+// Their exported methods on Service delegate to them.
 type Service struct {
 	cfg    Config
 	driver hypervisor.Driver
@@ -149,6 +168,8 @@ type Service struct {
 	mu         sync.Mutex
 	containers map[string]*container  // by ID
 	execs      *Execs                 // the exec area
+	mon        *monitor               // the monitoring area
+	upd        *updater               // the update area
 	bindRoots  []string               // Config.BindRoots with links resolved
 	claims     map[string]volumeClaim // volumes held by a container's VM, by container ID
 	claimSeq   uint64
@@ -217,6 +238,8 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		return nil, err
 	}
 	s.execs = &Execs{s: s, byID: map[string]*execRec{}}
+	s.mon = &monitor{lookup: s.lookup}
+	s.upd = &updater{lookup: s.lookup, recs: recs, event: s.event, defaultMemoryMiB: cfg.DefaultMemoryMiB, defaultCPUs: cfg.DefaultCPUs}
 	for _, rec := range all {
 		s.containers[rec.ID] = s.newContainer(rec)
 	}
@@ -460,12 +483,13 @@ func (s *Service) nameTakenLocked(name, exceptID string) (string, bool) {
 }
 
 // checkVMSize refuses limits whose VM would pass the hypervisor's bounds
-// (InvalidArgument naming the size).
-func (s *Service) checkVMSize(spec portlayer.ContainerSpec) error {
-	if mem := spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB); mem > hypervisor.MaxMemoryMiB {
+// (InvalidArgument naming the size); defaultMiB and defaultCPUs size a
+// VM the spec does not size (Config.DefaultMemoryMiB, DefaultCPUs).
+func checkVMSize(spec portlayer.ContainerSpec, defaultMiB, defaultCPUs int) error {
+	if mem := spec.VMMemoryMiB(defaultMiB); mem > hypervisor.MaxMemoryMiB {
 		return fmt.Errorf("compute: a memory limit of %d bytes needs a VM of %d MiB, above the largest, %d MiB: %w", spec.Limits.MemoryBytes, mem, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
 	}
-	if cpus := spec.VMCPUs(s.cfg.DefaultCPUs); cpus > hypervisor.MaxCPUs {
+	if cpus := spec.VMCPUs(defaultCPUs); cpus > hypervisor.MaxCPUs {
 		return fmt.Errorf("compute: a CPU limit of %d nano CPUs needs %d vCPUs, above the most, %d: %w", spec.Limits.NanoCPUs, cpus, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
 	}
 	return nil
@@ -482,7 +506,7 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	if spec.CPUs < 0 || spec.CPUs > hypervisor.MaxCPUs {
 		return portlayer.Container{}, fmt.Errorf("compute: %d CPUs outside 1..%d: %w", spec.CPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
 	}
-	if err := s.checkVMSize(spec); err != nil {
+	if err := checkVMSize(spec, s.cfg.DefaultMemoryMiB, s.cfg.DefaultCPUs); err != nil {
 		return portlayer.Container{}, err
 	}
 	if err := checkProcessSize(processFor(spec)); err != nil {

@@ -13,8 +13,35 @@ import (
 // gets Unavailable, never a hung API call.
 const monitorTimeout = 10 * time.Second
 
-func (s *Service) runningGuest(idOrName string) (*container, *agent.Client, error) {
-	c, err := s.lookup(idOrName)
+var (
+	_ portlayer.Monitor = (*Service)(nil)
+	_ portlayer.Monitor = (*monitor)(nil)
+)
+
+// Top implements portlayer.Monitor from the guest's /proc.
+func (s *Service) Top(ctx context.Context, idOrName string) ([]portlayer.ProcessInfo, error) {
+	return s.mon.Top(ctx, idOrName)
+}
+
+// Stats implements portlayer.Monitor from the guest's counters.
+func (s *Service) Stats(ctx context.Context, idOrName string) (portlayer.StatsSample, error) {
+	return s.mon.Stats(ctx, idOrName)
+}
+
+// monitor is compute's monitoring area: what runs in a running
+// container's guest (its processes, top) and what its VM uses (stats),
+// asked of the guest's agent within monitorTimeout. It owns no state: it
+// finds the container through lookup and takes its guest connection
+// under the container's lock, which it does not hold while the guest
+// answers.
+type monitor struct {
+	lookup lookupFunc
+}
+
+// runningGuest is the guest connection of a running container: Conflict
+// (ReasonPaused, ReasonNotRunning) otherwise, decided under c.mu.
+func (m *monitor) runningGuest(idOrName string) (*container, *agent.Client, error) {
+	c, err := m.lookup(idOrName)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -33,9 +60,9 @@ func (s *Service) runningGuest(idOrName string) (*container, *agent.Client, erro
 	return c, c.guest, nil
 }
 
-// Top implements portlayer.Monitor from the guest's /proc.
-func (s *Service) Top(ctx context.Context, idOrName string) ([]portlayer.ProcessInfo, error) {
-	_, g, err := s.runningGuest(idOrName)
+// Top is Service.Top.
+func (m *monitor) Top(ctx context.Context, idOrName string) ([]portlayer.ProcessInfo, error) {
+	_, g, err := m.runningGuest(idOrName)
 	if err != nil {
 		return nil, err
 	}
@@ -61,9 +88,9 @@ func (s *Service) Top(ctx context.Context, idOrName string) ([]portlayer.Process
 	return out, nil
 }
 
-// Stats implements portlayer.Monitor from the guest's counters.
-func (s *Service) Stats(ctx context.Context, idOrName string) (portlayer.StatsSample, error) {
-	_, g, err := s.runningGuest(idOrName)
+// Stats is Service.Stats.
+func (m *monitor) Stats(ctx context.Context, idOrName string) (portlayer.StatsSample, error) {
+	_, g, err := m.runningGuest(idOrName)
 	if err != nil {
 		return portlayer.StatsSample{}, err
 	}

@@ -8,7 +8,10 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
-var _ portlayer.Updater = (*Service)(nil)
+var (
+	_ portlayer.Updater = (*Service)(nil)
+	_ portlayer.Updater = (*updater)(nil)
+)
 
 // Update implements portlayer.Updater. The restart policy changes in any
 // state and counts from the next exit. Resource limits change at once in
@@ -17,7 +20,27 @@ var _ portlayer.Updater = (*Service)(nil)
 // explicit VM size (MemoryMiB, CPUs) changes only while no VM runs
 // (created or exited).
 func (s *Service) Update(ctx context.Context, idOrName string, u portlayer.ContainerUpdate) (portlayer.Container, error) {
-	c, err := s.lookup(idOrName)
+	return s.upd.Update(ctx, idOrName, u)
+}
+
+// updater is compute's update area: the changes a container takes after
+// its creation (its restart policy, resource limits, VM size and front
+// end annotations), checked against its state and applied to its record
+// and, for limits, to its running guest, all under the container's
+// lock. It owns the rules of what may change in which state; the record
+// store, the VCH's default VM size and the event sink are what it uses.
+type updater struct {
+	lookup lookupFunc
+	recs   *records
+	event  eventFunc
+	// defaultMemoryMiB and defaultCPUs size the VM of a container that
+	// sets no size (Config.DefaultMemoryMiB, DefaultCPUs).
+	defaultMemoryMiB, defaultCPUs int
+}
+
+// Update is Service.Update.
+func (up *updater) Update(ctx context.Context, idOrName string, u portlayer.ContainerUpdate) (portlayer.Container, error) {
+	c, err := up.lookup(idOrName)
 	if err != nil {
 		return portlayer.Container{}, err
 	}
@@ -41,13 +64,13 @@ func (s *Service) Update(ctx context.Context, idOrName string, u portlayer.Conta
 	if u.Limits != nil {
 		rec.Spec.Limits = *u.Limits
 	}
-	if err := s.checkVMSize(rec.Spec); err != nil {
+	if err := checkVMSize(rec.Spec, up.defaultMemoryMiB, up.defaultCPUs); err != nil {
 		return portlayer.Container{}, err
 	}
 	sized := rec.Spec.MemoryMiB != c.rec.Spec.MemoryMiB || rec.Spec.CPUs != c.rec.Spec.CPUs
 	if running && (sized || rec.Spec.Limits != c.rec.Spec.Limits) {
-		bootMiB, bootCPUs := c.rec.Spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB), c.rec.Spec.VMCPUs(s.cfg.DefaultCPUs)
-		mem, cpus := rec.Spec.VMMemoryMiB(s.cfg.DefaultMemoryMiB), rec.Spec.VMCPUs(s.cfg.DefaultCPUs)
+		bootMiB, bootCPUs := c.rec.Spec.VMMemoryMiB(up.defaultMemoryMiB), c.rec.Spec.VMCPUs(up.defaultCPUs)
+		mem, cpus := rec.Spec.VMMemoryMiB(up.defaultMemoryMiB), rec.Spec.VMCPUs(up.defaultCPUs)
 		if mem > bootMiB || cpus > bootCPUs || sized {
 			e := portlayer.ContainerState("update", c.id[:12], portlayer.ReasonVMSize).(*portlayer.Error)
 			e.Value = fmt.Sprintf("%d MiB and %d vCPU", bootMiB, bootCPUs)
@@ -71,10 +94,10 @@ func (s *Service) Update(ctx context.Context, idOrName string, u portlayer.Conta
 		}
 		rec.Spec.Annotations[k] = v
 	}
-	if err := s.recs.put(rec); err != nil {
+	if err := up.recs.put(rec); err != nil {
 		return portlayer.Container{}, err
 	}
 	c.rec = rec
-	s.event("update", rec, nil)
+	up.event("update", rec, nil)
 	return rec, nil
 }
