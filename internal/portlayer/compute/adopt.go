@@ -142,15 +142,6 @@ func (s *Service) killOrphan(c *container) {
 	<-vm.Done()
 }
 
-// guestHandlers serve a container's guest's requests (DNS).
-func (s *Service) guestHandlers(id string) agent.Handlers {
-	var h agent.Handlers
-	if s.cfg.Network != nil {
-		h.DNS = func(ctx context.Context, q []byte) ([]byte, error) { return s.cfg.Network.Resolve(ctx, id, q) }
-	}
-	return h
-}
-
 // readopt takes back the VM of a container recorded as running or paused
 // and supervises its run. On error no VM of it runs any more.
 func (s *Service) readopt(c *container) error {
@@ -172,7 +163,7 @@ func (s *Service) readopt(c *container) error {
 		}
 		_ = vm.Kill()
 		<-vm.Done()
-		s.unplumb(c.id)
+		s.net.unplumb(c.id)
 		return err
 	}
 	// Adopt returns the VM running (a frozen guest cannot take its
@@ -182,7 +173,7 @@ func (s *Service) readopt(c *container) error {
 	if paused && pauser == nil {
 		return fail(fmt.Errorf("compute: the VM was paused and the driver cannot pause it: %w", errdefs.ErrNotImplemented))
 	}
-	g, err = agent.DialWith(ctx, vm.Channel(), s.guestHandlers(c.id))
+	g, err = agent.DialWith(ctx, vm.Channel(), s.net.guestHandlers(c.id))
 	if err != nil {
 		return fail(err)
 	}
@@ -208,24 +199,9 @@ func (s *Service) readopt(c *container) error {
 		return fail(err)
 	}
 	slots := slotsFrom(run.NICs)
-	ports := rec.Ports
-	if s.cfg.Network != nil && (len(slots) > 0 || len(rec.Endpoints) > 0) {
-		taps := make([]string, len(slots))
-		for i, sl := range slots {
-			taps[i] = sl.tap
-		}
-		if err := s.cfg.Network.Restore(ctx, c.id, rec.Spec.Name, taps, rec.Endpoints); err != nil {
-			return fail(err)
-		}
-		if target := portTarget(rec.Endpoints); len(rec.Ports) > 0 && target.IsValid() {
-			// The same host ports as before; one taken meanwhile is lost,
-			// as the container keeps running.
-			ports, err = s.cfg.Network.Publish(ctx, c.id, target, rec.Ports)
-			if err != nil {
-				s.logger.Warn("published ports not restored", "container", c.id, "err", err)
-				ports = nil
-			}
-		}
+	ports, err := s.net.restore(ctx, c, rec, slots)
+	if err != nil {
+		return fail(err)
 	}
 	token, err := s.claimVolumes(ctx, c, rec)
 	if err != nil {

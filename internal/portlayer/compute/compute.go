@@ -150,6 +150,8 @@ const (
 // areas that can be read alone, each holding only what it uses:
 //
 //   - execs (Execs, exec.go): processes beside the main one;
+//   - networking (network.go): a container VM's NICs, its networks and
+//     published ports, connect and disconnect while it runs;
 //   - monitor (monitor.go): top and stats of a running guest;
 //   - updater (update.go): changes to a container after its creation;
 //
@@ -168,6 +170,7 @@ type Service struct {
 	mu         sync.Mutex
 	containers map[string]*container  // by ID
 	execs      *Execs                 // the exec area
+	net        *networking            // the network area
 	mon        *monitor               // the monitoring area
 	upd        *updater               // the update area
 	bindRoots  []string               // Config.BindRoots with links resolved
@@ -238,6 +241,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		return nil, err
 	}
 	s.execs = &Execs{s: s, byID: map[string]*execRec{}}
+	s.net = &networking{plumber: cfg.Network, networks: cfg.Networks, recs: recs, lookup: s.lookup, logger: s.logger}
 	s.mon = &monitor{lookup: s.lookup}
 	s.upd = &updater{lookup: s.lookup, recs: recs, event: s.event, defaultMemoryMiB: cfg.DefaultMemoryMiB, defaultCPUs: cfg.DefaultCPUs}
 	for _, rec := range all {
@@ -666,21 +670,7 @@ func (s *Service) Rename(ctx context.Context, idOrName, newName string) error {
 	if err := s.recs.put(rec); err != nil {
 		return err
 	}
-	if s.cfg.Network != nil && len(rec.Endpoints) > 0 {
-		s.cfg.Network.Rename(c.id, old, newName)
-		eps := make([]portlayer.Endpoint, len(rec.Endpoints))
-		for i, ep := range rec.Endpoints {
-			ep.ContainerName = newName
-			names := make([]string, len(ep.DNSNames))
-			for j, n := range ep.DNSNames {
-				if n == old {
-					n = newName
-				}
-				names[j] = n
-			}
-			ep.DNSNames = names
-			eps[i] = ep
-		}
+	if eps, ok := s.net.renameEndpoints(c.id, old, newName, rec.Endpoints); ok {
 		rec.Endpoints = eps
 		_ = s.recs.put(rec)
 	}

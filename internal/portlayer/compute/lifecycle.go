@@ -317,7 +317,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 		g.Close()
 		_ = vm.Kill()
 		<-vm.Done()
-		s.unplumb(c.id)
+		s.net.unplumb(c.id)
 		return portlayer.NoSuchContainer(idOrName)
 	}
 	// The previous run's FinishedAt stays while the container runs: it is
@@ -445,7 +445,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		spec.Kernel, spec.Initrd = s.cfg.ShareKernel, s.cfg.ShareInitrd
 	}
 	shape := spec
-	shape.NICs = make([]hypervisor.NIC, s.nicCount(rec))
+	shape.NICs = make([]hypervisor.NIC, s.net.nicCount(rec))
 	var vm hypervisor.VM
 	var g *agent.Client
 	var plumbed *plumbing
@@ -461,14 +461,14 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		}
 	}
 	if vm == nil {
-		if plumbed, err = s.plumb(ctx, c, rec, nil); err != nil {
+		if plumbed, err = s.net.plumb(ctx, c, rec, nil); err != nil {
 			return nil, nil, nil, nil, err
 		}
 		spec.NICs = plumbed.nics
 		vm, err = s.vms.Start(ctx, spec)
 		plumbed.closeFiles()
 		if err != nil {
-			s.unplumb(c.id)
+			s.net.unplumb(c.id)
 			return nil, nil, nil, nil, fmt.Errorf("compute: start VM: %w", err)
 		}
 	}
@@ -476,10 +476,10 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	defer cancel()
 	if g == nil {
 		t0 = time.Now()
-		if g, err = agent.DialWith(bootCtx, vm.Channel(), s.guestHandlers(c.id)); err != nil {
+		if g, err = agent.DialWith(bootCtx, vm.Channel(), s.net.guestHandlers(c.id)); err != nil {
 			_ = vm.Kill()
 			<-vm.Done()
-			s.unplumb(c.id)
+			s.net.unplumb(c.id)
 			return nil, nil, nil, nil, fmt.Errorf("compute: guest did not answer: %w (console: %s)", err, consoleTail(c.runDir))
 		}
 	}
@@ -487,13 +487,13 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 		g.Close()
 		_ = vm.Kill()
 		<-vm.Done()
-		s.unplumb(c.id)
+		s.net.unplumb(c.id)
 		if plumbed.warmDir != "" {
 			_ = os.RemoveAll(plumbed.warmDir)
 		}
 		return nil, nil, nil, nil, err
 	}
-	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.hostsFile(rec, plumbed.eps),
+	setup := wire.Setup{Hostname: rec.Spec.Hostname, Domainname: rec.Spec.Domainname, Hosts: s.net.hostsFile(rec, plumbed.eps),
 		TimeUnixNano: time.Now().UnixNano(), ShmSizeBytes: rec.Spec.ShmSizeBytes, Sysctls: rec.Spec.Sysctls, Interfaces: plumbed.ifs,
 		Mounts: mounts, ReadOnlyRoot: rec.Spec.ReadOnlyRootfs, Resources: guestResources(rec.Spec.Limits, cpus),
 		NoNewPrivileges: rec.Spec.NoNewPrivileges, WritableCgroup: rec.Spec.WritableCgroup,
@@ -536,14 +536,14 @@ func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Con
 		_ = w.VM.Kill()
 		<-w.VM.Done()
 		if plumbed != nil {
-			s.unplumb(c.id)
+			s.net.unplumb(c.id)
 		}
 		_ = os.RemoveAll(w.Dir)
 		return nil, nil, nil, err
 	}
 	var err error
 	t0 := time.Now()
-	if plumbed, err = s.plumb(ctx, c, rec, w.Taps); err != nil {
+	if plumbed, err = s.net.plumb(ctx, c, rec, w.Taps); err != nil {
 		// The container's own refusal (a network not found): the
 		// same error a VM of its own would have met.
 		plumbed = nil
@@ -557,7 +557,7 @@ func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Con
 	if err := dp.PlugDisks(ctx, disks); err != nil {
 		return fail(err)
 	}
-	if h := s.guestHandlers(c.id); h.DNS != nil {
+	if h := s.net.guestHandlers(c.id); h.DNS != nil {
 		w.SetDNS(h.DNS)
 	}
 	t1 := time.Now()
@@ -728,7 +728,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *agent.Client, pro
 	c.rec.State = st
 	c.proc = nil
 	c.rec.Endpoints, c.rec.Ports, c.slots = nil, nil, nil
-	s.unplumb(c.id)
+	s.net.unplumb(c.id)
 	exited, gone, cancelRestart := c.exited, c.vmGone, c.restartCancel
 	waiters := c.exitWaiters
 	c.exitWaiters = nil

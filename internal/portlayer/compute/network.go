@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -31,6 +33,111 @@ const dnsRelayAddr = "127.0.0.11:53"
 // disconnect): the container's lock is held meanwhile, so a guest that
 // does not answer must not block its stop, kill or removal for long.
 const interfaceTimeout = 30 * time.Second
+
+var (
+	_ portlayer.NetworkConnector = (*Service)(nil)
+	_ portlayer.NetworkConnector = (*networking)(nil)
+)
+
+// networking is compute's network area: a container VM's NICs and
+// their attachments. At a start it makes the NICs, joins the networks
+// and publishes the ports (plumb), and gives the guest its /etc/hosts
+// and DNS; while the VM runs it connects and disconnects networks on its
+// spare NICs and keeps the published ports and the default route on the
+// container's current endpoints; after a daemon restart it takes the
+// attachments back (restore); when the run ends it releases them
+// (unplumb). It owns the rules of attachment; the container's NICs
+// (container.slots) and endpoints live in the container, changed under
+// its lock, and the record store persists them. plumber nil: every
+// container has loopback only.
+type networking struct {
+	plumber  portlayer.NetworkPlumber // Config.Network
+	networks portlayer.Networks       // Config.Networks: names networks for Connect and Disconnect
+	recs     *records
+	lookup   lookupFunc
+	logger   *slog.Logger
+}
+
+// Connect joins a container to a network. A stopped container records
+// it for its next start; a running one gains an interface at once, on
+// one of its spare NICs. NotFound for an unknown container or network;
+// Conflict if it is already on the network, has NoNetwork, or has no
+// spare NIC left.
+func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.EndpointSpec) error {
+	return s.net.Connect(ctx, idOrName, spec)
+}
+
+// Disconnect takes a container off a network; a running one loses the
+// interface at once. NotFound if the container is not on the network. A
+// network that no longer exists is dropped from a stopped container's
+// record (from a running one's only with force), so that the container
+// can start again.
+func (s *Service) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
+	return s.net.Disconnect(ctx, idOrName, network, force)
+}
+
+// guestHandlers serve a container's guest's requests (DNS).
+func (n *networking) guestHandlers(id string) agent.Handlers {
+	var h agent.Handlers
+	if n.plumber != nil {
+		h.DNS = func(ctx context.Context, q []byte) ([]byte, error) { return n.plumber.Resolve(ctx, id, q) }
+	}
+	return h
+}
+
+// restore takes back the attachments of a container VM an earlier
+// daemon left running (its NICs, slots, and its endpoints in rec) and
+// publishes its ports again; it returns the ports bound. On error
+// nothing is restored.
+func (n *networking) restore(ctx context.Context, c *container, rec portlayer.Container, slots []nicSlot) ([]portlayer.PortBinding, error) {
+	ports := rec.Ports
+	if n.plumber == nil || (len(slots) == 0 && len(rec.Endpoints) == 0) {
+		return ports, nil
+	}
+	taps := make([]string, len(slots))
+	for i, sl := range slots {
+		taps[i] = sl.tap
+	}
+	if err := n.plumber.Restore(ctx, c.id, rec.Spec.Name, taps, rec.Endpoints); err != nil {
+		return nil, err
+	}
+	if target := portTarget(rec.Endpoints); len(rec.Ports) > 0 && target.IsValid() {
+		// The same host ports as before; one taken meanwhile is lost,
+		// as the container keeps running.
+		var err error
+		ports, err = n.plumber.Publish(ctx, c.id, target, rec.Ports)
+		if err != nil {
+			n.logger.Warn("published ports not restored", "container", c.id, "err", err)
+			ports = nil
+		}
+	}
+	return ports, nil
+}
+
+// renameEndpoints tells the network that container id, named old, is
+// named newName now, and returns its endpoints eps with the new name (as
+// the container's name and among their DNS names); false, and nothing
+// told, without networking or endpoints. The container's lock is held.
+func (n *networking) renameEndpoints(id, old, newName string, eps []portlayer.Endpoint) ([]portlayer.Endpoint, bool) {
+	if n.plumber == nil || len(eps) == 0 {
+		return nil, false
+	}
+	n.plumber.Rename(id, old, newName)
+	out := make([]portlayer.Endpoint, len(eps))
+	for i, ep := range eps {
+		ep.ContainerName = newName
+		names := make([]string, len(ep.DNSNames))
+		for j, name := range ep.DNSNames {
+			if name == old {
+				name = newName
+			}
+			names[j] = name
+		}
+		ep.DNSNames = names
+		out[i] = ep
+	}
+	return out, true
+}
 
 // linkRefusal is a start refused for a legacy link of container self
 // (its name) to target under alias: FailedPrecondition, reason
@@ -80,8 +187,8 @@ func (p *plumbing) bootMACs() []string {
 }
 
 // nicCount is how many NICs plumb gives the container's VM.
-func (s *Service) nicCount(rec portlayer.Container) int {
-	if s.cfg.Network == nil || len(rec.Spec.Networks) == 0 {
+func (n *networking) nicCount(rec portlayer.Container) int {
+	if n.plumber == nil || len(rec.Spec.Networks) == 0 {
 		return 0
 	}
 	return len(rec.Spec.Networks) + SpareNICs
@@ -99,27 +206,27 @@ func spareMAC(id string, i int) string {
 // ports. taps, when not nil, are the NICs' taps already made (a warm
 // VM's, nicCount of them, in NIC order) instead of new ones. On error
 // nothing stays attached or bound.
-func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Container, taps []string) (*plumbing, error) {
+func (n *networking) plumb(ctx context.Context, c *container, rec portlayer.Container, taps []string) (*plumbing, error) {
 	p := &plumbing{}
-	if s.nicCount(rec) == 0 {
+	if n.nicCount(rec) == 0 {
 		return p, nil
 	}
-	if taps != nil && len(taps) != s.nicCount(rec) {
-		return nil, fmt.Errorf("compute: %d taps for %d NICs: %w", len(taps), s.nicCount(rec), errdefs.ErrInvalidArgument)
+	if taps != nil && len(taps) != n.nicCount(rec) {
+		return nil, fmt.Errorf("compute: %d taps for %d NICs: %w", len(taps), n.nicCount(rec), errdefs.ErrInvalidArgument)
 	}
 	newNIC := func(i int) (portlayer.NIC, error) {
 		if taps != nil {
 			return portlayer.NIC{Name: taps[i]}, nil
 		}
-		return s.cfg.Network.NewNIC(ctx, c.id)
+		return n.plumber.NewNIC(ctx, c.id)
 	}
-	if err := s.checkLinks(rec); err != nil {
+	if err := n.checkLinks(rec); err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*plumbing, error) {
 		p.closeFiles()
-		s.cfg.Network.Unpublish(c.id)
-		s.cfg.Network.LeaveAll(c.id)
+		n.plumber.Unpublish(c.id)
+		n.plumber.LeaveAll(c.id)
 		return nil, err
 	}
 	gateway := false
@@ -130,7 +237,7 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		}
 		p.nics = append(p.nics, hypervisor.NIC{File: nic.File})
 		spec.Hostname = rec.Spec.Hostname
-		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
+		ep, err := n.plumber.Join(ctx, c.id, strings.TrimPrefix(rec.Spec.Name, "/"), nic.Name, spec)
 		if errdefs.IsNotFound(err) {
 			err = &portlayer.Error{Class: portlayer.ClassFailedPrecondition, Op: "start", Kind: portlayer.KindNetwork, ID: spec.Network,
 				Reason: portlayer.ReasonGone, Message: "network " + spec.Network + " not found"}
@@ -159,7 +266,7 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 		p.slots = append(p.slots, nicSlot{tap: nic.Name, bootMAC: mac})
 	}
 	if target := portTarget(p.eps); len(rec.Spec.Ports) > 0 && target.IsValid() {
-		ports, err := s.cfg.Network.Publish(ctx, c.id, target, rec.Spec.Ports)
+		ports, err := n.plumber.Publish(ctx, c.id, target, rec.Spec.Ports)
 		if err != nil {
 			return fail(err)
 		}
@@ -170,19 +277,19 @@ func (s *Service) plumb(ctx context.Context, c *container, rec portlayer.Contain
 
 // unplumb releases a run's network resources (the VM has ended or is
 // about to).
-func (s *Service) unplumb(id string) {
-	if s.cfg.Network == nil {
+func (n *networking) unplumb(id string) {
+	if n.plumber == nil {
 		return
 	}
-	s.cfg.Network.Unpublish(id)
-	s.cfg.Network.LeaveAll(id)
+	n.plumber.Unpublish(id)
+	n.plumber.LeaveAll(id)
 }
 
 // hostsFile renders the container's /etc/hosts: loopback names,
 // ExtraHosts entries, legacy links on the default bridge, then the
 // container's own address(es) with its hostname, so that the container's
 // own name resolves without DNS.
-func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) string {
+func (n *networking) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) string {
 	var b strings.Builder
 	b.WriteString(defaultHosts)
 	for _, h := range rec.Spec.ExtraHosts {
@@ -204,7 +311,7 @@ func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) s
 			if !ok {
 				alias = target
 			}
-			if addr, id, name, ok := s.bridgeAddr(target); ok {
+			if addr, id, name, ok := n.bridgeAddr(target); ok {
 				fmt.Fprintf(&b, "%s\t%s %s %s\n", addr, alias, id[:12], name)
 			}
 		}
@@ -224,7 +331,7 @@ func (s *Service) hostsFile(rec portlayer.Container, eps []portlayer.Endpoint) s
 // or the link's /etc/hosts entry would name no address. A target that no
 // longer exists is skipped, as the link's /etc/hosts entry is.
 // FailedPrecondition (linkRefusal).
-func (s *Service) checkLinks(rec portlayer.Container) error {
+func (n *networking) checkLinks(rec portlayer.Container) error {
 	self := strings.TrimPrefix(rec.Spec.Name, "/")
 	for _, spec := range rec.Spec.Networks {
 		if spec.Network != "bridge" {
@@ -235,7 +342,7 @@ func (s *Service) checkLinks(rec portlayer.Container) error {
 			if !ok {
 				alias = target
 			}
-			other, err := s.lookup(strings.TrimPrefix(target, "/"))
+			other, err := n.lookup(strings.TrimPrefix(target, "/"))
 			if err != nil || other.id == rec.ID {
 				continue
 			}
@@ -256,8 +363,8 @@ func (s *Service) checkLinks(rec portlayer.Container) error {
 }
 
 // bridgeAddr finds a running container's address on the default bridge.
-func (s *Service) bridgeAddr(idOrName string) (netip.Addr, string, string, bool) {
-	c, err := s.lookup(strings.TrimPrefix(idOrName, "/"))
+func (n *networking) bridgeAddr(idOrName string) (netip.Addr, string, string, bool) {
+	c, err := n.lookup(strings.TrimPrefix(idOrName, "/"))
 	if err != nil {
 		return netip.Addr{}, "", "", false
 	}
@@ -306,20 +413,18 @@ func resolvConf(spec portlayer.ContainerSpec) (text string, relay bool) {
 	return b.String(), relay
 }
 
-// Connect joins a container to a network. A stopped container records
-// it for its next start; a running one gains an interface at once, on
-// one of its spare NICs. NotFound for an unknown container or network;
-// Conflict if it is already on the network, has NoNetwork, or has no
-// spare NIC left.
-func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.EndpointSpec) error {
-	if s.cfg.Network == nil || s.cfg.Networks == nil {
+// Connect is Service.Connect. It changes the container under its lock,
+// once no start is in progress (lockSettled), the guest's interface and
+// the network's endpoint included.
+func (n *networking) Connect(ctx context.Context, idOrName string, spec portlayer.EndpointSpec) error {
+	if n.plumber == nil || n.networks == nil {
 		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
 	}
-	c, err := s.lookup(idOrName)
+	c, err := n.lookup(idOrName)
 	if err != nil {
 		return err
 	}
-	nw, err := s.cfg.Networks.InspectNetwork(ctx, spec.Network)
+	nw, err := n.networks.InspectNetwork(ctx, spec.Network)
 	if err != nil {
 		return err
 	}
@@ -336,8 +441,8 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 	if nw.Driver == "null" || c.rec.Spec.NoNetwork {
 		return portlayer.EndpointError(portlayer.ReasonNoneNetwork, strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name)
 	}
-	for _, n := range c.rec.Spec.Networks {
-		if n.Network == nw.Name || n.Network == nw.ID {
+	for _, e := range c.rec.Spec.Networks {
+		if e.Network == nw.Name || e.Network == nw.ID {
 			return portlayer.EndpointError(portlayer.ReasonAttached, strings.TrimPrefix(c.rec.Spec.Name, "/"), nw.Name)
 		}
 	}
@@ -353,7 +458,7 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 			return fmt.Errorf("container %s has no free network interface (it started with %d spare NICs; restart it to connect more): %w", c.id[:12], SpareNICs, errdefs.ErrConflict)
 		}
 		spec.Hostname = c.rec.Spec.Hostname
-		ep, err := s.cfg.Network.Join(ctx, c.id, strings.TrimPrefix(c.rec.Spec.Name, "/"), c.slots[slot].tap, spec)
+		ep, err := n.plumber.Join(ctx, c.id, strings.TrimPrefix(c.rec.Spec.Name, "/"), c.slots[slot].tap, spec)
 		if err != nil {
 			return err
 		}
@@ -369,31 +474,31 @@ func (s *Service) Connect(ctx context.Context, idOrName string, spec portlayer.E
 			// The guest may have configured the interface all the same
 			// (the request was only cut short): take it down again, so
 			// that the guest keeps no address the network gives away.
-			s.unconfigure(c, c.slots[slot].bootMAC)
-			_ = s.cfg.Network.Leave(context.Background(), c.id, nw.ID)
+			n.unconfigure(c, c.slots[slot].bootMAC)
+			_ = n.plumber.Leave(context.Background(), c.id, nw.ID)
 			return fmt.Errorf("compute: connect %s to %s: %w", c.id[:12], nw.Name, err)
 		}
 		c.slots[slot].network, c.slots[slot].name = ep.NetworkID, name
 		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = append(c.rec.Endpoints, ep)
-		s.persistSlotsLocked(c)
-		s.repointPorts(ctx, c, target)
+		n.persistSlotsLocked(c)
+		n.repointPorts(ctx, c, target)
 	}
 	c.rec.Spec.Networks = append(c.rec.Spec.Networks, spec)
-	return s.recs.put(c.rec)
+	return n.recs.put(c.rec)
 }
 
 // persistSlotsLocked records a running container's NICs after a connect
 // or disconnect, so that a restarted daemon knows which are spare. Caller
 // holds c.mu.
-func (s *Service) persistSlotsLocked(c *container) {
-	run, err := s.recs.run(c.id)
+func (n *networking) persistSlotsLocked(c *container) {
+	run, err := n.recs.run(c.id)
 	if err == nil {
 		run.NICs = slotRecords(c.slots)
-		err = s.recs.putRun(c.id, run)
+		err = n.recs.putRun(c.id, run)
 	}
 	if err != nil {
-		s.logger.Warn("persist NICs", "container", c.id, "err", err)
+		n.logger.Warn("persist NICs", "container", c.id, "err", err)
 	}
 }
 
@@ -423,11 +528,11 @@ func lockSettled(ctx context.Context, c *container, idOrName string) error {
 
 // unconfigure takes a NIC's interface down in the guest and hides it
 // again, best effort (c.mu held).
-func (s *Service) unconfigure(c *container, bootMAC string) {
+func (n *networking) unconfigure(c *container, bootMAC string) {
 	ctx, cancel := context.WithTimeout(context.Background(), interfaceTimeout)
 	defer cancel()
 	if err := c.guest.ConfigureInterface(ctx, wire.Interface{BootMAC: bootMAC}); err != nil {
-		s.logger.Warn("take interface down after a failed connect", "container", c.id, "err", err)
+		n.logger.Warn("take interface down after a failed connect", "container", c.id, "err", err)
 	}
 }
 
@@ -450,7 +555,7 @@ func portTarget(eps []portlayer.Endpoint) netip.Addr {
 // the gateway endpoint's address) was disconnected, so that it keeps a
 // way out (c.mu held). Best effort: the guest keeps its other routes
 // either way.
-func (s *Service) moveGateway(ctx context.Context, c *container, old netip.Addr) {
+func (n *networking) moveGateway(ctx context.Context, c *container, old netip.Addr) {
 	gw := portTarget(c.rec.Endpoints)
 	if !old.IsValid() || !gw.IsValid() || gw == old {
 		return
@@ -465,7 +570,7 @@ func (s *Service) moveGateway(ctx context.Context, c *container, old netip.Addr)
 	gctx, cancel := context.WithTimeout(ctx, interfaceTimeout)
 	defer cancel()
 	if err := c.guest.ConfigureInterface(gctx, f); err != nil {
-		s.logger.Warn("default route not moved after a disconnect", "container", c.id, "network", ep.NetworkName, "err", err)
+		n.logger.Warn("default route not moved after a disconnect", "container", c.id, "network", ep.NetworkName, "err", err)
 	}
 }
 
@@ -475,12 +580,12 @@ func (s *Service) moveGateway(ctx context.Context, c *container, old netip.Addr)
 // an address the container gave up, which the network hands to the next
 // container. Ports already bound keep their host ports; a container with
 // no endpoint left has none, and gets them back when connected again.
-func (s *Service) repointPorts(ctx context.Context, c *container, old netip.Addr) {
+func (n *networking) repointPorts(ctx context.Context, c *container, old netip.Addr) {
 	target := portTarget(c.rec.Endpoints)
 	if len(c.rec.Spec.Ports) == 0 || target == old {
 		return
 	}
-	s.cfg.Network.Unpublish(c.id)
+	n.plumber.Unpublish(c.id)
 	bound := c.rec.Ports
 	c.rec.Ports = nil
 	if !target.IsValid() {
@@ -490,9 +595,9 @@ func (s *Service) repointPorts(ctx context.Context, c *container, old netip.Addr
 	if len(want) == 0 {
 		want = c.rec.Spec.Ports
 	}
-	ports, err := s.cfg.Network.Publish(ctx, c.id, target, want)
+	ports, err := n.plumber.Publish(ctx, c.id, target, want)
 	if err != nil {
-		s.logger.Warn("published ports lost after a network change", "container", c.id, "err", err)
+		n.logger.Warn("published ports lost after a network change", "container", c.id, "err", err)
 		return
 	}
 	c.rec.Ports = ports
@@ -502,26 +607,23 @@ func (s *Service) repointPorts(ctx context.Context, c *container, old netip.Addr
 func nextIfName(slots []nicSlot) string {
 	for i := 0; ; i++ {
 		name := fmt.Sprintf("eth%d", i)
-		if !slices.ContainsFunc(slots, func(s nicSlot) bool { return s.name == name }) {
+		if !slices.ContainsFunc(slots, func(sl nicSlot) bool { return sl.name == name }) {
 			return name
 		}
 	}
 }
 
-// Disconnect takes a container off a network; a running one loses the
-// interface at once. NotFound if the container is not on the network. A
-// network that no longer exists is dropped from a stopped container's
-// record (from a running one's only with force), so that the container
-// can start again.
-func (s *Service) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
-	if s.cfg.Network == nil || s.cfg.Networks == nil {
+// Disconnect is Service.Disconnect, under the container's lock as
+// Connect.
+func (n *networking) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
+	if n.plumber == nil || n.networks == nil {
 		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
 	}
-	c, err := s.lookup(idOrName)
+	c, err := n.lookup(idOrName)
 	if err != nil {
 		return err
 	}
-	nw, lookupErr := s.cfg.Networks.InspectNetwork(ctx, network)
+	nw, lookupErr := n.networks.InspectNetwork(ctx, network)
 	if lookupErr != nil && !errdefs.IsNotFound(lookupErr) {
 		return lookupErr
 	}
@@ -537,17 +639,17 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 		if running && !force {
 			return lookupErr
 		}
-		idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == network })
+		idx := slices.IndexFunc(c.rec.Spec.Networks, func(e portlayer.EndpointSpec) bool { return e.Network == network })
 		if idx < 0 {
 			return portlayer.EndpointError(portlayer.ReasonNotAttached, c.id, network)
 		}
 		c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
-		return s.recs.put(c.rec)
+		return n.recs.put(c.rec)
 	}
 	if c.rec.State.Status == portlayer.StatusPaused {
 		return portlayer.ContainerState("disconnect", c.id, portlayer.ReasonPaused)
 	}
-	idx := slices.IndexFunc(c.rec.Spec.Networks, func(n portlayer.EndpointSpec) bool { return n.Network == nw.Name || n.Network == nw.ID })
+	idx := slices.IndexFunc(c.rec.Spec.Networks, func(e portlayer.EndpointSpec) bool { return e.Network == nw.Name || e.Network == nw.ID })
 	if idx < 0 {
 		return portlayer.EndpointError(portlayer.ReasonNotAttached, c.id, nw.Name)
 	}
@@ -558,16 +660,16 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 		if err != nil {
 			return fmt.Errorf("compute: disconnect %s from %s: %w", c.id[:12], nw.Name, err)
 		}
-		if err := s.cfg.Network.Leave(ctx, c.id, nw.ID); err != nil {
-			s.logger.Warn("leave network", "container", c.id, "network", nw.Name, "err", err)
+		if err := n.plumber.Leave(ctx, c.id, nw.ID); err != nil {
+			n.logger.Warn("leave network", "container", c.id, "network", nw.Name, "err", err)
 		}
 		c.slots[i].network, c.slots[i].name = "", ""
 		target := portTarget(c.rec.Endpoints)
 		c.rec.Endpoints = slices.DeleteFunc(c.rec.Endpoints, func(e portlayer.Endpoint) bool { return e.NetworkID == nw.ID })
-		s.persistSlotsLocked(c)
-		s.repointPorts(ctx, c, target)
-		s.moveGateway(ctx, c, target)
+		n.persistSlotsLocked(c)
+		n.repointPorts(ctx, c, target)
+		n.moveGateway(ctx, c, target)
 	}
 	c.rec.Spec.Networks = slices.Delete(c.rec.Spec.Networks, idx, idx+1)
-	return s.recs.put(c.rec)
+	return n.recs.put(c.rec)
 }
