@@ -147,15 +147,19 @@ const (
 // NetworkConnector; Execs and Archives through their own types). It
 // owns the container table and every container's lifecycle (create,
 // start, supervise, stop, kill, remove; lifecycle.go) and composes the
-// areas that can be read alone, each holding only what it uses:
+// areas that can be read alone:
 //
-//   - execs (Execs, exec.go): processes beside the main one;
 //   - networking (network.go): a container VM's NICs, its networks and
 //     published ports, connect and disconnect while it runs;
 //   - monitor (monitor.go): top and stats of a running guest;
 //   - updater (update.go): changes to a container after its creation;
+//   - Execs (exec.go): processes beside the main one, each with its
+//     own lifecycle (execState);
+//   - Archives (archive.go): files copied in and out, export, changes.
 //
-// Their exported methods on Service delegate to them.
+// networking, monitor and updater hold only what they use; Execs and
+// Archives start and stop guests through the service. Service's
+// exported methods of an area delegate to it.
 type Service struct {
 	cfg    Config
 	driver hypervisor.Driver

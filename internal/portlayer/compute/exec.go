@@ -14,6 +14,29 @@ import (
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
+// execState is where one exec's lifecycle stands (execRec.state):
+//
+//	execCreated --StartExec--> execStarting --the guest started it--> execRunning --exit--> execExited
+//	                                 \--the container does not run, or the guest refused--> execExited
+//
+// An exec starts once: StartExec in any state but execCreated is
+// Conflict (ReasonRunning while execRunning, ReasonAlreadyRan
+// otherwise). An exec whose daemon stops while it runs stays
+// execRunning: it runs on in the guest, and its record goes with the
+// daemon.
+type execState int
+
+const (
+	// execCreated: recorded by CreateExec, not started.
+	execCreated execState = iota
+	// execStarting: StartExec took it and is asking the guest.
+	execStarting
+	// execRunning: its process runs in the guest (ExecInfo.Running).
+	execRunning
+	// execExited: it ended or could not start; exitCode is set.
+	execExited
+)
+
 // execRec is one exec: a process run in a running container's PID
 // namespace. Kept in memory with its container.
 type execRec struct {
@@ -22,21 +45,21 @@ type execRec struct {
 
 	mu       sync.Mutex
 	spec     portlayer.ExecSpec
-	started  bool
-	running  bool
-	exitCode *int
-	proc     *agent.Process
+	state    execState
+	exitCode *int           // set once execExited
+	proc     *agent.Process // while execRunning
 }
 
 func (e *execRec) info() portlayer.ExecInfo {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return portlayer.ExecInfo{ID: e.id, ContainerID: e.c.id, Spec: e.spec, Running: e.running, ExitCode: e.exitCode}
+	return portlayer.ExecInfo{ID: e.id, ContainerID: e.c.id, Spec: e.spec, Running: e.state == execRunning, ExitCode: e.exitCode}
 }
 
+// finish records the exec's end with code: execExited.
 func (e *execRec) finish(code int) {
 	e.mu.Lock()
-	e.running = false
+	e.state = execExited
 	e.exitCode = &code
 	e.proc = nil
 	e.mu.Unlock()
@@ -140,14 +163,14 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 		return err
 	}
 	e.mu.Lock()
-	if e.started {
+	if e.state != execCreated {
 		e.mu.Unlock()
 		if e.info().Running {
 			return portlayer.ExecState(e.id, portlayer.ReasonRunning)
 		}
 		return portlayer.Refused(portlayer.ClassConflict, portlayer.KindExec, e.id, portlayer.ReasonAlreadyRan, "compute: exec "+e.id+" has run and ended")
 	}
-	e.started = true
+	e.state = execStarting
 	spec := e.spec
 	e.mu.Unlock()
 
@@ -190,7 +213,7 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 		return fmt.Errorf("compute: exec %s: %w", e.id, err)
 	}
 	e.mu.Lock()
-	e.running, e.proc = true, proc
+	e.state, e.proc = execRunning, proc
 	e.mu.Unlock()
 	s.logger.Info("exec started", "container", c.id, "exec", e.id)
 	s.event("exec_start: "+strings.Join(spec.Args, " "), rec, map[string]string{"execID": e.id})
