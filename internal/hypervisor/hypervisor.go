@@ -187,6 +187,15 @@ type Adopter interface {
 	Adopt(ctx context.Context, spec Spec) (VM, error)
 }
 
+// Placer is implemented by the VMs of drivers that run VMs on one of
+// several hosts (vSphere's ESX hosts), for docker info and inspect.
+type Placer interface {
+	// Host is the host the VM runs on (the driver's name for it, an ESX
+	// host's inventory name for vSphere), "" if the driver does not say
+	// (not known yet).
+	Host() string
+}
+
 // Templater is implemented by drivers whose Capabilities report
 // Templates: a VM is booted once as a template, saved at a moment the
 // guest chooses, and VMs of the same shape are then restored from it

@@ -65,7 +65,7 @@ func (s *syncBuffer) String() string {
 // distributed portgroups and a VM per pool that is not the VCH's, with a
 // client of the test's own.
 type sim struct {
-	t      *testing.T
+	t      testing.TB
 	model  *simulator.Model
 	server *simulator.Server
 	c      *vim25.Client
@@ -74,7 +74,7 @@ type sim struct {
 	logs   *syncBuffer
 }
 
-func newSim(t *testing.T) *sim {
+func newSim(t testing.TB, mutate ...func(*simulator.Model)) *sim {
 	t.Helper()
 	m := simulator.VPX()
 	m.Host = 0
@@ -82,6 +82,9 @@ func newSim(t *testing.T) *sim {
 	m.Datastore = 2
 	m.Portgroup = 2
 	m.Machine = 1
+	for _, f := range mutate {
+		f(m)
+	}
 	if err := m.Create(); err != nil {
 		t.Fatal(err)
 	}
@@ -269,8 +272,13 @@ type guest struct {
 // returns its guestinfo.
 func (g guest) waitInfo(ctx context.Context) (map[string]string, error) {
 	for {
-		vm, err := find.NewFinder(g.e.c, false).SetDatacenter(g.e.dc).VirtualMachine(ctx, "/"+simDC+"/vm/"+testVCH+"/"+g.name)
+		// One call for the path: the finder takes several per poll.
+		ref, err := object.NewSearchIndex(g.e.c).FindByInventoryPath(ctx, "/"+simDC+"/vm/"+testVCH+"/"+g.name)
+		if err == nil && ref == nil {
+			err = fmt.Errorf("no VM %s yet", g.name)
+		}
 		if err == nil {
+			vm := object.NewVirtualMachine(g.e.c, ref.Reference())
 			var o mo.VirtualMachine
 			err = vm.Properties(ctx, vm.Reference(), []string{"config.extraConfig", "runtime.powerState"}, &o)
 			if err == nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
@@ -352,6 +360,15 @@ func (e *sim) start(d *Driver, s hypervisor.Spec) started {
 	e.t.Helper()
 	ctx, cancel := context.WithTimeout(e.t.Context(), 20*time.Second)
 	defer cancel()
+	st, err := e.tryStart(ctx, d, s)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return st
+}
+
+// tryStart is start for any goroutine: it returns the error.
+func (e *sim) tryStart(ctx context.Context, d *Driver, s hypervisor.Spec) (started, error) {
 	g := guest{e: e, d: d, name: s.Name}
 	type res struct {
 		c      net.Conn
@@ -370,14 +387,15 @@ func (e *sim) start(d *Driver, s hypervisor.Spec) started {
 	}()
 	vm, err := d.Start(ctx, s)
 	if err != nil {
-		e.t.Fatalf("Start %s: %v", s.Name, err)
+		return started{}, fmt.Errorf("Start %s: %w", s.Name, err)
 	}
 	r := <-gr
 	if r.err != nil {
-		e.t.Fatalf("fake guest of %s: %v", s.Name, r.err)
+		vm.Kill()
+		return started{}, fmt.Errorf("fake guest of %s: %w", s.Name, r.err)
 	}
 	e.t.Cleanup(func() { vm.Kill(); r.c.Close() })
-	return started{vm: vm, guest: r.c, secret: r.secret}
+	return started{vm: vm, guest: r.c, secret: r.secret}, nil
 }
 
 // closedWithin reports whether c is closed within d.

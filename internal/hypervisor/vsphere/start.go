@@ -13,6 +13,7 @@ import (
 	"github.com/containerd/errdefs"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vchproject/vch/internal/hypervisor"
@@ -108,9 +109,12 @@ func validate(spec hypervisor.Spec) error {
 
 // Start creates the VM in the VCH's pool and folder, powers it on and
 // returns once its guest has connected the channel and proved it holds
-// the VM's secret (see the package doc). InvalidArgument for a bad spec;
+// the VM's secret (see the package doc). The VM's host is vSphere's choice
+// under DRS, otherwise the driver's (see Placement and the package doc);
+// the VM's Host names it. InvalidArgument for a bad spec;
 // FailedPrecondition before CreateVCH; AlreadyExists if a VM of that name
-// runs; Unavailable if the boot ISO is missing, vSphere refuses the VM or
+// runs; Unavailable if the boot ISO is missing, no host is usable,
+// vSphere refuses the VM or
 // the guest does not connect within the Config's ConnectTimeout or ctx
 // (the VM is then destroyed, its disks kept).
 func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM, error) {
@@ -138,12 +142,17 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	// VM created late is known, and destroyed.
 	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
-	task, err := folder.CreateVM(vctx, cs, pool, nil)
+	host, err := d.place(vctx, spec.Name, cs.MemoryMB)
+	if err != nil {
+		return nil, err
+	}
+	task, err := folder.CreateVM(vctx, cs, pool, host)
 	var info *types.TaskInfo
 	if err == nil {
 		info, err = task.WaitForResult(vctx)
 	}
 	if err != nil {
+		d.unreserve(spec.Name)
 		err = d.fail("create VM "+spec.Name, err)
 		if errdefs.IsAlreadyExists(err) {
 			return nil, err
@@ -152,9 +161,14 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	}
 	ref, ok := info.Result.(types.ManagedObjectReference)
 	if !ok {
+		d.unreserve(spec.Name)
 		return nil, fmt.Errorf("vsphere: create VM %s: task result %T: %w", spec.Name, info.Result, errdefs.ErrUnavailable)
 	}
 	v := &vm{d: d, name: spec.Name, secret: w.secret, obj: object.NewVirtualMachine(d.client, ref), done: make(chan struct{})}
+	if host != nil {
+		h := host.Reference()
+		v.host = &h
+	}
 	d.mu.Lock()
 	d.vms[spec.Name] = v
 	d.mu.Unlock()
@@ -171,6 +185,15 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if err != nil {
 		return abort(fmt.Errorf("%w: %w", d.fail("power on "+spec.Name, err), errdefs.ErrUnavailable))
 	}
+	if host != nil {
+		d.placed(host.Reference(), spec.Name)
+	} else {
+		// vSphere (DRS) chose; the watcher follows later moves.
+		var o mo.VirtualMachine
+		if err := v.obj.Properties(vctx, ref, []string{"runtime.host"}, &o); err == nil {
+			v.setRuntime(o.Runtime.Host, "")
+		}
+	}
 	d.wg.Add(1)
 	go v.watch()
 
@@ -181,7 +204,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 		if !v.setChannel(c) {
 			return nil, fmt.Errorf("vsphere: VM %s ended as its guest connected: %w: %w", spec.Name, v.Status().Err, errdefs.ErrUnavailable)
 		}
-		d.logger.Info("vm started", "vm", spec.Name, "moref", ref.Value)
+		d.logger.Info("vm started", "vm", spec.Name, "moref", ref.Value, "host", v.Host(), "placement", d.Placement())
 		return v, nil
 	case <-v.done:
 		return nil, fmt.Errorf("vsphere: VM %s ended before its guest connected: %w: %w", spec.Name, v.Status().Err, errdefs.ErrUnavailable)

@@ -32,6 +32,11 @@ var (
 	ErrRemoved = errors.New("vsphere: VM removed outside the driver")
 )
 
+// watchProps are what the watcher follows of a VM: its end, its host (for
+// Host and the health loop) and its connection state (an unreachable
+// host shows there on vSphere).
+var watchProps = []string{"runtime.powerState", "runtime.host", "runtime.connectionState"}
+
 // exitKey is the guestinfo key of the guest's power-off mark.
 const exitKey = "guestinfo.vch.exit"
 
@@ -44,12 +49,79 @@ type vm struct {
 	done   chan struct{}
 	status hypervisor.ExitStatus
 
-	killing atomic.Bool // Kill is ending the VM: a power-off is its own
-	endMu   sync.Mutex  // one end at a time; Kill and the watcher race
+	killing   atomic.Bool // Kill is ending the VM: a power-off is its own
+	noDestroy bool        // end leaves the VM in the inventory (endMu held)
+	endMu     sync.Mutex  // one end at a time; Kill and the watcher race
 
 	mu       sync.Mutex
 	channel  net.Conn
 	chClosed bool // no channel may be set any more
+	// host is the VM's runtime.host, conn its runtime.connectionState
+	// ("" until the watcher's first update), as last seen.
+	host      *types.ManagedObjectReference
+	conn      types.VirtualMachineConnectionState
+	lostSince time.Time // since when the VM or its host is unreachable
+	losing    bool      // the health loop is ending it with ErrHostLost
+}
+
+// Host is the name of the ESX host the VM runs on (vSphere's runtime.host,
+// followed as it changes), "" if not known yet: implements
+// [hypervisor.Placer].
+func (v *vm) Host() string {
+	h := v.hostRef()
+	if h == nil {
+		return ""
+	}
+	v.d.mu.Lock()
+	defer v.d.mu.Unlock()
+	return v.d.hostNameLocked(*h)
+}
+
+// hostRef is the VM's host, nil if not known.
+func (v *vm) hostRef() *types.ManagedObjectReference {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.host
+}
+
+// setRuntime records the VM's host and connection state.
+func (v *vm) setRuntime(host *types.ManagedObjectReference, conn types.VirtualMachineConnectionState) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if host != nil {
+		h := *host
+		v.host = &h
+	}
+	if conn != "" {
+		v.conn = conn
+	}
+}
+
+// lose ends the VM with ErrHostLost: it is powered off and destroyed if
+// vSphere lets the driver (its disks kept), left in the inventory if not.
+func (v *vm) lose() {
+	if v.ended() {
+		return
+	}
+	v.killing.Store(true) // the watcher leaves the end to us
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	v.d.logger.Warn("VM's host lost", "vm", v.name, "host", v.Host(), "grace", v.d.cfg.HostLostGrace)
+	why := ErrHostLost
+	if err := v.powerOff(ctx); err != nil {
+		if isNotFound(err) {
+			why = fmt.Errorf("%w: %w", ErrHostLost, ErrRemoved)
+		} else {
+			// Still on the lost host: leave it, end it here.
+			err = v.d.fail("power off "+v.name, err)
+			why = fmt.Errorf("%w (and left behind: %w)", ErrHostLost, err)
+		}
+		v.endNoDestroy(why)
+		return
+	}
+	if err := v.end(ctx, why); err != nil {
+		v.d.logger.Warn("ending VM", "vm", v.name, "err", err)
+	}
 }
 
 func (v *vm) Channel() net.Conn {
@@ -123,7 +195,7 @@ func (v *vm) end(ctx context.Context, why error) error {
 		return nil
 	}
 	var err error
-	if !errors.Is(why, ErrRemoved) {
+	if !errors.Is(why, ErrRemoved) && !v.noDestroy {
 		if err = v.d.destroyKeepingDisks(ctx, v.obj); err != nil {
 			if isNotFound(err) {
 				err = nil
@@ -139,11 +211,22 @@ func (v *vm) end(ctx context.Context, why error) error {
 	v.d.mu.Lock()
 	if v.d.vms[v.name] == v {
 		delete(v.d.vms, v.name)
+		for _, h := range v.d.hosts {
+			delete(h.reserved, v.name)
+		}
 	}
 	v.d.mu.Unlock()
 	close(v.done)
 	v.d.logger.Info("vm ended", "vm", v.name, "status", why)
 	return err
+}
+
+// endNoDestroy ends the VM with why, leaving it in the inventory.
+func (v *vm) endNoDestroy(why error) {
+	v.endMu.Lock()
+	v.noDestroy = true
+	v.endMu.Unlock()
+	_ = v.end(context.Background(), why)
 }
 
 // destroyKeepingDisks detaches obj's disks, keeping their files, and
@@ -174,7 +257,7 @@ func (v *vm) watch() {
 	for !v.ended() && ctx.Err() == nil {
 		var why error
 		found := false
-		filter := new(property.WaitFilter).Add(v.obj.Reference(), "VirtualMachine", []string{"runtime.powerState"})
+		filter := new(property.WaitFilter).Add(v.obj.Reference(), "VirtualMachine", watchProps)
 		err := property.WaitForUpdates(ctx, v.d.collector(), filter, func(updates []types.ObjectUpdate) bool {
 			for _, u := range updates {
 				if u.Kind == types.ObjectUpdateKindLeave {
@@ -182,13 +265,23 @@ func (v *vm) watch() {
 					return true
 				}
 				for _, c := range u.ChangeSet {
-					if c.Name == "runtime.powerState" && c.Val == types.VirtualMachinePowerStatePoweredOff {
-						found = true
-						return true
+					switch c.Name {
+					case "runtime.powerState":
+						if c.Val == types.VirtualMachinePowerStatePoweredOff {
+							found = true
+						}
+					case "runtime.host":
+						if h, ok := c.Val.(types.ManagedObjectReference); ok {
+							v.setRuntime(&h, "")
+						}
+					case "runtime.connectionState":
+						if cs, ok := c.Val.(types.VirtualMachineConnectionState); ok {
+							v.setRuntime(nil, cs)
+						}
 					}
 				}
 			}
-			return false
+			return found
 		})
 		if ctx.Err() != nil {
 			return
@@ -247,3 +340,4 @@ func (v *vm) exitReason(ctx context.Context) error {
 	}
 	return ErrPoweredOff
 }
+var _ hypervisor.Placer = (*vm)(nil)

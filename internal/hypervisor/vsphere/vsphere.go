@@ -81,6 +81,31 @@
 // extraConfig ends with Err nil. Either way the driver then destroys the
 // VM (keeping its disks) and closes Done.
 //
+// # Placement
+//
+// Where the compute resource is a cluster with DRS enabled (its
+// configurationEx's drsConfig.enabled, read at New), vSphere chooses each
+// VM's host: Start creates it with no host. Otherwise (DRS off, or one
+// ESX host) the driver chooses, among the hosts that are connected,
+// powered on and not in maintenance mode, the one with the most free
+// memory: summary.hardware.memorySize minus
+// summary.quickStats.overallMemoryUsage minus the memory of the VMs this
+// driver placed there and the host's quick stats may not count yet (still
+// starting, or powered on since the stats last changed), so that a burst
+// of concurrent Starts spreads; ties go to the host with fewer of this
+// driver's VMs, then to the first by name. The hosts are read with one
+// call through a container view, at most a second old when Start places
+// a VM. [Driver.Placement] names the mode ("drs" or "free-memory"), each
+// VM's Host its host ([hypervisor.Placer]); docker info and inspect show
+// neither yet (the daemon does not use this driver).
+//
+// A VM whose host is disconnected, not responding, powered off or in
+// standby, or whose own runtime.connectionState is not "connected", for
+// longer than Config.HostLostGrace ends with [ErrHostLost] (the driver
+// polls the hosts every half grace, at most every 5 s). A host in
+// maintenance mode takes no new VM, but its VMs are not ended: vSphere
+// enters maintenance only once they are moved or powered off.
+//
 // # Overlays
 //
 // CreateOverlay makes a delta disk whose parent is the base (a vSphere
@@ -122,6 +147,7 @@ import (
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/session"
 	"github.com/vmware/govmomi/session/keepalive"
+	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
@@ -175,6 +201,13 @@ type Config struct {
 	// ConnectTimeout bounds how long Start waits for the guest's hello
 	// after power-on; default 2 minutes.
 	ConnectTimeout time.Duration `json:"connect_timeout"`
+	// HostLostGrace is how long a VM's host may be unreachable
+	// (disconnected, not responding, powered off or in standby, or the
+	// VM's connectionState not "connected") before the VM ends with
+	// ErrHostLost; default 30 s. The hosts are read every half of it (at
+	// most every 5 s), so a VM ends between one grace and one grace plus
+	// a period after its host is lost.
+	HostLostGrace time.Duration `json:"host_lost_grace"`
 	// Logger receives the driver's logs; default slog.Default().
 	Logger *slog.Logger `json:"-"`
 }
@@ -234,6 +267,11 @@ type Driver struct {
 	waiting map[string]*waiter // Start waits for these names' hellos
 	vms     map[string]*vm     // running, by name
 	chains  map[string]*types.VirtualDiskFlatVer2BackingInfo
+	hosts   map[types.ManagedObjectReference]*hostState // the compute resource's, as last read
+	hostsAt time.Time                                   // when hosts was read
+
+	drs      bool // the compute resource is a cluster with DRS enabled
+	hostView *view.ContainerView
 
 	helperMu sync.Mutex // one helper reconfiguration at a time
 }
@@ -296,11 +334,16 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err := d.findInventory(ctx); err != nil {
 		return nil, err
 	}
+	if err := d.findPlacement(ctx); err != nil {
+		return nil, err
+	}
 	if err := d.listen(); err != nil {
 		return nil, err
 	}
+	d.wg.Add(1)
+	go d.health()
 	ok = true
-	d.logger.Info("connected", "server", u.Host, "compute_resource", cfg.ComputeResource, "image_store", d.imageDir, "channel", d.channel)
+	d.logger.Info("connected", "server", u.Host, "compute_resource", cfg.ComputeResource, "placement", d.Placement(), "image_store", d.imageDir, "channel", d.channel)
 	return d, nil
 }
 
@@ -365,6 +408,12 @@ func parseConfig(cfg *Config) (*url.URL, *url.Userinfo, error) {
 	}
 	if cfg.ConnectTimeout == 0 {
 		cfg.ConnectTimeout = defaultConnectTimeout
+	}
+	if cfg.HostLostGrace < 0 {
+		return nil, nil, bad("negative host-lost grace")
+	}
+	if cfg.HostLostGrace == 0 {
+		cfg.HostLostGrace = defaultHostLostGrace
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -463,6 +512,7 @@ func (d *Driver) Close() error {
 	d.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	_ = d.hostView.Destroy(ctx)
 	if err := d.sessions.Logout(ctx); err != nil {
 		return d.fail("log out", err)
 	}
