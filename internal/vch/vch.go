@@ -117,6 +117,12 @@ type Config struct {
 	// it from a template of its shape (--vm-templates=false): no guest
 	// memory is shared between VMs. Default false (templates on).
 	NoVMTemplates bool `toml:"no_vm_templates" json:"no_vm_templates"`
+	// MemoryMerge marks the whole memory of VMs restored from templates
+	// mergeable for the host's KSM (--memory-merge; qemu.Config.MemoryMerge):
+	// it saves memory only where the operator runs KSM
+	// (/sys/kernel/mm/ksm/run = 1), and KSM merges across VCHs on one
+	// host. Default false.
+	MemoryMerge bool `toml:"memory_merge" json:"memory_merge"`
 	// WarmVMs is how many container VMs of the common shape are kept
 	// restored and woken ahead of need (compute.Config.WarmVMs); the
 	// daemon's --warm-vms, default 1 there. Each idle one costs what an
@@ -198,7 +204,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
-	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel, RAMShim: cfg.RAMShim}, logger)
+	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel, RAMShim: cfg.RAMShim, MemoryMerge: cfg.MemoryMerge}, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +369,9 @@ func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) {
 		templates = "on (container VMs are restored from templates)"
 	}
 	h.DriverStatus = append(h.DriverStatus, [2]string{"VM Templates", templates})
+	if v.cfg.MemoryMerge {
+		h.DriverStatus = append(h.DriverStatus, [2]string{"Memory Merge", "on (restored VMs' memory is mergeable; host KSM " + ksmState() + ")"})
+	}
 	warm := "off"
 	if st := v.compute.WarmStats(); st.Size > 0 {
 		warm = fmt.Sprintf("%d of %d ready, %d being restored; %d starts took one", st.Ready, st.Size, st.Filling, st.Taken)
@@ -441,4 +450,18 @@ func engineID(root string) (string, error) {
 		return "", fmt.Errorf("vch: engine ID: %w", err)
 	}
 	return id, nil
+}
+
+// ksmState says whether the host runs KSM (/sys/kernel/mm/ksm/run):
+// "running", "off" or "unknown".
+func ksmState() string {
+	b, err := os.ReadFile("/sys/kernel/mm/ksm/run")
+	switch {
+	case err != nil:
+		return "unknown"
+	case bytes.HasPrefix(bytes.TrimSpace(b), []byte("1")):
+		return "running"
+	default:
+		return "off"
+	}
 }

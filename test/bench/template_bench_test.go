@@ -5,6 +5,7 @@ package bench
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -213,5 +214,71 @@ func BenchmarkFreedMemory(b *testing.B) {
 		b.ReportMetric((cf-cr)/(cf-ci), "cold-returned-fraction")
 		fmt.Printf("VMM PSS from a template: idle %.1f MiB, 150 MiB in use %.1f MiB, freed %.1f MiB (%.0f %% of the growth returned)\n", wi, wf, wr, 100*(wf-wr)/(wf-wi))
 		fmt.Printf("VMM PSS cold boot:       idle %.1f MiB, 150 MiB in use %.1f MiB, freed %.1f MiB (%.0f %% of the growth returned)\n", ci, cf, cr, 100*(cf-cr)/(cf-ci))
+	}
+}
+
+// ksmFile is one of the host's KSM controls (/sys/kernel/mm/ksm/NAME).
+func ksmFile(name string) string { return filepath.Join("/sys/kernel/mm/ksm", name) }
+
+// ksmFullScans is how many full scans KSM has made.
+func ksmFullScans(b *testing.B) int {
+	b.Helper()
+	n, err := strconv.Atoi(strings.TrimSpace(string(testenv.ReadFile(b, ksmFile("full_scans")))))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n
+}
+
+// BenchmarkIdlePSSMerged prints the mean host PSS of the VMMs of 10 idle
+// busybox containers restored from a template by a daemon with
+// --memory-merge, before and after the host's KSM has merged them (two
+// full scans), in the same run. KSM is host-wide: the benchmark turns
+// it on for its run (pages_to_scan 2000, to finish in seconds) and puts
+// both settings back after; without /sys/kernel/mm/ksm it is skipped.
+func BenchmarkIdlePSSMerged(b *testing.B) {
+	run, err := os.ReadFile(ksmFile("run"))
+	if err != nil {
+		b.Skipf("no KSM on this host: %v", err)
+	}
+	scan := testenv.ReadFile(b, ksmFile("pages_to_scan"))
+	b.Cleanup(func() {
+		_ = os.WriteFile(ksmFile("pages_to_scan"), scan, 0o644)
+		_ = os.WriteFile(ksmFile("run"), run, 0o644)
+	})
+	d := daemon(b, "--memory-merge")
+	docker(b, d.Host, "run", "--rm", "busybox", "true")
+	for b.Loop() {
+		var ids []string
+		for i := 0; i < runs; i++ {
+			ids = append(ids, strings.TrimSpace(docker(b, d.Host, "run", "-d", "busybox", "sleep", "3600")))
+		}
+		time.Sleep(3 * time.Second)
+		mean := func() float64 {
+			var pss float64
+			for _, id := range ids {
+				pid := strings.TrimSpace(docker(b, d.Host, "inspect", "--format", "{{.State.Pid}}", id))
+				pss += float64(testenv.SmapsRollup(b, pid).Pss) / 1024
+			}
+			return pss / float64(len(ids))
+		}
+		before := mean()
+		if err := os.WriteFile(ksmFile("pages_to_scan"), []byte("2000"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(ksmFile("run"), []byte("1"), 0o644); err != nil {
+			b.Fatal(err)
+		}
+		start, t0 := ksmFullScans(b), time.Now()
+		for ksmFullScans(b) < start+2 && time.Since(t0) < 3*time.Minute {
+			time.Sleep(time.Second)
+		}
+		merged := mean()
+		docker(b, d.Host, append([]string{"rm", "-f"}, ids...)...)
+		_ = os.WriteFile(ksmFile("run"), run, 0o644)
+		b.ReportMetric(before, "unmerged-pss-MiB")
+		b.ReportMetric(merged, "merged-pss-MiB")
+		fmt.Printf("idle container VMM PSS with --memory-merge (mean of %d): %.1f MiB before KSM, %.1f MiB after two full scans (%.0f s), ratio %.2f\n",
+			runs, before, merged, time.Since(t0).Seconds(), merged/before)
 	}
 }

@@ -70,7 +70,7 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		env.plSock = filepath.Join(dir, "portlayer.sock")
-		d, err := testenv.StartDaemon(dir, "--egress-netns", outside.Egress, "--allow-bind-mounts", env.bindRoot, "--portlayer-listen", "unix://"+env.plSock)
+		d, err := testenv.StartDaemon(dir, "--egress-netns", outside.Egress, "--allow-bind-mounts", env.bindRoot, "--portlayer-listen", "unix://"+env.plSock, "--memory-merge")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "e2e: start daemon:", err)
 			return 1

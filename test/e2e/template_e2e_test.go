@@ -129,6 +129,34 @@ func TestTemplateDamaged(t *testing.T) {
 	}
 }
 
+// TestMemoryMerge: the shared daemon runs with --memory-merge: a
+// restored container's VMM has its whole memory mergeable (KSM's
+// ksm_merge_any, Linux 6.4), and docker info says so with the host's
+// KSM state. Whether pages merge is the host's choice (KSM off here).
+func TestMemoryMerge(t *testing.T) {
+	t.Parallel()
+	if info := ok(t, "info"); !regexp.MustCompile(`Memory Merge: on \(.*host KSM (running|off|unknown)\)`).MatchString(info) {
+		t.Errorf("docker info does not show memory merge on:\n%s", info)
+	}
+	name := uniqueName(t)
+	ok(t, "run", "-d", "--name", name, "busybox", "sleep", "600")
+	defer ok(t, "rm", "-f", name)
+	id := strings.TrimSpace(ok(t, "inspect", "--format", "{{.Id}}", name))
+	pid := strings.TrimSpace(ok(t, "inspect", "--format", "{{.State.Pid}}", name))
+	stat, err := os.ReadFile("/proc/" + pid + "/ksm_stat")
+	if err != nil {
+		t.Skipf("no ksm_stat (kernel before 6.4?): %v", err)
+	}
+	log := env.daemon.Log(1 << 20)
+	restored := strings.Contains(log, `msg="warm VM claimed" component=compute container=`+id) || strings.Contains(log, `msg="vm restored" component=vmtemplate vm=`+id[:12])
+	if !restored {
+		t.Skip("this container's VM booted (the template was being built): only restored VMs are marked")
+	}
+	if !strings.Contains(string(stat), "ksm_merge_any: yes") {
+		t.Errorf("a restored VM's VMM under --memory-merge: %s", stat)
+	}
+}
+
 // TestTemplatesOff: a daemon started with --vm-templates=false boots
 // every VM, makes no templates and says so in docker info.
 func TestTemplatesOff(t *testing.T) {

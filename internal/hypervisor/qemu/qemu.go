@@ -43,6 +43,13 @@ type Config struct {
 	// Empty or missing: restored VMs (and their templates) run without
 	// free page reporting; cold-booted VMs have it either way.
 	RAMShim string `toml:"ram_shim" json:"ram_shim"`
+	// MemoryMerge makes the RAM shim mark the whole memory of each VM
+	// restored from a template mergeable (prctl PR_SET_MEMORY_MERGE,
+	// Linux 6.4): where the host runs KSM (/sys/kernel/mm/ksm/run = 1,
+	// the operator's choice), pages equal across VMs are shared. Needs
+	// RAMShim; cold-booted VMs are never marked. KSM merges across every
+	// process so marked, so across VCHs on one host too.
+	MemoryMerge bool `toml:"memory_merge" json:"memory_merge"`
 }
 
 // validName is what Spec.Name may hold: it ends up in QEMU's -name, where
@@ -221,6 +228,9 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.Spec, o vmOptions) 
 	cmd.Env = append(os.Environ(), "MALLOC_ARENA_MAX=1")
 	if o.memPath != "" && !o.memShared && !o.noFreePageReporting {
 		cmd.Env = append(cmd.Env, "LD_PRELOAD="+d.cfg.RAMShim, "VCH_TEMPLATE_RAM="+o.memPath)
+		if d.cfg.MemoryMerge {
+			cmd.Env = append(cmd.Env, "VCH_MEMORY_MERGE=1")
+		}
 	}
 	for _, n := range spec.NICs {
 		if n.File != nil {

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -57,6 +58,34 @@ func TestRAMShim(t *testing.T) {
 	punch(other)
 	if got := blocks(other); got >= full {
 		t.Errorf("other file: %d blocks after a punch under the shim, want fewer than %d", got, full)
+	}
+
+	// VCH_MEMORY_MERGE=1: the process's memory is mergeable (KSM's
+	// ksm_merge_any), without it not; a kernel without /proc/PID/ksm_stat
+	// (before 6.4) skips this part.
+	mergeAny := func(env ...string) string {
+		cmd := exec.Command("sh", "-c", "cat /proc/self/ksm_stat 2>/dev/null")
+		cmd.Env = append(append(os.Environ(), "LD_PRELOAD="+shim), env...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("ksm_stat under the shim: %v", err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if v, ok := strings.CutPrefix(l, "ksm_merge_any: "); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	if got := mergeAny(); got == "" {
+		t.Log("no ksm_merge_any in /proc/self/ksm_stat: the memory-merge part is skipped")
+	} else {
+		if got != "no" {
+			t.Errorf("ksm_merge_any = %q without VCH_MEMORY_MERGE, want no", got)
+		}
+		if got := mergeAny("VCH_MEMORY_MERGE=1"); got != "yes" {
+			t.Errorf("ksm_merge_any = %q with VCH_MEMORY_MERGE=1, want yes", got)
+		}
 	}
 
 	// A template file that cannot be found: the process does not run.

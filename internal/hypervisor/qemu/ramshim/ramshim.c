@@ -18,15 +18,28 @@
  * Loading fails (QEMU exits, the daemon boots the VM cold) if
  * VCH_TEMPLATE_RAM is set but cannot be stat'ed: then no punch could be
  * told apart.
+ *
+ * With VCH_MEMORY_MERGE=1 it also marks the whole process's memory
+ * mergeable (prctl PR_SET_MEMORY_MERGE, Linux 6.4): where the host runs
+ * KSM, pages equal across VMs (guest RAM each one wrote alike, QEMU's
+ * heap and TCG's tables) are shared. QEMU alone marks only guest RAM
+ * (mem-merge). A kernel without it gets a warning on stderr, not a failure.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+
+#ifndef PR_SET_MEMORY_MERGE
+#define PR_SET_MEMORY_MERGE 67
+#endif
 
 static dev_t ram_dev;
 static ino_t ram_ino;
@@ -35,8 +48,12 @@ static int ram_known;
 __attribute__((constructor)) static void ramshim_init(void)
 {
 	const char *path = getenv("VCH_TEMPLATE_RAM");
+	const char *merge = getenv("VCH_MEMORY_MERGE");
 	struct stat st;
 
+	if (merge != NULL && strcmp(merge, "1") == 0 &&
+	    prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0)
+		fprintf(stderr, "ramshim: PR_SET_MEMORY_MERGE: %s: memory not merged\n", strerror(errno));
 	if (path == NULL || *path == '\0')
 		return;
 	if (stat(path, &st) != 0) {
