@@ -27,6 +27,7 @@ type limitFlags struct {
 	volumeStores          []string
 	storageQuota          string
 	vmTemplates           bool
+	memoryMerge           bool
 }
 
 func (lf *limitFlags) install(f *pflag.FlagSet) {
@@ -42,6 +43,7 @@ func (lf *limitFlags) install(f *pflag.FlagSet) {
 	f.StringVar(&lf.storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together: 20g, 500m (empty or 0: no limit); checked before pull, load, import, commit and volume create")
 	f.StringArrayVar(&lf.volumeStores, "volume-store", nil, "NAME:PATH: a directory (absolute) volume disks may live in, chosen with docker volume create --opt volume-store=NAME; on a vSphere VCH (--target) also NAME:ds://DATASTORE/PATH, a directory vch makes on that datastore; repeatable; the VCH root's volumes/ is \"default\" unless named here")
 	f.BoolVar(&lf.vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold, no guest memory shared between VMs)")
+	f.BoolVar(&lf.memoryMerge, "memory-merge", false, "mark the memory of VMs restored from templates mergeable for the host's KSM (saves memory only where /sys/kernel/mm/ksm/run is 1; KSM merges across every VCH on the host)")
 	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
 }
 
@@ -92,6 +94,9 @@ func (lf *limitFlags) apply(f *pflag.FlagSet, c *deploy.Config, all bool) error 
 	}
 	if set("vm-templates") {
 		c.Limits.NoVMTemplates = !lf.vmTemplates
+	}
+	if set("memory-merge") {
+		c.Limits.MemoryMerge = lf.memoryMerge
 	}
 	if set("volume-store") {
 		c.VolumeStores = nonEmpty(lf.volumeStores)

@@ -147,6 +147,9 @@ type Limits struct {
 	StorageQuotaBytes int64 `json:"storage_quota_bytes,omitempty"`
 	// NoVMTemplates boots every container VM cold (--vm-templates=false).
 	NoVMTemplates bool `json:"no_vm_templates,omitempty"`
+	// MemoryMerge marks restored VMs' memory mergeable for the host's
+	// KSM (--memory-merge; the daemon's flag of that name).
+	MemoryMerge bool `json:"memory_merge,omitempty"`
 }
 
 // Registries is a VCH's pull policy (see storage.Registries for the

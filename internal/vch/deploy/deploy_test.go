@@ -167,6 +167,7 @@ func TestDaemonArgs(t *testing.T) {
 			c.Limits.StorageQuotaBytes = 20 << 30
 		}},
 		{name: "TLS without verify", change: func(c *Config) { c.TLS.Verify = false }},
+		{name: "cold VMs and memory merge", change: func(c *Config) { c.Limits.NoVMTemplates, c.Limits.MemoryMerge = true, true }},
 		{name: "unix socket without TLS", change: func(c *Config) {
 			c.TLS = TLS{}
 			c.Host = "unix:///var/lib/vch/team1/docker.sock"

@@ -99,6 +99,9 @@ func DaemonArgs(c Config, l Layout) []string {
 	if lim.NoVMTemplates {
 		args = append(args, "--vm-templates=false")
 	}
+	if lim.MemoryMerge {
+		args = append(args, "--memory-merge")
+	}
 	if lim.StorageQuotaBytes > 0 {
 		args = append(args, "--storage-quota", strconv.FormatInt(lim.StorageQuotaBytes, 10))
 	}

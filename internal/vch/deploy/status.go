@@ -141,6 +141,8 @@ type LimitsInfo struct {
 	StorageQuotaBytes         int64 `json:",omitempty"`
 	// VMTemplates: container VMs are restored from templates.
 	VMTemplates bool
+	// MemoryMerge: restored VMs' memory is mergeable for the host's KSM.
+	MemoryMerge bool `json:",omitempty"`
 }
 
 // RegistriesInfo is the pull policy in force.
@@ -291,6 +293,7 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 			DefaultContainerCPUs:      cmp.Or(c.Limits.DefaultContainerCPUs, 1),
 			StorageQuotaBytes:         c.Limits.StorageQuotaBytes,
 			VMTemplates:               !c.Limits.NoVMTemplates,
+			MemoryMerge:               c.Limits.MemoryMerge,
 		},
 		Registries:   RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
 		VolumeStores: c.VolumeStores,
