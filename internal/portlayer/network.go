@@ -192,9 +192,11 @@ type NetworkPlumber interface {
 	// Unpublish closes the container's published ports.
 	Unpublish(containerID string)
 	// Resolve answers a DNS query (RFC 1035 wire format) sent by container
-	// containerID: names of containers on its networks, else the host's
-	// resolvers (none for internal-only containers).
-	Resolve(ctx context.Context, containerID string, query []byte) ([]byte, error)
+	// containerID: names of containers on its networks, else the
+	// container's own resolvers, servers (IP addresses, port 53), or,
+	// when it has none, the host's (no resolver for internal-only
+	// containers).
+	Resolve(ctx context.Context, containerID string, servers []string, query []byte) ([]byte, error)
 }
 
 // NetworkConnector joins containers to networks and takes them off again

@@ -249,8 +249,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root),
 		NoEgress: cfg.NoEgress, EgressNamespace: cfg.EgressNamespace},
 		func(d network.Dialer) network.PortPublisher { return portmap.New(portmap.Dialer(d), logger) },
-		func(ctx context.Context, q []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) ([]byte, error) {
-			return resolver.Answer(ctx, q, dns.View{Lookup: lookup, Reverse: reverse, External: external})
+		func(ctx context.Context, q []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool, upstreams []string) ([]byte, error) {
+			return resolver.Answer(ctx, q, dns.View{Lookup: lookup, Reverse: reverse, External: external, Upstreams: upstreams})
 		}, logger)
 	if err != nil {
 		v.images.Close()

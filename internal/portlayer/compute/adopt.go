@@ -173,7 +173,7 @@ func (s *Service) readopt(c *container) error {
 	if paused && pauser == nil {
 		return fail(fmt.Errorf("compute: the VM was paused and the driver cannot pause it: %w", errdefs.ErrNotImplemented))
 	}
-	g, err = agent.DialWith(ctx, vm.Channel(), s.net.guestHandlers(c.id))
+	g, err = agent.DialWith(ctx, vm.Channel(), s.net.guestHandlers(rec))
 	if err != nil {
 		return fail(err)
 	}

@@ -265,7 +265,7 @@ func (f *restoreNet) Publish(ctx context.Context, id string, target netip.Addr, 
 }
 func (f *restoreNet) Unpublish(id string)                {}
 func (f *restoreNet) Rename(id, oldName, newName string) {}
-func (f *restoreNet) Resolve(ctx context.Context, id string, q []byte) ([]byte, error) {
+func (f *restoreNet) Resolve(ctx context.Context, id string, servers []string, q []byte) ([]byte, error) {
 	return nil, errors.New("no DNS")
 }
 func (f *restoreNet) Restore(ctx context.Context, id, name string, nics []string, eps []portlayer.Endpoint) error {

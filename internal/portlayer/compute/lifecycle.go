@@ -476,7 +476,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	defer cancel()
 	if g == nil {
 		t0 = time.Now()
-		if g, err = agent.DialWith(bootCtx, vm.Channel(), s.net.guestHandlers(c.id)); err != nil {
+		if g, err = agent.DialWith(bootCtx, vm.Channel(), s.net.guestHandlers(rec)); err != nil {
 			_ = vm.Kill()
 			<-vm.Done()
 			s.net.unplumb(c.id)
@@ -557,7 +557,7 @@ func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Con
 	if err := dp.PlugDisks(ctx, disks); err != nil {
 		return fail(err)
 	}
-	if h := s.net.guestHandlers(c.id); h.DNS != nil {
+	if h := s.net.guestHandlers(rec); h.DNS != nil {
 		w.SetDNS(h.DNS)
 	}
 	t1 := time.Now()

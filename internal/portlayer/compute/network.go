@@ -76,11 +76,13 @@ func (s *Service) Disconnect(ctx context.Context, idOrName, network string, forc
 	return s.net.Disconnect(ctx, idOrName, network, force)
 }
 
-// guestHandlers serve a container's guest's requests (DNS).
-func (n *networking) guestHandlers(id string) agent.Handlers {
+// guestHandlers serve the guest's requests of container rec (DNS: names
+// outside go to its own DNS servers, if it has any).
+func (n *networking) guestHandlers(rec portlayer.Container) agent.Handlers {
 	var h agent.Handlers
 	if n.plumber != nil {
-		h.DNS = func(ctx context.Context, q []byte) ([]byte, error) { return n.plumber.Resolve(ctx, id, q) }
+		id, servers := rec.ID, slices.Clone(rec.Spec.DNS)
+		h.DNS = func(ctx context.Context, q []byte) ([]byte, error) { return n.plumber.Resolve(ctx, id, servers, q) }
 	}
 	return h
 }

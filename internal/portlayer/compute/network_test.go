@@ -139,7 +139,7 @@ func (f *fakeNet) Rename(containerID, oldName, newName string) {
 		}
 	}
 }
-func (f *fakeNet) Resolve(context.Context, string, []byte) ([]byte, error) {
+func (f *fakeNet) Resolve(context.Context, string, []string, []byte) ([]byte, error) {
 	return nil, errdefs.ErrNotImplemented
 }
 func (f *fakeNet) Restore(_ context.Context, containerID, _ string, _ []string, eps []portlayer.Endpoint) error {

@@ -302,12 +302,14 @@ func prefixToIPNet(p netip.Prefix) *net.IPNet {
 
 // Resolver answers one DNS query (RFC 1035 wire format) for a container
 // whose view is given by lookup (container names it may resolve), reverse
-// (PTR names of container addresses) and external (whether other names
-// may be forwarded to the host's resolvers). Package dns provides one.
-type Resolver func(ctx context.Context, query []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool) ([]byte, error)
+// (PTR names of container addresses), external (whether other names may
+// be forwarded) and upstreams (the container's own resolvers, "IP:53";
+// empty: the host's). Package dns provides one.
+type Resolver func(ctx context.Context, query []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool, upstreams []string) ([]byte, error)
 
 // Resolve answers a container's DNS query. See portlayer.NetworkPlumber.
-func (s *Service) Resolve(ctx context.Context, containerID string, query []byte) ([]byte, error) {
+// A server that is not an IP address is skipped.
+func (s *Service) Resolve(ctx context.Context, containerID string, servers []string, query []byte) ([]byte, error) {
 	if s.dns == nil {
 		return nil, fmt.Errorf("network: no DNS resolver: %w", errdefs.ErrNotImplemented)
 	}
@@ -319,7 +321,13 @@ func (s *Service) Resolve(ctx context.Context, containerID string, query []byte)
 	s.mu.Unlock()
 	l := func(name string) (a []netip.Addr, ok bool) { locked(func() { a, ok = lookup(name) }); return }
 	r := func(addr netip.Addr) (n string, ok bool) { locked(func() { n, ok = reverse(addr) }); return }
-	return s.dns(ctx, query, l, r, external)
+	var upstreams []string
+	for _, srv := range servers {
+		if a, err := netip.ParseAddr(srv); err == nil {
+			upstreams = append(upstreams, netip.AddrPortFrom(a, 53).String())
+		}
+	}
+	return s.dns(ctx, query, l, r, external, upstreams)
 }
 
 // Rename re-points a container's DNS name on its live endpoints. See

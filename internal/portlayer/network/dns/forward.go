@@ -14,7 +14,11 @@ import (
 // when ctx ends.
 func (r *Resolver) forward(ctx context.Context, q *mdns.Msg, v View) ([]byte, error) {
 	question := q.Question[0]
-	if !v.External || len(r.upstreams) == 0 {
+	upstreams := r.upstreams
+	if len(v.Upstreams) > 0 {
+		upstreams = v.Upstreams
+	}
+	if !v.External || len(upstreams) == 0 {
 		return r.pack(new(mdns.Msg).SetRcode(q, mdns.RcodeServerFailure))
 	}
 
@@ -31,7 +35,7 @@ func (r *Resolver) forward(ctx context.Context, q *mdns.Msg, v View) ([]byte, er
 	}
 	defer func() { <-r.slots }()
 
-	for _, upstream := range r.upstreams {
+	for _, upstream := range upstreams {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("dns: forward %s: %w", question.Name, err)
 		}
@@ -58,7 +62,7 @@ func (r *Resolver) forward(ctx context.Context, q *mdns.Msg, v View) ([]byte, er
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dns: forward %s: %w", question.Name, err)
 	}
-	r.warnSometimes(warnNoUpstream, "dns: no upstream resolver answered, answering SERVFAIL", "name", question.Name, "upstreams", r.upstreams)
+	r.warnSometimes(warnNoUpstream, "dns: no upstream resolver answered, answering SERVFAIL", "name", question.Name, "upstreams", upstreams)
 	return r.pack(new(mdns.Msg).SetRcode(q, mdns.RcodeServerFailure))
 }
 

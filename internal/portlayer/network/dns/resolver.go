@@ -77,6 +77,10 @@ type View struct {
 	// External allows forwarding other names to the upstream resolvers
 	// (false for containers only on internal networks).
 	External bool
+	// Upstreams are the querier's own resolvers ("IP:PORT"), asked
+	// instead of the Resolver's for names it forwards; empty: the
+	// Resolver's.
+	Upstreams []string
 }
 
 // Resolver answers containers' DNS queries. It holds no per-container

@@ -351,6 +351,45 @@ func TestAnswerForward(t *testing.T) {
 	}
 }
 
+// TestAnswerOwnUpstreams: a View's Upstreams replace the Resolver's for
+// that querier (a container's own DNS servers); without them the
+// Resolver's are asked.
+func TestAnswerOwnUpstreams(t *testing.T) {
+	shared, own := newFakeUpstream(t), newFakeUpstream(t)
+	r := NewResolver([]string{shared.addr}, nil)
+	ask := func(v View) {
+		t.Helper()
+		q := query(t, "example.com.", mdns.TypeA)
+		reply, err := r.Answer(t.Context(), q, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := unpack(t, q, reply); m.Rcode != mdns.RcodeSuccess || len(m.Answer) != 1 {
+			t.Fatalf("reply %v", m)
+		}
+	}
+	v := testView(true)
+	v.Upstreams = []string{deadUpstream(t), own.addr}
+	ask(v)
+	if n, m := len(shared.queries()), len(own.queries()); n != 0 || m != 1 {
+		t.Errorf("with its own upstreams: the Resolver's asked %d times, the querier's %d; want 0 and 1", n, m)
+	}
+	ask(testView(true))
+	if n, m := len(shared.queries()), len(own.queries()); n != 1 || m != 1 {
+		t.Errorf("without: the Resolver's asked %d times, the querier's %d; want 1 and 1", n, m)
+	}
+	// Internal only: nothing forwarded, own upstreams or not.
+	v.External = false
+	q := query(t, "example.com.", mdns.TypeA)
+	reply, err := r.Answer(t.Context(), q, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := unpack(t, q, reply); m.Rcode != mdns.RcodeServerFailure || len(own.queries()) != 1 {
+		t.Errorf("internal-only with own upstreams: rcode %s, own asked %d times", mdns.RcodeToString[m.Rcode], len(own.queries()))
+	}
+}
+
 func TestAnswerServfailFlags(t *testing.T) {
 	// Docker replies new(dns.Msg).SetRcode(query, RcodeServerFailure):
 	// the question echoed, RD copied, RA and AA clear.
