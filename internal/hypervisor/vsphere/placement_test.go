@@ -77,8 +77,6 @@ func (e *sim) runtimeHost(name string) string {
 // guests; it fails the test on the first error.
 func (e *sim) startMany(d *Driver, prefix string, n, conc int) []started {
 	e.t.Helper()
-	ctx, cancel := context.WithTimeout(e.t.Context(), 60*time.Second)
-	defer cancel()
 	out := make([]started, n)
 	errs := make([]error, n)
 	next := make(chan int)
@@ -86,7 +84,9 @@ func (e *sim) startMany(d *Driver, prefix string, n, conc int) []started {
 	for range conc {
 		wg.Go(func() {
 			for i := range next {
+				ctx, cancel := context.WithTimeout(e.t.Context(), 30*time.Second)
 				out[i], errs[i] = e.tryStart(ctx, d, spec(fmt.Sprintf("%s-%d", prefix, i)))
+				cancel()
 			}
 		})
 	}
