@@ -340,4 +340,5 @@ func (v *vm) exitReason(ctx context.Context) error {
 	}
 	return ErrPoweredOff
 }
+
 var _ hypervisor.Placer = (*vm)(nil)
