@@ -272,17 +272,24 @@ type guest struct {
 // returns its guestinfo.
 func (g guest) waitInfo(ctx context.Context) (map[string]string, error) {
 	for {
-		// One call for the path: the finder takes several per poll.
-		ref, err := object.NewSearchIndex(g.e.c).FindByInventoryPath(ctx, "/"+simDC+"/vm/"+testVCH+"/"+g.name)
-		if err == nil && ref == nil {
-			err = fmt.Errorf("no VM %s yet", g.name)
-		}
-		if err == nil {
-			vm := object.NewVirtualMachine(g.e.c, ref.Reference())
-			var o mo.VirtualMachine
-			err = vm.Properties(ctx, vm.Reference(), []string{"config.extraConfig", "runtime.powerState"}, &o)
-			if err == nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
-				return extraConfig(o), nil
+		// Through a container view, not an inventory path: vcsim's
+		// SearchIndex can panic on a VM being created in the folder it
+		// searches (entityName, govmomi v0.52.0) while holding an object
+		// lock it then never releases, which hung concurrent starts.
+		err := fmt.Errorf("no VM %s yet", g.name)
+		v, verr := view.NewManager(g.e.c).CreateContainerView(ctx, g.e.c.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
+		if verr != nil {
+			err = verr
+		} else {
+			var vms []mo.VirtualMachine
+			if rerr := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "config.extraConfig", "runtime.powerState"}, &vms); rerr != nil {
+				err = rerr
+			}
+			_ = v.Destroy(context.WithoutCancel(ctx))
+			for _, o := range vms {
+				if o.Name == g.name && o.Config != nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+					return extraConfig(o), nil
+				}
 			}
 		}
 		select {
