@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -31,27 +30,8 @@ import (
 func bootBusybox(t *testing.T) (*agent.Client, hypervisor.VM) {
 	t.Helper()
 	testenv.RequireVMs(t)
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("busybox-static not installed")
-	}
 	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	for _, d := range []string{"bin", "etc", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bb, _ := os.ReadFile("/bin/busybox")
-	os.WriteFile(filepath.Join(root, "bin", "busybox"), bb, 0o755)
-	for _, a := range []string{"sh", "echo", "uname", "cat", "sleep", "head", "seq", "ps", "wc", "tr", "true"} {
-		os.Symlink("/bin/busybox", filepath.Join(root, "bin", a))
-	}
-	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"), 0o644)
-	os.WriteFile(filepath.Join(root, "etc", "group"), []byte("root:x:0:\nnogroup:x:65534:\n"), 0o644)
-	disk := filepath.Join(dir, "root.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", root, disk, "256M").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs: %s: %v", out, err)
-	}
+	disk := testenv.BusyboxDisk(t, dir, "256M")
 	kt := initramfs.KernelTree{Dir: testenv.KernelDir()}
 	kernel, err := kt.Kernel()
 	if err != nil {

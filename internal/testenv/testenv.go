@@ -130,3 +130,42 @@ func atoiOrFail(t testing.TB, line, v string) int {
 	}
 	return n
 }
+
+// BusyboxDisk writes dir/root.ext4, a raw ext4 disk of size (mkfs.ext4's
+// form, "64M") holding Debian's static busybox as /bin/busybox with the
+// common applets linked in /bin, /etc/passwd and /etc/group (root and
+// nobody), and an empty /tmp: a root disk for guest tests. Skips the
+// test without /bin/busybox; fails it if mkfs.ext4 does.
+func BusyboxDisk(t testing.TB, dir, size string) string {
+	t.Helper()
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Skip("busybox-static not installed")
+	}
+	root := filepath.Join(dir, "root")
+	for _, d := range []string{"bin", "etc", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"bin/busybox": string(bb),
+		"etc/passwd":  "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+		"etc/group":   "root:x:0:\nnogroup:x:65534:\n",
+	}
+	for name, body := range files {
+		if err := os.WriteFile(filepath.Join(root, name), []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range []string{"sh", "echo", "uname", "cat", "sleep", "head", "seq", "ps", "wc", "tr", "true", "sync"} {
+		if err := os.Symlink("/bin/busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	disk := filepath.Join(dir, "root.ext4")
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", root, disk, size).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4: %s: %v", out, err)
+	}
+	return disk
+}

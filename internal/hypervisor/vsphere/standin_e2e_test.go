@@ -45,9 +45,6 @@ import (
 // controller (virtio-blk, not paravirtual SCSI).
 func TestStandInGuest(t *testing.T) {
 	testenv.RequireVMs(t)
-	if _, err := os.Stat("/bin/busybox"); err != nil {
-		t.Skip("busybox-static not installed")
-	}
 	e := newSim(t)
 	d := e.driver(func(c *Config) { c.ConnectTimeout = 40 * time.Second })
 	if err := d.CreateVCH(t.Context()); err != nil {
@@ -286,27 +283,7 @@ func tscKHz() int {
 // file as a monolithic sparse VMDK (over what the simulator made there).
 func busyboxVMDK(t *testing.T, file string) {
 	t.Helper()
-	dir := t.TempDir()
-	root := filepath.Join(dir, "root")
-	for _, d := range []string{"bin", "etc", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(root, "bin", "busybox"), bb, 0o755)
-	for _, a := range []string{"sh", "echo", "uname", "cat", "sync"} {
-		os.Symlink("/bin/busybox", filepath.Join(root, "bin", a))
-	}
-	os.WriteFile(filepath.Join(root, "etc", "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644)
-	os.WriteFile(filepath.Join(root, "etc", "group"), []byte("root:x:0:\n"), 0o644)
-	raw := filepath.Join(dir, "root.ext4")
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-d", root, raw, "64M").CombinedOutput(); err != nil {
-		t.Fatalf("mkfs: %s: %v", out, err)
-	}
+	raw := testenv.BusyboxDisk(t, t.TempDir(), "64M")
 	if out, err := exec.Command("qemu-img", "convert", "-q", "-f", "raw", "-O", "vmdk", raw, file).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img convert: %s: %v", out, err)
 	}
