@@ -1,7 +1,8 @@
 #!/bin/sh
 # deps.sh — install the Debian packages vch needs (as root): QEMU, qemu-img,
 # mkfs.ext4/debugfs, a C compiler, busybox-static (for the demo/test image), tmux,
-# iproute2 and docker-compose (for tests), and the docker 20.10 client.
+# iproute2 and docker-compose (for tests), xorriso and ISOLINUX (the vSphere
+# driver's boot ISO), and the docker 20.10 client.
 set -eu
 need=""
 command -v qemu-system-x86_64 >/dev/null || need="$need qemu-system-x86"
@@ -22,6 +23,11 @@ command -v cc >/dev/null || need="$need gcc"
 command -v xz >/dev/null || need="$need xz-utils"
 # ip (iproute2): the network tests build their own "outside" namespaces.
 command -v ip >/dev/null || need="$need iproute2"
+# xorriso, isolinux and syslinux-common: the vSphere driver's boot ISO
+# (the guest kernel and initramfs behind ISOLINUX).
+command -v xorriso >/dev/null || need="$need xorriso"
+[ -e /usr/lib/ISOLINUX/isolinux.bin ] || need="$need isolinux"
+[ -e /usr/lib/syslinux/modules/bios/ldlinux.c32 ] || need="$need syslinux-common"
 if [ -n "$need" ]; then
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq

@@ -261,6 +261,37 @@ type DiskPlugger interface {
 	PlugDisks(ctx context.Context, disks []Disk) error
 }
 
+// DiskStore is implemented by drivers whose VMs cannot use host files:
+// their disks and boot files live in the driver's own store (vSphere: a
+// datastore), named by the driver's paths. A caller that finds it gives
+// such a driver only paths it returned: Spec.Kernel and Spec.Initrd from
+// ImportBoot, base disks from ImportDisk, overlays at DiskPath (made with
+// Driver.CreateOverlay). Host paths are still right for drivers without
+// it (qemu).
+type DiskStore interface {
+	// ImportBoot copies the guest kernel (bzImage) and initramfs host
+	// files into the store and returns the Spec.Kernel and Spec.Initrd
+	// that boot them. Idempotent: the same files give the same paths and
+	// are copied once. Unavailable if a tool the copy needs is missing
+	// (the message names its package).
+	ImportBoot(ctx context.Context, kernel, initrd string) (specKernel, specInitrd string, err error)
+	// ImportDisk copies the raw disk image host file src into the store
+	// as the read-only base disk name (letters, digits, '-', '_', '.';
+	// at most 128 bytes) and returns it. The copy is made once: a disk
+	// of that name already in the store is returned as it is, so name
+	// must change when the content does (a digest). InvalidArgument for
+	// a bad name; NotFound if src is missing.
+	ImportDisk(ctx context.Context, src, name string) (Disk, error)
+	// DiskPath is the store's path of the caller's disk named by elems
+	// ("containers", ID, "rw"): where Driver.CreateOverlay may make it.
+	// Each elem is a name as for ImportDisk.
+	DiskPath(elems ...string) string
+	// RemoveDisk deletes a disk of the store that no running VM uses
+	// (an overlay at DiskPath) and the directory DiskPath made for it
+	// when that is left empty. A disk already gone is no error.
+	RemoveDisk(ctx context.Context, path string) error
+}
+
 // Driver runs VMs. Safe for concurrent use.
 type Driver interface {
 	// Start boots a VM and returns when its guest channel is connected.

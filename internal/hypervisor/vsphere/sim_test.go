@@ -414,3 +414,13 @@ func closedWithin(c <-chan struct{}, d time.Duration) bool {
 		return false
 	}
 }
+
+// localDir is the simulated datastore's directory on this host.
+func (e *sim) localDir(ctx context.Context) string {
+	e.t.Helper()
+	var o mo.Datastore
+	if err := e.ds.Properties(ctx, e.ds.Reference(), []string{"info"}, &o); err != nil {
+		e.t.Fatal(err)
+	}
+	return strings.TrimPrefix(o.Info.GetDatastoreInfo().Url, "file://")
+}

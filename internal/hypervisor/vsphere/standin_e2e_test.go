@@ -150,16 +150,6 @@ func TestStandInGuest(t *testing.T) {
 	}
 }
 
-// localDir is the simulated datastore's directory on this host.
-func (e *sim) localDir(ctx context.Context) string {
-	e.t.Helper()
-	var o mo.Datastore
-	if err := e.ds.Properties(ctx, e.ds.Reference(), []string{"info"}, &o); err != nil {
-		e.t.Fatal(err)
-	}
-	return strings.TrimPrefix(o.Info.GetDatastoreInfo().Url, "file://")
-}
-
 // standIn waits for the VM name to be powered on in the simulator and
 // runs a QEMU VM from its configuration: the disks of its disk chains
 // (each delta disk made real with qemu-img over its parent, which the

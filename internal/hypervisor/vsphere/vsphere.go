@@ -120,6 +120,18 @@
 // parent given; whether real vSphere takes a parent on an existing disk
 // as it takes one on a disk it creates is not tested yet.
 //
+// # The image store
+//
+// The driver is a [hypervisor.DiskStore]: ImportBoot builds the boot ISO
+// from the guest kernel and initramfs (ISOLINUX, with xorriso) and
+// uploads it to STORE/boot/; ImportDisk converts a raw disk image to a
+// streamOptimized VMDK and imports it with vSphere's OVF import (NFC) as
+// STORE/images/NAME.vmdk, once per name; DiskPath names the caller's
+// disks under STORE (the overlays of CreateOverlay) and RemoveDisk
+// deletes them. STORE is the image store directory (Config.ImageStore).
+// The simulator keeps no content of an NFC upload (it only sums it): a
+// test that boots an imported disk gives it its content itself.
+//
 // # The VCH
 //
 // [Driver.CreateVCH] makes what a VCH owns: a resource pool (with the
@@ -274,6 +286,9 @@ type Driver struct {
 	hostView *view.ContainerView
 
 	helperMu sync.Mutex // one helper reconfiguration at a time
+
+	importMu sync.Mutex
+	imports  map[string]*chanMutex // ImportDisk: one import per name at a time
 }
 
 // Default bounds.
@@ -306,6 +321,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		waiting: map[string]*waiter{},
 		vms:     map[string]*vm{},
 		chains:  map[string]*types.VirtualDiskFlatVer2BackingInfo{},
+		imports: map[string]*chanMutex{},
 		hellos:  make(chan struct{}, maxHandshakes),
 	}
 	if p, ok := user.Password(); ok {
