@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -18,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/vchproject/vch/internal/hypervisor/vsphere"
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/portlayer/api"
 	"github.com/vchproject/vch/internal/portlayer/volume"
@@ -83,6 +86,7 @@ func daemonCmd() *cobra.Command {
 	var volumeStores []string
 	var storageQuota string
 	var vmTemplates bool
+	var vsphereConfig string
 	cmd := &cobra.Command{
 		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
 		Short: "Run one VCH endpoint in the foreground until SIGTERM or SIGINT",
@@ -110,6 +114,11 @@ TLS.`,
 				return fmt.Errorf("--default-container-cpus %d: at least 1", cfg.DefaultCPUs)
 			}
 			cfg.NoVMTemplates = !vmTemplates
+			if vsphereConfig != "" {
+				if cfg.VSphere, err = readVSphereConfig(vsphereConfig); err != nil {
+					return err
+				}
+			}
 			if cfg.MaxConcurrentBoots < 0 || cfg.MaxConcurrentBoots > 1024 {
 				return fmt.Errorf("--max-concurrent-boots %d: want 0..1024", cfg.MaxConcurrentBoots)
 			}
@@ -200,6 +209,7 @@ TLS.`,
 	f.IntVar(&cfg.WarmVMs, "warm-vms", 1, "container VMs of the common shape kept restored and woken ahead of need, so a start takes one (0: none; each idle one costs what an idle container does)")
 	f.BoolVar(&cfg.MemoryMerge, "memory-merge", false, "mark the memory of VMs restored from templates mergeable for the host's KSM (saves memory only where /sys/kernel/mm/ksm/run is 1; KSM merges across every VCH on the host)")
 	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
+	f.StringVar(&vsphereConfig, "vsphere-config", "", "run the container VMs on vSphere: a JSON file (mode 0600, it holds the target's credentials) of the vsphere driver's configuration (docs/vsphere.md) (default: this host's QEMU)")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")
 	f.StringVar(&portLayerListen, "portlayer-listen", "", "also serve the Port Layer API (v1) on this address: unix:///PATH.sock (a root-only socket) or tcp://HOST:PORT (only with --tlsverify: mutual TLS with the daemon's certificates) (default: not served)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -236,4 +246,29 @@ func removePIDFile(path string) {
 	if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == strconv.Itoa(os.Getpid()) {
 		os.Remove(path)
 	}
+}
+
+// readVSphereConfig reads --vsphere-config's file: a JSON vsphere.Config
+// with no unknown fields, readable by its owner alone, since its URL
+// may hold the target's password.
+func readVSphereConfig(path string) (*vsphere.Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("--vsphere-config: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("--vsphere-config: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("--vsphere-config %s: mode %04o: it holds credentials, make it readable by its owner alone (chmod 600)", path, st.Mode().Perm())
+	}
+	dec := json.NewDecoder(io.LimitReader(f, 1<<20))
+	dec.DisallowUnknownFields()
+	var c vsphere.Config
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("--vsphere-config %s: %w", path, err)
+	}
+	return &c, nil
 }

@@ -39,7 +39,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/agent/wire"
+	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/qemu"
+	"github.com/vchproject/vch/internal/hypervisor/vsphere"
 	"github.com/vchproject/vch/internal/initramfs"
 	"github.com/vchproject/vch/internal/personality/docker"
 	"github.com/vchproject/vch/internal/portlayer/api"
@@ -132,6 +134,12 @@ type Config struct {
 	// (compute.Config.MaxConcurrentBoots; 0: the host's CPUs); the
 	// daemon's --max-concurrent-boots.
 	MaxConcurrentBoots int `toml:"max_concurrent_boots" json:"max_concurrent_boots"`
+	// VSphere, when set, runs the container VMs on vSphere (the vsphere
+	// driver, on the VCH that vch create --target made there) instead of
+	// this host's QEMU: the boot ISO and image disks are uploaded to its
+	// image store. Containers there have no network yet (--network
+	// none), no volumes and no host bind mounts; see docs/vsphere.md.
+	VSphere *vsphere.Config `toml:"vsphere" json:"vsphere,omitempty"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -146,7 +154,10 @@ type VCH struct {
 	pl      api.Backend // what the Port Layer API serves
 	host    docker.HostInfo
 	lock    *os.File
-	disk    *budget.Disk
+	// closeDriver ends a driver that holds a session (vSphere's); nil
+	// for QEMU's.
+	closeDriver func() error
+	disk        *budget.Disk
 }
 
 // Open validates cfg, builds the guest initramfs and opens the stores.
@@ -204,12 +215,37 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if err != nil {
 		return nil, err
 	}
-	driver, err := qemu.New(qemu.Config{Accel: cfg.Accel, RAMShim: cfg.RAMShim, MemoryMerge: cfg.MemoryMerge}, logger)
-	if err != nil {
-		return nil, err
-	}
-	evlog := events.New(events.DefaultCapacity)
 	v := &VCH{cfg: cfg, logger: logger, lock: lock}
+	var driver hypervisor.Driver
+	hypervisorName := "qemu"
+	if cfg.VSphere != nil {
+		vc := *cfg.VSphere
+		vc.Logger = logger
+		vd, err := vsphere.New(ctx, vc)
+		if err != nil {
+			return nil, fmt.Errorf("vch: vSphere: %w", err)
+		}
+		v.closeDriver = vd.Close
+		if kernel, initrd, err = vd.ImportBoot(ctx, kernel, initrd); err != nil {
+			vd.Close()
+			return nil, fmt.Errorf("vch: vSphere: %w", err)
+		}
+		// No shares on vSphere: bind mounts stay unavailable.
+		shareKernel, shareInitrd = "", ""
+		driver, hypervisorName = vd, "vsphere"
+	} else {
+		qd, err := qemu.New(qemu.Config{Accel: cfg.Accel, RAMShim: cfg.RAMShim, MemoryMerge: cfg.MemoryMerge}, logger)
+		if err != nil {
+			return nil, err
+		}
+		driver = qd
+	}
+	defer func() {
+		if !ok && v.closeDriver != nil {
+			_ = v.closeDriver()
+		}
+	}()
+	evlog := events.New(events.DefaultCapacity)
 	v.disk = &budget.Disk{Limit: cfg.StorageQuotaBytes, Dirs: []string{root}, Skip: []string{filepath.Join(root, "compute", compute.TemplatesDir)}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.VolumeStores)) {
 		v.disk.Dirs = append(v.disk.Dirs, cfg.VolumeStores[name])
@@ -279,7 +315,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	var si unix.Sysinfo_t
 	_ = unix.Sysinfo(&si)
 	v.host = docker.HostInfo{
-		Name: cfg.Name, Hypervisor: "qemu", Accelerator: driver.Capabilities().Accelerator,
+		Name: cfg.Name, Hypervisor: hypervisorName, Accelerator: driver.Capabilities().Accelerator,
 		GuestKernelVersion: kver, NCPU: runtime.NumCPU(), MemTotalBytes: int64(si.Totalram) * int64(si.Unit),
 		RootDir: root,
 	}
@@ -417,7 +453,11 @@ func (v *VCH) ServePortLayer(ctx context.Context, l net.Listener) error {
 func (v *VCH) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	return errors.Join(v.compute.Close(ctx), v.network.Close(), v.images.Close(), v.lock.Close())
+	err := errors.Join(v.compute.Close(ctx), v.network.Close(), v.images.Close())
+	if v.closeDriver != nil {
+		err = errors.Join(err, v.closeDriver())
+	}
+	return errors.Join(err, v.lock.Close())
 }
 
 // NamespaceName is the network namespace of the VCH rooted at root

@@ -308,7 +308,7 @@ func (g guest) secret(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return hex.DecodeString(info[keyChannelSecret])
+	return hex.DecodeString(info[GuestinfoChannelSecret])
 }
 
 // hello dials the listener and says hello as name with secret; it

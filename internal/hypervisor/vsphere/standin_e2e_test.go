@@ -235,8 +235,8 @@ func (e *sim) standIn(ctx context.Context, name, dsDir, kernel, initrd, runDir s
 	// as a VM with two serial ports.
 	args = append(args, "-chardev", "socket,id=channel,host="+host+",port="+port, "-device", "isa-serial,chardev=channel,index=1")
 	cmdline := []string{"console=ttyS0", "reboot=t", "panic=-1", "tsc=reliable", "tsc_early_khz=" + strconv.Itoa(tscKHz()), "8250.nr_uarts=2",
-		info[keyCmdline], tether.ChannelParam + "=serial", tether.SerialDeviceParam + "=ttyS1",
-		tether.GuestinfoParam + "=" + tether.EncodeGuestinfo(map[string]string{keyName: info[keyName], keyChannelSecret: info[keyChannelSecret]})}
+		info[GuestinfoCmdline], tether.ChannelParam + "=serial", tether.SerialDeviceParam + "=ttyS1",
+		tether.GuestinfoParam + "=" + tether.EncodeGuestinfo(map[string]string{GuestinfoName: info[GuestinfoName], GuestinfoChannelSecret: info[GuestinfoChannelSecret]})}
 	args = append(args, "-append", strings.Join(cmdline, " "))
 	cmd := exec.Command("qemu-system-x86_64", args...)
 	stderr, err := os.Create(filepath.Join(runDir, "qemu.log"))

@@ -44,10 +44,13 @@ const (
 
 // Guestinfo keys the driver sets (see the package doc).
 const (
-	keyName          = "guestinfo.vch.name"
-	keyCmdline       = "guestinfo.vch.cmdline"
-	keyChannelName   = "guestinfo.vch.channel.name"
-	keyChannelSecret = "guestinfo.vch.channel.secret"
+	GuestinfoName          = "guestinfo.vch.name"
+	GuestinfoCmdline       = "guestinfo.vch.cmdline"
+	GuestinfoChannelName   = "guestinfo.vch.channel.name"
+	GuestinfoChannelSecret = "guestinfo.vch.channel.secret"
+	// GuestinfoDisk, then a disk's index in Spec.Disks and ".serial" or
+	// ".address": the disk's serial and its SCSI address, "scsi0:UNIT".
+	GuestinfoDisk = "guestinfo.vch.disk."
 )
 
 // dsPath parses a datastore path "[DATASTORE] dir/file" whose file ends
@@ -259,10 +262,10 @@ func (d *Driver) configSpec(spec hypervisor.Spec, secret []byte) (types.VirtualM
 	add(scsi)
 
 	extra := []types.BaseOptionValue{
-		&types.OptionValue{Key: keyName, Value: spec.Name},
-		&types.OptionValue{Key: keyCmdline, Value: spec.Cmdline},
-		&types.OptionValue{Key: keyChannelName, Value: spec.ChannelName},
-		&types.OptionValue{Key: keyChannelSecret, Value: hex.EncodeToString(secret)},
+		&types.OptionValue{Key: GuestinfoName, Value: spec.Name},
+		&types.OptionValue{Key: GuestinfoCmdline, Value: spec.Cmdline},
+		&types.OptionValue{Key: GuestinfoChannelName, Value: spec.ChannelName},
+		&types.OptionValue{Key: GuestinfoChannelSecret, Value: hex.EncodeToString(secret)},
 	}
 	d.mu.Lock()
 	chains := make([]*types.VirtualDiskFlatVer2BackingInfo, len(spec.Disks))
@@ -291,8 +294,8 @@ func (d *Driver) configSpec(spec hypervisor.Spec, secret []byte) (types.VirtualM
 		if disk.Serial != "" {
 			n := strconv.Itoa(i)
 			extra = append(extra,
-				&types.OptionValue{Key: "guestinfo.vch.disk." + n + ".serial", Value: disk.Serial},
-				&types.OptionValue{Key: "guestinfo.vch.disk." + n + ".address", Value: fmt.Sprintf("scsi0:%d", unit)})
+				&types.OptionValue{Key: GuestinfoDisk + n + ".serial", Value: disk.Serial},
+				&types.OptionValue{Key: GuestinfoDisk + n + ".address", Value: fmt.Sprintf("scsi0:%d", unit)})
 		}
 	}
 	if len(spec.NICs) > 0 && d.nicBack == nil {

@@ -235,7 +235,7 @@ func TestStartRunsVM(t *testing.T) {
 	t.Run("Guestinfo", func(t *testing.T) {
 		info := extraConfig(o)
 		want := map[string]string{
-			keyName: "c1", keyCmdline: "console=ttyS0 quiet", keyChannelName: "vch.tether",
+			GuestinfoName: "c1", GuestinfoCmdline: "console=ttyS0 quiet", GuestinfoChannelName: "vch.tether",
 			"guestinfo.vch.disk.0.serial": "root", "guestinfo.vch.disk.0.address": "scsi0:0",
 			"guestinfo.vch.disk.1.serial": "image0", "guestinfo.vch.disk.1.address": "scsi0:1",
 		}
@@ -244,8 +244,8 @@ func TestStartRunsVM(t *testing.T) {
 				t.Errorf("%s = %q, want %q", k, info[k], v)
 			}
 		}
-		if got := info[keyChannelSecret]; len(got) != 2*secretBytes || got != fmt.Sprintf("%x", st.secret) {
-			t.Errorf("%s = %q, want the 32-byte secret the guest used", keyChannelSecret, got)
+		if got := info[GuestinfoChannelSecret]; len(got) != 2*secretBytes || got != fmt.Sprintf("%x", st.secret) {
+			t.Errorf("%s = %q, want the 32-byte secret the guest used", GuestinfoChannelSecret, got)
 		}
 	})
 	t.Run("SerialPort", func(t *testing.T) {

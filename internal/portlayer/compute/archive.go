@@ -28,16 +28,21 @@ const statTimeout = 30 * time.Second
 // commit). Without the image's disk (the image is gone) the VM boots,
 // but diff and commit fail.
 func (s *Service) rootDisks(ctx context.Context, id string, rec portlayer.Container) []hypervisor.Disk {
-	disks := []hypervisor.Disk{{Path: filepath.Join(s.cfg.Root, "containers", id, "rw.qcow2"), Format: "qcow2", Serial: wire.RootSerial}}
+	disks := []hypervisor.Disk{s.disks.rw(id)}
 	if s.rootfs == nil {
 		return disks
 	}
-	base, err := s.rootfs.Rootfs(ctx, rec.Spec.Image)
+	local, err := s.rootfs.Rootfs(ctx, rec.Spec.Image)
+	var base hypervisor.Disk
+	if err == nil {
+		base, err = s.disks.base(ctx, local)
+	}
 	if err != nil {
 		s.logger.Warn("image disk not attached; diff and commit will fail", "container", id, "err", err)
 		return disks
 	}
-	return append(disks, hypervisor.Disk{Path: base, Format: "raw", ReadOnly: true, Serial: wire.BaseSerial})
+	base.Serial = wire.BaseSerial
+	return append(disks, base)
 }
 
 // Archives is compute's archive area: files copied into and out of a

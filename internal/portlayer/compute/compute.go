@@ -22,6 +22,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -163,6 +164,7 @@ const (
 type Service struct {
 	cfg    Config
 	driver hypervisor.Driver
+	disks  diskPlace
 	vms    *vmtemplate.Starter // starts VMs: restored from templates, or booted
 	warm   *warmpool.Pool      // warm VMs of the common shape
 	boots  *bootGate           // admits boots, MaxConcurrentBoots at once
@@ -198,7 +200,9 @@ type Service struct {
 // driver's connect bound and cfg.BootTimeout. InvalidArgument for a bad
 // config.
 func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, logger *slog.Logger) (*Service, error) {
-	if cfg.Root == "" || cfg.Kernel == "" || cfg.Initrd == "" || cfg.ChannelName == "" {
+	store, _ := driver.(hypervisor.DiskStore)
+	// A store's boot file may hold the initramfs (vSphere's ISO).
+	if cfg.Root == "" || cfg.Kernel == "" || (cfg.Initrd == "" && store == nil) || cfg.ChannelName == "" {
 		return nil, fmt.Errorf("compute: root, kernel, initrd and channel name are required: %w", errdefs.ErrInvalidArgument)
 	}
 	if cfg.DefaultMemoryMiB == 0 {
@@ -237,7 +241,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		recs.close()
 		return nil, err
 	}
-	s := &Service{cfg: cfg, driver: driver, vms: vms, rootfs: rootfs, logger: logger.With("component", "compute"), base: logger, recs: recs,
+	s := &Service{cfg: cfg, driver: driver, disks: diskPlace{root: cfg.Root, store: store}, vms: vms, rootfs: rootfs, logger: logger.With("component", "compute"), base: logger, recs: recs,
 		boots: newBootGate(cfg.MaxConcurrentBoots), containers: map[string]*container{}, claims: map[string]volumeClaim{}, bindRoots: bindRoots, done: make(chan struct{})}
 	all, err := recs.all()
 	if err != nil {
@@ -580,7 +584,11 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	if err != nil {
 		return fail(fmt.Errorf("compute: rootfs for %s: %w", spec.Image, err))
 	}
-	if _, err := s.driver.CreateOverlay(ctx, hypervisor.Disk{Path: base, Format: "raw", ReadOnly: true}, filepath.Join(dir, "rw.qcow2"), 0); err != nil {
+	baseDisk, err := s.disks.base(ctx, base)
+	if err != nil {
+		return fail(fmt.Errorf("compute: image disk for %s: %w", spec.Image, err))
+	}
+	if _, err := s.driver.CreateOverlay(ctx, baseDisk, s.disks.rw(id).Path, 0); err != nil {
 		return fail(fmt.Errorf("compute: writable disk: %w", err))
 	}
 	if err := s.recs.put(rec); err != nil {
@@ -782,7 +790,11 @@ func (s *Service) remove(c *container) error {
 	s.mu.Unlock()
 	c.out.close()
 	s.execs.dropExecs(c)
-	err := os.RemoveAll(filepath.Join(s.cfg.Root, "containers", c.id))
+	// The removal is decided: the driver's delete of the disk runs to
+	// its end, bounded, whoever asked.
+	dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	err := errors.Join(s.disks.removeRW(dctx, c.id), os.RemoveAll(filepath.Join(s.cfg.Root, "containers", c.id)))
+	cancel()
 	_ = os.RemoveAll(c.runDir)
 	if vmDir != "" {
 		_ = os.RemoveAll(vmDir)
