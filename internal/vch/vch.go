@@ -157,6 +157,7 @@ type VCH struct {
 	// closeDriver ends a driver that holds a session (vSphere's); nil
 	// for QEMU's.
 	closeDriver func() error
+	vsphere     *vsphere.Driver // nil on QEMU
 	disk        *budget.Disk
 }
 
@@ -225,7 +226,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		if err != nil {
 			return nil, fmt.Errorf("vch: vSphere: %w", err)
 		}
-		v.closeDriver = vd.Close
+		v.closeDriver, v.vsphere = vd.Close, vd
 		if kernel, initrd, err = vd.ImportBoot(ctx, kernel, initrd); err != nil {
 			vd.Close()
 			return nil, fmt.Errorf("vch: vSphere: %w", err)
@@ -413,6 +414,14 @@ func (v *VCH) Host(ctx context.Context) (docker.HostInfo, error) {
 		warm = fmt.Sprintf("%d of %d ready, %d being restored; %d starts took one", st.Ready, st.Size, st.Filling, st.Taken)
 	}
 	h.DriverStatus = append(h.DriverStatus, [2]string{"Warm VMs", warm})
+	if v.vsphere != nil {
+		p := v.vsphere.Paths()
+		h.DriverStatus = append(h.DriverStatus,
+			[2]string{"vSphere Compute Resource", v.cfg.VSphere.ComputeResource},
+			[2]string{"vSphere Placement", v.vsphere.Placement()},
+			[2]string{"vSphere Resource Pool", p.ResourcePool},
+			[2]string{"vSphere Image Store", p.ImageStore})
+	}
 	return h, nil
 }
 

@@ -4,6 +4,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"log/slog"
 	"crypto/tls"
@@ -151,8 +154,28 @@ func TestVSphereDockerRun(t *testing.T) {
 	if !strings.HasPrefix(out, "hello from vsphere\n") || !strings.Contains(out, "vch.channel=serial") {
 		t.Errorf("docker run output %q: want the greeting and the guest's serial channel", out)
 	}
-	if info := dockerV("info", "--format", "{{.Driver}} {{range .DriverStatus}}{{index . 0}}={{index . 1}};{{end}}"); !strings.Contains(info, "vsphere") {
-		t.Errorf("docker info %q: want the vsphere hypervisor", info)
+	// Writes land in the container's delta disk: the image's disk under
+	// it is unchanged, and another container does not see them.
+	sums := func() map[string]string {
+		m := map[string]string{}
+		files, _ := filepath.Glob(filepath.Join(rootfsDir, "*.ext4"))
+		for _, f := range files {
+			m[f] = fileSHA256(t, f)
+		}
+		return m
+	}
+	before := sums()
+	if out := dockerV("run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo written > /etc/vs && sync && cat /etc/vs"); out != "written" {
+		t.Errorf("write on the root disk: %q", out)
+	}
+	if out := dockerV("run", "--rm", "--network", "none", "busybox", "sh", "-c", "cat /etc/vs 2>&1 || true"); strings.Contains(out, "written") {
+		t.Errorf("a second container sees the first one's write: %q", out)
+	}
+	if after := sums(); len(before) == 0 || fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("image disks %v changed to %v under the containers' delta disks", before, after)
+	}
+	if info := dockerV("info", "--format", "{{.Driver}} {{range .DriverStatus}}{{index . 0}}={{index . 1}};{{end}}"); !strings.Contains(info, "vSphere Placement=drs;") || !strings.Contains(info, "vSphere Resource Pool=/DC0/host/DC0_C0/Resources/"+vch+";") {
+		t.Errorf("docker info %q: want the vSphere placement (the simulator's cluster has DRS) and resource pool", info)
 	}
 
 	// A detached container: its VM is in the VCH's folder while it runs,
@@ -174,6 +197,20 @@ func TestVSphereDockerRun(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dsDir, vch, "containers", id)); !os.IsNotExist(err) {
 		t.Errorf("the removed container's disk directory on the datastore: %v; want it gone", err)
 	}
+}
+
+func fileSHA256(t *testing.T, name string) string {
+	t.Helper()
+	f, err := os.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 // folderVMs are the names of the VMs in folder.

@@ -139,9 +139,11 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 		return "", errHello("write nonce: " + err.Error())
 	}
 	// An empty line is the guest's nudge (its UART cut or lost the
-	// first copy): the same line again. Our own line, whole or its end,
-	// is an echo from a terminal not yet raw: skipped. Both a bounded
-	// number of times.
+	// first copy): the same line again. Any other line that is not a
+	// guest's hello (four words, the first two the magic) is noise: our own line echoed by a terminal not yet raw (whole,
+	// or with bytes lost at its start or in its middle by a UART that is
+	// starting), or a line the UART cut: skipped; a guest that did not
+	// get our line nudges. Both a bounded number of times.
 	var line string
 	for skipped := 0; ; skipped++ {
 		var err error
@@ -149,16 +151,14 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 			return "", err
 		}
 		_ = c.SetDeadline(time.Now().Add(helloTimeout))
-		// (A terminal's echo ends in "\r\n".)
-		e := strings.TrimSuffix(line, "\r")
-		echo := e != "" && strings.HasSuffix(strings.TrimSuffix(hello, "\n"), e)
-		if line != "" && !echo {
+		// Our line has three words, a guest's four.
+		if f := strings.Fields(line); len(f) == 4 && f[0]+" "+f[1] == helloMagic {
 			break
 		}
 		if skipped == serialauth.MaxNudges {
-			return "", errHello("too many nudges or echoes")
+			return "", errHello("too many nudges or lines that are not a hello")
 		}
-		if echo {
+		if line != "" {
 			continue
 		}
 		if _, err := io.WriteString(c, hello); err != nil {
@@ -167,7 +167,7 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 	}
 	f := strings.Split(line, " ")
 	if len(f) != 4 || f[0]+" "+f[1] != helloMagic || f[2] == "" || len(f[3]) != 2*sha256.Size {
-		return "", errHello("malformed hello")
+		return "", errHello(fmt.Sprintf("malformed hello %.100q", line))
 	}
 	name, got := f[2], f[3]
 	d.mu.Lock()
