@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -26,6 +27,7 @@ import (
 	"github.com/vchproject/vch/internal/portlayer/volume"
 	"github.com/vchproject/vch/internal/vch"
 	"github.com/vchproject/vch/internal/vch/certs"
+	"github.com/vchproject/vch/internal/vch/deploy"
 )
 
 // tlsFlags are dockerd's TLS flags, with its defaults and rules
@@ -86,7 +88,7 @@ func daemonCmd() *cobra.Command {
 	var volumeStores []string
 	var storageQuota string
 	var vmTemplates bool
-	var vsphereConfig string
+	var vsphereConfig, vsphereCredentials string
 	cmd := &cobra.Command{
 		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
 		Short: "Run one VCH endpoint in the foreground until SIGTERM or SIGINT",
@@ -115,9 +117,11 @@ TLS.`,
 			}
 			cfg.NoVMTemplates = !vmTemplates
 			if vsphereConfig != "" {
-				if cfg.VSphere, err = readVSphereConfig(vsphereConfig); err != nil {
+				if cfg.VSphere, err = readVSphereConfig(vsphereConfig, vsphereCredentials); err != nil {
 					return err
 				}
+			} else if vsphereCredentials != "" {
+				return fmt.Errorf("--vsphere-credentials needs --vsphere-config")
 			}
 			if cfg.MaxConcurrentBoots < 0 || cfg.MaxConcurrentBoots > 1024 {
 				return fmt.Errorf("--max-concurrent-boots %d: want 0..1024", cfg.MaxConcurrentBoots)
@@ -209,7 +213,8 @@ TLS.`,
 	f.IntVar(&cfg.WarmVMs, "warm-vms", 1, "container VMs of the common shape kept restored and woken ahead of need, so a start takes one (0: none; each idle one costs what an idle container does)")
 	f.BoolVar(&cfg.MemoryMerge, "memory-merge", false, "mark the memory of VMs restored from templates mergeable for the host's KSM (saves memory only where /sys/kernel/mm/ksm/run is 1; KSM merges across every VCH on the host)")
 	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
-	f.StringVar(&vsphereConfig, "vsphere-config", "", "run the container VMs on vSphere: a JSON file (mode 0600, it holds the target's credentials) of the vsphere driver's configuration (docs/vsphere.md) (default: this host's QEMU)")
+	f.StringVar(&vsphereConfig, "vsphere-config", "", "run the container VMs on vSphere: a JSON file of the vsphere driver's configuration, as vch create --target writes it (docs/vsphere.md); mode 0600 if its url holds credentials (default: this host's QEMU)")
+	f.StringVar(&vsphereCredentials, "vsphere-credentials", "", "with --vsphere-config: a JSON file {\"username\", \"password\"} (mode 0600) of the vSphere target's credentials, used in place of any in the config's url")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")
 	f.StringVar(&portLayerListen, "portlayer-listen", "", "also serve the Port Layer API (v1) on this address: unix:///PATH.sock (a root-only socket) or tcp://HOST:PORT (only with --tlsverify: mutual TLS with the daemon's certificates) (default: not served)")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
@@ -248,27 +253,55 @@ func removePIDFile(path string) {
 	}
 }
 
-// readVSphereConfig reads --vsphere-config's file: a JSON vsphere.Config
-// with no unknown fields, readable by its owner alone, since its URL
-// may hold the target's password.
-func readVSphereConfig(path string) (*vsphere.Config, error) {
+// readVSphereConfig reads --vsphere-config's file, a JSON vsphere.Config
+// with no unknown fields, and, when credsPath is set, the credentials of
+// --vsphere-credentials into its URL. A file that holds credentials must
+// be readable by its owner alone.
+func readVSphereConfig(path, credsPath string) (*vsphere.Config, error) {
+	var c vsphere.Config
+	if err := readPrivateJSON("--vsphere-config", path, &c, func() bool {
+		u, err := url.Parse(c.URL)
+		_, hasPass := u.User.Password()
+		return err == nil && u.User != nil && hasPass
+	}); err != nil {
+		return nil, err
+	}
+	if credsPath == "" {
+		return &c, nil
+	}
+	var creds deploy.Credentials
+	if err := readPrivateJSON("--vsphere-credentials", credsPath, &creds, func() bool { return true }); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(c.URL)
+	if err != nil || creds.Username == "" {
+		return nil, fmt.Errorf("--vsphere-config %s: url does not parse, or --vsphere-credentials %s has no username", path, credsPath)
+	}
+	u.User = url.UserPassword(creds.Username, creds.Password)
+	c.URL = u.String()
+	return &c, nil
+}
+
+// readPrivateJSON decodes the JSON file path (at most 1 MiB, no unknown
+// fields) into v; when private reports that it holds credentials, the
+// file must not be readable by its group or others.
+func readPrivateJSON(flag, path string, v any, private func() bool) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("--vsphere-config: %w", err)
+		return fmt.Errorf("%s: %w", flag, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("--vsphere-config: %w", err)
-	}
-	if st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("--vsphere-config %s: mode %04o: it holds credentials, make it readable by its owner alone (chmod 600)", path, st.Mode().Perm())
+		return fmt.Errorf("%s: %w", flag, err)
 	}
 	dec := json.NewDecoder(io.LimitReader(f, 1<<20))
 	dec.DisallowUnknownFields()
-	var c vsphere.Config
-	if err := dec.Decode(&c); err != nil {
-		return nil, fmt.Errorf("--vsphere-config %s: %w", path, err)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%s %s: %w", flag, path, err)
 	}
-	return &c, nil
+	if st.Mode().Perm()&0o077 != 0 && private() {
+		return fmt.Errorf("%s %s: mode %04o: it holds credentials, make it readable by its owner alone (chmod 600)", flag, path, st.Mode().Perm())
+	}
+	return nil
 }

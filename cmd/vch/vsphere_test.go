@@ -638,6 +638,9 @@ func TestVSphereFlagValidation(t *testing.T) {
 		{"ds volume store without target", []string{"--volume-store", "v:ds://ds1/vols"}, "needs a vSphere VCH (--target)"},
 		{"compute resource without target", []string{"--compute-resource", "/DC0/host/C0"}, "--compute-resource needs --target"},
 		{"insecure without target", []string{"--insecure-target"}, "--insecure-target needs --target"},
+		{"wildcard channel", append([]string{"--target", target, "--channel-listen", "0.0.0.0:2377"}, full...), "--channel-listen"},
+		{"channel without port", append([]string{"--target", target, "--channel-listen", "10.0.0.5"}, full...), "--channel-listen"},
+		{"channel without target", []string{"--channel-listen", "10.0.0.5:2377"}, "--channel-listen needs --target"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -37,6 +37,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -188,10 +189,15 @@ func (l Layout) SupervisorPIDFile() string {
 // them.
 func (l Layout) CredentialsFile() string { return filepath.Join(l.Dir, "target.json") }
 
+// VSphereConfigFile holds a vSphere VCH's driver configuration for its
+// daemon (--vsphere-config; DriverConfig), without the credentials;
+// SaveConfig writes it.
+func (l Layout) VSphereConfigFile() string { return filepath.Join(l.Dir, "vsphere.json") }
+
 // entries are the names Delete removes from a state directory (the cert
 // directory only when vch generated it there).
 func (l Layout) entries() []string {
-	return []string{"config.json", "root", "logs", "docker.sock", "daemon.pid", "supervise.pid", "target.json", "target.json.tmp"}
+	return []string{"config.json", "root", "logs", "docker.sock", "daemon.pid", "supervise.pid", "target.json", "target.json.tmp", "vsphere.json", "vsphere.json.tmp"}
 }
 
 // LoadConfig reads dir's config.json. NotFound if there is none;
@@ -214,20 +220,34 @@ func LoadConfig(l Layout) (Config, error) {
 	return c, nil
 }
 
-// SaveConfig writes c to dir's config.json atomically (mode 0600).
+// SaveConfig writes c to dir's config.json atomically (mode 0600) and,
+// for a vSphere VCH, its daemon's driver configuration to
+// VSphereConfigFile (removed for a local one).
 func SaveConfig(l Layout, c Config) error {
 	c.Schema = configSchema
-	b, err := json.MarshalIndent(c, "", "  ")
+	if c.VSphere != nil {
+		if err := writeJSON(l.VSphereConfigFile(), DriverConfig(c.Name, c.VSphere)); err != nil {
+			return err
+		}
+	} else if err := os.Remove(l.VSphereConfigFile()); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("vch: %w", err)
+	}
+	return writeJSON(l.ConfigFile(), c)
+}
+
+// writeJSON writes v to path atomically (mode 0600).
+func writeJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
-		return fmt.Errorf("vch: encode config: %w", err)
+		return fmt.Errorf("vch: encode %s: %w", filepath.Base(path), err)
 	}
-	tmp := l.ConfigFile() + ".tmp"
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("vch: write config: %w", err)
+		return fmt.Errorf("vch: write %s: %w", filepath.Base(path), err)
 	}
-	if err := os.Rename(tmp, l.ConfigFile()); err != nil {
+	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("vch: write config: %w", err)
+		return fmt.Errorf("vch: write %s: %w", filepath.Base(path), err)
 	}
 	return nil
 }

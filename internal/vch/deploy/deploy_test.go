@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vchproject/vch/internal/hypervisor/vsphere"
 	"github.com/vchproject/vch/internal/vch/certs"
 )
 
@@ -168,6 +170,10 @@ func TestDaemonArgs(t *testing.T) {
 		}},
 		{name: "TLS without verify", change: func(c *Config) { c.TLS.Verify = false }},
 		{name: "cold VMs and memory merge", change: func(c *Config) { c.Limits.NoVMTemplates, c.Limits.MemoryMerge = true, true }},
+		{name: "vSphere", change: func(c *Config) {
+			c.VSphere = &VSphere{Target: "https://vc.example.com/sdk", Datacenter: "/DC0", ComputeResource: "/DC0/host/C0", ImageStore: "ds1"}
+			c.VolumeStores = []string{"fast:/srv/vch/fast", "vmfs:ds://ds1/volumes"}
+		}},
 		{name: "unix socket without TLS", change: func(c *Config) {
 			c.TLS = TLS{}
 			c.Host = "unix:///var/lib/vch/team1/docker.sock"
@@ -180,6 +186,36 @@ func TestDaemonArgs(t *testing.T) {
 			tc.change(&c)
 			golden(t, strings.Join(DaemonArgs(c, l), "\n")+"\n")
 		})
+	}
+}
+
+// TestSaveConfigVSphere: a vSphere VCH's daemon gets its driver's
+// configuration from a file of its own, without the credentials, which
+// goes when the VCH is no longer on vSphere.
+func TestSaveConfigVSphere(t *testing.T) {
+	l := Layout{Dir: t.TempDir()}
+	c := sampleConfig()
+	c.VSphere = &VSphere{Target: "https://vc.example.com/sdk", Datacenter: "/DC0", ComputeResource: "/DC0/host/C0", ImageStore: "ds1", ChannelListen: "10.0.0.5:2377"}
+	if err := SaveConfig(l, c); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(l.VSphereConfigFile())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got vsphere.Config
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.URL != "https://vc.example.com/sdk" || got.ResourcePool != c.Name || got.VMFolder != c.Name || got.ImageStore != "ds1/"+c.Name || got.ChannelListen != "10.0.0.5:2377" {
+		t.Errorf("driver config %+v", got)
+	}
+	c.VSphere = nil
+	if err := SaveConfig(l, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(l.VSphereConfigFile()); !os.IsNotExist(err) {
+		t.Errorf("driver config of a local VCH: %v; want none", err)
 	}
 }
 

@@ -51,9 +51,9 @@ func SystemdRunning() bool {
 }
 
 // DaemonArgs returns the `vch` arguments that run c's daemon: the admin
-// socket and the endpoint, TLS files, limits and registries. Nothing of
-// c.VSphere is passed yet (the daemon runs its VMs on QEMU), and never
-// the target's credentials.
+// socket and the endpoint, TLS files, limits and registries, and for a
+// vSphere VCH the files of its driver configuration and credentials
+// (never the credentials themselves).
 func DaemonArgs(c Config, l Layout) []string {
 	admin := "unix://" + l.AdminSocket()
 	args := []string{"daemon", "--name", c.Name, "--root", l.Root(), "--pidfile", l.DaemonPIDFile(), "-H", admin}
@@ -105,9 +105,12 @@ func DaemonArgs(c Config, l Layout) []string {
 	if lim.StorageQuotaBytes > 0 {
 		args = append(args, "--storage-quota", strconv.FormatInt(lim.StorageQuotaBytes, 10))
 	}
+	if c.VSphere != nil {
+		args = append(args, "--vsphere-config", l.VSphereConfigFile(), "--vsphere-credentials", l.CredentialsFile())
+	}
 	for _, vs := range c.VolumeStores {
 		if IsDatastoreVolumeStore(vs) {
-			continue // container VMs run on QEMU here: no datastore to put volumes on yet
+			continue // the daemon has no volumes on datastores yet
 		}
 		args = append(args, "--volume-store", vs)
 	}

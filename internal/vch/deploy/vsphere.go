@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -57,7 +60,16 @@ type VSphereOptions struct {
 	ImageStore string
 	// BridgeNetwork and PublicNetwork are portgroup names; optional.
 	BridgeNetwork, PublicNetwork string
+	// ChannelListen is the HOST:PORT the VCH's daemon listens on for its
+	// container VMs' serial ports (the ESX hosts connect to it); empty
+	// is DefaultChannelListen.
+	ChannelListen string
 }
+
+// DefaultChannelListen is the guest channels' listener without
+// --channel-listen: loopback, which only VMs run on this machine (a
+// simulator's stand-ins) can reach.
+const DefaultChannelListen = "127.0.0.1:0"
 
 // String is o with the target's credentials hidden.
 func (o VSphereOptions) String() string {
@@ -101,6 +113,9 @@ type VSphere struct {
 	// BridgeNetwork and PublicNetwork are portgroup names ("" if not given).
 	BridgeNetwork string `json:"bridge_network,omitempty"`
 	PublicNetwork string `json:"public_network,omitempty"`
+	// ChannelListen is VSphereOptions.ChannelListen ("" is
+	// DefaultChannelListen).
+	ChannelListen string `json:"channel_listen,omitempty"`
 	// CPULimitMHz and MemoryLimitMiB are the pool's limits as last set
 	// (0: unlimited): Limits.CPUs times the compute resource's core clock,
 	// and Limits.MemoryMiB.
@@ -272,6 +287,13 @@ func prepareVSphere(o VSphereOptions, name string, volumeStores []string, getenv
 	if err := checkImageStore(o.ImageStore); err != nil {
 		return nil, Credentials{}, err
 	}
+	if o.ChannelListen != "" {
+		host, port, err := net.SplitHostPort(o.ChannelListen)
+		ip, ipErr := netip.ParseAddr(host)
+		if err != nil || host == "" || (ipErr == nil && ip.IsUnspecified()) || !validPort(port) {
+			return nil, Credentials{}, fmt.Errorf("vch: --channel-listen %q: want HOST:PORT with an address the ESX hosts reach (not a wildcard): %w", o.ChannelListen, errdefs.ErrInvalidArgument)
+		}
+	}
 	ds, dir, _ := strings.Cut(strings.TrimSuffix(o.ImageStore, "/"), "/")
 	images := "[" + ds + "] " + cmp.Or(dir, name) // as the driver makes it
 	for _, vs := range volumeStores {
@@ -285,6 +307,7 @@ func prepareVSphere(o VSphereOptions, name string, volumeStores []string, getenv
 		Target: target, Thumbprint: o.Thumbprint, Insecure: o.Insecure,
 		Datacenter: dc, ComputeResource: strings.TrimSuffix(o.ComputeResource, "/"),
 		ImageStore: strings.TrimSuffix(o.ImageStore, "/"), BridgeNetwork: o.BridgeNetwork, PublicNetwork: o.PublicNetwork,
+		ChannelListen: o.ChannelListen,
 	}, creds, nil
 }
 
@@ -385,25 +408,41 @@ func (m *Manager) connectVSphere(ctx context.Context, name string, v *VSphere, c
 		return nil, fmt.Errorf("vch: target %q: %w", v.Target, errdefs.ErrInvalidArgument)
 	}
 	u.User = url.UserPassword(creds.Username, creds.Password)
-	imageStore := v.ImageStore
-	if !strings.Contains(imageStore, "/") {
-		imageStore += "/" + name
-	}
-	d, err := vsphere.New(ctx, vsphere.Config{
-		URL: u.String(), Insecure: v.Insecure, Thumbprint: v.Thumbprint,
-		Datacenter: v.Datacenter, ComputeResource: v.ComputeResource,
-		ResourcePool: name, VMFolder: name, ImageStore: imageStore,
-		BridgePortgroup: v.BridgeNetwork,
-		// The driver listens for guest channels; vch create runs none.
-		ChannelListen:  "127.0.0.1:0",
-		CPULimitMHz:    v.CPULimitMHz,
-		MemoryLimitMiB: v.MemoryLimitMiB,
-		Logger:         slog.New(slog.DiscardHandler),
-	})
+	cfg := DriverConfig(name, v)
+	cfg.URL = u.String()
+	// The driver listens for guest channels; vch create runs none.
+	cfg.ChannelListen = "127.0.0.1:0"
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	d, err := vsphere.New(ctx, cfg)
 	if err != nil {
 		return nil, scrub(fmt.Errorf("vch: vSphere target %s: %w", v.Target, err), creds)
 	}
 	return d, nil
+}
+
+// validPort reports whether p is a port number, 0 (any) to 65535.
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n >= 0 && n <= 65535
+}
+
+// DriverConfig is the vsphere driver's configuration for the VCH name
+// deployed as v, without credentials (its URL is v.Target): what the
+// VCH's daemon reads from Layout.VSphereConfigFile.
+func DriverConfig(name string, v *VSphere) vsphere.Config {
+	imageStore := v.ImageStore
+	if !strings.Contains(imageStore, "/") {
+		imageStore += "/" + name
+	}
+	return vsphere.Config{
+		URL: v.Target, Insecure: v.Insecure, Thumbprint: v.Thumbprint,
+		Datacenter: v.Datacenter, ComputeResource: v.ComputeResource,
+		ResourcePool: name, VMFolder: name, ImageStore: imageStore,
+		BridgePortgroup: v.BridgeNetwork,
+		ChannelListen:   cmp.Or(v.ChannelListen, DefaultChannelListen),
+		CPULimitMHz:     v.CPULimitMHz,
+		MemoryLimitMiB:  v.MemoryLimitMiB,
+	}
 }
 
 // poolLimits are the pool limits for the VCH's limits: its vCPUs times
@@ -537,9 +576,9 @@ func sameVSphere(a, b *VSphere) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	key := func(v *VSphere) [11]string {
-		return [11]string{v.Target, v.Thumbprint, fmt.Sprint(v.Insecure), v.Datacenter, v.ComputeResource, v.ResourcePool,
-			v.VMFolder, v.ImageStore, v.ImageStorePath, v.BridgeNetwork, v.PublicNetwork}
+	key := func(v *VSphere) [12]string {
+		return [12]string{v.Target, v.Thumbprint, fmt.Sprint(v.Insecure), v.Datacenter, v.ComputeResource, v.ResourcePool,
+			v.VMFolder, v.ImageStore, v.ImageStorePath, v.BridgeNetwork, v.PublicNetwork, v.ChannelListen}
 	}
 	return key(a) == key(b)
 }

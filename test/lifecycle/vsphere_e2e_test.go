@@ -1,16 +1,14 @@
 //go:build e2e
 
-package e2e
+package lifecycle
 
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
-	"crypto/tls"
-	"encoding/json"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -24,20 +22,19 @@ import (
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 
-	"github.com/vchproject/vch/internal/hypervisor/vsphere"
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/standin"
-	"github.com/vchproject/vch/internal/testenv"
 )
 
-// TestVSphereDockerRun drives the docker CLI through a daemon whose
-// container VMs are on vSphere: govmomi's simulator is the control plane
-// (a cluster of 4 hosts), and each VM the driver powers on there gets a
-// real QEMU guest standing in for it (package standin), booted from the
-// boot ISO and the disk chain the driver put on the simulated datastore
-// and talking to the daemon over the VM's network-backed serial port.
-func TestVSphereDockerRun(t *testing.T) {
-	need(t)
-	dir := t.TempDir()
+// TestVSphereLifecycle is the operator's story on vSphere: vch create
+// --target makes the VCH on a vCenter (govmomi's simulator, a cluster of
+// 4 hosts), the team's docker CLI runs containers whose VMs are in the
+// VCH's pool and folder there, and vch delete leaves nothing behind. The
+// simulator runs no guest: each VM the driver powers on gets a real QEMU
+// guest standing in for it (package standin), booted from the boot ISO
+// and the disk chain the driver put on the simulated datastore, talking
+// to the daemon over the VM's network-backed serial port.
+func TestVSphereLifecycle(t *testing.T) {
+	o := newOperator(t)
 	m := simulator.VPX()
 	m.Host = 0
 	m.ClusterHost = 4
@@ -46,33 +43,15 @@ func TestVSphereDockerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	m.Service.TLS = new(tls.Config)
-	m.Service.Listen = &url.URL{User: url.UserPassword("vch-e2e", "e2e-Pa55")}
+	m.Service.Listen = &url.URL{User: url.UserPassword("vch-operator", "lifecycle-Pa55")}
 	srv := m.Service.NewServer()
 	t.Cleanup(func() { srv.Close(); m.Remove() })
-
-	const vch = "vch-e2e"
-	cfg := vsphere.Config{
-		URL: srv.URL.String(), Insecure: true, Datacenter: "DC0", ComputeResource: "/DC0/host/DC0_C0",
-		ResourcePool: vch, VMFolder: vch, ImageStore: "LocalDS_0",
-		ChannelListen: "127.0.0.1:0", ConnectTimeout: 2 * time.Minute,
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
-	admin := cfg
-	admin.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	d, err := vsphere.New(ctx, admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := d.CreateVCH(ctx); err != nil {
-		t.Fatal(err)
-	}
-	d.Close()
-	b, _ := json.Marshal(cfg)
-	cfgFile := filepath.Join(dir, "vsphere.json")
-	if err := os.WriteFile(cfgFile, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
+
+	const name = "vs"
+	env := o.create(name, "--no-tls", "--target", srv.URL.String(), "--insecure-target",
+		"--compute-resource", "/DC0/host/DC0_C0", "--image-store", "LocalDS_0")
 
 	gc, err := govmomi.NewClient(ctx, srv.URL, true)
 	if err != nil {
@@ -84,7 +63,7 @@ func TestVSphereDockerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.SetDatacenter(dc)
-	folder, err := f.Folder(ctx, "/DC0/vm/"+vch)
+	folder, err := f.Folder(ctx, "/DC0/vm/"+name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,72 +76,61 @@ func TestVSphereDockerRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	dsDir := strings.TrimPrefix(dso.Info.GetDatastoreInfo().Url, "file://")
+	loadBusybox(t, env)
 
-	daemon, err := testenv.StartDaemon(dir, "--vsphere-config", cfgFile, "--warm-vms", "0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		daemon.Stop(60 * time.Second)
-		if t.Failed() {
-			t.Logf("daemon log (tail):\n%s", daemon.Log(20000))
-		}
-	})
-	if err := daemon.LoadBusybox(dir); err != nil {
-		t.Fatal(err)
-	}
-	// vcsim keeps nothing of an NFC upload: an image disk's content is
-	// the daemon's own rootfs disk of that image, the file the driver
-	// converted and uploaded (ImportDisk's name is its base name).
-	rootfsDir := filepath.Join(daemon.Root, "images", "rootfs")
+	// The simulator keeps nothing of an NFC upload: an image disk's
+	// content is the VCH's own rootfs disk of that image, the file the
+	// driver converted and uploaded (ImportDisk's name is its base name).
+	rootfsDir := filepath.Join(o.state, name, "root", "images", "rootfs")
 	runner := &standin.Runner{
 		Client: gc.Client, Folder: folder, Datastores: map[string]string{"LocalDS_0": dsDir},
 		Content: func(p string) (string, bool) {
-			name, ok := strings.CutPrefix(p, "[LocalDS_0] "+vch+"/images/")
+			img, ok := strings.CutPrefix(p, "[LocalDS_0] "+name+"/images/")
 			if !ok {
 				return "", false
 			}
-			local := filepath.Join(rootfsDir, strings.TrimSuffix(name, ".vmdk")+".ext4")
+			local := filepath.Join(rootfsDir, strings.TrimSuffix(img, ".vmdk")+".ext4")
 			_, err := os.Stat(local)
 			return local, err == nil
 		},
-		RunDir: filepath.Join(dir, "standins"), Logf: t.Logf,
+		RunDir: filepath.Join(t.TempDir(), "standins"), Logf: t.Logf,
 	}
 	rctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { runner.Run(rctx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
-	showConsoles := func() {
-		matches, _ := filepath.Glob(filepath.Join(dir, "standins", "*", "console.log"))
-		for _, m := range matches {
-			b, _ := os.ReadFile(m)
-			t.Logf("%s:\n%s", m, b)
-		}
-	}
-
 	dockerV := func(args ...string) string {
 		t.Helper()
-		out, err := dockerCmd(t, daemon.Host, args...).CombinedOutput()
-		if err != nil {
-			showConsoles()
-			t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+		r := docker(t, env, args...)
+		if r.code != 0 {
+			matches, _ := filepath.Glob(filepath.Join(runner.RunDir, "*", "console.log"))
+			for _, m := range matches {
+				b, _ := os.ReadFile(m)
+				t.Logf("%s:\n%s", m, b)
+			}
+			t.Fatalf("docker %s: exit %d\n%s%s", strings.Join(args, " "), r.code, r.stdout, r.stderr)
 		}
-		return strings.TrimSpace(string(out))
+		return strings.TrimSpace(r.stdout)
 	}
-	out := dockerV("run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello from vsphere; uname -r; cat /proc/cmdline")
-	t.Logf("docker run: %s", out)
+
+	out := dockerV("run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello from vsphere; cat /proc/cmdline")
 	if !strings.HasPrefix(out, "hello from vsphere\n") || !strings.Contains(out, "vch.channel=serial") {
 		t.Errorf("docker run output %q: want the greeting and the guest's serial channel", out)
 	}
+	info := dockerV("info", "--format", "{{range .DriverStatus}}{{index . 0}}={{index . 1}};{{end}}")
+	if !strings.Contains(info, "vSphere Placement=drs;") || !strings.Contains(info, "vSphere Resource Pool=/DC0/host/DC0_C0/Resources/"+name+";") {
+		t.Errorf("docker info %q: want the vSphere placement (the simulator's cluster has DRS) and resource pool", info)
+	}
+
 	// Writes land in the container's delta disk: the image's disk under
 	// it is unchanged, and another container does not see them.
 	sums := func() map[string]string {
-		m := map[string]string{}
+		s := map[string]string{}
 		files, _ := filepath.Glob(filepath.Join(rootfsDir, "*.ext4"))
 		for _, f := range files {
-			m[f] = fileSHA256(t, f)
+			s[f] = fileSHA256(t, f)
 		}
-		return m
+		return s
 	}
 	before := sums()
 	if out := dockerV("run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo written > /etc/vs && sync && cat /etc/vs"); out != "written" {
@@ -174,9 +142,6 @@ func TestVSphereDockerRun(t *testing.T) {
 	if after := sums(); len(before) == 0 || fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("image disks %v changed to %v under the containers' delta disks", before, after)
 	}
-	if info := dockerV("info", "--format", "{{.Driver}} {{range .DriverStatus}}{{index . 0}}={{index . 1}};{{end}}"); !strings.Contains(info, "vSphere Placement=drs;") || !strings.Contains(info, "vSphere Resource Pool=/DC0/host/DC0_C0/Resources/"+vch+";") {
-		t.Errorf("docker info %q: want the vSphere placement (the simulator's cluster has DRS) and resource pool", info)
-	}
 
 	// A detached container: its VM is in the VCH's folder while it runs,
 	// exec reaches it, and rm -f leaves no VM and no disk of it.
@@ -184,18 +149,30 @@ func TestVSphereDockerRun(t *testing.T) {
 	if got := dockerV("exec", "vs1", "cat", "/etc/hostname"); got != id[:12] {
 		t.Errorf("exec cat /etc/hostname = %q, want %s", got, id[:12])
 	}
-	names := folderVMs(t, ctx, gc, folder)
-	if !strings.Contains(strings.Join(names, " "), id[:12]) {
+	if names := folderVMs(t, ctx, folder); !strings.Contains(strings.Join(names, " "), id[:12]) {
 		t.Errorf("VMs in the VCH's folder %v: want one of %s", names, id[:12])
 	}
 	dockerV("rm", "-f", "vs1")
-	for _, n := range folderVMs(t, ctx, gc, folder) {
+	for _, n := range folderVMs(t, ctx, folder) {
 		if n == id[:12] {
 			t.Errorf("the VM of removed container %s is still there", id[:12])
 		}
 	}
-	if _, err := os.Stat(filepath.Join(dsDir, vch, "containers", id)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(dsDir, name, "containers", id)); !os.IsNotExist(err) {
 		t.Errorf("the removed container's disk directory on the datastore: %v; want it gone", err)
+	}
+
+	// vch delete removes the pool, the folder (with the driver's helper
+	// VM) and the image store's directory.
+	o.mustVCH("delete", name)
+	if _, err := f.Folder(ctx, "/DC0/vm/"+name); err == nil {
+		t.Error("the VCH's folder is still there after vch delete")
+	}
+	if _, err := f.ResourcePool(ctx, "/DC0/host/DC0_C0/Resources/"+name); err == nil {
+		t.Error("the VCH's resource pool is still there after vch delete")
+	}
+	if _, err := os.Stat(filepath.Join(dsDir, name)); !os.IsNotExist(err) {
+		t.Errorf("the image store's directory after vch delete: %v; want it gone", err)
 	}
 }
 
@@ -214,7 +191,7 @@ func fileSHA256(t *testing.T, name string) string {
 }
 
 // folderVMs are the names of the VMs in folder.
-func folderVMs(t *testing.T, ctx context.Context, gc *govmomi.Client, folder *object.Folder) []string {
+func folderVMs(t *testing.T, ctx context.Context, folder *object.Folder) []string {
 	t.Helper()
 	children, err := folder.Children(ctx)
 	if err != nil {
@@ -223,8 +200,7 @@ func folderVMs(t *testing.T, ctx context.Context, gc *govmomi.Client, folder *ob
 	var names []string
 	for _, c := range children {
 		if vm, ok := c.(*object.VirtualMachine); ok {
-			n, err := vm.ObjectName(ctx)
-			if err == nil {
+			if n, err := vm.ObjectName(ctx); err == nil {
 				names = append(names, n)
 			}
 		}
