@@ -162,6 +162,36 @@ func TestVSphereLifecycle(t *testing.T) {
 		t.Errorf("the removed container's disk directory on the datastore: %v; want it gone", err)
 	}
 
+	// A VM powered off behind the VCH's back: its container exits with
+	// a non-zero code and a die event; with a restart policy it runs again
+	// in a new VM.
+	since := time.Now().Add(-time.Second).Unix()
+	dockerV("run", "-d", "--network", "none", "--name", "vs2", "busybox", "sleep", "300")
+	dockerV("run", "-d", "--network", "none", "--name", "vs3", "--restart", "always", "busybox", "sleep", "300")
+	vs2, vs3 := dockerV("inspect", "-f", "{{.Id}}", "vs2"), dockerV("inspect", "-f", "{{.Id}}", "vs3")
+	firstVM := powerOff(t, ctx, f, name, vs3[:12])
+	powerOff(t, ctx, f, name, vs2[:12])
+	waitFor(t, 60*time.Second, "vs2 to exit", func() bool {
+		return dockerV("inspect", "-f", "{{.State.Status}}", "vs2") == "exited"
+	})
+	if code := dockerV("inspect", "-f", "{{.State.ExitCode}}", "vs2"); code == "0" {
+		t.Errorf("vs2 powered off behind the VCH's back exited with code 0; want non-zero")
+	}
+	events := dockerV("events", "--since", fmt.Sprint(since), "--until", fmt.Sprint(time.Now().Unix()+1), "--filter", "container=vs2", "--filter", "event=die", "--format", "{{.Action}}")
+	if events != "die" {
+		t.Errorf("die events of vs2: %q, want one", events)
+	}
+	waitFor(t, 3*time.Minute, "vs3 to run again", func() bool {
+		return dockerV("inspect", "-f", "{{.State.Running}} {{.State.Restarting}} {{.RestartCount}}", "vs3") == "true false 1"
+	})
+	if vm := findVM(t, ctx, f, name, vs3[:12]); vm == nil || vm.Reference() == firstVM.Reference() {
+		t.Errorf("vs3 restarted: its VM %v, want a new one (the first was %v)", vm, firstVM)
+	}
+	if got := dockerV("exec", "vs3", "echo", "back"); got != "back" {
+		t.Errorf("exec in the restarted vs3: %q", got)
+	}
+	dockerV("rm", "-f", "vs2", "vs3")
+
 	// vch delete removes the pool, the folder (with the driver's helper
 	// VM) and the image store's directory.
 	o.mustVCH("delete", name)
@@ -188,6 +218,34 @@ func fileSHA256(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// findVM is the VM named vmName in the VCH's folder, nil if none.
+func findVM(t *testing.T, ctx context.Context, f *find.Finder, vch, vmName string) *object.VirtualMachine {
+	t.Helper()
+	vm, err := f.VirtualMachine(ctx, "/DC0/vm/"+vch+"/"+vmName)
+	if err != nil {
+		return nil
+	}
+	return vm
+}
+
+// powerOff powers the VM vmName off as someone else than the VCH would,
+// and returns it.
+func powerOff(t *testing.T, ctx context.Context, f *find.Finder, vch, vmName string) *object.VirtualMachine {
+	t.Helper()
+	vm := findVM(t, ctx, f, vch, vmName)
+	if vm == nil {
+		t.Fatalf("no VM %s in the VCH's folder", vmName)
+	}
+	task, err := vm.PowerOff(ctx)
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatalf("power off %s: %v", vmName, err)
+	}
+	return vm
 }
 
 // folderVMs are the names of the VMs in folder.
