@@ -96,8 +96,7 @@
 // driver's VMs, then to the first by name. The hosts are read with one
 // call through a container view, at most a second old when Start places
 // a VM. [Driver.Placement] names the mode ("drs" or "free-memory"), each
-// VM's Host its host ([hypervisor.Placer]); docker info and inspect show
-// neither yet (the daemon does not use this driver).
+// VM's Host its host ([hypervisor.Placer]); docker info shows the mode.
 //
 // A VM whose host is disconnected, not responding, powered off or in
 // standby, or whose own runtime.connectionState is not "connected", for

@@ -27,7 +27,8 @@
 // resource pool, a VM folder, an image store directory and datastore
 // volume store directories on its target, made by Create through the
 // vsphere driver and removed by Delete; its credentials are in
-// target.json alone. Its container VMs still run on this host's QEMU.
+// target.json alone. Its daemon runs the container VMs there, with the
+// driver configuration SaveConfig writes to vsphere.json.
 //
 // It does not serve the Engine API (package vch and the personality do);
 // it runs `vch daemon` with flags built from the Config ([DaemonArgs]).
