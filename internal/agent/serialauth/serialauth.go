@@ -19,8 +19,8 @@
 // again (at most MaxNudges times); the guest skips lines that are not a
 // listener's hello, and copies of that line, until its answer comes. A
 // terminal that is not raw yet echoes what it receives, and a UART
-// starting up may drop bytes anywhere in it: the listener skips every
-// line that is not a guest's hello (four words, the first two Magic). The
+// starting up may drop bytes anywhere in it: the listener skips a line
+// that is its own line with bytes left out. The
 // secret never crosses the wire, only HMAC-SHA256 over a nonce the
 // listener chose for this connection, so a recorded hello is useless on
 // another one; the listener's answer lets the guest refuse a listener

@@ -139,11 +139,11 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 		return "", errHello("write nonce: " + err.Error())
 	}
 	// An empty line is the guest's nudge (its UART cut or lost the
-	// first copy): the same line again. Any other line that is not a
-	// guest's hello (four words, the first two the magic) is noise: our own line echoed by a terminal not yet raw (whole,
-	// or with bytes lost at its start or in its middle by a UART that is
-	// starting), or a line the UART cut: skipped; a guest that did not
-	// get our line nudges. Both a bounded number of times.
+	// first copy): the same line again. Our own line coming back is an
+	// echo from a terminal not yet raw, whole or with bytes lost at its
+	// start, end or middle by a UART starting up, so any subsequence of
+	// it: skipped. Both a bounded number of times; any other line is the
+	// guest's hello, or refused.
 	var line string
 	for skipped := 0; ; skipped++ {
 		var err error
@@ -151,14 +151,15 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 			return "", err
 		}
 		_ = c.SetDeadline(time.Now().Add(helloTimeout))
-		// Our line has three words, a guest's four.
-		if f := strings.Fields(line); len(f) == 4 && f[0]+" "+f[1] == helloMagic {
+		e := strings.TrimSuffix(line, "\r")
+		echo := e != "" && subsequence(e, hello)
+		if line != "" && !echo {
 			break
 		}
 		if skipped == serialauth.MaxNudges {
-			return "", errHello("too many nudges or lines that are not a hello")
+			return "", errHello("too many nudges or echoes")
 		}
-		if line != "" {
+		if echo {
 			continue
 		}
 		if _, err := io.WriteString(c, hello); err != nil {
@@ -191,6 +192,17 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 	delete(d.waiting, name)
 	w.conn <- c // buffered, and sent once
 	return name, nil
+}
+
+// subsequence reports whether s is t with some bytes left out.
+func subsequence(s, t string) bool {
+	i := 0
+	for j := 0; i < len(s) && j < len(t); j++ {
+		if s[i] == t[j] {
+			i++
+		}
+	}
+	return i == len(s)
 }
 
 // readLine reads up to and without '\n', at most max bytes, one byte at

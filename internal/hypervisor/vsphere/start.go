@@ -197,8 +197,7 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 			v.setRuntime(o.Runtime.Host, "")
 		}
 	}
-	d.wg.Add(1)
-	go v.watch()
+	d.follow(v)
 
 	timer := time.NewTimer(d.cfg.ConnectTimeout)
 	defer timer.Stop()

@@ -12,7 +12,6 @@ import (
 
 	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/object"
-	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
@@ -50,6 +49,7 @@ type vm struct {
 	status hypervisor.ExitStatus
 
 	killing   atomic.Bool // Kill is ending the VM: a power-off is its own
+	offSeen   atomic.Bool // the watcher is ending the VM
 	noDestroy bool        // end leaves the VM in the inventory (endMu held)
 	endMu     sync.Mutex  // one end at a time; Kill and the watcher race
 
@@ -209,6 +209,9 @@ func (v *vm) end(ctx context.Context, why error) error {
 	v.status = hypervisor.ExitStatus{Err: why, At: time.Now()}
 	v.closeChannel()
 	v.d.mu.Lock()
+	if w := v.d.watched[v.obj.Reference()]; w == v {
+		delete(v.d.watched, v.obj.Reference())
+	}
 	if v.d.vms[v.name] == v {
 		delete(v.d.vms, v.name)
 		for _, h := range v.d.hosts {
@@ -247,77 +250,6 @@ func (d *Driver) destroyKeepingDisks(ctx context.Context, obj *object.VirtualMac
 		err = t.Wait(ctx)
 	}
 	return err
-}
-
-// watch follows the VM's power state until it ends: a power-off not by
-// Kill, or the VM's removal, ends it. It stops when the driver closes.
-func (v *vm) watch() {
-	defer v.d.wg.Done()
-	ctx := v.d.ctx
-	for !v.ended() && ctx.Err() == nil {
-		var why error
-		found := false
-		filter := new(property.WaitFilter).Add(v.obj.Reference(), "VirtualMachine", watchProps)
-		err := property.WaitForUpdates(ctx, v.d.collector(), filter, func(updates []types.ObjectUpdate) bool {
-			for _, u := range updates {
-				if u.Kind == types.ObjectUpdateKindLeave {
-					why, found = ErrRemoved, true
-					return true
-				}
-				for _, c := range u.ChangeSet {
-					switch c.Name {
-					case "runtime.powerState":
-						if c.Val == types.VirtualMachinePowerStatePoweredOff {
-							found = true
-						}
-					case "runtime.host":
-						if h, ok := c.Val.(types.ManagedObjectReference); ok {
-							v.setRuntime(&h, "")
-						}
-					case "runtime.connectionState":
-						if cs, ok := c.Val.(types.VirtualMachineConnectionState); ok {
-							v.setRuntime(nil, cs)
-						}
-					}
-				}
-			}
-			return found
-		})
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil && !found {
-			// The watch broke (network, session): ask directly, then watch again.
-			var o mo.VirtualMachine
-			if rerr := v.obj.Properties(ctx, v.obj.Reference(), []string{"runtime.powerState"}, &o); isNotFound(rerr) {
-				why, found = ErrRemoved, true
-			} else if rerr == nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOff {
-				found = true
-			} else {
-				v.d.logger.Warn("watching VM", "vm", v.name, "err", v.d.creds.redact(err.Error()))
-				select {
-				case <-time.After(time.Second):
-				case <-ctx.Done():
-				}
-				continue
-			}
-		}
-		if !found {
-			continue
-		}
-		if v.killing.Load() {
-			return // Kill ends it
-		}
-		ectx, cancel := context.WithTimeout(ctx, opTimeout)
-		if why == nil {
-			why = v.exitReason(ectx)
-		}
-		if err := v.end(ectx, why); err != nil {
-			v.d.logger.Warn("ending VM", "vm", v.name, "err", err)
-		}
-		cancel()
-		return
-	}
 }
 
 // exitReason is why a powered-off VM ended: nil if its guest marked the

@@ -272,14 +272,16 @@ type Driver struct {
 	wg     sync.WaitGroup
 	hellos chan struct{} // bounds concurrent handshakes
 
-	mu      sync.Mutex
-	pool    *object.ResourcePool // nil until CreateVCH (or found by New)
-	folder  *object.Folder
-	waiting map[string]*waiter // Start waits for these names' hellos
-	vms     map[string]*vm     // running, by name
-	chains  map[string]*types.VirtualDiskFlatVer2BackingInfo
-	hosts   map[types.ManagedObjectReference]*hostState // the compute resource's, as last read
-	hostsAt time.Time                                   // when hosts was read
+	mu       sync.Mutex
+	pool     *object.ResourcePool // nil until CreateVCH (or found by New)
+	folder   *object.Folder
+	waiting  map[string]*waiter                   // Start waits for these names' hellos
+	vms      map[string]*vm                       // running, by name
+	watched  map[types.ManagedObjectReference]*vm // powered on, followed by the watcher
+	watching bool                                 // the watcher runs
+	chains   map[string]*types.VirtualDiskFlatVer2BackingInfo
+	hosts    map[types.ManagedObjectReference]*hostState // the compute resource's, as last read
+	hostsAt  time.Time                                   // when hosts was read
 
 	drs      bool // the compute resource is a cluster with DRS enabled
 	hostView *view.ContainerView
@@ -319,6 +321,7 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 		logger:  cfg.Logger.With("component", "vsphere"),
 		waiting: map[string]*waiter{},
 		vms:     map[string]*vm{},
+		watched: map[types.ManagedObjectReference]*vm{},
 		chains:  map[string]*types.VirtualDiskFlatVer2BackingInfo{},
 		imports: map[string]*chanMutex{},
 		hellos:  make(chan struct{}, maxHandshakes),

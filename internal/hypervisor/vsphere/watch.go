@@ -1,0 +1,148 @@
+package vsphere
+
+import (
+	"context"
+	"time"
+
+	"github.com/vmware/govmomi/property"
+	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/mo"
+	"github.com/vmware/govmomi/vim25/types"
+)
+
+// The watcher follows every powered-on VM of the driver with one stream:
+// a container view of the VCH's VM folder (VirtualMachine, recursive),
+// one property filter on it for watchProps, and one WaitForUpdatesEx
+// loop on a property collector of its own, which dispatches each update
+// to its VM by moref. A VM's end is then one update in one stream and
+// one long poll carries all of them, whatever the number of VMs (a
+// watcher per VM held a collector, a filter and a connection each; see
+// docs/vsphere.md, "Plan past one machine").
+
+// follow hands v, just powered on, to the watcher, starting it on first
+// use. A power-off between the power-on and now is caught by one direct
+// read: the stream drops updates of VMs it does not follow yet.
+func (d *Driver) follow(v *vm) {
+	d.mu.Lock()
+	d.watched[v.obj.Reference()] = v
+	start := !d.watching && d.folder != nil
+	if start {
+		d.watching = true
+		d.wg.Add(1)
+	}
+	folder := d.folder
+	d.mu.Unlock()
+	if start {
+		go d.watch(folder.Reference())
+	}
+	d.check(v)
+}
+
+// check reads v's power state directly and ends v if it is off or gone.
+func (d *Driver) check(v *vm) {
+	var o mo.VirtualMachine
+	err := v.obj.Properties(d.ctx, v.obj.Reference(), []string{"runtime.powerState"}, &o)
+	switch {
+	case isNotFound(err):
+		v.poweredOff(ErrRemoved)
+	case err == nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOff:
+		v.poweredOff(nil)
+	}
+}
+
+// watch runs the stream over the folder's VMs until the driver closes;
+// a broken stream (network, session) is made again after a second, and
+// every followed VM is read directly meanwhile, so no end is missed.
+func (d *Driver) watch(folder types.ManagedObjectReference) {
+	defer d.wg.Done()
+	ctx := d.ctx
+	for ctx.Err() == nil {
+		err := d.stream(ctx, folder)
+		if ctx.Err() != nil {
+			return
+		}
+		d.logger.Warn("watching VMs", "err", d.creds.redact(err.Error()))
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return
+		}
+		d.mu.Lock()
+		vms := make([]*vm, 0, len(d.watched))
+		for _, v := range d.watched {
+			vms = append(vms, v)
+		}
+		d.mu.Unlock()
+		for _, v := range vms {
+			d.check(v)
+		}
+	}
+}
+
+// stream is one view, filter and update loop; it returns why it broke.
+func (d *Driver) stream(ctx context.Context, folder types.ManagedObjectReference) error {
+	v, err := view.NewManager(d.client).CreateContainerView(ctx, folder, []string{"VirtualMachine"}, true)
+	if err != nil {
+		return err
+	}
+	defer v.Destroy(context.WithoutCancel(ctx))
+	filter := new(property.WaitFilter).Add(v.Reference(), "VirtualMachine", watchProps, v.TraversalSpec())
+	filter.Spec.ObjectSet[0].Skip = types.NewBool(true)
+	return property.WaitForUpdates(ctx, d.collector(), filter, func(updates []types.ObjectUpdate) bool {
+		for _, u := range updates {
+			d.mu.Lock()
+			vm := d.watched[u.Obj]
+			d.mu.Unlock()
+			if vm == nil {
+				continue // not started by this driver, or not powered on yet
+			}
+			if u.Kind == types.ObjectUpdateKindLeave {
+				vm.poweredOff(ErrRemoved)
+				continue
+			}
+			for _, c := range u.ChangeSet {
+				switch c.Name {
+				case "runtime.powerState":
+					if c.Val == types.VirtualMachinePowerStatePoweredOff {
+						vm.poweredOff(nil)
+					}
+				case "runtime.host":
+					if h, ok := c.Val.(types.ManagedObjectReference); ok {
+						vm.setRuntime(&h, "")
+					}
+				case "runtime.connectionState":
+					if cs, ok := c.Val.(types.VirtualMachineConnectionState); ok {
+						vm.setRuntime(nil, cs)
+					}
+				}
+			}
+		}
+		return false
+	})
+}
+
+// poweredOff ends v, seen powered off (why nil: the reason is read from
+// its exit mark) or removed (ErrRemoved), unless Kill is ending it; once.
+// The end's vSphere calls run on their own goroutine, off the stream.
+func (v *vm) poweredOff(why error) {
+	if v.ended() || v.killing.Load() || !v.offSeen.CompareAndSwap(false, true) {
+		return
+	}
+	v.d.wg.Add(1)
+	go func() {
+		defer v.d.wg.Done()
+		ctx, cancel := context.WithTimeout(v.d.ctx, opTimeout)
+		defer cancel()
+		if why == nil {
+			why = v.exitReason(ctx)
+		}
+		if v.killing.Load() {
+			v.offSeen.Store(false)
+			return // Kill ends it
+		}
+		if err := v.end(ctx, why); err != nil {
+			v.d.logger.Warn("ending VM", "vm", v.name, "err", err)
+			v.offSeen.Store(false)
+		}
+	}()
+}
