@@ -103,7 +103,11 @@ func (d *Driver) stream(ctx context.Context, folder types.ManagedObjectReference
 			for _, c := range u.ChangeSet {
 				switch c.Name {
 				case "runtime.powerState":
-					if c.Val == types.VirtualMachinePowerStatePoweredOff {
+					// A VM enters the view powered off when it is created
+					// and the update may come after its power-on: only a
+					// change is a power-off (a VM already off when the
+					// stream began is caught by check).
+					if c.Val == types.VirtualMachinePowerStatePoweredOff && u.Kind == types.ObjectUpdateKindModify {
 						vm.poweredOff(nil)
 					}
 				case "runtime.host":
