@@ -63,7 +63,8 @@ func findDisk(ctx context.Context, serial string, legacyVda bool) (string, error
 }
 
 // sortMounts orders mounts so that a parent is mounted before anything
-// beneath it (fewer path elements first; stable otherwise), as Docker does.
+// beneath it (fewer path elements first; stable otherwise): a mount
+// made later would hide what was mounted beneath its target.
 func sortMounts(ms []wire.Mount) []wire.Mount {
 	out := append([]wire.Mount(nil), ms...)
 	depth := func(p string) int { return strings.Count(filepath.Clean(p), "/") }
@@ -286,7 +287,9 @@ func parseMountOptions(opts string) (uintptr, string) {
 // dst without following symbolic links: regular files, directories,
 // symlinks, hard links (kept linked), device nodes, FIFOs and sockets, with
 // owners, modes (setuid bits included), extended attributes and times; dst
-// itself takes src's owner, mode and times (Docker's copy-up).
+// itself takes src's owner, mode and times: a new volume starts as a
+// copy of what the image has at its mount point (the port layer's
+// copy-up), so that the container finds its files there.
 func copyTree(src, dst string) error {
 	links := map[[2]uint64]string{} // (dev, inode) of a multiply linked file -> its first copy
 	var walk func(s, d string) error
@@ -422,7 +425,8 @@ func copyXattrs(src, dst string) {
 
 // readOnlyRoot makes the container's root mount read-only (the mount, not
 // the filesystem: mounts beneath it keep their modes) and the identity
-// files bound over /etc read-only too, as Docker does with --read-only.
+// files bound over /etc read-only too, so that a read-only root leaves
+// the container nothing of the image's tree to write.
 func readOnlyRoot(identity []string) error {
 	for _, dst := range identity {
 		p, err := inRoot(dst)

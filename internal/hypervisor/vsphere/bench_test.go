@@ -24,8 +24,8 @@ import (
 // guests, a few concurrencies, against concurrency 1), the power-on rate
 // of plain API power-ons, and the event latency (from a power-off through
 // the API to the driver's Done closing) with few VMs and with
-// VCH_BENCH_VMS (default 1000) of the driver's VMs present, each watched
-// by a filter of its own, as the driver does today.
+// VCH_BENCH_VMS (default 1000) of the driver's VMs present, all watched
+// through the driver's one update stream.
 func BenchmarkVCSim(b *testing.B) {
 	total := 1000
 	if s := os.Getenv("VCH_BENCH_VMS"); s != "" {
