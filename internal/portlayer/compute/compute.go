@@ -248,7 +248,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		recs.close()
 		return nil, err
 	}
-	s.execs = &Execs{s: s, byID: map[string]*execRec{}}
+	s.execs = &Execs{lookup: s.lookup, event: s.event, stopping: s.stopping, logger: s.logger, byID: map[string]*execRec{}}
 	s.net = &networking{plumber: cfg.Network, networks: cfg.Networks, recs: recs, lookup: s.lookup, logger: s.logger}
 	s.mon = &monitor{lookup: s.lookup}
 	s.upd = &updater{lookup: s.lookup, recs: recs, event: s.event, defaultMemoryMiB: cfg.DefaultMemoryMiB, defaultCPUs: cfg.DefaultCPUs}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -72,7 +73,13 @@ func (e *execRec) finish(code int) {
 // Service.Execs. Its records live in memory only: an exec does not
 // outlive the daemon that started it.
 type Execs struct {
-	s    *Service
+	// What the area needs of the service: its containers, its events,
+	// whether it is closing, its log.
+	lookup   func(idOrName string) (*container, error)
+	event    func(action string, rec portlayer.Container, extra map[string]string)
+	stopping func() bool
+	logger   *slog.Logger
+
 	mu   sync.Mutex
 	byID map[string]*execRec // by exec ID
 }
@@ -84,11 +91,10 @@ func (s *Service) Execs() *Execs { return s.execs }
 
 // CreateExec implements portlayer.Execs.
 func (x *Execs) CreateExec(ctx context.Context, idOrName string, spec portlayer.ExecSpec) (string, error) {
-	s := x.s
 	if len(spec.Args) == 0 {
 		return "", portlayer.Invalid(portlayer.KindExec, "Args", "", portlayer.ReasonRequired, "compute: no exec command to run")
 	}
-	c, err := s.lookup(idOrName)
+	c, err := x.lookup(idOrName)
 	if err != nil {
 		return "", err
 	}
@@ -133,7 +139,7 @@ func (x *Execs) CreateExec(ctx context.Context, idOrName string, spec portlayer.
 	x.mu.Lock()
 	x.byID[e.id] = e
 	x.mu.Unlock()
-	s.event("exec_create: "+strings.Join(spec.Args, " "), c.record(), map[string]string{"execID": e.id})
+	x.event("exec_create: "+strings.Join(spec.Args, " "), c.record(), map[string]string{"execID": e.id})
 	return e.id, nil
 }
 
@@ -157,7 +163,6 @@ func (x *Execs) InspectExec(ctx context.Context, execID string) (portlayer.ExecI
 
 // StartExec implements portlayer.Execs.
 func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.ExecStartOptions) error {
-	s := x.s
 	e, err := x.lookupExec(execID)
 	if err != nil {
 		return err
@@ -215,8 +220,8 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 	e.mu.Lock()
 	e.state, e.proc = execRunning, proc
 	e.mu.Unlock()
-	s.logger.Info("exec started", "container", c.id, "exec", e.id)
-	s.event("exec_start: "+strings.Join(spec.Args, " "), rec, map[string]string{"execID": e.id})
+	x.logger.Info("exec started", "container", c.id, "exec", e.id)
+	x.event("exec_start: "+strings.Join(spec.Args, " "), rec, map[string]string{"execID": e.id})
 
 	stdout, stderr := opts.Stdout, opts.Stderr
 	if stdout == nil || opts.Detach {
@@ -243,15 +248,15 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 		defer close(done)
 		code, err := proc.Wait(context.Background())
 		wg.Wait()
-		if err != nil && s.stopping() {
+		if err != nil && x.stopping() {
 			return // the daemon stops; the exec runs on in the guest
 		}
 		if err != nil {
 			code = 137 // the container (and with it its PID namespace) ended
 		}
 		e.finish(code)
-		s.logger.Info("exec exited", "container", c.id, "exec", e.id, "exit_code", code)
-		s.event("exec_die", rec, map[string]string{"execID": e.id, "exitCode": strconv.Itoa(code)})
+		x.logger.Info("exec exited", "container", c.id, "exec", e.id, "exit_code", code)
+		x.event("exec_die", rec, map[string]string{"execID": e.id, "exitCode": strconv.Itoa(code)})
 	}()
 	if opts.Detach {
 		return nil
@@ -300,8 +305,7 @@ func (x *Execs) ResizeExec(ctx context.Context, execID string, rows, cols uint) 
 
 // Resize implements portlayer.Execs for the container's main process.
 func (x *Execs) Resize(ctx context.Context, idOrName string, rows, cols uint) error {
-	s := x.s
-	c, err := s.lookup(idOrName)
+	c, err := x.lookup(idOrName)
 	if err != nil {
 		return err
 	}
