@@ -29,19 +29,18 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 	}
 	ctx := r.Context()
 	name := vars["name"]
+	// The inspect is for the --pid container: rule alone (the HostConfig
+	// is the personality's, in an annotation); the start's own state
+	// checks are the port layer's, in one step with the start.
 	c, err := rt.inspect(ctx, name)
 	if err != nil {
 		return err
 	}
-	switch c.State.Status {
-	case portlayer.StatusRemoving, portlayer.StatusDead:
-		// No port-layer call takes these states; they are final.
-		return httputils.Classify(errdefs.ErrConflict, nil, "container is marked for removal and cannot be started")
-	case portlayer.StatusCreated, portlayer.StatusExited:
+	if c.State.Status == portlayer.StatusCreated || c.State.Status == portlayer.StatusExited {
 		// dockerd looks for the PID namespace's container only when it
 		// builds the start's spec, after its own running check: a
 		// container that runs already answers 304, whatever that one's
-		// state. Which of the two applies is the port layer's to say.
+		// state.
 		if err := rt.pidContainerRuns(ctx, c); err != nil {
 			return err
 		}
