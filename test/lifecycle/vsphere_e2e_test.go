@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/standin"
+	"github.com/vchproject/vch/internal/vch"
 )
 
 // TestVSphereLifecycle is the operator's story on vSphere: vch create
@@ -51,7 +53,7 @@ func TestVSphereLifecycle(t *testing.T) {
 
 	const name = "vs"
 	env := o.create(name, "--no-tls", "--target", srv.URL.String(), "--insecure-target",
-		"--compute-resource", "/DC0/host/DC0_C0", "--image-store", "LocalDS_0")
+		"--compute-resource", "/DC0/host/DC0_C0", "--image-store", "LocalDS_0", "--bridge-network", "DC0_DVPG0")
 
 	gc, err := govmomi.NewClient(ctx, srv.URL, true)
 	if err != nil {
@@ -93,6 +95,11 @@ func TestVSphereLifecycle(t *testing.T) {
 			_, err := os.Stat(local)
 			return local, err == nil
 		},
+		// The bridge portgroup delivers the VMs' frames to the VCH's
+		// default bridge (vch0 in the VCH's network namespace).
+		NIC: func(vm string, index int, mac string) (string, string, bool) {
+			return vch.NamespaceName(filepath.Join(o.state, name, "root")), "vch0", true
+		},
 		RunDir: filepath.Join(t.TempDir(), "standins"), Logf: t.Logf,
 	}
 	rctx, stop := context.WithCancel(ctx)
@@ -121,6 +128,30 @@ func TestVSphereLifecycle(t *testing.T) {
 	if !strings.Contains(info, "vSphere Placement=drs;") || !strings.Contains(info, "vSphere Resource Pool=/DC0/host/DC0_C0/Resources/"+name+";") {
 		t.Errorf("docker info %q: want the vSphere placement (the simulator's cluster has DRS) and resource pool", info)
 	}
+
+	// The default bridge network: the container's NIC is on the bridge
+	// portgroup, it has its address on the VCH's bridge, and a published
+	// port reaches it.
+	if out := dockerV("run", "--rm", "busybox", "ip", "-4", "addr", "show", "eth0"); !strings.Contains(out, "inet 172.17.") {
+		t.Errorf("a container on the default bridge: %q, want an address in 172.17.0.0/16", out)
+	}
+	port := freePort(t)
+	dockerV("run", "-d", "--name", "web", "-p", "127.0.0.1:"+port+":8080", "busybox", "sh", "-c", "echo served from vsphere > /index.html; exec httpd -f -p 8080 -h /")
+	var body string
+	waitFor(t, 60*time.Second, "the published port to serve", func() bool {
+		resp, err := http.Get("http://127.0.0.1:" + port + "/index.html")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	if body != "served from vsphere\n" {
+		t.Errorf("published port served %q", body)
+	}
+	dockerV("rm", "-f", "web")
 
 	// Writes land in the container's delta disk: the image's disk under
 	// it is unchanged, and another container does not see them.

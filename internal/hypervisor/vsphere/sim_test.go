@@ -17,6 +17,7 @@ import (
 	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
+	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
@@ -276,18 +277,26 @@ func (g guest) waitInfo(ctx context.Context) (map[string]string, error) {
 		// SearchIndex can panic on a VM being created in the folder it
 		// searches (entityName, govmomi v0.52.0) while holding an object
 		// lock it then never releases, which hung concurrent starts.
+		// Names first (cheap), then the one VM's configuration: reading
+		// every VM's extraConfig on each poll made the fake guests, not
+		// the driver, the cost with many VMs.
 		err := fmt.Errorf("no VM %s yet", g.name)
 		v, verr := view.NewManager(g.e.c).CreateContainerView(ctx, g.e.c.ServiceContent.RootFolder, []string{"VirtualMachine"}, true)
 		if verr != nil {
 			err = verr
 		} else {
-			var vms []mo.VirtualMachine
-			if rerr := v.Retrieve(ctx, []string{"VirtualMachine"}, []string{"name", "config.extraConfig", "runtime.powerState"}, &vms); rerr != nil {
-				err = rerr
-			}
+			refs, ferr := v.Find(ctx, []string{"VirtualMachine"}, property.Match{"name": g.name})
 			_ = v.Destroy(context.WithoutCancel(ctx))
-			for _, o := range vms {
-				if o.Name == g.name && o.Config != nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
+			if ferr != nil {
+				err = ferr
+			}
+			for _, ref := range refs {
+				var o mo.VirtualMachine
+				if rerr := property.DefaultCollector(g.e.c).RetrieveOne(ctx, ref, []string{"name", "config.extraConfig", "runtime.powerState"}, &o); rerr != nil {
+					err = rerr
+					continue
+				}
+				if o.Config != nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOn {
 					return extraConfig(o), nil
 				}
 			}

@@ -89,9 +89,6 @@ func validate(spec hypervisor.Spec) error {
 		return bad("kernel %q: want the datastore path of a boot ISO, \"[DATASTORE] dir/file.iso\"", spec.Kernel)
 	}
 	for _, n := range spec.NICs {
-		if n.File != nil {
-			return bad("NIC %s has a host device: this driver's NICs are on the bridge portgroup, File must be nil", n.MAC)
-		}
 		if !validMAC.MatchString(n.MAC) {
 			return bad("NIC MAC %q: want a unicast MAC like 02:42:ac:11:00:02", n.MAC)
 		}

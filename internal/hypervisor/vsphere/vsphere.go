@@ -20,8 +20,9 @@
 //     vSphere gives a disk no settable serial number: a disk's Serial goes
 //     to guestinfo (below) with its SCSI address.
 //   - Spec.NICs are vmxnet3 NICs on the Config's bridge portgroup, each
-//     with its MAC set manually; NIC.File must be nil (there is no host
-//     device behind a vSphere NIC).
+//     with its MAC set manually. NIC.File is not used: a vSphere NIC has
+//     no host device, its frames reach the VCH's bridge through the
+//     portgroup (a caller's tap for it stays unused).
 //   - Spec.RuntimeDir is not used (the driver keeps no host files);
 //     Spec.Shares are refused (Capabilities.Shares is false).
 //   - The guest's configuration is in the VM's extraConfig, which the guest

@@ -657,7 +657,6 @@ func TestInvalidSpecs(t *testing.T) {
 	}{
 		{"host_kernel", func(s *hypervisor.Spec) { s.Kernel = "/boot/vmlinuz" }},
 		{"initrd", func(s *hypervisor.Spec) { s.Initrd = "[" + simDS + "] iso/initrd.img" }},
-		{"nic_with_file", func(s *hypervisor.Spec) { s.NICs = []hypervisor.NIC{{File: f, MAC: "02:42:ac:11:00:02"}} }},
 		{"bad_mac", func(s *hypervisor.Spec) { s.NICs = []hypervisor.NIC{{MAC: "01:00:5e:00:00:01"}} }},
 		{"host_disk", func(s *hypervisor.Spec) { s.Disks = []hypervisor.Disk{{Path: "/var/lib/rw.vmdk", Format: "vmdk"}} }},
 		{"bad_serial", func(s *hypervisor.Spec) {

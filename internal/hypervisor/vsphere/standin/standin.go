@@ -15,6 +15,8 @@
 //     qemu-img over its parent; a base disk whose content the simulator
 //     dropped (an NFC upload, see package vsphere) gets its flat extent
 //     from Runner.Content; independent-nonpersistent disks are read-only;
+//   - its NICs as virtio-net NICs with their MACs, each on a tap in the
+//     bridge Runner.NIC names: what the VM's portgroup is attached to;
 //   - its serial port's service URI as the guest's second UART (the first
 //     is the console, a file), and its guestinfo on the kernel command
 //     line (tether.GuestinfoParam), as QEMU has no VMware backdoor.
@@ -35,18 +37,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 	"github.com/vmware/govmomi/vmdk"
+	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/hypervisor/vsphere"
 	"github.com/vchproject/vch/internal/tether"
@@ -65,6 +71,11 @@ type Runner struct {
 	// host file for the disk at the datastore path, false to leave the
 	// disk as the simulator made it.
 	Content func(dsPath string) (string, bool)
+	// NIC says where a VM's NIC (its index among the VM's NICs and its
+	// MAC) is plugged in: a bridge in a named network namespace, where
+	// the portgroup it is on delivers its frames. ok false leaves the
+	// stand-in without that NIC.
+	NIC func(vm string, index int, mac string) (netns, bridge string, ok bool)
 	// RunDir holds each stand-in's console log and QEMU log, in a
 	// directory named after its VM.
 	RunDir string
@@ -237,6 +248,7 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 		}
 	}
 	var iso, serialURI string
+	var macs []string
 	type disk struct {
 		unit int32
 		file string
@@ -249,6 +261,8 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 			if b, ok := dev.Backing.(*types.VirtualCdromIsoBackingInfo); ok {
 				iso = b.FileName
 			}
+		case types.BaseVirtualEthernetCard:
+			macs = append(macs, dev.GetVirtualEthernetCard().MacAddress)
 		case *types.VirtualSerialPort:
 			if b, ok := dev.Backing.(*types.VirtualSerialPortURIBackingInfo); ok {
 				serialURI = b.ServiceURI
@@ -291,6 +305,29 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 			"-drive", fmt.Sprintf("file=%s,format=vmdk,if=none,id=d%d%s", d.file, i, ro),
 			"-device", fmt.Sprintf("virtio-blk-device,drive=d%d,serial=%s", i, serials[d.unit]))
 	}
+	var taps []*os.File
+	defer func() {
+		for _, f := range taps {
+			f.Close() // QEMU holds its own copies
+		}
+	}()
+	for i, mac := range macs {
+		if r.NIC == nil {
+			break
+		}
+		ns, bridge, ok := r.NIC(o.Name, i, mac)
+		if !ok {
+			continue
+		}
+		f, err := tapIn(ns, bridge, fmt.Sprintf("vs%.8s%d", o.Name, i))
+		if err != nil {
+			return nil, fmt.Errorf("NIC %s: %w", mac, err)
+		}
+		taps = append(taps, f)
+		n := len(taps) - 1
+		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", n, 3+n),
+			"-device", fmt.Sprintf("virtio-net-device,netdev=net%d,mac=%s", n, mac))
+	}
 	addr, ok := strings.CutPrefix(serialURI, "tcp://")
 	if !ok {
 		return nil, fmt.Errorf("serial port URI %q: want tcp://", serialURI)
@@ -317,6 +354,7 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 	}
 	defer logf.Close()
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = taps
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -401,6 +439,56 @@ func (r *Runner) bootFiles(iso, runDir string) (string, string, error) {
 		return "", "", fmt.Errorf("boot ISO %s: xorriso: %s: %w", iso, out, err)
 	}
 	return kernel, initrd, nil
+}
+
+// tapIn opens a tap named name in the network namespace ns, attached
+// to bridge there and up; the tap goes when its last descriptor closes.
+func tapIn(ns, bridge, name string) (*os.File, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netns %s: %w", ns, err)
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return nil, err
+	}
+	defer netns.Set(orig)
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	ifr.SetUint16(unix.IFF_TAP | unix.IFF_NO_PI)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("TUNSETIFF %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), "/dev/net/tun:"+name)
+	link, err := netlink.LinkByName(name)
+	if err == nil {
+		var br netlink.Link
+		if br, err = netlink.LinkByName(bridge); err == nil {
+			if err = netlink.LinkSetMaster(link, br); err == nil {
+				err = netlink.LinkSetUp(link)
+			}
+		}
+	}
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("tap %s on %s: %w", name, bridge, err)
+	}
+	return f, nil
 }
 
 // hostTSCKHz is the host's TSC rate for the guest's tsc_early_khz.
