@@ -137,8 +137,9 @@ type Config struct {
 	// VSphere, when set, runs the container VMs on vSphere (the vsphere
 	// driver, on the VCH that vch create --target made there) instead of
 	// this host's QEMU: the boot ISO and image disks are uploaded to its
-	// image store. Containers there have no network yet (--network
-	// none), no volumes and no host bind mounts; see docs/vsphere.md.
+	// image store. Containers there have only the default bridge
+	// network (their NICs on the bridge portgroup) or none, no volumes
+	// and no host bind mounts; see docs/vsphere.md.
 	VSphere *vsphere.Config `toml:"vsphere" json:"vsphere,omitempty"`
 }
 
