@@ -170,7 +170,7 @@ func nonEmpty(in []string) []string {
 type vsphereFlags struct{ o deploy.VSphereOptions }
 
 // vsphereFlagNames are the flags that only make sense with --target.
-var vsphereFlagNames = []string{"thumbprint", "insecure-target", "compute-resource", "image-store", "bridge-network", "public-network", "channel-listen"}
+var vsphereFlagNames = []string{"thumbprint", "insecure-target", "compute-resource", "image-store", "bridge-network", "public-network", "channel-listen", "bridge-interface"}
 
 func (vf *vsphereFlags) install(f *pflag.FlagSet) {
 	f.StringVar(&vf.o.Target, "target", "", "vSphere SDK endpoint, https://USER:PASS@HOST/sdk (or https://HOST/sdk with "+deploy.TargetUsernameEnv+" and "+deploy.TargetPasswordEnv+" set): make the VCH's resource pool, VM folder and image store there; the credentials are kept in STATE/target.json (0600) only")
@@ -180,6 +180,7 @@ func (vf *vsphereFlags) install(f *pflag.FlagSet) {
 	f.StringVar(&vf.o.ImageStore, "image-store", "", "with --target: DATASTORE[/PATH] of the VCH's images and VM files (PATH defaults to the VCH's name)")
 	f.StringVar(&vf.o.BridgeNetwork, "bridge-network", "", "with --target: portgroup for the container VMs' network")
 	f.StringVar(&vf.o.PublicNetwork, "public-network", "", "with --target: portgroup of the VCH's public network")
+	f.StringVar(&vf.o.BridgeInterface, "bridge-interface", "", "with --bridge-network: this host's interface on that portgroup, which the VCH's daemon enslaves to its default bridge so that the container VMs reach it (default: none)")
 	f.StringVar(&vf.o.ChannelListen, "channel-listen", "", "with --target: HOST:PORT the VCH listens on for its container VMs' serial ports, which the ESX hosts connect to (default "+deploy.DefaultChannelListen+": loopback, reachable only by VMs on this machine)")
 }
 

@@ -214,6 +214,7 @@ TLS.`,
 	f.BoolVar(&cfg.MemoryMerge, "memory-merge", false, "mark the memory of VMs restored from templates mergeable for the host's KSM (saves memory only where /sys/kernel/mm/ksm/run is 1; KSM merges across every VCH on the host)")
 	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
 	f.StringVar(&vsphereConfig, "vsphere-config", "", "run the container VMs on vSphere: a JSON file of the vsphere driver's configuration, as vch create --target writes it (docs/vsphere.md); mode 0600 if its url holds credentials (default: this host's QEMU)")
+	f.StringVar(&cfg.BridgeInterface, "bridge-interface", "", "host interface on the network the container VMs' NICs are on (a vSphere VCH's bridge portgroup): moved into the VCH's network namespace and enslaved to its default bridge (default: none)")
 	f.StringVar(&vsphereCredentials, "vsphere-credentials", "", "with --vsphere-config: a JSON file {\"username\", \"password\"} (mode 0600) of the vSphere target's credentials, used in place of any in the config's url")
 	f.StringVar(&pidfile, "pidfile", "", "write the daemon's PID to this file while it runs")
 	f.StringVar(&portLayerListen, "portlayer-listen", "", "also serve the Port Layer API (v1) on this address: unix:///PATH.sock (a root-only socket) or tcp://HOST:PORT (only with --tlsverify: mutual TLS with the daemon's certificates) (default: not served)")

@@ -141,6 +141,11 @@ type Config struct {
 	// network (their NICs on the bridge portgroup) or none, no volumes
 	// and no host bind mounts; see docs/vsphere.md.
 	VSphere *vsphere.Config `toml:"vsphere" json:"vsphere,omitempty"`
+	// BridgeInterface is a host interface on the network the container
+	// VMs' NICs are on (a vSphere VCH's bridge portgroup), moved into the
+	// VCH's network namespace and enslaved to its default bridge
+	// (network.Config.Uplink). Empty: none.
+	BridgeInterface string `toml:"bridge_interface" json:"bridge_interface,omitempty"`
 }
 
 // VCH is an assembled, running Virtual Container Host.
@@ -285,7 +290,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	resolver := dns.NewResolver(dns.HostUpstreams("/etc/resolv.conf"), logger)
 	v.network, err = network.New(network.Config{Root: filepath.Join(root, "network"), Namespace: NamespaceName(root),
-		NoEgress: cfg.NoEgress, EgressNamespace: cfg.EgressNamespace},
+		NoEgress: cfg.NoEgress, EgressNamespace: cfg.EgressNamespace, Uplink: cfg.BridgeInterface},
 		func(d network.Dialer) network.PortPublisher { return portmap.New(portmap.Dialer(d), logger) },
 		func(ctx context.Context, q []byte, lookup func(string) ([]netip.Addr, bool), reverse func(netip.Addr) (string, bool), external bool, upstreams []string) ([]byte, error) {
 			return resolver.Answer(ctx, q, dns.View{Lookup: lookup, Reverse: reverse, External: external, Upstreams: upstreams})

@@ -4,6 +4,7 @@ package lifecycle
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,7 +26,6 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/standin"
-	"github.com/vchproject/vch/internal/vch"
 )
 
 // TestVSphereLifecycle is the operator's story on vSphere: vch create
@@ -51,9 +52,17 @@ func TestVSphereLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 
+	// The bridge portgroup, as the test's own: a bridge "pg" in a network
+	// namespace of the test's, and the VCH host's interface on it, one
+	// end of a veth pair (no address) whose other end is on "pg". The
+	// stand-ins' NICs go on "pg"; the daemon enslaves the interface to
+	// its bridge, so their frames reach the VCH as a portgroup's would.
+	pgns, uplink := portgroup(t)
+
 	const name = "vs"
 	env := o.create(name, "--no-tls", "--target", srv.URL.String(), "--insecure-target",
-		"--compute-resource", "/DC0/host/DC0_C0", "--image-store", "LocalDS_0", "--bridge-network", "DC0_DVPG0")
+		"--compute-resource", "/DC0/host/DC0_C0", "--image-store", "LocalDS_0",
+		"--bridge-network", "DC0_DVPG0", "--bridge-interface", uplink)
 
 	gc, err := govmomi.NewClient(ctx, srv.URL, true)
 	if err != nil {
@@ -95,10 +104,8 @@ func TestVSphereLifecycle(t *testing.T) {
 			_, err := os.Stat(local)
 			return local, err == nil
 		},
-		// The bridge portgroup delivers the VMs' frames to the VCH's
-		// default bridge (vch0 in the VCH's network namespace).
 		NIC: func(vm string, index int, mac string) (string, string, bool) {
-			return vch.NamespaceName(filepath.Join(o.state, name, "root")), "vch0", true
+			return pgns, "pg", true
 		},
 		RunDir: filepath.Join(t.TempDir(), "standins"), Logf: t.Logf,
 	}
@@ -235,6 +242,32 @@ func TestVSphereLifecycle(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dsDir, name)); !os.IsNotExist(err) {
 		t.Errorf("the image store's directory after vch delete: %v; want it gone", err)
 	}
+}
+
+// portgroup makes the test's portgroup: namespace NS with bridge "pg",
+// and a veth pair from this namespace (returned, no address) to "pg".
+func portgroup(t *testing.T) (ns, uplink string) {
+	t.Helper()
+	b := make([]byte, 3)
+	rand.Read(b)
+	tag := hex.EncodeToString(b)
+	ns, uplink, peer := "vch-pg-"+tag, "vpg"+tag+"a", "vpg"+tag+"b"
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	ip("netns", "add", ns)
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", ns).Run()
+		exec.Command("ip", "link", "del", uplink).Run() // if still here
+	})
+	ip("-n", ns, "link", "add", "pg", "type", "bridge")
+	ip("-n", ns, "link", "set", "pg", "up")
+	ip("link", "add", uplink, "type", "veth", "peer", "name", peer, "netns", ns)
+	ip("-n", ns, "link", "set", peer, "master", "pg", "up")
+	return ns, uplink
 }
 
 func fileSHA256(t *testing.T, name string) string {

@@ -125,7 +125,7 @@ func (e *sim) offLatency(vms []started) []time.Duration {
 			e.t.Fatal(err)
 		}
 		if !closedWithin(s.vm.Done(), time.Minute) {
-			e.t.Fatal("VM not ended a minute after its power-off")
+			e.t.Fatalf("VM not ended a minute after its power-off; driver's log (tail):\n%s", tail(e.logs.String(), 3000))
 		}
 		lat = append(lat, time.Since(t0).Round(100*time.Microsecond))
 	}
@@ -221,4 +221,12 @@ func (e *sim) poolRef() *object.ResourcePool {
 		e.t.Fatalf("VCH pool: %v", err)
 	}
 	return object.NewResourcePool(e.c, ref.Reference())
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

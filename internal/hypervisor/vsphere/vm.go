@@ -49,7 +49,8 @@ type vm struct {
 	status hypervisor.ExitStatus
 
 	killing   atomic.Bool // Kill is ending the VM: a power-off is its own
-	offSeen   atomic.Bool // the watcher is ending the VM
+	offSeen   atomic.Bool // the watcher is reading the VM's state or ending it
+	offAgain  atomic.Bool // another update came meanwhile: read again
 	noDestroy bool        // end leaves the VM in the inventory (endMu held)
 	endMu     sync.Mutex  // one end at a time; Kill and the watcher race
 

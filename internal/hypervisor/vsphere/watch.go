@@ -2,6 +2,7 @@ package vsphere
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/vmware/govmomi/property"
@@ -38,17 +39,9 @@ func (d *Driver) follow(v *vm) {
 	d.check(v)
 }
 
-// check reads v's power state directly and ends v if it is off or gone.
-func (d *Driver) check(v *vm) {
-	var o mo.VirtualMachine
-	err := v.obj.Properties(d.ctx, v.obj.Reference(), []string{"runtime.powerState"}, &o)
-	switch {
-	case isNotFound(err):
-		v.poweredOff(ErrRemoved)
-	case err == nil && o.Runtime.PowerState == types.VirtualMachinePowerStatePoweredOff:
-		v.poweredOff(nil)
-	}
-}
+// check has v's power state read directly, ending v if it is off or
+// gone.
+func (d *Driver) check(v *vm) { v.poweredOff(nil) }
 
 // watch runs the stream over the folder's VMs until the driver closes;
 // a broken stream (network, session) is made again after a second, and
@@ -103,11 +96,12 @@ func (d *Driver) stream(ctx context.Context, folder types.ManagedObjectReference
 			for _, c := range u.ChangeSet {
 				switch c.Name {
 				case "runtime.powerState":
-					// A VM enters the view powered off when it is created
-					// and the update may come after its power-on: only a
-					// change is a power-off (a VM already off when the
-					// stream began is caught by check).
-					if c.Val == types.VirtualMachinePowerStatePoweredOff && u.Kind == types.ObjectUpdateKindModify {
+					// An update may be stale (a VM enters the view powered
+					// off when it is created, and that update can come after
+					// its power-on; vcsim reports objects as entering again
+					// as the view changes): poweredOff reads the state
+					// itself before it ends the VM.
+					if c.Val == types.VirtualMachinePowerStatePoweredOff {
 						vm.poweredOff(nil)
 					}
 				case "runtime.host":
@@ -125,11 +119,18 @@ func (d *Driver) stream(ctx context.Context, folder types.ManagedObjectReference
 	})
 }
 
-// poweredOff ends v, seen powered off (why nil: the reason is read from
-// its exit mark) or removed (ErrRemoved), unless Kill is ending it; once.
-// The end's vSphere calls run on their own goroutine, off the stream.
+// poweredOff ends v, seen powered off (why nil: the state is read again,
+// and the reason from its exit mark) or removed (ErrRemoved), unless
+// Kill is ending it; once. The end's vSphere calls run on their own
+// goroutine, off the stream.
 func (v *vm) poweredOff(why error) {
-	if v.ended() || v.killing.Load() || !v.offSeen.CompareAndSwap(false, true) {
+	if v.ended() || v.killing.Load() {
+		return
+	}
+	// An update that comes while a read runs must not be lost: the
+	// running read looks again.
+	v.offAgain.Store(true)
+	if !v.offSeen.CompareAndSwap(false, true) {
 		return
 	}
 	v.d.wg.Add(1)
@@ -137,8 +138,30 @@ func (v *vm) poweredOff(why error) {
 		defer v.d.wg.Done()
 		ctx, cancel := context.WithTimeout(v.d.ctx, opTimeout)
 		defer cancel()
-		if why == nil {
-			why = v.exitReason(ctx)
+		for why == nil {
+			v.offAgain.Store(false)
+			var o mo.VirtualMachine
+			err := v.obj.Properties(ctx, v.obj.Reference(), []string{"runtime.powerState"}, &o)
+			switch {
+			case isNotFound(err):
+				why = ErrRemoved
+			case err != nil || o.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOff:
+				// A stale update (or vSphere did not answer: the stream
+				// or a later check brings the next state).
+				v.offSeen.Store(false)
+				if v.offAgain.Load() && v.offSeen.CompareAndSwap(false, true) {
+					continue
+				}
+				return
+			default:
+				why = v.exitReason(ctx)
+				if why == nil {
+					why = errGuestPowerOff
+				}
+			}
+		}
+		if errors.Is(why, errGuestPowerOff) {
+			why = nil
 		}
 		if v.killing.Load() {
 			v.offSeen.Store(false)
@@ -150,3 +173,7 @@ func (v *vm) poweredOff(why error) {
 		}
 	}()
 }
+
+// errGuestPowerOff stands for a nil reason (the guest's own power-off)
+// inside poweredOff's loop.
+var errGuestPowerOff = errors.New("the guest powered off")

@@ -65,6 +65,11 @@ type Config struct {
 	// EgressNamespace names an existing network namespace to open egress
 	// connections from; empty means the daemon's own.
 	EgressNamespace string
+	// Uplink names an interface of the daemon's namespace that is moved
+	// into the VCH's namespace and enslaved to the default bridge, so that
+	// container VMs on the network it is on (a vSphere portgroup) are on
+	// that bridge; it stays there across restarts. Empty: none.
+	Uplink string
 }
 
 // PortPublisher binds published ports and forwards them into the
@@ -168,6 +173,12 @@ func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, log
 	if err := s.saveLocked(); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if cfg.Uplink != "" {
+		if err := s.attachUplink(cfg.Uplink); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	if !cfg.NoEgress {
 		if cfg.EgressNamespace != "" {
@@ -315,6 +326,37 @@ func (s *Service) ensureBridge(r record) error {
 	if err := s.ns.nl.LinkSetUp(link); err != nil {
 		return fmt.Errorf("network: bridge %s up: %w", r.Bridge, err)
 	}
+	return nil
+}
+
+// attachUplink moves the daemon's interface name into the VCH's
+// namespace (unless an earlier daemon did) and enslaves it, up, to the
+// default bridge. NotFound if neither namespace has it.
+func (s *Service) attachUplink(name string) error {
+	link, err := s.ns.nl.LinkByName(name)
+	if err != nil {
+		host, herr := netlink.LinkByName(name)
+		if herr != nil {
+			return fmt.Errorf("network: uplink %s: no such interface: %w", name, errdefs.ErrNotFound)
+		}
+		if err := netlink.LinkSetNsFd(host, int(s.ns.handle)); err != nil {
+			return fmt.Errorf("network: uplink %s: move into namespace %s: %w", name, s.ns.name, err)
+		}
+		if link, err = s.ns.nl.LinkByName(name); err != nil {
+			return fmt.Errorf("network: uplink %s: %w", name, err)
+		}
+	}
+	br, err := s.ns.nl.LinkByName(defaultBridgeDevice)
+	if err == nil {
+		err = s.ns.nl.LinkSetMaster(link, br)
+	}
+	if err == nil {
+		err = s.ns.nl.LinkSetUp(link)
+	}
+	if err != nil {
+		return fmt.Errorf("network: uplink %s on %s: %w", name, defaultBridgeDevice, err)
+	}
+	s.logger.Info("uplink attached", "interface", name, "bridge", defaultBridgeDevice)
 	return nil
 }
 

@@ -171,7 +171,7 @@ func TestDaemonArgs(t *testing.T) {
 		{name: "TLS without verify", change: func(c *Config) { c.TLS.Verify = false }},
 		{name: "cold VMs and memory merge", change: func(c *Config) { c.Limits.NoVMTemplates, c.Limits.MemoryMerge = true, true }},
 		{name: "vSphere", change: func(c *Config) {
-			c.VSphere = &VSphere{Target: "https://vc.example.com/sdk", Datacenter: "/DC0", ComputeResource: "/DC0/host/C0", ImageStore: "ds1"}
+			c.VSphere = &VSphere{Target: "https://vc.example.com/sdk", Datacenter: "/DC0", ComputeResource: "/DC0/host/C0", ImageStore: "ds1", BridgeNetwork: "vch-bridge", BridgeInterface: "ens224"}
 			c.VolumeStores = []string{"fast:/srv/vch/fast", "vmfs:ds://ds1/volumes"}
 		}},
 		{name: "unix socket without TLS", change: func(c *Config) {

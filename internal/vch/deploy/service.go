@@ -107,6 +107,9 @@ func DaemonArgs(c Config, l Layout) []string {
 	}
 	if c.VSphere != nil {
 		args = append(args, "--vsphere-config", l.VSphereConfigFile(), "--vsphere-credentials", l.CredentialsFile())
+		if c.VSphere.BridgeInterface != "" {
+			args = append(args, "--bridge-interface", c.VSphere.BridgeInterface)
+		}
 	}
 	for _, vs := range c.VolumeStores {
 		if IsDatastoreVolumeStore(vs) {

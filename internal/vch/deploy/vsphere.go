@@ -64,6 +64,10 @@ type VSphereOptions struct {
 	// container VMs' serial ports (the ESX hosts connect to it); empty
 	// is DefaultChannelListen.
 	ChannelListen string
+	// BridgeInterface is the interface of the VCH's host on the bridge
+	// portgroup, which the daemon enslaves to the VCH's default bridge;
+	// optional.
+	BridgeInterface string
 }
 
 // DefaultChannelListen is the guest channels' listener without
@@ -116,6 +120,8 @@ type VSphere struct {
 	// ChannelListen is VSphereOptions.ChannelListen ("" is
 	// DefaultChannelListen).
 	ChannelListen string `json:"channel_listen,omitempty"`
+	// BridgeInterface is VSphereOptions.BridgeInterface.
+	BridgeInterface string `json:"bridge_interface,omitempty"`
 	// CPULimitMHz and MemoryLimitMiB are the pool's limits as last set
 	// (0: unlimited): Limits.CPUs times the compute resource's core clock,
 	// and Limits.MemoryMiB.
@@ -287,6 +293,12 @@ func prepareVSphere(o VSphereOptions, name string, volumeStores []string, getenv
 	if err := checkImageStore(o.ImageStore); err != nil {
 		return nil, Credentials{}, err
 	}
+	if o.BridgeInterface != "" && (len(o.BridgeInterface) > 15 || strings.ContainsAny(o.BridgeInterface, "/ \t\n:")) {
+		return nil, Credentials{}, fmt.Errorf("vch: --bridge-interface %q: want an interface name: %w", o.BridgeInterface, errdefs.ErrInvalidArgument)
+	}
+	if o.BridgeInterface != "" && o.BridgeNetwork == "" {
+		return nil, Credentials{}, fmt.Errorf("vch: --bridge-interface needs --bridge-network (the portgroup it is on): %w", errdefs.ErrInvalidArgument)
+	}
 	if o.ChannelListen != "" {
 		host, port, err := net.SplitHostPort(o.ChannelListen)
 		ip, ipErr := netip.ParseAddr(host)
@@ -307,7 +319,7 @@ func prepareVSphere(o VSphereOptions, name string, volumeStores []string, getenv
 		Target: target, Thumbprint: o.Thumbprint, Insecure: o.Insecure,
 		Datacenter: dc, ComputeResource: strings.TrimSuffix(o.ComputeResource, "/"),
 		ImageStore: strings.TrimSuffix(o.ImageStore, "/"), BridgeNetwork: o.BridgeNetwork, PublicNetwork: o.PublicNetwork,
-		ChannelListen: o.ChannelListen,
+		ChannelListen: o.ChannelListen, BridgeInterface: o.BridgeInterface,
 	}, creds, nil
 }
 
@@ -576,9 +588,9 @@ func sameVSphere(a, b *VSphere) bool {
 	if a == nil || b == nil {
 		return a == b
 	}
-	key := func(v *VSphere) [12]string {
-		return [12]string{v.Target, v.Thumbprint, fmt.Sprint(v.Insecure), v.Datacenter, v.ComputeResource, v.ResourcePool,
-			v.VMFolder, v.ImageStore, v.ImageStorePath, v.BridgeNetwork, v.PublicNetwork, v.ChannelListen}
+	key := func(v *VSphere) [13]string {
+		return [13]string{v.Target, v.Thumbprint, fmt.Sprint(v.Insecure), v.Datacenter, v.ComputeResource, v.ResourcePool,
+			v.VMFolder, v.ImageStore, v.ImageStorePath, v.BridgeNetwork, v.PublicNetwork, v.ChannelListen, v.BridgeInterface}
 	}
 	return key(a) == key(b)
 }
