@@ -72,8 +72,10 @@
 //
 // # How a VM ends
 //
-// The driver watches each VM's runtime.powerState with the property
-// collector (a filter per VM, created after power-on). Kill powers the VM
+// The driver watches its VMs' runtime.powerState with one property
+// collector stream over a container view of the VCH's folder (watch.go);
+// an update saying a VM is off is checked by reading its state, as
+// updates may be stale. Kill powers the VM
 // off, detaches its disks and destroys it (ExitStatus.Err says it was
 // killed). A VM seen powered off or removed by anyone else ends with a
 // non-nil Err, unless the guest marked its own power-off first: before it
