@@ -6,6 +6,9 @@
 package testenv
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -168,4 +171,20 @@ func BusyboxDisk(t testing.TB, dir, size string) string {
 		t.Fatalf("mkfs.ext4: %s: %v", out, err)
 	}
 	return disk
+}
+
+// FileSHA256 is the hex SHA-256 of the file at path's content; it fails
+// t if the file cannot be read.
+func FileSHA256(t testing.TB, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }

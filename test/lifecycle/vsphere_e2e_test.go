@@ -5,7 +5,6 @@ package lifecycle
 import (
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
@@ -26,6 +25,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/standin"
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // TestVSphereLifecycle is the operator's story on vSphere: vch create
@@ -166,7 +166,7 @@ func TestVSphereLifecycle(t *testing.T) {
 		s := map[string]string{}
 		files, _ := filepath.Glob(filepath.Join(rootfsDir, "*.ext4"))
 		for _, f := range files {
-			s[f] = fileSHA256(t, f)
+			s[f] = testenv.FileSHA256(t, f)
 		}
 		return s
 	}
@@ -268,20 +268,6 @@ func portgroup(t *testing.T) (ns, uplink string) {
 	ip("link", "add", uplink, "type", "veth", "peer", "name", peer, "netns", ns)
 	ip("-n", ns, "link", "set", peer, "master", "pg", "up")
 	return ns, uplink
-}
-
-func fileSHA256(t *testing.T, name string) string {
-	t.Helper()
-	f, err := os.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 // findVM is the VM named vmName in the VCH's folder, nil if none.

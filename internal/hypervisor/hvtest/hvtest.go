@@ -31,9 +31,7 @@ package hvtest
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,6 +45,7 @@ import (
 	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/testenv"
 )
 
 // Bounds the suite holds drivers to.
@@ -358,20 +357,6 @@ type started struct {
 	client *agent.Client
 }
 
-func fileHash(t *testing.T, path string) [sha256.Size]byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return [sha256.Size]byte(h.Sum(nil))
-}
-
 // closedWithin reports whether c is closed within d.
 func closedWithin(c <-chan struct{}, d time.Duration) bool {
 	select {
@@ -400,7 +385,7 @@ func testLifecycle(t *testing.T, d hypervisor.Driver, image GuestImage) {
 	dir := t.TempDir()
 	base := image.RootDisk(t, dir)
 	base.ReadOnly = true
-	baseSum := fileHash(t, base.Path)
+	baseSum := testenv.FileSHA256(t, base.Path)
 
 	vms := make([]*started, 2)
 	for i := range vms {
@@ -548,7 +533,7 @@ func testLifecycle(t *testing.T, d hypervisor.Driver, image GuestImage) {
 	})
 
 	t.Run("OverlayLeavesBase", func(t *testing.T) {
-		if fileHash(t, base.Path) != baseSum {
+		if testenv.FileSHA256(t, base.Path) != baseSum {
 			t.Errorf("base disk %s changed under its overlays", base.Path)
 		}
 	})

@@ -95,18 +95,15 @@ func (d *Driver) ImportBoot(ctx context.Context, kernel, initrd string) (string,
 	if err := os.MkdirAll(filepath.Join(tree, "isolinux"), 0o755); err != nil {
 		return "", "", fmt.Errorf("vsphere: boot ISO: %w", err)
 	}
-	for src, dst := range map[string]string{kernel: "vmlinuz", initrd: "initrd.img", isolinuxBin: "isolinux/isolinux.bin", ldlinuxC32: "isolinux/ldlinux.c32"} {
-		if err := copyFile(src, filepath.Join(tree, dst)); err != nil {
-			return "", "", fmt.Errorf("vsphere: boot ISO: %w", err)
-		}
-	}
 	if err := os.WriteFile(filepath.Join(tree, "isolinux", "isolinux.cfg"), []byte(cfg), 0o644); err != nil {
 		return "", "", fmt.Errorf("vsphere: boot ISO: %w", err)
 	}
 	local := filepath.Join(tmp, "boot.iso")
 	out, err := exec.CommandContext(ctx, xorriso, "-as", "mkisofs", "-quiet", "-o", local,
 		"-b", "isolinux/isolinux.bin", "-c", "isolinux/boot.cat", "-no-emul-boot", "-boot-load-size", "4", "-boot-info-table",
-		"-R", "-J", "-V", "VCH_BOOT", tree).CombinedOutput()
+		"-R", "-J", "-V", "VCH_BOOT", "-graft-points",
+		"/vmlinuz="+kernel, "/initrd.img="+initrd, "/isolinux/isolinux.bin="+isolinuxBin, "/isolinux/ldlinux.c32="+ldlinuxC32,
+		"/="+tree).CombinedOutput()
 	if err != nil {
 		return "", "", fmt.Errorf("vsphere: boot ISO: xorriso: %s: %w: %w", strings.TrimSpace(string(out)), err, errdefs.ErrUnavailable)
 	}
@@ -356,21 +353,4 @@ func hashFile(h io.Writer, name string) error {
 	defer f.Close()
 	_, err = io.Copy(h, f)
 	return err
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
