@@ -232,9 +232,11 @@ delete removes them. --compute-resource and --image-store are required
 with --target. The credentials come from the URL or from
 ` + deploy.TargetUsernameEnv + ` and ` + deploy.TargetPasswordEnv + ` and are kept only in
 STATE/target.json (mode 0600); a password in the URL is visible to ps
-while vch create runs, so prefer the environment. In this release the
-container VMs still run on this host's QEMU: the vSphere deployment is
-recorded for the daemon to use in a later release.`,
+while vch create runs, so prefer the environment. The VCH's daemon then
+runs its container VMs on vSphere (only the default bridge network or
+none, no volumes yet: docs/vsphere.md); --bridge-interface names this
+host's interface on the bridge portgroup, --channel-listen the address
+the ESX hosts reach for the VMs' serial ports.`,
 		Example: `  vch create team1
   vch create team1 --host tcp://0.0.0.0:2376 --tls-cname vch.example.com --memory 8g --cpu 4 --containers 20
   vch create dev --no-tls

@@ -102,12 +102,14 @@ type Config struct {
 	Registries Registries `json:"registries"`
 	// VolumeStores are the --volume-store values: "NAME:PATH" (PATH
 	// absolute, on this host) and, on a vSphere VCH, "NAME:ds://DATASTORE/PATH"
-	// (resolved in VSphere.VolumeStores; not passed to the daemon yet).
+	// (resolved in VSphere.VolumeStores; the daemon gets only the local
+	// ones: it has no volumes on datastores yet).
 	// Delete leaves local directories (and the volumes in them); see
 	// Manager.Delete for datastore ones.
 	VolumeStores []string `json:"volume_stores,omitempty"`
 	// VSphere is the vSphere deployment of a VCH made with --target; nil
-	// for a local VCH. Its container VMs still run on this host's QEMU.
+	// for a local VCH. Its daemon runs the container VMs there
+	// (VSphereConfigFile).
 	VSphere *VSphere `json:"vsphere,omitempty"`
 	// Service is how the daemon is kept running: "systemd" or "process".
 	Service string `json:"service"`

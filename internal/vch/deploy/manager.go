@@ -302,7 +302,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 		if err := m.createOnVSphere(ctx, vs, &c, &made); err != nil {
 			return Created{}, scrub(err, creds)
 		}
-		m.progress("Note: in this release container VMs still run on this host's QEMU; the vSphere deployment is recorded in %s for the daemon to use later", l.ConfigFile())
+		m.progress("Container VMs will run on %s (the daemon's driver configuration is in %s)", c.VSphere.Target, l.VSphereConfigFile())
 	}
 	if err := SaveConfig(l, c); err != nil {
 		return Created{}, err

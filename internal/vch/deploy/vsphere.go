@@ -25,9 +25,8 @@ import (
 // A vSphere VCH (vch create --target): vch create makes, through the
 // vsphere driver, a resource pool, a VM folder, the image store's
 // directory and the directories of its datastore volume stores; vch
-// delete removes them again. Its container VMs still run on this host's
-// QEMU in this release: the Config records the deployment for the slice
-// that makes the daemon run them on vSphere.
+// delete removes them again. Its daemon runs the container VMs there,
+// with the driver configuration SaveConfig writes (DriverConfig).
 
 // The environment variables that give a target's credentials when the
 // --target URL holds none. For vch configure and vch delete, when set,
