@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"testing"
 
 	"github.com/containerd/errdefs"
-	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
@@ -30,6 +28,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vchproject/vch/internal/hypervisor/vsphere/vcsimtest"
 	"github.com/vchproject/vch/internal/vch/deploy"
 )
 
@@ -124,31 +123,10 @@ type vcsim struct {
 
 func newVCSim(t *testing.T) *vcsim {
 	t.Helper()
-	m := simulator.VPX()
-	m.Host = 0
-	m.ClusterHost = 4
-	m.Datastore = 2
-	m.Portgroup = 2
-	m.Machine = 1
-	if err := m.Create(); err != nil {
-		t.Fatal(err)
-	}
-	m.Service.TLS = new(tls.Config)
-	m.Service.Listen = &url.URL{User: url.UserPassword(simUser, simPass)}
-	s := m.Service.NewServer()
-	t.Cleanup(func() { s.Close(); m.Remove() })
+	sim := vcsimtest.Start(t, simUser, simPass, func(m *simulator.Model) { m.Datastore, m.Portgroup, m.Machine = 2, 2, 1 })
+	s, gc, dc, f := sim.Server, sim.Client, sim.Datacenter, sim.Finder
 	ctx := t.Context()
-	gc, err := govmomi.NewClient(ctx, s.URL, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := find.NewFinder(gc.Client, false)
-	dc, err := f.Datacenter(ctx, "DC0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
-	e := &vcsim{t: t, server: s, c: gc.Client, dc: dc, host: s.URL.Host,
+	e := &vcsim{t: t, server: s, c: gc, dc: dc, host: s.URL.Host,
 		target: "https://" + url.UserPassword(simUser, simPass).String() + "@" + s.URL.Host + "/sdk"}
 
 	// Someone else's pool, folder, VM and directory, beside the VCH's.

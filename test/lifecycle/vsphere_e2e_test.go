@@ -5,12 +5,10 @@ package lifecycle
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,13 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/simulator"
 	"github.com/vmware/govmomi/vim25/mo"
 
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/standin"
+	"github.com/vchproject/vch/internal/hypervisor/vsphere/vcsimtest"
 	"github.com/vchproject/vch/internal/testenv"
 )
 
@@ -38,17 +36,8 @@ import (
 // to the daemon over the VM's network-backed serial port.
 func TestVSphereLifecycle(t *testing.T) {
 	o := newOperator(t)
-	m := simulator.VPX()
-	m.Host = 0
-	m.ClusterHost = 4
-	m.Machine = 0
-	if err := m.Create(); err != nil {
-		t.Fatal(err)
-	}
-	m.Service.TLS = new(tls.Config)
-	m.Service.Listen = &url.URL{User: url.UserPassword("vch-operator", "lifecycle-Pa55")}
-	srv := m.Service.NewServer()
-	t.Cleanup(func() { srv.Close(); m.Remove() })
+	sim := vcsimtest.Start(t, "vch-operator", "lifecycle-Pa55", func(m *simulator.Model) { m.Machine = 0 })
+	srv := sim.Server
 	ctx, cancel := context.WithTimeout(t.Context(), 8*time.Minute)
 	defer cancel()
 
@@ -64,16 +53,7 @@ func TestVSphereLifecycle(t *testing.T) {
 		"--compute-resource", "/DC0/host/DC0_C0", "--image-store", "LocalDS_0",
 		"--bridge-network", "DC0_DVPG0", "--bridge-interface", uplink)
 
-	gc, err := govmomi.NewClient(ctx, srv.URL, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := find.NewFinder(gc.Client, false)
-	dc, err := f.Datacenter(ctx, "DC0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
+	gc, f := sim.Client, sim.Finder
 	folder, err := f.Folder(ctx, "/DC0/vm/"+name)
 	if err != nil {
 		t.Fatal(err)
@@ -94,7 +74,7 @@ func TestVSphereLifecycle(t *testing.T) {
 	// driver converted and uploaded (ImportDisk's name is its base name).
 	rootfsDir := filepath.Join(o.state, name, "root", "images", "rootfs")
 	runner := &standin.Runner{
-		Client: gc.Client, Folder: folder, Datastores: map[string]string{"LocalDS_0": dsDir},
+		Client: gc, Folder: folder, Datastores: map[string]string{"LocalDS_0": dsDir},
 		Content: func(p string) (string, bool) {
 			img, ok := strings.CutPrefix(p, "[LocalDS_0] "+name+"/images/")
 			if !ok {

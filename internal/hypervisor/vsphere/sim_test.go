@@ -3,18 +3,15 @@ package vsphere
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vmware/govmomi"
 	"github.com/vmware/govmomi/find"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/property"
@@ -26,6 +23,7 @@ import (
 	"github.com/vmware/govmomi/vim25/types"
 
 	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/hypervisor/vsphere/vcsimtest"
 )
 
 // The simulated vCenter's only credentials: distinctive, so a leak shows.
@@ -77,38 +75,14 @@ type sim struct {
 
 func newSim(t testing.TB, mutate ...func(*simulator.Model)) *sim {
 	t.Helper()
-	m := simulator.VPX()
-	m.Host = 0
-	m.ClusterHost = 4
-	m.Datastore = 2
-	m.Portgroup = 2
-	m.Machine = 1
-	for _, f := range mutate {
-		f(m)
-	}
-	if err := m.Create(); err != nil {
-		t.Fatal(err)
-	}
-	m.Service.TLS = new(tls.Config)
-	m.Service.Listen = &url.URL{User: url.UserPassword(testUser, testPass)}
-	s := m.Service.NewServer()
-	t.Cleanup(func() { s.Close(); m.Remove() })
+	vs := vcsimtest.Start(t, testUser, testPass, append([]func(*simulator.Model){func(m *simulator.Model) { m.Datastore, m.Portgroup, m.Machine = 2, 2, 1 }}, mutate...)...)
+	m, s, f, dc := vs.Model, vs.Server, vs.Finder, vs.Datacenter
 	ctx := t.Context()
-	gc, err := govmomi.NewClient(ctx, s.URL, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := find.NewFinder(gc.Client, false)
-	dc, err := f.Datacenter(ctx, simDC)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.SetDatacenter(dc)
 	ds, err := f.Datastore(ctx, simDS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &sim{t: t, model: m, server: s, c: gc.Client, dc: dc, ds: ds, logs: &syncBuffer{}}
+	e := &sim{t: t, model: m, server: s, c: vs.Client, dc: dc, ds: ds, logs: &syncBuffer{}}
 	if err := ds.Upload(ctx, strings.NewReader("stands in for the boot ISO"), "iso/bootstrap.iso", &soap.DefaultUpload); err != nil {
 		t.Fatalf("upload ISO: %v", err)
 	}
