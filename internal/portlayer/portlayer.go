@@ -210,6 +210,11 @@ type State struct {
 	// StartedAt and FinishedAt are zero until the first start/exit.
 	StartedAt  time.Time
 	FinishedAt time.Time
+	// Host is the host the VM of the current run runs on, or the last
+	// run ran on, for hypervisors that place VMs over several hosts (an
+	// ESX host's inventory name on vSphere, followed as vSphere moves the
+	// VM); empty for a VM on the VCH's own host, or before a first start.
+	Host string `json:",omitempty"`
 }
 
 // Container is a container's record as persisted by the port layer.

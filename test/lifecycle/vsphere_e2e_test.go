@@ -170,6 +170,11 @@ func TestVSphereLifecycle(t *testing.T) {
 	if names := folderVMs(t, ctx, folder); !strings.Contains(strings.Join(names, " "), id[:12]) {
 		t.Errorf("VMs in the VCH's folder %v: want one of %s", names, id[:12])
 	}
+	// docker inspect names the ESX host the VM runs on (Node.Name, as
+	// the Swarm API had it), the one vSphere reports.
+	if got, want := dockerV("inspect", "-f", "{{.Node.Name}}", "vs1"), vmHost(t, ctx, f, name, id[:12]); got == "" || got != want {
+		t.Errorf("docker inspect's Node.Name of vs1 = %q, want its VM's host %q", got, want)
+	}
 	dockerV("rm", "-f", "vs1")
 	for _, n := range folderVMs(t, ctx, folder) {
 		if n == id[:12] {
@@ -248,6 +253,25 @@ func portgroup(t *testing.T) (ns, uplink string) {
 	ip("link", "add", uplink, "type", "veth", "peer", "name", peer, "netns", ns)
 	ip("-n", ns, "link", "set", peer, "master", "pg", "up")
 	return ns, uplink
+}
+
+// vmHost is the inventory name of the host the VM named vmName in the
+// VCH's folder runs on (its runtime.host), "" if it has none.
+func vmHost(t *testing.T, ctx context.Context, f *find.Finder, vch, vmName string) string {
+	t.Helper()
+	vm := findVM(t, ctx, f, vch, vmName)
+	if vm == nil {
+		t.Fatalf("no VM %s in the VCH's folder", vmName)
+	}
+	h, err := vm.HostSystem(ctx)
+	if err != nil {
+		t.Fatalf("the host of VM %s: %v", vmName, err)
+	}
+	n, err := h.ObjectName(ctx)
+	if err != nil {
+		t.Fatalf("the name of host %v: %v", h.Reference(), err)
+	}
+	return n
 }
 
 // findVM is the VM named vmName in the VCH's folder, nil if none.

@@ -312,3 +312,34 @@ func TestUnchangedFromPortLayer(t *testing.T) {
 		t.Errorf("after restart: status %q (%v)", st.State.Status, err)
 	}
 }
+
+// TestInspectNode: a container whose VM runs on one of several hosts
+// shows it as Node.Name (the Swarm API's member); one on the VCH's own
+// host has no Node at all, as dockerd's inspection has none.
+func TestInspectNode(t *testing.T) {
+	for _, host := range []string{"", "esx-07.example"} {
+		f := dockertest.New()
+		f.VMHost = host
+		h := docker.New(docker.Config{Version: "0.0.0-test"}, docker.Backend{
+			Compute: f, Interaction: f, Images: f.Images(), System: f,
+		}, nil).Handler()
+		if rec := do(t, h, "POST", "/v1.50/containers/create?name=n1", `{"Image":"busybox","Cmd":["sleep"]}`); rec.Code != 201 {
+			t.Fatalf("create: %d %s", rec.Code, rec.Body)
+		}
+		if rec := do(t, h, "POST", "/v1.50/containers/n1/start", ""); rec.Code != 204 {
+			t.Fatalf("start: %d %s", rec.Code, rec.Body)
+		}
+		ins := do(t, h, "GET", "/v1.50/containers/n1/json", "")
+		var doc map[string]json.RawMessage
+		if err := json.Unmarshal(ins.Body.Bytes(), &doc); err != nil {
+			t.Fatalf("inspect: %v\n%s", err, ins.Body)
+		}
+		node, ok := doc["Node"]
+		switch {
+		case host == "" && ok:
+			t.Errorf("a VM on the VCH's own host: Node %s, want none", node)
+		case host != "" && string(node) != `{"Name":"`+host+`"}`:
+			t.Errorf("a VM on host %s: Node %s (present %v)", host, node, ok)
+		}
+	}
+}

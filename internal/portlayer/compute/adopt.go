@@ -225,6 +225,9 @@ func (s *Service) readopt(c *container) error {
 	c.slots = slots
 	c.vmDir = run.VMDir
 	c.rec.State.Pid = vm.Pid()
+	if h := hostOf(vm); h != "" {
+		c.rec.State.Host = h
+	}
 	c.rec.Ports = ports
 	c.exited = make(chan struct{})
 	c.vmGone = make(chan struct{})

@@ -630,7 +630,7 @@ func (s *Service) Inspect(ctx context.Context, idOrName string) (portlayer.Conta
 	if err != nil {
 		return portlayer.Container{}, err
 	}
-	return c.record(), nil
+	return c.inspected(), nil
 }
 
 // List implements portlayer.Compute: newest first.

@@ -87,6 +87,29 @@ func (c *container) record() portlayer.Container {
 	return c.rec
 }
 
+// inspected is c's record as Inspect shows it: the record, with the host
+// its running VM is on now (vSphere may have moved it since the start).
+func (c *container) inspected() portlayer.Container {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rec := c.rec
+	if c.vm != nil && (rec.State.Status == portlayer.StatusRunning || rec.State.Status == portlayer.StatusPaused) {
+		if h := hostOf(c.vm); h != "" {
+			rec.State.Host = h
+		}
+	}
+	return rec
+}
+
+// hostOf is the host vm runs on if its driver places VMs over several
+// hosts (hypervisor.Placer), else "".
+func hostOf(vm hypervisor.VM) string {
+	if p, ok := vm.(hypervisor.Placer); ok {
+		return p.Host()
+	}
+	return ""
+}
+
 func (c *container) name() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -322,7 +345,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	}
 	// The previous run's FinishedAt stays while the container runs: it is
 	// when the container last ended, which a new start does not change.
-	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC(), FinishedAt: c.rec.State.FinishedAt}
+	c.rec.State = portlayer.State{Status: portlayer.StatusRunning, Pid: vm.Pid(), StartedAt: time.Now().UTC(), FinishedAt: c.rec.State.FinishedAt, Host: hostOf(vm)}
 	c.vm, c.guest, c.proc, c.killed = vm, g, proc, false
 	c.slots = plumbed.slots
 	c.rec.Endpoints, c.rec.Ports = plumbed.eps, plumbed.ports

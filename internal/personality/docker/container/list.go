@@ -337,7 +337,7 @@ func (rt *Router) getInspect(w http.ResponseWriter, r *http.Request, vars map[st
 	resp := InspectResponse(c)
 	resp.State.Health = rt.health.HealthOf(c)
 	resp.Mounts = mountPoints(r.Context(), c, resp.HostConfig, rt.volumes)
-	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings)})
+	return httputils.WriteJSON(w, http.StatusOK, inspectJSON{InspectResponse: resp, NetworkSettings: legacySettings(resp.NetworkSettings), Node: nodeOf(c)})
 }
 
 // SummaryOf builds the `docker ps` entry for c (also used by GET

@@ -420,8 +420,28 @@ func legacySettings(ns *container.NetworkSettings) *legacyNetworkSettings {
 }
 
 // inspectJSON is the inspect document with the legacy NetworkSettings
-// (the outer field hides the embedded one in encoding/json).
+// (the outer field hides the embedded one in encoding/json) and, for a
+// container whose VM runs on one of several hosts, Node.
 type inspectJSON struct {
 	container.InspectResponse
 	NetworkSettings *legacyNetworkSettings `json:"NetworkSettings"`
+	Node            *inspectNode          `json:"Node,omitempty"`
+}
+
+// inspectNode is the host a container runs on, in the "Node" member that
+// the standalone Docker Swarm API added to GET /containers/{id}/json for
+// a daemon spread over several hosts (Id, Ip, Addr, Name; this fills
+// Name). `docker inspect -f '{{.Node.Name}}'` reads it; the member is
+// absent for a VCH whose VMs all run on its own host.
+type inspectNode struct {
+	// Name is the host's name (an ESX host's inventory name on vSphere).
+	Name string `json:"Name"`
+}
+
+// nodeOf is c's inspectNode, nil if the port layer names no host.
+func nodeOf(c portlayer.Container) *inspectNode {
+	if c.State.Host == "" {
+		return nil
+	}
+	return &inspectNode{Name: c.State.Host}
 }

@@ -45,6 +45,10 @@ type Fake struct {
 	Registry map[string]portlayer.Image
 	// HostInfo is what Host returns.
 	HostInfo system.Host
+	// VMHost is the host a started container's VM runs on (its
+	// State.Host), as a hypervisor that places VMs over several hosts
+	// reports it; "" (the default) for VMs on the VCH's own host.
+	VMHost string
 }
 
 type ctr struct {
@@ -211,7 +215,7 @@ func (f *Fake) Start(_ context.Context, idOrName string) error {
 		}
 		return fmt.Errorf("exec: %q: executable file not found in $PATH", prog)
 	}
-	c.c.State = portlayer.State{Status: portlayer.StatusRunning, Pid: 4242, StartedAt: time.Now()}
+	c.c.State = portlayer.State{Status: portlayer.StatusRunning, Pid: 4242, StartedAt: time.Now(), Host: f.VMHost}
 	c.stop = make(chan int, 1)
 	go f.run(c)
 	return nil
