@@ -206,7 +206,7 @@ TLS.`,
 	f.StringArrayVar(&cfg.Registries.Allowed, "whitelist-registry", nil, "pull only from these registries (host[:port], *.domain or CIDR), repeatable")
 	f.StringArrayVar(&cfg.Registries.CAFiles, "registry-ca", nil, "PEM file of extra CA certificates trusted for TLS registries on pull and push (added to the system pool), repeatable")
 	f.StringVar(&storageQuota, "storage-quota", "", "host disk space images, containers and volumes may take together (20g, 500m, bytes); checked before pull, load, import, commit and volume create (default: no limit)")
-	f.StringArrayVar(&volumeStores, "volume-store", nil, "NAME:PATH, a directory volume disks may live in (docker volume create --opt volume-store=NAME), repeatable; ROOT/volumes is \"default\" unless named here")
+	f.StringArrayVar(&volumeStores, "volume-store", nil, "NAME:PATH, a directory volume disks may live in (docker volume create --opt volume-store=NAME), repeatable; PATH may be ds://DATASTORE/PATH on vSphere; ROOT/volumes is \"default\" unless named here")
 	f.BoolVar(&cfg.NoEgress, "no-egress", false, "containers cannot open TCP connections to addresses outside the VCH")
 	f.StringVar(&cfg.EgressNamespace, "egress-netns", "", "named network namespace that containers' outbound TCP connections leave from (default: the daemon's)")
 	f.IntVar(&cfg.MaxConcurrentBoots, "max-concurrent-boots", 0, "container VMs booted (or restored) at once; further starts wait their turn (0: the host's CPU count)")

@@ -292,6 +292,26 @@ type DiskStore interface {
 	RemoveDisk(ctx context.Context, path string) error
 }
 
+// VolumeStore is implemented by DiskStore drivers whose volume stores are
+// directories of their own store too (vSphere: "[DATASTORE] PATH", a
+// --volume-store NAME:ds://DATASTORE/PATH). The volume store makes each
+// volume's disk as a host file and hands it over; the driver's copy is
+// then the volume, attached read-write to the VMs that mount it.
+type VolumeStore interface {
+	// ImportVolume copies the raw disk image host file src into the
+	// store directory dir (the driver's form; "[DATASTORE] PATH" on
+	// vSphere) as the writable disk of the volume name (letters, digits,
+	// '_', '.', '-'), DIR/NAME/NAME.vmdk on vSphere, and returns it. A
+	// disk left at that path by an import cut short is replaced.
+	// InvalidArgument for a bad dir or name; NotFound if src or dir's
+	// datastore is missing; Unavailable if the store refuses.
+	ImportVolume(ctx context.Context, src, dir, name string) (Disk, error)
+	// RemoveVolume deletes a disk ImportVolume returned (path is its
+	// Disk.Path) and the directory it made for it. A disk already gone
+	// is no error; Unavailable if the store refuses (a VM uses it).
+	RemoveVolume(ctx context.Context, path string) error
+}
+
 // Driver runs VMs. Safe for concurrent use.
 type Driver interface {
 	// Start boots a VM and returns when its guest channel is connected.

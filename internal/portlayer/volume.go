@@ -38,10 +38,15 @@ type Volume struct {
 	// its disk image (not a directory of the volume's files, which live
 	// inside the disk and are seen only by the container VMs).
 	Mountpoint string
-	// DiskPath is the host path of the raw ext4 disk image.
-	DiskPath  string
-	CreatedAt time.Time
-	Labels    map[string]string
+	// DiskPath is the volume's ext4 disk: the host path of a raw disk
+	// image, or, on a datastore volume store, the hypervisor's path of
+	// its disk ("[DATASTORE] PATH/NAME/NAME.vmdk").
+	DiskPath string
+	// DiskFormat is DiskPath's format: "raw" (a host file) or "vmdk" (a
+	// datastore's disk).
+	DiskFormat string
+	CreatedAt  time.Time
+	Labels     map[string]string
 	// Options are the driver options the volume was created with.
 	Options map[string]string
 	// SizeBytes is the disk's size (its capacity, not its use on the host).

@@ -31,6 +31,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -102,8 +103,9 @@ type Config struct {
 	// none. docker info shows it as the CPU count.
 	CPUs int `toml:"cpus" json:"cpus"`
 	// VolumeStores are named directories volume disks may live in
-	// (--volume-store NAME:PATH); <root>/volumes is "default" unless
-	// named here.
+	// (--volume-store NAME:PATH): host directories and, on vSphere,
+	// datastore directories ("ds://DATASTORE/PATH"); <root>/volumes is
+	// "default" unless named here.
 	VolumeStores map[string]string `toml:"volume_stores" json:"volume_stores,omitempty"`
 	// StorageQuotaBytes caps the host disk space images, containers and
 	// volumes take together (budget.Disk); 0 means none.
@@ -224,6 +226,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	}
 	v := &VCH{cfg: cfg, logger: logger, lock: lock}
 	var driver hypervisor.Driver
+	var volumeDisks hypervisor.VolumeStore // datastore volume stores' disks
 	hypervisorName := "qemu"
 	if cfg.VSphere != nil {
 		vc := *cfg.VSphere
@@ -239,7 +242,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		}
 		// No shares on vSphere: bind mounts stay unavailable.
 		shareKernel, shareInitrd = "", ""
-		driver, hypervisorName = vd, "vsphere"
+		driver, hypervisorName, volumeDisks = vd, "vsphere", vd
 	} else {
 		qd, err := qemu.New(qemu.Config{Accel: cfg.Accel, RAMShim: cfg.RAMShim, MemoryMerge: cfg.MemoryMerge}, logger)
 		if err != nil {
@@ -255,7 +258,9 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	evlog := events.New(events.DefaultCapacity)
 	v.disk = &budget.Disk{Limit: cfg.StorageQuotaBytes, Dirs: []string{root}, Skip: []string{filepath.Join(root, "compute", compute.TemplatesDir)}}
 	for _, name := range slices.Sorted(maps.Keys(cfg.VolumeStores)) {
-		v.disk.Dirs = append(v.disk.Dirs, cfg.VolumeStores[name])
+		if dir := cfg.VolumeStores[name]; !strings.HasPrefix(dir, volume.DatastoreScheme) {
+			v.disk.Dirs = append(v.disk.Dirs, dir)
+		}
 	}
 	v.images, err = storage.New(storage.Config{
 		Root: filepath.Join(root, "images"),
@@ -272,7 +277,7 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		return nil, err
 	}
 	v.volumes, err = volume.New(volume.Config{
-		Root: filepath.Join(root, "volumes"), Events: evlog, Stores: cfg.VolumeStores,
+		Root: filepath.Join(root, "volumes"), Events: evlog, Stores: cfg.VolumeStores, Disks: volumeDisks,
 		// A new volume's sparse disk holds only mkfs metadata (a few MiB),
 		// so its nominal size is not reserved: the create is refused only
 		// when the quota is already used up.

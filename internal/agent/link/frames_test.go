@@ -22,6 +22,13 @@ func rawFrame(typ byte, id uint32, payload []byte) []byte {
 // frames: its requests are answered, its channel opens rejected.
 func rawHost(t *testing.T) (*Conn, net.Conn) {
 	t.Helper()
+	return rawHostOpens(t, true)
+}
+
+// rawHostOpens is rawHost whose channels opened by the raw end are
+// rejected, or, with reject false, left pending (their IDs stay in use).
+func rawHostOpens(t *testing.T, reject bool) (*Conn, net.Conn) {
+	t.Helper()
 	a, b := testenv.SocketPair(t)
 	host, chans, reqs, err := Client(a, V4)
 	if err != nil {
@@ -29,9 +36,15 @@ func rawHost(t *testing.T) (*Conn, net.Conn) {
 	}
 	t.Cleanup(func() { host.Close() })
 	go func() {
+		var held []NewChannel
 		for nc := range chans {
+			if !reject {
+				held = append(held, nc)
+				continue
+			}
 			_ = nc.Reject(Prohibited, "no")
 		}
+		_ = held
 	}()
 	go func() {
 		for r := range reqs {
@@ -122,7 +135,9 @@ func TestFramesViolations(t *testing.T) {
 		"credit flood": append(hostChannel(), rawFrame(frameCredit, 1, []byte{0xff, 0xff, 0xff, 0xff})...),
 	} {
 		t.Run(name, func(t *testing.T) {
-			host, peer := rawHost(t)
+			// The first open of "id in use" stays pending: were it
+			// rejected before the second arrives, its ID would be free.
+			host, peer := rawHostOpens(t, name != "id in use")
 			if name == "credit short" || name == "credit flood" {
 				go func() { _, _, _ = host.OpenChannel(t.Context(), "c", nil) }()
 				time.Sleep(50 * time.Millisecond)

@@ -178,26 +178,33 @@ func (d *Driver) ImportDisk(ctx context.Context, src, name string) (hypervisor.D
 	} else if !isNotFound(err) {
 		return hypervisor.Disk{}, d.fail("disk "+disk.Path, err)
 	}
-	qemuImg, err := exec.LookPath("qemu-img")
-	if err != nil {
-		return hypervisor.Disk{}, fmt.Errorf("vsphere: disk %s: qemu-img not found (install the Debian package qemu-utils): %w", name, errdefs.ErrUnavailable)
-	}
-	tmp, err := os.MkdirTemp("", "vch-disk-")
-	if err != nil {
-		return hypervisor.Disk{}, fmt.Errorf("vsphere: disk %s: %w", name, err)
-	}
-	defer os.RemoveAll(tmp)
-	local := filepath.Join(tmp, name+".vmdk")
-	if out, err := exec.CommandContext(ctx, qemuImg, "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src, local).CombinedOutput(); err != nil {
-		return hypervisor.Disk{}, fmt.Errorf("vsphere: disk %s: qemu-img convert: %s: %w: %w", name, strings.TrimSpace(string(out)), err, errdefs.ErrUnavailable)
-	}
-	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), importTimeout)
-	defer cancel()
-	if err := d.importVMDK(vctx, local, name, target, pool, folder); err != nil {
+	if err := d.importRaw(ctx, src, name, target, pool, folder); err != nil {
 		return hypervisor.Disk{}, err
 	}
 	d.logger.Info("disk imported", "disk", disk.Path)
 	return disk, nil
+}
+
+// importRaw converts the raw disk image src to a streamOptimized VMDK
+// (qemu-img, in a temporary directory) and imports it as target
+// (importVMDK). Unavailable if qemu-img is missing or vSphere refuses.
+func (d *Driver) importRaw(ctx context.Context, src, name string, target object.DatastorePath, pool *object.ResourcePool, folder *object.Folder) error {
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		return fmt.Errorf("vsphere: disk %s: qemu-img not found (install the Debian package qemu-utils): %w", name, errdefs.ErrUnavailable)
+	}
+	tmp, err := os.MkdirTemp("", "vch-disk-")
+	if err != nil {
+		return fmt.Errorf("vsphere: disk %s: %w", name, err)
+	}
+	defer os.RemoveAll(tmp)
+	local := filepath.Join(tmp, name+".vmdk")
+	if out, err := exec.CommandContext(ctx, qemuImg, "convert", "-q", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", src, local).CombinedOutput(); err != nil {
+		return fmt.Errorf("vsphere: disk %s: qemu-img convert: %s: %w: %w", name, strings.TrimSpace(string(out)), err, errdefs.ErrUnavailable)
+	}
+	vctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), importTimeout)
+	defer cancel()
+	return d.importVMDK(vctx, local, name, target, pool, folder)
 }
 
 // importVMDK imports the streamOptimized VMDK host file local with
@@ -279,8 +286,9 @@ func (d *Driver) importVMDK(ctx context.Context, local, name string, target obje
 		return fail("detach", err)
 	}
 	if dir := pathDir(target); dir != "" {
-		if err := object.NewFileManager(d.client).MakeDirectory(ctx, d.ds.Path(dir), d.dc, true); err != nil && !isAlreadyExists(err) {
-			return fail("image directory", err)
+		dirPath := object.DatastorePath{Datastore: target.Datastore, Path: dir}
+		if err := object.NewFileManager(d.client).MakeDirectory(ctx, dirPath.String(), d.dc, true); err != nil && !isAlreadyExists(err) {
+			return fail("disk directory", err)
 		}
 	}
 	t, err := object.NewVirtualDiskManager(d.client).MoveVirtualDisk(ctx, imported, d.dc, target.String(), d.dc, false)
@@ -313,12 +321,8 @@ func (d *Driver) RemoveDisk(ctx context.Context, p string) error {
 	if !ok || !strings.HasPrefix(p, d.imageDir+"/") {
 		return fmt.Errorf("vsphere: disk %q: want a disk under %s: %w", p, d.imageDir, errdefs.ErrInvalidArgument)
 	}
-	t, err := object.NewVirtualDiskManager(d.client).DeleteVirtualDisk(ctx, p, d.dc)
-	if err == nil {
-		err = t.Wait(ctx)
-	}
-	if err != nil && !isNotFound(err) {
-		return fmt.Errorf("%w: %w", d.fail("delete disk "+p, err), errdefs.ErrUnavailable)
+	if err := d.deleteDisk(ctx, p); err != nil {
+		return err
 	}
 	d.mu.Lock()
 	delete(d.chains, p)

@@ -1,6 +1,7 @@
 package compute
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path"
@@ -247,8 +248,14 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 			if err != nil {
 				return nil, nil, fmt.Errorf("compute: volume %s: %w", m.Source, err)
 			}
+			format := cmp.Or(v.DiskFormat, "raw")
+			if s.disks.store != nil && format == "raw" {
+				// A host file, which VMs of a driver with its own
+				// disk store (vSphere) cannot attach.
+				return nil, nil, fmt.Errorf("compute: volume %s is a disk on the VCH's own host, which this VCH's VMs cannot attach: create it on a datastore volume store (docker volume create --opt volume-store=NAME): %w", m.Source, errdefs.ErrFailedPrecondition)
+			}
 			serial := volumeSerial(len(disks))
-			disks = append(disks, hypervisor.Disk{Path: v.DiskPath, Format: "raw", Serial: serial})
+			disks = append(disks, hypervisor.Disk{Path: v.DiskPath, Format: format, Serial: serial})
 			mounts = append(mounts, wire.Mount{Type: wire.MountVolume, Serial: serial, Target: m.Target, ReadOnly: m.ReadOnly, CopyUp: !m.NoCopy})
 		case portlayer.MountTmpfs:
 			mounts = append(mounts, wire.Mount{Type: wire.MountTmpfs, Target: m.Target, ReadOnly: m.ReadOnly, Options: m.Options})

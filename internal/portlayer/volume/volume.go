@@ -17,6 +17,14 @@
 // is laid out as Root is: PATH/<name>/ and PATH/.tmp/. Root itself is the
 // store named "default" unless Stores names "default" otherwise.
 //
+// A datastore volume store (`--volume-store NAME:ds://DATASTORE/PATH`,
+// on a VCH whose hypervisor keeps its own disks, [Config.Disks]) keeps
+// the volumes' disks there: each is made here as on the host, then
+// handed to the hypervisor (hypervisor.VolumeStore.ImportVolume, a VMDK
+// at "[DATASTORE] PATH/<name>/<name>.vmdk") and the host file deleted.
+// Its records stay on the host, laid out as the other stores under
+// Root/.datastore/NAME/, each naming its disk.
+//
 // A volume is created in .tmp/ and renamed into place with its record, so
 // a crash never leaves a half-made volume under a name. Volume names start
 // with an alphanumeric character, so they never collide with ".tmp".
@@ -48,6 +56,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -60,6 +69,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/bytesize"
+	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -96,12 +106,17 @@ type Config struct {
 	// Events receives "volume" events (create, destroy); nil drops them.
 	Events Publisher `toml:"-" json:"-"`
 	// Stores are named directories volume disks may live in (vic-machine's
-	// --volume-store NAME:PATH), chosen with the driver option
+	// --volume-store NAME:PATH; PATH may be "ds://DATASTORE/PATH", a
+	// datastore directory, when Disks is set), chosen with the driver option
 	// "volume-store" (or VIC's "VolumeStore"; the key is
 	// case-insensitive). Root is the store named DefaultStore unless
 	// Stores maps that name to another directory. Each is created if
 	// missing (mode 0700) and, like Root, owned by the store.
 	Stores map[string]string `toml:"stores" json:"stores,omitempty"`
+	// Disks holds the disks of the datastore volume stores (the
+	// hypervisor's store, vSphere's datastores); nil if the VCH has none,
+	// when a ds:// store is refused.
+	Disks hypervisor.VolumeStore `toml:"-" json:"-"`
 	// Reserve, when set, is asked before a disk is made whether the VCH
 	// may take size more bytes (the storage quota); its error is returned.
 	Reserve func(size int64) error `toml:"-" json:"-"`
@@ -125,10 +140,37 @@ func isStoreOption(k string) bool {
 // storeNameRE is what a volume store's name may be.
 var storeNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 
+// DatastoreScheme starts a datastore volume store's location,
+// "ds://DATASTORE/PATH" (vic-machine's form).
+const DatastoreScheme = "ds://"
+
+// datastoreDir is the hypervisor's form of a datastore volume store's
+// directory, "[DATASTORE] PATH", for loc "ds://DATASTORE/PATH"; ok is
+// false for another form (a path with "..", an empty part).
+func datastoreDir(loc string) (dir string, ok bool) {
+	ds, p, _ := strings.Cut(strings.TrimPrefix(loc, DatastoreScheme), "/")
+	p = strings.TrimSuffix(p, "/")
+	if !strings.HasPrefix(loc, DatastoreScheme) || ds == "" || strings.ContainsAny(ds, "[]") || p == "" ||
+		path.Clean(p) != p || strings.HasPrefix(p, "/") || p == ".." || strings.HasPrefix(p, "../") {
+		return "", false
+	}
+	return "[" + ds + "] " + p, true
+}
+
+// datastoreRecords is the directory under Root that holds the records
+// of the datastore volume stores, one directory each.
+const datastoreRecords = ".datastore"
+
 // ParseStore parses a "NAME:PATH" --volume-store value; PATH must be
-// absolute. InvalidArgument otherwise.
+// absolute or a datastore's directory, "ds://DATASTORE/PATH" (returned
+// as given). InvalidArgument otherwise.
 func ParseStore(v string) (name, path string, err error) {
 	name, path, ok := strings.Cut(v, ":")
+	if ok && storeNameRE.MatchString(name) && strings.HasPrefix(path, DatastoreScheme) {
+		if _, ok := datastoreDir(path); ok {
+			return name, strings.TrimSuffix(path, "/"), nil
+		}
+	}
 	if !ok || !storeNameRE.MatchString(name) || !filepath.IsAbs(path) {
 		return "", "", fmt.Errorf("volume: --volume-store %q: want NAME:PATH, NAME letters, digits, '_', '.' or '-' and PATH absolute: %w", v, errdefs.ErrInvalidArgument)
 	}
@@ -151,8 +193,12 @@ type Store struct {
 	// being created with is never deleted under it.
 	mu   sync.Mutex
 	vols map[string]*record
-	// stores maps each volume store's name to its absolute directory.
+	// stores maps each volume store's name to its absolute directory (of
+	// the records alone, for a datastore store).
 	stores map[string]string
+	// remote maps each datastore volume store's name to its directory
+	// there, as cfg.Disks names it ("[DATASTORE] PATH").
+	remote map[string]string
 }
 
 var _ portlayer.Volumes = (*Store)(nil)
@@ -168,6 +214,9 @@ type record struct {
 	// Store is the volume store the volume lives in; set on load from
 	// the directory it was found in.
 	Store string `json:"store,omitempty"`
+	// Disk is the disk's path in cfg.Disks ("[DATASTORE] PATH/NAME/NAME.vmdk")
+	// for a volume of a datastore store; empty for a host file.
+	Disk string `json:"disk,omitempty"`
 }
 
 const (
@@ -198,9 +247,21 @@ func New(cfg Config, logger *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("volume: root: %w", err)
 	}
 	cfg.Root = root
-	s := &Store{cfg: cfg, log: logger.With("component", "volume"), vols: map[string]*record{}, stores: map[string]string{DefaultStore: root}}
+	s := &Store{cfg: cfg, log: logger.With("component", "volume"), vols: map[string]*record{}, stores: map[string]string{DefaultStore: root}, remote: map[string]string{}}
 	byDir := map[string]string{}
 	for name, dir := range cfg.Stores {
+		if strings.HasPrefix(dir, DatastoreScheme) && storeNameRE.MatchString(name) {
+			ddir, ok := datastoreDir(dir)
+			if !ok {
+				return nil, fmt.Errorf("volume: volume store %q at %q: want ds://DATASTORE/PATH: %w", name, dir, errdefs.ErrInvalidArgument)
+			}
+			if cfg.Disks == nil {
+				return nil, fmt.Errorf("volume: volume store %q at %q: a datastore volume store needs a VCH on vSphere: %w", name, dir, errdefs.ErrInvalidArgument)
+			}
+			s.remote[name] = ddir
+			s.stores[name] = filepath.Join(root, datastoreRecords, name)
+			continue
+		}
 		if !storeNameRE.MatchString(name) || !filepath.IsAbs(dir) {
 			return nil, fmt.Errorf("volume: volume store %q at %q: want a name of letters, digits, '_', '.' or '-' and an absolute path: %w", name, dir, errdefs.ErrInvalidArgument)
 		}
@@ -238,7 +299,7 @@ func (s *Store) load(store string) error {
 		return fmt.Errorf("volume: store %s: %w", store, err)
 	}
 	for _, e := range entries {
-		if !e.IsDir() || e.Name() == tmpDir {
+		if !e.IsDir() || e.Name() == tmpDir || e.Name() == datastoreRecords && root == s.cfg.Root {
 			continue
 		}
 		rec, err := readRecord(filepath.Join(root, e.Name()))
@@ -414,6 +475,16 @@ func (s *Store) build(ctx context.Context, rec *record) error {
 	if err := mkfs(ctx, disk, rec.SizeBytes); err != nil {
 		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
 	}
+	if dir, ok := s.remote[rec.Store]; ok {
+		d, err := s.cfg.Disks.ImportVolume(ctx, disk, dir, rec.Name)
+		if err != nil {
+			return fmt.Errorf("volume: create %s on volume store %s: %w", rec.Name, rec.Store, err)
+		}
+		rec.Disk = d.Path
+		if err := os.Remove(disk); err != nil {
+			return fmt.Errorf("volume: create %s: %w", rec.Name, err)
+		}
+	}
 	b, err := json.MarshalIndent(rec, "", "  ")
 	if err != nil {
 		return fmt.Errorf("volume: create %s: %w", rec.Name, err)
@@ -523,9 +594,14 @@ func syncDir(dir string) error {
 func (s *Store) volume(rec *record) portlayer.Volume {
 	dir := s.dir(rec)
 	v := portlayer.Volume{
-		Name: rec.Name, Driver: Driver, Mountpoint: dir, DiskPath: filepath.Join(dir, diskFile),
+		Name: rec.Name, Driver: Driver, Mountpoint: dir, DiskPath: filepath.Join(dir, diskFile), DiskFormat: "raw",
 		CreatedAt: rec.CreatedAt, Labels: maps.Clone(rec.Labels), Options: maps.Clone(rec.Options),
 		SizeBytes: rec.SizeBytes, Anonymous: rec.Anonymous,
+	}
+	if rec.Disk != "" {
+		// On a datastore: its use there is not known here.
+		v.DiskPath, v.DiskFormat = rec.Disk, "vmdk"
+		return v
 	}
 	var st unix.Stat_t
 	if unix.Stat(v.DiskPath, &st) == nil {
@@ -583,6 +659,14 @@ func (s *Store) RemoveVolume(ctx context.Context, name string, force bool) error
 			users = slices.Clone(users)
 			slices.Sort(users)
 			return portlayer.VolumeInUse(name, users)
+		}
+	}
+	if rec.Disk != "" {
+		// The disk first: if the datastore refuses, the volume stays
+		// whole. A crash before the record goes leaves a record whose
+		// disk is gone; RemoveVolume then finds nothing to delete.
+		if err := s.cfg.Disks.RemoveVolume(ctx, rec.Disk); err != nil {
+			return fmt.Errorf("volume: remove %s: %w", name, err)
 		}
 	}
 	dir := s.dir(rec)

@@ -112,9 +112,6 @@ func DaemonArgs(c Config, l Layout) []string {
 		}
 	}
 	for _, vs := range c.VolumeStores {
-		if IsDatastoreVolumeStore(vs) {
-			continue // the daemon has no volumes on datastores yet
-		}
 		args = append(args, "--volume-store", vs)
 	}
 	for _, f := range c.Registries.CAFiles {

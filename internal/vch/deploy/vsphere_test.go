@@ -127,8 +127,8 @@ func TestCredentialsHidden(t *testing.T) {
 			t.Errorf("holds the credentials: %s", s)
 		}
 	}
-	if !slices.Contains(args, "local:/srv/vols") || slices.Contains(args, "vols:ds://ds1/vols") {
-		t.Errorf("daemon args %v: want the local volume store only", args)
+	if !slices.Contains(args, "local:/srv/vols") || !slices.Contains(args, "vols:ds://ds1/vols") {
+		t.Errorf("daemon args %v: want the local and the datastore volume stores", args)
 	}
 	if !slices.Contains(l.entries(), "target.json") {
 		t.Error("delete does not remove target.json")

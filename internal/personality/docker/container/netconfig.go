@@ -425,7 +425,7 @@ func legacySettings(ns *container.NetworkSettings) *legacyNetworkSettings {
 type inspectJSON struct {
 	container.InspectResponse
 	NetworkSettings *legacyNetworkSettings `json:"NetworkSettings"`
-	Node            *inspectNode          `json:"Node,omitempty"`
+	Node            *inspectNode           `json:"Node,omitempty"`
 }
 
 // inspectNode is the host a container runs on, in the "Node" member that
