@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/containerd/errdefs"
 )
@@ -443,5 +444,37 @@ func EndpointError(reason, container, network string) error {
 	default:
 		e.Class, e.Message = ClassConflict, "container "+container+" is on the none network, which excludes "+network
 	}
+	return e
+}
+
+// Errorf is the error of class whose Message is format written with
+// args as fmt.Sprintf writes it, for the port layer's errors that no
+// front end words itself (a limit, a malformed archive, a driver that
+// cannot do something). A format ending in ": %w" makes its last
+// argument, an error, the cause (Err) instead, so Error() reads as
+// fmt.Errorf's text would and errors.Is and errors.As see the cause:
+//
+//	Errorf(ClassInvalidArgument, "bind mount root %q: %w", root, err)
+//	// &Error{Class: ClassInvalidArgument, Message: `bind mount root "/x"`, Err: err}
+//
+// Other %w verbs are written as %v. The message is the port layer's text
+// as a user may be shown it: no package prefix ("compute: ") and no
+// class ("invalid argument"), which the class and Op carry; set Op,
+// Kind, ID and the other fields on the result where they apply.
+func Errorf(class ErrorClass, format string, args ...any) *Error {
+	e := &Error{Class: class}
+	if rest, ok := strings.CutSuffix(format, ": %w"); ok && len(args) > 0 {
+		if cause, ok := args[len(args)-1].(error); ok {
+			format, args, e.Err = rest, args[:len(args)-1], cause
+		}
+	}
+	e.Message = fmt.Sprintf(strings.ReplaceAll(format, "%w", "%v"), args...)
+	return e
+}
+
+// WithOp sets e's Op, the operation that failed ("save", "publish"), and
+// returns e: portlayer.Errorf(…).WithOp("save").
+func (e *Error) WithOp(op string) *Error {
+	e.Op = op
 	return e
 }
