@@ -209,7 +209,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+		return portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
 	}
 	var rec portlayer.Container
 	var gone chan struct{}
@@ -552,7 +552,7 @@ func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Con
 	plumbed.warmName, plumbed.warmDir = w.Name, w.Dir
 	dp, ok := w.VM.(hypervisor.DiskPlugger)
 	if !ok {
-		return fail(fmt.Errorf("compute: warm VM cannot take disks: %w", errdefs.ErrNotImplemented))
+		return fail(portlayer.Errorf(portlayer.ClassNotImplemented, "warm VM cannot take disks"))
 	}
 	if err := dp.PlugDisks(ctx, disks); err != nil {
 		return fail(err)
@@ -845,11 +845,11 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 		signal = 9
 	}
 	if signal < 1 || signal > 64 {
-		return fmt.Errorf("compute: invalid signal %d: %w", signal, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid signal %d", signal)
 	}
 	if s.stopping() {
 		// Its VMs belong to the next daemon now.
-		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+		return portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
 	}
 	c.mu.Lock()
 	vm, proc := c.vm, c.proc
@@ -1067,7 +1067,7 @@ func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.Wait
 	case portlayer.WaitRemoved:
 		c.removeWaiters = append(c.removeWaiters, ch)
 	default:
-		return nil, fmt.Errorf("compute: invalid condition: %q: %w", cond, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid condition: %q", cond)
 	}
 	return ch, nil
 }
