@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	"github.com/containerd/errdefs"
@@ -196,6 +197,11 @@ const (
 	// linking container's name (FailedPrecondition).
 	ReasonLinkNotRunning = "link_not_running"
 	ReasonLinkOffBridge  = "link_off_bridge"
+	// ReasonStartFailed: the guest could not start the container's or
+	// the exec's process (InvalidArgument, made by StartFailed):
+	// Error.Message is the guest's text, Error.Value the exit code the
+	// start left ("127" not found, "126" not executable).
+	ReasonStartFailed = "start_failed"
 )
 
 // Error is a port-layer error with its class and the object it concerns,
@@ -477,4 +483,30 @@ func Errorf(class ErrorClass, format string, args ...any) *Error {
 func (e *Error) WithOp(op string) *Error {
 	e.Op = op
 	return e
+}
+
+// StartFailed is the InvalidArgument error for a process the guest could
+// not start, of the container or exec (kind KindContainer or KindExec)
+// id: msg is the guest's text (`exec: "x": executable file not found in
+// $PATH`), exitCode the exit code the failed start leaves, 127 (not
+// found) or 126 (not executable), carried in Value so that it crosses
+// the API:
+//
+//	&Error{Class: invalid_argument, Kind: "container", ID: id, Reason: "start_failed", Value: "127", Message: msg}
+func StartFailed(kind, id, msg string, exitCode int) *Error {
+	return &Error{Class: ClassInvalidArgument, Kind: kind, ID: id, Reason: ReasonStartFailed, Value: strconv.Itoa(exitCode), Message: msg}
+}
+
+// StartFailure is err's StartFailed error and its exit code; ok is false
+// if err is not one.
+func StartFailure(err error) (pe *Error, exitCode int, ok bool) {
+	pe = AsError(err)
+	if pe == nil || pe.Reason != ReasonStartFailed {
+		return nil, 0, false
+	}
+	exitCode, cerr := strconv.Atoi(pe.Value)
+	if cerr != nil {
+		exitCode = 126
+	}
+	return pe, exitCode, true
 }

@@ -164,20 +164,6 @@ func (c *container) endPhase(p phase) {
 	}
 }
 
-// StartFailedError is a process the guest could not start. Message is the
-// guest's text (`exec: "x": executable file not found in $PATH`), which a
-// front end may wrap; ExitCode is 127 (not found) or 126 (not executable).
-// InvalidArgument.
-type StartFailedError struct {
-	Message  string
-	ExitCode int
-}
-
-func (e *StartFailedError) Error() string { return e.Message }
-
-// Unwrap classifies the error as InvalidArgument.
-func (e *StartFailedError) Unwrap() error { return errdefs.ErrInvalidArgument }
-
 // startKind says who starts a container.
 type startKind int
 
@@ -369,12 +355,11 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 // the start was in progress learn that the container is not running
 // after all. It returns the record.
 func (s *Service) failStart(c *container, err error) portlayer.Container {
-	var sfe *StartFailedError
 	c.mu.Lock()
 	st := c.rec.State
 	st.Error = err.Error()
-	if errors.As(err, &sfe) {
-		st.ExitCode = sfe.ExitCode
+	if _, code, ok := portlayer.StartFailure(err); ok {
+		st.ExitCode = code
 	} else {
 		st.ExitCode = 128
 	}
@@ -515,7 +500,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		var se *agent.StartError
 		if errors.As(err, &se) {
-			err = &StartFailedError{Message: se.Message, ExitCode: se.ExitCode}
+			err = portlayer.StartFailed(portlayer.KindContainer, c.id, se.Message, se.ExitCode)
 		}
 		return fail(g, err)
 	}
