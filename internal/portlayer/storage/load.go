@@ -242,7 +242,7 @@ func (s *Store) loadDockerArchive(a *spooledArchive) ([]newImage, error) {
 		for _, t := range e.RepoTags {
 			tagged, err := parseTag(t)
 			if err != nil {
-				return nil, fmt.Errorf("storage: invalid archive: RepoTags: %w", err)
+				return nil, portlayer.Errorf(portlayer.ClassOf(err), "invalid archive: RepoTags: %w", err)
 			}
 			tags = append(tags, tagged.String())
 		}
