@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/containerd/errdefs"
 )
@@ -195,6 +197,11 @@ const (
 	// linking container's name (FailedPrecondition).
 	ReasonLinkNotRunning = "link_not_running"
 	ReasonLinkOffBridge  = "link_off_bridge"
+	// ReasonStartFailed: the guest could not start the container's or
+	// the exec's process (InvalidArgument, made by StartFailed):
+	// Error.Message is the guest's text, Error.Value the exit code the
+	// start left ("127" not found, "126" not executable).
+	ReasonStartFailed = "start_failed"
 )
 
 // Error is a port-layer error with its class and the object it concerns,
@@ -444,4 +451,62 @@ func EndpointError(reason, container, network string) error {
 		e.Class, e.Message = ClassConflict, "container "+container+" is on the none network, which excludes "+network
 	}
 	return e
+}
+
+// Errorf is the error of class whose Message is format written with
+// args as fmt.Sprintf writes it, for the port layer's errors that no
+// front end words itself (a limit, a malformed archive, a driver that
+// cannot do something). A format ending in ": %w" makes its last
+// argument, an error, the cause (Err) instead, so Error() reads as
+// fmt.Errorf's text would and errors.Is and errors.As see the cause:
+//
+//	Errorf(ClassInvalidArgument, "bind mount root %q: %w", root, err)
+//	// &Error{Class: ClassInvalidArgument, Message: `bind mount root "/x"`, Err: err}
+//
+// Other %w verbs are written as %v. The message is the port layer's text
+// as a user may be shown it: no package prefix ("compute: ") and no
+// class ("invalid argument"), which the class and Op carry; set Op,
+// Kind, ID and the other fields on the result where they apply.
+func Errorf(class ErrorClass, format string, args ...any) *Error {
+	e := &Error{Class: class}
+	if rest, ok := strings.CutSuffix(format, ": %w"); ok && len(args) > 0 {
+		if cause, ok := args[len(args)-1].(error); ok {
+			format, args, e.Err = rest, args[:len(args)-1], cause
+		}
+	}
+	e.Message = fmt.Sprintf(strings.ReplaceAll(format, "%w", "%v"), args...)
+	return e
+}
+
+// WithOp sets e's Op, the operation that failed ("save", "publish"), and
+// returns e: portlayer.Errorf(…).WithOp("save").
+func (e *Error) WithOp(op string) *Error {
+	e.Op = op
+	return e
+}
+
+// StartFailed is the InvalidArgument error for a process the guest could
+// not start, of the container or exec (kind KindContainer or KindExec)
+// id: msg is the guest's text (`exec: "x": executable file not found in
+// $PATH`), exitCode the exit code the failed start leaves, 127 (not
+// found) or 126 (not executable), carried in Value so that it crosses
+// the API:
+//
+//	&Error{Class: invalid_argument, Kind: "container", ID: id, Reason: "start_failed", Value: "127", Message: msg}
+func StartFailed(kind, id, msg string, exitCode int) *Error {
+	return &Error{Class: ClassInvalidArgument, Kind: kind, ID: id, Reason: ReasonStartFailed, Value: strconv.Itoa(exitCode), Message: msg}
+}
+
+// StartFailure is err's StartFailed error and its exit code; ok is false
+// if err is not one.
+func StartFailure(err error) (pe *Error, exitCode int, ok bool) {
+	pe = AsError(err)
+	if pe == nil || pe.Reason != ReasonStartFailed {
+		return nil, 0, false
+	}
+	exitCode, cerr := strconv.Atoi(pe.Value)
+	if cerr != nil {
+		exitCode = 126
+	}
+	return pe, exitCode, true
 }

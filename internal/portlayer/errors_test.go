@@ -53,3 +53,24 @@ func TestErrorClass(t *testing.T) {
 		t.Errorf("ClassOf(NotModified) = %s", c)
 	}
 }
+
+// TestErrorf: the message is the formatted text; a trailing ": %w" makes
+// the last argument the cause, so Error() reads as fmt.Errorf's would,
+// and the error matches its class and its cause.
+func TestErrorf(t *testing.T) {
+	cause := errors.New("not absolute")
+	e := portlayer.Errorf(portlayer.ClassInvalidArgument, "bind mount root %q: %w", "rel", cause).WithOp("create")
+	if e.Message != `bind mount root "rel"` || e.Err != cause || e.Op != "create" || e.Error() != `bind mount root "rel": not absolute` {
+		t.Errorf("Errorf = %+v, Error() %q", e, e.Error())
+	}
+	if !errors.Is(e, errdefs.ErrInvalidArgument) || !errors.Is(e, cause) || portlayer.ClassOf(fmt.Errorf("x: %w", e)) != portlayer.ClassInvalidArgument {
+		t.Errorf("Errorf %v: class or cause lost", e)
+	}
+	e = portlayer.Errorf(portlayer.ClassUnavailable, "%d of %d: %w here", 1, 2, cause)
+	if e.Message != "1 of 2: not absolute here" || e.Err != nil {
+		t.Errorf("Errorf with an inner %%w = %+v", e)
+	}
+	if e := portlayer.Errorf(portlayer.ClassConflict, "plain"); e.Error() != "plain" || !errdefs.IsConflict(e) {
+		t.Errorf("Errorf plain = %+v", e)
+	}
+}

@@ -689,8 +689,8 @@ type Execs interface {
 	// StartExec starts the exec and, unless Detach, returns when the process
 	// has exited and all its output was written. NotFound for an unknown
 	// exec; Conflict if it was started before or the container stopped; a
-	// *compute.StartFailedError-like error (InvalidArgument) carrying the
-	// guest's text when the process cannot be started.
+	// StartFailed error (InvalidArgument, reason start_failed) carrying
+	// the guest's text when the process cannot be started.
 	StartExec(ctx context.Context, execID string, opts ExecStartOptions) error
 	// InspectExec returns an exec's record. NotFound if none.
 	InspectExec(ctx context.Context, execID string) (ExecInfo, error)

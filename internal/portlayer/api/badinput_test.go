@@ -379,3 +379,28 @@ func TestErrorBodyShape(t *testing.T) {
 		t.Errorf("ErrorBody of a wrapped error with a cause: %+v", e)
 	}
 }
+
+// TestErrorBodyErrorf: an Errorf error and a StartFailed one cross the
+// API with their text (message, then cause) and fields as they are, so
+// the client's error reads as the server's did.
+func TestErrorBodyErrorf(t *testing.T) {
+	for _, e := range []*portlayer.Error{
+		portlayer.Errorf(portlayer.ClassInvalidArgument, "bind mount root %q: %w", "rel", errors.New("not absolute")).WithOp("create"),
+		portlayer.StartFailed(portlayer.KindExec, "e1", `exec: "x": executable file not found in $PATH`, 127),
+	} {
+		b, err := json.Marshal(api.ErrorBody(fmt.Errorf("compute: %w", e)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got portlayer.Error
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Error() != e.Error() || got.Class != e.Class || got.Op != e.Op || got.Reason != e.Reason || got.Value != e.Value {
+			t.Errorf("%v crossed as %+v", e, got)
+		}
+	}
+	if _, code, ok := portlayer.StartFailure(&portlayer.Error{Class: portlayer.ClassInvalidArgument, Reason: portlayer.ReasonStartFailed, Value: "127"}); !ok || code != 127 {
+		t.Errorf("StartFailure of a decoded body = %d, %v", code, ok)
+	}
+}

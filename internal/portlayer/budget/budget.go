@@ -24,8 +24,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -76,10 +74,10 @@ type size struct{ memMiB, cpus int }
 // limit is set without the default it needs.
 func New(c portlayer.Compute, l Limits) (*Compute, error) {
 	if l.Containers < 0 || l.MemoryMiB < 0 || l.CPUs < 0 {
-		return nil, fmt.Errorf("budget: limits must not be negative (containers %d, memory %d MiB, cpus %d): %w", l.Containers, l.MemoryMiB, l.CPUs, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "limits must not be negative (containers %d, memory %d MiB, cpus %d)", l.Containers, l.MemoryMiB, l.CPUs)
 	}
 	if (l.MemoryMiB > 0 && l.DefaultMemoryMiB <= 0) || (l.CPUs > 0 && l.DefaultCPUs <= 0) {
-		return nil, fmt.Errorf("budget: a memory or CPU limit needs the default container size: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "a memory or CPU limit needs the default container size")
 	}
 	return &Compute{Compute: c, limits: l, starting: map[string]size{}}, nil
 }
@@ -105,7 +103,7 @@ func (b *Compute) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 		}
 		if n := len(all) + b.creating; n >= b.limits.Containers {
 			b.mu.Unlock()
-			return portlayer.Container{}, fmt.Errorf("budget: this VCH is limited to %d containers and has %d; remove one first: %w", b.limits.Containers, n, errdefs.ErrResourceExhausted)
+			return portlayer.Container{}, portlayer.Errorf(portlayer.ClassResourceExhausted, "this VCH is limited to %d containers and has %d; remove one first", b.limits.Containers, n)
 		}
 		b.creating++
 		b.mu.Unlock()
@@ -151,8 +149,7 @@ func (b *Compute) Start(ctx context.Context, idOrName string) error {
 	}
 	if len(short) > 0 {
 		b.mu.Unlock()
-		return fmt.Errorf("budget: cannot start container %s: it needs %s; %d running containers hold the rest: %w",
-			c.Spec.Name, strings.Join(short, " and "), u.Running, errdefs.ErrResourceExhausted)
+		return portlayer.Errorf(portlayer.ClassResourceExhausted, "cannot start container %s: it needs %s; %d running containers hold the rest", c.Spec.Name, strings.Join(short, " and "), u.Running)
 	}
 	b.starting[c.ID] = need
 	b.mu.Unlock()
@@ -169,7 +166,7 @@ var _ portlayer.Restarter = (*Compute)(nil)
 func (b *Compute) Restart(ctx context.Context, idOrName string, signal int, timeout *time.Duration) error {
 	rs, ok := b.Compute.(portlayer.Restarter)
 	if !ok {
-		return fmt.Errorf("budget: restart: %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "this port layer cannot restart containers").WithOp("restart")
 	}
 	c, err := b.Compute.Inspect(ctx, idOrName)
 	if err != nil {
@@ -221,10 +218,10 @@ func (b *Compute) usageLocked(ctx context.Context, exclude string) (Usage, error
 
 func (b *Compute) fitsAlone(need size) error {
 	if b.limits.MemoryMiB > 0 && need.memMiB > b.limits.MemoryMiB {
-		return fmt.Errorf("budget: a container VM of %d MiB exceeds this VCH's memory budget of %d MiB: %w", need.memMiB, b.limits.MemoryMiB, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "a container VM of %d MiB exceeds this VCH's memory budget of %d MiB", need.memMiB, b.limits.MemoryMiB)
 	}
 	if b.limits.CPUs > 0 && need.cpus > b.limits.CPUs {
-		return fmt.Errorf("budget: a container VM with %d CPUs exceeds this VCH's CPU budget of %d: %w", need.cpus, b.limits.CPUs, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "a container VM with %d CPUs exceeds this VCH's CPU budget of %d", need.cpus, b.limits.CPUs)
 	}
 	return nil
 }

@@ -9,10 +9,10 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/bytesize"
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // Disk is a VCH's storage quota (`vch create --storage-quota`): the host
@@ -98,8 +98,7 @@ func (d *Disk) Reserve(what string, size int64) error {
 		return err
 	}
 	if used+size > d.Limit || (size == 0 && used >= d.Limit) {
-		return fmt.Errorf("storage quota of %s exceeded: %s used, %s needs %s more (vch configure --storage-quota, or remove images, containers or volumes): %w",
-			bytesize.Format(d.Limit), bytesize.Format(used), what, bytesize.Format(size), errdefs.ErrResourceExhausted)
+		return portlayer.Errorf(portlayer.ClassResourceExhausted, "storage quota of %s exceeded: %s used, %s needs %s more (vch configure --storage-quota, or remove images, containers or volumes)", bytesize.Format(d.Limit), bytesize.Format(used), what, bytesize.Format(size))
 	}
 	return nil
 }

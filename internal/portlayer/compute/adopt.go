@@ -3,7 +3,6 @@ package compute
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"strconv"
@@ -147,7 +146,7 @@ func (s *Service) killOrphan(c *container) {
 func (s *Service) readopt(c *container) error {
 	a := s.adopter()
 	if a == nil {
-		return fmt.Errorf("compute: the hypervisor driver cannot adopt VMs: %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "the hypervisor driver cannot adopt VMs")
 	}
 	rec := c.record()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.BootTimeout)
@@ -171,7 +170,7 @@ func (s *Service) readopt(c *container) error {
 	paused := rec.State.Status == portlayer.StatusPaused
 	pauser, _ := vm.(hypervisor.Pauser)
 	if paused && pauser == nil {
-		return fail(fmt.Errorf("compute: the VM was paused and the driver cannot pause it: %w", errdefs.ErrNotImplemented))
+		return fail(portlayer.Errorf(portlayer.ClassNotImplemented, "the VM was paused and the driver cannot pause it"))
 	}
 	g, err = agent.DialWith(ctx, vm.Channel(), s.net.guestHandlers(rec))
 	if err != nil {
@@ -192,7 +191,7 @@ func (s *Service) readopt(c *container) error {
 		}
 	}
 	if !found {
-		return fail(fmt.Errorf("compute: the guest has no main process: %w", errdefs.ErrNotFound))
+		return fail(portlayer.Errorf(portlayer.ClassNotFound, "the guest has no main process"))
 	}
 	run, err := s.recs.run(c.id)
 	if err != nil {

@@ -11,8 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
@@ -73,7 +71,7 @@ func (a *Archives) acquireGuest(ctx context.Context, idOrName string) (*containe
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, nil, nil, fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+		return nil, nil, nil, portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
 	}
 	for {
 		c.mu.Lock()

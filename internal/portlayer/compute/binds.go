@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
 )
@@ -29,11 +27,11 @@ func shareTag(i int) string { return "vch-share-" + strconv.Itoa(i) }
 func (s *Service) bindsSupported() error {
 	switch {
 	case s.cfg.ShareKernel == "" || s.cfg.ShareInitrd == "":
-		return fmt.Errorf("compute: host bind mounts need Debian's generic guest kernel, which has virtio-9p (make guest unpacks it into bin/guest/kernel-generic): %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "host bind mounts need Debian's generic guest kernel, which has virtio-9p (make guest unpacks it into bin/guest/kernel-generic)")
 	case !s.driver.Capabilities().Shares:
-		return fmt.Errorf("compute: the hypervisor driver cannot share host directories: %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "the hypervisor driver cannot share host directories")
 	case len(s.bindRoots) == 0:
-		return fmt.Errorf("compute: host bind mounts are not allowed by this VCH (vch daemon --allow-bind-mounts names the host directories containers may mount): %w", errdefs.ErrPermissionDenied)
+		return portlayer.Errorf(portlayer.ClassPermissionDenied, "host bind mounts are not allowed by this VCH (vch daemon --allow-bind-mounts names the host directories containers may mount)")
 	}
 	return nil
 }
@@ -43,11 +41,11 @@ func resolveBindRoots(roots []string) ([]string, error) {
 	var out []string
 	for _, r := range roots {
 		if !filepath.IsAbs(r) {
-			return nil, fmt.Errorf("compute: bind mount root %q: want an absolute path: %w", r, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "bind mount root %q: want an absolute path", r)
 		}
 		real, err := filepath.EvalSymlinks(r)
 		if err != nil {
-			return nil, fmt.Errorf("compute: bind mount root %q: %w: %w", r, err, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "bind mount root %q: %w", r, err)
 		}
 		out = append(out, real)
 	}
@@ -94,7 +92,7 @@ func (s *Service) resolveBind(m portlayer.MountSpec) (string, error) {
 		allowed = allowed || within(real, root)
 	}
 	if !allowed {
-		return "", fmt.Errorf("compute: bind mount of %s refused: this VCH allows bind mounts under %s only: %w", src, strings.Join(s.bindRoots, ", "), errdefs.ErrPermissionDenied)
+		return "", portlayer.Errorf(portlayer.ClassPermissionDenied, "bind mount of %s refused: this VCH allows bind mounts under %s only", src, strings.Join(s.bindRoots, ", "))
 	}
 	st, err := os.Stat(real)
 	switch {
@@ -108,7 +106,7 @@ func (s *Service) resolveBind(m portlayer.MountSpec) (string, error) {
 	case err != nil:
 		return "", fmt.Errorf("compute: bind source %s: %w", src, err)
 	case !st.IsDir():
-		return "", fmt.Errorf("compute: bind mount of the file %s refused: a container VM can share host directories only; mount its directory instead: %w", src, errdefs.ErrInvalidArgument)
+		return "", portlayer.Errorf(portlayer.ClassInvalidArgument, "bind mount of the file %s refused: a container VM can share host directories only; mount its directory instead", src)
 	}
 	return real, nil
 }

@@ -203,7 +203,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 	store, _ := driver.(hypervisor.DiskStore)
 	// A store's boot file may hold the initramfs (vSphere's ISO).
 	if cfg.Root == "" || cfg.Kernel == "" || (cfg.Initrd == "" && store == nil) || cfg.ChannelName == "" {
-		return nil, fmt.Errorf("compute: root, kernel, initrd and channel name are required: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "root, kernel, initrd and channel name are required")
 	}
 	if cfg.DefaultMemoryMiB == 0 {
 		cfg.DefaultMemoryMiB = defaultMemoryMiB
@@ -223,10 +223,10 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 		}
 	}
 	if cfg.DefaultMemoryMiB < hypervisor.MinMemoryMiB || cfg.DefaultMemoryMiB > hypervisor.MaxMemoryMiB {
-		return nil, fmt.Errorf("compute: default container memory %d MiB outside %d..%d MiB: %w", cfg.DefaultMemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "default container memory %d MiB outside %d..%d MiB", cfg.DefaultMemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB)
 	}
 	if cfg.DefaultCPUs < 1 || cfg.DefaultCPUs > hypervisor.MaxCPUs {
-		return nil, fmt.Errorf("compute: default CPUs %d outside 1..%d: %w", cfg.DefaultCPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "default CPUs %d outside 1..%d", cfg.DefaultCPUs, hypervisor.MaxCPUs)
 	}
 	bindRoots, err := resolveBindRoots(cfg.BindRoots)
 	if err != nil {
@@ -499,10 +499,10 @@ func (s *Service) nameTakenLocked(name, exceptID string) (string, bool) {
 // VM the spec does not size (Config.DefaultMemoryMiB, DefaultCPUs).
 func checkVMSize(spec portlayer.ContainerSpec, defaultMiB, defaultCPUs int) error {
 	if mem := spec.VMMemoryMiB(defaultMiB); mem > hypervisor.MaxMemoryMiB {
-		return fmt.Errorf("compute: a memory limit of %d bytes needs a VM of %d MiB, above the largest, %d MiB: %w", spec.Limits.MemoryBytes, mem, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "a memory limit of %d bytes needs a VM of %d MiB, above the largest, %d MiB", spec.Limits.MemoryBytes, mem, hypervisor.MaxMemoryMiB)
 	}
 	if cpus := spec.VMCPUs(defaultCPUs); cpus > hypervisor.MaxCPUs {
-		return fmt.Errorf("compute: a CPU limit of %d nano CPUs needs %d vCPUs, above the most, %d: %w", spec.Limits.NanoCPUs, cpus, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "a CPU limit of %d nano CPUs needs %d vCPUs, above the most, %d", spec.Limits.NanoCPUs, cpus, hypervisor.MaxCPUs)
 	}
 	return nil
 }
@@ -513,10 +513,10 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 		return portlayer.Container{}, portlayer.Invalid(portlayer.KindContainer, "Args", "", portlayer.ReasonRequired, "compute: no command to run")
 	}
 	if spec.MemoryMiB != 0 && (spec.MemoryMiB < hypervisor.MinMemoryMiB || spec.MemoryMiB > hypervisor.MaxMemoryMiB) {
-		return portlayer.Container{}, fmt.Errorf("compute: memory %d MiB outside %d..%d MiB: %w", spec.MemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB, errdefs.ErrInvalidArgument)
+		return portlayer.Container{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "memory %d MiB outside %d..%d MiB", spec.MemoryMiB, hypervisor.MinMemoryMiB, hypervisor.MaxMemoryMiB)
 	}
 	if spec.CPUs < 0 || spec.CPUs > hypervisor.MaxCPUs {
-		return portlayer.Container{}, fmt.Errorf("compute: %d CPUs outside 1..%d: %w", spec.CPUs, hypervisor.MaxCPUs, errdefs.ErrInvalidArgument)
+		return portlayer.Container{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "%d CPUs outside 1..%d", spec.CPUs, hypervisor.MaxCPUs)
 	}
 	if err := checkVMSize(spec, s.cfg.DefaultMemoryMiB, s.cfg.DefaultCPUs); err != nil {
 		return portlayer.Container{}, err
@@ -545,7 +545,7 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return portlayer.Container{}, fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+		return portlayer.Container{}, portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
 	}
 	if rec.Spec.Name == "" {
 		// An unnamed container is named by its short ID.
@@ -613,7 +613,7 @@ const MaxProcessSpecBytes = 200 << 10
 // checkProcessSize is InvalidArgument when p is too large to send.
 func checkProcessSize(p wire.Process) error {
 	if n := len(wire.Encode(p)); n > MaxProcessSpecBytes {
-		return fmt.Errorf("compute: command and environment take %d bytes encoded, more than the %d allowed: argument list too long: %w", n, MaxProcessSpecBytes, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "command and environment take %d bytes encoded, more than the %d allowed: argument list too long", n, MaxProcessSpecBytes)
 	}
 	return nil
 }

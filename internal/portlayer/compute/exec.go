@@ -212,7 +212,7 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 		var se *agent.StartError
 		if errors.As(err, &se) {
 			e.finish(se.ExitCode)
-			return &StartFailedError{Message: se.Message, ExitCode: se.ExitCode}
+			return portlayer.StartFailed(portlayer.KindExec, e.id, se.Message, se.ExitCode)
 		}
 		e.finish(126)
 		return fmt.Errorf("compute: exec %s: %w", e.id, err)

@@ -187,20 +187,6 @@ func (c *container) endPhase(p phase) {
 	}
 }
 
-// StartFailedError is a process the guest could not start. Message is the
-// guest's text (`exec: "x": executable file not found in $PATH`), which a
-// front end may wrap; ExitCode is 127 (not found) or 126 (not executable).
-// InvalidArgument.
-type StartFailedError struct {
-	Message  string
-	ExitCode int
-}
-
-func (e *StartFailedError) Error() string { return e.Message }
-
-// Unwrap classifies the error as InvalidArgument.
-func (e *StartFailedError) Unwrap() error { return errdefs.ErrInvalidArgument }
-
 // startKind says who starts a container.
 type startKind int
 
@@ -232,7 +218,7 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+		return portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
 	}
 	var rec portlayer.Container
 	var gone chan struct{}
@@ -392,12 +378,11 @@ func (s *Service) start(ctx context.Context, c *container, idOrName string, kind
 // the start was in progress learn that the container is not running
 // after all. It returns the record.
 func (s *Service) failStart(c *container, err error) portlayer.Container {
-	var sfe *StartFailedError
 	c.mu.Lock()
 	st := c.rec.State
 	st.Error = err.Error()
-	if errors.As(err, &sfe) {
-		st.ExitCode = sfe.ExitCode
+	if _, code, ok := portlayer.StartFailure(err); ok {
+		st.ExitCode = code
 	} else {
 		st.ExitCode = 128
 	}
@@ -538,7 +523,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	if err != nil {
 		var se *agent.StartError
 		if errors.As(err, &se) {
-			err = &StartFailedError{Message: se.Message, ExitCode: se.ExitCode}
+			err = portlayer.StartFailed(portlayer.KindContainer, c.id, se.Message, se.ExitCode)
 		}
 		return fail(g, err)
 	}
@@ -575,7 +560,7 @@ func (s *Service) claimWarm(ctx context.Context, c *container, rec portlayer.Con
 	plumbed.warmName, plumbed.warmDir = w.Name, w.Dir
 	dp, ok := w.VM.(hypervisor.DiskPlugger)
 	if !ok {
-		return fail(fmt.Errorf("compute: warm VM cannot take disks: %w", errdefs.ErrNotImplemented))
+		return fail(portlayer.Errorf(portlayer.ClassNotImplemented, "warm VM cannot take disks"))
 	}
 	if err := dp.PlugDisks(ctx, disks); err != nil {
 		return fail(err)
@@ -868,11 +853,11 @@ func (s *Service) kill(ctx context.Context, c *container, signal int) error {
 		signal = 9
 	}
 	if signal < 1 || signal > 64 {
-		return fmt.Errorf("compute: invalid signal %d: %w", signal, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid signal %d", signal)
 	}
 	if s.stopping() {
 		// Its VMs belong to the next daemon now.
-		return fmt.Errorf("compute: shutting down: %w", errdefs.ErrUnavailable)
+		return portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
 	}
 	c.mu.Lock()
 	vm, proc := c.vm, c.proc
@@ -1090,7 +1075,7 @@ func (s *Service) Wait(ctx context.Context, idOrName string, cond portlayer.Wait
 	case portlayer.WaitRemoved:
 		c.removeWaiters = append(c.removeWaiters, ch)
 	default:
-		return nil, fmt.Errorf("compute: invalid condition: %q: %w", cond, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid condition: %q", cond)
 	}
 	return ch, nil
 }

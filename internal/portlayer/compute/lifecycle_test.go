@@ -251,9 +251,9 @@ func TestStartFailure(t *testing.T) {
 			wantCode: 127,
 			wantMsg:  `exec: "nosuch": executable file not found in $PATH`,
 			check: func(t *testing.T, err error) {
-				var sfe *compute.StartFailedError
-				if !errors.As(err, &sfe) || sfe.ExitCode != 127 || sfe.Message != `exec: "nosuch": executable file not found in $PATH` {
-					t.Errorf("Start = %v, want *StartFailedError 127", err)
+				pe, code, ok := portlayer.StartFailure(err)
+				if !ok || code != 127 || pe.Kind != portlayer.KindContainer || pe.Message != `exec: "nosuch": executable file not found in $PATH` {
+					t.Errorf("Start = %v, want StartFailed 127", err)
 				}
 				if !errdefs.IsInvalidArgument(err) {
 					t.Errorf("Start = %v, want InvalidArgument", err)
@@ -266,9 +266,8 @@ func TestStartFailure(t *testing.T) {
 			wantCode: 126,
 			wantMsg:  "permission denied",
 			check: func(t *testing.T, err error) {
-				var sfe *compute.StartFailedError
-				if !errors.As(err, &sfe) || sfe.ExitCode != 126 {
-					t.Errorf("Start = %v, want *StartFailedError 126", err)
+				if _, code, ok := portlayer.StartFailure(err); !ok || code != 126 {
+					t.Errorf("Start = %v, want StartFailed 126", err)
 				}
 			},
 		},

@@ -214,7 +214,7 @@ func (n *networking) plumb(ctx context.Context, c *container, rec portlayer.Cont
 		return p, nil
 	}
 	if taps != nil && len(taps) != n.nicCount(rec) {
-		return nil, fmt.Errorf("compute: %d taps for %d NICs: %w", len(taps), n.nicCount(rec), errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "%d taps for %d NICs", len(taps), n.nicCount(rec))
 	}
 	newNIC := func(i int) (portlayer.NIC, error) {
 		if taps != nil {
@@ -420,7 +420,7 @@ func resolvConf(spec portlayer.ContainerSpec) (text string, relay bool) {
 // the network's endpoint included.
 func (n *networking) Connect(ctx context.Context, idOrName string, spec portlayer.EndpointSpec) error {
 	if n.plumber == nil || n.networks == nil {
-		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "networking is not configured")
 	}
 	c, err := n.lookup(idOrName)
 	if err != nil {
@@ -457,7 +457,7 @@ func (n *networking) Connect(ctx context.Context, idOrName string, spec portlaye
 			}
 		}
 		if slot < 0 {
-			return fmt.Errorf("container %s has no free network interface (it started with %d spare NICs; restart it to connect more): %w", c.id[:12], SpareNICs, errdefs.ErrConflict)
+			return portlayer.Errorf(portlayer.ClassConflict, "container %s has no free network interface (it started with %d spare NICs; restart it to connect more)", c.id[:12], SpareNICs)
 		}
 		spec.Hostname = c.rec.Spec.Hostname
 		ep, err := n.plumber.Join(ctx, c.id, strings.TrimPrefix(c.rec.Spec.Name, "/"), c.slots[slot].tap, spec)
@@ -619,7 +619,7 @@ func nextIfName(slots []nicSlot) string {
 // Connect.
 func (n *networking) Disconnect(ctx context.Context, idOrName, network string, force bool) error {
 	if n.plumber == nil || n.networks == nil {
-		return fmt.Errorf("compute: networking is not configured: %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "networking is not configured")
 	}
 	c, err := n.lookup(idOrName)
 	if err != nil {

@@ -2,9 +2,6 @@ package compute
 
 import (
 	"context"
-	"fmt"
-
-	"github.com/containerd/errdefs"
 
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -29,7 +26,7 @@ func (s *Service) Pause(ctx context.Context, idOrName string) error {
 	}
 	p, ok := c.vm.(hypervisor.Pauser)
 	if !ok {
-		return fmt.Errorf("compute: this hypervisor cannot pause VMs: %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "this hypervisor cannot pause VMs")
 	}
 	if err := p.Pause(ctx); err != nil {
 		return err
@@ -57,7 +54,7 @@ func (s *Service) Unpause(ctx context.Context, idOrName string) error {
 	p, ok := c.vm.(hypervisor.Pauser)
 	if !ok {
 		c.mu.Unlock()
-		return fmt.Errorf("compute: this hypervisor cannot pause VMs: %w", errdefs.ErrNotImplemented)
+		return portlayer.Errorf(portlayer.ClassNotImplemented, "this hypervisor cannot pause VMs")
 	}
 	if err := p.Resume(ctx); err != nil {
 		c.mu.Unlock()

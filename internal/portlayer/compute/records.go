@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/containerd/errdefs"
 	bolterrors "go.etcd.io/bbolt/errors"
 
 	bolt "go.etcd.io/bbolt"
@@ -58,7 +57,7 @@ func openRecords(path string) (*records, error) {
 	// fast rather than wait for the lock.
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("compute: %s is in use by another vch daemon: %w", path, errdefs.ErrFailedPrecondition)
+		return nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "%s is in use by another vch daemon", path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("compute: open %s: %w", path, err)

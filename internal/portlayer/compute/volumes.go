@@ -47,14 +47,14 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 		switch m.Type {
 		case portlayer.MountVolume:
 			if s.cfg.Volumes == nil {
-				return fmt.Errorf("compute: volumes are not available: %w", errdefs.ErrInvalidArgument)
+				return portlayer.Errorf(portlayer.ClassInvalidArgument, "volumes are not available")
 			}
 			if m.Source == "" {
 				m.Source, m.Anonymous = newID(), true
 			}
 		case portlayer.MountTmpfs:
 			if m.Source != "" {
-				return fmt.Errorf("compute: a tmpfs mount has no source (%q): %w", m.Source, errdefs.ErrInvalidArgument)
+				return portlayer.Errorf(portlayer.ClassInvalidArgument, "a tmpfs mount has no source (%q)", m.Source)
 			}
 		case portlayer.MountBind:
 			if err := s.bindsSupported(); err != nil {
@@ -65,7 +65,7 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 			}
 			m.Source = path.Clean(m.Source)
 		default:
-			return fmt.Errorf("compute: mount type %q is not supported: %w", m.Type, errdefs.ErrInvalidArgument)
+			return portlayer.Errorf(portlayer.ClassInvalidArgument, "mount type %q is not supported", m.Type)
 		}
 		mounts[i] = m
 	}
@@ -242,7 +242,7 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 		switch m.Type {
 		case portlayer.MountVolume:
 			if s.cfg.Volumes == nil {
-				return nil, nil, fmt.Errorf("compute: volumes are not available: %w", errdefs.ErrFailedPrecondition)
+				return nil, nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "volumes are not available")
 			}
 			v, err := s.cfg.Volumes.InspectVolume(ctx, m.Source)
 			if err != nil {

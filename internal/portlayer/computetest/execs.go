@@ -291,6 +291,9 @@ func execStartFailed(t *testing.T, c ExecTarget, image string) {
 	if !errdefs.IsInvalidArgument(err) || !strings.Contains(errString(err), "executable file not found") {
 		t.Errorf("StartExec of a missing program: %v; want invalid_argument with the guest's text", err)
 	}
+	if pe, code, ok := portlayer.StartFailure(err); !ok || code != 127 || pe.Kind != portlayer.KindExec || pe.ID != id || !strings.Contains(pe.Message, "executable file not found") {
+		t.Errorf("StartExec of a missing program: %v (%+v); want a start_failed error of exec %s, exit code 127, the guest's text", err, pe, id)
+	}
 	if info, err := c.InspectExec(ctx, id); err != nil || info.Running || exitCode(info) != 127 {
 		t.Errorf("InspectExec after the failed start = %+v, %v; want exit code 127", info, err)
 	}

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -49,16 +47,16 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // InvalidArgument, saying which value does not fit.
 func validateSubnet(subnet netip.Prefix, gw netip.Addr, ipRange netip.Prefix) error {
 	if !subnet.Addr().Is4() {
-		return fmt.Errorf("invalid subnet %s: only IPv4 subnets are supported: %w", subnet, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid subnet %s: only IPv4 subnets are supported", subnet)
 	}
 	if subnet.Bits() > 30 {
-		return fmt.Errorf("invalid subnet %s: a /30 or larger is needed: %w", subnet, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid subnet %s: a /30 or larger is needed", subnet)
 	}
 	if gw.IsValid() && (!subnet.Contains(gw) || gw == subnet.Masked().Addr() || gw == lastAddr(subnet)) {
-		return fmt.Errorf("no matching subnet for gateway %s: %w", gw, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "no matching subnet for gateway %s", gw)
 	}
 	if ipRange.IsValid() && (!ipRange.Addr().Is4() || ipRange.Bits() < subnet.Bits() || !subnet.Contains(ipRange.Addr())) {
-		return fmt.Errorf("no matching subnet for range %s: %w", ipRange, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "no matching subnet for range %s", ipRange)
 	}
 	return nil
 }

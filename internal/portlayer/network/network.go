@@ -33,7 +33,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vchproject/vch/internal/portlayer"
@@ -129,7 +128,7 @@ type Service struct {
 // by newPorts with a dialer into the namespace.
 func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, logger *slog.Logger) (*Service, error) {
 	if cfg.Namespace == "" || cfg.Root == "" {
-		return nil, fmt.Errorf("network: config needs Root and Namespace: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "config needs Root and Namespace")
 	}
 	if err := os.MkdirAll(cfg.Root, 0o700); err != nil {
 		return nil, fmt.Errorf("network: %w", err)
@@ -337,7 +336,7 @@ func (s *Service) attachUplink(name string) error {
 	if err != nil {
 		host, herr := netlink.LinkByName(name)
 		if herr != nil {
-			return fmt.Errorf("network: uplink %s: no such interface: %w", name, errdefs.ErrNotFound)
+			return portlayer.Errorf(portlayer.ClassNotFound, "uplink %s: no such interface", name)
 		}
 		if err := netlink.LinkSetNsFd(host, int(s.ns.handle)); err != nil {
 			return fmt.Errorf("network: uplink %s: move into namespace %s: %w", name, s.ns.name, err)
@@ -443,7 +442,7 @@ func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec)
 		}
 	} else {
 		if spec.Gateway.IsValid() || spec.IPRange.IsValid() {
-			return portlayer.Network{}, fmt.Errorf("gateway and ip-range need a subnet: %w", errdefs.ErrInvalidArgument)
+			return portlayer.Network{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "gateway and ip-range need a subnet")
 		}
 		for _, p := range autoPools() {
 			if !slices.ContainsFunc(s.allNets(), func(n *netState) bool { return n.rec.Subnet.IsValid() && overlaps(n.rec.Subnet, p) }) {

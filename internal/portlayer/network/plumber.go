@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
 
 	"github.com/vchproject/vch/internal/portlayer"
@@ -117,7 +116,7 @@ func (s *Service) Restore(ctx context.Context, containerID, containerName string
 	defer s.mu.Unlock()
 	for _, nic := range nics {
 		if _, err := s.ns.nl.LinkByName(nic); err != nil {
-			return fmt.Errorf("network: restore %s: tap %s: %w: %w", containerID[:12], nic, err, errdefs.ErrNotFound)
+			return portlayer.Errorf(portlayer.ClassNotFound, "restore %s: tap %s: %w", containerID[:12], nic, err)
 		}
 	}
 	type joined struct {
@@ -135,11 +134,11 @@ func (s *Service) Restore(ctx context.Context, containerID, containerName string
 		n, ok := s.nets[ep.NetworkID]
 		if !ok {
 			undo()
-			return fmt.Errorf("network: restore %s: network %s (%s) no longer exists: %w", containerID[:12], ep.NetworkName, ep.NetworkID, errdefs.ErrNotFound)
+			return portlayer.Errorf(portlayer.ClassNotFound, "restore %s: network %s (%s) no longer exists", containerID[:12], ep.NetworkName, ep.NetworkID)
 		}
 		if _, ok := n.eps[containerID]; ok {
 			undo()
-			return fmt.Errorf("network: restore %s: already on network %s: %w", containerID[:12], n.rec.Name, errdefs.ErrConflict)
+			return portlayer.Errorf(portlayer.ClassConflict, "restore %s: already on network %s", containerID[:12], n.rec.Name)
 		}
 		addr, err := n.pool.allocate(ep.Address.Addr(), containerID)
 		if err != nil {
@@ -311,7 +310,7 @@ type Resolver func(ctx context.Context, query []byte, lookup func(string) ([]net
 // A server that is not an IP address is skipped.
 func (s *Service) Resolve(ctx context.Context, containerID string, servers []string, query []byte) ([]byte, error) {
 	if s.dns == nil {
-		return nil, fmt.Errorf("network: no DNS resolver: %w", errdefs.ErrNotImplemented)
+		return nil, portlayer.Errorf(portlayer.ClassNotImplemented, "no DNS resolver")
 	}
 	// The view reads live endpoints under the lock at each call: it must
 	// not be used after Resolve returns.

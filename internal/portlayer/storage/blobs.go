@@ -15,9 +15,10 @@ import (
 	"path"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // blobPath is where the OCI layout keeps the blob with digest h.
@@ -35,7 +36,7 @@ func (s *Store) hasBlob(h v1.Hash) bool {
 func (s *Store) commitBlob(tmp string, h v1.Hash) error {
 	if h.Algorithm != "sha256" || !fullHex.MatchString(h.Hex) {
 		os.Remove(tmp)
-		return fmt.Errorf("storage: unsupported digest %q: %w", h, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "unsupported digest %q", h)
 	}
 	if err := os.MkdirAll(s.path("oci", "blobs", "sha256"), 0o700); err != nil {
 		os.Remove(tmp)
@@ -125,7 +126,7 @@ func (s *Store) writeLayerUncompressed(ctx context.Context, r io.Reader, onBytes
 	}
 	if terr != nil {
 		f.Close()
-		return storedLayer{}, fmt.Errorf("storage: invalid layer: %w: %w", terr, errdefs.ErrInvalidArgument)
+		return storedLayer{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid layer: %w", terr)
 	}
 	if err := syncClose(f); err != nil {
 		return storedLayer{}, fmt.Errorf("storage: write layer: %w", err)
@@ -164,7 +165,7 @@ func (s *Store) writeBlobVerified(ctx context.Context, r io.Reader, want v1.Hash
 		return fmt.Errorf("storage: write blob: %w", err)
 	}
 	if got := hashOf(h); got != want || (size >= 0 && n != size) {
-		return fmt.Errorf("storage: blob %s: got digest %s, %d bytes (want %d): %w", want, got, n, size, errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "blob %s: got digest %s, %d bytes (want %d)", want, got, n, size)
 	}
 	return s.commitBlob(f.Name(), want)
 }
@@ -174,7 +175,7 @@ func (s *Store) writeBlobVerified(ctx context.Context, r io.Reader, want v1.Hash
 func (s *Store) openUncompressed(h v1.Hash) (io.ReadCloser, error) {
 	f, err := os.Open(s.blobPath(h))
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("storage: layer %s missing: %w", h, errdefs.ErrNotFound)
+		return nil, portlayer.Errorf(portlayer.ClassNotFound, "layer %s missing", h)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("storage: open layer %s: %w", h, err)

@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"fmt"
 	"io"
 
-	"github.com/containerd/errdefs"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 var (
@@ -28,14 +28,14 @@ func decompress(rc io.ReadCloser) (io.ReadCloser, error) {
 		zr, err := gzip.NewReader(br)
 		if err != nil {
 			rc.Close()
-			return nil, fmt.Errorf("storage: gzip: %w: %w", errdefs.ErrInvalidArgument, err)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "gzip: %w", err)
 		}
 		return &stackCloser{Reader: zr, closers: []io.Closer{zr, rc}}, nil
 	case bytes.HasPrefix(head, zstdMagic):
 		zr, err := zstd.NewReader(br)
 		if err != nil {
 			rc.Close()
-			return nil, fmt.Errorf("storage: zstd: %w: %w", errdefs.ErrInvalidArgument, err)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "zstd: %w", err)
 		}
 		return &stackCloser{Reader: zr, closers: []io.Closer{closerFunc(zr.Close), rc}}, nil
 	}

@@ -5,6 +5,8 @@ import (
 	"syscall"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // textError carries a fixed text, shown to users as it is, plus the
@@ -29,8 +31,6 @@ func newTextError(class error, msg string, cause error) error {
 
 var _ interface{ Unwrap() []error } = (*textError)(nil)
 
-var errClosed = errors.New("storage: store is closed")
-
 // noSpace classifies a write that failed because the store's filesystem is
 // full (ENOSPC) or the user's quota is spent (EDQUOT) as ResourceExhausted,
 // with a text that says so first; other errors pass unchanged.
@@ -38,5 +38,5 @@ func noSpace(err error) error {
 	if err == nil || errdefs.IsResourceExhausted(err) || !(errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)) {
 		return err
 	}
-	return newTextError(errdefs.ErrResourceExhausted, "no space left on device for the image store: "+err.Error(), err)
+	return portlayer.Errorf(portlayer.ClassResourceExhausted, "no space left on device for the image store: %w", err)
 }

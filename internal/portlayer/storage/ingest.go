@@ -7,9 +7,10 @@ import (
 	"slices"
 	"time"
 
-	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // newImage is an image whose blobs are being written, before its record is
@@ -39,14 +40,14 @@ type newImage struct {
 func (s *Store) commit(n newImage) (*cached, error) {
 	cfg, extra, err := decodeConfig(n.config)
 	if err != nil {
-		return nil, fmt.Errorf("storage: image config: %w: %w", errdefs.ErrInvalidArgument, err)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "image config: %w", err)
 	}
 	if len(cfg.RootFS.DiffIDs) != len(n.layers) {
-		return nil, fmt.Errorf("storage: image config lists %d layers, image has %d: %w", len(cfg.RootFS.DiffIDs), len(n.layers), errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "image config lists %d layers, image has %d", len(cfg.RootFS.DiffIDs), len(n.layers))
 	}
 	for i, l := range n.layers {
 		if cfg.RootFS.DiffIDs[i].String() != l.DiffID.String() {
-			return nil, fmt.Errorf("storage: layer %d: diff ID %s, config says %s: %w", i, l.DiffID, cfg.RootFS.DiffIDs[i], errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "layer %d: diff ID %s, config says %s", i, l.DiffID, cfg.RootFS.DiffIDs[i])
 		}
 	}
 	cfgHash, err := s.writeBlobBytes(n.config)
@@ -74,7 +75,7 @@ func (s *Store) commit(n newImage) (*cached, error) {
 	}
 	var manifest v1.Manifest
 	if err := json.Unmarshal(n.manifest, &manifest); err != nil {
-		return nil, fmt.Errorf("storage: manifest: %w: %w", errdefs.ErrInvalidArgument, err)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "manifest: %w", err)
 	}
 	var size int64
 	for _, l := range n.layers {

@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
@@ -89,7 +88,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader, progress portlayer.Progre
 	} else if _, ok := a.files["index.json"]; ok {
 		news, err = s.loadOCIArchive(a)
 	} else {
-		return nil, fmt.Errorf("storage: invalid archive: no manifest.json (docker save) or index.json (OCI layout): %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: no manifest.json (docker save) or index.json (OCI layout)")
 	}
 	if err != nil {
 		return nil, err
@@ -101,7 +100,7 @@ func (s *Store) Load(ctx context.Context, r io.Reader, progress portlayer.Progre
 	for _, n := range news {
 		var cfg ocispec.Image
 		if err := json.Unmarshal(n.config, &cfg); err != nil {
-			return nil, fmt.Errorf("storage: invalid archive: image config: %w: %w", errdefs.ErrInvalidArgument, err)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: image config: %w", err)
 		}
 		for i, name := range n.layerFiles {
 			sr, err := a.open(name)
@@ -175,7 +174,7 @@ func (s *Store) spool(ctx context.Context, r io.Reader) (*spooledArchive, error)
 			break
 		}
 		if err != nil {
-			return fail(fmt.Errorf("storage: invalid archive: %w: %w", errdefs.ErrInvalidArgument, err))
+			return fail(portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: %w", err))
 		}
 		name := path.Clean(strings.TrimPrefix(hdr.Name, "/"))
 		switch hdr.Typeflag {
@@ -192,7 +191,7 @@ func (s *Store) spool(ctx context.Context, r io.Reader) (*spooledArchive, error)
 		}
 	}
 	if len(a.files) == 0 {
-		return fail(fmt.Errorf("storage: invalid archive: no files: %w", errdefs.ErrInvalidArgument))
+		return fail(portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: no files"))
 	}
 	return a, nil
 }
@@ -210,7 +209,7 @@ func (a *spooledArchive) open(name string) (*io.SectionReader, error) {
 		}
 		name = target
 	}
-	return nil, fmt.Errorf("storage: invalid archive: member %q missing: %w", name, errdefs.ErrInvalidArgument)
+	return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: member %q missing", name)
 }
 
 // readSmall reads a metadata member fully.
@@ -220,7 +219,7 @@ func (a *spooledArchive) readSmall(name string) ([]byte, error) {
 		return nil, err
 	}
 	if sr.Size() > maxMetadataBytes {
-		return nil, fmt.Errorf("storage: invalid archive: %s is %d bytes, limit %d: %w", name, sr.Size(), maxMetadataBytes, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: %s is %d bytes, limit %d", name, sr.Size(), maxMetadataBytes)
 	}
 	return io.ReadAll(sr)
 }
@@ -232,10 +231,10 @@ func (s *Store) loadDockerArchive(a *spooledArchive) ([]newImage, error) {
 	}
 	var entries []dockerManifestEntry
 	if err := json.Unmarshal(raw, &entries); err != nil {
-		return nil, fmt.Errorf("storage: invalid archive: manifest.json: %w: %w", errdefs.ErrInvalidArgument, err)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: manifest.json: %w", err)
 	}
 	if len(entries) == 0 {
-		return nil, fmt.Errorf("storage: invalid archive: manifest.json lists no images: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: manifest.json lists no images")
 	}
 	var out []newImage
 	for _, e := range entries {
@@ -243,7 +242,7 @@ func (s *Store) loadDockerArchive(a *spooledArchive) ([]newImage, error) {
 		for _, t := range e.RepoTags {
 			tagged, err := parseTag(t)
 			if err != nil {
-				return nil, fmt.Errorf("storage: invalid archive: RepoTags: %w", err)
+				return nil, portlayer.Errorf(portlayer.ClassOf(err), "invalid archive: RepoTags: %w", err)
 			}
 			tags = append(tags, tagged.String())
 		}
@@ -263,7 +262,7 @@ func (s *Store) loadOCIArchive(a *spooledArchive) ([]newImage, error) {
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(raw, &idx); err != nil {
-		return nil, fmt.Errorf("storage: invalid archive: index.json: %w: %w", errdefs.ErrInvalidArgument, err)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: index.json: %w", err)
 	}
 	var out []newImage
 	for _, d := range idx.Manifests {
@@ -292,11 +291,11 @@ func (s *Store) loadOCIArchive(a *spooledArchive) ([]newImage, error) {
 // inside nested indexes; nil if an index holds no such image.
 func (s *Store) ociManifest(a *spooledArchive, d ocispec.Descriptor, depth int) (*newImage, error) {
 	if depth > 4 {
-		return nil, fmt.Errorf("storage: invalid archive: indexes nested too deep: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: indexes nested too deep")
 	}
 	h, err := v1.NewHash(d.Digest.String())
 	if err != nil {
-		return nil, fmt.Errorf("storage: invalid archive: digest %q: %w", d.Digest, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: digest %q", d.Digest)
 	}
 	raw, err := a.readSmall(path.Join("blobs", h.Algorithm, h.Hex))
 	if err != nil {
@@ -306,7 +305,7 @@ func (s *Store) ociManifest(a *spooledArchive, d ocispec.Descriptor, depth int) 
 	case ocispec.MediaTypeImageIndex, "application/vnd.docker.distribution.manifest.list.v2+json":
 		var idx ocispec.Index
 		if err := json.Unmarshal(raw, &idx); err != nil {
-			return nil, fmt.Errorf("storage: invalid archive: index %s: %w: %w", h, errdefs.ErrInvalidArgument, err)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: index %s: %w", h, err)
 		}
 		for _, m := range idx.Manifests {
 			if m.Platform != nil && (m.Platform.OS != "linux" || m.Platform.Architecture != "amd64") {
@@ -318,11 +317,11 @@ func (s *Store) ociManifest(a *spooledArchive, d ocispec.Descriptor, depth int) 
 	}
 	var m ocispec.Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("storage: invalid archive: manifest %s: %w: %w", h, errdefs.ErrInvalidArgument, err)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: manifest %s: %w", h, err)
 	}
 	ch, err := v1.NewHash(m.Config.Digest.String())
 	if err != nil {
-		return nil, fmt.Errorf("storage: invalid archive: config digest: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: config digest")
 	}
 	config, err := a.readSmall(path.Join("blobs", ch.Algorithm, ch.Hex))
 	if err != nil {
@@ -332,7 +331,7 @@ func (s *Store) ociManifest(a *spooledArchive, d ocispec.Descriptor, depth int) 
 	for _, l := range m.Layers {
 		lh, err := v1.NewHash(l.Digest.String())
 		if err != nil {
-			return nil, fmt.Errorf("storage: invalid archive: layer digest: %w", errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid archive: layer digest")
 		}
 		n.layerFiles = append(n.layerFiles, path.Join("blobs", lh.Algorithm, lh.Hex))
 	}

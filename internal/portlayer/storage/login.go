@@ -2,11 +2,9 @@ package storage
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
@@ -36,7 +34,7 @@ func (s *Store) Login(ctx context.Context, server string, auth portlayer.Registr
 	}
 	reg, err := name.NewRegistry(domain, opts...)
 	if err != nil {
-		return fmt.Errorf("storage: login: %w: %w", errdefs.ErrInvalidArgument, err)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "login: %w", err)
 	}
 	url := reg.Scheme() + "://" + reg.RegistryStr() + "/v2/"
 	tr, err := transport.NewWithContext(ctx, reg, authenticator(auth), s.cfg.Registries.transport(domain), nil)
@@ -44,15 +42,15 @@ func (s *Store) Login(ctx context.Context, server string, auth portlayer.Registr
 		if te, ok := err.(*transport.Error); ok && (te.StatusCode == http.StatusUnauthorized || te.StatusCode == http.StatusForbidden) {
 			return &portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: url, Reason: portlayer.ReasonDenied, Message: "storage: login to " + url + ": the registry refused the credentials", Err: err}
 		}
-		return fmt.Errorf("storage: login to %s: %w: %w", domain, errdefs.ErrUnavailable, err)
+		return portlayer.Errorf(portlayer.ClassUnavailable, "login to %s: %w", domain, err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return fmt.Errorf("storage: login: %w: %w", errdefs.ErrInvalidArgument, err)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "login: %w", err)
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return fmt.Errorf("storage: login to %s: %w: %w", domain, errdefs.ErrUnavailable, err)
+		return portlayer.Errorf(portlayer.ClassUnavailable, "login to %s: %w", domain, err)
 	}
 	resp.Body.Close()
 	switch {
@@ -62,7 +60,7 @@ func (s *Store) Login(ctx context.Context, server string, auth portlayer.Registr
 	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
 		return &portlayer.Error{Class: portlayer.ClassUnauthenticated, Op: "login", Kind: portlayer.KindRegistry, ID: url, Value: resp.Status, Message: "storage: login to " + url + ": status " + resp.Status}
 	default:
-		return fmt.Errorf("storage: login to %s: %s: %w", url, resp.Status, errdefs.ErrUnavailable)
+		return portlayer.Errorf(portlayer.ClassUnavailable, "login to %s: %s", url, resp.Status)
 	}
 }
 

@@ -2,11 +2,9 @@ package storage
 
 import (
 	"context"
-	"fmt"
 	"slices"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
 
 	"github.com/vchproject/vch/internal/portlayer"
@@ -116,7 +114,7 @@ func (s *Store) resolveLocked(ref string) (c *cached, named string, err error) {
 		}
 	}
 	if perr != nil {
-		return nil, "", fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+		return nil, "", portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid reference format %q", ref)
 	}
 	return nil, "", noSuchImage(reference.FamiliarString(n))
 }

@@ -76,7 +76,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 	}
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
-		return portlayer.Image{}, fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+		return portlayer.Image{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid reference format %q", ref)
 	}
 	named = reference.TagNameOnly(named)
 	fam := reference.FamiliarString(named)
@@ -89,7 +89,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 	}
 	ggRef, err := name.ParseReference(named.String(), nameOpts...)
 	if err != nil {
-		return portlayer.Image{}, fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+		return portlayer.Image{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid reference format %q", ref)
 	}
 
 	pullID := ""
@@ -141,7 +141,7 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 	}
 	cfgFile, err := img.ConfigFile()
 	if err != nil {
-		return portlayer.Image{}, fmt.Errorf("storage: pull %s: image config: %w: %w", fam, errdefs.ErrInvalidArgument, err)
+		return portlayer.Image{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "pull %s: image config: %w", fam, err)
 	}
 	sum := sha256.Sum256(rawConfig)
 	id := fmt.Sprintf("sha256:%x", sum)
@@ -205,7 +205,7 @@ func (s *Store) storePulled(ctx context.Context, id string, img v1.Image, m *v1.
 // digest and each layer's diff ID against the config.
 func (s *Store) pullLayers(ctx context.Context, img v1.Image, m *v1.Manifest, cfg *v1.ConfigFile, fam string, report portlayer.ProgressFunc) ([]storedLayer, error) {
 	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
-		return nil, fmt.Errorf("storage: pull %s: config lists %d layers, manifest %d: %w", fam, len(cfg.RootFS.DiffIDs), len(m.Layers), errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "pull %s: config lists %d layers, manifest %d", fam, len(cfg.RootFS.DiffIDs), len(m.Layers))
 	}
 	layers := make([]storedLayer, len(m.Layers))
 	have := make([]bool, len(m.Layers))
@@ -254,7 +254,7 @@ func (s *Store) pullLayers(ctx context.Context, img v1.Image, m *v1.Manifest, cf
 			return nil, err
 		}
 		if diffID != cfg.RootFS.DiffIDs[i] {
-			return nil, fmt.Errorf("storage: pull %s: filesystem layer verification failed for digest %s: %w", fam, d.Digest, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "pull %s: filesystem layer verification failed for digest %s", fam, d.Digest)
 		}
 		layers[i] = storedLayer{Digest: d.Digest, Size: d.Size, MediaType: d.MediaType, DiffID: diffID, USize: usize}
 		report(portlayer.Progress{ID: short, Status: "Pull complete"})
@@ -282,7 +282,7 @@ func (s *Store) verifyLayer(ctx context.Context, d v1.Descriptor, onBytes func(i
 		if ctx.Err() != nil {
 			return v1.Hash{}, 0, ctxErr(ctx)
 		}
-		return v1.Hash{}, 0, fmt.Errorf("storage: layer %s: %w: %w", d.Digest, errdefs.ErrInvalidArgument, err)
+		return v1.Hash{}, 0, portlayer.Errorf(portlayer.ClassInvalidArgument, "layer %s: %w", d.Digest, err)
 	}
 	onBytes(d.Size)
 	return hashOf(h), n, nil

@@ -47,10 +47,10 @@ func (s *Store) Push(ctx context.Context, ref string, auth portlayer.RegistryAut
 	}
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
-		return nil, fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid reference format %q", ref)
 	}
 	if _, ok := named.(reference.Digested); ok {
-		return nil, fmt.Errorf("storage: push %s: cannot push a digest reference: %w", ref, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "push %s: cannot push a digest reference", ref)
 	}
 	domain := reference.Domain(named)
 	if err := s.cfg.Registries.allow(domain); err != nil {
@@ -108,7 +108,7 @@ func (s *Store) Push(ctx context.Context, ref string, auth portlayer.RegistryAut
 	for _, tg := range targets {
 		tagRef, err := name.NewTag(tg.tag, nameOpts...)
 		if err != nil {
-			return nil, fmt.Errorf("storage: invalid reference format %q: %w", tg.tag, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid reference format %q", tg.tag)
 		}
 		h, err := v1.NewHash(tg.manifest)
 		if err != nil {
@@ -151,7 +151,7 @@ func (s *Store) pushLayers(ctx context.Context, repo name.Repository, img v1.Ima
 		return err
 	}
 	if len(layers) != len(diffIDs) {
-		return fmt.Errorf("manifest has %d layers, config %d: %w", len(layers), len(diffIDs), errdefs.ErrDataLoss)
+		return portlayer.Errorf(portlayer.ClassInternal, "manifest has %d layers, config %d: %w", len(layers), len(diffIDs), errdefs.ErrDataLoss)
 	}
 	ids := make([]string, len(layers))
 	for i := range layers {

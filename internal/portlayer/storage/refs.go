@@ -1,12 +1,12 @@
 package storage
 
 import (
-	"fmt"
 	"regexp"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	"github.com/distribution/reference"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 var (
@@ -20,14 +20,14 @@ var (
 func parseTag(ref string) (reference.NamedTagged, error) {
 	named, err := reference.ParseNormalizedNamed(ref)
 	if err != nil {
-		return nil, fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid reference format %q", ref)
 	}
 	if _, ok := named.(reference.Digested); ok {
-		return nil, fmt.Errorf("storage: refusing to create a tag with a digest reference %q: %w", ref, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "refusing to create a tag with a digest reference %q", ref)
 	}
 	tagged, ok := reference.TagNameOnly(named).(reference.NamedTagged)
 	if !ok {
-		return nil, fmt.Errorf("storage: invalid reference format %q: %w", ref, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid reference format %q", ref)
 	}
 	return tagged, nil
 }

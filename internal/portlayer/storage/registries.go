@@ -3,13 +3,12 @@ package storage
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"strings"
 
-	"github.com/containerd/errdefs"
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // Registries is a VCH's registry policy for pulls: which registries may be
@@ -69,10 +68,10 @@ func (r Registries) rootCAs() (*x509.CertPool, error) {
 	for _, f := range r.CAFiles {
 		b, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("storage: registry CA: %w: %w", err, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "registry CA: %w", err)
 		}
 		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("storage: registry CA %s: no PEM certificate in it: %w", f, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "registry CA %s: no PEM certificate in it", f)
 		}
 	}
 	return pool, nil
@@ -84,8 +83,7 @@ func (r Registries) allow(domain string) error {
 	if len(r.Allowed) == 0 || matchRegistry(r.Allowed, domain) {
 		return nil
 	}
-	return fmt.Errorf("storage: access denied to registry %s: this VCH pulls only from %s: %w",
-		domain, strings.Join(r.Allowed, ", "), errdefs.ErrPermissionDenied)
+	return portlayer.Errorf(portlayer.ClassPermissionDenied, "access denied to registry %s: this VCH pulls only from %s", domain, strings.Join(r.Allowed, ", "))
 }
 
 // insecure reports whether domain is spoken to without verified TLS.
@@ -117,7 +115,7 @@ type registryEntry struct {
 
 func parseRegistryEntry(e string) (registryEntry, error) {
 	bad := func() (registryEntry, error) {
-		return registryEntry{}, fmt.Errorf("storage: registry %q: want host, host:port, *.domain or a CIDR: %w", e, errdefs.ErrInvalidArgument)
+		return registryEntry{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "registry %q: want host, host:port, *.domain or a CIDR", e)
 	}
 	e = strings.TrimSpace(e)
 	if e == "" || strings.Contains(e, "://") {

@@ -3,14 +3,12 @@ package storage
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 
-	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/match"
 
@@ -92,7 +90,7 @@ func (s *Store) Remove(ctx context.Context, ref string, force bool) ([]portlayer
 		return nil, err
 	}
 	if c2 != c {
-		return nil, fmt.Errorf("storage: %s changed during removal: %w", ref, errdefs.ErrConflict)
+		return nil, portlayer.Errorf(portlayer.ClassConflict, "%s changed during removal", ref)
 	}
 	id := c.rec.ID
 	short := shortID(id)

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/containerd/errdefs"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/vchproject/vch/internal/archive"
@@ -58,7 +57,7 @@ type rootfsBuild struct {
 func (s *Store) Rootfs(ctx context.Context, imageID string) (string, error) {
 	hex := strings.TrimPrefix(imageID, "sha256:")
 	if !fullHex.MatchString(hex) {
-		return "", fmt.Errorf("storage: rootfs: image ID %q is not sha256 plus 64 hex: %w", imageID, errdefs.ErrInvalidArgument)
+		return "", portlayer.Errorf(portlayer.ClassInvalidArgument, "image ID %q is not sha256 plus 64 hex", imageID).WithOp("rootfs")
 	}
 	id := "sha256:" + hex
 	final := s.path("rootfs", hex+".ext4")
@@ -317,7 +316,7 @@ func findMkfs() (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("storage: mkfs.ext4 not found (install the Debian package e2fsprogs): %w", errdefs.ErrUnavailable)
+	return "", portlayer.Errorf(portlayer.ClassUnavailable, "mkfs.ext4 not found (install the Debian package e2fsprogs)")
 }
 
 // removeStaleRootfs deletes disks whose image is gone (a crash between

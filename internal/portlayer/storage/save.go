@@ -18,6 +18,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // saveImage is one image of a save, with the tags the archive records.
@@ -49,7 +51,7 @@ type saveImage struct {
 // against garbage collection while the archive is written.
 func (s *Store) Save(ctx context.Context, refs []string, w io.Writer) error {
 	if len(refs) == 0 {
-		return fmt.Errorf("storage: save: no images named: %w", errdefs.ErrInvalidArgument)
+		return portlayer.Errorf(portlayer.ClassInvalidArgument, "no images named").WithOp("save")
 	}
 	s.gcMu.RLock()
 	defer s.gcMu.RUnlock()
@@ -242,7 +244,7 @@ func (s *Store) resolveSave(refs []string) ([]*saveImage, map[string]int64, erro
 	sizes := map[string]int64{}
 	for _, im := range out {
 		if len(im.c.manifest.Layers) != len(im.c.config.RootFS.DiffIDs) {
-			return nil, nil, fmt.Errorf("storage: save %s: manifest has %d layers, config %d: %w", im.c.rec.ID, len(im.c.manifest.Layers), len(im.c.config.RootFS.DiffIDs), errdefs.ErrDataLoss)
+			return nil, nil, portlayer.Errorf(portlayer.ClassInternal, "save %s: manifest has %d layers, config %d: %w", im.c.rec.ID, len(im.c.manifest.Layers), len(im.c.config.RootFS.DiffIDs), errdefs.ErrDataLoss)
 		}
 		for _, l := range im.c.manifest.Layers {
 			sizes[l.Digest.String()] = s.layers[l.Digest.String()].Size
@@ -289,7 +291,7 @@ func (s *Store) writeLayerTar(ctx context.Context, tw *tar.Writer, name string, 
 		return fmt.Errorf("storage: save: layer %s: %w", blob, err)
 	}
 	if n != size {
-		return fmt.Errorf("storage: save: layer %s is %d bytes, index says %d: %w", blob, n, size, errdefs.ErrDataLoss)
+		return portlayer.Errorf(portlayer.ClassInternal, "layer %s is %d bytes, index says %d: %w", blob, n, size, errdefs.ErrDataLoss).WithOp("save")
 	}
 	return nil
 }

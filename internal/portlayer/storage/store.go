@@ -135,7 +135,7 @@ var (
 // InvalidArgument if Root is empty; other errors are I/O or a corrupt index.
 func New(cfg Config, logger *slog.Logger) (*Store, error) {
 	if cfg.Root == "" {
-		return nil, fmt.Errorf("storage: root directory not set: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "root directory not set")
 	}
 	if err := cfg.Registries.Validate(); err != nil {
 		return nil, err
@@ -199,7 +199,7 @@ func (s *Store) path(elem ...string) string {
 
 func (s *Store) checkOpen() error {
 	if s.closed {
-		return fmt.Errorf("%w: %w", errClosed, errdefs.ErrFailedPrecondition)
+		return portlayer.Errorf(portlayer.ClassFailedPrecondition, "store is closed")
 	}
 	return nil
 }
@@ -215,10 +215,10 @@ func (s *Store) reload() error {
 	}
 	var idx indexFile
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return fmt.Errorf("storage: parse index: %w: %w", errdefs.ErrDataLoss, err)
+		return portlayer.Errorf(portlayer.ClassInternal, "parse index: %v: %w", err, errdefs.ErrDataLoss)
 	}
 	if idx.Version != indexVersion {
-		return fmt.Errorf("storage: index version %d, want %d: %w", idx.Version, indexVersion, errdefs.ErrFailedPrecondition)
+		return portlayer.Errorf(portlayer.ClassFailedPrecondition, "index version %d, want %d", idx.Version, indexVersion)
 	}
 	for k, v := range idx.Layers {
 		s.layers[k] = v

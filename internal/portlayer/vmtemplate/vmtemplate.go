@@ -30,11 +30,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // Config configures a Starter.
@@ -114,7 +113,7 @@ func New(cfg Config, driver hypervisor.Driver, logger *slog.Logger) (*Starter, e
 		return s, nil
 	}
 	if cfg.Dir == "" {
-		return nil, fmt.Errorf("vmtemplate: no template directory: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "no template directory")
 	}
 	if tp, ok := driver.(hypervisor.Templater); ok && driver.Capabilities().Templates {
 		s.tp = tp
@@ -181,7 +180,7 @@ func (s *Starter) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.V
 		return vm, nil
 	}
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("vmtemplate: start %s: %w: %w", spec.Name, ctx.Err(), errdefs.ErrUnavailable)
+		return nil, portlayer.Errorf(portlayer.ClassUnavailable, "start %s: %w", spec.Name, ctx.Err())
 	}
 	s.logger.Warn("restore from template failed; booting, and the template is made again", "vm", spec.Name, "key", key, "err", err)
 	s.discard(key)
@@ -210,15 +209,15 @@ func (s *Starter) Key(spec hypervisor.Spec) (string, bool) {
 func (s *Starter) StartWarm(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM, error) {
 	wr, ok := s.driver.(hypervisor.WarmRestorer)
 	if s.tp == nil || !ok || !s.driver.Capabilities().WarmRestore {
-		return nil, fmt.Errorf("vmtemplate: no warm restore here: %w", errdefs.ErrFailedPrecondition)
+		return nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "no warm restore here")
 	}
 	tspec := templateSpec(spec)
 	key, err := s.tp.TemplateKey(tspec)
 	if err != nil {
-		return nil, fmt.Errorf("vmtemplate: %w: %w", err, errdefs.ErrFailedPrecondition)
+		return nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "template for %s: %w", spec.Name, err)
 	}
 	if !s.ensure(ctx, key, tspec) {
-		return nil, fmt.Errorf("vmtemplate: no template for %s now: %w", spec.Name, errdefs.ErrFailedPrecondition)
+		return nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "no template for %s now", spec.Name)
 	}
 	tspec.NICs = append([]hypervisor.NIC(nil), tspec.NICs...)
 	for i := range tspec.NICs {

@@ -65,7 +65,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
 
 	"github.com/vchproject/vch/internal/bytesize"
@@ -172,7 +171,7 @@ func ParseStore(v string) (name, path string, err error) {
 		}
 	}
 	if !ok || !storeNameRE.MatchString(name) || !filepath.IsAbs(path) {
-		return "", "", fmt.Errorf("volume: --volume-store %q: want NAME:PATH, NAME letters, digits, '_', '.' or '-' and PATH absolute: %w", v, errdefs.ErrInvalidArgument)
+		return "", "", portlayer.Errorf(portlayer.ClassInvalidArgument, "--volume-store %q: want NAME:PATH, NAME letters, digits, '_', '.' or '-' and PATH absolute", v)
 	}
 	return name, filepath.Clean(path), nil
 }
@@ -231,13 +230,13 @@ const (
 // InvalidArgument for a bad config.
 func New(cfg Config, logger *slog.Logger) (*Store, error) {
 	if cfg.Root == "" {
-		return nil, fmt.Errorf("volume: root directory not set: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "root directory not set")
 	}
 	if cfg.DefaultSizeBytes == 0 {
 		cfg.DefaultSizeBytes = DefaultSizeBytes
 	}
 	if cfg.DefaultSizeBytes < MinSizeBytes || cfg.DefaultSizeBytes > MaxSizeBytes {
-		return nil, fmt.Errorf("volume: default size %d bytes outside %d..%d: %w", cfg.DefaultSizeBytes, int64(MinSizeBytes), int64(MaxSizeBytes), errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "default size %d bytes outside %d..%d", cfg.DefaultSizeBytes, int64(MinSizeBytes), int64(MaxSizeBytes))
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -263,14 +262,14 @@ func New(cfg Config, logger *slog.Logger) (*Store, error) {
 			continue
 		}
 		if !storeNameRE.MatchString(name) || !filepath.IsAbs(dir) {
-			return nil, fmt.Errorf("volume: volume store %q at %q: want a name of letters, digits, '_', '.' or '-' and an absolute path: %w", name, dir, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "volume store %q at %q: want a name of letters, digits, '_', '.' or '-' and an absolute path", name, dir)
 		}
 		s.stores[name] = filepath.Clean(dir)
 	}
 	for _, name := range slices.Sorted(maps.Keys(s.stores)) {
 		dir := s.stores[name]
 		if other, ok := byDir[dir]; ok {
-			return nil, fmt.Errorf("volume: volume stores %q and %q share the directory %s: %w", other, name, dir, errdefs.ErrInvalidArgument)
+			return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "volume stores %q and %q share the directory %s", other, name, dir)
 		}
 		byDir[dir] = name
 	}
@@ -366,10 +365,10 @@ func ValidateName(name string) error {
 func SizeOption(v string) (int64, error) {
 	n, err := bytesize.Parse(v)
 	if err != nil {
-		return 0, fmt.Errorf("invalid size option %q: %w", v, errdefs.ErrInvalidArgument)
+		return 0, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid size option %q", v)
 	}
 	if n < MinSizeBytes || n > MaxSizeBytes {
-		return 0, fmt.Errorf("invalid size option %q: a volume's size must be between %s and %s: %w", v, bytesize.Format(MinSizeBytes), bytesize.Format(MaxSizeBytes), errdefs.ErrInvalidArgument)
+		return 0, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid size option %q: a volume's size must be between %s and %s", v, bytesize.Format(MinSizeBytes), bytesize.Format(MaxSizeBytes))
 	}
 	return n, nil
 }
@@ -382,8 +381,7 @@ func (s *Store) sizeFor(name string, opts map[string]string) (int64, string, err
 		if isStoreOption(k) {
 			store = opts[k]
 			if _, ok := s.stores[store]; !ok {
-				return 0, "", fmt.Errorf("volume: create %s: no volume store named %q: this VCH has %s (vch create --volume-store NAME:PATH): %w",
-					name, store, strings.Join(slices.Sorted(maps.Keys(s.stores)), ", "), errdefs.ErrInvalidArgument)
+				return 0, "", portlayer.Errorf(portlayer.ClassInvalidArgument, "create %s: no volume store named %q: this VCH has %s (vch create --volume-store NAME:PATH)", name, store, strings.Join(slices.Sorted(maps.Keys(s.stores)), ", "))
 			}
 			continue
 		}
@@ -563,7 +561,7 @@ func findTool(name string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%s not found (install the Debian package e2fsprogs): %w", name, errdefs.ErrUnavailable)
+	return "", portlayer.Errorf(portlayer.ClassUnavailable, "%s not found (install the Debian package e2fsprogs)", name)
 }
 
 func writeSync(path string, b []byte) error {

@@ -33,8 +33,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/agent"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/portlayer"
@@ -128,10 +126,10 @@ func New(cfg Config, starter Starter, nics NICMaker, logger *slog.Logger) (*Pool
 		return p, nil
 	}
 	if cfg.Dir == "" {
-		return nil, fmt.Errorf("warmpool: no directory: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "no directory")
 	}
 	if len(cfg.Shape.NICs) > 0 && nics == nil {
-		return nil, fmt.Errorf("warmpool: a shape with NICs needs a NIC maker: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "a shape with NICs needs a NIC maker")
 	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("warmpool: %w", err)
@@ -385,7 +383,7 @@ func (p *Pool) make(ctx context.Context) (*VM, error) {
 		if fn := v.dns.Load(); fn != nil {
 			return (*fn)(ctx, q)
 		}
-		return nil, fmt.Errorf("warmpool: VM not claimed: %w", errdefs.ErrUnavailable)
+		return nil, portlayer.Errorf(portlayer.ClassUnavailable, "VM not claimed")
 	}})
 	if err != nil {
 		return fail(fmt.Errorf("warmpool: guest did not answer: %w", err))

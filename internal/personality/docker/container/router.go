@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -104,16 +103,15 @@ func (rt *Router) inspect(ctx context.Context, name string) (portlayer.Container
 	return c, nil
 }
 
-// startErr turns a failed start into Docker's form. A process that cannot be
-// executed is a 400 "failed to create task for container: ...: unknown", the
-// text the CLI scans to exit with 127 (not found) or 126 (not executable).
+// startErr turns a failed start into Docker's form. A process the guest
+// could not start (the port layer's StartFailed) is a 400 "failed to
+// create task for container: ...: unknown" around the guest's text, the
+// text the CLI scans to exit with 127 (not found) or 126 (not
+// executable).
 func startErr(name string, err error) error {
-	msg := err.Error()
-	for _, s := range []string{"executable file not found", "no such file or directory", "permission denied", "not a directory", "exec format error"} {
-		if strings.Contains(msg, s) {
-			return httputils.Classify(errdefs.ErrInvalidArgument, err,
-				"failed to create task for container: failed to create shim task: OCI runtime create failed: unable to start container process: "+msg+": unknown")
-		}
+	if pe, _, ok := portlayer.StartFailure(err); ok {
+		return httputils.Classify(errdefs.ErrInvalidArgument, err,
+			"failed to create task for container: failed to create shim task: OCI runtime create failed: unable to start container process: "+pe.Message+": unknown")
 	}
 	if errdefs.IsConflict(err) {
 		// A volume another running container's VM holds: the port

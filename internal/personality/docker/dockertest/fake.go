@@ -213,7 +213,7 @@ func (f *Fake) Start(_ context.Context, idOrName string) error {
 		if c.c.Spec.AutoRemove {
 			f.removeLocked(c)
 		}
-		return fmt.Errorf("exec: %q: executable file not found in $PATH", prog)
+		return portlayer.StartFailed(portlayer.KindContainer, c.c.ID, c.c.State.Error, 127)
 	}
 	c.c.State = portlayer.State{Status: portlayer.StatusRunning, Pid: 4242, StartedAt: time.Now(), Host: f.VMHost}
 	c.stop = make(chan int, 1)

@@ -246,13 +246,13 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 	return nil
 }
 
-// startErr gives a start failure Docker's text: the guest's reason wrapped
-// as the OCI runtime's "exec failed" message, which the CLI shows.
+// startErr gives a start failure Docker's text: the guest's reason (the
+// port layer's StartFailed) wrapped as the OCI runtime's "exec failed"
+// message, which the CLI shows.
 func startErr(id string, err error) error {
-	var sfe interface{ Error() string }
-	if errors.As(err, &sfe) && errdefs.IsInvalidArgument(err) {
+	if pe, _, ok := portlayer.StartFailure(err); ok {
 		return httputils.Classify(errdefs.ErrInvalidArgument, err,
-			"OCI runtime exec failed: exec failed: unable to start container process: "+err.Error()+": unknown")
+			"OCI runtime exec failed: exec failed: unable to start container process: "+pe.Message+": unknown")
 	}
 	return execErr(id, err)
 }

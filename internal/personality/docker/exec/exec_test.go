@@ -74,3 +74,18 @@ func TestCreateWorkingDir(t *testing.T) {
 		})
 	}
 }
+
+// TestStartErr: an exec the guest could not start (the port layer's
+// StartFailed) gets the OCI runtime's "exec failed" text around the
+// guest's; another InvalidArgument keeps its own.
+func TestStartErr(t *testing.T) {
+	const guest = `exec: "nosuch": executable file not found in $PATH`
+	got := startErr("e1", portlayer.StartFailed(portlayer.KindExec, "e1", guest, 127))
+	if want := "OCI runtime exec failed: exec failed: unable to start container process: " + guest + ": unknown"; got.Error() != want || !errdefs.IsInvalidArgument(got) {
+		t.Errorf("startErr = %q, want %q", got, want)
+	}
+	other := portlayer.Errorf(portlayer.ClassInvalidArgument, "bad size")
+	if got := startErr("e1", other); strings.Contains(got.Error(), "OCI runtime") {
+		t.Errorf("startErr(%v) = %q", other, got)
+	}
+}

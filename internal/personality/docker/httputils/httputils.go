@@ -21,6 +21,8 @@ import (
 	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 // HandlerFunc handles one API route. vars holds the path variables of the
@@ -335,37 +337,21 @@ func (f Filters) MatchAll(k string, ok func(v string) bool) bool {
 	return true
 }
 
-// PortLayerText is the text dockerd gives for a port-layer error: for a
-// typed one (*portlayer.Error) the text DockerText writes from its
-// fields; for the others, not yet typed, the error's own text without
-// its package prefix ("compute: ") or class suffix (": conflict").
+// PortLayerText is the text a front end shows for a port-layer error,
+// alone or in its own text: for a typed one (the first *portlayer.Error
+// in err's chain) the text DockerText writes from its fields, else the
+// port layer's message and cause (portlayer.Error.Error, without the
+// wrapping around it, which the API does not carry either); an untyped
+// error's own text. It reads no text: the port layer's errors are typed
+// (portlayer.Errorf), and a text is shown as it is.
 func PortLayerText(err error) string {
 	if msg, ok := DockerText(err); ok {
 		return msg
 	}
-	msg := err.Error()
-	for {
-		i := strings.Index(msg, ": ")
-		if i <= 0 || strings.Contains(msg[:i], " ") || !isPackagePrefix(msg[:i]) {
-			break
-		}
-		msg = msg[i+2:]
+	if pe := portlayer.AsError(err); pe != nil {
+		return pe.Error()
 	}
-	for _, suffix := range []string{": conflict", ": not found", ": invalid argument", ": unavailable", ": permission denied", ": not implemented"} {
-		msg = strings.TrimSuffix(msg, suffix)
-	}
-	return msg
-}
-
-// isPackagePrefix reports whether word is a port-layer package's error
-// context ("compute", "volume", …): lowercase letters only.
-func isPackagePrefix(word string) bool {
-	for _, r := range word {
-		if r < 'a' || r > 'z' {
-			return false
-		}
-	}
-	return word != ""
+	return err.Error()
 }
 
 // Uint32Value parses form field k as a uint32 with dockerd's errors

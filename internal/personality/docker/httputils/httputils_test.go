@@ -3,11 +3,14 @@ package httputils
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 func TestRouteMatch(t *testing.T) {
@@ -69,16 +72,26 @@ func TestBoolValueAndFilters(t *testing.T) {
 	}
 }
 
+// TestPortLayerText: an untyped error's text is shown as it is, never
+// parsed; a typed one without a dockerd text gives its message and cause,
+// not the wrapping around it.
 func TestPortLayerText(t *testing.T) {
-	tests := []struct{ name, in, want string }{
-		{"compute conflict", "compute: Container abc is not running: conflict", "Container abc is not running"},
-		{"plain", "No such image: x:latest", "No such image: x:latest"},
-		{"exec text", "compute: Error: Exec command e1 has already run: conflict", "Error: Exec command e1 has already run"},
+	typed := portlayer.Errorf(portlayer.ClassInvalidArgument, "bind mount root %q: %w", "rel", errors.New("not absolute"))
+	tests := []struct {
+		name string
+		in   error
+		want string
+	}{
+		{"untyped", errors.New("compute: Container abc is not running: conflict"), "compute: Container abc is not running: conflict"},
+		{"plain", errors.New("No such image: x:latest"), "No such image: x:latest"},
+		{"typed", typed, `bind mount root "rel": not absolute`},
+		{"typed wrapped", fmt.Errorf("compute: create: %w", typed), `bind mount root "rel": not absolute`},
+		{"typed with dockerd text", fmt.Errorf("compute: %w", portlayer.NoSuchContainer("web")), "No such container: web"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := PortLayerText(errors.New(tt.in)); got != tt.want {
-				t.Errorf("PortLayerText(%q) = %q, want %q", tt.in, got, tt.want)
+			if got := PortLayerText(tt.in); got != tt.want {
+				t.Errorf("PortLayerText(%v) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
 	}

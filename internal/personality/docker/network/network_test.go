@@ -72,10 +72,10 @@ func TestErrors(t *testing.T) {
 		{name: "create bridge", method: "POST", path: "/networks/create", body: `{"Name":"bridge"}`, code: 403, msg: "operation is not permitted on predefined bridge network "},
 		{name: "create default", method: "POST", path: "/networks/create", body: `{"Name":"default"}`, code: 403, msg: "operation is not permitted on predefined default network "},
 		{name: "create duplicate", setup: custom, method: "POST", path: "/networks/create", body: `{"Name":"n1"}`, code: 409, msg: "network with name n1 already exists"},
-		{name: "create duplicate raced", setup: failWith("CreateNetwork", fmt.Errorf("network: n2: %w", errdefs.ErrAlreadyExists)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 409, msg: "network with name n2 already exists"},
-		{name: "create overlap", setup: failWith("CreateNetwork", fmt.Errorf("network: subnet overlaps bridge: %w", errdefs.ErrConflict)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 403, msg: "Pool overlaps with other one on this address space"},
-		{name: "create pools exhausted", setup: failWith("CreateNetwork", fmt.Errorf("all predefined address pools have been fully subnetted: %w", errdefs.ErrResourceExhausted)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 400, msg: "all predefined address pools have been fully subnetted"},
-		{name: "create port layer invalid", setup: failWith("CreateNetwork", fmt.Errorf("network: invalid mtu 5: %w", errdefs.ErrInvalidArgument)), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 400, msg: "invalid mtu 5"},
+		{name: "create duplicate raced", setup: failWith("CreateNetwork", portlayer.Errorf(portlayer.ClassAlreadyExists, "n2")), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 409, msg: "network with name n2 already exists"},
+		{name: "create overlap", setup: failWith("CreateNetwork", portlayer.Errorf(portlayer.ClassConflict, "subnet overlaps bridge")), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 403, msg: "Pool overlaps with other one on this address space"},
+		{name: "create pools exhausted", setup: failWith("CreateNetwork", portlayer.Errorf(portlayer.ClassResourceExhausted, "all predefined address pools have been fully subnetted")), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 400, msg: "all predefined address pools have been fully subnetted"},
+		{name: "create port layer invalid", setup: failWith("CreateNetwork", portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid mtu 5")), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 400, msg: "invalid mtu 5"},
 		{name: "create port layer fault", setup: failWith("CreateNetwork", errBoom), method: "POST", path: "/networks/create", body: `{"Name":"n2"}`, code: 500, msg: "create network n2: boom"},
 		{name: "create unknown driver", method: "POST", path: "/networks/create", body: `{"Name":"n2","Driver":"foo"}`, code: 404, msg: `plugin "foo" not found`},
 		{name: "create macvlan", method: "POST", path: "/networks/create", body: `{"Name":"n2","Driver":"macvlan"}`, code: 404, msg: `plugin "macvlan" not found`},
@@ -112,7 +112,7 @@ func TestErrors(t *testing.T) {
 		{name: "inspect unknown", method: "GET", path: "/networks/nope", code: 404, msg: "network nope not found"},
 		{name: "inspect bad verbose", method: "GET", path: "/networks/bridge?verbose=foo", code: 400, msg: `invalid value for verbose: foo: strconv.ParseBool: parsing "foo": invalid syntax`},
 		{name: "inspect swarm scope", method: "GET", path: "/networks/bridge?scope=swarm", code: 404, msg: "network bridge not found"},
-		{name: "inspect ambiguous", setup: failWith("InspectNetwork", fmt.Errorf("network: network 1 is ambiguous (2 matches found based on ID prefix): %w", errdefs.ErrInvalidArgument)),
+		{name: "inspect ambiguous", setup: failWith("InspectNetwork", portlayer.Errorf(portlayer.ClassInvalidArgument, "network 1 is ambiguous (2 matches found based on ID prefix)")),
 			method: "GET", path: "/networks/1", code: 400, msg: "network 1 is ambiguous (2 matches found based on ID prefix)"},
 		{name: "inspect fault", setup: failWith("InspectNetwork", errBoom), method: "GET", path: "/networks/bridge", code: 500, msg: "inspect network bridge: boom"},
 
@@ -132,7 +132,7 @@ func TestErrors(t *testing.T) {
 			msg: fmt.Sprintf(`error while removing network: network n1 has active endpoints (name:"c1" id:"%s")`, fakeID("ep-c1-n1")[:12])},
 		{name: "remove raced", setup: func(f *fakeNets) {
 			custom(f)
-			f.fail["RemoveNetwork"] = fmt.Errorf("network: n1 in use: %w", errdefs.ErrConflict)
+			f.fail["RemoveNetwork"] = portlayer.Errorf(portlayer.ClassConflict, "n1 in use")
 		},
 			method: "DELETE", path: "/networks/n1", code: 403, msg: "error while removing network: n1 in use"},
 		{name: "remove fault", setup: func(f *fakeNets) { custom(f); f.fail["RemoveNetwork"] = errBoom }, method: "DELETE", path: "/networks/n1", code: 500, msg: "remove network n1: boom"},
@@ -160,21 +160,21 @@ func TestErrors(t *testing.T) {
 			msg: "a fixed MAC address is not supported by vch: the MAC is derived from the IP address"},
 		{name: "connect driver opts", setup: custom, method: "POST", path: "/networks/n1/connect", body: `{"Container":"c1","EndpointConfig":{"DriverOpts":{"b":"1","a":"2"}}}`, code: 400,
 			msg: "endpoint driver options are not supported by vch: got a, b"},
-		{name: "connect unknown container", setup: connErr(fmt.Errorf("compute: No such container: c9: %w", errdefs.ErrNotFound)),
+		{name: "connect unknown container", setup: connErr(portlayer.NoSuchContainer("c9")),
 			method: "POST", path: "/networks/n1/connect", body: `{"Container":"c9"}`, code: 404, msg: "No such container: c9"},
-		{name: "connect twice", setup: connErr(fmt.Errorf("compute: endpoint with name c1 already exists in network n1: %w", errdefs.ErrConflict)),
+		{name: "connect twice", setup: connErr(portlayer.EndpointError(portlayer.ReasonAttached, "c1", "n1")),
 			method: "POST", path: "/networks/n1/connect", body: `{"Container":"c1"}`, code: 403, msg: "endpoint with name c1 already exists in network n1"},
-		{name: "connect none", setup: connErr(fmt.Errorf("compute: container cannot be connected to multiple networks with one of the networks in private (none) mode: %w", errdefs.ErrInvalidArgument)),
+		{name: "connect none", setup: connErr(portlayer.Errorf(portlayer.ClassInvalidArgument, "container cannot be connected to multiple networks with one of the networks in private (none) mode")),
 			method: "POST", path: "/networks/n1/connect", body: `{"Container":"c1"}`, code: 400, msg: "container cannot be connected to multiple networks with one of the networks in private (none) mode"},
 		{name: "connect fault", setup: connErr(errBoom), method: "POST", path: "/networks/n1/connect", body: `{"Container":"c1"}`, code: 500, msg: "connect c1 to network n1: boom"},
 
 		// disconnect
 		{name: "disconnect no container", setup: custom, method: "POST", path: "/networks/n1/disconnect", body: `{}`, code: 400, msg: `invalid name or ID supplied: ""`},
-		{name: "disconnect unknown network", setup: connErr(fmt.Errorf("network nope not found: %w", errdefs.ErrNotFound)),
+		{name: "disconnect unknown network", setup: connErr(portlayer.NoSuchNetwork("nope")),
 			method: "POST", path: "/networks/nope/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "network nope not found"},
-		{name: "disconnect not attached", setup: connErr(fmt.Errorf("compute: container 0123 is not connected to network n1: %w", errdefs.ErrNotFound)),
+		{name: "disconnect not attached", setup: connErr(portlayer.EndpointError(portlayer.ReasonNotAttached, "0123", "n1")),
 			method: "POST", path: "/networks/n1/disconnect", body: `{"Container":"c1"}`, code: 404, msg: "container 0123 is not connected to network n1"},
-		{name: "disconnect conflict", setup: connErr(fmt.Errorf("compute: Container c1 is marked for removal: %w", errdefs.ErrConflict)),
+		{name: "disconnect conflict", setup: connErr(portlayer.Errorf(portlayer.ClassConflict, "Container c1 is marked for removal")),
 			method: "POST", path: "/networks/n1/disconnect", body: `{"Container":"c1"}`, code: 409, msg: "Container c1 is marked for removal"},
 	}
 	for _, tt := range tests {
@@ -457,7 +457,7 @@ func TestPrune(t *testing.T) {
 	}
 	// A network that cannot go is skipped, the others are still removed.
 	h, f := setup()
-	f.fail["RemoveNetwork"] = fmt.Errorf("network: keep in use: %w", errdefs.ErrConflict)
+	f.fail["RemoveNetwork"] = portlayer.Errorf(portlayer.ClassConflict, "keep in use")
 	if rec := do(t, h, "POST", "/networks/prune", ""); strings.TrimSpace(rec.Body.String()) != `{"NetworksDeleted":["idle"]}` {
 		t.Errorf("got %d %s", rec.Code, rec.Body)
 	}

@@ -62,7 +62,7 @@ func (f *fakeStore) InspectVolume(_ context.Context, name string) (portlayer.Vol
 	if v, ok := f.vols[name]; ok {
 		return v, nil
 	}
-	return portlayer.Volume{}, fmt.Errorf("volume: get %s: no such volume: %w", name, errdefs.ErrNotFound)
+	return portlayer.Volume{}, portlayer.Errorf(portlayer.ClassNotFound, "get %s: no such volume", name)
 }
 
 func (f *fakeStore) ListVolumes(context.Context) ([]portlayer.Volume, error) {
@@ -207,7 +207,7 @@ func TestCreateInspectRemove(t *testing.T) {
 		t.Errorf("remove: %d %s", code, body)
 	}
 	// The store's own text for a bad name.
-	f.fail = fmt.Errorf("volume: create a: volume name is too short, names should be at least two alphanumeric characters: %w", errdefs.ErrInvalidArgument)
+	f.fail = portlayer.Errorf(portlayer.ClassInvalidArgument, "create a: volume name is too short, names should be at least two alphanumeric characters")
 	if code, body := serve(t, f, "POST", "/volumes/create", "1.50", `{"Name":"a"}`); code != 400 || body != "create a: volume name is too short, names should be at least two alphanumeric characters" {
 		t.Errorf("bad name: %d %q", code, body)
 	}

@@ -26,7 +26,6 @@ package dns
 import (
 	"context"
 	"encoding/binary"
-	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/netip"
@@ -34,8 +33,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/containerd/errdefs"
 	mdns "github.com/miekg/dns"
+
+	"github.com/vchproject/vch/internal/portlayer"
 )
 
 const (
@@ -182,7 +182,7 @@ func NewResolver(upstreams []string, logger *slog.Logger) *Resolver {
 // use.
 func (r *Resolver) Answer(ctx context.Context, query []byte, v View) ([]byte, error) {
 	if len(query) < headerLen {
-		return nil, fmt.Errorf("dns: query of %d bytes is shorter than a header: %w", len(query), errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "query of %d bytes is shorter than a header", len(query))
 	}
 	h := mdns.Header{
 		Id:      binary.BigEndian.Uint16(query[0:]),
@@ -194,7 +194,7 @@ func (r *Resolver) Answer(ctx context.Context, query []byte, v View) ([]byte, er
 	}
 	switch mdns.DefaultMsgAcceptFunc(h) {
 	case mdns.MsgIgnore:
-		return nil, fmt.Errorf("dns: message %d is a response, not a query: %w", h.Id, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "message %d is a response, not a query", h.Id)
 	case mdns.MsgReject:
 		return r.pack(rejectReply(h, mdns.RcodeFormatError))
 	case mdns.MsgRejectNotImplemented:
@@ -202,10 +202,10 @@ func (r *Resolver) Answer(ctx context.Context, query []byte, v View) ([]byte, er
 	}
 	q := new(mdns.Msg)
 	if err := q.Unpack(query); err != nil {
-		return nil, fmt.Errorf("dns: unpack query %d: %w: %w", h.Id, errdefs.ErrInvalidArgument, err)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "unpack query %d: %w", h.Id, err)
 	}
 	if len(q.Question) == 0 {
-		return nil, fmt.Errorf("dns: query %d has no question: %w", h.Id, errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "query %d has no question", h.Id)
 	}
 	if resp := local(q, v); resp != nil {
 		return r.pack(resp)
@@ -241,7 +241,7 @@ func (r *Resolver) pack(m *mdns.Msg) ([]byte, error) {
 	fail.RecursionDesired, fail.CheckingDisabled = m.RecursionDesired, m.CheckingDisabled
 	b, err = fail.Pack()
 	if err != nil {
-		return nil, fmt.Errorf("dns: pack SERVFAIL for %d: %w: %w", m.Id, errdefs.ErrInternal, err)
+		return nil, portlayer.Errorf(portlayer.ClassInternal, "pack SERVFAIL for %d: %w", m.Id, err)
 	}
 	return b, nil
 }

@@ -40,8 +40,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -160,10 +158,10 @@ func New(dial Dialer, logger *slog.Logger) *Mapper {
 //     "failed to bind host port for ..." wording.
 func (m *Mapper) Publish(owner string, target netip.Addr, ports []portlayer.PortBinding) ([]portlayer.PortBinding, error) {
 	if owner == "" {
-		return nil, fmt.Errorf("portmap: publish: empty owner: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "empty owner").WithOp("publish")
 	}
 	if !target.IsValid() {
-		return nil, fmt.Errorf("portmap: publish: invalid target address: %w", errdefs.ErrInvalidArgument)
+		return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "invalid target address").WithOp("publish")
 	}
 	target = target.Unmap()
 	reqs := make([]request, 0, len(ports))
@@ -178,7 +176,7 @@ func (m *Mapper) Publish(owner string, target netip.Addr, ports []portlayer.Port
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
-		return nil, fmt.Errorf("portmap: publish: mapper closed: %w", errdefs.ErrUnavailable)
+		return nil, portlayer.Errorf(portlayer.ClassUnavailable, "mapper closed").WithOp("publish")
 	}
 	bound := make([]*proxy, 0, len(reqs))
 	for _, r := range reqs {
@@ -278,16 +276,16 @@ func normalize(pb portlayer.PortBinding, target netip.Addr) (request, error) {
 		containerPort: pb.ContainerPort,
 	}
 	if r.proto != "tcp" && r.proto != "udp" {
-		return request{}, fmt.Errorf("portmap: publish: protocol %q: want tcp or udp: %w", pb.Proto, errdefs.ErrInvalidArgument)
+		return request{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "protocol %q: want tcp or udp", pb.Proto).WithOp("publish")
 	}
 	if r.containerPort == 0 {
-		return request{}, fmt.Errorf("portmap: publish: container port 0: want 1-65535: %w", errdefs.ErrInvalidArgument)
+		return request{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "container port 0: want 1-65535").WithOp("publish")
 	}
 	if r.last != 0 && r.first == 0 {
-		return request{}, fmt.Errorf("portmap: publish: host port range 0-%d: want a start of 1-65535: %w", r.last, errdefs.ErrInvalidArgument)
+		return request{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "host port range 0-%d: want a start of 1-65535", r.last).WithOp("publish")
 	}
 	if r.last != 0 && r.last < r.first {
-		return request{}, fmt.Errorf("portmap: publish: host port range %d-%d: end below start: %w", r.first, r.last, errdefs.ErrInvalidArgument)
+		return request{}, portlayer.Errorf(portlayer.ClassInvalidArgument, "host port range %d-%d: end below start", r.first, r.last).WithOp("publish")
 	}
 	if r.last == 0 {
 		r.last = r.first
