@@ -252,7 +252,7 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 			if s.disks.store != nil && format == "raw" {
 				// A host file, which VMs of a driver with its own
 				// disk store (vSphere) cannot attach.
-				return nil, nil, fmt.Errorf("compute: volume %s is a disk on the VCH's own host, which this VCH's VMs cannot attach: create it on a datastore volume store (docker volume create --opt volume-store=NAME): %w", m.Source, errdefs.ErrFailedPrecondition)
+				return nil, nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "volume %s is a disk on the VCH's own host, which this VCH's VMs cannot attach: create it on a datastore volume store (docker volume create --opt volume-store=NAME)", m.Source)
 			}
 			serial := volumeSerial(len(disks))
 			disks = append(disks, hypervisor.Disk{Path: v.DiskPath, Format: format, Serial: serial})

@@ -171,7 +171,7 @@ func ParseStore(v string) (name, path string, err error) {
 		}
 	}
 	if !ok || !storeNameRE.MatchString(name) || !filepath.IsAbs(path) {
-		return "", "", portlayer.Errorf(portlayer.ClassInvalidArgument, "--volume-store %q: want NAME:PATH, NAME letters, digits, '_', '.' or '-' and PATH absolute", v)
+		return "", "", portlayer.Errorf(portlayer.ClassInvalidArgument, "--volume-store %q: want NAME:PATH, NAME letters, digits, '_', '.' or '-' and PATH absolute or ds://DATASTORE/PATH", v)
 	}
 	return name, filepath.Clean(path), nil
 }
@@ -252,10 +252,10 @@ func New(cfg Config, logger *slog.Logger) (*Store, error) {
 		if strings.HasPrefix(dir, DatastoreScheme) && storeNameRE.MatchString(name) {
 			ddir, ok := datastoreDir(dir)
 			if !ok {
-				return nil, fmt.Errorf("volume: volume store %q at %q: want ds://DATASTORE/PATH: %w", name, dir, errdefs.ErrInvalidArgument)
+				return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "volume store %q at %q: want ds://DATASTORE/PATH", name, dir)
 			}
 			if cfg.Disks == nil {
-				return nil, fmt.Errorf("volume: volume store %q at %q: a datastore volume store needs a VCH on vSphere: %w", name, dir, errdefs.ErrInvalidArgument)
+				return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "volume store %q at %q: a datastore volume store needs a VCH on vSphere", name, dir)
 			}
 			s.remote[name] = ddir
 			s.stores[name] = filepath.Join(root, datastoreRecords, name)
