@@ -51,7 +51,8 @@ func TestVSphereLifecycle(t *testing.T) {
 	const name = "vs"
 	env := o.create(name, "--no-tls", "--target", srv.URL.String(), "--insecure-target",
 		"--compute-resource", "/DC0/host/DC0_C0", "--image-store", "LocalDS_0",
-		"--bridge-network", "DC0_DVPG0", "--bridge-interface", uplink)
+		"--bridge-network", "DC0_DVPG0", "--bridge-interface", uplink,
+		"--volume-store", "default:ds://LocalDS_0/"+name+"-volumes")
 
 	gc, f := sim.Client, sim.Finder
 	folder, err := f.Folder(ctx, "/DC0/vm/"+name)
@@ -69,21 +70,10 @@ func TestVSphereLifecycle(t *testing.T) {
 	dsDir := strings.TrimPrefix(dso.Info.GetDatastoreInfo().Url, "file://")
 	loadBusybox(t, env)
 
-	// The simulator keeps nothing of an NFC upload: an image disk's
-	// content is the VCH's own rootfs disk of that image, the file the
-	// driver converted and uploaded (ImportDisk's name is its base name).
-	rootfsDir := filepath.Join(o.state, name, "root", "images", "rootfs")
+	// The stand-ins read the disks the driver imported to the simulated
+	// datastore: vcsimtest's simulator keeps what NFC uploads send.
 	runner := &standin.Runner{
 		Client: gc, Folder: folder, Datastores: map[string]string{"LocalDS_0": dsDir},
-		Content: func(p string) (string, bool) {
-			img, ok := strings.CutPrefix(p, "[LocalDS_0] "+name+"/images/")
-			if !ok {
-				return "", false
-			}
-			local := filepath.Join(rootfsDir, strings.TrimSuffix(img, ".vmdk")+".ext4")
-			_, err := os.Stat(local)
-			return local, err == nil
-		},
 		NIC: func(vm string, index int, mac string) (string, string, bool) {
 			return pgns, "pg", true
 		},
@@ -144,7 +134,7 @@ func TestVSphereLifecycle(t *testing.T) {
 	// it is unchanged, and another container does not see them.
 	sums := func() map[string]string {
 		s := map[string]string{}
-		files, _ := filepath.Glob(filepath.Join(rootfsDir, "*.ext4"))
+		files, _ := filepath.Glob(filepath.Join(dsDir, name, "images", "*-flat.vmdk"))
 		for _, f := range files {
 			s[f] = testenv.FileSHA256(t, f)
 		}
@@ -159,6 +149,27 @@ func TestVSphereLifecycle(t *testing.T) {
 	}
 	if after := sums(); len(before) == 0 || fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Errorf("image disks %v changed to %v under the containers' delta disks", before, after)
+	}
+
+	// A volume on the datastore volume store: a disk there, which one
+	// container writes and the next reads; docker volume rm deletes it.
+	dockerV("volume", "create", "vsvol")
+	volDisk := filepath.Join(dsDir, name+"-volumes", "vsvol", "vsvol.vmdk")
+	if _, err := os.Stat(volDisk); err != nil {
+		t.Errorf("the volume's disk on the datastore: %v", err)
+	}
+	if out := dockerV("run", "--rm", "--network", "none", "-v", "vsvol:/data", "busybox", "sh", "-c", "echo kept on the datastore > /data/f && sync && cat /data/f"); out != "kept on the datastore" {
+		t.Errorf("write to the volume: %q", out)
+	}
+	if out := dockerV("run", "--rm", "--network", "none", "-v", "vsvol:/data", "busybox", "cat", "/data/f"); out != "kept on the datastore" {
+		t.Errorf("the next container reads %q from the volume, want what the first wrote", out)
+	}
+	if got := dockerV("volume", "inspect", "-f", "{{.Name}} {{.Driver}}", "vsvol"); got != "vsvol local" {
+		t.Errorf("docker volume inspect: %q", got)
+	}
+	dockerV("volume", "rm", "vsvol")
+	if _, err := os.Stat(filepath.Dir(volDisk)); !os.IsNotExist(err) {
+		t.Errorf("the removed volume's directory on the datastore: %v; want it gone", err)
 	}
 
 	// A detached container: its VM is in the VCH's folder while it runs,

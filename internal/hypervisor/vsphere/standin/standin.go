@@ -12,9 +12,12 @@
 //   - its disks, in SCSI unit order, as virtio-blk disks with the serials
 //     guestinfo gives their SCSI addresses (tether finds disks by serial);
 //     a delta disk, which the simulator only records, is made real with
-//     qemu-img over its parent; a base disk whose content the simulator
-//     dropped (an NFC upload, see package vsphere) gets its flat extent
-//     from Runner.Content; independent-nonpersistent disks are read-only;
+//     qemu-img over its parent; a base disk (an image's or a volume's,
+//     imported by NFC: the simulator keeps the upload when started by
+//     package vcsimtest) is read through the simulator's descriptor, or
+//     one of the runner's naming the extent a move renamed (RunDir/disks);
+//     independent-nonpersistent disks
+//     are read-only, the others (deltas, volumes) written in place;
 //   - its NICs as virtio-net NICs with their MACs, each on a tap in the
 //     bridge Runner.NIC names: what the VM's portgroup is attached to;
 //   - its serial port's service URI as the guest's second UART (the first
@@ -31,6 +34,7 @@ package standin
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"net"
@@ -67,10 +71,6 @@ type Runner struct {
 	// Datastores maps each simulated datastore's name to its directory
 	// on this host.
 	Datastores map[string]string
-	// Content gives a base disk's content the simulator dropped: the raw
-	// host file for the disk at the datastore path, false to leave the
-	// disk as the simulator made it.
-	Content func(dsPath string) (string, bool)
 	// NIC says where a VM's NIC (its index among the VM's NICs and its
 	// MAC) is plugged in: a bridge in a named network namespace, where
 	// the portgroup it is on delivers its frames. ok false leaves the
@@ -366,8 +366,9 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 
 // realise makes the disk of backing b readable by QEMU and returns its
 // host path: its parent first, then, for a delta disk the simulator only
-// recorded, a qemu-img overlay over the parent; a base disk gets its
-// flat extent from Content.
+// recorded, a qemu-img overlay over the parent; a base disk (an image's
+// or a volume's, imported by NFC, whose upload vcsimtest keeps) gets back
+// the extent a move renamed.
 func (r *Runner) realise(b *types.VirtualDiskFlatVer2BackingInfo) (string, error) {
 	file, err := r.local(b.FileName)
 	if err != nil {
@@ -385,30 +386,62 @@ func (r *Runner) realise(b *types.VirtualDiskFlatVer2BackingInfo) (string, error
 		}
 		return file, nil
 	}
-	if src, ok := r.Content(b.FileName); ok {
-		// The extent the simulator's descriptor names (a name from the
-		// disk's creation, kept by a move).
-		f, err := os.Open(file)
-		if err != nil {
-			return "", err
-		}
-		desc, err := vmdk.ParseDescriptor(f)
-		f.Close()
-		if err != nil {
-			return "", fmt.Errorf("base disk %s: descriptor: %w", file, err)
-		}
-		if len(desc.Extent) != 1 {
-			return "", fmt.Errorf("base disk %s: %d extents, want 1", file, len(desc.Extent))
-		}
-		flat := filepath.Join(filepath.Dir(file), desc.Extent[0].Info)
-		if target, err := os.Readlink(flat); err != nil || target != src {
-			_ = os.Remove(flat)
-			if err := os.Symlink(src, flat); err != nil {
-				return "", fmt.Errorf("base disk %s: %w", file, err)
-			}
-		}
+	if !simulated(file) {
+		return file, nil
 	}
-	return file, nil
+	// The extent the simulator's descriptor names (a name from the
+	// disk's creation, kept by a move).
+	f, err := os.Open(file)
+	if err != nil {
+		return "", err
+	}
+	desc, err := vmdk.ParseDescriptor(f)
+	f.Close()
+	if err != nil {
+		return "", fmt.Errorf("base disk %s: descriptor: %w", file, err)
+	}
+	if len(desc.Extent) != 1 {
+		return "", fmt.Errorf("base disk %s: %d extents, want 1", file, len(desc.Extent))
+	}
+	flat := filepath.Join(filepath.Dir(file), desc.Extent[0].Info)
+	// The disk's own extent, which the simulator's move renamed after
+	// the disk (NAME-flat.vmdk) without rewriting the descriptor: QEMU
+	// gets a descriptor of the runner's naming it, so nothing is added
+	// to the simulated datastore (whose directories the driver removes
+	// when empty).
+	moved := strings.TrimSuffix(file, ".vmdk") + "-flat.vmdk"
+	if _, err := os.Lstat(flat); err == nil || moved == flat {
+		return file, nil
+	}
+	if _, err := os.Stat(moved); err != nil {
+		return "", fmt.Errorf("disk %s: no extent %s nor %s", file, flat, moved)
+	}
+	desc.Extent[0].Info = moved
+	sum := sha256.Sum256([]byte(file))
+	fixed := filepath.Join(r.RunDir, "disks", hex.EncodeToString(sum[:8])+".vmdk")
+	var buf bytes.Buffer
+	if err := desc.Write(&buf); err != nil {
+		return "", fmt.Errorf("base disk %s: descriptor: %w", file, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(fixed), 0o755); err != nil {
+		return "", err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(fixed), "desc-")
+	if err != nil {
+		return "", err
+	}
+	_, err = tmp.Write(buf.Bytes())
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), fixed) // atomic: stand-ins may share the disk
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return "", fmt.Errorf("base disk %s: descriptor: %w", file, err)
+	}
+	return fixed, nil
 }
 
 // simulated reports whether file is still the simulator's descriptor

@@ -1,7 +1,8 @@
 // Package vcsimtest starts govmomi's vCenter simulator for tests: a VPX
 // model with one cluster (DC0_C0) of 4 hosts in datacenter DC0, served
 // over TLS with credentials of the test's own so that a wrong password
-// fails. It is for tests only.
+// fails, and keeping the disks NFC uploads send (keepNFCUploads). It is
+// for tests only.
 package vcsimtest
 
 import (
@@ -40,6 +41,7 @@ func Start(t testing.TB, user, pass string, mutate ...func(*simulator.Model)) *S
 	if err := m.Create(); err != nil {
 		t.Fatal(err)
 	}
+	keepNFCUploads(m)
 	m.Service.TLS = new(tls.Config)
 	m.Service.Listen = &url.URL{User: url.UserPassword(user, pass)}
 	s := m.Service.NewServer()
