@@ -1,10 +1,8 @@
 package container
 
 import (
-	"context"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"io"
 	"net/http"
 	"time"
@@ -34,19 +32,15 @@ type archiveRouter struct {
 	compute  portlayer.Compute
 }
 
-// exists resolves the container: Docker's 404 "No such container".
-func (ar *archiveRouter) exists(ctx context.Context, name string) (portlayer.Container, error) {
-	c, err := ar.compute.Inspect(ctx, name)
-	if err != nil {
-		return c, containerErr("inspect", name, err)
-	}
-	return c, nil
-}
-
-// pathErr gives an archive error dockerd's texts: a missing path is 404
-// "Could not find the file P in container NAME"; other classes keep the
-// guest's text (400 "extraction point is not a directory", …).
+// pathErr gives an archive error dockerd's texts: a missing container
+// is 404 "No such container: NAME" (the port layer's NotFound of kind
+// container, decided with the operation), a missing path 404 "Could not
+// find the file P in container NAME"; other classes keep the guest's
+// text (400 "extraction point is not a directory", …).
 func pathErr(name, p string, err error) error {
+	if pe := portlayer.AsError(err); pe != nil && pe.Class == portlayer.ClassNotFound && pe.Kind == portlayer.KindContainer {
+		return containerErr("archive", name, err)
+	}
 	switch {
 	case errdefs.IsNotFound(err):
 		return httputils.Classify(errdefs.ErrNotFound, err, "Could not find the file "+p+" in container "+name)
@@ -70,15 +64,11 @@ func setStatHeader(w http.ResponseWriter, st portlayer.PathStat) {
 	w.Header().Set("X-Docker-Container-Path-Stat", base64.StdEncoding.EncodeToString(b))
 }
 
-// archivePath reads the ?path= of an archive request (400 when empty) and
-// checks the container exists (404 "No such container").
+// archivePath reads the ?path= of an archive request (400 when empty).
 func (ar *archiveRouter) archivePath(r *http.Request, name string) (string, error) {
 	p := r.FormValue("path")
 	if p == "" {
 		return "", httputils.InvalidArgument("path cannot be empty")
-	}
-	if _, err := ar.exists(r.Context(), name); err != nil {
-		return "", err
 	}
 	return p, nil
 }
@@ -143,9 +133,6 @@ func (ar *archiveRouter) putArchive(w http.ResponseWriter, r *http.Request, vars
 
 func (ar *archiveRouter) getExport(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	name := vars["name"]
-	if _, err := ar.exists(r.Context(), name); err != nil {
-		return err
-	}
 	rc, err := ar.archives.Export(r.Context(), name)
 	if err != nil {
 		return containerErr("export", name, err)
@@ -162,14 +149,8 @@ type change struct {
 
 func (ar *archiveRouter) getChanges(w http.ResponseWriter, r *http.Request, vars map[string]string) error {
 	name := vars["name"]
-	if _, err := ar.exists(r.Context(), name); err != nil {
-		return err
-	}
 	list, err := ar.archives.Changes(r.Context(), name)
 	if err != nil {
-		if errors.Is(err, errdefs.ErrNotFound) {
-			return containerErr("changes", name, err)
-		}
 		return containerErr("changes", name, err)
 	}
 	out := make([]change, 0, len(list))

@@ -93,10 +93,6 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, vars map[st
 		}
 		req.WorkingDir = path.Clean(req.WorkingDir)
 	}
-	c, err := rt.compute.Inspect(ctx, name)
-	if err != nil {
-		return containerErr(name, err)
-	}
 	spec := portlayer.ExecSpec{
 		Args: req.Cmd, Env: req.Env, WorkingDir: req.WorkingDir, User: req.User, Tty: req.Tty,
 		AttachStdin: req.AttachStdin, AttachStdout: req.AttachStdout, AttachStderr: req.AttachStderr,
@@ -104,7 +100,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, vars map[st
 	if req.ConsoleSize != nil && httputils.VersionAtLeast(ctx, "1.42") {
 		spec.ConsoleRows, spec.ConsoleCols = req.ConsoleSize[0], req.ConsoleSize[1]
 	}
-	id, err := rt.execs.CreateExec(ctx, c.ID, spec)
+	id, err := rt.execs.CreateExec(ctx, name, spec)
 	if err != nil {
 		var ue *portlayer.UserError
 		if errors.As(err, &ue) {
