@@ -105,6 +105,9 @@ func TestVSphereLifecycle(t *testing.T) {
 	if !strings.Contains(info, "vSphere Placement=drs;") || !strings.Contains(info, "vSphere Resource Pool=/DC0/host/DC0_C0/Resources/"+name+";") {
 		t.Errorf("docker info %q: want the vSphere placement (the simulator's cluster has DRS) and resource pool", info)
 	}
+	if !strings.Contains(info, "Volume Store default=ds://LocalDS_0/"+name+"-volumes;") {
+		t.Errorf("docker info %q: want the datastore volume store as the default", info)
+	}
 
 	// The default bridge network: the container's NIC is on the bridge
 	// portgroup, it has its address on the VCH's bridge, and a published

@@ -140,6 +140,9 @@ func TestDatastoreStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if got := s.Stores(); got["vmfs"] != "ds://ds1/vols" || got[DefaultStore] != root {
+		t.Errorf("Stores() = %v; want the datastore store's location", got)
+	}
 	ctx := t.Context()
 	v, err := s.CreateVolume(ctx, portlayer.VolumeSpec{Name: "dv", Options: map[string]string{"volume-store": "vmfs", "size": "32m"}})
 	if err != nil {

@@ -316,8 +316,15 @@ func (s *Store) load(store string) error {
 	return nil
 }
 
-// Stores returns the volume stores, name to directory.
-func (s *Store) Stores() map[string]string { return maps.Clone(s.stores) }
+// Stores returns the volume stores, name to directory: a host directory,
+// or a datastore store's location as configured ("ds://DATASTORE/PATH").
+func (s *Store) Stores() map[string]string {
+	out := maps.Clone(s.stores)
+	for name := range s.remote {
+		out[name] = s.cfg.Stores[name]
+	}
+	return out
+}
 
 // dir is a volume's directory.
 func (s *Store) dir(rec *record) string {
