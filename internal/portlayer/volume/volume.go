@@ -143,10 +143,11 @@ var storeNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
 // "ds://DATASTORE/PATH" (vic-machine's form).
 const DatastoreScheme = "ds://"
 
-// datastoreDir is the hypervisor's form of a datastore volume store's
-// directory, "[DATASTORE] PATH", for loc "ds://DATASTORE/PATH"; ok is
-// false for another form (a path with "..", an empty part).
-func datastoreDir(loc string) (dir string, ok bool) {
+// DatastoreDir is the hypervisor's form of a datastore volume store's
+// directory, "[DATASTORE] PATH", for loc "ds://DATASTORE/PATH" (PATH
+// relative and clean, a trailing "/" allowed); ok is false for another
+// form (a path with "..", an empty part, brackets in DATASTORE).
+func DatastoreDir(loc string) (dir string, ok bool) {
 	ds, p, _ := strings.Cut(strings.TrimPrefix(loc, DatastoreScheme), "/")
 	p = strings.TrimSuffix(p, "/")
 	if !strings.HasPrefix(loc, DatastoreScheme) || ds == "" || strings.ContainsAny(ds, "[]") || p == "" ||
@@ -166,7 +167,7 @@ const datastoreRecords = ".datastore"
 func ParseStore(v string) (name, path string, err error) {
 	name, path, ok := strings.Cut(v, ":")
 	if ok && storeNameRE.MatchString(name) && strings.HasPrefix(path, DatastoreScheme) {
-		if _, ok := datastoreDir(path); ok {
+		if _, ok := DatastoreDir(path); ok {
 			return name, strings.TrimSuffix(path, "/"), nil
 		}
 	}
@@ -250,7 +251,7 @@ func New(cfg Config, logger *slog.Logger) (*Store, error) {
 	byDir := map[string]string{}
 	for name, dir := range cfg.Stores {
 		if strings.HasPrefix(dir, DatastoreScheme) && storeNameRE.MatchString(name) {
-			ddir, ok := datastoreDir(dir)
+			ddir, ok := DatastoreDir(dir)
 			if !ok {
 				return nil, portlayer.Errorf(portlayer.ClassInvalidArgument, "volume store %q at %q: want ds://DATASTORE/PATH", name, dir)
 			}

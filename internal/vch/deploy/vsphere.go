@@ -12,7 +12,6 @@ import (
 	"net/url"
 	"os"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +19,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vchproject/vch/internal/hypervisor/vsphere"
+	"github.com/vchproject/vch/internal/portlayer/volume"
 )
 
 // A vSphere VCH (vch create --target): vch create makes, through the
@@ -35,9 +35,6 @@ const (
 	TargetUsernameEnv = "VCH_TARGET_USERNAME"
 	TargetPasswordEnv = "VCH_TARGET_PASSWORD"
 )
-
-// datastoreScheme starts a datastore volume store's location.
-const datastoreScheme = "ds://"
 
 // VSphereOptions are vch create's vSphere flags. Its String hides the
 // credentials.
@@ -225,28 +222,23 @@ func ParseTarget(raw string, getenv func(string) string) (string, Credentials, e
 	return (&url.URL{Scheme: "https", Host: u.Host, Path: "/sdk"}).String(), c, nil
 }
 
-// volumeStoreNameRE is what a volume store's name may be (as package
-// volume has it).
-var volumeStoreNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$`)
-
 // IsDatastoreVolumeStore reports whether a --volume-store value names a
 // datastore location ("NAME:ds://…") rather than a local directory.
 func IsDatastoreVolumeStore(v string) bool {
 	_, loc, _ := strings.Cut(v, ":")
-	return strings.HasPrefix(loc, datastoreScheme)
+	return strings.HasPrefix(loc, volume.DatastoreScheme)
 }
 
 // ParseDatastoreVolumeStore parses "NAME:ds://DATASTORE/PATH" (PATH
-// relative, clean and not empty). InvalidArgument otherwise.
+// relative, clean and not empty; volume.ParseStore's rules).
+// InvalidArgument otherwise.
 func ParseDatastoreVolumeStore(v string) (DatastoreVolumeStore, error) {
-	name, loc, _ := strings.Cut(v, ":")
-	ds, p, _ := strings.Cut(strings.TrimPrefix(loc, datastoreScheme), "/")
-	p = strings.TrimSuffix(p, "/")
-	if !volumeStoreNameRE.MatchString(name) || !strings.HasPrefix(loc, datastoreScheme) || ds == "" || strings.ContainsAny(ds, "[]") ||
-		p == "" || path.Clean(p) != p || strings.HasPrefix(p, "/") || strings.HasPrefix(p, "..") {
+	name, loc, err := volume.ParseStore(v)
+	dir, ok := volume.DatastoreDir(loc)
+	if err != nil || !ok {
 		return DatastoreVolumeStore{}, fmt.Errorf("vch: --volume-store %q: want NAME:ds://DATASTORE/PATH, NAME letters, digits, '_', '.' or '-' and PATH a directory on the datastore: %w", v, errdefs.ErrInvalidArgument)
 	}
-	return DatastoreVolumeStore{Name: name, URL: datastoreScheme + ds + "/" + p, Path: "[" + ds + "] " + p}, nil
+	return DatastoreVolumeStore{Name: name, URL: loc, Path: dir}, nil
 }
 
 // parseComputeResource splits "/DC/host/CLUSTER" into the datacenter's
@@ -263,7 +255,7 @@ func parseComputeResource(cr string) (string, error) {
 func checkImageStore(s string) error {
 	ds, p, _ := strings.Cut(s, "/")
 	p = strings.TrimSuffix(p, "/")
-	if ds == "" || strings.ContainsAny(ds, "[]") || strings.HasPrefix(s, datastoreScheme) ||
+	if ds == "" || strings.ContainsAny(ds, "[]") || strings.HasPrefix(s, volume.DatastoreScheme) ||
 		p != "" && (path.Clean(p) != p || strings.HasPrefix(p, "..")) {
 		return fmt.Errorf("vch: --image-store %q: want DATASTORE or DATASTORE/PATH: %w", s, errdefs.ErrInvalidArgument)
 	}
