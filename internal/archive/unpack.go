@@ -90,6 +90,15 @@ type Options struct {
 	// over either fails with InvalidArgument before the entry is written.
 	MaxBytes   int64
 	MaxEntries int
+	// DirectWrites writes the data of regular files of at least
+	// directMin bytes with O_DIRECT (open(2)), so the kernel does not
+	// copy it through the page cache: for a VM's guest, whose virtual
+	// disk's device model reads the data straight from the writer's
+	// buffer (docker cp into a container, where a TCG guest spent 1.6 s
+	// of 2.4 s per 100 MiB copying into its page cache). Where the
+	// filesystem refuses O_DIRECT (tmpfs, shared folders) the file is
+	// written through the page cache as without the option.
+	DirectWrites bool
 }
 
 // Owner is a numeric owner.
@@ -140,6 +149,7 @@ type unpacker struct {
 	opts    Options
 	bytes   int64 // regular file bytes so far (Options.MaxBytes)
 	entries int   // entries so far (Options.MaxEntries)
+	buf     []byte
 }
 
 // within joins a cleaned entry name to Options.Prefix.
@@ -326,7 +336,7 @@ func (u *unpacker) entry(ctx context.Context, hdr *tar.Header, body io.Reader) e
 		}
 		f := os.NewFile(uintptr(fd), rel)
 		if body != nil {
-			if err := copySparse(f, ctxReader{ctx, body}); err != nil {
+			if err := u.copySparse(f, ctxReader{ctx, body}, u.opts.DirectWrites && hdr.Size >= directMin); err != nil {
 				f.Close()
 				return fmt.Errorf("archive: write %q: %w", rel, err)
 			}
@@ -591,46 +601,6 @@ func removeAt(d *os.File, name string, isDir bool) error {
 	}
 	defer sub.Close()
 	return sub.RemoveAll(name)
-}
-
-// sparseBlock is the unit copySparse checks for zeros.
-const sparseBlock = 64 << 10
-
-// copySparse copies r to the new, empty file f, leaving whole blocks of
-// zeros as holes, so a file that is mostly zeros (a sparse file from
-// `tar --sparse`, a preallocated database) does not fill the host's disk.
-func copySparse(f *os.File, r io.Reader) error {
-	buf := make([]byte, sparseBlock)
-	var size int64
-	hole := false
-	for {
-		n, err := readBlock(r, buf)
-		if n > 0 {
-			if isZero(buf[:n]) {
-				if _, serr := f.Seek(int64(n), io.SeekCurrent); serr != nil {
-					return serr
-				}
-				hole = true
-			} else {
-				if _, werr := f.Write(buf[:n]); werr != nil {
-					return werr
-				}
-				hole = false
-			}
-			size += int64(n)
-		}
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return err
-		}
-	}
-	if hole {
-		// A trailing hole: set the size the seeks did not.
-		return f.Truncate(size)
-	}
-	return nil
 }
 
 // readBlock fills buf from r, stopping early only at io.EOF (returned

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/sys/unix"
@@ -322,4 +323,89 @@ func TestIsZero(t *testing.T) {
 			t.Errorf("isZero(%d bytes ending %v) = %v", len(tc.b), tc.b[max(0, len(tc.b)-1):], got)
 		}
 	}
+}
+
+// TestUnpackDirectWrites checks Options.DirectWrites: on a filesystem
+// with direct I/O a large file's data bypasses the page cache (none of
+// its pages is resident after the unpack, by mincore(2)), on tmpfs the
+// unpack falls back to buffered writes; either way the content is whole,
+// blocks of zeros are holes, and the unaligned tail is written.
+func TestUnpackDirectWrites(t *testing.T) {
+	body := make([]byte, 3<<20+1234)
+	for i := range body {
+		body[i] = byte(i*7 + i>>12 + 1)
+	}
+	clear(body[sparseBlock*5 : sparseBlock*6]) // one hole in the first chunk
+	dirs := map[string]string{"disk": t.TempDir()}
+	if fi, err := os.Stat("/dev/shm"); err == nil && fi.IsDir() {
+		shm, err := os.MkdirTemp("/dev/shm", "archive-test-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(shm) })
+		dirs["tmpfs"] = shm
+	}
+	for name, dir := range dirs {
+		t.Run(name, func(t *testing.T) {
+			tb := makeTar(t, []entry{{name: "big", typ: tar.TypeReg, body: string(body)}, {name: "small", typ: tar.TypeReg, body: "hello"}})
+			if err := UnpackWith(t.Context(), tb, dir, Options{DirectWrites: true}); err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(dir, "big")
+			if name == "disk" && directWorks(t, dir) {
+				if n := residentPages(t, p, 3<<20); n != 0 {
+					t.Errorf("%d pages of the first 3 MiB are in the page cache after direct writes", n)
+				}
+			}
+			got, err := os.ReadFile(p)
+			if err != nil || !bytes.Equal(got, body) {
+				t.Fatalf("content differs (len %d, want %d), %v", len(got), len(body), err)
+			}
+			if s, _ := os.ReadFile(filepath.Join(dir, "small")); string(s) != "hello" {
+				t.Fatalf("small file holds %q", s)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err != nil {
+				t.Fatal(err)
+			}
+			if used := st.Blocks * 512; used > int64(len(body))-sparseBlock+directAlign {
+				t.Errorf("file uses %d bytes on disk: the block of zeros is not a hole", used)
+			}
+		})
+	}
+}
+
+// directWorks reports whether dir's filesystem takes O_DIRECT.
+func directWorks(t *testing.T, dir string) bool {
+	fd, err := unix.Open(filepath.Join(dir, ".probe"), unix.O_CREAT|unix.O_WRONLY|unix.O_DIRECT, 0o600)
+	if err != nil {
+		t.Logf("no direct I/O in %s: %v", dir, err)
+		return false
+	}
+	unix.Close(fd)
+	os.Remove(filepath.Join(dir, ".probe"))
+	return true
+}
+
+// residentPages counts the pages of p's first n bytes in the page cache.
+func residentPages(t *testing.T, p string, n int) int {
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	vec := make([]byte, (n+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(n), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	c := 0
+	for _, v := range vec {
+		c += int(v & 1)
+	}
+	return c
 }

@@ -354,7 +354,7 @@ func putPath(ctx context.Context, r io.Reader, put wire.ArchivePut) error {
 		}
 		return archiveFail(wire.ArchiveReadOnly, "mounted volume is marked read-only")
 	}
-	opts := archive.Options{MaxBytes: put.MaxBytes, MaxEntries: maxPutEntries, NoOverwriteDirNonDir: put.NoOverwriteDirNonDir}
+	opts := archive.Options{MaxBytes: put.MaxBytes, MaxEntries: maxPutEntries, NoOverwriteDirNonDir: put.NoOverwriteDirNonDir, DirectWrites: true}
 	if opts.MaxBytes == 0 {
 		// A tar bomb fails before it fills the disk (a sparse file counts
 		// with its full size).
