@@ -142,6 +142,9 @@ func run(logger *slog.Logger) error {
 		deferred = w.Deferred
 	}
 	srv := newServer(logger, reaper)
+	if channel.serial {
+		srv.rehello = channel.hello
+	}
 	if spares != nil {
 		srv.nics.useSpareNS(*spares)
 	}

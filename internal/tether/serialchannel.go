@@ -92,12 +92,7 @@ func EncodeGuestinfo(keys map[string]string) string {
 // hello on it. Errors say which step failed; a refused hello wraps
 // serialauth.ErrRefused.
 func openSerialChannel(c channelChoice) (*os.File, error) {
-	name, secretHex := c.guestinfo[guestinfoName], c.guestinfo[guestinfoSecret]
-	if name == "" || secretHex == "" {
-		return nil, errors.New("tether: serial channel: guestinfo has no VM name or channel secret")
-	}
-	secret, err := serialauth.ParseSecret(secretHex)
-	if err != nil {
+	if _, _, err := c.identity(); err != nil {
 		return nil, err
 	}
 	dev := "/dev/" + c.device
@@ -109,11 +104,39 @@ func openSerialChannel(c channelChoice) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("tether: serial channel %s: %w", dev, err)
 	}
-	if err := serialauth.Guest(f, name, secret); err != nil {
+	if err := c.hello(f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("tether: serial channel %s: %w", dev, err)
+		return nil, err
 	}
 	return f, nil
+}
+
+// identity is the VM's name and channel secret from guestinfo.
+func (c channelChoice) identity() (string, []byte, error) {
+	name, secretHex := c.guestinfo[guestinfoName], c.guestinfo[guestinfoSecret]
+	if name == "" || secretHex == "" {
+		return "", nil, errors.New("tether: serial channel: guestinfo has no VM name or channel secret")
+	}
+	secret, err := serialauth.ParseSecret(secretHex)
+	if err != nil {
+		return "", nil, err
+	}
+	return name, secret, nil
+}
+
+// hello runs the guest's hello (package serialauth) on the serial
+// channel f: at boot, and again whenever a host's session ends, as the
+// next host to connect (a restarted daemon, its listener reached by the
+// VM's serial port anew) starts with the listener's hello.
+func (c channelChoice) hello(f *os.File) error {
+	name, secret, err := c.identity()
+	if err != nil {
+		return err
+	}
+	if err := serialauth.Guest(f, name, secret); err != nil {
+		return fmt.Errorf("tether: serial channel /dev/%s: %w", c.device, err)
+	}
+	return nil
 }
 
 // makeRaw puts the terminal f in raw mode at 115200 baud (the 16550's

@@ -28,6 +28,10 @@ type server struct {
 	table  *proctable.Table
 
 	nics nics
+	// rehello, on a serial channel, runs the guest's hello again before
+	// each session after the first (channelChoice.hello); nil on a
+	// virtio-serial port, which reads EOF when its host goes.
+	rehello func(*os.File) error
 	// zygote is the main process's helper made before a template was
 	// saved; nil in a booted guest.
 	zygote *zygote
@@ -79,7 +83,18 @@ var errPowerOff = errors.New("tether: power-off requested")
 // running, their output waits in the process table, and the next host to
 // connect gets a new session (wire protocol v2).
 func (s *server) serve(port *os.File) error {
-	for {
+	for first := true; ; first = false {
+		if !first && s.rehello != nil {
+			// A serial line has no end of session of its own: the next
+			// host's listener starts with its hello, whose first bytes
+			// ended the last session's framing (the magic's bytes, read
+			// as a frame header, declare a frame over link.MaxFrameBytes).
+			if err := s.rehello(port); err != nil {
+				s.logger.Info("channel hello failed; waiting for the next host", "err", err)
+				time.Sleep(time.Second)
+				continue // and the hello again
+			}
+		}
 		conn, err := waitHost(port)
 		if err != nil {
 			return err

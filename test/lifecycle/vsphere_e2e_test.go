@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/standin"
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/vcsimtest"
 	"github.com/vchproject/vch/internal/testenv"
+	"github.com/vchproject/vch/internal/vch/deploy"
 )
 
 // TestVSphereLifecycle is the operator's story on vSphere: vch create
@@ -228,6 +230,43 @@ func TestVSphereLifecycle(t *testing.T) {
 		t.Errorf("exec in the restarted vs3: %q", got)
 	}
 	dockerV("rm", "-f", "vs2", "vs3")
+
+	// kill -9 of the daemon: the container's VM runs on in vSphere, and
+	// the daemon the supervisor starts again takes it back (the driver
+	// points the VM's serial port at its new listener; the guest says
+	// its hello again): the same VM, still running, its output kept,
+	// exec answering.
+	dockerV("run", "-d", "--network", "none", "--name", "vs4", "busybox", "sh", "-c", "echo before the restart; exec sleep 300")
+	vs4 := dockerV("inspect", "-f", "{{.Id}}", "vs4")
+	vmBefore := findVM(t, ctx, f, name, vs4[:12])
+	waitFor(t, 60*time.Second, "vs4's first output", func() bool {
+		return strings.Contains(dockerV("logs", "vs4"), "before the restart")
+	})
+	pid := o.inspect(name).Pid
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 90*time.Second, "the supervisor restarts the daemon", func() bool {
+		st := o.inspect(name)
+		return st.State == deploy.StateRunning && st.Pid > 0 && st.Pid != pid
+	})
+	waitFor(t, 90*time.Second, "the restarted daemon answers with vs4 running", func() bool {
+		r := docker(t, env, "inspect", "-f", "{{.State.Running}}", "vs4")
+		return r.code == 0 && strings.TrimSpace(r.stdout) == "true"
+	})
+	if got := dockerV("exec", "vs4", "echo", "after the restart"); got != "after the restart" {
+		t.Errorf("exec in vs4 after the daemon's restart: %q", got)
+	}
+	if vm := findVM(t, ctx, f, name, vs4[:12]); vm == nil || vmBefore == nil || vm.Reference() != vmBefore.Reference() {
+		t.Errorf("vs4's VM after the restart: %v, want the same VM %v", vm, vmBefore)
+	}
+	if logs := dockerV("logs", "vs4"); logs != "before the restart" {
+		t.Errorf("vs4's logs after the restart: %q", logs)
+	}
+	dockerV("rm", "-f", "vs4")
+	if vm := findVM(t, ctx, f, name, vs4[:12]); vm != nil {
+		t.Errorf("the VM of removed container vs4 is still there")
+	}
 
 	// vch delete removes the pool, the folder (with the driver's helper
 	// VM) and the image store's directory.

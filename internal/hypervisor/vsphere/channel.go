@@ -229,6 +229,12 @@ func (d *Driver) expect(name string) (*waiter, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("vsphere: channel secret: %w", err)
 	}
+	return d.expectSecret(name, secret)
+}
+
+// expectSecret registers a wait for name's hello with secret (an adopted
+// VM's, read back from its guestinfo). AlreadyExists as expect.
+func (d *Driver) expectSecret(name string, secret []byte) (*waiter, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.waiting[name] != nil || d.vms[name] != nil {

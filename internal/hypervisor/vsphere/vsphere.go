@@ -550,10 +550,11 @@ func (d *Driver) GoString() string { return d.String() }
 
 // Capabilities: the accelerator is "vsphere". vSphere's suspend writes
 // the VM's memory out and drops its serial connection, which is no
-// pause, so Pause is false; adoption by a restarted daemon is not in this
-// driver yet; no shares, templates or warm restores.
+// pause, so Pause is false; VMs run on in vSphere when the daemon stops
+// and a restarted daemon's driver takes them back (Adopt); no shares,
+// templates or warm restores.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: "vsphere"}
+	return hypervisor.Capabilities{Accelerator: "vsphere", Adopt: true}
 }
 
 // collector is the driver's property collector.

@@ -683,7 +683,7 @@ func TestInvalidSpecs(t *testing.T) {
 		})
 	}
 	t.Run("ExactCapabilities", func(t *testing.T) {
-		want := hypervisor.Capabilities{Accelerator: "vsphere"}
+		want := hypervisor.Capabilities{Accelerator: "vsphere", Adopt: true}
 		if c := d.Capabilities(); c != want {
 			t.Errorf("Capabilities() = %+v, want %+v", c, want)
 		}

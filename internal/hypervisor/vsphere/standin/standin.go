@@ -36,6 +36,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -48,6 +49,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/digitalocean/go-qemu/qmp"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"github.com/vmware/govmomi/object"
@@ -93,6 +95,8 @@ type standIn struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error
+	qmp  string // the QMP socket
+	uri  string // the serial port's service URI its channel connects to
 }
 
 // Run watches the folder every 50 ms until ctx ends, then kills every
@@ -146,9 +150,19 @@ func (r *Runner) scan(ctx context.Context) {
 		}
 		on[o.Self] = true
 		r.mu.Lock()
-		_, ok := r.running[o.Self]
+		running, ok := r.running[o.Self]
 		r.mu.Unlock()
 		if ok {
+			// A serial port given a new backing and connected: an ESX
+			// host connects it to the new URI (a restarted daemon's
+			// driver adopting the VM), so QEMU's chardev is swapped.
+			if uri, on := serialPort(o); on && uri != running.uri {
+				if err := running.retarget(uri); err != nil {
+					r.logf("stand-in for %s: serial port to %s: %v", o.Name, uri, err)
+				} else {
+					r.logf("stand-in for %s: serial port connected to %s", o.Name, uri)
+				}
+			}
 			continue
 		}
 		s, err := r.boot(ctx, o)
@@ -263,10 +277,6 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 			}
 		case types.BaseVirtualEthernetCard:
 			macs = append(macs, dev.GetVirtualEthernetCard().MacAddress)
-		case *types.VirtualSerialPort:
-			if b, ok := dev.Backing.(*types.VirtualSerialPortURIBackingInfo); ok {
-				serialURI = b.ServiceURI
-			}
 		case *types.VirtualDisk:
 			b, ok := dev.Backing.(*types.VirtualDiskFlatVer2BackingInfo)
 			if !ok {
@@ -279,6 +289,7 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 			disks = append(disks, disk{unit: *dev.UnitNumber, file: file, ro: b.DiskMode == string(types.VirtualDiskModeIndependent_nonpersistent)})
 		}
 	}
+	serialURI, _ = serialPort(o)
 	sort.Slice(disks, func(i, j int) bool { return disks[i].unit < disks[j].unit })
 	kernel, initrd, err := r.bootFiles(iso, runDir)
 	if err != nil {
@@ -337,6 +348,9 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 		return nil, fmt.Errorf("serial port URI %q: %w", serialURI, err)
 	}
 	args = append(args, "-chardev", "socket,id=channel,host="+host+",port="+port, "-device", "isa-serial,chardev=channel,index=1")
+	qmpPath := filepath.Join(runDir, "qmp.sock")
+	_ = os.Remove(qmpPath)
+	args = append(args, "-qmp", "unix:"+qmpPath+",server=on,wait=off")
 	keep := map[string]string{}
 	for k, v := range info {
 		if strings.HasPrefix(k, "guestinfo.") {
@@ -359,7 +373,7 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 		return nil, err
 	}
 	r.logf("stand-in for %s: QEMU %d with %d disks, channel %s", o.Name, cmd.Process.Pid, len(disks), serialURI)
-	s := &standIn{name: o.Name, cmd: cmd, done: make(chan struct{})}
+	s := &standIn{name: o.Name, cmd: cmd, done: make(chan struct{}), qmp: qmpPath, uri: serialURI}
 	go func() { s.err = cmd.Wait(); close(s.done) }()
 	return s, nil
 }
@@ -535,4 +549,54 @@ func hostTSCKHz() int {
 		}
 	}
 	return 2000000
+}
+
+// serialPort is the service URI of o's network-backed serial port and
+// whether the port is connected.
+func serialPort(o mo.VirtualMachine) (string, bool) {
+	for _, dev := range o.Config.Hardware.Device {
+		if p, ok := dev.(*types.VirtualSerialPort); ok {
+			if b, ok := p.Backing.(*types.VirtualSerialPortURIBackingInfo); ok {
+				return b.ServiceURI, p.Connectable == nil || p.Connectable.Connected
+			}
+		}
+	}
+	return "", false
+}
+
+// retarget connects the stand-in's channel chardev to uri ("tcp://HOST:PORT")
+// in place of the one it had (QMP chardev-change: the guest's UART keeps
+// running, its bytes go to the new peer).
+func (s *standIn) retarget(uri string) error {
+	addr, ok := strings.CutPrefix(uri, "tcp://")
+	if !ok {
+		return fmt.Errorf("serial port URI %q: want tcp://", uri)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("serial port URI %q: %w", uri, err)
+	}
+	mon, err := qmp.NewSocketMonitor("unix", s.qmp, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	if err := mon.Connect(); err != nil {
+		return err
+	}
+	defer mon.Disconnect()
+	cmd, err := json.Marshal(map[string]any{"execute": "chardev-change", "arguments": map[string]any{
+		"id": "channel",
+		"backend": map[string]any{"type": "socket", "data": map[string]any{
+			"addr":   map[string]any{"type": "inet", "data": map[string]any{"host": host, "port": port}},
+			"server": false,
+		}},
+	}})
+	if err != nil {
+		return err
+	}
+	if _, err := mon.Run(cmd); err != nil {
+		return err
+	}
+	s.uri = uri
+	return nil
 }
