@@ -84,6 +84,11 @@
 // extraConfig ends with Err nil. Either way the driver then destroys the
 // VM (keeping its disks) and closes Done.
 //
+// VMs run on when the driver closes or its process dies; a later driver
+// takes one back with Adopt (adopt.go): the VM's serial port is pointed
+// at the new listener and the guest, which says its hello again after
+// every session, proves the secret read back from its guestinfo.
+//
 // # Placement
 //
 // Where the compute resource is a cluster with DRS enabled (its
