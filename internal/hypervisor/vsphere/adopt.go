@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
-	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/vmware/govmomi/object"
@@ -84,24 +83,14 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if err := d.reconnectSerial(vctx, v.obj, o.Config.Hardware.Device); err != nil {
 		return abort(fmt.Errorf("%w: %w", d.fail("reconnect the serial port of "+spec.Name, err), errdefs.ErrUnavailable))
 	}
-	timer := time.NewTimer(d.cfg.ConnectTimeout)
-	defer timer.Stop()
-	select {
-	case c := <-w.conn:
-		if !v.setChannel(c) {
-			return nil, fmt.Errorf("vsphere: VM %s ended as its guest connected: %w: %w", spec.Name, v.Status().Err, errdefs.ErrUnavailable)
+	if err := d.awaitGuest(ctx, v, w, "adopt"); err != nil {
+		if v.ended() {
+			return nil, err
 		}
-		d.logger.Info("vm adopted", "vm", spec.Name, "moref", o.Self.Value, "host", v.Host())
-		return v, nil
-	case <-v.done:
-		return nil, fmt.Errorf("vsphere: VM %s ended before its guest connected again: %w: %w", spec.Name, v.Status().Err, errdefs.ErrUnavailable)
-	case <-timer.C:
-		return abort(fmt.Errorf("vsphere: VM %s: guest channel not connected again within %s: %w", spec.Name, d.cfg.ConnectTimeout, errdefs.ErrUnavailable))
-	case <-ctx.Done():
-		return abort(fmt.Errorf("vsphere: adopt %s: %w: %w", spec.Name, ctx.Err(), errdefs.ErrUnavailable))
-	case <-d.ctx.Done():
-		return abort(fmt.Errorf("vsphere: adopt %s: driver closed: %w", spec.Name, errdefs.ErrUnavailable))
+		return abort(err)
 	}
+	d.logger.Info("vm adopted", "vm", spec.Name, "moref", o.Self.Value, "host", v.Host())
+	return v, nil
 }
 
 // findVM reads the VM named name in folder (not beneath it): through a

@@ -196,23 +196,37 @@ func (d *Driver) Start(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	}
 	d.follow(v)
 
+	if err := d.awaitGuest(ctx, v, w, "start"); err != nil {
+		if v.ended() {
+			return nil, err
+		}
+		return abort(err)
+	}
+	d.logger.Info("vm started", "vm", spec.Name, "moref", ref.Value, "host", v.Host(), "placement", d.Placement())
+	return v, nil
+}
+
+// awaitGuest waits for v's guest to say its hello on w (op, "start" or
+// "adopt", names the wait in errors) and gives v its channel. Unavailable
+// if the VM ends first (v ended), or the Config's ConnectTimeout, ctx or
+// the driver ends first (v still running: the caller kills it).
+func (d *Driver) awaitGuest(ctx context.Context, v *vm, w *waiter, op string) error {
 	timer := time.NewTimer(d.cfg.ConnectTimeout)
 	defer timer.Stop()
 	select {
 	case c := <-w.conn:
 		if !v.setChannel(c) {
-			return nil, fmt.Errorf("vsphere: VM %s ended as its guest connected: %w: %w", spec.Name, v.Status().Err, errdefs.ErrUnavailable)
+			return fmt.Errorf("vsphere: VM %s ended as its guest connected: %w: %w", v.name, v.Status().Err, errdefs.ErrUnavailable)
 		}
-		d.logger.Info("vm started", "vm", spec.Name, "moref", ref.Value, "host", v.Host(), "placement", d.Placement())
-		return v, nil
+		return nil
 	case <-v.done:
-		return nil, fmt.Errorf("vsphere: VM %s ended before its guest connected: %w: %w", spec.Name, v.Status().Err, errdefs.ErrUnavailable)
+		return fmt.Errorf("vsphere: VM %s ended before its guest connected: %w: %w", v.name, v.Status().Err, errdefs.ErrUnavailable)
 	case <-timer.C:
-		return abort(fmt.Errorf("vsphere: VM %s: guest channel not connected within %s: %w", spec.Name, d.cfg.ConnectTimeout, errdefs.ErrUnavailable))
+		return fmt.Errorf("vsphere: VM %s: guest channel not connected within %s: %w", v.name, d.cfg.ConnectTimeout, errdefs.ErrUnavailable)
 	case <-ctx.Done():
-		return abort(fmt.Errorf("vsphere: start %s: %w: %w", spec.Name, ctx.Err(), errdefs.ErrUnavailable))
+		return fmt.Errorf("vsphere: %s %s: %w: %w", op, v.name, ctx.Err(), errdefs.ErrUnavailable)
 	case <-d.ctx.Done():
-		return abort(fmt.Errorf("vsphere: start %s: driver closed: %w", spec.Name, errdefs.ErrUnavailable))
+		return fmt.Errorf("vsphere: %s %s: driver closed: %w", op, v.name, errdefs.ErrUnavailable)
 	}
 }
 
