@@ -85,7 +85,7 @@ func (e *sim) startMany(d *Driver, prefix string, n, conc int) []started {
 		wg.Go(func() {
 			for i := range next {
 				ctx, cancel := context.WithTimeout(e.t.Context(), 30*time.Second)
-				out[i], errs[i] = e.tryStart(ctx, d, spec(fmt.Sprintf("%s-%d", prefix, i)))
+				out[i], errs[i] = e.tryStartWith(ctx, d, spec(fmt.Sprintf("%s-%d", prefix, i)), true)
 				cancel()
 			}
 		})

@@ -359,6 +359,33 @@ func (e *sim) start(d *Driver, s hypervisor.Spec) started {
 
 // tryStart is start for any goroutine: it returns the error.
 func (e *sim) tryStart(ctx context.Context, d *Driver, s hypervisor.Spec) (started, error) {
+	return e.tryStartWith(ctx, d, s, false)
+}
+
+// waitedSecret is the secret d's Start of name waits for a hello with,
+// once it waits (bounded by ctx).
+func waitedSecret(ctx context.Context, d *Driver, name string) ([]byte, error) {
+	for {
+		d.mu.Lock()
+		w := d.waiting[name]
+		d.mu.Unlock()
+		if w != nil {
+			return w.secret, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("no Start of %s waits: %w", name, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// tryStartWith is tryStart; with fromDriver the fake guest takes the
+// secret from the driver's wait instead of polling the simulator for the
+// VM's guestinfo: for many concurrent starts, where vcsim's object locks
+// could hang a view read racing CreateVM (placement tests). The
+// guestinfo path is covered by the tests that use tryStart.
+func (e *sim) tryStartWith(ctx context.Context, d *Driver, s hypervisor.Spec, fromDriver bool) (started, error) {
 	g := guest{e: e, d: d, name: s.Name}
 	type res struct {
 		c      net.Conn
@@ -367,7 +394,13 @@ func (e *sim) tryStart(ctx context.Context, d *Driver, s hypervisor.Spec) (start
 	}
 	gr := make(chan res, 1)
 	go func() {
-		secret, err := g.secret(ctx)
+		var secret []byte
+		var err error
+		if fromDriver {
+			secret, err = waitedSecret(ctx, d, s.Name)
+		} else {
+			secret, err = g.secret(ctx)
+		}
 		if err != nil {
 			gr <- res{err: err}
 			return
