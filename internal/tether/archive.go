@@ -172,7 +172,14 @@ func statPath(p string) (wire.PathStat, error) {
 type tarWriter struct {
 	tw    *tar.Writer
 	inode map[uint64]string
+	buf   []byte // file data's copy buffer, made on first use
 }
+
+// tarCopyBytes is how much of a file one read takes and one write hands
+// the channel (the tar writer passes data through): a frame of the
+// link's largest on a virtio-serial port (spliceBytes), where io.Copy's
+// 32 KiB made eight.
+const tarCopyBytes = spliceBytes
 
 func newTarWriter(w io.Writer) *tarWriter {
 	return &tarWriter{tw: tar.NewWriter(w), inode: map[uint64]string{}}
@@ -228,7 +235,10 @@ func (t *tarWriter) add(host, name string, fi fs.FileInfo) error {
 	defer f.Close()
 	// A file that shrank meanwhile is padded; one that grew is cut: the
 	// header's size is what the archive promised.
-	n, err := io.Copy(t.tw, io.LimitReader(f, hdr.Size))
+	if t.buf == nil {
+		t.buf = make([]byte, tarCopyBytes)
+	}
+	n, err := io.CopyBuffer(t.tw, io.LimitReader(f, hdr.Size), t.buf)
 	if err != nil {
 		return err
 	}
