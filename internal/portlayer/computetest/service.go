@@ -12,6 +12,7 @@ import (
 	"github.com/vchproject/vch/internal/agent/wire"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvfake"
+	"github.com/vchproject/vch/internal/portlayer"
 	"github.com/vchproject/vch/internal/portlayer/compute"
 )
 
@@ -23,9 +24,16 @@ var Image = "sha256:" + strings.Repeat("1", 64)
 // in Dir.
 type EmptyRootfs struct{ Dir string }
 
-// Rootfs writes the empty file for imageID and returns its path.
+// Rootfs writes the empty file for imageID and returns its path;
+// NotFound, as an image store would answer, for an ID that is no plain
+// file name (empty, ".", "..", or holding '/'), so no file is made
+// outside Dir.
 func (r EmptyRootfs) Rootfs(_ context.Context, imageID string) (string, error) {
-	p := filepath.Join(r.Dir, strings.TrimPrefix(imageID, "sha256:")+".raw")
+	name := strings.TrimPrefix(imageID, "sha256:")
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return "", portlayer.Errorf(portlayer.ClassNotFound, "no such image: %s", imageID)
+	}
+	p := filepath.Join(r.Dir, name+".raw")
 	return p, os.WriteFile(p, nil, 0o600)
 }
 
