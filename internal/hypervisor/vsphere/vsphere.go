@@ -73,7 +73,8 @@
 // # How a VM ends
 //
 // The driver watches its VMs' runtime.powerState with one property
-// collector stream over a container view of the VCH's folder (watch.go);
+// collector stream over the children of the VCH's folder (a list view of the
+// folder as the filter's root, watch.go);
 // an update saying a VM is off is checked by reading its state, as
 // updates may be stale. Kill powers the VM
 // off, detaches its disks and destroys it (ExitStatus.Err says it was

@@ -12,13 +12,25 @@ import (
 )
 
 // The watcher follows every powered-on VM of the driver with one stream:
-// a container view of the VCH's VM folder (VirtualMachine, recursive),
-// one property filter on it for watchProps, and one WaitForUpdatesEx
-// loop on a property collector of its own, which dispatches each update
-// to its VM by moref. A VM's end is then one update in one stream and
-// one long poll carries all of them, whatever the number of VMs (a
-// watcher per VM held a collector, a filter and a connection each; see
-// docs/vsphere.md, "Plan past one machine").
+// a list view holding the VCH's VM folder, one property filter that
+// traverses from it to the folder's children (ListView.view, then
+// Folder.childEntity) for watchProps, and one WaitForUpdatesEx loop on a
+// property collector of its own, which dispatches each update to its VM
+// by moref. A VM's end is then one update in one stream and one long
+// poll carries all of them, whatever the number of VMs (a watcher per VM
+// held a collector, a filter and a connection each; see docs/vsphere.md,
+// "Plan past one machine").
+//
+// Why a list view of the folder and not a container view of its VMs:
+// the filter's root object must be one that creating or destroying a VM
+// does not change. vcsim (v0.52.0 to v0.55.0, the versions served here)
+// takes a filter's lock and then its root's lock when it re-walks a root
+// that changed, and the root's lock and then the filter's when it marks
+// the root changed; a container view of the VMs changes with every
+// CreateVM, and concurrent creates deadlocked the simulator that way
+// (TestPlacementSpreads, about one run in ten). The list view never
+// changes, and new VMs still enter the filter through the folder's
+// childEntity, on vCenter as in vcsim.
 
 // follow hands v, just powered on, to the watcher, starting it on first
 // use. A power-off between the power-on and now is caught by one direct
@@ -74,12 +86,20 @@ func (d *Driver) watch(folder types.ManagedObjectReference) {
 
 // stream is one view, filter and update loop; it returns why it broke.
 func (d *Driver) stream(ctx context.Context, folder types.ManagedObjectReference) error {
-	v, err := view.NewManager(d.client).CreateContainerView(ctx, folder, []string{"VirtualMachine"}, true)
+	v, err := view.NewManager(d.client).CreateListView(ctx, []types.ManagedObjectReference{folder})
 	if err != nil {
 		return err
 	}
 	defer v.Destroy(context.WithoutCancel(ctx))
-	filter := new(property.WaitFilter).Add(v.Reference(), "VirtualMachine", watchProps, v.TraversalSpec())
+	filter := new(property.WaitFilter).Add(v.Reference(), "VirtualMachine", watchProps, &types.TraversalSpec{
+		Type: "ListView",
+		Path: "view",
+		Skip: types.NewBool(true),
+		SelectSet: []types.BaseSelectionSpec{&types.TraversalSpec{
+			Type: "Folder",
+			Path: "childEntity",
+		}},
+	})
 	filter.Spec.ObjectSet[0].Skip = types.NewBool(true)
 	return property.WaitForUpdates(ctx, d.collector(), filter, func(updates []types.ObjectUpdate) bool {
 		for _, u := range updates {
