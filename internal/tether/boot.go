@@ -144,6 +144,7 @@ func run(logger *slog.Logger) error {
 	srv := newServer(logger, reaper)
 	if channel.serial {
 		srv.rehello = channel.hello
+		srv.frameStall = serialFrameStall
 	}
 	if spares != nil {
 		srv.nics.useSpareNS(*spares)

@@ -1,8 +1,10 @@
 package tether
 
 import (
+	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -11,7 +13,9 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
+	"github.com/vchproject/vch/internal/agent/link"
 	"github.com/vchproject/vch/internal/agent/serialauth"
+	"github.com/vchproject/vch/internal/agent/wire"
 )
 
 func TestParseChannel(t *testing.T) {
@@ -101,5 +105,109 @@ func TestSerialChannel(t *testing.T) {
 	io.WriteString(ptm, "ok "+serialauth.ServerMAC(make([]byte, serialauth.SecretBytes), "c9", nonce)+"\n")
 	if o := <-res; !errors.Is(o.err, serialauth.ErrRefused) {
 		t.Errorf("openSerialChannel with a listener lacking the secret = %v, want ErrRefused", o.err)
+	}
+}
+
+// listenerHello plays the listener's side of serialauth's hello on ptm:
+// it waits for the guest's nudge, says its line, checks the guest's and
+// accepts it. It fails the test if the guest says nothing within limit.
+func listenerHello(t *testing.T, ptm *os.File, key []byte, name, nonce string, limit time.Duration) {
+	t.Helper()
+	type line struct {
+		s   string
+		err error
+	}
+	read := func() (string, error) {
+		c := make(chan line, 1)
+		go func() { s, err := serialauth.ReadLine(ptm); c <- line{s, err} }()
+		select {
+		case l := <-c:
+			return l.s, l.err
+		case <-time.After(limit):
+			return "", errors.New("the guest said nothing")
+		}
+	}
+	for {
+		got, err := read()
+		if err != nil {
+			t.Fatalf("waiting for the guest's nudge: %v", err)
+		}
+		if got == "" {
+			break
+		}
+	}
+	io.WriteString(ptm, serialauth.Magic+" "+nonce+"\n")
+	got, err := read()
+	if want := serialauth.Magic + " " + name + " " + serialauth.GuestMAC(key, name, nonce); err != nil || got != want {
+		t.Fatalf("guest's hello %q, %v; want %q", got, err, want)
+	}
+	io.WriteString(ptm, "ok "+serialauth.ServerMAC(key, name, nonce)+"\n")
+}
+
+// TestSerialSessionStall: a host that dies in the middle of a link frame
+// on a serial channel (the line says nothing) costs the guest one
+// frameStall: the session ends, the guest says its hello again, and the
+// next host's session works. Without the bound the guest would read the
+// next listener's line as the rest of the frame and never answer it.
+func TestSerialSessionStall(t *testing.T) {
+	ptm, pts, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptm.Close()
+	defer pts.Close()
+	name := strings.TrimPrefix(pts.Name(), "/dev/")
+	secret := strings.Repeat("5a", serialauth.SecretBytes)
+	key, _ := serialauth.ParseSecret(secret)
+	nonce := strings.Repeat("01", serialauth.NonceBytes)
+	c := channelChoice{serial: true, device: name, guestinfo: map[string]string{guestinfoName: "c9", guestinfoSecret: secret}}
+
+	port := make(chan *os.File, 1)
+	go func() {
+		f, err := openSerialChannel(c)
+		if err != nil {
+			t.Error(err)
+		}
+		port <- f
+	}()
+	listenerHello(t, ptm, key, "c9", nonce, 10*time.Second)
+	f := <-port
+	if f == nil {
+		return
+	}
+	defer f.Close()
+
+	srv := newServer(slog.New(slog.DiscardHandler), nil)
+	srv.rehello = c.hello
+	srv.frameStall = 300 * time.Millisecond
+	go srv.serve(f)
+
+	hostHello := func() {
+		t.Helper()
+		io.WriteString(ptm, wire.Hello)
+		got, err := serialauth.ReadLine(ptm)
+		if err != nil || got+"\r\n" != wire.Hello4 && got+"\n" != wire.Hello4 && got != wire.Hello4 {
+			t.Fatalf("tether answered %q, %v; want %q", got, err, wire.Hello4)
+		}
+	}
+	// The first host: hello, then a frame header declaring 1000 bytes and
+	// 10 of them; then it dies.
+	hostHello()
+	partial := append([]byte{0x50, 0, 0, 0, 1, 0, 0, 0x03, 0xe8}, make([]byte, 10)...)
+	if _, err := ptm.Write(partial); err != nil {
+		t.Fatal(err)
+	}
+	// The next listener: the guest's hello comes back within the stall
+	// bound and its nudge's second.
+	listenerHello(t, ptm, key, "c9", nonce, 5*time.Second)
+	hostHello()
+	host, _, _, err := link.Client(ptm, link.V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if ok, _, err := host.SendRequest(ctx, wire.RequestProcesses, true, nil); err != nil || !ok {
+		t.Fatalf("the next host's request: %v, %v", ok, err)
 	}
 }

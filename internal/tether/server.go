@@ -32,6 +32,10 @@ type server struct {
 	// each session after the first (channelChoice.hello); nil on a
 	// virtio-serial port, which reads EOF when its host goes.
 	rehello func(*os.File) error
+	// frameStall, on a serial channel, is how long a read may block in
+	// the middle of a link frame before the session ends (serialFrameStall;
+	// link.StallBounded); 0 on a virtio-serial port.
+	frameStall time.Duration
 	// zygote is the main process's helper made before a template was
 	// saved; nil in a booted guest.
 	zygote *zygote
@@ -101,11 +105,47 @@ func (s *server) serve(port *os.File) error {
 		}
 		err = s.session(conn)
 		conn.end()
+		if s.frameStall > 0 {
+			_ = port.SetReadDeadline(time.Time{}) // the next hello waits
+		}
 		if errors.Is(err, errPowerOff) {
 			return nil
 		}
 		s.logger.Info("host disconnected; processes keep running", "err", err)
 	}
+}
+
+// serialFrameStall is how long tether waits, on a serial channel, for the
+// rest of a link frame that stopped arriving midway before it ends the
+// session: a serial line says nothing when the daemon at its other end
+// dies, and the next daemon's hello would otherwise be read as the rest of
+// that frame (docs/vsphere.md, "Adoption"). A daemon that lives writes a
+// frame in one write, so a pause this long inside one is its death (or a
+// host stalled as long, whose session then starts again).
+const serialFrameStall = 10 * time.Second
+
+// stallSession is a session on a serial channel: link.StallBounded over
+// the port's read deadline.
+type stallSession struct {
+	*sessionConn
+	limit time.Duration
+}
+
+func (c stallSession) FrameStall() time.Duration { return c.limit }
+
+func (c stallSession) SetReadDeadline(t time.Time) error { return c.port.SetReadDeadline(t) }
+
+// stallBounded is conn as the link should read it: stall-bounded on a
+// serial channel whose port takes read deadlines, else conn itself.
+func (s *server) stallBounded(conn *sessionConn) io.ReadWriteCloser {
+	if s.frameStall <= 0 {
+		return conn
+	}
+	if err := conn.port.SetReadDeadline(time.Time{}); err != nil {
+		s.logger.Warn("serial channel takes no read deadline: a frame cut by a dying host is not bounded", "err", err)
+		return conn
+	}
+	return stallSession{conn, s.frameStall}
 }
 
 // session serves one host connection until it ends: the host's
@@ -114,7 +154,7 @@ func (s *server) session(conn *sessionConn) error {
 	if err := wire.AcceptHello(conn); err != nil {
 		return err
 	}
-	sc, chans, reqs, err := link.Server(conn, link.V4)
+	sc, chans, reqs, err := link.Server(s.stallBounded(conn), link.V4)
 	if err != nil {
 		return fmt.Errorf("tether: start link: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 )
 
 // frameHeaderBytes is a V4 frame's header: type, ID, payload length.
@@ -33,6 +34,50 @@ type FrameSizer interface {
 // copying each frame into a buffer of its own.
 type FrameWriter interface {
 	WriteFrame(header, payload []byte) error
+}
+
+// StallBounded is a byte stream with no end-of-session signal of its
+// own (a plain serial line: a peer that died says nothing), on which V4
+// ends the connection when a frame stops arriving midway: while a frame's
+// payload is incomplete, every read of the stream must return within
+// FrameStall, or the reader fails with the read's deadline error and the
+// connection ends as if the stream had closed. Between frames reads wait
+// without a deadline (an idle link is no stall). Without this, a reader
+// whose peer died while sending a frame would read the next peer's
+// first bytes as the rest of that frame.
+type StallBounded interface {
+	// FrameStall is the longest a read may block mid-frame (seconds'
+	// scale; at least a millisecond).
+	FrameStall() time.Duration
+	// SetReadDeadline is os.File's and net.Conn's: reads blocked past t
+	// fail with os.ErrDeadlineExceeded; the zero time clears it.
+	SetReadDeadline(t time.Time) error
+}
+
+// stallReader is readLoop's view of a StallBounded stream: while mid is
+// set, every read carries a deadline FrameStall away; once mid is unset
+// the deadline is cleared before the next read.
+type stallReader struct {
+	r     io.Reader
+	sb    StallBounded
+	mid   bool
+	armed bool
+}
+
+func (s *stallReader) Read(b []byte) (int, error) {
+	switch {
+	case s.mid:
+		if err := s.sb.SetReadDeadline(time.Now().Add(s.sb.FrameStall())); err != nil {
+			return 0, err
+		}
+		s.armed = true
+	case s.armed:
+		if err := s.sb.SetReadDeadline(time.Time{}); err != nil {
+			return 0, err
+		}
+		s.armed = false
+	}
+	return s.r.Read(b)
 }
 
 // creditStep is how much a V4 receiver lets its reader consume before it
@@ -167,10 +212,22 @@ func (c *frameConn) Wait() error {
 // then ends every channel and request.
 func (c *frameConn) readLoop() {
 	defer c.end()
-	r := bufio.NewReaderSize(c.rwc, readBufferBytes)
+	var stall *stallReader
+	var src io.Reader = c.rwc
+	if sb, ok := c.rwc.(StallBounded); ok {
+		stall = &stallReader{r: c.rwc, sb: sb}
+		src = stall
+	}
+	r := bufio.NewReaderSize(src, readBufferBytes)
 	var h [frameHeaderBytes]byte
 	for {
-		if _, err := io.ReadFull(r, h[:]); err != nil {
+		if _, err := io.ReadFull(r, h[:1]); err != nil {
+			return
+		}
+		if stall != nil {
+			stall.mid = true // the rest of the header, then the payload
+		}
+		if _, err := io.ReadFull(r, h[1:]); err != nil {
 			return
 		}
 		typ, id, n := h[0], binary.BigEndian.Uint32(h[1:]), binary.BigEndian.Uint32(h[5:])
@@ -180,6 +237,9 @@ func (c *frameConn) readLoop() {
 		p, err := readPayload(r, n)
 		if err != nil {
 			return
+		}
+		if stall != nil {
+			stall.mid = false
 		}
 		if err := c.dispatch(typ, id, p); err != nil {
 			return
