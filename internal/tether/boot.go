@@ -45,14 +45,20 @@ func Main() {
 		RunSpawnHelper()
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "tether")
-	err := run(logger)
+	var channel channelChoice
+	err := run(logger, &channel)
 	if err != nil {
 		logger.Error("tether failed", "err", err)
+	}
+	if err := channel.markExit(); err != nil {
+		logger.Warn("no power-off mark: the VM ends as powered off by someone else", "err", err)
 	}
 	powerOff()
 }
 
-func run(logger *slog.Logger) error {
+// run boots the guest and serves its host until a power-off; channel is
+// set to how the guest reached the host as soon as that is known.
+func run(logger *slog.Logger, channel *channelChoice) error {
 	ctx := context.Background()
 	if err := mountKernelFS(); err != nil {
 		return err
@@ -74,9 +80,21 @@ func run(logger *slog.Logger) error {
 		return err
 	}
 	cmdline, _ := os.ReadFile("/proc/cmdline")
-	channel, err := parseChannel(string(cmdline))
+	parsed, err := parseChannel(string(cmdline))
 	if err != nil {
 		return err
+	}
+	*channel = parsed
+	if channel.serial && len(channel.guestinfo) == 0 {
+		store, ok, err := vmwareBackdoor()
+		if err != nil {
+			logger.Warn("VMware backdoor not reachable", "err", err)
+		}
+		if ok {
+			if err := channel.fillGuestinfo(store); err != nil {
+				return err
+			}
+		}
 	}
 	var port string
 	var f *os.File
@@ -84,7 +102,7 @@ func run(logger *slog.Logger) error {
 		if template {
 			return errors.New("tether: a template guest's channel is the virtio-serial port, not a serial line")
 		}
-		if f, err = openSerialChannel(channel); err != nil {
+		if f, err = openSerialChannel(*channel); err != nil {
 			return err
 		}
 		port = "/dev/" + channel.device

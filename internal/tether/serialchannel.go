@@ -3,7 +3,6 @@ package tether
 import (
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -28,7 +27,7 @@ const (
 	// GuestinfoParam carries guestinfo on the command line where the
 	// VMware backdoor is not there: base64url (unpadded) of a JSON object
 	// of guestinfo keys to values. A stand-in: on vSphere, guestinfo is
-	// read through the backdoor (not built yet).
+	// read through the backdoor (guestinfo.go).
 	GuestinfoParam = "vch.guestinfo"
 )
 
@@ -43,7 +42,8 @@ const (
 type channelChoice struct {
 	serial    bool
 	device    string            // under /dev, serial only
-	guestinfo map[string]string // from GuestinfoParam, serial only
+	guestinfo map[string]string // from GuestinfoParam or store, serial only
+	store     guestinfoStore    // the backdoor's guestinfo, on vSphere; else nil
 }
 
 // parseChannel reads the channel's words from a kernel command line.
@@ -115,7 +115,7 @@ func openSerialChannel(c channelChoice) (*os.File, error) {
 func (c channelChoice) identity() (string, []byte, error) {
 	name, secretHex := c.guestinfo[guestinfoName], c.guestinfo[guestinfoSecret]
 	if name == "" || secretHex == "" {
-		return "", nil, errors.New("tether: serial channel: guestinfo has no VM name or channel secret")
+		return "", nil, errNoGuestinfo
 	}
 	secret, err := serialauth.ParseSecret(secretHex)
 	if err != nil {
