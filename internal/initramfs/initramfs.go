@@ -33,6 +33,13 @@ var BootModules = []string{"virtio_ring", "virtio", "virtio_mmio", "virtio_blk",
 // built-in ones.
 var FilesystemModules = []string{"crc32c_generic", "ext4"}
 
+// VSphereModules are what a vSphere VM's devices need besides
+// BootModules: its paravirtual SCSI controller and disks (vmw_pvscsi,
+// sd_mod) and its vmxnet3 NICs; [KernelTree.LoadOrder] adds their
+// dependencies (scsi_mod, scsi_common). Modules of Debian's cloud and
+// generic 6.1 kernels both. Only a vSphere VCH's initramfs has them.
+var VSphereModules = []string{"vmw_pvscsi", "sd_mod", "vmxnet3"}
+
 // ShareModules are what host directory shares (virtio-9p) need; only
 // Debian's generic kernel has them.
 var ShareModules = []string{"9pnet_virtio", "9p"}

@@ -51,6 +51,26 @@ func TestLoadOrderRealKernels(t *testing.T) {
 	if err != nil || !slices.Equal(got, initramfs.BootModules) {
 		t.Errorf("cloud kernel: %v, %v; want %v", got, err, initramfs.BootModules)
 	}
+	// A vSphere VCH's: the SCSI stack under its disk and controller.
+	got, err = cloud.LoadOrder(append(slices.Clone(initramfs.BootModules), initramfs.VSphereModules...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cloud kernel, vSphere modules: %v", got)
+	vpos := map[string]int{}
+	for i, m := range got {
+		vpos[m] = i
+	}
+	for _, pair := range [][2]string{{"scsi_mod", "vmw_pvscsi"}, {"scsi_mod", "sd_mod"}, {"scsi_common", "scsi_mod"}} {
+		a, aok := vpos[pair[0]]
+		b, bok := vpos[pair[1]]
+		if !aok || !bok || a > b {
+			t.Errorf("cloud kernel, vSphere order %v: want %s before %s", got, pair[0], pair[1])
+		}
+	}
+	if _, ok := vpos["vmxnet3"]; !ok {
+		t.Errorf("cloud kernel, vSphere order %v: no vmxnet3", got)
+	}
 	generic := initramfs.KernelTree{Dir: filepath.Join(root, "kernel-generic")}
 	if _, err := generic.Version(); err != nil {
 		t.Skip("generic kernel not unpacked (make guest)")

@@ -96,6 +96,7 @@ func run(logger *slog.Logger, channel *channelChoice) error {
 			}
 		}
 	}
+	diskUnits = scsiUnits(channel.guestinfo)
 	var port string
 	var f *os.File
 	if channel.serial {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -108,7 +109,7 @@ var errNoGuestinfo = errors.New("tether: serial channel: guestinfo has no VM nam
 // fillGuestinfo completes c's guestinfo from store when the kernel
 // command line carried none (GuestinfoParam is the stand-in's way; on
 // vSphere the keys come through the backdoor): the VM's name and channel
-// secret. The secret stays in guestinfo: a restarted daemon reads it back
+// secret, and its disks' serials and SCSI addresses. The secret stays in guestinfo: a restarted daemon reads it back
 // from there to adopt the VM (docs/vsphere.md, "Adoption"), and inside
 // the guest only a process with I/O privilege (CAP_SYS_RAWIO, which
 // containers lack unless privileged) reaches the backdoor.
@@ -117,7 +118,12 @@ func (c *channelChoice) fillGuestinfo(store guestinfoStore) error {
 		return nil
 	}
 	c.guestinfo = map[string]string{}
-	for _, k := range []string{guestinfoName, guestinfoSecret} {
+	keys := []string{guestinfoName, guestinfoSecret}
+	for i := range maxSCSIDisks {
+		n := guestinfoDiskPrefix + strconv.Itoa(i)
+		keys = append(keys, n+".serial", n+".address")
+	}
+	for _, k := range keys {
 		v, ok, err := store.Get(k)
 		if err != nil {
 			return err

@@ -20,8 +20,15 @@ import (
 // it is moved to its target inside the container.
 const stagingDir = "/run/vch/staging"
 
+// diskUnits maps disk serials to their units on a vSphere VM's
+// paravirtual SCSI controller (scsiUnits of the serial channel's
+// guestinfo); set once at boot before any disk is looked for, empty on
+// the qemu driver's VMs.
+var diskUnits map[string]int
+
 // findDisk returns the device path (/dev/vdX) of the virtio-blk disk whose
-// serial is serial, waiting up to deviceWait for it to appear; if it is
+// serial is serial (or, on vSphere, /dev/sdX of the SCSI disk diskUnits
+// places it at), waiting up to deviceWait for it to appear; if it is
 // not there at first look, every unbound virtio-blk device is bound (a
 // restored VM binds its disks on first use). With legacyVda, a /dev/vda without any serial is taken (a host that sets
 // none).
@@ -38,6 +45,14 @@ func findDisk(ctx context.Context, serial string, legacyVda bool) (string, error
 			got := strings.TrimSpace(string(b))
 			name := filepath.Base(filepath.Dir(m))
 			if got == serial || (legacyVda && got == "" && name == "vda") {
+				dev := "/dev/" + name
+				if _, err := os.Stat(dev); err == nil {
+					return dev, nil
+				}
+			}
+		}
+		if unit, ok := diskUnits[serial]; ok {
+			if name := scsiDisk("/sys", unit); name != "" {
 				dev := "/dev/" + name
 				if _, err := os.Stat(dev); err == nil {
 					return dev, nil

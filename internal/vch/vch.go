@@ -213,7 +213,11 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		return nil, fmt.Errorf("vch: tether binary (run `make build`): %w: %w", err, errdefs.ErrUnavailable)
 	}
 	initrd := filepath.Join(root, "guest", "initrd.img")
-	modules, err := kt.LoadOrder(append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...))
+	want := append(slices.Clone(initramfs.BootModules), initramfs.FilesystemModules...)
+	if cfg.VSphere != nil {
+		want = append(want, initramfs.VSphereModules...)
+	}
+	modules, err := kt.LoadOrder(want)
 	if err != nil {
 		return nil, fmt.Errorf("vch: guest kernel modules: %w", err)
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -102,6 +103,13 @@ func TestVSphereLifecycle(t *testing.T) {
 	out := dockerV("run", "--rm", "--network", "none", "busybox", "sh", "-c", "echo hello from vsphere; cat /proc/cmdline")
 	if !strings.HasPrefix(out, "hello from vsphere\n") || !strings.Contains(out, "vch.channel=serial") {
 		t.Errorf("docker run output %q: want the greeting and the guest's serial channel", out)
+	}
+	// The guest's devices are vSphere's: its disks on a paravirtual SCSI
+	// controller (found by the addresses in guestinfo: they have no
+	// serial), its NIC a vmxnet3.
+	out = dockerV("run", "--rm", "busybox", "sh", "-c", "ls /sys/block; cat /sys/class/scsi_host/*/proc_name; basename $(readlink /sys/class/net/eth0/device/driver)")
+	if f := strings.Fields(out); !slices.Contains(f, "sda") || slices.Contains(f, "vda") || !slices.Contains(f, "vmw_pvscsi") || !slices.Contains(f, "vmxnet3") {
+		t.Errorf("the guest's devices %q: want sda on vmw_pvscsi and a vmxnet3 NIC, no virtio-blk disk", out)
 	}
 	info := dockerV("info", "--format", "{{range .DriverStatus}}{{index . 0}}={{index . 1}};{{end}}")
 	if !strings.Contains(info, "vSphere Placement=drs;") || !strings.Contains(info, "vSphere Resource Pool=/DC0/host/DC0_C0/Resources/"+name+";") {

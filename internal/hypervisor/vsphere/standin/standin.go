@@ -9,8 +9,9 @@
 //   - the kernel and initramfs inside the VM's boot ISO (its CD-ROM's
 //     file on the simulated datastore), booted directly: QEMU does not go
 //     through ISOLINUX;
-//   - its disks, in SCSI unit order, as virtio-blk disks with the serials
-//     guestinfo gives their SCSI addresses (tether finds disks by serial);
+//   - its disks on a paravirtual SCSI controller (QEMU's pvscsi, on the
+//     microvm's PCIe host), each at its SCSI unit as target, LUN 0, as on
+//     vSphere (tether finds them by the addresses guestinfo gives);
 //     a delta disk, which the simulator only records, is made real with
 //     qemu-img over its parent; a base disk (an image's or a volume's,
 //     imported by NFC: the simulator keeps the upload when started by
@@ -18,7 +19,7 @@
 //     one of the runner's naming the extent a move renamed (RunDir/disks);
 //     independent-nonpersistent disks
 //     are read-only, the others (deltas, volumes) written in place;
-//   - its NICs as virtio-net NICs with their MACs, each on a tap in the
+//   - its NICs as vmxnet3 NICs (QEMU's) with their MACs, each on a tap in the
 //     bridge Runner.NIC names: what the VM's portgroup is attached to;
 //   - its serial port's service URI as the guest's second UART (the first
 //     is the console, a file), and its guestinfo on the kernel command
@@ -250,17 +251,6 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 	if err := os.MkdirAll(runDir, 0o700); err != nil {
 		return nil, err
 	}
-	serials := map[int32]string{}
-	for k, v := range info {
-		if rest, ok := strings.CutPrefix(k, vsphere.GuestinfoDisk); ok && strings.HasSuffix(rest, ".address") {
-			idx := strings.TrimSuffix(rest, ".address")
-			unit, err := strconv.Atoi(strings.TrimPrefix(v, "scsi0:"))
-			if err != nil {
-				return nil, fmt.Errorf("disk address %q", v)
-			}
-			serials[int32(unit)] = info[vsphere.GuestinfoDisk+idx+".serial"]
-		}
-	}
 	var iso, serialURI string
 	var macs []string
 	type disk struct {
@@ -300,12 +290,15 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 		tsc = hostTSCKHz()
 	}
 	args := []string{
-		"-M", "microvm,x-option-roms=off,pit=on,pic=on,rtc=on,isa-serial=on",
+		"-M", "microvm,x-option-roms=off,pit=on,pic=on,rtc=on,isa-serial=on,pcie=on",
 		"-accel", "tcg", "-cpu", "qemu64,+arat",
 		"-m", strconv.Itoa(int(o.Config.Hardware.MemoryMB)), "-smp", strconv.Itoa(int(o.Config.Hardware.NumCPU)),
 		"-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd,
 		"-serial", "file:" + filepath.Join(runDir, "console.log"),
+	}
+	if len(disks) > 0 {
+		args = append(args, "-device", "pvscsi,id=scsi0")
 	}
 	for i, d := range disks {
 		ro := ""
@@ -314,7 +307,7 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 		}
 		args = append(args,
 			"-drive", fmt.Sprintf("file=%s,format=vmdk,if=none,id=d%d%s", d.file, i, ro),
-			"-device", fmt.Sprintf("virtio-blk-device,drive=d%d,serial=%s", i, serials[d.unit]))
+			"-device", fmt.Sprintf("scsi-hd,drive=d%d,bus=scsi0.0,channel=0,scsi-id=%d,lun=0", i, d.unit))
 	}
 	var taps []*os.File
 	defer func() {
@@ -337,7 +330,7 @@ func (r *Runner) boot(ctx context.Context, o mo.VirtualMachine) (*standIn, error
 		taps = append(taps, f)
 		n := len(taps) - 1
 		args = append(args, "-netdev", fmt.Sprintf("tap,id=net%d,fd=%d", n, 3+n),
-			"-device", fmt.Sprintf("virtio-net-device,netdev=net%d,mac=%s", n, mac))
+			"-device", fmt.Sprintf("vmxnet3,netdev=net%d,mac=%s", n, mac))
 	}
 	addr, ok := strings.CutPrefix(serialURI, "tcp://")
 	if !ok {
