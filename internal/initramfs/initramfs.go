@@ -85,6 +85,22 @@ func (k KernelTree) Kernel() (string, error) {
 	return p, nil
 }
 
+// BzImage returns the path of the tree's compressed kernel,
+// boot/vmlinuz-<version>: what a boot loader (ISOLINUX on a vSphere VM's
+// boot ISO) loads through the Linux x86 boot protocol, which the ELF
+// vmlinux Kernel prefers is not. os errors if it is missing.
+func (k KernelTree) BzImage() (string, error) {
+	v, err := k.Version()
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(k.Dir, "boot", "vmlinuz-"+v)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("initramfs: kernel bzImage: %w", err)
+	}
+	return p, nil
+}
+
 func fileExists(p string) bool {
 	st, err := os.Stat(p)
 	return err == nil && st.Mode().IsRegular()

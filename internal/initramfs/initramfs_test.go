@@ -195,6 +195,10 @@ func TestVersionAndKernel(t *testing.T) {
 	if k, err := kt.Kernel(); err != nil || k != elf {
 		t.Errorf("Kernel with vmlinux = %q, %v; want %q", k, err, elf)
 	}
+	// A boot loader's kernel stays the bzImage.
+	if b, err := kt.BzImage(); err != nil || b != filepath.Join(kt.Dir, "boot", "vmlinuz-"+version) {
+		t.Errorf("BzImage with vmlinux = %q, %v; want the vmlinuz", b, err)
+	}
 
 	noVersion := t.TempDir() // lib/modules holds only a file
 	os.MkdirAll(filepath.Join(noVersion, "lib", "modules"), 0o755)
@@ -211,6 +215,7 @@ func TestVersionAndKernel(t *testing.T) {
 		{"version_no_version_dir", noVersion, initramfs.KernelTree.Version},
 		{"kernel_missing_tree", filepath.Join(t.TempDir(), "nonexistent"), initramfs.KernelTree.Kernel},
 		{"kernel_no_vmlinuz", noKernel, initramfs.KernelTree.Kernel},
+		{"bzimage_no_vmlinuz", noKernel, initramfs.KernelTree.BzImage},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := tc.call(initramfs.KernelTree{Dir: tc.dir})

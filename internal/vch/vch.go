@@ -240,7 +240,13 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 			return nil, fmt.Errorf("vch: vSphere: %w", err)
 		}
 		v.closeDriver, v.vsphere = vd.Close, vd
-		if kernel, initrd, err = vd.ImportBoot(ctx, kernel, initrd); err != nil {
+		// ISOLINUX boots a bzImage, not the ELF vmlinux QEMU takes.
+		bz, err := kt.BzImage()
+		if err != nil {
+			vd.Close()
+			return nil, fmt.Errorf("vch: vSphere boot ISO: %w", err)
+		}
+		if kernel, initrd, err = vd.ImportBoot(ctx, bz, initrd); err != nil {
 			vd.Close()
 			return nil, fmt.Errorf("vch: vSphere: %w", err)
 		}

@@ -53,9 +53,10 @@ var validDiskName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
 const maxDiskName = 128
 
-// ImportBoot builds an ISO 9660 image that boots the kernel and initrd
-// host files with ISOLINUX (El Torito, no emulation; kernel arguments
-// BootArgs) and uploads it to the image store as boot/<digest>.iso, where
+// ImportBoot builds an ISO 9660 image that boots the kernel (a bzImage:
+// ISOLINUX loads images of the Linux x86 boot protocol, not an ELF
+// vmlinux) and initrd host files with ISOLINUX (El Torito, no emulation;
+// kernel arguments BootArgs) and uploads it to the image store as boot/<digest>.iso, where
 // digest is the first 16 bytes, hex, of SHA-256 over both files. Returns
 // that datastore path as specKernel and "" as specInitrd (the ISO holds
 // the initramfs, see the package doc). An ISO already there is not built
