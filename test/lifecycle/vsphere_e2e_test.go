@@ -143,6 +143,41 @@ func TestVSphereLifecycle(t *testing.T) {
 	}
 	dockerV("rm", "-f", "web")
 
+	// A user-defined network: its bridge is joined to the uplink's, so a
+	// port published by its container is reached through it (the daemon's
+	// side of the network: without the join its bridge reaches no VM),
+	// its containers, on the same portgroup, reach each other by name (the
+	// embedded DNS), and the default bridge's do not reach them.
+	dockerV("network", "create", "vsnet")
+	port2 := freePort(t)
+	dockerV("run", "-d", "--network", "vsnet", "--name", "vsweb", "-p", "127.0.0.1:"+port2+":80", "busybox", "sh", "-c", "echo on vsnet > /index.html; exec httpd -f -p 80 -h /")
+	body = ""
+	waitFor(t, 60*time.Second, "vsnet's published port to serve", func() bool {
+		resp, err := http.Get("http://127.0.0.1:" + port2 + "/index.html")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	if body != "on vsnet\n" {
+		t.Errorf("vsnet's published port served %q", body)
+	}
+	// (busybox-static's wget -T crashes: timeout(1) bounds each try.)
+	fetch := "for i in $(seq 20); do timeout 3 wget -qO- http://%s/index.html && exit 0; sleep 1; done; exit 1"
+	if out := dockerV("run", "--rm", "--network", "vsnet", "busybox", "sh", "-c", fmt.Sprintf(fetch, "vsweb")); out != "on vsnet" {
+		t.Errorf("a peer on a user-defined network by name: %q, want %q", out, "on vsnet")
+	}
+	vsIP := dockerV("inspect", "-f", "{{.NetworkSettings.Networks.vsnet.IPAddress}}", "vsweb")
+	// (Not the container's first process: PID 1 ignores timeout's signal.)
+	if out := dockerV("run", "--rm", "busybox", "sh", "-c", "timeout 5 wget -qO- http://"+vsIP+"/index.html; echo rc=$?"); strings.Contains(out, "on vsnet") || strings.Contains(out, "rc=0") {
+		t.Errorf("a container on the default bridge reached %s on vsnet: %q", vsIP, out)
+	}
+	dockerV("rm", "-f", "vsweb")
+	dockerV("network", "rm", "vsnet")
+
 	// Writes land in the container's delta disk: the image's disk under
 	// it is unchanged, and another container does not see them.
 	sums := func() map[string]string {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/vmware/govmomi/property"
 	"github.com/vmware/govmomi/view"
+	"github.com/vmware/govmomi/vim25/methods"
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 )
@@ -101,42 +102,77 @@ func (d *Driver) stream(ctx context.Context, folder types.ManagedObjectReference
 		}},
 	})
 	filter.Spec.ObjectSet[0].Skip = types.NewBool(true)
-	return property.WaitForUpdates(ctx, d.collector(), filter, func(updates []types.ObjectUpdate) bool {
-		for _, u := range updates {
-			d.mu.Lock()
-			vm := d.watched[u.Obj]
-			d.mu.Unlock()
-			if vm == nil {
-				continue // not started by this driver, or not powered on yet
+	pc, err := d.collector().Create(ctx)
+	if err != nil {
+		return err
+	}
+	defer pc.Destroy(context.WithoutCancel(ctx))
+	if _, err := pc.CreateFilter(ctx, filter.CreateFilter); err != nil {
+		return err
+	}
+	// Each long poll is bounded (streamWaitSeconds), so one whose client
+	// went (a daemon killed, its request cut) ends on the server soon;
+	// an empty answer only means nothing changed, and the next poll goes
+	// on from the same version.
+	req := types.WaitForUpdatesEx{This: pc.Reference(), Options: &types.WaitOptions{MaxWaitSeconds: types.NewInt32(streamWaitSeconds)}}
+	for {
+		res, err := methods.WaitForUpdatesEx(ctx, d.client, &req)
+		if err != nil {
+			if ctx.Err() != nil {
+				_ = pc.CancelWaitForUpdates(context.WithoutCancel(ctx))
+				return ctx.Err()
 			}
-			if u.Kind == types.ObjectUpdateKindLeave {
-				vm.poweredOff(ErrRemoved)
-				continue
-			}
-			for _, c := range u.ChangeSet {
-				switch c.Name {
-				case "runtime.powerState":
-					// An update may be stale (a VM enters the view powered
-					// off when it is created, and that update can come after
-					// its power-on; vcsim reports objects as entering again
-					// as the view changes): poweredOff reads the state
-					// itself before it ends the VM.
-					if c.Val == types.VirtualMachinePowerStatePoweredOff {
-						vm.poweredOff(nil)
-					}
-				case "runtime.host":
-					if h, ok := c.Val.(types.ManagedObjectReference); ok {
-						vm.setRuntime(&h, "")
-					}
-				case "runtime.connectionState":
-					if cs, ok := c.Val.(types.VirtualMachineConnectionState); ok {
-						vm.setRuntime(nil, cs)
-					}
+			return err
+		}
+		set := res.Returnval
+		if set == nil {
+			continue
+		}
+		req.Version = set.Version
+		for _, fs := range set.FilterSet {
+			d.dispatch(fs.ObjectSet)
+		}
+	}
+}
+
+// streamWaitSeconds bounds one long poll of the watcher's stream.
+const streamWaitSeconds = 10
+
+// dispatch hands each update to its VM.
+func (d *Driver) dispatch(updates []types.ObjectUpdate) {
+	for _, u := range updates {
+		d.mu.Lock()
+		vm := d.watched[u.Obj]
+		d.mu.Unlock()
+		if vm == nil {
+			continue // not started by this driver, or not powered on yet
+		}
+		if u.Kind == types.ObjectUpdateKindLeave {
+			vm.poweredOff(ErrRemoved)
+			continue
+		}
+		for _, c := range u.ChangeSet {
+			switch c.Name {
+			case "runtime.powerState":
+				// An update may be stale (a VM enters the view powered
+				// off when it is created, and that update can come after
+				// its power-on; vcsim reports objects as entering again
+				// as the view changes): poweredOff reads the state
+				// itself before it ends the VM.
+				if c.Val == types.VirtualMachinePowerStatePoweredOff {
+					vm.poweredOff(nil)
+				}
+			case "runtime.host":
+				if h, ok := c.Val.(types.ManagedObjectReference); ok {
+					vm.setRuntime(&h, "")
+				}
+			case "runtime.connectionState":
+				if cs, ok := c.Val.(types.VirtualMachineConnectionState); ok {
+					vm.setRuntime(nil, cs)
 				}
 			}
 		}
-		return false
-	})
+	}
 }
 
 // poweredOff ends v, seen powered off (why nil: the state is read again,

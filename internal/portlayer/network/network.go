@@ -22,6 +22,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -177,6 +178,12 @@ func New(cfg Config, newPorts func(dial Dialer) PortPublisher, dns Resolver, log
 		if err := s.attachUplink(cfg.Uplink); err != nil {
 			s.Close()
 			return nil, err
+		}
+		for _, r := range recs {
+			if err := s.joinUplink(r); err != nil {
+				s.Close()
+				return nil, err
+			}
 		}
 	}
 	if !cfg.NoEgress {
@@ -359,7 +366,61 @@ func (s *Service) attachUplink(name string) error {
 	return nil
 }
 
+// uplinkPair names the veth pair that joins bridge to the default
+// bridge: its end on bridge, then its end on the default bridge (15
+// bytes at most, IFNAMSIZ).
+func uplinkPair(bridge string) (string, string) {
+	h := fmt.Sprintf("%08x", crc32.ChecksumIEEE([]byte(bridge)))
+	return "vcu" + h, "vcp" + h
+}
+
+// joinUplink joins r's bridge, a network other than the default, to the
+// default bridge, which holds the uplink, by a veth pair (uplinkPair):
+// the container VMs of every network are on the uplink's one segment (a
+// vSphere portgroup), so each network's gateway, embedded services and
+// published ports must be reachable there. Forwarding stays off in the
+// namespace, so a container reaches another network's containers only
+// by taking an address in that network's subnet itself (CAP_NET_ADMIN;
+// docs/vsphere.md, "Networks"). Idempotent; nothing for the default
+// bridge or a network without a bridge.
+func (s *Service) joinUplink(r record) error {
+	if r.Driver != "bridge" || r.Bridge == defaultBridgeDevice {
+		return nil
+	}
+	a, b := uplinkPair(r.Bridge)
+	if _, err := s.ns.nl.LinkByName(a); err != nil {
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a, MTU: 1500}, PeerName: b}
+		if err := s.ns.nl.LinkAdd(veth); err != nil {
+			return fmt.Errorf("network: join %s to the uplink: veth %s: %w", r.Bridge, a, err)
+		}
+	}
+	for _, end := range [][2]string{{a, r.Bridge}, {b, defaultBridgeDevice}} {
+		link, err := s.ns.nl.LinkByName(end[0])
+		var br netlink.Link
+		if err == nil {
+			br, err = s.ns.nl.LinkByName(end[1])
+		}
+		if err == nil {
+			err = s.ns.nl.LinkSetMaster(link, br)
+		}
+		if err == nil {
+			err = s.ns.nl.LinkSetUp(link)
+		}
+		if err != nil {
+			return fmt.Errorf("network: join %s to the uplink: %s on %s: %w", r.Bridge, end[0], end[1], err)
+		}
+	}
+	return nil
+}
+
 func (s *Service) deleteBridge(name string) {
+	if a, _ := uplinkPair(name); s.cfg.Uplink != "" {
+		if link, err := s.ns.nl.LinkByName(a); err == nil {
+			if err := s.ns.nl.LinkDel(link); err != nil { // and its peer
+				s.logger.Warn("delete uplink veth", "veth", a, "err", err)
+			}
+		}
+	}
 	if link, err := s.ns.nl.LinkByName(name); err == nil {
 		if err := s.ns.nl.LinkDel(link); err != nil {
 			s.logger.Warn("delete bridge", "bridge", name, "err", err)
@@ -466,6 +527,12 @@ func (s *Service) CreateNetwork(ctx context.Context, spec portlayer.NetworkSpec)
 	}
 	if err := s.ensureBridge(r); err != nil {
 		return portlayer.Network{}, err
+	}
+	if s.cfg.Uplink != "" {
+		if err := s.joinUplink(r); err != nil {
+			s.deleteBridge(r.Bridge)
+			return portlayer.Network{}, err
+		}
 	}
 	n := &netState{rec: r, pool: newPool(r.Subnet, r.Gateway, r.IPRange), eps: map[string]*portlayer.Endpoint{}}
 	s.nets[id] = n

@@ -490,3 +490,90 @@ func TestRenameUpdatesDNS(t *testing.T) {
 		t.Errorf("endpoint name = %+v", n.Endpoints)
 	}
 }
+
+// TestUplinkJoinsNetworks: with an uplink (a vSphere VCH's interface on
+// the bridge portgroup) the default bridge holds it, and every other
+// bridge network is joined to the default bridge by a veth pair, up, so
+// the container VMs on the uplink's segment reach each network's gateway;
+// joining again (a restarted daemon) is no error and deleting a network
+// removes its pair.
+func TestUplinkJoinsNetworks(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces")
+	}
+	ctx := context.Background()
+	root := t.TempDir()
+	ns := fmt.Sprintf("vchtest-%d-%d", os.Getpid(), time.Now().UnixNano()%100000)
+	uplink := fmt.Sprintf("vchup%d", os.Getpid()%100000)
+	// A veth pair without addresses (it only carries frames): one end is
+	// the uplink, moved into the VCH's namespace; the other stays here.
+	peer := fmt.Sprintf("vchuq%d", os.Getpid()%100000)
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: uplink}, PeerName: peer}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(peer); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+	})
+	open := func() *Service {
+		t.Helper()
+		s, err := New(Config{Root: root, Namespace: ns, Uplink: uplink}, func(Dialer) PortPublisher { return nopPorts{} }, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	master := func(s *Service, name string) string {
+		t.Helper()
+		l, err := s.ns.nl.LinkByName(name)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if l.Attrs().Flags&net.FlagUp == 0 {
+			t.Errorf("%s is down", name)
+		}
+		m, err := s.ns.nl.LinkByIndex(l.Attrs().MasterIndex)
+		if err != nil {
+			return ""
+		}
+		return m.Attrs().Name
+	}
+	s := open()
+	t.Cleanup(func() { s.Close() })
+	if got := master(s, uplink); got != defaultBridgeDevice {
+		t.Errorf("uplink on %q, want %s", got, defaultBridgeDevice)
+	}
+	n, err := s.CreateNetwork(ctx, portlayer.NetworkSpec{Name: "user"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in, err := s.InspectNetwork(ctx, n.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bridge := s.nets[in.ID].rec.Bridge
+	a, b := uplinkPair(bridge)
+	if got := master(s, a); got != bridge {
+		t.Errorf("%s on %q, want %s", a, got, bridge)
+	}
+	if got := master(s, b); got != defaultBridgeDevice {
+		t.Errorf("%s on %q, want %s", b, got, defaultBridgeDevice)
+	}
+	// A restarted daemon finds the pair in place (the namespace outlives
+	// a daemon while containers run): joining again is no error.
+	if err := s.joinUplink(s.nets[in.ID].rec); err != nil {
+		t.Fatalf("joining again: %v", err)
+	}
+	if got := master(s, a); got != bridge {
+		t.Errorf("after joining again %s on %q, want %s", a, got, bridge)
+	}
+	if err := s.RemoveNetwork(ctx, "user"); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{a, b} {
+		if _, err := s.ns.nl.LinkByName(name); err == nil {
+			t.Errorf("%s left after the network's deletion", name)
+		}
+	}
+}
