@@ -346,9 +346,19 @@ func New(ctx context.Context, cfg Config) (*Driver, error) {
 	if err != nil {
 		return nil, d.fail("connect to "+u.Host, err)
 	}
-	c.RoundTripper = keepalive.NewHandlerSOAP(c.RoundTripper, 5*time.Minute, nil)
+	rl := &relogin{rt: keepalive.NewHandlerSOAP(c.RoundTripper, 5*time.Minute, nil)}
+	c.RoundTripper = rl
 	d.client = c
 	d.sessions = session.NewManager(c)
+	rl.login = func(ctx context.Context) error {
+		err := d.sessions.Login(ctx, user)
+		if err != nil {
+			d.logger.Error("vSphere session lost; logging in again failed", "err", d.creds.redact(err.Error()))
+		} else {
+			d.logger.Warn("vSphere session lost; logged in again", "server", u.Host)
+		}
+		return err
+	}
 	if err := d.sessions.Login(ctx, user); err != nil {
 		return nil, d.fail("log in to "+u.Host, err)
 	}
