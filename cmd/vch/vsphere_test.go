@@ -487,6 +487,18 @@ func TestVSphereEnvCredentials(t *testing.T) {
 	if out, _ := vchRun(t, base, "ls"); !strings.Contains(out, "running") {
 		t.Errorf("a delete that could not log in stopped the VCH:\n%s", out)
 	}
+	// With --force the VCH stops here (no daemon left running against a
+	// vCenter it cannot reach) but keeps its state and inventory.
+	_, err = vchRun(t, base, "delete", "--force", "vs2")
+	if !errdefs.IsUnauthorized(err) || strings.Contains(err.Error(), "Wrong-") {
+		t.Errorf("delete --force with a wrong password: %v, want Unauthenticated without the password", err)
+	}
+	if out, _ := vchRun(t, base, "ls"); strings.Contains(out, "running") || !strings.Contains(out, "vs2") {
+		t.Errorf("after delete --force that could not log in: want vs2 listed and stopped:\n%s", out)
+	}
+	if e.pool("vs2") == nil {
+		t.Error("delete --force that could not log in removed the pool")
+	}
 	// Without the environment, the file's credentials.
 	t.Setenv(deploy.TargetUsernameEnv, "")
 	t.Setenv(deploy.TargetPasswordEnv, "")

@@ -127,18 +127,24 @@ func TestVSphereLifecycle(t *testing.T) {
 	}
 	port := freePort(t)
 	dockerV("run", "-d", "--name", "web", "-p", "127.0.0.1:"+port+":8080", "busybox", "sh", "-c", "echo served from vsphere > /index.html; exec httpd -f -p 8080 -h /")
-	var body string
-	waitFor(t, 60*time.Second, "the published port to serve", func() bool {
-		resp, err := http.Get("http://127.0.0.1:" + port + "/index.html")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return resp.StatusCode == 200
-	})
-	if body != "served from vsphere\n" {
+	// served is what the published port serves at /index.html, once it
+	// answers 200 (within a minute).
+	served := func(port, what string) string {
+		t.Helper()
+		var body string
+		waitFor(t, 60*time.Second, what, func() bool {
+			resp, err := http.Get("http://127.0.0.1:" + port + "/index.html")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body = string(b)
+			return resp.StatusCode == 200
+		})
+		return body
+	}
+	if body := served(port, "the published port to serve"); body != "served from vsphere\n" {
 		t.Errorf("published port served %q", body)
 	}
 	dockerV("rm", "-f", "web")
@@ -151,18 +157,7 @@ func TestVSphereLifecycle(t *testing.T) {
 	dockerV("network", "create", "vsnet")
 	port2 := freePort(t)
 	dockerV("run", "-d", "--network", "vsnet", "--name", "vsweb", "-p", "127.0.0.1:"+port2+":80", "busybox", "sh", "-c", "echo on vsnet > /index.html; exec httpd -f -p 80 -h /")
-	body = ""
-	waitFor(t, 60*time.Second, "vsnet's published port to serve", func() bool {
-		resp, err := http.Get("http://127.0.0.1:" + port2 + "/index.html")
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-		return resp.StatusCode == 200
-	})
-	if body != "on vsnet\n" {
+	if body := served(port2, "vsnet's published port to serve"); body != "on vsnet\n" {
 		t.Errorf("vsnet's published port served %q", body)
 	}
 	// (busybox-static's wget -T crashes: timeout(1) bounds each try.)

@@ -760,7 +760,10 @@ func (m *Manager) Configure(ctx context.Context, name string, force bool, change
 // certificates vch generated, and nothing else; a state directory holding
 // other files is left with them, and a warning. On a vSphere VCH it logs
 // in first (credentials file, or the environment variables when set;
-// nothing is stopped if that fails) and, once the daemon is stopped,
+// if that fails nothing is stopped, or with force the VCH's service,
+// daemon and local processes are stopped, its state and vSphere
+// inventory are kept, and the login's error is returned, so a delete
+// once vSphere answers again removes the rest) and, once the daemon is stopped,
 // removes with DeleteVCH the pool, the folder with the VMs in it and the
 // image store, and the datastore volume store directories create made if
 // they are empty (a volume store holding volumes is left, with a
@@ -779,6 +782,7 @@ func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
 		}
 	}
 	var vs *vsphere.Driver
+	var vsErr error // with force: the login that failed
 	var creds Credentials
 	if c.VSphere != nil {
 		if creds, err = loadCredentials(l, m.getenv); err != nil {
@@ -786,9 +790,14 @@ func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
 		}
 		m.progress("Logging in to %s", c.VSphere.Target)
 		if vs, err = m.connectVSphere(ctx, c.Name, c.VSphere, creds); err != nil {
-			return err
+			if !force {
+				return err
+			}
+			vsErr = err
+			m.progress("Could not log in to %s; stopping the VCH here and keeping its state and vSphere inventory", c.VSphere.Target)
+		} else {
+			defer vs.Close()
 		}
-		defer vs.Close()
 	}
 	svc := m.service(l, c)
 	m.progress("Stopping VCH %s and its %s", name, svc.Describe())
@@ -818,6 +827,9 @@ func (m *Manager) Delete(ctx context.Context, name string, force bool) error {
 		if err := netns.DeleteNamed(ns); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("vch: delete network namespace %s: %w", ns, err)
 		}
+	}
+	if vsErr != nil {
+		return fmt.Errorf("vch: VCH %s stopped; its state and vSphere inventory are kept until a delete reaches %s: %w", name, c.VSphere.Target, vsErr)
 	}
 	if vs != nil {
 		if err := m.deleteOnVSphere(ctx, vs, c); err != nil {
