@@ -91,8 +91,12 @@ func run(logger *slog.Logger, channel *channelChoice) error {
 			logger.Warn("VMware backdoor not reachable", "err", err)
 		}
 		if ok {
-			if err := channel.fillGuestinfo(store); err != nil {
+			werr, err := channel.fillGuestinfo(store)
+			if err != nil {
 				return err
+			}
+			if werr != nil {
+				logger.Warn("channel secret left in guestinfo, readable by the guest's processes", "err", werr)
 			}
 		}
 	}

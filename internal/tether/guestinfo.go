@@ -33,8 +33,9 @@ type guestinfoStore interface {
 // backdoorGuestinfo reaches guestinfo through the VMware backdoor's RPCI
 // channel ("info-get KEY", "info-set KEY VALUE"; open-vm-tools' rpctool
 // speaks the same), via github.com/vmware/vmw-guestinfo. The backdoor is
-// an I/O port, so every call runs on one locked OS thread with I/O
-// privilege level 3 (iopl(2) is per thread) and one call runs at a time.
+// an I/O port, so every call runs on an OS thread of its own with I/O
+// privilege level 3 (iopl(2) is per thread), which ends with the call,
+// and one call runs at a time.
 type backdoorGuestinfo struct{ mu *sync.Mutex }
 
 // vmwareBackdoor is the backdoor's guestinfo if this guest runs on a
@@ -59,16 +60,24 @@ func vmwareBackdoor() (store guestinfoStore, ok bool, err error) {
 	return b, true, nil
 }
 
-// do runs f on a locked thread with I/O privilege.
+// do runs f on a thread of its own with I/O privilege: a goroutine that
+// locks its thread and exits without unlocking it, so the Go runtime ends
+// that thread and its privilege with it (a process started from a
+// privileged thread, a container's, would inherit the privilege, across
+// execve).
 func (b backdoorGuestinfo) do(f func() error) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	if err := unix.Iopl(3); err != nil {
-		return fmt.Errorf("tether: VMware backdoor: I/O privilege: %w", err)
-	}
-	return f()
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: see above
+		if err := unix.Iopl(3); err != nil {
+			done <- fmt.Errorf("tether: VMware backdoor: I/O privilege: %w", err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
 }
 
 func (b backdoorGuestinfo) Get(key string) (string, bool, error) {
@@ -107,15 +116,18 @@ func (b backdoorGuestinfo) Set(key, value string) error {
 var errNoGuestinfo = errors.New("tether: serial channel: guestinfo has no VM name or channel secret")
 
 // fillGuestinfo completes c's guestinfo from store when the kernel
+// fillGuestinfo completes c's guestinfo from store when the kernel
 // command line carried none (GuestinfoParam is the stand-in's way; on
 // vSphere the keys come through the backdoor): the VM's name and channel
-// secret, and its disks' serials and SCSI addresses. The secret stays in guestinfo: a restarted daemon reads it back
-// from there to adopt the VM (docs/vsphere.md, "Adoption"), and inside
-// the guest only a process with I/O privilege (CAP_SYS_RAWIO, which
-// containers lack unless privileged) reaches the backdoor.
-func (c *channelChoice) fillGuestinfo(store guestinfoStore) error {
+// secret, and its disks' serials and SCSI addresses. It then overwrites
+// guestinfo's copy of the secret with "": the backdoor answers any
+// process of the guest, a container's too, and none starts before this.
+// (The vSphere driver keeps a copy the guest cannot read, for Adopt.) A
+// failed overwrite is returned as overwriteErr, not as err: the guest
+// can still reach its host.
+func (c *channelChoice) fillGuestinfo(store guestinfoStore) (overwriteErr, err error) {
 	if !c.serial || len(c.guestinfo) > 0 {
-		return nil
+		return nil, nil
 	}
 	c.guestinfo = map[string]string{}
 	keys := []string{guestinfoName, guestinfoSecret}
@@ -126,14 +138,17 @@ func (c *channelChoice) fillGuestinfo(store guestinfoStore) error {
 	for _, k := range keys {
 		v, ok, err := store.Get(k)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if ok && v != "" {
 			c.guestinfo[k] = v
 		}
 	}
 	c.store = store
-	return nil
+	if c.guestinfo[guestinfoSecret] != "" {
+		overwriteErr = store.Set(guestinfoSecret, "")
+	}
+	return overwriteErr, nil
 }
 
 // markExit sets the guest's power-off mark, on vSphere, just before

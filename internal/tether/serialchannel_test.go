@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"testing"
@@ -209,5 +210,28 @@ func TestSerialSessionStall(t *testing.T) {
 	defer cancel()
 	if ok, _, err := host.SendRequest(ctx, wire.RequestProcesses, true, nil); err != nil || !ok {
 		t.Fatalf("the next host's request: %v, %v", ok, err)
+	}
+}
+
+// TestStallSessionClosed: once a session is closed (its reader stopped
+// by a deadline in the past), the stall bound sets no new deadline that
+// would let the reader block again.
+func TestStallSessionClosed(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	s := stallSession{&sessionConn{port: r}, time.Second}
+	if err := s.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := s.SetReadDeadline(time.Now().Add(time.Second)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("SetReadDeadline after Close: %v, want net.ErrClosed", err)
+	}
+	if _, err := r.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read after Close: %v, want the past deadline's error", err)
 	}
 }

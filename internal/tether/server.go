@@ -133,7 +133,17 @@ type stallSession struct {
 
 func (c stallSession) FrameStall() time.Duration { return c.limit }
 
-func (c stallSession) SetReadDeadline(t time.Time) error { return c.port.SetReadDeadline(t) }
+// SetReadDeadline sets the port's read deadline unless the session is
+// closed: Close stops the session's reader with a deadline in the past,
+// which a later deadline must not undo (net.ErrClosed then ends the read).
+func (c stallSession) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return net.ErrClosed
+	}
+	return c.port.SetReadDeadline(t)
+}
 
 // stallBounded is conn as the link should read it: stall-bounded on a
 // serial channel whose port takes read deadlines, else conn itself.

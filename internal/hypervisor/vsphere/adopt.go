@@ -52,15 +52,23 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if o.Runtime.PowerState != types.VirtualMachinePowerStatePoweredOn || o.Config == nil {
 		return nil, fmt.Errorf("vsphere: VM %s is %s: %w", spec.Name, o.Runtime.PowerState, errdefs.ErrNotFound)
 	}
-	var secretHex string
+	// The secret out of the guest's reach; guestinfo's copy, which the
+	// guest overwrites, for a VM of a driver that kept no other.
+	var secretHex, guestHex string
 	for _, b := range o.Config.ExtraConfig {
-		if ov := b.GetOptionValue(); ov.Key == GuestinfoChannelSecret {
+		switch ov := b.GetOptionValue(); ov.Key {
+		case ChannelSecretKey:
 			secretHex, _ = ov.Value.(string)
+		case GuestinfoChannelSecret:
+			guestHex, _ = ov.Value.(string)
 		}
+	}
+	if secretHex == "" {
+		secretHex = guestHex
 	}
 	secret, err := hex.DecodeString(secretHex)
 	if err != nil || len(secret) != secretBytes {
-		return nil, fmt.Errorf("vsphere: VM %s has no channel secret in its guestinfo: not one of this driver's: %w", spec.Name, errdefs.ErrNotFound)
+		return nil, fmt.Errorf("vsphere: VM %s has no channel secret in its configuration: not one of this driver's: %w", spec.Name, errdefs.ErrNotFound)
 	}
 	w, err := d.expectSecret(spec.Name, secret)
 	if err != nil {

@@ -72,6 +72,16 @@ func TestAdopt(t *testing.T) {
 		}
 		conn <- context.DeadlineExceeded
 	}()
+	// tether overwrote guestinfo's copy of the secret at boot: Adopt
+	// takes the one the guest cannot read.
+	task, err := e.vm("adopt1").Reconfigure(ctx, types.VirtualMachineConfigSpec{ExtraConfig: []types.BaseOptionValue{
+		&types.OptionValue{Key: GuestinfoChannelSecret, Value: ""}}})
+	if err == nil {
+		err = task.Wait(ctx)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 	av, err := d2.Adopt(ctx, hypervisor.Spec{Name: "adopt1"})
 	if err != nil {
 		t.Fatalf("Adopt: %v", err)

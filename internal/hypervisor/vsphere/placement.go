@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vmware/govmomi/fault"
 	"github.com/vmware/govmomi/object"
 	"github.com/vmware/govmomi/view"
 	"github.com/vmware/govmomi/vim25/mo"
@@ -124,8 +125,8 @@ func (d *Driver) findPlacement(ctx context.Context) error {
 
 // refreshHosts reads the hosts' state in one call.
 func (d *Driver) refreshHosts(ctx context.Context) error {
-	var hs []mo.HostSystem
-	if err := d.hostView.Retrieve(ctx, []string{"HostSystem"}, hostProps, &hs); err != nil {
+	hs, err := d.readHosts(ctx)
+	if err != nil {
 		return d.fail("hosts of "+d.cfg.ComputeResource, err)
 	}
 	now := time.Now()
@@ -166,6 +167,35 @@ func (d *Driver) refreshHosts(ctx context.Context) error {
 	}
 	d.hostsAt = now
 	return nil
+}
+
+// readHosts reads hostProps of the compute resource's hosts through the
+// host view. A view belongs to the session that made it: one gone with a
+// lost session (ManagedObjectNotFound once relogin.go logged in again) is
+// made anew, once.
+func (d *Driver) readHosts(ctx context.Context) ([]mo.HostSystem, error) {
+	d.viewMu.Lock()
+	v := d.hostView
+	d.viewMu.Unlock()
+	var hs []mo.HostSystem
+	err := v.Retrieve(ctx, []string{"HostSystem"}, hostProps, &hs)
+	if err == nil || !fault.Is(err, &types.ManagedObjectNotFound{}) {
+		return hs, err
+	}
+	nv, cerr := view.NewManager(d.client).CreateContainerView(ctx, d.cr.Reference(), []string{"HostSystem"}, true)
+	if cerr != nil {
+		return nil, err
+	}
+	d.viewMu.Lock()
+	if d.hostView == v {
+		d.hostView = nv
+	} else { // another caller made one first
+		_ = nv.Destroy(context.WithoutCancel(ctx))
+		nv = d.hostView
+	}
+	d.viewMu.Unlock()
+	hs = nil
+	return hs, nv.Retrieve(ctx, []string{"HostSystem"}, hostProps, &hs)
 }
 
 // place chooses the host of a new VM of memMiB and reserves the memory

@@ -9,9 +9,12 @@ import (
 
 // TestRelogin: when the driver's session is terminated (as by an
 // administrator, or lost with a vCenter restart), its next calls log in
-// again once and succeed; starting a VM works on the new session.
+// again once and succeed; the host view (a session's object) is made
+// anew, so the hosts are read and a VM placed by free memory (no DRS)
+// starts on the new session.
 func TestRelogin(t *testing.T) {
 	e := newSim(t)
+	e.setDRS(false)
 	d := e.vch()
 	ctx := t.Context()
 	us, err := d.sessions.UserSession(ctx)
@@ -32,6 +35,11 @@ func TestRelogin(t *testing.T) {
 	}
 	if n := strings.Count(e.logs.String(), "logged in again"); n != 1 {
 		t.Errorf("%d relogins logged, want 1:\n%s", n, e.logs.String())
+	}
+	for range 2 {
+		if err := d.refreshHosts(ctx); err != nil {
+			t.Fatalf("reading the hosts after the relogin: %v", err)
+		}
 	}
 	s := e.start(d, spec("after-relogin"))
 	if err := s.vm.Kill(); err != nil {

@@ -48,6 +48,11 @@ const (
 	GuestinfoCmdline       = "guestinfo.vch.cmdline"
 	GuestinfoChannelName   = "guestinfo.vch.channel.name"
 	GuestinfoChannelSecret = "guestinfo.vch.channel.secret"
+	// ChannelSecretKey keeps the channel secret where the guest cannot
+	// read it (the guest reads only guestinfo.* keys): tether overwrites
+	// guestinfo's copy once it has read it, so that the container's
+	// processes, which reach the backdoor too, cannot; Adopt reads this one.
+	ChannelSecretKey = "vch.channel.secret"
 	// GuestinfoDisk, then a disk's index in Spec.Disks and ".serial" or
 	// ".address": the disk's serial and its SCSI address, "scsi0:UNIT".
 	GuestinfoDisk = "guestinfo.vch.disk."
@@ -276,6 +281,7 @@ func (d *Driver) configSpec(spec hypervisor.Spec, secret []byte) (types.VirtualM
 		&types.OptionValue{Key: GuestinfoCmdline, Value: spec.Cmdline},
 		&types.OptionValue{Key: GuestinfoChannelName, Value: spec.ChannelName},
 		&types.OptionValue{Key: GuestinfoChannelSecret, Value: hex.EncodeToString(secret)},
+		&types.OptionValue{Key: ChannelSecretKey, Value: hex.EncodeToString(secret)},
 	}
 	d.mu.Lock()
 	chains := make([]*types.VirtualDiskFlatVer2BackingInfo, len(spec.Disks))

@@ -67,8 +67,10 @@
 // once, so a second good hello for it is refused too. This authenticates
 // the two ends; it does not encrypt the channel or protect it from an
 // attacker on the path between the ESX host and the driver after the
-// hello. The guest should overwrite guestinfo.vch.channel.secret once it
-// has read it, so that its own processes cannot read it later.
+// hello. tether overwrites guestinfo.vch.channel.secret once it has read
+// it, so that its own processes (the backdoor answers them too) cannot
+// read it later; the driver keeps a copy in vch.channel.secret, a key of
+// the VM's configuration that the guest cannot read, for Adopt.
 //
 // # How a VM ends
 //
@@ -292,8 +294,9 @@ type Driver struct {
 	hosts    map[types.ManagedObjectReference]*hostState // the compute resource's, as last read
 	hostsAt  time.Time                                   // when hosts was read
 
-	drs      bool // the compute resource is a cluster with DRS enabled
-	hostView *view.ContainerView
+	drs      bool                // the compute resource is a cluster with DRS enabled
+	viewMu   sync.Mutex          // guards hostView
+	hostView *view.ContainerView // remade after a lost session (readHosts)
 
 	helperMu sync.Mutex // one helper reconfiguration at a time
 
@@ -549,7 +552,10 @@ func (d *Driver) Close() error {
 	d.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_ = d.hostView.Destroy(ctx)
+	d.viewMu.Lock()
+	hv := d.hostView
+	d.viewMu.Unlock()
+	_ = hv.Destroy(ctx)
 	if err := d.sessions.Logout(ctx); err != nil {
 		return d.fail("log out", err)
 	}

@@ -414,7 +414,8 @@ func (s *Service) joinUplink(r record) error {
 }
 
 func (s *Service) deleteBridge(name string) {
-	if a, _ := uplinkPair(name); s.cfg.Uplink != "" {
+	// Its uplink pair, if any (joined by this daemon or an earlier one).
+	if a, _ := uplinkPair(name); a != "" {
 		if link, err := s.ns.nl.LinkByName(a); err == nil {
 			if err := s.ns.nl.LinkDel(link); err != nil { // and its peer
 				s.logger.Warn("delete uplink veth", "veth", a, "err", err)
