@@ -104,10 +104,7 @@ func (s *server) serve(port *os.File) error {
 			return err
 		}
 		err = s.session(conn)
-		conn.end()
-		if s.frameStall > 0 {
-			_ = port.SetReadDeadline(time.Time{}) // the next hello waits
-		}
+		conn.end() // also clears the port's deadlines: the next hello waits
 		if errors.Is(err, errPowerOff) {
 			return nil
 		}

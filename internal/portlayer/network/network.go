@@ -415,11 +415,10 @@ func (s *Service) joinUplink(r record) error {
 
 func (s *Service) deleteBridge(name string) {
 	// Its uplink pair, if any (joined by this daemon or an earlier one).
-	if a, _ := uplinkPair(name); a != "" {
-		if link, err := s.ns.nl.LinkByName(a); err == nil {
-			if err := s.ns.nl.LinkDel(link); err != nil { // and its peer
-				s.logger.Warn("delete uplink veth", "veth", a, "err", err)
-			}
+	a, _ := uplinkPair(name)
+	if link, err := s.ns.nl.LinkByName(a); err == nil {
+		if err := s.ns.nl.LinkDel(link); err != nil { // and its peer
+			s.logger.Warn("delete uplink veth", "veth", a, "err", err)
 		}
 	}
 	if link, err := s.ns.nl.LinkByName(name); err == nil {
