@@ -263,6 +263,20 @@ func mountKernelFS() error {
 	return nil
 }
 
+// moduleParams holds the parameters a module is loaded with, by name.
+//
+// virtio_net's napi_tx=0 frees sent buffers when the next packet is sent
+// instead of on a transmit interrupt (Linux drivers/net/virtio_net.c:
+// the transmit queue's interrupt stays off and start_xmit orphans each
+// skb). A guest under TCG pays dearly for every interrupt, and a
+// container VM has one queue and one flow or few: HTTP through a
+// published port from busybox httpd ran at 124–242 MiB/s against 74–117
+// with transmit NAPI (six alternating pairs on one host, 2026-12-07; see
+// docs/notes.md, Networks). What is given up is byte queue limits and
+// TCP small queues' back-pressure on the sender, which bound latency
+// under many competing flows on one NIC.
+var moduleParams = map[string]string{"virtio_net": "napi_tx=0"}
+
 // loadModules loads the modules named in ModulesOrder, in order, that
 // want accepts (by name without ".ko"); a template guest loads only
 // wire.ChannelModules at boot and the rest after its wake. A module that
@@ -289,7 +303,7 @@ func loadModules(logger *slog.Logger, want func(name string) bool) error {
 		if err != nil {
 			return fmt.Errorf("tether: module %s: %w", name, err)
 		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
+		err = unix.FinitModule(int(f.Fd()), moduleParams[mod], 0)
 		f.Close()
 		if err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("tether: load module %s: %w", name, err)
