@@ -167,6 +167,7 @@ func run(logger *slog.Logger, channel *channelChoice) error {
 	srv := newServer(logger, reaper)
 	if channel.serial {
 		srv.rehello = channel.hello
+		srv.channelTLS = channel.channelTLS()
 		srv.frameStall = serialFrameStall
 	}
 	if spares != nil {

@@ -130,7 +130,7 @@ func (c *channelChoice) fillGuestinfo(store guestinfoStore) (overwriteErr, err e
 		return nil, nil
 	}
 	c.guestinfo = map[string]string{}
-	keys := []string{guestinfoName, guestinfoSecret}
+	keys := []string{guestinfoName, guestinfoSecret, guestinfoTLS}
 	for i := range maxSCSIDisks {
 		n := guestinfoDiskPrefix + strconv.Itoa(i)
 		keys = append(keys, n+".serial", n+".address")

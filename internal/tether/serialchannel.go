@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"strings"
 
@@ -36,6 +37,8 @@ const (
 const (
 	guestinfoName   = "guestinfo.vch.name"
 	guestinfoSecret = "guestinfo.vch.channel.secret"
+	// guestinfoTLS "1": TLS after each hello (serialauth.GuestHandshake).
+	guestinfoTLS = "guestinfo.vch.channel.tls"
 )
 
 // channelChoice is how this guest reaches the host.
@@ -137,6 +140,22 @@ func (c channelChoice) hello(f *os.File) error {
 		return fmt.Errorf("tether: serial channel /dev/%s: %w", c.device, err)
 	}
 	return nil
+}
+
+// channelTLS is the guest's TLS handshake for each session on c's
+// serial channel, or nil where guestinfo asks for none (a plain channel,
+// as the driver made VMs before it set guestinfoTLS).
+func (c channelChoice) channelTLS() func(net.Conn) (net.Conn, error) {
+	if !c.serial || c.guestinfo[guestinfoTLS] != "1" {
+		return nil
+	}
+	return func(conn net.Conn) (net.Conn, error) {
+		name, secret, err := c.identity()
+		if err != nil {
+			return nil, err
+		}
+		return serialauth.GuestHandshake(conn, name, secret)
+	}
 }
 
 // makeRaw puts the terminal f in raw mode at 115200 baud (the 16550's

@@ -235,3 +235,95 @@ func TestStallSessionClosed(t *testing.T) {
 		t.Fatalf("read after Close: %v, want the past deadline's error", err)
 	}
 }
+
+// ptyConn is the host's end of a pty as the net.Conn crypto/tls takes.
+type ptyConn struct{ *os.File }
+
+func (ptyConn) LocalAddr() net.Addr  { return serialAddr{} }
+func (ptyConn) RemoteAddr() net.Addr { return serialAddr{} }
+
+// TestSerialSessionTLS: with guestinfo's TLS key set, each session on a
+// serial channel runs TLS after the hello, the host's agent protocol
+// inside it; the stall bound still works through TLS (a host that died
+// mid-frame, inside TLS, is followed by the next listener's hello and a
+// new TLS session that serves requests).
+func TestSerialSessionTLS(t *testing.T) {
+	ptm, pts, err := pty.Open()
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer ptm.Close()
+	defer pts.Close()
+	name := strings.TrimPrefix(pts.Name(), "/dev/")
+	secret := strings.Repeat("5b", serialauth.SecretBytes)
+	key, _ := serialauth.ParseSecret(secret)
+	nonce := strings.Repeat("02", serialauth.NonceBytes)
+	c := channelChoice{serial: true, device: name, guestinfo: map[string]string{guestinfoName: "c10", guestinfoSecret: secret, guestinfoTLS: "1"}}
+	if c.channelTLS() == nil {
+		t.Fatal("channelTLS is nil with guestinfo's TLS key set")
+	}
+	if (channelChoice{serial: true, guestinfo: map[string]string{guestinfoName: "c10", guestinfoSecret: secret}}).channelTLS() != nil {
+		t.Fatal("channelTLS is set without guestinfo's TLS key")
+	}
+
+	port := make(chan *os.File, 1)
+	go func() {
+		f, err := openSerialChannel(c)
+		if err != nil {
+			t.Error(err)
+		}
+		port <- f
+	}()
+	listenerHello(t, ptm, key, "c10", nonce, 10*time.Second)
+	f := <-port
+	if f == nil {
+		return
+	}
+	defer f.Close()
+
+	srv := newServer(slog.New(slog.DiscardHandler), nil)
+	srv.rehello = c.hello
+	srv.frameStall = 300 * time.Millisecond
+	srv.channelTLS = c.channelTLS()
+	go srv.serve(f)
+
+	host := ptyConn{ptm}
+	hostSession := func() net.Conn {
+		t.Helper()
+		_ = ptm.SetReadDeadline(time.Now().Add(10 * time.Second))
+		tc, err := serialauth.ServerHandshake(host, "c10", key)
+		if err != nil {
+			t.Fatalf("host's TLS: %v", err)
+		}
+		io.WriteString(tc, wire.Hello)
+		got, err := serialauth.ReadLine(tc)
+		_ = ptm.SetReadDeadline(time.Time{})
+		if err != nil || strings.TrimRight(got, "\r") != strings.TrimRight(wire.Hello4, "\r\n") {
+			t.Fatalf("tether answered %q, %v inside TLS; want %q", got, err, wire.Hello4)
+		}
+		return tc
+	}
+	// The first host: TLS, hello, a frame header declaring 1000 bytes and
+	// 10 of them; then it dies.
+	first := hostSession()
+	partial := append([]byte{0x50, 0, 0, 0, 1, 0, 0, 0x03, 0xe8}, make([]byte, 10)...)
+	if _, err := first.Write(partial); err != nil {
+		t.Fatal(err)
+	}
+	// The next listener: the guest's hello again, then TLS anew.
+	listenerHello(t, ptm, key, "c10", nonce, 5*time.Second)
+	second := hostSession()
+	hostLink, _, _, err := link.Client(struct {
+		io.Reader
+		io.Writer
+		io.Closer
+	}{second, second, second}, link.V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if ok, _, err := hostLink.SendRequest(ctx, wire.RequestProcesses, true, nil); err != nil || !ok {
+		t.Fatalf("the next host's request inside TLS: %v, %v", ok, err)
+	}
+}

@@ -32,6 +32,10 @@ type server struct {
 	// each session after the first (channelChoice.hello); nil on a
 	// virtio-serial port, which reads EOF when its host goes.
 	rehello func(*os.File) error
+	// channelTLS, on a serial channel whose guestinfo asks for it, runs
+	// the guest's TLS handshake at the start of each session (after the
+	// hello; the host's agent protocol then runs inside TLS); nil: plain.
+	channelTLS func(net.Conn) (net.Conn, error)
 	// frameStall, on a serial channel, is how long a read may block in
 	// the middle of a link frame before the session ends (serialFrameStall;
 	// link.StallBounded); 0 on a virtio-serial port.
@@ -99,11 +103,17 @@ func (s *server) serve(port *os.File) error {
 				continue // and the hello again
 			}
 		}
-		conn, err := waitHost(port)
-		if err != nil {
-			return err
+		var conn *sessionConn
+		if s.channelTLS != nil {
+			// TLS's client speaks first: right after the hello.
+			conn = newSessionConn(port, nil)
+		} else {
+			var err error
+			if conn, err = waitHost(port); err != nil {
+				return err
+			}
 		}
-		err = s.session(conn)
+		err := s.session(conn)
 		conn.end() // also clears the port's deadlines: the next hello waits
 		if errors.Is(err, errPowerOff) {
 			return nil
@@ -155,13 +165,89 @@ func (s *server) stallBounded(conn *sessionConn) io.ReadWriteCloser {
 	return stallSession{conn, s.frameStall}
 }
 
+// tlsHandshakeTimeout bounds the guest's TLS handshake at a session's
+// start (a host that went mid-handshake; under TCG the handshake itself
+// takes well under a second).
+const tlsHandshakeTimeout = 30 * time.Second
+
+// secure runs the channel's TLS handshake over rw (conn's stream) and
+// returns the session's stream inside TLS, stall-bounded as rw was.
+func (s *server) secure(conn *sessionConn, rw io.ReadWriteCloser) (io.ReadWriteCloser, error) {
+	pc := portConn{rw}
+	_ = pc.SetReadDeadline(time.Now().Add(tlsHandshakeTimeout))
+	tc, err := s.channelTLS(pc)
+	_ = pc.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	ts := tlsSession{Conn: tc, under: conn}
+	if sb, ok := rw.(stallSession); ok {
+		return stallTLS{ts, sb.limit}, nil
+	}
+	return ts, nil
+}
+
+// portConn is a session's stream as the net.Conn that crypto/tls takes:
+// read deadlines go to the stream where it takes them (a stallSession),
+// write deadlines are not kept (a session's Close unblocks its writes).
+type portConn struct{ io.ReadWriteCloser }
+
+func (portConn) LocalAddr() net.Addr  { return serialAddr{} }
+func (portConn) RemoteAddr() net.Addr { return serialAddr{} }
+
+func (c portConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+
+func (c portConn) SetReadDeadline(t time.Time) error {
+	if d, ok := c.ReadWriteCloser.(interface{ SetReadDeadline(time.Time) error }); ok {
+		return d.SetReadDeadline(t)
+	}
+	return nil
+}
+
+func (portConn) SetWriteDeadline(time.Time) error { return nil }
+
+// serialAddr names the serial channel's ends for net.Conn.
+type serialAddr struct{}
+
+func (serialAddr) Network() string { return "serial" }
+func (serialAddr) String() string  { return "serial channel" }
+
+// tlsSession is a session's stream inside the channel's TLS. Close ends
+// the port's session first, so that TLS's closing alert cannot block on
+// a line nobody reads.
+type tlsSession struct {
+	net.Conn
+	under io.Closer
+}
+
+// stallTLS is a tlsSession over a stallSession: link.StallBounded, its
+// read deadlines reaching the port through TLS.
+type stallTLS struct {
+	tlsSession
+	limit time.Duration
+}
+
+func (c stallTLS) FrameStall() time.Duration { return c.limit }
+
+func (c tlsSession) Close() error {
+	_ = c.under.Close()
+	return c.Conn.Close()
+}
+
 // session serves one host connection until it ends: the host's
 // wire.Hello, wire.Hello4 in answer, then link.V4 (wire protocol v4).
 func (s *server) session(conn *sessionConn) error {
-	if err := wire.AcceptHello(conn); err != nil {
+	rw := s.stallBounded(conn)
+	if s.channelTLS != nil {
+		var err error
+		if rw, err = s.secure(conn, rw); err != nil {
+			return err
+		}
+	}
+	if err := wire.AcceptHello(rw); err != nil {
 		return err
 	}
-	sc, chans, reqs, err := link.Server(s.stallBounded(conn), link.V4)
+	sc, chans, reqs, err := link.Server(rw, link.V4)
 	if err != nil {
 		return fmt.Errorf("tether: start link: %w", err)
 	}
@@ -457,15 +543,21 @@ func waitHost(port *os.File) (*sessionConn, error) {
 	for {
 		n, err := port.Read(buf)
 		if n > 0 {
-			c := &sessionConn{port: port, pre: append([]byte(nil), buf[:n]...)}
-			c.sp, _ = newPortSplicer(port) // without one, write(2)
-			return c, nil
+			return newSessionConn(port, append([]byte(nil), buf[:n]...)), nil
 		}
 		if err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("tether: read channel: %w", err)
 		}
 		time.Sleep(hostPoll)
 	}
+}
+
+// newSessionConn is a session on port that first returns pre (bytes
+// already read from the host), with a splicer where the port takes one.
+func newSessionConn(port *os.File, pre []byte) *sessionConn {
+	c := &sessionConn{port: port, pre: pre}
+	c.sp, _ = newPortSplicer(port) // without one, write(2)
+	return c
 }
 
 func (c *sessionConn) Read(b []byte) (int, error) {

@@ -7,7 +7,7 @@
 //
 //	listener: vch-channel v1 NONCE            NONCE: 32 random bytes, hex
 //	guest:    vch-channel v1 NAME GUESTMAC
-//	listener: ok SERVERMAC                    then the agent's stream
+//	listener: ok SERVERMAC                    then TLS 1.3, then the agent's stream
 //
 // with GUESTMAC = [GuestMAC](secret, NAME, NONCE) and SERVERMAC =
 // [ServerMAC](secret, NAME, NONCE), NONCE in the hex form sent.
@@ -25,6 +25,10 @@
 // listener chose for this connection, so a recorded hello is useless on
 // another one; the listener's answer lets the guest refuse a listener
 // that does not know its secret.
+//
+// After the listener's answer both sides run TLS 1.3 over the same
+// stream, with certificates from the secret ([ServerTLS], [GuestTLS]),
+// where the driver asked for it (see tls.go).
 //
 // The listener's side lives in the vSphere driver; the guest's ([Guest])
 // in tether. The package has no dependencies beyond the standard library,
@@ -86,9 +90,14 @@ func ExitMark(secret []byte, name string) string {
 }
 
 func mac(secret []byte, msg string) string {
+	return hex.EncodeToString(macBytes(secret, msg))
+}
+
+// macBytes is HMAC-SHA256(secret, msg).
+func macBytes(secret []byte, msg string) []byte {
 	h := hmac.New(sha256.New, secret)
 	h.Write([]byte(msg))
-	return hex.EncodeToString(h.Sum(nil))
+	return h.Sum(nil)
 }
 
 // ParseSecret decodes a secret in its hex form (as guestinfo holds it).

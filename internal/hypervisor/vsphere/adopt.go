@@ -55,12 +55,15 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	// The secret out of the guest's reach; guestinfo's copy, which the
 	// guest overwrites, for a VM of a driver that kept no other.
 	var secretHex, guestHex string
+	var useTLS bool
 	for _, b := range o.Config.ExtraConfig {
 		switch ov := b.GetOptionValue(); ov.Key {
 		case ChannelSecretKey:
 			secretHex, _ = ov.Value.(string)
 		case GuestinfoChannelSecret:
 			guestHex, _ = ov.Value.(string)
+		case ChannelTLSKey:
+			useTLS = ov.Value == "1"
 		}
 	}
 	if secretHex == "" {
@@ -70,7 +73,7 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 	if err != nil || len(secret) != secretBytes {
 		return nil, fmt.Errorf("vsphere: VM %s has no channel secret in its configuration: not one of this driver's: %w", spec.Name, errdefs.ErrNotFound)
 	}
-	w, err := d.expectSecret(spec.Name, secret)
+	w, err := d.expectSecret(spec.Name, secret, useTLS)
 	if err != nil {
 		return nil, err
 	}

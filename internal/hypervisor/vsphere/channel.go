@@ -47,6 +47,7 @@ func ExitMark(secret []byte, name string) string {
 type waiter struct {
 	name   string
 	secret []byte
+	tls    bool          // TLS after the hello (serialauth.ServerTLS)
 	conn   chan net.Conn // receives the authenticated connection, once
 }
 
@@ -142,8 +143,12 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 	// first copy): the same line again. Our own line coming back is an
 	// echo from a terminal not yet raw, whole or with bytes lost at its
 	// start, end or middle by a UART starting up, so any subsequence of
-	// it: skipped. Both a bounded number of times; any other line is the
-	// guest's hello, or refused.
+	// it: skipped. A line that is not a hello at all is a nudge too: a
+	// guest whose last session's host died writes what that session
+	// still had to say (output frames, a TLS alert for the new
+	// listener's line, which its TLS layer read as a record) before its
+	// nudge, all on one line here. All of these a bounded number of
+	// times; a line that starts as a hello is the guest's, or refused.
 	var line string
 	for skipped := 0; ; skipped++ {
 		var err error
@@ -153,11 +158,11 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 		_ = c.SetDeadline(time.Now().Add(helloTimeout))
 		e := strings.TrimSuffix(line, "\r")
 		echo := e != "" && subsequence(e, hello)
-		if line != "" && !echo {
+		if strings.HasPrefix(line, helloMagic+" ") && !echo {
 			break
 		}
 		if skipped == serialauth.MaxNudges {
-			return "", errHello("too many nudges or echoes")
+			return "", errHello("too many nudges, echoes or lines that are no hello")
 		}
 		if echo {
 			continue
@@ -182,6 +187,15 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 	}
 	if _, err := fmt.Fprintf(c, "ok %s\n", ServerMAC(w.secret, name, nonce)); err != nil {
 		return name, errHello("write ok: " + err.Error())
+	}
+	if w.tls {
+		// The hello's deadline bounds the handshake too: the guest starts
+		// it as soon as it has read the ok.
+		tc, err := serialauth.ServerHandshake(c, name, w.secret)
+		if err != nil {
+			return name, errHello(err.Error())
+		}
+		c = tc
 	}
 	_ = c.SetDeadline(time.Time{})
 	d.mu.Lock()
@@ -229,18 +243,19 @@ func (d *Driver) expect(name string) (*waiter, error) {
 	if _, err := rand.Read(secret); err != nil {
 		return nil, fmt.Errorf("vsphere: channel secret: %w", err)
 	}
-	return d.expectSecret(name, secret)
+	return d.expectSecret(name, secret, true)
 }
 
 // expectSecret registers a wait for name's hello with secret (an adopted
-// VM's, read back from its guestinfo). AlreadyExists as expect.
-func (d *Driver) expectSecret(name string, secret []byte) (*waiter, error) {
+// VM's, read back from its configuration), with TLS after it if useTLS.
+// AlreadyExists as expect.
+func (d *Driver) expectSecret(name string, secret []byte, useTLS bool) (*waiter, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.waiting[name] != nil || d.vms[name] != nil {
 		return nil, fmt.Errorf("vsphere: a VM named %s already runs: %w", name, errdefs.ErrAlreadyExists)
 	}
-	w := &waiter{name: name, secret: secret, conn: make(chan net.Conn, 1)}
+	w := &waiter{name: name, secret: secret, tls: useTLS, conn: make(chan net.Conn, 1)}
 	d.waiting[name] = w
 	return w, nil
 }

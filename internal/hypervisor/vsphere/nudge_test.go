@@ -37,6 +37,9 @@ func TestHandshakeNudges(t *testing.T) {
 		// it must have nudged and got the same line again.
 		t.Fatalf("Guest after a lost first line: %v", err)
 	}
+	if _, err := serialauth.GuestHandshake(guest, "c1", w.secret); err != nil {
+		t.Fatalf("TLS after the hello: %v", err)
+	}
 	if err := <-res; err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
@@ -64,6 +67,9 @@ func TestHandshakeNudges(t *testing.T) {
 	}
 	if err := serialauth.Guest(guest, "c3", w3.secret); err != nil {
 		t.Fatalf("Guest after an echo: %v", err)
+	}
+	if _, err := serialauth.GuestHandshake(guest, "c3", w3.secret); err != nil {
+		t.Fatalf("TLS after the hello: %v", err)
 	}
 	if err := <-res; err != nil {
 		t.Fatalf("handshake after an echo: %v", err)

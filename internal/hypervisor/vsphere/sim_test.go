@@ -22,6 +22,7 @@ import (
 	"github.com/vmware/govmomi/vim25/soap"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vchproject/vch/internal/agent/serialauth"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/vsphere/vcsimtest"
 )
@@ -241,6 +242,9 @@ type guest struct {
 	e    *sim
 	d    *Driver
 	name string
+	// plain: no TLS after the hello (a guest of a VM made before the
+	// driver set GuestinfoChannelTLS).
+	plain bool
 }
 
 // waitInfo waits (bounded by ctx) for the VM to be powered on and
@@ -301,6 +305,11 @@ func (g guest) hello(name string, secret []byte) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	return g.helloOn(c, name, secret)
+}
+
+// helloOn is hello on a connection of the caller's (closed on failure).
+func (g guest) helloOn(c net.Conn, name string, secret []byte) (net.Conn, error) {
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	line, err := readLine(c, maxHello)
 	if err != nil {
@@ -324,6 +333,15 @@ func (g guest) hello(name string, secret []byte) (net.Conn, error) {
 	if line != "ok "+ServerMAC(secret, name, nonce) {
 		c.Close()
 		return nil, fmt.Errorf("driver answered %q, not ok with its MAC", line)
+	}
+	if !g.plain {
+		tc, err := serialauth.GuestHandshake(c, name, secret)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		_ = c.SetDeadline(time.Time{})
+		return tc, nil
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil

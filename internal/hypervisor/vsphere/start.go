@@ -53,6 +53,12 @@ const (
 	// guestinfo's copy once it has read it, so that the container's
 	// processes, which reach the backdoor too, cannot; Adopt reads this one.
 	ChannelSecretKey = "vch.channel.secret"
+	// GuestinfoChannelTLS "1" tells the guest to run TLS after its hello
+	// (serialauth.GuestTLS); ChannelTLSKey "1", out of the guest's reach,
+	// tells Adopt the same of a VM made before the key existed (neither
+	// set: the channel is plain after the hello, as it was).
+	GuestinfoChannelTLS = "guestinfo.vch.channel.tls"
+	ChannelTLSKey       = "vch.channel.tls"
 	// GuestinfoDisk, then a disk's index in Spec.Disks and ".serial" or
 	// ".address": the disk's serial and its SCSI address, "scsi0:UNIT".
 	GuestinfoDisk = "guestinfo.vch.disk."
@@ -282,6 +288,8 @@ func (d *Driver) configSpec(spec hypervisor.Spec, secret []byte) (types.VirtualM
 		&types.OptionValue{Key: GuestinfoChannelName, Value: spec.ChannelName},
 		&types.OptionValue{Key: GuestinfoChannelSecret, Value: hex.EncodeToString(secret)},
 		&types.OptionValue{Key: ChannelSecretKey, Value: hex.EncodeToString(secret)},
+		&types.OptionValue{Key: GuestinfoChannelTLS, Value: "1"},
+		&types.OptionValue{Key: ChannelTLSKey, Value: "1"},
 	}
 	d.mu.Lock()
 	chains := make([]*types.VirtualDiskFlatVer2BackingInfo, len(spec.Disks))

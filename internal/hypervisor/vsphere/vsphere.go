@@ -29,7 +29,8 @@
 //     reads as guestinfo (vmware-rpctool "info-get guestinfo.KEY"):
 //     guestinfo.vch.name (Spec.Name), guestinfo.vch.cmdline (Spec.Cmdline),
 //     guestinfo.vch.channel.name (Spec.ChannelName),
-//     guestinfo.vch.channel.secret (the channel secret, below) and, for
+//     guestinfo.vch.channel.secret (the channel secret, below),
+//     guestinfo.vch.channel.tls ("1": TLS after the hello, below) and, for
 //     each disk i with a serial, guestinfo.vch.disk.i.serial and
 //     guestinfo.vch.disk.i.address ("scsi0:UNIT"). vSphere drops a key
 //     whose value is empty (an empty Cmdline): the guest takes a missing
@@ -54,20 +55,25 @@
 //
 //	driver: "vch-channel v1 NONCE\n"         NONCE: 32 random bytes, hex, fresh per connection
 //	guest:  "vch-channel v1 NAME GUESTMAC\n" NAME: guestinfo.vch.name
-//	driver: "ok SERVERMAC\n"                 then the channel is the agent's
+//	driver: "ok SERVERMAC\n"                 then TLS 1.3, inside it the agent's stream
 //
 // where GUESTMAC is hex(HMAC-SHA256(secret, "vch-channel v1 guest NAME
 // NONCE")) and SERVERMAC is hex(HMAC-SHA256(secret, "vch-channel v1
 // server NAME NONCE")), NONCE in the hex form sent. The nonce makes a
 // recorded hello useless on another connection; the server's MAC lets the
-// guest refuse a listener that does not know its secret. A hello that is
-// malformed, longer than 512 bytes, slower than 10 s, for a name no Start
-// waits for, or with a wrong MAC gets the connection closed and a
-// warning logged, and Start keeps waiting; a name's channel is handed out
-// once, so a second good hello for it is refused too. This authenticates
-// the two ends; it does not encrypt the channel or protect it from an
-// attacker on the path between the ESX host and the driver after the
-// hello. tether overwrites guestinfo.vch.channel.secret once it has read
+// guest refuse a listener that does not know its secret. Lines that are
+// no hello (what a guest's last session still wrote, before its nudge)
+// are answered as nudges, at most 8 with the nudges and echoes. A hello
+// that is malformed, longer than 512 bytes, slower than 10 s, for a name
+// no Start waits for, or with a wrong MAC gets the connection closed and
+// a warning logged, and Start keeps waiting; a name's channel is handed
+// out once, so a second good hello for it is refused too. After the ok,
+// both ends run TLS 1.3 with certificates whose Ed25519 keys derive from
+// the secret (serialauth.ServerHandshake, GuestHandshake), so the stream
+// is encrypted and bound to the secret's holders; a failed handshake is
+// refused like a bad hello. A VM made before the driver set
+// vch.channel.tls (a key the guest cannot read) is adopted with the plain
+// stream its guest speaks. tether overwrites guestinfo.vch.channel.secret once it has read
 // it, so that its own processes (the backdoor answers them too) cannot
 // read it later; the driver keeps a copy in vch.channel.secret, a key of
 // the VM's configuration that the guest cannot read, for Adopt.

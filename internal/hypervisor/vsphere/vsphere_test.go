@@ -21,6 +21,7 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
+	"github.com/vchproject/vch/internal/agent/serialauth"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvtest"
 )
@@ -430,8 +431,22 @@ func TestHelloRefused(t *testing.T) {
 		default:
 		}
 	}
-	t.Run("garbage", func(t *testing.T) {
-		refused(t, func(c net.Conn, _ string) { fmt.Fprintf(c, "GET / HTTP/1.0\n") })
+	t.Run("garbage_is_a_nudge", func(t *testing.T) {
+		// A line that is no hello (what a guest's last session still
+		// wrote, then its nudge) gets the listener's line again; too
+		// many of them close the connection.
+		refused(t, func(c net.Conn, nonce string) {
+			for i := range serialauth.MaxNudges + 1 {
+				fmt.Fprintf(c, "\x17\x03\x03\x00\x13 GET / HTTP/1.0\n")
+				if i == serialauth.MaxNudges {
+					break
+				}
+				line, err := readLine(c, maxHello)
+				if err != nil || line != helloMagic+" "+nonce {
+					t.Fatalf("answer to line %d that is no hello: %q, %v; want the nonce line again", i, line, err)
+				}
+			}
+		})
 	})
 	t.Run("too_long", func(t *testing.T) {
 		refused(t, func(c net.Conn, _ string) { c.Write([]byte(strings.Repeat("x", 2*maxHello))) })
