@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,8 +237,67 @@ func TestStallSessionClosed(t *testing.T) {
 	}
 }
 
-// ptyConn is the host's end of a pty as the net.Conn crypto/tls takes.
-type ptyConn struct{ *os.File }
+// ptyConn is the host's end of a pty as the net.Conn crypto/tls takes;
+// with cut set (> 0), a write longer than that sends only its first cut
+// bytes (a host dying in the middle of a write).
+type ptyConn struct {
+	*os.File
+	cut *atomic.Int32
+}
+
+func (c ptyConn) Write(b []byte) (int, error) {
+	if c.cut != nil {
+		if n := int(c.cut.Load()); n > 0 && n < len(b) {
+			_, err := c.File.Write(b[:n])
+			return len(b), err
+		}
+	}
+	return c.File.Write(b)
+}
+
+// driverListener plays the vSphere driver's listener (its handshake in
+// channel.go) on ptm: its line at once, a nudge answered with its line
+// again, other lines that are no hello skipped, at most
+// serialauth.MaxNudges lines in all, then the ok.
+// It reports whether the guest said a good hello.
+func driverListener(t *testing.T, ptm *os.File, key []byte, name, nonce string, limit time.Duration) bool {
+	t.Helper()
+	hello := serialauth.Magic + " " + nonce + "\n"
+	io.WriteString(ptm, hello)
+	for i := 0; i <= serialauth.MaxNudges; i++ {
+		c := make(chan string, 1)
+		go func() {
+			s, err := serialauth.ReadLine(ptm)
+			if err != nil {
+				s = "read error: " + err.Error()
+			}
+			c <- s
+		}()
+		var got string
+		select {
+		case got = <-c:
+		case <-time.After(limit):
+			t.Logf("listener: nothing from the guest within %s", limit)
+			return false
+		}
+		if i := strings.LastIndex(got, serialauth.Magic+" "); i > 0 {
+			got = got[i:] // leftovers, then the hello (as channel.go takes it)
+		}
+		if strings.HasPrefix(got, serialauth.Magic+" ") {
+			if got != serialauth.Magic+" "+name+" "+serialauth.GuestMAC(key, name, nonce) {
+				t.Logf("listener: bad hello %q", got)
+				return false
+			}
+			io.WriteString(ptm, "ok "+serialauth.ServerMAC(key, name, nonce)+"\n")
+			return true
+		}
+		if got == "" {
+			io.WriteString(ptm, hello) // a nudge; leftovers get no answer
+		}
+	}
+	t.Log("listener: too many lines that are no hello")
+	return false
+}
 
 func (ptyConn) LocalAddr() net.Addr  { return serialAddr{} }
 func (ptyConn) RemoteAddr() net.Addr { return serialAddr{} }
@@ -246,7 +306,9 @@ func (ptyConn) RemoteAddr() net.Addr { return serialAddr{} }
 // serial channel runs TLS after the hello, the host's agent protocol
 // inside it; the stall bound still works through TLS (a host that died
 // mid-frame, inside TLS, is followed by the next listener's hello and a
-// new TLS session that serves requests).
+// new TLS session that serves requests); a host dying between records
+// or in the middle of one, with a listener that sends its line at once
+// as the driver's does, is followed by the hello just the same.
 func TestSerialSessionTLS(t *testing.T) {
 	ptm, pts, err := pty.Open()
 	if err != nil {
@@ -287,7 +349,8 @@ func TestSerialSessionTLS(t *testing.T) {
 	srv.channelTLS = c.channelTLS()
 	go srv.serve(f)
 
-	host := ptyConn{ptm}
+	cut := new(atomic.Int32)
+	host := ptyConn{ptm, cut}
 	hostSession := func() net.Conn {
 		t.Helper()
 		_ = ptm.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -312,18 +375,43 @@ func TestSerialSessionTLS(t *testing.T) {
 	}
 	// The next listener: the guest's hello again, then TLS anew.
 	listenerHello(t, ptm, key, "c10", nonce, 5*time.Second)
-	second := hostSession()
+	hostSession()
+
+	// A host that dies between records, its next listener sending its
+	// line at once (as the driver's does): the line lands in the live
+	// TLS session, which ends; the guest's leftovers (an alert) and its
+	// nudge are answered with the line again, and its hello follows.
+	if !driverListener(t, ptm, key, "c10", nonce, 5*time.Second) {
+		t.Fatal("after a host died between records: no hello to the next listener")
+	}
+	third := hostSession()
+
+	// A host that dies in the middle of a TLS record (a 15,000-byte
+	// frame, one record, cut after 100 bytes): the record's stall bound
+	// ends the session, and the next listener gets the hello.
+	cut.Store(100)
+	third.Write(append([]byte{0x50, 0, 0, 0, 1, 0, 0, 0x3a, 0x98}, make([]byte, 15000)...))
+	cut.Store(0)
+	if !driverListener(t, ptm, key, "c10", nonce, 5*time.Second) {
+		t.Fatal("after a host died mid-record: no hello to the next listener")
+	}
+	useLink(t, hostSession())
+}
+
+// useLink runs the host's side of the link on s and sends one request.
+func useLink(t *testing.T, s net.Conn) {
+	t.Helper()
 	hostLink, _, _, err := link.Client(struct {
 		io.Reader
 		io.Writer
 		io.Closer
-	}{second, second, second}, link.V4)
+	}{s, s, s}, link.V4)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	if ok, _, err := hostLink.SendRequest(ctx, wire.RequestProcesses, true, nil); err != nil || !ok {
-		t.Fatalf("the next host's request inside TLS: %v, %v", ok, err)
+		t.Fatalf("request inside TLS: %v, %v", ok, err)
 	}
 }

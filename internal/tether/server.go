@@ -173,7 +173,10 @@ const tlsHandshakeTimeout = 30 * time.Second
 // secure runs the channel's TLS handshake over rw (conn's stream) and
 // returns the session's stream inside TLS, stall-bounded as rw was.
 func (s *server) secure(conn *sessionConn, rw io.ReadWriteCloser) (io.ReadWriteCloser, error) {
-	pc := portConn{rw}
+	pc := &portConn{ReadWriteCloser: rw}
+	if sb, ok := rw.(stallSession); ok {
+		pc.recordStall = sb.limit
+	}
 	_ = pc.SetReadDeadline(time.Now().Add(tlsHandshakeTimeout))
 	tc, err := s.channelTLS(pc)
 	_ = pc.SetReadDeadline(time.Time{})
@@ -187,24 +190,87 @@ func (s *server) secure(conn *sessionConn, rw io.ReadWriteCloser) (io.ReadWriteC
 	return ts, nil
 }
 
-// portConn is a session's stream as the net.Conn that crypto/tls takes:
-// read deadlines go to the stream where it takes them (a stallSession),
+// tlsRecordHeader is the length of a TLS record's header: type, version
+// (2 bytes), length (2 bytes) (RFC 8446 section 5.1).
+const tlsRecordHeader = 5
+
+// portConn is a session's stream as the net.Conn that crypto/tls takes.
+// Read deadlines go to the stream where it takes them (a stallSession);
 // write deadlines are not kept (a session's Close unblocks its writes).
-type portConn struct{ io.ReadWriteCloser }
+//
+// With recordStall set it bounds a TLS record cut midway, as the link
+// bounds a cut frame: the link sees only whole records' plaintext, so a
+// host that died in the middle of a record would leave TLS waiting for
+// the record's rest and taking the next listener's line as part of it
+// (no nudge, no new session). portConn follows the records' headers as
+// their bytes pass; while a record is incomplete each read carries a
+// deadline recordStall away (or the caller's, if sooner), between
+// records the caller's deadline alone. Not safe for concurrent reads
+// (TLS reads under its own lock).
+type portConn struct {
+	io.ReadWriteCloser
+	recordStall time.Duration
+	deadline    time.Time // the caller's (TLS's, the link's through it)
+	header      [tlsRecordHeader]byte
+	headerSeen  int  // bytes of the current record's header read
+	bodyLeft    int  // bytes of the current record's body still to come
+	bounded     bool // the port's deadline is the record's bound
+}
 
-func (portConn) LocalAddr() net.Addr  { return serialAddr{} }
-func (portConn) RemoteAddr() net.Addr { return serialAddr{} }
+func (*portConn) LocalAddr() net.Addr  { return serialAddr{} }
+func (*portConn) RemoteAddr() net.Addr { return serialAddr{} }
 
-func (c portConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
+func (c *portConn) SetDeadline(t time.Time) error { return c.SetReadDeadline(t) }
 
-func (c portConn) SetReadDeadline(t time.Time) error {
+func (c *portConn) SetReadDeadline(t time.Time) error {
+	c.deadline, c.bounded = t, false
+	return c.setPort(t)
+}
+
+func (*portConn) SetWriteDeadline(time.Time) error { return nil }
+
+// setPort sets the stream's read deadline where it takes one.
+func (c *portConn) setPort(t time.Time) error {
 	if d, ok := c.ReadWriteCloser.(interface{ SetReadDeadline(time.Time) error }); ok {
 		return d.SetReadDeadline(t)
 	}
 	return nil
 }
 
-func (portConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *portConn) Read(b []byte) (int, error) {
+	if c.recordStall > 0 && (c.headerSeen > 0 || c.bodyLeft > 0) {
+		t := time.Now().Add(c.recordStall)
+		if !c.deadline.IsZero() && c.deadline.Before(t) {
+			t = c.deadline
+		}
+		if err := c.setPort(t); err != nil {
+			return 0, err
+		}
+		c.bounded = true
+	} else if c.bounded {
+		if err := c.setPort(c.deadline); err != nil {
+			return 0, err
+		}
+		c.bounded = false
+	}
+	n, err := c.ReadWriteCloser.Read(b)
+	for p := b[:n]; len(p) > 0; {
+		if c.bodyLeft > 0 {
+			k := min(c.bodyLeft, len(p))
+			c.bodyLeft -= k
+			p = p[k:]
+			continue
+		}
+		c.header[c.headerSeen] = p[0]
+		c.headerSeen++
+		p = p[1:]
+		if c.headerSeen == tlsRecordHeader {
+			c.bodyLeft = int(c.header[3])<<8 | int(c.header[4])
+			c.headerSeen = 0
+		}
+	}
+	return n, err
+}
 
 // serialAddr names the serial channel's ends for net.Conn.
 type serialAddr struct{}

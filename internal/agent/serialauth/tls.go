@@ -46,6 +46,9 @@ func ServerTLS(secret []byte, name string) (*tls.Config, error) {
 		Certificates:          []tls.Certificate{cert},
 		ClientAuth:            tls.RequireAnyClientCert,
 		VerifyPeerCertificate: peerKey(secret, roleGuest, name),
+		// No resumption: a resumed session skips VerifyPeerCertificate,
+		// and a ticket is bytes the serial line carries for nothing.
+		SessionTicketsDisabled: true,
 	}, nil
 }
 
@@ -65,6 +68,7 @@ func GuestTLS(secret []byte, name string) (*tls.Config, error) {
 		Certificates:          []tls.Certificate{cert},
 		InsecureSkipVerify:    true,
 		VerifyPeerCertificate: peerKey(secret, roleServer, name),
+		SessionTicketsDisabled: true,
 	}, nil
 }
 

@@ -143,26 +143,46 @@ func (d *Driver) handshake(c net.Conn) (string, error) {
 	// first copy): the same line again. Our own line coming back is an
 	// echo from a terminal not yet raw, whole or with bytes lost at its
 	// start, end or middle by a UART starting up, so any subsequence of
-	// it: skipped. A line that is not a hello at all is a nudge too: a
-	// guest whose last session's host died writes what that session
-	// still had to say (output frames, a TLS alert for the new
-	// listener's line, which its TLS layer read as a record) before its
-	// nudge, all on one line here. All of these a bounded number of
-	// times; a line that starts as a hello is the guest's, or refused.
+	// it: skipped. Both at most serialauth.MaxNudges times.
+	//
+	// Other bytes are leftovers, skipped up to maxLeftovers: a guest
+	// whose last session's host died writes what that session still had
+	// to say (output, a TLS alert for the new listener's line, which its
+	// TLS layer read as a record) until it reads this line, then nudges
+	// or says its hello, so binary lines come first, the last of them
+	// glued to the nudge's or the hello's newline. Leftovers get no
+	// answer of their own (the guest nudges again after a second of
+	// silence): an answer to each would send the guest more copies of
+	// the line than it skips. A line that starts as a hello, after any
+	// leftovers, is the guest's hello, or refused.
 	var line string
-	for skipped := 0; ; skipped++ {
+	leftovers := maxLeftovers
+	for skipped := 0; ; {
 		var err error
-		if line, err = readLine(c, maxHello); err != nil {
+		if line, err = readLine(c, maxHello+leftovers); err != nil {
 			return "", err
 		}
 		_ = c.SetDeadline(time.Now().Add(helloTimeout))
 		e := strings.TrimSuffix(line, "\r")
+		if i := strings.LastIndex(e, helloMagic+" "); i > 0 {
+			e = e[i:]
+		}
 		echo := e != "" && subsequence(e, hello)
-		if strings.HasPrefix(line, helloMagic+" ") && !echo {
+		if strings.HasPrefix(e, helloMagic+" ") && !echo {
+			if len(e) > maxHello {
+				return "", errHello(fmt.Sprintf("hello longer than %d bytes", maxHello))
+			}
+			line = e
 			break
 		}
-		if skipped == serialauth.MaxNudges {
-			return "", errHello("too many nudges, echoes or lines that are no hello")
+		if e != "" && !echo {
+			if leftovers -= len(line) + 1; leftovers < 0 {
+				return "", errHello(fmt.Sprintf("more than %d bytes before the hello", maxLeftovers))
+			}
+			continue
+		}
+		if skipped++; skipped > serialauth.MaxNudges {
+			return "", errHello("too many nudges or echoes")
 		}
 		if echo {
 			continue

@@ -15,7 +15,8 @@ import (
 // driver's, over a connection whose first line the guest "lost": it
 // nudges, the driver sends the same nonce line again, and the channel is
 // handed to the waiting Start; an echo of the driver's line is skipped;
-// a peer that only nudges is refused.
+// a hello after a dying session's leftovers on its line is taken; a
+// peer that only nudges is refused.
 func TestHandshakeNudges(t *testing.T) {
 	d := &Driver{cfg: Config{ConnectTimeout: 5 * time.Second}, waiting: map[string]*waiter{}, vms: map[string]*vm{}}
 	w, err := d.expect("c1")
@@ -73,6 +74,32 @@ func TestHandshakeNudges(t *testing.T) {
 	}
 	if err := <-res; err != nil {
 		t.Fatalf("handshake after an echo: %v", err)
+	}
+
+	// What a guest's last session still wrote (a TLS alert, binary, no
+	// newline of its own) glued to its hello: the hello is taken.
+	w4, _ := d.expect("c4")
+	host, guest = net.Pipe()
+	go func() {
+		_, err := d.handshake(host)
+		res <- err
+	}()
+	first, err = serialauth.ReadLine(guest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := strings.TrimPrefix(first, helloMagic+" ")
+	if _, err := io.WriteString(guest, "\x17\x03\x03\x00\x13\xcc;\x9f"+helloMagic+" c4 "+GuestMAC(w4.secret, "c4", nonce)+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := serialauth.ReadLine(guest); err != nil || ok != "ok "+ServerMAC(w4.secret, "c4", nonce) {
+		t.Fatalf("answer to a hello after leftovers: %q, %v", ok, err)
+	}
+	if _, err := serialauth.GuestHandshake(guest, "c4", w4.secret); err != nil {
+		t.Fatalf("TLS after the hello: %v", err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("handshake after leftovers: %v", err)
 	}
 
 	w2, _ := d.expect("c2")

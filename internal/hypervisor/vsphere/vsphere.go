@@ -61,9 +61,10 @@
 // NONCE")) and SERVERMAC is hex(HMAC-SHA256(secret, "vch-channel v1
 // server NAME NONCE")), NONCE in the hex form sent. The nonce makes a
 // recorded hello useless on another connection; the server's MAC lets the
-// guest refuse a listener that does not know its secret. Lines that are
-// no hello (what a guest's last session still wrote, before its nudge)
-// are answered as nudges, at most 8 with the nudges and echoes. A hello
+// guest refuse a listener that does not know its secret. Bytes before
+// the hello that are no nudge or echo (what a guest's last session still
+// wrote) are skipped, up to maxLeftovers, a hello glued to them taken;
+// nudges and echoes at most 8. A hello
 // that is malformed, longer than 512 bytes, slower than 10 s, for a name
 // no Start waits for, or with a wrong MAC gets the connection closed and
 // a warning logged, and Start keeps waiting; a name's channel is handed
@@ -315,7 +316,11 @@ const (
 	defaultConnectTimeout = 2 * time.Minute
 	helloTimeout          = 10 * time.Second
 	maxHello              = 512
-	maxHandshakes         = 64
+	// maxLeftovers bounds the bytes a guest may send before its hello
+	// that are neither nudges nor echoes (a dying session's last
+	// output: a TLS record is at most 16 KiB and some bytes).
+	maxLeftovers  = 64 << 10
+	maxHandshakes = 64
 	// opTimeout bounds the vSphere calls of Kill and of a VM's end.
 	opTimeout = time.Minute
 )

@@ -21,7 +21,6 @@ import (
 	"github.com/vmware/govmomi/vim25/mo"
 	"github.com/vmware/govmomi/vim25/types"
 
-	"github.com/vchproject/vch/internal/agent/serialauth"
 	"github.com/vchproject/vch/internal/hypervisor"
 	"github.com/vchproject/vch/internal/hypervisor/hvtest"
 )
@@ -431,25 +430,25 @@ func TestHelloRefused(t *testing.T) {
 		default:
 		}
 	}
-	t.Run("garbage_is_a_nudge", func(t *testing.T) {
-		// A line that is no hello (what a guest's last session still
-		// wrote, then its nudge) gets the listener's line again; too
-		// many of them close the connection.
+	t.Run("leftovers", func(t *testing.T) {
+		// Lines that are no hello (what a guest's last session still
+		// wrote) get no answer; the nudge after them gets the listener's
+		// line again; more than maxLeftovers of them close the
+		// connection.
 		refused(t, func(c net.Conn, nonce string) {
-			for i := range serialauth.MaxNudges + 1 {
-				fmt.Fprintf(c, "\x17\x03\x03\x00\x13 GET / HTTP/1.0\n")
-				if i == serialauth.MaxNudges {
-					break
-				}
-				line, err := readLine(c, maxHello)
-				if err != nil || line != helloMagic+" "+nonce {
-					t.Fatalf("answer to line %d that is no hello: %q, %v; want the nonce line again", i, line, err)
-				}
+			fmt.Fprintf(c, "\x17\x03\x03\x00\x13 GET / HTTP/1.0\n\n")
+			line, err := readLine(c, maxHello)
+			if err != nil || line != helloMagic+" "+nonce {
+				t.Fatalf("answer to leftovers and a nudge: %q, %v; want the nonce line once", line, err)
+			}
+			junk := strings.Repeat("\x17\x03\x03\x40\x00"+strings.Repeat("x", 1000)+"\n", maxLeftovers/1000+1)
+			if _, err := io.WriteString(c, junk); err != nil {
+				t.Fatal(err)
 			}
 		})
 	})
 	t.Run("too_long", func(t *testing.T) {
-		refused(t, func(c net.Conn, _ string) { c.Write([]byte(strings.Repeat("x", 2*maxHello))) })
+		refused(t, func(c net.Conn, _ string) { c.Write([]byte(strings.Repeat("x", maxHello+maxLeftovers+1))) })
 	})
 	t.Run("unknown_name", func(t *testing.T) {
 		refused(t, func(c net.Conn, nonce string) {
