@@ -64,10 +64,10 @@ func GuestTLS(secret []byte, name string) (*tls.Config, error) {
 		return nil, err
 	}
 	return &tls.Config{
-		MinVersion:            tls.VersionTLS13,
-		Certificates:          []tls.Certificate{cert},
-		InsecureSkipVerify:    true,
-		VerifyPeerCertificate: peerKey(secret, roleServer, name),
+		MinVersion:             tls.VersionTLS13,
+		Certificates:           []tls.Certificate{cert},
+		InsecureSkipVerify:     true,
+		VerifyPeerCertificate:  peerKey(secret, roleServer, name),
 		SessionTicketsDisabled: true,
 	}, nil
 }

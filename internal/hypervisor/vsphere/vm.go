@@ -1,9 +1,9 @@
 package vsphere
 
 import (
-	"crypto/tls"
 	"context"
 	"crypto/hmac"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
