@@ -164,25 +164,9 @@ func TestSerialSessionStall(t *testing.T) {
 	nonce := strings.Repeat("01", serialauth.NonceBytes)
 	c := channelChoice{serial: true, device: name, guestinfo: map[string]string{guestinfoName: "c9", guestinfoSecret: secret}}
 
-	port := make(chan *os.File, 1)
-	go func() {
-		f, err := openSerialChannel(c)
-		if err != nil {
-			t.Error(err)
-		}
-		port <- f
-	}()
-	listenerHello(t, ptm, key, "c9", nonce, 10*time.Second)
-	f := <-port
-	if f == nil {
+	if !serveSerial(t, c, ptm, key, "c9", nonce) {
 		return
 	}
-	defer f.Close()
-
-	srv := newServer(slog.New(slog.DiscardHandler), nil)
-	srv.rehello = c.hello
-	srv.frameStall = 300 * time.Millisecond
-	go srv.serve(f)
 
 	hostHello := func() {
 		t.Helper()
@@ -212,6 +196,34 @@ func TestSerialSessionStall(t *testing.T) {
 	if ok, _, err := host.SendRequest(ctx, wire.RequestProcesses, true, nil); err != nil || !ok {
 		t.Fatalf("the next host's request: %v, %v", ok, err)
 	}
+}
+
+// serveSerial opens c's serial channel, plays the listener's first hello
+// on ptm and serves sessions on the channel (a 300 ms frame stall bound,
+// TLS where c's guestinfo asks for it) until the test ends. False if the
+// channel did not open (the test has failed).
+func serveSerial(t *testing.T, c channelChoice, ptm *os.File, key []byte, name, nonce string) bool {
+	t.Helper()
+	port := make(chan *os.File, 1)
+	go func() {
+		f, err := openSerialChannel(c)
+		if err != nil {
+			t.Error(err)
+		}
+		port <- f
+	}()
+	listenerHello(t, ptm, key, name, nonce, 10*time.Second)
+	f := <-port
+	if f == nil {
+		return false
+	}
+	t.Cleanup(func() { f.Close() })
+	srv := newServer(slog.New(slog.DiscardHandler), nil)
+	srv.rehello = c.hello
+	srv.frameStall = 300 * time.Millisecond
+	srv.channelTLS = c.channelTLS()
+	go srv.serve(f)
+	return true
 }
 
 // TestStallSessionClosed: once a session is closed (its reader stopped
@@ -328,26 +340,9 @@ func TestSerialSessionTLS(t *testing.T) {
 		t.Fatal("channelTLS is set without guestinfo's TLS key")
 	}
 
-	port := make(chan *os.File, 1)
-	go func() {
-		f, err := openSerialChannel(c)
-		if err != nil {
-			t.Error(err)
-		}
-		port <- f
-	}()
-	listenerHello(t, ptm, key, "c10", nonce, 10*time.Second)
-	f := <-port
-	if f == nil {
+	if !serveSerial(t, c, ptm, key, "c10", nonce) {
 		return
 	}
-	defer f.Close()
-
-	srv := newServer(slog.New(slog.DiscardHandler), nil)
-	srv.rehello = c.hello
-	srv.frameStall = 300 * time.Millisecond
-	srv.channelTLS = c.channelTLS()
-	go srv.serve(f)
 
 	cut := new(atomic.Int32)
 	host := ptyConn{ptm, cut}

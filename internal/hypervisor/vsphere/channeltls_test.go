@@ -18,6 +18,23 @@ import (
 	"github.com/vchproject/vch/internal/hypervisor"
 )
 
+// startResult is what a Start returned.
+type startResult struct {
+	vm  hypervisor.VM
+	err error
+}
+
+// startAsync runs d.Start(ctx, s) on a goroutine of its own; its result
+// arrives on the channel.
+func startAsync(ctx context.Context, d *Driver, s hypervisor.Spec) <-chan startResult {
+	res := make(chan startResult, 1)
+	go func() {
+		vm, err := d.Start(ctx, s)
+		res <- startResult{vm, err}
+	}()
+	return res
+}
+
 // recorder is a connection that keeps every byte it reads and writes.
 type recorder struct {
 	net.Conn
@@ -77,15 +94,7 @@ func TestChannelTLS(t *testing.T) {
 	d := e.vch()
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
-	type result struct {
-		vm  hypervisor.VM
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		vm, err := d.Start(ctx, spec("t1"))
-		res <- result{vm, err}
-	}()
+	res := startAsync(ctx, d, spec("t1"))
 	g := guest{e: e, d: d, name: "t1"}
 	info, err := g.waitInfo(ctx)
 	if err != nil {

@@ -389,15 +389,7 @@ func TestHelloRefused(t *testing.T) {
 	d := e.vch()
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
-	type result struct {
-		vm  hypervisor.VM
-		err error
-	}
-	res := make(chan result, 1)
-	go func() {
-		vm, err := d.Start(ctx, spec("c1"))
-		res <- result{vm, err}
-	}()
+	res := startAsync(ctx, d, spec("c1"))
 	g := guest{e: e, d: d, name: "c1"}
 	secret, err := g.secret(ctx)
 	if err != nil {
