@@ -271,9 +271,9 @@ func mountKernelFS() error {
 // the transmit queue's interrupt stays off and start_xmit orphans each
 // skb). A guest under TCG pays dearly for every interrupt, and a
 // container VM has one queue and one flow or few: HTTP through a
-// published port from busybox httpd ran at 124–242 MiB/s against 74–117
-// with transmit NAPI (six alternating pairs on one host, 2026-12-07; see
-// docs/notes.md, Networks). What is given up is byte queue limits and
+// published port from busybox httpd ran at a median 145 MiB/s against
+// 101 with transmit NAPI (10 alternating rounds on one host, 2026-12-07;
+// see docs/notes.md, Networks). What is given up is byte queue limits and
 // TCP small queues' back-pressure on the sender, which bound latency
 // under many competing flows on one NIC.
 var moduleParams = map[string]string{"virtio_net": "napi_tx=0"}
