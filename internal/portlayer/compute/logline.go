@@ -1,8 +1,8 @@
 package compute
 
 import (
+	"encoding/binary"
 	"slices"
-	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -32,69 +32,126 @@ func appendLogLine(b, data []byte, stream, offset string, t time.Time) []byte {
 	return append(b, "\"}\n"...)
 }
 
-// jsonSafe marks the ASCII bytes a JSON string (with encoding/json's HTML
-// escaping) carries as they are.
-var jsonSafe = func() (t [utf8.RuneSelf]bool) {
-	for c := 0x20; c < utf8.RuneSelf; c++ {
-		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+// jsonEscape holds, for each ASCII byte, its escape as encoding/json
+// writes it (with HTML escaping) packed little-endian in the low bytes,
+// and jsonEscapeLen its length: 1 for a byte carried as it is.
+var jsonEscape, jsonEscapeLen = func() (e [utf8.RuneSelf]uint64, n [utf8.RuneSelf]uint8) {
+	for c := range utf8.RuneSelf {
+		var s string
+		switch {
+		case c == '"' || c == '\\':
+			s = `\` + string(rune(c))
+		case c == '\b':
+			s = `\b`
+		case c == '\f':
+			s = `\f`
+		case c == '\n':
+			s = `\n`
+		case c == '\r':
+			s = `\r`
+		case c == '\t':
+			s = `\t`
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			s = `\u00` + string(hexDigits[c>>4]) + string(hexDigits[c&0xf])
+		default:
+			s = string(rune(c))
+		}
+		var buf [8]byte
+		copy(buf[:], s)
+		e[c], n[c] = binary.LittleEndian.Uint64(buf[:]), uint8(len(s))
 	}
-	return t
+	return e, n
+}()
+
+// jsonEscapeRuns holds each control byte's escape eight times over (and
+// 8 spare bytes for the whole-word stores that fill it).
+var jsonEscapeRuns = func() (r [0x20][48 + 8]byte) {
+	for c := range 0x20 {
+		n := int(jsonEscapeLen[c])
+		for k := range 8 {
+			binary.LittleEndian.PutUint64(r[c][k*n:], jsonEscape[c])
+		}
+	}
+	return r
 }()
 
 const hexDigits = "0123456789abcdef"
 
+// SWAR masks: one byte value repeated in each of a word's eight bytes.
+const (
+	ones  = 0x0101010101010101
+	highs = 0x8080808080808080
+)
+
+// plainWord reports whether none of x's eight bytes needs escaping: all
+// ASCII, none below 0x20, none of " \ < > &. The tests are the exact
+// zero-byte and less-than tests on a word (Bit Twiddling Hacks,
+// "Determine if a word has a byte less than n").
+func plainWord(x uint64) bool {
+	bad := x | (x-ones*0x20)&^x
+	v := x ^ (ones * '"')
+	bad |= (v - ones) &^ v
+	v = x ^ (ones * '\\')
+	bad |= (v - ones) &^ v
+	v = x ^ (ones * '<')
+	bad |= (v - ones) &^ v
+	v = x ^ (ones * '>')
+	bad |= (v - ones) &^ v
+	v = x ^ (ones * '&')
+	bad |= (v - ones) &^ v
+	return bad&highs == 0
+}
+
 // appendJSONString appends s as a quoted JSON string, escaped as
-// encoding/json escapes a string.
+// encoding/json escapes a string: eight plain bytes at a time, the rest
+// from a table.
 func appendJSONString(b, s []byte) []byte {
-	b = slices.Grow(b, len(s)+2)
-	b = append(b, '"')
-	start := 0
+	// At most 6 bytes out per byte in (\u00XX, \ufffd for a lone byte,
+	// \u2028 for three), the quotes, and 8 spare for whole-word stores.
+	b = slices.Grow(b, 6*len(s)+2+8)
+	n := len(b)
+	out := b[:cap(b)]
+	out[n] = '"'
+	n++
 	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if jsonSafe[c] {
+		if i+8 <= len(s) {
+			x := binary.LittleEndian.Uint64(s[i:])
+			if plainWord(x) {
+				binary.LittleEndian.PutUint64(out[n:], x)
+				n, i = n+8, i+8
+				continue
+			}
+			// Eight of one control byte (NUL padding, binary output):
+			// its escape eight times over, from the table.
+			if c := x & 0xff; c < 0x20 && x == ones*c {
+				n += copy(out[n:], jsonEscapeRuns[c][:8*jsonEscapeLen[c]])
+				i += 8
+				continue
+			}
+		}
+		// Byte by byte up to the next word.
+		for end := min(i+8, len(s)); i < end; {
+			c := s[i]
+			if c < utf8.RuneSelf {
+				binary.LittleEndian.PutUint64(out[n:], jsonEscape[c])
+				n += int(jsonEscapeLen[c])
 				i++
 				continue
 			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
+			r, size := utf8.DecodeRune(s[i:])
+			switch {
+			case r == utf8.RuneError && size == 1:
+				n += copy(out[n:], `\ufffd`)
+			case r == '\u2028' || r == '\u2029':
+				n += copy(out[n:], `\u202`)
+				out[n] = hexDigits[r&0xf]
+				n++
 			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+				n += copy(out[n:], s[i:i+size])
 			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRune(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
 			i += size
-			start = i
-			continue
 		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, `\u202`...)
-			b = strconv.AppendInt(b, int64(r&0xf), 16)
-			i += size
-			start = i
-			continue
-		}
-		i += size
 	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	out[n] = '"'
+	return out[:n+1]
 }

@@ -22,6 +22,20 @@ func TestAppendLogLine(t *testing.T) {
 		all[i] = byte(i)
 	}
 	inputs = append(inputs, all)
+	// Eight-byte words at every alignment: plain runs with one special
+	// byte or rune at each offset, and runs of one control byte of
+	// every length around a word's.
+	plain := []byte("abcdefghijklmnopqrstuvwx")
+	for _, special := range []string{"\x00", "\n", "\"", "\\", "<", ">", "&", "\x7f", "é", "日", "\u2028", "\xff", "\xe2\x80"} {
+		for off := range len(plain) {
+			inputs = append(inputs, []byte(string(plain[:off])+special+string(plain[off:])))
+		}
+	}
+	for _, c := range []byte{0, 1, '\n', 0x1f, '"'} {
+		for n := range 26 {
+			inputs = append(inputs, append([]byte("ab"), bytes.Repeat([]byte{c}, n)...))
+		}
+	}
 	r := rand.New(rand.NewPCG(1, 2))
 	for range 200 {
 		b := make([]byte, r.IntN(300))
@@ -30,27 +44,44 @@ func TestAppendLogLine(t *testing.T) {
 		}
 		inputs = append(inputs, b)
 	}
-	when := time.Date(2026, 12, 5, 14, 0, 0, 123456789, time.UTC)
 	for _, in := range inputs {
-		for _, off := range []string{"", "r1:42"} {
-			e := logEntry{Log: string(in), Stream: "stderr", Time: when}
-			if off != "" {
-				e.Attrs = map[string]string{offsetAttr: off}
-			}
-			want, _ := json.Marshal(e)
-			want = append(want, '\n')
-			if got := appendLogLine(nil, in, "stderr", off, when); !bytes.Equal(got, want) {
-				t.Fatalf("%q:\n got %s\nwant %s", in, got, want)
-			}
+		checkLogLine(t, in)
+	}
+}
+
+// FuzzLogLine: for any bytes, appendLogLine writes what json.Marshal
+// writes.
+func FuzzLogLine(f *testing.F) {
+	f.Add([]byte("hello\n"))
+	f.Add(make([]byte, 20))
+	f.Add([]byte("abcdefgh\x00\x00\x00\x00\x00\x00\x00\x00é<\xff"))
+	f.Fuzz(checkLogLine)
+}
+
+// checkLogLine fails t unless appendLogLine writes for in, with and
+// without the offset attribute and after bytes already in the buffer,
+// what json.Marshal writes for the same entry.
+func checkLogLine(t *testing.T, in []byte) {
+	when := time.Date(2026, 12, 5, 14, 0, 0, 123456789, time.UTC)
+	for _, off := range []string{"", "r1:42"} {
+		e := logEntry{Log: string(in), Stream: "stderr", Time: when}
+		if off != "" {
+			e.Attrs = map[string]string{offsetAttr: off}
+		}
+		want, _ := json.Marshal(e)
+		want = append([]byte("prefix"), append(want, '\n')...)
+		if got := appendLogLine([]byte("prefix"), in, "stderr", off, when); !bytes.Equal(got, want) {
+			t.Fatalf("%q:\n got %s\nwant %s", in, got, want)
 		}
 	}
 }
 
 // BenchmarkLogLine: one 16 KiB log message of zeros (each written as
-// \u0000) and of text, by appendLogLine and by json.Marshal, the baseline.
+// \u0000), of text lines and of one letter, by appendLogLine and by json.Marshal, the baseline.
 func BenchmarkLogLine(b *testing.B) {
 	text := bytes.Repeat([]byte("the quick brown fox jumps over the lazy dog\n"), maxLogLine/44)
-	for name, data := range map[string][]byte{"zeros": make([]byte, maxLogLine), "text": text} {
+	plain := bytes.Repeat([]byte("a"), maxLogLine)
+	for name, data := range map[string][]byte{"zeros": make([]byte, maxLogLine), "text": text, "plain": plain} {
 		when := time.Now().UTC()
 		b.Run(name+"/append", func(b *testing.B) {
 			b.SetBytes(int64(len(data)))
