@@ -166,6 +166,25 @@ func (c *Client) PutArchive(ctx context.Context, put wire.ArchivePut, r io.Reade
 	return nil
 }
 
+// PutArchiveDisk unpacks the tar stream of put.Bytes bytes that the disk
+// with serial put.Serial holds (the VM's transfer disk) into a container
+// directory. NotImplemented if the guest agent predates it (the caller
+// then sends the stream with PutArchive); otherwise PutArchive's errors.
+func (c *Client) PutArchiveDisk(ctx context.Context, put wire.ArchivePutDisk) error {
+	a, err := c.openArchive(ctx, wire.ChannelArchivePutDisk, wire.Encode(put))
+	if err != nil {
+		var oce *link.OpenChannelError
+		if errors.As(err, &oce) && oce.Reason == link.UnknownChannelType {
+			return fmt.Errorf("agent: %s refused: %w", wire.ChannelArchivePutDisk, errdefs.ErrNotImplemented)
+		}
+		return err
+	}
+	defer a.ch.Close()
+	_ = a.ch.CloseWrite()
+	_, _ = io.Copy(io.Discard, a.ch)
+	return a.result()
+}
+
 // Changes lists what differs from the image (docker diff).
 func (c *Client) Changes(ctx context.Context) ([]wire.Change, error) {
 	a, err := c.openArchive(ctx, wire.ChannelChanges, nil)

@@ -251,6 +251,35 @@ type WarmRestorer interface {
 	RestoreWarm(ctx context.Context, spec Spec, dir string) (VM, error)
 }
 
+// TransferDiskSerial is the serial of a VM's transfer disk ([Transferrer]),
+// as the guest sees it.
+const TransferDiskSerial = "vch-transfer"
+
+// TransferDiskBytes is the capacity of a transfer disk as the guest sees
+// it, whatever image it holds (1 GiB): every image is extended to this
+// size, since a virtio-blk guest reads a disk's capacity when it binds the
+// device and again only on a resize, not when the image under it changes.
+const TransferDiskBytes = 1 << 30
+
+// Transferrer is implemented by the VMs of drivers that give every VM a
+// transfer disk: a read-only disk, after Spec's own disks, shares and
+// NICs, with serial [TransferDiskSerial], whose image the host changes
+// while the VM runs. It carries bulk data into the guest at disk speed
+// (docker cp into a container) instead of over the guest channel, whose
+// host-to-guest direction the guest's one-page reads bound.
+type Transferrer interface {
+	// LoadTransfer makes the raw file at path the transfer disk's image,
+	// in place of the one before (which the VMM then no longer holds
+	// open), or an empty one for path "". The file must hold at most
+	// TransferDiskBytes bytes; LoadTransfer extends it, sparse, to that
+	// size. The guest must read the disk with direct I/O (O_DIRECT): what
+	// its page cache holds of an earlier image is stale. InvalidArgument
+	// for a file too large; FailedPrecondition if the VM has no transfer
+	// disk (a VM started before drivers had one); Unavailable if the VMM
+	// does not answer.
+	LoadTransfer(ctx context.Context, path string) error
+}
+
 // DiskPlugger is implemented by the VMs RestoreWarm returns.
 type DiskPlugger interface {
 	// PlugDisks puts disks in the VM's disk slots, in order, in place of

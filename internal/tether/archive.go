@@ -688,6 +688,20 @@ func (s *server) handleArchiveChannel(nc link.NewChannel) {
 			_, _ = io.Copy(io.Discard, ch)
 			return err
 		}
+	case wire.ChannelArchivePutDisk:
+		var put wire.ArchivePutDisk
+		if err := json.Unmarshal(nc.ExtraData(), &put); err != nil || put.Serial == "" || put.Bytes < 0 {
+			reject(archiveFail(wire.ArchiveInvalid, "bad request: %v", err))
+			return
+		}
+		run = func(ctx context.Context, ch link.Channel) error {
+			d, err := openDiskStream(ctx, put.Serial, put.Bytes)
+			if err != nil {
+				return archiveFail(wire.ArchiveFailed, "transfer disk: %w", err)
+			}
+			defer d.Close()
+			return putPath(ctx, d, put.ArchivePut)
+		}
 	case wire.ChannelChanges:
 		run = func(ctx context.Context, ch link.Channel) error {
 			upper, base, err := diffRoots(ctx)
@@ -723,7 +737,7 @@ func (s *server) handleArchiveChannel(nc link.NewChannel) {
 
 // isArchiveChannel reports the channel types handleArchiveChannel serves.
 func isArchiveChannel(t string) bool {
-	return t == wire.ChannelArchiveGet || t == wire.ChannelArchivePut || t == wire.ChannelChanges
+	return t == wire.ChannelArchiveGet || t == wire.ChannelArchivePut || t == wire.ChannelArchivePutDisk || t == wire.ChannelChanges
 }
 
 func securejoinIn(root, p string) (string, error) {

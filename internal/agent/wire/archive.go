@@ -14,14 +14,23 @@ package wire
 //   - channel [ChannelArchivePut] with [ArchivePut]: the host writes one tar
 //     stream and then closes its side for writing (CloseWrite); the guest
 //     unpacks it and answers with [RequestArchiveDone], then closes.
+//   - channel [ChannelArchivePutDisk] with [ArchivePutDisk]: as
+//     [ChannelArchivePut], but the tar stream is on a disk of the VM (its
+//     transfer disk, which the host filled just before) instead of on the
+//     channel: the guest reads Bytes bytes of the disk with serial Serial
+//     from offset 0 with direct I/O, the host writes nothing. A tether that
+//     predates it rejects the channel as an unknown type, and the host
+//     sends the stream on [ChannelArchivePut] instead.
 //   - channel [ChannelChanges] with no extra data: the guest writes one
 //     JSON array of [Change] and then [RequestArchiveDone].
 const (
 	RequestArchiveStat = "archive-stat@vch-" + Version
 	ChannelArchiveGet  = "archive-get@vch-" + Version
 	ChannelArchivePut  = "archive-put@vch-" + Version
-	ChannelChanges     = "changes@vch-" + Version
-	RequestArchiveDone = "archive-done@vch-" + Version
+	// ChannelArchivePutDisk is newer than the other names of version 1.
+	ChannelArchivePutDisk = "archive-put-disk@vch-" + Version
+	ChannelChanges        = "changes@vch-" + Version
+	RequestArchiveDone    = "archive-done@vch-" + Version
 )
 
 // BaseSerial is the virtio-blk serial of the image's read-only root disk,
@@ -81,6 +90,17 @@ type ArchivePut struct {
 	// MaxBytes bounds the files' total size as declared in the headers;
 	// 0: the free space of the destination's filesystem.
 	MaxBytes int64 `json:"max_bytes,omitempty"`
+}
+
+// ArchivePutDisk unpacks the tar stream that a disk holds into the
+// directory Path.
+type ArchivePutDisk struct {
+	ArchivePut
+	// Serial is the disk's serial (the transfer disk's: vch-transfer).
+	Serial string `json:"serial"`
+	// Bytes is the stream's length from the disk's start; the disk holds
+	// zeros after it.
+	Bytes int64 `json:"bytes"`
 }
 
 // Kinds of [ArchiveError].

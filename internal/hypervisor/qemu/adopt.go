@@ -64,7 +64,7 @@ func (d *Driver) Adopt(ctx context.Context, spec hypervisor.Spec) (hypervisor.VM
 		proc.close()
 		return nil, fmt.Errorf("qemu: VM %s: pid %d is not its VMM: %w", spec.Name, pid, errdefs.ErrNotFound)
 	}
-	mon := monitor{qmpPath: p.qmp}
+	mon := monitor{qmpPath: p.qmp, transfer: &transferSlot{placeholder: p.transfer}}
 	wasPaused, _ := mon.paused(ctx)
 	if wasPaused {
 		if err := mon.Resume(ctx); err != nil {

@@ -40,6 +40,8 @@ type paths struct {
 	pidfile string
 	qmp     string // QMP monitor socket (QEMU listens)
 	log     string // QEMU's own stdout and stderr
+	// transfer is the transfer disk's placeholder image; "" for none.
+	transfer string
 }
 
 // argv builds QEMU's command line (after the binary) for spec. The guest
@@ -184,6 +186,9 @@ func argvWith(spec hypervisor.Spec, accel string, tscKHz int, p paths, o vmOptio
 			fsdev += ",readonly=on"
 		}
 		a = append(a, "-fsdev", fsdev, "-device", fmt.Sprintf("virtio-9p-device,fsdev=share%d,mount_tag=%s", i, escape(sh.Tag)))
+	}
+	if p.transfer != "" {
+		a = append(a, transferArgs(p.transfer)...)
 	}
 	return a
 }

@@ -196,6 +196,9 @@ func TestArgvQEMUAccepts(t *testing.T) {
 				Disks: []hypervisor.Disk{{Path: disk, Format: "raw", ReadOnly: true}},
 			}
 			p := runtimePaths(dir)
+			if err := writeSparse(p.transfer, hypervisor.TransferDiskBytes); err != nil {
+				t.Fatal(err)
+			}
 			ln, err := net.Listen("unix", p.channel)
 			if err != nil {
 				t.Fatal(err)

@@ -14,7 +14,11 @@ import (
 const qmpTimeout = 5 * time.Second
 
 // monitor reaches a VM's QMP socket.
-type monitor struct{ qmpPath string }
+type monitor struct {
+	qmpPath string
+	// transfer is the VM's transfer disk (transfer.go).
+	transfer *transferSlot
+}
 
 // run sends one QMP command (QEMU QMP reference: "stop", "cont") on a
 // fresh monitor connection and returns its reply.

@@ -175,6 +175,8 @@ func runtimePaths(dir string) paths {
 		pidfile: filepath.Join(dir, "qemu.pid"),
 		qmp:     filepath.Join(dir, "qmp.sock"),
 		log:     filepath.Join(dir, "qemu.log"),
+		// The transfer disk's empty image, sparse.
+		transfer: filepath.Join(dir, "transfer.img"),
 	}
 }
 
@@ -212,6 +214,9 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.Spec, o vmOptions) 
 	defer ln.Close()
 	defer os.Remove(p.channel)
 
+	if err := writeSparse(p.transfer, hypervisor.TransferDiskBytes); err != nil {
+		return nil, err
+	}
 	logf, err := os.OpenFile(p.log, os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: VMM log: %w", err)
@@ -242,7 +247,7 @@ func (d *Driver) launch(ctx context.Context, spec hypervisor.Spec, o vmOptions) 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: start %s: %w: %w", d.cfg.Binary, err, errdefs.ErrUnavailable)
 	}
-	v := &vm{cmd: cmd, done: make(chan struct{}), monitor: monitor{qmpPath: p.qmp}, logPath: p.log}
+	v := &vm{cmd: cmd, done: make(chan struct{}), monitor: monitor{qmpPath: p.qmp, transfer: &transferSlot{placeholder: p.transfer}}, logPath: p.log}
 	go v.wait()
 
 	c, err := d.accept(ctx, ln, v.done, v.Kill)

@@ -41,7 +41,7 @@ const (
 // templateFormat is bumped whenever the device layout argv builds changes
 // in a way a saved template cannot follow: a template of another format
 // is not restored.
-const templateFormat = 3
+const templateFormat = 4
 
 // placeholderBytes is the size of the placeholder disk: any size will do,
 // as the guest must not probe it before the save.

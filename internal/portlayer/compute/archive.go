@@ -61,31 +61,31 @@ func (s *Service) Archives() *Archives { return &Archives{s: s} }
 // which release powers off. While a maintenance VM runs the container
 // counts as starting: a start or removal waits for it. Conflict if
 // paused.
-func (a *Archives) acquireGuest(ctx context.Context, idOrName string) (*container, *agent.Client, func(), error) {
+func (a *Archives) acquireGuest(ctx context.Context, idOrName string) (*container, *agent.Client, hypervisor.VM, func(), error) {
 	s := a.s
 	c, err := s.lookup(idOrName)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, nil, nil, portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
+		return nil, nil, nil, nil, portlayer.Errorf(portlayer.ClassUnavailable, "shutting down")
 	}
 	for {
 		c.mu.Lock()
 		switch {
 		case c.hidden():
 			c.mu.Unlock()
-			return nil, nil, nil, portlayer.NoSuchContainer(idOrName)
+			return nil, nil, nil, nil, portlayer.NoSuchContainer(idOrName)
 		case c.rec.State.Status == portlayer.StatusPaused:
 			c.mu.Unlock()
-			return nil, nil, nil, portlayer.ContainerState("copy", c.id, portlayer.ReasonPaused)
+			return nil, nil, nil, nil, portlayer.ContainerState("copy", c.id, portlayer.ReasonPaused)
 		case c.rec.State.Status == portlayer.StatusRunning && c.guest != nil:
-			g := c.guest
+			g, vm := c.guest, c.vm
 			c.mu.Unlock()
-			return c, g, func() {}, nil
+			return c, g, vm, func() {}, nil
 		case c.phase == phaseStarting:
 			ch := c.startDone
 			c.mu.Unlock()
@@ -93,7 +93,7 @@ func (a *Archives) acquireGuest(ctx context.Context, idOrName string) (*containe
 			case <-ch:
 				continue
 			case <-ctx.Done():
-				return nil, nil, nil, fmt.Errorf("compute: %s: %w", c.id, ctx.Err())
+				return nil, nil, nil, nil, fmt.Errorf("compute: %s: %w", c.id, ctx.Err())
 			}
 		}
 		break
@@ -113,19 +113,19 @@ func (a *Archives) acquireGuest(ctx context.Context, idOrName string) (*containe
 		case <-gone:
 		case <-ctx.Done():
 			done()
-			return nil, nil, nil, fmt.Errorf("compute: %s: %w", c.id, ctx.Err())
+			return nil, nil, nil, nil, fmt.Errorf("compute: %s: %w", c.id, ctx.Err())
 		}
 	}
 	token, err := s.claimVolumes(ctx, c, rec)
 	if err != nil {
 		done()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	vm, g, err := a.bootMaintenance(ctx, c, rec)
 	if err != nil {
 		s.releaseVolumes(c.id, token)
 		done()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	s.logger.Info("maintenance VM booted", "container", c.id, "vm_pid", vm.Pid())
 	var once sync.Once
@@ -146,7 +146,7 @@ func (a *Archives) acquireGuest(ctx context.Context, idOrName string) (*containe
 			done()
 		})
 	}
-	return c, g, release, nil
+	return c, g, vm, release, nil
 }
 
 // bootMaintenance boots the container's disks, volumes and binds without
@@ -215,7 +215,7 @@ func pathStat(st wire.PathStat) portlayer.PathStat {
 
 // StatPath implements portlayer.Archives.
 func (a *Archives) StatPath(ctx context.Context, idOrName, path string) (portlayer.PathStat, error) {
-	c, g, release, err := a.acquireGuest(ctx, idOrName)
+	c, g, _, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return portlayer.PathStat{}, err
 	}
@@ -243,7 +243,7 @@ func (r *releasingReader) Close() error {
 
 // GetArchive implements portlayer.Archives.
 func (a *Archives) GetArchive(ctx context.Context, idOrName, path string) (portlayer.PathStat, io.ReadCloser, error) {
-	c, g, release, err := a.acquireGuest(ctx, idOrName)
+	c, g, _, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return portlayer.PathStat{}, nil, err
 	}
@@ -262,16 +262,19 @@ func (a *Archives) GetArchive(ctx context.Context, idOrName, path string) (portl
 	return pathStat(st), &releasingReader{rc, release}, nil
 }
 
-// PutArchive implements portlayer.Archives.
+// PutArchive implements portlayer.Archives. An archive of 4 MiB or more
+// is spooled under the VCH root (up to 1 GiB) and reaches the guest on
+// the VM's transfer disk where the driver has one (transfer.go); others,
+// and the rest of a larger one, on the guest channel.
 func (a *Archives) PutArchive(ctx context.Context, idOrName, path string, r io.Reader, opts portlayer.PutArchiveOptions) error {
-	c, g, release, err := a.acquireGuest(ctx, idOrName)
+	c, g, vm, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return err
 	}
 	defer release()
 	rec := c.record()
 	put := wire.ArchivePut{Path: path, NoOverwriteDirNonDir: opts.NoOverwriteDirNonDir, CopyUIDGID: opts.CopyUIDGID, User: rec.Spec.User}
-	if err := g.PutArchive(ctx, put, r); err != nil {
+	if err := a.s.putArchive(ctx, c, g, vm, put, r); err != nil {
 		return archiveErr(c, "extract to "+path, err)
 	}
 	return nil
@@ -279,7 +282,7 @@ func (a *Archives) PutArchive(ctx context.Context, idOrName, path string, r io.R
 
 // Export implements portlayer.Archives.
 func (a *Archives) Export(ctx context.Context, idOrName string) (io.ReadCloser, error) {
-	c, g, release, err := a.acquireGuest(ctx, idOrName)
+	c, g, _, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return nil, err
 	}
@@ -293,7 +296,7 @@ func (a *Archives) Export(ctx context.Context, idOrName string) (io.ReadCloser, 
 
 // Changes implements portlayer.Archives.
 func (a *Archives) Changes(ctx context.Context, idOrName string) ([]portlayer.Change, error) {
-	c, g, release, err := a.acquireGuest(ctx, idOrName)
+	c, g, _, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +370,7 @@ func (a *Archives) ChangesLayer(ctx context.Context, idOrName string) (portlayer
 			}
 		}
 	}
-	c, g, release, err := a.acquireGuest(ctx, idOrName)
+	c, g, _, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {
 		return portlayer.Container{}, nil, err
 	}

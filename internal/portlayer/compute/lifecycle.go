@@ -70,6 +70,10 @@ type container struct {
 	// restarts counts Restart calls in progress: an exit during one
 	// neither removes an auto-remove container nor discards its disk.
 	restarts int
+
+	// transferMu is held while the VM's transfer disk holds an archive
+	// (transfer.go).
+	transferMu sync.Mutex
 }
 
 func (s *Service) newContainer(rec portlayer.Container) *container {
