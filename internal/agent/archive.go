@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -166,23 +167,67 @@ func (c *Client) PutArchive(ctx context.Context, put wire.ArchivePut, r io.Reade
 	return nil
 }
 
-// PutArchiveDisk unpacks the tar stream of put.Bytes bytes that the disk
-// with serial put.Serial holds (the VM's transfer disk) into a container
-// directory. NotImplemented if the guest agent predates it (the caller
-// then sends the stream with PutArchive); otherwise PutArchive's errors.
-func (c *Client) PutArchiveDisk(ctx context.Context, put wire.ArchivePutDisk) error {
+// DiskUpload is an archive that the guest unpacks from a disk while the
+// host writes it there (wire.ChannelArchivePutDisk): Mark after each
+// write, Rest to send what is left on the channel, Close to end it.
+type DiskUpload struct {
+	a    *archiveChannel
+	rest bool
+}
+
+// PutArchiveDisk starts unpacking the tar stream that the disk with serial
+// put.Serial (the VM's transfer disk) receives from offset 0.
+// NotImplemented if the guest agent predates it (the caller then sends
+// the stream with PutArchive); otherwise PutArchive's errors.
+func (c *Client) PutArchiveDisk(ctx context.Context, put wire.ArchivePutDisk) (*DiskUpload, error) {
 	a, err := c.openArchive(ctx, wire.ChannelArchivePutDisk, wire.Encode(put))
 	if err != nil {
 		var oce *link.OpenChannelError
 		if errors.As(err, &oce) && oce.Reason == link.UnknownChannelType {
-			return fmt.Errorf("agent: %s refused: %w", wire.ChannelArchivePutDisk, errdefs.ErrNotImplemented)
+			return nil, fmt.Errorf("agent: %s refused: %w", wire.ChannelArchivePutDisk, errdefs.ErrNotImplemented)
 		}
-		return err
+		return nil, err
 	}
-	defer a.ch.Close()
-	_ = a.ch.CloseWrite()
-	_, _ = io.Copy(io.Discard, a.ch)
-	return a.result()
+	// The guest writes nothing but may end early (a refusal): whatever
+	// it sends is dropped until the channel closes.
+	go func() { _, _ = io.Copy(io.Discard, a.ch) }()
+	return &DiskUpload{a: a}, nil
+}
+
+// Mark tells the guest that the disk holds the stream's first n bytes.
+// An error once the guest has ended the channel (Close says why).
+func (u *DiskUpload) Mark(n int64) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(n))
+	_, err := u.a.ch.Write(b[:])
+	return err
+}
+
+// Rest returns the writer for the rest of the stream, sent on the channel
+// after the last Mark (wire.ArchiveDiskRest).
+func (u *DiskUpload) Rest() (io.Writer, error) {
+	if !u.rest {
+		var b [8]byte
+		binary.BigEndian.PutUint64(b[:], wire.ArchiveDiskRest)
+		if _, err := u.a.ch.Write(b[:]); err != nil {
+			return nil, err
+		}
+		u.rest = true
+	}
+	return u.a.ch, nil
+}
+
+// Abort ends the upload without ending the stream (the host could not
+// read it all): the guest's unpack fails or stops where it is.
+func (u *DiskUpload) Abort() { u.a.ch.Close() }
+
+// Close ends the stream and returns the guest's result (PutArchive's
+// errors).
+func (u *DiskUpload) Close() error {
+	_ = u.a.ch.CloseWrite()
+	err := u.a.result()
+	u.a.ch.Close()
+	return err
 }
 
 // Changes lists what differs from the image (docker diff).

@@ -690,17 +690,20 @@ func (s *server) handleArchiveChannel(nc link.NewChannel) {
 		}
 	case wire.ChannelArchivePutDisk:
 		var put wire.ArchivePutDisk
-		if err := json.Unmarshal(nc.ExtraData(), &put); err != nil || put.Serial == "" || put.Bytes < 0 {
+		if err := json.Unmarshal(nc.ExtraData(), &put); err != nil || put.Serial == "" {
 			reject(archiveFail(wire.ArchiveInvalid, "bad request: %v", err))
 			return
 		}
 		run = func(ctx context.Context, ch link.Channel) error {
-			d, err := openDiskStream(ctx, put.Serial, put.Bytes)
+			d, err := openDiskStream(ctx, put.Serial, ch)
 			if err != nil {
 				return archiveFail(wire.ArchiveFailed, "transfer disk: %w", err)
 			}
 			defer d.Close()
-			return putPath(ctx, d, put.ArchivePut)
+			err = putPath(ctx, d, put.ArchivePut)
+			// As for ChannelArchivePut: drain the host's marks or data.
+			_, _ = io.Copy(io.Discard, ch)
+			return err
 		}
 	case wire.ChannelChanges:
 		run = func(ctx context.Context, ch link.Channel) error {

@@ -16,11 +16,15 @@ package wire
 //     unpacks it and answers with [RequestArchiveDone], then closes.
 //   - channel [ChannelArchivePutDisk] with [ArchivePutDisk]: as
 //     [ChannelArchivePut], but the tar stream is on a disk of the VM (its
-//     transfer disk, which the host filled just before) instead of on the
-//     channel: the guest reads Bytes bytes of the disk with serial Serial
-//     from offset 0 with direct I/O, the host writes nothing. A tether that
-//     predates it rejects the channel as an unknown type, and the host
-//     sends the stream on [ChannelArchivePut] instead.
+//     transfer disk, which the host fills as the stream arrives) from
+//     offset 0, and the channel carries marks: 8-byte big-endian counts of
+//     the stream's bytes on the disk so far, never decreasing. The guest
+//     reads the disk with direct I/O up to the last mark, then waits for
+//     the next; the host's CloseWrite ends the stream at the last mark. A
+//     mark of [ArchiveDiskRest] instead says the rest of the stream follows
+//     on the channel as data (the disk is full). A tether that predates it
+//     rejects the channel as an unknown type, and the host sends the
+//     stream on [ChannelArchivePut] instead.
 //   - channel [ChannelChanges] with no extra data: the guest writes one
 //     JSON array of [Change] and then [RequestArchiveDone].
 const (
@@ -98,10 +102,11 @@ type ArchivePutDisk struct {
 	ArchivePut
 	// Serial is the disk's serial (the transfer disk's: vch-transfer).
 	Serial string `json:"serial"`
-	// Bytes is the stream's length from the disk's start; the disk holds
-	// zeros after it.
-	Bytes int64 `json:"bytes"`
 }
+
+// ArchiveDiskRest is the mark on a [ChannelArchivePutDisk] channel after
+// which the rest of the stream is the channel's data.
+const ArchiveDiskRest = 1<<64 - 1
 
 // Kinds of [ArchiveError].
 const (

@@ -23,158 +23,158 @@ import (
 // more than the channel takes for the whole archive.
 const transferMinBytes = 4 << 20
 
-// transferDir, under Config.Root, holds archives spooled for a transfer
-// disk; a daemon that starts empties it (what is there was cut short).
+// transferMarkBytes is how much of the archive the host writes to the
+// transfer disk's image between two marks (wire.ChannelArchivePutDisk):
+// each mark lets the guest read that much in one request.
+const transferMarkBytes = 1 << 20
+
+// transferDir, under Config.Root, holds the archives being written to
+// transfer disks; a daemon that starts empties it (what is there was cut
+// short).
 const transferDir = "transfers"
 
 // transferClearTimeout bounds putting the empty image back after a
 // transfer.
 const transferClearTimeout = 30 * time.Second
 
-// spooled is the start of an archive read from the client: held in head
-// when shorter than transferMinBytes, else written to file (size bytes,
-// head included), and the byte read after a full file, if any.
-// complete: the client's stream ended within it.
-type spooled struct {
-	head     []byte
-	file     *os.File
-	size     int64
-	extra    []byte
-	complete bool
-}
-
-// rest returns the whole archive again for the channel: what was spooled,
-// then what r still holds.
-func (sp *spooled) rest(r io.Reader) io.Reader {
-	if sp.file == nil {
-		return io.MultiReader(bytes.NewReader(sp.head), r)
-	}
-	return io.MultiReader(io.NewSectionReader(sp.file, 0, sp.size), bytes.NewReader(sp.extra), r)
-}
-
-// remove deletes the spool file, if any.
-func (sp *spooled) remove() {
-	if sp.file != nil {
-		sp.file.Close()
-		_ = os.Remove(sp.file.Name())
-	}
-}
-
-// errWriter records a write error, so that a spool that fills the VCH's
-// disk falls back to the channel while a client that fails fails the copy.
-type errWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (e *errWriter) Write(p []byte) (int, error) {
-	n, err := e.w.Write(p)
-	if err != nil {
-		e.err = err
-	}
-	return n, err
-}
-
-// spool reads the archive's start from r: up to minBytes into memory,
-// and if it is longer, up to maxBytes (hypervisor.TransferDiskBytes) into
-// a file in dir. A read error of r is returned; a spool file that cannot be
-// made or written leaves the archive incomplete (it then goes on the
-// channel).
-func spool(dir string, r io.Reader, minBytes, maxBytes int64) (*spooled, error) {
-	sp := &spooled{}
-	var head bytes.Buffer
-	n, err := io.CopyN(&head, r, minBytes)
-	sp.head = head.Bytes()
-	if errors.Is(err, io.EOF) || (err == nil && n < minBytes) {
-		sp.complete = true
-		return sp, nil
-	}
-	if err != nil {
-		return sp, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return sp, nil
-	}
-	f, err := os.CreateTemp(dir, "archive-*.tar")
-	if err != nil {
-		return sp, nil
-	}
-	sp.file = f
-	w := &errWriter{w: f}
-	k, err := w.Write(sp.head)
-	sp.size = int64(k)
-	if err != nil {
-		return sp, nil
-	}
-	sp.head = nil
-	m, err := io.CopyN(w, r, maxBytes-sp.size)
-	sp.size += m
-	switch {
-	case w.err != nil:
-		return sp, nil
-	case errors.Is(err, io.EOF):
-		sp.complete = true
-		return sp, nil
-	case err != nil:
-		return sp, err
-	}
-	// Full: does the stream end here?
-	var one [1]byte
-	k, err = io.ReadFull(r, one[:])
-	sp.extra = one[:k]
-	switch {
-	case errors.Is(err, io.EOF):
-		sp.complete = true
-		return sp, nil
-	case err != nil:
-		return sp, err
-	}
-	return sp, nil // more than a transfer disk holds: the rest on the channel
-}
-
-// putByDisk unpacks the spooled archive in the guest from the VM's
-// transfer disk: the disk gets the spool file as its image, tether reads
-// it from there with direct I/O and unpacks, and the disk gets its empty
-// image back (in the background, before the next transfer). One transfer
-// at a time per container. NotImplemented or FailedPrecondition when the
-// guest agent or the VM cannot (the caller sends the archive on the
-// channel); otherwise the guest's errors, as PutArchive's.
-func (s *Service) putByDisk(ctx context.Context, c *container, g *agent.Client, t hypervisor.Transferrer, put wire.ArchivePut, sp *spooled) error {
-	c.transferMu.Lock()
-	if err := t.LoadTransfer(ctx, sp.file.Name()); err != nil {
-		c.transferMu.Unlock()
-		return err
-	}
-	err := g.PutArchiveDisk(ctx, wire.ArchivePutDisk{ArchivePut: put, Serial: hypervisor.TransferDiskSerial, Bytes: sp.size})
-	go func() {
-		defer c.transferMu.Unlock()
-		ctx, cancel := context.WithTimeout(context.Background(), transferClearTimeout)
-		defer cancel()
-		if err := t.LoadTransfer(ctx, ""); err != nil {
-			s.logger.Debug("transfer disk not emptied", "container", c.id, "err", err)
-		}
-	}()
-	return err
-}
+// errNoTransfer is putByDisk's error when the archive must go on the
+// channel instead; nothing of it past the head has been read then.
+var errNoTransfer = errors.New("compute: no transfer disk")
 
 // putArchive unpacks r in the guest: on the transfer disk where the VM
-// has one and the archive is large enough, else on the channel.
+// has one and the archive is transferMinBytes or more, else on the
+// channel.
 func (s *Service) putArchive(ctx context.Context, c *container, g *agent.Client, vm hypervisor.VM, put wire.ArchivePut, r io.Reader) error {
 	t, ok := vm.(hypervisor.Transferrer)
 	if !ok {
 		return g.PutArchive(ctx, put, r)
 	}
-	sp, err := spool(filepath.Join(s.cfg.Root, transferDir), r, transferMinBytes, hypervisor.TransferDiskBytes)
-	defer sp.remove()
+	var head bytes.Buffer
+	n, err := io.CopyN(&head, r, transferMinBytes)
+	if errors.Is(err, io.EOF) || (err == nil && n < transferMinBytes) {
+		return g.PutArchive(ctx, put, &head)
+	}
 	if err != nil {
 		return fmt.Errorf("compute: put archive: read: %w", err)
 	}
-	if sp.complete && sp.file != nil {
-		err := s.putByDisk(ctx, c, g, t, put, sp)
-		if !errdefs.IsNotImplemented(err) && !errdefs.IsFailedPrecondition(err) {
-			return err
-		}
+	err = s.putByDisk(ctx, c, g, t, put, head.Bytes(), r)
+	if errors.Is(err, errNoTransfer) {
 		s.logger.Debug("archive sent on the channel, not the transfer disk", "container", c.id, "err", err)
+		return g.PutArchive(ctx, put, io.MultiReader(&head, r))
 	}
-	return g.PutArchive(ctx, put, sp.rest(r))
+	return err
+}
+
+// putByDisk unpacks the archive (head, then the rest of r) in the guest
+// from the VM's transfer disk: the disk gets a new file under the VCH
+// root as its image, the host writes the archive there as it reads it
+// from r and marks its progress on the channel, tether reads up to each
+// mark with direct I/O and unpacks; past hypervisor.TransferDiskBytes (or
+// if the file cannot be written) the rest goes on the channel. After it
+// the disk gets its empty image back (in the background, before the next
+// transfer: one at a time per container). errNoTransfer (wrapped) when
+// the guest agent or the VM cannot, before anything past head was read;
+// otherwise the guest's errors, as PutArchive's.
+func (s *Service) putByDisk(ctx context.Context, c *container, g *agent.Client, t hypervisor.Transferrer, put wire.ArchivePut, head []byte, r io.Reader) error {
+	dir := filepath.Join(s.cfg.Root, transferDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("%w: %w", errNoTransfer, err)
+	}
+	f, err := os.CreateTemp(dir, "archive-*.tar")
+	if err != nil {
+		return fmt.Errorf("%w: %w", errNoTransfer, err)
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	if _, err := f.Write(head); err != nil {
+		return fmt.Errorf("%w: %w", errNoTransfer, err)
+	}
+	c.transferMu.Lock()
+	if err := t.LoadTransfer(ctx, f.Name()); err != nil {
+		c.transferMu.Unlock()
+		return fmt.Errorf("%w: %w", errNoTransfer, err)
+	}
+	defer func() {
+		go func() {
+			defer c.transferMu.Unlock()
+			ctx, cancel := context.WithTimeout(context.Background(), transferClearTimeout)
+			defer cancel()
+			if err := t.LoadTransfer(ctx, ""); err != nil {
+				s.logger.Debug("transfer disk not emptied", "container", c.id, "err", err)
+			}
+		}()
+	}()
+	up, err := g.PutArchiveDisk(ctx, wire.ArchivePutDisk{ArchivePut: put, Serial: hypervisor.TransferDiskSerial})
+	if errdefs.IsNotImplemented(err) {
+		return fmt.Errorf("%w: %w", errNoTransfer, err)
+	}
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	written := int64(len(head))
+	readErr := func() error {
+		if up.Mark(written) != nil {
+			return nil // the guest ended early: Close says why
+		}
+		buf := make([]byte, transferMarkBytes)
+		for {
+			k, err := io.ReadFull(r, buf)
+			if k > 0 {
+				if written+int64(k) > hypervisor.TransferDiskBytes {
+					return s.sendRest(up, buf[:k], r)
+				}
+				if _, werr := f.WriteAt(buf[:k], written); werr != nil {
+					s.logger.Debug("transfer disk image not written; the rest on the channel", "container", c.id, "err", werr)
+					return s.sendRest(up, buf[:k], r)
+				}
+				written += int64(k)
+				if up.Mark(written) != nil {
+					return nil
+				}
+			}
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("compute: put archive: read: %w", err)
+			}
+		}
+	}()
+	if readErr != nil {
+		up.Abort()
+		return readErr
+	}
+	err = up.Close()
+	s.logger.Debug("archive unpacked from the transfer disk", "container", c.id, "disk_bytes", written,
+		"took_ms", time.Since(start).Milliseconds(), "err", err)
+	return err
+}
+
+// sendRest sends pending and the rest of r on the upload's channel. A
+// read error of r is returned; a write error means the guest ended the
+// channel, which Close reports.
+func (s *Service) sendRest(up *agent.DiskUpload, pending []byte, r io.Reader) error {
+	w, err := up.Rest()
+	if err != nil {
+		return nil
+	}
+	if _, err := w.Write(pending); err != nil {
+		return nil
+	}
+	buf := pending[:cap(pending)]
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			if _, werr := w.Write(buf[:k]); werr != nil {
+				return nil
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("compute: put archive: read: %w", err)
+		}
+	}
 }
