@@ -115,6 +115,8 @@ type Capabilities struct {
 	// WarmRestore: VMs can be restored from a template before their
 	// disks are known, and get them later ([WarmRestorer]).
 	WarmRestore bool
+	// TransferDisk: every VM has a transfer disk ([Transferrer]).
+	TransferDisk bool
 }
 
 // ExitStatus is how a VM ended.
@@ -261,10 +263,10 @@ const TransferDiskSerial = "vch-transfer"
 // device and again only on a resize, not when the image under it changes.
 const TransferDiskBytes = 1 << 30
 
-// Transferrer is implemented by the VMs of drivers that give every VM a
-// transfer disk: a read-only disk, after Spec's own disks, shares and
-// NICs, with serial [TransferDiskSerial], whose image the host changes
-// while the VM runs. It carries bulk data into the guest at disk speed
+// Transferrer is implemented by the VMs of drivers whose Capabilities
+// report TransferDisk: every VM has a transfer disk, a read-only disk
+// after Spec's own disks, shares and NICs, with serial
+// [TransferDiskSerial], whose image the host changes while the VM runs. It carries bulk data into the guest at disk speed
 // (docker cp into a container) instead of over the guest channel, whose
 // host-to-guest direction the guest's one-page reads bound.
 type Transferrer interface {

@@ -29,9 +29,11 @@
 package hvtest
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -464,6 +466,7 @@ func testLifecycle(t *testing.T, d hypervisor.Driver, image GuestImage) {
 	if a.client == nil || b.client == nil {
 		t.Fatal("guests did not answer; the rest needs them")
 	}
+	t.Run("TransferDisk", func(t *testing.T) { testTransferDisk(t, d, a, dir) })
 
 	t.Run("PowerOff", func(t *testing.T) {
 		before := time.Now()
@@ -537,4 +540,67 @@ func testLifecycle(t *testing.T, d hypervisor.Driver, image GuestImage) {
 			t.Errorf("base disk %s changed under its overlays", base.Path)
 		}
 	})
+}
+
+// testTransferDisk: a file the host makes the transfer disk's image
+// reaches the guest (tether unpacks a tar from it into the root), the
+// placeholder goes back, and an image larger than the disk is refused.
+func testTransferDisk(t *testing.T, d hypervisor.Driver, s *started, dir string) {
+	if !d.Capabilities().TransferDisk {
+		t.Skip("the driver has no transfer disk")
+	}
+	tr, ok := s.vm.(hypervisor.Transferrer)
+	if !ok {
+		t.Fatal("Capabilities().TransferDisk is true but the VM is no hypervisor.Transferrer")
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), BootTimeout)
+	defer cancel()
+	big := filepath.Join(dir, "too-big.img")
+	if err := os.WriteFile(big, nil, 0o600); err != nil || os.Truncate(big, hypervisor.TransferDiskBytes+1) != nil {
+		t.Fatal("cannot make the oversized image")
+	}
+	if err := tr.LoadTransfer(ctx, big); !errdefs.IsInvalidArgument(err) {
+		t.Errorf("LoadTransfer of %d bytes: %v, want InvalidArgument", hypervisor.TransferDiskBytes+1, err)
+	}
+	if err := s.client.Setup(ctx, wire.Setup{Hostname: "transfer"}); err != nil {
+		t.Fatalf("Setup: %v", err)
+	}
+	content := bytes.Repeat([]byte("transfer disk\n"), 300000) // 4.2 MB
+	var archive bytes.Buffer
+	tw := tar.NewWriter(&archive)
+	tw.WriteHeader(&tar.Header{Name: "transferred", Mode: 0o644, Size: int64(len(content)), Typeflag: tar.TypeReg})
+	tw.Write(content)
+	tw.Close()
+	img := filepath.Join(dir, "transfer.tar")
+	if err := os.WriteFile(img, archive.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.LoadTransfer(ctx, img); err != nil {
+		t.Fatalf("LoadTransfer: %v", err)
+	}
+	up, err := s.client.PutArchiveDisk(ctx, wire.ArchivePutDisk{ArchivePut: wire.ArchivePut{Path: "/"}, Serial: hypervisor.TransferDiskSerial})
+	if err != nil {
+		t.Fatalf("PutArchiveDisk: %v", err)
+	}
+	if err := up.Mark(int64(archive.Len())); err != nil {
+		t.Fatalf("Mark: %v", err)
+	}
+	if err := up.Close(); err != nil {
+		t.Fatalf("unpack from the transfer disk: %v", err)
+	}
+	if err := tr.LoadTransfer(ctx, ""); err != nil {
+		t.Errorf("LoadTransfer of the placeholder: %v", err)
+	}
+	rc, err := s.client.GetArchive(ctx, wire.ArchiveGet{Path: "/transferred"})
+	if err != nil {
+		t.Fatalf("GetArchive: %v", err)
+	}
+	defer rc.Close()
+	tarR := tar.NewReader(rc)
+	if _, err := tarR.Next(); err != nil {
+		t.Fatalf("the file read back: %v", err)
+	}
+	if got, err := io.ReadAll(tarR); err != nil || !bytes.Equal(got, content) {
+		t.Errorf("the file read back: %d bytes (%v), want the %d sent", len(got), err, len(content))
+	}
 }

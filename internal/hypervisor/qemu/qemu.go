@@ -112,7 +112,7 @@ func New(cfg Config, logger *slog.Logger) (*Driver, error) {
 // Capabilities reports the accelerator in use; VMs can be paused (QMP),
 // adopted by a later driver (Adopt) and restored from templates.
 func (d *Driver) Capabilities() hypervisor.Capabilities {
-	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true, Templates: true, WarmRestore: true}
+	return hypervisor.Capabilities{Accelerator: d.accel, Pause: true, Shares: true, Adopt: true, Templates: true, WarmRestore: true, TransferDisk: true}
 }
 
 // validSerial is what Disk.Serial may hold (empty included).
