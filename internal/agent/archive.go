@@ -169,18 +169,20 @@ func (c *Client) PutArchive(ctx context.Context, put wire.ArchivePut, r io.Reade
 
 // DiskUpload is an archive that the guest unpacks from a disk while the
 // host writes it there (wire.ChannelArchivePutDisk): Mark after each
-// write, Rest to send what is left on the channel, Close to end it.
+// write, Rest to send what is left on the channel, Finish to end it.
 type DiskUpload struct {
 	a    *archiveChannel
 	rest bool
 }
 
 // PutArchiveDisk starts unpacking the tar stream that the disk with serial
-// put.Serial (the VM's transfer disk) receives from offset 0.
-// NotImplemented if the guest agent predates it (the caller then sends
-// the stream with PutArchive); otherwise PutArchive's errors.
+// put.Serial (the VM's transfer disk) receives from offset 0. The upload
+// ends only with Finish, not with ctx: the guest reads the disk until it
+// has answered, so the caller must not change the disk before Finish
+// returns. NotImplemented if the guest agent predates it (the caller then
+// sends the stream with PutArchive); otherwise PutArchive's errors.
 func (c *Client) PutArchiveDisk(ctx context.Context, put wire.ArchivePutDisk) (*DiskUpload, error) {
-	a, err := c.openArchive(ctx, wire.ChannelArchivePutDisk, wire.Encode(put))
+	a, err := c.openArchive(context.WithoutCancel(ctx), wire.ChannelArchivePutDisk, wire.Encode(put))
 	if err != nil {
 		var oce *link.OpenChannelError
 		if errors.As(err, &oce) && oce.Reason == link.UnknownChannelType {
@@ -194,22 +196,22 @@ func (c *Client) PutArchiveDisk(ctx context.Context, put wire.ArchivePutDisk) (*
 	return &DiskUpload{a: a}, nil
 }
 
-// Mark tells the guest that the disk holds the stream's first n bytes.
-// An error once the guest has ended the channel (Close says why).
-func (u *DiskUpload) Mark(n int64) error {
+func (u *DiskUpload) mark(v uint64) error {
 	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], uint64(n))
+	binary.BigEndian.PutUint64(b[:], v)
 	_, err := u.a.ch.Write(b[:])
 	return err
 }
+
+// Mark tells the guest that the disk holds the stream's first n bytes.
+// An error once the guest has ended the channel (Finish says why).
+func (u *DiskUpload) Mark(n int64) error { return u.mark(uint64(n)) }
 
 // Rest returns the writer for the rest of the stream, sent on the channel
 // after the last Mark (wire.ArchiveDiskRest).
 func (u *DiskUpload) Rest() (io.Writer, error) {
 	if !u.rest {
-		var b [8]byte
-		binary.BigEndian.PutUint64(b[:], wire.ArchiveDiskRest)
-		if _, err := u.a.ch.Write(b[:]); err != nil {
+		if err := u.mark(wire.ArchiveDiskRest); err != nil {
 			return nil, err
 		}
 		u.rest = true
@@ -217,13 +219,16 @@ func (u *DiskUpload) Rest() (io.Writer, error) {
 	return u.a.ch, nil
 }
 
-// Abort ends the upload without ending the stream (the host could not
-// read it all): the guest's unpack fails or stops where it is.
-func (u *DiskUpload) Abort() { u.a.ch.Close() }
-
-// Close ends the stream and returns the guest's result (PutArchive's
-// errors).
-func (u *DiskUpload) Close() error {
+// Finish ends the upload: complete, the stream ends at the last Mark
+// (wire.ArchiveDiskEnd) or with the data sent after Rest; otherwise the
+// host gave up and the guest's unpack fails where it is (or, after Rest,
+// ends as a cut stream does). It waits for the guest's answer (the
+// guest no longer reads the disk then) and returns it: PutArchive's
+// errors.
+func (u *DiskUpload) Finish(complete bool) error {
+	if complete && !u.rest {
+		_ = u.mark(wire.ArchiveDiskEnd)
+	}
 	_ = u.a.ch.CloseWrite()
 	err := u.a.result()
 	u.a.ch.Close()

@@ -28,7 +28,8 @@ const transferAlign = 4096
 // (nothing passes through the guest's page cache, which may hold pages
 // of an image the host has since replaced, hypervisor.Transferrer), the
 // marks and, after wire.ArchiveDiskRest, the rest of the stream read
-// from marks, the channel.
+// from marks, the channel. Marks that end without wire.ArchiveDiskEnd
+// (or Rest) fail the read: the host gave the upload up.
 type diskStream struct {
 	f        *os.File
 	marks    io.Reader
@@ -37,6 +38,7 @@ type diskStream struct {
 	consumed int64  // the stream's bytes returned so far
 	mark     int64  // the stream's bytes on the disk
 	rest     bool   // the rest is marks' data
+	ended    bool   // the stream ends at mark (wire.ArchiveDiskEnd)
 }
 
 // openDiskStream opens the disk with serial (waiting for its device as
@@ -75,17 +77,21 @@ func (d *diskStream) Read(p []byte) (int, error) {
 			if err := d.fill(); err != nil {
 				return 0, err
 			}
+		case d.ended:
+			return 0, io.EOF
 		default:
 			var b [8]byte
 			if _, err := io.ReadFull(d.marks, b[:]); err != nil {
 				if errors.Is(err, io.EOF) {
-					return 0, io.EOF // the stream ends at the last mark
+					return 0, fmt.Errorf("tether: transfer disk: the host ended the upload after %d bytes, before its end: %w", d.mark, io.ErrUnexpectedEOF)
 				}
 				return 0, fmt.Errorf("tether: transfer disk: read mark: %w", err)
 			}
 			switch v := binary.BigEndian.Uint64(b[:]); {
 			case v == wire.ArchiveDiskRest:
 				d.rest = true
+			case v == wire.ArchiveDiskEnd:
+				d.ended = true
 			case v < uint64(d.mark) || v > 1<<62:
 				return 0, fmt.Errorf("tether: transfer disk: mark %d after %d", v, d.mark)
 			default:

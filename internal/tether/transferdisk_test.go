@@ -27,8 +27,9 @@ func marks(ns []uint64, rest []byte) []byte {
 // TestDiskStream: a stream read with O_DIRECT from a file up to the host's
 // marks comes back whole, for marks around the alignment and the chunk,
 // unaligned and repeated, with garbage past the last mark, and with the
-// rest of the stream on the channel after ArchiveDiskRest; a mark that
-// goes back, a cut mark and a mark past the file's end fail.
+// rest of the stream on the channel after ArchiveDiskRest; marks that end
+// without ArchiveDiskEnd (an upload the host gave up), a mark that goes
+// back, a cut mark and a mark past the file's end fail.
 func TestDiskStream(t *testing.T) {
 	dir := t.TempDir()
 	probe := filepath.Join(dir, "probe")
@@ -46,20 +47,20 @@ func TestDiskStream(t *testing.T) {
 		}
 		return b
 	}
-	const a, c = transferAlign, transferChunk
+	const a, c, end = transferAlign, transferChunk, wire.ArchiveDiskEnd
 	for _, tc := range []struct {
 		name  string
 		marks []uint64
 		rest  int // bytes of the stream on the channel after the marks
 	}{
-		{"none", nil, 0},
-		{"zero", []uint64{0}, 0},
-		{"one byte", []uint64{1}, 0},
-		{"around the alignment", []uint64{a - 1, a, a + 1, 2*a + 7}, 0},
-		{"repeated", []uint64{5, 5, 5, a + 3, a + 3}, 0},
-		{"around the chunk", []uint64{c - 1, c, c + 1}, 0},
-		{"one big mark", []uint64{3*c + 17}, 0},
-		{"many small marks", []uint64{100, 200, 4000, 4100, 9000, c + 5000, 2*c + 1}, 0},
+		{"none", []uint64{end}, 0},
+		{"zero", []uint64{0, end}, 0},
+		{"one byte", []uint64{1, end}, 0},
+		{"around the alignment", []uint64{a - 1, a, a + 1, 2*a + 7, end}, 0},
+		{"repeated", []uint64{5, 5, 5, a + 3, a + 3, end}, 0},
+		{"around the chunk", []uint64{c - 1, c, c + 1, end}, 0},
+		{"one big mark", []uint64{3*c + 17, end}, 0},
+		{"many small marks", []uint64{100, 200, 4000, 4100, 9000, c + 5000, 2*c + 1, end}, 0},
 		{"rest on the channel", []uint64{a + 9, wire.ArchiveDiskRest}, 3*a + 1},
 		{"rest only", []uint64{wire.ArchiveDiskRest}, 1000},
 	} {
@@ -67,7 +68,7 @@ func TestDiskStream(t *testing.T) {
 			var onDisk uint64
 			var ms []uint64
 			for _, m := range tc.marks {
-				if m != wire.ArchiveDiskRest {
+				if m != wire.ArchiveDiskRest && m != end {
 					onDisk = m
 				}
 				ms = append(ms, m)
@@ -95,9 +96,11 @@ func TestDiskStream(t *testing.T) {
 		name, want string
 		marks      []byte
 	}{
+		{"no end", "before its end", marks([]uint64{20, a}, nil)},
+		{"no marks", "before its end", nil},
 		{"mark goes back", "mark 10 after 20", marks([]uint64{20, 10}, nil)},
 		{"cut mark", "read mark", marks([]uint64{20}, []byte{0, 0, 1})},
-		{"past the end", "unexpected EOF", marks([]uint64{3 * a}, nil)},
+		{"past the file's end", "read transfer disk", marks([]uint64{3 * a, wire.ArchiveDiskEnd}, nil)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, err := openDirect(path, bytes.NewReader(tc.marks))

@@ -20,9 +20,11 @@ package wire
 //     offset 0, and the channel carries marks: 8-byte big-endian counts of
 //     the stream's bytes on the disk so far, never decreasing. The guest
 //     reads the disk with direct I/O up to the last mark, then waits for
-//     the next; the host's CloseWrite ends the stream at the last mark. A
-//     mark of [ArchiveDiskRest] instead says the rest of the stream follows
-//     on the channel as data (the disk is full). A tether that predates it
+//     the next. A mark of [ArchiveDiskEnd] ends the stream at the mark
+//     before it; a channel that ends (CloseWrite) without it is an
+//     upload the host gave up, and the unpack fails there. A mark of
+//     [ArchiveDiskRest] instead says the rest of the stream follows on the
+//     channel as data up to its CloseWrite (the disk is full). A tether that predates it
 //     rejects the channel as an unknown type, and the host sends the
 //     stream on [ChannelArchivePut] instead.
 //   - channel [ChannelChanges] with no extra data: the guest writes one
@@ -104,9 +106,13 @@ type ArchivePutDisk struct {
 	Serial string `json:"serial"`
 }
 
-// ArchiveDiskRest is the mark on a [ChannelArchivePutDisk] channel after
-// which the rest of the stream is the channel's data.
-const ArchiveDiskRest = 1<<64 - 1
+// Marks of a [ChannelArchivePutDisk] channel that are not byte counts.
+const (
+	// ArchiveDiskRest: the rest of the stream is the channel's data.
+	ArchiveDiskRest = 1<<64 - 1
+	// ArchiveDiskEnd: the stream ends at the last mark.
+	ArchiveDiskEnd = 1<<64 - 2
+)
 
 // Kinds of [ArchiveError].
 const (

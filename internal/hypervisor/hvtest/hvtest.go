@@ -585,7 +585,7 @@ func testTransferDisk(t *testing.T, d hypervisor.Driver, s *started, dir string)
 	if err := up.Mark(int64(archive.Len())); err != nil {
 		t.Fatalf("Mark: %v", err)
 	}
-	if err := up.Close(); err != nil {
+	if err := up.Finish(true); err != nil {
 		t.Fatalf("unpack from the transfer disk: %v", err)
 	}
 	if err := tr.LoadTransfer(ctx, ""); err != nil {
