@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -40,6 +40,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// waitExec waits until the command line of pid holds the argument arg:
+// until a child has exec'd, its command line is the test binary's, and
+// Adopt rightly finds no VMM there (NotFound; under load a clean-clone
+// run once failed TestAdoptKill so).
+func waitExec(t *testing.T, pid int, arg string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		b, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+		if bytes.Contains(b, []byte("\x00"+arg+"\x00")) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stand-in VMM did not exec within 10 s: command line %q", b)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // fakeVMM starts the fake VMM for a VM named name in dir (its command
 // line carries "-name vch-<name>" as QEMU's does) and writes its pidfile.
 func fakeVMM(t *testing.T, dir, name string) *exec.Cmd {
@@ -50,6 +68,7 @@ func fakeVMM(t *testing.T, dir, name string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	waitExec(t, cmd.Process.Pid, "vch-"+name)
 	if err := os.WriteFile(runtimePaths(dir).pidfile, []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -170,18 +189,7 @@ func TestAdoptNoConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	// Until the child has exec'd, its command line is the test binary's,
-	// and Adopt rightly finds no VMM there (NotFound): wait for the exec.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		b, _ := os.ReadFile("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/cmdline")
-		if strings.Contains(string(b), "vch-abc") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the stand-in VMM did not start within 10 s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitExec(t, cmd.Process.Pid, "vch-abc")
 	if err := os.WriteFile(filepath.Join(dir, "qemu.pid"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o600); err != nil {
 		t.Fatal(err)
 	}
