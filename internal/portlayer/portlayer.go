@@ -676,7 +676,8 @@ type ExecStartOptions struct {
 	// start in the guest (not from the call, so a slow start does not eat
 	// it): once it passes the process is killed (SIGKILL) and StartExec
 	// returns an error wrapping context.DeadlineExceeded, after the
-	// output so far was written. Healthcheck probes use it.
+	// output so far was written. A bounded exec is killed too when ctx
+	// ends first. Healthcheck probes use it.
 	Timeout time.Duration
 }
 

@@ -267,10 +267,7 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 		defer t.Stop()
 		expired = t.C
 	}
-	select {
-	case <-done:
-		return nil
-	case <-expired:
+	kill := func() {
 		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), monitorTimeout)
 		_ = proc.Signal(kctx, 9)
 		cancel()
@@ -278,8 +275,21 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 		case <-done: // its output is written
 		case <-time.After(monitorTimeout):
 		}
+	}
+	select {
+	case <-done:
+		return nil
+	case <-expired:
+		kill()
 		return fmt.Errorf("compute: exec %s ran past %v: %w", e.id, opts.Timeout, context.DeadlineExceeded)
 	case <-ctx.Done():
+		// A bounded exec (a health probe) whose caller gave up first (its
+		// start was slow) is killed as well: nobody waits for it, and
+		// probes must not pile up in the container. Others run on, as
+		// dockerd's execs do when their client goes.
+		if opts.Timeout > 0 {
+			kill()
+		}
 		return ctx.Err()
 	}
 }
