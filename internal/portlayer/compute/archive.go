@@ -263,9 +263,9 @@ func (a *Archives) GetArchive(ctx context.Context, idOrName, path string) (portl
 }
 
 // PutArchive implements portlayer.Archives. An archive of 4 MiB or more
-// is spooled under the VCH root (up to 1 GiB) and reaches the guest on
-// the VM's transfer disk where the driver has one (transfer.go); others,
-// and the rest of a larger one, on the guest channel.
+// reaches the guest on the VM's transfer disk where the driver has one,
+// written under the VCH root as it arrives (transfer.go); others, and
+// what passes 1 GiB, on the guest channel.
 func (a *Archives) PutArchive(ctx context.Context, idOrName, path string, r io.Reader, opts portlayer.PutArchiveOptions) error {
 	c, g, vm, release, err := a.acquireGuest(ctx, idOrName)
 	if err != nil {

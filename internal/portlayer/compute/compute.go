@@ -272,7 +272,7 @@ func New(cfg Config, driver hypervisor.Driver, rootfs portlayer.RootfsStore, log
 // one leaves the container's directory (its disks, its log) and its run
 // directory behind, and the next daemon finishes the removal.
 func (s *Service) sweepLeftovers() {
-	// Archives spooled for a transfer disk by a daemon that was cut short.
+	// Archives written for a transfer disk by a daemon that was cut short.
 	_ = os.RemoveAll(filepath.Join(s.cfg.Root, transferDir))
 	ids := map[string]bool{}
 	short := map[string]bool{}
