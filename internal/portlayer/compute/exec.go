@@ -241,8 +241,8 @@ func (x *Execs) StartExec(ctx context.Context, execID string, opts portlayer.Exe
 	}
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); _, _ = io.Copy(stdout, proc.Stdout()) }()
-	go func() { defer wg.Done(); _, _ = io.Copy(stderr, proc.Stderr()) }()
+	go func() { defer wg.Done(); _, _ = io.CopyBuffer(stdout, proc.Stdout(), make([]byte, outputChunk)) }()
+	go func() { defer wg.Done(); _, _ = io.CopyBuffer(stderr, proc.Stderr(), make([]byte, outputChunk)) }()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -676,7 +676,7 @@ func (s *Service) supervise(c *container, vm hypervisor.VM, g *agent.Client, pro
 	var wg sync.WaitGroup
 	pump := func(stream string, r io.Reader) {
 		defer wg.Done()
-		buf := make([]byte, 32<<10)
+		buf := make([]byte, outputChunk)
 		for {
 			n, err := r.Read(buf)
 			if n > 0 {

@@ -121,11 +121,20 @@ func appendJSONString(b, s []byte) []byte {
 				n, i = n+8, i+8
 				continue
 			}
-			// Eight of one control byte (NUL padding, binary output):
-			// its escape eight times over, from the table.
+			// Words of one control byte (NUL padding, binary output):
+			// the first word's escapes from the table, then the run's
+			// whole length by doubling copies of what is written.
 			if c := x & 0xff; c < 0x20 && x == ones*c {
+				words := 1
+				for i+8*(words+1) <= len(s) && binary.LittleEndian.Uint64(s[i+8*words:]) == x {
+					words++
+				}
+				start := n
 				n += copy(out[n:], jsonEscapeRuns[c][:8*jsonEscapeLen[c]])
-				i += 8
+				for end := start + words*(n-start); n < end; {
+					n += copy(out[n:end], out[start:n])
+				}
+				i += 8 * words
 				continue
 			}
 		}

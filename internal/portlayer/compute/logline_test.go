@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 )
@@ -31,9 +32,13 @@ func TestAppendLogLine(t *testing.T) {
 			inputs = append(inputs, []byte(string(plain[:off])+special+string(plain[off:])))
 		}
 	}
+	// Runs of several words of one control byte, cut at every length
+	// and followed by a plain byte, another control byte or a word of
+	// another control byte.
 	for _, c := range []byte{0, 1, '\n', 0x1f, '"'} {
-		for n := range 26 {
-			inputs = append(inputs, append([]byte("ab"), bytes.Repeat([]byte{c}, n)...))
+		for n := range 70 {
+			run := append([]byte("ab"), bytes.Repeat([]byte{c}, n)...)
+			inputs = append(inputs, run, append(slices.Clone(run), 'x'), append(slices.Clone(run), 2), append(slices.Clone(run), bytes.Repeat([]byte{3}, 8)...))
 		}
 	}
 	r := rand.New(rand.NewPCG(1, 2))

@@ -23,6 +23,12 @@ import (
 // the same pieces.
 const maxLogLine = 16 << 10
 
+// outputChunk is the most of a process's output (bytes) read from its
+// channel at once and handed on as one write: a whole data frame from
+// the guest (tether splices 256 KiB frames), so a frame is logged and
+// sent to attached clients in one step rather than eight.
+const outputChunk = 256 << 10
+
 // logEntry is one line of a container's log file, in the json-file log
 // format (one JSON object a line: log, stream, attrs, time).
 //
