@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -61,9 +62,10 @@ type output struct {
 	subs      map[*attachment]struct{}
 	followers map[chan portlayer.LogMessage]struct{}
 	partial   map[string][]byte // per stream: bytes after the last newline
-	line      []byte            // the log line being written, reused
+	pend      []byte            // log lines not yet in the file (none while mu is free), reused
 	run       string            // the current run's ID
-	logged    map[string]int64  // per stream: the run's bytes in the log
+	logged    map[string]int64  // per stream: the run's bytes in the log file
+	pendOff   map[string]int64  // per stream: the run's bytes in the log file and pend
 }
 
 // Log bounds when a container sets none: a VCH serves many tenants, and
@@ -80,7 +82,7 @@ func newOutput(path string, maxSize int64, maxFiles int) *output {
 	if maxFiles <= 0 {
 		maxFiles = defaultLogMaxFiles
 	}
-	return &output{path: path, maxSize: maxSize, maxFiles: maxFiles, subs: map[*attachment]struct{}{}, followers: map[chan portlayer.LogMessage]struct{}{}, partial: map[string][]byte{}, logged: map[string]int64{}}
+	return &output{path: path, maxSize: maxSize, maxFiles: maxFiles, subs: map[*attachment]struct{}{}, followers: map[chan portlayer.LogMessage]struct{}{}, partial: map[string][]byte{}, logged: map[string]int64{}, pendOff: map[string]int64{}}
 }
 
 // beginRun starts logging run run, whose streams' bytes before stdout and
@@ -90,6 +92,7 @@ func (o *output) beginRun(run string, stdout, stderr int64) {
 	defer o.mu.Unlock()
 	o.run = run
 	o.logged = map[string]int64{"stdout": stdout, "stderr": stderr}
+	o.pendOff = maps.Clone(o.logged)
 	o.partial = map[string][]byte{}
 }
 
@@ -177,6 +180,7 @@ func (o *output) write(stream string, chunk []byte) {
 		buf = buf[maxLogLine:]
 	}
 	o.partial[stream] = append(o.partial[stream][:0], buf...)
+	o.writePendLocked(len(o.pend))
 }
 
 // flush logs the final line of each stream that had no newline.
@@ -189,39 +193,37 @@ func (o *output) flush() {
 			o.partial[s] = nil
 		}
 	}
+	o.writePendLocked(len(o.pend))
 	if o.file != nil {
 		_ = o.file.Sync()
 	}
 }
 
+// logLocked adds the log line of data to the lines pending (o.pend);
+// the caller writes them to the file (writePendLocked) before it lets go
+// of o.mu, so that a chunk's lines go to the file in one write. (Writes
+// of a 16 KiB message's ~96 KiB line each, of zeros escaped as \u0000,
+// cost ext4 on a 6.18 host 1.7× the CPU time of the same bytes in writes
+// of 256 KiB or more: 0.50 against 0.29 s for 1.2 GB, a rotation every
+// 10 MiB included.) A line that would take the file past its max-size
+// rotates it first, as each line did when written alone. Caller holds
+// o.mu.
 func (o *output) logLocked(stream string, data []byte) {
 	now := time.Now().UTC()
-	off := o.logged[stream] + int64(len(data))
+	off := o.pendOff[stream] + int64(len(data))
 	offset := ""
 	if o.run != "" {
 		offset = o.run + ":" + strconv.FormatInt(off, 10)
 	}
-	o.line = appendLogLine(o.line[:0], data, stream, offset, now)
-	b := o.line
-	// Counted once the line is in the file (rotateLocked records the
-	// offsets before it).
-	defer func() { o.logged[stream] = off }()
-	if o.file != nil && o.size > 0 && o.size+int64(len(b)) > o.maxSize {
+	o.openLocked()
+	start := len(o.pend)
+	o.pend = appendLogLine(o.pend, data, stream, offset, now)
+	if o.file != nil && o.size+int64(start) > 0 && o.size+int64(len(o.pend)) > o.maxSize {
+		o.writePendLocked(start)
 		o.rotateLocked()
+		o.openLocked()
 	}
-	if o.file == nil {
-		f, err := os.OpenFile(o.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-		if err == nil {
-			o.file = f
-			if st, err := f.Stat(); err == nil {
-				o.size = st.Size()
-			}
-		}
-	}
-	if o.file != nil {
-		n, _ := o.file.Write(b)
-		o.size += int64(n)
-	}
+	o.pendOff[stream] = off
 	if len(o.followers) == 0 {
 		return
 	}
@@ -232,6 +234,39 @@ func (o *output) logLocked(stream string, data []byte) {
 		default: // a follower that cannot keep up loses messages rather than stalling the container
 		}
 	}
+}
+
+// openLocked opens the log file for appending if it is not open, and
+// learns its size. A file that cannot be opened leaves o.file nil: the
+// lines are then dropped, the container runs on. Caller holds o.mu.
+func (o *output) openLocked() {
+	if o.file != nil {
+		return
+	}
+	f, err := os.OpenFile(o.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+	if err != nil {
+		return
+	}
+	o.file, o.size = f, 0
+	if st, err := f.Stat(); err == nil {
+		o.size = st.Size()
+	}
+}
+
+// writePendLocked writes the first n bytes of o.pend (whole lines) to
+// the file and counts their stream bytes as logged: all of o.pend's
+// lines when n is len(o.pend), else those before the line being added
+// (whose offset o.pendOff does not count yet). Caller holds o.mu.
+func (o *output) writePendLocked(n int) {
+	if n == 0 {
+		return
+	}
+	if o.file != nil {
+		k, _ := o.file.Write(o.pend[:n])
+		o.size += int64(k)
+	}
+	maps.Copy(o.logged, o.pendOff)
+	o.pend = o.pend[:copy(o.pend, o.pend[n:])]
 }
 
 // rotateLocked shifts path → path.1 → … and drops the oldest, so that at

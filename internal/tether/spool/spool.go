@@ -32,17 +32,29 @@ var ErrClosed = errors.New("spool: closed")
 
 // Spool is one output stream's unacknowledged bytes. The zero value is
 // not usable; call New.
+//
+// The bytes are kept in a ring: acknowledging drops bytes from the front
+// without moving the rest, and a write lands after them, wrapping at the
+// ring's end. (A linear buffer compacted when it reached its end moved up
+// to three quarters of the limit for every quarter written when the host
+// acknowledged a full spool a quarter at a time: under TCG, most of a
+// main process's output cost in the guest.)
 type Spool struct {
 	limit int
 
 	mu      sync.Mutex
-	buf     []byte // bytes from start on
-	arr     []byte // the array buf was last compacted into (len 0)
-	start   int64  // offset of buf[0]: everything before is acknowledged
+	ring    []byte // grows up to limit bytes, never shrinks
+	head    int    // index in ring of the byte at offset start
+	size    int    // bytes held, from head on, wrapping
+	start   int64  // offset of the first byte held: everything before is acknowledged
 	eof     bool   // the writer has finished
 	aborted bool   // writers fail at once
 	changed chan struct{}
 }
+
+// minRing is the smallest ring a spool allocates (bytes): a short
+// output (a line, an error message) needs no more.
+const minRing = 4 << 10
 
 // New returns an empty spool that keeps at most limit unacknowledged
 // bytes (DefaultLimit if limit <= 0).
@@ -59,6 +71,32 @@ func (s *Spool) notifyLocked() {
 	s.changed = make(chan struct{})
 }
 
+// growLocked makes the ring hold at least n bytes (n <= limit): twice as
+// large, at most limit, the held bytes moved to its front. Caller holds
+// mu.
+func (s *Spool) growLocked(n int) {
+	if n <= len(s.ring) {
+		return
+	}
+	ring := make([]byte, min(s.limit, max(n, 2*len(s.ring), minRing)))
+	s.copyOutLocked(ring, 0, s.size)
+	s.ring, s.head = ring, 0
+}
+
+// copyOutLocked copies n held bytes from the i-th on into p. Caller holds
+// mu.
+func (s *Spool) copyOutLocked(p []byte, i, n int) int {
+	pos := s.head + i
+	if pos >= len(s.ring) {
+		pos -= len(s.ring)
+	}
+	k := copy(p[:n], s.ring[pos:])
+	if k < n {
+		k += copy(p[k:n], s.ring)
+	}
+	return k
+}
+
 // Write appends p, waiting while the spool holds its limit of
 // unacknowledged bytes. It returns len(p) once all of p is in, or the
 // count written and ErrClosed after CloseWrite or Abort.
@@ -70,7 +108,7 @@ func (s *Spool) Write(p []byte) (int, error) {
 			s.mu.Unlock()
 			return n, ErrClosed
 		}
-		room := s.limit - len(s.buf)
+		room := s.limit - s.size
 		if room <= 0 {
 			ch := s.changed
 			s.mu.Unlock()
@@ -78,17 +116,14 @@ func (s *Spool) Write(p []byte) (int, error) {
 			continue
 		}
 		k := min(room, len(p)-n)
-		if len(s.buf)+k > cap(s.buf) && len(s.buf)+k <= cap(s.arr) {
-			// Move what is held to the front of the array instead of
-			// into a new one: the same memory stays warm (under TCG a
-			// page the guest has not touched lately costs a software
-			// TLB refill) and nothing is allocated.
-			s.buf = s.arr[:copy(s.arr[:cap(s.arr)], s.buf)]
+		s.growLocked(s.size + k)
+		tail := s.head + s.size
+		if tail >= len(s.ring) {
+			tail -= len(s.ring)
 		}
-		s.buf = append(s.buf, p[n:n+k]...)
-		if cap(s.buf) > cap(s.arr) {
-			s.arr = s.buf[:0]
-		}
+		c := copy(s.ring[tail:], p[n:n+k])
+		copy(s.ring, p[n+c:n+k])
+		s.size += k
 		n += k
 		s.notifyLocked()
 		s.mu.Unlock()
@@ -100,7 +135,7 @@ func (s *Spool) Write(p []byte) (int, error) {
 func (s *Spool) Full() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.buf) >= s.limit && !s.eof && !s.aborted
+	return s.size >= s.limit && !s.eof && !s.aborted
 }
 
 // CloseWrite marks the end of the stream: readers get EOF once they have
@@ -129,18 +164,22 @@ func (s *Spool) Abort() {
 func (s *Spool) Ack(off int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	end := s.start + int64(len(s.buf))
+	end := s.start + int64(s.size)
 	off = min(max(off, s.start), end)
 	if off == s.start {
 		return
 	}
-	// Dropping the front reslices rather than copies: the next append
-	// that outgrows the array moves only the bytes still held, so each
-	// byte is copied a bounded number of times however small the acks
-	// (a non-resumable stream is acknowledged at every write).
-	s.buf = s.buf[off-s.start:]
-	if len(s.buf) == 0 {
-		s.buf = s.arr[:0]
+	d := int(off - s.start)
+	s.head += d
+	if s.head >= len(s.ring) {
+		s.head -= len(s.ring)
+	}
+	s.size -= d
+	if s.size == 0 {
+		// Start again at the front: the same memory stays warm (under
+		// TCG a page the guest has not touched lately costs a software
+		// TLB refill).
+		s.head = 0
 	}
 	s.start = off
 	s.notifyLocked()
@@ -151,7 +190,7 @@ func (s *Spool) Ack(off int64) {
 func (s *Spool) Bounds() (start, end int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.start, s.start + int64(len(s.buf))
+	return s.start, s.start + int64(s.size)
 }
 
 // Read copies bytes from offset off into p and returns their count and
@@ -162,10 +201,11 @@ func (s *Spool) Bounds() (start, end int64) {
 func (s *Spool) Read(off int64, p []byte, cancel <-chan struct{}) (n int, at int64, eof bool) {
 	for {
 		s.mu.Lock()
-		end := s.start + int64(len(s.buf))
+		end := s.start + int64(s.size)
 		at = min(max(off, s.start), end)
 		if at < end {
-			n = copy(p, s.buf[at-s.start:])
+			i := int(at - s.start)
+			n = s.copyOutLocked(p, i, min(len(p), s.size-i))
 			s.mu.Unlock()
 			return n, at, false
 		}

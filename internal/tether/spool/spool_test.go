@@ -3,6 +3,7 @@ package spool
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"testing"
 	"time"
 )
@@ -135,5 +136,55 @@ func TestReadCancel(t *testing.T) {
 	close(cancel)
 	if n, at, eof := s.Read(0, make([]byte, 4), cancel); n != 0 || at != 0 || eof {
 		t.Errorf("Read on an empty open spool with cancel = %d, %d, %v", n, at, eof)
+	}
+}
+
+// TestRingAgainstModel: random writes (never past the limit, so none
+// waits), acknowledgements and reads at random offsets give the bytes
+// of the stream that a plain slice of everything written holds, across
+// the ring's growth and wrap-around.
+func TestRingAgainstModel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, limit := range []int{1, 7, 100, minRing + 3, 3 * minRing} {
+		s := New(limit)
+		var stream []byte
+		var acked int64
+		for step := range 3000 {
+			start, end := s.Bounds()
+			if start != acked || end != int64(len(stream)) {
+				t.Fatalf("limit %d step %d: Bounds = %d, %d, want %d, %d", limit, step, start, end, acked, len(stream))
+			}
+			switch r.IntN(3) {
+			case 0:
+				room := limit - int(end-start)
+				if room == 0 {
+					continue
+				}
+				p := make([]byte, 1+r.IntN(room))
+				for i := range p {
+					p[i] = byte(r.UintN(256))
+				}
+				if n, err := s.Write(p); n != len(p) || err != nil {
+					t.Fatalf("Write = %d, %v", n, err)
+				}
+				stream = append(stream, p...)
+			case 1:
+				acked += r.Int64N(end - start + 1)
+				s.Ack(acked)
+			case 2:
+				if end == start {
+					continue
+				}
+				off := start + r.Int64N(end-start)
+				buf := make([]byte, 1+r.IntN(limit))
+				n, at, eof := s.Read(off, buf, nil)
+				if eof || at != off || n != min(len(buf), int(end-off)) {
+					t.Fatalf("limit %d step %d: Read(%d) = %d, %d, %v", limit, step, off, n, at, eof)
+				}
+				if !bytes.Equal(buf[:n], stream[off:off+int64(n)]) {
+					t.Fatalf("limit %d step %d: Read(%d) gave other bytes than were written", limit, step, off)
+				}
+			}
+		}
 	}
 }
