@@ -375,14 +375,18 @@ func (p *process) feed(stdout, stderr *spool.Spool) int {
 	var busy atomic.Int32 // copiers waiting on a full spool
 	copyOut := func(dst *spool.Spool, src io.Reader) {
 		defer wg.Done()
-		buf := make([]byte, readBytes)
 		for {
-			n, err := src.Read(buf)
+			// Read straight into the spool's ring: under TCG every
+			// copy of the output is guest CPU time.
+			busy.Add(1)
+			room, werr := dst.Space(readBytes)
+			busy.Add(-1)
+			if werr != nil {
+				return
+			}
+			n, err := src.Read(room)
 			if n > 0 {
-				busy.Add(1)
-				_, werr := dst.Write(buf[:n])
-				busy.Add(-1)
-				if werr != nil {
+				if dst.Commit(n) != nil {
 					return
 				}
 			}

@@ -145,6 +145,24 @@ func TestOutputComplete(t *testing.T) {
 	}
 }
 
+// TestOutputAcrossPauses: a process that writes a line, then pauses
+// long enough for the daemon to acknowledge what it logged (the guest's
+// spool is then empty while tether waits on the process's next write),
+// gets each line out once and in order, attached and in the log.
+func TestOutputAcrossPauses(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	r := docker(t, "run", "--name", name, "busybox", "sh", "-c", "for i in 1 2 3 4; do echo out$i; echo err$i >&2; sleep 0.2; done")
+	t.Cleanup(func() { docker(t, "rm", "-f", name) })
+	want := func(s string) string { return s + "1\n" + s + "2\n" + s + "3\n" + s + "4\n" }
+	if r.code != 0 || r.stdout != want("out") || r.stderr != want("err") {
+		t.Errorf("run: code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if l := docker(t, "logs", name); l.stdout != want("out") || l.stderr != want("err") {
+		t.Errorf("logs: stdout %q stderr %q", l.stdout, l.stderr)
+	}
+}
+
 // TestLifecycle: create, start -a, ps, inspect, logs, run -d, stop, wait,
 // kill, rm, and the 404/409 texts — one container at a time, like a user.
 func TestLifecycle(t *testing.T) {

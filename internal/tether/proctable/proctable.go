@@ -292,21 +292,22 @@ func (p *Process) Serve(ch link.Channel, reqs <-chan *link.Request, from wire.At
 	complete := make([]bool, 2)
 	pump := func(i int, sp *spool.Spool, w io.Writer, off int64) {
 		defer wg.Done()
-		buf := make([]byte, bufSize)
 		for {
-			n, at, eof := sp.Read(off, buf, a.stop)
+			// The spool's own bytes, sent without a copy (they stay
+			// until acknowledged, which is after this write).
+			b, at, eof := sp.Peek(off, bufSize, a.stop)
 			if eof {
 				complete[i] = true
 				return
 			}
-			if n == 0 {
+			if len(b) == 0 {
 				return // detached
 			}
-			if _, err := w.Write(buf[:n]); err != nil {
+			if _, err := w.Write(b); err != nil {
 				a.detach()
 				return
 			}
-			off = at + int64(n)
+			off = at + int64(len(b))
 			if !p.spec.Resumable {
 				sp.Ack(off)
 			}

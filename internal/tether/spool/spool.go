@@ -131,6 +131,64 @@ func (s *Spool) Write(p []byte) (int, error) {
 	return n, nil
 }
 
+// Space waits for room in the spool and returns where the next bytes
+// of the stream go: at most most bytes of the ring, contiguous, for one
+// writer to fill (a read of the process's pipe straight into the ring,
+// without a copy through a buffer of its own) and then Commit. The ring
+// grows while the room it has in one piece is under most. Between Space
+// and Commit no other write may happen. ErrClosed after CloseWrite or
+// Abort.
+func (s *Spool) Space(most int) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.eof || s.aborted {
+			return nil, ErrClosed
+		}
+		if s.size < s.limit {
+			break
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		<-ch
+		s.mu.Lock()
+	}
+	want := min(most, s.limit-s.size)
+	if s.size+want > len(s.ring) || s.contiguousLocked() < want && len(s.ring) < s.limit {
+		s.growLocked(s.size + want)
+	}
+	tail := s.head + s.size
+	if tail >= len(s.ring) {
+		tail -= len(s.ring)
+	}
+	return s.ring[tail : tail+min(want, s.contiguousLocked())], nil
+}
+
+// contiguousLocked is the free room after the held bytes up to the
+// ring's end or its head, whichever comes first. Caller holds mu.
+func (s *Spool) contiguousLocked() int {
+	tail := s.head + s.size
+	if tail >= len(s.ring) {
+		return s.head - (tail - len(s.ring))
+	}
+	return len(s.ring) - tail
+}
+
+// Commit adds the first n bytes of the room Space returned to the
+// stream. After CloseWrite or Abort it drops them (ErrClosed).
+func (s *Spool) Commit(n int) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.eof || s.aborted {
+		return ErrClosed
+	}
+	if n > 0 {
+		s.size += n
+		s.notifyLocked()
+	}
+	return nil
+}
+
 // Full reports whether a writer would wait now.
 func (s *Spool) Full() bool {
 	s.mu.Lock()
@@ -174,13 +232,9 @@ func (s *Spool) Ack(off int64) {
 	if s.head >= len(s.ring) {
 		s.head -= len(s.ring)
 	}
+	// The head moves on even when nothing is left: a writer may be
+	// filling the room after the tail it was given (Space).
 	s.size -= d
-	if s.size == 0 {
-		// Start again at the front: the same memory stays warm (under
-		// TCG a page the guest has not touched lately costs a software
-		// TLB refill).
-		s.head = 0
-	}
 	s.start = off
 	s.notifyLocked()
 }
@@ -191,6 +245,41 @@ func (s *Spool) Bounds() (start, end int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.start, s.start + int64(s.size)
+}
+
+// Peek is Read without the copy: it returns held bytes from
+// offset off (or the first byte still held), at most most of them,
+// contiguous in the ring, for the caller to send. The bytes stay as they are until acknowledged —
+// writes only fill the room after them, and a ring that grows is a new
+// array — so the slice may be used until the caller's own Ack of them
+// (or, for a stream the host acknowledges, until the host has them).
+func (s *Spool) Peek(off int64, most int, cancel <-chan struct{}) (p []byte, at int64, eof bool) {
+	for {
+		s.mu.Lock()
+		end := s.start + int64(s.size)
+		at = min(max(off, s.start), end)
+		if at < end {
+			pos := s.head + int(at-s.start)
+			if pos >= len(s.ring) {
+				pos -= len(s.ring)
+			}
+			n := min(most, int(end-at), len(s.ring)-pos)
+			p = s.ring[pos : pos+n : pos+n]
+			s.mu.Unlock()
+			return p, at, false
+		}
+		if s.eof {
+			s.mu.Unlock()
+			return nil, at, true
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-cancel:
+			return nil, at, false
+		}
+	}
 }
 
 // Read copies bytes from offset off into p and returns their count and

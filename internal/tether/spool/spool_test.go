@@ -139,17 +139,29 @@ func TestReadCancel(t *testing.T) {
 	}
 }
 
-// TestRingAgainstModel: random writes (never past the limit, so none
-// waits), acknowledgements and reads at random offsets give the bytes
-// of the stream that a plain slice of everything written holds, across
-// the ring's growth and wrap-around.
+// TestRingAgainstModel: random writes (Write, or Space and Commit; never
+// past the limit, so none waits), acknowledgements and reads (Read,
+// Peek) at random offsets give the bytes of the stream that a plain
+// slice of everything written holds, across the ring's growth and
+// wrap-around; the bytes of a Peek stay as they were until acknowledged.
 func TestRingAgainstModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, limit := range []int{1, 7, 100, minRing + 3, 3 * minRing} {
 		s := New(limit)
 		var stream []byte
 		var acked int64
+		// Slices Peek returned keep their bytes until acknowledged.
+		type peek struct {
+			p   []byte
+			off int64
+		}
+		var peeked []peek
 		for step := range 3000 {
+			for _, pk := range peeked {
+				if pk.off+int64(len(pk.p)) > acked && !bytes.Equal(pk.p[max(0, acked-pk.off):], stream[max(acked, pk.off):pk.off+int64(len(pk.p))]) {
+					t.Fatalf("limit %d step %d: bytes a Peek at %d returned changed before they were acknowledged", limit, step, pk.off)
+				}
+			}
 			start, end := s.Bounds()
 			if start != acked || end != int64(len(stream)) {
 				t.Fatalf("limit %d step %d: Bounds = %d, %d, want %d, %d", limit, step, start, end, acked, len(stream))
@@ -158,6 +170,31 @@ func TestRingAgainstModel(t *testing.T) {
 			case 0:
 				room := limit - int(end-start)
 				if room == 0 {
+					continue
+				}
+				if r.IntN(2) == 0 {
+					// A read straight into the ring: Space, a prefix
+					// of it filled, Commit.
+					most := 1 + r.IntN(limit)
+					sp, err := s.Space(most)
+					if err != nil || len(sp) == 0 || len(sp) > min(most, room) {
+						t.Fatalf("limit %d step %d: Space(%d) with %d free = %d bytes, %v", limit, step, most, room, len(sp), err)
+					}
+					if r.IntN(2) == 0 {
+						// The host acknowledges while the writer
+						// reads into the room (the spool may then be
+						// empty).
+						acked = end
+						s.Ack(acked)
+					}
+					n := 1 + r.IntN(len(sp))
+					for i := range n {
+						sp[i] = byte(r.UintN(256))
+					}
+					stream = append(stream, sp[:n]...)
+					if err := s.Commit(n); err != nil {
+						t.Fatal(err)
+					}
 					continue
 				}
 				p := make([]byte, 1+r.IntN(room))
@@ -176,6 +213,15 @@ func TestRingAgainstModel(t *testing.T) {
 					continue
 				}
 				off := start + r.Int64N(end-start)
+				if r.IntN(2) == 0 {
+					most := 1 + r.IntN(limit)
+					p, at, eof := s.Peek(off, most, nil)
+					if eof || at != off || len(p) == 0 || len(p) > min(most, int(end-off)) || !bytes.Equal(p, stream[off:off+int64(len(p))]) {
+						t.Fatalf("limit %d step %d: Peek(%d, %d) = %d bytes at %d, %v, or other bytes than were written", limit, step, off, most, len(p), at, eof)
+					}
+					peeked = append(peeked, peek{p, off})
+					continue
+				}
 				buf := make([]byte, 1+r.IntN(limit))
 				n, at, eof := s.Read(off, buf, nil)
 				if eof || at != off || n != min(len(buf), int(end-off)) {
