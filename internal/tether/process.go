@@ -393,9 +393,11 @@ func (p *process) feed(stdout, stderr *spool.Spool) int {
 			if err != nil {
 				return
 			}
-			if n < shortRead {
-				// A short read is a program writing little at a time
-				// (a line per write): let more gather before the next.
+			if n < shortRead && n < len(room) {
+				// A short read that did not fill the room (which may
+				// itself be short, at the ring's end) is a program
+				// writing little at a time (a line per write): let more
+				// gather before the next.
 				time.Sleep(gatherDelay)
 			}
 		}

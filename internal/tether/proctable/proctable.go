@@ -309,7 +309,15 @@ func (p *Process) Serve(ch link.Channel, reqs <-chan *link.Request, from wire.At
 			}
 			off = at + int64(len(b))
 			if !p.spec.Resumable {
-				sp.Ack(off)
+				// Only the current attachment acknowledges: a newer
+				// one may be sending these bytes from the ring already
+				// (Peek), and an acknowledgement would let the writer
+				// fill their room again under it.
+				p.mu.Lock()
+				if p.att == a {
+					sp.Ack(off)
+				}
+				p.mu.Unlock()
 			}
 		}
 	}

@@ -134,10 +134,12 @@ func (s *Spool) Write(p []byte) (int, error) {
 // Space waits for room in the spool and returns where the next bytes
 // of the stream go: at most most bytes of the ring, contiguous, for one
 // writer to fill (a read of the process's pipe straight into the ring,
-// without a copy through a buffer of its own) and then Commit. The ring
-// grows while the room it has in one piece is under most. Between Space
-// and Commit no other write may happen. ErrClosed after CloseWrite or
-// Abort.
+// without a copy through a buffer of its own) and then Commit. A ring
+// below its limit grows (its held bytes moved to the front) when its
+// room in one piece is under most; a ring at its limit may return less
+// than most, the room up to its end, and the rest after it. Between
+// Space and Commit no other write may happen. ErrClosed after CloseWrite
+// or Abort.
 func (s *Spool) Space(most int) ([]byte, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

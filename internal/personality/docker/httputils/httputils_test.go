@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -114,5 +115,16 @@ func TestMatchAll(t *testing.T) {
 	}
 	if !f.MatchAll("other", has(nil)) {
 		t.Error("absent filter must match")
+	}
+}
+
+// TestStdWriterReusesBuffer: frames of up to a 256 KiB chunk of output
+// (what compute hands on at once) are built in the Mux's own buffer,
+// not a new one each.
+func TestStdWriterReusesBuffer(t *testing.T) {
+	w := NewMux(io.Discard).Writer(StreamStdout)
+	p := make([]byte, 256<<10)
+	if n := testing.AllocsPerRun(50, func() { _, _ = w.Write(p) }); n != 0 {
+		t.Errorf("%v allocations per 256 KiB frame, want 0", n)
 	}
 }

@@ -31,8 +31,9 @@ type StdWriter struct {
 }
 
 // maxKeptFrame is the largest frame buffer a Mux keeps between writes
-// (bytes): one chunk of a container's output with its header.
-const maxKeptFrame = 256<<10 + 8
+// (bytes): room for one 256 KiB chunk of a container's output with its
+// header, and for the capacity append rounds that up to.
+const maxKeptFrame = 512 << 10
 
 // Mux serialises frame writes to one underlying writer.
 type Mux struct {
