@@ -156,8 +156,11 @@ func (s *Spool) Space(most int) ([]byte, error) {
 		s.mu.Lock()
 	}
 	want := min(most, s.limit-s.size)
-	if s.size+want > len(s.ring) || s.contiguousLocked() < want && len(s.ring) < s.limit {
+	switch {
+	case s.size+want > len(s.ring):
 		s.growLocked(s.size + want)
+	case s.contiguousLocked() < want && len(s.ring) < s.limit:
+		s.growLocked(len(s.ring) + 1) // twice as large, the room then in one piece
 	}
 	tail := s.head + s.size
 	if tail >= len(s.ring) {

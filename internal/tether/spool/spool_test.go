@@ -234,3 +234,28 @@ func TestRingAgainstModel(t *testing.T) {
 		}
 	}
 }
+
+// TestSpaceGrowsForRoomInOnePiece: a ring below its limit whose free room
+// is split by the wrap grows (its held bytes moved to the front) rather
+// than hand out the small piece before its end: a short room makes tether
+// read the pipe in small steps.
+func TestSpaceGrowsForRoomInOnePiece(t *testing.T) {
+	s := New(64 << 10)
+	fill := func(n int) {
+		t.Helper()
+		room, err := s.Space(n)
+		if err != nil || len(room) != n {
+			t.Fatalf("Space(%d) = %d bytes, %v", n, len(room), err)
+		}
+		if err := s.Commit(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(16 << 10)  // a 16 KiB ring
+	s.Ack(16 << 10) // empty, its head back at index 0
+	fill(14 << 10)  // held: indexes 0 to 14 KiB
+	s.Ack(28 << 10) // held: 12 to 14 KiB; free: 2 KiB at the end, 12 KiB at the front
+	if room, err := s.Space(8 << 10); err != nil || len(room) != 8<<10 {
+		t.Fatalf("Space(8 KiB) with 14 KiB free in two pieces = %d bytes, %v; want the ring grown and 8 KiB", len(room), err)
+	}
+}
