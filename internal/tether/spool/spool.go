@@ -252,9 +252,12 @@ func (s *Spool) Bounds() (start, end int64) {
 	return s.start, s.start + int64(s.size)
 }
 
-// Peek is Read without the copy: it returns held bytes from
-// offset off (or the first byte still held), at most most of them,
-// contiguous in the ring, for the caller to send. The bytes stay as they are until acknowledged —
+// Peek returns held bytes from offset off, or from the first byte still
+// held if off was acknowledged already (the caller learns of the gap from
+// the offset at), at most most of them, contiguous in the ring, for the
+// caller to send without a copy. It waits for data while the stream is
+// open; after the end it returns nil and eof true. It gives up when
+// cancel is closed (nil, false). The bytes stay as they are until acknowledged —
 // writes only fill the room after them, and a ring that grows is a new
 // array — so the slice may be used until the caller's own Ack of them
 // (or, for a stream the host acknowledges, until the host has them).
@@ -283,36 +286,6 @@ func (s *Spool) Peek(off int64, most int, cancel <-chan struct{}) (p []byte, at 
 		case <-ch:
 		case <-cancel:
 			return nil, at, false
-		}
-	}
-}
-
-// Read copies bytes from offset off into p and returns their count and
-// the offset they start at: off, or the first byte still held if off was
-// acknowledged already (the caller learns of the gap from the offset).
-// It waits for data while the stream is open; after the end it returns
-// 0 and eof true. It gives up when cancel is closed (0, false).
-func (s *Spool) Read(off int64, p []byte, cancel <-chan struct{}) (n int, at int64, eof bool) {
-	for {
-		s.mu.Lock()
-		end := s.start + int64(s.size)
-		at = min(max(off, s.start), end)
-		if at < end {
-			i := int(at - s.start)
-			n = s.copyOutLocked(p, i, min(len(p), s.size-i))
-			s.mu.Unlock()
-			return n, at, false
-		}
-		if s.eof {
-			s.mu.Unlock()
-			return 0, at, true
-		}
-		ch := s.changed
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-cancel:
-			return 0, at, false
 		}
 	}
 }
