@@ -202,6 +202,10 @@ const (
 	// Error.Message is the guest's text, Error.Value the exit code the
 	// start left ("127" not found, "126" not executable).
 	ReasonStartFailed = "start_failed"
+	// ReasonNoLog: the container keeps no log of its output
+	// (ContainerSpec.NoLog), so there is none to read (FailedPrecondition,
+	// from Logs and from Attach with Logs).
+	ReasonNoLog = "no_log"
 )
 
 // Error is a port-layer error with its class and the object it concerns,

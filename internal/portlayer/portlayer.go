@@ -113,6 +113,12 @@ type ContainerSpec struct {
 	// 0 means the VCH default (3). With LogMaxSizeBytes: the json-file log
 	// format's max-size and max-file rotation.
 	LogMaxFiles int
+	// NoLog keeps no log of the output (Docker's "none" logging driver):
+	// attached clients still receive it as it comes, and what no client
+	// reads is dropped; Logs, and Attach with Logs, fail with
+	// ClassFailedPrecondition, ReasonNoLog. The log size fields are then
+	// ignored.
+	NoLog bool
 	// AutoRemove removes the container once it has exited and its exit has
 	// been delivered to waiters.
 	AutoRemove bool
@@ -231,7 +237,8 @@ type Container struct {
 	// container (through Stop or Kill) and cleared by the next
 	// start by hand; restart policies consult it.
 	ManuallyStopped bool
-	// LogPath is the host path of the container's log file.
+	// LogPath is the host path of the container's log file; "" when it
+	// keeps none (Spec.NoLog).
 	LogPath string
 	// Endpoints are the container's live network attachments and Ports its
 	// published ports with the host ports chosen; both empty when it does

@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -14,6 +16,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/client"
 )
 
 // TestExec: docker exec runs in the container's PID namespace with the
@@ -310,6 +315,76 @@ func TestLogs(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		cmd.Process.Kill()
 		t.Errorf("logs --follow did not end when the container stopped; got %q", buf.String())
+	}
+}
+
+// TestLogDriverNone: --log-driver none (Docker's "none" logging driver)
+// still streams an attached run's output, keeps no log file (LogPath "";
+// as dockerd, a json-file log's path shows from the first start on and a
+// local driver's never),
+// refuses `docker logs` with dockerd's 501 text, lets a detached container
+// that writes far more than the guest's spool run to its exit, and answers
+// an attach that asks for the log with dockerd's in-stream error.
+func TestLogDriverNone(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	r := docker(t, "run", "--name", name, "--log-driver", "none", "busybox", "sh", "-c", "echo to-out; echo to-err >&2")
+	defer docker(t, "rm", "-f", name)
+	if r.code != 0 || r.stdout != "to-out\n" || r.stderr != "to-err\n" {
+		t.Errorf("attached run: code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if out := ok(t, "inspect", "--format", "{{.HostConfig.LogConfig.Type}} [{{.LogPath}}]", name); out != "none []\n" {
+		t.Errorf("inspect: %q, want driver none and no log path", out)
+	}
+	// dockerd shows a json-file log's path once the logger has started,
+	// and never the local driver's.
+	created := uniqueName(t) + "-c"
+	ok(t, "create", "--name", created, "busybox", "true")
+	defer docker(t, "rm", "-f", created)
+	if out := ok(t, "inspect", "--format", "[{{.LogPath}}]", created); out != "[]\n" {
+		t.Errorf("created json-file container: LogPath %q, want none before its first start", out)
+	}
+	ok(t, "start", "-a", created)
+	if out := ok(t, "inspect", "--format", "{{.LogPath}}", created); !strings.HasSuffix(out, ".log\n") {
+		t.Errorf("started json-file container: LogPath %q", out)
+	}
+	local := uniqueName(t) + "-l"
+	ok(t, "run", "--name", local, "--log-driver", "local", "busybox", "echo", "kept")
+	defer docker(t, "rm", "-f", local)
+	if out := ok(t, "inspect", "--format", "[{{.LogPath}}]", local); out != "[]\n" {
+		t.Errorf("local driver: LogPath %q, want none", out)
+	}
+	if out := ok(t, "logs", local); out != "kept\n" {
+		t.Errorf("local driver: logs %q", out)
+	}
+
+	r = docker(t, "logs", name)
+	if want := "Error response from daemon: configured logging driver does not support reading\n"; r.code != 1 || r.stderr != want || r.stdout != "" {
+		t.Errorf("docker logs: code %d stdout %q stderr %q, want 1 and %q", r.code, r.stdout, r.stderr, want)
+	}
+
+	// 8 MiB with no one reading: the output is dropped, not held.
+	chatty := uniqueName(t) + "-d"
+	ok(t, "run", "-d", "--name", chatty, "--log-driver", "none", "busybox", "sh", "-c", "head -c 8388608 /dev/zero; exit 3")
+	defer docker(t, "rm", "-f", chatty)
+	if out := ok(t, "wait", chatty); out != "3\n" {
+		t.Errorf("wait: %q, want 3", out)
+	}
+
+	c := apiClient(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	att, err := c.ContainerAttach(ctx, name, client.ContainerAttachOptions{Stream: true, Stdout: true, Stderr: true, Logs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer att.Close()
+	var out, errb bytes.Buffer
+	if _, err := stdcopy.StdCopy(&out, &errb, att.Reader); err != nil {
+		t.Fatal(err)
+	}
+	if want := "Error attaching: failed to get logging factory: logger: no log driver named 'none' is registered\n"; out.String() != want || errb.Len() != 0 {
+		t.Errorf("attach with logs: stdout %q stderr %q, want %q", out.String(), errb.String(), want)
 	}
 }
 

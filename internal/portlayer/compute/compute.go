@@ -542,6 +542,9 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 	if rec.Spec.Hostname == "" {
 		rec.Spec.Hostname = id[:12]
 	}
+	if rec.Spec.NoLog {
+		rec.LogPath = ""
+	}
 
 	// Reserve the name and persist the record before preparing the disk.
 	s.mu.Lock()

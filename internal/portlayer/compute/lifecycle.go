@@ -1090,6 +1090,9 @@ func (s *Service) Attach(ctx context.Context, idOrName string, opts portlayer.At
 	if err != nil {
 		return nil, err
 	}
+	if opts.Logs && c.record().Spec.NoLog {
+		return nil, noLog(c.id)
+	}
 	a := &attachment{out: c.out, stdout: opts.Stdout, stderr: opts.Stderr, stdin: opts.Stdin, done: make(chan struct{})}
 	c.out.mu.Lock()
 	if opts.Logs {
@@ -1154,6 +1157,17 @@ func (s *Service) Logs(ctx context.Context, idOrName string, opts portlayer.LogO
 	}
 	c.mu.Lock()
 	running := c.rec.State.Status == portlayer.StatusRunning || c.rec.State.Status == portlayer.StatusPaused || c.phase == phaseStarting
+	none := c.rec.Spec.NoLog
 	c.mu.Unlock()
+	if none {
+		return nil, noLog(c.id)
+	}
 	return c.out.logs(ctx, opts, running)
+}
+
+// noLog is the error of reading the log of container id, which keeps
+// none (ContainerSpec.NoLog).
+func noLog(id string) error {
+	return &portlayer.Error{Class: portlayer.ClassFailedPrecondition, Kind: portlayer.KindContainer, ID: id,
+		Reason: portlayer.ReasonNoLog, Message: "container " + id + " keeps no log of its output"}
 }

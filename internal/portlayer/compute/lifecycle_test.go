@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -1000,4 +1001,62 @@ func TestLogRotation(t *testing.T) {
 		t.Errorf("last message %q, want the newest line", last)
 	}
 	t.Logf("kept %d of 2000 lines (%d bytes), first %q", len(msgs), total, first)
+}
+
+// TestNoLog: a container that keeps no log (Docker's "none" logging
+// driver) still streams its output to an attached client whole and in
+// order, writes no log file, runs to its exit when no one reads (output
+// past the guest's spool is acknowledged, not held), and answers Logs
+// and a replaying Attach with FailedPrecondition, ReasonNoLog.
+func TestNoLog(t *testing.T) {
+	const n = 200000 // ~2.5 MB, past wire.SpoolLimitBytes
+	h := newHarness(t)
+	c := h.create(portlayer.ContainerSpec{Args: args("lines", fmt.Sprint(n)), NoLog: true})
+	if c.LogPath != "" {
+		t.Errorf("LogPath %q, want none", c.LogPath)
+	}
+	var out syncBuffer
+	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start(c.ID)
+	recv(t, a.Done(), "Done")
+	var want strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	if out.String() != want.String() {
+		t.Errorf("attached output: %d bytes, want %d", len(out.String()), want.Len())
+	}
+	if code := h.waitExit(c.ID); code != 0 {
+		t.Errorf("exit %d", code)
+	}
+
+	// Again with no one attached: the run must not stall on a full spool.
+	h.start(c.ID)
+	if code := h.waitExit(c.ID); code != 0 {
+		t.Errorf("unattached run: exit %d", code)
+	}
+
+	noLog := func(what string, err error) {
+		t.Helper()
+		pe := portlayer.AsError(err)
+		if pe == nil || pe.Class != portlayer.ClassFailedPrecondition || pe.Reason != portlayer.ReasonNoLog || pe.ID != c.ID {
+			t.Errorf("%s: %#v, want FailedPrecondition %s for %s", what, err, portlayer.ReasonNoLog, c.ID)
+		}
+	}
+	_, err = h.svc.Logs(t.Context(), c.ID, portlayer.LogOptions{Stdout: true, Tail: -1})
+	noLog("Logs", err)
+	_, err = h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: io.Discard, Logs: true})
+	noLog("Attach with Logs", err)
+	err = filepath.WalkDir(h.cfg.Root, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && strings.Contains(d.Name(), ".log") {
+			t.Errorf("a log file was written: %s", path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }

@@ -54,10 +54,10 @@ const offsetAttr = "vch.offset"
 // container, kept across runs. Safe for concurrent use.
 type output struct {
 	mu        sync.Mutex
-	path      string
-	maxSize   int64 // rotate before the file grows past this many bytes
-	maxFiles  int   // files kept: path, path.1, … path.(maxFiles-1)
-	size      int64 // bytes in the current file
+	path      string // the log file; "" keeps no log (ContainerSpec.NoLog)
+	maxSize   int64  // rotate before the file grows past this many bytes
+	maxFiles  int    // files kept: path, path.1, … path.(maxFiles-1)
+	size      int64  // bytes in the current file
 	file      *os.File
 	subs      map[*attachment]struct{}
 	followers map[chan portlayer.LogMessage]struct{}
@@ -121,6 +121,9 @@ type runOffsets struct {
 func (o *output) recoverOffsets(run string) (stdout, stderr int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.path == "" {
+		return 0, 0 // no log: what the guest still holds goes to no one
+	}
 	got := map[string]int64{}
 	if b, err := os.ReadFile(o.offsetsFile()); err == nil {
 		var ro runOffsets
@@ -162,6 +165,12 @@ func (o *output) write(stream string, chunk []byte) {
 	defer o.mu.Unlock()
 	for a := range o.subs {
 		a.deliver(stream, chunk)
+	}
+	if o.path == "" {
+		// No log: delivered is done, and the guest may drop it.
+		o.logged[stream] += int64(len(chunk))
+		o.pendOff[stream] = o.logged[stream]
+		return
 	}
 	buf := chunk
 	if len(o.partial[stream]) > 0 {
@@ -297,6 +306,9 @@ func (o *output) rotateLocked() {
 
 // files returns the log files, oldest first.
 func (o *output) files() []string {
+	if o.path == "" {
+		return nil
+	}
 	var out []string
 	for i := o.maxFiles - 1; i >= 1; i-- {
 		out = append(out, fmt.Sprintf("%s.%d", o.path, i))

@@ -121,12 +121,18 @@ func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[st
 		}
 	}
 
-	att, err := rt.interact.Attach(ctx, c.ID, opts)
-	if err != nil {
-		g.open(nil, nil)
-		return containerErr("attach", name, err)
+	// Replaying the log of a container that keeps none fails after the
+	// hijack, in the stream, as with dockerd (whose "none" driver is not a
+	// registered logger it could read from).
+	noLog := opts.Logs && c.Spec.NoLog
+	var att portlayer.Attachment
+	if !noLog {
+		if att, err = rt.interact.Attach(ctx, c.ID, opts); err != nil {
+			g.open(nil, nil)
+			return containerErr("attach", name, err)
+		}
+		defer att.Close()
 	}
-	defer att.Close()
 
 	conn, brw, err := hj.Hijack()
 	if err != nil {
@@ -151,6 +157,14 @@ func (rt *Router) postAttach(w http.ResponseWriter, r *http.Request, vars map[st
 		in = io.MultiReader(io.LimitReader(brw.Reader, int64(brw.Reader.Buffered())), conn)
 	}
 	g.open(in, conn)
+	if noLog {
+		var w io.Writer = mux.Raw()
+		if contentType == types.MediaTypeMultiplexedStream {
+			w = mux.Writer(httputils.StreamStdout)
+		}
+		_, _ = io.WriteString(w, "Error attaching: failed to get logging factory: logger: no log driver named 'none' is registered\n")
+		return nil
+	}
 
 	select {
 	case <-att.Done():

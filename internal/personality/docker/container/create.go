@@ -676,11 +676,16 @@ func sortedKeys(m map[string]string) []string {
 }
 
 // applyLogConfig reads the json-file options max-size and max-file of
-// `--log-opt` (Docker's json-file logging driver); other drivers are
-// refused, as vch keeps logs itself.
+// `--log-opt` (Docker's json-file logging driver). "none" keeps no log
+// and, as dockerd's ValidateLogOpts, takes any options unchecked; other
+// drivers are refused, as vch keeps logs itself.
 func applyLogConfig(spec *portlayer.ContainerSpec, lc container.LogConfig) error {
+	if lc.Type == "none" {
+		spec.NoLog = true
+		return nil
+	}
 	if lc.Type != "" && lc.Type != "json-file" && lc.Type != "local" {
-		return httputils.InvalidArgument("logging driver %q is not supported by vch: use json-file", lc.Type)
+		return httputils.InvalidArgument("logging driver %q is not supported by vch: use json-file, local or none", lc.Type)
 	}
 	driver := lc.Type
 	if driver == "" {

@@ -251,8 +251,12 @@ func TestApplyLogConfigKeys(t *testing.T) {
 		wantErr string
 		size    int64
 		files   int
+		noLog   bool
 	}{
-		{name: "none", lc: container.LogConfig{}},
+		{name: "unset", lc: container.LogConfig{}},
+		{name: "driver none", lc: container.LogConfig{Type: "none"}, noLog: true},
+		{name: "driver none takes any option", lc: container.LogConfig{Type: "none", Config: map[string]string{"bogus": "1", "max-size": "abc"}}, noLog: true},
+		{name: "other driver", lc: container.LogConfig{Type: "syslog"}, wantErr: `logging driver "syslog" is not supported by vch: use json-file, local or none`},
 		{name: "size and files", lc: container.LogConfig{Type: "json-file", Config: map[string]string{"max-size": "1k", "max-file": "2"}}, size: 1024, files: 2},
 		{name: "common keys", lc: container.LogConfig{Config: map[string]string{"tag": "x", "labels": "a", "env": "B", "compress": "false"}}},
 		{name: "unknown json-file", lc: container.LogConfig{Config: map[string]string{"bogus": "1"}}, wantErr: "unknown log opt 'bogus' for json-file log driver"},
@@ -270,8 +274,8 @@ func TestApplyLogConfigKeys(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || spec.LogMaxSizeBytes != tt.size || spec.LogMaxFiles != tt.files {
-				t.Fatalf("err %v, size %d files %d; want %d %d", err, spec.LogMaxSizeBytes, spec.LogMaxFiles, tt.size, tt.files)
+			if err != nil || spec.LogMaxSizeBytes != tt.size || spec.LogMaxFiles != tt.files || spec.NoLog != tt.noLog {
+				t.Fatalf("err %v, size %d files %d no log %v; want %d %d %v", err, spec.LogMaxSizeBytes, spec.LogMaxFiles, spec.NoLog, tt.size, tt.files, tt.noLog)
 			}
 		})
 	}

@@ -81,6 +81,17 @@ func storedConfig(c portlayer.Container) (*container.Config, *container.HostConf
 	return cfg, hc
 }
 
+// logPath is inspect's LogPath as dockerd fills it: the json-file log's
+// path once the container has started (dockerd sets it when the logger
+// first starts), else "" (never shown for the local driver, whose file
+// is not API, nor for none, which keeps none).
+func logPath(c portlayer.Container, driver string) string {
+	if driver != "json-file" || c.State.StartedAt.IsZero() {
+		return ""
+	}
+	return c.LogPath
+}
+
 // command is the Summary.Command: the argv joined by spaces.
 func command(args []string) string { return strings.Join(args, " ") }
 
@@ -308,7 +319,7 @@ func InspectResponse(c portlayer.Container) container.InspectResponse {
 			FinishedAt: timeString(st.FinishedAt),
 		},
 		Image:        c.Spec.Image,
-		LogPath:      c.LogPath,
+		LogPath:      logPath(c, hc.LogConfig.Type),
 		Name:         "/" + c.Spec.Name,
 		RestartCount: c.RestartCount,
 		Driver:       "vch-ext4",

@@ -46,6 +46,12 @@ func ParseTimestamp(s string) (time.Time, error) {
 	return time.Unix(sec, nsec), nil
 }
 
+// errNoLog is dockerd's 501 for reading the log of a container whose
+// logging driver is "none" (its logger.ErrReadLogsNotSupported).
+func errNoLog(cause error) error {
+	return httputils.Classify(errdefs.ErrNotImplemented, cause, "configured logging driver does not support reading")
+}
+
 // getLogs serves GET /containers/{id}/logs (Engine API v1.50 "Get container
 // logs"): stdcopy-framed unless the container has a TTY (then raw), each
 // message prefixed with its RFC 3339 time when timestamps=1. Errors after the
@@ -63,7 +69,15 @@ func (rt *Router) getLogs(w http.ResponseWriter, r *http.Request, vars map[strin
 			opts.Tail = n
 		}
 	}
-	var err error
+	// dockerd's order: the container, its logging driver, then the
+	// times.
+	c, err := rt.inspect(ctx, name)
+	if err != nil {
+		return err
+	}
+	if c.Spec.NoLog {
+		return errNoLog(nil)
+	}
 	if opts.Since, err = ParseTimestamp(r.Form.Get("since")); err != nil {
 		return err
 	}
@@ -71,12 +85,11 @@ func (rt *Router) getLogs(w http.ResponseWriter, r *http.Request, vars map[strin
 		return err
 	}
 	timestamps := httputils.BoolValue(r, "timestamps")
-	c, err := rt.inspect(ctx, name)
-	if err != nil {
-		return err
-	}
 	msgs, err := rt.interact.Logs(ctx, c.ID, opts)
 	if err != nil {
+		if pe := portlayer.AsError(err); pe != nil && pe.Reason == portlayer.ReasonNoLog {
+			return errNoLog(err)
+		}
 		return containerErr("logs", name, err)
 	}
 	contentType := types.MediaTypeRawStream

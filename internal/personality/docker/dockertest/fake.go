@@ -577,6 +577,9 @@ func (f *Fake) Logs(ctx context.Context, idOrName string, opts portlayer.LogOpti
 	if err != nil {
 		return nil, err
 	}
+	if c.c.Spec.NoLog {
+		return nil, &portlayer.Error{Class: portlayer.ClassFailedPrecondition, Kind: portlayer.KindContainer, ID: c.c.ID, Reason: portlayer.ReasonNoLog, Message: "keeps no log"}
+	}
 	var sel []portlayer.LogMessage
 	for _, m := range c.logs {
 		if m.Stream == "stdout" && !opts.Stdout || m.Stream == "stderr" && !opts.Stderr {
