@@ -147,9 +147,23 @@ func (c *Client) Stats(ctx context.Context) (wire.Stats, error) {
 	return s, err
 }
 
-// Setup applies the container-wide setup. Call once, before Start.
+// Setup applies the container-wide setup. Call once, before Start. A
+// refusal for a mount's volume subpath is a *wire.MountError (its
+// Reason, Target and Subpath); other refusals are errors with the
+// guest's text.
 func (c *Client) Setup(ctx context.Context, s wire.Setup) error {
-	return c.request(ctx, wire.RequestSetup, wire.Encode(s))
+	ok, resp, err := c.conn.SendRequest(ctx, wire.RequestSetup, true, wire.Encode(s))
+	switch {
+	case err != nil:
+		return fmt.Errorf("agent: %s: %w: %w", wire.RequestSetup, err, errdefs.ErrUnavailable)
+	case ok:
+		return nil
+	}
+	var me wire.MountError
+	if json.Unmarshal(resp, &me) == nil && me.Reason != "" {
+		return &me
+	}
+	return fmt.Errorf("agent: %s refused: %s", wire.RequestSetup, resp)
 }
 
 // SetClock sets the guest's clock to the host's time now.

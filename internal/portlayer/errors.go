@@ -151,8 +151,12 @@ const (
 	ReasonRootTarget = "root_target"
 	// ReasonDuplicate: two mounts have the same target.
 	ReasonDuplicate = "duplicate"
-	// ReasonMissing: the host path a bind mount names does not exist.
+	// ReasonMissing: the host path a bind mount names does not exist, or
+	// nothing is at a volume mount's Subpath (NotFound).
 	ReasonMissing = "missing"
+	// ReasonEscapes: a volume mount's Subpath leads out of the volume
+	// through a symlink.
+	ReasonEscapes = "escapes"
 	// ReasonUnknown: the value is none of those the field takes (an
 	// option, a restart policy, a network driver).
 	ReasonUnknown = "unknown"

@@ -121,6 +121,18 @@ type MountSpec struct {
 	// CreateHostDir creates a missing bind source directory (mode 0755,
 	// parents too); without it a missing source is InvalidArgument.
 	CreateHostDir bool
+	// Subpath, for a named MountVolume, is a path inside the volume
+	// (relative and lexically local: no "..", not absolute) mounted at
+	// Target instead of the volume's root; a directory or a file, its
+	// symlinks followed while they stay inside the volume (Docker's
+	// VolumeOptions.Subpath). Checked when the container starts: a
+	// subpath that names nothing fails the start with ClassNotFound,
+	// ReasonMissing; one whose links lead out of the volume with
+	// ClassInvalidArgument, ReasonEscapes (KindMount, Field "Subpath",
+	// Value the subpath, Name the volume). At create, a subpath that is
+	// not lexically local is ReasonInvalid and one on an anonymous volume
+	// or another mount type ReasonExclusive.
+	Subpath string
 	// VolumeLabels and VolumeOptions create a missing named volume (or the
 	// anonymous one) with these labels and driver options (as
 	// VolumeSpec's Labels and Options).

@@ -16,8 +16,9 @@ import (
 	"github.com/vchproject/vch/internal/agent/wire"
 )
 
-// stagingDir is where a volume is mounted first, for the copy-up, before
-// it is moved to its target inside the container.
+// stagingDir is where each volume's disk is mounted first (once, however
+// many of the container's mounts name it), for the copy-up and the
+// subpath, before its targets inside the container are bound to it.
 const stagingDir = "/run/vch/staging"
 
 // diskUnits maps disk serials to their units on a vSphere VM's
@@ -88,15 +89,26 @@ func sortMounts(ms []wire.Mount) []wire.Mount {
 }
 
 // mountAll mounts the container's volumes and tmpfs mounts, in order.
+// A volume disk is mounted once, at a staging directory, and each of its
+// mounts binds its target to the whole volume or to its subpath; the
+// staging mounts are detached at the end (the binds keep the
+// filesystems). Mounting one ext4 disk twice, from two devices of the
+// same file, corrupts it: the host attaches each volume once.
 func mountAll(ctx context.Context, ms []wire.Mount) error {
-	for i, m := range sortMounts(ms) {
+	staged := map[string]string{} // serial → staging directory
+	defer func() {
+		for _, dir := range staged {
+			_ = unix.Unmount(dir, unix.MNT_DETACH)
+		}
+	}()
+	for _, m := range sortMounts(ms) {
 		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
 			return fmt.Errorf("tether: mount target %q: want an absolute path other than /", m.Target)
 		}
 		var err error
 		switch m.Type {
 		case wire.MountVolume:
-			err = mountVolume(ctx, i, m)
+			err = mountVolume(ctx, staged, m)
 		case wire.MountTmpfs:
 			err = mountTmpfs(m)
 		case wire.MountBind:
@@ -135,55 +147,138 @@ func mountPoint(target string) (string, bool, error) {
 	}
 }
 
-// mountVolume mounts a volume's ext4 disk at a staging directory, fills it
-// from the container's root when it is empty and asked to (copy-up), then
-// moves it to its target; read-only volumes are then remounted read-only,
-// so the guest's kernel refuses every write (EROFS).
-func mountVolume(ctx context.Context, i int, m wire.Mount) error {
-	dev, err := findDisk(ctx, m.Serial, false)
-	if err != nil {
-		return err
-	}
-	target, existed, err := mountPoint(m.Target)
-	if err != nil {
-		return err
-	}
-	staging := filepath.Join(stagingDir, fmt.Sprint(i))
-	if err := os.MkdirAll(staging, 0o700); err != nil {
-		return err
-	}
-	// noinit_itable: the disk is made with lazy inode tables; zeroing
-	// them would fill the sparse file on the host.
-	if err := unix.Mount(dev, staging, "ext4", 0, "noinit_itable"); err != nil {
-		return fmt.Errorf("mount volume disk %s: %w", dev, err)
-	}
-	moved := false
-	defer func() {
-		if !moved {
-			_ = unix.Unmount(staging, unix.MNT_DETACH)
+// mountVolume mounts a volume's ext4 disk at its staging directory
+// (staged, by serial, unless it is there already), finds the part the
+// mount wants (the volume's root, or its subpath: a directory or a file),
+// fills that part from the container's root when it is an empty
+// directory and the mount asks for it (copy-up), then binds the target to
+// it; a read-only mount's bind is then made read-only, so the guest's
+// kernel refuses writes through it (EROFS).
+func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) error {
+	staging, ok := staged[m.Serial]
+	if !ok {
+		dev, err := findDisk(ctx, m.Serial, false)
+		if err != nil {
+			return err
 		}
-	}()
+		staging = filepath.Join(stagingDir, fmt.Sprint(len(staged)))
+		if err := os.MkdirAll(staging, 0o700); err != nil {
+			return err
+		}
+		// noinit_itable: the disk is made with lazy inode tables;
+		// zeroing them would fill the sparse file on the host.
+		if err := unix.Mount(dev, staging, "ext4", 0, "noinit_itable"); err != nil {
+			return fmt.Errorf("mount volume disk %s: %w", dev, err)
+		}
+		staged[m.Serial] = staging
+	}
+	src, isDir := staging, true
+	if m.Subpath != "" {
+		p, st, err := resolveSubpath(staging, m.Subpath)
+		if err != nil {
+			return &wire.MountError{Reason: subpathReason(err), Target: m.Target, Subpath: m.Subpath, Message: err.Error()}
+		}
+		src, isDir = p, st.IsDir()
+	}
+	var target string
+	var existed bool
+	var err error
+	if isDir {
+		target, existed, err = mountPoint(m.Target)
+	} else {
+		target, err = fileMountPoint(m.Target)
+	}
+	if err != nil {
+		return err
+	}
 	if m.CopyUp && existed {
-		empty, err := dirEmpty(staging)
+		empty, err := dirEmpty(src)
 		if err != nil {
 			return err
 		}
 		if empty {
-			if err := copyTree(target, staging); err != nil {
+			if err := copyTree(target, src); err != nil {
 				return fmt.Errorf("copy image content into the volume: %w", err)
 			}
 		}
 	}
-	if err := unix.Mount(staging, target, "", unix.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("move volume mount: %w", err)
+	if err := unix.Mount(src, target, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind volume: %w", err)
 	}
-	moved = true
 	if m.ReadOnly {
-		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_RDONLY, "noinit_itable"); err != nil {
+		if err := unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY, ""); err != nil {
 			return fmt.Errorf("remount read-only: %w", err)
 		}
 	}
 	return nil
+}
+
+// errEscapes is resolveSubpath's error for a subpath that leads out of
+// its volume.
+var errEscapes = errors.New("path concatenation escapes the base directory")
+
+// resolveSubpath finds sub (a relative path) inside base, following
+// symlinks as the volume's own filesystem has them (an absolute link
+// target is the guest's, so "/" leads out), and returns the path it
+// names and its file info. A subpath that is not lexically local, or
+// whose links lead out of base, fails with an error wrapping errEscapes;
+// one that leads nowhere with an error wrapping os.ErrNotExist ("cannot
+// access path …"). Docker's rules for VolumeOptions.Subpath (its
+// safepath.Join).
+func resolveSubpath(base, sub string) (string, os.FileInfo, error) {
+	if !filepath.IsLocal(sub) {
+		return "", nil, fmt.Errorf("%w, subpath: %s", errEscapes, sub)
+	}
+	joined := filepath.Join(base, sub)
+	resolved, err := filepath.EvalSymlinks(joined)
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot access path %s: %w", sub, err)
+	}
+	rel, err := filepath.Rel(base, resolved)
+	if err != nil || !filepath.IsLocal(rel) {
+		return "", nil, fmt.Errorf("%w, subpath: %s", errEscapes, sub)
+	}
+	st, err := os.Lstat(resolved)
+	if err != nil {
+		return "", nil, fmt.Errorf("cannot access path %s: %w", sub, err)
+	}
+	return resolved, st, nil
+}
+
+// subpathReason is the wire.MountError reason for resolveSubpath's err.
+func subpathReason(err error) string {
+	if errors.Is(err, errEscapes) {
+		return wire.SubpathEscapes
+	}
+	return wire.SubpathMissing
+}
+
+// fileMountPoint resolves target inside the container's root for a file
+// bind mount and makes sure a file is there to mount on (an empty one,
+// its parents made, when missing).
+func fileMountPoint(target string) (string, error) {
+	p, err := inRoot(target)
+	if err != nil {
+		return "", err
+	}
+	st, err := os.Stat(p)
+	switch {
+	case err == nil && st.IsDir():
+		return "", fmt.Errorf("%s is a directory in the container; the volume subpath is a file", target)
+	case err == nil:
+		return p, nil
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return "", fmt.Errorf("create mount point: %w", err)
+		}
+		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return "", fmt.Errorf("create mount point: %w", err)
+		}
+		return p, f.Close()
+	default:
+		return "", err
+	}
 }
 
 // dirEmpty reports whether dir has no entries.

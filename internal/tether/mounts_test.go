@@ -1,9 +1,11 @@
 package tether
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -130,5 +132,59 @@ func TestDirEmpty(t *testing.T) {
 	}
 	if empty, err := dirEmpty(dir); err != nil || empty {
 		t.Errorf("dir with a file: %v, %v", empty, err)
+	}
+}
+
+// TestResolveSubpath: Docker's rules for a volume subpath (its
+// safepath.Join): directories, files and links that stay inside the
+// volume resolve; a missing path is "cannot access path"; a link to "/"
+// or to one that does, and "..", lead out (errEscapes).
+func TestResolveSubpath(t *testing.T) {
+	base := t.TempDir()
+	for _, d := range []string{"subdir", "hack/iwanttobehacked"} {
+		if err := os.MkdirAll(filepath.Join(base, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(base, "bar.txt"), []byte("foo"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, to := range map[string]string{"hack/root": "/", "hack/good": "../subdir", "hack/bad": "root", "hack/dangling": "nowhere"} {
+		if err := os.Symlink(to, filepath.Join(base, link)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		sub     string
+		want    string // path under base; "" for an error
+		dir     bool
+		escapes bool
+	}{
+		{sub: "subdir", want: "subdir", dir: true},
+		{sub: "hack/good", want: "subdir", dir: true},
+		{sub: "bar.txt", want: "bar.txt"},
+		{sub: ".", want: ".", dir: true},
+		{sub: "not-existing-path"},
+		{sub: "hack/dangling"},
+		{sub: "hack/root", escapes: true},
+		{sub: "hack/bad", escapes: true},
+		{sub: "../../etc/passwd", escapes: true},
+		{sub: "/etc", escapes: true},
+	} {
+		p, st, err := resolveSubpath(base, tt.sub)
+		switch {
+		case tt.want != "":
+			if err != nil || p != filepath.Join(base, tt.want) || st.IsDir() != tt.dir {
+				t.Errorf("%q: %q, %v; want %q (dir %v)", tt.sub, p, err, tt.want, tt.dir)
+			}
+		case tt.escapes:
+			if !errors.Is(err, errEscapes) || subpathReason(err) != wire.SubpathEscapes {
+				t.Errorf("%q: %q, %v; want it to escape", tt.sub, p, err)
+			}
+		default:
+			if !errors.Is(err, os.ErrNotExist) || subpathReason(err) != wire.SubpathMissing || !strings.HasPrefix(err.Error(), "cannot access path "+tt.sub) {
+				t.Errorf("%q: %q, %v; want cannot access path", tt.sub, p, err)
+			}
+		}
 	}
 }

@@ -489,10 +489,18 @@ func (s *server) currentConn() *link.Conn {
 	return s.conn
 }
 
+// replyErr refuses req with err: a *wire.MountError as its JSON, so the
+// host can tell which mount and why; any other error as its text.
 func replyErr(req *link.Request, err error) {
-	if req.WantReply {
-		_ = req.Reply(false, []byte(err.Error()))
+	if !req.WantReply {
+		return
 	}
+	var me *wire.MountError
+	if errors.As(err, &me) {
+		_ = req.Reply(false, wire.Encode(me))
+		return
+	}
+	_ = req.Reply(false, []byte(err.Error()))
 }
 
 func (s *server) handleChannel(nc link.NewChannel, dead func() bool) {

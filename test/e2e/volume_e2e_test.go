@@ -297,6 +297,82 @@ func TestVolumeData(t *testing.T) {
 	ok(t, "volume", "rm", data)
 }
 
+// TestVolumeSubpath: --mount volume-subpath as dockerd (moby's
+// TestRunMountVolumeSubdir cases): a directory, one reached through a
+// link inside the volume, a file, an empty directory filled from the
+// image; dockerd's texts for a subpath that is not relative (at create),
+// that names nothing (404 at start) and whose links lead out (400).
+func TestVolumeSubpath(t *testing.T) {
+	t.Parallel()
+	v := "sub-" + uniqueName(t)
+	ok(t, "volume", "create", "--label", "test=subpath", v) // labelled: TestVolumeData looks for strays
+	defer docker(t, "volume", "rm", "-f", v)
+	ok(t, "run", "--rm", "-v", v+":/volume", "busybox", "sh", "-c",
+		"echo foo > /volume/bar.txt && mkdir /volume/bin /volume/subdir /volume/hack && echo world > /volume/subdir/hello.txt && "+
+			"ln -s / /volume/hack/root && ln -s ../subdir /volume/hack/good && ln -s root /volume/hack/bad")
+	mp := strings.TrimSpace(ok(t, "volume", "inspect", "--format", "{{.Mountpoint}}", v))
+	mount := func(sub, dst string) string {
+		return "type=volume,src=" + v + ",dst=" + dst + ",volume-subpath=" + sub
+	}
+	for _, tt := range []struct {
+		sub, dst string
+		cmd      []string
+		want     string // stdout; "" when the run must fail
+		code     int
+		stderr   string
+	}{
+		{sub: "subdir", dst: "/volume", cmd: []string{"ls", "/volume"}, want: "hello.txt\n"},
+		{sub: "hack/good", dst: "/volume", cmd: []string{"ls", "/volume"}, want: "hello.txt\n"},
+		{sub: "bin", dst: "/bin", cmd: []string{"ls", "/bin/busybox"}, want: "/bin/busybox\n"},
+		{sub: "bar.txt", dst: "/volume", cmd: []string{"cat", "/volume"}, want: "foo\n"},
+		{sub: "../../../../../../etc/passwd", dst: "/volume", cmd: []string{"true"}, code: 125,
+			stderr: `invalid mount config for type "volume": subpath must be a relative path within the volume`},
+		// The CLI exits 127 for a start error that says "no such file or
+		// directory", as with dockerd.
+		{sub: "not-existing-path", dst: "/volume", cmd: []string{"true"}, code: 127,
+			stderr: "cannot access path " + mp + "/not-existing-path: lstat " + mp + "/not-existing-path: no such file or directory"},
+		{sub: "hack/root", dst: "/volume", cmd: []string{"true"}, code: 125,
+			stderr: "path concatenation escapes the base directory, base: " + mp + ", subpath: hack/root"},
+		{sub: "hack/bad", dst: "/volume", cmd: []string{"true"}, code: 125,
+			stderr: "path concatenation escapes the base directory, base: " + mp + ", subpath: hack/bad"},
+	} {
+		r := docker(t, append([]string{"run", "--rm", "--mount", mount(tt.sub, tt.dst), "busybox"}, tt.cmd...)...)
+		if r.code != tt.code || r.stdout != tt.want || !strings.Contains(r.stderr, tt.stderr) {
+			t.Errorf("subpath %q: exit %d stdout %q stderr %q; want %d %q and %q", tt.sub, r.code, r.stdout, r.stderr, tt.code, tt.want, tt.stderr)
+		}
+	}
+	if r := docker(t, "run", "--rm", "--mount", "type=volume,dst=/v,volume-subpath=x", "busybox", "true"); r.code != 125 ||
+		!strings.Contains(r.stderr, `invalid mount config for type "volume": must not set Subpath when using anonymous volumes`) {
+		t.Errorf("subpath of an anonymous volume: exit %d %q", r.code, r.stderr)
+	}
+	// The copy-up filled the empty directory, not the volume's root.
+	if out := ok(t, "run", "--rm", "-v", v+":/volume", "busybox", "ls", "/volume/bin/busybox", "/volume"); out != "/volume/bin/busybox\n\n/volume:\nbar.txt\nbin\nhack\nsubdir\n" {
+		t.Errorf("volume after the runs: %q", out)
+	}
+}
+
+// TestVolumeAtSeveralTargets: one volume mounted at several targets of
+// a container (whole, read-only, by subpath) is one filesystem: what is
+// written through one target is read through the others, the read-only
+// one refuses writes, and the volume is whole afterwards. (It was
+// attached as one disk per target, and two mounts of one ext4 image
+// corrupted it: "Structure needs cleaning".)
+func TestVolumeAtSeveralTargets(t *testing.T) {
+	t.Parallel()
+	v := "multi-" + uniqueName(t)
+	ok(t, "volume", "create", "--label", "test=targets", v)
+	defer docker(t, "volume", "rm", "-f", v)
+	ok(t, "run", "--rm", "-v", v+":/a", "busybox", "mkdir", "/a/sub")
+	r := docker(t, "run", "--rm", "-v", v+":/a", "-v", v+":/b:ro", "--mount", "type=volume,src="+v+",dst=/c,volume-subpath=sub", "busybox", "sh", "-c",
+		"echo one > /a/sub/f && sync && cat /b/sub/f && echo two > /c/g && cat /a/sub/g && (echo x > /b/h || echo ro-refused) && ls /a /b")
+	if want := "one\ntwo\nro-refused\n/a:\nsub\n\n/b:\nsub\n"; r.code != 0 || r.stdout != want {
+		t.Errorf("several targets: exit %d stdout %q stderr %q, want %q", r.code, r.stdout, r.stderr, want)
+	}
+	if out := ok(t, "run", "--rm", "-v", v+":/v", "busybox", "sh", "-c", "cat /v/sub/f /v/sub/g && ls -R /v"); out != "one\ntwo\n/v:\nsub\n\n/v/sub:\nf\ng\n" {
+		t.Errorf("volume afterwards: %q", out)
+	}
+}
+
 // TestVolumeSurvivesDaemonRestart: a volume's data outlives the daemon.
 func TestVolumeSurvivesDaemonRestart(t *testing.T) {
 	t.Parallel()

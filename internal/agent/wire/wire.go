@@ -435,6 +435,13 @@ type Mount struct {
 	// container's root has at Target, keeping owners, modes, times, links
 	// and the directory's own owner and mode (Docker's copy-up).
 	CopyUp bool `json:"copy_up,omitempty"`
+	// Subpath, for MountVolume, is a path inside the volume (relative,
+	// lexically local) mounted at Target instead of the volume's root: a
+	// directory or a file. Symlinks on the way are followed while they
+	// stay inside the volume. Docker's VolumeOptions.Subpath. Several
+	// mounts may name one Serial: the disk is mounted once and each
+	// target bound to its part.
+	Subpath string `json:"subpath,omitempty"`
 	// Options are a tmpfs's comma-separated mount options: flags (ro,
 	// noexec, nosuid, nodev and their opposites, noatime, …) and data
 	// (size=64m, mode=1777, uid=, gid=, …). When an option repeats, or
@@ -505,6 +512,29 @@ type StartError struct {
 	Message  string `json:"message"`
 	ExitCode int    `json:"exit_code"`
 }
+
+// MountError is the payload of a refused [RequestSetup] whose cause is one
+// mount's volume subpath (Mount.Subpath): Reason says what was wrong,
+// Target and Subpath which mount, Message the guest's text. Other
+// refusals carry plain text.
+type MountError struct {
+	Reason  string `json:"reason"`
+	Target  string `json:"target"`
+	Subpath string `json:"subpath"`
+	Message string `json:"message"`
+}
+
+// MountError reasons.
+const (
+	// SubpathMissing: nothing exists at the subpath inside the volume
+	// (or a symlink on the way leads nowhere).
+	SubpathMissing = "subpath_missing"
+	// SubpathEscapes: the subpath, its symlinks followed, leads out of
+	// the volume.
+	SubpathEscapes = "subpath_escapes"
+)
+
+func (e *MountError) Error() string { return e.Message }
 
 // Encode marshals v to JSON. Values in this package always marshal.
 func Encode(v any) []byte {

@@ -516,7 +516,7 @@ func (s *Service) boot(ctx context.Context, c *container, rec portlayer.Containe
 	}
 	t1 := time.Now()
 	if err := g.Setup(bootCtx, setup); err != nil {
-		return fail(g, fmt.Errorf("compute: guest setup: %w", err))
+		return fail(g, setupErr(rec.Spec, err))
 	}
 	t2 := time.Now()
 	proc, err := g.Start(bootCtx, processFor(rec.Spec))

@@ -3,8 +3,10 @@ package compute
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"path"
+	"path/filepath"
 	"slices"
 	"strconv"
 
@@ -44,6 +46,14 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 			return portlayer.Invalid(portlayer.KindMount, "Target", m.Target, portlayer.ReasonDuplicate, "compute: two mounts at "+m.Target)
 		}
 		seen[m.Target] = true
+		if m.Subpath != "" {
+			switch {
+			case m.Type != portlayer.MountVolume || m.Source == "":
+				return portlayer.Invalid(portlayer.KindMount, "Subpath", m.Subpath, portlayer.ReasonExclusive, "compute: a subpath is for named volumes only")
+			case !filepath.IsLocal(m.Subpath):
+				return portlayer.Invalid(portlayer.KindMount, "Subpath", m.Subpath, portlayer.ReasonInvalid, "compute: subpath "+strconv.Quote(m.Subpath)+" is not a relative path inside the volume")
+			}
+		}
 		switch m.Type {
 		case portlayer.MountVolume:
 			if s.cfg.Volumes == nil {
@@ -233,14 +243,21 @@ func (s *Service) releaseVolumes(id string, token uint64) {
 
 // volumeDisks returns the disks and guest mounts for the spec's mounts,
 // in the spec's order; volume disks get serials vch-vol-0, -1, …, bind
-// mounts the tags vch-share-0, -1, … of s.shares.
+// mounts the tags vch-share-0, -1, … of s.shares. A volume mounted at
+// several targets is one disk whose serial those mounts share: two
+// devices of one ext4 image, each mounted, corrupt it.
 func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec) ([]hypervisor.Disk, []wire.Mount, error) {
 	var disks []hypervisor.Disk
 	var mounts []wire.Mount
-	binds := 0 // bind mounts use the shares of s.shares, in order
+	binds := 0                     // bind mounts use the shares of s.shares, in order
+	serials := map[string]string{} // volume name → its disk's serial
 	for _, m := range spec.Mounts {
 		switch m.Type {
 		case portlayer.MountVolume:
+			if serial, ok := serials[m.Source]; ok {
+				mounts = append(mounts, wire.Mount{Type: wire.MountVolume, Serial: serial, Target: m.Target, ReadOnly: m.ReadOnly, CopyUp: !m.NoCopy, Subpath: m.Subpath})
+				continue
+			}
 			if s.cfg.Volumes == nil {
 				return nil, nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "volumes are not available")
 			}
@@ -255,8 +272,9 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 				return nil, nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "volume %s is a disk on the VCH's own host, which this VCH's VMs cannot attach: create it on a datastore volume store (docker volume create --opt volume-store=NAME)", m.Source)
 			}
 			serial := volumeSerial(len(disks))
+			serials[m.Source] = serial
 			disks = append(disks, hypervisor.Disk{Path: v.DiskPath, Format: format, Serial: serial})
-			mounts = append(mounts, wire.Mount{Type: wire.MountVolume, Serial: serial, Target: m.Target, ReadOnly: m.ReadOnly, CopyUp: !m.NoCopy})
+			mounts = append(mounts, wire.Mount{Type: wire.MountVolume, Serial: serial, Target: m.Target, ReadOnly: m.ReadOnly, CopyUp: !m.NoCopy, Subpath: m.Subpath})
 		case portlayer.MountTmpfs:
 			mounts = append(mounts, wire.Mount{Type: wire.MountTmpfs, Target: m.Target, ReadOnly: m.ReadOnly, Options: m.Options})
 		case portlayer.MountBind:
@@ -285,4 +303,27 @@ func (s *Service) volumeEvents(action string, rec portlayer.Container) {
 		}
 		s.cfg.Events.Publish(portlayer.Event{Type: "volume", Action: action, ID: m.Source, Attributes: attrs})
 	}
+}
+
+// setupErr is the error of a guest setup that failed with err: for a
+// volume subpath the guest refused (*wire.MountError), the port layer's
+// typed error (MountSpec.Subpath says which); otherwise err wrapped.
+func setupErr(spec portlayer.ContainerSpec, err error) error {
+	var me *wire.MountError
+	if !errors.As(err, &me) {
+		return fmt.Errorf("compute: guest setup: %w", err)
+	}
+	volume := ""
+	for _, m := range spec.Mounts {
+		if m.Target == me.Target {
+			volume = m.Source
+		}
+	}
+	pe := &portlayer.Error{Class: portlayer.ClassNotFound, Kind: portlayer.KindMount, Name: volume, Field: "Subpath", Value: me.Subpath,
+		Reason: portlayer.ReasonMissing, Message: "compute: volume " + volume + " has nothing at subpath " + me.Subpath, Err: me}
+	if me.Reason == wire.SubpathEscapes {
+		pe.Class, pe.Reason = portlayer.ClassInvalidArgument, portlayer.ReasonEscapes
+		pe.Message = "compute: subpath " + me.Subpath + " leads out of volume " + volume
+	}
+	return pe
 }

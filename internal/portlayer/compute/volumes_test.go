@@ -117,6 +117,57 @@ func TestVolumeMounts(t *testing.T) {
 	}
 }
 
+// TestVolumeAtSeveralTargets: a volume mounted at several targets (with
+// and without a subpath, one read-only) is one disk of the VM, and every
+// mount names its serial: two devices of one ext4 image, each mounted by
+// the guest, corrupt it. Subpaths that are not lexically local, or on an
+// anonymous volume or a tmpfs, are refused at create.
+func TestVolumeAtSeveralTargets(t *testing.T) {
+	h, vs := volumeHarness(t)
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Mounts: []portlayer.MountSpec{
+		{Type: portlayer.MountVolume, Source: "one", Target: "/a"},
+		{Type: portlayer.MountVolume, Source: "two", Target: "/b"},
+		{Type: portlayer.MountVolume, Source: "one", Target: "/c", ReadOnly: true},
+		{Type: portlayer.MountVolume, Source: "one", Target: "/d", Subpath: "sub/dir"},
+	}})
+	h.start(c.ID)
+	vm := h.vm(c.ID)
+	one, _ := vs.InspectVolume(t.Context(), "one")
+	two, _ := vs.InspectVolume(t.Context(), "two")
+	var got []string
+	for _, d := range vm.Spec().Disks[2:] {
+		got = append(got, d.Serial+"="+d.Path)
+	}
+	if want := []string{"vch-vol-0=" + one.DiskPath, "vch-vol-1=" + two.DiskPath}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("volume disks %v, want %v", got, want)
+	}
+	setup, _ := vm.Setup()
+	wantMounts := []wire.Mount{
+		{Type: "volume", Serial: "vch-vol-0", Target: "/a", CopyUp: true},
+		{Type: "volume", Serial: "vch-vol-1", Target: "/b", CopyUp: true},
+		{Type: "volume", Serial: "vch-vol-0", Target: "/c", ReadOnly: true, CopyUp: true},
+		{Type: "volume", Serial: "vch-vol-0", Target: "/d", CopyUp: true, Subpath: "sub/dir"},
+	}
+	if fmt.Sprint(setup.Mounts) != fmt.Sprint(wantMounts) {
+		t.Errorf("setup mounts\n got %+v\nwant %+v", setup.Mounts, wantMounts)
+	}
+
+	for _, tt := range []struct {
+		m      portlayer.MountSpec
+		reason string
+	}{
+		{portlayer.MountSpec{Type: portlayer.MountVolume, Source: "one", Target: "/x", Subpath: "../etc"}, portlayer.ReasonInvalid},
+		{portlayer.MountSpec{Type: portlayer.MountVolume, Source: "one", Target: "/x", Subpath: "/etc"}, portlayer.ReasonInvalid},
+		{portlayer.MountSpec{Type: portlayer.MountVolume, Target: "/x", Subpath: "sub"}, portlayer.ReasonExclusive},
+		{portlayer.MountSpec{Type: portlayer.MountTmpfs, Target: "/x", Subpath: "sub"}, portlayer.ReasonExclusive},
+	} {
+		_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("true"), Mounts: []portlayer.MountSpec{tt.m}})
+		if pe := portlayer.AsError(err); pe == nil || pe.Class != portlayer.ClassInvalidArgument || pe.Field != "Subpath" || pe.Reason != tt.reason {
+			t.Errorf("create with %+v: %v, want InvalidArgument Subpath %s", tt.m, err, tt.reason)
+		}
+	}
+}
+
 // TestVolumeExclusive: a volume is one running VM's disk. A second
 // container using it cannot start while the first runs (Conflict); once
 // the first has stopped it can.

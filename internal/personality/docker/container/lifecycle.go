@@ -52,7 +52,7 @@ func (rt *Router) postStart(w http.ResponseWriter, r *http.Request, vars map[str
 		case errdefs.IsConflict(err) && pe != nil && pe.Reason == portlayer.ReasonPaused:
 			return httputils.Classify(errdefs.ErrConflict, err, "cannot start a paused container, try unpause instead")
 		}
-		return startErr(name, err)
+		return rt.startErr(ctx, name, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil
@@ -200,7 +200,7 @@ func (rt *Router) postRestart(w http.ResponseWriter, r *http.Request, vars map[s
 		// One operation in the port layer: an --rm container survives
 		// its restart, as on dockerd.
 		if err := rs.Restart(ctx, c.ID, sig, timeout); err != nil {
-			return startErr(name, err)
+			return rt.startErr(ctx, name, err)
 		}
 		w.WriteHeader(http.StatusNoContent)
 		return nil
@@ -216,7 +216,7 @@ func (rt *Router) postRestart(w http.ResponseWriter, r *http.Request, vars map[s
 		return containerErr("restart", name, err)
 	}
 	if err := rt.compute.Start(ctx, c.ID); err != nil && !errdefs.IsNotModified(err) {
-		return startErr(name, err)
+		return rt.startErr(ctx, name, err)
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return nil

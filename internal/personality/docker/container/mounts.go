@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -220,7 +221,14 @@ func parseMount(m mount.Mount) (portlayer.MountSpec, error) {
 		}
 		if o := m.VolumeOptions; o != nil {
 			if o.Subpath != "" {
-				return spec, errdefs.ErrNotImplemented.WithMessage("volume subpaths are not supported by vch yet")
+				// dockerd's validateMountConfig.
+				if m.Source == "" {
+					return spec, mountConfigErr(m.Type, "must not set Subpath when using anonymous volumes")
+				}
+				if !filepath.IsLocal(o.Subpath) {
+					return spec, mountConfigErr(m.Type, "subpath must be a relative path within the volume")
+				}
+				spec.Subpath = o.Subpath
 			}
 			spec.NoCopy = o.NoCopy
 			spec.VolumeLabels = o.Labels

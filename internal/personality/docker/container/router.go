@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
+	dockervolume "github.com/vchproject/vch/internal/personality/docker/volume"
 	"github.com/vchproject/vch/internal/portlayer"
 )
 
@@ -101,6 +103,28 @@ func (rt *Router) inspect(ctx context.Context, name string) (portlayer.Container
 		return c, containerErr("inspect", name, err)
 	}
 	return c, nil
+}
+
+// startErr is startErr, and dockerd's texts for a volume subpath its
+// start found wrong (safepath's ErrNotAccessible, a 404, and
+// ErrEscapesBase, a 400), written with the volume's Mountpoint as
+// dockerd's local driver shows it.
+func (rt *Router) startErr(ctx context.Context, name string, err error) error {
+	pe := portlayer.AsError(err)
+	if pe == nil || pe.Kind != portlayer.KindMount || pe.Field != "Subpath" {
+		return startErr(name, err)
+	}
+	base := pe.Name
+	if rt.volumes != nil {
+		if v, verr := rt.volumes.InspectVolume(ctx, pe.Name); verr == nil {
+			base = dockervolume.Mountpoint(v)
+		}
+	}
+	if pe.Reason == portlayer.ReasonEscapes {
+		return httputils.Classify(errdefs.ErrInvalidArgument, err, "path concatenation escapes the base directory, base: "+base+", subpath: "+pe.Value)
+	}
+	p := filepath.Join(base, pe.Value)
+	return httputils.Classify(errdefs.ErrNotFound, err, "cannot access path "+p+": lstat "+p+": no such file or directory")
 }
 
 // startErr turns a failed start into Docker's form. A process the guest
