@@ -28,6 +28,8 @@ type limitFlags struct {
 	storageQuota          string
 	vmTemplates           bool
 	memoryMerge           bool
+	logDriver             string
+	logOpts               []string
 }
 
 func (lf *limitFlags) install(f *pflag.FlagSet) {
@@ -45,6 +47,8 @@ func (lf *limitFlags) install(f *pflag.FlagSet) {
 	f.BoolVar(&lf.vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold, no guest memory shared between VMs)")
 	f.BoolVar(&lf.memoryMerge, "memory-merge", false, "mark the memory of VMs restored from templates mergeable for the host's KSM (saves memory only where /sys/kernel/mm/ksm/run is 1; KSM merges across every VCH on the host)")
 	f.StringVar(&lf.logLevel, "log-level", "info", "daemon log level: debug, info, warn or error")
+	f.StringVar(&lf.logDriver, "log-driver", "json-file", "logging driver of containers that name none: json-file, local (kept as json-file) or none (no log: docker logs refuses)")
+	f.StringArrayVar(&lf.logOpts, "log-opt", nil, "KEY=VALUE, an option of the default logging driver for containers that do not set it (max-size=50m, max-file=5), repeatable; on configure, the given ones replace all")
 }
 
 // apply writes the flags that were given (all of them for create) into c.
@@ -55,6 +59,19 @@ func (lf *limitFlags) apply(f *pflag.FlagSet, c *deploy.Config, all bool) error 
 	}
 	if set("log-level") {
 		c.LogLevel = lf.logLevel
+	}
+	if set("log-driver") {
+		c.LogDriver = lf.logDriver
+		if c.LogDriver == "json-file" {
+			c.LogDriver = "" // the daemon's default
+		}
+	}
+	if set("log-opt") {
+		opts, err := parseLogOpts(lf.logOpts)
+		if err != nil {
+			return err
+		}
+		c.LogOpts = opts
 	}
 	if set("memory") {
 		mib, err := parseMiB("--memory", lf.memory)
@@ -263,6 +280,7 @@ the ESX hosts reach for the VMs' serial ports.`,
 				return err
 			}
 			o.Accel, o.LogLevel, o.Limits, o.Registries, o.VolumeStores = c.Accel, c.LogLevel, c.Limits, c.Registries, c.VolumeStores
+			o.LogDriver, o.LogOpts = c.LogDriver, c.LogOpts
 			if o.VSphere, err = vf.options(cmd.Flags()); err != nil {
 				return err
 			}

@@ -88,6 +88,7 @@ func daemonCmd() *cobra.Command {
 	var volumeStores []string
 	var storageQuota string
 	var vmTemplates bool
+	var logOpts []string
 	var vsphereConfig, vsphereCredentials string
 	cmd := &cobra.Command{
 		Use:   "daemon --root DIR -H unix:///PATH.sock|tcp://ADDR:PORT [-H …]",
@@ -116,6 +117,9 @@ TLS.`,
 				return fmt.Errorf("--default-container-cpus %d: at least 1", cfg.DefaultCPUs)
 			}
 			cfg.NoVMTemplates = !vmTemplates
+			if cfg.LogOpts, err = parseLogOpts(logOpts); err != nil {
+				return err
+			}
 			if vsphereConfig != "" {
 				if cfg.VSphere, err = readVSphereConfig(vsphereConfig, vsphereCredentials); err != nil {
 					return err
@@ -213,6 +217,8 @@ TLS.`,
 	f.IntVar(&cfg.WarmVMs, "warm-vms", 1, "container VMs of the common shape kept restored and woken ahead of need, so a start takes one (0: none; each idle one costs what an idle container does)")
 	f.BoolVar(&cfg.MemoryMerge, "memory-merge", false, "mark the memory of VMs restored from templates mergeable for the host's KSM (saves memory only where /sys/kernel/mm/ksm/run is 1; KSM merges across every VCH on the host)")
 	f.BoolVar(&vmTemplates, "vm-templates", true, "restore container VMs from a template of their shape instead of booting each (false: every VM boots cold and no guest memory is shared between VMs)")
+	f.StringVar(&cfg.LogDriver, "log-driver", "json-file", "logging driver of containers that name none: json-file, local (kept as json-file) or none (no log: docker logs refuses)")
+	f.StringArrayVar(&logOpts, "log-opt", nil, "KEY=VALUE, an option of the default logging driver for containers that do not set it (max-size=50m, max-file=5), repeatable")
 	f.StringVar(&vsphereConfig, "vsphere-config", "", "run the container VMs on vSphere: a JSON file of the vsphere driver's configuration, as vch create --target writes it (docs/vsphere.md); mode 0600 if its url holds credentials (default: this host's QEMU)")
 	f.StringVar(&cfg.BridgeInterface, "bridge-interface", "", "host interface on the network the container VMs' NICs are on (a vSphere VCH's bridge portgroup): moved into the VCH's network namespace and enslaved to its default bridge (default: none)")
 	f.StringVar(&vsphereCredentials, "vsphere-credentials", "", "with --vsphere-config: a JSON file {\"username\", \"password\"} (mode 0600) of the vSphere target's credentials, used in place of any in the config's url")
@@ -223,6 +229,24 @@ TLS.`,
 	_ = cmd.MarkFlagRequired("root")
 	_ = cmd.MarkFlagRequired("host")
 	return cmd
+}
+
+// parseLogOpts reads --log-opt KEY=VALUE flags into a map (nil for
+// none); an entry without "=" or with an empty key is refused, and a key
+// given twice keeps its last value.
+func parseLogOpts(opts []string) (map[string]string, error) {
+	if len(opts) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, o := range opts {
+		k, v, ok := strings.Cut(o, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--log-opt %q: want KEY=VALUE: %w", o, errdefs.ErrInvalidArgument)
+		}
+		m[k] = v
+	}
+	return m, nil
 }
 
 // writePIDFile writes this process's PID to path, refusing when the file

@@ -49,6 +49,9 @@ func TestFlagValidation(t *testing.T) {
 		{name: "inspect unknown", args: []string{"inspect", "x"}, want: "no such VCH: x"},
 		{name: "delete unknown", args: []string{"delete", "x"}, want: "no such VCH: x"},
 		{name: "daemon needs root and host", args: []string{"daemon"}, want: `required flag(s) "host", "root" not set`},
+		{name: "create bad log driver", args: []string{"create", "x", "--log-driver", "syslog"}, want: `failed to set log opts: logging driver "syslog" is not supported by vch`},
+		{name: "create bad log opt", args: []string{"create", "x", "--log-opt", "max-size"}, want: `--log-opt "max-size": want KEY=VALUE`},
+		{name: "daemon unknown log opt", args: []string{"daemon", "--root", "/nonexistent/vch-root", "-H", "unix:///nonexistent/vch.sock", "--log-opt", "bogus=1"}, want: "failed to set log opts: unknown log opt 'bogus' for json-file log driver"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

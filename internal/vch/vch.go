@@ -127,6 +127,12 @@ type Config struct {
 	// (/sys/kernel/mm/ksm/run = 1), and KSM merges across VCHs on one
 	// host. Default false.
 	MemoryMerge bool `toml:"memory_merge" json:"memory_merge"`
+	// LogDriver and LogOpts are the logging driver ("json-file", the
+	// default, "local" or "none") and options of containers that name
+	// none (the daemon's --log-driver and --log-opt, as dockerd's;
+	// docker.Config.LogDriver). Open refuses what create would refuse.
+	LogDriver string            `toml:"log_driver" json:"log_driver"`
+	LogOpts   map[string]string `toml:"log_opts" json:"log_opts"`
 	// WarmVMs is how many container VMs of the common shape are kept
 	// restored and woken ahead of need (compute.Config.WarmVMs); the
 	// daemon's --warm-vms, default 1 there. Each idle one costs what an
@@ -176,6 +182,10 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 	if cfg.Root == "" {
 		return nil, fmt.Errorf("vch: --root is required: %w", errdefs.ErrInvalidArgument)
 	}
+	if err := CheckLogDefaults(cfg.LogDriver, cfg.LogOpts); err != nil {
+		return nil, err
+	}
+	dcfg := docker.Config{Version: Version, GitCommit: GitCommit, LogDriver: cfg.LogDriver, LogOpts: cfg.LogOpts}
 	root, err := filepath.Abs(cfg.Root)
 	if err != nil {
 		return nil, fmt.Errorf("vch: root: %w", err)
@@ -356,7 +366,8 @@ func Open(ctx context.Context, cfg Config, logger *slog.Logger) (*VCH, error) {
 		Host:    v.Host,
 		Monitor: v.compute, NetworkConnector: v.compute, Updater: v.compute, Archives: v.compute.Archives(),
 		Committer: v.images, Login: v.images, Publish: evlog.Publish}
-	v.server = docker.New(docker.Config{Version: Version, GitCommit: GitCommit, BuildRoot: filepath.Join(root, "build")}, docker.Backend{
+	dcfg.BuildRoot = filepath.Join(root, "build")
+	v.server = docker.New(dcfg, docker.Backend{
 		Compute: budgeted, Interaction: v.compute, Images: events.Images(v.images, evlog),
 		Execs: v.compute.Execs(), Pauser: v.compute, Monitor: v.compute, Events: evlog, Publish: evlog.Publish, System: v,
 		Volumes:  v.volumes,
@@ -390,6 +401,16 @@ func shareGuest(root string, cfg Config, logger *slog.Logger) (string, string, e
 		return "", "", fmt.Errorf("vch: build share initramfs: %w", err)
 	}
 	return kernel, initrd, nil
+}
+
+// CheckLogDefaults refuses a default logging driver or option
+// (Config.LogDriver, LogOpts) that container create would refuse, in
+// dockerd's words ("failed to set log opts: …"); InvalidArgument.
+func CheckLogDefaults(driver string, opts map[string]string) error {
+	if err := (docker.Config{LogDriver: driver, LogOpts: opts}).CheckLogDefaults(); err != nil {
+		return fmt.Errorf("vch: %w", err)
+	}
+	return nil
 }
 
 // lockRoot takes an exclusive lock on root/vch.lock for the daemon's

@@ -26,6 +26,7 @@ import (
 	"github.com/vchproject/vch/internal/personality/docker/exec"
 
 	"github.com/containerd/errdefs"
+	dockercontainer "github.com/moby/moby/api/types/container"
 
 	"github.com/vchproject/vch/internal/personality/docker/build"
 	"github.com/vchproject/vch/internal/personality/docker/container"
@@ -110,6 +111,25 @@ type Config struct {
 	// contexts of builds in progress; empty leaves docker build
 	// unimplemented.
 	BuildRoot string `toml:"build_root" json:"build_root"`
+	// LogDriver and LogOpts are the logging driver and options of the
+	// containers that name none, as dockerd's --log-driver and
+	// --log-opt: "json-file" (empty: the default), "local" or "none";
+	// a container of the default driver gets each option it does not
+	// set (container.MergeLogConfig). docker info shows the driver.
+	// Check with CheckLogDefaults.
+	LogDriver string            `toml:"log_driver" json:"log_driver"`
+	LogOpts   map[string]string `toml:"log_opts" json:"log_opts"`
+}
+
+// CheckLogDefaults refuses a LogDriver or LogOpts that create would
+// refuse in a container (an unknown driver or option, a bad max-size),
+// in dockerd's words for its own --log-opt ("failed to set log opts:
+// …"); InvalidArgument.
+func (c Config) CheckLogDefaults() error {
+	if err := container.ValidateLogConfig(dockercontainer.LogConfig{Type: c.LogDriver, Config: c.LogOpts}); err != nil {
+		return httputils.Classify(errdefs.ErrInvalidArgument, err, "failed to set log opts: "+httputils.Message(err))
+	}
+	return nil
 }
 
 // Server is the Engine API HTTP server. Safe for concurrent use.
@@ -145,6 +165,8 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		sys.WithVolumes(backend.Volumes)
 	}
 	ctr := container.NewRouter(backend.Compute, backend.Interaction, backend.Images, s.log).WithVolumes(backend.Volumes)
+	ctr.SetLogDefaults(dockercontainer.LogConfig{Type: cfg.LogDriver, Config: cfg.LogOpts})
+	sys.SetLoggingDriver(cfg.LogDriver)
 	if backend.System != nil {
 		ctr.SetRuntime(func(ctx context.Context) (string, error) {
 			h, err := backend.System.Host(ctx)

@@ -115,6 +115,11 @@ type Config struct {
 	Service string `json:"service"`
 	// LogLevel is the daemon's --log-level.
 	LogLevel string `json:"log_level"`
+	// LogDriver and LogOpts are the daemon's --log-driver and --log-opt:
+	// the logging driver and options of containers that name none
+	// (vch.Config.LogDriver); empty: json-file with vch's bounds.
+	LogDriver string            `json:"log_driver,omitempty"`
+	LogOpts   map[string]string `json:"log_opts,omitempty"`
 }
 
 // TLS is a VCH's TLS setup.

@@ -170,6 +170,9 @@ func TestDaemonArgs(t *testing.T) {
 		}},
 		{name: "TLS without verify", change: func(c *Config) { c.TLS.Verify = false }},
 		{name: "cold VMs and memory merge", change: func(c *Config) { c.Limits.NoVMTemplates, c.Limits.MemoryMerge = true, true }},
+		{name: "default logging", change: func(c *Config) {
+			c.LogDriver, c.LogOpts = "local", map[string]string{"max-size": "50m", "max-file": "5"}
+		}},
 		{name: "vSphere", change: func(c *Config) {
 			c.VSphere = &VSphere{Target: "https://vc.example.com/sdk", Datacenter: "/DC0", ComputeResource: "/DC0/host/C0", ImageStore: "ds1", BridgeNetwork: "vch-bridge", BridgeInterface: "ens224"}
 			c.VolumeStores = []string{"fast:/srv/vch/fast", "vmfs:ds://ds1/volumes"}
@@ -403,6 +406,8 @@ func TestCreateRefuses(t *testing.T) {
 		{name: "bad service", m: &Manager{Base: dir, Binary: "/vch", Service: "init"}, o: CreateOptions{Name: "x"}, want: errdefs.IsInvalidArgument},
 		{name: "bad accel", m: m, o: CreateOptions{Name: "x", Accel: "hvf"}, want: errdefs.IsInvalidArgument},
 		{name: "bad log level", m: m, o: CreateOptions{Name: "x", LogLevel: "loud"}, want: errdefs.IsInvalidArgument},
+		{name: "bad log driver", m: m, o: CreateOptions{Name: "x", LogDriver: "syslog"}, want: errdefs.IsInvalidArgument},
+		{name: "bad log opt", m: m, o: CreateOptions{Name: "x", LogOpts: map[string]string{"max-size": "huge"}}, want: errdefs.IsInvalidArgument},
 		{name: "bad limits", m: m, o: CreateOptions{Name: "x", Limits: Limits{Containers: -1}}, want: errdefs.IsInvalidArgument},
 		{name: "bad registry", m: m, o: CreateOptions{Name: "x", Registries: Registries{Whitelist: []string{"https://r"}}}, want: errdefs.IsInvalidArgument},
 		{name: "socket path too long", m: long, o: CreateOptions{Name: strings.Repeat("n", 20)}, want: errdefs.IsInvalidArgument},

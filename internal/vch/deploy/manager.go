@@ -82,6 +82,10 @@ type CreateOptions struct {
 	VolumeStores []string
 	// LogLevel is the daemon's log level ("" is info).
 	LogLevel string
+	// LogDriver and LogOpts are the containers' default logging driver
+	// and options (Config.LogDriver); empty: json-file.
+	LogDriver string
+	LogOpts   map[string]string
 	// VSphere, when not nil, deploys the VCH on a vSphere target too (see
 	// VSphereOptions): its pool, folder and directories are made there.
 	VSphere *VSphereOptions
@@ -170,6 +174,9 @@ func validateConfig(c Config) error {
 	default:
 		return fmt.Errorf("vch: --log-level %q: want debug, info, warn or error: %w", c.LogLevel, errdefs.ErrInvalidArgument)
 	}
+	if err := vch.CheckLogDefaults(c.LogDriver, c.LogOpts); err != nil {
+		return err
+	}
 	names := map[string]bool{}
 	for _, vs := range c.VolumeStores {
 		name, _, _ := strings.Cut(vs, ":")
@@ -217,7 +224,7 @@ func (m *Manager) Create(ctx context.Context, o CreateOptions) (res Created, err
 	c := Config{
 		Name: o.Name, Created: time.Now().UTC(), VCHVersion: m.Version, Binary: m.Binary,
 		TLS:   TLS{Enabled: o.TLS, Verify: o.TLS && o.TLSVerify, CNames: o.TLSCNames},
-		Accel: o.Accel, Limits: o.Limits, Registries: o.Registries, VolumeStores: o.VolumeStores, Service: kind, LogLevel: o.LogLevel,
+		Accel: o.Accel, Limits: o.Limits, Registries: o.Registries, VolumeStores: o.VolumeStores, Service: kind, LogLevel: o.LogLevel, LogDriver: o.LogDriver, LogOpts: o.LogOpts,
 	}
 	var creds Credentials
 	if o.VSphere != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -101,6 +102,12 @@ func DaemonArgs(c Config, l Layout) []string {
 	}
 	if lim.MemoryMerge {
 		args = append(args, "--memory-merge")
+	}
+	if c.LogDriver != "" {
+		args = append(args, "--log-driver", c.LogDriver)
+	}
+	for _, k := range slices.Sorted(maps.Keys(c.LogOpts)) {
+		args = append(args, "--log-opt", k+"="+c.LogOpts[k])
 	}
 	if lim.StorageQuotaBytes > 0 {
 		args = append(args, "--storage-quota", strconv.FormatInt(lim.StorageQuotaBytes, 10))

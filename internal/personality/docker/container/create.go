@@ -296,6 +296,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if spec.Limits, err = ResourceLimits(hc.Resources, false); err != nil {
 		return err
 	}
+	MergeLogConfig(&hc.LogConfig, rt.logDefaults)
 	if err := applyLogConfig(&spec, hc.LogConfig); err != nil {
 		return err
 	}
@@ -673,6 +674,39 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// MergeLogConfig completes a container's logging config from the VCH's
+// defaults (its daemon's --log-driver and --log-opt), as dockerd's
+// mergeAndVerifyLogConfig: no driver named takes the default driver, and
+// a container of the default driver gets each default option it does
+// not set itself. lc.Config is never nil after it.
+func MergeLogConfig(lc *container.LogConfig, defaults container.LogConfig) {
+	driver := defaults.Type
+	if driver == "" {
+		driver = "json-file"
+	}
+	if lc.Type == "" {
+		lc.Type = driver
+	}
+	if lc.Config == nil {
+		lc.Config = map[string]string{}
+	}
+	if lc.Type == driver {
+		for k, v := range defaults.Config {
+			if _, ok := lc.Config[k]; !ok {
+				lc.Config[k] = v
+			}
+		}
+	}
+}
+
+// ValidateLogConfig checks a logging config as create does (the drivers
+// vch keeps, json-file, local and none, and their options), with
+// dockerd's texts; for a VCH's defaults before it serves.
+func ValidateLogConfig(lc container.LogConfig) error {
+	var spec portlayer.ContainerSpec
+	return applyLogConfig(&spec, lc)
 }
 
 // applyLogConfig reads the json-file options max-size and max-file of

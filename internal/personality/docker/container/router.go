@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/container"
 
 	"github.com/vchproject/vch/internal/personality/docker/httputils"
 	dockervolume "github.com/vchproject/vch/internal/personality/docker/volume"
@@ -24,8 +25,11 @@ type Router struct {
 	networks portlayer.Networks                        // nil: networks are not checked at create
 	health   *HealthMonitor                            // nil: no healthchecks run
 	runtime  func(ctx context.Context) (string, error) // the one runtime's name; nil: none checked
-	log      *slog.Logger
-	now      func() time.Time
+	// logDefaults are the VCH's default logging driver and options
+	// (MergeLogConfig); zero: json-file with vch's own bounds.
+	logDefaults container.LogConfig
+	log         *slog.Logger
+	now         func() time.Time
 }
 
 // NewRouter returns the container routes over the port layer.
@@ -53,6 +57,11 @@ func (rt *Router) WithVolumes(v portlayer.Volumes) *Router {
 // HostConfig.Runtime defaults to it, and any other is refused as dockerd
 // refuses a runtime it does not know.
 func (rt *Router) SetRuntime(name func(ctx context.Context) (string, error)) { rt.runtime = name }
+
+// SetLogDefaults sets the logging driver and options a container gets
+// when it names none (dockerd's --log-driver and --log-opt; see
+// MergeLogConfig). Check them with ValidateLogConfig first.
+func (rt *Router) SetLogDefaults(lc container.LogConfig) { rt.logDefaults = lc }
 
 // SetHealth gives list and inspect the monitor's health states.
 func (rt *Router) SetHealth(m *HealthMonitor) { rt.health = m }

@@ -1,6 +1,7 @@
 package system
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -43,8 +44,13 @@ type Router struct {
 	containers containerLister
 	images     imageLister
 	volumes    volumeLister // may be nil
+	logDriver  string       // the default logging driver; "": json-file
 	now        func() time.Time
 }
+
+// SetLoggingDriver sets the LoggingDriver GET /info shows: the driver of
+// containers that name none ("" is json-file).
+func (s *Router) SetLoggingDriver(name string) { s.logDriver = name }
 
 // NewRouter returns the system routes. containers and images are used for
 // the counts of GET /info.
@@ -153,7 +159,7 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 		Driver:        Driver,
 		DriverStatus:  append([][2]string{{"Backing Filesystem", "ext4 disk images"}, {"Hypervisor", h.Hypervisor}, {"Accelerator", h.Accelerator}}, h.DriverStatus...),
 		SystemTime:    s.now().Format(time.RFC3339Nano),
-		LoggingDriver: "json-file",
+		LoggingDriver: cmp.Or(s.logDriver, "json-file"),
 		// Each container VM's guest runs its processes in a cgroup v2
 		// of their own (written directly, as runc's cgroupfs driver
 		// does), which enforces these limits.
@@ -189,7 +195,7 @@ func (s *Router) buildInfo(ctx context.Context) (system.Info, error) {
 	// The drivers a VCH has: its networks' and volumes' (local).
 	info.Plugins.Volume = []string{"local"}
 	info.Plugins.Network = []string{"bridge", "null"}
-	info.Plugins.Log = []string{"json-file"}
+	info.Plugins.Log = []string{"json-file", "local"} // dockerd lists no "none": it is not a logger
 	// Containers' traffic is forwarded (and NATed) in the VCH's own
 	// network namespace.
 	info.IPv4Forwarding = true
