@@ -51,6 +51,8 @@ type Status struct {
 	// Usage is nil when the daemon does not answer.
 	Usage      *Usage
 	Registries RegistriesInfo
+	// Logging is the default logging of containers that name none.
+	Logging LoggingInfo
 	// VolumeStores are the extra volume stores, "NAME:PATH" and
 	// "NAME:ds://DATASTORE/PATH".
 	VolumeStores []string `json:",omitempty"`
@@ -143,6 +145,15 @@ type LimitsInfo struct {
 	VMTemplates bool
 	// MemoryMerge: restored VMs' memory is mergeable for the host's KSM.
 	MemoryMerge bool `json:",omitempty"`
+}
+
+// LoggingInfo is the containers' default logging (the daemon's
+// --log-driver and --log-opt).
+type LoggingInfo struct {
+	// Driver is json-file, local or none.
+	Driver string
+	// Opts are the default driver's options; absent: none.
+	Opts map[string]string `json:",omitempty"`
 }
 
 // RegistriesInfo is the pull policy in force.
@@ -296,6 +307,7 @@ func (m *Manager) status(ctx context.Context, l Layout, c Config) Status {
 			MemoryMerge:               c.Limits.MemoryMerge,
 		},
 		Registries:   RegistriesInfo{Insecure: c.Registries.Insecure, Whitelist: c.Registries.Whitelist, CAFiles: c.Registries.CAFiles},
+		Logging:      LoggingInfo{Driver: cmp.Or(c.LogDriver, "json-file"), Opts: c.LogOpts},
 		VolumeStores: c.VolumeStores,
 		VSphere:      vsphereInfo(c.VSphere),
 		Service:      ServiceInfo{Kind: c.Service},
