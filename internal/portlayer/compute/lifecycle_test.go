@@ -906,23 +906,7 @@ func TestLargeOutput(t *testing.T) {
 	const n = 10000
 	h := newHarness(t)
 	c := h.create(portlayer.ContainerSpec{Args: args("lines", fmt.Sprint(n))})
-	var out syncBuffer
-	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Stream: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.start(c.ID)
-	recv(t, a.Done(), "Done")
-	var want strings.Builder
-	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&want, "line %d\n", i)
-	}
-	if out.String() != want.String() {
-		t.Errorf("attached output: %d bytes, want %d", len(out.String()), want.Len())
-	}
-	if code := h.waitExit(c.ID); code != 0 {
-		t.Errorf("exit %d", code)
-	}
+	runAttached(t, h, c.ID, n)
 	msgs := h.logs(c.ID, portlayer.LogOptions{Stdout: true, Tail: -1})
 	if len(msgs) != n {
 		t.Fatalf("%d log messages, want %d", len(msgs), n)
@@ -934,6 +918,30 @@ func TestLargeOutput(t *testing.T) {
 	}
 	if last := h.logs(c.ID, portlayer.LogOptions{Stdout: true, Tail: 1}); len(last) != 1 || string(last[0].Data) != fmt.Sprintf("line %d\n", n) {
 		t.Errorf("tail 1 = %q", texts(last))
+	}
+}
+
+// runAttached starts container id, whose command is `lines n`, with a
+// client attached to its stdout, and checks that the client gets every
+// line in order and the exit is 0.
+func runAttached(t *testing.T, h *harness, id string, n int) {
+	t.Helper()
+	var out syncBuffer
+	a, err := h.svc.Attach(t.Context(), id, portlayer.AttachOptions{Stdout: &out, Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start(id)
+	recv(t, a.Done(), "Done")
+	var want strings.Builder
+	for i := 1; i <= n; i++ {
+		fmt.Fprintf(&want, "line %d\n", i)
+	}
+	if out.String() != want.String() {
+		t.Errorf("attached output: %d bytes, want %d", len(out.String()), want.Len())
+	}
+	if code := h.waitExit(id); code != 0 {
+		t.Errorf("exit %d", code)
 	}
 }
 
@@ -1015,23 +1023,7 @@ func TestNoLog(t *testing.T) {
 	if c.LogPath != "" {
 		t.Errorf("LogPath %q, want none", c.LogPath)
 	}
-	var out syncBuffer
-	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Stream: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.start(c.ID)
-	recv(t, a.Done(), "Done")
-	var want strings.Builder
-	for i := 1; i <= n; i++ {
-		fmt.Fprintf(&want, "line %d\n", i)
-	}
-	if out.String() != want.String() {
-		t.Errorf("attached output: %d bytes, want %d", len(out.String()), want.Len())
-	}
-	if code := h.waitExit(c.ID); code != 0 {
-		t.Errorf("exit %d", code)
-	}
+	runAttached(t, h, c.ID, n)
 
 	// Again with no one attached: the run must not stall on a full spool.
 	h.start(c.ID)
@@ -1046,7 +1038,7 @@ func TestNoLog(t *testing.T) {
 			t.Errorf("%s: %#v, want FailedPrecondition %s for %s", what, err, portlayer.ReasonNoLog, c.ID)
 		}
 	}
-	_, err = h.svc.Logs(t.Context(), c.ID, portlayer.LogOptions{Stdout: true, Tail: -1})
+	_, err := h.svc.Logs(t.Context(), c.ID, portlayer.LogOptions{Stdout: true, Tail: -1})
 	noLog("Logs", err)
 	_, err = h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: io.Discard, Logs: true})
 	noLog("Attach with Logs", err)
