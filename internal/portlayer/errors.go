@@ -157,6 +157,10 @@ const (
 	// ReasonEscapes: a volume mount's Subpath leads out of the volume
 	// through a symlink.
 	ReasonEscapes = "escapes"
+	// ReasonUnresolvable: a lookup on the way to a volume mount's
+	// Subpath failed otherwise than with a missing part (Internal;
+	// Error.Cause is the system error's text: "not a directory").
+	ReasonUnresolvable = "unresolvable"
 	// ReasonUnknown: the value is none of those the field takes (an
 	// option, a restart policy, a network driver).
 	ReasonUnknown = "unknown"

@@ -176,7 +176,12 @@ func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) er
 	if m.Subpath != "" {
 		p, st, err := resolveSubpath(staging, m.Subpath)
 		if err != nil {
-			return &wire.MountError{Reason: subpathReason(err), Target: m.Target, Subpath: m.Subpath, Message: err.Error()}
+			me := &wire.MountError{Reason: subpathReason(err), Target: m.Target, Subpath: m.Subpath, Message: err.Error()}
+			var errno unix.Errno
+			if errors.As(err, &errno) {
+				me.Errno = errno.Error()
+			}
+			return me
 		}
 		src, isDir = p, st.IsDir()
 	}
@@ -217,40 +222,93 @@ func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) er
 // its volume.
 var errEscapes = errors.New("path concatenation escapes the base directory")
 
-// resolveSubpath finds sub (a relative path) inside base, following
-// symlinks as the volume's own filesystem has them (an absolute link
-// target is the guest's, so "/" leads out), and returns the path it
-// names and its file info. A subpath that is not lexically local, or
-// whose links lead out of base, fails with an error wrapping errEscapes;
-// one that leads nowhere with an error wrapping os.ErrNotExist ("cannot
-// access path …"). Docker's rules for VolumeOptions.Subpath (its
-// safepath.Join).
+// maxSubpathLinks bounds the symlinks resolveSubpath follows (ELOOP
+// beyond, as Linux's 40 for a path).
+const maxSubpathLinks = 40
+
+// resolveSubpath finds sub (a relative path) inside base, following the
+// volume's own symlinks one component at a time, and returns the path
+// it names and its file info. As Docker's rules for
+// VolumeOptions.Subpath (its safepath.Join, which resolves on the
+// host): a subpath that is not lexically local (after filepath.Clean,
+// as filepath.Join cleans it), a ".." or a link that climbs above base,
+// and a link to an absolute path (on the host it leaves the volume's
+// _data directory) fail with an error wrapping errEscapes; a lookup that
+// fails ("cannot access path SUB: …") wraps the lookup's unix.Errno
+// (ENOENT for a missing part). Messages name paths relative to the
+// volume, never base.
 func resolveSubpath(base, sub string) (string, os.FileInfo, error) {
-	if !filepath.IsLocal(sub) {
-		return "", nil, fmt.Errorf("%w, subpath: %s", errEscapes, sub)
+	escapes := fmt.Errorf("%w, subpath: %s", errEscapes, sub)
+	clean := filepath.Clean(sub)
+	if !filepath.IsLocal(clean) {
+		return "", nil, escapes
 	}
-	joined := filepath.Join(base, sub)
-	resolved, err := filepath.EvalSymlinks(joined)
+	cur := "" // the part resolved so far, relative to base
+	rest := strings.Split(clean, "/")
+	links := 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if cur == "" {
+				return "", nil, escapes
+			}
+			if cur = filepath.Dir(cur); cur == "." {
+				cur = ""
+			}
+			continue
+		}
+		next := filepath.Join(cur, c)
+		st, err := os.Lstat(filepath.Join(base, next))
+		if err != nil {
+			return "", nil, fmt.Errorf("cannot access path %s: %w", sub, lookupErrno(err))
+		}
+		if st.Mode()&os.ModeSymlink == 0 {
+			cur = next
+			continue
+		}
+		if links++; links > maxSubpathLinks {
+			return "", nil, fmt.Errorf("cannot access path %s: %w", sub, unix.ELOOP)
+		}
+		target, err := os.Readlink(filepath.Join(base, next))
+		if err != nil {
+			return "", nil, fmt.Errorf("cannot access path %s: %w", sub, lookupErrno(err))
+		}
+		if filepath.IsAbs(target) {
+			return "", nil, escapes
+		}
+		rest = append(strings.Split(target, "/"), rest...)
+	}
+	p := filepath.Join(base, cur)
+	st, err := os.Lstat(p)
 	if err != nil {
-		return "", nil, fmt.Errorf("cannot access path %s: %w", sub, err)
+		return "", nil, fmt.Errorf("cannot access path %s: %w", sub, lookupErrno(err))
 	}
-	rel, err := filepath.Rel(base, resolved)
-	if err != nil || !filepath.IsLocal(rel) {
-		return "", nil, fmt.Errorf("%w, subpath: %s", errEscapes, sub)
+	return p, st, nil
+}
+
+// lookupErrno is the unix.Errno inside err (a *PathError of a lookup),
+// else err.
+func lookupErrno(err error) error {
+	var errno unix.Errno
+	if errors.As(err, &errno) {
+		return errno
 	}
-	st, err := os.Lstat(resolved)
-	if err != nil {
-		return "", nil, fmt.Errorf("cannot access path %s: %w", sub, err)
-	}
-	return resolved, st, nil
+	return err
 }
 
 // subpathReason is the wire.MountError reason for resolveSubpath's err.
 func subpathReason(err error) string {
-	if errors.Is(err, errEscapes) {
+	switch {
+	case errors.Is(err, errEscapes):
 		return wire.SubpathEscapes
+	case errors.Is(err, unix.ENOENT):
+		return wire.SubpathMissing
 	}
-	return wire.SubpathMissing
+	return wire.SubpathUnresolvable
 }
 
 // fileMountPoint resolves target inside the container's root for a file

@@ -149,7 +149,11 @@ func TestResolveSubpath(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(base, "bar.txt"), []byte("foo"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for link, to := range map[string]string{"hack/root": "/", "hack/good": "../subdir", "hack/bad": "root", "hack/dangling": "nowhere"} {
+	if err := os.WriteFile(filepath.Join(base, "subdir/hello.txt"), []byte("world"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for link, to := range map[string]string{"hack/root": "/", "hack/good": "../subdir", "hack/bad": "root", "hack/dangling": "nowhere",
+		"hack/abs": "/etc", "hack/loop": "loop", "hack/up": "../..", "hack/file": "../bar.txt"} {
 		if err := os.Symlink(to, filepath.Join(base, link)); err != nil {
 			t.Fatal(err)
 		}
@@ -159,6 +163,7 @@ func TestResolveSubpath(t *testing.T) {
 		want    string // path under base; "" for an error
 		dir     bool
 		escapes bool
+		errno   unix.Errno // the lookup's error, ENOENT if 0
 	}{
 		{sub: "subdir", want: "subdir", dir: true},
 		{sub: "hack/good", want: "subdir", dir: true},
@@ -170,6 +175,15 @@ func TestResolveSubpath(t *testing.T) {
 		{sub: "hack/bad", escapes: true},
 		{sub: "../../etc/passwd", escapes: true},
 		{sub: "/etc", escapes: true},
+		{sub: "hack/abs", escapes: true},
+		{sub: "hack/up/x", escapes: true},
+		{sub: "hack/good/hello.txt", want: "subdir/hello.txt"},
+		{sub: "hack/file", want: "bar.txt"},
+		{sub: "subdir/../bar.txt", want: "bar.txt"},
+		{sub: "subdir//hello.txt/", want: "subdir/hello.txt"},
+		{sub: "bar.txt/x", errno: unix.ENOTDIR},
+		{sub: "hack/loop", errno: unix.ELOOP},
+		{sub: "a/b/c"},
 	} {
 		p, st, err := resolveSubpath(base, tt.sub)
 		switch {
@@ -181,8 +195,12 @@ func TestResolveSubpath(t *testing.T) {
 			if !errors.Is(err, errEscapes) || subpathReason(err) != wire.SubpathEscapes {
 				t.Errorf("%q: %q, %v; want it to escape", tt.sub, p, err)
 			}
+		case tt.errno != 0:
+			if !errors.Is(err, tt.errno) || subpathReason(err) != wire.SubpathUnresolvable || strings.Contains(err.Error(), base) {
+				t.Errorf("%q: %q, %v; want %v, unresolvable, no base path in the text", tt.sub, p, err, tt.errno)
+			}
 		default:
-			if !errors.Is(err, os.ErrNotExist) || subpathReason(err) != wire.SubpathMissing || !strings.HasPrefix(err.Error(), "cannot access path "+tt.sub) {
+			if !errors.Is(err, os.ErrNotExist) || subpathReason(err) != wire.SubpathMissing || err.Error() != "cannot access path "+tt.sub+": no such file or directory" {
 				t.Errorf("%q: %q, %v; want cannot access path", tt.sub, p, err)
 			}
 		}

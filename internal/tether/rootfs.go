@@ -164,6 +164,9 @@ func applySetup(ctx context.Context, s wire.Setup) error {
 		if f.content == "" || f.content == "\n" {
 			continue
 		}
+		if slices.ContainsFunc(s.Mounts, func(m wire.Mount) bool { return filepath.Clean(m.Target) == "/etc/"+f.name }) {
+			continue // the user's mount there wins, as with dockerd
+		}
 		if err := bindFile(filepath.Join(identityDir, f.name), "/etc/"+f.name, f.content); err != nil {
 			return err
 		}

@@ -309,7 +309,7 @@ func TestVolumeSubpath(t *testing.T) {
 	defer docker(t, "volume", "rm", "-f", v)
 	ok(t, "run", "--rm", "-v", v+":/volume", "busybox", "sh", "-c",
 		"echo foo > /volume/bar.txt && mkdir /volume/bin /volume/subdir /volume/hack && echo world > /volume/subdir/hello.txt && "+
-			"ln -s / /volume/hack/root && ln -s ../subdir /volume/hack/good && ln -s root /volume/hack/bad")
+			"ln -s / /volume/hack/root && ln -s ../subdir /volume/hack/good && ln -s root /volume/hack/bad && ln -s /etc /volume/hack/abs")
 	mp := strings.TrimSpace(ok(t, "volume", "inspect", "--format", "{{.Mountpoint}}", v))
 	mount := func(sub, dst string) string {
 		return "type=volume,src=" + v + ",dst=" + dst + ",volume-subpath=" + sub
@@ -335,11 +335,28 @@ func TestVolumeSubpath(t *testing.T) {
 			stderr: "path concatenation escapes the base directory, base: " + mp + ", subpath: hack/root"},
 		{sub: "hack/bad", dst: "/volume", cmd: []string{"true"}, code: 125,
 			stderr: "path concatenation escapes the base directory, base: " + mp + ", subpath: hack/bad"},
+		// dockerd resolves on the host, where /etc is outside the volume.
+		{sub: "hack/abs", dst: "/volume", cmd: []string{"true"}, code: 125,
+			stderr: "path concatenation escapes the base directory, base: " + mp + ", subpath: hack/abs"},
+		{sub: "bar.txt/x", dst: "/volume", cmd: []string{"true"}, code: 125,
+			stderr: `error while resolving symlinks in combined path "` + mp + `/bar.txt/x": lstat ` + mp + "/bar.txt/x: not a directory"},
 	} {
 		r := docker(t, append([]string{"run", "--rm", "--mount", mount(tt.sub, tt.dst), "busybox"}, tt.cmd...)...)
 		if r.code != tt.code || r.stdout != tt.want || !strings.Contains(r.stderr, tt.stderr) {
 			t.Errorf("subpath %q: exit %d stdout %q stderr %q; want %d %q and %q", tt.sub, r.code, r.stdout, r.stderr, tt.code, tt.want, tt.stderr)
 		}
+	}
+	// A file subpath at one of the files the engine writes wins over it,
+	// as with dockerd.
+	if out := ok(t, "run", "--rm", "--mount", mount("bar.txt", "/etc/hostname"), "busybox", "cat", "/etc/hostname"); out != "foo\n" {
+		t.Errorf("subpath at /etc/hostname: %q, want the volume's file", out)
+	}
+	// docker cp boots the container's mounts too, and says what a start says.
+	cpName := uniqueName(t) + "-cp"
+	ok(t, "create", "--name", cpName, "--mount", mount("nothere", "/m"), "busybox", "true")
+	defer docker(t, "rm", "-f", cpName)
+	if r := docker(t, "cp", cpName+":/etc/passwd", "-"); r.code == 0 || !strings.Contains(r.stderr, "cannot access path "+mp+"/nothere: lstat ") || strings.Contains(r.stderr, "/run/vch") {
+		t.Errorf("cp with a missing subpath: exit %d %q", r.code, r.stderr)
 	}
 	if r := docker(t, "run", "--rm", "--mount", "type=volume,dst=/v,volume-subpath=x", "busybox", "true"); r.code != 125 ||
 		!strings.Contains(r.stderr, `invalid mount config for type "volume": must not set Subpath when using anonymous volumes`) {

@@ -522,6 +522,10 @@ type MountError struct {
 	Target  string `json:"target"`
 	Subpath string `json:"subpath"`
 	Message string `json:"message"`
+	// Errno is the text of the system error a lookup on the way failed
+	// with ("no such file or directory", "not a directory"), for
+	// SubpathMissing and SubpathUnresolvable.
+	Errno string `json:"errno,omitempty"`
 }
 
 // MountError reasons.
@@ -532,6 +536,9 @@ const (
 	// SubpathEscapes: the subpath, its symlinks followed, leads out of
 	// the volume.
 	SubpathEscapes = "subpath_escapes"
+	// SubpathUnresolvable: a lookup on the way failed otherwise (a
+	// file where a directory must be, a link loop, a name too long).
+	SubpathUnresolvable = "subpath_unresolvable"
 )
 
 func (e *MountError) Error() string { return e.Message }

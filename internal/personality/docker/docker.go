@@ -206,7 +206,7 @@ func New(cfg Config, backend Backend, logger *slog.Logger) *Server {
 		s.routes = append(s.routes, notImplemented("networks", "/networks", "/networks/{name:.*}")...)
 	}
 	if backend.Archives != nil {
-		s.routes = append(s.routes, container.ArchiveRoutes(backend.Archives, backend.Compute)...)
+		s.routes = append(s.routes, container.ArchiveRoutes(backend.Archives, backend.Compute, backend.Volumes)...)
 		if backend.Committer != nil {
 			s.routes = append(s.routes, image.CommitRoutes(backend.Archives, backend.Committer)...)
 		}

@@ -181,11 +181,12 @@ func (s *Service) readopt(c *container) error {
 		return fail(err)
 	}
 	var execs []string
+	var main wire.ProcessStatus
 	found := false
 	for _, p := range list.Processes {
 		switch {
 		case p.ID == wire.MainProcessID:
-			found = true
+			found, main = true, p
 		case p.Exec:
 			execs = append(execs, p.ID)
 		}
@@ -207,6 +208,12 @@ func (s *Service) readopt(c *container) error {
 		return fail(err)
 	}
 	stdout, stderr := c.out.recoverOffsets(run.RunID)
+	if rec.Spec.NoLog {
+		// No log says how far the output went: resume at its end as the
+		// guest counts it (what it still holds would reach no one), so
+		// the acknowledgements count as the guest does.
+		stdout, stderr = main.Stdout, main.Stderr
+	}
 	c.out.beginRun(run.RunID, stdout, stderr)
 	proc, err := g.Attach(ctx, wire.Attach{ID: wire.MainProcessID, Stdout: stdout, Stderr: stderr}, true)
 	if err != nil {

@@ -153,6 +153,43 @@ func TestCloseLeavesRunAndNextDaemonAdopts(t *testing.T) {
 	}
 }
 
+// TestNoLogAdopted: a container that keeps no log, taken back by a new
+// daemon after it wrote past the guest's spool, runs on to its exit: the
+// new daemon resumes where the guest's output ends, so its
+// acknowledgements count as the guest's (from 0 they fell short by
+// what the old daemon had had, and the full spool stopped the process
+// for good).
+func TestNoLogAdopted(t *testing.T) {
+	const n = 300000 // ~3.7 MB
+	h := newHarness(t)
+	c := h.create(portlayer.ContainerSpec{Args: args("lines", fmt.Sprint(n)), NoLog: true})
+	var out syncBuffer
+	a, err := h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &out, Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.start(c.ID)
+	eventually(t, "1.5 MB of output", func() bool { return len(out.String()) > 1500000 })
+	a.Close()
+	if err := h.svc.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	h.svc = h.open(h.cfg)
+	var after syncBuffer
+	a, err = h.svc.Attach(t.Context(), c.ID, portlayer.AttachOptions{Stdout: &after, Stream: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := h.waitExit(c.ID); code != 0 {
+		t.Errorf("exit %d, want 0", code)
+	}
+	recv(t, a.Done(), "attachment done")
+	if got, want := after.String(), fmt.Sprintf("line %d\n", n); !strings.HasSuffix(got, want) {
+		t.Errorf("output after the adoption ends %q, want %q", got[max(0, len(got)-40):], want)
+	}
+	h.vmsEnd()
+}
+
 // A VM that exits while no daemon runs is recorded with its own exit code
 // and all its output, once.
 func TestExitWhileNoDaemon(t *testing.T) {

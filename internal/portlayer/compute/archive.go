@@ -192,6 +192,10 @@ func (a *Archives) bootMaintenance(ctx context.Context, c *container, rec portla
 	if err != nil {
 		_ = vm.Kill()
 		<-vm.Done()
+		var me *wire.MountError
+		if errors.As(err, &me) {
+			return nil, nil, setupErr(rec.Spec, err) // a volume subpath: the start's typed error
+		}
 		return nil, nil, fmt.Errorf("compute: maintenance VM: %w (console: %s)", err, consoleTail(c.runDir))
 	}
 	return vm, g, nil

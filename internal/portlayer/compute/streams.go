@@ -122,7 +122,7 @@ func (o *output) recoverOffsets(run string) (stdout, stderr int64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.path == "" {
-		return 0, 0 // no log: what the guest still holds goes to no one
+		return 0, 0 // no log: the caller resumes where the guest's output ends
 	}
 	got := map[string]int64{}
 	if b, err := os.ReadFile(o.offsetsFile()); err == nil {

@@ -319,11 +319,17 @@ func setupErr(spec portlayer.ContainerSpec, err error) error {
 			volume = m.Source
 		}
 	}
-	pe := &portlayer.Error{Class: portlayer.ClassNotFound, Kind: portlayer.KindMount, Name: volume, Field: "Subpath", Value: me.Subpath,
-		Reason: portlayer.ReasonMissing, Message: "compute: volume " + volume + " has nothing at subpath " + me.Subpath, Err: me}
-	if me.Reason == wire.SubpathEscapes {
+	pe := &portlayer.Error{Kind: portlayer.KindMount, Name: volume, Field: "Subpath", Value: me.Subpath, Cause: me.Errno}
+	switch me.Reason {
+	case wire.SubpathEscapes:
 		pe.Class, pe.Reason = portlayer.ClassInvalidArgument, portlayer.ReasonEscapes
 		pe.Message = "compute: subpath " + me.Subpath + " leads out of volume " + volume
+	case wire.SubpathMissing:
+		pe.Class, pe.Reason = portlayer.ClassNotFound, portlayer.ReasonMissing
+		pe.Message = "compute: volume " + volume + " has nothing at subpath " + me.Subpath
+	default:
+		pe.Class, pe.Reason = portlayer.ClassInternal, portlayer.ReasonUnresolvable
+		pe.Message = "compute: subpath " + me.Subpath + " of volume " + volume + " cannot be resolved"
 	}
 	return pe
 }

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -15,9 +16,13 @@ import (
 
 // ArchiveRoutes serve docker cp (HEAD/GET/PUT /containers/{name}/archive),
 // docker export and docker diff over the port layer's Archives; compute
-// resolves names first so a missing container is Docker's 404.
-func ArchiveRoutes(a portlayer.Archives, compute portlayer.Compute) []httputils.Route {
+// resolves names first so a missing container is Docker's 404. volumes
+// (may be nil) names a volume's Mountpoint in the error of a bad subpath.
+func ArchiveRoutes(a portlayer.Archives, compute portlayer.Compute, volumes portlayer.Volumes) []httputils.Route {
 	ar := &archiveRouter{archives: a, compute: compute}
+	if volumes != nil {
+		ar.volumes = volumes
+	}
 	return []httputils.Route{
 		httputils.NewRoute(http.MethodHead, "/containers/{name}/archive", ar.headArchive),
 		httputils.NewRoute(http.MethodGet, "/containers/{name}/archive", ar.getArchive),
@@ -30,14 +35,19 @@ func ArchiveRoutes(a portlayer.Archives, compute portlayer.Compute) []httputils.
 type archiveRouter struct {
 	archives portlayer.Archives
 	compute  portlayer.Compute
+	volumes  volumeStore // nil: none
 }
 
-// pathErr gives an archive error dockerd's texts: a missing container
+// pathErr gives an archive error dockerd's texts: a volume subpath the
+// maintenance VM could not mount as at a start (subpathErr), a missing container
 // is 404 "No such container: NAME" (the port layer's NotFound of kind
 // container, decided with the operation), a missing path 404 "Could not
 // find the file P in container NAME"; other classes keep the guest's
 // text (400 "extraction point is not a directory", …).
-func pathErr(name, p string, err error) error {
+func (ar *archiveRouter) pathErr(ctx context.Context, name, p string, err error) error {
+	if se := subpathErr(ctx, ar.volumes, err); se != nil {
+		return se // the maintenance VM could not mount a volume's subpath
+	}
 	if pe := portlayer.AsError(err); pe != nil && pe.Class == portlayer.ClassNotFound && pe.Kind == portlayer.KindContainer {
 		return containerErr("archive", name, err)
 	}
@@ -81,7 +91,7 @@ func (ar *archiveRouter) headArchive(w http.ResponseWriter, r *http.Request, var
 	}
 	st, err := ar.archives.StatPath(r.Context(), name, p)
 	if err != nil {
-		return pathErr(name, p, err)
+		return ar.pathErr(r.Context(), name, p, err)
 	}
 	setStatHeader(w, st)
 	w.WriteHeader(http.StatusOK)
@@ -96,7 +106,7 @@ func (ar *archiveRouter) getArchive(w http.ResponseWriter, r *http.Request, vars
 	}
 	st, rc, err := ar.archives.GetArchive(r.Context(), name, p)
 	if err != nil {
-		return pathErr(name, p, err)
+		return ar.pathErr(r.Context(), name, p, err)
 	}
 	defer rc.Close()
 	setStatHeader(w, st)
@@ -125,7 +135,7 @@ func (ar *archiveRouter) putArchive(w http.ResponseWriter, r *http.Request, vars
 		CopyUIDGID:           httputils.BoolValue(r, "copyUIDGID"),
 	}
 	if err := ar.archives.PutArchive(r.Context(), name, p, r.Body, opts); err != nil {
-		return pathErr(name, p, err)
+		return ar.pathErr(r.Context(), name, p, err)
 	}
 	w.WriteHeader(http.StatusOK)
 	return nil
@@ -135,6 +145,9 @@ func (ar *archiveRouter) getExport(w http.ResponseWriter, r *http.Request, vars 
 	name := vars["name"]
 	rc, err := ar.archives.Export(r.Context(), name)
 	if err != nil {
+		if se := subpathErr(r.Context(), ar.volumes, err); se != nil {
+			return se
+		}
 		return containerErr("export", name, err)
 	}
 	defer rc.Close()
@@ -151,6 +164,9 @@ func (ar *archiveRouter) getChanges(w http.ResponseWriter, r *http.Request, vars
 	name := vars["name"]
 	list, err := ar.archives.Changes(r.Context(), name)
 	if err != nil {
+		if se := subpathErr(r.Context(), ar.volumes, err); se != nil {
+			return se
+		}
 		return containerErr("changes", name, err)
 	}
 	out := make([]change, 0, len(list))

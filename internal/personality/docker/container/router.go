@@ -119,20 +119,35 @@ func (rt *Router) inspect(ctx context.Context, name string) (portlayer.Container
 // ErrEscapesBase, a 400), written with the volume's Mountpoint as
 // dockerd's local driver shows it.
 func (rt *Router) startErr(ctx context.Context, name string, err error) error {
+	if se := subpathErr(ctx, rt.volumes, err); se != nil {
+		return se
+	}
+	return startErr(name, err)
+}
+
+// subpathErr is dockerd's error for a volume subpath that a start (or a
+// docker cp's maintenance VM) found wrong, with the volume's Mountpoint
+// from volumes (nil: the volume's name stands in); nil when err is not
+// one.
+func subpathErr(ctx context.Context, volumes volumeStore, err error) error {
 	pe := portlayer.AsError(err)
 	if pe == nil || pe.Kind != portlayer.KindMount || pe.Field != "Subpath" {
-		return startErr(name, err)
+		return nil
 	}
 	base := pe.Name
-	if rt.volumes != nil {
-		if v, verr := rt.volumes.InspectVolume(ctx, pe.Name); verr == nil {
+	if volumes != nil {
+		if v, verr := volumes.InspectVolume(ctx, pe.Name); verr == nil {
 			base = dockervolume.Mountpoint(v)
 		}
 	}
-	if pe.Reason == portlayer.ReasonEscapes {
-		return httputils.Classify(errdefs.ErrInvalidArgument, err, "path concatenation escapes the base directory, base: "+base+", subpath: "+pe.Value)
-	}
 	p := filepath.Join(base, pe.Value)
+	switch pe.Reason {
+	case portlayer.ReasonEscapes:
+		return httputils.Classify(errdefs.ErrInvalidArgument, err, "path concatenation escapes the base directory, base: "+base+", subpath: "+pe.Value)
+	case portlayer.ReasonUnresolvable:
+		// dockerd's evaluatePath, an unclassified 500.
+		return httputils.Classify(errdefs.ErrInternal, err, fmt.Sprintf("error while resolving symlinks in combined path %q: lstat %s: %s", p, p, pe.Cause))
+	}
 	return httputils.Classify(errdefs.ErrNotFound, err, "cannot access path "+p+": lstat "+p+": no such file or directory")
 }
 
