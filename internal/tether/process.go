@@ -41,7 +41,8 @@ func (e *startError) Error() string { return e.msg }
 // process is one running container process.
 type process struct {
 	pid    int
-	ptmx   *os.File // nil without a TTY
+	ptmx   *os.File      // nil without a TTY
+	ptyOut io.ReadCloser // reads ptmx (a pollReader); nil without a TTY
 	stdin  io.WriteCloser
 	stdout io.ReadCloser
 	stderr io.ReadCloser
@@ -238,11 +239,17 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 		if p.Rows > 0 && p.Cols > 0 {
 			_ = pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(p.Rows), Cols: uint16(p.Cols)})
 		}
+		out, err := newPollReaderDup(int(ptmx.Fd()))
+		if err != nil {
+			ptmx.Close()
+			tty.Close()
+			return nil, fmt.Errorf("tether: pty: %w", err)
+		}
 		sys.Setctty = true
 		sys.Ctty = 0
 		childFiles = []*os.File{tty, tty, tty}
 		closeAfter = []*os.File{tty}
-		proc.ptmx = ptmx
+		proc.ptmx, proc.ptyOut = ptmx, out
 	} else {
 		var stdinR *os.File
 		if p.Stdin {
@@ -258,12 +265,14 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 				return nil, fmt.Errorf("tether: open /dev/null: %w", err)
 			}
 		}
-		outR, outW, err := os.Pipe()
+		outR, outW, err := newPollPipe()
 		if err != nil {
 			return nil, fmt.Errorf("tether: pipe: %w", err)
 		}
-		errR, errW, err := os.Pipe()
+		errR, errW, err := newPollPipe()
 		if err != nil {
+			outR.Close()
+			outW.Close()
 			return nil, fmt.Errorf("tether: pipe: %w", err)
 		}
 		growPipe(outW)
@@ -332,7 +341,7 @@ func startProcess(r *reaper, z *zygote, p wire.Process, mainPid int, cgroup stri
 }
 
 func (p *process) closeAll() {
-	for _, c := range []io.Closer{p.ptmx, p.stdin, p.stdout, p.stderr} {
+	for _, c := range []io.Closer{p.ptyOut, p.ptmx, p.stdin, p.stdout, p.stderr} {
 		if c != nil && !isNilFile(c) {
 			c.Close()
 		}
@@ -404,7 +413,7 @@ func (p *process) feed(stdout, stderr *spool.Spool) int {
 	}
 	if p.ptmx != nil {
 		wg.Add(1)
-		go copyOut(stdout, p.ptmx)
+		go copyOut(stdout, p.ptyOut)
 	} else {
 		wg.Add(2)
 		go copyOut(stdout, p.stdout)
@@ -502,11 +511,14 @@ func openPty() (*os.File, *os.File, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	ptmx, err := os.OpenFile(ptmxPath, os.O_RDWR|unix.O_NOCTTY, 0)
+	// Opened blocking and made an *os.File by os.NewFile, so it is never
+	// in Go's netpoller (see pollReader): the output is read through a
+	// pollReader of its own descriptor.
+	fd, err := unix.Open(ptmxPath, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, nil, fmt.Errorf("tether: open pty: %w", err)
+		return nil, nil, fmt.Errorf("tether: open pty: %w", &os.PathError{Op: "open", Path: ptmxPath, Err: err})
 	}
-	fd := int(ptmx.Fd())
+	ptmx := os.NewFile(uintptr(fd), ptmxPath)
 	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPTLCK, 0); err != nil {
 		ptmx.Close()
 		return nil, nil, fmt.Errorf("tether: unlock pty: %w", err)
