@@ -194,7 +194,7 @@ func TestChannelTLS(t *testing.T) {
 			t.Errorf("%q crossed the network in the clear", s)
 		}
 	}
-	if n := bytes.Count([]byte(e.logs.String()), []byte("guest channel refused")); n < 2 {
+	if n := e.logged("guest channel refused", 2); n < 2 {
 		t.Errorf("%d refusals logged, want 2:\n%s", n, e.logs.String())
 	}
 }

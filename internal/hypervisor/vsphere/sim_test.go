@@ -439,6 +439,21 @@ func (e *sim) tryStartWith(ctx context.Context, d *Driver, s hypervisor.Spec, fr
 	return started{vm: vm, guest: r.c, secret: r.secret}, nil
 }
 
+// logged waits up to 10 s for the driver's log to hold want lines
+// containing s and returns how many it holds. A refusal is logged by
+// the connection's goroutine after its peer has seen the hang-up, so
+// a test that saw the refusal may look before the line is written.
+func (e *sim) logged(s string, want int) int {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n := strings.Count(e.logs.String(), s)
+		if n >= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // closedWithin reports whether c is closed within d.
 func closedWithin(c <-chan struct{}, d time.Duration) bool {
 	select {

@@ -476,7 +476,7 @@ func TestHelloRefused(t *testing.T) {
 			t.Error("a second good hello for a connected VM was accepted")
 		}
 	})
-	if n := strings.Count(e.logs.String(), "guest channel refused"); n < 6 {
+	if n := e.logged("guest channel refused", 6); n < 6 {
 		t.Errorf("%d refusals logged, want 6:\n%s", n, e.logs.String())
 	}
 	if strings.Contains(e.logs.String(), fmt.Sprintf("%x", secret)) {
