@@ -86,7 +86,7 @@ func (d *Driver) TemplateKey(spec hypervisor.Spec) (string, error) {
 		return "", err
 	}
 	fmt.Fprintf(h, "format=%d\nqemu=%s\naccel=%s\ntsc=%d\nkernel=%s\ninitrd=%s\nbase=%q\ncmdline=%q\nmem=%d\ncpus=%d\nchannel=%q\ndisks=%d\nnics=%d\nshares=%d\nreporting=%t\n",
-		templateFormat, qemu, d.accel, d.tscKHz, kernel, initrd, baseCmdline, spec.Cmdline, spec.MemoryMiB, spec.CPUs, spec.ChannelName,
+		templateFormat, qemu, d.accel, d.tscKHz, kernel, initrd, driverCmdline(d.accel), spec.Cmdline, spec.MemoryMiB, spec.CPUs, spec.ChannelName,
 		len(spec.Disks), len(spec.NICs), len(spec.Shares), d.cfg.RAMShim != "")
 	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }
