@@ -88,21 +88,29 @@ const (
 	// MountBind mounts a host directory, shared with the VM over
 	// virtio-9p; the container sees and changes the host's files.
 	MountBind MountType = "bind"
+	// MountImage mounts an image's root filesystem, read-only: its
+	// rootfs disk (RootfsStore.Rootfs), attached read-only to the
+	// container's VM (Docker's Mount.Type "image", Engine API 1.48).
+	MountImage MountType = "image"
 )
 
 // MountSpec is one filesystem mounted into a container: a volume (also
-// one for an image config's Volumes entry), a tmpfs or a host directory.
+// one for an image config's Volumes entry), a tmpfs, a host directory or
+// an image's root filesystem.
 type MountSpec struct {
 	Type MountType
 	// Source is the volume's name for MountVolume; empty at create means a
 	// new anonymous volume, which the port layer names (and records here).
 	// For MountBind, the absolute host path of a directory, which must lie
 	// under one of the host directories the VCH allows (PermissionDenied
-	// otherwise). Empty for MountTmpfs.
+	// otherwise). For MountImage, the image's ID ("sha256:" plus 64 hex):
+	// a front end resolves the reference its user gave. Empty for
+	// MountTmpfs.
 	Source string
 	// Target is the absolute, clean path inside the container; not "/".
 	Target string
-	// ReadOnly mounts read-only; enforced by the guest's kernel.
+	// ReadOnly mounts read-only; enforced by the guest's kernel. Always
+	// true for MountImage (the port layer sets it).
 	ReadOnly bool
 	// NoCopy skips the copy-up: by default an empty volume is filled,
 	// when mounted, with what the container's image has at Target (owner
@@ -131,7 +139,9 @@ type MountSpec struct {
 	// ClassInvalidArgument, ReasonEscapes (KindMount, Field "Subpath",
 	// Value the subpath, Name the volume). At create, a subpath that is
 	// not lexically local is ReasonInvalid and one on an anonymous volume
-	// or another mount type ReasonExclusive.
+	// or a tmpfs or bind mount ReasonExclusive. For MountImage, the same
+	// inside the image's root filesystem (Docker's ImageOptions.Subpath;
+	// the errors' Name is then the image's ID).
 	Subpath string
 	// VolumeLabels and VolumeOptions create a missing named volume (or the
 	// anonymous one) with these labels and driver options (as

@@ -107,7 +107,7 @@ func mountAll(ctx context.Context, ms []wire.Mount) error {
 		}
 		var err error
 		switch m.Type {
-		case wire.MountVolume:
+		case wire.MountVolume, wire.MountImage:
 			err = mountVolume(ctx, staged, m)
 		case wire.MountTmpfs:
 			err = mountTmpfs(m)
@@ -166,9 +166,15 @@ func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) er
 			return err
 		}
 		// noinit_itable: the disk is made with lazy inode tables;
-		// zeroing them would fill the sparse file on the host.
-		if err := unix.Mount(dev, staging, "ext4", 0, "noinit_itable"); err != nil {
-			return fmt.Errorf("mount volume disk %s: %w", dev, err)
+		// zeroing them would fill the sparse file on the host. An
+		// image's disk is read-only: mounted so, without its journal
+		// (noload: nothing to replay on a disk never mounted to write).
+		flags, data := uintptr(0), "noinit_itable"
+		if m.Type == wire.MountImage {
+			flags, data = unix.MS_RDONLY, "noload"
+		}
+		if err := unix.Mount(dev, staging, "ext4", flags, data); err != nil {
+			return fmt.Errorf("mount %s disk %s: %w", m.Type, dev, err)
 		}
 		staged[m.Serial] = staging
 	}

@@ -467,3 +467,50 @@ func TestBindMounts(t *testing.T) {
 	}
 	ok(t, "rm", name)
 }
+
+// TestImageMount: `--mount type=image` (Engine API 1.48) mounts another
+// image's root filesystem read-only, whole or a subpath of it, with
+// dockerd's warning at create, its inspect shape and its texts; the
+// image cannot be removed while a container mounts it.
+func TestImageMount(t *testing.T) {
+	t.Parallel()
+	name := uniqueName(t)
+	tag := name + ":latest"
+	src := name + "-src"
+	ok(t, "run", "--name", src, "busybox", "sh", "-c", "mkdir /data && echo from-image > /data/f")
+	defer docker(t, "rm", "-f", src)
+	ok(t, "commit", src, tag)
+	defer docker(t, "rmi", "-f", tag)
+	id := strings.TrimSpace(ok(t, "image", "inspect", "--format", "{{.Id}}", tag))
+
+	r := docker(t, "run", "--rm", "--mount", "type=image,source="+tag+",target=/m", "busybox", "sh", "-c", "cat /m/data/f && touch /m/data/x")
+	if r.code != 1 || r.stdout != "from-image\n" || !strings.Contains(r.stderr, "Read-only file system") ||
+		!strings.Contains(r.stderr, "Image mount is an experimental feature") {
+		t.Errorf("read and write through an image mount: exit %d, stdout %q, stderr %q; want 1, the file, EROFS and dockerd's warning", r.code, r.stdout, r.stderr)
+	}
+	// A subpath, and the same image at a second target (one disk).
+	r = docker(t, "run", "--rm", "--mount", "type=image,source="+tag+",target=/a,image-subpath=data",
+		"--mount", "type=image,source="+tag+",target=/b", "busybox", "cat", "/a/f", "/b/data/f")
+	if r.code != 0 || r.stdout != "from-image\nfrom-image\n" {
+		t.Errorf("image subpath and a second target: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+	}
+	r = docker(t, "run", "--rm", "--mount", "type=image,source="+tag+",target=/a,image-subpath=nope", "busybox", "true")
+	if p := id + "/nope"; r.code != 127 || !strings.Contains(r.stderr, "cannot access path "+p+": lstat "+p+": no such file or directory") {
+		t.Errorf("missing image subpath: exit %d, stderr %q", r.code, r.stderr)
+	}
+
+	c := strings.TrimSpace(ok(t, "create", "--mount", "type=image,source="+tag+",target=/m", "busybox", "true"))
+	var mounts []map[string]any
+	if err := json.Unmarshal([]byte(ok(t, "inspect", "--format", "{{json .Mounts}}", c)), &mounts); err != nil {
+		t.Fatal(err)
+	}
+	if len(mounts) != 1 || mounts[0]["Type"] != "image" || mounts[0]["Name"] != tag || mounts[0]["Destination"] != "/m" || mounts[0]["RW"] != false {
+		t.Errorf("inspect Mounts %v, want one read-only image mount named %s at /m", mounts, tag)
+	}
+	r = docker(t, "rmi", tag)
+	if r.code == 0 || !strings.Contains(r.stderr, "container "+c[:12]+" is using its referenced image") {
+		t.Errorf("rmi of a mounted image: exit %d, stderr %q; want a conflict naming %s", r.code, r.stderr, c[:12])
+	}
+	ok(t, "rm", c)
+	ok(t, "rmi", tag)
+}

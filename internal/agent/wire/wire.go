@@ -415,13 +415,18 @@ const (
 	// MountBind mounts a host directory shared over virtio-9p, found by
 	// its tag.
 	MountBind = "bind"
+	// MountImage mounts an image's ext4 root filesystem disk, found by
+	// its serial, read-only (the disk is read-only too, and its journal
+	// is not replayed): Docker's image mounts. Never copied up. A tether
+	// older than this type refuses the setup (unknown mount type).
+	MountImage = "image"
 )
 
 // Mount is one filesystem tether mounts into the container.
 type Mount struct {
-	// Type is MountVolume, MountTmpfs or MountBind.
+	// Type is MountVolume, MountTmpfs, MountBind or MountImage.
 	Type string `json:"type"`
-	// Serial is the volume disk's virtio-blk serial (MountVolume only).
+	// Serial is the disk's virtio-blk serial (MountVolume, MountImage).
 	Serial string `json:"serial,omitempty"`
 	// Tag is the virtio-9p mount tag of the host directory (MountBind
 	// only).
@@ -435,10 +440,11 @@ type Mount struct {
 	// container's root has at Target, keeping owners, modes, times, links
 	// and the directory's own owner and mode (Docker's copy-up).
 	CopyUp bool `json:"copy_up,omitempty"`
-	// Subpath, for MountVolume, is a path inside the volume (relative,
-	// lexically local) mounted at Target instead of the volume's root: a
-	// directory or a file. Symlinks on the way are followed while they
-	// stay inside the volume. Docker's VolumeOptions.Subpath. Several
+	// Subpath, for MountVolume and MountImage, is a path inside the
+	// disk's filesystem (relative, lexically local) mounted at Target
+	// instead of its root: a directory or a file. Symlinks on the way
+	// are followed while they stay inside it. Docker's
+	// VolumeOptions.Subpath and ImageOptions.Subpath. Several
 	// mounts may name one Serial: the disk is mounted once and each
 	// target bound to its part.
 	Subpath string `json:"subpath,omitempty"`

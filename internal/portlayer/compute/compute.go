@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -436,6 +437,9 @@ func (s *Service) Close(ctx context.Context) error {
 
 var validName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]+$`)
 
+// imageID is an image's full ID, as MountImage's Source must be.
+var imageID = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
+
 func newID() string {
 	var b [32]byte
 	_, _ = rand.Read(b[:])
@@ -696,13 +700,17 @@ func (s *Service) Rename(ctx context.Context, idOrName, newName string) error {
 	return nil
 }
 
-// ImageInUse reports a container (any state) created from imageID, for the
-// image store's removal check.
+// ImageInUse reports a container (any state) created from imageID or
+// mounting it (MountImage), for the image store's removal check: the
+// image, and its rootfs disk, stay while a container needs either.
 func (s *Service) ImageInUse(imageID string) (string, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, c := range s.containers {
-		if c.record().Spec.Image == imageID {
+		spec := c.record().Spec
+		if spec.Image == imageID || slices.ContainsFunc(spec.Mounts, func(m portlayer.MountSpec) bool {
+			return m.Type == portlayer.MountImage && m.Source == imageID
+		}) {
 			return id, true
 		}
 	}

@@ -48,10 +48,10 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 		seen[m.Target] = true
 		if m.Subpath != "" {
 			switch {
-			case m.Type != portlayer.MountVolume || m.Source == "":
-				return portlayer.Invalid(portlayer.KindMount, "Subpath", m.Subpath, portlayer.ReasonExclusive, "compute: a subpath is for named volumes only")
+			case (m.Type != portlayer.MountVolume && m.Type != portlayer.MountImage) || m.Source == "":
+				return portlayer.Invalid(portlayer.KindMount, "Subpath", m.Subpath, portlayer.ReasonExclusive, "compute: a subpath is for named volumes and images only")
 			case !filepath.IsLocal(m.Subpath):
-				return portlayer.Invalid(portlayer.KindMount, "Subpath", m.Subpath, portlayer.ReasonInvalid, "compute: subpath "+strconv.Quote(m.Subpath)+" is not a relative path inside the volume")
+				return portlayer.Invalid(portlayer.KindMount, "Subpath", m.Subpath, portlayer.ReasonInvalid, "compute: subpath "+strconv.Quote(m.Subpath)+" is not a relative path inside the "+string(m.Type))
 			}
 		}
 		switch m.Type {
@@ -66,6 +66,17 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 			if m.Source != "" {
 				return portlayer.Errorf(portlayer.ClassInvalidArgument, "a tmpfs mount has no source (%q)", m.Source)
 			}
+		case portlayer.MountImage:
+			if !imageID.MatchString(m.Source) {
+				return portlayer.Invalid(portlayer.KindMount, "Source", m.Source, portlayer.ReasonInvalid, "compute: an image mount's source "+strconv.Quote(m.Source)+" is not an image ID (sha256: plus 64 hex)")
+			}
+			if s.rootfs == nil || s.disks.store != nil {
+				// A driver with its own disk store (vSphere) would
+				// attach the image's imported disk, the parent of
+				// its containers' linked clones, to another VM.
+				return portlayer.Errorf(portlayer.ClassFailedPrecondition, "image mounts are not available on this VCH's VMs")
+			}
+			m.ReadOnly, m.NoCopy = true, true
 		case portlayer.MountBind:
 			if err := s.bindsSupported(); err != nil {
 				return err
@@ -275,6 +286,22 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 			serials[m.Source] = serial
 			disks = append(disks, hypervisor.Disk{Path: v.DiskPath, Format: format, Serial: serial})
 			mounts = append(mounts, wire.Mount{Type: wire.MountVolume, Serial: serial, Target: m.Target, ReadOnly: m.ReadOnly, CopyUp: !m.NoCopy, Subpath: m.Subpath})
+		case portlayer.MountImage:
+			if serial, ok := serials[m.Source]; ok {
+				mounts = append(mounts, wire.Mount{Type: wire.MountImage, Serial: serial, Target: m.Target, ReadOnly: true, Subpath: m.Subpath})
+				continue
+			}
+			if s.rootfs == nil || s.disks.store != nil {
+				return nil, nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "image mounts are not available on this VCH's VMs")
+			}
+			local, err := s.rootfs.Rootfs(ctx, m.Source)
+			if err != nil {
+				return nil, nil, fmt.Errorf("compute: image mount %s: %w", m.Source, err)
+			}
+			serial := volumeSerial(len(disks))
+			serials[m.Source] = serial
+			disks = append(disks, hypervisor.Disk{Path: local, Format: "raw", ReadOnly: true, Serial: serial})
+			mounts = append(mounts, wire.Mount{Type: wire.MountImage, Serial: serial, Target: m.Target, ReadOnly: true, Subpath: m.Subpath})
 		case portlayer.MountTmpfs:
 			mounts = append(mounts, wire.Mount{Type: wire.MountTmpfs, Target: m.Target, ReadOnly: m.ReadOnly, Options: m.Options})
 		case portlayer.MountBind:
@@ -306,30 +333,34 @@ func (s *Service) volumeEvents(action string, rec portlayer.Container) {
 }
 
 // setupErr is the error of a guest setup that failed with err: for a
-// volume subpath the guest refused (*wire.MountError), the port layer's
-// typed error (MountSpec.Subpath says which); otherwise err wrapped.
+// volume's or image's subpath the guest refused (*wire.MountError), the
+// port layer's typed error (MountSpec.Subpath says which; Name is the
+// volume's name or the image's ID); otherwise err wrapped.
 func setupErr(spec portlayer.ContainerSpec, err error) error {
 	var me *wire.MountError
 	if !errors.As(err, &me) {
 		return fmt.Errorf("compute: guest setup: %w", err)
 	}
-	volume := ""
+	volume, kind := "", "volume"
 	for _, m := range spec.Mounts {
 		if m.Target == me.Target {
 			volume = m.Source
+			if m.Type == portlayer.MountImage {
+				kind = "image"
+			}
 		}
 	}
 	pe := &portlayer.Error{Kind: portlayer.KindMount, Name: volume, Field: "Subpath", Value: me.Subpath, Cause: me.Errno}
 	switch me.Reason {
 	case wire.SubpathEscapes:
 		pe.Class, pe.Reason = portlayer.ClassInvalidArgument, portlayer.ReasonEscapes
-		pe.Message = "compute: subpath " + me.Subpath + " leads out of volume " + volume
+		pe.Message = "compute: subpath " + me.Subpath + " leads out of " + kind + " " + volume
 	case wire.SubpathMissing:
 		pe.Class, pe.Reason = portlayer.ClassNotFound, portlayer.ReasonMissing
-		pe.Message = "compute: volume " + volume + " has nothing at subpath " + me.Subpath
+		pe.Message = "compute: " + kind + " " + volume + " has nothing at subpath " + me.Subpath
 	default:
 		pe.Class, pe.Reason = portlayer.ClassInternal, portlayer.ReasonUnresolvable
-		pe.Message = "compute: subpath " + me.Subpath + " of volume " + volume + " cannot be resolved"
+		pe.Message = "compute: subpath " + me.Subpath + " of " + kind + " " + volume + " cannot be resolved"
 	}
 	return pe
 }

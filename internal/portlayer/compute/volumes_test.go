@@ -168,6 +168,70 @@ func TestVolumeAtSeveralTargets(t *testing.T) {
 	}
 }
 
+// TestImageMounts: an image mount is the image's rootfs disk attached
+// read-only (one disk for an image at several targets, after the
+// volumes' disks in the spec's order), mounted read-only and never
+// copied up; the image counts as in use while the container exists; a
+// source that is not an image ID, and a subpath that leads out, are
+// refused at create.
+func TestImageMounts(t *testing.T) {
+	h, vs := volumeHarness(t)
+	other := "sha256:" + strings.Repeat("2", 64)
+	c := h.create(portlayer.ContainerSpec{Args: args("sleep"), Mounts: []portlayer.MountSpec{
+		{Type: portlayer.MountImage, Source: other, Target: "/img"},
+		{Type: portlayer.MountVolume, Source: "vol", Target: "/v"},
+		{Type: portlayer.MountImage, Source: other, Target: "/etc/app", Subpath: "etc"},
+	}})
+	if id, ok := h.svc.ImageInUse(other); !ok || id != c.ID {
+		t.Errorf("ImageInUse(mounted image) = %q, %v; want %s", id, ok, c.ID)
+	}
+	if m := c.Spec.Mounts[0]; !m.ReadOnly || !m.NoCopy {
+		t.Errorf("image mount recorded as %+v, want read-only and no copy-up", m)
+	}
+	h.start(c.ID)
+	vm := h.vm(c.ID)
+	v, _ := vs.InspectVolume(t.Context(), "vol")
+	var got []string
+	for _, d := range vm.Spec().Disks[2:] {
+		got = append(got, fmt.Sprintf("%s=%s ro=%t", d.Serial, d.Path, d.ReadOnly))
+	}
+	want := []string{
+		"vch-vol-0=" + filepath.Join(h.rootfs.dir, strings.Repeat("2", 64)+".raw") + " ro=true",
+		"vch-vol-1=" + v.DiskPath + " ro=false",
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("disks %v, want %v", got, want)
+	}
+	setup, _ := vm.Setup()
+	wantMounts := []wire.Mount{
+		{Type: "image", Serial: "vch-vol-0", Target: "/img", ReadOnly: true},
+		{Type: "volume", Serial: "vch-vol-1", Target: "/v", CopyUp: true},
+		{Type: "image", Serial: "vch-vol-0", Target: "/etc/app", ReadOnly: true, Subpath: "etc"},
+	}
+	if fmt.Sprint(setup.Mounts) != fmt.Sprint(wantMounts) {
+		t.Errorf("setup mounts\n got %+v\nwant %+v", setup.Mounts, wantMounts)
+	}
+	if err := h.svc.Remove(t.Context(), c.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := h.svc.ImageInUse(other); ok {
+		t.Error("image still in use after its only mounting container was removed")
+	}
+
+	for _, tt := range []struct {
+		m             portlayer.MountSpec
+		field, reason string
+	}{
+		{portlayer.MountSpec{Type: portlayer.MountImage, Source: "busybox", Target: "/x"}, "Source", portlayer.ReasonInvalid},
+		{portlayer.MountSpec{Type: portlayer.MountImage, Source: other, Target: "/x", Subpath: "../etc"}, "Subpath", portlayer.ReasonInvalid},
+	} {
+		_, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("true"), Mounts: []portlayer.MountSpec{tt.m}})
+		if pe := portlayer.AsError(err); pe == nil || pe.Class != portlayer.ClassInvalidArgument || pe.Field != tt.field || pe.Reason != tt.reason {
+			t.Errorf("create with %+v: %v, want InvalidArgument %s %s", tt.m, err, tt.field, tt.reason)
+		}
+	}
+}
+
 // TestVolumeExclusive: a volume is one running VM's disk. A second
 // container using it cannot start while the first runs (Conflict); once
 // the first has stopped it can.

@@ -344,6 +344,26 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 	if spec.Mounts, err = parseMounts(ctx, &merged, hc, rt.compute.Inspect); err != nil {
 		return err
 	}
+	warnings := []string{}
+	for i, m := range spec.Mounts {
+		if m.Type != portlayer.MountImage {
+			continue
+		}
+		// dockerd resolves an image mount's reference at create
+		// (daemon registerMountPoints) and warns of the feature.
+		mimg, err := rt.images.Get(ctx, m.Source)
+		if err != nil {
+			switch {
+			case errdefs.IsNotFound(err):
+				return httputils.Classify(errdefs.ErrNotFound, err, "No such image: "+familiarRef(m.Source))
+			case errdefs.IsInvalidArgument(err):
+				return httputils.Classify(errdefs.ErrInvalidArgument, err, "invalid reference format")
+			}
+			return fmt.Errorf("create: image mount %s: %w", m.Source, err)
+		}
+		spec.Mounts[i].Source = mimg.ID
+		warnings = append(warnings, "Image mount is an experimental feature")
+	}
 	spec.Init = hc.Init != nil && *hc.Init
 	if err := rt.applyNetworkConfig(ctx, &spec, merged.ExposedPorts, hc, req.NetworkingConfig); err != nil {
 		return err
@@ -427,7 +447,7 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		return fmt.Errorf("create: %w", err)
 	}
 	rt.log.InfoContext(ctx, "container created", "container", c.ID, "name", c.Spec.Name)
-	return httputils.WriteJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: []string{}})
+	return httputils.WriteJSON(w, http.StatusCreated, container.CreateResponse{ID: c.ID, Warnings: warnings})
 }
 
 // SecurityOpts are the --security-opt settings a container VM acts on.

@@ -205,6 +205,10 @@ func parseMount(m mount.Mount) (portlayer.MountSpec, error) {
 		return portlayer.MountSpec{}, mountConfigErr(m.Type, "%v", err)
 	}
 	spec := portlayer.MountSpec{Target: path.Clean(m.Target), ReadOnly: m.ReadOnly}
+	if m.ImageOptions != nil && m.Type != mount.TypeImage && m.Type != "" {
+		// dockerd's validateMountConfig, for every other type.
+		return spec, mountConfigErr(m.Type, "field ImageOptions must not be specified")
+	}
 	switch m.Type {
 	case mount.TypeVolume:
 		if m.BindOptions != nil {
@@ -276,6 +280,25 @@ func parseMount(m mount.Mount) (portlayer.MountSpec, error) {
 		}
 		spec.Type, spec.Source = portlayer.MountBind, path.Clean(m.Source)
 		spec.CreateHostDir = m.BindOptions != nil && m.BindOptions.CreateMountpoint
+	case mount.TypeImage:
+		// dockerd's checks, in its order (volume/mounts linux_parser);
+		// the reference is resolved to an image ID by the create.
+		if m.BindOptions != nil {
+			return spec, mountConfigErr(m.Type, "field BindOptions must not be specified")
+		}
+		if m.VolumeOptions != nil {
+			return spec, mountConfigErr(m.Type, "field VolumeOptions must not be specified")
+		}
+		if m.Source == "" {
+			return spec, mountConfigErr(m.Type, "field Source must not be empty")
+		}
+		if o := m.ImageOptions; o != nil && o.Subpath != "" {
+			if !filepath.IsLocal(o.Subpath) {
+				return spec, mountConfigErr(m.Type, "subpath must be a relative path within the volume")
+			}
+			spec.Subpath = o.Subpath
+		}
+		spec.Type, spec.Source, spec.ReadOnly, spec.NoCopy = portlayer.MountImage, m.Source, true, true
 	case "":
 		return spec, mountConfigErr(m.Type, "mount type unknown")
 	default:
@@ -430,8 +453,12 @@ func mountPoints(ctx context.Context, c portlayer.Container, hc *container.HostC
 		}
 	}
 	fromMount := map[string]bool{}
+	imageNames := map[string]string{} // target → the image reference given
 	for _, m := range hc.Mounts {
 		fromMount[path.Clean(m.Target)] = true
+		if m.Type == mount.TypeImage {
+			imageNames[path.Clean(m.Target)] = m.Source
+		}
 	}
 	out := []container.MountPoint{}
 	for _, m := range c.Spec.Mounts {
@@ -451,6 +478,11 @@ func mountPoints(ctx context.Context, c portlayer.Container, hc *container.HostC
 			mp.Type = mount.TypeTmpfs
 		case portlayer.MountBind:
 			mp.Type, mp.Source, mp.Propagation = mount.TypeBind, m.Source, mount.PropagationRPrivate
+		case portlayer.MountImage:
+			// dockerd names the mount by the reference given and
+			// shows the image's layer mounted on its host as Source;
+			// here the image's disk is the VM's, with no host path.
+			mp.Type, mp.Name, mp.Propagation = mount.TypeImage, imageNames[m.Target], mount.PropagationRPrivate
 		default:
 			continue
 		}

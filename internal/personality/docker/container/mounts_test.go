@@ -65,6 +65,16 @@ func TestParseMounts(t *testing.T) {
 				tmpfs("/t", "noexec,nosuid,nodev,mode=1770,size=2m,exec"),
 				ro(tmpfs("/t2", "noexec,nosuid,nodev,ro,size=1000")),
 			}},
+		{name: "--mount image", hc: container.HostConfig{Mounts: []mount.Mount{
+			{Type: mount.TypeImage, Source: "busybox", Target: "/img/"},
+			{Type: mount.TypeImage, Source: "app:1", Target: "/etc/app", ImageOptions: &mount.ImageOptions{Subpath: "srv/app"}},
+		}},
+			// Always read-only, never copied up; the create resolves
+			// Source to the image's ID.
+			want: []portlayer.MountSpec{
+				{Type: portlayer.MountImage, Source: "app:1", Target: "/etc/app", ReadOnly: true, NoCopy: true, Subpath: "srv/app"},
+				{Type: portlayer.MountImage, Source: "busybox", Target: "/img", ReadOnly: true, NoCopy: true},
+			}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,6 +138,16 @@ func TestParseMountsErrors(t *testing.T) {
 			msg: `create v1: error looking up volume plugin foo: plugin "foo" not found`},
 		{name: "--volume-driver", hc: container.HostConfig{Binds: []string{"v1:/x"}, VolumeDriver: "foo"}, code: 404, msg: `plugin "foo" not found`},
 		{name: "VOLUME relative", volumes: []string{"rel"}, code: 400, msg: "invalid mount path: 'rel' mount path must be absolute"},
+		{name: "--mount image without source", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeImage, Target: "/x"}}}, code: 400,
+			msg: `invalid mount config for type "image": field Source must not be empty`},
+		{name: "--mount image with volume options", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeImage, Source: "busybox", Target: "/x", VolumeOptions: &mount.VolumeOptions{}}}}, code: 400,
+			msg: `invalid mount config for type "image": field VolumeOptions must not be specified`},
+		{name: "--mount image with bind options", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeImage, Source: "busybox", Target: "/x", BindOptions: &mount.BindOptions{}}}}, code: 400,
+			msg: `invalid mount config for type "image": field BindOptions must not be specified`},
+		{name: "--mount image subpath escapes", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeImage, Source: "busybox", Target: "/x", ImageOptions: &mount.ImageOptions{Subpath: "../etc"}}}}, code: 400,
+			msg: `invalid mount config for type "image": subpath must be a relative path within the volume`},
+		{name: "--mount volume with image options", hc: container.HostConfig{Mounts: []mount.Mount{{Type: mount.TypeVolume, Source: "v1", Target: "/x", ImageOptions: &mount.ImageOptions{}}}}, code: 400,
+			msg: `invalid mount config for type "volume": field ImageOptions must not be specified`},
 		{name: "volumes-from missing", hc: container.HostConfig{VolumesFrom: []string{"nosuch"}}, code: 400, msg: "No such container: nosuch"},
 		{name: "volumes-from bad mode", hc: container.HostConfig{VolumesFrom: []string{"c:nocopy"}}, code: 400, msg: "invalid mode: nocopy"},
 	}
@@ -206,10 +226,11 @@ func TestMountPoints(t *testing.T) {
 		{Type: portlayer.MountVolume, Source: "abc", Target: "/c", Anonymous: true},
 		{Type: portlayer.MountTmpfs, Target: "/t1"}, {Type: portlayer.MountTmpfs, Target: "/t2"},
 		{Type: portlayer.MountBind, Source: "/srv/h", Target: "/h", ReadOnly: true},
+		{Type: portlayer.MountImage, Source: "sha256:" + strings.Repeat("ab", 32), Target: "/img", ReadOnly: true, NoCopy: true},
 	}}}
 	hc := &container.HostConfig{
 		Binds:  []string{"n1:/a", "n2:/b:ro", "/srv/h:/h:ro"},
-		Mounts: []mount.Mount{{Type: mount.TypeTmpfs, Target: "/t2/"}},
+		Mounts: []mount.Mount{{Type: mount.TypeTmpfs, Target: "/t2/"}, {Type: mount.TypeImage, Source: "app:1", Target: "/img/"}},
 		Tmpfs:  map[string]string{"/t1": ""},
 	}
 	vols := fakeVolumes{"n1": {Mountpoint: "/v/n1"}, "n2": {Mountpoint: "/v/n2"}, "abc": {Mountpoint: "/v/abc"}}
@@ -219,6 +240,8 @@ func TestMountPoints(t *testing.T) {
 		{Type: mount.TypeVolume, Name: "n2", Source: "/v/n2/_data", Destination: "/b", Driver: "local", Mode: "ro", RW: false},
 		{Type: mount.TypeVolume, Name: "abc", Source: "/v/abc/_data", Destination: "/c", Driver: "local", RW: true},
 		{Type: mount.TypeBind, Source: "/srv/h", Destination: "/h", Mode: "ro", RW: false, Propagation: "rprivate"},
+		// dockerd names an image mount by the reference given.
+		{Type: mount.TypeImage, Name: "app:1", Destination: "/img", RW: false, Propagation: "rprivate"},
 		{Type: mount.TypeTmpfs, Destination: "/t2", RW: true},
 	}
 	if !reflect.DeepEqual(got, want) {
