@@ -82,6 +82,29 @@ func TestPullProgress(t *testing.T) {
 	}
 }
 
+// unreachable is a port layer's error for a registry it cannot reach:
+// Unavailable, with the transport's text.
+type unreachable struct{}
+
+func (unreachable) Error() string {
+	return `Get "http://127.0.0.1:5999/v2/": dial tcp 127.0.0.1:5999: connect: connection refused`
+}
+func (unreachable) Unwrap() error { return errdefs.ErrUnavailable }
+
+// TestPullUnreachable: a pull that fails before any progress is an
+// error status, not a stream: dockerd's 500 with the transport's text
+// for a registry it cannot reach (the CLI prints "Error response from
+// daemon: Get …").
+func TestPullUnreachable(t *testing.T) {
+	f, h := newHandler(t)
+	f.FailOn("Images.Pull", unreachable{})
+	rec := do(t, h, "POST", "/v1.50/images/create?fromImage=127.0.0.1:5999/app&tag=v1", "")
+	var body struct{ Message string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 500 || body.Message != (unreachable{}).Error() {
+		t.Errorf("code %d, body %q (%v); want 500 and the transport's text", rec.Code, rec.Body.String(), err)
+	}
+}
+
 // TestPullAuth: X-Registry-Auth reaches the port layer's Pull; a header
 // that is not base64 JSON is a 400 before any pull.
 func TestPullAuth(t *testing.T) {

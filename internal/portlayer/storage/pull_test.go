@@ -194,9 +194,15 @@ func TestPullErrors(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 			defer cancel()
 			start := time.Now()
-			_, err := s.Pull(ctx, tt.ref, portlayer.RegistryAuth{}, nil)
+			var progress []string
+			_, err := s.Pull(ctx, tt.ref, portlayer.RegistryAuth{}, func(p portlayer.Progress) { progress = append(progress, p.Status) })
 			if !tt.check(err) {
 				t.Fatalf("err = %v (%T)", err, err)
+			}
+			// No manifest, no progress: a front end can still answer
+			// with an error status, as dockerd does.
+			if len(progress) > 0 {
+				t.Errorf("progress before the failure: %q", progress)
 			}
 			if pe := portlayer.AsError(err); tt.reason != "" && (pe == nil || pe.Reason != tt.reason || pe.ID != tt.id) {
 				t.Fatalf("typed error %+v, want reason %q for %s", pe, tt.reason, tt.id)

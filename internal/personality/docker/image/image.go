@@ -140,8 +140,14 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 			err = httputils.Classify(errdefs.Resolve(err), err, msg)
 		}
 		if !out.Started() {
-			if errdefs.IsNotFound(err) {
+			switch {
+			case errdefs.IsNotFound(err):
 				return httputils.Classify(errdefs.ErrNotFound, err, err.Error())
+			case errdefs.IsUnavailable(err):
+				// A registry that cannot be reached: dockerd's
+				// unclassified 500 with the transport's own text
+				// (Get "https://…/v2/": dial tcp: …).
+				return httputils.Classify(errdefs.ErrInternal, err, httputils.PortLayerText(err))
 			}
 			return fmt.Errorf("pull %s: %w", ref, err)
 		}
