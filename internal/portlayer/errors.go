@@ -161,6 +161,11 @@ const (
 	// Subpath failed otherwise than with a missing part (Internal;
 	// Error.Cause is the system error's text: "not a directory").
 	ReasonUnresolvable = "unresolvable"
+	// ReasonTypeMismatch: a mount's source (a volume's or image's root,
+	// or its Subpath) is a directory and its Target a file in the
+	// container, or the reverse (InvalidArgument; Field "Target", Value
+	// the target, Name the volume or image ID, Cause "not a directory").
+	ReasonTypeMismatch = "type_mismatch"
 	// ReasonUnknown: the value is none of those the field takes (an
 	// option, a restart policy, a network driver).
 	ReasonUnknown = "unknown"

@@ -136,7 +136,7 @@ func mountPoint(target string) (string, bool, error) {
 	case err == nil && st.IsDir():
 		return p, true, nil
 	case err == nil:
-		return "", false, fmt.Errorf("%s is not a directory in the container", target)
+		return "", false, fmt.Errorf("%s is not a directory in the container: %w", target, errTypeMismatch)
 	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(p, 0o755); err != nil {
 			return "", false, fmt.Errorf("create mount point: %w", err)
@@ -199,6 +199,9 @@ func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) er
 	} else {
 		target, err = fileMountPoint(m.Target)
 	}
+	if errors.Is(err, errTypeMismatch) {
+		return &wire.MountError{Reason: wire.MountTypeMismatch, Target: m.Target, Subpath: m.Subpath, Message: err.Error(), Errno: unix.ENOTDIR.Error()}
+	}
 	if err != nil {
 		return err
 	}
@@ -223,6 +226,11 @@ func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) er
 	}
 	return nil
 }
+
+// errTypeMismatch is mountPoint's and fileMountPoint's error for a
+// target that exists with the other type: a file where a directory is
+// mounted, or the reverse (runc's ENOTDIR in dockerd).
+var errTypeMismatch = errors.New("a directory cannot be mounted onto a file, nor the reverse")
 
 // errEscapes is resolveSubpath's error for a subpath that leads out of
 // its volume.
@@ -328,7 +336,7 @@ func fileMountPoint(target string) (string, error) {
 	st, err := os.Stat(p)
 	switch {
 	case err == nil && st.IsDir():
-		return "", fmt.Errorf("%s is a directory in the container; the volume subpath is a file", target)
+		return "", fmt.Errorf("%s is a directory in the container; the mount's subpath is a file: %w", target, errTypeMismatch)
 	case err == nil:
 		return p, nil
 	case errors.Is(err, os.ErrNotExist):

@@ -340,6 +340,12 @@ func TestVolumeSubpath(t *testing.T) {
 			stderr: "path concatenation escapes the base directory, base: " + mp + ", subpath: hack/abs"},
 		{sub: "bar.txt/x", dst: "/volume", cmd: []string{"true"}, code: 125,
 			stderr: `error while resolving symlinks in combined path "` + mp + `/bar.txt/x": lstat ` + mp + "/bar.txt/x: not a directory"},
+		// A file onto a directory of the image, and the reverse:
+		// runc's ENOTDIR with dockerd's hint.
+		{sub: "bar.txt", dst: "/etc", cmd: []string{"true"}, code: 125,
+			stderr: `error mounting "` + mp + `/bar.txt" to rootfs at "/etc": mount ` + mp + "/bar.txt:/etc (via /proc/self/fd/6), flags: 0x5000: not a directory: unknown: Are you trying to mount a directory onto a file (or vice-versa)?"},
+		{sub: "subdir", dst: "/etc/passwd", cmd: []string{"true"}, code: 125,
+			stderr: `error mounting "` + mp + `/subdir" to rootfs at "/etc/passwd"`},
 	} {
 		r := docker(t, append([]string{"run", "--rm", "--mount", mount(tt.sub, tt.dst), "busybox"}, tt.cmd...)...)
 		if r.code != tt.code || r.stdout != tt.want || !strings.Contains(r.stderr, tt.stderr) {

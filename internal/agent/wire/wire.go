@@ -520,7 +520,8 @@ type StartError struct {
 }
 
 // MountError is the payload of a refused [RequestSetup] whose cause is one
-// mount's volume subpath (Mount.Subpath): Reason says what was wrong,
+// mount's volume subpath (Mount.Subpath) or a source and target of
+// different types: Reason says what was wrong,
 // Target and Subpath which mount, Message the guest's text. Other
 // refusals carry plain text.
 type MountError struct {
@@ -545,6 +546,10 @@ const (
 	// SubpathUnresolvable: a lookup on the way failed otherwise (a
 	// file where a directory must be, a link loop, a name too long).
 	SubpathUnresolvable = "subpath_unresolvable"
+	// MountTypeMismatch: the mount's source (the disk's root, or its
+	// subpath) is a directory and its target a file in the container,
+	// or the reverse; Errno "not a directory". Subpath may be empty.
+	MountTypeMismatch = "type_mismatch"
 )
 
 func (e *MountError) Error() string { return e.Message }

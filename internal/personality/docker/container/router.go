@@ -1,6 +1,7 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -122,7 +123,40 @@ func (rt *Router) startErr(ctx context.Context, name string, err error) error {
 	if se := subpathErr(ctx, rt.volumes, err); se != nil {
 		return se
 	}
+	if pe := portlayer.AsError(err); pe != nil && pe.Kind == portlayer.KindMount && pe.Reason == portlayer.ReasonTypeMismatch {
+		return typeMismatchErr(ctx, rt.volumes, rt.compute, name, pe)
+	}
 	return startErr(name, err)
+}
+
+// typeMismatchErr is dockerd's 400 for a mount whose source is a
+// directory and its target a file in the container, or the reverse:
+// runc's ENOTDIR and the hint dockerd adds (daemon/start.go), with the
+// source as dockerd would show it (a volume's Mountpoint and subpath; an
+// image's ID stands for its layer's host path).
+func typeMismatchErr(ctx context.Context, volumes volumeStore, containers portlayer.Compute, name string, pe *portlayer.Error) error {
+	src := pe.Name
+	if c, err := containers.Inspect(ctx, name); err == nil {
+		for _, m := range c.Spec.Mounts {
+			if m.Target != pe.Value {
+				continue
+			}
+			if m.Type == portlayer.MountVolume && volumes != nil {
+				if v, err := volumes.InspectVolume(ctx, m.Source); err == nil {
+					src = dockervolume.Mountpoint(v)
+				}
+			}
+			if m.Subpath != "" {
+				src = filepath.Join(src, m.Subpath)
+			}
+		}
+	}
+	cause := cmp.Or(pe.Cause, "not a directory")
+	return httputils.Classify(errdefs.ErrInvalidArgument, pe, fmt.Sprintf(
+		"failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: "+
+			"error mounting %q to rootfs at %q: mount %s:%s (via /proc/self/fd/6), flags: 0x5000: %s: unknown: "+
+			"Are you trying to mount a directory onto a file (or vice-versa)? Check if the specified host path exists and is the expected type",
+		src, pe.Value, src, pe.Value, cause))
 }
 
 // subpathErr is dockerd's error for a volume subpath that a start (or a
