@@ -163,8 +163,9 @@ const (
 	ReasonUnresolvable = "unresolvable"
 	// ReasonTypeMismatch: a mount's source (a volume's or image's root,
 	// or its Subpath) is a directory and its Target a file in the
-	// container, or the reverse (InvalidArgument; Field "Target", Value
-	// the target, Name the volume or image ID, Cause "not a directory").
+	// container, or the reverse (InvalidArgument, KindMount; ID the
+	// mount's Target, Name the volume or image ID, Field "Subpath" and
+	// Value the subpath, empty for the root; Cause "not a directory").
 	ReasonTypeMismatch = "type_mismatch"
 	// ReasonUnknown: the value is none of those the field takes (an
 	// option, a restart policy, a network driver).

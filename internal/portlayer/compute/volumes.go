@@ -353,7 +353,7 @@ func setupErr(spec portlayer.ContainerSpec, err error) error {
 	pe := &portlayer.Error{Kind: portlayer.KindMount, Name: volume, Field: "Subpath", Value: me.Subpath, Cause: me.Errno}
 	switch me.Reason {
 	case wire.MountTypeMismatch:
-		pe.Class, pe.Reason, pe.Field, pe.Value = portlayer.ClassInvalidArgument, portlayer.ReasonTypeMismatch, "Target", me.Target
+		pe.Class, pe.Reason, pe.ID = portlayer.ClassInvalidArgument, portlayer.ReasonTypeMismatch, me.Target
 		pe.Message = "compute: " + kind + " " + volume + " and target " + me.Target + " are not both directories or both files"
 	case wire.SubpathEscapes:
 		pe.Class, pe.Reason = portlayer.ClassInvalidArgument, portlayer.ReasonEscapes

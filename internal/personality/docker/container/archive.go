@@ -38,14 +38,14 @@ type archiveRouter struct {
 	volumes  volumeStore // nil: none
 }
 
-// pathErr gives an archive error dockerd's texts: a volume subpath the
-// maintenance VM could not mount as at a start (subpathErr), a missing container
+// pathErr gives an archive error dockerd's texts: a mount the
+// maintenance VM could not set up as at a start (mountErr), a missing container
 // is 404 "No such container: NAME" (the port layer's NotFound of kind
 // container, decided with the operation), a missing path 404 "Could not
 // find the file P in container NAME"; other classes keep the guest's
 // text (400 "extraction point is not a directory", …).
 func (ar *archiveRouter) pathErr(ctx context.Context, name, p string, err error) error {
-	if se := subpathErr(ctx, ar.volumes, err); se != nil {
+	if se := mountErr(ctx, ar.volumes, err); se != nil {
 		return se // the maintenance VM could not mount a volume's subpath
 	}
 	if pe := portlayer.AsError(err); pe != nil && pe.Class == portlayer.ClassNotFound && pe.Kind == portlayer.KindContainer {
@@ -145,7 +145,7 @@ func (ar *archiveRouter) getExport(w http.ResponseWriter, r *http.Request, vars 
 	name := vars["name"]
 	rc, err := ar.archives.Export(r.Context(), name)
 	if err != nil {
-		if se := subpathErr(r.Context(), ar.volumes, err); se != nil {
+		if se := mountErr(r.Context(), ar.volumes, err); se != nil {
 			return se
 		}
 		return containerErr("export", name, err)
@@ -164,7 +164,7 @@ func (ar *archiveRouter) getChanges(w http.ResponseWriter, r *http.Request, vars
 	name := vars["name"]
 	list, err := ar.archives.Changes(r.Context(), name)
 	if err != nil {
-		if se := subpathErr(r.Context(), ar.volumes, err); se != nil {
+		if se := mountErr(r.Context(), ar.volumes, err); se != nil {
 			return se
 		}
 		return containerErr("changes", name, err)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -120,43 +121,50 @@ func (rt *Router) inspect(ctx context.Context, name string) (portlayer.Container
 // ErrEscapesBase, a 400), written with the volume's Mountpoint as
 // dockerd's local driver shows it.
 func (rt *Router) startErr(ctx context.Context, name string, err error) error {
-	if se := subpathErr(ctx, rt.volumes, err); se != nil {
+	if se := mountErr(ctx, rt.volumes, err); se != nil {
 		return se
-	}
-	if pe := portlayer.AsError(err); pe != nil && pe.Kind == portlayer.KindMount && pe.Reason == portlayer.ReasonTypeMismatch {
-		return typeMismatchErr(ctx, rt.volumes, rt.compute, name, pe)
 	}
 	return startErr(name, err)
 }
 
-// typeMismatchErr is dockerd's 400 for a mount whose source is a
-// directory and its target a file in the container, or the reverse:
-// runc's ENOTDIR and the hint dockerd adds (daemon/start.go), with the
-// source as dockerd would show it (a volume's Mountpoint and subpath; an
-// image's ID stands for its layer's host path).
-func typeMismatchErr(ctx context.Context, volumes volumeStore, containers portlayer.Compute, name string, pe *portlayer.Error) error {
-	src := pe.Name
-	if c, err := containers.Inspect(ctx, name); err == nil {
-		for _, m := range c.Spec.Mounts {
-			if m.Target != pe.Value {
-				continue
-			}
-			if m.Type == portlayer.MountVolume && volumes != nil {
-				if v, err := volumes.InspectVolume(ctx, m.Source); err == nil {
-					src = dockervolume.Mountpoint(v)
-				}
-			}
-			if m.Subpath != "" {
-				src = filepath.Join(src, m.Subpath)
-			}
+// mountErr is dockerd's error for a mount the guest could not set up as
+// asked (typeMismatchErr, subpathErr); nil when err is not one.
+func mountErr(ctx context.Context, volumes volumeStore, err error) error {
+	if se := typeMismatchErr(ctx, volumes, err); se != nil {
+		return se
+	}
+	return subpathErr(ctx, volumes, err)
+}
+
+// mountSource is where dockerd would mount from for a volume or image
+// mount: the volume's Mountpoint (from volumes; nil, or an image's ID:
+// the name itself, where dockerd shows its layer's host path) joined
+// with sub.
+func mountSource(ctx context.Context, volumes volumeStore, name, sub string) string {
+	base := name
+	if volumes != nil && !strings.HasPrefix(name, "sha256:") {
+		if v, err := volumes.InspectVolume(ctx, name); err == nil {
+			base = dockervolume.Mountpoint(v)
 		}
 	}
-	cause := cmp.Or(pe.Cause, "not a directory")
-	return httputils.Classify(errdefs.ErrInvalidArgument, pe, fmt.Sprintf(
+	return filepath.Join(base, sub)
+}
+
+// typeMismatchErr is dockerd's 400 for a mount whose source is a
+// directory and its target a file in the container, or the reverse
+// (the port layer's ReasonTypeMismatch): runc's ENOTDIR and the hint
+// dockerd adds (daemon/start.go); nil when err is not one.
+func typeMismatchErr(ctx context.Context, volumes volumeStore, err error) error {
+	pe := portlayer.AsError(err)
+	if pe == nil || pe.Kind != portlayer.KindMount || pe.Reason != portlayer.ReasonTypeMismatch {
+		return nil
+	}
+	src := mountSource(ctx, volumes, pe.Name, pe.Value)
+	return httputils.Classify(errdefs.ErrInvalidArgument, err, fmt.Sprintf(
 		"failed to create task for container: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: error during container init: "+
 			"error mounting %q to rootfs at %q: mount %s:%s (via /proc/self/fd/6), flags: 0x5000: %s: unknown: "+
 			"Are you trying to mount a directory onto a file (or vice-versa)? Check if the specified host path exists and is the expected type",
-		src, pe.Value, src, pe.Value, cause))
+		src, pe.ID, src, pe.ID, cmp.Or(pe.Cause, "not a directory")))
 }
 
 // subpathErr is dockerd's error for a volume subpath that a start (or a
@@ -165,15 +173,10 @@ func typeMismatchErr(ctx context.Context, volumes volumeStore, containers portla
 // one.
 func subpathErr(ctx context.Context, volumes volumeStore, err error) error {
 	pe := portlayer.AsError(err)
-	if pe == nil || pe.Kind != portlayer.KindMount || pe.Field != "Subpath" {
+	if pe == nil || pe.Kind != portlayer.KindMount || pe.Field != "Subpath" || pe.Reason == portlayer.ReasonTypeMismatch {
 		return nil
 	}
-	base := pe.Name
-	if volumes != nil {
-		if v, verr := volumes.InspectVolume(ctx, pe.Name); verr == nil {
-			base = dockervolume.Mountpoint(v)
-		}
-	}
+	base := mountSource(ctx, volumes, pe.Name, "")
 	p := filepath.Join(base, pe.Value)
 	switch pe.Reason {
 	case portlayer.ReasonEscapes:
