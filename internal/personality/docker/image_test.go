@@ -96,12 +96,27 @@ func (unreachable) Unwrap() error { return errdefs.ErrUnavailable }
 // for a registry it cannot reach (the CLI prints "Error response from
 // daemon: Get …").
 func TestPullUnreachable(t *testing.T) {
-	f, h := newHandler(t)
-	f.FailOn("Images.Pull", unreachable{})
-	rec := do(t, h, "POST", "/v1.50/images/create?fromImage=127.0.0.1:5999/app&tag=v1", "")
-	var body struct{ Message string }
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 500 || body.Message != (unreachable{}).Error() {
-		t.Errorf("code %d, body %q (%v); want 500 and the transport's text", rec.Code, rec.Body.String(), err)
+	denied := &portlayer.Error{Class: portlayer.ClassPermissionDenied, Op: "pull", Kind: portlayer.KindImage, ID: "127.0.0.1:5999/app:v1", Name: "127.0.0.1:5999/app",
+		Reason: portlayer.ReasonDenied, Message: "the registry refused access", Cause: "DENIED: no"}
+	for _, tt := range []struct {
+		name string
+		err  error
+		code int
+		msg  string
+	}{
+		{"unreachable", unreachable{}, 500, (unreachable{}).Error()},
+		// dockerd's notFoundError (distribution translatePullError).
+		{"denied", denied, 404, "pull access denied for 127.0.0.1:5999/app, repository does not exist or may require 'docker login': DENIED: no"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f, h := newHandler(t)
+			f.FailOn("Images.Pull", tt.err)
+			rec := do(t, h, "POST", "/v1.50/images/create?fromImage=127.0.0.1:5999/app&tag=v1", "")
+			var body struct{ Message string }
+			if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != tt.code || body.Message != tt.msg {
+				t.Errorf("code %d, body %q (%v); want %d %q", rec.Code, rec.Body.String(), err, tt.code, tt.msg)
+			}
+		})
 	}
 }
 

@@ -52,8 +52,8 @@ var pullPlatform = v1.Platform{OS: "linux", Architecture: "amd64"}
 //
 // Progress statuses are fixed texts, part of the API, so a front end may
 // pass them on as they are: "Pulling from <path>" (ID: the tag or
-// digest), once the registry has served the manifest (an error before
-// it comes with no progress at all); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
+// digest), once the registry has served the manifest or index (an
+// error before it comes with no progress at all); per layer (ID: 12 hex of the layer digest) "Pulling fs layer" or
 // "Already exists", "Downloading" (Current/Total in compressed bytes),
 // "Download complete", "Extracting" (verifying the diff ID),
 // "Pull complete"; then "Digest: sha256:…" and "Status: Downloaded newer
@@ -111,6 +111,13 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 	if err != nil {
 		return portlayer.Image{}, pullError(ctx, fam, err)
 	}
+	// As dockerd's puller (distribution pullTag), the first progress
+	// once the registry has served the top-level manifest or index: a
+	// pull that fails before (no such repository or tag, access
+	// denied, an unreachable registry) has sent nothing, so a front end
+	// can still answer with an error status; later failures (no
+	// linux/amd64 entry, a missing blob) come after it.
+	report(portlayer.Progress{ID: pullID, Status: "Pulling from " + reference.Path(named)})
 	img, err := desc.Image()
 	if err != nil {
 		return portlayer.Image{}, pullError(ctx, fam, err)
@@ -131,11 +138,6 @@ func (s *Store) Pull(ctx context.Context, ref string, auth portlayer.RegistryAut
 	if err != nil {
 		return portlayer.Image{}, pullError(ctx, fam, err)
 	}
-	// As dockerd's puller, the first progress once the registry has
-	// served the manifest: a pull that fails before (no such
-	// repository, an unreachable registry) has sent nothing, so a
-	// front end can still answer with an error status.
-	report(portlayer.Progress{ID: pullID, Status: "Pulling from " + reference.Path(named)})
 	declared := manifest.Config.Size
 	for _, l := range manifest.Layers {
 		declared += l.Size

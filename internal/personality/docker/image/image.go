@@ -140,14 +140,21 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 			err = httputils.Classify(errdefs.Resolve(err), err, msg)
 		}
 		if !out.Started() {
+			pe := portlayer.AsError(err)
 			switch {
-			case errdefs.IsNotFound(err):
+			case errdefs.IsNotFound(err), pe != nil && pe.Reason == portlayer.ReasonDenied:
+				// dockerd's notFoundError for an unknown manifest
+				// or repository and for access denied alike
+				// (distribution translatePullError).
 				return httputils.Classify(errdefs.ErrNotFound, err, err.Error())
 			case errdefs.IsUnavailable(err):
 				// A registry that cannot be reached: dockerd's
 				// unclassified 500 with the transport's own text
 				// (Get "https://…/v2/": dial tcp: …).
 				return httputils.Classify(errdefs.ErrInternal, err, httputils.PortLayerText(err))
+			}
+			if _, ok := httputils.DockerText(err); ok {
+				return err
 			}
 			return fmt.Errorf("pull %s: %w", ref, err)
 		}
