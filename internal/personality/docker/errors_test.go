@@ -108,6 +108,10 @@ func TestErrorResponses(t *testing.T) {
 		{name: "bad wait condition", method: "POST", target: "/containers/x/wait?condition=never", wantCode: 400, wantMsg: `invalid condition: "never"`},
 		{name: "logs without streams", method: "GET", target: "/containers/x/logs", wantCode: 400, wantMsg: "Bad parameters: you must choose at least one stream"},
 		{name: "bad filter", method: "GET", target: `/containers/json?filters={"bogus":{"x":true}}`, wantCode: 400, wantMsg: "invalid filter 'bogus'"},
+		{name: "image mount before API 1.48", method: "POST", target: "/v1.47/containers/create",
+			body: `{"Image":"busybox","HostConfig":{"Mounts":[{"Type":"image","Source":"busybox","Target":"/img"}]}}`, wantCode: 400, wantMsg: `Mount type "Image" needs API v1.48 or newer`},
+		{name: "image mount of a missing image", method: "POST", target: "/v1.48/containers/create",
+			body: `{"Image":"busybox","HostConfig":{"Mounts":[{"Type":"image","Source":"nosuch","Target":"/img"}]}}`, wantCode: 404, wantMsg: "No such image: nosuch:latest"},
 		{name: "pull of unknown image", method: "POST", target: "/images/create?fromImage=nosuch&tag=latest", wantCode: 404, wantMsg: "manifest for nosuch:latest not found: manifest unknown: not found"},
 	}
 	for _, tt := range tests {

@@ -589,6 +589,18 @@ func (s *Service) Create(ctx context.Context, spec portlayer.ContainerSpec) (por
 		return fail(err)
 	}
 	volumesMade = true
+	// Images a mount names are checked (and their disks made) once the
+	// record is reserved too: the image store then sees them in use, so
+	// a removal racing this create either comes first and fails it, or
+	// is refused.
+	for _, m := range rec.Spec.Mounts {
+		if m.Type != portlayer.MountImage {
+			continue
+		}
+		if _, err := s.rootfs.Rootfs(ctx, m.Source); err != nil {
+			return fail(fmt.Errorf("compute: image mount at %s: %w", m.Target, err))
+		}
+	}
 	base, err := s.rootfs.Rootfs(ctx, spec.Image)
 	if err != nil {
 		return fail(fmt.Errorf("compute: rootfs for %s: %w", spec.Image, err))

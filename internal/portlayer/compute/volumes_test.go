@@ -218,6 +218,14 @@ func TestImageMounts(t *testing.T) {
 		t.Error("image still in use after its only mounting container was removed")
 	}
 
+	// A mounted image that is gone by the create (a removal raced it)
+	// fails the create, not a later start.
+	gone := "sha256:" + strings.Repeat("3", 64)
+	h.rootfs.setMissing(gone)
+	if _, err := h.svc.Create(t.Context(), portlayer.ContainerSpec{Image: testImage, Args: args("true"), Mounts: []portlayer.MountSpec{{Type: portlayer.MountImage, Source: gone, Target: "/x"}}}); !errdefs.IsNotFound(err) {
+		t.Errorf("create mounting a missing image: %v, want NotFound", err)
+	}
+
 	for _, tt := range []struct {
 		m             portlayer.MountSpec
 		field, reason string

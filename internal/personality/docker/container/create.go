@@ -349,6 +349,10 @@ func (rt *Router) postCreate(w http.ResponseWriter, r *http.Request, _ map[strin
 		if m.Type != portlayer.MountImage {
 			continue
 		}
+		if !httputils.VersionAtLeast(ctx, "1.48") {
+			// dockerd's router (postContainersCreate).
+			return httputils.InvalidArgument(`Mount type "Image" needs API v1.48 or newer`)
+		}
 		// dockerd resolves an image mount's reference at create
 		// (daemon registerMountPoints) and warns of the feature.
 		mimg, err := rt.images.Get(ctx, m.Source)

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"path"
@@ -343,7 +344,7 @@ func parseMounts(ctx context.Context, cfg *container.Config, hc *container.HostC
 			return nil, err
 		}
 		for _, m := range src.Spec.Mounts {
-			if m.Type != portlayer.MountVolume && m.Type != portlayer.MountBind {
+			if m.Type != portlayer.MountVolume && m.Type != portlayer.MountBind && m.Type != portlayer.MountImage {
 				continue // tmpfs mounts are the container's own
 			}
 			if mode != "" {
@@ -482,7 +483,9 @@ func mountPoints(ctx context.Context, c portlayer.Container, hc *container.HostC
 			// dockerd names the mount by the reference given and
 			// shows the image's layer mounted on its host as Source;
 			// here the image's disk is the VM's, with no host path.
-			mp.Type, mp.Name, mp.Propagation = mount.TypeImage, imageNames[m.Target], mount.PropagationRPrivate
+			// One from --volumes-from has no reference here: its
+			// image's ID stands in.
+			mp.Type, mp.Name, mp.Propagation = mount.TypeImage, cmp.Or(imageNames[m.Target], m.Source), mount.PropagationRPrivate
 		default:
 			continue
 		}

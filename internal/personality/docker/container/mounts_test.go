@@ -187,9 +187,14 @@ func TestVolumesFrom(t *testing.T) {
 		{Type: portlayer.MountVolume, Source: "named", Target: "/n", ReadOnly: true},
 		{Type: portlayer.MountTmpfs, Target: "/t"},
 	}}}
+	img := portlayer.MountSpec{Type: portlayer.MountImage, Source: "sha256:" + strings.Repeat("ab", 32), Target: "/img", ReadOnly: true, NoCopy: true, Subpath: "etc"}
+	withImage := portlayer.Container{ID: "c2", Spec: portlayer.ContainerSpec{Mounts: []portlayer.MountSpec{img}}}
 	lookup := func(_ context.Context, id string) (portlayer.Container, error) {
-		if id == "data" {
+		switch id {
+		case "data":
 			return src, nil
+		case "imgs":
+			return withImage, nil
 		}
 		return portlayer.Container{}, errdefs.ErrNotFound
 	}
@@ -201,6 +206,9 @@ func TestVolumesFrom(t *testing.T) {
 		{"data", nil, []portlayer.MountSpec{{Type: portlayer.MountVolume, Source: "aaa", Target: "/a", Anonymous: true}, {Type: portlayer.MountVolume, Source: "named", Target: "/n", ReadOnly: true}}},
 		{"data:rw", nil, []portlayer.MountSpec{{Type: portlayer.MountVolume, Source: "aaa", Target: "/a", Anonymous: true}, {Type: portlayer.MountVolume, Source: "named", Target: "/n"}}},
 		{"data:ro", []string{"other:/a"}, []portlayer.MountSpec{vol("other", "/a"), {Type: portlayer.MountVolume, Source: "named", Target: "/n", ReadOnly: true}}},
+		// Image mounts come along too, as dockerd copies every mount
+		// point of the source (daemon registerMountPoints).
+		{"imgs", nil, []portlayer.MountSpec{img}},
 	} {
 		t.Run(tc.from, func(t *testing.T) {
 			got, err := parseMounts(t.Context(), &container.Config{}, &container.HostConfig{VolumesFrom: []string{tc.from}, Binds: tc.binds}, lookup)
