@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -20,6 +21,12 @@ import (
 // many of the container's mounts name it), for the copy-up and the
 // subpath, before its targets inside the container are bound to it.
 const stagingDir = "/run/vch/staging"
+
+// pristineDir is where mountAll binds the container's root filesystem
+// alone (no submounts), the source of every copy-up: as dockerd fills a
+// new volume from the container's own filesystem (its BaseFS), never
+// from another volume or an image mounted above the target.
+const pristineDir = "/run/vch/pristine"
 
 // diskUnits maps disk serials to their units on a vSphere VM's
 // paravirtual SCSI controller (scsiUnits of the serial channel's
@@ -101,6 +108,22 @@ func mountAll(ctx context.Context, ms []wire.Mount) error {
 			_ = unix.Unmount(dir, unix.MNT_DETACH)
 		}
 	}()
+	pristine := ""
+	if slices.ContainsFunc(ms, func(m wire.Mount) bool { return m.CopyUp }) {
+		if err := os.MkdirAll(pristineDir, 0o700); err != nil {
+			return fmt.Errorf("tether: %w", err)
+		}
+		// A bind without MS_REC carries no submount, and a private one
+		// gets none of the mounts made after it.
+		if err := unix.Mount(RootMount, pristineDir, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("tether: bind the root for copy-up: %w", err)
+		}
+		defer unix.Unmount(pristineDir, unix.MNT_DETACH)
+		if err := unix.Mount("", pristineDir, "", unix.MS_PRIVATE, ""); err != nil {
+			return fmt.Errorf("tether: bind the root for copy-up: %w", err)
+		}
+		pristine = pristineDir
+	}
 	for _, m := range sortMounts(ms) {
 		if !filepath.IsAbs(m.Target) || filepath.Clean(m.Target) == "/" {
 			return fmt.Errorf("tether: mount target %q: want an absolute path other than /", m.Target)
@@ -108,7 +131,7 @@ func mountAll(ctx context.Context, ms []wire.Mount) error {
 		var err error
 		switch m.Type {
 		case wire.MountVolume, wire.MountImage:
-			err = mountVolume(ctx, staged, m)
+			err = mountVolume(ctx, staged, pristine, m)
 		case wire.MountTmpfs:
 			err = mountTmpfs(m)
 		case wire.MountBind:
@@ -154,7 +177,7 @@ func mountPoint(target string) (string, bool, error) {
 // directory and the mount asks for it (copy-up), then binds the target to
 // it; a read-only mount's bind is then made read-only, so the guest's
 // kernel refuses writes through it (EROFS).
-func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) error {
+func mountVolume(ctx context.Context, staged map[string]string, pristine string, m wire.Mount) error {
 	staging, ok := staged[m.Serial]
 	if !ok {
 		dev, err := findDisk(ctx, m.Serial, false)
@@ -192,10 +215,9 @@ func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) er
 		src, isDir = p, st.IsDir()
 	}
 	var target string
-	var existed bool
 	var err error
 	if isDir {
-		target, existed, err = mountPoint(m.Target)
+		target, _, err = mountPoint(m.Target)
 	} else {
 		target, err = fileMountPoint(m.Target)
 	}
@@ -205,14 +227,22 @@ func mountVolume(ctx context.Context, staged map[string]string, m wire.Mount) er
 	if err != nil {
 		return err
 	}
-	if m.CopyUp && existed {
-		empty, err := dirEmpty(src)
+	if m.CopyUp && isDir && pristine != "" {
+		// What the container's own filesystem has at the target: a
+		// directory (symlinks resolved inside that filesystem).
+		from, err := inDir(pristine, m.Target)
 		if err != nil {
 			return err
 		}
-		if empty {
-			if err := copyTree(target, src); err != nil {
-				return fmt.Errorf("copy image content into the volume: %w", err)
+		if st, err := os.Stat(from); err == nil && st.IsDir() {
+			empty, err := dirEmpty(src)
+			if err != nil {
+				return err
+			}
+			if empty {
+				if err := copyTree(from, src); err != nil {
+					return fmt.Errorf("copy image content into the volume: %w", err)
+				}
 			}
 		}
 	}

@@ -505,6 +505,16 @@ func TestImageMount(t *testing.T) {
 		t.Errorf("missing image subpath: exit %d, stderr %q", r.code, r.stderr)
 	}
 
+	// A new volume beneath an image mount is filled from the
+	// container's own image (which has no /img/data), as dockerd fills
+	// it from the container's filesystem, not from the mounted image.
+	v := name + "-vol"
+	defer docker(t, "volume", "rm", "-f", v)
+	r = docker(t, "run", "--rm", "--mount", "type=image,source="+tag+",target=/img", "-v", v+":/img/data", "busybox", "ls", "-A", "/img/data")
+	if r.code != 0 || r.stdout != "" {
+		t.Errorf("volume beneath an image mount: exit %d, stdout %q, stderr %q; want it empty", r.code, r.stdout, r.stderr)
+	}
+
 	c := strings.TrimSpace(ok(t, "create", "--mount", "type=image,source="+tag+",target=/m", "busybox", "true"))
 	var mounts []map[string]any
 	if err := json.Unmarshal([]byte(ok(t, "inspect", "--format", "{{json .Mounts}}", c)), &mounts); err != nil {
