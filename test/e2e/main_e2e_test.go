@@ -126,6 +126,18 @@ func prerequisites() string {
 	return ""
 }
 
+// needCLI skips a test of a CLI option that came with docker CLI
+// version major (the 20.10 client the Makefile falls back to has none of
+// Engine API 1.45's and later options); what the test covers in the
+// daemon is also reached through the API by unit tests.
+func needCLI(t *testing.T, major int, option string) {
+	t.Helper()
+	need(t)
+	if v := cliMajor(); v < major {
+		t.Skipf("the docker CLI on PATH (major version %d) has no %s (CLI %d or newer)", v, option, major)
+	}
+}
+
 // need skips (or, under VCH_REQUIRE_E2E=1, fails) when the suite cannot run.
 func need(t *testing.T) {
 	t.Helper()

@@ -303,6 +303,7 @@ func TestVolumeData(t *testing.T) {
 // image; dockerd's texts for a subpath that is not relative (at create),
 // that names nothing (404 at start) and whose links lead out (400).
 func TestVolumeSubpath(t *testing.T) {
+	needCLI(t, 26, "--mount volume-subpath")
 	t.Parallel()
 	v := "sub-" + uniqueName(t)
 	ok(t, "volume", "create", "--label", "test=subpath", v) // labelled: TestVolumeData looks for strays
@@ -479,6 +480,7 @@ func TestBindMounts(t *testing.T) {
 // dockerd's warning at create, its inspect shape and its texts; the
 // image cannot be removed while a container mounts it.
 func TestImageMount(t *testing.T) {
+	needCLI(t, 28, "--mount type=image")
 	t.Parallel()
 	name := uniqueName(t)
 	tag := name + ":latest"
