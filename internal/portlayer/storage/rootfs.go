@@ -153,6 +153,12 @@ func (s *Store) buildRootfs(ctx context.Context, c *cached, final string) error 
 		}
 		return fmt.Errorf("storage: rootfs %s: mkfs.ext4: %s: %w", c.rec.ID, msg, err)
 	}
+	if err := removeLostFound(ctx, disk, tree); err != nil {
+		if ctx.Err() != nil {
+			return ctxErr(ctx)
+		}
+		return fmt.Errorf("storage: rootfs %s: %w", c.rec.ID, err)
+	}
 	if err := os.Chmod(disk, 0o444); err != nil {
 		return fmt.Errorf("storage: rootfs %s: %w", c.rec.ID, err)
 	}
@@ -307,16 +313,44 @@ func mkfsCommand(ctx context.Context, mkfs, disk string, size int64, tree string
 
 // findMkfs locates mkfs.ext4 in PATH or the sbin directories, which a
 // daemon's PATH may lack.
-func findMkfs() (string, error) {
-	if p, err := exec.LookPath("mkfs.ext4"); err == nil {
+func findMkfs() (string, error) { return findE2fsTool("mkfs.ext4") }
+
+// findE2fsTool locates an e2fsprogs tool in PATH or the sbin
+// directories, which a daemon's PATH may lack; Unavailable if absent.
+func findE2fsTool(name string) (string, error) {
+	if p, err := exec.LookPath(name); err == nil {
 		return p, nil
 	}
-	for _, p := range []string{"/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"} {
-		if _, err := os.Stat(p); err == nil {
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if p := filepath.Join(dir, name); fileExists(p) {
 			return p, nil
 		}
 	}
-	return "", portlayer.Errorf(portlayer.ClassUnavailable, "mkfs.ext4 not found (install the Debian package e2fsprogs)")
+	return "", portlayer.Errorf(portlayer.ClassUnavailable, "%s not found (install the Debian package e2fsprogs)", name)
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+// removeLostFound deletes the lost+found directory mkfs.ext4 made at the
+// root of disk, unless the image itself has one (tree holds the image's
+// files): a container's root then lists what its image has, as under
+// dockerd (and an image mount of it too). Nothing needs the directory:
+// e2fsck makes one when it has orphans to reconnect. Without debugfs
+// the directory stays.
+func removeLostFound(ctx context.Context, disk, tree string) error {
+	if _, err := os.Lstat(filepath.Join(tree, "lost+found")); err == nil {
+		return nil
+	}
+	debugfs, err := findE2fsTool("debugfs")
+	if err != nil {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, debugfs, "-w", "-R", "rmdir lost+found", disk)
+	cmd.Env = []string{"PATH=/usr/sbin:/sbin:/usr/bin:/bin", "LC_ALL=C"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("debugfs: %s: %w", strings.TrimSpace(string(out)), err)
+	}
+	return nil
 }
 
 // removeStaleRootfs deletes disks whose image is gone (a crash between

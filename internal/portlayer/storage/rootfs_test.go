@@ -221,6 +221,15 @@ func TestRootfsLayerSemantics(t *testing.T) {
 			layers: [][]*tar.Header{{dir("a/"), reg("a/b", "body-b"), reg("a/c", "body-c"), dir("d/"), reg("d/x", "body-x")},
 				{reg("a/.wh.b", ""), reg("d/.wh..wh..opq", ""), reg("d/y", "body-y")}},
 			checks: map[string]string{"stat /a/b": "File not found", "cat /a/c": "body-c", "stat /d/x": "File not found", "cat /d/y": "body-y"}},
+		// The root lists the image's entries only, as a container's
+		// root under dockerd: no lost+found of mkfs.ext4's, but one the
+		// image has is kept.
+		{name: "no lost+found of mkfs's",
+			layers: [][]*tar.Header{{reg("a", "body-a")}},
+			checks: map[string]string{"stat /lost+found": "File not found", "cat /a": "body-a"}},
+		{name: "the image's own lost+found",
+			layers: [][]*tar.Header{{dir("lost+found/"), reg("lost+found/kept", "body-kept")}},
+			checks: map[string]string{"cat /lost+found/kept": "body-kept"}},
 		{name: "hard link to a lower layer's file",
 			layers: [][]*tar.Header{{reg("orig", "body-orig")}, {{Name: "link", Typeflag: tar.TypeLink, Linkname: "orig"}}},
 			checks: map[string]string{"cat /link": "body-orig", "stat /orig": "Links: 2"}},
