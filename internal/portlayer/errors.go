@@ -115,8 +115,12 @@ const (
 	ReasonReferenced = "referenced"
 	// ReasonHasChildren: other images are built on the image.
 	ReasonHasChildren = "has_children"
-	// ReasonNoManifest: the registry has no such repository or tag.
+	// ReasonNoManifest: the registry has no such tag or manifest (Cause:
+	// the registry's own message, when it gave one).
 	ReasonNoManifest = "no_manifest"
+	// ReasonNoRepository: the registry has no such repository (its
+	// NAME_UNKNOWN; Name the repository, Cause the registry's message).
+	ReasonNoRepository = "no_repository"
 	// ReasonNoPlatform: the image has no manifest for this platform.
 	ReasonNoPlatform = "no_platform"
 	// ReasonDenied: the registry refused access (Error.Name is the

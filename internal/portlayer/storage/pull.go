@@ -329,15 +329,21 @@ func pullError(ctx context.Context, fam string, err error) error {
 	var terr *transport.Error
 	if errors.As(err, &terr) {
 		notFound := terr.StatusCode == http.StatusNotFound
+		reason, cause := portlayer.ReasonNoManifest, ""
 		for _, d := range terr.Errors {
 			switch d.Code {
-			case transport.ManifestUnknownErrorCode, transport.NameUnknownErrorCode:
-				notFound = true
+			case transport.NameUnknownErrorCode:
+				reason = portlayer.ReasonNoRepository
+				fallthrough
+			case transport.ManifestUnknownErrorCode:
+				notFound, cause = true, d.Message
 			}
 		}
 		switch {
+		case notFound && reason == portlayer.ReasonNoRepository:
+			return &portlayer.Error{Class: portlayer.ClassNotFound, Op: "pull", Kind: portlayer.KindImage, ID: fam, Name: repoOf(fam), Reason: reason, Message: "repository " + repoOf(fam) + " not found", Cause: cause, Err: err}
 		case notFound:
-			return &portlayer.Error{Class: portlayer.ClassNotFound, Op: "pull", Kind: portlayer.KindImage, ID: fam, Reason: portlayer.ReasonNoManifest, Message: "manifest for " + fam + " not found", Err: err}
+			return &portlayer.Error{Class: portlayer.ClassNotFound, Op: "pull", Kind: portlayer.KindImage, ID: fam, Reason: reason, Message: "manifest for " + fam + " not found", Cause: cause, Err: err}
 		case terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden:
 			return &portlayer.Error{Class: portlayer.ClassPermissionDenied, Op: "pull", Kind: portlayer.KindImage, ID: fam, Name: repoOf(fam), Reason: portlayer.ReasonDenied, Message: "the registry refused access to " + repoOf(fam), Err: err}
 		}

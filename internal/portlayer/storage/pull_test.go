@@ -182,7 +182,7 @@ func TestPullErrors(t *testing.T) {
 		reason, id string
 	}{
 		{name: "missing repo", ref: host + "/nosuch", check: errdefs.IsNotFound,
-			reason: portlayer.ReasonNoManifest, id: host + "/nosuch:latest"},
+			reason: portlayer.ReasonNoRepository, id: host + "/nosuch:latest"},
 		{name: "missing tag", ref: host + "/exists:2", check: errdefs.IsNotFound,
 			reason: portlayer.ReasonNoManifest, id: host + "/exists:2"},
 		{name: "bad ref", ref: "UPPER/case", check: errdefs.IsInvalidArgument},

@@ -1,6 +1,7 @@
 package httputils
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 
@@ -239,7 +240,11 @@ func networkText(pe *portlayer.Error) (string, bool) {
 func imageText(pe *portlayer.Error) (string, bool) {
 	switch pe.Reason {
 	case portlayer.ReasonNoManifest:
-		return "manifest for " + pe.ID + " not found: manifest unknown: manifest unknown", true
+		// dockerd's notFoundError around the registry's error
+		// (distribution errors.go): its code's text, then its message.
+		return "manifest for " + pe.ID + " not found: manifest unknown: " + cmp.Or(pe.Cause, "manifest unknown"), true
+	case portlayer.ReasonNoRepository:
+		return "repository " + pe.Name + " not found: name unknown: " + cmp.Or(pe.Cause, "repository name not known to registry"), true
 	case portlayer.ReasonNoPlatform:
 		return "no matching manifest for linux/amd64 in the manifest list entries", true
 	case portlayer.ReasonDenied:

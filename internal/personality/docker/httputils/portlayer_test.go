@@ -29,6 +29,8 @@ func TestDockerText(t *testing.T) {
 		{fmt.Errorf("wrapped: %w", portlayer.ExecState(id, portlayer.ReasonRunning)), "Error: Exec command " + id + " is already running"},
 		{portlayer.ExecState(id, portlayer.ReasonNotRunning), "exec " + id + " is not running"},
 		{&portlayer.Error{Class: portlayer.ClassNotFound, Kind: portlayer.KindImage, ID: "h:5000/x:1", Reason: portlayer.ReasonNoManifest}, "manifest for h:5000/x:1 not found: manifest unknown: manifest unknown"},
+		{&portlayer.Error{Class: portlayer.ClassNotFound, Kind: portlayer.KindImage, ID: "h:5000/x:1", Reason: portlayer.ReasonNoManifest, Cause: "Unknown manifest"}, "manifest for h:5000/x:1 not found: manifest unknown: Unknown manifest"},
+		{&portlayer.Error{Class: portlayer.ClassNotFound, Kind: portlayer.KindImage, ID: "h:5000/x:latest", Name: "h:5000/x", Reason: portlayer.ReasonNoRepository, Cause: "Unknown name"}, "repository h:5000/x not found: name unknown: Unknown name"},
 		{&portlayer.Error{Class: portlayer.ClassPermissionDenied, Kind: portlayer.KindImage, Name: "h:5000/x", Reason: portlayer.ReasonDenied, Cause: "401 Unauthorized"}, "pull access denied for h:5000/x, repository does not exist or may require 'docker login': 401 Unauthorized"},
 		{portlayer.NoSuchVolume("data"), "get data: no such volume"},
 		{portlayer.EndpointError(portlayer.ReasonAttached, "web", "net1"), "endpoint with name web already exists in network net1"},
