@@ -147,26 +147,26 @@ func mountAll(ctx context.Context, ms []wire.Mount) error {
 }
 
 // mountPoint resolves target inside the container's root and makes sure
-// a directory is there to mount on. It returns the resolved host path and
-// whether the directory existed before (the copy-up source).
-func mountPoint(target string) (string, bool, error) {
+// a directory is there to mount on (made, parents too, when missing). It
+// returns the resolved path; errTypeMismatch if a file is there.
+func mountPoint(target string) (string, error) {
 	p, err := inRoot(target)
 	if err != nil {
-		return "", false, err
+		return "", err
 	}
 	st, err := os.Stat(p)
 	switch {
 	case err == nil && st.IsDir():
-		return p, true, nil
+		return p, nil
 	case err == nil:
-		return "", false, fmt.Errorf("%s is not a directory in the container: %w", target, errTypeMismatch)
+		return "", fmt.Errorf("%s is not a directory in the container: %w", target, errTypeMismatch)
 	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(p, 0o755); err != nil {
-			return "", false, fmt.Errorf("create mount point: %w", err)
+			return "", fmt.Errorf("create mount point: %w", err)
 		}
-		return p, false, nil
+		return p, nil
 	default:
-		return "", false, err
+		return "", err
 	}
 }
 
@@ -217,7 +217,7 @@ func mountVolume(ctx context.Context, staged map[string]string, pristine string,
 	var target string
 	var err error
 	if isDir {
-		target, _, err = mountPoint(m.Target)
+		target, err = mountPoint(m.Target)
 	} else {
 		target, err = fileMountPoint(m.Target)
 	}
@@ -403,7 +403,7 @@ func mountTmpfs(m wire.Mount) error {
 	if m.ReadOnly {
 		flags |= unix.MS_RDONLY
 	}
-	target, _, err := mountPoint(m.Target)
+	target, err := mountPoint(m.Target)
 	if err != nil {
 		return err
 	}
@@ -422,7 +422,7 @@ const shareOptions = "trans=virtio,version=9p2000.L,msize=262144,cache=none"
 // mountShare mounts a host directory shared over virtio-9p (a bind
 // mount); read-only ones are refused writes by the guest (and the VMM).
 func mountShare(m wire.Mount) error {
-	target, _, err := mountPoint(m.Target)
+	target, err := mountPoint(m.Target)
 	if err != nil {
 		return err
 	}

@@ -70,11 +70,8 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 			if !imageID.MatchString(m.Source) {
 				return portlayer.Invalid(portlayer.KindMount, "Source", m.Source, portlayer.ReasonInvalid, "compute: an image mount's source "+strconv.Quote(m.Source)+" is not an image ID (sha256: plus 64 hex)")
 			}
-			if s.rootfs == nil || s.disks.store != nil {
-				// A driver with its own disk store (vSphere) would
-				// attach the image's imported disk, the parent of
-				// its containers' linked clones, to another VM.
-				return portlayer.Errorf(portlayer.ClassFailedPrecondition, "image mounts are not available on this VCH's VMs")
+			if err := s.imageMountsSupported(); err != nil {
+				return err
 			}
 			m.ReadOnly, m.NoCopy = true, true
 		case portlayer.MountBind:
@@ -92,6 +89,17 @@ func (s *Service) checkMounts(spec *portlayer.ContainerSpec) error {
 	}
 	if len(mounts) > 0 {
 		spec.Mounts = mounts
+	}
+	return nil
+}
+
+// imageMountsSupported is nil when this VCH's VMs can take image mounts:
+// FailedPrecondition without a rootfs store, or with a driver that keeps
+// its own disks (vSphere), which would attach the image's imported disk,
+// the parent of its containers' linked clones, to another VM.
+func (s *Service) imageMountsSupported() error {
+	if s.rootfs == nil || s.disks.store != nil {
+		return portlayer.Errorf(portlayer.ClassFailedPrecondition, "image mounts are not available on this VCH's VMs")
 	}
 	return nil
 }
@@ -291,8 +299,8 @@ func (s *Service) volumeDisks(ctx context.Context, spec portlayer.ContainerSpec)
 				mounts = append(mounts, wire.Mount{Type: wire.MountImage, Serial: serial, Target: m.Target, ReadOnly: true, Subpath: m.Subpath})
 				continue
 			}
-			if s.rootfs == nil || s.disks.store != nil {
-				return nil, nil, portlayer.Errorf(portlayer.ClassFailedPrecondition, "image mounts are not available on this VCH's VMs")
+			if err := s.imageMountsSupported(); err != nil {
+				return nil, nil, err
 			}
 			local, err := s.rootfs.Rootfs(ctx, m.Source)
 			if err != nil {
